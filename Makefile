@@ -1,0 +1,40 @@
+# Beamfleet - a thin wrapper over CMake: deps, build, demo, test.
+#   make demo   installs what is missing, builds, runs examples/demo.yaml
+#   make test   installs what is missing, builds, runs every test (ctest)
+BUILD      ?= build
+JOBS       ?= $(shell nproc)
+CMAKE_ARGS ?=
+NVCC       ?= $(firstword $(shell command -v nvcc 2>/dev/null) $(wildcard /usr/local/cuda/bin/nvcc /usr/local/cuda-*/bin/nvcc /usr/bin/nvcc))
+
+DEB_PACKAGES = build-essential cmake pkg-config python3 python3-pip \
+               libzmq3-dev libmsgpack-dev libyaml-dev libsqlite3-dev libjansson-dev \
+               libexpat1-dev libpng-dev libmicrohttpd-dev libcmocka-dev libembree-dev
+PY_PACKAGES  = pyzmq msgpack
+
+.PHONY: all deps build demo test bench clean format
+
+all: build
+
+deps:
+	@./deploy/install-deps.sh $(DEB_PACKAGES) -- $(PY_PACKAGES)
+
+$(BUILD)/CMakeCache.txt:
+	cmake -S . -B $(BUILD) $(if $(NVCC),-DCMAKE_CUDA_COMPILER=$(NVCC)) $(CMAKE_ARGS)
+
+build: $(BUILD)/CMakeCache.txt
+	cmake --build $(BUILD) -j $(JOBS)
+
+demo: deps build
+	./$(BUILD)/beamfleet run examples/demo.yaml
+
+test: deps build
+	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) --timeout 900
+
+bench: deps build
+	./bench/run-all.sh $(BUILD)
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h' '*.cu' '*.cuh')
+
+clean:
+	rm -rf $(BUILD)

@@ -1,0 +1,404 @@
+/*  common/bf.c - errors, logging, clocks, durable file writes and string
+    helpers shared by every part of Beamfleet. See bf.h for the contracts. */
+
+#include "bf.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+static const char *const error_names[BF_ERR_COUNT] = {
+    [BF_OK] = "ok",
+    [BF_ENOMEM] = "out of memory",
+    [BF_EINVAL] = "invalid input",
+    [BF_EPROTO] = "malformed message",
+    [BF_EIO] = "input/output error",
+    [BF_ENOSPC] = "no space left on device",
+    [BF_ETIMEDOUT] = "timed out",
+    [BF_ECUDA] = "CUDA error",
+    [BF_ENOENT] = "not found",
+    [BF_EEXIST] = "already exists",
+    [BF_EPERM] = "not permitted",
+    [BF_ECANCELED] = "cancelled",
+    [BF_ESTATE] = "invalid state",
+    [BF_EDB] = "durable store error",
+    [BF_ECHILD] = "child process failed",
+    [BF_EUNSUPP] = "not supported",
+};
+
+const char *bf_strerror(bf_err_t err)
+{
+    if ((unsigned)err >= BF_ERR_COUNT || !error_names[err])
+        return "unknown error";
+    return error_names[err];
+}
+
+bf_err_t bf_fail(char *err, bf_err_t code, const char *fmt, ...)
+{
+    if (err) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, BF_ERRLEN, fmt, ap);
+        va_end(ap);
+    }
+    return code;
+}
+
+/* ---- logging ------------------------------------------------------------ */
+
+static int log_level = -1;
+static char log_tag[32] = "beamfleet";
+
+void bf_log_set_level(bf_log_level_t level)
+{
+    log_level = (int)level;
+}
+
+void bf_log_set_tag(const char *tag)
+{
+    bf_strlcpy(log_tag, tag, sizeof log_tag);
+}
+
+bool bf_log_enabled(bf_log_level_t level)
+{
+    if (log_level < 0) {
+        const char *env = getenv("BEAMFLEET_LOG");
+        log_level = BF_LOG_INFO;
+        if (env) {
+            if (!strcmp(env, "debug"))
+                log_level = BF_LOG_DEBUG;
+            else if (!strcmp(env, "warn"))
+                log_level = BF_LOG_WARN;
+            else if (!strcmp(env, "error"))
+                log_level = BF_LOG_ERROR;
+        }
+    }
+    return (int)level >= log_level;
+}
+
+void bf_log(bf_log_level_t level, const char *fmt, ...)
+{
+    if (!bf_log_enabled(level))
+        return;
+    static const char *const names[] = {"debug", "info", "warn", "error"};
+    char stamp[32];
+    bf_iso8601(bf_wall_ms(), stamp);
+    /* One write per line so lines from concurrent processes do not interleave. */
+    char line[2048];
+    int n = snprintf(line, sizeof line, "%s %s[%d] %s: ", stamp, log_tag, (int)getpid(),
+                     names[level]);
+    va_list ap;
+    va_start(ap, fmt);
+    if (n > 0 && (size_t)n < sizeof line)
+        n += vsnprintf(line + n, sizeof line - (size_t)n, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    if ((size_t)n >= sizeof line - 1)
+        n = (int)sizeof line - 2;
+    line[n++] = '\n';
+    ssize_t rc = write(STDERR_FILENO, line, (size_t)n);
+    (void)rc;
+}
+
+/* ---- clocks ------------------------------------------------------------- */
+
+int64_t bf_mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+double bf_mono_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+int64_t bf_wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void bf_timestamp(char out[16])
+{
+    time_t now = time(NULL);
+    struct tm tm;
+    localtime_r(&now, &tm);
+    strftime(out, 16, "%Y%m%d_%H%M%S", &tm);
+}
+
+void bf_iso8601(int64_t wall_ms, char out[32])
+{
+    time_t secs = (time_t)(wall_ms / 1000);
+    struct tm tm;
+    gmtime_r(&secs, &tm);
+    char base[24];
+    strftime(base, sizeof base, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out, 32, "%s.%03dZ", base, (int)(wall_ms % 1000));
+}
+
+/* ---- files -------------------------------------------------------------- */
+
+static bf_err_t errno_code(int e)
+{
+    switch (e) {
+    case ENOSPC:
+    case EDQUOT:
+        return BF_ENOSPC;
+    case ENOENT:
+        return BF_ENOENT;
+    case EACCES:
+    case EPERM:
+    case EROFS:
+        return BF_EPERM;
+    case ENOMEM:
+        return BF_ENOMEM;
+    default:
+        return BF_EIO;
+    }
+}
+
+static bf_err_t fsync_dir_of(const char *path, char *err)
+{
+    char *copy = bf_strdup(path);
+    if (!copy)
+        return BF_ENOMEM;
+    const char *dir = dirname(copy);
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    bf_err_t rc = BF_OK;
+    if (fd < 0 || fsync(fd) != 0)
+        rc = bf_fail(err, errno_code(errno), "%s: fsync of directory: %s", dir, strerror(errno));
+    if (fd >= 0)
+        close(fd);
+    free(copy);
+    return rc;
+}
+
+bf_err_t bf_write_atomic(const char *path, const void *data, size_t len, char *err)
+{
+    char *tmp = bf_asprintf("%s.tmp.%d", path, (int)getpid());
+    if (!tmp)
+        return BF_ENOMEM;
+    bf_err_t rc = BF_OK;
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        rc = bf_fail(err, errno_code(errno), "%s: %s", tmp, strerror(errno));
+        goto cleanup;
+    }
+    const char *p = data;
+    size_t left = len;
+    while (left > 0) {
+        ssize_t n = write(fd, p, left);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            rc = bf_fail(err, errno_code(errno), "%s: write: %s", tmp, strerror(errno));
+            goto cleanup;
+        }
+        p += n;
+        left -= (size_t)n;
+    }
+    if (fsync(fd) != 0) {
+        rc = bf_fail(err, errno_code(errno), "%s: fsync: %s", tmp, strerror(errno));
+        goto cleanup;
+    }
+    if (close(fd) != 0) {
+        fd = -1;
+        rc = bf_fail(err, errno_code(errno), "%s: close: %s", tmp, strerror(errno));
+        goto cleanup;
+    }
+    fd = -1;
+    if (rename(tmp, path) != 0) {
+        rc = bf_fail(err, errno_code(errno), "%s: rename: %s", path, strerror(errno));
+        goto cleanup;
+    }
+    rc = fsync_dir_of(path, err);
+cleanup:
+    if (fd >= 0)
+        close(fd);
+    if (rc != BF_OK)
+        unlink(tmp);
+    free(tmp);
+    return rc;
+}
+
+bf_err_t bf_append_sync(int fd, const void *data, size_t len, char *err)
+{
+    const char *p = data;
+    size_t left = len;
+    while (left > 0) {
+        ssize_t n = write(fd, p, left);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return bf_fail(err, errno_code(errno), "append: %s", strerror(errno));
+        p += n;
+        left -= (size_t)n;
+    }
+    if (fdatasync(fd) != 0)
+        return bf_fail(err, errno_code(errno), "fdatasync: %s", strerror(errno));
+    return BF_OK;
+}
+
+bf_err_t bf_mkdir_p(const char *path, char *err)
+{
+    char *copy = bf_strdup(path);
+    if (!copy)
+        return BF_ENOMEM;
+    bf_err_t rc = BF_OK;
+    for (char *p = copy + 1;; p++) {
+        if (*p == '/' || *p == '\0') {
+            char saved = *p;
+            *p = '\0';
+            if (mkdir(copy, 0755) != 0 && errno != EEXIST) {
+                rc = bf_fail(err, errno_code(errno), "%s: mkdir: %s", copy, strerror(errno));
+                break;
+            }
+            *p = saved;
+            if (saved == '\0')
+                break;
+        }
+    }
+    if (rc == BF_OK && !bf_is_dir(path))
+        rc = bf_fail(err, BF_EIO, "%s: not a directory", path);
+    free(copy);
+    return rc;
+}
+
+bf_err_t bf_read_file(const char *path, size_t max, char **data, size_t *len, char *err)
+{
+    *data = NULL;
+    if (len)
+        *len = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return bf_fail(err, errno_code(errno), "%s: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return bf_fail(err, BF_EIO, "%s: not a regular file", path);
+    }
+    if ((uint64_t)st.st_size > max) {
+        close(fd);
+        return bf_fail(err, BF_EINVAL, "%s: file too large (%lld bytes, limit %zu)", path,
+                       (long long)st.st_size, max);
+    }
+    size_t cap = (size_t)st.st_size;
+    char *buf = malloc(cap + 1);
+    if (!buf) {
+        close(fd);
+        return BF_ENOMEM;
+    }
+    size_t got = 0;
+    while (got < cap) {
+        ssize_t n = read(fd, buf + got, cap - got);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            int e = errno;
+            free(buf);
+            close(fd);
+            return bf_fail(err, errno_code(e), "%s: read: %s", path, strerror(e));
+        }
+        if (n == 0)
+            break;
+        got += (size_t)n;
+    }
+    close(fd);
+    buf[got] = '\0';
+    *data = buf;
+    if (len)
+        *len = got;
+    return BF_OK;
+}
+
+bool bf_is_dir(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+/* ---- strings ------------------------------------------------------------ */
+
+char *bf_strdup(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}
+
+char *bf_asprintf(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *out = NULL;
+    int n = vasprintf(&out, fmt, ap);
+    va_end(ap);
+    return n < 0 ? NULL : out;
+}
+
+char *bf_strlcpy(char *dst, const char *src, size_t n)
+{
+    if (n == 0)
+        return dst;
+    size_t len = src ? strnlen(src, n - 1) : 0;
+    if (len)
+        memcpy(dst, src, len);
+    dst[len] = '\0';
+    return dst;
+}
+
+bool bf_safe_name(const char *name)
+{
+    if (!name || !*name || !strcmp(name, ".") || !strcmp(name, ".."))
+        return false;
+    size_t len = 0;
+    for (const unsigned char *p = (const unsigned char *)name; *p; p++, len++) {
+        if (*p == '/' || *p < 0x20 || *p == 0x7f || len >= 255)
+            return false;
+    }
+    return true;
+}
+
+const char *bf_hostname(void)
+{
+    static char name[256];
+    if (!name[0] && gethostname(name, sizeof name - 1) != 0)
+        bf_strlcpy(name, "localhost", sizeof name);
+    return name;
+}
+
+void bf_uuid(char out[33])
+{
+    unsigned char raw[16];
+    size_t got = 0;
+    while (got < sizeof raw) {
+        ssize_t n = getrandom(raw + got, sizeof raw - got, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            /* getrandom cannot fail on Linux >= 3.17 after boot; keep going
+               with a weaker, still unique-enough source rather than abort. */
+            uint64_t x = (uint64_t)bf_wall_ms() ^ ((uint64_t)getpid() << 32) ^ (uint64_t)clock();
+            for (; got < sizeof raw; got++, x = x * 6364136223846793005ull + 1)
+                raw[got] = (unsigned char)(x >> 56);
+            break;
+        }
+        got += (size_t)n;
+    }
+    static const char hex[] = "0123456789abcdef";
+    for (size_t i = 0; i < sizeof raw; i++) {
+        out[2 * i] = hex[raw[i] >> 4];
+        out[2 * i + 1] = hex[raw[i] & 15];
+    }
+    out[32] = '\0';
+}

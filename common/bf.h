@@ -1,0 +1,109 @@
+/*  common/bf.h - what every part of Beamfleet shares: the one error
+    vocabulary, logging, clocks, durable file writes and small string helpers.
+
+    Everything here is plain C11 + POSIX and has no dependency beyond libc and
+    jansson (for the JSON helpers). Functions that can fail return bf_err_t and
+    are marked BF_MUST_CHECK; a human-readable detail, when there is one, is
+    written into a caller-supplied buffer of BF_ERRLEN bytes. */
+
+#ifndef BF_H_INCLUDED
+#define BF_H_INCLUDED
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define BF_VERSION     "0.1.0"
+#define BF_ERRLEN      512
+#define BF_MUST_CHECK  __attribute__((warn_unused_result))
+#define BF_PRINTF(f, a) __attribute__((format(printf, f, a)))
+#define BF_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+/* The one error vocabulary, returned everywhere and never ignored. */
+typedef enum {
+    BF_OK = 0,
+    BF_ENOMEM,    /* allocation failed */
+    BF_EINVAL,    /* bad argument or bad input (config, scene, flag) */
+    BF_EPROTO,    /* malformed or unexpected network message */
+    BF_EIO,       /* file or socket I/O failed */
+    BF_ENOSPC,    /* disk full */
+    BF_ETIMEDOUT, /* deadline passed */
+    BF_ECUDA,     /* CUDA runtime or launch failure */
+    BF_ENOENT,    /* no such file, job, task or peer */
+    BF_EEXIST,    /* already exists */
+    BF_EPERM,     /* not allowed (role, exec allow-list, path escape) */
+    BF_ECANCELED, /* cancelled by a user */
+    BF_ESTATE,    /* operation not valid in the current state */
+    BF_EDB,       /* durable store failure */
+    BF_ECHILD,    /* a child process failed */
+    BF_EUNSUPP,   /* not supported by this build or backend */
+    BF_ERR_COUNT
+} bf_err_t;
+
+/* Returns a static, lower-case description of err; never NULL. */
+const char *bf_strerror(bf_err_t err);
+
+/* Formats into err (BF_ERRLEN bytes, may be NULL) and returns code, so a
+   failure site is one line: return bf_fail(err, BF_EINVAL, "%s:%d: ...", ...) */
+bf_err_t bf_fail(char *err, bf_err_t code, const char *fmt, ...) BF_PRINTF(3, 4);
+
+/* ---- logging ------------------------------------------------------------ */
+typedef enum { BF_LOG_DEBUG, BF_LOG_INFO, BF_LOG_WARN, BF_LOG_ERROR } bf_log_level_t;
+
+/* Process-wide: the minimum level printed and a tag such as "broker". The log
+   goes to stderr, one line per call, prefixed with time, tag and pid. The level
+   also comes from $BEAMFLEET_LOG (debug|info|warn|error) at first use. */
+void bf_log_set_level(bf_log_level_t level);
+void bf_log_set_tag(const char *tag);
+bool bf_log_enabled(bf_log_level_t level);
+void bf_log(bf_log_level_t level, const char *fmt, ...) BF_PRINTF(2, 3);
+#define bf_debug(...) bf_log(BF_LOG_DEBUG, __VA_ARGS__)
+#define bf_info(...)  bf_log(BF_LOG_INFO, __VA_ARGS__)
+#define bf_warn(...)  bf_log(BF_LOG_WARN, __VA_ARGS__)
+#define bf_error(...) bf_log(BF_LOG_ERROR, __VA_ARGS__)
+
+/* ---- clocks ------------------------------------------------------------- */
+int64_t bf_mono_ms(void);  /* monotonic milliseconds, for deadlines */
+double  bf_mono_s(void);   /* monotonic seconds as a double, for timings */
+int64_t bf_wall_ms(void);  /* wall-clock milliseconds since the epoch */
+/* Writes local time as YYYYmmdd_HHMMSS (16 bytes with NUL) into out. */
+void bf_timestamp(char out[16]);
+/* Writes wall time as ISO 8601 UTC (e.g. 2026-11-24T14:55:09.123Z). */
+void bf_iso8601(int64_t wall_ms, char out[32]);
+
+/* ---- files -------------------------------------------------------------- */
+/* Writes data to path so that a crash at any moment leaves either the old or
+   the new complete file: temp file in the same directory, fsync, rename,
+   fsync of the directory. BF_ENOSPC when the disk is full. */
+bf_err_t bf_write_atomic(const char *path, const void *data, size_t len, char *err) BF_MUST_CHECK;
+/* Appends data and fdatasyncs. fd must be open with O_APPEND. */
+bf_err_t bf_append_sync(int fd, const void *data, size_t len, char *err) BF_MUST_CHECK;
+/* mkdir -p with mode 0755. */
+bf_err_t bf_mkdir_p(const char *path, char *err) BF_MUST_CHECK;
+/* Reads a whole file (at most max bytes) into a NUL-terminated heap buffer. */
+bf_err_t bf_read_file(const char *path, size_t max, char **data, size_t *len,
+                      char *err) BF_MUST_CHECK;
+/* True if path is a directory. */
+bool bf_is_dir(const char *path);
+
+/* ---- strings ------------------------------------------------------------ */
+/* strdup that returns NULL for NULL. */
+char *bf_strdup(const char *s);
+/* malloc'ed printf; NULL on allocation failure. */
+char *bf_asprintf(const char *fmt, ...) BF_PRINTF(1, 2);
+/* Copies src into dst of size n, always NUL-terminated; returns dst. */
+char *bf_strlcpy(char *dst, const char *src, size_t n);
+/* True if name is a safe single path component: non-empty, at most 255
+   bytes, no '/', not "." or "..", no control characters. Scene names from the
+   network must pass this before they are joined to a scene root. */
+bool bf_safe_name(const char *name);
+/* This host's name (cached), never NULL. */
+const char *bf_hostname(void);
+
+/* A random 128-bit identifier as 32 lower-case hex characters + NUL, from
+   getrandom(2). */
+void bf_uuid(char out[33]);
+
+#endif

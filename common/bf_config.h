@@ -1,0 +1,112 @@
+/*  common/bf_config.h - the job file and the fleet file (DESIGN section 3):
+    parsed from YAML with every unknown key and bad value rejected as
+    file:line:column, and carried over the network as JSON documents that are
+    validated again on arrival (they are untrusted there).
+
+    A bf_job_t is what a worker needs to run any task of the job; the list of
+    scenes travels only in SUBMIT. */
+
+#ifndef BF_CONFIG_H_INCLUDED
+#define BF_CONFIG_H_INCLUDED
+
+#include "bf.h"
+#include <jansson.h>
+
+typedef enum { BF_TASK_BORESIGHT = 0, BF_TASK_EXEC = 1 } bf_task_kind_t;
+typedef enum {
+    BF_OBJ_MEAN_DBM = 0, /* mean of dBm over zone cells (default) */
+    BF_OBJ_P10_DBM,      /* 10th percentile of dBm over zone cells */
+    BF_OBJ_MEAN_LINEAR,  /* mean of mW over zone cells, in dBm */
+    BF_OBJ_COVERAGE      /* fraction of zone cells >= coverage_dbm */
+} bf_objective_t;
+
+typedef struct {
+    double p10_min_dbm;             /* [-270] */
+    double p10_max_dbm;             /* [-80] */
+    double p90_min_dbm;             /* [-130] */
+    double min_percentile_range_db; /* [15] */
+} bf_validation_t;
+
+typedef struct {
+    uint64_t samples_per_tx;  /* [1000000], 1 .. 1e10 */
+    unsigned max_depth;       /* [3], 0 .. 32 */
+    bool los;                 /* [true] */
+    bool specular_reflection; /* [true] */
+    bool refraction;          /* [true] */
+    uint64_t seed;            /* [42] */
+    double floor_dbm;         /* [-300] */
+} bf_solver_t;
+
+typedef struct {
+    bool has_center, has_size, has_height, has_cell_size;
+    double center[2];    /* [x, y], default: scene bounding box centre */
+    double size[2];      /* [w, h], default: scene bounding box extent */
+    double height;       /* [1.5] */
+    double cell_size[2]; /* [10, 10] */
+} bf_measurement_t;
+
+typedef struct {
+    bf_objective_t objective; /* [mean_dbm] */
+    double azimuth_deg[2];    /* [0, 360] */
+    double tilt_deg[2];       /* [-10, 30] */
+    double coverage_dbm;      /* [-100], for objective coverage */
+} bf_optimizer_t;
+
+typedef struct {
+    char *name;        /* [job file name without extension] */
+    char *scenes_root; /* absolute path of `scenes` */
+    char **scenes;     /* sorted scene names (sub-directories), max_scenes applied */
+    size_t scene_count;
+    char *output;      /* absolute path of `output` [./parallel_results] */
+    bf_task_kind_t task;
+    double timeout_s;      /* [3600] */
+    unsigned max_attempts; /* [3], 1 .. 100 */
+    bf_validation_t validation;
+    bf_solver_t solver;
+    bf_measurement_t measurement;
+    bf_optimizer_t optimizer;
+    char **exec_command; /* NULL-terminated argv, task exec only */
+    size_t exec_argc;
+} bf_job_t;
+
+typedef struct {
+    char *broker_endpoint; /* [$BEAMFLEET_BROKER or tcp://127.0.0.1:5555] */
+    char *broker_bind;     /* [tcp://127.0.0.1:5555] */
+    char *broker_state;    /* [./beamfleet-state] */
+    bool insecure;         /* [false] */
+    unsigned heartbeat_interval_ms; /* [1000] */
+    unsigned heartbeat_liveness;    /* [3] */
+    unsigned prefetch;              /* worker credit [1] */
+    char *collector_publish;        /* [tcp://127.0.0.1:5557] */
+    char **allow_exec;              /* NULL-terminated */
+    size_t allow_exec_count;
+    char *security_keys, *security_identity; /* NULL when security is off */
+    char *metrics_listen;                    /* NULL when off */
+} bf_fleet_t;
+
+/* Fills job with every default (no name, no scenes). */
+void bf_job_defaults(bf_job_t *job);
+/* Parses a job file; resolves `scenes` and `output` against the file's
+   directory, lists the scene sub-directories (sorted, max_scenes applied) and
+   checks that there is at least one. On error job is cleared and err holds
+   "file:line:col: ...". */
+bf_err_t bf_job_load(const char *path, bf_job_t *job, char *err) BF_MUST_CHECK;
+/* Frees what job owns and zeroes it. */
+void bf_job_clear(bf_job_t *job);
+/* The job as a JSON document (keys as in the job file, plus scenes_root and
+   scenes when with_scenes). NULL on allocation failure. */
+json_t *bf_job_to_json(const bf_job_t *job, bool with_scenes);
+/* Validates a JSON document from the network and fills job (cleared first).
+   Scene names must pass bf_safe_name. err names the bad field. */
+bf_err_t bf_job_from_json(const json_t *doc, bf_job_t *job, char *err) BF_MUST_CHECK;
+
+void bf_fleet_defaults(bf_fleet_t *fleet);
+/* Parses a fleet file over the defaults already in fleet. */
+bf_err_t bf_fleet_load(const char *path, bf_fleet_t *fleet, char *err) BF_MUST_CHECK;
+void bf_fleet_clear(bf_fleet_t *fleet);
+
+/* Name of an objective ("mean_dbm") and back. */
+const char *bf_objective_name(bf_objective_t o);
+bool bf_objective_parse(const char *name, bf_objective_t *out);
+
+#endif
