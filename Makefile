@@ -24,7 +24,7 @@ $(BUILD)/CMakeCache.txt:
 build: $(BUILD)/CMakeCache.txt
 	cmake --build $(BUILD) -j $(JOBS)
 
-demo: deps build
+demo: deps build $(BUILD)/demo-scenes
 	./$(BUILD)/beamfleet run examples/demo.yaml
 
 test: deps build
@@ -38,3 +38,6 @@ format:
 
 clean:
 	rm -rf $(BUILD)
+
+$(BUILD)/demo-scenes:
+	./$(BUILD)/beamfleet scenegen --out $(BUILD)/demo-scenes --count 16 --seed 1

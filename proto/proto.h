@@ -89,10 +89,13 @@ enum {
     X(DELIVER, 14, "deliver", "broker>collector", PF(job_id) | PF(task_id) | PF(seq) | PF(obj))    \
     /* broker -> collector: every task of a job is final; obj = job summary */                     \
     X(JOB_DONE, 15, "job-done", "broker>collector", PF(job_id) | PF(seq) | PF(obj))                \
-    /* collector -> broker: delivery seq is durably written */                                     \
-    X(ACK, 16, "ack", "collector>broker", PF(seq))                                                 \
+    /* collector -> broker: delivery seq is durable (task_id "");                               \
+       broker -> worker: the RESULT of task_id is durable, forget it (seq 0) */                   \
+    X(ACK, 16, "ack", "any", PF(task_id) | PF(seq))                                                \
     /* broker -> any: a request failed, or "unknown peer: send READY again" */                     \
-    X(ERROR, 17, "error", "broker>any", PF(code) | PF(reason))
+    X(ERROR, 17, "error", "broker>any", PF(code) | PF(reason))                                     \
+    /* broker -> worker: stop task_id now (job cancelled); its result is not wanted */             \
+    X(ABORT, 18, "abort", "broker>worker", PF(task_id) | PF(reason))
 
 typedef enum {
     PROTO_NONE = 0,

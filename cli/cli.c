@@ -1,0 +1,90 @@
+/*  cli/cli.c - the subcommand table of `beamfleet`, top-level help, `version`
+    and the fleet-file precedence every networked subcommand shares. */
+
+#include "cli.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <zmq.h>
+
+#if defined(BF_HAVE_CUDA)
+#define BACKENDS "cpu, cuda"
+#else
+#define BACKENDS "cpu"
+#endif
+
+typedef struct {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *summary;
+} command_t;
+
+static const command_t commands[] = {
+    {"run", cli_run, "run a job on this host: broker, collector and workers in one command"},
+    {"broker", cli_broker, "the broker daemon"},
+    {"worker", cli_worker, "one worker per device (or N CPU workers)"},
+    {"collector", cli_collector, "the collector daemon: reports and the live stream"},
+    {"submit", cli_submit, "submit a job to a running fleet"},
+    {"status", cli_status, "workers, jobs, queue and ETA"},
+    {"cancel", cli_cancel, "cancel a job's queued and running tasks"},
+    {"solve", cli_solve, "run one scene in this process (no fleet)"},
+    {"scenegen", cli_scenegen, "write procedural city scenes"},
+    {"version", cli_version, "version, protocol version and compiled backends"},
+};
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: beamfleet COMMAND [OPTIONS]\n\n"
+                 "Boresight optimization over many radio scenes on a fleet of GPU workers.\n\n"
+                 "commands:\n");
+    for (size_t i = 0; i < BF_ARRAY_LEN(commands); i++)
+        fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].summary);
+    fprintf(out, "\n`beamfleet COMMAND --help` describes each command.\n");
+}
+
+int cli_main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return CLI_EXIT_USAGE;
+    }
+    const char *name = argv[1];
+    if (!strcmp(name, "--help") || !strcmp(name, "-h") || !strcmp(name, "help")) {
+        usage(stdout);
+        return CLI_EXIT_OK;
+    }
+    if (!strcmp(name, "--version"))
+        name = "version";
+    for (size_t i = 0; i < BF_ARRAY_LEN(commands); i++)
+        if (!strcmp(commands[i].name, name))
+            return commands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "beamfleet: unknown command '%s' (try beamfleet --help)\n", name);
+    return CLI_EXIT_USAGE;
+}
+
+int cli_version(int argc, char **argv)
+{
+    if (argc > 1 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+        printf("usage: beamfleet version\n\nPrints the version, the protocol version and the "
+               "compiled radio-engine backends.\n");
+        return CLI_EXIT_OK;
+    }
+    int major, minor, patch;
+    zmq_version(&major, &minor, &patch);
+    printf("beamfleet %s\nprotocol %d\nbackends: %s\nlibzmq %d.%d.%d\n", BF_VERSION, PROTO_VERSION,
+           BACKENDS, major, minor, patch);
+    return CLI_EXIT_OK;
+}
+
+int cli_load_fleet(const char *path, bf_fleet_t *fleet)
+{
+    bf_fleet_defaults(fleet);
+    if (!path)
+        return CLI_EXIT_OK;
+    char err[BF_ERRLEN];
+    if (bf_fleet_load(path, fleet, err) != BF_OK) {
+        fprintf(stderr, "beamfleet: %s\n", err);
+        return CLI_EXIT_USAGE;
+    }
+    return CLI_EXIT_OK;
+}

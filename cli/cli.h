@@ -1,0 +1,65 @@
+/*  cli/cli.h - the `beamfleet` command line (DESIGN section 2): one table of
+    subcommands, each a function taking its own argc/argv, and the client side
+    of the protocol (submit, status, cancel, follow) shared by `run` and
+    `submit --wait`.
+
+    Exit codes: 0 success, 1 a failure at run time (the fleet did not answer,
+    a task job ended with errors is still 0), 2 a usage or input error with a
+    one-line message naming the flag, or the file, line and column. */
+
+#ifndef CLI_H_INCLUDED
+#define CLI_H_INCLUDED
+
+#include "../common/bf.h"
+#include "../common/bf_config.h"
+#include "../proto/proto.h"
+#include <jansson.h>
+
+#define CLI_EXIT_OK      0
+#define CLI_EXIT_FAILURE 1
+#define CLI_EXIT_USAGE   2
+
+#include <signal.h>
+
+/* Set by `run` on SIGINT/SIGTERM; the follower stops when it is set. */
+extern volatile sig_atomic_t cli_interrupted;
+
+/* Entry point: dispatches argv[1] to its subcommand. */
+int cli_main(int argc, char **argv);
+
+/* Subcommands (argv[0] is the subcommand's name). */
+int cli_run(int argc, char **argv);
+int cli_broker(int argc, char **argv);
+int cli_worker(int argc, char **argv);
+int cli_collector(int argc, char **argv);
+int cli_submit(int argc, char **argv);
+int cli_status(int argc, char **argv);
+int cli_cancel(int argc, char **argv);
+int cli_solve(int argc, char **argv);
+int cli_scenegen(int argc, char **argv);
+int cli_version(int argc, char **argv);
+
+/* Loads the fleet file named by -c (path may be NULL for defaults) and applies
+   the documented precedence for the broker endpoint. Prints the error and
+   returns CLI_EXIT_USAGE on failure, 0 on success. */
+int cli_load_fleet(const char *path, bf_fleet_t *fleet);
+
+/* One request, one reply, over a fresh DEALER (Lazy Pirate without resend:
+   a request is sent once, so SUBMIT never creates a job twice). Waits at most
+   timeout_ms. BF_ETIMEDOUT when the broker does not answer; an ERROR reply
+   is returned as BF_EPROTO with its reason in err. */
+bf_err_t cli_request(const char *endpoint, const proto_msg_t *request, proto_msg_t *reply,
+                     int timeout_ms, char *err) BF_MUST_CHECK;
+
+/* Follows job_id until every task is final and the collector has taken every
+   result, printing one line per result and the progress line of the notebook
+   it replaces, then the summary. Returns CLI_EXIT_OK, or CLI_EXIT_FAILURE if
+   the broker went away for longer than give_up_ms. */
+int cli_follow(const char *endpoint, const char *job_id, unsigned total, const char *output,
+               int give_up_ms);
+
+/* Submits job and returns its id in job_id (13 bytes). */
+bf_err_t cli_submit_job(const char *endpoint, const bf_job_t *job, char job_id[64], unsigned *total,
+                        char *err) BF_MUST_CHECK;
+
+#endif

@@ -1,0 +1,527 @@
+/*  cli/cli_client.c - the client side of the protocol: `submit`, `status`,
+    `cancel`, and the follower that prints live progress for `run` and
+    `submit --wait` in the words of the notebook Beamfleet replaces
+    ("✓ [7/20] s07: +3.21 dB in 4.2 s (GPU 0)", then Progress/Rate/ETA). */
+
+#include "cli.h"
+
+#include <getopt.h>
+#include <glob.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#define REQUEST_TIMEOUT_MS 10000
+
+volatile sig_atomic_t cli_interrupted;
+
+bf_err_t cli_request(const char *endpoint, const proto_msg_t *request, proto_msg_t *reply,
+                     int timeout_ms, char *err)
+{
+    proto_msg_init(reply, PROTO_NONE);
+    void *ctx = zmq_ctx_new();
+    if (!ctx)
+        return bf_fail(err, BF_ENOMEM, "cannot create a ZeroMQ context");
+    void *sock = zmq_socket(ctx, ZMQ_DEALER);
+    bf_err_t rc = BF_OK;
+    int linger = 0;
+    if (!sock) {
+        rc = bf_fail(err, BF_EIO, "zmq_socket: %s", zmq_strerror(zmq_errno()));
+        goto cleanup;
+    }
+    zmq_setsockopt(sock, ZMQ_LINGER, &linger, sizeof linger);
+    if (zmq_connect(sock, endpoint) != 0) {
+        rc = bf_fail(err, BF_EINVAL, "--broker %s: %s", endpoint, zmq_strerror(zmq_errno()));
+        goto cleanup;
+    }
+    rc = proto_send(sock, NULL, 0, request, 0);
+    if (rc != BF_OK) {
+        bf_fail(err, rc, "cannot send to %s: %s", endpoint, zmq_strerror(zmq_errno()));
+        goto cleanup;
+    }
+    int64_t deadline = bf_mono_ms() + timeout_ms;
+    for (;;) {
+        int64_t left = deadline - bf_mono_ms();
+        if (left <= 0) {
+            rc = bf_fail(err, BF_ETIMEDOUT, "no answer from the broker at %s within %d s", endpoint,
+                         timeout_ms / 1000);
+            goto cleanup;
+        }
+        zmq_pollitem_t item = {sock, 0, ZMQ_POLLIN, 0};
+        if (zmq_poll(&item, 1, (long)left) < 0)
+            continue;
+        if (!(item.revents & ZMQ_POLLIN))
+            continue;
+        char why[BF_ERRLEN];
+        rc = proto_recv(sock, NULL, NULL, reply, 0, why);
+        if (rc == BF_EPROTO) {
+            bf_warn("dropping a malformed reply: %s", why);
+            continue;
+        }
+        if (rc != BF_OK) {
+            bf_fail(err, rc, "receive from %s failed", endpoint);
+            goto cleanup;
+        }
+        if (reply->type == PROTO_HEARTBEAT) {
+            proto_msg_clear(reply);
+            continue;
+        }
+        if (reply->type == PROTO_ERROR) {
+            rc = bf_fail(err, reply->code ? (bf_err_t)reply->code : BF_EPROTO, "broker: %s",
+                         reply->reason ? reply->reason : "error");
+            proto_msg_clear(reply);
+        }
+        break;
+    }
+cleanup:
+    if (sock)
+        zmq_close(sock);
+    zmq_ctx_term(ctx);
+    return rc;
+}
+
+bf_err_t cli_submit_job(const char *endpoint, const bf_job_t *job, char job_id[64], unsigned *total,
+                        char *err)
+{
+    proto_msg_t req, rep;
+    proto_msg_init(&req, PROTO_SUBMIT);
+    req.obj = bf_job_to_json(job, true);
+    if (!req.obj)
+        return BF_ENOMEM;
+    bf_err_t rc = cli_request(endpoint, &req, &rep, 30000, err);
+    proto_msg_clear(&req);
+    if (rc != BF_OK)
+        return rc;
+    if (rep.type != PROTO_SUBMITTED || !rep.job_id) {
+        proto_msg_clear(&rep);
+        return bf_fail(err, BF_EPROTO, "unexpected reply to submit: %s", proto_type_name(rep.type));
+    }
+    bf_strlcpy(job_id, rep.job_id, 64);
+    *total = (unsigned)rep.total;
+    proto_msg_clear(&rep);
+    return BF_OK;
+}
+
+/* ---- status ------------------------------------------------------------- */
+
+static bf_err_t fetch_status(const char *endpoint, const char *job_id, uint64_t cursor,
+                             json_t **doc, char *err)
+{
+    proto_msg_t req, rep;
+    proto_msg_init(&req, PROTO_STATUS);
+    if (proto_msg_set(&req.job_id, job_id ? job_id : "") != BF_OK)
+        return BF_ENOMEM;
+    req.seq = cursor;
+    bf_err_t rc = cli_request(endpoint, &req, &rep, REQUEST_TIMEOUT_MS, err);
+    proto_msg_clear(&req);
+    if (rc != BF_OK)
+        return rc;
+    if (rep.type != PROTO_STATUS_REPLY || !json_is_object(rep.obj)) {
+        proto_msg_clear(&rep);
+        return bf_fail(err, BF_EPROTO, "unexpected reply to status");
+    }
+    *doc = json_incref(rep.obj);
+    proto_msg_clear(&rep);
+    return BF_OK;
+}
+
+static const char *jstr(const json_t *obj, const char *key)
+{
+    const char *s = json_string_value(json_object_get(obj, key));
+    return s ? s : "";
+}
+
+static double jnum(const json_t *obj, const char *key)
+{
+    return json_number_value(json_object_get(obj, key));
+}
+
+static void fmt_duration(double s, char *out, size_t n)
+{
+    if (!isfinite(s) || s < 0)
+        snprintf(out, n, "-");
+    else if (s < 120)
+        snprintf(out, n, "%.0f s", s);
+    else if (s < 7200)
+        snprintf(out, n, "%.1f min", s / 60);
+    else
+        snprintf(out, n, "%.1f h", s / 3600);
+}
+
+static void print_status(const json_t *doc)
+{
+    const json_t *workers = json_object_get(doc, "workers");
+    printf("WORKERS (%zu)\n", json_array_size(workers));
+    printf("  %-28s %-16s %-28s %-5s %-22s %6s %8s\n", "NAME", "HOST", "DEVICE", "STATE", "SCENE",
+           "DONE", "MEAN");
+    size_t i;
+    const json_t *w;
+    json_array_foreach(workers, i, w)
+    {
+        char scene[64];
+        const char *sc = jstr(w, "task_scene");
+        if (*sc)
+            snprintf(scene, sizeof scene, "%.40s:%s", sc, jstr(w, "task_stage"));
+        else
+            snprintf(scene, sizeof scene, "-");
+        printf("  %-28.28s %-16.16s %-28.28s %-5.5s %-22.22s %6lld %7.1fs\n", jstr(w, "name"),
+               jstr(w, "host"), jstr(w, "device"), jstr(w, "state"), scene,
+               (long long)json_integer_value(json_object_get(w, "done")), jnum(w, "mean_s"));
+    }
+    const json_t *col = json_object_get(doc, "collector");
+    printf("COLLECTOR %s, %lld results not yet written\n",
+           json_is_true(json_object_get(col, "connected")) ? "connected" : "NOT connected",
+           (long long)json_integer_value(json_object_get(col, "outbox")));
+    printf("QUEUE %lld tasks\n", (long long)json_integer_value(json_object_get(doc, "queue")));
+    const json_t *jobs = json_object_get(doc, "jobs");
+    printf("JOBS (%zu)\n", json_array_size(jobs));
+    printf("  %-13s %-20s %-9s %7s %7s %7s %7s %7s %10s\n", "ID", "NAME", "STATE", "TOTAL",
+           "QUEUED", "RUNNING", "FINAL", "ERRORS", "ETA");
+    const json_t *j;
+    json_array_foreach(jobs, i, j)
+    {
+        char eta[32];
+        fmt_duration(jnum(j, "eta_s"), eta, sizeof eta);
+        const json_t *counts = json_object_get(j, "counts");
+        printf("  %-13s %-20.20s %-9s %7lld %7lld %7lld %7lld %7lld %10s\n", jstr(j, "id"),
+               jstr(j, "name"), jstr(j, "state"),
+               (long long)json_integer_value(json_object_get(j, "total")),
+               (long long)json_integer_value(json_object_get(j, "queued")),
+               (long long)json_integer_value(json_object_get(j, "running")),
+               (long long)json_integer_value(json_object_get(j, "final")),
+               (long long)json_integer_value(json_object_get(counts, "error")), eta);
+    }
+}
+
+static const struct option client_options[] = {
+    {"config", required_argument, NULL, 'c'}, {"broker", required_argument, NULL, 'b'},
+    {"wait", no_argument, NULL, 'w'},         {"json", no_argument, NULL, 'j'},
+    {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0}};
+
+/* Parses the options the client commands share; returns -1 to go on, or an
+   exit code. */
+static int parse_client(int argc, char **argv, const char *help, bf_fleet_t *fleet, bool *wait,
+                        bool *as_json)
+{
+    const char *config = NULL, *broker = NULL;
+    int c;
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":c:b:h", client_options, NULL)) != -1) {
+        switch (c) {
+        case 'c':
+            config = optarg;
+            break;
+        case 'b':
+            broker = optarg;
+            break;
+        case 'w':
+            if (!wait)
+                goto bad;
+            *wait = true;
+            break;
+        case 'j':
+            if (!as_json)
+                goto bad;
+            *as_json = true;
+            break;
+        case 'h':
+            fputs(help, stdout);
+            return CLI_EXIT_OK;
+        case ':':
+            fprintf(stderr, "beamfleet %s: option %s needs a value\n", argv[0], argv[optind - 1]);
+            return CLI_EXIT_USAGE;
+        default:
+        bad:
+            fprintf(stderr, "beamfleet %s: unknown option '%s' (try --help)\n", argv[0],
+                    argv[optind - 1]);
+            return CLI_EXIT_USAGE;
+        }
+    }
+    if (cli_load_fleet(config, fleet) != CLI_EXIT_OK)
+        return CLI_EXIT_USAGE;
+    if (broker) {
+        free(fleet->broker_endpoint);
+        fleet->broker_endpoint = bf_strdup(broker);
+    }
+    return -1;
+}
+
+int cli_status(int argc, char **argv)
+{
+    static const char help[] =
+        "usage: beamfleet status [-c FLEET.yaml] [--broker EP] [--json]\n\n"
+        "Shows every worker (host, device, state, current scene, tasks done, mean time), the\n"
+        "collector, the queue and each job with its ETA. --json prints the broker's status\n"
+        "document as it is (see docs/protocol.md).\n";
+    bf_fleet_t fleet;
+    bool as_json = false;
+    int rc = parse_client(argc, argv, help, &fleet, NULL, &as_json);
+    if (rc >= 0)
+        return rc;
+    if (optind != argc) {
+        fprintf(stderr, "beamfleet status: unexpected argument '%s'\n", argv[optind]);
+        bf_fleet_clear(&fleet);
+        return CLI_EXIT_USAGE;
+    }
+    char err[BF_ERRLEN];
+    json_t *doc = NULL;
+    if (fetch_status(fleet.broker_endpoint, "", 0, &doc, err) != BF_OK) {
+        fprintf(stderr, "beamfleet status: %s\n", err);
+        bf_fleet_clear(&fleet);
+        return CLI_EXIT_FAILURE;
+    }
+    json_object_del(doc, "events");
+    if (as_json) {
+        json_dumpf(doc, stdout, JSON_INDENT(2) | JSON_SORT_KEYS);
+        putchar('\n');
+    } else {
+        print_status(doc);
+    }
+    json_decref(doc);
+    bf_fleet_clear(&fleet);
+    return CLI_EXIT_OK;
+}
+
+int cli_cancel(int argc, char **argv)
+{
+    static const char help[] = "usage: beamfleet cancel JOB_ID [-c FLEET.yaml] [--broker EP]\n\n"
+                               "Cancels the job's queued and running tasks; each becomes final "
+                               "with status\n'cancelled' in the reports.\n";
+    bf_fleet_t fleet;
+    int rc = parse_client(argc, argv, help, &fleet, NULL, NULL);
+    if (rc >= 0)
+        return rc;
+    if (optind != argc - 1) {
+        fprintf(stderr, "beamfleet cancel: expected one JOB_ID (try --help)\n");
+        bf_fleet_clear(&fleet);
+        return CLI_EXIT_USAGE;
+    }
+    proto_msg_t req, rep;
+    proto_msg_init(&req, PROTO_CANCEL);
+    char err[BF_ERRLEN];
+    bf_err_t e = proto_msg_set(&req.job_id, argv[optind]);
+    if (e == BF_OK)
+        e = cli_request(fleet.broker_endpoint, &req, &rep, REQUEST_TIMEOUT_MS, err);
+    else
+        bf_fail(err, e, "%s", bf_strerror(e));
+    proto_msg_clear(&req);
+    bf_fleet_clear(&fleet);
+    if (e != BF_OK) {
+        fprintf(stderr, "beamfleet cancel: %s\n", err);
+        return e == BF_ENOENT ? CLI_EXIT_USAGE : CLI_EXIT_FAILURE;
+    }
+    printf("cancelled %llu tasks of job %s\n", (unsigned long long)rep.total, argv[optind]);
+    proto_msg_clear(&rep);
+    return CLI_EXIT_OK;
+}
+
+int cli_submit(int argc, char **argv)
+{
+    static const char help[] =
+        "usage: beamfleet submit JOB.yaml [-c FLEET.yaml] [--broker EP] [--wait]\n\n"
+        "Submits the job (its scenes must be visible to the workers at the same path, and its\n"
+        "output directory to the collector) and prints the job id. --wait then follows the job\n"
+        "like `beamfleet run`: a line per result, progress and ETA, and the summary.\n";
+    bf_fleet_t fleet;
+    bool wait = false;
+    int rc = parse_client(argc, argv, help, &fleet, &wait, NULL);
+    if (rc >= 0)
+        return rc;
+    if (optind != argc - 1) {
+        fprintf(stderr, "beamfleet submit: expected one JOB.yaml (try --help)\n");
+        bf_fleet_clear(&fleet);
+        return CLI_EXIT_USAGE;
+    }
+    char err[BF_ERRLEN];
+    bf_job_t job;
+    if (bf_job_load(argv[optind], &job, err) != BF_OK) {
+        fprintf(stderr, "beamfleet submit: %s\n", err);
+        bf_fleet_clear(&fleet);
+        return CLI_EXIT_USAGE;
+    }
+    char job_id[64];
+    unsigned total = 0;
+    if (cli_submit_job(fleet.broker_endpoint, &job, job_id, &total, err) != BF_OK) {
+        fprintf(stderr, "beamfleet submit: %s\n", err);
+        bf_job_clear(&job);
+        bf_fleet_clear(&fleet);
+        return CLI_EXIT_FAILURE;
+    }
+    printf("%s\n", job_id);
+    fflush(stdout);
+    rc = CLI_EXIT_OK;
+    if (wait)
+        rc = cli_follow(fleet.broker_endpoint, job_id, total, job.output, 60000);
+    bf_job_clear(&job);
+    bf_fleet_clear(&fleet);
+    return rc;
+}
+
+/* ---- follow ------------------------------------------------------------- */
+
+typedef struct {
+    unsigned total, done, success, failed, error, cancelled;
+    double *improvements;
+    size_t n_improvements;
+    double started;
+} follow_t;
+
+static void print_event(follow_t *f, const json_t *ev)
+{
+    f->done++;
+    const char *status = jstr(ev, "status");
+    const char *scene = jstr(ev, "scene");
+    long long gpu = json_integer_value(json_object_get(ev, "gpu_id"));
+    char where[64];
+    if (gpu >= 0 && json_object_get(ev, "gpu_id"))
+        snprintf(where, sizeof where, "GPU %lld", gpu);
+    else
+        snprintf(where, sizeof where, "CPU");
+    const json_t *imp = json_object_get(ev, "improvement_mean");
+    if (!strcmp(status, "success")) {
+        f->success++;
+        if (json_is_number(imp)) {
+            double v = json_number_value(imp);
+            double *grown = realloc(f->improvements, (f->n_improvements + 1) * sizeof *grown);
+            if (grown) {
+                f->improvements = grown;
+                f->improvements[f->n_improvements++] = v;
+            }
+            printf("✓ [%u/%u] %s: %+.2f dB in %.1f s (%s)\n", f->done, f->total, scene, v,
+                   jnum(ev, "elapsed_time"), where);
+        } else {
+            printf("✓ [%u/%u] %s: success in %.1f s (%s)\n", f->done, f->total, scene,
+                   jnum(ev, "elapsed_time"), where);
+        }
+    } else {
+        if (!strcmp(status, "failed"))
+            f->failed++;
+        else if (!strcmp(status, "cancelled"))
+            f->cancelled++;
+        else
+            f->error++;
+        printf("✗ [%u/%u] %s: %s - %.50s\n", f->done, f->total, scene, status, jstr(ev, "reason"));
+    }
+    double elapsed = bf_mono_s() - f->started;
+    double rate = elapsed > 0 ? f->done / elapsed : 0;
+    double eta = rate > 0 ? (f->total - f->done) / rate : 0;
+    printf("   Progress: %.0f%% | Rate: %.1f scenes/min | ETA: %.1f min\n",
+           f->total ? 100.0 * f->done / f->total : 100.0, rate * 60, eta / 60);
+    fflush(stdout);
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static void print_summary(follow_t *f, const char *output)
+{
+    double total = bf_mono_s() - f->started;
+    printf("\n================================================================================\n"
+           "SUMMARY\n"
+           "================================================================================\n");
+    printf("Total time:     %.1f minutes (%.0f seconds)\n", total / 60, total);
+    printf("Successful:     %u/%u\n", f->success, f->total);
+    printf("Failed zones:   %u\n", f->failed);
+    printf("Errors:         %u\n", f->error);
+    if (f->cancelled)
+        printf("Cancelled:      %u\n", f->cancelled);
+    if (f->n_improvements > 0) {
+        double sum = 0;
+        for (size_t i = 0; i < f->n_improvements; i++)
+            sum += f->improvements[i];
+        qsort(f->improvements, f->n_improvements, sizeof(double), cmp_double);
+        printf("\nImprovement Statistics:\n  Mean:   %+.2f dB\n  Min:    %+.2f dB\n  Max:    "
+               "%+.2f dB\n",
+               sum / f->n_improvements, f->improvements[0],
+               f->improvements[f->n_improvements - 1]);
+    }
+    if (output) {
+        char *pattern = bf_asprintf("%s/results_final_*.json", output);
+        glob_t g;
+        if (pattern && glob(pattern, 0, NULL, &g) == 0) {
+            printf("\nResults saved to: %s\n", g.gl_pathv[g.gl_pathc - 1]);
+            globfree(&g);
+        } else {
+            printf("\nReports in: %s\n", output);
+        }
+        free(pattern);
+    }
+    fflush(stdout);
+}
+
+int cli_follow(const char *endpoint, const char *job_id, unsigned total, const char *output,
+               int give_up_ms)
+{
+    follow_t f = {.total = total, .started = bf_mono_s()};
+    uint64_t cursor = 0;
+    int64_t last_answer = bf_mono_ms();
+    bool job_over = false;
+    int rc = CLI_EXIT_OK;
+    printf("================================================================================\n"
+           "PARALLEL SCENE OPTIMIZATION\n"
+           "================================================================================\n"
+           "Job %s: %u scenes\n--------------------------------------------------------------"
+           "------------------\n",
+           job_id, total);
+    fflush(stdout);
+    while (!cli_interrupted) {
+        char err[BF_ERRLEN];
+        json_t *doc = NULL;
+        if (fetch_status(endpoint, job_id, cursor, &doc, err) != BF_OK) {
+            if (bf_mono_ms() - last_answer > give_up_ms) {
+                fprintf(stderr, "beamfleet: giving up: %s\n", err);
+                rc = CLI_EXIT_FAILURE;
+                break;
+            }
+            usleep(500 * 1000);
+            continue;
+        }
+        last_answer = bf_mono_ms();
+        size_t i;
+        const json_t *ev;
+        json_array_foreach(json_object_get(doc, "events"), i, ev)
+        {
+            if (!strcmp(jstr(ev, "job_id"), job_id))
+                print_event(&f, ev);
+        }
+        json_int_t next = json_integer_value(json_object_get(doc, "next_seq"));
+        if (next > 0)
+            cursor = (uint64_t)next;
+        const json_t *job = NULL, *j;
+        json_array_foreach(json_object_get(doc, "jobs"), i, j)
+        {
+            if (!strcmp(jstr(j, "id"), job_id))
+                job = j;
+        }
+        if (!job) {
+            fprintf(stderr, "beamfleet: the broker no longer knows job %s\n", job_id);
+            json_decref(doc);
+            rc = CLI_EXIT_FAILURE;
+            break;
+        }
+        bool more_events = json_array_size(json_object_get(doc, "events")) >= 1000;
+        if (strcmp(jstr(job, "state"), "running") != 0)
+            job_over = true;
+        /* The job is over for the user once the collector has written every
+           result (the broker's outbox is empty). */
+        const json_t *col = json_object_get(doc, "collector");
+        bool written = json_integer_value(json_object_get(col, "outbox")) == 0;
+        json_decref(doc);
+        if (job_over && written && !more_events)
+            break;
+        if (!more_events)
+            usleep(job_over ? 200 * 1000 : 250 * 1000);
+    }
+    if (cli_interrupted)
+        rc = CLI_EXIT_FAILURE;
+    if (rc == CLI_EXIT_OK)
+        print_summary(&f, output);
+    free(f.improvements);
+    return rc;
+}

@@ -1,0 +1,397 @@
+/*  cli/cli_daemons.c - `beamfleet broker`, `beamfleet worker` and
+    `beamfleet collector`: flags over the fleet file over the defaults, then
+    the library's daemon loop. SIGINT and SIGTERM stop a daemon cleanly (a
+    worker drains its running task first). */
+
+#include "cli.h"
+
+#include "../broker/broker.h"
+#include "../collector/collector.h"
+#include "../worker/worker.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Flags shared by the three daemons. */
+enum {
+    OPT_HEARTBEAT = 256,
+    OPT_LIVENESS,
+    OPT_STATE,
+    OPT_BIND,
+    OPT_INSECURE,
+    OPT_PUBLISH,
+    OPT_OUT,
+    OPT_GPUS,
+    OPT_CPU,
+    OPT_ALLOW,
+    OPT_PREFETCH,
+    OPT_THREADS,
+    OPT_NAME,
+    OPT_DEVICE,
+};
+
+#define ACCEPT(opt) (1u << ((opt)-256))
+
+static const struct option daemon_options[] = {
+    {"config", required_argument, NULL, 'c'},
+    {"broker", required_argument, NULL, 'b'},
+    {"help", no_argument, NULL, 'h'},
+    {"heartbeat-ms", required_argument, NULL, OPT_HEARTBEAT},
+    {"liveness", required_argument, NULL, OPT_LIVENESS},
+    {"state", required_argument, NULL, OPT_STATE},
+    {"bind", required_argument, NULL, OPT_BIND},
+    {"insecure", no_argument, NULL, OPT_INSECURE},
+    {"publish", required_argument, NULL, OPT_PUBLISH},
+    {"out", required_argument, NULL, OPT_OUT},
+    {"gpus", required_argument, NULL, OPT_GPUS},
+    {"cpu", required_argument, NULL, OPT_CPU},
+    {"allow-exec", required_argument, NULL, OPT_ALLOW},
+    {"prefetch", required_argument, NULL, OPT_PREFETCH},
+    {"threads", required_argument, NULL, OPT_THREADS},
+    {"name", required_argument, NULL, OPT_NAME},
+    {"device", required_argument, NULL, OPT_DEVICE},
+    {NULL, 0, NULL, 0}};
+
+typedef struct {
+    const char *cmd;      /* for messages */
+    unsigned accepts;     /* the daemon options this command takes: ACCEPT(OPT_x) bits */
+    bf_fleet_t fleet;
+    const char *out, *gpus, *name;
+    unsigned cpu_workers, threads;
+    int device;           /* --device N: this process is the worker for device N */
+    const char **allow;   /* flags, then the fleet file's */
+    size_t allow_count;
+} daemon_args_t;
+
+static bool parse_uint(const char *cmd, const char *flag, const char *text, unsigned min,
+                       unsigned max, unsigned *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long v = strtoul(text, &end, 10);
+    if (errno || *end || !*text || text[0] == '-' || v < min || v > max) {
+        fprintf(stderr, "beamfleet %s: %s: expected a whole number in [%u, %u], got '%s'\n", cmd,
+                flag, min, max, text);
+        return false;
+    }
+    *out = (unsigned)v;
+    return true;
+}
+
+static void replace(char **field, const char *value)
+{
+    free(*field);
+    *field = bf_strdup(value);
+}
+
+/* Returns -1 to go on, else an exit code. */
+static int parse_daemon(int argc, char **argv, daemon_args_t *a, const char *help)
+{
+    const char *config = NULL, *broker = NULL, *bind = NULL, *state = NULL, *publish = NULL;
+    unsigned heartbeat = 0, liveness = 0, prefetch = 0;
+    bool insecure = false;
+    const char *allow_flags[64];
+    size_t nallow = 0;
+    int c;
+    optind = 1;
+    opterr = 0;
+    a->device = -1;
+    while ((c = getopt_long(argc, argv, ":c:b:h", daemon_options, NULL)) != -1) {
+        if (c >= 256 && !(a->accepts & ACCEPT(c))) {
+            fprintf(stderr, "beamfleet %s: option '%s' is not for this command (try --help)\n",
+                    a->cmd, argv[optind - 1]);
+            return CLI_EXIT_USAGE;
+        }
+        switch (c) {
+        case 'c':
+            config = optarg;
+            break;
+        case 'b':
+            broker = optarg;
+            break;
+        case 'h':
+            fputs(help, stdout);
+            return CLI_EXIT_OK;
+        case OPT_HEARTBEAT:
+            if (!parse_uint(a->cmd, "--heartbeat-ms", optarg, 10, 60000, &heartbeat))
+                return CLI_EXIT_USAGE;
+            break;
+        case OPT_LIVENESS:
+            if (!parse_uint(a->cmd, "--liveness", optarg, 1, 100, &liveness))
+                return CLI_EXIT_USAGE;
+            break;
+        case OPT_STATE:
+            state = optarg;
+            break;
+        case OPT_BIND:
+            bind = optarg;
+            break;
+        case OPT_INSECURE:
+            insecure = true;
+            break;
+        case OPT_PUBLISH:
+            publish = optarg;
+            break;
+        case OPT_OUT:
+            a->out = optarg;
+            break;
+        case OPT_GPUS:
+            a->gpus = optarg;
+            break;
+        case OPT_CPU:
+            if (!parse_uint(a->cmd, "--cpu", optarg, 0, 1024, &a->cpu_workers))
+                return CLI_EXIT_USAGE;
+            break;
+        case OPT_ALLOW:
+            if (nallow == BF_ARRAY_LEN(allow_flags)) {
+                fprintf(stderr, "beamfleet %s: --allow-exec: at most %zu programs\n", a->cmd,
+                        BF_ARRAY_LEN(allow_flags));
+                return CLI_EXIT_USAGE;
+            }
+            allow_flags[nallow++] = optarg;
+            break;
+        case OPT_PREFETCH:
+            if (!parse_uint(a->cmd, "--prefetch", optarg, 1, 1024, &prefetch))
+                return CLI_EXIT_USAGE;
+            break;
+        case OPT_THREADS:
+            if (!parse_uint(a->cmd, "--threads", optarg, 1, 4096, &a->threads))
+                return CLI_EXIT_USAGE;
+            break;
+        case OPT_NAME:
+            a->name = optarg;
+            break;
+        case OPT_DEVICE: {
+            unsigned d;
+            if (!parse_uint(a->cmd, "--device", optarg, 0, 1023, &d))
+                return CLI_EXIT_USAGE;
+            a->device = (int)d;
+            break;
+        }
+        case ':':
+            fprintf(stderr, "beamfleet %s: option %s needs a value\n", a->cmd, argv[optind - 1]);
+            return CLI_EXIT_USAGE;
+        default:
+            fprintf(stderr, "beamfleet %s: unknown option '%s' (try --help)\n", a->cmd,
+                    argv[optind - 1]);
+            return CLI_EXIT_USAGE;
+        }
+    }
+    if (optind != argc) {
+        fprintf(stderr, "beamfleet %s: unexpected argument '%s' (try --help)\n", a->cmd,
+                argv[optind]);
+        return CLI_EXIT_USAGE;
+    }
+    if (cli_load_fleet(config, &a->fleet) != CLI_EXIT_OK)
+        return CLI_EXIT_USAGE;
+    if (broker)
+        replace(&a->fleet.broker_endpoint, broker);
+    if (bind)
+        replace(&a->fleet.broker_bind, bind);
+    if (state)
+        replace(&a->fleet.broker_state, state);
+    if (publish)
+        replace(&a->fleet.collector_publish, publish);
+    if (insecure)
+        a->fleet.insecure = true;
+    if (heartbeat)
+        a->fleet.heartbeat_interval_ms = heartbeat;
+    if (liveness)
+        a->fleet.heartbeat_liveness = liveness;
+    if (prefetch)
+        a->fleet.prefetch = prefetch;
+    a->allow_count = nallow + a->fleet.allow_exec_count;
+    a->allow = calloc(a->allow_count + 1, sizeof *a->allow);
+    if (!a->allow)
+        return CLI_EXIT_FAILURE;
+    for (size_t i = 0; i < nallow; i++)
+        a->allow[i] = allow_flags[i];
+    for (size_t i = 0; i < a->fleet.allow_exec_count; i++)
+        a->allow[nallow + i] = a->fleet.allow_exec[i];
+    return -1;
+}
+
+static void daemon_args_clear(daemon_args_t *a)
+{
+    free(a->allow);
+    a->allow = NULL;
+    bf_fleet_clear(&a->fleet);
+}
+
+/* ---- signals ------------------------------------------------------------ */
+
+static broker_t *running_broker;
+static collector_t *running_collector;
+
+static void on_stop_signal(int sig)
+{
+    (void)sig;
+    if (running_broker)
+        broker_stop(running_broker);
+    if (running_collector)
+        collector_stop(running_collector);
+}
+
+static void install_stop_handlers(void)
+{
+    struct sigaction sa = {.sa_handler = on_stop_signal};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+}
+
+/* ---- broker ------------------------------------------------------------- */
+
+int cli_broker(int argc, char **argv)
+{
+    static const char help[] =
+        "usage: beamfleet broker [-c FLEET.yaml] [--bind EP] [--state DIR] [--insecure]\n"
+        "                        [--heartbeat-ms MS] [--liveness N]\n\n"
+        "The broker: one ROUTER endpoint every worker, collector and client connects to. Jobs,\n"
+        "tasks and undelivered results are kept in DIR (SQLite); a restart on the same DIR\n"
+        "continues where it stopped. A bind that is not loopback needs --insecure (or\n"
+        "broker.insecure: true) until CURVE keys are configured.\n\n"
+        "  --bind EP          [broker.bind, tcp://127.0.0.1:5555]\n"
+        "  --state DIR        [broker.state, ./beamfleet-state]\n"
+        "  --heartbeat-ms MS  heartbeat interval [1000]; --liveness N  intervals before a peer "
+        "is dead [3]\n";
+    daemon_args_t a = {.cmd = "broker"};
+    /* option codes accepted, as OPT_x - 256 + 'A' */
+    a.accepts = ACCEPT(OPT_HEARTBEAT) | ACCEPT(OPT_LIVENESS) | ACCEPT(OPT_STATE) | ACCEPT(OPT_BIND) | ACCEPT(OPT_INSECURE);
+    int rc = parse_daemon(argc, argv, &a, help);
+    if (rc >= 0) {
+        daemon_args_clear(&a);
+        return rc;
+    }
+    bf_log_set_tag("broker");
+    char err[BF_ERRLEN] = "";
+    broker_config_t cfg = {
+        .bind = a.fleet.broker_bind,
+        .state_dir = a.fleet.broker_state,
+        .heartbeat_ms = a.fleet.heartbeat_interval_ms,
+        .liveness = a.fleet.heartbeat_liveness,
+        .insecure = a.fleet.insecure,
+    };
+    broker_t *broker = broker_new(&cfg, err);
+    if (!broker) {
+        fprintf(stderr, "beamfleet broker: %s\n", err);
+        daemon_args_clear(&a);
+        return CLI_EXIT_USAGE;
+    }
+    running_broker = broker;
+    install_stop_handlers();
+    bf_info("serving on %s, state in %s", broker_endpoint(broker), cfg.state_dir);
+    bf_err_t e = broker_run(broker);
+    running_broker = NULL;
+    broker_destroy(&broker);
+    daemon_args_clear(&a);
+    if (e != BF_OK) {
+        fprintf(stderr, "beamfleet broker: %s\n", bf_strerror(e));
+        return CLI_EXIT_FAILURE;
+    }
+    return CLI_EXIT_OK;
+}
+
+/* ---- collector ---------------------------------------------------------- */
+
+int cli_collector(int argc, char **argv)
+{
+    static const char help[] =
+        "usage: beamfleet collector [-c FLEET.yaml] [--broker EP] [--out ROOT] [--publish EP]\n"
+        "                           [--heartbeat-ms MS] [--liveness N]\n\n"
+        "The collector: receives every final result from the broker, writes the reports\n"
+        "(results_progress.json, results.csv, results.jsonl, results_final_*.json, summary.json)\n"
+        "durably before acknowledging, and publishes each result on a PUB socket (MessagePack).\n"
+        "A job's reports go to its `output` directory, or to ROOT/<job name> with --out.\n\n"
+        "  --publish EP   [collector.publish, tcp://127.0.0.1:5557]\n";
+    daemon_args_t a = {.cmd = "collector"};
+    a.accepts = ACCEPT(OPT_HEARTBEAT) | ACCEPT(OPT_LIVENESS) | ACCEPT(OPT_OUT) | ACCEPT(OPT_PUBLISH) | ACCEPT(OPT_NAME);
+    int rc = parse_daemon(argc, argv, &a, help);
+    if (rc >= 0) {
+        daemon_args_clear(&a);
+        return rc;
+    }
+    bf_log_set_tag("collector");
+    char err[BF_ERRLEN] = "";
+    char *out_root = NULL;
+    if (a.out) {
+        if (bf_mkdir_p(a.out, err) != BF_OK || !(out_root = realpath(a.out, NULL))) {
+            fprintf(stderr, "beamfleet collector: --out %s: %s\n", a.out,
+                    err[0] ? err : strerror(errno));
+            daemon_args_clear(&a);
+            return CLI_EXIT_USAGE;
+        }
+    }
+    collector_config_t cfg = {
+        .broker = a.fleet.broker_endpoint,
+        .out_root = out_root,
+        .publish = a.fleet.collector_publish,
+        .heartbeat_ms = a.fleet.heartbeat_interval_ms,
+        .liveness = a.fleet.heartbeat_liveness,
+        .credit = 256,
+        .name = a.name,
+    };
+    collector_t *collector = collector_new(&cfg, err);
+    if (!collector) {
+        fprintf(stderr, "beamfleet collector: %s\n", err);
+        free(out_root);
+        daemon_args_clear(&a);
+        return CLI_EXIT_USAGE;
+    }
+    running_collector = collector;
+    install_stop_handlers();
+    bf_err_t e = collector_run(collector);
+    running_collector = NULL;
+    collector_destroy(&collector);
+    free(out_root);
+    daemon_args_clear(&a);
+    if (e != BF_OK) {
+        fprintf(stderr, "beamfleet collector: %s\n", bf_strerror(e));
+        return CLI_EXIT_FAILURE;
+    }
+    return CLI_EXIT_OK;
+}
+
+/* ---- worker ------------------------------------------------------------- */
+
+int cli_worker(int argc, char **argv)
+{
+    static const char help[] =
+        "usage: beamfleet worker [-c FLEET.yaml] [--broker EP] [--gpus all|0,2|none] [--cpu N]\n"
+        "                        [--allow-exec PROGRAM]... [--prefetch N] [--threads N]\n"
+        "                        [--name NAME] [--heartbeat-ms MS] [--liveness N]\n\n"
+        "Runs tasks from the broker: one worker process per listed GPU (a supervisor starts\n"
+        "them with CUDA_VISIBLE_DEVICES set and restarts a crashed one), or N CPU workers.\n"
+        "With --gpus all (the default) and no GPU present, it runs --cpu N CPU workers [1].\n"
+        "Exec tasks run only programs named by --allow-exec or worker.allow_exec.\n"
+        "SIGTERM drains: the running task finishes, then each worker says goodbye.\n\n"
+        "  --prefetch N   tasks a worker may hold at once [worker.prefetch, 1]\n"
+        "  --threads N    CPU engine threads per worker [cores / workers]\n";
+    daemon_args_t a = {.cmd = "worker"};
+    a.accepts = ACCEPT(OPT_HEARTBEAT) | ACCEPT(OPT_LIVENESS) | ACCEPT(OPT_GPUS) | ACCEPT(OPT_CPU) | ACCEPT(OPT_ALLOW) | ACCEPT(OPT_PREFETCH) | ACCEPT(OPT_THREADS) | ACCEPT(OPT_NAME) | ACCEPT(OPT_DEVICE);
+    int rc = parse_daemon(argc, argv, &a, help);
+    if (rc >= 0) {
+        daemon_args_clear(&a);
+        return rc;
+    }
+    bf_log_set_tag("worker");
+    worker_config_t cfg = {
+        .broker = a.fleet.broker_endpoint,
+        .heartbeat_ms = a.fleet.heartbeat_interval_ms,
+        .liveness = a.fleet.heartbeat_liveness,
+        .prefetch = a.fleet.prefetch,
+        .allow_exec = a.allow,
+        .allow_exec_count = a.allow_count,
+        .device_index = a.device,
+        .cpu = a.device < 0,
+        .threads = a.threads,
+        .name = a.name,
+    };
+    rc = worker_supervise(&cfg, a.gpus ? a.gpus : "all", a.cpu_workers);
+    daemon_args_clear(&a);
+    return rc;
+}

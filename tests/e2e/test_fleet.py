@@ -1,0 +1,277 @@
+#!/usr/bin/env python3
+"""End-to-end tests of the fleet (issue 2): real broker, collector and worker
+processes over real ZeroMQ sockets on loopback, driven through the CLI.
+
+Run one: tests/e2e/test_fleet.py exec_job   (BEAMFLEET_BIN=build/beamfleet)
+"""
+import glob
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from fleet import Fleet, check_reports, main, read_jsonl  # noqa: E402
+
+
+def scenes(n, prefix="s"):
+    return [f"{prefix}{i:02d}" for i in range(n)]
+
+
+def busy_worker_pids(fleet, job_id):
+    """Names of workers that are running a task right now."""
+    return [w for w in fleet.status()["workers"] if w["state"] == "busy"]
+
+
+def test_exec_job(fleet: Fleet):
+    """20 scenes over 3 workers: every report complete, each scene once."""
+    names = scenes(20)
+    job, out = fleet.make_job(names)
+    fleet.broker()
+    fleet.collector()
+    for _ in range(3):
+        fleet.worker()
+    fleet.wait(lambda: len(fleet.status()["workers"]) == 3, 10, "3 workers")
+    job_id = fleet.submit(job)
+    fleet.wait_done(job_id, 60)
+    by_scene = check_reports(out, names)
+    workers = {r["worker"] for r in by_scene.values()}
+    assert len(workers) == 3, f"tasks ran on {workers}, expected all 3 workers"
+    for r in by_scene.values():
+        assert r["attempt"] == 1 and r["host"] and "elapsed_time" in r, r
+    summary = json.load(open(os.path.join(out, "summary.json")))
+    imps = [r["stats"]["improvement_mean"] for r in by_scene.values()]
+    assert abs(summary["improvement"]["mean"] - sum(imps) / len(imps)) < 1e-6, summary["improvement"]
+    assert abs(summary["improvement"]["max"] - max(imps)) < 1e-9
+
+
+def test_worker_sigkill(fleet: Fleet):
+    """SIGKILL a busy worker: its task is requeued within 3 heartbeats and
+    finishes elsewhere with attempt 2."""
+    names = ["slow_a", "slow_b", "slow_c", "slow_d"]
+    job, out = fleet.make_job(names)
+    fleet.broker()
+    fleet.collector()
+    victim = fleet.worker()
+    fleet.wait(lambda: len(fleet.status()["workers"]) == 1, 10, "the first worker")
+    job_id = fleet.submit(job)
+    fleet.wait(lambda: any(w["state"] == "busy" for w in fleet.status()["workers"]), 10, "a busy worker")
+    fleet.kill(victim)
+    killed_at = time.time()
+    fleet.worker()
+    fleet.wait_done(job_id, 60)
+    by_scene = check_reports(out, names)
+    retried = [r for r in by_scene.values() if r["attempt"] == 2]
+    assert len(retried) == 1, f"expected exactly one task with attempt 2, got {[(r['scene'], r['attempt']) for r in by_scene.values()]}"
+    assert time.time() - killed_at < 30
+
+
+def test_late_worker(fleet: Fleet):
+    """A worker that joins while a job runs gets tasks within a second."""
+    names = scenes(12, "slow_")
+    job, out = fleet.make_job(names)
+    fleet.broker()
+    fleet.collector()
+    fleet.worker()
+    job_id = fleet.submit(job)
+    fleet.wait(lambda: fleet.job(job_id)["final"] >= 1, 20, "the first result")
+    fleet.worker(extra=["--name", "latecomer"])
+    joined = time.time()
+    fleet.wait(lambda: any("latecomer" in w["name"] and w["state"] == "busy"
+                           for w in fleet.status()["workers"]), 5, "the late worker to be busy")
+    assert time.time() - joined < 3.0
+    fleet.wait_done(job_id, 60)
+    by_scene = check_reports(out, names)
+    assert any("latecomer" in r["worker"] for r in by_scene.values())
+
+
+def test_timeout(fleet: Fleet):
+    """A task over its timeout is killed and fails with 'timeout after N s'
+    on every attempt; the rest of the job is unaffected."""
+    names = ["hang_x", "ok_1", "ok_2"]
+    job, out = fleet.make_job(names, timeout_s=1, max_attempts=2)
+    fleet.broker()
+    fleet.collector()
+    fleet.worker()
+    fleet.worker()
+    job_id = fleet.submit(job)
+    fleet.wait_done(job_id, 60)
+    by_scene = check_reports(out, names, {"hang_x": "error"})
+    reason = by_scene["hang_x"]["reason"]
+    assert "timeout after 1 s" in reason, reason
+    assert by_scene["hang_x"]["attempt"] == 2, by_scene["hang_x"]
+    # the hung program's process group is gone
+    r = subprocess.run(["pgrep", "-f", "hang_x"], capture_output=True, text=True)
+    assert r.stdout.strip() == "", f"hung task still running: {r.stdout}"
+
+
+def test_fail_every_attempt(fleet: Fleet):
+    """A task that fails on every attempt is final with status error after
+    max_attempts, naming where it failed; a flaky one succeeds on attempt 2."""
+    names = ["fail_x", "flaky_y", "ok_z"]
+    job, out = fleet.make_job(names, max_attempts=3)
+    fleet.broker()
+    fleet.collector()
+    fleet.worker()
+    job_id = fleet.submit(job)
+    fleet.wait_done(job_id, 60)
+    by_scene = check_reports(out, names, {"fail_x": "error"})
+    fail = by_scene["fail_x"]
+    assert fail["attempt"] == 3, fail
+    assert "zone has no cells" in fail["reason"], fail["reason"]
+    assert len(fail.get("failures", [])) == 3, fail
+    assert by_scene["flaky_y"]["attempt"] == 2, by_scene["flaky_y"]
+
+
+def test_broker_restart(fleet: Fleet):
+    """SIGKILL the broker mid-job, start it again on the same state: the job
+    completes with no task lost and no scene twice."""
+    names = scenes(30)
+    job, out = fleet.make_job(names)
+    broker = fleet.broker()
+    fleet.collector()
+    for _ in range(2):
+        fleet.worker(env={"TASK_SLEEP": "0.2"})
+    job_id = fleet.submit(job)
+    fleet.wait(lambda: 5 <= fleet.job(job_id)["final"] < 25, 30, "a job in the middle")
+    fleet.kill(broker)
+    time.sleep(0.5)
+    fleet.broker()
+    fleet.wait_done(job_id, 90)
+    check_reports(out, names)
+
+
+def test_collector_restart(fleet: Fleet):
+    """SIGKILL the collector mid-job and restart it: every result is written
+    exactly once."""
+    names = scenes(30)
+    job, out = fleet.make_job(names)
+    fleet.broker()
+    collector = fleet.collector()
+    for _ in range(2):
+        fleet.worker(env={"TASK_SLEEP": "0.1"})
+    job_id = fleet.submit(job)
+    fleet.wait(lambda: os.path.exists(os.path.join(out, "results.jsonl"))
+               and len(read_jsonl(os.path.join(out, "results.jsonl"))) >= 5, 30, "some results written")
+    fleet.kill(collector)
+    time.sleep(1.0)
+    fleet.collector()
+    fleet.wait_done(job_id, 90)
+    check_reports(out, names)
+
+
+def test_sigterm_drain(fleet: Fleet):
+    """SIGTERM: the worker finishes its task, says goodbye and exits 0."""
+    names = ["slow_a", "slow_b", "slow_c"]
+    job, out = fleet.make_job(names)
+    fleet.broker()
+    fleet.collector()
+    w = fleet.worker()
+    job_id = fleet.submit(job)
+    fleet.wait(lambda: any(x["state"] == "busy" for x in fleet.status()["workers"]), 10, "a busy worker")
+    os.killpg(w.pid, signal.SIGTERM)
+    rc = w.wait(timeout=20)
+    assert rc == 0, f"worker exited {rc} after SIGTERM"
+    st = fleet.status()
+    assert st["workers"] == [], f"worker still registered: {st['workers']}"
+    assert fleet.job(job_id)["final"] >= 1, "the running task was not finished"
+    fleet.worker()
+    fleet.wait_done(job_id, 60)
+    by_scene = check_reports(out, names)
+    assert all(r["attempt"] == 1 for r in by_scene.values()), "drain must not cost an attempt"
+
+
+def test_cancel(fleet: Fleet):
+    """Cancel a job with running and queued tasks: all become final as
+    cancelled (the finished ones keep their result), reports complete."""
+    names = scenes(10, "slow_")
+    job, out = fleet.make_job(names)
+    fleet.broker()
+    fleet.collector()
+    fleet.worker()
+    job_id = fleet.submit(job)
+    fleet.wait(lambda: fleet.job(job_id)["final"] >= 1, 20, "one result")
+    r = fleet.cli("cancel", job_id, "--broker", fleet.endpoint)
+    assert "cancelled" in r.stdout
+    j = fleet.wait_done(job_id, 30)
+    assert j["state"] == "cancelled", j
+    lines = read_jsonl(os.path.join(out, "results.jsonl"))
+    statuses = {r["scene"]: r["status"] for r in lines}
+    assert set(statuses.values()) <= {"success", "cancelled"}, statuses
+    assert sum(1 for s in statuses.values() if s == "cancelled") >= 8, statuses
+    check_reports(out, names, statuses)
+    bad = fleet.cli("cancel", "nosuchjob", "--broker", fleet.endpoint, check=False)
+    assert bad.returncode != 0 and "nosuchjob" in (bad.stderr + bad.stdout) or "not found" in bad.stderr
+
+
+def test_garbage(fleet: Fleet):
+    """Random garbage frames at a live broker: it keeps serving."""
+    import zmq  # pyzmq, installed by make deps
+    names = scenes(5)
+    job, out = fleet.make_job(names)
+    broker = fleet.broker()
+    fleet.collector()
+    fleet.worker()
+    ctx = zmq.Context()
+    rng = random.Random(7)
+    socks = []
+    for i in range(20):
+        s = ctx.socket(zmq.DEALER)
+        s.setsockopt(zmq.LINGER, 0)
+        s.connect(fleet.endpoint)
+        socks.append(s)
+    import msgpack
+    for i in range(3000):
+        s = rng.choice(socks)
+        kind = rng.randrange(5)
+        if kind == 0:
+            frames = [bytes(rng.randrange(256) for _ in range(rng.randrange(64)))]
+        elif kind == 1:
+            frames = [b"x"] * rng.randrange(2, 5)
+        elif kind == 2:  # well-formed msgpack, wrong shapes
+            frames = [msgpack.packb([1, rng.randrange(30), "a", rng.random(), None, {"k": [1, 2]}])]
+        elif kind == 3:  # right version and type, wrong fields
+            frames = [msgpack.packb([1, rng.randrange(1, 19)] + [rng.choice([1, "x", 2.5, [], {}]) for _ in range(rng.randrange(8))])]
+        else:  # huge
+            frames = [b"\x91" + b"\x00" * (9 << 20)] if i % 500 == 0 else [b""]
+        s.send_multipart(frames)
+    for s in socks:
+        s.close()
+    ctx.term()
+    assert broker.poll() is None, "the broker died"
+    job_id = fleet.submit(job)
+    fleet.wait_done(job_id, 60)
+    check_reports(out, names)
+
+
+def test_run(fleet: Fleet):
+    """`beamfleet run` on an exec job: live lines, summary, reports."""
+    names = scenes(6)
+    job, out = fleet.make_job(names)
+    r = fleet.cli("run", job, "--workers", "2", timeout=120)
+    assert "SUMMARY" in r.stdout, r.stdout
+    assert r.stdout.count("✓ [") == 6, r.stdout
+    assert "Successful:     6/6" in r.stdout, r.stdout
+    assert "Rate:" in r.stdout and "ETA:" in r.stdout
+    check_reports(out, names)
+
+
+TESTS = {
+    "exec_job": test_exec_job,
+    "worker_sigkill": test_worker_sigkill,
+    "late_worker": test_late_worker,
+    "timeout": test_timeout,
+    "fail_every_attempt": test_fail_every_attempt,
+    "broker_restart": test_broker_restart,
+    "collector_restart": test_collector_restart,
+    "sigterm_drain": test_sigterm_drain,
+    "cancel": test_cancel,
+    "garbage": test_garbage,
+    "run": test_run,
+}
+
+if __name__ == "__main__":
+    main(TESTS)
