@@ -91,8 +91,8 @@ void bf_log(bf_log_level_t level, const char *fmt, ...)
     bf_iso8601(bf_wall_ms(), stamp);
     /* One write per line so lines from concurrent processes do not interleave. */
     char line[2048];
-    int n = snprintf(line, sizeof line, "%s %s[%d] %s: ", stamp, log_tag, (int)getpid(),
-                     names[level]);
+    int n =
+        snprintf(line, sizeof line, "%s %s[%d] %s: ", stamp, log_tag, (int)getpid(), names[level]);
     va_list ap;
     va_start(ap, fmt);
     if (n > 0 && (size_t)n < sizeof line)
@@ -187,7 +187,11 @@ static bf_err_t fsync_dir_of(const char *path, char *err)
 
 bf_err_t bf_write_atomic(const char *path, const void *data, size_t len, char *err)
 {
-    char *tmp = bf_asprintf("%s.tmp.%d", path, (int)getpid());
+    /* pid + random part: two threads (or processes) writing the same file
+       never share a temp file */
+    char rnd[33];
+    bf_uuid(rnd);
+    char *tmp = bf_asprintf("%s.tmp.%d.%.8s", path, (int)getpid(), rnd);
     if (!tmp)
         return BF_ENOMEM;
     bf_err_t rc = BF_OK;
@@ -253,6 +257,8 @@ bf_err_t bf_append_sync(int fd, const void *data, size_t len, char *err)
 
 bf_err_t bf_mkdir_p(const char *path, char *err)
 {
+    if (!path || !*path)
+        return bf_fail(err, BF_EINVAL, "mkdir: empty path");
     char *copy = bf_strdup(path);
     if (!copy)
         return BF_ENOMEM;
