@@ -1,0 +1,530 @@
+/*  bench/dispatch.c - how fast the fleet moves work, against the raw relay it
+    is built on, in the same run.
+
+    1. Anchor: raw libzmq, one ROUTER hop. A client DEALER keeps a window of
+       requests in flight to a ROUTER relay that forwards each to one of N
+       worker DEALERs and relays the reply back; frames have the size of a
+       real TASK message. Round trips per second.
+    2. Beamfleet: the real `beamfleet broker` (durable state in a temporary
+       directory) and `beamfleet collector` (writing every report) as
+       processes, N no-op workers speaking the real protocol from threads of
+       this process, one job of T tasks: submit to the last result written.
+       Tasks per second, and the ratio to the anchor.
+    3. Worker-loss detection: a no-op worker in a child process holds a task
+       and is killed with SIGKILL; the time until the broker hands that task
+       to another worker (attempt 2).
+
+    usage: bench_dispatch BEAMFLEET_BIN [--tasks T] [--workers 1,2,8] [--prefetch P] */
+
+#include "../common/bf.h"
+#include "../common/bf_config.h"
+#include "../proto/proto.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#define HEARTBEAT_MS 1000
+#define LIVENESS     3
+
+/* ---- raw relay ---------------------------------------------------------- */
+
+typedef struct {
+    void *ctx;
+    const char *endpoint;
+    atomic_int stop;
+} raw_t;
+
+static void *raw_worker(void *arg)
+{
+    raw_t *r = arg;
+    void *s = zmq_socket(r->ctx, ZMQ_DEALER);
+    int linger = 0, timeout = 100;
+    zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_setsockopt(s, ZMQ_RCVTIMEO, &timeout, sizeof timeout);
+    zmq_connect(s, r->endpoint);
+    zmq_send(s, "W", 1, 0); /* register */
+    char buf[65536];
+    while (!atomic_load(&r->stop)) {
+        int n = zmq_recv(s, buf, sizeof buf, 0);
+        if (n < 0)
+            continue;
+        zmq_send(s, buf, (size_t)(n > (int)sizeof buf ? (int)sizeof buf : n), 0);
+    }
+    zmq_close(s);
+    return NULL;
+}
+
+/* The relay: frames from workers are [id, "W"] (register) or [id, payload]
+   (a reply: goes to the client); from the client [id, payload] (goes to the
+   next worker, round robin). */
+static double raw_relay(unsigned nworkers, size_t msg_size, unsigned window, unsigned total)
+{
+    raw_t r = {.ctx = zmq_ctx_new(), .endpoint = "inproc://raw-relay"};
+    void *router = zmq_socket(r.ctx, ZMQ_ROUTER);
+    zmq_bind(router, r.endpoint);
+    pthread_t threads[64];
+    for (unsigned i = 0; i < nworkers; i++)
+        pthread_create(&threads[i], NULL, raw_worker, &r);
+    uint8_t ids[64][256];
+    size_t id_len[64];
+    unsigned registered = 0;
+    while (registered < nworkers) {
+        id_len[registered] = (size_t)zmq_recv(router, ids[registered], 256, 0);
+        char tmp[8];
+        zmq_recv(router, tmp, sizeof tmp, 0);
+        registered++;
+    }
+    void *client = zmq_socket(r.ctx, ZMQ_DEALER);
+    zmq_connect(client, r.endpoint);
+    uint8_t client_id[256];
+    size_t client_id_len = 0;
+    char *payload = calloc(1, msg_size);
+    char *buf = malloc(msg_size + 64);
+    /* Learn the client's routing id with one hello. */
+    zmq_send(client, "C", 1, 0);
+    client_id_len = (size_t)zmq_recv(router, client_id, sizeof client_id, 0);
+    zmq_recv(router, buf, msg_size + 64, 0);
+
+    unsigned sent = 0, done = 0, next = 0;
+    double t0 = bf_mono_s();
+    while (sent < window && sent < total) {
+        zmq_send(client, payload, msg_size, 0);
+        sent++;
+    }
+    zmq_pollitem_t items[2] = {{router, 0, ZMQ_POLLIN, 0}, {client, 0, ZMQ_POLLIN, 0}};
+    while (done < total) {
+        zmq_poll(items, 2, 100);
+        if (items[0].revents & ZMQ_POLLIN) {
+            for (;;) {
+                uint8_t from[256];
+                int fl = zmq_recv(router, from, sizeof from, ZMQ_DONTWAIT);
+                if (fl < 0)
+                    break;
+                int n = zmq_recv(router, buf, msg_size + 64, 0);
+                if ((size_t)fl == client_id_len && !memcmp(from, client_id, (size_t)fl)) {
+                    zmq_send(router, ids[next], id_len[next], ZMQ_SNDMORE);
+                    zmq_send(router, buf, (size_t)n, 0);
+                    next = (next + 1) % nworkers;
+                } else {
+                    zmq_send(router, client_id, client_id_len, ZMQ_SNDMORE);
+                    zmq_send(router, buf, (size_t)n, 0);
+                }
+            }
+        }
+        if (items[1].revents & ZMQ_POLLIN) {
+            while (zmq_recv(client, buf, msg_size + 64, ZMQ_DONTWAIT) >= 0) {
+                done++;
+                if (sent < total) {
+                    zmq_send(client, payload, msg_size, 0);
+                    sent++;
+                }
+            }
+        }
+    }
+    double rate = total / (bf_mono_s() - t0);
+    atomic_store(&r.stop, 1);
+    for (unsigned i = 0; i < nworkers; i++)
+        pthread_join(threads[i], NULL);
+    zmq_close(client);
+    zmq_close(router);
+    zmq_ctx_term(r.ctx);
+    free(payload);
+    free(buf);
+    return rate;
+}
+
+/* ---- no-op workers speaking the real protocol -------------------------- */
+
+typedef struct {
+    const char *endpoint;
+    unsigned prefetch;
+    atomic_int *stop;
+    char name[64];
+    atomic_ulong done;
+} noop_t;
+
+static void send_or_warn(void *s, const proto_msg_t *m)
+{
+    if (proto_send(s, NULL, 0, m, 0) != BF_OK)
+        bf_warn("noop: send failed: %s", zmq_strerror(zmq_errno()));
+}
+
+static void send_ready(void *s, noop_t *w)
+{
+    proto_msg_t m;
+    proto_msg_init(&m, PROTO_READY);
+    if (proto_msg_set(&m.worker, w->name) != BF_OK)
+        return;
+    m.credit = w->prefetch;
+    m.obj = json_pack("{s:s, s:i, s:i, s:s, s:s, s:s, s:[s], s:[]}", "host", bf_hostname(), "pid",
+                      (int)getpid(), "device_index", -1, "name", "noop", "backend", "cpu",
+                      "version", BF_VERSION, "tasks", "exec", "running");
+    send_or_warn(s, &m);
+    proto_msg_clear(&m);
+}
+
+static void *noop_worker(void *arg)
+{
+    noop_t *w = arg;
+    void *ctx = zmq_ctx_new();
+    void *s = zmq_socket(ctx, ZMQ_DEALER);
+    int linger = 0;
+    zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_connect(s, w->endpoint);
+    send_ready(s, w);
+    int64_t last_sent = bf_mono_ms();
+    while (!atomic_load(w->stop)) {
+        zmq_pollitem_t item = {s, 0, ZMQ_POLLIN, 0};
+        zmq_poll(&item, 1, 100);
+        if (bf_mono_ms() - last_sent >= HEARTBEAT_MS) {
+            proto_msg_t hb;
+            proto_msg_init(&hb, PROTO_HEARTBEAT);
+            send_or_warn(s, &hb);
+            last_sent = bf_mono_ms();
+        }
+        if (!(item.revents & ZMQ_POLLIN))
+            continue;
+        for (;;) {
+            proto_msg_t m;
+            if (proto_recv(s, NULL, NULL, &m, ZMQ_DONTWAIT, NULL) != BF_OK)
+                break;
+            if (m.type == PROTO_TASK) {
+                proto_msg_t r;
+                proto_msg_init(&r, PROTO_RESULT);
+                if (proto_msg_set(&r.task_id, m.task_id) == BF_OK) {
+                    r.attempt = m.attempt;
+                    r.obj = json_pack("{s:s, s:s, s:s, s:s, s:i, s:s, s:s, s:I, s:f}", "status",
+                                      "success", "reason", "", "scene", m.scene ? m.scene : "",
+                                      "host", bf_hostname(), "gpu_id", -1, "device", "noop",
+                                      "worker", w->name, "attempt", (json_int_t)m.attempt,
+                                      "elapsed_time", 0.0);
+                    send_or_warn(s, &r);
+                    last_sent = bf_mono_ms();
+                    atomic_fetch_add(&w->done, 1);
+                }
+                proto_msg_clear(&r);
+            } else if (m.type == PROTO_ERROR) {
+                send_ready(s, w);
+            }
+            proto_msg_clear(&m);
+        }
+    }
+    proto_msg_t bye;
+    proto_msg_init(&bye, PROTO_GOODBYE);
+    send_or_warn(s, &bye);
+    zmq_close(s);
+    zmq_ctx_term(ctx);
+    return NULL;
+}
+
+/* ---- helpers ------------------------------------------------------------ */
+
+static pid_t spawn(char *const argv[], const char *log)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        FILE *f = freopen(log, "a", stderr);
+        (void)f;
+        setpgid(0, 0);
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    return pid;
+}
+
+static void stop(pid_t pid)
+{
+    if (pid <= 0)
+        return;
+    kill(pid, SIGTERM);
+    for (int i = 0; i < 500; i++) {
+        if (waitpid(pid, NULL, WNOHANG) == pid)
+            return;
+        usleep(10000);
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+}
+
+static json_t *status(const char *endpoint, const char *job_id)
+{
+    void *ctx = zmq_ctx_new();
+    void *s = zmq_socket(ctx, ZMQ_DEALER);
+    int linger = 0;
+    zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_connect(s, endpoint);
+    proto_msg_t q, r;
+    proto_msg_init(&q, PROTO_STATUS);
+    json_t *doc = NULL;
+    if (proto_msg_set(&q.job_id, job_id) == BF_OK && proto_send(s, NULL, 0, &q, 0) == BF_OK) {
+        zmq_pollitem_t item = {s, 0, ZMQ_POLLIN, 0};
+        if (zmq_poll(&item, 1, 5000) > 0 && proto_recv(s, NULL, NULL, &r, 0, NULL) == BF_OK) {
+            if (r.type == PROTO_STATUS_REPLY)
+                doc = json_incref(r.obj);
+            proto_msg_clear(&r);
+        }
+    }
+    proto_msg_clear(&q);
+    zmq_close(s);
+    zmq_ctx_term(ctx);
+    return doc;
+}
+
+static json_t *find_job(json_t *doc, const char *job_id)
+{
+    size_t i;
+    json_t *j;
+    json_array_foreach(json_object_get(doc, "jobs"), i, j)
+    {
+        if (!strcmp(json_string_value(json_object_get(j, "id")), job_id))
+            return j;
+    }
+    return NULL;
+}
+
+/* Submits a no-op job of ntasks scenes; returns the job id in out. */
+static bool submit(const char *endpoint, const char *dir, unsigned ntasks, char out[64],
+                   size_t *task_msg_size)
+{
+    bf_job_t job;
+    bf_job_defaults(&job);
+    job.name = bf_strdup("bench-dispatch");
+    job.scenes_root = bf_strdup(dir);
+    job.output = bf_asprintf("%s/out", dir);
+    job.task = BF_TASK_EXEC;
+    job.exec_command = calloc(3, sizeof(char *));
+    job.exec_command[0] = bf_strdup("/bin/true");
+    job.exec_command[1] = bf_strdup("{scene_dir}");
+    job.exec_argc = 2;
+    job.scenes = calloc(ntasks, sizeof(char *));
+    for (unsigned i = 0; i < ntasks; i++)
+        job.scenes[i] = bf_asprintf("scene_%07u", i);
+    job.scene_count = ntasks;
+
+    /* The size of one TASK frame of this job, for the raw anchor. */
+    proto_msg_t t;
+    proto_msg_init(&t, PROTO_TASK);
+    bool ok = proto_msg_set(&t.job_id, "0123456789ab") == BF_OK &&
+              proto_msg_set(&t.task_id, "0123456789abcdef0123456789abcdef") == BF_OK &&
+              proto_msg_set(&t.scene, "scene_0000000") == BF_OK;
+    t.obj = bf_job_to_json(&job, false);
+    uint8_t *bytes = NULL;
+    if (ok && proto_encode(&t, &bytes, task_msg_size) == BF_OK)
+        free(bytes);
+    proto_msg_clear(&t);
+
+    void *ctx = zmq_ctx_new();
+    void *s = zmq_socket(ctx, ZMQ_DEALER);
+    int linger = 0;
+    zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_connect(s, endpoint);
+    proto_msg_t q, r;
+    proto_msg_init(&q, PROTO_SUBMIT);
+    q.obj = bf_job_to_json(&job, true);
+    ok = false;
+    if (proto_send(s, NULL, 0, &q, 0) == BF_OK) {
+        zmq_pollitem_t item = {s, 0, ZMQ_POLLIN, 0};
+        if (zmq_poll(&item, 1, 60000) > 0 && proto_recv(s, NULL, NULL, &r, 0, NULL) == BF_OK) {
+            if (r.type == PROTO_SUBMITTED) {
+                bf_strlcpy(out, r.job_id, 64);
+                ok = true;
+            }
+            proto_msg_clear(&r);
+        }
+    }
+    proto_msg_clear(&q);
+    zmq_close(s);
+    zmq_ctx_term(ctx);
+    bf_job_clear(&job);
+    return ok;
+}
+
+typedef struct {
+    pid_t broker, collector;
+    char endpoint[128];
+    char dir[64];
+} fleet_t;
+
+static bool fleet_start(fleet_t *f, const char *bin, int port)
+{
+    snprintf(f->dir, sizeof f->dir, "/tmp/bf-bench-XXXXXX");
+    if (!mkdtemp(f->dir))
+        return false;
+    snprintf(f->endpoint, sizeof f->endpoint, "tcp://127.0.0.1:%d", port);
+    char *state = bf_asprintf("%s/state", f->dir), *log = bf_asprintf("%s/log", f->dir);
+    char *b[] = {(char *)bin, "broker", "--bind", f->endpoint, "--state", state, NULL};
+    f->broker = spawn(b, log);
+    char *c[] = {(char *)bin, "collector", "--broker", f->endpoint, "--publish",
+                 "tcp://127.0.0.1:0", NULL};
+    f->collector = spawn(c, log);
+    free(state);
+    free(log);
+    return true;
+}
+
+static void fleet_stop(fleet_t *f)
+{
+    stop(f->collector);
+    stop(f->broker);
+    char *cmd = bf_asprintf("rm -rf %s", f->dir);
+    if (cmd && system(cmd) != 0)
+        bf_warn("could not remove %s", f->dir);
+    free(cmd);
+}
+
+static double fleet_rate(const char *bin, int port, unsigned nworkers, unsigned prefetch,
+                         unsigned ntasks, size_t *task_size)
+{
+    fleet_t f;
+    if (!fleet_start(&f, bin, port))
+        return 0;
+    atomic_int stop_flag = 0;
+    noop_t *workers = calloc(nworkers, sizeof *workers);
+    pthread_t *threads = calloc(nworkers, sizeof *threads);
+    for (unsigned i = 0; i < nworkers; i++) {
+        workers[i] = (noop_t){.endpoint = f.endpoint, .prefetch = prefetch, .stop = &stop_flag};
+        snprintf(workers[i].name, sizeof workers[i].name, "noop-%u", i);
+        pthread_create(&threads[i], NULL, noop_worker, &workers[i]);
+    }
+    /* Wait until every worker is registered. */
+    for (int i = 0; i < 100; i++) {
+        json_t *doc = status(f.endpoint, "");
+        size_t n = doc ? json_array_size(json_object_get(doc, "workers")) : 0;
+        json_decref(doc);
+        if (n == nworkers)
+            break;
+        usleep(50000);
+    }
+    char job_id[64];
+    double rate = 0;
+    double t0 = bf_mono_s();
+    if (submit(f.endpoint, f.dir, ntasks, job_id, task_size)) {
+        for (;;) {
+            json_t *doc = status(f.endpoint, job_id);
+            json_t *job = doc ? find_job(doc, job_id) : NULL;
+            bool done = job && strcmp(json_string_value(json_object_get(job, "state")), "running") &&
+                        json_integer_value(json_object_get(json_object_get(doc, "collector"),
+                                                           "outbox")) == 0;
+            json_decref(doc);
+            if (done)
+                break;
+            if (bf_mono_s() - t0 > 600) {
+                bf_error("bench: job did not finish in 600 s");
+                break;
+            }
+            usleep(2000);
+        }
+        rate = ntasks / (bf_mono_s() - t0);
+    }
+    atomic_store(&stop_flag, 1);
+    for (unsigned i = 0; i < nworkers; i++)
+        pthread_join(threads[i], NULL);
+    free(workers);
+    free(threads);
+    fleet_stop(&f);
+    return rate;
+}
+
+/* A worker in a child process takes one task and never answers; we kill it
+   and time how long until the task is leased again. */
+static double detection_time(const char *bin, int port)
+{
+    fleet_t f;
+    if (!fleet_start(&f, bin, port))
+        return -1;
+    pid_t child = fork();
+    if (child == 0) {
+        void *ctx = zmq_ctx_new();
+        void *s = zmq_socket(ctx, ZMQ_DEALER);
+        zmq_connect(s, f.endpoint);
+        noop_t w = {.prefetch = 1};
+        snprintf(w.name, sizeof w.name, "victim");
+        send_ready(s, &w);
+        for (;;) { /* hold the task, heartbeat forever */
+            proto_msg_t hb;
+            proto_msg_init(&hb, PROTO_HEARTBEAT);
+            send_or_warn(s, &hb);
+            proto_msg_t m;
+            while (proto_recv(s, NULL, NULL, &m, ZMQ_DONTWAIT, NULL) == BF_OK)
+                proto_msg_clear(&m);
+            usleep(HEARTBEAT_MS * 1000 / 2);
+        }
+    }
+    usleep(300000);
+    char job_id[64];
+    size_t ignored;
+    double detect = -1;
+    if (submit(f.endpoint, f.dir, 1, job_id, &ignored)) {
+        /* wait until the victim runs it */
+        for (int i = 0; i < 200; i++) {
+            json_t *doc = status(f.endpoint, job_id);
+            json_t *job = doc ? find_job(doc, job_id) : NULL;
+            long running = job ? (long)json_integer_value(json_object_get(job, "running")) : 0;
+            json_decref(doc);
+            if (running == 1)
+                break;
+            usleep(10000);
+        }
+        kill(child, SIGKILL);
+        waitpid(child, NULL, 0);
+        double t0 = bf_mono_s();
+        while (bf_mono_s() - t0 < 30) {
+            json_t *doc = status(f.endpoint, job_id);
+            json_t *job = doc ? find_job(doc, job_id) : NULL;
+            long queued = job ? (long)json_integer_value(json_object_get(job, "queued")) : 0;
+            json_decref(doc);
+            if (queued == 1) {
+                detect = bf_mono_s() - t0;
+                break;
+            }
+            usleep(5000);
+        }
+    } else {
+        kill(child, SIGKILL);
+        waitpid(child, NULL, 0);
+    }
+    fleet_stop(&f);
+    return detect;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fprintf(stderr, "usage: bench_dispatch BEAMFLEET_BIN [--tasks T] [--prefetch P]\n");
+        return 2;
+    }
+    const char *bin = argv[1];
+    unsigned ntasks = 20000, prefetch = 64;
+    for (int i = 2; i + 1 < argc; i += 2) {
+        if (!strcmp(argv[i], "--tasks"))
+            ntasks = (unsigned)strtoul(argv[i + 1], NULL, 10);
+        else if (!strcmp(argv[i], "--prefetch"))
+            prefetch = (unsigned)strtoul(argv[i + 1], NULL, 10);
+    }
+    bf_log_set_level(BF_LOG_WARN);
+    signal(SIGPIPE, SIG_IGN);
+    int port = 20000 + (int)(getpid() % 20000);
+    static const unsigned counts[] = {1, 2, 8};
+    printf("# bench_dispatch: %u no-op tasks, prefetch %u, heartbeat %d ms, %ld cores\n", ntasks,
+           prefetch, HEARTBEAT_MS, sysconf(_SC_NPROCESSORS_ONLN));
+    printf("| workers | raw ROUTER relay (round trips/s) | beamfleet (tasks/s) | ratio |\n");
+    printf("|---:|---:|---:|---:|\n");
+    for (size_t i = 0; i < BF_ARRAY_LEN(counts); i++) {
+        size_t task_size = 512;
+        double ours = fleet_rate(bin, port++, counts[i], prefetch, ntasks, &task_size);
+        double raw = raw_relay(counts[i], task_size, counts[i] * prefetch, ntasks * 5);
+        printf("| %u | %.0f | %.0f | %.2f |\n", counts[i], raw, ours, raw > 0 ? ours / raw : 0);
+        fflush(stdout);
+    }
+    double detect = detection_time(bin, port++);
+    printf("\nworker SIGKILL -> task requeued: %.2f s (heartbeat %d ms x liveness %d)\n", detect,
+           HEARTBEAT_MS, LIVENESS);
+    return 0;
+}

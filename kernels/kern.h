@@ -1,0 +1,205 @@
+/*  kernels/kern.h - the radio engine's one public header (DESIGN section 6):
+    the boresight task that the worker and `beamfleet solve` run
+    (kern_boresight), and below it the pieces that tests, benchmarks and the
+    backends share: the prepared scene (kern_tracer_t), the backend ops table
+    (kern_backend_t: trace once, evaluate many orientations exactly from the
+    recorded zone crossings), the orientation search and the conversion of
+    crossing sums to dBm. All per-ray physics is in kern_radio.h. */
+
+#ifndef KERN_H_INCLUDED
+#define KERN_H_INCLUDED
+
+#include "kern_bvh.h"
+#include "kern_radio.h"
+#include "kern_scene.h"
+
+#include <jansson.h>
+
+/* ---- the boresight task (called by the worker and the CLI) ------------- */
+typedef void (*kern_progress_fn)(void *ud, const char *stage, double fraction);
+
+typedef struct {
+    int backend;          /* 0 = auto, 1 = cpu, 2 = cuda */
+    unsigned threads;     /* CPU threads, 0 = all cores */
+    const char *maps_dir; /* NULL, or a directory for initial.csv and optimized.csv */
+    volatile int *cancel; /* NULL, or set non-zero to cancel (BF_ECANCELED) */
+} kern_run_opts_t;
+
+/* Runs the boresight task on scene_dir with the job's solver, measurement,
+   optimizer and validation settings: load, trace, optimize, maps, validate.
+   On success *result (owned by the caller) is the result document with
+   "status" "success" or "failed" (the initial zone failed validation;
+   "reason" names the threshold) and the boresight fields of the RESULT
+   document (fleet.md). As in DESIGN 6.5 the search and both maps are
+   computed whether or not the initial zone passes validation (a failed
+   scene still reports what optimizing it would give). The optimized
+   orientation replaces the initial one only when its objective is higher.
+   Errors: BF_EINVAL (err says why) for a bad scene or settings,
+   BF_ECANCELED when *cancel was set, BF_EUNSUPP for backend 2 without a
+   compiled CUDA backend, BF_ENOMEM, BF_EIO (maps). Progress is reported on
+   the calling thread with the stages "load", "trace", "optimize", "maps". */
+bf_err_t kern_boresight(const char *scene_dir, const bf_job_t *job, const kern_run_opts_t *opts,
+                        kern_progress_fn progress, void *ud, json_t **result,
+                        char *err) BF_MUST_CHECK;
+
+/* ---- the prepared scene --------------------------------------------------- */
+typedef struct kern_tracer kern_tracer_t;
+
+/* What a backend traces against. Pointers are host memory owned by the
+   kern_tracer_t; a device backend copies them in its ctx_new. */
+typedef struct {
+    kern_bvh_view_t bvh;          /* node_count 0 when there are no triangles */
+    const float *normals;         /* 3 per triangle (original order), unit geometric normals */
+    const uint16_t *tri_material; /* per triangle, index into mats */
+    const kern_mat_t *mats;
+    uint32_t tri_count, mat_count;
+} kern_geom_t;
+
+/* Builds the BVH, the normals and the materials (at the scene's frequency)
+   of scene. The scene must outlive the tracer. BF_EINVAL for a scene without
+   a valid frequency, BF_ENOMEM. */
+bf_err_t kern_tracer_new(const kern_scene_t *scene, unsigned threads, kern_tracer_t **out,
+                         char *err) BF_MUST_CHECK;
+void kern_tracer_destroy(kern_tracer_t **self);
+const kern_geom_t *kern_tracer_geom(const kern_tracer_t *self);
+
+/* ---- trace settings and outputs ----------------------------------------- */
+typedef struct {
+    uint64_t rays;                   /* N >= 1 */
+    uint32_t max_depth;              /* interactions per ray, 0 = direct only */
+    int los, reflection, refraction; /* DESIGN 6.4 switches */
+    uint64_t seed;
+    kern_v3 tx; /* transmitter position */
+    kern_antenna_t antenna;
+    kern_rot_t rot; /* orientation for the map */
+    kern_grid_t grid;
+    const int32_t *zone_of_cell; /* nx*ny: zone cell index, or -1; NULL = no zone recording */
+    uint32_t zone_cells;
+    volatile int *cancel; /* may be NULL */
+    /* may be NULL; called on the thread that called trace */
+    void (*progress)(void *ud, double fraction);
+    void *progress_ud;
+} kern_trace_setup_t;
+
+/* One ray that crossed the plane inside the zone: its departure direction and
+   how many of the following crossing records belong to it. */
+typedef struct {
+    float d[3];
+    uint32_t count;
+} kern_zray_t;
+/* One zone crossing: the zone cell and weight * Re(J^H J) (m00, m01, m11). */
+typedef struct {
+    uint32_t cell;
+    float m[3];
+} kern_zxing_t;
+
+/* All zone crossings of one trace, in ray order (deterministic). Immutable
+   between traces, so a device backend may cache its copy. */
+typedef struct {
+    kern_zray_t *rays;
+    size_t ray_count, ray_cap;
+    kern_zxing_t *xings;
+    size_t count, cap;
+    uint32_t zone_cells;
+} kern_zone_data_t;
+
+void kern_zone_data_clear(kern_zone_data_t *zd); /* frees and zeroes */
+
+typedef struct {
+    double *map;            /* in: nx*ny doubles; out: sum of |E|^2 Omega/|cos| per cell */
+    uint64_t crossings;     /* out: plane crossings inside the grid */
+    kern_zone_data_t *zone; /* NULL, or filled (cleared first) when setup.zone_of_cell is set */
+} kern_trace_out_t;
+
+/* ---- the backend ops table (STYLE rule 6) -------------------------------- */
+typedef struct {
+    const char *name; /* "cpu", "cuda" */
+    /* A context for one scene: scratch memory, threads, device buffers. */
+    bf_err_t (*ctx_new)(const kern_geom_t *geom, unsigned threads, void **ctx, char *err);
+    void (*ctx_destroy)(void **ctx);
+    /* Shoots setup->rays rays; map sums and zone crossings bit-identical for
+       one seed whatever the thread count. BF_ECANCELED, BF_ENOMEM. */
+    bf_err_t (*trace)(void *ctx, const kern_trace_setup_t *setup, kern_trace_out_t *out, char *err);
+    /* For each of count orientations rots[i], sums[i * zone_cells + c] = sum
+       over the zone crossings in zone cell c of f^T M f (f = the antenna's
+       field at that crossing's departure direction), i.e. exactly the zone
+       part of the map a trace at that orientation gives. */
+    bf_err_t (*evaluate)(void *ctx, const kern_zone_data_t *zone, const kern_antenna_t *ant,
+                         const kern_rot_t *rots, size_t count, double *sums, volatile int *cancel,
+                         char *err);
+} kern_backend_t;
+
+/* The CPU backend (pthreads over `threads` cores, 0 = all). Always built. */
+const kern_backend_t *kern_backend_cpu(void);
+
+/* The CUDA backend, present when bf_kernels is compiled with BF_HAVE_CUDA
+   (kern_cuda.cu); its ctx_new fails (BF_ECUDA) when no device is usable. */
+#ifdef BF_HAVE_CUDA
+const kern_backend_t *kern_backend_cuda(void);
+#endif
+
+/* ---- from sums to dBm, objectives --------------------------------------- */
+typedef struct {
+    double scale;     /* P_tx [W] * (lambda / 4 pi)^2 / cell area: sum -> watts */
+    double floor_dbm; /* for cells without crossing */
+} kern_power_t;
+
+double kern_sum_to_dbm(const kern_power_t *pw, double sum);
+
+/* numpy-style percentile (linear interpolation) of n values, sorted in place. */
+double kern_percentile_sorted(const double *sorted, size_t n, double pct);
+
+/* Objective value (larger is better) of zone cell sums for an objective:
+   mean_dbm, p10_dbm, mean_linear (dBm of the mean mW), coverage (fraction
+   of cells >= coverage_dbm). scratch holds n doubles. */
+double kern_objective(const double *sums, size_t n, const kern_power_t *pw, bf_objective_t obj,
+                      double coverage_dbm, double *scratch);
+
+/* ---- orientation search (DESIGN 6.5) ------------------------------------- */
+typedef struct {
+    double azimuth_deg, tilt_deg;
+} kern_orient_t;
+
+typedef struct {
+    const kern_backend_t *backend;
+    void *ctx;
+    const kern_zone_data_t *zone;
+    kern_antenna_t antenna;
+    double roll_deg;
+    kern_power_t power;
+    const bf_optimizer_t *optimizer;
+    double coarse_az_step, coarse_tilt_step; /* [10, 5] when 0 */
+    double final_step;                       /* [0.1] when 0 */
+    unsigned starts;                         /* coarse points refined [3] when 0 */
+    volatile int *cancel;
+    void (*progress)(void *ud, double fraction);
+    void *progress_ud;
+} kern_search_t;
+
+typedef struct {
+    kern_orient_t best;
+    double objective;
+    uint64_t evaluations;
+} kern_search_result_t;
+
+/* Evaluates count orientations with the backend: objective values in obj.
+   Adds count to *evaluations when non-NULL. */
+bf_err_t kern_evaluate_orients(const kern_search_t *s, const kern_orient_t *o, size_t count,
+                               double *obj, uint64_t *evaluations, char *err) BF_MUST_CHECK;
+
+/* Coarse grid over the optimizer's azimuth x tilt ranges (clipped), then a
+   pattern search halving its step down to final_step from the best `starts`
+   coarse points. Ties keep the earlier candidate (deterministic). */
+bf_err_t kern_search(const kern_search_t *s, kern_search_result_t *out, char *err) BF_MUST_CHECK;
+
+/* ---- small helpers shared with tests and benches -------------------------- */
+/* Maps DESIGN's enums to kern_radio.h's. */
+kern_antenna_t kern_antenna_from_tx(const kern_tx_t *tx);
+
+/* Grid of a measurement (job's, overridden field by field by the scene's)
+   for a scene: center/size default to the bbox x/y. BF_EINVAL when the grid
+   is empty or larger than 2^26 cells. */
+bf_err_t kern_grid_make(const kern_scene_t *scene, const bf_measurement_t *job_meas, uint64_t rays,
+                        kern_grid_t *grid, char *err) BF_MUST_CHECK;
+
+#endif

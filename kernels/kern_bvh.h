@@ -1,0 +1,47 @@
+/*  kernels/kern_bvh.h - the bounding volume hierarchy the tracer walks: built
+    on the host with the surface-area heuristic (binned), stored as flat
+    arrays that a device backend can copy as they are. Traversal lives in
+    kern_traverse.h, shared by the CPU and CUDA backends. */
+
+#ifndef KERN_BVH_H_INCLUDED
+#define KERN_BVH_H_INCLUDED
+
+#include "../common/bf.h"
+#include "kern_hd.h"
+
+/* 32 bytes. count > 0: a leaf over triangles [first, first + count) of the
+   BVH's triangle order; count == 0: an inner node whose children are nodes
+   first and first + 1. Node 0 is the root. */
+typedef struct {
+    float lo[3];
+    uint32_t first;
+    float hi[3];
+    uint32_t count;
+} kern_bvh_node_t;
+
+/* Plain pointers, so the same view works over device memory. tris holds 9
+   floats per triangle (v0, v1, v2) in BVH order; tri_ids maps BVH order to
+   the original triangle index. */
+typedef struct {
+    const kern_bvh_node_t *nodes;
+    const float *tris;
+    const uint32_t *tri_ids;
+    uint32_t node_count, tri_count;
+} kern_bvh_view_t;
+
+typedef struct kern_bvh kern_bvh_t;
+
+/* Builds a BVH over tri_count triangles (indices into vertices, 3 floats per
+   vertex; the caller has checked them). Binned SAH, at most KERN_BVH_LEAF
+   triangles per leaf. threads is accepted for future parallel builds.
+   Degenerate triangles are kept (they are never hit). BF_ENOMEM, BF_EINVAL
+   for more than 2^31 triangles. */
+#define KERN_BVH_LEAF 4
+bf_err_t kern_bvh_new(const float *vertices, const uint32_t *indices, size_t tri_count,
+                      unsigned threads, kern_bvh_t **out, char *err) BF_MUST_CHECK;
+void kern_bvh_destroy(kern_bvh_t **self);
+kern_bvh_view_t kern_bvh_view(const kern_bvh_t *self);
+/* Bytes held (nodes + triangles + ids), for memory reports and uploads. */
+size_t kern_bvh_bytes(const kern_bvh_t *self);
+
+#endif

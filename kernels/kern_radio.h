@@ -1,0 +1,412 @@
+/*  kernels/kern_radio.h - all per-ray radio physics of the shooting-and-
+    bouncing-rays engine (DESIGN 6.2-6.5), written once for the host and the
+    device: float complex numbers, the ITU slab coefficients, the antenna
+    patterns with polarization and orientation, the Fibonacci launch lattice,
+    a counter-based random generator, the ray state with its 2x2 Jones chain,
+    the event choice at an interaction and the plane-crossing contribution.
+    Each backend (kern_cpu.c, the CUDA one) is a thin loop over these
+    functions, so both compute the same numbers. Valid C11 and CUDA C++ (see
+    kern_hd.h): no compound literals, no host-only calls. */
+
+#ifndef KERN_RADIO_H_INCLUDED
+#define KERN_RADIO_H_INCLUDED
+
+#include "kern_hd.h"
+
+#define KERN_PI  3.14159265358979323846
+#define KERN_PIF 3.14159265358979323846f
+
+/* ---- complex numbers (float) ------------------------------------------ */
+typedef struct {
+    float re, im;
+} kern_cf;
+
+KERN_HD kern_cf cf(float re, float im)
+{
+    kern_cf r;
+    r.re = re;
+    r.im = im;
+    return r;
+}
+KERN_HD kern_cf cf_add(kern_cf a, kern_cf b)
+{
+    return cf(a.re + b.re, a.im + b.im);
+}
+KERN_HD kern_cf cf_sub(kern_cf a, kern_cf b)
+{
+    return cf(a.re - b.re, a.im - b.im);
+}
+KERN_HD kern_cf cf_mul(kern_cf a, kern_cf b)
+{
+    return cf(a.re * b.re - a.im * b.im, a.re * b.im + a.im * b.re);
+}
+KERN_HD kern_cf cf_scale(kern_cf a, float s)
+{
+    return cf(a.re * s, a.im * s);
+}
+KERN_HD float cf_abs2(kern_cf a)
+{
+    return a.re * a.re + a.im * a.im;
+}
+/* Smith's division: no overflow for the huge permittivity of metal (|eta|
+   ~ 1e16, whose square would be close to the float range). */
+KERN_HD kern_cf cf_div(kern_cf a, kern_cf b)
+{
+    if (fabsf(b.re) >= fabsf(b.im)) {
+        if (b.re == 0.0f)
+            return cf(0.0f, 0.0f);
+        float r = b.im / b.re, den = b.re + b.im * r;
+        return cf((a.re + a.im * r) / den, (a.im - a.re * r) / den);
+    }
+    float r = b.re / b.im, den = b.re * r + b.im;
+    return cf((a.re * r + a.im) / den, (a.im * r - a.re) / den);
+}
+/* Principal square root (real part >= 0). */
+KERN_HD kern_cf cf_sqrt(kern_cf z)
+{
+    float m = hypotf(z.re, z.im);
+    float re = sqrtf(fmaxf(0.5f * (m + z.re), 0.0f));
+    float im = sqrtf(fmaxf(0.5f * (m - z.re), 0.0f));
+    return cf(re, z.im < 0.0f ? -im : im);
+}
+
+/* ---- materials (DESIGN 6.2) ------------------------------------------- */
+/* One material as the tracer needs it: eta = eta_re + j eta_im and
+   kd = 2 pi thickness / lambda (so that q = kd * s). */
+typedef struct {
+    float eta_re, eta_im, kd, pad;
+} kern_mat_t;
+
+/* Slab coefficients at incidence cosine cos_t (0..1): out[0] = R_TE,
+   out[1] = R_TM, out[2] = T_TE, out[3] = T_TM. */
+KERN_HD void kern_slab_coeffs(kern_mat_t mat, float cos_t, kern_cf out[4])
+{
+    float sin2 = fmaxf(0.0f, 1.0f - cos_t * cos_t);
+    kern_cf s = cf_sqrt(cf(mat.eta_re - sin2, mat.eta_im));
+    kern_cf c = cf(cos_t, 0.0f);
+    kern_cf ec = cf(mat.eta_re * cos_t, mat.eta_im * cos_t);
+    kern_cf r[2];
+    r[0] = cf_div(cf_sub(c, s), cf_add(c, s));
+    r[1] = cf_div(cf_sub(ec, s), cf_add(ec, s));
+    /* e1 = exp(-j q), e2 = exp(-2 j q); Im(s) <= 0 makes them decay. For
+       metal the magnitude underflows to 0: R = r, T = 0, as it should. */
+    float qr = mat.kd * s.re, qi = mat.kd * s.im;
+    float mag = expf(qi);
+    kern_cf e1 = mag > 0.0f ? cf(mag * cosf(qr), -mag * sinf(qr)) : cf(0.0f, 0.0f);
+    kern_cf e2 = cf_mul(e1, e1);
+    kern_cf one = cf(1.0f, 0.0f);
+    for (int k = 0; k < 2; k++) {
+        kern_cf r2 = cf_mul(r[k], r[k]);
+        kern_cf den = cf_sub(one, cf_mul(r2, e2));
+        if (cf_abs2(den) < 1e-30f) { /* lossless grazing resonance: a mirror */
+            out[k] = r[k];
+            out[2 + k] = cf(0.0f, 0.0f);
+            continue;
+        }
+        out[k] = cf_div(cf_mul(r[k], cf_sub(one, e2)), den);
+        out[2 + k] = cf_div(cf_mul(cf_sub(one, r2), e1), den);
+    }
+}
+
+/* ---- orientation and antenna (DESIGN 6.3) ------------------------------ */
+/* A rotation matrix, row-major: world = R * local. */
+typedef struct {
+    float m[9];
+} kern_rot_t;
+
+/* R = Rz(azimuth) * Ry(tilt) * Rx(roll); with this Ry a positive tilt turns
+   the boresight (+x) towards -z, i.e. down. */
+KERN_HD kern_rot_t kern_rotation(double azimuth_deg, double tilt_deg, double roll_deg)
+{
+    double a = azimuth_deg * (KERN_PI / 180.0), t = tilt_deg * (KERN_PI / 180.0),
+           r = roll_deg * (KERN_PI / 180.0);
+    double ca = cos(a), sa = sin(a), ct = cos(t), st = sin(t), cr = cos(r), sr = sin(r);
+    kern_rot_t R;
+    R.m[0] = (float)(ca * ct);
+    R.m[1] = (float)(ca * st * sr - sa * cr);
+    R.m[2] = (float)(ca * st * cr + sa * sr);
+    R.m[3] = (float)(sa * ct);
+    R.m[4] = (float)(sa * st * sr + ca * cr);
+    R.m[5] = (float)(sa * st * cr - ca * sr);
+    R.m[6] = (float)(-st);
+    R.m[7] = (float)(ct * sr);
+    R.m[8] = (float)(ct * cr);
+    return R;
+}
+KERN_HD kern_v3 kern_rot_apply(const kern_rot_t *R, kern_v3 a)
+{
+    return v3(R->m[0] * a.x + R->m[1] * a.y + R->m[2] * a.z,
+              R->m[3] * a.x + R->m[4] * a.y + R->m[5] * a.z,
+              R->m[6] * a.x + R->m[7] * a.y + R->m[8] * a.z);
+}
+KERN_HD kern_v3 kern_rot_apply_t(const kern_rot_t *R, kern_v3 a)
+{
+    return v3(R->m[0] * a.x + R->m[3] * a.y + R->m[6] * a.z,
+              R->m[1] * a.x + R->m[4] * a.y + R->m[7] * a.z,
+              R->m[2] * a.x + R->m[5] * a.y + R->m[8] * a.z);
+}
+
+/* Spherical unit vectors theta-hat and phi-hat of a unit direction. At the
+   poles phi is taken as 0; every user goes through this one function, so
+   the convention is consistent. */
+KERN_HD void kern_sph_basis(kern_v3 d, kern_v3 *th, kern_v3 *ph)
+{
+    float rho = sqrtf(d.x * d.x + d.y * d.y);
+    float cp = 1.0f, sp = 0.0f;
+    if (rho > 1e-12f) {
+        cp = d.x / rho;
+        sp = d.y / rho;
+    }
+    *th = v3(d.z * cp, d.z * sp, -rho);
+    *ph = v3(-sp, cp, 0.0f);
+}
+
+enum { KERN_PAT_ISO = 0, KERN_PAT_DIPOLE = 1, KERN_PAT_HW_DIPOLE = 2, KERN_PAT_TR38901 = 3 };
+
+/* Antenna: pattern plus up to two ports of linear polarization. Each port
+   radiates amplitude `scale` * C(theta, phi) along cos(slant) theta-hat +
+   sin(slant) phi-hat of the local frame. V: one port, slant 0; H: one port,
+   slant 90 deg; cross: two independent ports at +-45 deg, each fed half the
+   power (scale 1/sqrt2), whose powers add (they carry independent signals,
+   so no cross term). */
+typedef struct {
+    int pattern, ports;
+    float slant_cos[2], slant_sin[2], scale;
+} kern_antenna_t;
+
+KERN_HD kern_antenna_t kern_antenna_make(int pattern, int polarization /* 0 V, 1 H, 2 cross */)
+{
+    kern_antenna_t a;
+    a.pattern = pattern;
+    a.ports = polarization == 2 ? 2 : 1;
+    a.scale = polarization == 2 ? 0.70710678f : 1.0f;
+    a.slant_cos[0] = polarization == 1 ? 0.0f : (polarization == 2 ? 0.70710678f : 1.0f);
+    a.slant_sin[0] = polarization == 1 ? 1.0f : (polarization == 2 ? 0.70710678f : 0.0f);
+    a.slant_cos[1] = 0.70710678f;
+    a.slant_sin[1] = -0.70710678f;
+    return a;
+}
+
+/* Field amplitude C of the pattern for a unit direction in the antenna's
+   local frame (theta from +z, phi from +x). */
+KERN_HD float kern_pattern_amp(int pattern, kern_v3 dl)
+{
+    float ct = fminf(1.0f, fmaxf(-1.0f, dl.z));
+    float st = sqrtf(dl.x * dl.x + dl.y * dl.y);
+    switch (pattern) {
+    case KERN_PAT_DIPOLE:
+        return 1.22474487f * st;
+    case KERN_PAT_HW_DIPOLE:
+        return st > 1e-6f ? 1.28179561f * fabsf(cosf(0.5f * KERN_PIF * ct) / st) : 0.0f;
+    case KERN_PAT_TR38901: {
+        float th = acosf(ct) * (180.0f / KERN_PIF);
+        float ph = atan2f(dl.y, dl.x) * (180.0f / KERN_PIF); /* already in -180..180 */
+        float av = 12.0f * ((th - 90.0f) / 65.0f) * ((th - 90.0f) / 65.0f);
+        float ah = 12.0f * (ph / 65.0f) * (ph / 65.0f);
+        float a = -fminf(fminf(av, 30.0f) + fminf(ah, 30.0f), 30.0f) + 8.0f;
+        return expf(a * 0.11512925f); /* sqrt(10^(A/10)) = e^(A ln10 / 20) */
+    }
+    default:
+        return 1.0f;
+    }
+}
+
+/* The antenna's field per port in the WORLD theta-hat/phi-hat basis of the
+   world direction d (unit), for orientation R: f[p][0] = theta component,
+   f[p][1] = phi component. Real, because the patterns are real and a
+   rotation mixes the two linear components with real weights. */
+KERN_HD void kern_antenna_field(const kern_antenna_t *ant, const kern_rot_t *R, kern_v3 d,
+                                float f[2][2])
+{
+    kern_v3 dl = kern_rot_apply_t(R, d);
+    float c = kern_pattern_amp(ant->pattern, dl) * ant->scale;
+    kern_v3 thw, phw, thl, phl;
+    kern_sph_basis(d, &thw, &phw);
+    kern_sph_basis(dl, &thl, &phl);
+    kern_v3 thw_l = kern_rot_apply_t(R, thw), phw_l = kern_rot_apply_t(R, phw);
+    float q00 = v3_dot(thl, thw_l), q01 = v3_dot(phl, thw_l);
+    float q10 = v3_dot(thl, phw_l), q11 = v3_dot(phl, phw_l);
+    for (int p = 0; p < 2; p++) {
+        float a = c * ant->slant_cos[p], b = c * ant->slant_sin[p];
+        f[p][0] = p < ant->ports ? q00 * a + q01 * b : 0.0f;
+        f[p][1] = p < ant->ports ? q10 * a + q11 * b : 0.0f;
+    }
+}
+
+/* Power a plane crossing delivers for the antenna field f, from its real
+   symmetric form m = (m00, m01, m11) (see kern_ray_form): sum over ports of
+   f^T M f. */
+KERN_HD float kern_form_power(const float f[2][2], const float m[3])
+{
+    float s = 0.0f;
+    for (int p = 0; p < 2; p++)
+        s += m[0] * f[p][0] * f[p][0] + 2.0f * m[1] * f[p][0] * f[p][1] + m[2] * f[p][1] * f[p][1];
+    return s;
+}
+
+/* ---- launch lattice and random numbers (DESIGN 6.4) -------------------- */
+/* Direction n of an N-point Fibonacci lattice, fixed in world coordinates.
+   The fractional part is taken in double: n reaches 1e10. */
+KERN_HD kern_v3 kern_fibonacci_dir(uint64_t n, uint64_t count)
+{
+    double x = (double)n * 0.61803398874989484820; /* n / golden ratio */
+    x -= floor(x);
+    double y = count > 1 ? (double)n / (double)(count - 1) : 0.5;
+    double z = 1.0 - 2.0 * y;
+    double r = sqrt(fmax(0.0, 1.0 - z * z));
+    double a = 2.0 * KERN_PI * x;
+    return v3((float)(r * cos(a)), (float)(r * sin(a)), (float)z);
+}
+
+/* SplitMix64 finalizer. */
+KERN_HD uint64_t kern_mix64(uint64_t z)
+{
+    z += 0x9e3779b97f4a7c15ULL;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+/* Uniform in [0, 1) from (seed, ray, bounce) alone: counter-based, so a
+   ray's events do not depend on which thread or chunk traced it. */
+KERN_HD float kern_rand(uint64_t seed, uint64_t ray, uint32_t bounce)
+{
+    uint64_t h = kern_mix64(kern_mix64(seed) ^ kern_mix64(ray * 64u + bounce));
+    return (float)(h >> 40) * (1.0f / 16777216.0f);
+}
+
+/* ---- the ray and its Jones chain ---------------------------------------- */
+/* The field a ray carries for a unit input along the departure direction's
+   world theta-hat (column 0) or phi-hat (column 1) is
+   j[0][k] * u + j[1][k] * v, with (u, v) an orthonormal basis perpendicular
+   to dir: the departure theta/phi basis, then the TE/TM basis of the last
+   interaction. The field for an antenna field f is J f. The 1/sqrt(p) of the
+   event choices is folded into J. */
+typedef struct {
+    kern_v3 org, dir, u, v;
+    kern_cf j[2][2];
+    uint32_t depth; /* interactions so far */
+} kern_ray_t;
+
+KERN_HD void kern_ray_launch(kern_ray_t *ray, kern_v3 tx, uint64_t n, uint64_t count)
+{
+    ray->org = tx;
+    ray->dir = kern_fibonacci_dir(n, count);
+    kern_sph_basis(ray->dir, &ray->u, &ray->v);
+    ray->j[0][0] = cf(1.0f, 0.0f);
+    ray->j[0][1] = cf(0.0f, 0.0f);
+    ray->j[1][0] = cf(0.0f, 0.0f);
+    ray->j[1][1] = cf(1.0f, 0.0f);
+    ray->depth = 0;
+}
+
+/* Weight w times the real part of J^H J, as (m00, m01, m11). The power of
+   the crossing for a field f is f^H (J^H J) f; for a real f (every linear
+   polarization: V, H, and each port of cross) the imaginary part of the
+   Hermitian J^H J is antisymmetric and cancels in f^T Im(J^H J) f, so the
+   three real numbers are all an orientation needs. */
+KERN_HD void kern_ray_form(const kern_ray_t *ray, float w, float m[3])
+{
+    m[0] = w * (cf_abs2(ray->j[0][0]) + cf_abs2(ray->j[1][0]));
+    m[2] = w * (cf_abs2(ray->j[0][1]) + cf_abs2(ray->j[1][1]));
+    m[1] = w * (ray->j[0][0].re * ray->j[0][1].re + ray->j[0][0].im * ray->j[0][1].im +
+                ray->j[1][0].re * ray->j[1][1].re + ray->j[1][0].im * ray->j[1][1].im);
+}
+
+/* The measurement plane and its cells: cell (ix, iy) covers
+   [x0 + ix dx, x0 + (ix+1) dx) x [y0 + iy dy, ...); index iy * nx + ix. */
+typedef struct {
+    float x0, y0, dx, dy, z, omega; /* omega = 4 pi / N, the tube solid angle */
+    uint32_t nx, ny;
+} kern_grid_t;
+
+/* Does the ray's current segment, which ends at tmax (INFINITY for the last,
+   unbounded one), cross the plane? Then *cell is the cell it crosses and
+   the return value is its weight Omega / |cos theta| (theta to the plane
+   normal); 0 when it does not cross inside the grid. */
+KERN_HD float kern_plane_crossing(const kern_ray_t *ray, float tmax, const kern_grid_t *g,
+                                  uint32_t *cell)
+{
+    float dz = ray->dir.z;
+    if (dz == 0.0f)
+        return 0.0f;
+    float t = (g->z - ray->org.z) / dz;
+    if (!(t > 0.0f) || !(t < tmax))
+        return 0.0f;
+    float fx = (ray->org.x + t * ray->dir.x - g->x0) / g->dx;
+    float fy = (ray->org.y + t * ray->dir.y - g->y0) / g->dy;
+    if (!(fx >= 0.0f) || !(fy >= 0.0f) || !(fx < (float)g->nx) || !(fy < (float)g->ny))
+        return 0.0f;
+    uint32_t ix = (uint32_t)fx, iy = (uint32_t)fy;
+    if (ix >= g->nx || iy >= g->ny)
+        return 0.0f;
+    *cell = iy * g->nx + ix;
+    return g->omega / fabsf(dz);
+}
+
+/* Interaction of the ray with a surface hit at distance t, geometric normal
+   n (unit, either side), material mat; u01 is the ray's random number for
+   this bounce; allow_r / allow_t enable reflection / refraction. Chooses
+   one event with probability proportional to |R_TE|^2+|R_TM|^2 and
+   |T_TE|^2+|T_TM|^2, applies diag(R) or diag(T) (divided by sqrt(p)) to the
+   Jones chain in the TE/TM basis, moves the ray. Returns 0 when the ray
+   stops (no event possible or allowed). */
+KERN_HD int kern_ray_interact(kern_ray_t *ray, float t, kern_v3 n, kern_mat_t mat, float u01,
+                              int allow_r, int allow_t)
+{
+    kern_v3 p = v3_add(ray->org, v3_scale(ray->dir, t));
+    float dn = v3_dot(ray->dir, n);
+    if (dn > 0.0f) { /* two-sided: the normal faces the incoming ray */
+        n = v3_scale(n, -1.0f);
+        dn = -dn;
+    }
+    float cos_t = fminf(-dn, 1.0f);
+    kern_cf c[4];
+    kern_slab_coeffs(mat, cos_t, c);
+    float pr = allow_r ? cf_abs2(c[0]) + cf_abs2(c[1]) : 0.0f;
+    float pt = allow_t ? cf_abs2(c[2]) + cf_abs2(c[3]) : 0.0f;
+    float tot = pr + pt;
+    if (!(tot > 0.0f))
+        return 0;
+    int refl = u01 * tot < pr;
+    float prob = (refl ? pr : pt) / tot;
+    if (!(prob > 0.0f))
+        return 0;
+    float sc = 1.0f / sqrtf(prob);
+    kern_cf cte = cf_scale(refl ? c[0] : c[2], sc), ctm = cf_scale(refl ? c[1] : c[3], sc);
+
+    /* TE = normalize(d x n); at normal incidence any perpendicular does. */
+    kern_v3 s = v3_cross(ray->dir, n);
+    float sl = v3_len(s);
+    s = sl > 1e-6f ? v3_scale(s, 1.0f / sl) : ray->u;
+    kern_v3 pin = v3_cross(s, ray->dir);
+    kern_v3 dout = refl ? v3_sub(ray->dir, v3_scale(n, 2.0f * dn)) : ray->dir;
+    dout = v3_norm(dout);
+    kern_v3 pout = refl ? v3_cross(s, dout) : pin;
+    float q00 = v3_dot(ray->u, s), q01 = v3_dot(ray->v, s);
+    float q10 = v3_dot(ray->u, pin), q11 = v3_dot(ray->v, pin);
+    for (int k = 0; k < 2; k++) {
+        kern_cf a = ray->j[0][k], b = ray->j[1][k];
+        kern_cf te = cf_add(cf_scale(a, q00), cf_scale(b, q01));
+        kern_cf tm = cf_add(cf_scale(a, q10), cf_scale(b, q11));
+        ray->j[0][k] = cf_mul(cte, te);
+        ray->j[1][k] = cf_mul(ctm, tm);
+    }
+    ray->u = s;
+    ray->v = pout;
+    ray->dir = dout;
+    /* Leave the surface on the outgoing side, by an offset that stays above
+       float rounding at city coordinates. */
+    float mag = fmaxf(fabsf(p.x), fmaxf(fabsf(p.y), fabsf(p.z)));
+    float eps = 1e-4f + 4e-7f * mag;
+    ray->org = v3_add(p, v3_scale(n, refl ? eps : -eps));
+    ray->depth++;
+    return 1;
+}
+
+/* Unit geometric normal of triangle (a, b, c); zero vector if degenerate. */
+KERN_HD kern_v3 kern_tri_normal(kern_v3 a, kern_v3 b, kern_v3 c)
+{
+    return v3_norm(v3_cross(v3_sub(b, a), v3_sub(c, a)));
+}
+
+#endif

@@ -1,0 +1,271 @@
+/*  kernels/kern_scenegen.c - procedural city scenes in the Sionna RT format
+    (`beamfleet scenegen`), so Beamfleet runs anywhere without downloaded
+    data: a street grid of a 300 m square city, buildings as boxes of random
+    footprint and height with ITU materials, a ground slab, one binary PLY
+    mesh per material, the Mitsuba XML that names them, and scene.yaml with a
+    rooftop transmitter pointed away from a street-level zone (so the
+    optimizer has something to find). Deterministic for a seed: the
+    generator is SplitMix64, never rand(). */
+
+#include "kern_scene.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define HALF   150.0 /* the city spans [-HALF, HALF]^2 */
+#define GROUND 160.0
+
+typedef struct {
+    uint64_t s;
+} rng_t;
+
+static uint64_t next(rng_t *r)
+{
+    uint64_t z = (r->s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static double uniform(rng_t *r, double lo, double hi)
+{
+    return lo + (hi - lo) * ((double)(next(r) >> 11) * (1.0 / 9007199254740992.0));
+}
+
+enum { M_GROUND, M_CONCRETE, M_BRICK, M_GLASS, M_MARBLE, M_COUNT };
+static const char *const mat_names[M_COUNT] = {"medium_dry_ground", "concrete", "brick", "glass",
+                                               "marble"};
+static const double mat_thickness[M_COUNT] = {1.0, 0.3, 0.25, 0.05, 0.2};
+
+typedef struct {
+    float *v;
+    uint32_t *f;
+    size_t nv, nf, capv, capf;
+} mesh_t;
+
+static bool mesh_vertex(mesh_t *m, double x, double y, double z)
+{
+    if (m->nv == m->capv) {
+        size_t cap = m->capv ? 2 * m->capv : 64;
+        float *p = realloc(m->v, cap * 3 * sizeof *p);
+        if (!p)
+            return false;
+        m->v = p;
+        m->capv = cap;
+    }
+    m->v[3 * m->nv] = (float)x, m->v[3 * m->nv + 1] = (float)y, m->v[3 * m->nv + 2] = (float)z;
+    m->nv++;
+    return true;
+}
+
+static bool mesh_tri(mesh_t *m, uint32_t a, uint32_t b, uint32_t c)
+{
+    if (m->nf == m->capf) {
+        size_t cap = m->capf ? 2 * m->capf : 64;
+        uint32_t *p = realloc(m->f, cap * 3 * sizeof *p);
+        if (!p)
+            return false;
+        m->f = p;
+        m->capf = cap;
+    }
+    m->f[3 * m->nf] = a, m->f[3 * m->nf + 1] = b, m->f[3 * m->nf + 2] = c;
+    m->nf++;
+    return true;
+}
+
+/* A box [x0,x1] x [y0,y1] x [0,h] without its bottom: 10 triangles. */
+static bool mesh_box(mesh_t *m, double x0, double y0, double x1, double y1, double h)
+{
+    uint32_t b = (uint32_t)m->nv;
+    const double xs[4] = {x0, x1, x1, x0}, ys[4] = {y0, y0, y1, y1};
+    for (int k = 0; k < 4; k++)
+        if (!mesh_vertex(m, xs[k], ys[k], 0) || !mesh_vertex(m, xs[k], ys[k], h))
+            return false;
+    bool ok = true;
+    for (int k = 0; k < 4; k++) { /* walls */
+        uint32_t lo0 = b + 2 * (uint32_t)k, hi0 = lo0 + 1;
+        uint32_t lo1 = b + 2 * (uint32_t)((k + 1) % 4), hi1 = lo1 + 1;
+        ok = ok && mesh_tri(m, lo0, lo1, hi1) && mesh_tri(m, lo0, hi1, hi0);
+    }
+    return ok && mesh_tri(m, b + 1, b + 3, b + 5) && mesh_tri(m, b + 1, b + 5, b + 7); /* roof */
+}
+
+static bf_err_t write_ply(const char *path, const mesh_t *m, char *err)
+{
+    char header[256];
+    int hl = snprintf(header, sizeof header,
+                      "ply\nformat binary_little_endian 1.0\ncomment beamfleet scenegen\n"
+                      "element vertex %zu\nproperty float x\nproperty float y\nproperty float z\n"
+                      "element face %zu\nproperty list uchar int vertex_indices\nend_header\n",
+                      m->nv, m->nf);
+    size_t len = (size_t)hl + m->nv * 12 + m->nf * 13;
+    unsigned char *buf = malloc(len);
+    if (!buf)
+        return BF_ENOMEM;
+    memcpy(buf, header, (size_t)hl);
+    unsigned char *p = buf + hl;
+    memcpy(p, m->v, m->nv * 12); /* little-endian hosts only, as is every target */
+    p += m->nv * 12;
+    for (size_t i = 0; i < m->nf; i++) {
+        *p++ = 3;
+        memcpy(p, &m->f[3 * i], 12);
+        p += 12;
+    }
+    bf_err_t rc = bf_write_atomic(path, buf, len, err);
+    free(buf);
+    return rc;
+}
+
+static bf_err_t write_scene(const char *dir, rng_t *r, char *err)
+{
+    mesh_t meshes[M_COUNT];
+    memset(meshes, 0, sizeof meshes);
+    bf_err_t rc = BF_OK;
+    /* ground slab */
+    mesh_t *g = &meshes[M_GROUND];
+    bool ok = mesh_vertex(g, -GROUND, -GROUND, 0) && mesh_vertex(g, GROUND, -GROUND, 0) &&
+              mesh_vertex(g, GROUND, GROUND, 0) && mesh_vertex(g, -GROUND, GROUND, 0) &&
+              mesh_tri(g, 0, 1, 2) && mesh_tri(g, 0, 2, 3);
+    /* street grid: alternate blocks and streets along each axis */
+    double xb[16][2], yb[16][2];
+    int nx = 0, ny = 0;
+    for (double x = -HALF + uniform(r, 5, 15); nx < 16;) {
+        double w = uniform(r, 40, 70);
+        if (x + w > HALF - 5)
+            break;
+        xb[nx][0] = x, xb[nx][1] = x + w, nx++;
+        x += w + uniform(r, 15, 25);
+    }
+    for (double y = -HALF + uniform(r, 5, 15); ny < 16;) {
+        double w = uniform(r, 40, 70);
+        if (y + w > HALF - 5)
+            break;
+        yb[ny][0] = y, yb[ny][1] = y + w, ny++;
+        y += w + uniform(r, 15, 25);
+    }
+    /* buildings; remember the tallest near the centre for the transmitter */
+    double tx_box[5] = {0, 0, 0, 0, -1};
+    for (int i = 0; i < nx && ok; i++)
+        for (int j = 0; j < ny && ok; j++) {
+            int count = 1 + (int)(next(r) % 4);
+            double bw = xb[i][1] - xb[i][0];
+            for (int k = 0; k < count && ok; k++) {
+                /* split the block along x into `count` lots */
+                double x0 = xb[i][0] + bw * k / count + 1, x1 = xb[i][0] + bw * (k + 1) / count - 1;
+                double y0 = yb[j][0] + uniform(r, 0, 8), y1 = yb[j][1] - uniform(r, 0, 8);
+                double h = uniform(r, 8, 60);
+                int mat = M_CONCRETE + (int)(next(r) % 4);
+                ok = mesh_box(&meshes[mat], x0, y0, x1, y1, h);
+                double cx = 0.5 * (x0 + x1), cy = 0.5 * (y0 + y1);
+                if (fabs(cx) < 70 && fabs(cy) < 70 && h > tx_box[4]) {
+                    tx_box[0] = x0, tx_box[1] = y0, tx_box[2] = x1, tx_box[3] = y1;
+                    tx_box[4] = h;
+                }
+            }
+        }
+    if (!ok) {
+        rc = BF_ENOMEM;
+        goto done;
+    }
+    if (tx_box[4] < 0) { /* no building near the centre: a mast in a street */
+        tx_box[0] = tx_box[2] = xb[0][1] + 5;
+        tx_box[1] = tx_box[3] = 0;
+        tx_box[4] = 20;
+    }
+    char *meshdir = bf_asprintf("%s/meshes", dir);
+    if (!meshdir || (rc = bf_mkdir_p(meshdir, err)) != BF_OK) {
+        free(meshdir);
+        rc = rc ? rc : BF_ENOMEM;
+        goto done;
+    }
+    free(meshdir);
+    /* XML */
+    char xml[8192];
+    size_t xl = (size_t)snprintf(xml, sizeof xml,
+                                 "<scene version=\"2.1.0\">\n<!-- written by beamfleet scenegen "
+                                 "-->\n\n<!-- Materials -->\n");
+    for (int m = 0; m < M_COUNT; m++)
+        if (meshes[m].nf)
+            xl += (size_t)snprintf(xml + xl, sizeof xml - xl,
+                                   "\t<bsdf type=\"itu-radio-material\" id=\"%s\">\n"
+                                   "\t\t<string name=\"type\" value=\"%s\"/>\n"
+                                   "\t\t<float name=\"thickness\" value=\"%g\"/>\n\t</bsdf>\n",
+                                   mat_names[m], mat_names[m], mat_thickness[m]);
+    xl += (size_t)snprintf(xml + xl, sizeof xml - xl, "\n<!-- Shapes -->\n");
+    for (int m = 0; m < M_COUNT && rc == BF_OK; m++) {
+        if (!meshes[m].nf)
+            continue;
+        xl += (size_t)snprintf(xml + xl, sizeof xml - xl,
+                               "\t<shape type=\"ply\" id=\"mesh-%s\">\n"
+                               "\t\t<string name=\"filename\" value=\"meshes/%s.ply\"/>\n"
+                               "\t\t<boolean name=\"face_normals\" value=\"true\"/>\n"
+                               "\t\t<ref id=\"%s\" name=\"bsdf\"/>\n\t</shape>\n",
+                               mat_names[m], mat_names[m], mat_names[m]);
+        char *path = bf_asprintf("%s/meshes/%s.ply", dir, mat_names[m]);
+        rc = path ? write_ply(path, &meshes[m], err) : BF_ENOMEM;
+        free(path);
+    }
+    if (rc != BF_OK)
+        goto done;
+    xl += (size_t)snprintf(xml + xl, sizeof xml - xl, "</scene>\n");
+    char *xml_path = bf_asprintf("%s/scene.xml", dir);
+    rc = xml_path ? bf_write_atomic(xml_path, xml, xl, err) : BF_ENOMEM;
+    free(xml_path);
+    if (rc != BF_OK)
+        goto done;
+    /* transmitter on a roof edge, zone across the street, antenna turned away */
+    int side = (int)(next(r) % 4);
+    double txx = side == 0 ? tx_box[2] : side == 1 ? tx_box[0] : 0.5 * (tx_box[0] + tx_box[2]);
+    double txy = side == 2 ? tx_box[3] : side == 3 ? tx_box[1] : 0.5 * (tx_box[1] + tx_box[3]);
+    double txz = tx_box[4] + 3;
+    double dirx = side == 0 ? 1 : side == 1 ? -1 : 0, diry = side == 2 ? 1 : side == 3 ? -1 : 0;
+    double dist = uniform(r, 40, 70), zw = uniform(r, 80, 140), zh = uniform(r, 80, 140);
+    double zcx = txx + dirx * dist, zcy = txy + diry * dist;
+    double zx0 = fmax(-HALF, zcx - zw / 2), zx1 = fmin(HALF, zcx + zw / 2);
+    double zy0 = fmax(-HALF, zcy - zh / 2), zy1 = fmin(HALF, zcy + zh / 2);
+    double toward = atan2(zcy - txy, zcx - txx) * 180 / M_PI;
+    double az = fmod(toward + 180 + uniform(r, -40, 40) + 720, 360);
+    char yaml[2048];
+    int yl = snprintf(yaml, sizeof yaml,
+                      "# written by beamfleet scenegen\n"
+                      "frequency_hz: 3.5e9\n"
+                      "transmitter:\n"
+                      "  position: [%.2f, %.2f, %.2f]\n"
+                      "  power_dbm: 44\n"
+                      "  antenna: {pattern: tr38901, polarization: V}\n"
+                      "  orientation: {azimuth_deg: %.1f, tilt_deg: %.1f, roll_deg: 0}\n"
+                      "zone: {rect: [%.1f, %.1f, %.1f, %.1f]}\n"
+                      "measurement: {center: [0, 0], size: [%.0f, %.0f], height: 1.5, "
+                      "cell_size: [5, 5]}\n",
+                      txx, txy, txz, az, uniform(r, 0, 10), zx0, zy0, zx1, zy1, 2 * HALF, 2 * HALF);
+    char *yaml_path = bf_asprintf("%s/scene.yaml", dir);
+    rc = yaml_path ? bf_write_atomic(yaml_path, yaml, (size_t)yl, err) : BF_ENOMEM;
+    free(yaml_path);
+done:
+    for (int m = 0; m < M_COUNT; m++) {
+        free(meshes[m].v);
+        free(meshes[m].f);
+    }
+    return rc;
+}
+
+bf_err_t kern_scenegen(const char *out_dir, unsigned count, uint64_t seed, char *err)
+{
+    bf_err_t rc = bf_mkdir_p(out_dir, err);
+    if (rc != BF_OK)
+        return rc;
+    for (unsigned i = 0; i < count && rc == BF_OK; i++) {
+        rng_t r = {seed * 0x100000001b3ull + i};
+        char *dir = bf_asprintf("%s/city_%03u", out_dir, i);
+        if (!dir)
+            return BF_ENOMEM;
+        rc = bf_mkdir_p(dir, err);
+        if (rc == BF_OK)
+            rc = write_scene(dir, &r, err);
+        free(dir);
+    }
+    return rc;
+}
