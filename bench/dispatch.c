@@ -200,11 +200,11 @@ static void *noop_worker(void *arg)
                 proto_msg_init(&r, PROTO_RESULT);
                 if (proto_msg_set(&r.task_id, m.task_id) == BF_OK) {
                     r.attempt = m.attempt;
-                    r.obj = json_pack("{s:s, s:s, s:s, s:s, s:i, s:s, s:s, s:I, s:f}", "status",
-                                      "success", "reason", "", "scene", m.scene ? m.scene : "",
-                                      "host", bf_hostname(), "gpu_id", -1, "device", "noop",
-                                      "worker", w->name, "attempt", (json_int_t)m.attempt,
-                                      "elapsed_time", 0.0);
+                    r.obj =
+                        json_pack("{s:s, s:s, s:s, s:s, s:i, s:s, s:s, s:I, s:f}", "status",
+                                  "success", "reason", "", "scene", m.scene ? m.scene : "", "host",
+                                  bf_hostname(), "gpu_id", -1, "device", "noop", "worker", w->name,
+                                  "attempt", (json_int_t)m.attempt, "elapsed_time", 0.0);
                     send_or_warn(s, &r);
                     last_sent = bf_mono_ms();
                     atomic_fetch_add(&w->done, 1);
@@ -361,8 +361,8 @@ static bool fleet_start(fleet_t *f, const char *bin, int port)
     char *state = bf_asprintf("%s/state", f->dir), *log = bf_asprintf("%s/log", f->dir);
     char *b[] = {(char *)bin, "broker", "--bind", f->endpoint, "--state", state, NULL};
     f->broker = spawn(b, log);
-    char *c[] = {(char *)bin, "collector", "--broker", f->endpoint, "--publish",
-                 "tcp://127.0.0.1:0", NULL};
+    char *c[] = {(char *)bin, "collector",         "--broker", f->endpoint,
+                 "--publish", "tcp://127.0.0.1:0", NULL};
     f->collector = spawn(c, log);
     free(state);
     free(log);
@@ -409,9 +409,10 @@ static double fleet_rate(const char *bin, int port, unsigned nworkers, unsigned 
         for (;;) {
             json_t *doc = status(f.endpoint, job_id);
             json_t *job = doc ? find_job(doc, job_id) : NULL;
-            bool done = job && strcmp(json_string_value(json_object_get(job, "state")), "running") &&
-                        json_integer_value(json_object_get(json_object_get(doc, "collector"),
-                                                           "outbox")) == 0;
+            bool done =
+                job && strcmp(json_string_value(json_object_get(job, "state")), "running") &&
+                json_integer_value(json_object_get(json_object_get(doc, "collector"), "outbox")) ==
+                    0;
             json_decref(doc);
             if (done)
                 break;

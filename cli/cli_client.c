@@ -438,8 +438,7 @@ static void print_summary(follow_t *f, const char *output)
         qsort(f->improvements, f->n_improvements, sizeof(double), cmp_double);
         printf("\nImprovement Statistics:\n  Mean:   %+.2f dB\n  Min:    %+.2f dB\n  Max:    "
                "%+.2f dB\n",
-               sum / f->n_improvements, f->improvements[0],
-               f->improvements[f->n_improvements - 1]);
+               sum / f->n_improvements, f->improvements[0], f->improvements[f->n_improvements - 1]);
     }
     if (output) {
         char *pattern = bf_asprintf("%s/results_final_*.json", output);

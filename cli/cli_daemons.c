@@ -56,13 +56,13 @@ static const struct option daemon_options[] = {
     {NULL, 0, NULL, 0}};
 
 typedef struct {
-    const char *cmd;      /* for messages */
-    unsigned accepts;     /* the daemon options this command takes: ACCEPT(OPT_x) bits */
+    const char *cmd;  /* for messages */
+    unsigned accepts; /* the daemon options this command takes: ACCEPT(OPT_x) bits */
     bf_fleet_t fleet;
     const char *out, *gpus, *name;
     unsigned cpu_workers, threads;
-    int device;           /* --device N: this process is the worker for device N */
-    const char **allow;   /* flags, then the fleet file's */
+    int device;         /* --device N: this process is the worker for device N */
+    const char **allow; /* flags, then the fleet file's */
     size_t allow_count;
 } daemon_args_t;
 
@@ -261,7 +261,8 @@ int cli_broker(int argc, char **argv)
         "is dead [3]\n";
     daemon_args_t a = {.cmd = "broker"};
     /* option codes accepted, as OPT_x - 256 + 'A' */
-    a.accepts = ACCEPT(OPT_HEARTBEAT) | ACCEPT(OPT_LIVENESS) | ACCEPT(OPT_STATE) | ACCEPT(OPT_BIND) | ACCEPT(OPT_INSECURE);
+    a.accepts = ACCEPT(OPT_HEARTBEAT) | ACCEPT(OPT_LIVENESS) | ACCEPT(OPT_STATE) |
+                ACCEPT(OPT_BIND) | ACCEPT(OPT_INSECURE);
     int rc = parse_daemon(argc, argv, &a, help);
     if (rc >= 0) {
         daemon_args_clear(&a);
@@ -309,7 +310,8 @@ int cli_collector(int argc, char **argv)
         "A job's reports go to its `output` directory, or to ROOT/<job name> with --out.\n\n"
         "  --publish EP   [collector.publish, tcp://127.0.0.1:5557]\n";
     daemon_args_t a = {.cmd = "collector"};
-    a.accepts = ACCEPT(OPT_HEARTBEAT) | ACCEPT(OPT_LIVENESS) | ACCEPT(OPT_OUT) | ACCEPT(OPT_PUBLISH) | ACCEPT(OPT_NAME);
+    a.accepts = ACCEPT(OPT_HEARTBEAT) | ACCEPT(OPT_LIVENESS) | ACCEPT(OPT_OUT) |
+                ACCEPT(OPT_PUBLISH) | ACCEPT(OPT_NAME);
     int rc = parse_daemon(argc, argv, &a, help);
     if (rc >= 0) {
         daemon_args_clear(&a);
@@ -372,7 +374,9 @@ int cli_worker(int argc, char **argv)
         "  --prefetch N   tasks a worker may hold at once [worker.prefetch, 1]\n"
         "  --threads N    CPU engine threads per worker [cores / workers]\n";
     daemon_args_t a = {.cmd = "worker"};
-    a.accepts = ACCEPT(OPT_HEARTBEAT) | ACCEPT(OPT_LIVENESS) | ACCEPT(OPT_GPUS) | ACCEPT(OPT_CPU) | ACCEPT(OPT_ALLOW) | ACCEPT(OPT_PREFETCH) | ACCEPT(OPT_THREADS) | ACCEPT(OPT_NAME) | ACCEPT(OPT_DEVICE);
+    a.accepts = ACCEPT(OPT_HEARTBEAT) | ACCEPT(OPT_LIVENESS) | ACCEPT(OPT_GPUS) | ACCEPT(OPT_CPU) |
+                ACCEPT(OPT_ALLOW) | ACCEPT(OPT_PREFETCH) | ACCEPT(OPT_THREADS) | ACCEPT(OPT_NAME) |
+                ACCEPT(OPT_DEVICE);
     int rc = parse_daemon(argc, argv, &a, help);
     if (rc >= 0) {
         daemon_args_clear(&a);

@@ -193,14 +193,15 @@ int cli_run(int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
 
     log_path = bf_asprintf("%s/broker.log", logs);
-    char *broker_args[] = {"beamfleet",         "broker", "--bind",         broker_ep, "--state",
-                           state,               "--heartbeat-ms", hb, "--liveness", live, NULL};
+    char *broker_args[] = {"beamfleet",      "broker", "--bind",     broker_ep, "--state", state,
+                           "--heartbeat-ms", hb,       "--liveness", live,      NULL};
     children[nchildren++] = (child_t){spawn_self(broker_args, log_path), "broker"};
     free(log_path);
 
     log_path = bf_asprintf("%s/collector.log", logs);
-    char *collector_args[] = {"beamfleet", "collector", "--broker",       broker_ep,   "--publish",
-                              publish_ep,  "--heartbeat-ms", hb, "--liveness", live, NULL};
+    char *collector_args[] = {"beamfleet", "collector",      "--broker", broker_ep,    "--publish",
+                              publish_ep,  "--heartbeat-ms", hb,         "--liveness", live,
+                              NULL};
     children[nchildren++] = (child_t){spawn_self(collector_args, log_path), "collector"};
     free(log_path);
 

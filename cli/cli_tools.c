@@ -31,11 +31,13 @@ int cli_solve(int argc, char **argv)
         "  --maps DIR       also write DIR/initial.csv and DIR/optimized.csv (x,y,dbm per cell)\n"
         "  --threads N      CPU threads [all cores]\n"
         "  --cpu            use the CPU engine even when a GPU is present\n";
-    static const struct option options[] = {
-        {"job", required_argument, NULL, 'j'},     {"out", required_argument, NULL, 'o'},
-        {"maps", required_argument, NULL, 'm'},    {"threads", required_argument, NULL, 't'},
-        {"cpu", no_argument, NULL, 'C'},           {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0}};
+    static const struct option options[] = {{"job", required_argument, NULL, 'j'},
+                                            {"out", required_argument, NULL, 'o'},
+                                            {"maps", required_argument, NULL, 'm'},
+                                            {"threads", required_argument, NULL, 't'},
+                                            {"cpu", no_argument, NULL, 'C'},
+                                            {"help", no_argument, NULL, 'h'},
+                                            {NULL, 0, NULL, 0}};
     const char *job_path = NULL, *out = NULL, *maps = NULL;
     long threads = 0;
     bool cpu = false;
@@ -72,7 +74,8 @@ int cli_solve(int argc, char **argv)
             fprintf(stderr, "beamfleet solve: option %s needs a value\n", argv[optind - 1]);
             return CLI_EXIT_USAGE;
         default:
-            fprintf(stderr, "beamfleet solve: unknown option '%s' (try --help)\n", argv[optind - 1]);
+            fprintf(stderr, "beamfleet solve: unknown option '%s' (try --help)\n",
+                    argv[optind - 1]);
             return CLI_EXIT_USAGE;
         }
     }

@@ -74,8 +74,7 @@ void kern_bvh_destroy(kern_bvh_t **self)
 
 kern_bvh_view_t kern_bvh_view(const kern_bvh_t *self)
 {
-    kern_bvh_view_t v = {self->nodes, self->tris, self->tri_ids, self->node_count,
-                         self->tri_count};
+    kern_bvh_view_t v = {self->nodes, self->tris, self->tri_ids, self->node_count, self->tri_count};
     return v;
 }
 
@@ -187,7 +186,8 @@ bf_err_t kern_bvh_new(const float *vertices, const uint32_t *indices, size_t tri
                 n += bin_count[k];
                 if (left_count[k - 1] == 0 || n == 0)
                     continue;
-                float cost = left_area[k - 1] * (float)left_count[k - 1] + box_area(&acc) * (float)n;
+                float cost =
+                    left_area[k - 1] * (float)left_count[k - 1] + box_area(&acc) * (float)n;
                 if (cost < best_cost) {
                     best_cost = cost;
                     best = k - 1;
@@ -196,7 +196,8 @@ bf_err_t kern_bvh_new(const float *vertices, const uint32_t *indices, size_t tri
             /* leaf when splitting does not pay: traversal cost ~ 1 box test
                against count triangle tests */
             float leaf_cost = box_area(&bounds) * (float)w.count;
-            if (best >= 0 && (w.count > KERN_BVH_LEAF || best_cost + box_area(&bounds) < leaf_cost)) {
+            if (best >= 0 &&
+                (w.count > KERN_BVH_LEAF || best_cost + box_area(&bounds) < leaf_cost)) {
                 /* partition order[] by bin */
                 uint32_t i = w.first, j = w.first + w.count;
                 while (i < j) {

@@ -152,7 +152,8 @@ static void test_watertight(void)
         kern_v3 target = v3(vtx[3 * i], vtx[3 * i + 1], vtx[3 * i + 2]);
         for (int s = 0; s < 4; s++) {
             /* vertices, and points on the grid's edges */
-            kern_v3 o = s == 0 ? v3(0, 0, 0) : v3(frand() * 4 - 2, frand() * 4 - 2, frand() * 4 - 2);
+            kern_v3 o =
+                s == 0 ? v3(0, 0, 0) : v3(frand() * 4 - 2, frand() * 4 - 2, frand() * 4 - 2);
             kern_hit_t h;
             total++;
             if (!kern_trace_closest(&v, o, v3_norm(v3_sub(target, o)), 0.0f, INFINITY, &h))
@@ -187,7 +188,7 @@ static void test_small(void)
     CHECK(kern_trace_closest(&v, v3(0, 0, 0), v3(1, 0, 0), 0, INFINITY, &h) && h.tri == 0 &&
           fabsf(h.t - 5) < 1e-5f);
     CHECK(kern_trace_closest(&v, v3(10, 0, 0), v3(-1, 0, 0), 0, INFINITY, &h)); /* back face */
-    CHECK(!kern_trace_closest(&v, v3(0, 0, 0), v3(1, 0, 0), 0, 4.0f, &h));     /* tmax */
+    CHECK(!kern_trace_closest(&v, v3(0, 0, 0), v3(1, 0, 0), 0, 4.0f, &h));      /* tmax */
     CHECK(!kern_trace_closest(&v, v3(0, 0, 0), v3(-1, 0, 0), 0, INFINITY, &h));
     kern_bvh_destroy(&b);
 }

@@ -95,9 +95,9 @@ struct trace_params {
     const int32_t *zone_of_cell; /* device, or NULL */
     double *map;
     unsigned long long *crossings;
-    uint32_t *zcount;  /* batch: zone crossings of each ray */
+    uint32_t *zcount;     /* batch: zone crossings of each ray */
     kern_zxing_t *zslots; /* batch * (max_depth + 1) */
-    float *zdir;       /* batch * 3: departure directions */
+    float *zdir;          /* batch * 3: departure directions */
 };
 
 struct cuda_ctx {
@@ -106,8 +106,8 @@ struct cuda_ctx {
     dbuf nodes, tris, tri_ids, normals, tri_material, mats;
     kern_bvh_view_t bvh; /* device pointers */
     /* trace scratch */
-    dbuf map, crossings, zone_of_cell, zcount, zslots, zdir, zoff, zroff, zflag, scan_tmp, zrays_out,
-        zx_out;
+    dbuf map, crossings, zone_of_cell, zcount, zslots, zdir, zoff, zroff, zflag, scan_tmp,
+        zrays_out, zx_out;
     /* evaluation scratch: the zone data cached on the device */
     const kern_zone_data_t *zone_cached;
     size_t zone_cached_count, zone_cached_rays;
@@ -138,7 +138,8 @@ __global__ void trace_kernel(trace_params p)
         float tmax = miss ? INFINITY : hit.t;
         uint32_t cell;
         float w;
-        if ((p.los || ray.depth > 0) && (w = kern_plane_crossing(&ray, tmax, &p.grid, &cell)) > 0.0f) {
+        if ((p.los || ray.depth > 0) &&
+            (w = kern_plane_crossing(&ray, tmax, &p.grid, &cell)) > 0.0f) {
             float m[3];
             kern_ray_form(&ray, w, m);
             atomicAdd(&p.map[cell], (double)kern_form_power(f, m));
@@ -197,9 +198,9 @@ __global__ void flag_kernel(uint32_t batch, const uint32_t *zcount, uint32_t *fl
 }
 
 __global__ void evaluate_kernel(const kern_zray_t *rays, const uint32_t *off,
-                                const kern_zxing_t *xings, uint32_t ray_count,
-                                kern_antenna_t ant, const kern_rot_t *rots, uint32_t count,
-                                uint32_t zone_cells, double *sums)
+                                const kern_zxing_t *xings, uint32_t ray_count, kern_antenna_t ant,
+                                const kern_rot_t *rots, uint32_t count, uint32_t zone_cells,
+                                double *sums)
 {
     uint64_t k = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (k >= (uint64_t)ray_count * count)
@@ -214,8 +215,7 @@ __global__ void evaluate_kernel(const kern_zray_t *rays, const uint32_t *off,
         atomicAdd(&s[x[j].cell], (double)kern_form_power(f, x[j].m));
 }
 
-template <typename T>
-static bf_err_t upload(dbuf *b, const T *src, size_t count, char *err)
+template <typename T> static bf_err_t upload(dbuf *b, const T *src, size_t count, char *err)
 {
     bf_err_t rc = dbuf_reserve(b, count * sizeof(T), err);
     if (rc != BF_OK)
@@ -230,10 +230,10 @@ static void cuda_ctx_destroy(void **p)
     if (!p || !*p)
         return;
     cuda_ctx *c = (cuda_ctx *)*p;
-    dbuf *all[] = {&c->nodes,    &c->tris,      &c->tri_ids,      &c->normals,   &c->tri_material,
-                   &c->mats,     &c->map,       &c->crossings,    &c->zone_of_cell, &c->zcount,
-                   &c->zslots,   &c->zdir,      &c->zoff,         &c->zroff,     &c->zflag,
-                   &c->scan_tmp, &c->zrays_out, &c->zx_out,       &c->ez_rays,   &c->ez_off,
+    dbuf *all[] = {&c->nodes,    &c->tris,      &c->tri_ids,   &c->normals,      &c->tri_material,
+                   &c->mats,     &c->map,       &c->crossings, &c->zone_of_cell, &c->zcount,
+                   &c->zslots,   &c->zdir,      &c->zoff,      &c->zroff,        &c->zflag,
+                   &c->scan_tmp, &c->zrays_out, &c->zx_out,    &c->ez_rays,      &c->ez_off,
                    &c->ez_xings, &c->ez_rots,   &c->ez_sums};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         dbuf_free(all[i]);
@@ -424,8 +424,8 @@ static bf_err_t cuda_trace(void *vctx, const kern_trace_setup_t *s, kern_trace_o
                     free(hx);
                     return bf_fail(err, BF_ENOMEM, "cuda trace: out of host memory");
                 }
-                cudaError_t e1 = cudaMemcpy(hrays, c->zrays_out.ptr, nr * sizeof *hrays,
-                                            cudaMemcpyDeviceToHost);
+                cudaError_t e1 =
+                    cudaMemcpy(hrays, c->zrays_out.ptr, nr * sizeof *hrays, cudaMemcpyDeviceToHost);
                 cudaError_t e2 = e1 == cudaSuccess ? cudaMemcpy(hx, c->zx_out.ptr, nx * sizeof *hx,
                                                                 cudaMemcpyDeviceToHost)
                                                    : e1;

@@ -15,11 +15,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define EPS0         8.8541878128e-12
-#define MAX_XML      (64u << 20)
-#define MAX_PLY      (1u << 30)
-#define MAX_SHAPES   100000
-#define MAX_BSDFS    4096
+#define EPS0       8.8541878128e-12
+#define MAX_XML    (64u << 20)
+#define MAX_PLY    (1u << 30)
+#define MAX_SHAPES 100000
+#define MAX_BSDFS  4096
 
 /* ---- materials (DESIGN 6.2) ------------------------------------------------ */
 
@@ -116,8 +116,7 @@ static int type_size(const char *t)
 {
     if (!strcmp(t, "char") || !strcmp(t, "uchar") || !strcmp(t, "int8") || !strcmp(t, "uint8"))
         return 1;
-    if (!strcmp(t, "short") || !strcmp(t, "ushort") || !strcmp(t, "int16") ||
-        !strcmp(t, "uint16"))
+    if (!strcmp(t, "short") || !strcmp(t, "ushort") || !strcmp(t, "int16") || !strcmp(t, "uint16"))
         return 2;
     if (!strcmp(t, "int") || !strcmp(t, "uint") || !strcmp(t, "float") || !strcmp(t, "int32") ||
         !strcmp(t, "uint32") || !strcmp(t, "float32"))
@@ -135,8 +134,7 @@ static bf_err_t load_ply(kern_scene_t *s, const char *path, const char *name, ui
     size_t len = 0;
     bf_err_t rc = bf_read_file(path, MAX_PLY, &data, &len, err);
     if (rc != BF_OK)
-        return rc == BF_ENOENT ? bf_fail(err, BF_EINVAL, "%s: no such mesh file", name)
-                               : BF_EINVAL;
+        return rc == BF_ENOENT ? bf_fail(err, BF_EINVAL, "%s: no such mesh file", name) : BF_EINVAL;
     const char *end_hdr = NULL;
     size_t hdr_max = len < 65536 ? len : 65536;
     for (size_t i = 0; i + 10 <= hdr_max; i++)
@@ -175,8 +173,10 @@ static bf_err_t load_ply(kern_scene_t *s, const char *path, const char *name, ui
             binary_le = !strcmp(b, "binary_little_endian");
             if (!binary_le) {
                 free(data);
-                return bf_fail(err, BF_EINVAL, "%s:%d: format '%s' not supported (only "
-                               "binary_little_endian 1.0)", name, lineno, b);
+                return bf_fail(err, BF_EINVAL,
+                               "%s:%d: format '%s' not supported (only "
+                               "binary_little_endian 1.0)",
+                               name, lineno, b);
             }
         } else if (!strcmp(a, "element")) {
             unsigned long long cnt = strtoull(c, NULL, 10);
@@ -216,13 +216,15 @@ static bf_err_t load_ply(kern_scene_t *s, const char *path, const char *name, ui
                     after_face_list = true;
                     if (list_count != 1 || list_index != 4) {
                         free(data);
-                        return bf_fail(err, BF_EINVAL, "%s:%d: faces must be 'list uchar int "
-                                       "vertex_indices'", name, lineno);
+                        return bf_fail(err, BF_EINVAL,
+                                       "%s:%d: faces must be 'list uchar int "
+                                       "vertex_indices'",
+                                       name, lineno);
                     }
                 } else if (!after_face_list && type_size(b)) {
                     free(data);
-                    return bf_fail(err, BF_EINVAL, "%s:%d: face property '%s' not supported",
-                                   name, lineno, c);
+                    return bf_fail(err, BF_EINVAL, "%s:%d: face property '%s' not supported", name,
+                                   lineno, c);
                 } else {
                     int sz = type_size(b);
                     if (!sz) {
@@ -237,25 +239,33 @@ static bf_err_t load_ply(kern_scene_t *s, const char *path, const char *name, ui
     }
     if (!binary_le || xoff < 0 || yoff < 0 || zoff < 0 || (nfaces && !list_count)) {
         free(data);
-        return bf_fail(err, BF_EINVAL, "%s: header lacks binary_little_endian format, float x y z "
-                       "or the face list", name);
+        return bf_fail(err, BF_EINVAL,
+                       "%s: header lacks binary_little_endian format, float x y z "
+                       "or the face list",
+                       name);
     }
     const unsigned char *body = (const unsigned char *)end_hdr + 10;
     while ((const char *)body < data + len && *body != '\n')
         body++;
     body++;
-    size_t avail = (const unsigned char *)data + len > body ? (size_t)((const unsigned char *)data + len - body) : 0;
+    size_t avail = (const unsigned char *)data + len > body
+                       ? (size_t)((const unsigned char *)data + len - body)
+                       : 0;
     if (nverts > KERN_MAX_TRIANGLES * 3ull || nfaces > KERN_MAX_TRIANGLES ||
         nverts * vstride > avail) {
         free(data);
-        return bf_fail(err, BF_EINVAL, "%s: truncated: expected %zu bytes of vertex data, file has "
-                       "%zu", name, nverts * vstride, avail);
+        return bf_fail(err, BF_EINVAL,
+                       "%s: truncated: expected %zu bytes of vertex data, file has "
+                       "%zu",
+                       name, nverts * vstride, avail);
     }
     size_t face_bytes = nfaces * (1 + 3 * 4 + (size_t)face_extra);
     if (face_bytes > avail - nverts * vstride) {
         free(data);
-        return bf_fail(err, BF_EINVAL, "%s: truncated: expected %zu bytes of face data, file has "
-                       "%zu", name, face_bytes, avail - nverts * vstride);
+        return bf_fail(err, BF_EINVAL,
+                       "%s: truncated: expected %zu bytes of face data, file has "
+                       "%zu",
+                       name, face_bytes, avail - nverts * vstride);
     }
     if (s->triangle_count + nfaces > KERN_MAX_TRIANGLES) {
         free(data);
@@ -292,16 +302,20 @@ static bf_err_t load_ply(kern_scene_t *s, const char *path, const char *name, ui
     for (size_t i = 0; i < nfaces; i++) {
         if (f[0] != 3) {
             free(data);
-            return bf_fail(err, BF_EINVAL, "%s: face %zu has %u vertices, only triangles are "
-                           "supported", name, i, f[0]);
+            return bf_fail(err, BF_EINVAL,
+                           "%s: face %zu has %u vertices, only triangles are "
+                           "supported",
+                           name, i, f[0]);
         }
         for (int k = 0; k < 3; k++) {
             int32_t ix;
             memcpy(&ix, f + 1 + 4 * k, 4);
             if (ix < 0 || (size_t)ix >= nverts) {
                 free(data);
-                return bf_fail(err, BF_EINVAL, "%s: face %zu: vertex index %d out of range (%zu "
-                               "vertices)", name, i, ix, nverts);
+                return bf_fail(err, BF_EINVAL,
+                               "%s: face %zu: vertex index %d out of range (%zu "
+                               "vertices)",
+                               name, i, ix, nverts);
             }
             s->indices[3 * (s->triangle_count + i) + (size_t)k] = (uint32_t)(vbase + (size_t)ix);
         }
@@ -392,8 +406,8 @@ static void XMLCALL on_start(void *ud, const char *el, const char **atts)
             x->in_bsdf = 2;
         } else if (!strcmp(el, "shape")) {
             if (!type || strcmp(type, "ply") != 0)
-                return xml_fail(x, "shape '%s': type '%s' not supported (only ply)",
-                                id ? id : "?", type ? type : "");
+                return xml_fail(x, "shape '%s': type '%s' not supported (only ply)", id ? id : "?",
+                                type ? type : "");
             if (x->nshape == MAX_SHAPES)
                 return xml_fail(x, "more than %s shapes", "100000", NULL);
             shape_t *s = &x->shapes[x->nshape++];
@@ -420,8 +434,7 @@ static void XMLCALL on_start(void *ud, const char *el, const char **atts)
         shape_t *s = &x->shapes[x->nshape - 1];
         if (!strcmp(el, "string") && name && !strcmp(name, "filename") && value)
             bf_strlcpy(s->filename, value, sizeof s->filename);
-        else if (!strcmp(el, "ref") && attr(atts, "id") &&
-                 (!name || !strcmp(name, "bsdf")))
+        else if (!strcmp(el, "ref") && attr(atts, "id") && (!name || !strcmp(name, "bsdf")))
             bf_strlcpy(s->ref, attr(atts, "id"), sizeof s->ref);
         else if (!strcmp(el, "transform"))
             xml_fail(x, "shape '%s': <transform> is not supported", s->id, NULL);
@@ -457,8 +470,7 @@ static bool safe_relative(const char *p)
     return true;
 }
 
-static bf_err_t load_xml_into(kern_scene_t *s, const char *xml_path, double frequency_hz,
-                              char *err)
+static bf_err_t load_xml_into(kern_scene_t *s, const char *xml_path, double frequency_hz, char *err)
 {
     char *text = NULL;
     size_t len = 0;
@@ -516,8 +528,10 @@ static bf_err_t load_xml_into(kern_scene_t *s, const char *xml_path, double freq
             rc = bf_fail(err, BF_EINVAL, "%s:%d: shape '%s' has no filename", shown, sh->line,
                          sh->id);
         } else if (!safe_relative(sh->filename)) {
-            rc = bf_fail(err, BF_EINVAL, "%s:%d: shape '%s': filename '%s' leaves the scene "
-                         "directory", shown, sh->line, sh->id, sh->filename);
+            rc = bf_fail(err, BF_EINVAL,
+                         "%s:%d: shape '%s': filename '%s' leaves the scene "
+                         "directory",
+                         shown, sh->line, sh->id, sh->filename);
         } else if (b == x.nbsdf) {
             rc = bf_fail(err, BF_EINVAL, "%s:%d: shape '%s': unknown material '%s'", shown,
                          sh->line, sh->id, sh->ref[0] ? sh->ref : "(no bsdf ref)");
@@ -525,9 +539,10 @@ static bf_err_t load_xml_into(kern_scene_t *s, const char *xml_path, double freq
             bsdf_t *bs = &x.bsdfs[b];
             if (mat_of_bsdf[b] < 0) {
                 if (!bs->itu[0]) {
-                    rc = bf_fail(err, BF_EINVAL, "%s:%d: bsdf '%s' is not a radio material "
-                                 "(itu-radio-material or id mat-itu_<name>)", shown, bs->line,
-                                 bs->id);
+                    rc = bf_fail(err, BF_EINVAL,
+                                 "%s:%d: bsdf '%s' is not a radio material "
+                                 "(itu-radio-material or id mat-itu_<name>)",
+                                 shown, bs->line, bs->id);
                     break;
                 }
                 char why[BF_ERRLEN];
@@ -630,7 +645,8 @@ static bf_err_t parse_scene_yaml(kern_scene_t *s, const char *path, bf_yaml_node
         return rc;
     s->tx.power_dbm = 44;
     if ((n = bf_yaml_get(tx, "power_dbm")) &&
-        (rc = bf_yaml_double(n, "transmitter.power_dbm", -100, 100, &s->tx.power_dbm, err)) != BF_OK)
+        (rc = bf_yaml_double(n, "transmitter.power_dbm", -100, 100, &s->tx.power_dbm, err)) !=
+            BF_OK)
         return rc;
     s->tx.pattern = KERN_PATTERN_TR38901;
     s->tx.polarization = KERN_POL_V;
@@ -645,7 +661,8 @@ static bf_err_t parse_scene_yaml(kern_scene_t *s, const char *path, bf_yaml_node
                 if (n->kind == BF_YAML_SCALAR && !strcmp(n->value, names[i]))
                     found = i;
             if (found < 0)
-                return bf_yaml_fail(n, err, "field 'transmitter.antenna.pattern': expected iso, "
+                return bf_yaml_fail(n, err,
+                                    "field 'transmitter.antenna.pattern': expected iso, "
                                     "dipole, hw_dipole or tr38901, got '%s'",
                                     n->kind == BF_YAML_SCALAR ? n->value : "?");
             s->tx.pattern = (kern_pattern_t)found;
@@ -657,7 +674,8 @@ static bf_err_t parse_scene_yaml(kern_scene_t *s, const char *path, bf_yaml_node
                 if (n->kind == BF_YAML_SCALAR && !strcmp(n->value, names[i]))
                     found = i;
             if (found < 0)
-                return bf_yaml_fail(n, err, "field 'transmitter.antenna.polarization': expected "
+                return bf_yaml_fail(n, err,
+                                    "field 'transmitter.antenna.polarization': expected "
                                     "V, H or cross, got '%s'",
                                     n->kind == BF_YAML_SCALAR ? n->value : "?");
             s->tx.polarization = (kern_polarization_t)found;
@@ -686,7 +704,8 @@ static bf_err_t parse_scene_yaml(kern_scene_t *s, const char *path, bf_yaml_node
         if ((rc = bf_yaml_doubles(rect, "zone.rect", 4, r, err)) != BF_OK)
             return rc;
         if (!(r[0] < r[2]) || !(r[1] < r[3]))
-            return bf_yaml_fail(rect, err, "zone.rect: expected [xmin, ymin, xmax, ymax] with "
+            return bf_yaml_fail(rect, err,
+                                "zone.rect: expected [xmin, ymin, xmax, ymax] with "
                                 "xmin < xmax and ymin < ymax");
         s->zone_xy = malloc(8 * sizeof *s->zone_xy);
         if (!s->zone_xy)
@@ -696,8 +715,10 @@ static bf_err_t parse_scene_yaml(kern_scene_t *s, const char *path, bf_yaml_node
         s->zone_points = 4;
     } else {
         if (poly->kind != BF_YAML_SEQ || poly->count < 3 || poly->count > KERN_MAX_ZONE_POINTS)
-            return bf_yaml_fail(poly, err, "zone.polygon: expected a list of 3 to %d [x, y] "
-                                "points", KERN_MAX_ZONE_POINTS);
+            return bf_yaml_fail(poly, err,
+                                "zone.polygon: expected a list of 3 to %d [x, y] "
+                                "points",
+                                KERN_MAX_ZONE_POINTS);
         s->zone_xy = malloc(2 * poly->count * sizeof *s->zone_xy);
         if (!s->zone_xy)
             return BF_ENOMEM;
@@ -818,9 +839,11 @@ bf_err_t kern_scene_load(const char *scene_dir, kern_scene_t **scene, char *err)
             if (x < s->bbox_min[0] - 1 || x > s->bbox_max[0] + 1 || y < s->bbox_min[1] - 1 ||
                 y > s->bbox_max[1] + 1) {
                 const bf_yaml_node_t *z = bf_yaml_get(root, "zone");
-                rc = bf_yaml_fail(z, err, "zone: point (%g, %g) lies outside the scene (x %g..%g, "
-                                  "y %g..%g)", x, y, s->bbox_min[0], s->bbox_max[0],
-                                  s->bbox_min[1], s->bbox_max[1]);
+                rc = bf_yaml_fail(z, err,
+                                  "zone: point (%g, %g) lies outside the scene (x %g..%g, "
+                                  "y %g..%g)",
+                                  x, y, s->bbox_min[0], s->bbox_max[0], s->bbox_min[1],
+                                  s->bbox_max[1]);
                 goto done;
             }
         }

@@ -92,7 +92,8 @@ static void test_materials(void)
     double sigma = 0.0462 * pow(3.5, 0.7822);
     CHECK(fabs(m.eta_re - 5.24) < 1e-12);
     CHECK(fabs(m.eta_im + sigma / (8.8541878128e-12 * 2 * M_PI * 3.5e9)) < 1e-9);
-    CHECK(kern_material_eval("glass", 300e9, 0.1, &m, err) == BF_OK && fabs(m.eta_re - 5.79) < 1e-12);
+    CHECK(kern_material_eval("glass", 300e9, 0.1, &m, err) == BF_OK &&
+          fabs(m.eta_re - 5.79) < 1e-12);
     CHECK(kern_material_eval("glass", 150e9, 0.1, &m, err) == BF_EINVAL && strstr(err, "ranges"));
     CHECK(kern_material_eval("wet_ground", 50e9, 0.1, &m, err) == BF_EINVAL);
     CHECK(kern_material_eval("cheese", 3.5e9, 0.1, &m, err) == BF_ENOENT && strstr(err, "cheese"));
@@ -104,7 +105,8 @@ static void test_materials(void)
 static void make_scene_dir(const char *dir, const char *from, const char *yaml)
 {
     char cmd[4096];
-    snprintf(cmd, sizeof cmd, "rm -rf %s && mkdir -p %s && ln -s %s/scenes/%s/%s.xml %s/ && "
+    snprintf(cmd, sizeof cmd,
+             "rm -rf %s && mkdir -p %s && ln -s %s/scenes/%s/%s.xml %s/ && "
              "ln -s %s/scenes/%s/meshes %s/meshes",
              dir, dir, shared, from, from, dir, shared, from, dir);
     CHECK(system(cmd) == 0);
@@ -125,15 +127,14 @@ static void expect_error(const char *dir, const char *want)
     }
 }
 
-static const char *good_yaml =
-    "frequency_hz: 3.5e9\n"
-    "transmitter:\n"
-    "  position: [8.5, 21.0, 27.0]\n"
-    "  power_dbm: 40\n"
-    "  antenna: {pattern: dipole, polarization: H}\n"
-    "  orientation: {azimuth_deg: 90, tilt_deg: 5, roll_deg: 0}\n"
-    "zone: {polygon: [[-50, 0], [50, 0], [50, 60], [-50, 60]]}\n"
-    "measurement: {height: 2.5, cell_size: [4, 4]}\n";
+static const char *good_yaml = "frequency_hz: 3.5e9\n"
+                               "transmitter:\n"
+                               "  position: [8.5, 21.0, 27.0]\n"
+                               "  power_dbm: 40\n"
+                               "  antenna: {pattern: dipole, polarization: H}\n"
+                               "  orientation: {azimuth_deg: 90, tilt_deg: 5, roll_deg: 0}\n"
+                               "zone: {polygon: [[-50, 0], [50, 0], [50, 60], [-50, 60]]}\n"
+                               "measurement: {height: 2.5, cell_size: [4, 4]}\n";
 
 static void test_scene_dir(void)
 {
@@ -153,37 +154,46 @@ static void test_scene_dir(void)
         kern_scene_destroy(&s);
     }
     /* every kind of bad scene.yaml */
-    make_scene_dir(dir, "simple_street_canyon", "transmitter: {position: [0, 0, 10]}\nzone: {rect: [0, 0, 1, 1]}\n");
+    make_scene_dir(dir, "simple_street_canyon",
+                   "transmitter: {position: [0, 0, 10]}\nzone: {rect: [0, 0, 1, 1]}\n");
     expect_error(dir, "missing key 'frequency_hz'");
     make_scene_dir(dir, "simple_street_canyon", "frequency_hz: 3.5e9\nfrequncy: 1\n");
     expect_error(dir, "scene.yaml:2:1: unknown key 'frequncy'");
-    make_scene_dir(dir, "simple_street_canyon",
-                   "frequency_hz: 3.5e9\ntransmitter: {position: [0, 0]}\nzone: {rect: [0, 0, 1, 1]}\n");
+    make_scene_dir(
+        dir, "simple_street_canyon",
+        "frequency_hz: 3.5e9\ntransmitter: {position: [0, 0]}\nzone: {rect: [0, 0, 1, 1]}\n");
     expect_error(dir, "transmitter.position");
-    make_scene_dir(dir, "simple_street_canyon",
-                   "frequency_hz: 3.5e9\ntransmitter: {position: [0, 0, 9], antenna: {pattern: yagi}}\n"
-                   "zone: {rect: [0, 0, 1, 1]}\n");
+    make_scene_dir(
+        dir, "simple_street_canyon",
+        "frequency_hz: 3.5e9\ntransmitter: {position: [0, 0, 9], antenna: {pattern: yagi}}\n"
+        "zone: {rect: [0, 0, 1, 1]}\n");
     expect_error(dir, "expected iso, dipole, hw_dipole or tr38901, got 'yagi'");
-    make_scene_dir(dir, "simple_street_canyon",
-                   "frequency_hz: 3.5e9\ntransmitter: {position: [0, 0, 9]}\nzone: {rect: [0, 0, 900, 1]}\n");
+    make_scene_dir(
+        dir, "simple_street_canyon",
+        "frequency_hz: 3.5e9\ntransmitter: {position: [0, 0, 9]}\nzone: {rect: [0, 0, 900, 1]}\n");
     expect_error(dir, "lies outside the scene");
     make_scene_dir(dir, "simple_street_canyon",
-                   "frequency_hz: 3.5e9\ntransmitter: {position: [0, 0, 9]}\nzone: {polygon: [[0, 0], [1, 1]]}\n");
+                   "frequency_hz: 3.5e9\ntransmitter: {position: [0, 0, 9]}\nzone: {polygon: [[0, "
+                   "0], [1, 1]]}\n");
     expect_error(dir, "zone.polygon");
-    make_scene_dir(dir, "simple_street_canyon",
-                   "frequency_hz: 50e9\ntransmitter: {position: [0, 0, 9]}\nzone: {rect: [0, 0, 1, 1]}\n");
+    make_scene_dir(
+        dir, "simple_street_canyon",
+        "frequency_hz: 50e9\ntransmitter: {position: [0, 0, 9]}\nzone: {rect: [0, 0, 1, 1]}\n");
     expect_error(dir, "outside its range");
 
     /* broken XML and meshes, in a scene of our own */
     snprintf(dir, sizeof dir, "%s/own", tmp);
     char cmd[4096];
-    snprintf(cmd, sizeof cmd, "rm -rf %s && mkdir -p %s/meshes && cp %s/scenes/box/meshes/*.ply %s/meshes/",
-             dir, dir, shared, dir);
+    snprintf(cmd, sizeof cmd,
+             "rm -rf %s && mkdir -p %s/meshes && cp %s/scenes/box/meshes/*.ply %s/meshes/", dir,
+             dir, shared, dir);
     CHECK(system(cmd) == 0);
     char yaml[1200], xml[1200];
     snprintf(yaml, sizeof yaml, "%s/scene.yaml", dir);
     snprintf(xml, sizeof xml, "%s/scene.xml", dir);
-    write_file(yaml, "frequency_hz: 3.5e9\ntransmitter: {position: [0, 0, 2]}\nzone: {rect: [-4, -4, 4, 4]}\n");
+    write_file(
+        yaml,
+        "frequency_hz: 3.5e9\ntransmitter: {position: [0, 0, 2]}\nzone: {rect: [-4, -4, 4, 4]}\n");
     char *box_xml = NULL;
     char box_path[1024];
     snprintf(box_path, sizeof box_path, "%s/scenes/box/box.xml", shared);
@@ -195,23 +205,33 @@ static void test_scene_dir(void)
     kern_scene_destroy(&own);
     write_file(xml, "<scene version=\"2.1.0\">\n<bsdf type=\"itu-radio-material\" id=\"m\">\n");
     expect_error(dir, "scene.xml:3:");
-    write_file(xml, "<scene><bsdf type=\"itu-radio-material\" id=\"m\"><string name=\"type\" value=\"metal\"/></bsdf>\n"
-                    "<shape type=\"ply\" id=\"a\"><string name=\"filename\" value=\"meshes/nope.ply\"/><ref id=\"m\"/></shape></scene>\n");
+    write_file(xml, "<scene><bsdf type=\"itu-radio-material\" id=\"m\"><string name=\"type\" "
+                    "value=\"metal\"/></bsdf>\n"
+                    "<shape type=\"ply\" id=\"a\"><string name=\"filename\" "
+                    "value=\"meshes/nope.ply\"/><ref id=\"m\"/></shape></scene>\n");
     expect_error(dir, "meshes/nope.ply: no such mesh file");
-    write_file(xml, "<scene><bsdf type=\"itu-radio-material\" id=\"m\"><string name=\"type\" value=\"metal\"/></bsdf>\n"
-                    "<shape type=\"ply\" id=\"a\"><string name=\"filename\" value=\"meshes/x.ply\"/><ref id=\"zz\"/></shape></scene>\n");
+    write_file(xml, "<scene><bsdf type=\"itu-radio-material\" id=\"m\"><string name=\"type\" "
+                    "value=\"metal\"/></bsdf>\n"
+                    "<shape type=\"ply\" id=\"a\"><string name=\"filename\" "
+                    "value=\"meshes/x.ply\"/><ref id=\"zz\"/></shape></scene>\n");
     expect_error(dir, "scene.xml:2: shape 'a': unknown material 'zz'");
-    write_file(xml, "<scene><bsdf type=\"itu-radio-material\" id=\"m\"><string name=\"type\" value=\"unobtainium\"/></bsdf>\n"
-                    "<shape type=\"ply\" id=\"a\"><string name=\"filename\" value=\"meshes/x.ply\"/><ref id=\"m\"/></shape></scene>\n");
+    write_file(xml, "<scene><bsdf type=\"itu-radio-material\" id=\"m\"><string name=\"type\" "
+                    "value=\"unobtainium\"/></bsdf>\n"
+                    "<shape type=\"ply\" id=\"a\"><string name=\"filename\" "
+                    "value=\"meshes/x.ply\"/><ref id=\"m\"/></shape></scene>\n");
     expect_error(dir, "unknown ITU material 'unobtainium'");
-    write_file(xml, "<scene><bsdf type=\"itu-radio-material\" id=\"m\"><string name=\"type\" value=\"metal\"/></bsdf>\n"
-                    "<shape type=\"ply\" id=\"a\"><string name=\"filename\" value=\"../../etc/passwd\"/><ref id=\"m\"/></shape></scene>\n");
+    write_file(xml, "<scene><bsdf type=\"itu-radio-material\" id=\"m\"><string name=\"type\" "
+                    "value=\"metal\"/></bsdf>\n"
+                    "<shape type=\"ply\" id=\"a\"><string name=\"filename\" "
+                    "value=\"../../etc/passwd\"/><ref id=\"m\"/></shape></scene>\n");
     expect_error(dir, "leaves the scene directory");
     /* PLY faults: truncated, quads, index out of range, ascii */
     char ply[1200];
     snprintf(ply, sizeof ply, "%s/meshes/x.ply", dir);
-    write_file(xml, "<scene><bsdf type=\"itu-radio-material\" id=\"m\"><string name=\"type\" value=\"metal\"/></bsdf>\n"
-                    "<shape type=\"ply\" id=\"a\"><string name=\"filename\" value=\"meshes/x.ply\"/><ref id=\"m\"/></shape></scene>\n");
+    write_file(xml, "<scene><bsdf type=\"itu-radio-material\" id=\"m\"><string name=\"type\" "
+                    "value=\"metal\"/></bsdf>\n"
+                    "<shape type=\"ply\" id=\"a\"><string name=\"filename\" "
+                    "value=\"meshes/x.ply\"/><ref id=\"m\"/></shape></scene>\n");
     const char *hdr = "ply\nformat binary_little_endian 1.0\nelement vertex 3\nproperty float x\n"
                       "property float y\nproperty float z\nelement face 1\n"
                       "property list uchar int vertex_indices\nend_header\n";

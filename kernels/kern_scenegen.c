@@ -148,6 +148,7 @@ static bf_err_t write_scene(const char *dir, rng_t *r, char *err)
     }
     /* buildings; remember the tallest near the centre for the transmitter */
     double tx_box[5] = {0, 0, 0, 0, -1};
+    int tx_block = 0;
     for (int i = 0; i < nx && ok; i++)
         for (int j = 0; j < ny && ok; j++) {
             int count = 1 + (int)(next(r) % 4);
@@ -163,6 +164,7 @@ static bf_err_t write_scene(const char *dir, rng_t *r, char *err)
                 if (fabs(cx) < 70 && fabs(cy) < 70 && h > tx_box[4]) {
                     tx_box[0] = x0, tx_box[1] = y0, tx_box[2] = x1, tx_box[3] = y1;
                     tx_box[4] = h;
+                    tx_block = j;
                 }
             }
         }
@@ -216,25 +218,37 @@ static bf_err_t write_scene(const char *dir, rng_t *r, char *err)
     free(xml_path);
     if (rc != BF_OK)
         goto done;
-    /* transmitter on a roof edge, zone across the street, antenna turned away */
-    int side = (int)(next(r) % 4);
-    double txx = side == 0 ? tx_box[2] : side == 1 ? tx_box[0] : 0.5 * (tx_box[0] + tx_box[2]);
-    double txy = side == 2 ? tx_box[3] : side == 3 ? tx_box[1] : 0.5 * (tx_box[1] + tx_box[3]);
+    /* The transmitter stands 3 m above the roof edge that faces a street
+       running along x; the zone is a stretch of that street, so every zone
+       cell is outdoors: partly in line of sight, partly behind corners. The
+       antenna starts turned along the street, away from most of it. */
+    int side = (int)(next(r) % 2); /* 0: the street at +y, 1: at -y */
+    if (side == 0 && tx_block + 1 >= ny)
+        side = 1;
+    else if (side == 1 && tx_block == 0)
+        side = 0;
+    double txx = 0.5 * (tx_box[0] + tx_box[2]) + uniform(r, -0.3, 0.3) * (tx_box[2] - tx_box[0]);
+    double txy = side == 0 ? tx_box[3] : tx_box[1];
     double txz = tx_box[4] + 3;
-    double dirx = side == 0 ? 1 : side == 1 ? -1 : 0, diry = side == 2 ? 1 : side == 3 ? -1 : 0;
-    double dist = uniform(r, 40, 70), zw = uniform(r, 80, 140), zh = uniform(r, 80, 140);
-    double zcx = txx + dirx * dist, zcy = txy + diry * dist;
-    double zx0 = fmax(-HALF, zcx - zw / 2), zx1 = fmin(HALF, zcx + zw / 2);
-    double zy0 = fmax(-HALF, zcy - zh / 2), zy1 = fmin(HALF, zcy + zh / 2);
-    double toward = atan2(zcy - txy, zcx - txx) * 180 / M_PI;
-    double az = fmod(toward + 180 + uniform(r, -40, 40) + 720, 360);
+    double zy0, zy1;
+    if (side == 0) {
+        zy0 = yb[tx_block][1] + 1;
+        zy1 = tx_block + 1 < ny ? yb[tx_block + 1][0] - 1 : HALF;
+    } else {
+        zy0 = tx_block > 0 ? yb[tx_block - 1][1] + 1 : -HALF;
+        zy1 = yb[tx_block][0] - 1;
+    }
+    double len = uniform(r, 220, 300), zcx = txx + uniform(r, -60, 60);
+    double zx0 = fmax(-HALF, zcx - len / 2), zx1 = fmin(HALF, zcx + len / 2);
+    double toward = side == 0 ? 90.0 : -90.0;
+    double az = fmod(toward + (next(r) % 2 ? 90 : -90) + uniform(r, -30, 30) + 720, 360);
     char yaml[2048];
     int yl = snprintf(yaml, sizeof yaml,
                       "# written by beamfleet scenegen\n"
                       "frequency_hz: 3.5e9\n"
                       "transmitter:\n"
                       "  position: [%.2f, %.2f, %.2f]\n"
-                      "  power_dbm: 44\n"
+                      "  power_dbm: 20\n"
                       "  antenna: {pattern: tr38901, polarization: V}\n"
                       "  orientation: {azimuth_deg: %.1f, tilt_deg: %.1f, roll_deg: 0}\n"
                       "zone: {rect: [%.1f, %.1f, %.1f, %.1f]}\n"

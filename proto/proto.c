@@ -131,7 +131,8 @@ static int pack_json(msgpack_packer *pk, const json_t *v, int depth)
     }
     case JSON_STRING: {
         size_t len = json_string_length(v);
-        return msgpack_pack_str(pk, len) != 0 || msgpack_pack_str_body(pk, json_string_value(v), len);
+        return msgpack_pack_str(pk, len) != 0 ||
+               msgpack_pack_str_body(pk, json_string_value(v), len);
     }
     case JSON_INTEGER: {
         json_int_t i = json_integer_value(v);
@@ -215,45 +216,65 @@ static bool walk(walk_t *w, int depth)
         goto container;
     }
     switch (b) {
-    case 0xcc: case 0xd0: /* uint8, int8 */
-        if (!need(w, 1)) goto truncated;
+    case 0xcc:
+    case 0xd0: /* uint8, int8 */
+        if (!need(w, 1))
+            goto truncated;
         w->p += 1;
         return true;
-    case 0xcd: case 0xd1:
-        if (!need(w, 2)) goto truncated;
+    case 0xcd:
+    case 0xd1:
+        if (!need(w, 2))
+            goto truncated;
         w->p += 2;
         return true;
-    case 0xce: case 0xd2: case 0xca:
-        if (!need(w, 4)) goto truncated;
+    case 0xce:
+    case 0xd2:
+    case 0xca:
+        if (!need(w, 4))
+            goto truncated;
         w->p += 4;
         return true;
-    case 0xcf: case 0xd3: case 0xcb:
-        if (!need(w, 8)) goto truncated;
+    case 0xcf:
+    case 0xd3:
+    case 0xcb:
+        if (!need(w, 8))
+            goto truncated;
         w->p += 8;
         return true;
-    case 0xd9: case 0xc4: /* str8, bin8 */
-        if (!need(w, 1)) goto truncated;
+    case 0xd9:
+    case 0xc4: /* str8, bin8 */
+        if (!need(w, 1))
+            goto truncated;
         len = be(w->p, 1);
         w->p += 1;
         goto string;
-    case 0xda: case 0xc5:
-        if (!need(w, 2)) goto truncated;
+    case 0xda:
+    case 0xc5:
+        if (!need(w, 2))
+            goto truncated;
         len = be(w->p, 2);
         w->p += 2;
         goto string;
-    case 0xdb: case 0xc6:
-        if (!need(w, 4)) goto truncated;
+    case 0xdb:
+    case 0xc6:
+        if (!need(w, 4))
+            goto truncated;
         len = be(w->p, 4);
         w->p += 4;
         goto string;
-    case 0xdc: case 0xde:
-        if (!need(w, 2)) goto truncated;
+    case 0xdc:
+    case 0xde:
+        if (!need(w, 2))
+            goto truncated;
         count = be(w->p, 2);
         w->p += 2;
         items_per = b == 0xdc ? 1 : 2;
         goto container;
-    case 0xdd: case 0xdf:
-        if (!need(w, 4)) goto truncated;
+    case 0xdd:
+    case 0xdf:
+        if (!need(w, 4))
+            goto truncated;
         count = be(w->p, 4);
         w->p += 4;
         items_per = b == 0xdd ? 1 : 2;
@@ -327,8 +348,7 @@ static json_t *to_json(const msgpack_object *o, int depth, char *err)
         return json_boolean(o->via.boolean);
     case MSGPACK_OBJECT_POSITIVE_INTEGER:
         if (o->via.u64 > (uint64_t)INT64_MAX) {
-            bf_fail(err, BF_EPROTO, "integer %llu out of range",
-                    (unsigned long long)o->via.u64);
+            bf_fail(err, BF_EPROTO, "integer %llu out of range", (unsigned long long)o->via.u64);
             return NULL;
         }
         return json_integer((json_int_t)o->via.u64);
@@ -486,11 +506,11 @@ bf_err_t proto_decode(const uint8_t *data, size_t size, proto_msg_t *msg, char *
         goto done;
     }
     if (items[0].type != MSGPACK_OBJECT_POSITIVE_INTEGER || items[0].via.u64 != PROTO_VERSION) {
-        rc = items[0].type == MSGPACK_OBJECT_POSITIVE_INTEGER
-                 ? bf_fail(err, BF_EPROTO, "version %llu, expected %d",
-                           (unsigned long long)items[0].via.u64, PROTO_VERSION)
-                 : bf_fail(err, BF_EPROTO, "version: expected uint, got %s",
-                           object_kind(&items[0]));
+        rc =
+            items[0].type == MSGPACK_OBJECT_POSITIVE_INTEGER
+                ? bf_fail(err, BF_EPROTO, "version %llu, expected %d",
+                          (unsigned long long)items[0].via.u64, PROTO_VERSION)
+                : bf_fail(err, BF_EPROTO, "version: expected uint, got %s", object_kind(&items[0]));
         goto done;
     }
     if (items[1].type != MSGPACK_OBJECT_POSITIVE_INTEGER || items[1].via.u64 == 0 ||
@@ -537,10 +557,9 @@ bf_err_t proto_decode(const uint8_t *data, size_t size, proto_msg_t *msg, char *
                  o->type == MSGPACK_OBJECT_POSITIVE_INTEGER ||
                  o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER;
             if (ok)
-                *(double *)slot = o->type == MSGPACK_OBJECT_POSITIVE_INTEGER ? (double)o->via.u64
-                                  : o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER
-                                      ? (double)o->via.i64
-                                      : o->via.f64;
+                *(double *)slot = o->type == MSGPACK_OBJECT_POSITIVE_INTEGER   ? (double)o->via.u64
+                                  : o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER ? (double)o->via.i64
+                                                                               : o->via.f64;
             break;
         case KIND_OBJ:
             ok = o->type == MSGPACK_OBJECT_MAP;
@@ -556,8 +575,8 @@ bf_err_t proto_decode(const uint8_t *data, size_t size, proto_msg_t *msg, char *
             break;
         }
         if (!ok) {
-            rc = bf_fail(err, BF_EPROTO, "%s: field %s: expected %s, got %s", tname,
-                         fields[f].name, kind_names[fields[f].kind], object_kind(o));
+            rc = bf_fail(err, BF_EPROTO, "%s: field %s: expected %s, got %s", tname, fields[f].name,
+                         kind_names[fields[f].kind], object_kind(o));
             goto done;
         }
     }

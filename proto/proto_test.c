@@ -94,19 +94,21 @@ static void refuse(const char *hex_or_raw, size_t len, const char *want)
 
 static void test_malformed(void)
 {
-    refuse("\x92\x07\x05", 3, "version 7, expected 1");   /* [7, 5] */
-    refuse("\x92\x01\x63", 3, "unknown message type");     /* [1, 99] */
-    refuse("\x91\x01", 2, "expected an array");            /* [1] */
-    refuse("\x01", 1, "expected an array");                /* 1 */
-    refuse("\x92\x01\x05\x00", 4, "trailing");             /* heartbeat + a byte */
-    refuse("\x93\x01\x05\x01", 4, "fields, expected 0");             /* heartbeat with a field */
-    refuse("\x92\x01\x0b", 3, "fields, expected 1");       /* cancel without job_id */
+    refuse("\x92\x07\x05", 3, "version 7, expected 1");  /* [7, 5] */
+    refuse("\x92\x01\x63", 3, "unknown message type");   /* [1, 99] */
+    refuse("\x91\x01", 2, "expected an array");          /* [1] */
+    refuse("\x01", 1, "expected an array");              /* 1 */
+    refuse("\x92\x01\x05\x00", 4, "trailing");           /* heartbeat + a byte */
+    refuse("\x93\x01\x05\x01", 4, "fields, expected 0"); /* heartbeat with a field */
+    refuse("\x92\x01\x0b", 3, "fields, expected 1");     /* cancel without job_id */
     refuse("\x93\x01\x0b\x05", 4, "field job_id: expected str, got uint");
-    refuse("\xdd\xff\xff\xff\xff", 5, "truncated");        /* array claims 4 billion items */
+    refuse("\xdd\xff\xff\xff\xff", 5, "truncated");             /* array claims 4 billion items */
     refuse("\x93\x01\x07\xdf\x7f\xff\xff\xff", 8, "truncated"); /* map claims 2^31 pairs */
     refuse("\x93\x01\x07\x93\x01\x02\x03", 7, "field obj: expected map, got array");
     refuse("\x93\x01\x07\x81\x01\x02", 6, "map key must be a string");
-    refuse("\x93\x01\x0b\xa3" "a\0b", 7, "NUL");
+    refuse("\x93\x01\x0b\xa3"
+           "a\0b",
+           7, "NUL");
     refuse("\x92\x01\xc1", 3, "unsupported");
     refuse("\x93\x01\x0b\xc7\x01\x01\x00", 7, "unsupported"); /* ext */
     /* too deep: obj = {"a": [[[[...]]]]} */
@@ -197,8 +199,8 @@ static void test_zmq(void)
 
 static void test_json(void)
 {
-    json_t *doc = json_loads("{\"a\": [1, -2, 3.5, true, false, null, \"ü\"], \"b\": {\"c\": {}}}",
-                             0, NULL);
+    json_t *doc =
+        json_loads("{\"a\": [1, -2, 3.5, true, false, null, \"ü\"], \"b\": {\"c\": {}}}", 0, NULL);
     uint8_t *data;
     size_t size;
     CHECK(proto_json_to_msgpack(doc, &data, &size) == BF_OK);
