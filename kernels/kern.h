@@ -132,11 +132,10 @@ typedef struct {
 /* The CPU backend (pthreads over `threads` cores, 0 = all). Always built. */
 const kern_backend_t *kern_backend_cpu(void);
 
-/* The CUDA backend, present when bf_kernels is compiled with BF_HAVE_CUDA
-   (kern_cuda.cu); its ctx_new fails (BF_ECUDA) when no device is usable. */
-#ifdef BF_HAVE_CUDA
+/* The CUDA backend (kern_cuda.cu), or NULL when this build has no CUDA or
+   the machine has no usable device. Its calls return BF_ECUDA with CUDA's
+   message (file and line) on any CUDA failure, including out of memory. */
 const kern_backend_t *kern_backend_cuda(void);
-#endif
 
 /* ---- from sums to dBm, objectives --------------------------------------- */
 typedef struct {

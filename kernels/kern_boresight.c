@@ -11,6 +11,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#if !defined(BF_HAVE_CUDA)
+/* Without nvcc there is no CUDA backend; kern_cuda.cu defines the real one. */
+const kern_backend_t *kern_backend_cuda(void)
+{
+    return NULL;
+}
+#endif
+
 #define SPEED_OF_LIGHT 299792458.0
 #define MAX_CELLS      (1u << 26)
 
@@ -295,14 +303,14 @@ bf_err_t kern_boresight(const char *scene_dir, const bf_job_t *job, const kern_r
     const kern_backend_t *be = kern_backend_cpu();
     if (opts->backend != 0 && opts->backend != 1 && opts->backend != 2)
         return bf_fail(err, BF_EINVAL, "boresight: unknown backend %d", opts->backend);
-#ifdef BF_HAVE_CUDA
-    if (opts->backend != 1)
-        be = kern_backend_cuda();
-#else
-    if (opts->backend == 2)
-        return bf_fail(err, BF_EUNSUPP,
-                       "boresight: the CUDA backend is not compiled into this build");
-#endif
+    if (opts->backend != 1) {
+        const kern_backend_t *gpu = kern_backend_cuda();
+        if (gpu)
+            be = gpu;
+        else if (opts->backend == 2)
+            return bf_fail(err, BF_EUNSUPP,
+                           "boresight: no CUDA backend (not compiled in, or no usable device)");
+    }
 
     kern_scene_t *scene = NULL;
     kern_tracer_t *tracer = NULL;
