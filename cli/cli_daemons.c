@@ -391,11 +391,15 @@ int cli_worker(int argc, char **argv)
         .allow_exec = a.allow,
         .allow_exec_count = a.allow_count,
         .device_index = a.device,
-        .cpu = a.device < 0,
+        .cpu = false,
         .threads = a.threads,
         .name = a.name,
     };
-    rc = worker_supervise(&cfg, a.gpus ? a.gpus : "all", a.cpu_workers);
+    /* --device N: this process is the worker for GPU N (no supervisor) */
+    if (a.device >= 0)
+        rc = worker_main(&cfg);
+    else
+        rc = worker_supervise(&cfg, a.gpus ? a.gpus : "all", a.cpu_workers);
     daemon_args_clear(&a);
     return rc;
 }

@@ -137,6 +137,19 @@ const kern_backend_t *kern_backend_cpu(void);
    message (file and line) on any CUDA failure, including out of memory. */
 const kern_backend_t *kern_backend_cuda(void);
 
+/* A CUDA device as the worker announces it. */
+typedef struct {
+    char name[128];
+    char uuid[48]; /* GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx */
+    uint64_t memory_bytes;
+    int cc_major, cc_minor;
+} kern_device_t;
+
+/* Fills up to max devices visible to this process; returns how many (0
+   without CUDA or without a driver). Initializes CUDA: a supervisor calls it
+   in a short-lived child, never in the process that forks workers. */
+int kern_cuda_devices(kern_device_t *out, int max);
+
 /* ---- from sums to dBm, objectives --------------------------------------- */
 typedef struct {
     double scale;     /* P_tx [W] * (lambda / 4 pi)^2 / cell area: sum -> watts */

@@ -17,6 +17,13 @@ const kern_backend_t *kern_backend_cuda(void)
 {
     return NULL;
 }
+
+int kern_cuda_devices(kern_device_t *out, int max)
+{
+    (void)out;
+    (void)max;
+    return 0;
+}
 #endif
 
 #define SPEED_OF_LIGHT 299792458.0

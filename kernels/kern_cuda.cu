@@ -539,3 +539,32 @@ extern "C" const kern_backend_t *kern_backend_cuda(void)
     }
     return &cuda_backend;
 }
+
+extern "C" int kern_cuda_devices(kern_device_t *out, int max)
+{
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess) {
+        cudaGetLastError();
+        return 0;
+    }
+    int k = 0;
+    for (int i = 0; i < n && k < max; i++) {
+        cudaDeviceProp prop;
+        if (cudaGetDeviceProperties(&prop, i) != cudaSuccess) {
+            cudaGetLastError();
+            continue;
+        }
+        kern_device_t *d = &out[k++];
+        memset(d, 0, sizeof *d);
+        bf_strlcpy(d->name, prop.name, sizeof d->name);
+        d->memory_bytes = prop.totalGlobalMem;
+        d->cc_major = prop.major;
+        d->cc_minor = prop.minor;
+        const unsigned char *u = (const unsigned char *)prop.uuid.bytes;
+        snprintf(d->uuid, sizeof d->uuid,
+                 "GPU-%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", u[0],
+                 u[1], u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12], u[13],
+                 u[14], u[15]);
+    }
+    return k;
+}

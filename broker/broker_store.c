@@ -1,0 +1,1011 @@
+/*  broker/broker_store.c - jobs, tasks and the outbox in memory and in
+    SQLite. Memory holds what the reactor needs on every message (task
+    states, the queue, an id -> task hash, per-job counters); SQLite holds
+    everything, including final results, and is the only thing read back
+    after a restart. The database runs in WAL mode with synchronous=NORMAL:
+    a committed transaction survives the process being killed at any moment
+    (the threat DESIGN section 4 names), and group commit by the reactor
+    keeps the cost of that to one fsync-free commit per loop iteration. */
+
+#include "broker_store.h"
+
+#include <sqlite3.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { T_QUEUED = 0, T_RUNNING = 1, T_FINAL = 2 };
+enum { S_SUCCESS, S_FAILED, S_ERROR, S_CANCELLED, S_COUNT };
+static const char *const status_names[S_COUNT] = {"success", "failed", "error", "cancelled"};
+
+typedef struct {
+    char id[33];
+    uint32_t job;
+    uint8_t state, status;
+    uint16_t attempt;
+    bool orphan;        /* running when the broker restarted, no worker yet */
+    int64_t lease_until;
+    char *scene;
+    json_t *failures;   /* NULL until the first failure */
+} task_t;
+
+typedef struct {
+    char id[16];
+    char *name, *output, *task;
+    json_t *spec;       /* what a worker needs: bf_job_to_json(job, false) */
+    uint32_t first, total;
+    uint32_t queued, running, final;
+    uint32_t counts[S_COUNT];
+    char state[12];     /* running, done, cancelled */
+    bool cancelled;     /* a cancel was asked: the job ends as cancelled */
+    int64_t submitted_ms, finished_ms;
+    unsigned max_attempts;
+    uint64_t timeout_ms;
+} job_t;
+
+struct broker_store {
+    sqlite3 *db;
+    sqlite3_stmt *st_task_state, *st_task_final, *st_outbox, *st_ack, *st_job_state;
+    task_t *tasks;
+    size_t ntasks, captasks;
+    job_t *jobs;
+    size_t njobs, capjobs;
+    /* queue: a ring of task indices */
+    uint32_t *q;
+    size_t qcap, qhead, qlen;
+    /* id -> index + 1 (0 = empty), open addressing */
+    uint32_t *hash;
+    size_t hcap;
+    /* running tasks, for lease checks */
+    uint32_t *run;
+    size_t nrun, caprun;
+    uint64_t final_seq;
+    int64_t orphan_deadline;
+    uint64_t outbox_rows;
+};
+
+/* ---- small helpers ---------------------------------------------------------- */
+
+static bf_err_t db_fail(broker_store_t *s, char *err, const char *what)
+{
+    return bf_fail(err, BF_EDB, "store: %s: %s", what, sqlite3_errmsg(s->db));
+}
+
+static bf_err_t exec(broker_store_t *s, const char *sql)
+{
+    char *msg = NULL;
+    if (sqlite3_exec(s->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+        bf_error("store: %s: %s", sql, msg ? msg : "?");
+        sqlite3_free(msg);
+        return BF_EDB;
+    }
+    return BF_OK;
+}
+
+static uint64_t hash_id(const char *id)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (; *id; id++)
+        h = (h ^ (uint8_t)*id) * 1099511628211ull;
+    return h;
+}
+
+static bool hash_grow(broker_store_t *s)
+{
+    size_t cap = s->hcap ? 2 * s->hcap : 1024;
+    uint32_t *h = calloc(cap, sizeof *h);
+    if (!h)
+        return false;
+    for (size_t i = 0; i < s->ntasks; i++) {
+        size_t k = hash_id(s->tasks[i].id) & (cap - 1);
+        while (h[k])
+            k = (k + 1) & (cap - 1);
+        h[k] = (uint32_t)i + 1;
+    }
+    free(s->hash);
+    s->hash = h;
+    s->hcap = cap;
+    return true;
+}
+
+static bool hash_put(broker_store_t *s, uint32_t t)
+{
+    if (2 * (s->ntasks + 1) > s->hcap && !hash_grow(s))
+        return false;
+    size_t k = hash_id(s->tasks[t].id) & (s->hcap - 1);
+    while (s->hash[k])
+        k = (k + 1) & (s->hcap - 1);
+    s->hash[k] = t + 1;
+    return true;
+}
+
+bool broker_store_find_task(broker_store_t *s, const char *task_id, uint32_t *t)
+{
+    if (!s->hcap || !task_id)
+        return false;
+    size_t k = hash_id(task_id) & (s->hcap - 1);
+    while (s->hash[k]) {
+        uint32_t i = s->hash[k] - 1;
+        if (!strcmp(s->tasks[i].id, task_id)) {
+            *t = i;
+            return true;
+        }
+        k = (k + 1) & (s->hcap - 1);
+    }
+    return false;
+}
+
+static bool q_reserve(broker_store_t *s, size_t need)
+{
+    if (need <= s->qcap)
+        return true;
+    size_t cap = s->qcap ? s->qcap : 1024;
+    while (cap < need)
+        cap *= 2;
+    uint32_t *q = malloc(cap * sizeof *q);
+    if (!q)
+        return false;
+    for (size_t i = 0; i < s->qlen; i++)
+        q[i] = s->q[(s->qhead + i) % s->qcap];
+    free(s->q);
+    s->q = q;
+    s->qcap = cap;
+    s->qhead = 0;
+    return true;
+}
+
+static bool q_push_back(broker_store_t *s, uint32_t t)
+{
+    if (!q_reserve(s, s->qlen + 1))
+        return false;
+    s->q[(s->qhead + s->qlen++) % s->qcap] = t;
+    return true;
+}
+
+/* Requeued tasks go first: they are the oldest work. */
+static bool q_push_front(broker_store_t *s, uint32_t t)
+{
+    if (!q_reserve(s, s->qlen + 1))
+        return false;
+    s->qhead = (s->qhead + s->qcap - 1) % s->qcap;
+    s->q[s->qhead] = t;
+    s->qlen++;
+    return true;
+}
+
+static bool run_add(broker_store_t *s, uint32_t t)
+{
+    if (s->nrun == s->caprun) {
+        size_t cap = s->caprun ? 2 * s->caprun : 64;
+        uint32_t *r = realloc(s->run, cap * sizeof *r);
+        if (!r)
+            return false;
+        s->run = r;
+        s->caprun = cap;
+    }
+    s->run[s->nrun++] = t;
+    return true;
+}
+
+static void run_remove(broker_store_t *s, uint32_t t)
+{
+    for (size_t i = 0; i < s->nrun; i++)
+        if (s->run[i] == t) {
+            s->run[i] = s->run[--s->nrun];
+            return;
+        }
+}
+
+static task_t *task_new(broker_store_t *s)
+{
+    if (s->ntasks == s->captasks) {
+        size_t cap = s->captasks ? 2 * s->captasks : 1024;
+        task_t *p = realloc(s->tasks, cap * sizeof *p);
+        if (!p)
+            return NULL;
+        s->tasks = p;
+        s->captasks = cap;
+    }
+    task_t *t = &s->tasks[s->ntasks];
+    memset(t, 0, sizeof *t);
+    return t;
+}
+
+static job_t *job_new(broker_store_t *s)
+{
+    if (s->njobs == s->capjobs) {
+        size_t cap = s->capjobs ? 2 * s->capjobs : 16;
+        job_t *p = realloc(s->jobs, cap * sizeof *p);
+        if (!p)
+            return NULL;
+        s->jobs = p;
+        s->capjobs = cap;
+    }
+    job_t *j = &s->jobs[s->njobs];
+    memset(j, 0, sizeof *j);
+    return j;
+}
+
+static int status_index(const char *status)
+{
+    for (int i = 0; i < S_COUNT; i++)
+        if (status && !strcmp(status, status_names[i]))
+            return i;
+    return S_ERROR;
+}
+
+/* ---- open, schema, reload ---------------------------------------------------- */
+
+static const char schema[] =
+    "PRAGMA journal_mode=WAL;"
+    "PRAGMA synchronous=NORMAL;"
+    "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value INTEGER);"
+    "INSERT OR IGNORE INTO meta VALUES ('schema', 1);"
+    "CREATE TABLE IF NOT EXISTS jobs(ord INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE, "
+    " name TEXT, output TEXT, task TEXT, spec TEXT, total INTEGER, state TEXT, "
+    " submitted_ms INTEGER, finished_ms INTEGER, max_attempts INTEGER, timeout_ms INTEGER);"
+    "CREATE TABLE IF NOT EXISTS tasks(id TEXT PRIMARY KEY, job_id TEXT, idx INTEGER, "
+    " scene TEXT, state INTEGER, attempt INTEGER, worker TEXT, failures TEXT, status TEXT, "
+    " result TEXT, final_seq INTEGER);"
+    "CREATE INDEX IF NOT EXISTS tasks_by_final ON tasks(final_seq);"
+    "CREATE INDEX IF NOT EXISTS tasks_by_job ON tasks(job_id, idx);"
+    "CREATE TABLE IF NOT EXISTS outbox(seq INTEGER PRIMARY KEY AUTOINCREMENT, job_done INTEGER, "
+    " job_id TEXT, task_id TEXT, payload TEXT);";
+
+static bf_err_t prepare(broker_store_t *s, sqlite3_stmt **st, const char *sql, char *err)
+{
+    if (sqlite3_prepare_v2(s->db, sql, -1, st, NULL) != SQLITE_OK)
+        return db_fail(s, err, sql);
+    return BF_OK;
+}
+
+static bf_err_t reload(broker_store_t *s, int64_t now, int64_t grace_ms, char *err)
+{
+    sqlite3_stmt *st = NULL;
+    bf_err_t rc = prepare(s, &st,
+                          "SELECT id, name, output, task, spec, total, state, submitted_ms, "
+                          "finished_ms, max_attempts, timeout_ms FROM jobs ORDER BY ord",
+                          err);
+    if (rc != BF_OK)
+        return rc;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        job_t *j = job_new(s);
+        if (!j) {
+            sqlite3_finalize(st);
+            return BF_ENOMEM;
+        }
+        bf_strlcpy(j->id, (const char *)sqlite3_column_text(st, 0), sizeof j->id);
+        j->name = bf_strdup((const char *)sqlite3_column_text(st, 1));
+        j->output = bf_strdup((const char *)sqlite3_column_text(st, 2));
+        j->task = bf_strdup((const char *)sqlite3_column_text(st, 3));
+        j->spec = json_loads((const char *)sqlite3_column_text(st, 4), 0, NULL);
+        j->total = (uint32_t)sqlite3_column_int64(st, 5);
+        bf_strlcpy(j->state, (const char *)sqlite3_column_text(st, 6), sizeof j->state);
+        j->submitted_ms = sqlite3_column_int64(st, 7);
+        j->finished_ms = sqlite3_column_int64(st, 8);
+        j->max_attempts = (unsigned)sqlite3_column_int64(st, 9);
+        j->timeout_ms = (uint64_t)sqlite3_column_int64(st, 10);
+        if (!j->spec) {
+            sqlite3_finalize(st);
+            return bf_fail(err, BF_EDB, "store: job %s has a corrupt spec", j->id);
+        }
+        s->njobs++;
+    }
+    sqlite3_finalize(st);
+    rc = prepare(s, &st,
+                 "SELECT id, scene, state, attempt, failures, status, final_seq FROM tasks "
+                 "WHERE job_id = ? ORDER BY idx",
+                 err);
+    if (rc != BF_OK)
+        return rc;
+    s->orphan_deadline = now + grace_ms;
+    for (size_t jn = 0; jn < s->njobs; jn++) {
+        job_t *j = &s->jobs[jn];
+        j->first = (uint32_t)s->ntasks;
+        sqlite3_bind_text(st, 1, j->id, -1, SQLITE_STATIC);
+        while (sqlite3_step(st) == SQLITE_ROW) {
+            task_t *t = task_new(s);
+            if (!t) {
+                sqlite3_finalize(st);
+                return BF_ENOMEM;
+            }
+            bf_strlcpy(t->id, (const char *)sqlite3_column_text(st, 0), sizeof t->id);
+            t->scene = bf_strdup((const char *)sqlite3_column_text(st, 1));
+            t->state = (uint8_t)sqlite3_column_int(st, 2);
+            t->attempt = (uint16_t)sqlite3_column_int(st, 3);
+            t->job = (uint32_t)jn;
+            if (sqlite3_column_type(st, 4) == SQLITE_TEXT)
+                t->failures = json_loads((const char *)sqlite3_column_text(st, 4), 0, NULL);
+            uint32_t idx = (uint32_t)s->ntasks;
+            s->ntasks++;
+            if (!hash_put(s, idx)) {
+                sqlite3_finalize(st);
+                return BF_ENOMEM;
+            }
+            if (t->state == T_FINAL) {
+                t->status = (uint8_t)status_index((const char *)sqlite3_column_text(st, 5));
+                j->final++;
+                j->counts[t->status]++;
+                uint64_t fs = (uint64_t)sqlite3_column_int64(st, 6);
+                if (fs > s->final_seq)
+                    s->final_seq = fs;
+            } else if (t->state == T_RUNNING) {
+                t->orphan = true;
+                j->running++;
+                if (!run_add(s, idx)) {
+                    sqlite3_finalize(st);
+                    return BF_ENOMEM;
+                }
+            } else {
+                j->queued++;
+                if (!q_push_back(s, idx)) {
+                    sqlite3_finalize(st);
+                    return BF_ENOMEM;
+                }
+            }
+        }
+        sqlite3_reset(st);
+    }
+    sqlite3_finalize(st);
+    if (prepare(s, &st, "SELECT count(*) FROM outbox", err) != BF_OK)
+        return BF_EDB;
+    if (sqlite3_step(st) == SQLITE_ROW)
+        s->outbox_rows = (uint64_t)sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    if (s->njobs)
+        bf_info("store: %zu jobs, %zu tasks (%zu queued, %zu were running), %llu results to "
+                "deliver",
+                s->njobs, s->ntasks, s->qlen, s->nrun, (unsigned long long)s->outbox_rows);
+    return BF_OK;
+}
+
+bf_err_t broker_store_open(const char *state_dir, int64_t now, int64_t grace_ms,
+                           broker_store_t **out, char *err)
+{
+    *out = NULL;
+    broker_store_t *s = calloc(1, sizeof *s);
+    if (!s)
+        return BF_ENOMEM;
+    char *path = bf_asprintf("%s/broker.db", state_dir);
+    bf_err_t rc = BF_OK;
+    if (!path || sqlite3_open(path, &s->db) != SQLITE_OK) {
+        rc = bf_fail(err, BF_EDB, "--state %s: cannot open %s: %s", state_dir,
+                     path ? path : "broker.db", s->db ? sqlite3_errmsg(s->db) : "out of memory");
+        goto fail;
+    }
+    sqlite3_busy_timeout(s->db, 5000);
+    if (exec(s, schema) != BF_OK) {
+        rc = db_fail(s, err, "creating the schema");
+        goto fail;
+    }
+    if ((rc = prepare(s, &s->st_task_state,
+                      "UPDATE tasks SET state = ?2, attempt = ?3, worker = ?4, failures = ?5 "
+                      "WHERE id = ?1",
+                      err)) != BF_OK ||
+        (rc = prepare(s, &s->st_task_final,
+                      "UPDATE tasks SET state = 2, attempt = ?2, status = ?3, result = ?4, "
+                      "final_seq = ?5, failures = ?6 WHERE id = ?1",
+                      err)) != BF_OK ||
+        (rc = prepare(s, &s->st_outbox,
+                      "INSERT INTO outbox(job_done, job_id, task_id, payload) VALUES (?, ?, ?, ?)",
+                      err)) != BF_OK ||
+        (rc = prepare(s, &s->st_ack, "DELETE FROM outbox WHERE seq = ?", err)) != BF_OK ||
+        (rc = prepare(s, &s->st_job_state,
+                      "UPDATE jobs SET state = ?2, finished_ms = ?3 WHERE id = ?1", err)) != BF_OK)
+        goto fail;
+    if ((rc = reload(s, now, grace_ms, err)) != BF_OK)
+        goto fail;
+    free(path);
+    *out = s;
+    return BF_OK;
+fail:
+    free(path);
+    broker_store_close(&s);
+    return rc;
+}
+
+void broker_store_close(broker_store_t **self)
+{
+    if (!self || !*self)
+        return;
+    broker_store_t *s = *self;
+    sqlite3_finalize(s->st_task_state);
+    sqlite3_finalize(s->st_task_final);
+    sqlite3_finalize(s->st_outbox);
+    sqlite3_finalize(s->st_ack);
+    sqlite3_finalize(s->st_job_state);
+    if (s->db)
+        sqlite3_close(s->db);
+    for (size_t i = 0; i < s->ntasks; i++) {
+        free(s->tasks[i].scene);
+        json_decref(s->tasks[i].failures);
+    }
+    for (size_t i = 0; i < s->njobs; i++) {
+        free(s->jobs[i].name);
+        free(s->jobs[i].output);
+        free(s->jobs[i].task);
+        json_decref(s->jobs[i].spec);
+    }
+    free(s->tasks);
+    free(s->jobs);
+    free(s->q);
+    free(s->hash);
+    free(s->run);
+    free(s);
+    *self = NULL;
+}
+
+bf_err_t broker_store_begin(broker_store_t *s)
+{
+    return exec(s, "BEGIN");
+}
+
+bf_err_t broker_store_commit(broker_store_t *s)
+{
+    return exec(s, "COMMIT");
+}
+
+/* ---- jobs ----------------------------------------------------------------- */
+
+static json_t *job_info(const job_t *j)
+{
+    return json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:s, s:{s:I, s:I, s:I, s:I}}", "id",
+                     j->id, "name", j->name, "output", j->output, "task", j->task, "total",
+                     (json_int_t)j->total, "submitted_ms", (json_int_t)j->submitted_ms,
+                     "finished_ms", (json_int_t)j->finished_ms, "state", j->state, "counts",
+                     "success", (json_int_t)j->counts[S_SUCCESS], "failed",
+                     (json_int_t)j->counts[S_FAILED], "error", (json_int_t)j->counts[S_ERROR],
+                     "cancelled", (json_int_t)j->counts[S_CANCELLED]);
+}
+
+static bf_err_t outbox_add(broker_store_t *s, bool job_done, const char *job_id,
+                           const char *task_id, json_t *payload)
+{
+    char *text = json_dumps(payload, JSON_COMPACT);
+    if (!text)
+        return BF_ENOMEM;
+    sqlite3_stmt *st = s->st_outbox;
+    sqlite3_bind_int(st, 1, job_done);
+    sqlite3_bind_text(st, 2, job_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, task_id ? task_id : "", -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, text, -1, SQLITE_STATIC);
+    int r = sqlite3_step(st);
+    sqlite3_reset(st);
+    free(text);
+    if (r != SQLITE_DONE) {
+        bf_error("store: outbox: %s", sqlite3_errmsg(s->db));
+        return BF_EDB;
+    }
+    s->outbox_rows++;
+    return BF_OK;
+}
+
+static bf_err_t job_maybe_done(broker_store_t *s, job_t *j)
+{
+    if (strcmp(j->state, "running") != 0 || j->final < j->total)
+        return BF_OK;
+    bf_strlcpy(j->state, j->cancelled ? "cancelled" : "done", sizeof j->state);
+    j->finished_ms = bf_wall_ms();
+    sqlite3_stmt *st = s->st_job_state;
+    sqlite3_bind_text(st, 1, j->id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, j->state, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, j->finished_ms);
+    int r = sqlite3_step(st);
+    sqlite3_reset(st);
+    if (r != SQLITE_DONE)
+        return BF_EDB;
+    json_t *payload = json_pack("{s:o}", "job", job_info(j));
+    bf_err_t rc = payload ? outbox_add(s, true, j->id, NULL, payload) : BF_ENOMEM;
+    json_decref(payload);
+    bf_info("job %s %s: %u success, %u failed, %u error, %u cancelled", j->id, j->state,
+            j->counts[S_SUCCESS], j->counts[S_FAILED], j->counts[S_ERROR], j->counts[S_CANCELLED]);
+    return rc;
+}
+
+bf_err_t broker_store_add_job(broker_store_t *s, const bf_job_t *job, char job_id[16])
+{
+    char uuid[33];
+    bf_uuid(uuid);
+    memcpy(job_id, uuid, 12);
+    job_id[12] = '\0';
+    job_t *j = job_new(s);
+    if (!j)
+        return BF_ENOMEM;
+    bf_strlcpy(j->id, job_id, sizeof j->id);
+    j->name = bf_strdup(job->name);
+    j->output = bf_strdup(job->output);
+    j->task = bf_strdup(job->task == BF_TASK_EXEC ? "exec" : "boresight");
+    j->spec = bf_job_to_json(job, false);
+    j->total = (uint32_t)job->scene_count;
+    j->queued = j->total;
+    j->first = (uint32_t)s->ntasks;
+    j->max_attempts = job->max_attempts ? job->max_attempts : 1;
+    j->timeout_ms = (uint64_t)(job->timeout_s * 1000.0);
+    j->submitted_ms = bf_wall_ms();
+    bf_strlcpy(j->state, "running", sizeof j->state);
+    char *spec = j->spec ? json_dumps(j->spec, JSON_COMPACT) : NULL;
+    if (!j->name || !j->output || !j->task || !spec) {
+        free(spec);
+        free(j->name);
+        free(j->output);
+        free(j->task);
+        json_decref(j->spec);
+        return BF_ENOMEM;
+    }
+    sqlite3_stmt *st = NULL;
+    bf_err_t rc = BF_OK;
+    if (sqlite3_prepare_v2(s->db,
+                           "INSERT INTO jobs(id, name, output, task, spec, total, state, "
+                           "submitted_ms, finished_ms, max_attempts, timeout_ms) VALUES "
+                           "(?, ?, ?, ?, ?, ?, 'running', ?, 0, ?, ?)",
+                           -1, &st, NULL) != SQLITE_OK) {
+        free(spec);
+        return BF_EDB;
+    }
+    sqlite3_bind_text(st, 1, j->id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, j->name, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, j->output, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, j->task, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 5, spec, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 6, j->total);
+    sqlite3_bind_int64(st, 7, j->submitted_ms);
+    sqlite3_bind_int64(st, 8, j->max_attempts);
+    sqlite3_bind_int64(st, 9, (sqlite3_int64)j->timeout_ms);
+    if (sqlite3_step(st) != SQLITE_DONE)
+        rc = BF_EDB;
+    sqlite3_finalize(st);
+    free(spec);
+    if (rc == BF_OK && sqlite3_prepare_v2(s->db,
+                                          "INSERT INTO tasks(id, job_id, idx, scene, state, "
+                                          "attempt) VALUES (?, ?, ?, ?, 0, 0)",
+                                          -1, &st, NULL) != SQLITE_OK)
+        rc = BF_EDB;
+    for (size_t i = 0; rc == BF_OK && i < job->scene_count; i++) {
+        task_t *t = task_new(s);
+        if (!t) {
+            rc = BF_ENOMEM;
+            break;
+        }
+        bf_uuid(t->id);
+        t->job = (uint32_t)s->njobs;
+        t->scene = bf_strdup(job->scenes[i]);
+        if (!t->scene) {
+            rc = BF_ENOMEM;
+            break;
+        }
+        sqlite3_bind_text(st, 1, t->id, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, j->id, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 3, (sqlite3_int64)i);
+        sqlite3_bind_text(st, 4, t->scene, -1, SQLITE_STATIC);
+        if (sqlite3_step(st) != SQLITE_DONE)
+            rc = BF_EDB;
+        sqlite3_reset(st);
+        uint32_t idx = (uint32_t)s->ntasks++;
+        if (rc == BF_OK && (!hash_put(s, idx) || !q_push_back(s, idx)))
+            rc = BF_ENOMEM;
+    }
+    sqlite3_finalize(st);
+    if (rc != BF_OK) {
+        /* The reactor stops on this error and the transaction is never
+           committed; memory is discarded with the process. */
+        return rc;
+    }
+    s->njobs++;
+    return BF_OK;
+}
+
+/* ---- tasks ------------------------------------------------------------------- */
+
+static bf_err_t write_state(broker_store_t *s, const task_t *t, const char *worker)
+{
+    sqlite3_stmt *st = s->st_task_state;
+    char *failures = t->failures ? json_dumps(t->failures, JSON_COMPACT) : NULL;
+    sqlite3_bind_text(st, 1, t->id, -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 2, t->state);
+    sqlite3_bind_int(st, 3, t->attempt);
+    sqlite3_bind_text(st, 4, worker ? worker : "", -1, SQLITE_STATIC);
+    if (failures)
+        sqlite3_bind_text(st, 5, failures, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(st, 5);
+    int r = sqlite3_step(st);
+    sqlite3_reset(st);
+    free(failures);
+    if (r != SQLITE_DONE) {
+        bf_error("store: task %s: %s", t->id, sqlite3_errmsg(s->db));
+        return BF_EDB;
+    }
+    return BF_OK;
+}
+
+bf_err_t broker_store_lease(broker_store_t *s, const char *worker, int64_t now, uint32_t *task)
+{
+    uint32_t t;
+    do { /* a task cancelled while queued is skipped here */
+        if (s->qlen == 0)
+            return BF_ENOENT;
+        t = s->q[s->qhead];
+        s->qhead = (s->qhead + 1) % s->qcap;
+        s->qlen--;
+    } while (s->tasks[t].state != T_QUEUED);
+    task_t *tk = &s->tasks[t];
+    job_t *j = &s->jobs[tk->job];
+    tk->state = T_RUNNING;
+    tk->attempt++;
+    tk->orphan = false;
+    tk->lease_until = now + (int64_t)j->timeout_ms;
+    j->queued--;
+    j->running++;
+    if (!run_add(s, t))
+        return BF_ENOMEM;
+    *task = t;
+    return write_state(s, tk, worker);
+}
+
+bf_err_t broker_store_task_msg(broker_store_t *s, uint32_t t, proto_msg_t *m)
+{
+    task_t *tk = &s->tasks[t];
+    job_t *j = &s->jobs[tk->job];
+    if (proto_msg_set(&m->job_id, j->id) != BF_OK || proto_msg_set(&m->task_id, tk->id) != BF_OK ||
+        proto_msg_set(&m->scene, tk->scene) != BF_OK)
+        return BF_ENOMEM;
+    m->attempt = tk->attempt;
+    m->timeout_ms = j->timeout_ms;
+    m->obj = json_incref(j->spec);
+    return BF_OK;
+}
+
+bool broker_store_task_running(broker_store_t *s, uint32_t t)
+{
+    return s->tasks[t].state == T_RUNNING;
+}
+
+bool broker_store_task_final(broker_store_t *s, uint32_t t)
+{
+    return s->tasks[t].state == T_FINAL;
+}
+
+const char *broker_store_task_id(broker_store_t *s, uint32_t t)
+{
+    return s->tasks[t].id;
+}
+
+const char *broker_store_task_scene(broker_store_t *s, uint32_t t)
+{
+    return s->tasks[t].scene;
+}
+
+void broker_store_task_adopted(broker_store_t *s, uint32_t t, const char *worker)
+{
+    task_t *tk = &s->tasks[t];
+    tk->orphan = false;
+    if (write_state(s, tk, worker) != BF_OK)
+        bf_warn("store: could not record that %s took back task %s", worker, tk->id);
+}
+
+void broker_store_task_returned(broker_store_t *s, uint32_t t)
+{
+    task_t *tk = &s->tasks[t];
+    if (tk->state != T_RUNNING)
+        return;
+    job_t *j = &s->jobs[tk->job];
+    tk->state = T_QUEUED;
+    if (tk->attempt > 0)
+        tk->attempt--;
+    j->running--;
+    j->queued++;
+    run_remove(s, t);
+    if (!q_push_front(s, t) || write_state(s, tk, NULL) != BF_OK)
+        bf_error("store: could not requeue task %s", tk->id);
+}
+
+/* Makes t final with result (which gets the fleet's bookkeeping fields). */
+static bf_err_t finalize(broker_store_t *s, uint32_t t, json_t *result, int status)
+{
+    task_t *tk = &s->tasks[t];
+    job_t *j = &s->jobs[tk->job];
+    if (tk->state == T_RUNNING) {
+        j->running--;
+        run_remove(s, t);
+    } else if (tk->state == T_QUEUED) {
+        j->queued--;
+        /* taken out of the queue lazily: lease() skips final tasks */
+    }
+    tk->state = T_FINAL;
+    tk->status = (uint8_t)status;
+    j->final++;
+    j->counts[status]++;
+    json_object_set_new(result, "scene", json_string(tk->scene));
+    json_object_set_new(result, "task_id", json_string(tk->id));
+    json_object_set_new(result, "job_id", json_string(j->id));
+    json_object_set_new(result, "attempt", json_integer(tk->attempt));
+    json_object_set_new(result, "status", json_string(status_names[status]));
+    if (tk->failures)
+        json_object_set(result, "failures", tk->failures);
+    char *text = json_dumps(result, JSON_COMPACT);
+    char *failures = tk->failures ? json_dumps(tk->failures, JSON_COMPACT) : NULL;
+    if (!text)
+        return BF_ENOMEM;
+    sqlite3_stmt *st = s->st_task_final;
+    sqlite3_bind_text(st, 1, tk->id, -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 2, tk->attempt);
+    sqlite3_bind_text(st, 3, status_names[status], -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, text, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 5, (sqlite3_int64)++s->final_seq);
+    if (failures)
+        sqlite3_bind_text(st, 6, failures, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(st, 6);
+    int r = sqlite3_step(st);
+    sqlite3_reset(st);
+    free(text);
+    free(failures);
+    if (r != SQLITE_DONE) {
+        bf_error("store: final %s: %s", tk->id, sqlite3_errmsg(s->db));
+        return BF_EDB;
+    }
+    json_t *payload = json_pack("{s:o, s:O}", "job", job_info(j), "result", result);
+    bf_err_t rc = payload ? outbox_add(s, false, j->id, tk->id, payload) : BF_ENOMEM;
+    json_decref(payload);
+    if (rc == BF_OK)
+        rc = job_maybe_done(s, j);
+    return rc;
+}
+
+bf_err_t broker_store_task_done(broker_store_t *s, uint32_t t, json_t *result)
+{
+    json_t *copy = json_deep_copy(result);
+    if (!copy)
+        return BF_ENOMEM;
+    const char *status = json_string_value(json_object_get(copy, "status"));
+    bf_err_t rc = finalize(s, t, copy, status && !strcmp(status, "failed") ? S_FAILED : S_SUCCESS);
+    json_decref(copy);
+    return rc;
+}
+
+bf_err_t broker_store_task_failed(broker_store_t *s, uint32_t t, const char *host,
+                                  const char *device, const char *worker, const char *reason,
+                                  json_t *result)
+{
+    task_t *tk = &s->tasks[t];
+    if (tk->state == T_FINAL)
+        return BF_OK;
+    job_t *j = &s->jobs[tk->job];
+    if (!tk->failures && !(tk->failures = json_array()))
+        return BF_ENOMEM;
+    json_array_append_new(tk->failures,
+                          json_pack("{s:s, s:s, s:s, s:I, s:s}", "host", host ? host : "?",
+                                    "device", device ? device : "?", "worker", worker ? worker : "?",
+                                    "attempt", (json_int_t)tk->attempt, "reason",
+                                    reason ? reason : "?"));
+    if (tk->attempt < j->max_attempts) {
+        if (tk->state == T_RUNNING) {
+            j->running--;
+            j->queued++;
+            run_remove(s, t);
+        }
+        tk->state = T_QUEUED;
+        if (!q_push_front(s, t))
+            return BF_ENOMEM;
+        return write_state(s, tk, NULL);
+    }
+    /* Final: the reason names every place it failed. */
+    char buf[2048];
+    size_t n = (size_t)snprintf(buf, sizeof buf, "failed %zu time%s: ",
+                                json_array_size(tk->failures),
+                                json_array_size(tk->failures) == 1 ? "" : "s");
+    size_t i;
+    json_t *f;
+    json_array_foreach(tk->failures, i, f)
+    {
+        if (n >= sizeof buf - 1)
+            break;
+        n += (size_t)snprintf(buf + n, sizeof buf - n, "%s%s/%s (%.200s)", i ? "; " : "",
+                              json_string_value(json_object_get(f, "host")),
+                              json_string_value(json_object_get(f, "device")),
+                              json_string_value(json_object_get(f, "reason")));
+    }
+    json_t *doc = result ? json_deep_copy(result) : json_object();
+    if (!doc)
+        return BF_ENOMEM;
+    json_object_set_new(doc, "reason", json_string(buf));
+    bf_err_t rc = finalize(s, t, doc, S_ERROR);
+    json_decref(doc);
+    return rc;
+}
+
+bf_err_t broker_store_cancel_job(broker_store_t *s, const char *job_id, uint64_t *count,
+                                 uint32_t **running, size_t *nrunning)
+{
+    *count = 0;
+    *running = NULL;
+    *nrunning = 0;
+    job_t *j = NULL;
+    for (size_t i = 0; i < s->njobs; i++)
+        if (!strcmp(s->jobs[i].id, job_id))
+            j = &s->jobs[i];
+    if (!j)
+        return BF_ENOENT;
+    uint32_t *run = malloc((j->running + 1) * sizeof *run);
+    if (!run)
+        return BF_ENOMEM;
+    bf_err_t rc = BF_OK;
+    size_t nr = 0;
+    j->cancelled = strcmp(j->state, "running") == 0;
+    for (uint32_t t = j->first; rc == BF_OK && t < j->first + j->total; t++) {
+        task_t *tk = &s->tasks[t];
+        if (tk->state == T_FINAL)
+            continue;
+        if (tk->state == T_RUNNING)
+            run[nr++] = t;
+        json_t *doc = json_pack("{s:s}", "reason", "cancelled by user");
+        if (!doc) {
+            rc = BF_ENOMEM;
+            break;
+        }
+        rc = finalize(s, t, doc, S_CANCELLED);
+        json_decref(doc);
+        (*count)++;
+    }
+    *running = run;
+    *nrunning = nr;
+    return rc;
+}
+
+bf_err_t broker_store_expired(broker_store_t *s, int64_t now, int64_t backstop_ms, uint32_t **late,
+                              size_t *nlate)
+{
+    *late = NULL;
+    *nlate = 0;
+    size_t n = 0;
+    for (size_t i = 0; i < s->nrun; i++) {
+        task_t *tk = &s->tasks[s->run[i]];
+        if (tk->orphan ? now > s->orphan_deadline : now > tk->lease_until + backstop_ms)
+            n++;
+    }
+    if (!n)
+        return BF_OK;
+    uint32_t *l = malloc(n * sizeof *l);
+    if (!l)
+        return BF_ENOMEM;
+    n = 0;
+    for (size_t i = 0; i < s->nrun; i++) {
+        task_t *tk = &s->tasks[s->run[i]];
+        if (tk->orphan ? now > s->orphan_deadline : now > tk->lease_until + backstop_ms)
+            l[n++] = s->run[i];
+    }
+    *late = l;
+    *nlate = n;
+    return BF_OK;
+}
+
+/* ---- counts, outbox, status ------------------------------------------------ */
+
+uint64_t broker_store_queued(const broker_store_t *s)
+{
+    /* final tasks (cancelled while queued) may still sit in the ring */
+    uint64_t n = 0;
+    for (size_t i = 0; i < s->njobs; i++)
+        n += s->jobs[i].queued;
+    return n;
+}
+
+uint64_t broker_store_outbox_count(broker_store_t *s)
+{
+    return s->outbox_rows;
+}
+
+bf_err_t broker_store_outbox_after(broker_store_t *s, uint64_t after, size_t max,
+                                   broker_delivery_t **out, size_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    if (max == 0 || s->outbox_rows == 0)
+        return BF_OK;
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(s->db,
+                           "SELECT seq, job_done, job_id, task_id, payload FROM outbox WHERE seq > "
+                           "? ORDER BY seq LIMIT ?",
+                           -1, &st, NULL) != SQLITE_OK)
+        return BF_EDB;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)after);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)max);
+    broker_delivery_t *d = calloc(max, sizeof *d);
+    if (!d) {
+        sqlite3_finalize(st);
+        return BF_ENOMEM;
+    }
+    size_t k = 0;
+    while (k < max && sqlite3_step(st) == SQLITE_ROW) {
+        d[k].seq = (uint64_t)sqlite3_column_int64(st, 0);
+        d[k].job_done = sqlite3_column_int(st, 1) != 0;
+        d[k].job_id = bf_strdup((const char *)sqlite3_column_text(st, 2));
+        d[k].task_id = bf_strdup((const char *)sqlite3_column_text(st, 3));
+        d[k].payload = json_loads((const char *)sqlite3_column_text(st, 4), 0, NULL);
+        if (!d[k].payload)
+            d[k].payload = json_object();
+        k++;
+    }
+    sqlite3_finalize(st);
+    *out = d;
+    *n = k;
+    return BF_OK;
+}
+
+void broker_store_deliveries_free(broker_delivery_t *d, size_t n)
+{
+    for (size_t i = 0; d && i < n; i++) {
+        free(d[i].job_id);
+        free(d[i].task_id);
+        json_decref(d[i].payload);
+    }
+    free(d);
+}
+
+void broker_store_outbox_ack(broker_store_t *s, uint64_t seq)
+{
+    sqlite3_bind_int64(s->st_ack, 1, (sqlite3_int64)seq);
+    if (sqlite3_step(s->st_ack) == SQLITE_DONE && sqlite3_changes(s->db) > 0 && s->outbox_rows)
+        s->outbox_rows--;
+    sqlite3_reset(s->st_ack);
+}
+
+json_t *broker_store_jobs_doc(broker_store_t *s)
+{
+    json_t *jobs = json_array();
+    int64_t now = bf_wall_ms();
+    for (size_t i = 0; i < s->njobs; i++) {
+        job_t *j = &s->jobs[i];
+        json_t *doc = job_info(j);
+        double elapsed = (double)((j->finished_ms ? j->finished_ms : now) - j->submitted_ms) / 1e3;
+        double rate = elapsed > 0 ? j->final / elapsed : 0;
+        json_object_set_new(doc, "queued", json_integer(j->queued));
+        json_object_set_new(doc, "running", json_integer(j->running));
+        json_object_set_new(doc, "final", json_integer(j->final));
+        json_object_set_new(doc, "elapsed_s", json_real(elapsed));
+        json_object_set_new(doc, "rate_per_min", json_real(rate * 60));
+        json_object_set_new(doc, "eta_s",
+                            json_real(rate > 0 ? (j->total - j->final) / rate : -1.0));
+        json_array_append_new(jobs, doc);
+    }
+    return jobs;
+}
+
+json_t *broker_store_events(broker_store_t *s, const char *job_id, uint64_t cursor, size_t max,
+                            uint64_t *next)
+{
+    json_t *events = json_array();
+    *next = cursor > s->final_seq ? s->final_seq : cursor;
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(s->db,
+                           "SELECT final_seq, job_id, id, scene, result FROM tasks WHERE final_seq "
+                           "> ?1 AND (?2 = '' OR job_id = ?2) ORDER BY final_seq LIMIT ?3",
+                           -1, &st, NULL) != SQLITE_OK)
+        return events;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)cursor);
+    sqlite3_bind_text(st, 2, job_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, (sqlite3_int64)max);
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        uint64_t seq = (uint64_t)sqlite3_column_int64(st, 0);
+        json_t *r = json_loads((const char *)sqlite3_column_text(st, 4), 0, NULL);
+        json_t *ev = json_pack("{s:I, s:s, s:s, s:s}", "seq", (json_int_t)seq, "job_id",
+                               (const char *)sqlite3_column_text(st, 1), "task_id",
+                               (const char *)sqlite3_column_text(st, 2), "scene",
+                               (const char *)sqlite3_column_text(st, 3));
+        static const char *const keep[] = {"status", "reason",  "attempt", "elapsed_time",
+                                           "gpu_id", "host",    "device",  "worker"};
+        for (size_t k = 0; r && ev && k < BF_ARRAY_LEN(keep); k++) {
+            json_t *v = json_object_get(r, keep[k]);
+            if (v)
+                json_object_set(ev, keep[k], v);
+        }
+        json_t *imp = json_object_get(json_object_get(r, "stats"), "improvement_mean");
+        if (ev && json_is_number(imp))
+            json_object_set(ev, "improvement_mean", imp);
+        if (ev)
+            json_array_append_new(events, ev);
+        json_decref(r);
+        *next = seq;
+    }
+    sqlite3_finalize(st);
+    return events;
+}

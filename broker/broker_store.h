@@ -1,0 +1,84 @@
+/*  broker/broker_store.h - private to the broker: jobs, tasks and the
+    collector's outbox, kept in memory for speed and in SQLite (WAL) for
+    durability. Every change goes to both, inside the transaction the
+    reactor opens with broker_store_begin and closes with broker_store_commit;
+    broker_store_open rebuilds memory from the database after a restart.
+    Tasks are addressed by their index (uint32_t) in the store. */
+
+#ifndef BROKER_STORE_H_INCLUDED
+#define BROKER_STORE_H_INCLUDED
+
+#include "../common/bf.h"
+#include "../common/bf_config.h"
+#include "../proto/proto.h"
+
+typedef struct broker_store broker_store_t;
+
+/* One outbox row for the collector. */
+typedef struct {
+    uint64_t seq;
+    bool job_done;
+    char *job_id, *task_id;
+    json_t *payload;
+} broker_delivery_t;
+
+/* Opens state_dir/broker.db. Tasks that were running when the broker
+   stopped stay leased until now + grace_ms, for their worker to claim. */
+bf_err_t broker_store_open(const char *state_dir, int64_t now, int64_t grace_ms,
+                           broker_store_t **out, char *err) BF_MUST_CHECK;
+void broker_store_close(broker_store_t **self);
+
+bf_err_t broker_store_begin(broker_store_t *s) BF_MUST_CHECK;
+bf_err_t broker_store_commit(broker_store_t *s) BF_MUST_CHECK;
+
+/* A new job with one queued task per scene; job_id gets 12 hex + NUL. */
+bf_err_t broker_store_add_job(broker_store_t *s, const bf_job_t *job, char job_id[16]) BF_MUST_CHECK;
+
+/* Leases the next queued task to worker: attempt + 1, lease until now +
+   the job's timeout + the backstop. BF_ENOENT when nothing is queued. */
+bf_err_t broker_store_lease(broker_store_t *s, const char *worker, int64_t now,
+                            uint32_t *task) BF_MUST_CHECK;
+/* Fills a TASK message for task t (strings copied, obj referenced). */
+bf_err_t broker_store_task_msg(broker_store_t *s, uint32_t t, proto_msg_t *m) BF_MUST_CHECK;
+
+bool broker_store_find_task(broker_store_t *s, const char *task_id, uint32_t *t);
+bool broker_store_task_running(broker_store_t *s, uint32_t t);
+bool broker_store_task_final(broker_store_t *s, uint32_t t);
+const char *broker_store_task_id(broker_store_t *s, uint32_t t);
+const char *broker_store_task_scene(broker_store_t *s, uint32_t t);
+
+/* A worker that re-registered claims running task t. */
+void broker_store_task_adopted(broker_store_t *s, uint32_t t, const char *worker);
+/* The worker gave t back unstarted (GOODBYE): queued again, attempt - 1. */
+void broker_store_task_returned(broker_store_t *s, uint32_t t);
+/* The attempt failed: requeued, or final with status error naming every
+   failure when the job's max_attempts are used. result may be NULL. */
+bf_err_t broker_store_task_failed(broker_store_t *s, uint32_t t, const char *host,
+                                  const char *device, const char *worker, const char *reason,
+                                  json_t *result) BF_MUST_CHECK;
+/* Final with this result (status success or failed). */
+bf_err_t broker_store_task_done(broker_store_t *s, uint32_t t, json_t *result) BF_MUST_CHECK;
+/* Every non-final task of the job becomes final, status cancelled; the
+   indices of those that were running are returned (free them). BF_ENOENT
+   for an unknown job. */
+bf_err_t broker_store_cancel_job(broker_store_t *s, const char *job_id, uint64_t *count,
+                                 uint32_t **running, size_t *nrunning) BF_MUST_CHECK;
+/* Running tasks whose lease ended before now (free *late). */
+bf_err_t broker_store_expired(broker_store_t *s, int64_t now, int64_t backstop_ms, uint32_t **late,
+                              size_t *nlate) BF_MUST_CHECK;
+
+uint64_t broker_store_queued(const broker_store_t *s);
+uint64_t broker_store_outbox_count(broker_store_t *s);
+/* Outbox rows with seq > after, at most max, oldest first. */
+bf_err_t broker_store_outbox_after(broker_store_t *s, uint64_t after, size_t max,
+                                   broker_delivery_t **out, size_t *n) BF_MUST_CHECK;
+void broker_store_deliveries_free(broker_delivery_t *d, size_t n);
+void broker_store_outbox_ack(broker_store_t *s, uint64_t seq);
+
+/* Status pieces (docs/protocol.md): the jobs array, and the events after
+   cursor (job_id "" for all jobs) with the next cursor. */
+json_t *broker_store_jobs_doc(broker_store_t *s);
+json_t *broker_store_events(broker_store_t *s, const char *job_id, uint64_t cursor, size_t max,
+                            uint64_t *next);
+
+#endif
