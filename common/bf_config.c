@@ -92,7 +92,7 @@ typedef struct {
 static const field_t job_fields[] = {
     VAL("name", F_NAME, IN_BOTH | REQ_JSON, J(job.name)),
     VAL("scenes", F_SCENEDIR, IN_YAML | REQ_YAML, J(scenes_path)),
-    VAL("scenes_root", F_PATH, IN_JSON | WITH_SCENES, J(job.scenes_root)),
+    VAL("scenes_root", F_PATH, IN_JSON, J(job.scenes_root)),
     INT("scenes", F_SCENES, IN_JSON | WITH_SCENES, 1, SCENES_MAX, J(job.scenes),
         J(job.scene_count)),
     INT("max_scenes", F_U64, IN_YAML, 1, SCENES_MAX, J(max_scenes), J(has_max_scenes)),
@@ -1130,10 +1130,9 @@ bf_err_t bf_job_from_json(const json_t *doc_json, bf_job_t *job, char *err)
                            : bf_fail(err, BF_EINVAL, "job: missing document");
     if (rc == BF_OK)
         rc = check_required(&r);
-    if (rc == BF_OK && seen(&r, "scenes") != seen(&r, "scenes_root"))
-        rc = bf_fail(err, BF_EINVAL, "field '%s': required together with '%s'",
-                     seen(&r, "scenes") ? "scenes_root" : "scenes",
-                     seen(&r, "scenes") ? "scenes" : "scenes_root");
+    /* A task's spec carries the root without the list; a submission both. */
+    if (rc == BF_OK && seen(&r, "scenes") && !seen(&r, "scenes_root"))
+        rc = bf_fail(err, BF_EINVAL, "field 'scenes_root': required together with 'scenes'");
     if (rc == BF_OK && doc.job.scene_count > 1) {
         char **sorted = malloc(doc.job.scene_count * sizeof *sorted);
         if (!sorted) {

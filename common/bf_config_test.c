@@ -683,7 +683,7 @@ static void round_trip(const bf_job_t *job)
         json_t *doc = bf_job_to_json(job, with);
         CHECK(doc != NULL);
         CHECK(!with == !json_object_get(doc, "scenes"));
-        CHECK(!with == !json_object_get(doc, "scenes_root"));
+        CHECK(json_object_get(doc, "scenes_root") != NULL); /* a task needs the root */
         CHECK(json_object_get(doc, "max_scenes") == NULL);
         /* through text, as over the network */
         char *text = json_dumps(doc, JSON_COMPACT);
@@ -696,7 +696,7 @@ static void round_trip(const bf_job_t *job)
             fprintf(stderr, "  from_json: %s\n  %s\n", err, text);
         CHECK(same_job(job, &again, with));
         if (!with)
-            CHECK(again.scene_count == 0 && again.scenes == NULL && again.scenes_root == NULL);
+            CHECK(again.scene_count == 0 && again.scenes == NULL && again.scenes_root != NULL);
         json_t *doc2 = bf_job_to_json(&again, with);
         CHECK(json_equal(doc, doc2));
         json_decref(doc2);
@@ -885,9 +885,16 @@ static void test_json_hostile(void)
     doc = good_doc();
     json_object_del(doc, "scenes_root");
     expect_json_error(doc, "field 'scenes_root': required together with 'scenes'");
+    /* a task's spec: the root without the list is fine */
     doc = good_doc();
     json_object_del(doc, "scenes");
-    expect_json_error(doc, "field 'scenes': required together with 'scenes_root'");
+    {
+        bf_job_t only_root;
+        CHECK(bf_job_from_json(doc, &only_root, NULL) == BF_OK && only_root.scene_count == 0 &&
+              only_root.scenes_root != NULL);
+        bf_job_clear(&only_root);
+        json_decref(doc);
+    }
 
     /* paths must be absolute; names single components; strings bounded */
     doc = good_doc();

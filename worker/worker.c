@@ -179,6 +179,8 @@ static void start_task(worker_t *w)
     /* The job spec and the scene name come from the network: checked. */
     if (!t->obj || bf_job_from_json(t->obj, &w->job, err) != BF_OK) {
         w->rc = bf_fail(w->err, BF_EPROTO, "bad job spec: %s", err);
+    } else if (!w->job.scenes_root) {
+        w->rc = bf_fail(w->err, BF_EPROTO, "bad job spec: no scenes_root");
     } else if (!bf_safe_name(t->scene)) {
         w->rc = bf_fail(w->err, BF_EPERM, "scene name '%.64s' would leave the scene root",
                         t->scene ? t->scene : "");
