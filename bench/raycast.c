@@ -194,7 +194,7 @@ int main(int argc, char **argv)
     }
     double mr_ours = (double)n / best_ours / 1e6, mr_emb = (double)n / best_emb / 1e6;
     double agree_frac = (double)agree / (double)n;
-    printf("| scene | triangles | rays | hit % | build ours s | build Embree s | ours Mrays/s | "
+    printf("| scene | triangles | rays | hit %% | build ours s | build Embree s | ours Mrays/s | "
            "Embree Mrays/s | ours/Embree | agreement |\n");
     printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     printf("| %s | %zu | %zu | %.1f | %.3f | %.3f | %.2f | %.2f | %.2f | %.4f%% |\n",
