@@ -66,9 +66,14 @@ static void *raw_worker(void *arg)
    next worker, round robin). */
 static double raw_relay(unsigned nworkers, size_t msg_size, unsigned window, unsigned total)
 {
-    raw_t r = {.ctx = zmq_ctx_new(), .endpoint = "inproc://raw-relay"};
+    /* tcp on loopback, as the fleet's own sockets */
+    raw_t r = {.ctx = zmq_ctx_new(), .endpoint = "tcp://127.0.0.1:0"};
     void *router = zmq_socket(r.ctx, ZMQ_ROUTER);
     zmq_bind(router, r.endpoint);
+    char ep[128];
+    size_t eplen = sizeof ep;
+    zmq_getsockopt(router, ZMQ_LAST_ENDPOINT, ep, &eplen);
+    r.endpoint = ep;
     pthread_t threads[64];
     for (unsigned i = 0; i < nworkers; i++)
         pthread_create(&threads[i], NULL, raw_worker, &r);
@@ -262,6 +267,7 @@ static json_t *status(const char *endpoint, const char *job_id)
     zmq_connect(s, endpoint);
     proto_msg_t q, r;
     proto_msg_init(&q, PROTO_STATUS);
+    q.seq = UINT64_MAX; /* no events: only the counters */
     json_t *doc = NULL;
     if (proto_msg_set(&q.job_id, job_id) == BF_OK && proto_send(s, NULL, 0, &q, 0) == BF_OK) {
         zmq_pollitem_t item = {s, 0, ZMQ_POLLIN, 0};
