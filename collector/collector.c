@@ -109,9 +109,8 @@ collector_t *collector_new(const collector_config_t *cfg, char *err)
         }
         char ep[256];
         size_t len = sizeof ep;
-        c->publish_ep = bf_strdup(zmq_getsockopt(c->pub, ZMQ_LAST_ENDPOINT, ep, &len) == 0
-                                      ? ep
-                                      : cfg->publish);
+        c->publish_ep =
+            bf_strdup(zmq_getsockopt(c->pub, ZMQ_LAST_ENDPOINT, ep, &len) == 0 ? ep : cfg->publish);
     }
     return c;
 fail:
@@ -174,7 +173,7 @@ static collector_report_t *job_report(collector_t *c, const char *job_id, const 
         return NULL;
     }
     collector_report_t *r = NULL;
-    bf_err_t rc = collector_report_open(dir, &r, err);
+    bf_err_t rc = collector_report_open(dir, job_id, &r, err);
     free(dir);
     if (rc != BF_OK)
         return NULL;
@@ -244,10 +243,9 @@ static void write_pending(collector_t *c)
             const char *tid = c->pending[end].task_id;
             bool dup = collector_report_has(r, tid);
             for (size_t k = 0; !dup && k < json_array_size(batch); k++)
-                dup = !strcmp(json_string_value(
-                                  json_object_get(json_array_get(batch, k), "task_id"))
-                                  ?: "",
-                              tid ? tid : "");
+                dup = !strcmp(
+                    json_string_value(json_object_get(json_array_get(batch, k), "task_id")) ?: "",
+                    tid ? tid : "");
             if (json_is_object(res) && !dup)
                 json_array_append(batch, res);
             end++;
@@ -357,8 +355,8 @@ bf_err_t collector_run(collector_t *c)
                     c->backoff_ms = 5000;
                 char jit[33];
                 bf_uuid(jit);
-                reconnect_at = now + c->backoff_ms / 2 + (int64_t)(strtoul(jit + 24, NULL, 16) %
-                                                                    (c->backoff_ms / 2 + 1));
+                reconnect_at = now + c->backoff_ms / 2 +
+                               (int64_t)(strtoul(jit + 24, NULL, 16) % (c->backoff_ms / 2 + 1));
                 bf_warn("broker silent for %lld ms, reconnecting in %lld ms",
                         (long long)(now - c->last_recv), (long long)(reconnect_at - now));
             } else if (now >= reconnect_at) {

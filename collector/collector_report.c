@@ -25,25 +25,52 @@ struct collector_report {
     char *final_name; /* results_final_<stamp>.json once written */
 };
 
-static const char *const csv_columns[] = {
-    "scene", "status", "reason", "host", "gpu_id", "device", "attempt", "elapsed_time",
-    "initial_azimuth_deg", "initial_tilt_deg", "optimized_azimuth_deg", "optimized_tilt_deg",
-    "zone_cells", "initial_mean_dbm", "initial_median_dbm", "initial_p10_dbm", "initial_p90_dbm",
-    "optimized_mean_dbm", "optimized_median_dbm", "optimized_p10_dbm", "optimized_p90_dbm",
-    "improvement_mean"};
+static const char *const csv_columns[] = {"scene",
+                                          "status",
+                                          "reason",
+                                          "host",
+                                          "gpu_id",
+                                          "device",
+                                          "attempt",
+                                          "elapsed_time",
+                                          "initial_azimuth_deg",
+                                          "initial_tilt_deg",
+                                          "optimized_azimuth_deg",
+                                          "optimized_tilt_deg",
+                                          "zone_cells",
+                                          "initial_mean_dbm",
+                                          "initial_median_dbm",
+                                          "initial_p10_dbm",
+                                          "initial_p90_dbm",
+                                          "optimized_mean_dbm",
+                                          "optimized_median_dbm",
+                                          "optimized_p10_dbm",
+                                          "optimized_p90_dbm",
+                                          "improvement_mean"};
 
 /* Where each column comes from: a path of up to two keys. */
-static const char *const csv_paths[][2] = {
-    {"scene", NULL},         {"status", NULL},        {"reason", NULL},
-    {"host", NULL},          {"gpu_id", NULL},        {"device", NULL},
-    {"attempt", NULL},       {"elapsed_time", NULL},  {"boresight_initial", "azimuth_deg"},
-    {"boresight_initial", "tilt_deg"},                {"boresight_optimized", "azimuth_deg"},
-    {"boresight_optimized", "tilt_deg"},              {"stats", "zone_cells"},
-    {"stats", "initial_mean"},                        {"stats", "initial_median"},
-    {"stats", "initial_p10"},                         {"stats", "initial_p90"},
-    {"stats", "optimized_mean"},                      {"stats", "optimized_median"},
-    {"stats", "optimized_p10"},                       {"stats", "optimized_p90"},
-    {"stats", "improvement_mean"}};
+static const char *const csv_paths[][2] = {{"scene", NULL},
+                                           {"status", NULL},
+                                           {"reason", NULL},
+                                           {"host", NULL},
+                                           {"gpu_id", NULL},
+                                           {"device", NULL},
+                                           {"attempt", NULL},
+                                           {"elapsed_time", NULL},
+                                           {"boresight_initial", "azimuth_deg"},
+                                           {"boresight_initial", "tilt_deg"},
+                                           {"boresight_optimized", "azimuth_deg"},
+                                           {"boresight_optimized", "tilt_deg"},
+                                           {"stats", "zone_cells"},
+                                           {"stats", "initial_mean"},
+                                           {"stats", "initial_median"},
+                                           {"stats", "initial_p10"},
+                                           {"stats", "initial_p90"},
+                                           {"stats", "optimized_mean"},
+                                           {"stats", "optimized_median"},
+                                           {"stats", "optimized_p10"},
+                                           {"stats", "optimized_p90"},
+                                           {"stats", "improvement_mean"}};
 
 /* ---- a growing text buffer ----------------------------------------------------- */
 
@@ -157,7 +184,39 @@ static bf_err_t remember(collector_report_t *r, json_t *result)
     return BF_OK;
 }
 
-bf_err_t collector_report_open(const char *dir, collector_report_t **out, char *err)
+/* Moves the reports of an earlier job out of the way, into
+   dir/previous-<job id>/, so a new job that reuses an output directory
+   starts with empty reports and nothing of the old one is lost. */
+static bf_err_t set_aside(const char *dir, const char *old_job, char *err)
+{
+    char *dest = bf_asprintf("%s/previous-%s", dir, bf_safe_name(old_job) ? old_job : "job");
+    if (!dest)
+        return BF_ENOMEM;
+    bf_err_t rc = bf_mkdir_p(dest, err);
+    DIR *d = rc == BF_OK ? opendir(dir) : NULL;
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        const char *n = e->d_name;
+        if (strcmp(n, "results.jsonl") && strcmp(n, "results.csv") &&
+            strcmp(n, "results_progress.json") && strcmp(n, "summary.json") &&
+            strncmp(n, "results_final_", 14))
+            continue;
+        char *from = bf_asprintf("%s/%s", dir, n), *to = bf_asprintf("%s/%s", dest, n);
+        if (!from || !to || rename(from, to) != 0)
+            rc = bf_fail(err, BF_EIO, "%s: cannot set the earlier job's reports aside", dir);
+        free(from);
+        free(to);
+    }
+    if (d)
+        closedir(d);
+    if (rc == BF_OK)
+        bf_info("%s: reports of the earlier job %s moved to %s", dir, old_job, dest);
+    free(dest);
+    return rc;
+}
+
+bf_err_t collector_report_open(const char *dir, const char *job_id, collector_report_t **out,
+                               char *err)
 {
     *out = NULL;
     collector_report_t *r = calloc(1, sizeof *r);
@@ -184,6 +243,29 @@ bf_err_t collector_report_open(const char *dir, collector_report_t **out, char *
     }
     size_t len = 0;
     rc = bf_read_file(jsonl, MAX_LOG, &text, &len, err);
+    if (rc == BF_OK && len > 0) {
+        /* the log of another job: set it aside and start anew */
+        char *nl = memchr(text, '\n', len);
+        if (nl) {
+            *nl = '\0';
+            json_t *first = json_loads(text, 0, NULL);
+            *nl = '\n';
+            const char *old = json_string_value(json_object_get(first, "job_id"));
+            if (old && job_id && strcmp(old, job_id) != 0) {
+                char old_id[64];
+                bf_strlcpy(old_id, old, sizeof old_id);
+                rc = set_aside(dir, old_id, err);
+                free(text);
+                text = NULL;
+                len = 0;
+                if (rc != BF_OK) {
+                    json_decref(first);
+                    goto fail;
+                }
+            }
+            json_decref(first);
+        }
+    }
     if (rc == BF_ENOENT) {
         rc = BF_OK;
         len = 0;
@@ -439,26 +521,24 @@ json_t *collector_report_summary(const collector_report_t *r, const json_t *job)
         num(imp.n ? imp.v[imp.n - 1] : NAN), "median", num(percentile(imp.v, imp.n, 50)));
     double im = mean(&init), om = mean(&opt);
     json_t *agg_init = dist(&init), *agg_opt = dist(&opt);
-    json_t *agg_imp = json_pack(
-        "{s:o, s:o, s:o}", "mean", num(om - im), "median",
-        num(json_number_value(json_object_get(agg_opt, "median")) -
-            json_number_value(json_object_get(agg_init, "median"))),
-        "p10",
-        num(json_number_value(json_object_get(agg_opt, "p10")) -
-            json_number_value(json_object_get(agg_init, "p10"))));
+    json_t *agg_imp = json_pack("{s:o, s:o, s:o}", "mean", num(om - im), "median",
+                                num(json_number_value(json_object_get(agg_opt, "median")) -
+                                    json_number_value(json_object_get(agg_init, "median"))),
+                                "p10",
+                                num(json_number_value(json_object_get(agg_opt, "p10")) -
+                                    json_number_value(json_object_get(agg_init, "p10"))));
     double total_time = NAN;
     json_int_t sub = json_integer_value(json_object_get(job, "submitted_ms"));
     json_int_t fin = json_integer_value(json_object_get(job, "finished_ms"));
     if (sub > 0 && fin >= sub)
         total_time = (double)(fin - sub) / 1000.0;
-    json_t *doc = json_pack("{s:O, s:{s:I, s:I, s:I, s:I, s:I}, s:o, s:o, s:{s:o, s:o, s:o}, "
-                            "s:o, s:I}",
-                            "job", job ? (json_t *)job : json_null(), "counts", "success",
-                            counts[0], "failed", counts[1], "error", counts[2], "cancelled",
-                            counts[3], "total", total, "total_time_s", num(total_time),
-                            "improvement", improvement, "aggregate", "initial", agg_init,
-                            "optimized", agg_opt, "improvement", agg_imp, "time_per_gpu", per_gpu,
-                            "zone_cells", (json_int_t)init.n);
+    json_t *doc = json_pack(
+        "{s:O, s:{s:I, s:I, s:I, s:I, s:I}, s:o, s:o, s:{s:o, s:o, s:o}, "
+        "s:o, s:I}",
+        "job", job ? (json_t *)job : json_null(), "counts", "success", counts[0], "failed",
+        counts[1], "error", counts[2], "cancelled", counts[3], "total", total, "total_time_s",
+        num(total_time), "improvement", improvement, "aggregate", "initial", agg_init, "optimized",
+        agg_opt, "improvement", agg_imp, "time_per_gpu", per_gpu, "zone_cells", (json_int_t)init.n);
     free(imp.v);
     free(init.v);
     free(opt.v);
@@ -482,8 +562,8 @@ bf_err_t collector_report_finish(collector_report_t *r, const json_t *job, char 
     char *summary_path = path_in(r, "summary.json");
     char *final_text = json_dumps(r->progress, JSON_INDENT(2) | JSON_REAL_PRECISION(10));
     json_t *summary = collector_report_summary(r, job);
-    char *summary_text = summary ? json_dumps(summary, JSON_INDENT(2) | JSON_REAL_PRECISION(10))
-                                 : NULL;
+    char *summary_text =
+        summary ? json_dumps(summary, JSON_INDENT(2) | JSON_REAL_PRECISION(10)) : NULL;
     bf_err_t rc = BF_ENOMEM;
     if (final_path && summary_path && final_text && summary_text) {
         rc = bf_write_atomic(final_path, final_text, strlen(final_text), err);

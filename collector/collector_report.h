@@ -12,10 +12,12 @@
 
 typedef struct collector_report collector_report_t;
 
-/* Opens (creating) dir, recovers what is there: a torn last line of
-   results.jsonl is cut off, and results.csv and results_progress.json are
-   rewritten from the log. */
-bf_err_t collector_report_open(const char *dir, collector_report_t **out, char *err) BF_MUST_CHECK;
+/* Opens (creating) dir for job_id and recovers what is there: a torn last
+   line of results.jsonl is cut off, and results.csv and
+   results_progress.json are rewritten from the log. Reports of another job
+   in the same directory are moved to dir/previous-<its id>/ first. */
+bf_err_t collector_report_open(const char *dir, const char *job_id, collector_report_t **out,
+                               char *err) BF_MUST_CHECK;
 void collector_report_close(collector_report_t **self);
 
 /* True when the task's result is already in the log. */

@@ -371,12 +371,12 @@ static void describe_device(worker_t *w)
     char cc[16] = "";
     if (gpu)
         snprintf(cc, sizeof cc, "%d.%d", dev.cc_major, dev.cc_minor);
-    w->caps = json_pack("{s:s, s:i, s:i, s:s, s:s, s:I, s:s, s:s, s:s, s:[s, s], s:o, s:i}",
-                        "host", bf_hostname(), "pid", (int)getpid(), "device_index", w->gpu_id,
-                        "uuid", dev.uuid, "name", w->device, "memory_bytes",
-                        (json_int_t)dev.memory_bytes, "compute_capability", cc, "backend",
-                        gpu ? "cuda" : "cpu", "version", BF_VERSION, "tasks", "exec", "boresight",
-                        "allow_exec", allow, "threads", (int)cfg->threads);
+    w->caps =
+        json_pack("{s:s, s:i, s:i, s:s, s:s, s:I, s:s, s:s, s:s, s:[s, s], s:o, s:i}", "host",
+                  bf_hostname(), "pid", (int)getpid(), "device_index", w->gpu_id, "uuid", dev.uuid,
+                  "name", w->device, "memory_bytes", (json_int_t)dev.memory_bytes,
+                  "compute_capability", cc, "backend", gpu ? "cuda" : "cpu", "version", BF_VERSION,
+                  "tasks", "exec", "boresight", "allow_exec", allow, "threads", (int)cfg->threads);
 }
 
 int worker_main(const worker_config_t *cfg)

@@ -11,16 +11,16 @@
 #include "../common/bf.h"
 
 typedef struct {
-    const char *broker;        /* endpoint */
-    unsigned heartbeat_ms;     /* [1000] */
-    unsigned liveness;         /* [3] */
-    unsigned prefetch;         /* tasks held at once [1] */
-    const char **allow_exec;   /* programs exec tasks may run */
+    const char *broker;      /* endpoint */
+    unsigned heartbeat_ms;   /* [1000] */
+    unsigned liveness;       /* [3] */
+    unsigned prefetch;       /* tasks held at once [1] */
+    const char **allow_exec; /* programs exec tasks may run */
     size_t allow_exec_count;
-    int device_index;          /* GPU index as the host numbers it, -1 for the CPU */
-    bool cpu;                  /* use the CPU engine */
-    unsigned threads;          /* CPU engine threads, 0 = all cores */
-    const char *name;          /* name prefix [host] */
+    int device_index; /* GPU index as the host numbers it, -1 for the CPU */
+    bool cpu;         /* use the CPU engine */
+    unsigned threads; /* CPU engine threads, 0 = all cores */
+    const char *name; /* name prefix [host] */
 } worker_config_t;
 
 /* Runs one worker until it is told to stop (SIGTERM/SIGINT: drain) and

@@ -237,8 +237,9 @@ bf_err_t worker_exec(worker_task_ctx_t *ctx, json_t **result, char *err)
     json_t *doc = json_loads(line, 0, NULL);
     if (!json_is_object(doc) || !json_is_string(json_object_get(doc, "status"))) {
         json_decref(doc);
-        rc = bf_fail(err, BF_EINVAL, "the last line of stdout is not a JSON object with a status: "
-                                     "%.200s",
+        rc = bf_fail(err, BF_EINVAL,
+                     "the last line of stdout is not a JSON object with a status: "
+                     "%.200s",
                      line);
         goto done;
     }

@@ -94,8 +94,9 @@ int worker_supervise(const worker_config_t *base, const char *gpus, unsigned cpu
             char *end;
             long d = strtol(tok, &end, 10);
             if (*end || d < 0 || d > 1023 || n == MAX_CHILDREN) {
-                fprintf(stderr, "beamfleet worker: --gpus: expected all, none or a list like "
-                                "0,2; got '%s'\n",
+                fprintf(stderr,
+                        "beamfleet worker: --gpus: expected all, none or a list like "
+                        "0,2; got '%s'\n",
                         gpus);
                 free(copy);
                 return 2;

@@ -14,7 +14,7 @@ typedef struct {
     const bf_job_t *job;
     int64_t deadline_ms; /* bf_mono_ms() limit */
     volatile int *cancel;
-    int gpu_id;          /* -1 for the CPU */
+    int gpu_id; /* -1 for the CPU */
     bool cpu;
     unsigned threads;
     const char **allow_exec;
