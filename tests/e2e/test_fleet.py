@@ -259,6 +259,79 @@ def test_run(fleet: Fleet):
     check_reports(out, names)
 
 
+def shared_dir():
+    d = os.environ.get("BF_SHARED_DIR") or os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared")
+    return os.path.abspath(d)
+
+
+def test_solve(fleet: Fleet):
+    """`beamfleet solve` on a real Sionna scene (etoile, linked into a scene
+    directory with our scene.yaml): every result field, and the maps."""
+    src = os.path.join(shared_dir(), "scenes", "etoile")
+    scene = os.path.join(fleet.tmp, "etoile")
+    os.makedirs(scene)
+    os.symlink(os.path.join(src, "etoile.xml"), os.path.join(scene, "etoile.xml"))
+    os.symlink(os.path.join(src, "meshes"), os.path.join(scene, "meshes"))
+    with open(os.path.join(scene, "scene.yaml"), "w") as f:
+        f.write("frequency_hz: 3.5e9\n"
+                "transmitter: {position: [20, 10, 60], power_dbm: 30,\n"
+                "  antenna: {pattern: tr38901, polarization: V},\n"
+                "  orientation: {azimuth_deg: 180, tilt_deg: 5}}\n"
+                "zone: {rect: [-150, -100, 150, 100]}\n"
+                "measurement: {center: [0, 0], size: [400, 300], cell_size: [10, 10]}\n")
+    job = os.path.join(fleet.tmp, "job.yaml")
+    scenes = os.path.join(fleet.tmp, "scenes")
+    os.makedirs(os.path.join(scenes, "x"))
+    with open(job, "w") as f:
+        f.write(f"scenes: {scenes}\ntask: boresight\nsolver: {{samples_per_tx: 200000}}\n"
+                "validation: {p10_max_dbm: 0}\n")
+    out = os.path.join(fleet.tmp, "r.json")
+    maps = os.path.join(fleet.tmp, "maps")
+    r = fleet.cli("solve", scene, "-j", job, "--out", out, "--maps", maps, timeout=300)
+    res = json.load(open(out))
+    for key in ("zone_power_initial", "zone_power_optimized", "stats", "boresight_initial",
+                "boresight_optimized", "timings", "solver", "evaluations", "status", "reason"):
+        assert key in res, f"solve result lacks {key}: {sorted(res)}"
+    assert res["status"] in ("success", "failed"), res["status"]
+    assert len(res["zone_power_initial"]) == res["stats"]["zone_cells"] > 100
+    assert res["stats"]["optimized_mean"] >= res["stats"]["initial_mean"] - 1e-9
+    assert res["solver"]["rays"] == 200000 and res["evaluations"] > 10
+    for name in ("initial.csv", "optimized.csv"):
+        with open(os.path.join(maps, name)) as f:
+            lines = f.read().splitlines()
+        assert lines[0] == "x,y,dbm" and len(lines) == 1 + 40 * 30, (name, lines[:2], len(lines))
+    # bad input: a clear one-line error naming the file
+    with open(os.path.join(scene, "scene.yaml"), "a") as f:
+        f.write("frequncy: 1\n")
+    bad = fleet.cli("solve", scene, check=False)
+    assert bad.returncode == 2 and "scene.yaml:7:1: unknown key 'frequncy'" in bad.stderr, bad.stderr
+
+
+def test_boresight_job(fleet: Fleet):
+    """A boresight job over procedural scenes on the fleet: each result has
+    the notebook's fields and the reports hold every scene once."""
+    scenes = os.path.join(fleet.tmp, "cities")
+    fleet.cli("scenegen", "--out", scenes, "--count", "3", "--seed", "5")
+    out = os.path.join(fleet.tmp, "out")
+    job = os.path.join(fleet.tmp, "job.yaml")
+    with open(job, "w") as f:
+        f.write(f"name: cities\nscenes: {scenes}\noutput: {out}\ntask: boresight\n"
+                "solver: {samples_per_tx: 100000}\n"
+                "validation: {p10_min_dbm: -400, p10_max_dbm: 0, p90_min_dbm: -400, "
+                "min_percentile_range_db: 0}\n")
+    fleet.broker()
+    fleet.collector()
+    fleet.worker()
+    job_id = fleet.submit(job)
+    fleet.wait_done(job_id, 240)
+    names = sorted(os.listdir(scenes))
+    by_scene = check_reports(out, names)
+    for r in by_scene.values():
+        assert r["stats"]["improvement_mean"] >= 0, r["stats"]
+        assert r["boresight_optimized"]["tilt_deg"] <= 30 and r["solver"]["backend"] == "cpu"
+        assert r["gpu_id"] == -1 and r["timings"]["trace"] > 0
+
+
 TESTS = {
     "exec_job": test_exec_job,
     "worker_sigkill": test_worker_sigkill,
@@ -271,6 +344,8 @@ TESTS = {
     "cancel": test_cancel,
     "garbage": test_garbage,
     "run": test_run,
+    "solve": test_solve,
+    "boresight_job": test_boresight_job,
 }
 
 if __name__ == "__main__":
