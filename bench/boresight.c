@@ -11,7 +11,8 @@
     mean a re-tracing search takes the same decisions and ends at the same
     optimum.
 
-    usage: bench_boresight [XML] [--rays N] [--depth D] [--threads T] [--sample K] [--tx X,Y,Z]
+    usage: bench_boresight [XML] [--backend cpu|cuda] [--rays N] [--depth D] [--threads T] [--sample
+   K] [--tx X,Y,Z]
    [--cell M] */
 
 #include "kernels/kern.h"
@@ -25,7 +26,9 @@
 #define BF_SHARED_DIR_DEFAULT "../shared"
 #endif
 
-/* A backend that records every rotation it is asked to evaluate. */
+/* The backend measured (--backend), and a wrapper of it that records every
+   rotation it is asked to evaluate. */
+static const kern_backend_t *g_backend;
 typedef struct {
     kern_rot_t *rots;
     size_t count, cap;
@@ -46,11 +49,12 @@ static bf_err_t rec_evaluate(void *ctx, const kern_zone_data_t *zone, const kern
     }
     memcpy(g_rec->rots + g_rec->count, rots, count * sizeof *rots);
     g_rec->count += count;
-    return kern_backend_cpu()->evaluate(ctx, zone, ant, rots, count, sums, cancel, err);
+    return g_backend->evaluate(ctx, zone, ant, rots, count, sums, cancel, err);
 }
 
 int main(int argc, char **argv)
 {
+    const char *backend = "cpu"; /* --backend cpu|cuda */
     const char *shared = getenv("BF_SHARED_DIR") ? getenv("BF_SHARED_DIR") : BF_SHARED_DIR_DEFAULT;
     char xml[1024];
     snprintf(xml, sizeof xml, "%s/scenes/munich/munich.xml", shared);
@@ -58,7 +62,9 @@ int main(int argc, char **argv)
     unsigned depth = 3, threads = 0, sample = 8;
     float tx[3] = {0, 0, 40}, cell = 10;
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--rays") && i + 1 < argc)
+        if (!strcmp(argv[i], "--backend") && i + 1 < argc)
+            backend = argv[++i];
+        else if (!strcmp(argv[i], "--rays") && i + 1 < argc)
             rays = strtoull(argv[++i], NULL, 10);
         else if (!strcmp(argv[i], "--depth") && i + 1 < argc)
             depth = (unsigned)atoi(argv[++i]);
@@ -73,7 +79,8 @@ int main(int argc, char **argv)
         else if (argv[i][0] != '-')
             snprintf(xml, sizeof xml, "%s", argv[i]);
         else {
-            fprintf(stderr, "usage: bench_boresight [XML] [--rays N] [--depth D] [--threads T] "
+            fprintf(stderr, "usage: bench_boresight [XML] [--backend cpu|cuda] [--rays N] [--depth "
+                            "D] [--threads T] "
                             "[--sample K] [--tx X,Y,Z] [--cell M]\n");
             return 2;
         }
@@ -94,7 +101,12 @@ int main(int argc, char **argv)
     }
     kern_tracer_t *tracer = NULL;
     void *ctx = NULL;
-    const kern_backend_t *cpu = kern_backend_cpu();
+    const kern_backend_t *cpu = strcmp(backend, "cuda") ? kern_backend_cpu() : kern_backend_cuda();
+    if (!cpu) {
+        fprintf(stderr, "bench_boresight: no CUDA backend (not compiled in, or no device)\n");
+        return 77;
+    }
+    g_backend = cpu;
     if (kern_tracer_new(scene, threads, &tracer, err) != BF_OK ||
         cpu->ctx_new(kern_tracer_geom(tracer), threads, &ctx, err) != BF_OK) {
         fprintf(stderr, "bench_boresight: %s\n", err);

@@ -4,7 +4,8 @@
     3 over a 10 m grid covering the scene at 1.5 m, and prints rays/s and
     plane crossings/s with all cores (or --threads).
 
-    usage: bench_radiomap [XML] [--rays N] [--depth D] [--threads T] [--repeat R] */
+    usage: bench_radiomap [XML] [--backend cpu|cuda] [--rays N] [--depth D] [--threads T] [--repeat
+   R] */
 
 #include "kernels/kern.h"
 
@@ -19,13 +20,16 @@
 
 int main(int argc, char **argv)
 {
+    const char *backend = "cpu"; /* --backend cpu|cuda */
     const char *shared = getenv("BF_SHARED_DIR") ? getenv("BF_SHARED_DIR") : BF_SHARED_DIR_DEFAULT;
     char xml[1024];
     snprintf(xml, sizeof xml, "%s/scenes/munich/munich.xml", shared);
     uint64_t rays = 1000000;
     unsigned depth = 3, threads = 0, repeat = 3;
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--rays") && i + 1 < argc)
+        if (!strcmp(argv[i], "--backend") && i + 1 < argc)
+            backend = argv[++i];
+        else if (!strcmp(argv[i], "--rays") && i + 1 < argc)
             rays = strtoull(argv[++i], NULL, 10);
         else if (!strcmp(argv[i], "--depth") && i + 1 < argc)
             depth = (unsigned)atoi(argv[++i]);
@@ -36,9 +40,8 @@ int main(int argc, char **argv)
         else if (argv[i][0] != '-')
             snprintf(xml, sizeof xml, "%s", argv[i]);
         else {
-            fprintf(
-                stderr,
-                "usage: bench_radiomap [XML] [--rays N] [--depth D] [--threads T] [--repeat R]\n");
+            fprintf(stderr, "usage: bench_radiomap [XML] [--backend cpu|cuda] [--rays N] [--depth "
+                            "D] [--threads T] [--repeat R]\n");
             return 2;
         }
     }
@@ -60,7 +63,11 @@ int main(int argc, char **argv)
     double t_load = bf_mono_s() - t0;
     kern_tracer_t *tracer = NULL;
     void *ctx = NULL;
-    const kern_backend_t *be = kern_backend_cpu();
+    const kern_backend_t *be = strcmp(backend, "cuda") ? kern_backend_cpu() : kern_backend_cuda();
+    if (!be) {
+        fprintf(stderr, "%s: no CUDA backend (not compiled in, or no device)\n", argv[0]);
+        return 77;
+    }
     t0 = bf_mono_s();
     if (kern_tracer_new(scene, threads, &tracer, err) != BF_OK ||
         be->ctx_new(kern_tracer_geom(tracer), threads, &ctx, err) != BF_OK) {

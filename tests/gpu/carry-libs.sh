@@ -6,7 +6,7 @@
 set -eu
 BUILD=${1:-build}
 mkdir -p "$BUILD/carry-libs"
-for bin in "$BUILD/beamfleet" "$BUILD/kernels/kern_cuda_test" "$BUILD"/bench_*; do
+for bin in "$BUILD/beamfleet" "$BUILD/kernels/kern_cuda_test" "$BUILD"/bench/bench_*; do
     [ -x "$bin" ] || continue
     ldd "$bin" | awk '/=> \// {print $3}' | while read -r lib; do
         case "$(basename "$lib")" in

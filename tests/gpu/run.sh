@@ -22,11 +22,11 @@ echo "== parity: CUDA backend vs CPU backend"
 "$BUILD/kernels/kern_cuda_test" || status=1
 echo "== benchmark: radio map on munich (GPU vs CPU)"
 for rays in 1000000 10000000 100000000; do
-    "$BUILD/bench_radiomap" --rays "$rays" --backend cuda || status=1
+    "$BUILD/bench/bench_radiomap" --rays "$rays" --backend cuda || status=1
 done
-"$BUILD/bench_radiomap" --rays 1000000 --backend cpu || status=1
+"$BUILD/bench/bench_radiomap" --rays 1000000 --backend cpu || status=1
 echo "== benchmark: orientation search on the GPU"
-"$BUILD/bench_boresight" --backend cuda || status=1
+"$BUILD/bench/bench_boresight" --backend cuda || status=1
 echo "== end to end: the 16-scene demo job, one GPU worker vs CPU workers"
 "$BUILD/beamfleet" scenegen --out /tmp/bf-gpu-scenes --count 16 --seed 1 >/dev/null
 sed "s|\.\./build/demo-scenes|/tmp/bf-gpu-scenes|; s|\.\./build/demo-results|/tmp/bf-gpu-results|" \
