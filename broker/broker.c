@@ -1,12 +1,13 @@
 /*  broker/broker.c - the broker: a single-threaded reactor on one ROUTER
     socket. Each routing id is a peer with a small state machine (unknown ->
-    worker or collector -> gone); each task has one (queued -> running ->
-    final). Work arriving in one iteration of the loop is applied to memory
-    and to the store inside one SQLite transaction, and the replies it causes
-    (SUBMITTED, ACK, TASK, ...) are queued and sent only after COMMIT: group
-    commit, so nothing is promised before it is durable. A timer pass
-    sends heartbeats, expires silent peers (their tasks are requeued) and
-    task leases. See docs/architecture.md for the state machines. */
+    worker or collector -> dead, reaped at the end of the loop iteration);
+    each task has one (queued -> running -> final, in broker_store.c). Work
+    arriving in one iteration of the loop is applied to memory and to the
+    store inside one SQLite transaction, and the replies it causes
+    (SUBMITTED, ACK, TASK, DELIVER, ...) are queued and sent only after
+    COMMIT: group commit, so nothing is promised before it is durable. A
+    timer pass sends heartbeats, expires silent peers (their tasks count a
+    "worker lost" attempt) and task leases. See docs/architecture.md. */
 
 #include "broker.h"
 #include "broker_store.h"
@@ -20,11 +21,13 @@
 #include <string.h>
 #include <zmq.h>
 
-#define MAX_ID        256  /* routing id bytes */
-#define BATCH         256  /* messages applied per transaction */
-#define MAX_EVENTS    1000 /* status events per reply */
-#define COLLECT_MAX   4096 /* deliveries in flight to the collector */
-#define BACKSTOP_MS   5000 /* added to a task's timeout before the broker gives up on it */
+#define MAX_ID      256  /* routing id bytes (libzmq allows 255) */
+#define BATCH       256  /* messages applied per transaction */
+#define MAX_EVENTS  1000 /* status events per reply */
+#define COLLECT_MAX 4096 /* deliveries in flight to the collector */
+#define CREDIT_MAX  1024 /* tasks one worker may hold */
+#define BACKSTOP_MS 5000 /* added to timeout + I*L before the broker gives up on a task */
+#define SNDHWM      100000
 
 typedef enum { PEER_WORKER, PEER_COLLECTOR } peer_kind_t;
 
@@ -34,18 +37,20 @@ struct peer {
     size_t id_len;
     peer_kind_t kind;
     char *name;
-    json_t *caps;
+    json_t *caps;        /* the capability fields status shows, copied and bounded */
     char *host, *device; /* for status and failure reasons */
     int64_t gpu_id;
-    uint64_t credit;     /* tasks (or deliveries) it may still take */
+    uint64_t credit; /* tasks (or deliveries) it may still take */
     int64_t last_recv, last_send;
-    uint32_t *held;      /* task indices leased to this worker */
+    uint32_t *held; /* task indices leased to this worker */
     size_t nheld, capheld;
     uint64_t done;
-    double busy_s;       /* sum of task times, for the mean */
+    double busy_s; /* sum of task times, for the mean */
     char stage[32];
     double fraction;
-    bool dead;           /* reaped at the end of the iteration */
+    uint32_t current; /* the task its last PROGRESS was about */
+    bool has_current;
+    bool dead; /* reaped at the end of the iteration, never inside a handler */
     /* collector only: seqs sent and not yet acked */
     uint64_t *inflight;
     size_t ninflight;
@@ -55,6 +60,7 @@ struct peer {
 typedef struct {
     uint8_t id[MAX_ID];
     size_t id_len;
+    peer_t *peer; /* NULL for a client */
     proto_msg_t msg;
 } outmsg_t;
 
@@ -66,8 +72,9 @@ struct broker {
     volatile sig_atomic_t stop;
     peer_t **peers;
     size_t npeers, cappeers;
-    size_t rr; /* round-robin cursor over workers */
-    /* tasks and jobs live in the store's memory mirror (broker_store.h) */
+    peer_t **ptab; /* routing id -> peer, open addressing, rebuilt on reap */
+    size_t pcap;
+    size_t rr; /* round-robin cursor over peers */
     outmsg_t *out;
     size_t nout, capout;
     int64_t started_ms;
@@ -77,7 +84,8 @@ struct broker {
 
 /* ---- outgoing messages, sent after commit ------------------------------- */
 
-static proto_msg_t *queue_to(broker_t *b, const uint8_t *id, size_t id_len, proto_type_t type)
+static proto_msg_t *queue_to(broker_t *b, const uint8_t *id, size_t id_len, peer_t *peer,
+                             proto_type_t type)
 {
     if (b->nout == b->capout) {
         size_t cap = b->capout ? 2 * b->capout : 256;
@@ -90,21 +98,28 @@ static proto_msg_t *queue_to(broker_t *b, const uint8_t *id, size_t id_len, prot
     outmsg_t *o = &b->out[b->nout++];
     memcpy(o->id, id, id_len);
     o->id_len = id_len;
+    o->peer = peer;
     proto_msg_init(&o->msg, type);
     return &o->msg;
 }
 
+static proto_msg_t *queue_peer(broker_t *b, peer_t *p, proto_type_t type)
+{
+    return queue_to(b, p->id, p->id_len, p, type);
+}
+
 static void flush_out(broker_t *b)
 {
+    int64_t now = bf_mono_ms();
     for (size_t i = 0; i < b->nout; i++) {
         outmsg_t *o = &b->out[i];
         if (proto_send(b->router, o->id, o->id_len, &o->msg, ZMQ_DONTWAIT) != BF_OK)
-            bf_debug("send %s failed: %s", proto_type_name(o->msg.type),
-                     zmq_strerror(zmq_errno()));
-        else
-            for (size_t k = 0; k < b->npeers; k++)
-                if (b->peers[k]->id_len == o->id_len && !memcmp(b->peers[k]->id, o->id, o->id_len))
-                    b->peers[k]->last_send = bf_mono_ms();
+            /* A gone peer (EHOSTUNREACH): a worker's tasks come back when it
+               is declared dead, a collector's deliveries when it registers
+               again, a client simply asks again. */
+            bf_debug("send %s failed: %s", proto_type_name(o->msg.type), zmq_strerror(zmq_errno()));
+        else if (o->peer)
+            o->peer->last_send = now;
         proto_msg_clear(&o->msg);
     }
     b->nout = 0;
@@ -113,7 +128,7 @@ static void flush_out(broker_t *b)
 static void reply_error(broker_t *b, const uint8_t *id, size_t id_len, bf_err_t code,
                         const char *reason)
 {
-    proto_msg_t *m = queue_to(b, id, id_len, PROTO_ERROR);
+    proto_msg_t *m = queue_to(b, id, id_len, NULL, PROTO_ERROR);
     if (!m)
         return;
     m->code = (uint64_t)code;
@@ -123,13 +138,60 @@ static void reply_error(broker_t *b, const uint8_t *id, size_t id_len, bf_err_t 
 
 /* ---- peers -------------------------------------------------------------- */
 
+static uint64_t id_hash(const uint8_t *id, size_t n)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ id[i]) * 1099511628211ull;
+    return h;
+}
+
+static void ptab_insert(peer_t **tab, size_t cap, peer_t *p)
+{
+    size_t k = id_hash(p->id, p->id_len) & (cap - 1);
+    while (tab[k])
+        k = (k + 1) & (cap - 1);
+    tab[k] = p;
+}
+
+/* Rebuilds the routing-id table with room for at least `room` peers. */
+static bool ptab_rebuild(broker_t *b, size_t room)
+{
+    size_t cap = 64;
+    while (cap < 2 * room)
+        cap *= 2;
+    peer_t **tab = calloc(cap, sizeof *tab);
+    if (!tab)
+        return false;
+    for (size_t i = 0; i < b->npeers; i++)
+        if (!b->peers[i]->dead)
+            ptab_insert(tab, cap, b->peers[i]);
+    free(b->ptab);
+    b->ptab = tab;
+    b->pcap = cap;
+    return true;
+}
+
 static peer_t *peer_find(broker_t *b, const uint8_t *id, size_t id_len)
 {
-    for (size_t i = 0; i < b->npeers; i++)
-        if (!b->peers[i]->dead && b->peers[i]->id_len == id_len &&
-            !memcmp(b->peers[i]->id, id, id_len))
-            return b->peers[i];
+    if (!b->pcap)
+        return NULL;
+    size_t k = id_hash(id, id_len) & (b->pcap - 1);
+    for (peer_t *p; (p = b->ptab[k]); k = (k + 1) & (b->pcap - 1))
+        if (!p->dead && p->id_len == id_len && !memcmp(p->id, id, id_len))
+            return p;
     return NULL;
+}
+
+static void peer_free(peer_t *p)
+{
+    free(p->name);
+    free(p->host);
+    free(p->device);
+    json_decref(p->caps);
+    free(p->held);
+    free(p->inflight);
+    free(p);
 }
 
 static peer_t *peer_add(broker_t *b, const uint8_t *id, size_t id_len, peer_kind_t kind)
@@ -150,19 +212,18 @@ static peer_t *peer_add(broker_t *b, const uint8_t *id, size_t id_len, peer_kind
     p->kind = kind;
     p->gpu_id = -1;
     p->last_recv = p->last_send = bf_mono_ms();
+    if (2 * (b->npeers + 1) > b->pcap) {
+        b->peers[b->npeers++] = p; /* the rebuild inserts it */
+        if (!ptab_rebuild(b, b->npeers)) {
+            b->npeers--;
+            peer_free(p);
+            return NULL;
+        }
+        return p;
+    }
     b->peers[b->npeers++] = p;
+    ptab_insert(b->ptab, b->pcap, p);
     return p;
-}
-
-static void peer_free(peer_t *p)
-{
-    free(p->name);
-    free(p->host);
-    free(p->device);
-    json_decref(p->caps);
-    free(p->held);
-    free(p->inflight);
-    free(p);
 }
 
 static bool peer_hold(peer_t *p, uint32_t task)
@@ -179,6 +240,14 @@ static bool peer_hold(peer_t *p, uint32_t task)
     return true;
 }
 
+static bool peer_holds(const peer_t *p, uint32_t task)
+{
+    for (size_t i = 0; p && i < p->nheld; i++)
+        if (p->held[i] == task)
+            return true;
+    return false;
+}
+
 static bool peer_release(peer_t *p, uint32_t task)
 {
     for (size_t i = 0; i < p->nheld; i++)
@@ -189,14 +258,15 @@ static bool peer_release(peer_t *p, uint32_t task)
     return false;
 }
 
-static peer_t *holder_of(broker_t *b, uint32_t task)
+/* The live worker holding task, trying the likely one first. */
+static peer_t *holder_of(broker_t *b, uint32_t task, peer_t *likely)
 {
+    if (likely && !likely->dead && peer_holds(likely, task))
+        return likely;
     for (size_t i = 0; i < b->npeers; i++) {
         peer_t *p = b->peers[i];
-        if (p->kind == PEER_WORKER && !p->dead)
-            for (size_t k = 0; k < p->nheld; k++)
-                if (p->held[k] == task)
-                    return p;
+        if (p->kind == PEER_WORKER && !p->dead && peer_holds(p, task))
+            return p;
     }
     return NULL;
 }
@@ -209,7 +279,7 @@ static peer_t *collector(broker_t *b)
     return NULL;
 }
 
-/* ---- the store, in a transaction per iteration ------------------------- */
+/* ---- the store, in one transaction per iteration ------------------------ */
 
 static bf_err_t tx(broker_t *b)
 {
@@ -221,11 +291,9 @@ static bf_err_t tx(broker_t *b)
     return rc;
 }
 
-/* ---- task outcomes ------------------------------------------------------ */
-
-/* The task failed on this attempt (error result, lost worker, timeout):
-   requeue it, or make it final with status error when attempts are used up.
-   result may be NULL (nothing came back). */
+/* The task failed on this attempt (error result, lost worker, lease over):
+   requeue it, or make it final with status error when attempts are used
+   up. result may be NULL (nothing came back). */
 static bf_err_t task_failed(broker_t *b, uint32_t t, const char *host, const char *device,
                             const char *worker, const char *reason, json_t *result)
 {
@@ -235,51 +303,99 @@ static bf_err_t task_failed(broker_t *b, uint32_t t, const char *host, const cha
     return broker_store_task_failed(b->store, t, host, device, worker, reason, result);
 }
 
-/* ---- message handlers ----------------------------------------------------- */
+static void send_abort(broker_t *b, peer_t *w, uint32_t t, const char *reason)
+{
+    proto_msg_t *ab = queue_peer(b, w, PROTO_ABORT);
+    if (ab && (proto_msg_set(&ab->task_id, broker_store_task_id(b->store, t)) != BF_OK ||
+               proto_msg_set(&ab->reason, reason) != BF_OK))
+        bf_warn("abort: out of memory");
+}
+
+/* ---- message handlers: one small function per action --------------------- */
+
+/* A bounded copy of a capability string (untrusted). */
+static char *cap_str(const json_t *caps, const char *key, const char *dflt)
+{
+    const char *v = json_string_value(json_object_get(caps, key));
+    char buf[256];
+    bf_strlcpy(buf, v && *v ? v : dflt, sizeof buf);
+    return bf_strdup(buf);
+}
+
+/* The capability fields status reports, and nothing more: a worker cannot
+   make the broker keep megabytes per connection. */
+static json_t *caps_copy(const json_t *caps)
+{
+    static const char *const strs[] = {"host",   "name", "uuid", "backend", "compute_capability",
+                                       "version"};
+    json_t *c = json_object();
+    for (size_t i = 0; c && i < BF_ARRAY_LEN(strs); i++) {
+        char *v = cap_str(caps, strs[i], "");
+        json_object_set_new(c, strs[i], json_string(v ? v : ""));
+        free(v);
+    }
+    const json_t *mem = json_object_get(caps, "memory_bytes");
+    if (c)
+        json_object_set_new(c, "memory_bytes",
+                            json_integer(json_is_integer(mem) ? json_integer_value(mem) : 0));
+    return c;
+}
 
 static void on_ready(broker_t *b, const uint8_t *id, size_t id_len, peer_t *p, proto_msg_t *m)
 {
     if (p && p->kind != PEER_WORKER) {
-        reply_error(b, id, id_len, BF_ESTATE, "this connection is a collector");
+        reply_error(b, id, id_len, BF_ESTATE, "this connection is the collector");
         return;
     }
     if (!p && !(p = peer_add(b, id, id_len, PEER_WORKER)))
         return;
+    char name[256];
+    bf_strlcpy(name, m->worker && *m->worker ? m->worker : "worker", sizeof name);
     free(p->name);
-    p->name = bf_strdup(m->worker && *m->worker ? m->worker : "worker");
+    p->name = bf_strdup(name);
     json_decref(p->caps);
-    p->caps = m->obj ? json_incref(m->obj) : json_object();
-    const char *host = json_string_value(json_object_get(p->caps, "host"));
-    const char *dev = json_string_value(json_object_get(p->caps, "name"));
+    p->caps = caps_copy(m->obj);
     free(p->host);
     free(p->device);
-    p->host = bf_strdup(host ? host : "?");
-    p->device = bf_strdup(dev ? dev : "?");
-    json_t *gi = json_object_get(p->caps, "device_index");
+    p->host = cap_str(m->obj, "host", "?");
+    p->device = cap_str(m->obj, "name", "?");
+    json_t *gi = json_object_get(m->obj, "device_index");
     p->gpu_id = json_is_integer(gi) ? json_integer_value(gi) : -1;
-    uint64_t credit = m->credit > 1024 ? 1024 : m->credit;
+    if (!p->name || !p->caps || !p->host || !p->device) {
+        p->dead = true;
+        return;
+    }
     /* Re-adopt the tasks it says it still runs (after a broker restart or a
-       reconnect); they keep their attempt. */
+       reconnect); they keep their attempt and get a fresh lease. */
     size_t i;
     json_t *tid;
-    json_array_foreach(json_object_get(p->caps, "running"), i, tid)
+    int64_t now = bf_mono_ms();
+    json_array_foreach(json_object_get(m->obj, "running"), i, tid)
     {
-        const char *s = json_string_value(tid);
         uint32_t t;
-        if (s && broker_store_find_task(b->store, s, &t) && broker_store_task_running(b->store, t)) {
-            peer_t *old = holder_of(b, t);
-            if (old && old != p)
-                peer_release(old, t);
-            if (old != p && peer_hold(p, t)) {
-                broker_store_task_adopted(b->store, t, p->name);
-                if (credit > 0)
-                    credit--;
-            }
+        if (i >= CREDIT_MAX || !broker_store_find_task(b->store, json_string_value(tid), &t) ||
+            !broker_store_task_running(b->store, t) || peer_holds(p, t))
+            continue;
+        peer_t *old = holder_of(b, t, NULL);
+        if (old && strcmp(old->name, p->name) != 0) {
+            /* requeued and dispatched elsewhere meanwhile: that one keeps it */
+            send_abort(b, p, t, "the task was given to another worker");
+            continue;
         }
+        if (old) /* its previous connection */
+            peer_release(old, t);
+        if (tx(b) != BF_OK || !peer_hold(p, t) ||
+            broker_store_task_adopted(b->store, t, p->name, now) != BF_OK) {
+            bf_warn("worker %s: could not take back task %s", p->name, json_string_value(tid));
+            continue;
+        }
+        bf_info("worker %s keeps task %s (%s)", p->name, json_string_value(tid),
+                broker_store_task_scene(b->store, t));
     }
-    p->credit = credit;
-    bf_info("worker %s ready (%s, %s, credit %llu)", p->name, p->host, p->device,
-            (unsigned long long)p->credit);
+    uint64_t credit = m->credit > CREDIT_MAX ? CREDIT_MAX : m->credit;
+    p->credit = credit > p->nheld ? credit - p->nheld : 0;
+    bf_info("worker %s ready (%s, %s, credit %llu, holding %zu)", p->name, p->host, p->device,
+            (unsigned long long)p->credit, p->nheld);
 }
 
 static void on_collect(broker_t *b, const uint8_t *id, size_t id_len, peer_t *p, proto_msg_t *m)
@@ -290,74 +406,87 @@ static void on_collect(broker_t *b, const uint8_t *id, size_t id_len, peer_t *p,
     }
     /* One collector at a time: a new one replaces the old. */
     peer_t *old = collector(b);
-    if (old && old != p)
+    if (old && old != p) {
+        bf_info("collector %s replaced", old->name);
         old->dead = true;
+    }
     if (!p && !(p = peer_add(b, id, id_len, PEER_COLLECTOR)))
         return;
+    char name[256];
+    bf_strlcpy(name, m->worker && *m->worker ? m->worker : "collector", sizeof name);
     free(p->name);
-    p->name = bf_strdup(m->worker && *m->worker ? m->worker : "collector");
+    p->name = bf_strdup(name);
     p->credit = m->credit == 0 ? 1 : (m->credit > COLLECT_MAX ? COLLECT_MAX : m->credit);
     free(p->inflight);
     p->inflight = calloc(p->credit, sizeof *p->inflight);
     p->ninflight = 0;
-    p->sent_upto = 0; /* everything unacked goes again */
-    if (!p->inflight)
+    p->sent_upto = 0; /* everything unacked goes again, in seq order */
+    if (!p->inflight || !p->name)
         p->dead = true;
-    bf_info("collector %s registered (credit %llu)", p->name, (unsigned long long)p->credit);
+    bf_info("collector %s registered (credit %llu)", name, (unsigned long long)p->credit);
 }
 
 static void on_progress(broker_t *b, peer_t *p, proto_msg_t *m)
 {
-    (void)b;
+    uint32_t t;
+    if (broker_store_find_task(b->store, m->task_id, &t) && peer_holds(p, t)) {
+        p->current = t;
+        p->has_current = true;
+    }
     bf_strlcpy(p->stage, m->stage ? m->stage : "", sizeof p->stage);
-    p->fraction = m->fraction;
+    p->fraction = m->fraction >= 0 && m->fraction <= 1 ? m->fraction : 0;
 }
 
-static bf_err_t on_result(broker_t *b, const uint8_t *id, size_t id_len, peer_t *p,
-                          proto_msg_t *m)
+/* Applies a result to task t (not final): final, or a failed attempt. */
+static bf_err_t apply_result(broker_t *b, uint32_t t, peer_t *who, json_t *res)
+{
+    const char *status = json_string_value(json_object_get(res, "status"));
+    bf_err_t rc = tx(b);
+    if (rc != BF_OK)
+        return rc;
+    if (status && (!strcmp(status, "success") || !strcmp(status, "failed")))
+        return broker_store_task_done(b->store, t, res);
+    const char *reason = json_string_value(json_object_get(res, "reason"));
+    const char *host = json_string_value(json_object_get(res, "host"));
+    const char *dev = json_string_value(json_object_get(res, "device"));
+    const char *wname = json_string_value(json_object_get(res, "worker"));
+    if (!status || strcmp(status, "error") != 0)
+        reason = "result without a valid status";
+    return task_failed(
+        b, t, host ? host : (who ? who->host : "?"), dev ? dev : (who ? who->device : "?"),
+        wname ? wname : (who ? who->name : "?"), reason && *reason ? reason : "error", res);
+}
+
+static bf_err_t on_result(broker_t *b, const uint8_t *id, size_t id_len, peer_t *p, proto_msg_t *m)
 {
     uint32_t t;
     bf_err_t rc = BF_OK;
-    if (m->task_id && broker_store_find_task(b->store, m->task_id, &t)) {
-        peer_t *holder = holder_of(b, t);
+    if (broker_store_find_task(b->store, m->task_id, &t)) {
+        peer_t *holder = holder_of(b, t, p);
         if (holder) {
             peer_release(holder, t);
             holder->credit++;
             holder->stage[0] = '\0';
+            holder->fraction = 0;
         }
         if (!broker_store_task_final(b->store, t)) {
-            json_t *res = m->obj;
-            const char *status = json_string_value(json_object_get(res, "status"));
-            double elapsed = json_number_value(json_object_get(res, "elapsed_time"));
-            peer_t *who = holder ? holder : p;
+            /* First result wins, whatever its attempt or sender; a different
+               worker still running the task (it was requeued while this
+               result was on its way) is told to stop. */
+            if (holder && p && holder != p && strcmp(holder->name, p->name) != 0)
+                send_abort(b, holder, t, "another attempt finished first");
+            peer_t *who = p ? p : holder;
+            double elapsed = json_number_value(json_object_get(m->obj, "elapsed_time"));
             if (who) {
                 who->done++;
-                who->busy_s += elapsed > 0 ? elapsed : 0;
+                who->busy_s += elapsed > 0 && elapsed < 1e9 ? elapsed : 0;
             }
-            if ((rc = tx(b)) != BF_OK)
-                return rc;
-            if (status && !strcmp(status, "error")) {
-                const char *reason = json_string_value(json_object_get(res, "reason"));
-                const char *host = json_string_value(json_object_get(res, "host"));
-                const char *dev = json_string_value(json_object_get(res, "device"));
-                const char *wname = json_string_value(json_object_get(res, "worker"));
-                rc = task_failed(b, t, host ? host : (who ? who->host : "?"),
-                                 dev ? dev : (who ? who->device : "?"),
-                                 wname ? wname : (who ? who->name : "?"), reason ? reason : "error",
-                                 res);
-            } else if (status && (!strcmp(status, "success") || !strcmp(status, "failed"))) {
-                rc = broker_store_task_done(b->store, t, res);
-            } else {
-                rc = task_failed(b, t, who ? who->host : "?", who ? who->device : "?",
-                                 who ? who->name : "?", "result without a valid status", res);
-            }
-            if (rc != BF_OK)
-                return rc;
+            rc = apply_result(b, t, who, m->obj);
         }
     }
     /* Acked once durable (the queue is flushed after commit); an unknown or
        already final task is acked too, so the worker can forget it. */
-    proto_msg_t *ack = queue_to(b, id, id_len, PROTO_ACK);
+    proto_msg_t *ack = queue_to(b, id, id_len, p, PROTO_ACK);
     if (ack && proto_msg_set(&ack->task_id, m->task_id) != BF_OK)
         ack->task_id = NULL;
     return rc;
@@ -381,7 +510,7 @@ static bf_err_t on_submit(broker_t *b, const uint8_t *id, size_t id_len, proto_m
     if (rc == BF_OK)
         rc = broker_store_add_job(b->store, &job, job_id);
     if (rc == BF_OK) {
-        proto_msg_t *r = queue_to(b, id, id_len, PROTO_SUBMITTED);
+        proto_msg_t *r = queue_to(b, id, id_len, NULL, PROTO_SUBMITTED);
         if (r && proto_msg_set(&r->job_id, job_id) == BF_OK)
             r->total = job.scene_count;
         bf_info("job %s '%s': %zu %s tasks", job_id, job.name, job.scene_count,
@@ -399,58 +528,64 @@ static bf_err_t on_cancel(broker_t *b, const uint8_t *id, size_t id_len, proto_m
     uint32_t *running = NULL;
     size_t nrunning = 0;
     uint64_t count = 0;
-    rc = broker_store_cancel_job(b->store, m->job_id ? m->job_id : "", &count, &running,
-                                 &nrunning);
+    const char *job_id = m->job_id ? m->job_id : "";
+    rc = broker_store_cancel_job(b->store, job_id, &count, &running, &nrunning);
     if (rc == BF_ENOENT) {
         char reason[128];
-        snprintf(reason, sizeof reason, "no such job '%.40s'", m->job_id ? m->job_id : "");
+        snprintf(reason, sizeof reason, "no such job '%.40s'", job_id);
         reply_error(b, id, id_len, BF_ENOENT, reason);
         return BF_OK;
     }
-    if (rc != BF_OK)
-        return rc;
-    for (size_t i = 0; i < nrunning; i++) {
-        peer_t *h = holder_of(b, running[i]);
+    for (size_t i = 0; rc == BF_OK && i < nrunning; i++) {
+        peer_t *h = holder_of(b, running[i], NULL);
         if (!h)
             continue;
         peer_release(h, running[i]);
         h->credit++;
-        proto_msg_t *ab = queue_to(b, h->id, h->id_len, PROTO_ABORT);
-        if (ab) {
-            if (proto_msg_set(&ab->task_id, broker_store_task_id(b->store, running[i])) != BF_OK ||
-                proto_msg_set(&ab->reason, "cancelled by user") != BF_OK)
-                bf_warn("abort: out of memory");
-        }
+        send_abort(b, h, running[i], "cancelled by user");
     }
     free(running);
-    proto_msg_t *r = queue_to(b, id, id_len, PROTO_CANCELLED);
-    if (r && proto_msg_set(&r->job_id, m->job_id) == BF_OK)
+    if (rc != BF_OK)
+        return rc;
+    proto_msg_t *r = queue_to(b, id, id_len, NULL, PROTO_CANCELLED);
+    if (r && proto_msg_set(&r->job_id, job_id) == BF_OK)
         r->total = count;
-    bf_info("job %s cancelled: %llu tasks", m->job_id, (unsigned long long)count);
+    bf_info("job %s cancelled: %llu tasks", job_id, (unsigned long long)count);
     return BF_OK;
 }
 
-static json_t *worker_doc(const peer_t *p, broker_t *b)
+static json_t *cap_get(const peer_t *p, const char *key)
 {
-    json_t *w = json_pack("{s:s, s:s, s:s, s:I, s:O, s:O, s:O, s:O, s:s, s:I, s:f, s:I}", "name",
-                          p->name ? p->name : "", "host", p->host ? p->host : "", "device",
-                          p->device ? p->device : "", "device_index", (json_int_t)p->gpu_id,
-                          "backend", json_object_get(p->caps, "backend") ?: json_null(), "uuid",
-                          json_object_get(p->caps, "uuid") ?: json_null(), "memory_bytes",
-                          json_object_get(p->caps, "memory_bytes") ?: json_null(),
-                          "compute_capability",
-                          json_object_get(p->caps, "compute_capability") ?: json_null(), "state",
-                          p->nheld ? "busy" : "idle", "done", (json_int_t)p->done, "mean_s",
-                          p->done ? p->busy_s / (double)p->done : 0.0, "credit",
-                          (json_int_t)p->credit);
+    json_t *v = json_object_get(p->caps, key);
+    return v ? json_incref(v) : json_string("");
+}
+
+static json_t *worker_doc(broker_t *b, const peer_t *p)
+{
+    json_t *w = json_object();
     if (!w)
         return NULL;
     const char *scene = "";
-    if (p->nheld)
+    if (p->has_current && peer_holds(p, p->current))
+        scene = broker_store_task_scene(b->store, p->current);
+    else if (p->nheld)
         scene = broker_store_task_scene(b->store, p->held[0]);
+    json_object_set_new(w, "name", json_string(p->name));
+    json_object_set_new(w, "host", json_string(p->host));
+    json_object_set_new(w, "device", json_string(p->device));
+    json_object_set_new(w, "device_index", json_integer(p->gpu_id));
+    json_object_set_new(w, "backend", cap_get(p, "backend"));
+    json_object_set_new(w, "uuid", cap_get(p, "uuid"));
+    json_object_set_new(w, "memory_bytes", cap_get(p, "memory_bytes"));
+    json_object_set_new(w, "compute_capability", cap_get(p, "compute_capability"));
+    json_object_set_new(w, "state", json_string(p->nheld ? "busy" : "idle"));
     json_object_set_new(w, "task_scene", json_string(scene));
     json_object_set_new(w, "task_stage", json_string(p->nheld ? p->stage : ""));
     json_object_set_new(w, "task_fraction", json_real(p->nheld ? p->fraction : 0.0));
+    json_object_set_new(w, "running", json_integer((json_int_t)p->nheld));
+    json_object_set_new(w, "done", json_integer((json_int_t)p->done));
+    json_object_set_new(w, "mean_s", json_real(p->done ? p->busy_s / (double)p->done : 0.0));
+    json_object_set_new(w, "credit", json_integer((json_int_t)p->credit));
     return w;
 }
 
@@ -458,14 +593,21 @@ static void on_status(broker_t *b, const uint8_t *id, size_t id_len, proto_msg_t
 {
     json_t *doc = json_object();
     json_t *workers = json_array();
+    if (!doc || !workers) {
+        json_decref(doc);
+        json_decref(workers);
+        reply_error(b, id, id_len, BF_ENOMEM, "status: out of memory");
+        return;
+    }
     for (size_t i = 0; i < b->npeers; i++)
         if (b->peers[i]->kind == PEER_WORKER && !b->peers[i]->dead)
-            json_array_append_new(workers, worker_doc(b->peers[i], b));
+            json_array_append_new(workers, worker_doc(b, b->peers[i]));
     peer_t *c = collector(b);
     json_object_set_new(doc, "broker",
-                        json_pack("{s:s, s:f, s:s, s:I}", "version", BF_VERSION, "uptime_s",
+                        json_pack("{s:s, s:f, s:s, s:s, s:I}", "version", BF_VERSION, "uptime_s",
                                   (double)(bf_mono_ms() - b->started_ms) / 1000.0, "state_dir",
-                                  b->state_dir, "bad_messages", (json_int_t)b->bad_messages));
+                                  b->state_dir, "endpoint", b->endpoint, "bad_messages",
+                                  (json_int_t)b->bad_messages));
     json_object_set_new(doc, "workers", workers);
     json_object_set_new(doc, "collector",
                         json_pack("{s:b, s:I, s:I}", "connected", c != NULL, "unacked",
@@ -474,42 +616,45 @@ static void on_status(broker_t *b, const uint8_t *id, size_t id_len, proto_msg_t
     json_object_set_new(doc, "queue", json_integer((json_int_t)broker_store_queued(b->store)));
     json_object_set_new(doc, "jobs", broker_store_jobs_doc(b->store));
     uint64_t next = m->seq;
-    json_object_set_new(doc, "events",
-                        broker_store_events(b->store, m->job_id ? m->job_id : "", m->seq,
-                                            MAX_EVENTS, &next));
+    json_object_set_new(
+        doc, "events",
+        broker_store_events(b->store, m->job_id ? m->job_id : "", m->seq, MAX_EVENTS, &next));
     json_object_set_new(doc, "next_seq", json_integer((json_int_t)next));
-    proto_msg_t *r = queue_to(b, id, id_len, PROTO_STATUS_REPLY);
+    proto_msg_t *r = queue_to(b, id, id_len, NULL, PROTO_STATUS_REPLY);
     if (r)
         r->obj = doc;
     else
         json_decref(doc);
 }
 
-static void on_ack(broker_t *b, peer_t *p, proto_msg_t *m)
+static bf_err_t on_ack(broker_t *b, peer_t *p, proto_msg_t *m)
 {
     for (size_t i = 0; i < p->ninflight; i++)
         if (p->inflight[i] == m->seq) {
             p->inflight[i] = p->inflight[--p->ninflight];
             break;
         }
-    if (tx(b) == BF_OK)
-        broker_store_outbox_ack(b->store, m->seq);
+    bf_err_t rc = tx(b);
+    return rc == BF_OK ? broker_store_outbox_ack(b->store, m->seq) : rc;
 }
 
-static void on_goodbye(broker_t *b, peer_t *p)
+static bf_err_t on_goodbye(broker_t *b, peer_t *p)
 {
-    if (p->kind == PEER_WORKER) {
-        if (tx(b) != BF_OK)
-            return;
-        for (size_t i = 0; i < p->nheld; i++)
-            broker_store_task_returned(b->store, p->held[i]);
-        bf_info("worker %s said goodbye (%zu tasks returned)", p->name, p->nheld);
-        p->nheld = 0;
+    if (p->kind == PEER_WORKER && p->nheld) {
+        bf_err_t rc = tx(b);
+        for (size_t i = 0; rc == BF_OK && i < p->nheld; i++)
+            rc = broker_store_task_returned(b->store, p->held[i]);
+        if (rc != BF_OK)
+            return rc;
     }
+    bf_info("%s %s said goodbye (%zu tasks returned)",
+            p->kind == PEER_WORKER ? "worker" : "collector", p->name, p->nheld);
+    p->nheld = 0;
     p->dead = true;
+    return BF_OK;
 }
 
-/* Applies one message; BF_EDB (only) stops the broker. */
+/* Applies one message; an error return (the store failed) stops the broker. */
 static bf_err_t handle(broker_t *b, const uint8_t *id, size_t id_len, proto_msg_t *m)
 {
     peer_t *p = peer_find(b, id, id_len);
@@ -529,7 +674,7 @@ static bf_err_t handle(broker_t *b, const uint8_t *id, size_t id_len, proto_msg_
         return BF_OK;
     case PROTO_CANCEL:
         return on_cancel(b, id, id_len, m);
-    case PROTO_RESULT:
+    case PROTO_RESULT: /* accepted from anyone: a worker re-sends after reconnecting */
         return on_result(b, id, id_len, p && p->kind == PEER_WORKER ? p : NULL, m);
     default:
         break;
@@ -540,27 +685,26 @@ static bf_err_t handle(broker_t *b, const uint8_t *id, size_t id_len, proto_msg_
     }
     switch (m->type) {
     case PROTO_HEARTBEAT:
-        break;
+        return BF_OK;
     case PROTO_PROGRESS:
         if (p->kind == PEER_WORKER)
             on_progress(b, p, m);
-        break;
+        return BF_OK;
     case PROTO_ACK:
         if (p->kind == PEER_COLLECTOR)
-            on_ack(b, p, m);
-        break;
+            return on_ack(b, p, m);
+        return BF_OK;
     case PROTO_GOODBYE:
-        on_goodbye(b, p);
-        break;
+        return on_goodbye(b, p);
     default:
-        b->bad_messages++;
-        bf_debug("unexpected %s from %s", proto_type_name(m->type), p->name);
-        break;
+        if (++b->bad_messages <= 10 || b->bad_messages % 1000 == 0)
+            bf_warn("unexpected %s from %s (%llu bad messages so far)", proto_type_name(m->type),
+                    p->name, (unsigned long long)b->bad_messages);
+        return BF_OK;
     }
-    return BF_OK;
 }
 
-/* ---- timers: heartbeats, dead peers, leases, dispatch, delivery -------- */
+/* ---- timers: heartbeats, dead peers, leases; dispatch, delivery -------- */
 
 static bf_err_t expire(broker_t *b, int64_t now)
 {
@@ -569,12 +713,13 @@ static bf_err_t expire(broker_t *b, int64_t now)
         peer_t *p = b->peers[i];
         if (p->dead || now - p->last_recv <= dead_after)
             continue;
-        bf_warn("%s %s lost (silent for %lld ms)", p->kind == PEER_WORKER ? "worker" : "collector",
-                p->name, (long long)(now - p->last_recv));
+        bf_warn("%s %s lost (silent for %lld ms, %zu tasks)",
+                p->kind == PEER_WORKER ? "worker" : "collector", p->name,
+                (long long)(now - p->last_recv), p->nheld);
         p->dead = true;
         for (size_t k = 0; k < p->nheld; k++) {
-            bf_err_t rc = task_failed(b, p->held[k], p->host, p->device, p->name, "worker lost",
-                                      NULL);
+            bf_err_t rc =
+                task_failed(b, p->held[k], p->host, p->device, p->name, "worker lost", NULL);
             if (rc != BF_OK)
                 return rc;
         }
@@ -584,15 +729,22 @@ static bf_err_t expire(broker_t *b, int64_t now)
        the broker restarted and whose worker has not come back. */
     uint32_t *late = NULL;
     size_t nlate = 0;
-    bf_err_t rc = broker_store_expired(b->store, now, (int64_t)BACKSTOP_MS + dead_after, &late,
-                                       &nlate);
+    bf_err_t rc =
+        broker_store_expired(b->store, now, (int64_t)BACKSTOP_MS + dead_after, &late, &nlate);
     for (size_t i = 0; rc == BF_OK && i < nlate; i++) {
-        peer_t *h = holder_of(b, late[i]);
-        if (h)
+        bool orphan = broker_store_task_orphan(b->store, late[i]);
+        peer_t *h = holder_of(b, late[i], NULL);
+        if (h) {
             peer_release(h, late[i]);
+            h->credit++;
+            send_abort(b, h, late[i], "task lease expired");
+        }
+        bf_warn("task %s (%s): %s", broker_store_task_id(b->store, late[i]),
+                broker_store_task_scene(b->store, late[i]),
+                orphan ? "its worker did not come back after the broker restarted"
+                       : "lease expired");
         rc = task_failed(b, late[i], h ? h->host : "?", h ? h->device : "?", h ? h->name : "?",
-                         h ? "task lease expired" : "worker lost (not back after a broker restart)",
-                         NULL);
+                         orphan ? "worker lost" : "task lease expired (no result in time)", NULL);
     }
     free(late);
     return rc;
@@ -607,15 +759,25 @@ static void reap(broker_t *b)
         else
             b->peers[j++] = b->peers[i];
     }
+    if (j == b->npeers)
+        return;
     b->npeers = j;
+    if (b->rr >= j)
+        b->rr = 0;
+    if (!ptab_rebuild(b, j ? j : 1)) {
+        /* keep the old table's size: clear it and re-insert the live ones */
+        memset(b->ptab, 0, b->pcap * sizeof *b->ptab);
+        for (size_t i = 0; i < b->npeers; i++)
+            ptab_insert(b->ptab, b->pcap, b->peers[i]);
+    }
 }
 
+/* Credit-based and fair: one task at a time to the next worker with credit
+   (round robin), tasks in FIFO order (job submission, then scene order;
+   requeued tasks first). */
 static bf_err_t dispatch(broker_t *b)
 {
-    for (;;) {
-        if (broker_store_queued(b->store) == 0)
-            return BF_OK;
-        /* next worker with credit, round robin */
+    while (broker_store_queued(b->store) > 0 && b->npeers > 0) {
         peer_t *w = NULL;
         for (size_t k = 0; k < b->npeers; k++) {
             peer_t *p = b->peers[(b->rr + k) % b->npeers];
@@ -628,22 +790,25 @@ static bf_err_t dispatch(broker_t *b)
         if (!w)
             return BF_OK;
         bf_err_t rc = tx(b);
-        if (rc != BF_OK)
-            return rc;
         uint32_t t;
-        rc = broker_store_lease(b->store, w->name, bf_mono_ms(), &t);
+        if (rc == BF_OK)
+            rc = broker_store_lease(b->store, w->name, bf_mono_ms(), &t);
         if (rc != BF_OK)
             return rc == BF_ENOENT ? BF_OK : rc;
         if (!peer_hold(w, t))
             return BF_ENOMEM;
         w->credit--;
-        proto_msg_t *m = queue_to(b, w->id, w->id_len, PROTO_TASK);
+        if (w->nheld == 1) { /* it was idle: no stale stage on show */
+            w->stage[0] = '\0';
+            w->fraction = 0;
+        }
+        proto_msg_t *m = queue_peer(b, w, PROTO_TASK);
         if (!m)
             return BF_ENOMEM;
-        rc = broker_store_task_msg(b->store, t, m);
-        if (rc != BF_OK)
+        if ((rc = broker_store_task_msg(b->store, t, m)) != BF_OK)
             return rc;
     }
+    return BF_OK;
 }
 
 static bf_err_t deliver(broker_t *b)
@@ -656,7 +821,7 @@ static bf_err_t deliver(broker_t *b)
     size_t n = 0;
     bf_err_t rc = broker_store_outbox_after(b->store, c->sent_upto, want, &d, &n);
     for (size_t i = 0; rc == BF_OK && i < n; i++) {
-        proto_msg_t *m = queue_to(b, c->id, c->id_len, d[i].job_done ? PROTO_JOB_DONE : PROTO_DELIVER);
+        proto_msg_t *m = queue_peer(b, c, d[i].job_done ? PROTO_JOB_DONE : PROTO_DELIVER);
         if (!m) {
             rc = BF_ENOMEM;
             break;
@@ -680,7 +845,7 @@ static void heartbeats(broker_t *b, int64_t now)
     for (size_t i = 0; i < b->npeers; i++) {
         peer_t *p = b->peers[i];
         if (!p->dead && now - p->last_send >= (int64_t)b->cfg.heartbeat_ms)
-            queue_to(b, p->id, p->id_len, PROTO_HEARTBEAT);
+            queue_peer(b, p, PROTO_HEARTBEAT);
     }
 }
 
@@ -698,14 +863,14 @@ static bool loopback_endpoint(const char *ep)
 
 broker_t *broker_new(const broker_config_t *cfg, char *err)
 {
-    if (!cfg->bind || !cfg->state_dir) {
-        bf_fail(err, BF_EINVAL, "broker: bind endpoint and state directory are required");
+    if (!cfg || !cfg->bind || !cfg->state_dir || !*cfg->bind || !*cfg->state_dir) {
+        bf_fail(err, BF_EINVAL, "broker: a bind endpoint and a state directory are required");
         return NULL;
     }
     if (!loopback_endpoint(cfg->bind) && !cfg->insecure) {
         bf_fail(err, BF_EPERM,
                 "--bind %s: not a loopback address; without CURVE keys this needs --insecure "
-                "(broker.insecure: true)",
+                "(broker.insecure: true in the fleet file)",
                 cfg->bind);
         return NULL;
     }
@@ -721,8 +886,14 @@ broker_t *broker_new(const broker_config_t *cfg, char *err)
         b->cfg.liveness = 3;
     b->bind = bf_strdup(cfg->bind);
     b->state_dir = bf_strdup(cfg->state_dir);
+    b->cfg.bind = b->bind;
+    b->cfg.state_dir = b->state_dir;
     b->started_ms = bf_mono_ms();
-    if (!b->bind || !b->state_dir || bf_mkdir_p(cfg->state_dir, err) != BF_OK)
+    if (!b->bind || !b->state_dir) {
+        bf_fail(err, BF_ENOMEM, "out of memory");
+        goto fail;
+    }
+    if (bf_mkdir_p(cfg->state_dir, err) != BF_OK)
         goto fail;
     if (broker_store_open(cfg->state_dir, bf_mono_ms(),
                           2 * (int64_t)b->cfg.heartbeat_ms * b->cfg.liveness, &b->store,
@@ -734,22 +905,28 @@ broker_t *broker_new(const broker_config_t *cfg, char *err)
         bf_fail(err, BF_EIO, "zmq: %s", zmq_strerror(zmq_errno()));
         goto fail;
     }
-    int one = 1, zero = 0;
+    int one = 1, zero = 0, hwm = SNDHWM;
     int64_t maxmsg = (int64_t)PROTO_MAX_FRAME + 1024;
-    zmq_setsockopt(b->router, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
-    zmq_setsockopt(b->router, ZMQ_ROUTER_HANDOVER, &one, sizeof one);
-    zmq_setsockopt(b->router, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
-    zmq_setsockopt(b->router, ZMQ_LINGER, &zero, sizeof zero);
+    if (zmq_setsockopt(b->router, ZMQ_ROUTER_MANDATORY, &one, sizeof one) != 0 ||
+        zmq_setsockopt(b->router, ZMQ_ROUTER_HANDOVER, &one, sizeof one) != 0 ||
+        zmq_setsockopt(b->router, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg) != 0 ||
+        zmq_setsockopt(b->router, ZMQ_SNDHWM, &hwm, sizeof hwm) != 0 ||
+        zmq_setsockopt(b->router, ZMQ_LINGER, &zero, sizeof zero) != 0) {
+        bf_fail(err, BF_EIO, "zmq_setsockopt: %s", zmq_strerror(zmq_errno()));
+        goto fail;
+    }
     if (zmq_bind(b->router, cfg->bind) != 0) {
         bf_fail(err, BF_EIO, "--bind %s: %s", cfg->bind, zmq_strerror(zmq_errno()));
         goto fail;
     }
-    char ep[256];
+    char ep[512];
     size_t eplen = sizeof ep;
-    if (zmq_getsockopt(b->router, ZMQ_LAST_ENDPOINT, ep, &eplen) == 0)
-        b->endpoint = bf_strdup(ep);
-    else
-        b->endpoint = bf_strdup(cfg->bind);
+    b->endpoint =
+        bf_strdup(zmq_getsockopt(b->router, ZMQ_LAST_ENDPOINT, ep, &eplen) == 0 ? ep : cfg->bind);
+    if (!b->endpoint) {
+        bf_fail(err, BF_ENOMEM, "out of memory");
+        goto fail;
+    }
     return b;
 fail:
     broker_destroy(&b);
@@ -763,7 +940,8 @@ const char *broker_endpoint(const broker_t *self)
 
 void broker_stop(broker_t *self)
 {
-    self->stop = 1;
+    if (self)
+        self->stop = 1;
 }
 
 void broker_destroy(broker_t **self_p)
@@ -774,6 +952,7 @@ void broker_destroy(broker_t **self_p)
     for (size_t i = 0; i < b->npeers; i++)
         peer_free(b->peers[i]);
     free(b->peers);
+    free(b->ptab);
     for (size_t i = 0; i < b->nout; i++)
         proto_msg_clear(&b->out[i].msg);
     free(b->out);
@@ -789,8 +968,55 @@ void broker_destroy(broker_t **self_p)
     *self_p = NULL;
 }
 
+/* A batch that took longer than a heartbeat interval (a huge SUBMIT) left
+   the peers' heartbeats unread in the socket: that deaf time does not
+   count as their silence. */
+static void forgive_deafness(broker_t *b, int64_t from, int64_t to)
+{
+    if (to - from <= (int64_t)b->cfg.heartbeat_ms)
+        return;
+    bf_warn("one loop iteration took %lld ms", (long long)(to - from));
+    for (size_t i = 0; i < b->npeers; i++) {
+        peer_t *p = b->peers[i];
+        p->last_recv = p->last_recv + (to - from) < to ? p->last_recv + (to - from) : to;
+    }
+}
+
+/* Reads up to BATCH messages and applies them; BF_OK or a store failure. */
+static bf_err_t read_batch(broker_t *b)
+{
+    bf_err_t rc = BF_OK;
+    for (int n = 0; n < BATCH && rc == BF_OK; n++) {
+        uint8_t id[MAX_ID];
+        size_t id_len = sizeof id;
+        proto_msg_t m;
+        char why[BF_ERRLEN] = "";
+        bf_err_t r = proto_recv(b->router, id, &id_len, &m, ZMQ_DONTWAIT, why);
+        if (r == BF_EIO)
+            break; /* nothing more (EAGAIN) */
+        if (r != BF_OK) {
+            /* The first few, then one in a thousand: a flood of garbage
+               must not become a flood of log lines. */
+            if (++b->bad_messages <= 10 || b->bad_messages % 1000 == 0)
+                bf_warn("dropping a malformed message (%llu so far): %s",
+                        (unsigned long long)b->bad_messages, why);
+            continue;
+        }
+        if (id_len == 0 || id_len > MAX_ID) {
+            proto_msg_clear(&m);
+            continue;
+        }
+        rc = handle(b, id, id_len, &m);
+        proto_msg_clear(&m);
+    }
+    return rc;
+}
+
 bf_err_t broker_run(broker_t *b)
 {
+    /* Housekeeping (heartbeats, expiry, leases) runs every I/4: the poll
+       timeout is the time left to that timer. */
+    int64_t tick = b->cfg.heartbeat_ms / 4 > 0 ? b->cfg.heartbeat_ms / 4 : 1;
     int64_t next_timer = bf_mono_ms();
     while (!b->stop) {
         int64_t now = bf_mono_ms();
@@ -803,33 +1029,18 @@ bf_err_t broker_run(broker_t *b)
             return BF_EIO;
         }
         bf_err_t rc = BF_OK;
-        for (int n = 0; n < BATCH && rc == BF_OK; n++) {
-            uint8_t id[MAX_ID];
-            size_t id_len = sizeof id;
-            proto_msg_t m;
-            char why[BF_ERRLEN] = "";
-            bf_err_t r = proto_recv(b->router, id, &id_len, &m, ZMQ_DONTWAIT, why);
-            if (r == BF_EIO)
-                break; /* nothing more (EAGAIN) */
-            if (r != BF_OK) {
-                /* Log the first few, then one in a thousand: a flood of
-                   garbage must not become a flood of log lines. */
-                if (++b->bad_messages <= 10 || b->bad_messages % 1000 == 0)
-                    bf_warn("dropping a malformed message (%llu so far): %s",
-                            (unsigned long long)b->bad_messages, why);
-                if (r == BF_EPROTO && id_len > 0 && id_len <= MAX_ID && strstr(why, "version"))
-                    reply_error(b, id, id_len, BF_EPROTO, why);
-                continue;
-            }
-            rc = handle(b, id, id_len, &m);
-            proto_msg_clear(&m);
+        if (item.revents & ZMQ_POLLIN) {
+            int64_t t0 = bf_mono_ms();
+            rc = read_batch(b);
+            forgive_deafness(b, t0, bf_mono_ms());
         }
         now = bf_mono_ms();
         if (rc == BF_OK && now >= next_timer) {
             rc = expire(b, now);
             heartbeats(b, now);
-            next_timer = now + (b->cfg.heartbeat_ms / 4 > 0 ? b->cfg.heartbeat_ms / 4 : 1);
+            next_timer = now + tick;
         }
+        int64_t t1 = bf_mono_ms();
         if (rc == BF_OK)
             rc = dispatch(b);
         if (rc == BF_OK)
@@ -844,6 +1055,7 @@ bf_err_t broker_run(broker_t *b)
             return BF_EDB;
         }
         flush_out(b);
+        forgive_deafness(b, t1, bf_mono_ms()); /* a huge COMMIT */
         reap(b);
     }
     return BF_OK;

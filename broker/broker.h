@@ -1,5 +1,5 @@
 /*  broker/broker.h - the broker daemon: one ROUTER endpoint that every
-    worker, collector and client connects to (docs/protocol.md), jobs and
+    worker, collector and client connects to (docs/architecture.md), jobs and
     tasks in a durable SQLite store, credit-based dispatch, task leases,
     two-way heartbeats, requeue with an attempt counter, and results relayed
     to the collector and retained until it acknowledges them. A restart on the
@@ -20,18 +20,25 @@ typedef struct {
 
 typedef struct broker broker_t;
 
-/* Opens (or creates) the store and binds. NULL on failure with err set: a
-   refused non-loopback bind, an unusable state directory, a bind error. */
+/* Opens (or creates) state_dir/broker.db, rebuilds the queue, counters and
+   leases from it (tasks that were running stay leased for 2*I*L ms for
+   their worker to claim), and binds. cfg is copied. NULL on failure with
+   err (BF_ERRLEN, may be NULL) set: a non-loopback bind without insecure
+   (loopback = tcp://127.x, tcp://localhost, tcp://[::1], ipc://, inproc://),
+   an unusable state directory or store, a bind error. */
 broker_t *broker_new(const broker_config_t *cfg, char *err);
 
-/* Runs the reactor until broker_stop(). BF_EDB when the store fails (the
-   broker stops rather than promise what it cannot keep). */
+/* Runs the reactor on the calling thread until broker_stop() (a signal
+   handler may call it; zmq_poll returns on EINTR). BF_OK after a stop,
+   BF_EDB when the store fails (the broker stops rather than promise what it
+   cannot keep), BF_EIO when the socket fails. */
 bf_err_t broker_run(broker_t *self) BF_MUST_CHECK;
 
-/* Asks broker_run to return; async-signal-safe. */
+/* Asks broker_run to return; async-signal-safe (sets a flag). */
 void broker_stop(broker_t *self);
 
-/* The endpoint actually bound (a tcp port 0 resolved). */
+/* The endpoint actually bound (tcp://127.0.0.1:0 resolved to the port the
+   system chose); owned by self. */
 const char *broker_endpoint(const broker_t *self);
 
 /* Closes the socket and the store; NULL-safe; nulls *self_p. */

@@ -1,11 +1,12 @@
 /*  broker/broker_store.c - jobs, tasks and the outbox in memory and in
     SQLite. Memory holds what the reactor needs on every message (task
-    states, the queue, an id -> task hash, per-job counters); SQLite holds
-    everything, including final results, and is the only thing read back
-    after a restart. The database runs in WAL mode with synchronous=NORMAL:
-    a committed transaction survives the process being killed at any moment
-    (the threat DESIGN section 4 names), and group commit by the reactor
-    keeps the cost of that to one fsync-free commit per loop iteration. */
+    states, the FIFO queue as a ring of 32-bit task indices, an id -> task
+    hash, per-job counters; about 64 bytes per task plus its scene name);
+    SQLite holds everything, including final results, and is the only thing
+    read back after a restart. The database runs in WAL mode with
+    synchronous=NORMAL: a committed transaction survives the process being
+    killed at any moment (the threat DESIGN section 4 names), and group
+    commit by the reactor keeps the cost to one commit per loop iteration. */
 
 #include "broker_store.h"
 
@@ -13,45 +14,55 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define SCHEMA_VERSION 1
+#define RECENT         32 /* finals remembered per job for the rate and ETA */
+
 enum { T_QUEUED = 0, T_RUNNING = 1, T_FINAL = 2 };
 enum { S_SUCCESS, S_FAILED, S_ERROR, S_CANCELLED, S_COUNT };
 static const char *const status_names[S_COUNT] = {"success", "failed", "error", "cancelled"};
 
 typedef struct {
     char id[33];
-    uint32_t job;
     uint8_t state, status;
-    uint16_t attempt;
-    bool orphan;        /* running when the broker restarted, no worker yet */
+    bool orphan;      /* running when the broker restarted, no worker yet */
+    uint32_t job;     /* index in jobs */
+    uint32_t scene;   /* offset of the name in the job's scene blob */
+    uint16_t attempt; /* dispatches so far */
     int64_t lease_until;
-    char *scene;
-    json_t *failures;   /* NULL until the first failure */
+    json_t *failures; /* NULL until the first failure */
 } task_t;
 
 typedef struct {
     char id[16];
     char *name, *output, *task;
-    json_t *spec;       /* what a worker needs: bf_job_to_json(job, false) */
+    json_t *spec; /* what a worker needs: bf_job_to_json(job, false) */
+    char *scenes; /* every scene name, NUL-terminated, back to back */
+    size_t scenes_len, scenes_cap;
     uint32_t first, total;
     uint32_t queued, running, final;
     uint32_t counts[S_COUNT];
-    char state[12];     /* running, done, cancelled */
-    bool cancelled;     /* a cancel was asked: the job ends as cancelled */
+    char state[12]; /* running, done, cancelled */
+    bool cancelled; /* a cancel was asked: the job ends as cancelled */
     int64_t submitted_ms, finished_ms;
     unsigned max_attempts;
     uint64_t timeout_ms;
+    int64_t recent[RECENT]; /* wall ms of the latest finals, a ring */
+    unsigned nrecent, recent_head;
 } job_t;
 
 struct broker_store {
     sqlite3 *db;
-    sqlite3_stmt *st_task_state, *st_task_final, *st_outbox, *st_ack, *st_job_state;
+    sqlite3_stmt *st_task_state, *st_task_final, *st_outbox, *st_ack, *st_job_state,
+        *st_outbox_after, *st_events;
     task_t *tasks;
     size_t ntasks, captasks;
     job_t *jobs;
     size_t njobs, capjobs;
-    /* queue: a ring of task indices */
+    /* queue: a ring of task indices; may hold final tasks (cancelled while
+       queued), which lease() skips */
     uint32_t *q;
     size_t qcap, qhead, qlen;
+    uint64_t nqueued; /* tasks in state queued */
     /* id -> index + 1 (0 = empty), open addressing */
     uint32_t *hash;
     size_t hcap;
@@ -60,7 +71,8 @@ struct broker_store {
     size_t nrun, caprun;
     uint64_t final_seq;
     int64_t orphan_deadline;
-    uint64_t outbox_rows;
+    int64_t opened_wall_ms;
+    uint64_t outbox_rows, outbox_last;
 };
 
 /* ---- small helpers ---------------------------------------------------------- */
@@ -74,11 +86,17 @@ static bf_err_t exec(broker_store_t *s, const char *sql)
 {
     char *msg = NULL;
     if (sqlite3_exec(s->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
-        bf_error("store: %s: %s", sql, msg ? msg : "?");
+        bf_error("store: %.60s: %s", sql, msg ? msg : "?");
         sqlite3_free(msg);
         return BF_EDB;
     }
     return BF_OK;
+}
+
+static const char *col_text(sqlite3_stmt *st, int i)
+{
+    const char *v = (const char *)sqlite3_column_text(st, i);
+    return v ? v : "";
 }
 
 static uint64_t hash_id(const char *id)
@@ -107,10 +125,11 @@ static bool hash_grow(broker_store_t *s)
     return true;
 }
 
+/* t must already be counted in ntasks. */
 static bool hash_put(broker_store_t *s, uint32_t t)
 {
-    if (2 * (s->ntasks + 1) > s->hcap && !hash_grow(s))
-        return false;
+    if (2 * s->ntasks > s->hcap)
+        return hash_grow(s); /* the rebuild inserts t too */
     size_t k = hash_id(s->tasks[t].id) & (s->hcap - 1);
     while (s->hash[k])
         k = (k + 1) & (s->hcap - 1);
@@ -172,6 +191,21 @@ static bool q_push_front(broker_store_t *s, uint32_t t)
     return true;
 }
 
+/* Drops final tasks from the ring once they are most of it (a cancelled
+   job of a million queued tasks must not pin a million slots). */
+static void q_compact(broker_store_t *s)
+{
+    if (s->qlen <= 2 * s->nqueued + 1024)
+        return;
+    size_t n = 0;
+    for (size_t i = 0; i < s->qlen; i++) {
+        uint32_t t = s->q[(s->qhead + i) % s->qcap];
+        if (s->tasks[t].state == T_QUEUED)
+            s->q[(s->qhead + n++) % s->qcap] = t;
+    }
+    s->qlen = n;
+}
+
 static bool run_add(broker_store_t *s, uint32_t t)
 {
     if (s->nrun == s->caprun) {
@@ -197,8 +231,10 @@ static void run_remove(broker_store_t *s, uint32_t t)
 
 static task_t *task_new(broker_store_t *s)
 {
+    if (s->ntasks >= UINT32_MAX - 1)
+        return NULL;
     if (s->ntasks == s->captasks) {
-        size_t cap = s->captasks ? 2 * s->captasks : 1024;
+        size_t cap = s->captasks ? s->captasks + s->captasks / 2 : 1024;
         task_t *p = realloc(s->tasks, cap * sizeof *p);
         if (!p)
             return NULL;
@@ -225,6 +261,49 @@ static job_t *job_new(broker_store_t *s)
     return j;
 }
 
+static void job_free(job_t *j)
+{
+    free(j->name);
+    free(j->output);
+    free(j->task);
+    free(j->scenes);
+    json_decref(j->spec);
+}
+
+/* Appends a scene name to the job's blob; its offset goes to *off. */
+static bool scene_add(job_t *j, const char *name, uint32_t *off)
+{
+    size_t n = strlen(name) + 1;
+    if (j->scenes_len + n > UINT32_MAX)
+        return false;
+    if (j->scenes_len + n > j->scenes_cap) {
+        size_t cap = j->scenes_cap ? j->scenes_cap : 256;
+        while (cap < j->scenes_len + n)
+            cap *= 2;
+        char *p = realloc(j->scenes, cap);
+        if (!p)
+            return false;
+        j->scenes = p;
+        j->scenes_cap = cap;
+    }
+    memcpy(j->scenes + j->scenes_len, name, n);
+    *off = (uint32_t)j->scenes_len;
+    j->scenes_len += n;
+    return true;
+}
+
+static const char *scene_of(const broker_store_t *s, const task_t *t)
+{
+    return s->jobs[t->job].scenes + t->scene;
+}
+
+/* A string member, "?" when absent (failures read back from the store). */
+static const char *field(const json_t *o, const char *key)
+{
+    const char *v = json_string_value(json_object_get(o, key));
+    return v ? v : "?";
+}
+
 static int status_index(const char *status)
 {
     for (int i = 0; i < S_COUNT; i++)
@@ -248,6 +327,7 @@ static const char schema[] =
     " result TEXT, final_seq INTEGER);"
     "CREATE INDEX IF NOT EXISTS tasks_by_final ON tasks(final_seq);"
     "CREATE INDEX IF NOT EXISTS tasks_by_job ON tasks(job_id, idx);"
+    "CREATE INDEX IF NOT EXISTS tasks_by_job_final ON tasks(job_id, final_seq);"
     "CREATE TABLE IF NOT EXISTS outbox(seq INTEGER PRIMARY KEY AUTOINCREMENT, job_done INTEGER, "
     " job_id TEXT, task_id TEXT, payload TEXT);";
 
@@ -258,7 +338,21 @@ static bf_err_t prepare(broker_store_t *s, sqlite3_stmt **st, const char *sql, c
     return BF_OK;
 }
 
-static bf_err_t reload(broker_store_t *s, int64_t now, int64_t grace_ms, char *err)
+static bf_err_t check_version(broker_store_t *s, const char *path, char *err)
+{
+    sqlite3_stmt *st = NULL;
+    bf_err_t rc = prepare(s, &st, "SELECT value FROM meta WHERE key = 'schema'", err);
+    if (rc != BF_OK)
+        return rc;
+    int64_t v = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
+    sqlite3_finalize(st);
+    if (v != SCHEMA_VERSION)
+        return bf_fail(err, BF_EDB, "%s: store schema version %lld, this broker reads %d", path,
+                       (long long)v, SCHEMA_VERSION);
+    return BF_OK;
+}
+
+static bf_err_t reload_jobs(broker_store_t *s, char *err)
 {
     sqlite3_stmt *st = NULL;
     bf_err_t rc = prepare(s, &st,
@@ -267,62 +361,63 @@ static bf_err_t reload(broker_store_t *s, int64_t now, int64_t grace_ms, char *e
                           err);
     if (rc != BF_OK)
         return rc;
-    while (sqlite3_step(st) == SQLITE_ROW) {
+    while (rc == BF_OK && sqlite3_step(st) == SQLITE_ROW) {
         job_t *j = job_new(s);
         if (!j) {
-            sqlite3_finalize(st);
-            return BF_ENOMEM;
+            rc = BF_ENOMEM;
+            break;
         }
-        bf_strlcpy(j->id, (const char *)sqlite3_column_text(st, 0), sizeof j->id);
-        j->name = bf_strdup((const char *)sqlite3_column_text(st, 1));
-        j->output = bf_strdup((const char *)sqlite3_column_text(st, 2));
-        j->task = bf_strdup((const char *)sqlite3_column_text(st, 3));
-        j->spec = json_loads((const char *)sqlite3_column_text(st, 4), 0, NULL);
+        bf_strlcpy(j->id, col_text(st, 0), sizeof j->id);
+        j->name = bf_strdup(col_text(st, 1));
+        j->output = bf_strdup(col_text(st, 2));
+        j->task = bf_strdup(col_text(st, 3));
+        j->spec = json_loads(col_text(st, 4), 0, NULL);
         j->total = (uint32_t)sqlite3_column_int64(st, 5);
-        bf_strlcpy(j->state, (const char *)sqlite3_column_text(st, 6), sizeof j->state);
+        bf_strlcpy(j->state, col_text(st, 6), sizeof j->state);
         j->submitted_ms = sqlite3_column_int64(st, 7);
         j->finished_ms = sqlite3_column_int64(st, 8);
         j->max_attempts = (unsigned)sqlite3_column_int64(st, 9);
         j->timeout_ms = (uint64_t)sqlite3_column_int64(st, 10);
-        if (!j->spec) {
-            sqlite3_finalize(st);
-            return bf_fail(err, BF_EDB, "store: job %s has a corrupt spec", j->id);
-        }
-        s->njobs++;
+        s->njobs++; /* owned by the store from here, freed on close */
+        if (!j->name || !j->output || !j->task)
+            rc = BF_ENOMEM;
+        else if (!j->spec)
+            rc = bf_fail(err, BF_EDB, "store: job %s has a corrupt spec", j->id);
     }
     sqlite3_finalize(st);
-    rc = prepare(s, &st,
-                 "SELECT id, scene, state, attempt, failures, status, final_seq FROM tasks "
-                 "WHERE job_id = ? ORDER BY idx",
-                 err);
-    if (rc != BF_OK)
-        return rc;
-    s->orphan_deadline = now + grace_ms;
-    for (size_t jn = 0; jn < s->njobs; jn++) {
+    return rc;
+}
+
+static bf_err_t reload_tasks(broker_store_t *s, char *err)
+{
+    sqlite3_stmt *st = NULL;
+    bf_err_t rc = prepare(s, &st,
+                          "SELECT id, scene, state, attempt, failures, status, final_seq FROM "
+                          "tasks WHERE job_id = ? ORDER BY idx",
+                          err);
+    for (size_t jn = 0; rc == BF_OK && jn < s->njobs; jn++) {
         job_t *j = &s->jobs[jn];
         j->first = (uint32_t)s->ntasks;
         sqlite3_bind_text(st, 1, j->id, -1, SQLITE_STATIC);
-        while (sqlite3_step(st) == SQLITE_ROW) {
+        while (rc == BF_OK && sqlite3_step(st) == SQLITE_ROW) {
             task_t *t = task_new(s);
-            if (!t) {
-                sqlite3_finalize(st);
-                return BF_ENOMEM;
+            if (!t || !scene_add(j, col_text(st, 1), &t->scene)) {
+                rc = BF_ENOMEM;
+                break;
             }
-            bf_strlcpy(t->id, (const char *)sqlite3_column_text(st, 0), sizeof t->id);
-            t->scene = bf_strdup((const char *)sqlite3_column_text(st, 1));
+            bf_strlcpy(t->id, col_text(st, 0), sizeof t->id);
             t->state = (uint8_t)sqlite3_column_int(st, 2);
             t->attempt = (uint16_t)sqlite3_column_int(st, 3);
             t->job = (uint32_t)jn;
             if (sqlite3_column_type(st, 4) == SQLITE_TEXT)
-                t->failures = json_loads((const char *)sqlite3_column_text(st, 4), 0, NULL);
-            uint32_t idx = (uint32_t)s->ntasks;
-            s->ntasks++;
+                t->failures = json_loads(col_text(st, 4), 0, NULL);
+            uint32_t idx = (uint32_t)s->ntasks++;
             if (!hash_put(s, idx)) {
-                sqlite3_finalize(st);
-                return BF_ENOMEM;
+                rc = BF_ENOMEM;
+                break;
             }
             if (t->state == T_FINAL) {
-                t->status = (uint8_t)status_index((const char *)sqlite3_column_text(st, 5));
+                t->status = (uint8_t)status_index(col_text(st, 5));
                 j->final++;
                 j->counts[t->status]++;
                 uint64_t fs = (uint64_t)sqlite3_column_int64(st, 6);
@@ -331,30 +426,46 @@ static bf_err_t reload(broker_store_t *s, int64_t now, int64_t grace_ms, char *e
             } else if (t->state == T_RUNNING) {
                 t->orphan = true;
                 j->running++;
-                if (!run_add(s, idx)) {
-                    sqlite3_finalize(st);
-                    return BF_ENOMEM;
-                }
+                if (!run_add(s, idx))
+                    rc = BF_ENOMEM;
             } else {
+                t->state = T_QUEUED;
                 j->queued++;
-                if (!q_push_back(s, idx)) {
-                    sqlite3_finalize(st);
-                    return BF_ENOMEM;
-                }
+                s->nqueued++;
+                if (!q_push_back(s, idx))
+                    rc = BF_ENOMEM;
             }
         }
         sqlite3_reset(st);
+        if (rc == BF_OK && s->ntasks - j->first != j->total)
+            rc = bf_fail(err, BF_EDB, "store: job %s has %zu tasks, expected %u", j->id,
+                         s->ntasks - j->first, j->total);
     }
     sqlite3_finalize(st);
-    if (prepare(s, &st, "SELECT count(*) FROM outbox", err) != BF_OK)
-        return BF_EDB;
-    if (sqlite3_step(st) == SQLITE_ROW)
+    return rc;
+}
+
+static bf_err_t reload(broker_store_t *s, int64_t now, int64_t grace_ms, char *err)
+{
+    bf_err_t rc = reload_jobs(s, err);
+    if (rc == BF_OK)
+        rc = reload_tasks(s, err);
+    if (rc != BF_OK)
+        return rc;
+    s->orphan_deadline = now + grace_ms;
+    sqlite3_stmt *st = NULL;
+    if ((rc = prepare(s, &st, "SELECT count(*), coalesce(max(seq), 0) FROM outbox", err)) != BF_OK)
+        return rc;
+    if (sqlite3_step(st) == SQLITE_ROW) {
         s->outbox_rows = (uint64_t)sqlite3_column_int64(st, 0);
+        s->outbox_last = (uint64_t)sqlite3_column_int64(st, 1);
+    }
     sqlite3_finalize(st);
     if (s->njobs)
-        bf_info("store: %zu jobs, %zu tasks (%zu queued, %zu were running), %llu results to "
+        bf_info("store: %zu jobs, %zu tasks (%llu queued, %zu were running), %llu results to "
                 "deliver",
-                s->njobs, s->ntasks, s->qlen, s->nrun, (unsigned long long)s->outbox_rows);
+                s->njobs, s->ntasks, (unsigned long long)s->nqueued, s->nrun,
+                (unsigned long long)s->outbox_rows);
     return BF_OK;
 }
 
@@ -364,7 +475,8 @@ bf_err_t broker_store_open(const char *state_dir, int64_t now, int64_t grace_ms,
     *out = NULL;
     broker_store_t *s = calloc(1, sizeof *s);
     if (!s)
-        return BF_ENOMEM;
+        return bf_fail(err, BF_ENOMEM, "out of memory");
+    s->opened_wall_ms = bf_wall_ms();
     char *path = bf_asprintf("%s/broker.db", state_dir);
     bf_err_t rc = BF_OK;
     if (!path || sqlite3_open(path, &s->db) != SQLITE_OK) {
@@ -374,9 +486,11 @@ bf_err_t broker_store_open(const char *state_dir, int64_t now, int64_t grace_ms,
     }
     sqlite3_busy_timeout(s->db, 5000);
     if (exec(s, schema) != BF_OK) {
-        rc = db_fail(s, err, "creating the schema");
+        rc = db_fail(s, err, path);
         goto fail;
     }
+    if ((rc = check_version(s, path, err)) != BF_OK)
+        goto fail;
     if ((rc = prepare(s, &s->st_task_state,
                       "UPDATE tasks SET state = ?2, attempt = ?3, worker = ?4, failures = ?5 "
                       "WHERE id = ?1",
@@ -390,7 +504,18 @@ bf_err_t broker_store_open(const char *state_dir, int64_t now, int64_t grace_ms,
                       err)) != BF_OK ||
         (rc = prepare(s, &s->st_ack, "DELETE FROM outbox WHERE seq = ?", err)) != BF_OK ||
         (rc = prepare(s, &s->st_job_state,
-                      "UPDATE jobs SET state = ?2, finished_ms = ?3 WHERE id = ?1", err)) != BF_OK)
+                      "UPDATE jobs SET state = ?2, finished_ms = ?3 WHERE id = ?1", err)) !=
+            BF_OK ||
+        (rc = prepare(s, &s->st_outbox_after,
+                      "SELECT o.seq, o.job_done, o.job_id, o.task_id, "
+                      "coalesce(o.payload, t.result) FROM outbox o LEFT JOIN tasks t ON "
+                      "o.job_done = 0 AND t.id = o.task_id WHERE o.seq > ? ORDER BY o.seq "
+                      "LIMIT ?",
+                      err)) != BF_OK ||
+        (rc = prepare(s, &s->st_events,
+                      "SELECT final_seq, job_id, id, scene, result FROM tasks WHERE final_seq > ?1 "
+                      "AND (?2 = '' OR job_id = ?2) ORDER BY final_seq LIMIT ?3",
+                      err)) != BF_OK)
         goto fail;
     if ((rc = reload(s, now, grace_ms, err)) != BF_OK)
         goto fail;
@@ -398,6 +523,8 @@ bf_err_t broker_store_open(const char *state_dir, int64_t now, int64_t grace_ms,
     *out = s;
     return BF_OK;
 fail:
+    if (rc == BF_ENOMEM)
+        bf_fail(err, BF_ENOMEM, "store: out of memory reading %s", path ? path : state_dir);
     free(path);
     broker_store_close(&s);
     return rc;
@@ -413,18 +540,14 @@ void broker_store_close(broker_store_t **self)
     sqlite3_finalize(s->st_outbox);
     sqlite3_finalize(s->st_ack);
     sqlite3_finalize(s->st_job_state);
+    sqlite3_finalize(s->st_outbox_after);
+    sqlite3_finalize(s->st_events);
     if (s->db)
-        sqlite3_close(s->db);
-    for (size_t i = 0; i < s->ntasks; i++) {
-        free(s->tasks[i].scene);
+        sqlite3_close(s->db); /* an open transaction is rolled back */
+    for (size_t i = 0; i < s->ntasks; i++)
         json_decref(s->tasks[i].failures);
-    }
-    for (size_t i = 0; i < s->njobs; i++) {
-        free(s->jobs[i].name);
-        free(s->jobs[i].output);
-        free(s->jobs[i].task);
-        json_decref(s->jobs[i].spec);
-    }
+    for (size_t i = 0; i < s->njobs; i++)
+        job_free(&s->jobs[i]);
     free(s->tasks);
     free(s->jobs);
     free(s->q);
@@ -460,14 +583,17 @@ static json_t *job_info(const job_t *j)
 static bf_err_t outbox_add(broker_store_t *s, bool job_done, const char *job_id,
                            const char *task_id, json_t *payload)
 {
-    char *text = json_dumps(payload, JSON_COMPACT);
-    if (!text)
+    char *text = payload ? json_dumps(payload, JSON_COMPACT) : NULL;
+    if (payload && !text)
         return BF_ENOMEM;
     sqlite3_stmt *st = s->st_outbox;
     sqlite3_bind_int(st, 1, job_done);
     sqlite3_bind_text(st, 2, job_id, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 3, task_id ? task_id : "", -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 4, text, -1, SQLITE_STATIC);
+    if (text)
+        sqlite3_bind_text(st, 4, text, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(st, 4);
     int r = sqlite3_step(st);
     sqlite3_reset(st);
     free(text);
@@ -476,6 +602,7 @@ static bf_err_t outbox_add(broker_store_t *s, bool job_done, const char *job_id,
         return BF_EDB;
     }
     s->outbox_rows++;
+    s->outbox_last = (uint64_t)sqlite3_last_insert_rowid(s->db);
     return BF_OK;
 }
 
@@ -491,8 +618,10 @@ static bf_err_t job_maybe_done(broker_store_t *s, job_t *j)
     sqlite3_bind_int64(st, 3, j->finished_ms);
     int r = sqlite3_step(st);
     sqlite3_reset(st);
-    if (r != SQLITE_DONE)
+    if (r != SQLITE_DONE) {
+        bf_error("store: job %s: %s", j->id, sqlite3_errmsg(s->db));
         return BF_EDB;
+    }
     json_t *payload = json_pack("{s:o}", "job", job_info(j));
     bf_err_t rc = payload ? outbox_add(s, true, j->id, NULL, payload) : BF_ENOMEM;
     json_decref(payload);
@@ -503,6 +632,8 @@ static bf_err_t job_maybe_done(broker_store_t *s, job_t *j)
 
 bf_err_t broker_store_add_job(broker_store_t *s, const bf_job_t *job, char job_id[16])
 {
+    if (job->scene_count == 0 || job->scene_count > UINT32_MAX - s->ntasks - 2)
+        return BF_EINVAL;
     char uuid[33];
     bf_uuid(uuid);
     memcpy(job_id, uuid, 12);
@@ -511,12 +642,11 @@ bf_err_t broker_store_add_job(broker_store_t *s, const bf_job_t *job, char job_i
     if (!j)
         return BF_ENOMEM;
     bf_strlcpy(j->id, job_id, sizeof j->id);
-    j->name = bf_strdup(job->name);
-    j->output = bf_strdup(job->output);
+    j->name = bf_strdup(job->name ? job->name : "");
+    j->output = bf_strdup(job->output ? job->output : "");
     j->task = bf_strdup(job->task == BF_TASK_EXEC ? "exec" : "boresight");
     j->spec = bf_job_to_json(job, false);
     j->total = (uint32_t)job->scene_count;
-    j->queued = j->total;
     j->first = (uint32_t)s->ntasks;
     j->max_attempts = job->max_attempts ? job->max_attempts : 1;
     j->timeout_ms = (uint64_t)(job->timeout_s * 1000.0);
@@ -525,12 +655,10 @@ bf_err_t broker_store_add_job(broker_store_t *s, const bf_job_t *job, char job_i
     char *spec = j->spec ? json_dumps(j->spec, JSON_COMPACT) : NULL;
     if (!j->name || !j->output || !j->task || !spec) {
         free(spec);
-        free(j->name);
-        free(j->output);
-        free(j->task);
-        json_decref(j->spec);
+        job_free(j);
         return BF_ENOMEM;
     }
+    s->njobs++; /* from here on the job is the store's; an error stops the broker before COMMIT */
     sqlite3_stmt *st = NULL;
     bf_err_t rc = BF_OK;
     if (sqlite3_prepare_v2(s->db,
@@ -554,6 +682,7 @@ bf_err_t broker_store_add_job(broker_store_t *s, const bf_job_t *job, char job_i
         rc = BF_EDB;
     sqlite3_finalize(st);
     free(spec);
+    st = NULL;
     if (rc == BF_OK && sqlite3_prepare_v2(s->db,
                                           "INSERT INTO tasks(id, job_id, idx, scene, state, "
                                           "attempt) VALUES (?, ?, ?, ?, 0, 0)",
@@ -561,36 +690,29 @@ bf_err_t broker_store_add_job(broker_store_t *s, const bf_job_t *job, char job_i
         rc = BF_EDB;
     for (size_t i = 0; rc == BF_OK && i < job->scene_count; i++) {
         task_t *t = task_new(s);
-        if (!t) {
+        if (!t || !scene_add(j, job->scenes[i], &t->scene)) {
             rc = BF_ENOMEM;
             break;
         }
         bf_uuid(t->id);
-        t->job = (uint32_t)s->njobs;
-        t->scene = bf_strdup(job->scenes[i]);
-        if (!t->scene) {
-            rc = BF_ENOMEM;
-            break;
-        }
+        t->job = (uint32_t)(s->njobs - 1);
         sqlite3_bind_text(st, 1, t->id, -1, SQLITE_STATIC);
         sqlite3_bind_text(st, 2, j->id, -1, SQLITE_STATIC);
         sqlite3_bind_int64(st, 3, (sqlite3_int64)i);
-        sqlite3_bind_text(st, 4, t->scene, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 4, job->scenes[i], -1, SQLITE_STATIC);
         if (sqlite3_step(st) != SQLITE_DONE)
             rc = BF_EDB;
         sqlite3_reset(st);
         uint32_t idx = (uint32_t)s->ntasks++;
         if (rc == BF_OK && (!hash_put(s, idx) || !q_push_back(s, idx)))
             rc = BF_ENOMEM;
+        j->queued++;
+        s->nqueued++;
     }
     sqlite3_finalize(st);
-    if (rc != BF_OK) {
-        /* The reactor stops on this error and the transaction is never
-           committed; memory is discarded with the process. */
-        return rc;
-    }
-    s->njobs++;
-    return BF_OK;
+    if (rc == BF_EDB)
+        bf_error("store: job %s: %s", j->id, sqlite3_errmsg(s->db));
+    return rc;
 }
 
 /* ---- tasks ------------------------------------------------------------------- */
@@ -599,6 +721,8 @@ static bf_err_t write_state(broker_store_t *s, const task_t *t, const char *work
 {
     sqlite3_stmt *st = s->st_task_state;
     char *failures = t->failures ? json_dumps(t->failures, JSON_COMPACT) : NULL;
+    if (t->failures && !failures)
+        return BF_ENOMEM;
     sqlite3_bind_text(st, 1, t->id, -1, SQLITE_STATIC);
     sqlite3_bind_int(st, 2, t->state);
     sqlite3_bind_int(st, 3, t->attempt);
@@ -615,6 +739,22 @@ static bf_err_t write_state(broker_store_t *s, const task_t *t, const char *work
         return BF_EDB;
     }
     return BF_OK;
+}
+
+/* running -> queued, at the head of the queue (the oldest work). */
+static bool requeue(broker_store_t *s, uint32_t t)
+{
+    task_t *tk = &s->tasks[t];
+    job_t *j = &s->jobs[tk->job];
+    if (tk->state != T_RUNNING)
+        return true;
+    tk->state = T_QUEUED;
+    tk->orphan = false;
+    j->running--;
+    j->queued++;
+    s->nqueued++;
+    run_remove(s, t);
+    return q_push_front(s, t);
 }
 
 bf_err_t broker_store_lease(broker_store_t *s, const char *worker, int64_t now, uint32_t *task)
@@ -634,6 +774,7 @@ bf_err_t broker_store_lease(broker_store_t *s, const char *worker, int64_t now, 
     tk->orphan = false;
     tk->lease_until = now + (int64_t)j->timeout_ms;
     j->queued--;
+    s->nqueued--;
     j->running++;
     if (!run_add(s, t))
         return BF_ENOMEM;
@@ -646,7 +787,7 @@ bf_err_t broker_store_task_msg(broker_store_t *s, uint32_t t, proto_msg_t *m)
     task_t *tk = &s->tasks[t];
     job_t *j = &s->jobs[tk->job];
     if (proto_msg_set(&m->job_id, j->id) != BF_OK || proto_msg_set(&m->task_id, tk->id) != BF_OK ||
-        proto_msg_set(&m->scene, tk->scene) != BF_OK)
+        proto_msg_set(&m->scene, scene_of(s, tk)) != BF_OK)
         return BF_ENOMEM;
     m->attempt = tk->attempt;
     m->timeout_ms = j->timeout_ms;
@@ -671,50 +812,68 @@ const char *broker_store_task_id(broker_store_t *s, uint32_t t)
 
 const char *broker_store_task_scene(broker_store_t *s, uint32_t t)
 {
-    return s->tasks[t].scene;
+    return scene_of(s, &s->tasks[t]);
 }
 
-void broker_store_task_adopted(broker_store_t *s, uint32_t t, const char *worker)
+unsigned broker_store_task_attempt(broker_store_t *s, uint32_t t)
 {
-    task_t *tk = &s->tasks[t];
-    tk->orphan = false;
-    if (write_state(s, tk, worker) != BF_OK)
-        bf_warn("store: could not record that %s took back task %s", worker, tk->id);
+    return s->tasks[t].attempt;
 }
 
-void broker_store_task_returned(broker_store_t *s, uint32_t t)
+bf_err_t broker_store_task_adopted(broker_store_t *s, uint32_t t, const char *worker, int64_t now)
 {
     task_t *tk = &s->tasks[t];
     if (tk->state != T_RUNNING)
-        return;
-    job_t *j = &s->jobs[tk->job];
-    tk->state = T_QUEUED;
-    if (tk->attempt > 0)
-        tk->attempt--;
-    j->running--;
-    j->queued++;
-    run_remove(s, t);
-    if (!q_push_front(s, t) || write_state(s, tk, NULL) != BF_OK)
-        bf_error("store: could not requeue task %s", tk->id);
+        return BF_ESTATE;
+    tk->orphan = false;
+    tk->lease_until = now + (int64_t)s->jobs[tk->job].timeout_ms;
+    return write_state(s, tk, worker);
 }
 
-/* Makes t final with result (which gets the fleet's bookkeeping fields). */
+bf_err_t broker_store_task_returned(broker_store_t *s, uint32_t t)
+{
+    task_t *tk = &s->tasks[t];
+    if (tk->state != T_RUNNING)
+        return BF_OK;
+    if (tk->attempt > 0)
+        tk->attempt--;
+    if (!requeue(s, t))
+        return BF_ENOMEM;
+    return write_state(s, tk, NULL);
+}
+
+/* Remembers one final in the job's recent window (for the rate). */
+static void job_note_final(job_t *j, int64_t wall)
+{
+    j->recent[(j->recent_head + j->nrecent) % RECENT] = wall;
+    if (j->nrecent < RECENT)
+        j->nrecent++;
+    else
+        j->recent_head = (j->recent_head + 1) % RECENT;
+}
+
+/* Makes t final with result (which gets the fleet's bookkeeping fields),
+   records it, appends it to the outbox and maybe ends the job. */
 static bf_err_t finalize(broker_store_t *s, uint32_t t, json_t *result, int status)
 {
     task_t *tk = &s->tasks[t];
     job_t *j = &s->jobs[tk->job];
+    if (tk->state == T_FINAL)
+        return BF_OK; /* exactly once */
     if (tk->state == T_RUNNING) {
         j->running--;
         run_remove(s, t);
-    } else if (tk->state == T_QUEUED) {
-        j->queued--;
-        /* taken out of the queue lazily: lease() skips final tasks */
+    } else {
+        j->queued--; /* the ring entry is skipped by lease() */
+        s->nqueued--;
     }
     tk->state = T_FINAL;
     tk->status = (uint8_t)status;
     j->final++;
     j->counts[status]++;
-    json_object_set_new(result, "scene", json_string(tk->scene));
+    if (status != S_CANCELLED)
+        job_note_final(j, bf_wall_ms());
+    json_object_set_new(result, "scene", json_string(scene_of(s, tk)));
     json_object_set_new(result, "task_id", json_string(tk->id));
     json_object_set_new(result, "job_id", json_string(j->id));
     json_object_set_new(result, "attempt", json_integer(tk->attempt));
@@ -723,8 +882,11 @@ static bf_err_t finalize(broker_store_t *s, uint32_t t, json_t *result, int stat
         json_object_set(result, "failures", tk->failures);
     char *text = json_dumps(result, JSON_COMPACT);
     char *failures = tk->failures ? json_dumps(tk->failures, JSON_COMPACT) : NULL;
-    if (!text)
+    if (!text || (tk->failures && !failures)) {
+        free(text);
+        free(failures);
         return BF_ENOMEM;
+    }
     sqlite3_stmt *st = s->st_task_final;
     sqlite3_bind_text(st, 1, tk->id, -1, SQLITE_STATIC);
     sqlite3_bind_int(st, 2, tk->attempt);
@@ -743,9 +905,9 @@ static bf_err_t finalize(broker_store_t *s, uint32_t t, json_t *result, int stat
         bf_error("store: final %s: %s", tk->id, sqlite3_errmsg(s->db));
         return BF_EDB;
     }
-    json_t *payload = json_pack("{s:o, s:O}", "job", job_info(j), "result", result);
-    bf_err_t rc = payload ? outbox_add(s, false, j->id, tk->id, payload) : BF_ENOMEM;
-    json_decref(payload);
+    /* The outbox row points at the task; DELIVER is built from its result
+       when it is sent, so the result is written once. */
+    bf_err_t rc = outbox_add(s, false, j->id, tk->id, NULL);
     if (rc == BF_OK)
         rc = job_maybe_done(s, j);
     return rc;
@@ -753,7 +915,8 @@ static bf_err_t finalize(broker_store_t *s, uint32_t t, json_t *result, int stat
 
 bf_err_t broker_store_task_done(broker_store_t *s, uint32_t t, json_t *result)
 {
-    json_t *copy = json_deep_copy(result);
+    /* in place: results can be large (zone power arrays), a copy is waste */
+    json_t *copy = json_is_object(result) ? json_incref(result) : json_object();
     if (!copy)
         return BF_ENOMEM;
     const char *status = json_string_value(json_object_get(copy, "status"));
@@ -772,39 +935,30 @@ bf_err_t broker_store_task_failed(broker_store_t *s, uint32_t t, const char *hos
     job_t *j = &s->jobs[tk->job];
     if (!tk->failures && !(tk->failures = json_array()))
         return BF_ENOMEM;
-    json_array_append_new(tk->failures,
-                          json_pack("{s:s, s:s, s:s, s:I, s:s}", "host", host ? host : "?",
-                                    "device", device ? device : "?", "worker", worker ? worker : "?",
-                                    "attempt", (json_int_t)tk->attempt, "reason",
-                                    reason ? reason : "?"));
+    json_t *f = json_pack("{s:s, s:s, s:s, s:I, s:s}", "host", host ? host : "?", "device",
+                          device ? device : "?", "worker", worker ? worker : "?", "attempt",
+                          (json_int_t)tk->attempt, "reason", reason ? reason : "?");
+    if (!f || json_array_append_new(tk->failures, f) != 0)
+        return BF_ENOMEM;
     if (tk->attempt < j->max_attempts) {
-        if (tk->state == T_RUNNING) {
-            j->running--;
-            j->queued++;
-            run_remove(s, t);
-        }
-        tk->state = T_QUEUED;
-        if (!q_push_front(s, t))
+        if (!requeue(s, t)) /* a queued task (a late error result) stays where it is */
             return BF_ENOMEM;
         return write_state(s, tk, NULL);
     }
     /* Final: the reason names every place it failed. */
     char buf[2048];
-    size_t n = (size_t)snprintf(buf, sizeof buf, "failed %zu time%s: ",
-                                json_array_size(tk->failures),
-                                json_array_size(tk->failures) == 1 ? "" : "s");
+    size_t nf = json_array_size(tk->failures);
+    size_t n = (size_t)snprintf(buf, sizeof buf, "failed %zu time%s: ", nf, nf == 1 ? "" : "s");
     size_t i;
-    json_t *f;
-    json_array_foreach(tk->failures, i, f)
+    json_t *e;
+    json_array_foreach(tk->failures, i, e)
     {
         if (n >= sizeof buf - 1)
             break;
-        n += (size_t)snprintf(buf + n, sizeof buf - n, "%s%s/%s (%.200s)", i ? "; " : "",
-                              json_string_value(json_object_get(f, "host")),
-                              json_string_value(json_object_get(f, "device")),
-                              json_string_value(json_object_get(f, "reason")));
+        n += (size_t)snprintf(buf + n, sizeof buf - n, "%s%.100s/%.100s (%.200s)", i ? "; " : "",
+                              field(e, "host"), field(e, "device"), field(e, "reason"));
     }
-    json_t *doc = result ? json_deep_copy(result) : json_object();
+    json_t *doc = json_is_object(result) ? json_incref(result) : json_object();
     if (!doc)
         return BF_ENOMEM;
     json_object_set_new(doc, "reason", json_string(buf));
@@ -813,16 +967,21 @@ bf_err_t broker_store_task_failed(broker_store_t *s, uint32_t t, const char *hos
     return rc;
 }
 
+static job_t *job_by_id(broker_store_t *s, const char *job_id)
+{
+    for (size_t i = 0; job_id && i < s->njobs; i++)
+        if (!strcmp(s->jobs[i].id, job_id))
+            return &s->jobs[i];
+    return NULL;
+}
+
 bf_err_t broker_store_cancel_job(broker_store_t *s, const char *job_id, uint64_t *count,
                                  uint32_t **running, size_t *nrunning)
 {
     *count = 0;
     *running = NULL;
     *nrunning = 0;
-    job_t *j = NULL;
-    for (size_t i = 0; i < s->njobs; i++)
-        if (!strcmp(s->jobs[i].id, job_id))
-            j = &s->jobs[i];
+    job_t *j = job_by_id(s, job_id);
     if (!j)
         return BF_ENOENT;
     uint32_t *run = malloc((j->running + 1) * sizeof *run);
@@ -830,7 +989,8 @@ bf_err_t broker_store_cancel_job(broker_store_t *s, const char *job_id, uint64_t
         return BF_ENOMEM;
     bf_err_t rc = BF_OK;
     size_t nr = 0;
-    j->cancelled = strcmp(j->state, "running") == 0;
+    if (!strcmp(j->state, "running"))
+        j->cancelled = true;
     for (uint32_t t = j->first; rc == BF_OK && t < j->first + j->total; t++) {
         task_t *tk = &s->tasks[t];
         if (tk->state == T_FINAL)
@@ -846,9 +1006,15 @@ bf_err_t broker_store_cancel_job(broker_store_t *s, const char *job_id, uint64_t
         json_decref(doc);
         (*count)++;
     }
+    q_compact(s);
     *running = run;
     *nrunning = nr;
     return rc;
+}
+
+static bool lease_over(const broker_store_t *s, const task_t *tk, int64_t now, int64_t backstop_ms)
+{
+    return tk->orphan ? now > s->orphan_deadline : now > tk->lease_until + backstop_ms;
 }
 
 bf_err_t broker_store_expired(broker_store_t *s, int64_t now, int64_t backstop_ms, uint32_t **late,
@@ -857,36 +1023,32 @@ bf_err_t broker_store_expired(broker_store_t *s, int64_t now, int64_t backstop_m
     *late = NULL;
     *nlate = 0;
     size_t n = 0;
-    for (size_t i = 0; i < s->nrun; i++) {
-        task_t *tk = &s->tasks[s->run[i]];
-        if (tk->orphan ? now > s->orphan_deadline : now > tk->lease_until + backstop_ms)
-            n++;
-    }
+    for (size_t i = 0; i < s->nrun; i++)
+        n += lease_over(s, &s->tasks[s->run[i]], now, backstop_ms);
     if (!n)
         return BF_OK;
     uint32_t *l = malloc(n * sizeof *l);
     if (!l)
         return BF_ENOMEM;
     n = 0;
-    for (size_t i = 0; i < s->nrun; i++) {
-        task_t *tk = &s->tasks[s->run[i]];
-        if (tk->orphan ? now > s->orphan_deadline : now > tk->lease_until + backstop_ms)
+    for (size_t i = 0; i < s->nrun; i++)
+        if (lease_over(s, &s->tasks[s->run[i]], now, backstop_ms))
             l[n++] = s->run[i];
-    }
     *late = l;
     *nlate = n;
     return BF_OK;
+}
+
+bool broker_store_task_orphan(broker_store_t *s, uint32_t t)
+{
+    return s->tasks[t].orphan;
 }
 
 /* ---- counts, outbox, status ------------------------------------------------ */
 
 uint64_t broker_store_queued(const broker_store_t *s)
 {
-    /* final tasks (cancelled while queued) may still sit in the ring */
-    uint64_t n = 0;
-    for (size_t i = 0; i < s->njobs; i++)
-        n += s->jobs[i].queued;
-    return n;
+    return s->nqueued;
 }
 
 uint64_t broker_store_outbox_count(broker_store_t *s)
@@ -899,33 +1061,41 @@ bf_err_t broker_store_outbox_after(broker_store_t *s, uint64_t after, size_t max
 {
     *out = NULL;
     *n = 0;
-    if (max == 0 || s->outbox_rows == 0)
+    if (max == 0 || s->outbox_rows == 0 || after >= s->outbox_last)
         return BF_OK;
-    sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(s->db,
-                           "SELECT seq, job_done, job_id, task_id, payload FROM outbox WHERE seq > "
-                           "? ORDER BY seq LIMIT ?",
-                           -1, &st, NULL) != SQLITE_OK)
-        return BF_EDB;
+    broker_delivery_t *d = calloc(max, sizeof *d);
+    if (!d)
+        return BF_ENOMEM;
+    sqlite3_stmt *st = s->st_outbox_after;
     sqlite3_bind_int64(st, 1, (sqlite3_int64)after);
     sqlite3_bind_int64(st, 2, (sqlite3_int64)max);
-    broker_delivery_t *d = calloc(max, sizeof *d);
-    if (!d) {
-        sqlite3_finalize(st);
-        return BF_ENOMEM;
-    }
     size_t k = 0;
+    bf_err_t rc = BF_OK;
     while (k < max && sqlite3_step(st) == SQLITE_ROW) {
         d[k].seq = (uint64_t)sqlite3_column_int64(st, 0);
         d[k].job_done = sqlite3_column_int(st, 1) != 0;
-        d[k].job_id = bf_strdup((const char *)sqlite3_column_text(st, 2));
-        d[k].task_id = bf_strdup((const char *)sqlite3_column_text(st, 3));
-        d[k].payload = json_loads((const char *)sqlite3_column_text(st, 4), 0, NULL);
-        if (!d[k].payload)
-            d[k].payload = json_object();
+        d[k].job_id = bf_strdup(col_text(st, 2));
+        d[k].task_id = bf_strdup(col_text(st, 3));
+        json_t *doc = json_loads(col_text(st, 4), 0, NULL);
+        if (!d[k].job_done) {
+            /* {"job": JOBINFO as of now, "result": the final result} */
+            job_t *j = job_by_id(s, d[k].job_id);
+            json_t *info = j ? job_info(j) : json_pack("{s:s}", "id", d[k].job_id);
+            doc = json_pack("{s:o, s:o}", "job", info ? info : json_object(), "result",
+                            doc ? doc : json_object());
+        }
+        d[k].payload = doc ? doc : json_object();
         k++;
+        if (!d[k - 1].job_id || !d[k - 1].task_id || !d[k - 1].payload) {
+            rc = BF_ENOMEM;
+            break;
+        }
     }
-    sqlite3_finalize(st);
+    sqlite3_reset(st);
+    if (rc != BF_OK) {
+        broker_store_deliveries_free(d, k);
+        return rc;
+    }
     *out = d;
     *n = k;
     return BF_OK;
@@ -941,30 +1111,53 @@ void broker_store_deliveries_free(broker_delivery_t *d, size_t n)
     free(d);
 }
 
-void broker_store_outbox_ack(broker_store_t *s, uint64_t seq)
+bf_err_t broker_store_outbox_ack(broker_store_t *s, uint64_t seq)
 {
     sqlite3_bind_int64(s->st_ack, 1, (sqlite3_int64)seq);
-    if (sqlite3_step(s->st_ack) == SQLITE_DONE && sqlite3_changes(s->db) > 0 && s->outbox_rows)
+    int r = sqlite3_step(s->st_ack);
+    if (r == SQLITE_DONE && sqlite3_changes(s->db) > 0 && s->outbox_rows)
         s->outbox_rows--;
     sqlite3_reset(s->st_ack);
+    if (r != SQLITE_DONE) {
+        bf_error("store: ack %llu: %s", (unsigned long long)seq, sqlite3_errmsg(s->db));
+        return BF_EDB;
+    }
+    return BF_OK;
+}
+
+/* Finals per second over the job's recent window: the last RECENT finals,
+   or everything since the job (or this broker) started when fewer. */
+static double job_rate(const broker_store_t *s, const job_t *j, int64_t now)
+{
+    if (j->nrecent == 0)
+        return 0;
+    int64_t since =
+        j->nrecent == RECENT
+            ? j->recent[j->recent_head]
+            : (j->submitted_ms > s->opened_wall_ms ? j->submitted_ms : s->opened_wall_ms);
+    double span = (double)(now - since) / 1e3;
+    return span > 0.001 ? j->nrecent / span : 0;
 }
 
 json_t *broker_store_jobs_doc(broker_store_t *s)
 {
     json_t *jobs = json_array();
     int64_t now = bf_wall_ms();
-    for (size_t i = 0; i < s->njobs; i++) {
+    for (size_t i = 0; jobs && i < s->njobs; i++) {
         job_t *j = &s->jobs[i];
         json_t *doc = job_info(j);
+        if (!doc)
+            continue;
         double elapsed = (double)((j->finished_ms ? j->finished_ms : now) - j->submitted_ms) / 1e3;
-        double rate = elapsed > 0 ? j->final / elapsed : 0;
+        bool running = !strcmp(j->state, "running");
+        double rate = running ? job_rate(s, j, now) : (elapsed > 0 ? j->final / elapsed : 0);
+        double eta = !running ? 0.0 : rate > 0 ? (j->total - j->final) / rate : -1.0;
         json_object_set_new(doc, "queued", json_integer(j->queued));
         json_object_set_new(doc, "running", json_integer(j->running));
         json_object_set_new(doc, "final", json_integer(j->final));
         json_object_set_new(doc, "elapsed_s", json_real(elapsed));
         json_object_set_new(doc, "rate_per_min", json_real(rate * 60));
-        json_object_set_new(doc, "eta_s",
-                            json_real(rate > 0 ? (j->total - j->final) / rate : -1.0));
+        json_object_set_new(doc, "eta_s", json_real(eta));
         json_array_append_new(jobs, doc);
     }
     return jobs;
@@ -973,26 +1166,22 @@ json_t *broker_store_jobs_doc(broker_store_t *s)
 json_t *broker_store_events(broker_store_t *s, const char *job_id, uint64_t cursor, size_t max,
                             uint64_t *next)
 {
+    static const char *const keep[] = {"status", "reason", "attempt", "elapsed_time",
+                                       "gpu_id", "host",   "device",  "worker"};
     json_t *events = json_array();
     *next = cursor > s->final_seq ? s->final_seq : cursor;
-    sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(s->db,
-                           "SELECT final_seq, job_id, id, scene, result FROM tasks WHERE final_seq "
-                           "> ?1 AND (?2 = '' OR job_id = ?2) ORDER BY final_seq LIMIT ?3",
-                           -1, &st, NULL) != SQLITE_OK)
-        return events;
+    if (!events)
+        return NULL;
+    sqlite3_stmt *st = s->st_events;
     sqlite3_bind_int64(st, 1, (sqlite3_int64)cursor);
-    sqlite3_bind_text(st, 2, job_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, job_id ? job_id : "", -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 3, (sqlite3_int64)max);
     while (sqlite3_step(st) == SQLITE_ROW) {
         uint64_t seq = (uint64_t)sqlite3_column_int64(st, 0);
-        json_t *r = json_loads((const char *)sqlite3_column_text(st, 4), 0, NULL);
-        json_t *ev = json_pack("{s:I, s:s, s:s, s:s}", "seq", (json_int_t)seq, "job_id",
-                               (const char *)sqlite3_column_text(st, 1), "task_id",
-                               (const char *)sqlite3_column_text(st, 2), "scene",
-                               (const char *)sqlite3_column_text(st, 3));
-        static const char *const keep[] = {"status", "reason",  "attempt", "elapsed_time",
-                                           "gpu_id", "host",    "device",  "worker"};
+        json_t *r = json_loads(col_text(st, 4), 0, NULL);
+        json_t *ev =
+            json_pack("{s:I, s:s, s:s, s:s}", "seq", (json_int_t)seq, "job_id", col_text(st, 1),
+                      "task_id", col_text(st, 2), "scene", col_text(st, 3));
         for (size_t k = 0; r && ev && k < BF_ARRAY_LEN(keep); k++) {
             json_t *v = json_object_get(r, keep[k]);
             if (v)
@@ -1006,6 +1195,6 @@ json_t *broker_store_events(broker_store_t *s, const char *job_id, uint64_t curs
         json_decref(r);
         *next = seq;
     }
-    sqlite3_finalize(st);
+    sqlite3_reset(st);
     return events;
 }

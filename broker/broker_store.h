@@ -32,7 +32,8 @@ bf_err_t broker_store_begin(broker_store_t *s) BF_MUST_CHECK;
 bf_err_t broker_store_commit(broker_store_t *s) BF_MUST_CHECK;
 
 /* A new job with one queued task per scene; job_id gets 12 hex + NUL. */
-bf_err_t broker_store_add_job(broker_store_t *s, const bf_job_t *job, char job_id[16]) BF_MUST_CHECK;
+bf_err_t broker_store_add_job(broker_store_t *s, const bf_job_t *job,
+                              char job_id[16]) BF_MUST_CHECK;
 
 /* Leases the next queued task to worker: attempt + 1, lease until now +
    the job's timeout + the backstop. BF_ENOENT when nothing is queued. */
@@ -47,23 +48,39 @@ bool broker_store_task_final(broker_store_t *s, uint32_t t);
 const char *broker_store_task_id(broker_store_t *s, uint32_t t);
 const char *broker_store_task_scene(broker_store_t *s, uint32_t t);
 
-/* A worker that re-registered claims running task t. */
-void broker_store_task_adopted(broker_store_t *s, uint32_t t, const char *worker);
-/* The worker gave t back unstarted (GOODBYE): queued again, attempt - 1. */
-void broker_store_task_returned(broker_store_t *s, uint32_t t);
+unsigned broker_store_task_attempt(broker_store_t *s, uint32_t t);
+/* True while t is running with no worker since a broker restart. */
+bool broker_store_task_orphan(broker_store_t *s, uint32_t t);
+
+/* A worker that re-registered claims running task t: its lease restarts at
+   now. BF_ESTATE when t is not running. */
+bf_err_t broker_store_task_adopted(broker_store_t *s, uint32_t t, const char *worker,
+                                   int64_t now) BF_MUST_CHECK;
+/* The worker gave t back without a result (GOODBYE): queued again at the
+   head, attempt - 1 (not counted). No-op unless t is running. */
+bf_err_t broker_store_task_returned(broker_store_t *s, uint32_t t) BF_MUST_CHECK;
 /* The attempt failed: requeued, or final with status error naming every
-   failure when the job's max_attempts are used. result may be NULL. */
+   failure when the job's max_attempts are used (a queued task stays
+   queued). result may be NULL; when the task becomes final it is the
+   stored document and gets the bookkeeping fields set in place (the caller
+   keeps its reference; host, device, worker and reason may point into it).
+   No-op for a final task. */
 bf_err_t broker_store_task_failed(broker_store_t *s, uint32_t t, const char *host,
                                   const char *device, const char *worker, const char *reason,
                                   json_t *result) BF_MUST_CHECK;
-/* Final with this result (status success or failed). */
+/* Final with this result (status success or failed; the bookkeeping fields
+   scene, task_id, job_id, attempt, status, failures are set on it in place,
+   the caller keeps its reference), appended to
+   the outbox, and JOB_DONE after it when it was the job's last task. A
+   final task stays as it is (exactly once). */
 bf_err_t broker_store_task_done(broker_store_t *s, uint32_t t, json_t *result) BF_MUST_CHECK;
 /* Every non-final task of the job becomes final, status cancelled; the
    indices of those that were running are returned (free them). BF_ENOENT
    for an unknown job. */
 bf_err_t broker_store_cancel_job(broker_store_t *s, const char *job_id, uint64_t *count,
                                  uint32_t **running, size_t *nrunning) BF_MUST_CHECK;
-/* Running tasks whose lease ended before now (free *late). */
+/* Running tasks whose lease ended before now: past the job's timeout plus
+   backstop_ms, or orphans past the restart grace window (free *late). */
 bf_err_t broker_store_expired(broker_store_t *s, int64_t now, int64_t backstop_ms, uint32_t **late,
                               size_t *nlate) BF_MUST_CHECK;
 
@@ -73,9 +90,10 @@ uint64_t broker_store_outbox_count(broker_store_t *s);
 bf_err_t broker_store_outbox_after(broker_store_t *s, uint64_t after, size_t max,
                                    broker_delivery_t **out, size_t *n) BF_MUST_CHECK;
 void broker_store_deliveries_free(broker_delivery_t *d, size_t n);
-void broker_store_outbox_ack(broker_store_t *s, uint64_t seq);
+/* Removes the row (an unknown seq is fine). */
+bf_err_t broker_store_outbox_ack(broker_store_t *s, uint64_t seq) BF_MUST_CHECK;
 
-/* Status pieces (docs/protocol.md): the jobs array, and the events after
+/* Status pieces (docs/architecture.md): the jobs array, and the events after
    cursor (job_id "" for all jobs) with the next cursor. */
 json_t *broker_store_jobs_doc(broker_store_t *s);
 json_t *broker_store_events(broker_store_t *s, const char *job_id, uint64_t cursor, size_t max,

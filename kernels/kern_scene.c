@@ -15,11 +15,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define EPS0       8.8541878128e-12
-#define MAX_XML    (64u << 20)
-#define MAX_PLY    (1u << 30)
-#define MAX_SHAPES 100000
-#define MAX_BSDFS  4096
+#define EPS0           8.8541878128e-12
+#define MAX_XML        (64u << 20) /* bytes of scene XML */
+#define MAX_PLY        (1u << 30)  /* bytes of one PLY file */
+#define MAX_PLY_HEADER 65536u      /* bytes of one PLY header */
+#define MAX_SHAPES     200000
+#define MAX_BSDFS      4096
 
 /* ---- materials (DESIGN 6.2) ------------------------------------------------ */
 
@@ -112,230 +113,308 @@ bool kern_scene_in_zone(const kern_scene_t *scene, double x, double y)
 
 /* ---- PLY ---------------------------------------------------------------------- */
 
+/* Byte size of a PLY scalar type, 0 when the name is not one. */
 static int type_size(const char *t)
 {
-    if (!strcmp(t, "char") || !strcmp(t, "uchar") || !strcmp(t, "int8") || !strcmp(t, "uint8"))
-        return 1;
-    if (!strcmp(t, "short") || !strcmp(t, "ushort") || !strcmp(t, "int16") || !strcmp(t, "uint16"))
-        return 2;
-    if (!strcmp(t, "int") || !strcmp(t, "uint") || !strcmp(t, "float") || !strcmp(t, "int32") ||
-        !strcmp(t, "uint32") || !strcmp(t, "float32"))
-        return 4;
-    if (!strcmp(t, "double") || !strcmp(t, "float64"))
-        return 8;
+    static const struct {
+        const char *name;
+        int size;
+    } types[] = {
+        {"char", 1},  {"uchar", 1},   {"int8", 1},   {"uint8", 1},   {"short", 2}, {"ushort", 2},
+        {"int16", 2}, {"uint16", 2},  {"int", 4},    {"uint", 4},    {"int32", 4}, {"uint32", 4},
+        {"float", 4}, {"float32", 4}, {"double", 8}, {"float64", 8},
+    };
+    for (size_t i = 0; i < BF_ARRAY_LEN(types); i++)
+        if (!strcmp(t, types[i].name))
+            return types[i].size;
     return 0;
 }
 
-/* Appends the mesh at path (shown as name) to the scene with material mat. */
-static bf_err_t load_ply(kern_scene_t *s, const char *path, const char *name, uint16_t mat,
-                         char *err)
+/* What a PLY header says about the body. */
+typedef struct {
+    size_t nverts, nfaces;
+    size_t vstride;       /* bytes per vertex record */
+    size_t face_extra;    /* bytes of scalar face properties after the index list */
+    int xoff, yoff, zoff; /* byte offsets of float x, y, z in a vertex record */
+    bool index_signed;    /* list ... int (true) or uint (false) */
+    size_t body;          /* offset of the first body byte */
+} ply_header_t;
+
+/* A decimal element count: digits only, at most max. */
+static bool parse_count(const char *s, size_t max, size_t *out)
 {
-    char *data = NULL;
-    size_t len = 0;
-    bf_err_t rc = bf_read_file(path, MAX_PLY, &data, &len, err);
-    if (rc != BF_OK)
-        return rc == BF_ENOENT ? bf_fail(err, BF_EINVAL, "%s: no such mesh file", name) : BF_EINVAL;
-    const char *end_hdr = NULL;
-    size_t hdr_max = len < 65536 ? len : 65536;
-    for (size_t i = 0; i + 10 <= hdr_max; i++)
-        if (!memcmp(data + i, "end_header", 10)) {
-            end_hdr = data + i;
-            break;
-        }
-    if (len < 4 || memcmp(data, "ply", 3) || !end_hdr) {
-        free(data);
-        return bf_fail(err, BF_EINVAL, "%s: not a PLY file (no 'ply' ... 'end_header')", name);
+    if (!*s)
+        return false;
+    unsigned long long v = 0;
+    for (const char *p = s; *p; p++) {
+        if (*p < '0' || *p > '9')
+            return false;
+        v = v * 10 + (unsigned)(*p - '0');
+        if (v > max)
+            return false;
     }
-    /* Parse the header line by line. */
-    size_t nverts = 0, nfaces = 0, vstride = 0;
-    int xoff = -1, yoff = -1, zoff = -1, in = 0; /* in: 1 vertex, 2 face, 3 other */
-    int list_count = 0, list_index = 0, face_extra = 0;
-    bool binary_le = false, after_face_list = false;
-    char line[256];
-    const char *p = data;
-    int lineno = 0;
-    while (p < end_hdr) {
-        const char *nl = memchr(p, '\n', (size_t)(end_hdr - p));
-        size_t l = nl ? (size_t)(nl - p) : (size_t)(end_hdr - p);
-        lineno++;
+    *out = (size_t)v;
+    return true;
+}
+
+/* Parses the header of a binary_little_endian 1.0 PLY in data[0..len): one
+   vertex element (float x y z among scalar properties), then one face element
+   (list uchar int|uint vertex_indices, then optional scalar properties), then
+   nothing but empty elements. name is the mesh as the XML names it. */
+static bf_err_t ply_header(const char *data, size_t len, const char *name, ply_header_t *h,
+                           char *err)
+{
+    memset(h, 0, sizeof *h);
+    h->xoff = h->yoff = h->zoff = -1;
+    size_t limit = len < MAX_PLY_HEADER ? len : MAX_PLY_HEADER;
+    size_t pos = 0;
+    int lineno = 0, element = 0; /* element: 0 none yet, 1 vertex, 2 face, 3 another (empty) */
+    bool format = false, list = false, done = false;
+    while (!done) {
+        const char *nl = memchr(data + pos, '\n', limit - pos);
+        if (!nl) {
+            if (lineno == 0)
+                return bf_fail(err, BF_EINVAL, "%s: not a PLY file", name);
+            return bf_fail(err, BF_EINVAL, "%s: no end_header in the first %u bytes", name,
+                           (unsigned)MAX_PLY_HEADER);
+        }
+        size_t l = (size_t)(nl - (data + pos));
+        char line[256];
+        if (l >= sizeof line && lineno > 0 &&
+            (!strncmp(data + pos, "comment", 7) || !strncmp(data + pos, "obj_info", 8))) {
+            pos += l + 1; /* a long comment: nothing to read in it */
+            lineno++;
+            continue;
+        }
         if (l >= sizeof line)
-            l = sizeof line - 1;
-        memcpy(line, p, l);
+            return bf_fail(err, BF_EINVAL, "%s:%d: header line longer than %zu bytes", name,
+                           lineno + 1, sizeof line - 1);
+        if (memchr(data + pos, '\0', l))
+            return bf_fail(err, BF_EINVAL, "%s:%d: NUL byte in the header", name, lineno + 1);
+        memcpy(line, data + pos, l);
         line[l] = '\0';
         if (l && line[l - 1] == '\r')
             line[l - 1] = '\0';
-        p = nl ? nl + 1 : end_hdr;
-        char a[64] = "", b[64] = "", c[64] = "", d[64] = "", e[64] = "";
-        int n = sscanf(line, "%63s %63s %63s %63s %63s", a, b, c, d, e);
-        if (n <= 0 || !strcmp(a, "comment") || !strcmp(a, "obj_info") || !strcmp(a, "ply"))
+        pos += l + 1;
+        lineno++;
+        char a[64] = "", b[64] = "", c[64] = "", d[64] = "", e[64] = "", f[64] = "";
+        int n = sscanf(line, "%63s %63s %63s %63s %63s %63s", a, b, c, d, e, f);
+        if (lineno == 1) {
+            if (n != 1 || strcmp(a, "ply") != 0)
+                return bf_fail(err, BF_EINVAL, "%s: not a PLY file (first line is not 'ply')",
+                               name);
             continue;
-        if (!strcmp(a, "format")) {
-            binary_le = !strcmp(b, "binary_little_endian");
-            if (!binary_le) {
-                free(data);
+        }
+        if (n <= 0 || !strcmp(a, "comment") || !strcmp(a, "obj_info"))
+            continue;
+        if (!strcmp(a, "end_header") && n == 1) {
+            done = true;
+        } else if (!strcmp(a, "format")) {
+            if (strcmp(b, "binary_little_endian") != 0 || strcmp(c, "1.0") != 0 || n != 3)
                 return bf_fail(err, BF_EINVAL,
-                               "%s:%d: format '%s' not supported (only "
-                               "binary_little_endian 1.0)",
+                               "%s:%d: format '%s %s' not supported (only binary_little_endian "
+                               "1.0)",
+                               name, lineno, b, c);
+            format = true;
+        } else if (!strcmp(a, "element")) {
+            size_t cnt = 0;
+            if (n != 3 || !parse_count(c, (size_t)3 * KERN_MAX_TRIANGLES, &cnt))
+                return bf_fail(err, BF_EINVAL, "%s:%d: bad element line '%s'", name, lineno, line);
+            if (!strcmp(b, "vertex") && element == 0) {
+                element = 1;
+                h->nverts = cnt;
+            } else if (!strcmp(b, "face") && element == 1) {
+                if (cnt > KERN_MAX_TRIANGLES)
+                    return bf_fail(err, BF_EINVAL, "%s:%d: %zu faces, more than the limit %u", name,
+                                   lineno, cnt, KERN_MAX_TRIANGLES);
+                element = 2;
+                h->nfaces = cnt;
+            } else if (element >= 2 && cnt == 0) {
+                element = 3; /* an empty element after the faces carries no bytes */
+            } else {
+                return bf_fail(err, BF_EINVAL,
+                               "%s:%d: element '%s' not supported here (expected vertex, then "
+                               "face)",
                                name, lineno, b);
             }
-        } else if (!strcmp(a, "element")) {
-            unsigned long long cnt = strtoull(c, NULL, 10);
-            if (!strcmp(b, "vertex")) {
-                in = 1;
-                nverts = (size_t)cnt;
-            } else if (!strcmp(b, "face")) {
-                in = 2;
-                nfaces = (size_t)cnt;
-            } else {
-                in = 3;
-                if (cnt > 0) {
-                    free(data);
-                    return bf_fail(err, BF_EINVAL, "%s:%d: element '%s' not supported", name,
-                                   lineno, b);
-                }
-            }
         } else if (!strcmp(a, "property")) {
-            if (in == 1) {
+            if (element == 0)
+                return bf_fail(err, BF_EINVAL, "%s:%d: property before any element", name, lineno);
+            if (element == 1) {
                 int sz = type_size(b);
-                if (!strcmp(b, "list") || sz == 0) {
-                    free(data);
+                if (n != 3 || sz == 0)
                     return bf_fail(err, BF_EINVAL, "%s:%d: vertex property '%s' not supported",
                                    name, lineno, line);
-                }
-                if (!strcmp(c, "x") && sz == 4 && strstr(b, "float"))
-                    xoff = (int)vstride;
-                else if (!strcmp(c, "y") && sz == 4 && strstr(b, "float"))
-                    yoff = (int)vstride;
-                else if (!strcmp(c, "z") && sz == 4 && strstr(b, "float"))
-                    zoff = (int)vstride;
-                vstride += (size_t)sz;
-            } else if (in == 2) {
-                if (!strcmp(b, "list") && !strcmp(e, "vertex_indices")) {
-                    list_count = type_size(c);
-                    list_index = type_size(d);
-                    after_face_list = true;
-                    if (list_count != 1 || list_index != 4) {
-                        free(data);
+                int *off = !strcmp(c, "x")   ? &h->xoff
+                           : !strcmp(c, "y") ? &h->yoff
+                           : !strcmp(c, "z") ? &h->zoff
+                                             : NULL;
+                if (off) {
+                    if (strcmp(b, "float") != 0 && strcmp(b, "float32") != 0)
                         return bf_fail(err, BF_EINVAL,
-                                       "%s:%d: faces must be 'list uchar int "
-                                       "vertex_indices'",
-                                       name, lineno);
-                    }
-                } else if (!after_face_list && type_size(b)) {
-                    free(data);
-                    return bf_fail(err, BF_EINVAL, "%s:%d: face property '%s' not supported", name,
-                                   lineno, c);
-                } else {
-                    int sz = type_size(b);
-                    if (!sz) {
-                        free(data);
-                        return bf_fail(err, BF_EINVAL, "%s:%d: face property '%s' not supported",
-                                       name, lineno, line);
-                    }
-                    face_extra += sz;
+                                       "%s:%d: vertex property %s is '%s', only float is "
+                                       "supported",
+                                       name, lineno, c, b);
+                    if (*off >= 0)
+                        return bf_fail(err, BF_EINVAL, "%s:%d: vertex property %s repeated", name,
+                                       lineno, c);
+                    *off = (int)h->vstride;
                 }
+                h->vstride += (size_t)sz;
+            } else if (element == 2 && !strcmp(b, "list")) {
+                bool idx_int = !strcmp(d, "int") || !strcmp(d, "int32");
+                bool idx_uint = !strcmp(d, "uint") || !strcmp(d, "uint32");
+                if (list || n != 5 || (strcmp(c, "uchar") != 0 && strcmp(c, "uint8") != 0) ||
+                    !(idx_int || idx_uint) ||
+                    (strcmp(e, "vertex_indices") != 0 && strcmp(e, "vertex_index") != 0))
+                    return bf_fail(err, BF_EINVAL,
+                                   "%s:%d: '%s' not supported (faces must be 'property list "
+                                   "uchar int vertex_indices')",
+                                   name, lineno, line);
+                list = true;
+                h->index_signed = idx_int;
+            } else if (element == 3 &&
+                       ((n == 3 && type_size(b)) ||
+                        (n == 5 && !strcmp(b, "list") && type_size(c) && type_size(d)))) {
+                /* a property of an empty element: no bytes to skip */
+            } else if (element == 2 && list && n == 3 && type_size(b)) {
+                h->face_extra += (size_t)type_size(b); /* skipped, e.g. a face colour */
+            } else {
+                return bf_fail(err, BF_EINVAL, "%s:%d: property '%s' not supported", name, lineno,
+                               line);
             }
+        } else {
+            return bf_fail(err, BF_EINVAL, "%s:%d: unknown header line '%s'", name, lineno, line);
         }
     }
-    if (!binary_le || xoff < 0 || yoff < 0 || zoff < 0 || (nfaces && !list_count)) {
-        free(data);
-        return bf_fail(err, BF_EINVAL,
-                       "%s: header lacks binary_little_endian format, float x y z "
-                       "or the face list",
+    if (!format)
+        return bf_fail(err, BF_EINVAL, "%s: the header has no format line", name);
+    if (element == 0 || h->xoff < 0 || h->yoff < 0 || h->zoff < 0)
+        return bf_fail(err, BF_EINVAL, "%s: the header has no vertex element with float x, y, z",
                        name);
+    if (h->nfaces > 0 && !list)
+        return bf_fail(err, BF_EINVAL, "%s: the face element has no vertex_indices list", name);
+    h->body = pos;
+    return BF_OK;
+}
+
+/* Scene arrays being filled, with their capacities. */
+typedef struct {
+    kern_scene_t *s;
+    size_t capv, capi, capm; /* capacity of vertices, indices, tri_material in elements */
+} geom_t;
+
+static bool grow(void **p, size_t *cap, size_t need, size_t elem)
+{
+    if (need <= *cap)
+        return true;
+    size_t c = *cap ? *cap : 1024;
+    while (c < need)
+        c *= 2;
+    void *q = realloc(*p, c * elem);
+    if (!q)
+        return false;
+    *p = q;
+    *cap = c;
+    return true;
+}
+
+/* Appends the mesh at path (shown as name) to the scene with material mat.
+   The file is read whole in one go and decoded with memcpy. */
+static bf_err_t load_ply(geom_t *g, const char *path, const char *name, uint16_t mat, char *err)
+{
+    kern_scene_t *s = g->s;
+    char *data = NULL;
+    size_t len = 0;
+    char why[BF_ERRLEN];
+    bf_err_t rc = bf_read_file(path, MAX_PLY, &data, &len, why);
+    if (rc == BF_ENOENT)
+        return bf_fail(err, BF_EINVAL, "%s: no such mesh file", name);
+    if (rc != BF_OK)
+        return rc == BF_ENOMEM ? BF_ENOMEM : bf_fail(err, BF_EINVAL, "%s", why);
+    ply_header_t h;
+    if ((rc = ply_header(data, len, name, &h, err)) != BF_OK)
+        goto done;
+    size_t avail = len - h.body;
+    size_t vbytes = h.nverts * h.vstride; /* both bounded by the header checks: no overflow */
+    if (vbytes > avail) {
+        rc = bf_fail(err, BF_EINVAL,
+                     "%s: truncated: expected %zu bytes of vertex data, file has %zu", name, vbytes,
+                     avail);
+        goto done;
     }
-    const unsigned char *body = (const unsigned char *)end_hdr + 10;
-    while ((const char *)body < data + len && *body != '\n')
-        body++;
-    body++;
-    size_t avail = (const unsigned char *)data + len > body
-                       ? (size_t)((const unsigned char *)data + len - body)
-                       : 0;
-    if (nverts > KERN_MAX_TRIANGLES * 3ull || nfaces > KERN_MAX_TRIANGLES ||
-        nverts * vstride > avail) {
-        free(data);
-        return bf_fail(err, BF_EINVAL,
-                       "%s: truncated: expected %zu bytes of vertex data, file has "
-                       "%zu",
-                       name, nverts * vstride, avail);
+    size_t frec = 1 + 3 * 4 + h.face_extra;
+    size_t fbytes = h.nfaces * frec;
+    if (fbytes > avail - vbytes) {
+        rc = bf_fail(err, BF_EINVAL, "%s: truncated: expected %zu bytes of face data, file has %zu",
+                     name, fbytes, avail - vbytes);
+        goto done;
     }
-    size_t face_bytes = nfaces * (1 + 3 * 4 + (size_t)face_extra);
-    if (face_bytes > avail - nverts * vstride) {
-        free(data);
-        return bf_fail(err, BF_EINVAL,
-                       "%s: truncated: expected %zu bytes of face data, file has "
-                       "%zu",
-                       name, face_bytes, avail - nverts * vstride);
+    if (s->triangle_count + h.nfaces > KERN_MAX_TRIANGLES ||
+        s->vertex_count + h.nverts > (size_t)3 * KERN_MAX_TRIANGLES) {
+        rc = bf_fail(err, BF_EINVAL, "%s: the scene exceeds %u triangles or %u vertices", name,
+                     KERN_MAX_TRIANGLES, 3 * KERN_MAX_TRIANGLES);
+        goto done;
     }
-    if (s->triangle_count + nfaces > KERN_MAX_TRIANGLES) {
-        free(data);
-        return bf_fail(err, BF_EINVAL, "%s: the scene exceeds %u triangles", name,
-                       KERN_MAX_TRIANGLES);
+    if (!grow((void **)&s->vertices, &g->capv, s->vertex_count + h.nverts, 3 * sizeof(float)) ||
+        !grow((void **)&s->indices, &g->capi, s->triangle_count + h.nfaces, 3 * sizeof(uint32_t)) ||
+        !grow((void **)&s->tri_material, &g->capm, s->triangle_count + h.nfaces,
+              sizeof(uint16_t))) {
+        rc = bf_fail(err, BF_ENOMEM, "%s: out of memory", name);
+        goto done;
     }
-    float *nv = realloc(s->vertices, (s->vertex_count + nverts) * 3 * sizeof *nv + 1);
-    if (nv)
-        s->vertices = nv;
-    uint32_t *ni = realloc(s->indices, (s->triangle_count + nfaces) * 3 * sizeof *ni + 1);
-    if (ni)
-        s->indices = ni;
-    uint16_t *nm = realloc(s->tri_material, (s->triangle_count + nfaces) * sizeof *nm + 1);
-    if (nm)
-        s->tri_material = nm;
-    if (!nv || !ni || !nm) {
-        free(data);
-        return bf_fail(err, BF_ENOMEM, "%s: out of memory", name);
-    }
+    const unsigned char *body = (const unsigned char *)data + h.body;
     size_t vbase = s->vertex_count;
-    for (size_t i = 0; i < nverts; i++) {
-        const unsigned char *v = body + i * vstride;
+    for (size_t i = 0; i < h.nverts; i++) {
+        const unsigned char *v = body + i * h.vstride;
         float xyz[3];
-        memcpy(&xyz[0], v + xoff, 4);
-        memcpy(&xyz[1], v + yoff, 4);
-        memcpy(&xyz[2], v + zoff, 4);
+        memcpy(&xyz[0], v + h.xoff, 4);
+        memcpy(&xyz[1], v + h.yoff, 4);
+        memcpy(&xyz[2], v + h.zoff, 4);
         if (!isfinite(xyz[0]) || !isfinite(xyz[1]) || !isfinite(xyz[2])) {
-            free(data);
-            return bf_fail(err, BF_EINVAL, "%s: vertex %zu is not finite", name, i);
+            rc = bf_fail(err, BF_EINVAL, "%s: vertex %zu is not finite", name, i);
+            goto done;
         }
         memcpy(&s->vertices[3 * (vbase + i)], xyz, sizeof xyz);
     }
-    const unsigned char *f = body + nverts * vstride;
-    for (size_t i = 0; i < nfaces; i++) {
+    const unsigned char *f = body + vbytes;
+    for (size_t i = 0; i < h.nfaces; i++, f += frec) {
         if (f[0] != 3) {
-            free(data);
-            return bf_fail(err, BF_EINVAL,
-                           "%s: face %zu has %u vertices, only triangles are "
-                           "supported",
-                           name, i, f[0]);
+            rc = bf_fail(err, BF_EINVAL,
+                         "%s: face %zu has %u vertices, only triangles are supported", name, i,
+                         f[0]);
+            goto done;
         }
         for (int k = 0; k < 3; k++) {
-            int32_t ix;
+            uint32_t ix;
             memcpy(&ix, f + 1 + 4 * k, 4);
-            if (ix < 0 || (size_t)ix >= nverts) {
-                free(data);
-                return bf_fail(err, BF_EINVAL,
-                               "%s: face %zu: vertex index %d out of range (%zu "
-                               "vertices)",
-                               name, i, ix, nverts);
+            long long shown_ix = h.index_signed ? (long long)(int32_t)ix : (long long)ix;
+            if (shown_ix < 0 || (size_t)shown_ix >= h.nverts) {
+                rc = bf_fail(err, BF_EINVAL,
+                             "%s: face %zu: vertex index %lld out of range (%zu vertices)", name, i,
+                             shown_ix, h.nverts);
+                goto done;
             }
-            s->indices[3 * (s->triangle_count + i) + (size_t)k] = (uint32_t)(vbase + (size_t)ix);
+            s->indices[3 * (s->triangle_count + i) + (size_t)k] = (uint32_t)(vbase + ix);
         }
         s->tri_material[s->triangle_count + i] = mat;
-        f += 1 + 12 + face_extra;
     }
-    s->vertex_count += nverts;
-    s->triangle_count += nfaces;
+    s->vertex_count += h.nverts;
+    s->triangle_count += h.nfaces;
+done:
     free(data);
-    return BF_OK;
+    return rc;
 }
 
 /* ---- Mitsuba XML ------------------------------------------------------------ */
 
 typedef struct {
     char id[128];
-    char itu[32];
+    char itu[32]; /* the ITU name, empty when the bsdf is not a radio material */
     double thickness;
     int line;
-    bool radio; /* itu-radio-material */
+    bool radio;   /* type="itu-radio-material" */
+    int material; /* index into the scene's materials once a shape used it, else -1 */
 } bsdf_t;
 
 typedef struct {
@@ -347,15 +426,16 @@ typedef struct {
 
 typedef struct {
     XML_Parser parser;
-    const char *file;
+    const char *file; /* shown in messages */
     int depth;
     bsdf_t *bsdfs;
-    size_t nbsdf;
+    size_t nbsdf, capbsdf;
     shape_t *shapes;
-    size_t nshape;
-    int in_bsdf, in_shape; /* depth of the open top-level element, 0 when none */
+    size_t nshape, capshape;
+    bool in_bsdf, in_shape; /* inside a top-level <bsdf> / <shape> */
+    bsdf_t *cur;            /* the named top-level bsdf being read, NULL for an anonymous one */
     char err[BF_ERRLEN];
-    bool failed;
+    bf_err_t rc;
 } xml_t;
 
 static const char *attr(const char **atts, const char *name)
@@ -366,78 +446,136 @@ static const char *attr(const char **atts, const char *name)
     return NULL;
 }
 
-static void xml_fail(xml_t *x, const char *fmt, const char *a, const char *b)
+/* Records the first failure as "file:line: what" and stops the parser. */
+static void BF_PRINTF(3, 4) xml_fail(xml_t *x, bf_err_t rc, const char *fmt, ...)
 {
-    if (x->failed)
+    if (x->rc != BF_OK)
         return;
-    x->failed = true;
-    char what[256];
-    snprintf(what, sizeof what, fmt, a ? a : "", b ? b : "");
-    snprintf(x->err, sizeof x->err, "%s:%lu: %s", x->file,
-             (unsigned long)XML_GetCurrentLineNumber(x->parser), what);
+    x->rc = rc;
+    int n = snprintf(x->err, sizeof x->err, "%s:%lu: ", x->file,
+                     (unsigned long)XML_GetCurrentLineNumber(x->parser));
+    if (n > 0 && (size_t)n < sizeof x->err) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(x->err + n, sizeof x->err - (size_t)n, fmt, ap);
+        va_end(ap);
+    }
     XML_StopParser(x->parser, XML_FALSE);
+}
+
+/* The ITU name a visual BSDF id stands for, as Sionna maps it: strip a
+   leading "mat-", then a leading "itu_" names the material. */
+static const char *itu_of_id(const char *id)
+{
+    if (!strncmp(id, "mat-", 4))
+        id += 4;
+    return !strncmp(id, "itu_", 4) && id[4] ? id + 4 : NULL;
+}
+
+static void start_top(xml_t *x, const char *el, const char **atts)
+{
+    const char *type = attr(atts, "type"), *id = attr(atts, "id");
+    int line = (int)XML_GetCurrentLineNumber(x->parser);
+    if (!strcmp(el, "bsdf")) {
+        x->in_bsdf = true;
+        x->cur = NULL;
+        if (!id)
+            return; /* an anonymous bsdf cannot be referenced */
+        for (size_t i = 0; i < x->nbsdf; i++)
+            if (!strcmp(x->bsdfs[i].id, id)) {
+                xml_fail(x, BF_EINVAL, "bsdf id '%s' already defined at line %d", id,
+                         x->bsdfs[i].line);
+                return;
+            }
+        if (strlen(id) >= sizeof x->bsdfs[0].id) {
+            xml_fail(x, BF_EINVAL, "bsdf id '%.40s...' too long", id);
+            return;
+        }
+        if (x->nbsdf == MAX_BSDFS) {
+            xml_fail(x, BF_EINVAL, "more than %d bsdf elements", MAX_BSDFS);
+            return;
+        }
+        if (!grow((void **)&x->bsdfs, &x->capbsdf, x->nbsdf + 1, sizeof *x->bsdfs)) {
+            xml_fail(x, BF_ENOMEM, "out of memory");
+            return;
+        }
+        bsdf_t *b = &x->bsdfs[x->nbsdf++];
+        memset(b, 0, sizeof *b);
+        bf_strlcpy(b->id, id, sizeof b->id);
+        b->line = line;
+        b->thickness = 0.1;
+        b->material = -1;
+        b->radio = type && !strcmp(type, "itu-radio-material");
+        const char *itu = itu_of_id(id);
+        if (!b->radio && itu)
+            bf_strlcpy(b->itu, itu, sizeof b->itu);
+        x->cur = b;
+    } else if (!strcmp(el, "shape")) {
+        if (!type || strcmp(type, "ply") != 0) {
+            xml_fail(x, BF_EINVAL, "shape '%s': type '%s' not supported (only ply)", id ? id : "?",
+                     type ? type : "");
+            return;
+        }
+        if (x->nshape == MAX_SHAPES) {
+            xml_fail(x, BF_EINVAL, "more than %d shapes", MAX_SHAPES);
+            return;
+        }
+        if (!grow((void **)&x->shapes, &x->capshape, x->nshape + 1, sizeof *x->shapes)) {
+            xml_fail(x, BF_ENOMEM, "out of memory");
+            return;
+        }
+        shape_t *s = &x->shapes[x->nshape++];
+        memset(s, 0, sizeof *s);
+        bf_strlcpy(s->id, id ? id : "?", sizeof s->id);
+        s->line = line;
+        x->in_shape = true;
+    } else if (!strcmp(el, "include")) {
+        xml_fail(x, BF_EINVAL, "<include> is not supported (put all shapes in one file)");
+    }
+    /* sensor, emitter, integrator, film, default, texture, ...: rendering only */
 }
 
 static void XMLCALL on_start(void *ud, const char *el, const char **atts)
 {
     xml_t *x = ud;
     x->depth++;
-    int line = (int)XML_GetCurrentLineNumber(x->parser);
     if (x->depth == 1) {
         if (strcmp(el, "scene") != 0)
-            xml_fail(x, "root element is <%s>, expected <scene>", el, NULL);
+            xml_fail(x, BF_EINVAL, "root element is <%s>, expected <scene>", el);
         return;
     }
     if (x->depth == 2) {
-        const char *type = attr(atts, "type"), *id = attr(atts, "id");
-        if (!strcmp(el, "bsdf")) {
-            if (!id)
-                return; /* an anonymous bsdf cannot be referenced */
-            if (x->nbsdf == MAX_BSDFS)
-                return xml_fail(x, "too many bsdf elements", NULL, NULL);
-            bsdf_t *b = &x->bsdfs[x->nbsdf++];
-            memset(b, 0, sizeof *b);
-            bf_strlcpy(b->id, id, sizeof b->id);
-            b->line = line;
-            b->thickness = 0.1;
-            b->radio = type && !strcmp(type, "itu-radio-material");
-            if (!b->radio && !strncmp(id, "mat-itu_", 8))
-                bf_strlcpy(b->itu, id + 8, sizeof b->itu);
-            x->in_bsdf = 2;
-        } else if (!strcmp(el, "shape")) {
-            if (!type || strcmp(type, "ply") != 0)
-                return xml_fail(x, "shape '%s': type '%s' not supported (only ply)", id ? id : "?",
-                                type ? type : "");
-            if (x->nshape == MAX_SHAPES)
-                return xml_fail(x, "more than %s shapes", "100000", NULL);
-            shape_t *s = &x->shapes[x->nshape++];
-            memset(s, 0, sizeof *s);
-            bf_strlcpy(s->id, id ? id : "?", sizeof s->id);
-            s->line = line;
-            x->in_shape = 2;
-        }
-        /* sensor, emitter, integrator, film, default and the rest: ignored */
+        start_top(x, el, atts);
         return;
     }
+    if (x->depth != 3)
+        return; /* e.g. the bsdfs nested in a twosided bsdf: only the outer id counts */
     const char *name = attr(atts, "name"), *value = attr(atts, "value");
-    if (x->in_bsdf && x->depth == 3) {
-        bsdf_t *b = &x->bsdfs[x->nbsdf - 1];
-        if (b->radio && !strcmp(el, "string") && name && !strcmp(name, "type") && value)
+    if (x->in_bsdf && x->cur) {
+        bsdf_t *b = x->cur;
+        if (!b->radio || !name || !value)
+            return;
+        if (!strcmp(el, "string") && !strcmp(name, "type")) {
             bf_strlcpy(b->itu, value, sizeof b->itu);
-        else if (b->radio && !strcmp(el, "float") && name && !strcmp(name, "thickness") && value) {
+        } else if (!strcmp(el, "float") && !strcmp(name, "thickness")) {
             char *end;
             b->thickness = strtod(value, &end);
-            if (*end || !(b->thickness >= 0) || !isfinite(b->thickness))
-                xml_fail(x, "bsdf '%s': bad thickness '%s'", b->id, value);
+            if (end == value || *end || !(b->thickness >= 0) || !(b->thickness <= 1e3))
+                xml_fail(x, BF_EINVAL, "bsdf '%s': bad thickness '%s'", b->id, value);
         }
-    } else if (x->in_shape && x->depth == 3) {
+    } else if (x->in_shape) {
         shape_t *s = &x->shapes[x->nshape - 1];
-        if (!strcmp(el, "string") && name && !strcmp(name, "filename") && value)
+        if (!strcmp(el, "string") && name && !strcmp(name, "filename") && value) {
+            if (strlen(value) >= sizeof s->filename) {
+                xml_fail(x, BF_EINVAL, "shape '%s': filename too long", s->id);
+                return;
+            }
             bf_strlcpy(s->filename, value, sizeof s->filename);
-        else if (!strcmp(el, "ref") && attr(atts, "id") && (!name || !strcmp(name, "bsdf")))
+        } else if (!strcmp(el, "ref") && attr(atts, "id") && (!name || !strcmp(name, "bsdf"))) {
             bf_strlcpy(s->ref, attr(atts, "id"), sizeof s->ref);
-        else if (!strcmp(el, "transform"))
-            xml_fail(x, "shape '%s': <transform> is not supported", s->id, NULL);
+        } else if (!strcmp(el, "transform")) {
+            xml_fail(x, BF_EINVAL, "shape '%s': <transform> is not supported", s->id);
+        }
     }
 }
 
@@ -445,17 +583,23 @@ static void XMLCALL on_end(void *ud, const char *el)
 {
     xml_t *x = ud;
     (void)el;
-    if (x->depth == 2) {
-        x->in_bsdf = 0;
-        x->in_shape = 0;
-    }
+    if (x->depth == 2)
+        x->in_bsdf = x->in_shape = false;
     x->depth--;
+}
+
+/* A DTD could declare entities that expand without bound: scenes have none. */
+static void XMLCALL on_doctype(void *ud, const XML_Char *name, const XML_Char *sysid,
+                               const XML_Char *pubid, int has_internal_subset)
+{
+    (void)name, (void)sysid, (void)pubid, (void)has_internal_subset;
+    xml_fail(ud, BF_EINVAL, "<!DOCTYPE> is not supported");
 }
 
 /* A relative path inside the scene: no absolute path, no '..' component. */
 static bool safe_relative(const char *p)
 {
-    if (!*p || p[0] == '/')
+    if (!*p || p[0] == '/' || p[0] == '\\')
         return false;
     const char *c = p;
     while (*c) {
@@ -470,137 +614,165 @@ static bool safe_relative(const char *p)
     return true;
 }
 
+/* The radio material for bsdf b at frequency_hz, added to the scene the
+   first time a shape uses it. */
+static bf_err_t bsdf_material(kern_scene_t *s, bsdf_t *b, const char *shown, double frequency_hz,
+                              char *err)
+{
+    if (b->material >= 0)
+        return BF_OK;
+    if (!b->itu[0])
+        return bf_fail(err, BF_EINVAL,
+                       b->radio ? "%s:%d: bsdf '%s': itu-radio-material without <string "
+                                  "name=\"type\">"
+                                : "%s:%d: bsdf '%s' is not a radio material "
+                                  "(itu-radio-material or id mat-itu_<name>)",
+                       shown, b->line, b->id);
+    char why[BF_ERRLEN];
+    kern_material_t *m = &s->materials[s->material_count];
+    bf_err_t rc = kern_material_eval(b->itu, frequency_hz, b->thickness, m, why);
+    if (rc != BF_OK)
+        return bf_fail(err, BF_EINVAL, "%s:%d: bsdf '%s': %s", shown, b->line, b->id, why);
+    b->material = (int)s->material_count++;
+    return BF_OK;
+}
+
 static bf_err_t load_xml_into(kern_scene_t *s, const char *xml_path, double frequency_hz, char *err)
 {
-    char *text = NULL;
+    char *text = NULL, *dir = NULL;
     size_t len = 0;
     const char *base = strrchr(xml_path, '/');
     const char *shown = base ? base + 1 : xml_path;
-    bf_err_t rc = bf_read_file(xml_path, MAX_XML, &text, &len, err);
+    char why[BF_ERRLEN];
+    bf_err_t rc = bf_read_file(xml_path, MAX_XML, &text, &len, why);
     if (rc != BF_OK)
-        return BF_EINVAL;
+        return rc == BF_ENOMEM ? rc : bf_fail(err, BF_EINVAL, "%s", why);
     xml_t x;
     memset(&x, 0, sizeof x);
     x.file = shown;
-    x.bsdfs = calloc(MAX_BSDFS, sizeof *x.bsdfs);
-    x.shapes = calloc(MAX_SHAPES, sizeof *x.shapes);
     x.parser = XML_ParserCreate(NULL);
-    if (!x.bsdfs || !x.shapes || !x.parser) {
+    geom_t g = {s, 0, 0, 0};
+    if (!x.parser) {
         rc = bf_fail(err, BF_ENOMEM, "%s: out of memory", shown);
         goto done;
     }
     XML_SetUserData(x.parser, &x);
     XML_SetElementHandler(x.parser, on_start, on_end);
-    if (XML_Parse(x.parser, text, (int)len, XML_TRUE) == XML_STATUS_ERROR && !x.failed) {
+    XML_SetStartDoctypeDeclHandler(x.parser, on_doctype);
+    if (XML_Parse(x.parser, text, (int)len, XML_TRUE) == XML_STATUS_ERROR && x.rc == BF_OK) {
         rc = bf_fail(err, BF_EINVAL, "%s:%lu:%lu: %s", shown,
                      (unsigned long)XML_GetCurrentLineNumber(x.parser),
                      (unsigned long)XML_GetCurrentColumnNumber(x.parser) + 1,
                      XML_ErrorString(XML_GetErrorCode(x.parser)));
         goto done;
     }
-    if (x.failed) {
-        rc = bf_fail(err, BF_EINVAL, "%s", x.err);
+    if (x.rc != BF_OK) {
+        rc = bf_fail(err, x.rc, "%s", x.err);
         goto done;
     }
-    /* Materials in the order their shapes use them. */
     s->materials = calloc(x.nbsdf ? x.nbsdf : 1, sizeof *s->materials);
-    int *mat_of_bsdf = malloc((x.nbsdf ? x.nbsdf : 1) * sizeof *mat_of_bsdf);
-    if (!s->materials || !mat_of_bsdf) {
-        free(mat_of_bsdf);
+    dir = bf_strdup(xml_path);
+    if (!s->materials || !dir) {
         rc = bf_fail(err, BF_ENOMEM, "%s: out of memory", shown);
         goto done;
     }
-    for (size_t i = 0; i < x.nbsdf; i++)
-        mat_of_bsdf[i] = -1;
-    char dir[4096];
-    bf_strlcpy(dir, xml_path, sizeof dir);
     char *slash = strrchr(dir, '/');
     if (slash)
-        *slash = '\0';
+        slash[slash == dir ? 1 : 0] = '\0';
     else
-        bf_strlcpy(dir, ".", sizeof dir);
+        strcpy(dir, ".");
     for (size_t i = 0; i < x.nshape && rc == BF_OK; i++) {
         shape_t *sh = &x.shapes[i];
-        size_t b = 0;
-        while (b < x.nbsdf && strcmp(x.bsdfs[b].id, sh->ref) != 0)
-            b++;
+        bsdf_t *b = NULL;
+        for (size_t k = 0; k < x.nbsdf && !b; k++)
+            if (!strcmp(x.bsdfs[k].id, sh->ref))
+                b = &x.bsdfs[k];
         if (!sh->filename[0]) {
             rc = bf_fail(err, BF_EINVAL, "%s:%d: shape '%s' has no filename", shown, sh->line,
                          sh->id);
         } else if (!safe_relative(sh->filename)) {
             rc = bf_fail(err, BF_EINVAL,
-                         "%s:%d: shape '%s': filename '%s' leaves the scene "
-                         "directory",
-                         shown, sh->line, sh->id, sh->filename);
-        } else if (b == x.nbsdf) {
+                         "%s:%d: shape '%s': filename '%s' leaves the scene directory", shown,
+                         sh->line, sh->id, sh->filename);
+        } else if (!sh->ref[0]) {
+            rc = bf_fail(err, BF_EINVAL, "%s:%d: shape '%s' has no <ref> to a bsdf", shown,
+                         sh->line, sh->id);
+        } else if (!b) {
             rc = bf_fail(err, BF_EINVAL, "%s:%d: shape '%s': unknown material '%s'", shown,
-                         sh->line, sh->id, sh->ref[0] ? sh->ref : "(no bsdf ref)");
-        } else {
-            bsdf_t *bs = &x.bsdfs[b];
-            if (mat_of_bsdf[b] < 0) {
-                if (!bs->itu[0]) {
-                    rc = bf_fail(err, BF_EINVAL,
-                                 "%s:%d: bsdf '%s' is not a radio material "
-                                 "(itu-radio-material or id mat-itu_<name>)",
-                                 shown, bs->line, bs->id);
-                    break;
-                }
-                char why[BF_ERRLEN];
-                if (kern_material_eval(bs->itu, frequency_hz, bs->thickness,
-                                       &s->materials[s->material_count], why) != BF_OK) {
-                    rc = bf_fail(err, BF_EINVAL, "%s:%d: bsdf '%s': %s", shown, bs->line, bs->id,
-                                 why);
-                    break;
-                }
-                mat_of_bsdf[b] = (int)s->material_count++;
-            }
+                         sh->line, sh->id, sh->ref);
+        } else if ((rc = bsdf_material(s, b, shown, frequency_hz, err)) == BF_OK) {
             char *ply = bf_asprintf("%s/%s", dir, sh->filename);
-            if (!ply) {
-                rc = BF_ENOMEM;
-                break;
-            }
-            rc = load_ply(s, ply, sh->filename, (uint16_t)mat_of_bsdf[b], err);
+            rc = ply ? load_ply(&g, ply, sh->filename, (uint16_t)b->material, err) : BF_ENOMEM;
             free(ply);
         }
     }
-    free(mat_of_bsdf);
-    if (rc == BF_OK) {
-        for (int k = 0; k < 3; k++) {
-            s->bbox_min[k] = s->vertex_count ? INFINITY : 0;
-            s->bbox_max[k] = s->vertex_count ? -INFINITY : 0;
-        }
-        /* The bounding box of the vertices that triangles use. */
-        for (size_t i = 0; i < 3 * s->triangle_count; i++)
-            for (int k = 0; k < 3; k++) {
-                double v = s->vertices[3 * (size_t)s->indices[i] + (size_t)k];
-                s->bbox_min[k] = fmin(s->bbox_min[k], v);
-                s->bbox_max[k] = fmax(s->bbox_max[k], v);
-            }
-        if (s->triangle_count == 0)
-            for (int k = 0; k < 3; k++)
-                s->bbox_min[k] = s->bbox_max[k] = 0;
+    if (rc != BF_OK)
+        goto done;
+    /* The bounding box of all vertices; a zero box when there are none. */
+    for (int k = 0; k < 3; k++) {
+        s->bbox_min[k] = s->vertex_count ? INFINITY : 0;
+        s->bbox_max[k] = s->vertex_count ? -INFINITY : 0;
     }
+    for (size_t i = 0; i < s->vertex_count; i++)
+        for (int k = 0; k < 3; k++) {
+            double v = s->vertices[3 * i + (size_t)k];
+            s->bbox_min[k] = fmin(s->bbox_min[k], v);
+            s->bbox_max[k] = fmax(s->bbox_max[k], v);
+        }
 done:
     if (x.parser)
         XML_ParserFree(x.parser);
     free(x.bsdfs);
     free(x.shapes);
     free(text);
+    free(dir);
     return rc;
+}
+
+/* A fresh scene whose dir is dir and whose name is dir's last component. */
+static kern_scene_t *scene_new(const char *dir)
+{
+    kern_scene_t *s = calloc(1, sizeof *s);
+    if (!s)
+        return NULL;
+    s->dir = bf_strdup(dir);
+    char *name = bf_strdup(dir);
+    if (name) {
+        size_t l = strlen(name);
+        while (l > 1 && name[l - 1] == '/')
+            name[--l] = '\0';
+        const char *slash = strrchr(name, '/');
+        s->name = bf_strdup(slash && slash[1] ? slash + 1 : name);
+        free(name);
+    }
+    s->tx.power_dbm = 44;
+    s->tx.pattern = KERN_PATTERN_TR38901;
+    s->tx.polarization = KERN_POL_V;
+    if (!s->dir || !s->name)
+        kern_scene_destroy(&s);
+    return s;
 }
 
 bf_err_t kern_scene_load_xml(const char *xml_path, double frequency_hz, kern_scene_t **scene,
                              char *err)
 {
     *scene = NULL;
-    kern_scene_t *s = calloc(1, sizeof *s);
+    if (!(frequency_hz > 0) || !isfinite(frequency_hz))
+        return bf_fail(err, BF_EINVAL, "%s: frequency %g Hz is not positive", xml_path,
+                       frequency_hz);
+    char *dir = bf_strdup(xml_path);
+    if (!dir)
+        return BF_ENOMEM;
+    char *slash = strrchr(dir, '/');
+    if (slash)
+        slash[slash == dir ? 1 : 0] = '\0';
+    else
+        strcpy(dir, ".");
+    kern_scene_t *s = scene_new(dir);
+    free(dir);
     if (!s)
         return BF_ENOMEM;
-    s->dir = bf_strdup(xml_path);
-    s->name = bf_strdup(xml_path);
     s->frequency_hz = frequency_hz;
-    s->tx.power_dbm = 44;
-    s->tx.pattern = KERN_PATTERN_TR38901;
     bf_err_t rc = load_xml_into(s, xml_path, frequency_hz, err);
     if (rc != BF_OK) {
         kern_scene_destroy(&s);
@@ -612,13 +784,21 @@ bf_err_t kern_scene_load_xml(const char *xml_path, double frequency_hz, kern_sce
 
 /* ---- scene.yaml -------------------------------------------------------------- */
 
+static bool finite_all(const double *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(v[i]))
+            return false;
+    return true;
+}
+
 static bf_err_t parse_scene_yaml(kern_scene_t *s, const char *path, bf_yaml_node_t **root_out,
                                  char *err)
 {
     bf_yaml_node_t *root = NULL;
     bf_err_t rc = bf_yaml_load(path, &root, err);
     if (rc != BF_OK)
-        return BF_EINVAL;
+        return rc == BF_ENOMEM ? rc : BF_EINVAL;
     *root_out = root;
     static const char *const top_keys[] = {"frequency_hz", "transmitter", "zone", "measurement",
                                            NULL};
@@ -643,6 +823,8 @@ static bf_err_t parse_scene_yaml(kern_scene_t *s, const char *path, bf_yaml_node
         return bf_yaml_fail(tx, err, "missing key 'transmitter.position'");
     if ((rc = bf_yaml_doubles(n, "transmitter.position", 3, s->tx.position, err)) != BF_OK)
         return rc;
+    if (!finite_all(s->tx.position, 3))
+        return bf_yaml_fail(n, err, "field 'transmitter.position': coordinates must be finite");
     s->tx.power_dbm = 44;
     if ((n = bf_yaml_get(tx, "power_dbm")) &&
         (rc = bf_yaml_double(n, "transmitter.power_dbm", -100, 100, &s->tx.power_dbm, err)) !=
@@ -703,7 +885,7 @@ static bf_err_t parse_scene_yaml(kern_scene_t *s, const char *path, bf_yaml_node
         double r[4];
         if ((rc = bf_yaml_doubles(rect, "zone.rect", 4, r, err)) != BF_OK)
             return rc;
-        if (!(r[0] < r[2]) || !(r[1] < r[3]))
+        if (!finite_all(r, 4) || !(r[0] < r[2]) || !(r[1] < r[3]))
             return bf_yaml_fail(rect, err,
                                 "zone.rect: expected [xmin, ymin, xmax, ymax] with "
                                 "xmin < xmax and ymin < ymax");
@@ -722,10 +904,14 @@ static bf_err_t parse_scene_yaml(kern_scene_t *s, const char *path, bf_yaml_node
         s->zone_xy = malloc(2 * poly->count * sizeof *s->zone_xy);
         if (!s->zone_xy)
             return BF_ENOMEM;
-        for (size_t i = 0; i < poly->count; i++)
+        for (size_t i = 0; i < poly->count; i++) {
             if ((rc = bf_yaml_doubles(poly->items[i], "zone.polygon point", 2, &s->zone_xy[2 * i],
                                       err)) != BF_OK)
                 return rc;
+            if (!finite_all(&s->zone_xy[2 * i], 2))
+                return bf_yaml_fail(poly->items[i], err,
+                                    "zone.polygon: coordinates must be finite");
+        }
         s->zone_points = poly->count;
     }
     const bf_yaml_node_t *meas = bf_yaml_get(root, "measurement");
@@ -736,12 +922,14 @@ static bf_err_t parse_scene_yaml(kern_scene_t *s, const char *path, bf_yaml_node
         if ((n = bf_yaml_get(meas, "center"))) {
             if ((rc = bf_yaml_doubles(n, "measurement.center", 2, m->center, err)) != BF_OK)
                 return rc;
+            if (!finite_all(m->center, 2))
+                return bf_yaml_fail(n, err, "measurement.center: coordinates must be finite");
             m->has_center = true;
         }
         if ((n = bf_yaml_get(meas, "size"))) {
             if ((rc = bf_yaml_doubles(n, "measurement.size", 2, m->size, err)) != BF_OK)
                 return rc;
-            if (!(m->size[0] > 0) || !(m->size[1] > 0))
+            if (!(m->size[0] > 0) || !(m->size[1] > 0) || !finite_all(m->size, 2))
                 return bf_yaml_fail(n, err, "measurement.size: both sides must be positive");
             m->has_size = true;
         }
@@ -753,7 +941,7 @@ static bf_err_t parse_scene_yaml(kern_scene_t *s, const char *path, bf_yaml_node
         if ((n = bf_yaml_get(meas, "cell_size"))) {
             if ((rc = bf_yaml_doubles(n, "measurement.cell_size", 2, m->cell_size, err)) != BF_OK)
                 return rc;
-            if (!(m->cell_size[0] > 0) || !(m->cell_size[1] > 0))
+            if (!(m->cell_size[0] > 0) || !(m->cell_size[1] > 0) || !finite_all(m->cell_size, 2))
                 return bf_yaml_fail(n, err, "measurement.cell_size: both sides must be positive");
             m->has_cell_size = true;
         }
@@ -804,26 +992,28 @@ static bf_err_t find_xml(const char *dir, char **out, char *err)
     return *out ? BF_OK : BF_ENOMEM;
 }
 
+/* The yaml node that holds zone point i, for messages. */
+static const bf_yaml_node_t *zone_node(const bf_yaml_node_t *root, size_t i)
+{
+    const bf_yaml_node_t *zone = bf_yaml_get(root, "zone");
+    const bf_yaml_node_t *poly = bf_yaml_get(zone, "polygon");
+    if (poly && poly->kind == BF_YAML_SEQ && i < poly->count)
+        return poly->items[i];
+    const bf_yaml_node_t *rect = bf_yaml_get(zone, "rect");
+    return rect ? rect : zone;
+}
+
 bf_err_t kern_scene_load(const char *scene_dir, kern_scene_t **scene, char *err)
 {
     *scene = NULL;
-    kern_scene_t *s = calloc(1, sizeof *s);
     char *xml = NULL, *yaml = NULL;
     bf_yaml_node_t *root = NULL;
+    kern_scene_t *s = scene_new(scene_dir);
     if (!s)
         return BF_ENOMEM;
-    s->dir = bf_strdup(scene_dir);
-    const char *slash = strrchr(scene_dir, '/');
-    while (slash && slash[1] == '\0' && slash > scene_dir) { /* trailing slashes */
-        const char *p = slash - 1;
-        while (p > scene_dir && *p != '/')
-            p--;
-        slash = *p == '/' ? p : NULL;
-    }
-    s->name = bf_strdup(slash ? slash + 1 : scene_dir);
     bf_err_t rc = BF_OK;
     yaml = bf_asprintf("%s/scene.yaml", scene_dir);
-    if (!s->dir || !s->name || !yaml) {
+    if (!yaml) {
         rc = BF_ENOMEM;
         goto done;
     }
@@ -833,19 +1023,16 @@ bf_err_t kern_scene_load(const char *scene_dir, kern_scene_t **scene, char *err)
         goto done;
     if ((rc = load_xml_into(s, xml, s->frequency_hz, err)) != BF_OK)
         goto done;
-    if (s->triangle_count > 0) {
-        for (size_t i = 0; i < s->zone_points; i++) {
-            double x = s->zone_xy[2 * i], y = s->zone_xy[2 * i + 1];
-            if (x < s->bbox_min[0] - 1 || x > s->bbox_max[0] + 1 || y < s->bbox_min[1] - 1 ||
-                y > s->bbox_max[1] + 1) {
-                const bf_yaml_node_t *z = bf_yaml_get(root, "zone");
-                rc = bf_yaml_fail(z, err,
-                                  "zone: point (%g, %g) lies outside the scene (x %g..%g, "
-                                  "y %g..%g)",
-                                  x, y, s->bbox_min[0], s->bbox_max[0], s->bbox_min[1],
-                                  s->bbox_max[1]);
-                goto done;
-            }
+    /* The zone must lie within the scene's footprint (1 m slack); a scene
+       without triangles has no footprint to check against. */
+    for (size_t i = 0; s->triangle_count > 0 && i < s->zone_points; i++) {
+        double x = s->zone_xy[2 * i], y = s->zone_xy[2 * i + 1];
+        if (x < s->bbox_min[0] - 1 || x > s->bbox_max[0] + 1 || y < s->bbox_min[1] - 1 ||
+            y > s->bbox_max[1] + 1) {
+            rc = bf_yaml_fail(zone_node(root, i), err,
+                              "zone: point (%g, %g) lies outside the scene (x %g..%g, y %g..%g)", x,
+                              y, s->bbox_min[0], s->bbox_max[0], s->bbox_min[1], s->bbox_max[1]);
+            goto done;
         }
     }
 done:

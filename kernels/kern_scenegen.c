@@ -93,6 +93,20 @@ static bool mesh_box(mesh_t *m, double x0, double y0, double x1, double y1, doub
     return ok && mesh_tri(m, b + 1, b + 3, b + 5) && mesh_tri(m, b + 1, b + 5, b + 7); /* roof */
 }
 
+/* Appends to buf (cap bytes, *len used); once full, *len only grows. */
+static void BF_PRINTF(4, 5) append(char *buf, size_t cap, size_t *len, const char *fmt, ...)
+{
+    if (*len >= cap) {
+        *len = cap;
+        return;
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(buf + *len, cap - *len, fmt, ap);
+    va_end(ap);
+    *len = n < 0 ? cap : *len + (size_t)n;
+}
+
 static bf_err_t write_ply(const char *path, const mesh_t *m, char *err)
 {
     char header[256];
@@ -184,35 +198,41 @@ static bf_err_t write_scene(const char *dir, rng_t *r, char *err)
         goto done;
     }
     free(meshdir);
-    /* XML */
+    /* XML: at most M_COUNT bsdfs and shapes of bounded size, so 8 KiB is
+       plenty; append() stops at the end all the same. */
     char xml[8192];
-    size_t xl = (size_t)snprintf(xml, sizeof xml,
-                                 "<scene version=\"2.1.0\">\n<!-- written by beamfleet scenegen "
-                                 "-->\n\n<!-- Materials -->\n");
+    size_t xl = 0;
+    append(xml, sizeof xml, &xl,
+           "<scene version=\"2.1.0\">\n<!-- written by beamfleet scenegen "
+           "-->\n\n<!-- Materials -->\n");
     for (int m = 0; m < M_COUNT; m++)
         if (meshes[m].nf)
-            xl += (size_t)snprintf(xml + xl, sizeof xml - xl,
-                                   "\t<bsdf type=\"itu-radio-material\" id=\"%s\">\n"
-                                   "\t\t<string name=\"type\" value=\"%s\"/>\n"
-                                   "\t\t<float name=\"thickness\" value=\"%g\"/>\n\t</bsdf>\n",
-                                   mat_names[m], mat_names[m], mat_thickness[m]);
-    xl += (size_t)snprintf(xml + xl, sizeof xml - xl, "\n<!-- Shapes -->\n");
+            append(xml, sizeof xml, &xl,
+                   "\t<bsdf type=\"itu-radio-material\" id=\"%s\">\n"
+                   "\t\t<string name=\"type\" value=\"%s\"/>\n"
+                   "\t\t<float name=\"thickness\" value=\"%g\"/>\n\t</bsdf>\n",
+                   mat_names[m], mat_names[m], mat_thickness[m]);
+    append(xml, sizeof xml, &xl, "\n<!-- Shapes -->\n");
     for (int m = 0; m < M_COUNT && rc == BF_OK; m++) {
         if (!meshes[m].nf)
             continue;
-        xl += (size_t)snprintf(xml + xl, sizeof xml - xl,
-                               "\t<shape type=\"ply\" id=\"mesh-%s\">\n"
-                               "\t\t<string name=\"filename\" value=\"meshes/%s.ply\"/>\n"
-                               "\t\t<boolean name=\"face_normals\" value=\"true\"/>\n"
-                               "\t\t<ref id=\"%s\" name=\"bsdf\"/>\n\t</shape>\n",
-                               mat_names[m], mat_names[m], mat_names[m]);
+        append(xml, sizeof xml, &xl,
+               "\t<shape type=\"ply\" id=\"mesh-%s\">\n"
+               "\t\t<string name=\"filename\" value=\"meshes/%s.ply\"/>\n"
+               "\t\t<boolean name=\"face_normals\" value=\"true\"/>\n"
+               "\t\t<ref id=\"%s\" name=\"bsdf\"/>\n\t</shape>\n",
+               mat_names[m], mat_names[m], mat_names[m]);
         char *path = bf_asprintf("%s/meshes/%s.ply", dir, mat_names[m]);
         rc = path ? write_ply(path, &meshes[m], err) : BF_ENOMEM;
         free(path);
     }
     if (rc != BF_OK)
         goto done;
-    xl += (size_t)snprintf(xml + xl, sizeof xml - xl, "</scene>\n");
+    append(xml, sizeof xml, &xl, "</scene>\n");
+    if (xl >= sizeof xml) {
+        rc = bf_fail(err, BF_EINVAL, "%s: scene XML longer than %zu bytes", dir, sizeof xml);
+        goto done;
+    }
     char *xml_path = bf_asprintf("%s/scene.xml", dir);
     rc = xml_path ? bf_write_atomic(xml_path, xml, xl, err) : BF_ENOMEM;
     free(xml_path);
@@ -242,6 +262,7 @@ static bf_err_t write_scene(const char *dir, rng_t *r, char *err)
     double zx0 = fmax(-HALF, zcx - len / 2), zx1 = fmin(HALF, zcx + len / 2);
     double toward = side == 0 ? 90.0 : -90.0;
     double az = fmod(toward + (next(r) % 2 ? 90 : -90) + uniform(r, -30, 30) + 720, 360);
+    double tilt = uniform(r, 0, 10);
     char yaml[2048];
     int yl = snprintf(yaml, sizeof yaml,
                       "# written by beamfleet scenegen\n"
@@ -254,7 +275,7 @@ static bf_err_t write_scene(const char *dir, rng_t *r, char *err)
                       "zone: {rect: [%.1f, %.1f, %.1f, %.1f]}\n"
                       "measurement: {center: [0, 0], size: [%.0f, %.0f], height: 1.5, "
                       "cell_size: [5, 5]}\n",
-                      txx, txy, txz, az, uniform(r, 0, 10), zx0, zy0, zx1, zy1, 2 * HALF, 2 * HALF);
+                      txx, txy, txz, az, tilt, zx0, zy0, zx1, zy1, 2 * HALF, 2 * HALF);
     char *yaml_path = bf_asprintf("%s/scene.yaml", dir);
     rc = yaml_path ? bf_write_atomic(yaml_path, yaml, (size_t)yl, err) : BF_ENOMEM;
     free(yaml_path);

@@ -1,0 +1,882 @@
+/*  broker/broker_test.c - the broker over real sockets: broker_run in a
+    thread on tcp://127.0.0.1:0 with a temporary state directory, and the
+    test playing workers, the collector and clients with DEALER sockets
+    through proto_send/proto_recv. Covers submit, credit dispatch, results
+    and acks, delivery to the collector in seq order with JOB_DONE, error
+    retries up to max_attempts, worker loss, GOODBYE, cancel with ABORT, a
+    broker restart on the same state directory with a worker that keeps its
+    task and one that does not come back, the status document, unknown
+    peers, and a flood of garbage. Heartbeat interval 100 ms, liveness 3. */
+
+#include "broker.h"
+
+#include "../common/bf_config.h"
+#include "../proto/proto.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#define HB_MS    100
+#define LIVENESS 3
+
+static int failures;
+#define CHECK(cond)                                                                                \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);               \
+            failures++;                                                                            \
+        }                                                                                          \
+    } while (0)
+/* A failed REQUIRE ends the current test case: what follows depends on it. */
+#define REQUIRE(cond)                                                                              \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "%s:%d: REQUIRE failed: %s\n", __FILE__, __LINE__, #cond);             \
+            failures++;                                                                            \
+            goto out;                                                                              \
+        }                                                                                          \
+    } while (0)
+
+/* ---- the broker in a thread ---------------------------------------------- */
+
+typedef struct {
+    broker_t *broker;
+    pthread_t thread;
+    bf_err_t rc;
+    char endpoint[256];
+} running_t;
+
+static void *run_thread(void *arg)
+{
+    running_t *r = arg;
+    r->rc = broker_run(r->broker);
+    return NULL;
+}
+
+static bool start_broker(running_t *r, const char *state_dir)
+{
+    char err[BF_ERRLEN] = "";
+    broker_config_t cfg = {.bind = "tcp://127.0.0.1:0",
+                           .state_dir = state_dir,
+                           .heartbeat_ms = HB_MS,
+                           .liveness = LIVENESS};
+    memset(r, 0, sizeof *r);
+    r->broker = broker_new(&cfg, err);
+    if (!r->broker) {
+        fprintf(stderr, "broker_new: %s\n", err);
+        return false;
+    }
+    bf_strlcpy(r->endpoint, broker_endpoint(r->broker), sizeof r->endpoint);
+    if (pthread_create(&r->thread, NULL, run_thread, r) != 0) {
+        broker_destroy(&r->broker);
+        return false;
+    }
+    return true;
+}
+
+static void stop_broker(running_t *r)
+{
+    if (!r->broker)
+        return;
+    broker_stop(r->broker);
+    pthread_join(r->thread, NULL);
+    CHECK(r->rc == BF_OK);
+    broker_destroy(&r->broker);
+    CHECK(r->broker == NULL);
+}
+
+/* ---- peers played by the test -------------------------------------------- */
+
+typedef struct {
+    void *sock;
+    bool beat; /* sends HEARTBEAT while the test waits on other sockets */
+    int64_t last_beat;
+} tpeer_t;
+
+#define MAX_TPEERS 16
+static tpeer_t *tpeers[MAX_TPEERS];
+
+static void *ctx;
+
+static void tpeer_open(tpeer_t *p, const char *endpoint)
+{
+    memset(p, 0, sizeof *p);
+    p->sock = zmq_socket(ctx, ZMQ_DEALER);
+    char id[33];
+    bf_uuid(id);
+    int zero = 0;
+    zmq_setsockopt(p->sock, ZMQ_ROUTING_ID, id, 16);
+    zmq_setsockopt(p->sock, ZMQ_LINGER, &zero, sizeof zero);
+    zmq_connect(p->sock, endpoint);
+    for (int i = 0; i < MAX_TPEERS; i++)
+        if (!tpeers[i]) {
+            tpeers[i] = p;
+            break;
+        }
+}
+
+static void tpeer_close(tpeer_t *p)
+{
+    for (int i = 0; i < MAX_TPEERS; i++)
+        if (tpeers[i] == p)
+            tpeers[i] = NULL;
+    if (p->sock)
+        zmq_close(p->sock);
+    p->sock = NULL;
+}
+
+static void tsend(tpeer_t *p, proto_msg_t *m)
+{
+    CHECK(proto_send(p->sock, NULL, 0, m, 0) == BF_OK);
+    proto_msg_clear(m);
+}
+
+static void beat_all(void)
+{
+    int64_t now = bf_mono_ms();
+    for (int i = 0; i < MAX_TPEERS; i++) {
+        tpeer_t *p = tpeers[i];
+        if (p && p->beat && now - p->last_beat >= HB_MS / 2) {
+            proto_msg_t hb;
+            proto_msg_init(&hb, PROTO_HEARTBEAT);
+            tsend(p, &hb);
+            p->last_beat = now;
+        }
+    }
+}
+
+/* Waits for the next message of type on p (HEARTBEATs skipped; other types
+   are a failure unless type is PROTO_NONE, which takes any). */
+static bool trecv(tpeer_t *p, proto_type_t type, int timeout_ms, proto_msg_t *out)
+{
+    int64_t deadline = bf_mono_ms() + timeout_ms;
+    proto_msg_init(out, PROTO_NONE);
+    while (bf_mono_ms() < deadline) {
+        beat_all();
+        zmq_pollitem_t it = {p->sock, 0, ZMQ_POLLIN, 0};
+        if (zmq_poll(&it, 1, 20) <= 0)
+            continue;
+        char err[BF_ERRLEN];
+        if (proto_recv(p->sock, NULL, NULL, out, ZMQ_DONTWAIT, err) != BF_OK)
+            continue;
+        if (out->type == PROTO_HEARTBEAT) {
+            proto_msg_clear(out);
+            continue;
+        }
+        if (type != PROTO_NONE && out->type != type) {
+            fprintf(stderr, "  expected %s, got %s (%s)\n", proto_type_name(type),
+                    proto_type_name(out->type), out->reason ? out->reason : "");
+            proto_msg_clear(out);
+            return false;
+        }
+        return true;
+    }
+    fprintf(stderr, "  timed out waiting for %s\n", proto_type_name(type));
+    return false;
+}
+
+/* True when nothing but heartbeats arrives on p for ms. */
+static bool tquiet(tpeer_t *p, int ms)
+{
+    proto_msg_t m;
+    int64_t deadline = bf_mono_ms() + ms;
+    while (bf_mono_ms() < deadline) {
+        beat_all();
+        zmq_pollitem_t it = {p->sock, 0, ZMQ_POLLIN, 0};
+        if (zmq_poll(&it, 1, 20) <= 0)
+            continue;
+        if (proto_recv(p->sock, NULL, NULL, &m, ZMQ_DONTWAIT, NULL) != BF_OK)
+            continue;
+        proto_type_t t = m.type;
+        proto_msg_clear(&m);
+        if (t != PROTO_HEARTBEAT) {
+            fprintf(stderr, "  unexpected %s\n", proto_type_name(t));
+            return false;
+        }
+    }
+    return true;
+}
+
+/* True when the broker sends p a HEARTBEAT within ms (it must, when it
+   has sent p nothing else for an interval). */
+static bool theartbeat(tpeer_t *p, int ms)
+{
+    proto_msg_t m;
+    int64_t deadline = bf_mono_ms() + ms;
+    while (bf_mono_ms() < deadline) {
+        beat_all();
+        zmq_pollitem_t it = {p->sock, 0, ZMQ_POLLIN, 0};
+        if (zmq_poll(&it, 1, 20) <= 0)
+            continue;
+        if (proto_recv(p->sock, NULL, NULL, &m, ZMQ_DONTWAIT, NULL) != BF_OK)
+            continue;
+        proto_type_t t = m.type;
+        proto_msg_clear(&m);
+        if (t == PROTO_HEARTBEAT)
+            return true;
+    }
+    return false;
+}
+
+static void worker_ready(tpeer_t *w, const char *name, unsigned credit, json_t *running)
+{
+    proto_msg_t m;
+    proto_msg_init(&m, PROTO_READY);
+    CHECK(proto_msg_set(&m.worker, name) == BF_OK);
+    m.credit = credit;
+    m.obj =
+        json_pack("{s:s, s:i, s:i, s:s, s:s, s:i, s:s, s:s, s:s, s:[s,s], s:[], s:o}", "host", name,
+                  "pid", 42, "device_index", -1, "uuid", "", "name", "cpu", "memory_bytes", 1 << 20,
+                  "compute_capability", "", "backend", "cpu", "version", BF_VERSION, "tasks",
+                  "exec", "boresight", "allow_exec", "running", running ? running : json_array());
+    tsend(w, &m);
+    w->beat = true;
+}
+
+static void worker_result(tpeer_t *w, const char *task_id, unsigned attempt, const char *status,
+                          const char *reason, double elapsed)
+{
+    proto_msg_t m;
+    proto_msg_init(&m, PROTO_RESULT);
+    CHECK(proto_msg_set(&m.task_id, task_id) == BF_OK);
+    m.attempt = attempt;
+    m.obj = json_pack("{s:s, s:s, s:s, s:s, s:i, s:f, s:{s:f}}", "status", status, "reason", reason,
+                      "host", "testhost", "device", "cpu", "gpu_id", -1, "elapsed_time", elapsed,
+                      "stats", "improvement_mean", 2.5);
+    tsend(w, &m);
+}
+
+/* One request on a fresh client socket; the reply (of type) in *rep. */
+static bool request(const char *endpoint, proto_msg_t *req, proto_type_t type, proto_msg_t *rep)
+{
+    tpeer_t c;
+    tpeer_open(&c, endpoint);
+    tsend(&c, req);
+    bool ok = trecv(&c, type, 3000, rep);
+    tpeer_close(&c);
+    return ok;
+}
+
+static json_t *status_doc(const char *endpoint, const char *job_id, uint64_t cursor)
+{
+    proto_msg_t req, rep;
+    proto_msg_init(&req, PROTO_STATUS);
+    CHECK(proto_msg_set(&req.job_id, job_id) == BF_OK);
+    req.seq = cursor;
+    if (!request(endpoint, &req, PROTO_STATUS_REPLY, &rep))
+        return NULL;
+    json_t *doc = json_incref(rep.obj);
+    proto_msg_clear(&rep);
+    return doc;
+}
+
+static json_t *job_in(json_t *doc, const char *job_id)
+{
+    size_t i;
+    json_t *j;
+    json_array_foreach(json_object_get(doc, "jobs"), i, j)
+    {
+        if (!strcmp(json_string_value(json_object_get(j, "id")), job_id))
+            return j;
+    }
+    return NULL;
+}
+
+static int64_t jint(const json_t *o, const char *key)
+{
+    return json_integer_value(json_object_get(o, key));
+}
+
+static const char *jstr(const json_t *o, const char *key)
+{
+    const char *s = json_string_value(json_object_get(o, key));
+    return s ? s : "";
+}
+
+/* Submits a job of n scenes named prefix000...; job_id gets the id. */
+static bool submit(const char *endpoint, const char *name, int n, unsigned max_attempts,
+                   char job_id[16])
+{
+    bf_job_t job;
+    bf_job_defaults(&job);
+    job.name = bf_strdup(name);
+    job.scenes_root = bf_strdup("/tmp/scenes");
+    job.output = bf_strdup("/tmp/out");
+    job.max_attempts = max_attempts;
+    job.timeout_s = 60;
+    job.scenes = calloc((size_t)n, sizeof *job.scenes);
+    for (int i = 0; i < n; i++)
+        job.scenes[i] = bf_asprintf("scene%03d", i);
+    job.scene_count = (size_t)n;
+    proto_msg_t req, rep;
+    proto_msg_init(&req, PROTO_SUBMIT);
+    req.obj = bf_job_to_json(&job, true);
+    bf_job_clear(&job);
+    if (!req.obj)
+        return false;
+    bool ok = request(endpoint, &req, PROTO_SUBMITTED, &rep);
+    if (ok) {
+        CHECK(rep.total == (uint64_t)n);
+        CHECK(rep.job_id && strlen(rep.job_id) == 12 &&
+              strspn(rep.job_id, "0123456789abcdef") == 12);
+        bf_strlcpy(job_id, rep.job_id ? rep.job_id : "", 16);
+    }
+    proto_msg_clear(&rep);
+    return ok;
+}
+
+static void collector_ack(tpeer_t *c, uint64_t seq)
+{
+    proto_msg_t m;
+    proto_msg_init(&m, PROTO_ACK);
+    m.seq = seq;
+    tsend(c, &m);
+}
+
+/* ---- cases ----------------------------------------------------------------- */
+
+static char *temp_dir(void)
+{
+    char tmpl[] = "/tmp/broker_test.XXXXXX";
+    char *d = mkdtemp(tmpl);
+    return d ? bf_strdup(d) : NULL;
+}
+
+static void rm_dir(const char *dir)
+{
+    char *cmd = bf_asprintf("rm -rf '%s'", dir);
+    if (cmd && system(cmd) != 0)
+        fprintf(stderr, "could not remove %s\n", dir);
+    free(cmd);
+}
+
+static void test_security(const char *dir)
+{
+    char err[BF_ERRLEN] = "";
+    broker_config_t cfg = {.bind = "tcp://0.0.0.0:0", .state_dir = dir};
+    broker_t *b = broker_new(&cfg, err);
+    CHECK(b == NULL);
+    CHECK(strstr(err, "loopback") != NULL);
+    cfg.bind = "tcp://10.1.2.3:5555";
+    CHECK(broker_new(&cfg, err) == NULL);
+    cfg.bind = "tcp://127.0.0.1:0";
+    cfg.state_dir = NULL;
+    CHECK(broker_new(&cfg, err) == NULL);
+    cfg.state_dir = dir;
+    b = broker_new(&cfg, err);
+    CHECK(b != NULL);
+    CHECK(b && strncmp(broker_endpoint(b), "tcp://127.0.0.1:", 16) == 0 &&
+          strcmp(broker_endpoint(b), "tcp://127.0.0.1:0") != 0);
+    broker_destroy(&b);
+    broker_destroy(&b); /* idempotent */
+    cfg.bind = "tcp://*:0";
+    cfg.insecure = true;
+    b = broker_new(&cfg, err);
+    CHECK(b != NULL);
+    broker_destroy(&b);
+}
+
+/* Submit, dispatch, results, retries, worker loss, goodbye, delivery. */
+static void test_flow(const char *dir)
+{
+    running_t r;
+    tpeer_t a = {0}, bw = {0}, cw = {0}, col = {0}, stranger = {0};
+    proto_msg_t m;
+    char job_id[16] = "";
+    json_t *doc = NULL;
+    REQUIRE(start_broker(&r, dir));
+    REQUIRE(submit(r.endpoint, "flow", 5, 3, job_id));
+
+    /* READY with credit 2 -> two TASKs, in scene order, attempt 1 */
+    tpeer_open(&a, r.endpoint);
+    worker_ready(&a, "hostA:1:cpu", 2, NULL);
+    char t0[33], t1[33], t2[33];
+    REQUIRE(trecv(&a, PROTO_TASK, 2000, &m));
+    CHECK(!strcmp(m.scene, "scene000") && m.attempt == 1 && !strcmp(m.job_id, job_id));
+    CHECK(m.timeout_ms == 60000);
+    CHECK(json_is_object(m.obj) && !json_object_get(m.obj, "scenes"));
+    bf_strlcpy(t0, m.task_id, sizeof t0);
+    proto_msg_clear(&m);
+    REQUIRE(trecv(&a, PROTO_TASK, 2000, &m));
+    CHECK(!strcmp(m.scene, "scene001") && m.attempt == 1);
+    bf_strlcpy(t1, m.task_id, sizeof t1);
+    proto_msg_clear(&m);
+    CHECK(tquiet(&a, 150)); /* no credit left */
+
+    /* RESULT -> ACK, and the credit brings the next TASK */
+    worker_result(&a, t0, 1, "success", "", 1.5);
+    REQUIRE(trecv(&a, PROTO_ACK, 2000, &m));
+    CHECK(!strcmp(m.task_id, t0));
+    proto_msg_clear(&m);
+    REQUIRE(trecv(&a, PROTO_TASK, 2000, &m));
+    CHECK(!strcmp(m.scene, "scene002"));
+    bf_strlcpy(t2, m.task_id, sizeof t2);
+    proto_msg_clear(&m);
+
+    /* A duplicate result (the worker re-sending) is acked and ignored. */
+    worker_result(&a, t0, 1, "success", "", 1.5);
+    REQUIRE(trecv(&a, PROTO_ACK, 2000, &m));
+    proto_msg_clear(&m);
+
+    /* The collector gets the result with its job info; ACK removes it. */
+    tpeer_open(&col, r.endpoint);
+    proto_msg_init(&m, PROTO_COLLECT);
+    CHECK(proto_msg_set(&m.worker, "collector") == BF_OK);
+    m.credit = 16;
+    tsend(&col, &m);
+    col.beat = true;
+    REQUIRE(trecv(&col, PROTO_DELIVER, 2000, &m));
+    CHECK(!strcmp(m.task_id, t0) && !strcmp(m.job_id, job_id));
+    json_t *res = json_object_get(m.obj, "result"), *ji = json_object_get(m.obj, "job");
+    CHECK(!strcmp(jstr(res, "status"), "success") && !strcmp(jstr(res, "scene"), "scene000"));
+    CHECK(!strcmp(jstr(res, "task_id"), t0) && jint(res, "attempt") == 1);
+    CHECK(!strcmp(jstr(ji, "id"), job_id) && !strcmp(jstr(ji, "name"), "flow"));
+    CHECK(!strcmp(jstr(ji, "output"), "/tmp/out") && !strcmp(jstr(ji, "task"), "boresight"));
+    CHECK(jint(ji, "total") == 5 && !strcmp(jstr(ji, "state"), "running"));
+    uint64_t last_seq = m.seq;
+    collector_ack(&col, m.seq);
+    proto_msg_clear(&m);
+
+    /* "error" is retried (requeued first, attempt + 1) up to max_attempts,
+       then final with every failure in the reason. */
+    for (unsigned attempt = 1; attempt <= 3; attempt++) {
+        worker_result(&a, t1, attempt, "error", "boom", 0.1);
+        REQUIRE(trecv(&a, PROTO_ACK, 2000, &m));
+        proto_msg_clear(&m);
+        if (attempt < 3) {
+            REQUIRE(trecv(&a, PROTO_TASK, 2000, &m));
+            CHECK(!strcmp(m.task_id, t1) && m.attempt == attempt + 1);
+            proto_msg_clear(&m);
+        }
+    }
+    REQUIRE(trecv(&col, PROTO_DELIVER, 2000, &m));
+    res = json_object_get(m.obj, "result");
+    CHECK(!strcmp(m.task_id, t1) && m.seq > last_seq);
+    CHECK(!strcmp(jstr(res, "status"), "error"));
+    CHECK(!strncmp(jstr(res, "reason"), "failed 3 times: testhost/cpu (boom); ", 37));
+    CHECK(json_array_size(json_object_get(res, "failures")) == 3);
+    CHECK(jint(res, "attempt") == 3);
+    last_seq = m.seq;
+    collector_ack(&col, m.seq);
+    proto_msg_clear(&m);
+    /* A now holds t2 and, with its credit back, scene003. */
+    char t3[33];
+    REQUIRE(trecv(&a, PROTO_TASK, 2000, &m));
+    CHECK(!strcmp(m.scene, "scene003"));
+    bf_strlcpy(t3, m.task_id, sizeof t3);
+    proto_msg_clear(&m);
+
+    /* Unknown peer HEARTBEAT -> ERROR ENOENT. */
+    tpeer_open(&stranger, r.endpoint);
+    proto_msg_init(&m, PROTO_HEARTBEAT);
+    tsend(&stranger, &m);
+    REQUIRE(trecv(&stranger, PROTO_ERROR, 2000, &m));
+    CHECK(m.code == BF_ENOENT && strstr(m.reason, "unknown peer"));
+    proto_msg_clear(&m);
+
+    /* Worker A goes silent holding t2 and t3: both go to B, attempt 2,
+       within I*L (plus a housekeeping tick). */
+    tpeer_open(&bw, r.endpoint);
+    worker_ready(&bw, "hostB:2:cpu", 3, NULL);
+    REQUIRE(trecv(&bw, PROTO_TASK, 2000, &m)); /* scene004, queued */
+    CHECK(!strcmp(m.scene, "scene004") && m.attempt == 1);
+    char t4[33];
+    bf_strlcpy(t4, m.task_id, sizeof t4);
+    proto_msg_clear(&m);
+    a.beat = false;
+    int64_t silent_since = bf_mono_ms();
+    bool got2 = false, got3 = false;
+    for (int k = 0; k < 2; k++) {
+        REQUIRE(trecv(&bw, PROTO_TASK, 2000, &m));
+        CHECK(m.attempt == 2);
+        got2 |= !strcmp(m.task_id, t2);
+        got3 |= !strcmp(m.task_id, t3);
+        proto_msg_clear(&m);
+    }
+    int64_t took = bf_mono_ms() - silent_since;
+    CHECK(got2 && got3);
+    CHECK(took < HB_MS * LIVENESS + 3 * HB_MS);
+    tpeer_close(&a);
+
+    /* GOODBYE returns t4 without counting an attempt. */
+    worker_result(&bw, t2, 2, "success", "", 2.0);
+    worker_result(&bw, t3, 2, "failed", "zone failed validation", 2.0);
+    REQUIRE(trecv(&bw, PROTO_ACK, 2000, &m));
+    proto_msg_clear(&m);
+    REQUIRE(trecv(&bw, PROTO_ACK, 2000, &m));
+    proto_msg_clear(&m);
+    proto_msg_init(&m, PROTO_GOODBYE);
+    tsend(&bw, &m);
+    bw.beat = false;
+    tpeer_open(&cw, r.endpoint);
+    worker_ready(&cw, "hostC:3:cpu", 1, NULL);
+    REQUIRE(trecv(&cw, PROTO_TASK, 2000, &m));
+    CHECK(!strcmp(m.task_id, t4) && m.attempt == 1);
+    proto_msg_clear(&m);
+
+    /* Status while C runs t4 and reports progress. */
+    proto_msg_init(&m, PROTO_PROGRESS);
+    CHECK(proto_msg_set(&m.task_id, t4) == BF_OK);
+    CHECK(proto_msg_set(&m.stage, "trace") == BF_OK);
+    m.attempt = 1;
+    m.fraction = 0.5;
+    tsend(&cw, &m);
+    for (int tries = 0; tries < 50; tries++) { /* PROGRESS and STATUS use two connections */
+        json_decref(doc);
+        doc = status_doc(r.endpoint, "", 0);
+        json_t *w = json_array_get(json_object_get(doc, "workers"), 0);
+        if (!strcmp(jstr(w, "task_stage"), "trace"))
+            break;
+        usleep(20 * 1000);
+    }
+    REQUIRE(doc);
+    json_t *br = json_object_get(doc, "broker");
+    CHECK(!strcmp(jstr(br, "version"), BF_VERSION) && !strcmp(jstr(br, "state_dir"), dir));
+    CHECK(json_is_number(json_object_get(br, "uptime_s")));
+    json_t *workers = json_object_get(doc, "workers");
+    CHECK(json_array_size(workers) == 1);
+    json_t *w0 = json_array_get(workers, 0);
+    CHECK(!strcmp(jstr(w0, "name"), "hostC:3:cpu") && !strcmp(jstr(w0, "state"), "busy"));
+    CHECK(!strcmp(jstr(w0, "task_scene"), "scene004") && !strcmp(jstr(w0, "backend"), "cpu"));
+    CHECK(!strcmp(jstr(w0, "host"), "hostC:3:cpu") && jint(w0, "device_index") == -1);
+    CHECK(jint(w0, "credit") == 0 && jint(w0, "memory_bytes") == 1 << 20);
+    CHECK(!strcmp(jstr(w0, "task_stage"), "trace"));
+    CHECK(json_real_value(json_object_get(w0, "task_fraction")) == 0.5);
+    json_t *c = json_object_get(doc, "collector");
+    CHECK(json_is_true(json_object_get(c, "connected")));
+    CHECK(json_integer_value(json_object_get(doc, "queue")) == 0);
+    json_t *j = job_in(doc, job_id);
+    CHECK(j && jint(j, "total") == 5 && jint(j, "final") == 4 && jint(j, "running") == 1);
+    CHECK(j && jint(j, "queued") == 0 && !strcmp(jstr(j, "state"), "running"));
+    json_t *counts = json_object_get(j, "counts");
+    CHECK(jint(counts, "success") == 2 && jint(counts, "failed") == 1 &&
+          jint(counts, "error") == 1 && jint(counts, "cancelled") == 0);
+    CHECK(j && json_real_value(json_object_get(j, "eta_s")) >= 0);
+    CHECK(j && json_real_value(json_object_get(j, "rate_per_min")) > 0);
+    json_t *events = json_object_get(doc, "events");
+    CHECK(json_array_size(events) == 4);
+    json_t *e0 = json_array_get(events, 0);
+    CHECK(!strcmp(jstr(e0, "task_id"), t0) && !strcmp(jstr(e0, "status"), "success"));
+    CHECK(json_real_value(json_object_get(e0, "improvement_mean")) == 2.5);
+    CHECK(!strcmp(jstr(e0, "scene"), "scene000") && !strcmp(jstr(e0, "host"), "testhost"));
+    uint64_t next = (uint64_t)jint(doc, "next_seq");
+    CHECK(next == (uint64_t)jint(json_array_get(events, 3), "seq"));
+    json_decref(doc);
+    doc = status_doc(r.endpoint, job_id, next);
+    CHECK(doc && json_array_size(json_object_get(doc, "events")) == 0);
+    CHECK(doc && (uint64_t)jint(doc, "next_seq") == next);
+    json_decref(doc);
+    doc = NULL;
+
+    /* The last result: DELIVERs in seq order, then JOB_DONE. */
+    worker_result(&cw, t4, 1, "success", "", 3.0);
+    REQUIRE(trecv(&cw, PROTO_ACK, 2000, &m));
+    proto_msg_clear(&m);
+    int delivered = 0;
+    for (;;) {
+        REQUIRE(trecv(&col, PROTO_NONE, 2000, &m));
+        CHECK(m.seq > last_seq);
+        last_seq = m.seq;
+        collector_ack(&col, m.seq);
+        if (m.type == PROTO_JOB_DONE) {
+            ji = json_object_get(m.obj, "job");
+            CHECK(!strcmp(jstr(ji, "state"), "done") && jint(ji, "finished_ms") > 0);
+            CHECK(jint(json_object_get(ji, "counts"), "success") == 3);
+            CHECK(!strcmp(m.job_id, job_id));
+            proto_msg_clear(&m);
+            break;
+        }
+        CHECK(m.type == PROTO_DELIVER);
+        delivered++;
+        proto_msg_clear(&m);
+    }
+    CHECK(delivered == 3); /* t2, t3, t4 */
+    usleep(100 * 1000);
+    doc = status_doc(r.endpoint, "", 0);
+    CHECK(doc && jint(json_object_get(doc, "collector"), "outbox") == 0);
+    j = job_in(doc, job_id);
+    CHECK(j && !strcmp(jstr(j, "state"), "done"));
+    w0 = json_array_get(json_object_get(doc, "workers"), 0);
+    CHECK(jint(w0, "done") == 1 && json_real_value(json_object_get(w0, "mean_s")) == 3.0);
+out:
+    json_decref(doc);
+    tpeer_close(&a);
+    tpeer_close(&bw);
+    tpeer_close(&cw);
+    tpeer_close(&col);
+    tpeer_close(&stranger);
+    stop_broker(&r);
+}
+
+static void test_cancel(const char *dir)
+{
+    running_t r;
+    tpeer_t w = {0}, col = {0};
+    proto_msg_t m, rep;
+    char job_id[16] = "";
+    REQUIRE(start_broker(&r, dir));
+    REQUIRE(submit(r.endpoint, "cancel-me", 4, 3, job_id));
+    tpeer_open(&w, r.endpoint);
+    worker_ready(&w, "hostW:1:cpu", 1, NULL);
+    REQUIRE(trecv(&w, PROTO_TASK, 2000, &m));
+    char running[33];
+    bf_strlcpy(running, m.task_id, sizeof running);
+    proto_msg_clear(&m);
+
+    proto_msg_init(&m, PROTO_CANCEL);
+    CHECK(proto_msg_set(&m.job_id, job_id) == BF_OK);
+    REQUIRE(request(r.endpoint, &m, PROTO_CANCELLED, &rep));
+    CHECK(rep.total == 4 && !strcmp(rep.job_id, job_id));
+    proto_msg_clear(&rep);
+    REQUIRE(trecv(&w, PROTO_ABORT, 2000, &m));
+    CHECK(!strcmp(m.task_id, running));
+    proto_msg_clear(&m);
+    CHECK(tquiet(&w, 200)); /* nothing left to run */
+
+    proto_msg_init(&m, PROTO_CANCEL);
+    CHECK(proto_msg_set(&m.job_id, "0123456789ab") == BF_OK);
+    REQUIRE(request(r.endpoint, &m, PROTO_ERROR, &rep));
+    CHECK(rep.code == BF_ENOENT);
+    proto_msg_clear(&rep);
+
+    /* A late result of the aborted task is acked and ignored. */
+    worker_result(&w, running, 1, "success", "", 1.0);
+    REQUIRE(trecv(&w, PROTO_ACK, 2000, &m));
+    proto_msg_clear(&m);
+
+    tpeer_open(&col, r.endpoint);
+    proto_msg_init(&m, PROTO_COLLECT);
+    m.credit = 2; /* smaller than what waits: the window refills on ACK */
+    tsend(&col, &m);
+    col.beat = true;
+    int cancelled = 0;
+    for (;;) {
+        REQUIRE(trecv(&col, PROTO_NONE, 2000, &m));
+        collector_ack(&col, m.seq);
+        if (m.type == PROTO_JOB_DONE) {
+            CHECK(!strcmp(jstr(json_object_get(m.obj, "job"), "state"), "cancelled"));
+            proto_msg_clear(&m);
+            break;
+        }
+        json_t *res = json_object_get(m.obj, "result");
+        cancelled += !strcmp(jstr(res, "status"), "cancelled") &&
+                     !strcmp(jstr(res, "reason"), "cancelled by user");
+        proto_msg_clear(&m);
+    }
+    CHECK(cancelled == 4);
+    /* Idle peers hear from the broker every interval. */
+    CHECK(theartbeat(&w, 3 * HB_MS));
+    CHECK(theartbeat(&col, 3 * HB_MS));
+out:
+    tpeer_close(&w);
+    tpeer_close(&col);
+    stop_broker(&r);
+}
+
+/* Restart on the same state directory: jobs, tasks and the outbox come
+   back; a worker that re-registers with its task keeps it; the task of one
+   that does not come back is requeued after the grace window. */
+static void test_restart(const char *dir)
+{
+    running_t r;
+    tpeer_t w1 = {0}, w2 = {0}, w3 = {0}, col = {0};
+    proto_msg_t m;
+    char job_id[16] = "", ta[33] = "", tb[33] = "", tc[33] = "";
+    json_t *doc = NULL;
+    REQUIRE(start_broker(&r, dir));
+    REQUIRE(submit(r.endpoint, "restart", 4, 3, job_id));
+    tpeer_open(&w1, r.endpoint);
+    worker_ready(&w1, "hostR1:1:cpu", 1, NULL);
+    REQUIRE(trecv(&w1, PROTO_TASK, 2000, &m));
+    bf_strlcpy(ta, m.task_id, sizeof ta);
+    proto_msg_clear(&m);
+    tpeer_open(&w2, r.endpoint);
+    worker_ready(&w2, "hostR2:1:cpu", 1, NULL);
+    REQUIRE(trecv(&w2, PROTO_TASK, 2000, &m));
+    bf_strlcpy(tb, m.task_id, sizeof tb);
+    proto_msg_clear(&m);
+    worker_result(&w1, ta, 1, "success", "", 1.0);
+    REQUIRE(trecv(&w1, PROTO_ACK, 2000, &m));
+    proto_msg_clear(&m);
+    REQUIRE(trecv(&w1, PROTO_TASK, 2000, &m));
+    bf_strlcpy(tc, m.task_id, sizeof tc);
+    CHECK(!strcmp(m.scene, "scene002"));
+    proto_msg_clear(&m);
+    tpeer_close(&w1);
+    tpeer_close(&w2);
+    stop_broker(&r);
+
+    REQUIRE(start_broker(&r, dir));
+    int64_t restarted = bf_mono_ms();
+    tpeer_open(&w1, r.endpoint); /* a new connection, as a real worker makes */
+    worker_ready(&w1, "hostR1:1:cpu", 1, json_pack("[s]", tc));
+    tpeer_open(&w3, r.endpoint);
+    worker_ready(&w3, "hostR3:1:cpu", 2, NULL);
+    REQUIRE(trecv(&w3, PROTO_TASK, 2000, &m));
+    CHECK(!strcmp(m.scene, "scene003") && m.attempt == 1);
+    proto_msg_clear(&m);
+    /* tb's worker never comes back: requeued after 2*I*L as a lost attempt */
+    REQUIRE(trecv(&w3, PROTO_TASK, 3000, &m));
+    CHECK(!strcmp(m.task_id, tb) && m.attempt == 2);
+    CHECK(bf_mono_ms() - restarted >= 2 * HB_MS * LIVENESS - 50);
+    proto_msg_clear(&m);
+    CHECK(tquiet(&w1, 100)); /* w1 kept tc: no new task, no abort */
+    worker_result(&w1, tc, 1, "success", "", 1.0);
+    REQUIRE(trecv(&w1, PROTO_ACK, 2000, &m));
+    proto_msg_clear(&m);
+
+    doc = status_doc(r.endpoint, job_id, 0);
+    REQUIRE(doc);
+    json_t *j = job_in(doc, job_id);
+    CHECK(j && jint(j, "total") == 4 && jint(j, "final") == 2 && jint(j, "running") == 2);
+    CHECK(json_array_size(json_object_get(doc, "events")) == 2);
+    CHECK(jint(json_object_get(doc, "collector"), "outbox") == 2);
+    json_decref(doc);
+    doc = NULL;
+
+    /* The result from before the restart is still waiting for the collector. */
+    tpeer_open(&col, r.endpoint);
+    proto_msg_init(&m, PROTO_COLLECT);
+    m.credit = 8;
+    tsend(&col, &m);
+    col.beat = true;
+    REQUIRE(trecv(&col, PROTO_DELIVER, 2000, &m));
+    CHECK(!strcmp(m.task_id, ta));
+    proto_msg_clear(&m);
+    REQUIRE(trecv(&col, PROTO_DELIVER, 2000, &m));
+    CHECK(!strcmp(m.task_id, tc));
+    proto_msg_clear(&m);
+    /* Not acked: a new collector connection gets them again, in order. */
+    tpeer_close(&col);
+    tpeer_open(&col, r.endpoint);
+    proto_msg_init(&m, PROTO_COLLECT);
+    m.credit = 8;
+    tsend(&col, &m);
+    col.beat = true;
+    REQUIRE(trecv(&col, PROTO_DELIVER, 2000, &m));
+    CHECK(!strcmp(m.task_id, ta));
+    proto_msg_clear(&m);
+out:
+    json_decref(doc);
+    tpeer_close(&w1);
+    tpeer_close(&w2);
+    tpeer_close(&w3);
+    tpeer_close(&col);
+    stop_broker(&r);
+}
+
+/* 2000 frames of garbage (random bytes, multi-frame, truncated valid
+   messages, wrong versions, an oversize frame): the broker answers STATUS
+   afterwards. */
+static void test_garbage(const char *dir)
+{
+    running_t r;
+    tpeer_t g = {0};
+    json_t *doc = NULL;
+    REQUIRE(start_broker(&r, dir));
+    tpeer_open(&g, r.endpoint);
+    unsigned seed = 12345;
+    uint8_t buf[512];
+    proto_msg_t ok;
+    proto_msg_init(&ok, PROTO_READY);
+    ok.obj = json_pack("{s:s}", "host", "x");
+    uint8_t *valid = NULL;
+    size_t valid_len = 0;
+    CHECK(proto_encode(&ok, &valid, &valid_len) == BF_OK);
+    proto_msg_clear(&ok);
+    for (int i = 0; i < 2000; i++) {
+        size_t n = (size_t)(rand_r(&seed) % sizeof buf);
+        for (size_t k = 0; k < n; k++)
+            buf[k] = (uint8_t)rand_r(&seed);
+        switch (i % 5) {
+        case 0: /* random bytes */
+            zmq_send(g.sock, buf, n, 0);
+            break;
+        case 1: /* multi-frame */
+            zmq_send(g.sock, buf, n / 2, ZMQ_SNDMORE);
+            zmq_send(g.sock, buf + n / 2, n - n / 2, 0);
+            break;
+        case 2: /* a valid message cut short or with flipped bytes */
+            if (valid) {
+                memcpy(buf, valid, valid_len < sizeof buf ? valid_len : sizeof buf);
+                size_t len = valid_len < sizeof buf ? valid_len : sizeof buf;
+                buf[rand_r(&seed) % len] ^= (uint8_t)(1 + rand_r(&seed) % 255);
+                zmq_send(g.sock, buf, (size_t)rand_r(&seed) % (len + 1), 0);
+            }
+            break;
+        case 3: /* msgpack array with a wrong version or type */
+            buf[0] = 0x93;
+            buf[1] = (uint8_t)(rand_r(&seed) % 4);
+            buf[2] = (uint8_t)(rand_r(&seed) % 40);
+            buf[3] = 0xc0;
+            zmq_send(g.sock, buf, 4, 0);
+            break;
+        default: /* empty frame */
+            zmq_send(g.sock, "", 0, 0);
+            break;
+        }
+    }
+    free(valid);
+    /* An oversize frame: refused by ZMQ_MAXMSGSIZE (the connection drops). */
+    size_t big = PROTO_MAX_FRAME + 4096;
+    uint8_t *huge = calloc(1, big);
+    if (huge) {
+        tpeer_t h;
+        tpeer_open(&h, r.endpoint);
+        zmq_send(h.sock, huge, big, 0);
+        free(huge);
+        usleep(200 * 1000);
+        tpeer_close(&h);
+    }
+    doc = status_doc(r.endpoint, "", 0);
+    REQUIRE(doc);
+    CHECK(jint(json_object_get(doc, "broker"), "bad_messages") >= 1000);
+out:
+    json_decref(doc);
+    tpeer_close(&g);
+    stop_broker(&r);
+}
+
+int main(void)
+{
+    bf_log_set_tag("broker_test");
+    if (!getenv("BEAMFLEET_LOG"))
+        bf_log_set_level(BF_LOG_ERROR);
+    ctx = zmq_ctx_new();
+    char *d1 = temp_dir(), *d2 = temp_dir(), *d3 = temp_dir(), *d4 = temp_dir(), *d5 = temp_dir();
+    if (!ctx || !d1 || !d2 || !d3 || !d4 || !d5) {
+        fprintf(stderr, "setup failed\n");
+        return 1;
+    }
+    struct {
+        const char *name;
+        void (*fn)(const char *);
+        const char *dir;
+    } cases[] = {{"security", test_security, d1},
+                 {"flow", test_flow, d2},
+                 {"cancel", test_cancel, d3},
+                 {"restart", test_restart, d4},
+                 {"garbage", test_garbage, d5}};
+    for (size_t i = 0; i < BF_ARRAY_LEN(cases); i++) {
+        int before = failures;
+        double t = bf_mono_s();
+        cases[i].fn(cases[i].dir);
+        printf("%-10s %s (%.2f s)\n", cases[i].name, failures == before ? "ok" : "FAILED",
+               bf_mono_s() - t);
+    }
+    zmq_ctx_term(ctx);
+    const char *dirs[] = {d1, d2, d3, d4, d5};
+    for (size_t i = 0; i < BF_ARRAY_LEN(dirs); i++) {
+        rm_dir(dirs[i]);
+        free((char *)dirs[i]);
+    }
+    if (failures) {
+        fprintf(stderr, "%d check(s) failed\n", failures);
+        return 1;
+    }
+    printf("all broker tests passed\n");
+    return 0;
+}
