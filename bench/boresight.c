@@ -187,10 +187,10 @@ int main(int argc, char **argv)
     double t_retrace = 0, worst = 0;
     size_t measured = 0;
     kern_rot_t best_rot = kern_rotation(res.best.azimuth_deg, res.best.tilt_deg, 0);
-    size_t todo =
+    size_t n_retrace =
         sample == 0 || sample > n ? n : sample; /* --sample 0: every candidate, no extrapolation */
-    for (size_t k = 0; k <= todo; k++) {
-        kern_rot_t R = k < todo ? rec.rots[k * n / todo] : best_rot;
+    for (size_t k = 0; k <= n_retrace; k++) {
+        kern_rot_t R = k < n_retrace ? rec.rots[k * n / n_retrace] : best_rot;
         s.rot = R;
         kern_trace_out_t o = {map, 0, NULL};
         t0 = bf_mono_s();
@@ -211,12 +211,12 @@ int main(int argc, char **argv)
         }
         v_exact = kern_objective(zs, zcells, &pw, op.objective, op.coverage_dbm, scratch);
         worst = fmax(worst, fabs(v_exact - v_retrace));
-        if (k == todo && fabs(v_retrace - res.objective) > worst)
+        if (k == n_retrace && fabs(v_retrace - res.objective) > worst)
             worst = fabs(v_retrace - res.objective);
     }
     /* measured includes the optimum's re-trace: mean over all of them */
     double per = t_retrace / (double)measured, retrace_total = per * (double)n;
-    const char *how = todo < n ? "extrapolated" : "measured";
+    const char *how = n_retrace < n ? "extrapolated" : "measured";
     printf("| scene | rays | depth | threads | zone cells | zone crossings | candidates | first "
            "trace s "
            "| exact search s | re-trace s per candidate | re-trace search s | speed-up (search) "
