@@ -6,23 +6,44 @@
     Decoding untrusted bytes happens in two passes. First a small hand-written
     walker checks the raw MessagePack structure without allocating anything:
     every container's declared count must fit in the bytes that remain, every
-    string must be at most PROTO_MAX_STR, nesting at most PROTO_MAX_DEPTH, and
-    nothing may follow the top-level array. msgpack-c's unpacker allocates a
-    declared array before it reads its elements, so a 10-byte frame could
+    string is bounded, nesting is bounded, the number of values is bounded, and
+    nothing may follow the top-level value. msgpack-c's unpacker allocates a
+    declared array before it reads its elements, so a 5-byte frame could
     otherwise ask it for gigabytes; that is why this check is written by hand.
-    Only then does msgpack_unpack_next build the object tree, which the
-    table-driven reader converts field by field with exact type checks. */
+    Only then does msgpack_unpack_next build the object tree (in a zone owned
+    by a msgpack_unpacked), which the table-driven reader converts field by
+    field with exact type checks. The encoder refuses everything the decoder
+    would refuse, so a peer never sends what the broker must drop. */
 
 #include "proto.h"
 
 #include <errno.h>
+#include <math.h>
 #include <msgpack.h>
+#include <msgpack/unpack_define.h> /* MSGPACK_EMBED_STACK_SIZE */
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <zmq.h>
 
+/* A string inside a document (a result's reason, an exec program's output
+   fields) may be longer than a message field: up to 64 KiB, the most of an
+   exec program's stdout the worker keeps. */
+#define DOC_MAX_STR (16u * PROTO_MAX_STR)
+/* Nesting counts every container of a frame, the message array included, so
+   obj itself may nest PROTO_MAX_DEPTH - 1 deep. msgpack-c's unpacker cannot
+   go deeper than its stack, MSGPACK_EMBED_STACK_SIZE. */
+#if MSGPACK_EMBED_STACK_SIZE < PROTO_MAX_DEPTH
+#error "msgpack-c cannot unpack PROTO_MAX_DEPTH levels"
+#endif
+/* Values (scalars and containers) in one frame. An 8 MiB frame of one-byte
+   values would otherwise cost hundreds of MiB of objects. */
+#define MAX_VALUES (1u << 20)
+
 typedef enum { KIND_STR, KIND_UINT, KIND_REAL, KIND_OBJ } field_kind_t;
 
+/* How a kind is named in error messages ("expected str, got uint"). */
 static const char *const kind_names[] = {"str", "uint", "real", "map"};
 
 typedef struct {
@@ -31,12 +52,8 @@ typedef struct {
     size_t offset;
 } field_t;
 
-#define KIND_STR_  KIND_STR
-#define KIND_UINT_ KIND_UINT
-#define KIND_REAL_ KIND_REAL
-#define KIND_OBJ_  KIND_OBJ
 static const field_t fields[PROTO_FIELD_COUNT] = {
-#define FIELD_ROW_(name, kind) {#name, KIND_##kind##_, offsetof(proto_msg_t, name)},
+#define FIELD_ROW_(name, kind) {#name, KIND_##kind, offsetof(proto_msg_t, name)},
     PROTO_FIELDS(FIELD_ROW_)
 #undef FIELD_ROW_
 };
@@ -52,18 +69,27 @@ static const message_t messages[PROTO_TYPE_MAX] = {
 #undef MESSAGE_ROW_
 };
 
+static bool known(uint64_t type)
+{
+    return type > 0 && type < PROTO_TYPE_MAX && messages[type].name;
+}
+
+static unsigned count_bits(uint32_t mask)
+{
+    unsigned n = 0;
+    for (; mask; mask &= mask - 1)
+        n++;
+    return n;
+}
+
 const char *proto_type_name(proto_type_t type)
 {
-    if ((unsigned)type >= PROTO_TYPE_MAX || !messages[type].name)
-        return "?";
-    return messages[type].name;
+    return known((uint64_t)type) ? messages[type].name : "?";
 }
 
 uint32_t proto_type_fields(proto_type_t type)
 {
-    if ((unsigned)type >= PROTO_TYPE_MAX || !messages[type].name)
-        return 0;
-    return messages[type].mask;
+    return known((uint64_t)type) ? messages[type].mask : 0;
 }
 
 void proto_msg_init(proto_msg_t *msg, proto_type_t type)
@@ -96,43 +122,99 @@ bf_err_t proto_msg_set(char **field, const char *value)
     return BF_OK;
 }
 
+/* ---- strings ------------------------------------------------------------ */
+
+/* Strict UTF-8: no overlong forms, no surrogates, nothing past U+10FFFF. */
+static bool utf8_valid(const uint8_t *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        uint8_t c = s[i];
+        size_t len;
+        uint32_t cp;
+        if (c < 0x80) {
+            i++;
+            continue;
+        } else if (c >= 0xc2 && c <= 0xdf) {
+            len = 2, cp = c & 0x1f;
+        } else if (c >= 0xe0 && c <= 0xef) {
+            len = 3, cp = c & 0x0f;
+        } else if (c >= 0xf0 && c <= 0xf4) {
+            len = 4, cp = c & 0x07;
+        } else {
+            return false;
+        }
+        if (n - i < len)
+            return false;
+        for (size_t k = 1; k < len; k++) {
+            if ((s[i + k] & 0xc0) != 0x80)
+                return false;
+            cp = (cp << 6) | (s[i + k] & 0x3f);
+        }
+        if ((len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) || cp > 0x10ffff ||
+            (cp >= 0xd800 && cp <= 0xdfff))
+            return false;
+        i += len;
+    }
+    return true;
+}
+
+/* Checks one string against a length limit, NUL bytes and UTF-8; on failure
+   writes why (without a prefix) and returns false. */
+static bool string_ok(const char *s, size_t n, size_t max, char *why)
+{
+    if (n == 0)
+        return true;
+    if (n > max)
+        return bf_fail(why, BF_EPROTO, "string of %zu bytes exceeds %zu", n, max), false;
+    if (memchr(s, '\0', n))
+        return bf_fail(why, BF_EPROTO, "string contains a NUL byte"), false;
+    if (!utf8_valid((const uint8_t *)s, n))
+        return bf_fail(why, BF_EPROTO, "string is not valid UTF-8"), false;
+    return true;
+}
+
 /* ---- JSON -> MessagePack -------------------------------------------------- */
 
-static int pack_json(msgpack_packer *pk, const json_t *v, int depth)
+/* Packs v, enclosed by depth containers. Refuses what the decoder refuses. */
+static int pack_json(msgpack_packer *pk, const json_t *v, int depth, size_t *values)
 {
-    if (depth > PROTO_MAX_DEPTH)
+    if (++*values > MAX_VALUES)
         return -1;
     switch (json_typeof(v)) {
     case JSON_OBJECT: {
-        if (msgpack_pack_map(pk, json_object_size(v)) != 0)
+        if (depth + 1 > PROTO_MAX_DEPTH || msgpack_pack_map(pk, json_object_size(v)) != 0)
             return -1;
         const char *key;
         json_t *value;
         json_object_foreach((json_t *)v, key, value)
         {
             size_t len = strlen(key);
-            if (msgpack_pack_str(pk, len) != 0 || msgpack_pack_str_body(pk, key, len) != 0 ||
-                pack_json(pk, value, depth + 1) != 0)
+            if (++*values > MAX_VALUES || !string_ok(key, len, PROTO_MAX_STR, NULL) ||
+                msgpack_pack_str(pk, len) != 0 || msgpack_pack_str_body(pk, key, len) != 0 ||
+                pack_json(pk, value, depth + 1, values) != 0)
                 return -1;
         }
         return 0;
     }
     case JSON_ARRAY: {
-        if (msgpack_pack_array(pk, json_array_size(v)) != 0)
+        if (depth + 1 > PROTO_MAX_DEPTH || msgpack_pack_array(pk, json_array_size(v)) != 0)
             return -1;
         size_t i;
         json_t *value;
         json_array_foreach(v, i, value)
         {
-            if (pack_json(pk, value, depth + 1) != 0)
+            if (pack_json(pk, value, depth + 1, values) != 0)
                 return -1;
         }
         return 0;
     }
     case JSON_STRING: {
+        const char *s = json_string_value(v);
         size_t len = json_string_length(v);
-        return msgpack_pack_str(pk, len) != 0 ||
-               msgpack_pack_str_body(pk, json_string_value(v), len);
+        if (!string_ok(s, len, DOC_MAX_STR, NULL))
+            return -1;
+        return msgpack_pack_str(pk, len) != 0 || msgpack_pack_str_body(pk, s, len) != 0;
     }
     case JSON_INTEGER: {
         json_int_t i = json_integer_value(v);
@@ -154,11 +236,14 @@ bf_err_t proto_json_to_msgpack(const json_t *value, uint8_t **data, size_t *size
 {
     *data = NULL;
     *size = 0;
+    if (!value)
+        return BF_EINVAL;
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);
     msgpack_packer pk;
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    if (!value || pack_json(&pk, value, 0) != 0) {
+    size_t values = 0;
+    if (pack_json(&pk, value, 0, &values) != 0 || sb.size > PROTO_MAX_FRAME) {
         msgpack_sbuffer_destroy(&sb);
         return BF_EPROTO;
     }
@@ -171,6 +256,8 @@ bf_err_t proto_json_to_msgpack(const json_t *value, uint8_t **data, size_t *size
 
 typedef struct {
     const uint8_t *p, *end;
+    size_t values;
+    int max_depth; /* containers that may enclose a value */
     char *err;
 } walk_t;
 
@@ -187,105 +274,87 @@ static uint64_t be(const uint8_t *p, int n)
     return v;
 }
 
-/* Validates one MessagePack value at w->p and moves past it. */
+/* Validates one MessagePack value at w->p, enclosed by depth containers, and
+   moves past it. Recursion is bounded by w->max_depth. */
 static bool walk(walk_t *w, int depth)
 {
-    if (depth > PROTO_MAX_DEPTH + 2) {
-        bf_fail(w->err, BF_EPROTO, "nesting deeper than %d", PROTO_MAX_DEPTH);
+    if (++w->values > MAX_VALUES) {
+        bf_fail(w->err, BF_EPROTO, "more than %u values", MAX_VALUES);
         return false;
     }
     if (!need(w, 1))
         goto truncated;
     uint8_t b = *w->p++;
     uint64_t count = 0, len = 0;
-    int items_per = 0; /* 1 for arrays, 2 for maps */
+    uint64_t items_per = 0; /* 1 for arrays, 2 for maps */
     if (b <= 0x7f || b >= 0xe0 || b == 0xc0 || b == 0xc2 || b == 0xc3)
-        return true;
+        return true; /* fixints, nil, false, true */
     if ((b & 0xe0) == 0xa0) {
         len = b & 0x1f;
         goto string;
     }
-    if ((b & 0xf0) == 0x90) {
+    if ((b & 0xf0) == 0x90 || (b & 0xf0) == 0x80) {
         count = b & 0x0f;
-        items_per = 1;
-        goto container;
-    }
-    if ((b & 0xf0) == 0x80) {
-        count = b & 0x0f;
-        items_per = 2;
+        items_per = (b & 0xf0) == 0x90 ? 1 : 2;
         goto container;
     }
     switch (b) {
     case 0xcc:
     case 0xd0: /* uint8, int8 */
-        if (!need(w, 1))
-            goto truncated;
-        w->p += 1;
-        return true;
+        len = 1;
+        goto scalar;
     case 0xcd:
     case 0xd1:
-        if (!need(w, 2))
-            goto truncated;
-        w->p += 2;
-        return true;
+        len = 2;
+        goto scalar;
     case 0xce:
     case 0xd2:
-    case 0xca:
-        if (!need(w, 4))
-            goto truncated;
-        w->p += 4;
-        return true;
+    case 0xca: /* uint32, int32, float32 */
+        len = 4;
+        goto scalar;
     case 0xcf:
     case 0xd3:
     case 0xcb:
-        if (!need(w, 8))
-            goto truncated;
-        w->p += 8;
-        return true;
+        len = 8;
+        goto scalar;
     case 0xd9:
     case 0xc4: /* str8, bin8 */
-        if (!need(w, 1))
-            goto truncated;
-        len = be(w->p, 1);
-        w->p += 1;
-        goto string;
     case 0xda:
     case 0xc5:
-        if (!need(w, 2))
-            goto truncated;
-        len = be(w->p, 2);
-        w->p += 2;
-        goto string;
     case 0xdb:
-    case 0xc6:
-        if (!need(w, 4))
+    case 0xc6: {
+        int n = b == 0xd9 || b == 0xc4 ? 1 : b == 0xda || b == 0xc5 ? 2 : 4;
+        if (!need(w, (size_t)n))
             goto truncated;
-        len = be(w->p, 4);
-        w->p += 4;
+        len = be(w->p, n);
+        w->p += n;
         goto string;
+    }
     case 0xdc:
     case 0xde:
-        if (!need(w, 2))
-            goto truncated;
-        count = be(w->p, 2);
-        w->p += 2;
-        items_per = b == 0xdc ? 1 : 2;
-        goto container;
     case 0xdd:
-    case 0xdf:
-        if (!need(w, 4))
+    case 0xdf: {
+        int n = b == 0xdc || b == 0xde ? 2 : 4;
+        if (!need(w, (size_t)n))
             goto truncated;
-        count = be(w->p, 4);
-        w->p += 4;
-        items_per = b == 0xdd ? 1 : 2;
+        count = be(w->p, n);
+        w->p += n;
+        items_per = b == 0xdc || b == 0xdd ? 1 : 2;
         goto container;
+    }
     default: /* ext types and the never-used 0xc1 */
         bf_fail(w->err, BF_EPROTO, "unsupported MessagePack type 0x%02x", b);
         return false;
     }
+scalar:
+    if (!need(w, (size_t)len))
+        goto truncated;
+    w->p += len;
+    return true;
 string:
-    if (len > PROTO_MAX_STR * 16u) { /* documents may carry long strings, fields not */
-        bf_fail(w->err, BF_EPROTO, "string of %llu bytes is too long", (unsigned long long)len);
+    if (len > DOC_MAX_STR) {
+        bf_fail(w->err, BF_EPROTO, "string of %llu bytes exceeds %u", (unsigned long long)len,
+                DOC_MAX_STR);
         return false;
     }
     if (!need(w, (size_t)len))
@@ -293,11 +362,15 @@ string:
     w->p += len;
     return true;
 container:
+    if (depth + 1 > w->max_depth) {
+        bf_fail(w->err, BF_EPROTO, "nesting deeper than %d", PROTO_MAX_DEPTH);
+        return false;
+    }
     /* Every element takes at least one byte: a count larger than what is
        left is a lie, refused before anything is allocated for it. */
-    if (count * (uint64_t)items_per > (uint64_t)(w->end - w->p))
+    if (count * items_per > (uint64_t)(w->end - w->p))
         goto truncated;
-    for (uint64_t i = 0; i < count * (uint64_t)items_per; i++)
+    for (uint64_t i = 0; i < count * items_per; i++)
         if (!walk(w, depth + 1))
             return false;
     return true;
@@ -307,6 +380,12 @@ truncated:
 }
 
 /* ---- MessagePack -> JSON -------------------------------------------------- */
+
+/* The bytes of a str object; msgpack-c leaves the pointer NULL when empty. */
+static const char *str_bytes(const msgpack_object *o)
+{
+    return o->via.str.size ? o->via.str.ptr : "";
+}
 
 static const char *object_kind(const msgpack_object *o)
 {
@@ -335,42 +414,83 @@ static const char *object_kind(const msgpack_object *o)
     }
 }
 
-static json_t *to_json(const msgpack_object *o, int depth, char *err)
+/* Where a conversion says why it failed: the code and the detail. */
+typedef struct {
+    bf_err_t rc;
+    char *err;
+} conv_t;
+
+static json_t *bad(conv_t *c, const char *fmt, ...) BF_PRINTF(2, 3);
+static json_t *bad(conv_t *c, const char *fmt, ...)
 {
-    if (depth > PROTO_MAX_DEPTH) {
-        bf_fail(err, BF_EPROTO, "nesting deeper than %d", PROTO_MAX_DEPTH);
-        return NULL;
+    c->rc = BF_EPROTO;
+    if (c->err) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(c->err, BF_ERRLEN, fmt, ap);
+        va_end(ap);
     }
+    return NULL;
+}
+
+static json_t *oom(conv_t *c)
+{
+    bad(c, "out of memory");
+    c->rc = BF_ENOMEM;
+    return NULL;
+}
+
+/* Converts o, enclosed by depth containers, into a new JSON value; NULL with
+   c set when it cannot. */
+static json_t *to_json(const msgpack_object *o, int depth, conv_t *c)
+{
     switch (o->type) {
     case MSGPACK_OBJECT_NIL:
         return json_null();
     case MSGPACK_OBJECT_BOOLEAN:
         return json_boolean(o->via.boolean);
-    case MSGPACK_OBJECT_POSITIVE_INTEGER:
+    case MSGPACK_OBJECT_POSITIVE_INTEGER: {
         if (o->via.u64 > (uint64_t)INT64_MAX) {
-            bf_fail(err, BF_EPROTO, "integer %llu out of range", (unsigned long long)o->via.u64);
+            bad(c, "integer %llu out of range", (unsigned long long)o->via.u64);
             return NULL;
         }
-        return json_integer((json_int_t)o->via.u64);
-    case MSGPACK_OBJECT_NEGATIVE_INTEGER:
-        return json_integer((json_int_t)o->via.i64);
+        json_t *i = json_integer((json_int_t)o->via.u64);
+        return i ? i : oom(c);
+    }
+    case MSGPACK_OBJECT_NEGATIVE_INTEGER: {
+        json_t *i = json_integer((json_int_t)o->via.i64);
+        return i ? i : oom(c);
+    }
     case MSGPACK_OBJECT_FLOAT32:
-    case MSGPACK_OBJECT_FLOAT64:
-        return json_real(o->via.f64);
-    case MSGPACK_OBJECT_STR: {
-        json_t *s = json_stringn_nocheck(o->via.str.ptr, o->via.str.size);
-        if (!s || memchr(o->via.str.ptr, '\0', o->via.str.size)) {
-            json_decref(s);
-            bf_fail(err, BF_EPROTO, "string with a NUL byte");
+    case MSGPACK_OBJECT_FLOAT64: {
+        if (!isfinite(o->via.f64)) {
+            bad(c, "real is not a finite number");
             return NULL;
         }
-        return s;
+        json_t *r = json_real(o->via.f64);
+        return r ? r : oom(c);
+    }
+    case MSGPACK_OBJECT_STR: {
+        if (!string_ok(o->via.str.ptr, o->via.str.size, DOC_MAX_STR, c->err)) {
+            c->rc = BF_EPROTO;
+            return NULL;
+        }
+        json_t *s = json_stringn_nocheck(str_bytes(o), o->via.str.size);
+        return s ? s : oom(c);
     }
     case MSGPACK_OBJECT_ARRAY: {
+        if (depth + 1 > PROTO_MAX_DEPTH) {
+            bad(c, "nesting deeper than %d", PROTO_MAX_DEPTH);
+            return NULL;
+        }
         json_t *a = json_array();
-        for (uint32_t i = 0; a && i < o->via.array.size; i++) {
-            json_t *item = to_json(&o->via.array.ptr[i], depth + 1, err);
+        if (!a)
+            return oom(c);
+        for (uint32_t i = 0; i < o->via.array.size; i++) {
+            json_t *item = to_json(&o->via.array.ptr[i], depth + 1, c);
             if (!item || json_array_append_new(a, item) != 0) {
+                if (item)
+                    oom(c);
                 json_decref(a);
                 return NULL;
             }
@@ -378,20 +498,37 @@ static json_t *to_json(const msgpack_object *o, int depth, char *err)
         return a;
     }
     case MSGPACK_OBJECT_MAP: {
+        if (depth + 1 > PROTO_MAX_DEPTH) {
+            bad(c, "nesting deeper than %d", PROTO_MAX_DEPTH);
+            return NULL;
+        }
         json_t *m = json_object();
-        for (uint32_t i = 0; m && i < o->via.map.size; i++) {
+        if (!m)
+            return oom(c);
+        for (uint32_t i = 0; i < o->via.map.size; i++) {
             const msgpack_object_kv *kv = &o->via.map.ptr[i];
-            if (kv->key.type != MSGPACK_OBJECT_STR || kv->key.via.str.size > PROTO_MAX_STR ||
-                memchr(kv->key.via.str.ptr, '\0', kv->key.via.str.size)) {
-                bf_fail(err, BF_EPROTO, "map key must be a string, got %s", object_kind(&kv->key));
+            char why[BF_ERRLEN];
+            if (kv->key.type != MSGPACK_OBJECT_STR) {
+                bad(c, "map key must be a str, got %s", object_kind(&kv->key));
                 json_decref(m);
                 return NULL;
             }
-            char key[PROTO_MAX_STR + 1];
-            memcpy(key, kv->key.via.str.ptr, kv->key.via.str.size);
-            key[kv->key.via.str.size] = '\0';
-            json_t *value = to_json(&kv->val, depth + 1, err);
-            if (!value || json_object_set_new_nocheck(m, key, value) != 0) {
+            const char *key = str_bytes(&kv->key);
+            size_t klen = kv->key.via.str.size;
+            if (!string_ok(key, klen, PROTO_MAX_STR, why)) {
+                bad(c, "map key: %s", why);
+                json_decref(m);
+                return NULL;
+            }
+            if (json_object_getn(m, key, klen)) {
+                bad(c, "duplicate map key \"%.*s\"", (int)(klen > 64 ? 64 : klen), key);
+                json_decref(m);
+                return NULL;
+            }
+            json_t *value = to_json(&kv->val, depth + 1, c);
+            if (!value || json_object_setn_new_nocheck(m, key, klen, value) != 0) {
+                if (value)
+                    oom(c);
                 json_decref(m);
                 return NULL;
             }
@@ -399,25 +536,30 @@ static json_t *to_json(const msgpack_object *o, int depth, char *err)
         return m;
     }
     default:
-        bf_fail(err, BF_EPROTO, "unsupported MessagePack type %s", object_kind(o));
+        bad(c, "unsupported MessagePack type %s", object_kind(o));
         return NULL;
     }
 }
 
-/* Validates and unpacks exactly one value filling data[0, size). */
-static bf_err_t unpack_one(const uint8_t *data, size_t size, msgpack_unpacked *up, char *err)
+/* Validates and unpacks exactly one value filling data[0, size), enclosed by
+   at most max_depth containers. On success up holds the tree (destroy it). */
+static bf_err_t unpack_one(const uint8_t *data, size_t size, int max_depth, msgpack_unpacked *up,
+                           char *err)
 {
-    walk_t w = {data, data + size, err};
+    walk_t w = {data, data + size, 0, max_depth, err};
+    if (size == 0)
+        return bf_fail(err, BF_EPROTO, "empty frame");
     if (!walk(&w, 0))
         return BF_EPROTO;
     if (w.p != w.end)
         return bf_fail(err, BF_EPROTO, "%zu trailing bytes", (size_t)(w.end - w.p));
     size_t off = 0;
     msgpack_unpacked_init(up);
-    if (msgpack_unpack_next(up, (const char *)data, size, &off) != MSGPACK_UNPACK_SUCCESS ||
-        off != size) {
+    msgpack_unpack_return r = msgpack_unpack_next(up, (const char *)data, size, &off);
+    if (r != MSGPACK_UNPACK_SUCCESS || off != size) {
         msgpack_unpacked_destroy(up);
-        return bf_fail(err, BF_EPROTO, "malformed MessagePack");
+        return r == MSGPACK_UNPACK_NOMEM_ERROR ? bf_fail(err, BF_ENOMEM, "out of memory")
+                                               : bf_fail(err, BF_EPROTO, "malformed MessagePack");
     }
     return BF_OK;
 }
@@ -428,12 +570,13 @@ bf_err_t proto_msgpack_to_json(const uint8_t *data, size_t size, json_t **value,
     if (size > PROTO_MAX_FRAME)
         return bf_fail(err, BF_EPROTO, "document of %zu bytes exceeds %u", size, PROTO_MAX_FRAME);
     msgpack_unpacked up;
-    bf_err_t rc = unpack_one(data, size, &up, err);
+    bf_err_t rc = unpack_one(data, size, PROTO_MAX_DEPTH, &up, err);
     if (rc != BF_OK)
         return rc;
-    *value = to_json(&up.data, 0, err);
+    conv_t c = {BF_OK, err};
+    *value = to_json(&up.data, 0, &c);
     msgpack_unpacked_destroy(&up);
-    return *value ? BF_OK : BF_EPROTO;
+    return *value ? BF_OK : c.rc;
 }
 
 /* ---- messages ------------------------------------------------------------ */
@@ -442,15 +585,17 @@ bf_err_t proto_encode(const proto_msg_t *msg, uint8_t **data, size_t *size)
 {
     *data = NULL;
     *size = 0;
-    uint32_t mask = proto_type_fields(msg->type);
-    if (msg->type == PROTO_NONE || !messages[msg->type].name)
+    if (!known((uint64_t)msg->type))
         return BF_EINVAL;
+    uint32_t mask = messages[msg->type].mask;
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);
     msgpack_packer pk;
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    int bad = msgpack_pack_array(&pk, 2 + (size_t)__builtin_popcount(mask)) ||
-              msgpack_pack_uint32(&pk, PROTO_VERSION) || msgpack_pack_uint32(&pk, msg->type);
+    size_t values = 3;
+    int bad = msgpack_pack_array(&pk, 2 + count_bits(mask)) ||
+              msgpack_pack_uint32(&pk, PROTO_VERSION) ||
+              msgpack_pack_uint32(&pk, (uint32_t)msg->type);
     for (int f = 0; f < PROTO_FIELD_COUNT && !bad; f++) {
         if (!(mask & (1u << f)))
             continue;
@@ -459,27 +604,32 @@ bf_err_t proto_encode(const proto_msg_t *msg, uint8_t **data, size_t *size)
         case KIND_STR: {
             const char *s = *(char *const *)slot;
             size_t len = s ? strlen(s) : 0;
-            bad = len > PROTO_MAX_STR || msgpack_pack_str(&pk, len) ||
+            bad = (s && !string_ok(s, len, PROTO_MAX_STR, NULL)) || msgpack_pack_str(&pk, len) ||
                   msgpack_pack_str_body(&pk, s ? s : "", len);
+            values++;
             break;
         }
         case KIND_UINT:
             bad = msgpack_pack_uint64(&pk, *(const uint64_t *)slot);
+            values++;
             break;
-        case KIND_REAL:
-            bad = msgpack_pack_double(&pk, *(const double *)slot);
+        case KIND_REAL: {
+            double d = *(const double *)slot;
+            bad = !isfinite(d) || msgpack_pack_double(&pk, d);
+            values++;
             break;
+        }
         case KIND_OBJ: {
             const json_t *obj = *(json_t *const *)slot;
             if (!obj)
-                bad = msgpack_pack_map(&pk, 0);
+                bad = msgpack_pack_map(&pk, 0), values++;
             else
-                bad = !json_is_object(obj) || pack_json(&pk, obj, 1);
+                bad = !json_is_object(obj) || pack_json(&pk, obj, 1, &values);
             break;
         }
         }
     }
-    if (bad || sb.size > PROTO_MAX_FRAME) {
+    if (bad || values > MAX_VALUES || sb.size > PROTO_MAX_FRAME) {
         msgpack_sbuffer_destroy(&sb);
         return BF_EPROTO;
     }
@@ -488,97 +638,117 @@ bf_err_t proto_encode(const proto_msg_t *msg, uint8_t **data, size_t *size)
     return BF_OK;
 }
 
+/* Reads one field of kind from o into slot; false with err set otherwise. */
+static bool read_field(const msgpack_object *o, field_kind_t kind, void *slot, const char *where,
+                       char *err, bf_err_t *rc)
+{
+    char why[BF_ERRLEN] = "";
+    switch (kind) {
+    case KIND_STR:
+        if (o->type != MSGPACK_OBJECT_STR)
+            break;
+        if (!string_ok(o->via.str.ptr, o->via.str.size, PROTO_MAX_STR, why)) {
+            *rc = bf_fail(err, BF_EPROTO, "%s: %s", where, why);
+            return false;
+        }
+        if (!(*(char **)slot = strndup(str_bytes(o), o->via.str.size))) {
+            *rc = bf_fail(err, BF_ENOMEM, "%s: out of memory", where);
+            return false;
+        }
+        return true;
+    case KIND_UINT:
+        if (o->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+            break;
+        *(uint64_t *)slot = o->via.u64;
+        return true;
+    case KIND_REAL: {
+        double d;
+        if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+            d = (double)o->via.u64;
+        else if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
+            d = (double)o->via.i64;
+        else if (o->type == MSGPACK_OBJECT_FLOAT32 || o->type == MSGPACK_OBJECT_FLOAT64)
+            d = o->via.f64;
+        else
+            break;
+        if (!isfinite(d)) {
+            *rc = bf_fail(err, BF_EPROTO, "%s: real is not a finite number", where);
+            return false;
+        }
+        *(double *)slot = d;
+        return true;
+    }
+    case KIND_OBJ: {
+        if (o->type != MSGPACK_OBJECT_MAP)
+            break;
+        conv_t c = {BF_OK, why};
+        json_t *doc = to_json(o, 1, &c); /* inside the message array */
+        if (!doc) {
+            *rc = bf_fail(err, c.rc, "%s: %s", where, why);
+            return false;
+        }
+        *(json_t **)slot = doc;
+        return true;
+    }
+    }
+    *rc =
+        bf_fail(err, BF_EPROTO, "%s: expected %s, got %s", where, kind_names[kind], object_kind(o));
+    return false;
+}
+
 bf_err_t proto_decode(const uint8_t *data, size_t size, proto_msg_t *msg, char *err)
 {
     proto_msg_init(msg, PROTO_NONE);
     if (size > PROTO_MAX_FRAME)
         return bf_fail(err, BF_EPROTO, "message of %zu bytes exceeds %u", size, PROTO_MAX_FRAME);
     msgpack_unpacked up;
-    bf_err_t rc = unpack_one(data, size, &up, err);
+    bf_err_t rc = unpack_one(data, size, PROTO_MAX_DEPTH, &up, err);
     if (rc != BF_OK)
         return rc;
     const msgpack_object *top = &up.data;
+    if (top->type != MSGPACK_OBJECT_ARRAY || top->via.array.size < 2) {
+        rc = bf_fail(err, BF_EPROTO, "expected an array [version, type, ...], got %s of %u",
+                     object_kind(top), top->type == MSGPACK_OBJECT_ARRAY ? top->via.array.size : 1);
+        goto done;
+    }
     const msgpack_object *items = top->via.array.ptr;
-    uint32_t n = top->type == MSGPACK_OBJECT_ARRAY ? top->via.array.size : 0;
-    const char *tname = "?";
-    if (top->type != MSGPACK_OBJECT_ARRAY || n < 2) {
-        rc = bf_fail(err, BF_EPROTO, "expected an array [version, type, ...]");
+    uint32_t n = top->via.array.size;
+    if (items[0].type != MSGPACK_OBJECT_POSITIVE_INTEGER) {
+        rc = bf_fail(err, BF_EPROTO, "version: expected uint, got %s", object_kind(&items[0]));
         goto done;
     }
-    if (items[0].type != MSGPACK_OBJECT_POSITIVE_INTEGER || items[0].via.u64 != PROTO_VERSION) {
-        rc =
-            items[0].type == MSGPACK_OBJECT_POSITIVE_INTEGER
-                ? bf_fail(err, BF_EPROTO, "version %llu, expected %d",
-                          (unsigned long long)items[0].via.u64, PROTO_VERSION)
-                : bf_fail(err, BF_EPROTO, "version: expected uint, got %s", object_kind(&items[0]));
+    if (items[0].via.u64 != PROTO_VERSION) {
+        rc = bf_fail(err, BF_EPROTO, "version %llu, expected %d",
+                     (unsigned long long)items[0].via.u64, PROTO_VERSION);
         goto done;
     }
-    if (items[1].type != MSGPACK_OBJECT_POSITIVE_INTEGER || items[1].via.u64 == 0 ||
-        items[1].via.u64 >= PROTO_TYPE_MAX || !messages[items[1].via.u64].name) {
-        rc = bf_fail(err, BF_EPROTO, "unknown message type");
+    if (items[1].type != MSGPACK_OBJECT_POSITIVE_INTEGER) {
+        rc = bf_fail(err, BF_EPROTO, "type: expected uint, got %s", object_kind(&items[1]));
         goto done;
     }
-    msg->type = (proto_type_t)items[1].via.u64;
-    tname = messages[msg->type].name;
-    uint32_t mask = messages[msg->type].mask;
-    if (n != 2u + (uint32_t)__builtin_popcount(mask)) {
-        rc = bf_fail(err, BF_EPROTO, "%s: %u fields, expected %d", tname, n - 2,
-                     __builtin_popcount(mask));
+    if (!known(items[1].via.u64)) {
+        rc = bf_fail(err, BF_EPROTO, "unknown message type %llu",
+                     (unsigned long long)items[1].via.u64);
         goto done;
     }
+    proto_type_t type = (proto_type_t)items[1].via.u64;
+    const char *tname = messages[type].name;
+    uint32_t mask = messages[type].mask;
+    unsigned want = count_bits(mask);
+    if (n - 2 != want) {
+        rc = bf_fail(err, BF_EPROTO, "%s: %u fields, expected %u", tname, n - 2, want);
+        goto done;
+    }
+    msg->type = type;
     uint32_t at = 2;
     for (int f = 0; f < PROTO_FIELD_COUNT; f++) {
         if (!(mask & (1u << f)))
             continue;
-        const msgpack_object *o = &items[at++];
-        void *slot = (char *)msg + fields[f].offset;
-        bool ok = false;
-        switch (fields[f].kind) {
-        case KIND_STR:
-            ok = o->type == MSGPACK_OBJECT_STR;
-            if (ok && (o->via.str.size > PROTO_MAX_STR ||
-                       memchr(o->via.str.ptr, '\0', o->via.str.size))) {
-                rc = bf_fail(err, BF_EPROTO, "%s: field %s: string too long or with a NUL byte",
-                             tname, fields[f].name);
-                goto done;
-            }
-            if (ok && !(*(char **)slot = strndup(o->via.str.ptr, o->via.str.size))) {
-                rc = BF_ENOMEM;
-                goto done;
-            }
-            break;
-        case KIND_UINT:
-            ok = o->type == MSGPACK_OBJECT_POSITIVE_INTEGER;
-            if (ok)
-                *(uint64_t *)slot = o->via.u64;
-            break;
-        case KIND_REAL:
-            ok = o->type == MSGPACK_OBJECT_FLOAT32 || o->type == MSGPACK_OBJECT_FLOAT64 ||
-                 o->type == MSGPACK_OBJECT_POSITIVE_INTEGER ||
-                 o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER;
-            if (ok)
-                *(double *)slot = o->type == MSGPACK_OBJECT_POSITIVE_INTEGER   ? (double)o->via.u64
-                                  : o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER ? (double)o->via.i64
-                                                                               : o->via.f64;
-            break;
-        case KIND_OBJ:
-            ok = o->type == MSGPACK_OBJECT_MAP;
-            if (ok) {
-                char why[BF_ERRLEN] = "";
-                json_t *doc = to_json(o, 1, why);
-                if (!doc) {
-                    rc = bf_fail(err, BF_EPROTO, "%s: field %s: %s", tname, fields[f].name, why);
-                    goto done;
-                }
-                *(json_t **)slot = doc;
-            }
-            break;
-        }
-        if (!ok) {
-            rc = bf_fail(err, BF_EPROTO, "%s: field %s: expected %s, got %s", tname, fields[f].name,
-                         kind_names[fields[f].kind], object_kind(o));
+        char where[96];
+        snprintf(where, sizeof where, "%s: field %s", tname, fields[f].name);
+        if (!read_field(&items[at++], fields[f].kind, (char *)msg + fields[f].offset, where, err,
+                        &rc))
             goto done;
-        }
     }
 done:
     msgpack_unpacked_destroy(&up);
@@ -598,11 +768,15 @@ bf_err_t proto_send(void *socket, const uint8_t *routing_id, size_t routing_id_l
     if (rc != BF_OK)
         return rc;
     if (routing_id && zmq_send(socket, routing_id, routing_id_len, flags | ZMQ_SNDMORE) < 0) {
+        int e = errno;
         free(data);
+        errno = e;
         return BF_EIO;
     }
     int n = zmq_send(socket, data, size, flags);
+    int e = errno;
     free(data);
+    errno = e;
     return n < 0 ? BF_EIO : BF_OK;
 }
 
@@ -614,11 +788,10 @@ static void drain(void *socket)
     while (zmq_getsockopt(socket, ZMQ_RCVMORE, &more, &len) == 0 && more) {
         zmq_msg_t part;
         zmq_msg_init(&part);
-        if (zmq_msg_recv(&part, socket, 0) < 0) {
-            zmq_msg_close(&part);
-            break;
-        }
+        int r = zmq_msg_recv(&part, socket, 0);
         zmq_msg_close(&part);
+        if (r < 0)
+            break;
         len = sizeof more;
     }
 }
@@ -629,23 +802,28 @@ bf_err_t proto_recv(void *socket, uint8_t *routing_id, size_t *routing_id_len, p
     proto_msg_init(msg, PROTO_NONE);
     zmq_msg_t part;
     if (routing_id) {
+        size_t room = *routing_id_len;
+        *routing_id_len = 0; /* nobody to answer until a whole id is here */
         zmq_msg_init(&part);
         if (zmq_msg_recv(&part, socket, flags) < 0) {
+            int e = errno;
             zmq_msg_close(&part);
+            errno = e;
             return BF_EIO;
         }
         size_t len = zmq_msg_size(&part);
-        if (len > *routing_id_len || !zmq_msg_more(&part)) {
-            bool more = zmq_msg_more(&part);
-            zmq_msg_close(&part);
-            if (more)
-                drain(socket);
-            return bf_fail(err, BF_EPROTO, "bad routing frame");
-        }
-        memcpy(routing_id, zmq_msg_data(&part), len);
-        *routing_id_len = len;
+        bool more = zmq_msg_more(&part);
+        if (len <= room)
+            memcpy(routing_id, zmq_msg_data(&part), len);
         zmq_msg_close(&part);
-        flags &= ~ZMQ_DONTWAIT; /* the body is already here */
+        if (!more)
+            return bf_fail(err, BF_EPROTO, "a routing id without a message");
+        if (len > room) {
+            drain(socket);
+            return bf_fail(err, BF_EPROTO, "routing id of %zu bytes exceeds %zu", len, room);
+        }
+        *routing_id_len = len;
+        flags &= ~ZMQ_DONTWAIT; /* the rest of a multipart message is already here */
     }
     zmq_msg_init(&part);
     if (zmq_msg_recv(&part, socket, flags) < 0) {
@@ -657,7 +835,7 @@ bf_err_t proto_recv(void *socket, uint8_t *routing_id, size_t *routing_id_len, p
     if (zmq_msg_more(&part)) {
         zmq_msg_close(&part);
         drain(socket);
-        return bf_fail(err, BF_EPROTO, "a message must be one frame");
+        return bf_fail(err, BF_EPROTO, "a message must be one frame, got more");
     }
     bf_err_t rc = proto_decode(zmq_msg_data(&part), zmq_msg_size(&part), msg, err);
     zmq_msg_close(&part);

@@ -1,11 +1,20 @@
 /*  proto/proto_test.c - the codec as its users see it: every message of the
-    table survives a round trip, documents keep their shape, and every kind
-    of malformed frame (truncated at any byte, wrong version, wrong types,
-    lying lengths, too deep, trailing bytes, random mutations) is refused
-    with BF_EPROTO and never crashes. Ends with real ZeroMQ sockets. */
+    table survives a round trip with every field set, documents keep their
+    shape (nesting, unicode, large and negative integers, reals, booleans,
+    null), and every kind of malformed frame (truncated at any byte, wrong
+    version, unknown type, wrong field types for every field of every message,
+    extra and missing fields, oversize frames and strings, too deep, non-map
+    obj, non-string keys, trailing bytes, lying lengths, random mutations) is
+    refused with BF_EPROTO and a precise reason, never a crash. Ends with real
+    ZeroMQ ROUTER and DEALER sockets, including multipart garbage that must not
+    desynchronize the next message. */
 
 #include "proto.h"
 
+#include <errno.h>
+#include <math.h>
+#include <msgpack.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <zmq.h>
@@ -20,205 +29,981 @@ static int failures;
         }                                                                                          \
     } while (0)
 
+/* The field table again, as a peer would see it: name, kind, offset. */
+enum { STR, UINT, REAL, OBJ };
+static const struct {
+    const char *name;
+    int kind;
+    size_t offset;
+} fields[] = {
+#define ROW_(name, kind) {#name, kind, offsetof(proto_msg_t, name)},
+    PROTO_FIELDS(ROW_)
+#undef ROW_
+};
+static const char *const kind_names[] = {"str", "uint", "real", "map"};
+
+static unsigned popcount(uint32_t m)
+{
+    unsigned n = 0;
+    for (; m; m &= m - 1)
+        n++;
+    return n;
+}
+
+/* ---- building frames by hand ----------------------------------------------- */
+
+typedef struct {
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+} frame_t;
+
+static void frame_init(frame_t *f)
+{
+    msgpack_sbuffer_init(&f->sb);
+    msgpack_packer_init(&f->pk, &f->sb, msgpack_sbuffer_write);
+}
+
+static void put_str(frame_t *f, const char *s, size_t n)
+{
+    msgpack_pack_str(&f->pk, n);
+    msgpack_pack_str_body(&f->pk, s, n);
+}
+
+/* Packs a value of the given kind that the decoder must accept. */
+static void put_good(frame_t *f, int kind)
+{
+    switch (kind) {
+    case STR:
+        put_str(f, "abc", 3);
+        break;
+    case UINT:
+        msgpack_pack_uint64(&f->pk, 5);
+        break;
+    case REAL:
+        msgpack_pack_double(&f->pk, 0.5);
+        break;
+    case OBJ:
+        msgpack_pack_map(&f->pk, 0);
+        break;
+    }
+}
+
+/* Decodes f's bytes, which must be refused with want in the reason. */
+static void refuse_bytes(const uint8_t *data, size_t size, const char *want, int line)
+{
+    proto_msg_t m;
+    char err[BF_ERRLEN] = "";
+    bf_err_t rc = proto_decode(data, size, &m, err);
+    if (rc != BF_EPROTO || (want && !strstr(err, want))) {
+        fprintf(stderr, "%s:%d: wanted BF_EPROTO with '%s', got %d '%s'\n", __FILE__, line,
+                want ? want : "", rc, err);
+        failures++;
+    }
+    /* a refused message is left cleared */
+    CHECK(m.type == PROTO_NONE && !m.worker && !m.task_id && !m.obj && m.seq == 0);
+    proto_msg_clear(&m);
+}
+#define REFUSE(data, size, want) refuse_bytes((const uint8_t *)(data), (size), (want), __LINE__)
+
+static void refuse_frame(frame_t *f, const char *want, int line)
+{
+    refuse_bytes((const uint8_t *)f->sb.data, f->sb.size, want, line);
+    msgpack_sbuffer_destroy(&f->sb);
+}
+#define REFUSE_FRAME(f, want) refuse_frame((f), (want), __LINE__)
+
+static void accept_frame(frame_t *f, proto_msg_t *m, int line)
+{
+    char err[BF_ERRLEN] = "";
+    bf_err_t rc = proto_decode((const uint8_t *)f->sb.data, f->sb.size, m, err);
+    if (rc != BF_OK) {
+        fprintf(stderr, "%s:%d: wanted BF_OK, got %d '%s'\n", __FILE__, line, rc, err);
+        failures++;
+    }
+    msgpack_sbuffer_destroy(&f->sb);
+}
+#define ACCEPT_FRAME(f, m) accept_frame((f), (m), __LINE__)
+
+/* Starts a frame [1, type, ...] of n fields. */
+static void head(frame_t *f, proto_type_t type, unsigned n)
+{
+    frame_init(f);
+    msgpack_pack_array(&f->pk, 2 + n);
+    msgpack_pack_uint64(&f->pk, PROTO_VERSION);
+    msgpack_pack_uint64(&f->pk, (uint64_t)type);
+}
+
+/* ---- a message with every field set --------------------------------------- */
+
+static json_t *sample_doc(void)
+{
+    return json_pack("{s:s, s:[i, I, f, b, b, n, s], s:{s:I, s:{s:[]}}, s:s}", "host", "h", "list",
+                     -3, (json_int_t)INT64_MIN, 2.5, 1, 0, "ü€𝄞", "nested", "big",
+                     (json_int_t)INT64_MAX, "deeper", "empty", "reason",
+                     "timeout after 5 s — ünïcode");
+}
+
 static void fill(proto_msg_t *m, proto_type_t type)
 {
     proto_msg_init(m, type);
-    CHECK(proto_msg_set(&m->worker, "host:42:gpu0") == BF_OK);
-    CHECK(proto_msg_set(&m->job_id, "0123456789ab") == BF_OK);
-    CHECK(proto_msg_set(&m->task_id, "0123456789abcdef0123456789abcdef") == BF_OK);
-    CHECK(proto_msg_set(&m->scene, "city_007") == BF_OK);
-    CHECK(proto_msg_set(&m->stage, "trace") == BF_OK);
-    CHECK(proto_msg_set(&m->reason, "timeout after 5 s — ünïcode") == BF_OK);
-    m->credit = 7;
-    m->attempt = 2;
-    m->seq = UINT64_MAX;
-    m->total = 1000000;
+    /* every string field distinct, so a swapped order would show */
+    for (size_t f = 0; f < PROTO_FIELD_COUNT; f++) {
+        void *slot = (char *)m + fields[f].offset;
+        char buf[64];
+        switch (fields[f].kind) {
+        case STR:
+            snprintf(buf, sizeof buf, "%s-välue-%zu", fields[f].name, f);
+            CHECK(proto_msg_set((char **)slot, buf) == BF_OK);
+            break;
+        case UINT:
+            *(uint64_t *)slot = f == 0 ? 0 : (UINT64_MAX - f); /* large: uint64 on the wire */
+            break;
+        case REAL:
+            *(double *)slot = 0.25 + (double)f;
+            break;
+        case OBJ:
+            *(json_t **)slot = sample_doc();
+            break;
+        }
+    }
     m->code = BF_ENOENT;
-    m->timeout_ms = 3600000;
-    m->fraction = 0.25;
-    m->obj = json_pack("{s:s, s:[i, f, b, n], s:{s:I}}", "host", "h", "list", -3, 2.5, 1, "nested",
-                       "big", (json_int_t)INT64_MAX);
+}
+
+/* Compares the fields of mask between a and b; outside mask b must be empty. */
+static void same_fields(const proto_msg_t *a, const proto_msg_t *b, uint32_t mask)
+{
+    for (size_t f = 0; f < PROTO_FIELD_COUNT; f++) {
+        const void *sa = (const char *)a + fields[f].offset;
+        const void *sb = (const char *)b + fields[f].offset;
+        bool in = mask & (1u << f);
+        bool ok = true;
+        switch (fields[f].kind) {
+        case STR: {
+            const char *x = *(char *const *)sa, *y = *(char *const *)sb;
+            ok = in ? (y && !strcmp(x ? x : "", y)) : y == NULL;
+            break;
+        }
+        case UINT:
+            ok = *(const uint64_t *)sb == (in ? *(const uint64_t *)sa : 0);
+            break;
+        case REAL:
+            ok = *(const double *)sb == (in ? *(const double *)sa : 0.0);
+            break;
+        case OBJ: {
+            json_t *x = *(json_t *const *)sa, *y = *(json_t *const *)sb;
+            ok = in ? (y && (x ? json_equal(x, y) : json_object_size(y) == 0)) : y == NULL;
+            break;
+        }
+        }
+        if (!ok) {
+            fprintf(stderr, "%s: field %s differs after a round trip\n", proto_type_name(a->type),
+                    fields[f].name);
+            failures++;
+        }
+    }
+}
+
+/* ---- tests -------------------------------------------------------------------- */
+
+static void test_table(void)
+{
+    CHECK(!strcmp(proto_type_name(PROTO_READY), "ready"));
+    CHECK(!strcmp(proto_type_name(PROTO_STATUS_REPLY), "status-reply"));
+    CHECK(!strcmp(proto_type_name(PROTO_NONE), "?"));
+    CHECK(!strcmp(proto_type_name(PROTO_TYPE_MAX), "?"));
+    CHECK(!strcmp(proto_type_name((proto_type_t)-1), "?"));
+    CHECK(proto_type_fields(PROTO_NONE) == 0 && proto_type_fields(PROTO_TYPE_MAX) == 0);
+    CHECK(proto_type_fields(PROTO_READY) == (PF(worker) | PF(credit) | PF(obj)));
+    CHECK(proto_type_fields(PROTO_HEARTBEAT) == 0);
+    /* every code from 1 to the last is a message, and names are unique */
+    for (int t = 1; t < PROTO_TYPE_MAX; t++) {
+        CHECK(strcmp(proto_type_name((proto_type_t)t), "?") != 0);
+        for (int u = 1; u < t; u++)
+            CHECK(strcmp(proto_type_name((proto_type_t)t), proto_type_name((proto_type_t)u)));
+    }
+    proto_msg_t m;
+    proto_msg_init(&m, PROTO_ACK);
+    CHECK(proto_msg_set(&m.task_id, "x") == BF_OK && !strcmp(m.task_id, "x"));
+    CHECK(proto_msg_set(&m.task_id, NULL) == BF_OK && m.task_id == NULL);
+    proto_msg_clear(&m);
+    proto_msg_clear(&m); /* twice is fine */
+    proto_msg_clear(NULL);
 }
 
 static void test_round_trip(void)
 {
     for (int t = 1; t < PROTO_TYPE_MAX; t++) {
         uint32_t mask = proto_type_fields((proto_type_t)t);
-        CHECK(strcmp(proto_type_name((proto_type_t)t), "?") != 0);
         proto_msg_t m, d;
         fill(&m, (proto_type_t)t);
         uint8_t *data;
         size_t size;
         CHECK(proto_encode(&m, &data, &size) == BF_OK);
-        char err[BF_ERRLEN];
+        /* [version, type, fields...]: a fixarray while there are < 16 */
+        CHECK(data[0] == 0x90 + 2 + popcount(mask) && data[1] == PROTO_VERSION && data[2] == t);
+        char err[BF_ERRLEN] = "";
         CHECK(proto_decode(data, size, &d, err) == BF_OK);
         CHECK(d.type == (proto_type_t)t);
-        if (mask & PF(task_id))
-            CHECK(d.task_id && !strcmp(d.task_id, m.task_id));
-        else
-            CHECK(d.task_id == NULL);
-        if (mask & PF(reason))
-            CHECK(d.reason && !strcmp(d.reason, m.reason));
-        if (mask & PF(seq))
-            CHECK(d.seq == UINT64_MAX);
-        if (mask & PF(fraction))
-            CHECK(d.fraction == 0.25);
-        if (mask & PF(obj))
-            CHECK(json_equal(d.obj, m.obj));
-        else
-            CHECK(d.obj == NULL);
-        /* Truncated at every byte: refused, never a crash. */
-        for (size_t cut = 0; cut < size; cut++) {
-            proto_msg_t x;
-            CHECK(proto_decode(data, cut, &x, NULL) == BF_EPROTO);
-            CHECK(x.type == PROTO_NONE && x.obj == NULL);
-        }
-        free(data);
-        proto_msg_clear(&m);
+        same_fields(&m, &d, mask);
         proto_msg_clear(&d);
+
+        /* Truncated at every byte: refused, never a crash, msg left empty. */
+        for (size_t cut = 0; cut < size; cut++) {
+            uint8_t *part = malloc(cut ? cut : 1); /* exact size, so ASan sees overreads */
+            memcpy(part, data, cut);
+            REFUSE(part, cut, cut == 0 ? "empty" : "truncated");
+            free(part);
+        }
+        /* One byte too many, and two messages in one frame. */
+        uint8_t *more = malloc(2 * size);
+        memcpy(more, data, size);
+        more[size] = 0xc0;
+        REFUSE(more, size + 1, "1 trailing bytes");
+        memcpy(more + size, data, size);
+        REFUSE(more, 2 * size, "trailing bytes");
+        free(more);
+        free(data);
+
+        /* Nothing set: strings go as "", obj as {}. */
+        proto_msg_t empty;
+        proto_msg_init(&empty, (proto_type_t)t);
+        CHECK(proto_encode(&empty, &data, &size) == BF_OK);
+        CHECK(proto_decode(data, size, &d, NULL) == BF_OK);
+        same_fields(&empty, &d, mask);
+        free(data);
+        proto_msg_clear(&d);
+        proto_msg_clear(&m);
     }
 }
 
-/* Decodes bytes that must be refused, with want in the message. */
-static void refuse(const char *hex_or_raw, size_t len, const char *want)
+/* The example in docs/protocol.md, byte for byte. */
+static void test_worked_example(void)
+{
+    static const uint8_t want[] = {0x95, 0x01, 0x01, 0xa8, 0x68, 0x3a, 0x31, 0x3a, 0x63, 0x70, 0x75,
+                                   0x30, 0x01, 0x81, 0xa4, 0x68, 0x6f, 0x73, 0x74, 0xa1, 0x68};
+    proto_msg_t m;
+    proto_msg_init(&m, PROTO_READY);
+    CHECK(proto_msg_set(&m.worker, "h:1:cpu0") == BF_OK);
+    m.credit = 1;
+    m.obj = json_pack("{s:s}", "host", "h");
+    uint8_t *data;
+    size_t size;
+    CHECK(proto_encode(&m, &data, &size) == BF_OK);
+    CHECK(size == sizeof want && !memcmp(data, want, size));
+    free(data);
+    proto_msg_clear(&m);
+}
+
+static void test_encode_refuses(void)
 {
     proto_msg_t m;
-    char err[BF_ERRLEN] = "";
-    bf_err_t rc = proto_decode((const uint8_t *)hex_or_raw, len, &m, err);
-    CHECK(rc == BF_EPROTO);
-    if (want && !strstr(err, want)) {
-        fprintf(stderr, "  expected '%s' in '%s'\n", want, err);
-        failures++;
+    uint8_t *data = (uint8_t *)"x";
+    size_t size = 1;
+    /* unknown types */
+    proto_type_t bad_types[] = {PROTO_NONE, PROTO_TYPE_MAX, (proto_type_t)99, (proto_type_t)-1};
+    for (size_t i = 0; i < sizeof bad_types / sizeof *bad_types; i++) {
+        proto_msg_init(&m, bad_types[i]);
+        CHECK(proto_encode(&m, &data, &size) == BF_EINVAL && data == NULL && size == 0);
     }
+    /* a string field at the limit goes, one byte more does not */
+    char *longs = malloc(PROTO_MAX_STR + 2);
+    memset(longs, 'x', PROTO_MAX_STR + 1);
+    longs[PROTO_MAX_STR] = '\0';
+    proto_msg_init(&m, PROTO_CANCEL);
+    CHECK(proto_msg_set(&m.job_id, longs) == BF_OK);
+    CHECK(proto_encode(&m, &data, &size) == BF_OK);
+    proto_msg_t d;
+    CHECK(proto_decode(data, size, &d, NULL) == BF_OK && strlen(d.job_id) == PROTO_MAX_STR);
+    proto_msg_clear(&d);
+    free(data);
+    longs[PROTO_MAX_STR] = 'x';
+    longs[PROTO_MAX_STR + 1] = '\0';
+    CHECK(proto_msg_set(&m.job_id, longs) == BF_OK);
+    CHECK(proto_encode(&m, &data, &size) == BF_EPROTO && data == NULL);
+    /* invalid UTF-8 in a field */
+    CHECK(proto_msg_set(&m.job_id, "a\xff") == BF_OK);
+    CHECK(proto_encode(&m, &data, &size) == BF_EPROTO);
+    proto_msg_clear(&m);
+    free(longs);
+    /* a non-finite real */
+    proto_msg_init(&m, PROTO_PROGRESS);
+    m.fraction = NAN;
+    CHECK(proto_encode(&m, &data, &size) == BF_EPROTO);
+    m.fraction = INFINITY;
+    CHECK(proto_encode(&m, &data, &size) == BF_EPROTO);
+    proto_msg_clear(&m);
+    /* obj must be an object; its strings may not hold NUL */
+    proto_msg_init(&m, PROTO_SUBMIT);
+    m.obj = json_array();
+    CHECK(proto_encode(&m, &data, &size) == BF_EPROTO);
+    json_decref(m.obj);
+    m.obj = json_pack("{s:o}", "a", json_stringn("x\0y", 3));
+    CHECK(proto_encode(&m, &data, &size) == BF_EPROTO);
+    json_decref(m.obj);
+    /* over PROTO_MAX_FRAME: 130 strings of 64 KiB */
+    m.obj = json_array();
+    char *chunk = malloc(16 * PROTO_MAX_STR + 2);
+    memset(chunk, 'y', 16 * PROTO_MAX_STR);
+    chunk[16 * PROTO_MAX_STR] = '\0';
+    json_t *arr = json_array();
+    for (int i = 0; i < 130; i++)
+        json_array_append_new(arr, json_string(chunk));
+    json_decref(m.obj);
+    m.obj = json_pack("{s:o}", "big", arr);
+    CHECK(proto_encode(&m, &data, &size) == BF_EPROTO);
+    /* 120 of them (7.5 MiB) fit, and come back */
+    while (json_array_size(arr) > 120)
+        json_array_remove(arr, 0);
+    CHECK(proto_encode(&m, &data, &size) == BF_OK && size < PROTO_MAX_FRAME);
+    CHECK(proto_decode(data, size, &d, NULL) == BF_OK && json_equal(d.obj, m.obj));
+    proto_msg_clear(&d);
+    free(data);
+    /* a document string of 64 KiB + 1 */
+    chunk[16 * PROTO_MAX_STR - 1] = '\0';
+    strcat(chunk, "zz");
+    json_decref(m.obj);
+    m.obj = json_pack("{s:s}", "a", chunk);
+    CHECK(proto_encode(&m, &data, &size) == BF_EPROTO);
+    free(chunk);
+    proto_msg_clear(&m);
+}
+
+/* For every message and every field in it: a value of each wrong kind is
+   refused with "type: field name: expected kind, got other". Then one field
+   too many and one too few. */
+static void test_wrong_fields(void)
+{
+    for (int t = 1; t < PROTO_TYPE_MAX; t++) {
+        uint32_t mask = proto_type_fields((proto_type_t)t);
+        unsigned n = popcount(mask);
+        for (size_t bad = 0; bad < PROTO_FIELD_COUNT; bad++) {
+            if (!(mask & (1u << bad)))
+                continue;
+            /* wrong kinds to try for this field: str, uint, int, bool, nil, array, map */
+            for (int w = 0; w < 7; w++) {
+                static const char *got[] = {"str", "uint", "int", "bool", "nil", "array", "map"};
+                int k = fields[bad].kind;
+                if ((k == STR && w == 0) || (k == UINT && w == 1) || (k == OBJ && w == 6) ||
+                    (k == REAL && (w == 1 || w == 2)))
+                    continue; /* that one is right */
+                frame_t f;
+                head(&f, (proto_type_t)t, n);
+                for (size_t g = 0; g < PROTO_FIELD_COUNT; g++) {
+                    if (!(mask & (1u << g)))
+                        continue;
+                    if (g != bad) {
+                        put_good(&f, fields[g].kind);
+                        continue;
+                    }
+                    switch (w) {
+                    case 0:
+                        put_str(&f, "s", 1);
+                        break;
+                    case 1:
+                        msgpack_pack_uint64(&f.pk, 7);
+                        break;
+                    case 2:
+                        msgpack_pack_int64(&f.pk, -7);
+                        break;
+                    case 3:
+                        msgpack_pack_true(&f.pk);
+                        break;
+                    case 4:
+                        msgpack_pack_nil(&f.pk);
+                        break;
+                    case 5:
+                        msgpack_pack_array(&f.pk, 0);
+                        break;
+                    case 6:
+                        msgpack_pack_map(&f.pk, 0);
+                        break;
+                    }
+                }
+                char want[BF_ERRLEN];
+                snprintf(want, sizeof want, "%s: field %s: expected %s, got %s",
+                         proto_type_name((proto_type_t)t), fields[bad].name,
+                         kind_names[fields[bad].kind], got[w]);
+                REFUSE_FRAME(&f, want);
+            }
+        }
+        /* all fields right: accepted */
+        frame_t f;
+        head(&f, (proto_type_t)t, n);
+        for (size_t g = 0; g < PROTO_FIELD_COUNT; g++)
+            if (mask & (1u << g))
+                put_good(&f, fields[g].kind);
+        proto_msg_t m;
+        ACCEPT_FRAME(&f, &m);
+        CHECK(m.type == (proto_type_t)t);
+        proto_msg_clear(&m);
+        /* one extra, one missing */
+        char want[BF_ERRLEN];
+        head(&f, (proto_type_t)t, n + 1);
+        for (size_t g = 0; g < PROTO_FIELD_COUNT; g++)
+            if (mask & (1u << g))
+                put_good(&f, fields[g].kind);
+        msgpack_pack_uint64(&f.pk, 1);
+        snprintf(want, sizeof want, "%s: %u fields, expected %u", proto_type_name((proto_type_t)t),
+                 n + 1, n);
+        REFUSE_FRAME(&f, want);
+        if (n > 0) {
+            head(&f, (proto_type_t)t, n - 1);
+            unsigned put = 0;
+            for (size_t g = 0; g < PROTO_FIELD_COUNT && put < n - 1; g++)
+                if (mask & (1u << g))
+                    put_good(&f, fields[g].kind), put++;
+            snprintf(want, sizeof want, "%s: %u fields, expected %u",
+                     proto_type_name((proto_type_t)t), n - 1, n);
+            REFUSE_FRAME(&f, want);
+        }
+    }
+    /* the exact message of the brief */
+    frame_t f;
+    head(&f, PROTO_TASK, 6);
+    msgpack_pack_uint64(&f.pk, 1);
+    msgpack_pack_uint64(&f.pk, 2);
+    put_str(&f, "s", 1);
+    msgpack_pack_uint64(&f.pk, 1);
+    msgpack_pack_uint64(&f.pk, 1);
+    msgpack_pack_map(&f.pk, 0);
+    REFUSE_FRAME(&f, "task: field job_id: expected str, got uint");
+}
+
+/* What UINT and REAL fields accept besides the canonical forms. */
+static void test_number_forms(void)
+{
+    /* PROGRESS: task_id, stage, attempt, fraction (PROTO_FIELDS order) */
+    static const struct {
+        uint8_t attempt[9], fraction[9];
+        size_t alen, flen;
+        uint64_t want_attempt;
+        double want_fraction;
+    } cases[] = {
+        {{0x05}, {0x01}, 1, 1, 5, 1.0},                                 /* fixints */
+        {{0xcc, 0xff}, {0xff}, 2, 1, 255, -1.0},                        /* uint8, -1 */
+        {{0xd0, 0x05}, {0xd0, 0x80}, 2, 2, 5, -128.0},                  /* int8 >= 0 is a uint */
+        {{0xcd, 0x01, 0x00}, {0xca, 0x3f, 0x00, 0, 0}, 3, 5, 256, 0.5}, /* uint16, float32 */
+        {{0xce, 0, 1, 0, 0}, {0xcb, 0x3f, 0xd0, 0, 0, 0, 0, 0, 0}, 5, 9, 65536, 0.25},
+        {{0xcf, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff},
+         {0xd3, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfe},
+         9,
+         9,
+         UINT64_MAX,
+         -2.0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        uint8_t buf[64];
+        size_t n = 0;
+        buf[n++] = 0x96, buf[n++] = 0x01, buf[n++] = PROTO_PROGRESS;
+        buf[n++] = 0xa1, buf[n++] = 't';
+        buf[n++] = 0xa1, buf[n++] = 's';
+        memcpy(buf + n, cases[i].attempt, cases[i].alen), n += cases[i].alen;
+        memcpy(buf + n, cases[i].fraction, cases[i].flen), n += cases[i].flen;
+        proto_msg_t m;
+        char err[BF_ERRLEN] = "";
+        CHECK(proto_decode(buf, n, &m, err) == BF_OK);
+        CHECK(m.attempt == cases[i].want_attempt && m.fraction == cases[i].want_fraction);
+        proto_msg_clear(&m);
+    }
+    /* a negative int in a uint field, and non-finite reals */
+    REFUSE("\x96\x01\x03\xa1t\xa1s\xff\x00", 9, "progress: field attempt: expected uint, got int");
+    REFUSE("\x96\x01\x03\xa1t\xa1s\x01\xcb\x7f\xf8\0\0\0\0\0\0", 17, "fraction: real is not");
+    REFUSE("\x96\x01\x03\xa1t\xa1s\x01\xca\x7f\x80\0\0", 13, "not a finite number");
 }
 
 static void test_malformed(void)
 {
-    refuse("\x92\x07\x05", 3, "version 7, expected 1");  /* [7, 5] */
-    refuse("\x92\x01\x63", 3, "unknown message type");   /* [1, 99] */
-    refuse("\x91\x01", 2, "expected an array");          /* [1] */
-    refuse("\x01", 1, "expected an array");              /* 1 */
-    refuse("\x92\x01\x05\x00", 4, "trailing");           /* heartbeat + a byte */
-    refuse("\x93\x01\x05\x01", 4, "fields, expected 0"); /* heartbeat with a field */
-    refuse("\x92\x01\x0b", 3, "fields, expected 1");     /* cancel without job_id */
-    refuse("\x93\x01\x0b\x05", 4, "field job_id: expected str, got uint");
-    refuse("\xdd\xff\xff\xff\xff", 5, "truncated");             /* array claims 4 billion items */
-    refuse("\x93\x01\x07\xdf\x7f\xff\xff\xff", 8, "truncated"); /* map claims 2^31 pairs */
-    refuse("\x93\x01\x07\x93\x01\x02\x03", 7, "field obj: expected map, got array");
-    refuse("\x93\x01\x07\x81\x01\x02", 6, "map key must be a string");
-    refuse("\x93\x01\x0b\xa3"
+    frame_t f;
+    REFUSE("", 0, "empty frame");
+    REFUSE("\x92\x07\x05", 3, "version 7, expected 1");
+    REFUSE("\x92\x00\x05", 3, "version 0, expected 1");
+    REFUSE("\x92\xff\x05", 3, "version: expected uint, got int");
+    REFUSE("\x92\xa1"
+           "1\x05",
+           4, "version: expected uint, got str");
+    REFUSE("\x92\x01\x63", 3, "unknown message type 99");
+    REFUSE("\x92\x01\x00", 3, "unknown message type 0");
+    REFUSE("\x92\x01\xcf\xff\xff\xff\xff\xff\xff\xff\xff", 11, "unknown message type");
+    REFUSE("\x92\x01\xa1x", 4, "type: expected uint, got str");
+    REFUSE("\x91\x01", 2, "expected an array");
+    REFUSE("\x90", 1, "expected an array");
+    REFUSE("\x01", 1, "expected an array");
+    REFUSE("\x80", 1, "expected an array");
+    REFUSE("\x92\x01\x05\x00", 4, "1 trailing bytes");   /* heartbeat + a byte */
+    REFUSE("\x92\x01\x05\x92\x01\x05", 6, "3 trailing"); /* two heartbeats */
+    REFUSE("\x93\x01\x05\x01", 4, "heartbeat: 1 fields, expected 0");
+    REFUSE("\x92\x01\x0b", 3, "cancel: 0 fields, expected 1");
+    REFUSE("\x93\x01\x0b\x05", 4, "cancel: field job_id: expected str, got uint");
+    /* lying lengths: refused before anything is allocated for them */
+    REFUSE("\xdd\xff\xff\xff\xff", 5, "truncated");             /* array of 4 billion */
+    REFUSE("\x93\x01\x07\xdf\x7f\xff\xff\xff", 8, "truncated"); /* map of 2^31 pairs */
+    REFUSE("\x93\x01\x0b\xdb\xff\xff\xff\xff", 8, "exceeds");   /* str of 4 GiB */
+    REFUSE("\x93\x01\x0b\xdb\x00\x00\x00\x05xy", 10, "truncated");
+    REFUSE("\x93\x01\x0b\xc4\x01x", 6, "expected str, got bin");
+    REFUSE("\x92\x01\xc1", 3, "unsupported MessagePack type 0xc1");
+    REFUSE("\x93\x01\x0b\xc7\x01\x01\x00", 7, "unsupported"); /* ext8 */
+    REFUSE("\x93\x01\x0b\xd4\x01\x00", 6, "unsupported");     /* fixext1 */
+
+    /* strings in fields: NUL, bad UTF-8, too long */
+    REFUSE("\x93\x01\x0b\xa3"
            "a\0b",
-           7, "NUL");
-    refuse("\x92\x01\xc1", 3, "unsupported");
-    refuse("\x93\x01\x0b\xc7\x01\x01\x00", 7, "unsupported"); /* ext */
-    /* too deep: obj = {"a": [[[[...]]]]} */
-    uint8_t deep[128];
-    size_t n = 0;
-    deep[n++] = 0x93, deep[n++] = 0x01, deep[n++] = 0x07, deep[n++] = 0x81, deep[n++] = 0xa1,
-    deep[n++] = 'a';
-    for (int i = 0; i < 60; i++)
-        deep[n++] = 0x91;
-    deep[n++] = 0x00;
-    refuse((const char *)deep, n, "nesting");
-    /* too big */
-    uint8_t *big = calloc(1, PROTO_MAX_FRAME + 2);
-    refuse((const char *)big, PROTO_MAX_FRAME + 1, "exceeds");
-    free(big);
-    /* a string field too long */
+           7, "cancel: field job_id: string contains a NUL byte");
+    REFUSE("\x93\x01\x0b\xa2\xc3\x28", 6, "field job_id: string is not valid UTF-8");
+    REFUSE("\x93\x01\x0b\xa2\xc0\x80", 6, "not valid UTF-8");         /* overlong NUL */
+    REFUSE("\x93\x01\x0b\xa3\xed\xa0\x80", 7, "not valid UTF-8");     /* a surrogate */
+    REFUSE("\x93\x01\x0b\xa4\xf4\x90\x80\x80", 8, "not valid UTF-8"); /* past U+10FFFF */
     proto_msg_t m;
-    proto_msg_init(&m, PROTO_CANCEL);
-    char *longs = malloc(PROTO_MAX_STR + 2);
-    memset(longs, 'x', PROTO_MAX_STR + 1);
-    longs[PROTO_MAX_STR + 1] = '\0';
-    CHECK(proto_msg_set(&m.job_id, longs) == BF_OK);
+    head(&f, PROTO_CANCEL, 1);
+    put_str(&f, "\xf0\x9d\x84\x9e\xc3\xbc", 6); /* U+1D11E, ü */
+    ACCEPT_FRAME(&f, &m);
+    CHECK(m.job_id && !strcmp(m.job_id, "\xf0\x9d\x84\x9e\xc3\xbc"));
+    proto_msg_clear(&m);
+    char *longs = malloc(16 * PROTO_MAX_STR + 2);
+    memset(longs, 'x', 16 * PROTO_MAX_STR + 2);
+    head(&f, PROTO_CANCEL, 1);
+    put_str(&f, longs, PROTO_MAX_STR + 1);
+    REFUSE_FRAME(&f, "cancel: field job_id: string of 4097 bytes exceeds 4096");
+    head(&f, PROTO_CANCEL, 1);
+    put_str(&f, longs, PROTO_MAX_STR);
+    ACCEPT_FRAME(&f, &m);
+    proto_msg_clear(&m);
+    /* strings inside obj may be up to 64 KiB; map keys up to PROTO_MAX_STR */
+    head(&f, PROTO_SUBMIT, 1);
+    msgpack_pack_map(&f.pk, 1);
+    put_str(&f, "k", 1);
+    put_str(&f, longs, 16 * PROTO_MAX_STR);
+    ACCEPT_FRAME(&f, &m);
+    CHECK(m.obj && json_string_length(json_object_get(m.obj, "k")) == 16 * PROTO_MAX_STR);
+    proto_msg_clear(&m);
+    head(&f, PROTO_SUBMIT, 1);
+    msgpack_pack_map(&f.pk, 1);
+    put_str(&f, "k", 1);
+    put_str(&f, longs, 16 * PROTO_MAX_STR + 1);
+    REFUSE_FRAME(&f, "string of 65537 bytes exceeds 65536");
+    head(&f, PROTO_SUBMIT, 1);
+    msgpack_pack_map(&f.pk, 1);
+    put_str(&f, longs, PROTO_MAX_STR + 1);
+    msgpack_pack_nil(&f.pk);
+    REFUSE_FRAME(&f, "submit: field obj: map key: string of 4097 bytes exceeds 4096");
+    free(longs);
+
+    /* obj: not a map, non-string keys, duplicate keys, bad values */
+    REFUSE("\x93\x01\x07\x93\x01\x02\x03", 7, "submit: field obj: expected map, got array");
+    REFUSE("\x93\x01\x07\xa1x", 5, "submit: field obj: expected map, got str");
+    REFUSE("\x93\x01\x07\xc0", 4, "submit: field obj: expected map, got nil");
+    REFUSE("\x93\x01\x07\x81\x01\x02", 6, "submit: field obj: map key must be a str, got uint");
+    REFUSE("\x93\x01\x07\x81\xc0\x02", 6, "map key must be a str, got nil");
+    REFUSE("\x93\x01\x07\x81\x90\x02", 6, "map key must be a str, got array");
+    REFUSE("\x93\x01\x07\x81\xa1"
+           "a\x81\x05\x00",
+           9, "map key must be a str, got uint"); /* nested */
+    REFUSE("\x93\x01\x07\x82\xa1"
+           "a\x01\xa1"
+           "a\x02",
+           10, "duplicate map key \"a\"");
+    REFUSE("\x93\x01\x07\x81\xa1"
+           "a\xa2x\0",
+           9, "string contains a NUL byte");
+    REFUSE("\x93\x01\x07\x81\xa1"
+           "a\xc4\x00",
+           8, "unsupported MessagePack type bin");
+    REFUSE("\x93\x01\x07\x81\xa1"
+           "a\xcf\x80\0\0\0\0\0\0\0",
+           15, "integer 9223372036854775808 out of range");
+
+    /* nesting: a frame nests at most 32 containers, the message array
+       included, so obj with 31 levels is fine and 32 is not */
+    for (int levels = 30; levels <= 33; levels++) {
+        head(&f, PROTO_SUBMIT, 1);
+        msgpack_pack_map(&f.pk, 1); /* level 1 */
+        put_str(&f, "a", 1);
+        for (int l = 2; l <= levels; l++)
+            msgpack_pack_array(&f.pk, 1);
+        msgpack_pack_uint64(&f.pk, 0);
+        if (levels < PROTO_MAX_DEPTH) {
+            ACCEPT_FRAME(&f, &m);
+            proto_msg_clear(&m);
+        } else {
+            REFUSE_FRAME(&f, "nesting deeper than 32");
+        }
+    }
+    /* very deep: refused by the structure check, no deep recursion */
+    size_t deep_n = 100000;
+    uint8_t *deep = malloc(deep_n);
+    memcpy(deep,
+           "\x93\x01\x07\x81\xa1"
+           "a",
+           6);
+    memset(deep + 6, 0x91, deep_n - 7);
+    deep[deep_n - 1] = 0x00;
+    REFUSE(deep, deep_n, "nesting deeper than 32");
+    free(deep);
+
+    /* too many values: a map of a million nils */
+    head(&f, PROTO_SUBMIT, 1);
+    msgpack_pack_map(&f.pk, 1);
+    put_str(&f, "a", 1);
+    msgpack_pack_array(&f.pk, 1100000);
+    for (int i = 0; i < 1100000; i++)
+        msgpack_pack_nil(&f.pk);
+    REFUSE_FRAME(&f, "more than 1048576 values");
+
+    /* oversize frame: refused on its size alone */
+    uint8_t *big = calloc(1, PROTO_MAX_FRAME + 2);
+    REFUSE(big, PROTO_MAX_FRAME + 1, "message of 8388609 bytes exceeds 8388608");
+    free(big);
+
+    /* err may be NULL */
+    CHECK(proto_decode((const uint8_t *)"\x92\x07\x05", 3, &m, NULL) == BF_EPROTO);
+}
+
+static void expect_json_round_trip(const char *text)
+{
+    json_error_t jerr;
+    json_t *doc = json_loads(text, JSON_DECODE_ANY, &jerr);
+    CHECK(doc != NULL);
+    if (!doc) {
+        fprintf(stderr, "  bad test JSON %s: %s\n", text, jerr.text);
+        return;
+    }
     uint8_t *data;
     size_t size;
-    CHECK(proto_encode(&m, &data, &size) == BF_EPROTO);
-    proto_msg_clear(&m);
-    free(longs);
+    CHECK(proto_json_to_msgpack(doc, &data, &size) == BF_OK);
+    json_t *back = NULL;
+    char err[BF_ERRLEN] = "";
+    CHECK(proto_msgpack_to_json(data, size, &back, err) == BF_OK);
+    if (!json_equal(doc, back)) {
+        fprintf(stderr, "%s:%d: JSON round trip changed %s (%s)\n", __FILE__, __LINE__, text, err);
+        failures++;
+    }
+    /* and the same document as a message's obj, when it is an object */
+    if (json_is_object(doc)) {
+        proto_msg_t m, d;
+        proto_msg_init(&m, PROTO_RESULT);
+        m.obj = json_incref(doc);
+        uint8_t *mdata;
+        size_t msize;
+        CHECK(proto_encode(&m, &mdata, &msize) == BF_OK);
+        CHECK(proto_decode(mdata, msize, &d, NULL) == BF_OK && json_equal(d.obj, doc));
+        free(mdata);
+        proto_msg_clear(&d);
+        proto_msg_clear(&m);
+    }
+    free(data);
+    json_decref(back);
+    json_decref(doc);
+}
+
+/* The MessagePack bytes a JSON value becomes. */
+static void expect_bytes(json_t *v, const char *want, size_t want_len)
+{
+    uint8_t *data;
+    size_t size;
+    CHECK(proto_json_to_msgpack(v, &data, &size) == BF_OK);
+    if (size != want_len || memcmp(data, want, size)) {
+        fprintf(stderr, "%s:%d: unexpected MessagePack for a JSON value\n", __FILE__, __LINE__);
+        failures++;
+    }
+    free(data);
+    json_decref(v);
+}
+
+static void test_json(void)
+{
+    expect_json_round_trip("{\"a\": [1, -2, 3.5, true, false, null, \"ü\"], \"b\": {\"c\": {}}}");
+    expect_json_round_trip("{\"unicode\": \"naïve — 日本語 𝄞 \\u00e9\\ud83d\\ude00\","
+                           " \"ключ\": \"значение\"}");
+    expect_json_round_trip("{\"ints\": [0, 1, 127, 128, 255, 256, 65535, 65536, 4294967295,"
+                           " 4294967296, 9223372036854775807]}");
+    expect_json_round_trip("{\"neg\": [-1, -32, -33, -128, -129, -32768, -32769, -2147483648,"
+                           " -2147483649, -9223372036854775808]}");
+    expect_json_round_trip("{\"reals\": [0.0, -0.0, 0.1, -2.5e300, 1e-300, 1.0, 3.141592653589793,"
+                           " -1.5]}");
+    expect_json_round_trip("{\"bools\": [true, false], \"null\": null, \"empty\": [],"
+                           " \"obj\": {}}");
+    expect_json_round_trip("{\"nested\": {\"a\": [{\"b\": [[1, {\"c\": null}]]}]}}");
+    expect_json_round_trip("[1, \"two\", [3], {\"four\": 4}]");
+    expect_json_round_trip("\"just a string\"");
+    expect_json_round_trip("-42");
+    expect_json_round_trip("null");
+
+    /* negative integers stay negative and signed on the wire, positives unsigned */
+    expect_bytes(json_integer(-1), "\xff", 1);
+    expect_bytes(json_integer(-33), "\xd0\xdf", 2);
+    expect_bytes(json_integer(1), "\x01", 1);
+    expect_bytes(json_integer(200), "\xcc\xc8", 2);
+    expect_bytes(json_integer(INT64_MIN), "\xd3\x80\0\0\0\0\0\0\0", 9);
+    expect_bytes(json_real(2.5), "\xcb\x40\x04\0\0\0\0\0\0", 9);
+    expect_bytes(json_true(), "\xc3", 1);
+    expect_bytes(json_null(), "\xc0", 1);
+    expect_bytes(json_pack("{s:[]}", "a"),
+                 "\x81\xa1"
+                 "a\x90",
+                 4);
+    json_t *v = NULL;
+    CHECK(proto_msgpack_to_json((const uint8_t *)"\xd3\xff\xff\xff\xff\xff\xff\xff\xfe", 9, &v,
+                                NULL) == BF_OK &&
+          json_integer_value(v) == -2);
+    json_decref(v);
+    /* float32 becomes a real */
+    CHECK(proto_msgpack_to_json((const uint8_t *)"\xca\x3f\xc0\0\0", 5, &v, NULL) == BF_OK &&
+          json_is_real(v) && json_real_value(v) == 1.5);
+    json_decref(v);
+
+    /* 32 levels of nesting convert, 33 do not, either way */
+    json_t *deep = json_array(), *inner = deep;
+    for (int l = 2; l <= PROTO_MAX_DEPTH; l++) {
+        json_t *next = json_array();
+        json_array_append_new(inner, next);
+        inner = next;
+    }
+    uint8_t *data;
+    size_t size;
+    CHECK(proto_json_to_msgpack(deep, &data, &size) == BF_OK);
+    CHECK(proto_msgpack_to_json(data, size, &v, NULL) == BF_OK && json_equal(v, deep));
+    json_decref(v);
+    free(data);
+    json_array_append_new(inner, json_object());
+    CHECK(proto_json_to_msgpack(deep, &data, &size) == BF_EPROTO && data == NULL);
+    json_decref(deep);
+    uint8_t raw[PROTO_MAX_DEPTH + 2];
+    memset(raw, 0x91, PROTO_MAX_DEPTH + 1);
+    raw[PROTO_MAX_DEPTH + 1] = 0xc0;
+    char err[BF_ERRLEN] = "";
+    CHECK(proto_msgpack_to_json(raw, sizeof raw, &v, err) == BF_EPROTO && v == NULL);
+    CHECK(strstr(err, "nesting deeper than 32") != NULL);
+    CHECK(proto_msgpack_to_json(raw + 1, sizeof raw - 1, &v, err) == BF_OK);
+    json_decref(v);
+
+    /* refusals */
+    CHECK(proto_json_to_msgpack(NULL, &data, &size) == BF_EINVAL);
+    json_t *nul = json_stringn("a\0b", 3);
+    CHECK(proto_json_to_msgpack(nul, &data, &size) == BF_EPROTO);
+    json_decref(nul);
+    CHECK(proto_msgpack_to_json((const uint8_t *)"\x81\x01\x02", 3, &v, err) == BF_EPROTO &&
+          strstr(err, "map key must be a str, got uint"));
+    CHECK(proto_msgpack_to_json((const uint8_t *)"\x01\x02", 2, &v, err) == BF_EPROTO &&
+          strstr(err, "1 trailing bytes"));
+    CHECK(proto_msgpack_to_json((const uint8_t *)"\x92\x01", 2, &v, err) == BF_EPROTO &&
+          strstr(err, "truncated"));
+    CHECK(proto_msgpack_to_json((const uint8_t *)"", 0, &v, err) == BF_EPROTO);
+    CHECK(proto_msgpack_to_json((const uint8_t *)"\xcb\x7f\xf0\0\0\0\0\0\0", 9, &v, err) ==
+              BF_EPROTO &&
+          strstr(err, "finite"));
+}
+
+/* Seeded random mutations of valid encodings: anything may be refused, nothing
+   may crash, and whatever is accepted must encode again and decode the same. */
+static uint64_t rng = 0x9e3779b97f4a7c15ull;
+static uint64_t next_rand(void)
+{
+    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+    return rng;
 }
 
 static void test_mutations(void)
 {
-    proto_msg_t m;
-    fill(&m, PROTO_TASK);
-    uint8_t *data;
-    size_t size;
-    CHECK(proto_encode(&m, &data, &size) == BF_OK);
-    uint64_t x = 0x9e3779b97f4a7c15ull;
-    unsigned accepted = 0;
-    uint8_t *copy = malloc(size);
-    for (int i = 0; i < 100000; i++) {
-        memcpy(copy, data, size);
-        int flips = 1 + (int)(x % 4);
-        for (int k = 0; k < flips; k++) {
-            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-            copy[x % size] = (uint8_t)(x >> 32);
-        }
-        proto_msg_t d;
-        if (proto_decode(copy, size, &d, NULL) == BF_OK)
-            accepted++;
-        proto_msg_clear(&d);
+    uint8_t *valid[PROTO_TYPE_MAX + 1];
+    size_t valid_size[PROTO_TYPE_MAX + 1];
+    int nvalid = 0;
+    for (int t = 1; t < PROTO_TYPE_MAX; t++, nvalid++) {
+        proto_msg_t m;
+        fill(&m, (proto_type_t)t);
+        CHECK(proto_encode(&m, &valid[nvalid], &valid_size[nvalid]) == BF_OK);
+        proto_msg_clear(&m);
     }
-    printf("mutations: %u of 100000 still decoded (all without a crash)\n", accepted);
-    free(copy);
-    free(data);
-    proto_msg_clear(&m);
+    json_t *doc = sample_doc();
+    CHECK(proto_json_to_msgpack(doc, &valid[nvalid], &valid_size[nvalid]) == BF_OK);
+    json_decref(doc);
+    int doc_index = nvalid++;
+
+    unsigned accepted = 0, reencoded = 0;
+    for (int i = 0; i < 100000; i++) {
+        int which = (int)(next_rand() % (uint64_t)nvalid);
+        size_t size = valid_size[which];
+        uint8_t *buf = malloc(size + 16);
+        memcpy(buf, valid[which], size);
+        int edits = 1 + (int)(next_rand() % 4);
+        for (int e = 0; e < edits && size > 0; e++) {
+            uint64_t r = next_rand();
+            size_t at = (size_t)((r >> 8) % size);
+            switch (r % 6) {
+            case 0: /* overwrite a byte */
+            case 1:
+                buf[at] = (uint8_t)(r >> 40);
+                break;
+            case 2: /* flip a bit */
+                buf[at] ^= (uint8_t)(1u << ((r >> 40) % 8));
+                break;
+            case 3: /* insert a byte */
+                if (size < valid_size[which] + 16) {
+                    memmove(buf + at + 1, buf + at, size - at);
+                    buf[at] = (uint8_t)(r >> 40);
+                    size++;
+                }
+                break;
+            case 4: /* delete a byte */
+                memmove(buf + at, buf + at + 1, size - at - 1);
+                size--;
+                break;
+            case 5: /* cut the tail */
+                size = at;
+                break;
+            }
+        }
+        uint8_t *exact = malloc(size ? size : 1); /* exact size, so ASan sees overreads */
+        memcpy(exact, buf, size);
+        free(buf);
+        if (which == doc_index) {
+            json_t *v = NULL;
+            if (proto_msgpack_to_json(exact, size, &v, NULL) == BF_OK) {
+                accepted++;
+                uint8_t *again;
+                size_t again_size;
+                CHECK(proto_json_to_msgpack(v, &again, &again_size) == BF_OK);
+                free(again);
+            }
+            json_decref(v);
+        } else {
+            proto_msg_t d, d2;
+            if (proto_decode(exact, size, &d, NULL) == BF_OK) {
+                accepted++;
+                uint8_t *again;
+                size_t again_size;
+                CHECK(proto_encode(&d, &again, &again_size) == BF_OK);
+                CHECK(proto_decode(again, again_size, &d2, NULL) == BF_OK);
+                if (d2.type == d.type) {
+                    reencoded++;
+                    same_fields(&d, &d2, proto_type_fields(d.type));
+                }
+                proto_msg_clear(&d2);
+                free(again);
+            } else {
+                CHECK(d.type == PROTO_NONE && d.obj == NULL);
+            }
+            proto_msg_clear(&d);
+        }
+        free(exact);
+    }
+    printf("mutations: %u of 100000 still decoded, %u re-encoded identically (no crash)\n",
+           accepted, reencoded);
+    for (int i = 0; i < nvalid; i++)
+        free(valid[i]);
 }
 
 static void test_zmq(void)
 {
     void *ctx = zmq_ctx_new();
     void *router = zmq_socket(ctx, ZMQ_ROUTER), *dealer = zmq_socket(ctx, ZMQ_DEALER);
+    int one = 1;
+    CHECK(zmq_setsockopt(router, ZMQ_ROUTER_MANDATORY, &one, sizeof one) == 0);
+    CHECK(zmq_setsockopt(dealer, ZMQ_ROUTING_ID, "peer-1", 6) == 0);
     CHECK(zmq_bind(router, "inproc://proto-test") == 0);
     CHECK(zmq_connect(dealer, "inproc://proto-test") == 0);
-    zmq_send(dealer, "a", 1, ZMQ_SNDMORE);
-    zmq_send(dealer, "b", 1, ZMQ_SNDMORE);
-    zmq_send(dealer, "c", 1, 0); /* a 3-frame garbage message */
+    uint8_t id[256];
+    size_t id_len;
+    char err[BF_ERRLEN];
     proto_msg_t m, r;
+
+    /* every message both ways */
+    for (int t = 1; t < PROTO_TYPE_MAX; t++) {
+        fill(&m, (proto_type_t)t);
+        CHECK(proto_send(dealer, NULL, 0, &m, 0) == BF_OK);
+        id_len = sizeof id;
+        CHECK(proto_recv(router, id, &id_len, &r, 0, err) == BF_OK);
+        CHECK(id_len == 6 && !memcmp(id, "peer-1", 6));
+        CHECK(r.type == (proto_type_t)t);
+        same_fields(&m, &r, proto_type_fields((proto_type_t)t));
+        proto_msg_clear(&r);
+        CHECK(proto_send(router, id, id_len, &m, 0) == BF_OK);
+        CHECK(proto_recv(dealer, NULL, NULL, &r, 0, err) == BF_OK && r.type == (proto_type_t)t);
+        same_fields(&m, &r, proto_type_fields((proto_type_t)t));
+        proto_msg_clear(&r);
+        proto_msg_clear(&m);
+    }
+
+    /* a 3-frame garbage message, then a good one: not desynchronized */
+    CHECK(zmq_send(dealer, "a", 1, ZMQ_SNDMORE) == 1);
+    CHECK(zmq_send(dealer, "b", 1, ZMQ_SNDMORE) == 1);
+    CHECK(zmq_send(dealer, "c", 1, 0) == 1);
     fill(&m, PROTO_READY);
     CHECK(proto_send(dealer, NULL, 0, &m, 0) == BF_OK);
-    uint8_t id[256];
-    size_t id_len = sizeof id;
-    char err[BF_ERRLEN];
-    CHECK(proto_recv(router, id, &id_len, &r, 0, err) == BF_EPROTO);
     id_len = sizeof id;
-    CHECK(proto_recv(router, id, &id_len, &r, 0, err) == BF_OK); /* not desynchronized */
+    CHECK(proto_recv(router, id, &id_len, &r, 0, err) == BF_EPROTO);
+    CHECK(strstr(err, "one frame") != NULL);
+    CHECK(id_len == 6 && !memcmp(id, "peer-1", 6)); /* who sent it is known */
+    CHECK(r.type == PROTO_NONE);
+    id_len = sizeof id;
+    CHECK(proto_recv(router, id, &id_len, &r, 0, err) == BF_OK);
     CHECK(r.type == PROTO_READY && json_equal(r.obj, m.obj));
     proto_msg_clear(&r);
+
+    /* one frame of garbage: refused, the next one is fine */
+    CHECK(zmq_send(dealer, "\x92\x07\x05", 3, 0) == 3);
+    CHECK(proto_send(dealer, NULL, 0, &m, 0) == BF_OK);
+    id_len = sizeof id;
+    CHECK(proto_recv(router, id, &id_len, &r, 0, err) == BF_EPROTO &&
+          strstr(err, "version 7, expected 1"));
+    id_len = sizeof id;
+    CHECK(proto_recv(router, id, &id_len, &r, 0, err) == BF_OK && r.type == PROTO_READY);
+    proto_msg_clear(&r);
+
+    /* a routing id that does not fit the caller's buffer */
+    CHECK(proto_send(dealer, NULL, 0, &m, 0) == BF_OK);
+    CHECK(proto_send(dealer, NULL, 0, &m, 0) == BF_OK);
+    id_len = 3;
+    CHECK(proto_recv(router, id, &id_len, &r, 0, err) == BF_EPROTO && id_len == 0);
+    id_len = sizeof id;
+    CHECK(proto_recv(router, id, &id_len, &r, 0, err) == BF_OK && r.type == PROTO_READY);
+    proto_msg_clear(&r);
+
+    /* garbage the other way: two body frames to the dealer */
+    CHECK(zmq_send(router, "peer-1", 6, ZMQ_SNDMORE) == 6);
+    CHECK(zmq_send(router, "x", 1, ZMQ_SNDMORE) == 1);
+    CHECK(zmq_send(router, "y", 1, 0) == 1);
     proto_msg_t hb;
     proto_msg_init(&hb, PROTO_HEARTBEAT);
-    CHECK(proto_send(router, id, id_len, &hb, 0) == BF_OK);
+    CHECK(proto_send(router, (const uint8_t *)"peer-1", 6, &hb, 0) == BF_OK);
+    CHECK(proto_recv(dealer, NULL, NULL, &r, 0, err) == BF_EPROTO);
     CHECK(proto_recv(dealer, NULL, NULL, &r, 0, err) == BF_OK && r.type == PROTO_HEARTBEAT);
-    CHECK(proto_recv(dealer, NULL, NULL, &r, ZMQ_DONTWAIT, err) == BF_EIO);
+
+    /* nothing waiting: BF_EIO with EAGAIN */
+    errno = 0;
+    CHECK(proto_recv(dealer, NULL, NULL, &r, ZMQ_DONTWAIT, err) == BF_EIO && errno == EAGAIN);
+    id_len = sizeof id;
+    errno = 0;
+    CHECK(proto_recv(router, id, &id_len, &r, ZMQ_DONTWAIT, err) == BF_EIO && errno == EAGAIN);
+    /* a gone peer with ROUTER_MANDATORY: BF_EIO with EHOSTUNREACH */
+    errno = 0;
+    CHECK(proto_send(router, (const uint8_t *)"nobody", 6, &hb, ZMQ_DONTWAIT) == BF_EIO &&
+          errno == EHOSTUNREACH);
+    /* an unencodable message is not sent at all */
+    proto_msg_init(&hb, PROTO_NONE);
+    CHECK(proto_send(dealer, NULL, 0, &hb, 0) == BF_EINVAL);
+    id_len = sizeof id;
+    CHECK(proto_recv(router, id, &id_len, &r, ZMQ_DONTWAIT, err) == BF_EIO);
+
     proto_msg_clear(&m);
+    int zero = 0;
+    zmq_setsockopt(dealer, ZMQ_LINGER, &zero, sizeof zero);
+    zmq_setsockopt(router, ZMQ_LINGER, &zero, sizeof zero);
     zmq_close(dealer);
     zmq_close(router);
     zmq_ctx_term(ctx);
 }
 
-static void test_json(void)
-{
-    json_t *doc =
-        json_loads("{\"a\": [1, -2, 3.5, true, false, null, \"ü\"], \"b\": {\"c\": {}}}", 0, NULL);
-    uint8_t *data;
-    size_t size;
-    CHECK(proto_json_to_msgpack(doc, &data, &size) == BF_OK);
-    json_t *back = NULL;
-    CHECK(proto_msgpack_to_json(data, size, &back, NULL) == BF_OK);
-    CHECK(json_equal(doc, back));
-    free(data);
-    json_decref(back);
-    json_decref(doc);
-}
-
 int main(void)
 {
+    test_table();
     test_round_trip();
+    test_worked_example();
+    test_encode_refuses();
+    test_wrong_fields();
+    test_number_forms();
     test_malformed();
+    test_json();
     test_mutations();
     test_zmq();
-    test_json();
     if (failures) {
         fprintf(stderr, "proto_test: %d checks failed\n", failures);
         return 1;
