@@ -1,9 +1,11 @@
 /*  kernels/kern_bvh.c - builds the BVH of kern_bvh.h: top-down, each split
-    chosen by the surface-area heuristic over 16 bins of triangle centroids
-    on the longest centroid axis, children stored as consecutive pairs, leaves
-    of at most KERN_BVH_LEAF triangles (fewer when the heuristic says a leaf
-    is cheaper). Depth is capped below the traversal stack of
-    kern_traverse.h, so no walk can overflow it. */
+    chosen by the surface-area heuristic over KERN_BVH_BINS bins of triangle
+    centroids on each of the three axes, children stored as consecutive pairs,
+    leaves of at most KERN_BVH_LEAF triangles (fewer when the heuristic says a
+    leaf is cheaper than a split). Each level of the tree costs O(n), so the
+    build is O(n log n). Depth is capped below the traversal stack of
+    kern_traverse.h, so no walk can overflow it. The node array is placed so
+    that every sibling pair shares one 64-byte cache line. */
 
 #include "kern_bvh.h"
 
@@ -11,10 +13,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define BINS      16
-#define MAX_DEPTH 56 /* < KERN_STACK (64) of kern_traverse.h */
+#define MAX_DEPTH 60   /* < KERN_STACK (64) of kern_traverse.h */
+#define COST_TRAV 1.0f /* a box pair test, relative to ... */
+#define COST_TRI  1.0f /* ... one triangle test */
 
 struct kern_bvh {
+    void *node_mem; /* what was allocated; nodes sits 32 bytes into it */
     kern_bvh_node_t *nodes;
     float *tris;
     uint32_t *tri_ids;
@@ -33,39 +37,116 @@ static void box_empty(box_t *b)
     }
 }
 
-static void box_grow_point(box_t *b, const float *p)
-{
-    for (int k = 0; k < 3; k++) {
-        b->lo[k] = fminf(b->lo[k], p[k]);
-        b->hi[k] = fmaxf(b->hi[k], p[k]);
-    }
-}
-
 static void box_grow(box_t *b, const box_t *o)
 {
     for (int k = 0; k < 3; k++) {
-        b->lo[k] = fminf(b->lo[k], o->lo[k]);
-        b->hi[k] = fmaxf(b->hi[k], o->hi[k]);
+        b->lo[k] = o->lo[k] < b->lo[k] ? o->lo[k] : b->lo[k];
+        b->hi[k] = o->hi[k] > b->hi[k] ? o->hi[k] : b->hi[k];
     }
 }
 
-static float box_area(const box_t *b)
+static void box_grow_point(box_t *b, const float *p)
+{
+    for (int k = 0; k < 3; k++) {
+        b->lo[k] = p[k] < b->lo[k] ? p[k] : b->lo[k];
+        b->hi[k] = p[k] > b->hi[k] ? p[k] : b->hi[k];
+    }
+}
+
+/* Half the surface area (the factor 2 cancels in every ratio). */
+static float box_half_area(const box_t *b)
 {
     float dx = b->hi[0] - b->lo[0], dy = b->hi[1] - b->lo[1], dz = b->hi[2] - b->lo[2];
-    if (dx < 0 || dy < 0 || dz < 0)
+    if (!(dx >= 0.0f && dy >= 0.0f && dz >= 0.0f))
         return 0.0f;
-    return 2.0f * (dx * dy + dy * dz + dz * dx);
+    return dx * dy + dy * dz + dz * dx;
+}
+
+/* The bin of centroid coordinate c; NaN and out-of-range values clamp. */
+static int bin_of(float c, float lo, float scale)
+{
+    float f = (c - lo) * scale;
+    if (!(f > 0.0f))
+        return 0;
+    if (f >= (float)(KERN_BVH_BINS - 1))
+        return KERN_BVH_BINS - 1;
+    return (int)f;
 }
 
 typedef struct {
     uint32_t node, first, count, depth;
 } work_t;
 
+typedef struct {
+    const box_t *tbox; /* per original triangle */
+    const float *cent; /* 3 per original triangle */
+    uint32_t *order;   /* BVH order -> original triangle */
+} build_t;
+
+/* Chooses the best binned SAH split of order[first, first + count); returns
+   its cost (in units of the parent's area, COST_TRAV included) and fills
+   axis and bin (the last bin that goes left), or returns FLT_MAX when no
+   split separates the centroids. */
+static float find_split(const build_t *bd, uint32_t first, uint32_t count, const box_t *bounds,
+                        const box_t *cb, int *axis_out, int *bin_out, float *scale_out)
+{
+    float best_cost = FLT_MAX;
+    float parent = box_half_area(bounds);
+    for (int axis = 0; axis < 3; axis++) {
+        float ext = cb->hi[axis] - cb->lo[axis];
+        if (!(ext > 0.0f))
+            continue;
+        float scale = (float)KERN_BVH_BINS / ext;
+        box_t bin_box[KERN_BVH_BINS];
+        uint32_t bin_count[KERN_BVH_BINS];
+        for (int k = 0; k < KERN_BVH_BINS; k++) {
+            box_empty(&bin_box[k]);
+            bin_count[k] = 0;
+        }
+        for (uint32_t i = first; i < first + count; i++) {
+            uint32_t t = bd->order[i];
+            int k = bin_of(bd->cent[3 * (size_t)t + axis], cb->lo[axis], scale);
+            bin_count[k]++;
+            box_grow(&bin_box[k], &bd->tbox[t]);
+        }
+        float left_area[KERN_BVH_BINS];
+        uint32_t left_count[KERN_BVH_BINS];
+        box_t acc;
+        box_empty(&acc);
+        uint32_t n = 0;
+        for (int k = 0; k < KERN_BVH_BINS - 1; k++) {
+            box_grow(&acc, &bin_box[k]);
+            n += bin_count[k];
+            left_area[k] = box_half_area(&acc);
+            left_count[k] = n;
+        }
+        box_empty(&acc);
+        n = 0;
+        for (int k = KERN_BVH_BINS - 1; k > 0; k--) {
+            box_grow(&acc, &bin_box[k]);
+            n += bin_count[k];
+            if (left_count[k - 1] == 0 || n == 0)
+                continue;
+            float cost =
+                left_area[k - 1] * (float)left_count[k - 1] + box_half_area(&acc) * (float)n;
+            cost = parent > 0.0f ? COST_TRAV + COST_TRI * cost / parent
+                                 : COST_TRAV + COST_TRI * (float)count;
+            if (cost < best_cost) {
+                best_cost = cost;
+                *axis_out = axis;
+                *bin_out = k - 1;
+                *scale_out = scale;
+            }
+        }
+    }
+    return best_cost;
+}
+
 void kern_bvh_destroy(kern_bvh_t **self)
 {
     if (!self || !*self)
         return;
-    free((*self)->nodes);
+    free((*self)->node_mem);
     free((*self)->tris);
     free((*self)->tri_ids);
     free(*self);
@@ -74,7 +155,12 @@ void kern_bvh_destroy(kern_bvh_t **self)
 
 kern_bvh_view_t kern_bvh_view(const kern_bvh_t *self)
 {
-    kern_bvh_view_t v = {self->nodes, self->tris, self->tri_ids, self->node_count, self->tri_count};
+    kern_bvh_view_t v;
+    v.nodes = self->nodes;
+    v.tris = self->tris;
+    v.tri_ids = self->tri_ids;
+    v.node_count = self->node_count;
+    v.tri_count = self->tri_count;
     return v;
 }
 
@@ -91,17 +177,22 @@ bf_err_t kern_bvh_new(const float *vertices, const uint32_t *indices, size_t tri
     *out = NULL;
     if (tri_count > (size_t)INT32_MAX)
         return bf_fail(err, BF_EINVAL, "bvh: %zu triangles is more than supported", tri_count);
+    if (tri_count > 0 && (!vertices || !indices))
+        return bf_fail(err, BF_EINVAL, "bvh: no vertex or index array for %zu triangles",
+                       tri_count);
+    size_t n1 = tri_count ? tri_count : 1;
     kern_bvh_t *b = calloc(1, sizeof *b);
-    box_t *tbox = malloc((tri_count ? tri_count : 1) * sizeof *tbox);
-    float *cent = malloc((tri_count ? tri_count : 1) * 3 * sizeof *cent);
-    uint32_t *order = malloc((tri_count ? tri_count : 1) * sizeof *order);
-    work_t *stack = malloc(2 * (MAX_DEPTH + 2) * sizeof *stack);
+    box_t *tbox = malloc(n1 * sizeof *tbox);
+    float *cent = malloc(n1 * 3 * sizeof *cent);
+    uint32_t *order = malloc(n1 * sizeof *order);
+    work_t *stack = malloc((MAX_DEPTH + 4) * sizeof *stack);
     if (b) {
-        b->nodes = malloc((2 * (tri_count ? tri_count : 1)) * sizeof *b->nodes);
-        b->tris = malloc((tri_count ? tri_count : 1) * 9 * sizeof *b->tris);
-        b->tri_ids = malloc((tri_count ? tri_count : 1) * sizeof *b->tri_ids);
+        /* 2n - 1 nodes at most, plus room to shift the array by 32 bytes */
+        b->node_mem = aligned_alloc(64, (2 * n1 + 2) * sizeof(kern_bvh_node_t));
+        b->tris = malloc(n1 * 9 * sizeof *b->tris);
+        b->tri_ids = malloc(n1 * sizeof *b->tri_ids);
     }
-    if (!b || !tbox || !cent || !order || !stack || !b->nodes || !b->tris || !b->tri_ids) {
+    if (!b || !tbox || !cent || !order || !stack || !b->node_mem || !b->tris || !b->tri_ids) {
         free(tbox);
         free(cent);
         free(order);
@@ -109,6 +200,8 @@ bf_err_t kern_bvh_new(const float *vertices, const uint32_t *indices, size_t tri
         kern_bvh_destroy(&b);
         return bf_fail(err, BF_ENOMEM, "bvh: out of memory for %zu triangles", tri_count);
     }
+    /* root at offset 32: the pairs (1, 2), (3, 4), ... each fill one line */
+    b->nodes = (kern_bvh_node_t *)b->node_mem + 1;
     if (tri_count == 0) {
         free(tbox);
         free(cent);
@@ -122,21 +215,22 @@ bf_err_t kern_bvh_new(const float *vertices, const uint32_t *indices, size_t tri
         for (int k = 0; k < 3; k++)
             box_grow_point(&tbox[i], &vertices[3 * (size_t)indices[3 * i + k]]);
         for (int k = 0; k < 3; k++)
-            cent[3 * i + k] = 0.5f * (tbox[i].lo[k] + tbox[i].hi[k]);
+            cent[3 * i + k] = 0.5f * tbox[i].lo[k] + 0.5f * tbox[i].hi[k];
         order[i] = (uint32_t)i;
     }
+    build_t bd = {tbox, cent, order};
     b->node_count = 1;
     int sp = 0;
     stack[sp++] = (work_t){0, 0, (uint32_t)tri_count, 0};
     while (sp > 0) {
         work_t w = stack[--sp];
         kern_bvh_node_t *node = &b->nodes[w.node];
-        box_t bounds, cbounds;
+        box_t bounds, cb;
         box_empty(&bounds);
-        box_empty(&cbounds);
+        box_empty(&cb);
         for (uint32_t i = w.first; i < w.first + w.count; i++) {
             box_grow(&bounds, &tbox[order[i]]);
-            box_grow_point(&cbounds, &cent[3 * (size_t)order[i]]);
+            box_grow_point(&cb, &cent[3 * (size_t)order[i]]);
         }
         memcpy(node->lo, bounds.lo, sizeof node->lo);
         memcpy(node->hi, bounds.hi, sizeof node->hi);
@@ -144,80 +238,31 @@ bf_err_t kern_bvh_new(const float *vertices, const uint32_t *indices, size_t tri
         node->count = w.count;
         if (w.count <= 1 || w.depth >= MAX_DEPTH)
             continue;
-        /* the longest axis of the centroids */
-        int axis = 0;
-        float ext = cbounds.hi[0] - cbounds.lo[0];
-        for (int k = 1; k < 3; k++)
-            if (cbounds.hi[k] - cbounds.lo[k] > ext) {
-                ext = cbounds.hi[k] - cbounds.lo[k];
-                axis = k;
-            }
+        int axis = 0, bin = 0;
+        float scale = 0.0f;
+        float split_cost = find_split(&bd, w.first, w.count, &bounds, &cb, &axis, &bin, &scale);
+        float leaf_cost = COST_TRI * (float)w.count;
         uint32_t mid = 0;
-        if (ext > 0.0f) {
-            box_t bin_box[BINS];
-            uint32_t bin_count[BINS] = {0};
-            for (int k = 0; k < BINS; k++)
-                box_empty(&bin_box[k]);
-            float scale = (float)BINS / ext;
-            for (uint32_t i = w.first; i < w.first + w.count; i++) {
-                int k = (int)((cent[3 * (size_t)order[i] + axis] - cbounds.lo[axis]) * scale);
-                k = k < 0 ? 0 : (k >= BINS ? BINS - 1 : k);
-                bin_count[k]++;
-                box_grow(&bin_box[k], &tbox[order[i]]);
-            }
-            /* sweep: cost of splitting after bin k */
-            float left_area[BINS];
-            uint32_t left_count[BINS];
-            box_t acc;
-            box_empty(&acc);
-            uint32_t n = 0;
-            for (int k = 0; k < BINS - 1; k++) {
-                box_grow(&acc, &bin_box[k]);
-                n += bin_count[k];
-                left_area[k] = box_area(&acc);
-                left_count[k] = n;
-            }
-            box_empty(&acc);
-            n = 0;
-            float best_cost = FLT_MAX;
-            int best = -1;
-            for (int k = BINS - 1; k > 0; k--) {
-                box_grow(&acc, &bin_box[k]);
-                n += bin_count[k];
-                if (left_count[k - 1] == 0 || n == 0)
-                    continue;
-                float cost =
-                    left_area[k - 1] * (float)left_count[k - 1] + box_area(&acc) * (float)n;
-                if (cost < best_cost) {
-                    best_cost = cost;
-                    best = k - 1;
+        if (split_cost < FLT_MAX) {
+            if (w.count <= KERN_BVH_LEAF && leaf_cost <= split_cost)
+                continue;
+            uint32_t i = w.first, j = w.first + w.count;
+            while (i < j) {
+                if (bin_of(cent[3 * (size_t)order[i] + axis], cb.lo[axis], scale) <= bin) {
+                    i++;
+                } else {
+                    uint32_t t = order[i];
+                    order[i] = order[--j];
+                    order[j] = t;
                 }
             }
-            /* leaf when splitting does not pay: traversal cost ~ 1 box test
-               against count triangle tests */
-            float leaf_cost = box_area(&bounds) * (float)w.count;
-            if (best >= 0 &&
-                (w.count > KERN_BVH_LEAF || best_cost + box_area(&bounds) < leaf_cost)) {
-                /* partition order[] by bin */
-                uint32_t i = w.first, j = w.first + w.count;
-                while (i < j) {
-                    int k = (int)((cent[3 * (size_t)order[i] + axis] - cbounds.lo[axis]) * scale);
-                    k = k < 0 ? 0 : (k >= BINS ? BINS - 1 : k);
-                    if (k <= best) {
-                        i++;
-                    } else {
-                        uint32_t t = order[i];
-                        order[i] = order[--j];
-                        order[j] = t;
-                    }
-                }
-                mid = i - w.first;
-            }
+            mid = i - w.first;
         }
         if (mid == 0 || mid == w.count) {
+            /* all centroids coincide: any split is as good, halve the range */
             if (w.count <= KERN_BVH_LEAF)
                 continue;
-            mid = w.count / 2; /* all centroids equal: split by position */
+            mid = w.count / 2;
         }
         uint32_t left = b->node_count;
         b->node_count += 2;

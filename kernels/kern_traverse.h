@@ -3,7 +3,13 @@
     walk that visits the nearer child first, a slab test with a precomputed
     inverse direction, and the watertight ray-triangle test of Woop, Benthin
     and Wald (JCGT 2013), which never lets a ray slip through the shared edge
-    or vertex of two triangles. Two-sided: either face is hit. */
+    or vertex of two triangles. Two-sided: either face is hit. No recursion,
+    no allocation: the stack is a fixed array of KERN_STACK entries, and
+    kern_bvh_new() caps the tree depth below it.
+
+    Everything here is valid C11 and CUDA C++; min/max are written as
+    comparisons because fminf/fmaxf are library calls on the host unless
+    finite math is assumed. */
 
 #ifndef KERN_TRAVERSE_H_INCLUDED
 #define KERN_TRAVERSE_H_INCLUDED
@@ -11,7 +17,8 @@
 #include "kern_bvh.h"
 #include "kern_hd.h"
 
-/* tri is the ORIGINAL triangle index, UINT32_MAX for a miss. */
+/* tri is the ORIGINAL triangle index, UINT32_MAX for a miss. u, v are the
+   barycentric weights of v0 and v1 of that triangle (v2 gets 1 - u - v). */
 typedef struct {
     float t, u, v;
     uint32_t tri;
@@ -19,145 +26,189 @@ typedef struct {
 
 #define KERN_STACK 64
 
-/* The ray set up once for the watertight test: the dominant axis kz of the
-   direction becomes z, and the shear (sx, sy, sz) maps the ray onto +z. */
+/* 1 + 2 gamma(3) (Ize 2013): widening the far slab distance by this keeps the
+   float slab test conservative, so rounding never culls a box the ray
+   touches. */
+#define KERN_SLAB_WIDEN 1.00000024f
+
+/* A ray prepared once for the slab and the watertight tests: the origin,
+   the inverse direction, per axis the near plane of every box (nx, ny, nz:
+   0 for lo, 4 for hi, as float offsets into a node), the dominant axis kz of
+   the direction with kx, ky the other two, the shear (sx, sy, sz) that maps
+   the direction onto +z, and the origin in that permuted order (px, py,
+   pz). Public so that tests can run the triangle test alone. */
 typedef struct {
+    float ox, oy, oz;
+    float ix, iy, iz;
+    int nx, ny, nz;
     int kx, ky, kz;
     float sx, sy, sz;
-} kern_watertight_t;
+    float px, py, pz; /* the origin's kx, ky, kz components */
+} kern_bvh_ray_t;
 
-KERN_HD kern_watertight_t kern_watertight_setup(kern_v3 dir)
+KERN_HD float kern_minf(float a, float b)
 {
-    kern_watertight_t w;
-    float ax = fabsf(dir.x), ay = fabsf(dir.y), az = fabsf(dir.z);
-    w.kz = ax > ay ? (ax > az ? 0 : 2) : (ay > az ? 1 : 2);
-    w.kx = w.kz == 2 ? 0 : w.kz + 1;
-    w.ky = w.kx == 2 ? 0 : w.kx + 1;
-    if (v3_get(dir, w.kz) < 0.0f) { /* keep the winding: swap kx and ky */
-        int t = w.kx;
-        w.kx = w.ky;
-        w.ky = t;
-    }
-    float dz = v3_get(dir, w.kz);
-    w.sx = v3_get(dir, w.kx) / dz;
-    w.sy = v3_get(dir, w.ky) / dz;
-    w.sz = 1.0f / dz;
-    return w;
+    return a < b ? a : b;
+}
+KERN_HD float kern_maxf(float a, float b)
+{
+    return a > b ? a : b;
 }
 
-/* Intersects triangle (a, b, c) in (tmin, t_best); updates the hit. */
-KERN_HD int kern_watertight_hit(const kern_watertight_t *w, kern_v3 org, const float *tri,
-                                float tmin, kern_hit_t *hit)
+KERN_HD float kern_safe_inv(float d)
 {
-    kern_v3 A = v3_sub(v3(tri[0], tri[1], tri[2]), org);
-    kern_v3 B = v3_sub(v3(tri[3], tri[4], tri[5]), org);
-    kern_v3 C = v3_sub(v3(tri[6], tri[7], tri[8]), org);
-    float Az = v3_get(A, w->kz), Bz = v3_get(B, w->kz), Cz = v3_get(C, w->kz);
-    float Ax = v3_get(A, w->kx) - w->sx * Az, Ay = v3_get(A, w->ky) - w->sy * Az;
-    float Bx = v3_get(B, w->kx) - w->sx * Bz, By = v3_get(B, w->ky) - w->sy * Bz;
-    float Cx = v3_get(C, w->kx) - w->sx * Cz, Cy = v3_get(C, w->ky) - w->sy * Cz;
+    /* A zero component would give +-inf, and 0 * inf is NaN when the origin
+       lies on a slab plane: use a huge finite value of the same sign. */
+    if (fabsf(d) < 1e-30f)
+        return d < 0.0f ? -1e30f : 1e30f;
+    return 1.0f / d;
+}
+
+KERN_HD kern_bvh_ray_t kern_bvh_ray_setup(kern_v3 org, kern_v3 dir)
+{
+    kern_bvh_ray_t r;
+    r.ox = org.x;
+    r.oy = org.y;
+    r.oz = org.z;
+    r.ix = kern_safe_inv(dir.x);
+    r.iy = kern_safe_inv(dir.y);
+    r.iz = kern_safe_inv(dir.z);
+    r.nx = r.ix < 0.0f ? 4 : 0;
+    r.ny = r.iy < 0.0f ? 4 : 0;
+    r.nz = r.iz < 0.0f ? 4 : 0;
+    float ax = fabsf(dir.x), ay = fabsf(dir.y), az = fabsf(dir.z);
+    r.kz = ax > ay ? (ax > az ? 0 : 2) : (ay > az ? 1 : 2);
+    r.kx = r.kz == 2 ? 0 : r.kz + 1;
+    r.ky = r.kx == 2 ? 0 : r.kx + 1;
+    float dz = v3_get(dir, r.kz);
+    if (dz < 0.0f) { /* keep the winding: swap kx and ky */
+        int t = r.kx;
+        r.kx = r.ky;
+        r.ky = t;
+    }
+    /* one division: the shear only has to be the same for every triangle,
+       not exact, for the test to stay watertight */
+    r.sz = 1.0f / dz;
+    r.sx = v3_get(dir, r.kx) * r.sz;
+    r.sy = v3_get(dir, r.ky) * r.sz;
+    r.px = v3_get(org, r.kx);
+    r.py = v3_get(org, r.ky);
+    r.pz = v3_get(org, r.kz);
+    return r;
+}
+
+/* Whether the ray meets a node's box within [tmin, tmax]; the entry
+   distance goes to *t_enter. */
+KERN_HD int kern_box_hit(const kern_bvh_ray_t *r, const kern_bvh_node_t *n, float tmin, float tmax,
+                         float *t_enter)
+{
+    const float *b = (const float *)(const void *)n; /* lo at 0..2, hi at 4..6 */
+    float tnx = (b[r->nx] - r->ox) * r->ix, tfx = (b[4 - r->nx] - r->ox) * r->ix;
+    float tny = (b[1 + r->ny] - r->oy) * r->iy, tfy = (b[5 - r->ny] - r->oy) * r->iy;
+    float tnz = (b[2 + r->nz] - r->oz) * r->iz, tfz = (b[6 - r->nz] - r->oz) * r->iz;
+    float tn = kern_maxf(kern_maxf(tnx, tny), kern_maxf(tnz, tmin));
+    float tf = kern_minf(kern_minf(tfx, tfy), kern_minf(tfz, tmax)) * KERN_SLAB_WIDEN;
+    *t_enter = tn;
+    return tn <= tf;
+}
+
+/* Intersects the triangle tri (9 floats) in (tmin, hit->t); on a hit updates
+   hit->t, u, v and returns 1. */
+KERN_HD int kern_tri_hit(const kern_bvh_ray_t *r, const float *tri, float tmin, kern_hit_t *hit)
+{
+    const int kx = r->kx, ky = r->ky, kz = r->kz;
+    const float px = r->px, py = r->py, pz = r->pz;
+    float Az = tri[kz] - pz, Bz = tri[3 + kz] - pz, Cz = tri[6 + kz] - pz;
+    float Ax = (tri[kx] - px) - r->sx * Az, Ay = (tri[ky] - py) - r->sy * Az;
+    float Bx = (tri[3 + kx] - px) - r->sx * Bz, By = (tri[3 + ky] - py) - r->sy * Bz;
+    float Cx = (tri[6 + kx] - px) - r->sx * Cz, Cy = (tri[6 + ky] - py) - r->sy * Cz;
     float U = Cx * By - Cy * Bx, V = Ax * Cy - Ay * Cx, W = Bx * Ay - By * Ax;
-    if (U == 0.0f || V == 0.0f || W == 0.0f) {
+    if ((U == 0.0f) | (V == 0.0f) | (W == 0.0f)) {
         /* On an edge in float: decide in double, as the paper does, so the
            two triangles sharing the edge agree. */
-        double CxBy = (double)Cx * By, CyBx = (double)Cy * Bx;
-        double AxCy = (double)Ax * Cy, AyCx = (double)Ay * Cx;
-        double BxAy = (double)Bx * Ay, ByAx = (double)By * Ax;
-        U = (float)(CxBy - CyBx);
-        V = (float)(AxCy - AyCx);
-        W = (float)(BxAy - ByAx);
+        U = (float)((double)Cx * By - (double)Cy * Bx);
+        V = (float)((double)Ax * Cy - (double)Ay * Cx);
+        W = (float)((double)Bx * Ay - (double)By * Ax);
     }
-    if ((U < 0.0f || V < 0.0f || W < 0.0f) && (U > 0.0f || V > 0.0f || W > 0.0f))
+    /* | and & on purpose: one branch instead of six */
+    if (((U < 0.0f) | (V < 0.0f) | (W < 0.0f)) & ((U > 0.0f) | (V > 0.0f) | (W > 0.0f)))
         return 0;
     float det = U + V + W;
     if (det == 0.0f)
         return 0;
-    float T = U * (w->sz * Az) + V * (w->sz * Bz) + W * (w->sz * Cz);
-    float inv = 1.0f / det;
-    float t = T * inv;
+    float T = r->sz * (U * Az + V * Bz + W * Cz);
+    float t = T / det;
     if (!(t > tmin) || !(t < hit->t))
         return 0;
+    float inv = 1.0f / det;
     hit->t = t;
     hit->u = U * inv;
     hit->v = V * inv;
     return 1;
 }
 
-/* Entry distance of the ray into box [lo, hi], or INFINITY if it misses or
-   enters beyond tmax. */
-KERN_HD float kern_box_enter(const kern_bvh_node_t *n, kern_v3 org, kern_v3 inv, float tmin,
-                             float tmax)
-{
-    float t0x = (n->lo[0] - org.x) * inv.x, t1x = (n->hi[0] - org.x) * inv.x;
-    float t0y = (n->lo[1] - org.y) * inv.y, t1y = (n->hi[1] - org.y) * inv.y;
-    float t0z = (n->lo[2] - org.z) * inv.z, t1z = (n->hi[2] - org.z) * inv.z;
-    float tn = fmaxf(fmaxf(fminf(t0x, t1x), fminf(t0y, t1y)), fmaxf(fminf(t0z, t1z), tmin));
-    float tf = fminf(fminf(fmaxf(t0x, t1x), fmaxf(t0y, t1y)), fminf(fmaxf(t0z, t1z), tmax));
-    /* 1 + 2 gamma(3) widening keeps the slab test conservative (Ize 2013). */
-    tf *= 1.00000024f;
-    return tn <= tf ? tn : INFINITY;
-}
-
-KERN_HD float kern_safe_inv(float d)
-{
-    /* A zero component gives +-inf, which the slab test handles, but 0 * inf
-       is NaN when the origin lies on a slab: nudge to a huge finite value. */
-    if (fabsf(d) < 1e-30f)
-        return d < 0.0f ? -1e30f : 1e30f;
-    return 1.0f / d;
-}
-
-/* Closest hit of the ray org + t dir, t in (tmin, tmax). Returns 1 on a hit
-   and fills *hit (t, barycentrics u, v, original triangle index). */
+/* Closest hit of the ray org + t dir, t in (tmin, tmax); dir need not be
+   normalized (t is in units of |dir|). Returns 1 on a hit and fills *hit;
+   on a miss returns 0 with hit->tri = UINT32_MAX and hit->t = tmax. */
 KERN_HD int kern_trace_closest(const kern_bvh_view_t *bvh, kern_v3 org, kern_v3 dir, float tmin,
                                float tmax, kern_hit_t *hit)
 {
     hit->t = tmax;
     hit->tri = UINT32_MAX;
     hit->u = hit->v = 0.0f;
-    if (bvh->node_count == 0)
+    if (bvh->node_count == 0 || bvh->tri_count == 0)
         return 0;
-    kern_v3 inv = v3(kern_safe_inv(dir.x), kern_safe_inv(dir.y), kern_safe_inv(dir.z));
-    kern_watertight_t w = kern_watertight_setup(dir);
-    uint32_t stack[KERN_STACK];
+    kern_bvh_ray_t r = kern_bvh_ray_setup(org, dir);
+    const kern_bvh_node_t *nodes = bvh->nodes;
+    uint32_t stack_node[KERN_STACK + 1]; /* + 1: a slot to write a discarded push */
+    float stack_t[KERN_STACK + 1];
     int sp = 0;
-    uint32_t node = 0;
     uint32_t best = UINT32_MAX;
-    if (kern_box_enter(&bvh->nodes[0], org, inv, tmin, hit->t) == INFINITY)
+    float t_root;
+    if (!kern_box_hit(&r, &nodes[0], tmin, hit->t, &t_root))
         return 0;
+    uint32_t first = nodes[0].first, count = nodes[0].count;
     for (;;) {
-        const kern_bvh_node_t *n = &bvh->nodes[node];
-        if (n->count > 0) {
-            for (uint32_t i = n->first; i < n->first + n->count; i++)
-                if (kern_watertight_hit(&w, org, &bvh->tris[9 * (size_t)i], tmin, hit))
-                    best = i;
+        if (count > 0) {
+            const float *tri = bvh->tris + 9 * (size_t)first;
+            for (uint32_t i = 0; i < count; i++, tri += 9)
+                if (kern_tri_hit(&r, tri, tmin, hit))
+                    best = first + i;
         } else {
-            uint32_t l = n->first, r = n->first + 1;
-            float tl = kern_box_enter(&bvh->nodes[l], org, inv, tmin, hit->t);
-            float tr = kern_box_enter(&bvh->nodes[r], org, inv, tmin, hit->t);
-            if (tl != INFINITY && tr != INFINITY) {
-                uint32_t near_ = tl <= tr ? l : r, far_ = tl <= tr ? r : l;
-                if (sp < KERN_STACK)
-                    stack[sp++] = far_;
-                node = near_;
+            /* the children's own first/count ride along, so the next step
+               needs no reload. Branches on the two hit flags, not selects:
+               their speculation overlaps the next node's loads, which
+               measured faster on the host than branch-free code. */
+            const kern_bvh_node_t *c = &nodes[first];
+            uint32_t f0 = c[0].first, f1 = c[1].first, n0 = c[0].count, n1 = c[1].count;
+            float tl, tr;
+            int hl = kern_box_hit(&r, &c[0], tmin, hit->t, &tl);
+            int hr = kern_box_hit(&r, &c[1], tmin, hit->t, &tr);
+            if (hl & hr) { /* the nearer next, the other on the stack */
+                int swap = tr < tl;
+                stack_node[sp] = swap ? first : first + 1;
+                stack_t[sp] = swap ? tl : tr;
+                sp += sp < KERN_STACK;
+                count = swap ? n1 : n0;
+                first = swap ? f1 : f0;
                 continue;
             }
-            if (tl != INFINITY) {
-                node = l;
-                continue;
-            }
-            if (tr != INFINITY) {
-                node = r;
+            if (hl | hr) {
+                count = hr ? n1 : n0;
+                first = hr ? f1 : f0;
                 continue;
             }
         }
-        /* pop, skipping nodes now farther than the best hit */
+        /* pop, skipping nodes that start beyond the best hit so far */
         for (;;) {
             if (sp == 0)
                 goto done;
-            node = stack[--sp];
-            if (kern_box_enter(&bvh->nodes[node], org, inv, tmin, hit->t) != INFINITY)
+            sp--;
+            if (stack_t[sp] <= hit->t * KERN_SLAB_WIDEN) {
+                first = nodes[stack_node[sp]].first;
+                count = nodes[stack_node[sp]].count;
                 break;
+            }
         }
     }
 done:
