@@ -62,6 +62,7 @@ typedef struct {
     const char *out, *gpus, *name;
     unsigned cpu_workers, threads;
     int device;         /* --device N: this process is the worker for device N */
+    bool device_cpu;    /* --device cpu: this process is one CPU worker */
     const char **allow; /* flags, then the fleet file's */
     size_t allow_count;
 } daemon_args_t;
@@ -166,6 +167,11 @@ static int parse_daemon(int argc, char **argv, daemon_args_t *a, const char *hel
             break;
         case OPT_DEVICE: {
             unsigned d;
+            if (!strcmp(optarg, "cpu")) { /* a supervisor's CPU worker */
+                a->device = -1;
+                a->device_cpu = true;
+                break;
+            }
             if (!parse_uint(a->cmd, "--device", optarg, 0, 1023, &d))
                 return CLI_EXIT_USAGE;
             a->device = (int)d;
@@ -391,15 +397,49 @@ int cli_worker(int argc, char **argv)
         .allow_exec = a.allow,
         .allow_exec_count = a.allow_count,
         .device_index = a.device,
-        .cpu = false,
+        .cpu = a.device_cpu,
         .threads = a.threads,
         .name = a.name,
     };
-    /* --device N: this process is the worker for GPU N (no supervisor) */
-    if (a.device >= 0)
+    if (a.device >= 0 || a.device_cpu) {
+        /* --device N|cpu: this process is one worker (a supervisor's child) */
         rc = worker_main(&cfg);
-    else
-        rc = worker_supervise(&cfg, a.gpus ? a.gpus : "all", a.cpu_workers);
+    } else {
+        /* The supervisor re-runs this command for each worker with
+           --device N (or --device cpu --threads T) appended; the fleet file
+           is already folded into the flags, so the children need no -c. */
+        char hb[16], live[16], prefetch[16];
+        snprintf(hb, sizeof hb, "%u", cfg.heartbeat_ms);
+        snprintf(live, sizeof live, "%u", cfg.liveness);
+        snprintf(prefetch, sizeof prefetch, "%u", cfg.prefetch ? cfg.prefetch : 1);
+        size_t n = 0, cap = 16 + 2 * a.allow_count;
+        char **child = calloc(cap, sizeof *child);
+        if (!child) {
+            daemon_args_clear(&a);
+            return CLI_EXIT_FAILURE;
+        }
+        child[n++] = "beamfleet";
+        child[n++] = "worker";
+        child[n++] = "--broker";
+        child[n++] = (char *)cfg.broker;
+        child[n++] = "--heartbeat-ms";
+        child[n++] = hb;
+        child[n++] = "--liveness";
+        child[n++] = live;
+        child[n++] = "--prefetch";
+        child[n++] = prefetch;
+        for (size_t i = 0; i < a.allow_count; i++) {
+            child[n++] = "--allow-exec";
+            child[n++] = (char *)a.allow[i];
+        }
+        if (a.name) {
+            child[n++] = "--name";
+            child[n++] = (char *)a.name;
+        }
+        child[n] = NULL;
+        rc = worker_supervise(&cfg, a.gpus ? a.gpus : "all", a.cpu_workers, child);
+        free(child);
+    }
     daemon_args_clear(&a);
     return rc;
 }

@@ -1,16 +1,18 @@
-/*  worker/worker.c - one worker process. The main thread owns the DEALER to
-    the broker: it registers (READY with credit and capabilities), keeps
-    heartbeats flowing, takes TASKs into a local queue, hands them one at a
-    time to the task thread, sends PROGRESS and RESULT, and keeps every
-    result until the broker's ACK (re-sending after a reconnect). The task
-    thread only runs handlers; it tells the main thread it finished through
-    an inproc PAIR socket, so the loop never blocks on a task. */
+/*  worker/worker.c - one worker process (docs/fleet semantics). The socket
+    thread (the caller of worker_main) owns the DEALER to the broker: it
+    registers (READY with credit and capabilities), keeps heartbeats
+    flowing, takes TASKs into a local queue, hands them one at a time to the
+    task thread, sends throttled PROGRESS and the RESULT, and keeps every
+    result until the broker's ACK, sending them again after each
+    (re-)registration. When the broker goes silent it opens a fresh DEALER
+    after a backoff with jitter. The task thread only runs handlers; the two
+    talk over an inproc PAIR (run / quit one way, progress / done the
+    other), so the socket loop never waits for a task. On SIGTERM (or
+    *cfg->stop) it drains: no new tasks, the running one finishes, its
+    result is acknowledged (bounded wait), then GOODBYE. */
 
 #include "worker.h"
-#include "worker_task.h"
 
-#include "../common/bf_config.h"
-#include "../kernels/kern.h"
 #include "../proto/proto.h"
 
 #include <errno.h>
@@ -18,64 +20,160 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/sysinfo.h>
+#include <sys/random.h>
 #include <unistd.h>
 #include <zmq.h>
 
-#define MAX_HELD 1024
+#define MAX_HELD         256   /* tasks held locally (running + prefetched) */
+#define MAX_UNACKED      65536 /* results kept for a broker that never acks */
+#define DRAIN_ACK_MS     10000 /* drain: wait this long for the last ACKs */
+#define STUCK_GRACE_MS   30000 /* a cancelled handler that has not returned by then is stuck */
+#define PROGRESS_MIN_MS  250   /* PROGRESS at most 4/s */
+#define TASK_PROGRESS_MS 50    /* task thread -> socket thread, same stage */
+#define BACKOFF_START_MS 250
+#define BACKOFF_CAP_MS   5000
 
-static volatile sig_atomic_t stop_requested;
+/* The flag the signal handlers set: the one process-wide mutable state,
+   used only when the caller gives no stop flag of its own. */
+static volatile sig_atomic_t signalled;
 
-static void on_stop(int sig)
+static void on_signal(int sig)
 {
     (void)sig;
-    stop_requested = 1;
+    signalled = 1;
 }
 
-typedef struct {
-    proto_msg_t task; /* the TASK as received */
-} held_t;
+worker_handler_fn worker_handler(const char *task)
+{
+    if (task && !strcmp(task, "exec"))
+        return worker_exec;
+    if (task && !strcmp(task, "boresight"))
+        return worker_boresight;
+    return NULL;
+}
+
+/* ---- the socket thread <-> task thread wire ------------------------------- */
+enum { PAIR_RUN = 1, PAIR_QUIT, PAIR_PROGRESS, PAIR_DONE };
 
 typedef struct {
-    const worker_config_t *cfg;
-    char name[256];
-    void *ctx, *dealer, *pair_main, *pair_task;
-    json_t *caps;
-    /* tasks held: [0] may be running */
-    held_t held[MAX_HELD];
-    size_t nheld;
-    bool running;
-    /* results sent and not yet acknowledged */
-    proto_msg_t *unacked;
-    size_t nunacked, capunacked;
-    int64_t last_recv, last_send, reconnect_at;
-    unsigned backoff_ms;
-    /* shared with the task thread */
-    pthread_mutex_t mu;
-    pthread_t thread;
-    bool thread_started;
-    volatile int cancel;
-    bool aborted;
-    char stage[32];
+    int kind;
+    void *run; /* run_t of PAIR_RUN / PAIR_DONE */
     double fraction;
-    bool progress_dirty;
-    int64_t last_progress;
-    /* the task thread's inputs and output */
+    char stage[32];
+} pair_msg_t;
+
+/* One attempt, owned by the socket thread except while the task thread
+   runs it (between PAIR_RUN and PAIR_DONE); cancel is the one field both
+   touch meanwhile. */
+typedef struct {
+    worker_task_ctx_t ctx;
+    worker_handler_fn fn;
     bf_job_t job;
     char *scene_dir;
-    int64_t deadline;
-    double started;
+    volatile int cancel;
     json_t *result;
     bf_err_t rc;
     char err[BF_ERRLEN];
-    int gpu_id;
-    char device[128];
+    void *pair; /* the task thread's end, for progress */
+    char last_stage[32];
+    int64_t last_sent;
+} run_t;
+
+typedef struct {
+    worker_config_t cfg;
+    unsigned hb, live, prefetch;
+    char name[256];
+    worker_device_t dev;
+    json_t *caps;
+    void *zctx, *dealer, *pair, *pair_task;
+    pthread_t thread;
+    bool thread_ok;
+    /* held[0] is the running task when run != NULL */
+    proto_msg_t held[MAX_HELD];
+    size_t nheld;
+    run_t *run;
+    bool aborted, timed_out;
+    double started_s;
+    int64_t deadline, cancel_at;
+    /* RESULTs sent and not yet acknowledged */
+    proto_msg_t *unacked;
+    size_t nunacked, capunacked;
+    /* connection */
+    int64_t last_recv, last_send, reconnect_at;
+    unsigned backoff_ms;
+    /* progress waiting for its turn */
+    bool prog_pending;
+    char prog_stage[32], sent_stage[32];
+    double prog_fraction;
+    int64_t last_progress;
+    /* leaving */
+    bool draining, restart, abandoned;
+    int64_t ack_deadline;
 } worker_t;
 
-/* ---- messages ------------------------------------------------------------ */
+static bool stop_requested(const worker_t *w)
+{
+    return w->cfg.stop ? *w->cfg.stop != 0 : signalled != 0;
+}
+
+/* ---- the task thread ---------------------------------------------------------- */
+
+static void on_progress(void *ud, const char *stage, double fraction)
+{
+    run_t *r = ud;
+    if (!stage)
+        stage = "";
+    int64_t now = bf_mono_ms();
+    bool changed = strncmp(stage, r->last_stage, sizeof r->last_stage - 1) != 0;
+    if (!changed && now - r->last_sent < TASK_PROGRESS_MS && fraction < 1.0)
+        return;
+    pair_msg_t m = {.kind = PAIR_PROGRESS, .fraction = fraction};
+    bf_strlcpy(m.stage, stage, sizeof m.stage);
+    bf_strlcpy(r->last_stage, stage, sizeof r->last_stage);
+    r->last_sent = now;
+    /* a full pipe drops an update, never blocks the handler */
+    zmq_send(r->pair, &m, sizeof m, ZMQ_DONTWAIT);
+}
+
+static void *task_main(void *arg)
+{
+    worker_t *w = arg;
+    for (;;) {
+        pair_msg_t m;
+        int n = zmq_recv(w->pair_task, &m, sizeof m, 0);
+        if (n < 0 && zmq_errno() == EINTR)
+            continue;
+        if (n != (int)sizeof m || m.kind == PAIR_QUIT)
+            break;
+        if (m.kind != PAIR_RUN)
+            continue;
+        run_t *r = m.run;
+        r->err[0] = '\0';
+        r->result = NULL;
+        r->rc = r->fn(&r->ctx, &r->result, r->err);
+        pair_msg_t done = {.kind = PAIR_DONE, .run = r};
+        while (zmq_send(w->pair_task, &done, sizeof done, 0) < 0 && zmq_errno() == EINTR)
+            ;
+    }
+    return NULL;
+}
+
+static void run_free(run_t *r)
+{
+    if (!r)
+        return;
+    bf_job_clear(&r->job);
+    free(r->scene_dir);
+    json_decref(r->result);
+    free(r);
+}
+
+/* ---- sending ------------------------------------------------------------------ */
 
 static bf_err_t send_msg(worker_t *w, const proto_msg_t *m)
 {
+    if (!w->dealer)
+        return BF_EIO;
     bf_err_t rc = proto_send(w->dealer, NULL, 0, m, ZMQ_DONTWAIT);
     if (rc == BF_OK)
         w->last_send = bf_mono_ms();
@@ -85,12 +183,15 @@ static bf_err_t send_msg(worker_t *w, const proto_msg_t *m)
 static void send_ready(worker_t *w)
 {
     json_t *running = json_array();
-    for (size_t i = 0; i < w->nheld; i++)
-        json_array_append_new(running, json_string(w->held[i].task.task_id));
-    json_object_set_new(w->caps, "running", running);
+    for (size_t i = 0; running && i < w->nheld; i++)
+        json_array_append_new(running, json_string(w->held[i].task_id));
+    if (!running || json_object_set_new(w->caps, "running", running) != 0) {
+        bf_error("READY: out of memory");
+        return;
+    }
     proto_msg_t m;
     proto_msg_init(&m, PROTO_READY);
-    m.credit = w->cfg->prefetch ? w->cfg->prefetch : 1;
+    m.credit = w->prefetch;
     if (proto_msg_set(&m.worker, w->name) == BF_OK) {
         m.obj = json_incref(w->caps);
         if (send_msg(w, &m) != BF_OK)
@@ -100,223 +201,388 @@ static void send_ready(worker_t *w)
     /* what the broker has not acknowledged goes again */
     for (size_t i = 0; i < w->nunacked; i++)
         if (send_msg(w, &w->unacked[i]) != BF_OK)
-            bf_warn("result not re-sent: %s", zmq_strerror(zmq_errno()));
+            bf_warn("result %s not re-sent: %s", w->unacked[i].task_id, zmq_strerror(zmq_errno()));
 }
 
-static bf_err_t connect_broker(worker_t *w)
+static void disconnect(worker_t *w)
 {
     if (w->dealer)
         zmq_close(w->dealer);
-    w->dealer = zmq_socket(w->ctx, ZMQ_DEALER);
-    if (!w->dealer)
+    w->dealer = NULL;
+}
+
+/* A fresh DEALER with a fresh routing id, then READY. */
+static bf_err_t connect_broker(worker_t *w)
+{
+    disconnect(w);
+    void *s = zmq_socket(w->zctx, ZMQ_DEALER);
+    if (!s)
         return BF_EIO;
     char id[33];
     bf_uuid(id);
     int zero = 0;
-    zmq_setsockopt(w->dealer, ZMQ_ROUTING_ID, id, 32);
-    zmq_setsockopt(w->dealer, ZMQ_LINGER, &zero, sizeof zero);
-    if (zmq_connect(w->dealer, w->cfg->broker) != 0) {
-        bf_error("--broker %s: %s", w->cfg->broker, zmq_strerror(zmq_errno()));
+    int64_t maxmsg = (int64_t)PROTO_MAX_FRAME + 1024;
+    if (zmq_setsockopt(s, ZMQ_ROUTING_ID, id, 32) != 0 ||
+        zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero) != 0 ||
+        zmq_setsockopt(s, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg) != 0 ||
+        zmq_connect(s, w->cfg.broker) != 0) {
+        bf_error("broker %s: %s", w->cfg.broker, zmq_strerror(zmq_errno()));
+        zmq_close(s);
         return BF_EINVAL;
     }
+    w->dealer = s;
     w->last_recv = bf_mono_ms();
     send_ready(w);
     return BF_OK;
 }
 
-/* ---- the task thread ------------------------------------------------------ */
+/* ---- results ---------------------------------------------------------------------- */
 
-static void on_progress(void *ud, const char *stage, double fraction)
+static void pop_held(worker_t *w, size_t i)
 {
-    worker_t *w = ud;
-    pthread_mutex_lock(&w->mu);
-    bf_strlcpy(w->stage, stage, sizeof w->stage);
-    w->fraction = fraction;
-    w->progress_dirty = true;
-    pthread_mutex_unlock(&w->mu);
-}
-
-static void *task_thread(void *arg)
-{
-    worker_t *w = arg;
-    const proto_msg_t *t = &w->held[0].task;
-    worker_task_ctx_t ctx = {
-        .scene_dir = w->scene_dir,
-        .scene = t->scene,
-        .job = &w->job,
-        .deadline_ms = w->deadline,
-        .cancel = &w->cancel,
-        .gpu_id = w->gpu_id,
-        .cpu = w->cfg->cpu,
-        .threads = w->cfg->threads,
-        .allow_exec = w->cfg->allow_exec,
-        .allow_exec_count = w->cfg->allow_exec_count,
-        .progress = on_progress,
-        .ud = w,
-    };
-    worker_handler_fn handler = w->job.task == BF_TASK_EXEC ? worker_exec : worker_boresight;
-    w->err[0] = '\0';
-    w->result = NULL;
-    w->rc = handler(&ctx, &w->result, w->err);
-    zmq_send(w->pair_task, "", 0, 0); /* wake the main thread */
-    return NULL;
-}
-
-/* Starts the first held task, or answers it at once when it cannot run. */
-static void start_task(worker_t *w)
-{
-    proto_msg_t *t = &w->held[0].task;
-    char err[BF_ERRLEN] = "";
-    bf_job_clear(&w->job);
-    free(w->scene_dir);
-    w->scene_dir = NULL;
-    w->cancel = 0;
-    w->aborted = false;
-    w->started = bf_mono_s();
-    w->stage[0] = '\0';
-    w->rc = BF_OK;
-    w->result = NULL;
-    /* The job spec and the scene name come from the network: checked. */
-    if (!t->obj || bf_job_from_json(t->obj, &w->job, err) != BF_OK) {
-        w->rc = bf_fail(w->err, BF_EPROTO, "bad job spec: %s", err);
-    } else if (!w->job.scenes_root) {
-        w->rc = bf_fail(w->err, BF_EPROTO, "bad job spec: no scenes_root");
-    } else if (!bf_safe_name(t->scene)) {
-        w->rc = bf_fail(w->err, BF_EPERM, "scene name '%.64s' would leave the scene root",
-                        t->scene ? t->scene : "");
-    } else if (!(w->scene_dir = bf_asprintf("%s/%s", w->job.scenes_root, t->scene))) {
-        w->rc = BF_ENOMEM;
-    }
-    w->running = true;
-    if (w->rc != BF_OK) {
-        zmq_send(w->pair_task, "", 0, 0);
-        return;
-    }
-    uint64_t timeout = t->timeout_ms ? t->timeout_ms : (uint64_t)(w->job.timeout_s * 1000);
-    w->deadline = bf_mono_ms() + (int64_t)timeout;
-    if (pthread_create(&w->thread, NULL, task_thread, w) != 0) {
-        w->rc = bf_fail(w->err, BF_ENOMEM, "cannot start the task thread");
-        zmq_send(w->pair_task, "", 0, 0);
-        return;
-    }
-    w->thread_started = true;
-    bf_info("task %s: %s attempt %llu", t->task_id, t->scene, (unsigned long long)t->attempt);
-}
-
-/* The running task finished: build and send its result, keep it until ACK. */
-static void finish_task(worker_t *w)
-{
-    char buf[1];
-    while (zmq_recv(w->pair_main, buf, sizeof buf, ZMQ_DONTWAIT) >= 0)
-        ;
-    if (w->thread_started) {
-        pthread_join(w->thread, NULL);
-        w->thread_started = false;
-    }
-    w->running = false;
-    proto_msg_t task = w->held[0].task;
-    memmove(&w->held[0], &w->held[1], (w->nheld - 1) * sizeof w->held[0]);
+    proto_msg_clear(&w->held[i]);
+    memmove(&w->held[i], &w->held[i + 1], (w->nheld - i - 1) * sizeof w->held[0]);
     w->nheld--;
-    if (w->aborted) { /* the broker no longer wants it */
-        json_decref(w->result);
-        proto_msg_clear(&task);
-        return;
-    }
-    json_t *res = w->result;
-    if (w->rc != BF_OK || !res) {
-        json_decref(res);
-        res = json_pack("{s:s, s:s}", "status", "error", "reason",
-                        w->err[0] ? w->err : bf_strerror(w->rc));
-        if (w->rc == BF_ECANCELED && bf_mono_ms() >= w->deadline)
-            json_object_set_new(res, "reason",
-                                json_sprintf("timeout after %.0f s", w->job.timeout_s));
-    }
-    double elapsed = bf_mono_s() - w->started;
-    json_object_set_new(res, "scene", json_string(task.scene ? task.scene : ""));
-    json_object_set_new(res, "task_id", json_string(task.task_id));
-    json_object_set_new(res, "job_id", json_string(task.job_id));
-    json_object_set_new(res, "attempt", json_integer((json_int_t)task.attempt));
+}
+
+/* Sets the fleet fields of a result document (fleet.md "RESULT documents"). */
+static void fleet_fields(worker_t *w, const proto_msg_t *task, json_t *res, double elapsed)
+{
+    json_object_set_new(res, "scene", json_string(task->scene ? task->scene : ""));
+    json_object_set_new(res, "task_id", json_string(task->task_id ? task->task_id : ""));
+    json_object_set_new(res, "job_id", json_string(task->job_id ? task->job_id : ""));
+    json_object_set_new(res, "attempt", json_integer((json_int_t)task->attempt));
     json_object_set_new(res, "host", json_string(bf_hostname()));
     json_object_set_new(res, "worker", json_string(w->name));
-    json_object_set_new(res, "gpu_id", json_integer(w->gpu_id));
-    json_object_set_new(res, "device", json_string(w->device));
-    json_object_set_new(res, "backend", json_string(w->cfg->cpu ? "cpu" : "cuda"));
+    json_object_set_new(res, "gpu_id", json_integer(w->dev.index));
+    json_object_set_new(res, "device", json_string(w->dev.index < 0 ? "cpu" : w->dev.name));
+    json_object_set_new(res, "backend", json_string(w->dev.backend));
     if (!json_is_number(json_object_get(res, "elapsed_time")))
         json_object_set_new(res, "elapsed_time", json_real(elapsed));
     if (!json_is_string(json_object_get(res, "reason")))
         json_object_set_new(res, "reason", json_string(""));
+}
+
+static json_t *error_doc(const char *reason)
+{
+    json_t *doc = json_object();
+    if (!doc)
+        return NULL;
+    json_t *r = json_string(reason);
+    if (!r) /* not UTF-8 */
+        r = json_string("(reason is not UTF-8)");
+    json_object_set_new(doc, "status", json_string("error"));
+    json_object_set_new(doc, "reason", r);
+    return doc;
+}
+
+/* Sends the result of task (which the caller still owns) and keeps it until
+   the ACK. Takes res. */
+static void deliver(worker_t *w, const proto_msg_t *task, json_t *res, double elapsed)
+{
+    if (!res)
+        res = error_doc("out of memory");
+    if (!res) {
+        bf_error("task %s: out of memory: no result", task->task_id);
+        return;
+    }
+    const char *status = json_string_value(json_object_get(res, "status"));
+    if (!status ||
+        (strcmp(status, "success") && strcmp(status, "failed") && strcmp(status, "error"))) {
+        char reason[160];
+        snprintf(reason, sizeof reason, "the task reported status '%.64s'", status ? status : "");
+        json_object_set_new(res, "status", json_string("error"));
+        json_object_set_new(res, "reason", json_string(reason));
+    }
+    fleet_fields(w, task, res, elapsed);
+    proto_msg_t m;
+    proto_msg_init(&m, PROTO_RESULT);
+    m.attempt = task->attempt;
+    m.obj = res;
+    if (proto_msg_set(&m.task_id, task->task_id) != BF_OK) {
+        proto_msg_clear(&m);
+        bf_error("task %s: out of memory: no result", task->task_id);
+        return;
+    }
+    /* A result the wire cannot carry (too big) would be kept and re-sent
+       forever: replace it by an error that says so. */
+    uint8_t *bytes = NULL;
+    size_t size = 0;
+    bf_err_t enc = proto_encode(&m, &bytes, &size);
+    free(bytes);
+    if (enc != BF_OK) {
+        char why[128];
+        snprintf(why, sizeof why, "the result cannot be sent: %s", bf_strerror(enc));
+        json_decref(m.obj);
+        m.obj = error_doc(why);
+        if (m.obj)
+            fleet_fields(w, task, m.obj, elapsed);
+    }
+    const char *st = json_string_value(json_object_get(m.obj, "status"));
+    const char *reason = json_string_value(json_object_get(m.obj, "reason"));
+    bf_info("task %s: %s %s in %.1f s%s%.200s", task->task_id, task->scene ? task->scene : "",
+            st ? st : "?", elapsed, reason && *reason ? ": " : "", reason ? reason : "");
+    if (w->nunacked == MAX_UNACKED) {
+        bf_error("%d results without ACK: forgetting the oldest (%s)", MAX_UNACKED,
+                 w->unacked[0].task_id);
+        proto_msg_clear(&w->unacked[0]);
+        memmove(&w->unacked[0], &w->unacked[1], (w->nunacked - 1) * sizeof *w->unacked);
+        w->nunacked--;
+    }
     if (w->nunacked == w->capunacked) {
         size_t cap = w->capunacked ? 2 * w->capunacked : 8;
         proto_msg_t *p = realloc(w->unacked, cap * sizeof *p);
-        if (p) {
-            w->unacked = p;
-            w->capunacked = cap;
+        if (!p) {
+            /* sent once anyway; a lost ACK then costs an attempt */
+            if (send_msg(w, &m) != BF_OK)
+                bf_warn("result %s not sent", m.task_id);
+            proto_msg_clear(&m);
+            return;
         }
+        w->unacked = p;
+        w->capunacked = cap;
     }
-    const char *status = json_string_value(json_object_get(res, "status"));
-    bf_info("task %s: %s %s in %.1f s%s%s", task.task_id, task.scene, status ? status : "?",
-            elapsed, status && strcmp(status, "success") ? ": " : "",
-            status && strcmp(status, "success") ? json_string_value(json_object_get(res, "reason"))
-                                                : "");
-    if (w->nunacked < w->capunacked) {
-        proto_msg_t *m = &w->unacked[w->nunacked++];
-        proto_msg_init(m, PROTO_RESULT);
-        m->task_id = task.task_id;
-        task.task_id = NULL;
-        m->attempt = task.attempt;
-        m->obj = res;
-        if (send_msg(w, m) != BF_OK)
-            bf_warn("result not sent now (%s); it goes again after reconnecting",
-                    zmq_strerror(zmq_errno()));
-    } else {
-        json_decref(res);
-    }
-    proto_msg_clear(&task);
+    w->unacked[w->nunacked++] = m;
+    if (send_msg(w, &w->unacked[w->nunacked - 1]) != BF_OK)
+        bf_warn("result %s not sent now (%s): it goes again after registering", m.task_id,
+                w->dealer ? zmq_strerror(zmq_errno()) : "not connected");
 }
 
-/* ---- incoming ---------------------------------------------------------------- */
+/* ---- running tasks ------------------------------------------------------------------ */
+
+/* Starts held[0], or answers it at once when it cannot run. */
+static void start_task(worker_t *w)
+{
+    proto_msg_t *t = &w->held[0];
+    char why[BF_ERRLEN] = "", err[BF_ERRLEN] = "";
+    bf_err_t rc = BF_OK;
+    run_t *r = calloc(1, sizeof *r);
+    if (!r) {
+        rc = bf_fail(err, BF_ENOMEM, "out of memory");
+        goto refuse;
+    }
+    /* the job spec and the scene name come from the network: checked */
+    if (!t->obj || bf_job_from_json(t->obj, &r->job, why) != BF_OK) {
+        rc = bf_fail(err, BF_EPROTO, "bad job spec: %s", why[0] ? why : "missing");
+        goto refuse;
+    }
+    if (!r->job.scenes_root || r->job.scenes_root[0] != '/') {
+        rc = bf_fail(err, BF_EPROTO, "bad job spec: no absolute scenes_root");
+        goto refuse;
+    }
+    if (!t->scene || !bf_safe_name(t->scene)) {
+        rc = bf_fail(err, BF_EPERM, "bad scene name '%.64s'", t->scene ? t->scene : "");
+        goto refuse;
+    }
+    r->fn = worker_handler(r->job.task == BF_TASK_EXEC ? "exec" : "boresight");
+    if (!(r->scene_dir = bf_asprintf("%s/%s", r->job.scenes_root, t->scene))) {
+        rc = bf_fail(err, BF_ENOMEM, "out of memory");
+        goto refuse;
+    }
+    double timeout_ms = t->timeout_ms ? (double)t->timeout_ms : r->job.timeout_s * 1000.0;
+    if (!(timeout_ms > 0) || timeout_ms > 1e12)
+        timeout_ms = 1e12;
+    w->started_s = bf_mono_s();
+    w->deadline = bf_mono_ms() + (int64_t)timeout_ms;
+    w->aborted = w->timed_out = false;
+    w->cancel_at = 0;
+    w->prog_pending = false;
+    w->sent_stage[0] = '\0';
+    r->pair = w->pair_task;
+    r->ctx = (worker_task_ctx_t){
+        .scene_dir = r->scene_dir,
+        .scene = t->scene,
+        .job = &r->job,
+        .deadline_ms = w->deadline,
+        .cancel = &r->cancel,
+        .dev = &w->dev,
+        .threads = w->cfg.threads,
+        .allow_exec = w->cfg.allow_exec,
+        .allow_exec_count = w->cfg.allow_exec_count,
+        .progress = on_progress,
+        .ud = r,
+    };
+    pair_msg_t m = {.kind = PAIR_RUN, .run = r};
+    if (zmq_send(w->pair, &m, sizeof m, 0) != (int)sizeof m) {
+        rc = bf_fail(err, BF_EIO, "cannot reach the task thread");
+        goto refuse;
+    }
+    w->run = r;
+    bf_info("task %s: %s attempt %llu", t->task_id, t->scene, (unsigned long long)t->attempt);
+    return;
+refuse:
+    run_free(r);
+    deliver(w, t, error_doc(err[0] ? err : bf_strerror(rc)), 0.0);
+    pop_held(w, 0);
+}
+
+/* The task thread answered PAIR_DONE for the running task. */
+static void finish_task(worker_t *w, run_t *r)
+{
+    if (r != w->run) /* cannot happen: one run at a time */
+        return;
+    w->run = NULL;
+    double elapsed = bf_mono_s() - w->started_s;
+    proto_msg_t task = w->held[0];
+    memmove(&w->held[0], &w->held[1], (w->nheld - 1) * sizeof w->held[0]);
+    w->nheld--;
+    if (w->aborted) { /* the broker no longer wants it */
+        bf_info("task %s: aborted after %.1f s", task.task_id, elapsed);
+    } else {
+        json_t *res = NULL;
+        if (r->rc == BF_OK && json_is_object(r->result)) {
+            res = r->result;
+            r->result = NULL;
+        } else if (r->rc == BF_ECANCELED && w->timed_out) {
+            char why[64];
+            snprintf(why, sizeof why, "timeout after %g s", r->job.timeout_s);
+            res = error_doc(why);
+        } else if (r->rc == BF_OK) {
+            res = error_doc("the task produced no result");
+        } else {
+            res = error_doc(r->err[0] ? r->err : bf_strerror(r->rc));
+        }
+        if (r->rc == BF_ECUDA) {
+            bf_warn("CUDA failed: the worker restarts once this result is delivered");
+            w->restart = true;
+        }
+        deliver(w, &task, res, elapsed);
+    }
+    proto_msg_clear(&task);
+    run_free(r);
+}
+
+/* The running handler did not return long after it was told to stop: give
+   its result up as an error, leave the thread behind and restart. */
+static void abandon_task(worker_t *w)
+{
+    bf_error("task %s: the handler does not stop; restarting the worker", w->held[0].task_id);
+    if (!w->aborted) {
+        char why[128];
+        snprintf(why, sizeof why, "timeout after %g s (the task would not stop)",
+                 w->run->job.timeout_s);
+        deliver(w, &w->held[0], error_doc(why), bf_mono_s() - w->started_s);
+    }
+    pop_held(w, 0);
+    w->run = NULL; /* still in the task thread's hands: leaked on purpose */
+    w->abandoned = w->restart = true;
+}
+
+static void on_pair(worker_t *w)
+{
+    for (;;) {
+        pair_msg_t m;
+        int n = zmq_recv(w->pair, &m, sizeof m, ZMQ_DONTWAIT);
+        if (n < 0)
+            return;
+        if (n != (int)sizeof m)
+            continue;
+        if (m.kind == PAIR_PROGRESS && w->run) {
+            m.stage[sizeof m.stage - 1] = '\0';
+            bf_strlcpy(w->prog_stage, m.stage, sizeof w->prog_stage);
+            w->prog_fraction = m.fraction < 0 ? 0 : (m.fraction > 1 ? 1 : m.fraction);
+            w->prog_pending = true;
+        } else if (m.kind == PAIR_DONE) {
+            if (w->abandoned)
+                continue;
+            finish_task(w, m.run);
+        }
+    }
+}
+
+static void flush_progress(worker_t *w, int64_t now)
+{
+    if (!w->prog_pending || !w->run || now - w->last_progress < PROGRESS_MIN_MS)
+        return;
+    proto_msg_t m;
+    proto_msg_init(&m, PROTO_PROGRESS);
+    m.attempt = w->held[0].attempt;
+    m.fraction = w->prog_fraction;
+    if (proto_msg_set(&m.task_id, w->held[0].task_id) == BF_OK &&
+        proto_msg_set(&m.stage, w->prog_stage) == BF_OK && send_msg(w, &m) == BF_OK) {
+        w->prog_pending = false;
+        w->last_progress = now;
+        bf_strlcpy(w->sent_stage, w->prog_stage, sizeof w->sent_stage);
+    }
+    proto_msg_clear(&m);
+}
+
+/* ---- incoming ---------------------------------------------------------------------- */
+
+static size_t find_held(const worker_t *w, const char *task_id)
+{
+    for (size_t i = 0; task_id && i < w->nheld; i++)
+        if (w->held[i].task_id && !strcmp(w->held[i].task_id, task_id))
+            return i;
+    return (size_t)-1;
+}
+
+static size_t find_unacked(const worker_t *w, const char *task_id)
+{
+    for (size_t i = 0; task_id && i < w->nunacked; i++)
+        if (!strcmp(w->unacked[i].task_id, task_id))
+            return i;
+    return (size_t)-1;
+}
+
+static void on_task(worker_t *w, proto_msg_t *m)
+{
+    if (!m->task_id || !*m->task_id) {
+        bf_warn("TASK without a task id: dropped");
+        return;
+    }
+    if (w->draining) { /* GOODBYE gives it back without costing an attempt */
+        bf_info("task %s: not taken, draining", m->task_id);
+        return;
+    }
+    size_t u = find_unacked(w, m->task_id);
+    if (u != (size_t)-1) { /* finished already: the result settles it */
+        if (send_msg(w, &w->unacked[u]) != BF_OK)
+            bf_warn("result %s not re-sent", m->task_id);
+        return;
+    }
+    if (find_held(w, m->task_id) != (size_t)-1)
+        return; /* a duplicate of one we hold */
+    if (w->nheld == MAX_HELD) {
+        bf_warn("task %s: already holding %d tasks: dropped", m->task_id, MAX_HELD);
+        return;
+    }
+    w->held[w->nheld++] = *m;
+    memset(m, 0, sizeof *m);
+}
 
 static void on_ack(worker_t *w, const proto_msg_t *m)
 {
-    for (size_t i = 0; i < w->nunacked; i++)
-        if (m->task_id && w->unacked[i].task_id && !strcmp(w->unacked[i].task_id, m->task_id)) {
-            proto_msg_clear(&w->unacked[i]);
-            memmove(&w->unacked[i], &w->unacked[i + 1], (w->nunacked - i - 1) * sizeof *w->unacked);
-            w->nunacked--;
-            return;
-        }
+    size_t i = find_unacked(w, m->task_id);
+    if (i == (size_t)-1)
+        return;
+    proto_msg_clear(&w->unacked[i]);
+    memmove(&w->unacked[i], &w->unacked[i + 1], (w->nunacked - i - 1) * sizeof *w->unacked);
+    w->nunacked--;
 }
 
 static void on_abort(worker_t *w, const proto_msg_t *m)
 {
-    for (size_t i = 0; i < w->nheld; i++) {
-        if (!m->task_id || strcmp(w->held[i].task.task_id, m->task_id) != 0)
-            continue;
-        if (i == 0 && w->running) {
-            w->aborted = true;
-            w->cancel = 1; /* the handler stops; finish_task drops the result */
-        } else {
-            proto_msg_clear(&w->held[i].task);
-            memmove(&w->held[i], &w->held[i + 1], (w->nheld - i - 1) * sizeof w->held[0]);
-            w->nheld--;
-        }
-        bf_info("task %s aborted: %s", m->task_id, m->reason ? m->reason : "");
+    size_t i = find_held(w, m->task_id);
+    if (i == (size_t)-1)
         return;
+    bf_info("task %s: abort (%s)", m->task_id, m->reason ? m->reason : "");
+    if (i == 0 && w->run) {
+        w->aborted = true;
+        w->run->cancel = 1; /* the handler stops; finish_task drops its result */
+        if (!w->cancel_at)
+            w->cancel_at = bf_mono_ms();
+    } else {
+        pop_held(w, i);
     }
 }
 
-static void handle(worker_t *w, proto_msg_t *m, bool draining)
+static void handle(worker_t *w, proto_msg_t *m)
 {
     switch (m->type) {
     case PROTO_TASK:
-        if (draining || w->nheld == MAX_HELD || !m->task_id) {
-            /* GOODBYE returns it without costing an attempt */
-            proto_msg_clear(m);
-            return;
-        }
-        w->held[w->nheld++].task = *m;
-        memset(m, 0, sizeof *m);
-        return;
+        on_task(w, m);
+        break;
     case PROTO_ACK:
         on_ack(w, m);
         break;
@@ -325,207 +591,269 @@ static void handle(worker_t *w, proto_msg_t *m, bool draining)
         break;
     case PROTO_ERROR:
         if (m->code == BF_ENOENT) {
-            bf_info("the broker does not know us (restarted?): registering again");
+            bf_info("the broker does not know this worker (restarted?): registering again");
             send_ready(w);
         } else {
-            bf_warn("broker error: %s", m->reason ? m->reason : "?");
+            bf_warn("broker error %llu: %.200s", (unsigned long long)m->code,
+                    m->reason ? m->reason : "");
         }
         break;
+    case PROTO_HEARTBEAT:
+        break;
     default:
+        bf_debug("ignoring %s from the broker", proto_type_name(m->type));
         break;
     }
     proto_msg_clear(m);
 }
 
-/* ---- the loop ------------------------------------------------------------------ */
-
-static void describe_device(worker_t *w)
+static void receive(worker_t *w, int64_t now)
 {
-    const worker_config_t *cfg = w->cfg;
-    w->gpu_id = cfg->cpu ? -1 : cfg->device_index;
-    kern_device_t dev;
-    memset(&dev, 0, sizeof dev);
-    bool gpu = !cfg->cpu && kern_cuda_devices(&dev, 1) == 1;
-    if (!gpu) {
-        bf_strlcpy(w->device, "cpu", sizeof w->device);
-        FILE *f = fopen("/proc/cpuinfo", "r");
-        char line[256];
-        while (f && fgets(line, sizeof line, f))
-            if (!strncmp(line, "model name", 10) && strchr(line, ':')) {
-                char *v = strchr(line, ':') + 2;
-                v[strcspn(v, "\n")] = '\0';
-                bf_strlcpy(w->device, v, sizeof w->device);
-                break;
-            }
-        if (f)
-            fclose(f);
-        struct sysinfo si;
-        if (sysinfo(&si) == 0)
-            dev.memory_bytes = (uint64_t)si.totalram * si.mem_unit;
-    } else {
-        bf_strlcpy(w->device, dev.name, sizeof w->device);
+    for (int n = 0; w->dealer && n < 256; n++) {
+        proto_msg_t m;
+        char why[BF_ERRLEN];
+        bf_err_t r = proto_recv(w->dealer, NULL, NULL, &m, ZMQ_DONTWAIT, why);
+        if (r == BF_EIO)
+            return;
+        w->last_recv = now;
+        w->backoff_ms = 0;
+        if (r != BF_OK) {
+            bf_warn("dropping a malformed message: %s", why);
+            continue;
+        }
+        handle(w, &m);
     }
-    json_t *allow = json_array();
-    for (size_t i = 0; i < cfg->allow_exec_count; i++)
-        json_array_append_new(allow, json_string(cfg->allow_exec[i]));
-    char cc[16] = "";
-    if (gpu)
-        snprintf(cc, sizeof cc, "%d.%d", dev.cc_major, dev.cc_minor);
-    w->caps =
-        json_pack("{s:s, s:i, s:i, s:s, s:s, s:I, s:s, s:s, s:s, s:[s, s], s:o, s:i}", "host",
-                  bf_hostname(), "pid", (int)getpid(), "device_index", w->gpu_id, "uuid", dev.uuid,
-                  "name", w->device, "memory_bytes", (json_int_t)dev.memory_bytes,
-                  "compute_capability", cc, "backend", gpu ? "cuda" : "cpu", "version", BF_VERSION,
-                  "tasks", "exec", "boresight", "allow_exec", allow, "threads", (int)cfg->threads);
 }
 
-int worker_main(const worker_config_t *cfg)
+/* ---- set-up ------------------------------------------------------------------------- */
+
+static void find_device(worker_t *w)
 {
-    worker_t *w = calloc(1, sizeof *w);
-    if (!w)
-        return 1;
-    w->cfg = cfg;
-    pthread_mutex_init(&w->mu, NULL);
-    struct sigaction sa = {.sa_handler = on_stop};
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
-    describe_device(w);
-    if (cfg->name)
-        snprintf(w->name, sizeof w->name, "%s:%d:%s", cfg->name, (int)getpid(),
-                 w->gpu_id >= 0 ? "gpu" : "cpu");
-    else
-        snprintf(w->name, sizeof w->name, "%s:%d:%s%d", bf_hostname(), (int)getpid(),
-                 w->gpu_id >= 0 ? "gpu" : "cpu", w->gpu_id >= 0 ? w->gpu_id : 0);
-    unsigned hb = cfg->heartbeat_ms ? cfg->heartbeat_ms : 1000;
-    unsigned live = cfg->liveness ? cfg->liveness : 3;
-    int rc = 0;
-    w->ctx = zmq_ctx_new();
-    w->pair_main = zmq_socket(w->ctx, ZMQ_PAIR);
-    w->pair_task = zmq_socket(w->ctx, ZMQ_PAIR);
-    char inproc[64];
-    snprintf(inproc, sizeof inproc, "inproc://worker-%p", (void *)w);
-    if (!w->caps || !w->pair_main || !w->pair_task || zmq_bind(w->pair_main, inproc) != 0 ||
-        zmq_connect(w->pair_task, inproc) != 0 || connect_broker(w) != BF_OK) {
-        bf_error("worker: cannot start");
-        rc = 1;
-        goto done;
+    const worker_config_t *cfg = &w->cfg;
+    worker_device_cpu(&w->dev);
+    if (cfg->cpu || cfg->device_index < 0)
+        return;
+    if (!getenv("CUDA_VISIBLE_DEVICES")) {
+        char idx[16];
+        snprintf(idx, sizeof idx, "%d", cfg->device_index);
+        setenv("CUDA_VISIBLE_DEVICES", idx, 1);
     }
-    bf_info("worker %s on %s (%s), broker %s", w->name, w->device, cfg->cpu ? "cpu" : "cuda",
-            cfg->broker);
-    int64_t drain_deadline = 0;
-    while (true) {
+    worker_device_t devs[16];
+    size_t n = 0;
+    char err[BF_ERRLEN] = "";
+    if (worker_device_probe(devs, BF_ARRAY_LEN(devs), &n, err) != BF_OK)
+        bf_warn("%s", err);
+    if (n == 0) {
+        bf_warn("GPU %d: no usable CUDA device here: running as a CPU worker", cfg->device_index);
+        return;
+    }
+    /* CUDA_VISIBLE_DEVICES normally leaves exactly this GPU */
+    size_t pick = n == 1 ? 0 : ((size_t)cfg->device_index < n ? (size_t)cfg->device_index : 0);
+    w->dev = devs[pick];
+    w->dev.index = cfg->device_index;
+}
+
+static json_t *make_caps(const worker_t *w)
+{
+    json_t *allow = json_array();
+    for (size_t i = 0; allow && i < w->cfg.allow_exec_count; i++)
+        if (w->cfg.allow_exec[i])
+            json_array_append_new(allow, json_string(w->cfg.allow_exec[i]));
+    char cc[16] = "";
+    if (w->dev.index >= 0)
+        snprintf(cc, sizeof cc, "%d.%d", w->dev.cc_major, w->dev.cc_minor);
+    if (!allow)
+        return NULL;
+    return json_pack("{s:s, s:i, s:i, s:s, s:s, s:I, s:s, s:s, s:s, s:[s, s], s:o, s:[], s:i}",
+                     "host", bf_hostname(), "pid", (int)getpid(), "device_index", w->dev.index,
+                     "uuid", w->dev.uuid, "name", w->dev.name, "memory_bytes",
+                     (json_int_t)w->dev.memory_bytes, "compute_capability", cc, "backend",
+                     w->dev.backend, "version", BF_VERSION, "tasks", "exec", "boresight",
+                     "allow_exec", allow, "running", "threads", (int)w->cfg.threads);
+}
+
+static unsigned jitter(unsigned span)
+{
+    unsigned v = 0;
+    if (getrandom(&v, sizeof v, GRND_NONBLOCK) != (ssize_t)sizeof v)
+        v = (unsigned)bf_mono_ms() * 2654435761u;
+    return span ? v % span : 0;
+}
+
+/* ---- the loop ------------------------------------------------------------------------- */
+
+static void tick(worker_t *w, int64_t now)
+{
+    /* the deadline: the handler is told to stop (exec also stops itself) */
+    if (w->run && !w->run->cancel && now >= w->deadline) {
+        w->timed_out = true;
+        w->run->cancel = 1;
+        w->cancel_at = now;
+    }
+    if (w->run && w->cancel_at && now - w->cancel_at > STUCK_GRACE_MS)
+        abandon_task(w);
+    flush_progress(w, now);
+    if (w->dealer && now - w->last_send >= (int64_t)w->hb) {
+        proto_msg_t beat;
+        proto_msg_init(&beat, PROTO_HEARTBEAT);
+        if (send_msg(w, &beat) != BF_OK)
+            w->last_send = now; /* try again an interval later */
+    }
+    if (w->dealer && now - w->last_recv > (int64_t)w->hb * w->live) {
+        w->backoff_ms = w->backoff_ms ? w->backoff_ms * 2 : BACKOFF_START_MS;
+        if (w->backoff_ms > BACKOFF_CAP_MS)
+            w->backoff_ms = BACKOFF_CAP_MS;
+        w->reconnect_at = now + w->backoff_ms / 2 + jitter(w->backoff_ms / 2 + 1);
+        bf_warn("broker silent for %lld ms: reconnecting in %lld ms",
+                (long long)(now - w->last_recv), (long long)(w->reconnect_at - now));
+        disconnect(w);
+    }
+    if (!w->dealer && now >= w->reconnect_at) {
+        if (connect_broker(w) != BF_OK) {
+            w->backoff_ms = w->backoff_ms ? w->backoff_ms * 2 : BACKOFF_START_MS;
+            if (w->backoff_ms > BACKOFF_CAP_MS)
+                w->backoff_ms = BACKOFF_CAP_MS;
+            w->reconnect_at = now + w->backoff_ms;
+        }
+    }
+}
+
+static void start_drain(worker_t *w, const char *why)
+{
+    if (w->draining)
+        return;
+    w->draining = true;
+    /* prefetched tasks go back with GOODBYE */
+    while (w->nheld > (w->run ? 1u : 0u))
+        pop_held(w, w->nheld - 1);
+    bf_info("draining (%s): %s", why, w->run ? "finishing the running task" : "no task running");
+}
+
+static int loop(worker_t *w)
+{
+    for (;;) {
         int64_t now = bf_mono_ms();
-        bool draining = stop_requested;
-        if (draining && !drain_deadline) {
-            drain_deadline = now + 10000 + (w->running ? (w->deadline - now) : 0);
-            bf_info("draining: %s", w->running ? "finishing the running task" : "no task running");
-        }
-        /* done draining: nothing running, every result acknowledged (or the
-           broker is not answering in time) */
-        if (draining && !w->running && (w->nunacked == 0 || now > drain_deadline))
-            break;
-        if (!w->running && w->nheld > 0 && !draining)
-            start_task(w);
-        zmq_pollitem_t items[2] = {{w->dealer, 0, ZMQ_POLLIN, 0}, {w->pair_main, 0, ZMQ_POLLIN, 0}};
-        long timeout = (long)hb / 4;
-        if (zmq_poll(items, 2, timeout) < 0 && zmq_errno() != EINTR)
-            break;
-        now = bf_mono_ms();
-        if (items[1].revents & ZMQ_POLLIN)
-            finish_task(w);
-        for (int n = 0; n < 256; n++) {
-            proto_msg_t m;
-            char why[BF_ERRLEN];
-            bf_err_t r = proto_recv(w->dealer, NULL, NULL, &m, ZMQ_DONTWAIT, why);
-            if (r == BF_EIO)
+        if (stop_requested(w))
+            start_drain(w, "stop requested");
+        if (w->restart)
+            start_drain(w, "restart");
+        if (w->draining && !w->run) {
+            if (!w->ack_deadline)
+                w->ack_deadline = now + DRAIN_ACK_MS;
+            if (w->nunacked == 0 || now >= w->ack_deadline)
                 break;
-            w->last_recv = now;
-            w->backoff_ms = 0;
-            if (r != BF_OK) {
-                bf_warn("dropping a malformed message: %s", why);
-                continue;
-            }
-            handle(w, &m, draining);
         }
-        if (w->running && !w->cancel && now >= w->deadline)
-            w->cancel = 1; /* boresight: stop; exec enforces its own deadline too */
-        pthread_mutex_lock(&w->mu);
-        bool dirty = w->progress_dirty && now - w->last_progress >= 250;
-        proto_msg_t pm;
-        proto_msg_init(&pm, PROTO_PROGRESS);
-        if (dirty && w->running && w->nheld) {
-            w->progress_dirty = false;
-            w->last_progress = now;
-            pm.attempt = w->held[0].task.attempt;
-            pm.fraction = w->fraction;
-            if (proto_msg_set(&pm.task_id, w->held[0].task.task_id) != BF_OK ||
-                proto_msg_set(&pm.stage, w->stage) != BF_OK)
-                dirty = false;
+        if (!w->run && w->nheld > 0 && !w->draining) {
+            start_task(w);
+            continue; /* it may have been answered at once */
         }
-        pthread_mutex_unlock(&w->mu);
-        if (dirty && w->running && send_msg(w, &pm) != BF_OK)
-            bf_debug("progress not sent");
-        proto_msg_clear(&pm);
-        if (now - w->last_send >= (int64_t)hb) {
-            proto_msg_t beat;
-            proto_msg_init(&beat, PROTO_HEARTBEAT);
-            if (send_msg(w, &beat) != BF_OK)
-                w->last_send = now;
+        zmq_pollitem_t items[2] = {{w->pair, 0, ZMQ_POLLIN, 0}, {w->dealer, 0, ZMQ_POLLIN, 0}};
+        long timeout = (long)w->hb / 4;
+        if (timeout > 100)
+            timeout = 100;
+        if (timeout < 5)
+            timeout = 5;
+        if (zmq_poll(items, w->dealer ? 2 : 1, timeout) < 0 && zmq_errno() != EINTR) {
+            bf_error("zmq_poll: %s", zmq_strerror(zmq_errno()));
+            return 1;
         }
-        if (now - w->last_recv > (int64_t)hb * live) {
-            if (!w->reconnect_at) {
-                w->backoff_ms = w->backoff_ms ? w->backoff_ms * 2 : 250;
-                if (w->backoff_ms > 5000)
-                    w->backoff_ms = 5000;
-                char jit[33];
-                bf_uuid(jit);
-                w->reconnect_at = now + w->backoff_ms / 2 +
-                                  (int64_t)(strtoul(jit + 24, NULL, 16) % (w->backoff_ms / 2 + 1));
-                bf_warn("broker silent for %lld ms: reconnecting in %lld ms",
-                        (long long)(now - w->last_recv), (long long)(w->reconnect_at - now));
-            } else if (now >= w->reconnect_at) {
-                w->reconnect_at = 0;
-                if (connect_broker(w) != BF_OK)
-                    bf_warn("reconnect failed");
-            }
-        } else {
-            w->reconnect_at = 0;
-        }
+        now = bf_mono_ms();
+        on_pair(w);
+        receive(w, now);
+        tick(w, now);
     }
-    {
+    if (w->dealer) {
         proto_msg_t bye;
         proto_msg_init(&bye, PROTO_GOODBYE);
         int linger = 1000; /* let the goodbye leave before the socket closes */
         zmq_setsockopt(w->dealer, ZMQ_LINGER, &linger, sizeof linger);
         if (send_msg(w, &bye) != BF_OK)
             bf_warn("goodbye not sent");
-        bf_info("worker %s: goodbye", w->name);
     }
+    if (w->nunacked)
+        bf_warn("leaving with %zu results the broker has not acknowledged", w->nunacked);
+    bf_info("worker %s: goodbye", w->name);
+    return w->restart ? WORKER_EXIT_RESTART : 0;
+}
+
+int worker_main(const worker_config_t *cfg)
+{
+    if (!cfg || !cfg->broker || !*cfg->broker) {
+        bf_error("worker: no broker endpoint");
+        return 1;
+    }
+    worker_t *w = calloc(1, sizeof *w);
+    if (!w)
+        return 1;
+    w->cfg = *cfg;
+    w->hb = cfg->heartbeat_ms ? cfg->heartbeat_ms : 1000;
+    w->live = cfg->liveness ? cfg->liveness : 3;
+    w->prefetch = cfg->prefetch ? cfg->prefetch : 1;
+    if (!cfg->stop) {
+        struct sigaction sa = {.sa_handler = on_signal};
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGTERM, &sa, NULL);
+        sigaction(SIGINT, &sa, NULL);
+        signal(SIGPIPE, SIG_IGN);
+    }
+    find_device(w);
+    char dev[16] = "cpu";
+    if (w->dev.index >= 0)
+        snprintf(dev, sizeof dev, "gpu%d", w->dev.index);
+    snprintf(w->name, sizeof w->name, "%s:%d:%s",
+             cfg->name && *cfg->name ? cfg->name : bf_hostname(), (int)getpid(), dev);
+    int rc = 1;
+    char inproc[64];
+    snprintf(inproc, sizeof inproc, "inproc://worker-%p", (void *)w);
+    w->caps = make_caps(w);
+    w->zctx = zmq_ctx_new();
+    if (w->zctx) {
+        w->pair = zmq_socket(w->zctx, ZMQ_PAIR);
+        w->pair_task = zmq_socket(w->zctx, ZMQ_PAIR);
+    }
+    if (!w->caps || !w->pair || !w->pair_task || zmq_bind(w->pair, inproc) != 0 ||
+        zmq_connect(w->pair_task, inproc) != 0) {
+        bf_error("worker: cannot start: %s", w->caps ? zmq_strerror(zmq_errno()) : "no memory");
+        goto done;
+    }
+    if (pthread_create(&w->thread, NULL, task_main, w) != 0) {
+        bf_error("worker: cannot start the task thread");
+        goto done;
+    }
+    w->thread_ok = true;
+    if (connect_broker(w) != BF_OK)
+        goto done;
+    bf_info("worker %s on %s (%s), broker %s", w->name, w->dev.name, w->dev.backend, cfg->broker);
+    rc = loop(w);
 done:
-    if (w->thread_started) {
-        w->cancel = 1;
-        pthread_join(w->thread, NULL);
-        json_decref(w->result);
+    if (w->abandoned) {
+        /* a handler still runs on the task thread; its sockets keep the
+           context alive, so leave everything to the process's exit */
+        disconnect(w);
+        return rc;
     }
+    if (w->thread_ok) {
+        if (w->run)
+            w->run->cancel = 1;
+        pair_msg_t quit = {.kind = PAIR_QUIT};
+        /* a run in progress ends (cancelled) before the thread reads QUIT */
+        zmq_send(w->pair, &quit, sizeof quit, 0);
+        pthread_join(w->thread, NULL);
+    }
+    run_free(w->run);
     for (size_t i = 0; i < w->nheld; i++)
-        proto_msg_clear(&w->held[i].task);
+        proto_msg_clear(&w->held[i]);
     for (size_t i = 0; i < w->nunacked; i++)
         proto_msg_clear(&w->unacked[i]);
     free(w->unacked);
-    bf_job_clear(&w->job);
-    free(w->scene_dir);
     json_decref(w->caps);
-    if (w->dealer)
-        zmq_close(w->dealer);
-    if (w->pair_main)
-        zmq_close(w->pair_main);
+    disconnect(w);
+    if (w->pair)
+        zmq_close(w->pair);
     if (w->pair_task)
         zmq_close(w->pair_task);
-    if (w->ctx)
-        zmq_ctx_term(w->ctx);
-    pthread_mutex_destroy(&w->mu);
+    if (w->zctx)
+        zmq_ctx_term(w->zctx);
     free(w);
     return rc;
 }

@@ -1,40 +1,149 @@
-/*  worker/worker.h - the worker: runs tasks from the broker on one device
-    (a GPU, or the CPU), with heartbeats that keep flowing while a task runs,
-    results kept until the broker acknowledges them, reconnection with
-    backoff and jitter, and a drain on SIGTERM. A supervisor starts one
-    worker per device and restarts a crashed one. Task kinds are a table of
-    handlers: exec (an allowed program) and boresight (the radio engine). */
+/*  worker/worker.h - the worker: runs tasks from the broker on one device (a
+    GPU, or the CPU) as docs/fleet semantics describe. One worker process has
+    a socket thread that owns the DEALER (registration, heartbeats, credit,
+    progress, results kept until the broker's ACK, reconnection with backoff
+    and jitter, drain on SIGTERM) and is never blocked by a task, and a task
+    thread that runs handlers one at a time. A supervisor runs one worker
+    process per device and restarts a crashed one. This is the folder's one
+    public header: configuration, devices, the handler table's types, the
+    two handlers, worker_main and worker_supervise. */
 
 #ifndef WORKER_H_INCLUDED
 #define WORKER_H_INCLUDED
 
 #include "../common/bf.h"
+#include "../common/bf_config.h"
 
+#include <jansson.h>
+#include <signal.h>
+
+/* ---- configuration --------------------------------------------------------- */
 typedef struct {
-    const char *broker;      /* endpoint */
+    const char *broker;      /* endpoint, e.g. tcp://127.0.0.1:5555 */
     unsigned heartbeat_ms;   /* [1000] */
     unsigned liveness;       /* [3] */
-    unsigned prefetch;       /* tasks held at once [1] */
-    const char **allow_exec; /* programs exec tasks may run */
+    unsigned prefetch;       /* tasks held at once (READY credit) [1] */
+    const char **allow_exec; /* programs (or interpreter scripts) exec tasks may run */
     size_t allow_exec_count;
     int device_index; /* GPU index as the host numbers it, -1 for the CPU */
-    bool cpu;         /* use the CPU engine */
+    bool cpu;         /* a CPU worker (device_index is then ignored) */
     unsigned threads; /* CPU engine threads, 0 = all cores */
-    const char *name; /* name prefix [host] */
+    const char *name; /* name prefix [host]; the worker is "name:pid:gpuN" or "name:pid:cpu" */
+    /* NULL: worker_main installs SIGTERM/SIGINT handlers that set a flag of
+       its own. Otherwise the caller (a test, an embedding program) sets
+       *stop non-zero to drain; no handler is installed. */
+    volatile sig_atomic_t *stop;
 } worker_config_t;
 
-/* Runs one worker until it is told to stop (SIGTERM/SIGINT: drain) and
-   returns the process exit code (0 after a clean drain). Installs its own
-   signal handlers. */
+/* ---- devices ---------------------------------------------------------------- */
+typedef struct {
+    int index;              /* as the host numbers it; -1 for the CPU */
+    char uuid[48];          /* GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx, "" for the CPU */
+    char name[128];         /* "NVIDIA H100 80GB HBM3", or the CPU model */
+    uint64_t memory_bytes;  /* device memory, or the host's RAM */
+    int cc_major, cc_minor; /* compute capability, 0.0 for the CPU */
+    char backend[8];        /* "cuda" | "cpu" */
+} worker_device_t;
+
+/* Lists the CUDA devices visible to this process (CUDA's own numbering, as
+   CUDA_VISIBLE_DEVICES leaves it) without initializing CUDA here: a
+   short-lived forked child asks the CUDA runtime, writes the list to a pipe
+   and exits (bounded wait of 20 s). *count is 0 in a build without CUDA or on
+   a host without a usable device (that is not an error). BF_ECHILD when the
+   child could not be run or said nothing sensible. */
+bf_err_t worker_device_probe(worker_device_t *out, size_t max, size_t *count,
+                             char *err) BF_MUST_CHECK;
+
+/* Describes the CPU as a device: index -1, the model from /proc/cpuinfo,
+   the host's memory from sysinfo(2), backend "cpu". */
+void worker_device_cpu(worker_device_t *out);
+
+/* ---- task handlers ------------------------------------------------------------ */
+/* What a handler is given. It runs on the worker's task thread, reports
+   progress through progress(ud, stage, fraction) and must return promptly
+   once *cancel is non-zero (the worker sets it on ABORT and at the
+   deadline). */
+typedef struct {
+    const char *scene_dir; /* scenes_root/scene, the scene name already checked */
+    const char *scene;
+    const bf_job_t *job;  /* validated with bf_job_from_json */
+    int64_t deadline_ms;  /* bf_mono_ms() limit of this attempt */
+    volatile int *cancel; /* non-zero: stop now */
+    const worker_device_t *dev;
+    unsigned threads;        /* CPU threads, 0 = all cores */
+    const char **allow_exec; /* the worker's exec allow list */
+    size_t allow_exec_count;
+    void (*progress)(void *ud, const char *stage, double fraction);
+    void *ud;
+} worker_task_ctx_t;
+
+/* A handler produces the task's result document (at least "status"; the
+   worker adds the fleet fields). A non-OK return becomes a result with
+   status "error" and err (BF_ERRLEN) as its reason; BF_ECANCELED after the
+   deadline becomes "timeout after N s". */
+typedef bf_err_t (*worker_handler_fn)(worker_task_ctx_t *ctx, json_t **result, char *err);
+
+/* The exec task (DESIGN section 3): refuses (BF_EPERM, "exec not allowed:
+   PROG") unless the program, or for an interpreter (python3, sh, bash,
+   perl, ...) the script argv[1], is in the allow list (the string as given,
+   or both resolved to the same absolute path); substitutes {scene_dir},
+   {scene}, {output}; runs it in its own process group with
+   CUDA_VISIBLE_DEVICES (the device, "" for the CPU), BEAMFLEET_SCENE and
+   BEAMFLEET_GPU_ID set. The last non-empty line of stdout must be a JSON
+   object with a string "status". A non-zero exit gives a result with
+   status "error" and the tail of stderr (up to 4 KiB) as reason. At the
+   deadline it kills the group (SIGTERM, SIGKILL after 2 s) and returns
+   BF_ETIMEDOUT "timeout after N s"; *cancel the same way, BF_ECANCELED. */
+bf_err_t worker_exec(worker_task_ctx_t *ctx, json_t **result, char *err) BF_MUST_CHECK;
+
+/* The boresight task: kern_boresight() on the worker's device (the CUDA
+   backend on a GPU worker, the CPU backend on a CPU worker), its stages
+   reported as progress. */
+bf_err_t worker_boresight(worker_task_ctx_t *ctx, json_t **result, char *err) BF_MUST_CHECK;
+
+/* The handler for a task kind name ("exec", "boresight"), or NULL. */
+worker_handler_fn worker_handler(const char *task);
+
+/* ---- running -------------------------------------------------------------------- */
+/* Exit code of worker_main asking its supervisor for a fresh process (a
+   task that would not stop, or a CUDA failure that may have left the
+   context unusable); the result was delivered first. */
+#define WORKER_EXIT_RESTART 3
+
+/* Runs one worker until it is told to stop (SIGTERM/SIGINT, or *cfg->stop):
+   then it takes no more tasks, finishes the running one, delivers its
+   result and waits (at most 10 s) for the ACK, says GOODBYE and returns 0.
+   Returns 1 when it cannot start (bad endpoint), WORKER_EXIT_RESTART as
+   above. A GPU worker (cpu false, device_index >= 0) whose
+   CUDA_VISIBLE_DEVICES is unset sets it to device_index before anything
+   touches CUDA; with no usable GPU it runs as a CPU worker (logged). */
 int worker_main(const worker_config_t *cfg);
 
-/* The supervisor: gpus is "all", "none" or a list "0,2". With GPUs it runs
-   one worker per device, each in its own process with CUDA_VISIBLE_DEVICES
-   set before CUDA starts; without (or with "none") it runs cpu_workers CPU
-   workers [1], sharing the cores. A worker that crashes is restarted with
-   backoff (1 s doubling to 30 s, reset after 60 s of health). SIGTERM and
-   SIGINT are passed on; returns 0 when every worker has drained, 2 for a
-   bad gpus list. */
-int worker_supervise(const worker_config_t *base, const char *gpus, unsigned cpu_workers);
+/* The supervisor behind `beamfleet worker`. gpus is "all", "none" or a
+   list "0,2" (indices below the number of visible GPUs). It finds the GPUs
+   in a short-lived child (it never initializes CUDA itself), then runs one
+   worker process per GPU, or, when no GPU is selected ("none", or "all" on
+   a host without one), cpu_workers CPU workers [1] sharing the cores
+   (base->threads each, or cores / workers).
+
+   Each worker is started with fork + exec of /proc/self/exe with
+   child_argv (NULL-terminated; argv[0] first, e.g. {"beamfleet", "worker",
+   "--broker", EP, ...the options the supervisor was given..., NULL})
+   followed by
+       "--device", "N"                          for GPU N, or
+       "--device", "cpu", "--threads", "T"      for a CPU worker,
+   with CUDA_VISIBLE_DEVICES set to that GPU (or "") in its environment
+   before exec. The program must map "--device N" / "--device cpu" to
+   worker_main with device_index N / cpu true. With child_argv NULL the
+   child is a plain fork that calls worker_main (for tests and embedding).
+
+   A worker that dies, or exits non-zero, is restarted with backoff (1 s
+   doubling to 30 s, back to 1 s after 60 s of health); one that exits 0 by
+   itself has drained and is not restarted. SIGTERM/SIGINT are passed on to
+   every worker (a second one sends SIGKILL); each worker dies with
+   SIGTERM if the supervisor dies. Returns 0 once every worker has exited,
+   2 for a bad gpus list (message on stderr), 1 out of memory. */
+int worker_supervise(const worker_config_t *base, const char *gpus, unsigned cpu_workers,
+                     char *const child_argv[]);
 
 #endif

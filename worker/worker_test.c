@@ -1,0 +1,719 @@
+/*  worker/worker_test.c - the worker against a fake broker on real sockets:
+    the test plays the broker with a ROUTER on an ephemeral loopback port
+    (proto_send / proto_recv, heartbeats every 100 ms) and runs worker_main
+    in a thread with a 100 ms heartbeat. It checks registration and caps,
+    exec results with their fleet fields, the allow list, a timeout that
+    kills the process group, a non-zero exit, ABORT, result re-sending on
+    "unknown peer" and after the broker vanishes and comes back on the same
+    port (re-READY listing the running task), heartbeats during a 2 s task,
+    the drain, and the supervisor (exec of /proc/self/exe, restart of a
+    killed worker, SIGTERM passed on). Also the exec handler alone, and the
+    device descriptions. Run as `worker_test child --broker EP --device
+    cpu|N [--threads T]` it is the program the supervisor re-executes. */
+
+#include "worker.h"
+
+#include "../proto/proto.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <zmq.h>
+
+static int failures;
+#define CHECK(cond)                                                                                \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);               \
+            failures++;                                                                            \
+        }                                                                                          \
+    } while (0)
+#define REQUIRE(cond)                                                                              \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "%s:%d: REQUIRE failed: %s\n", __FILE__, __LINE__, #cond);             \
+            exit(1);                                                                               \
+        }                                                                                          \
+    } while (0)
+
+#define HB_MS 100
+
+static char tmpdir[256];
+
+/* ---- the fake broker ---------------------------------------------------------------- */
+#define FB_PEERS 8
+typedef struct {
+    void *ctx, *router;
+    char ep[128];
+    uint8_t ids[FB_PEERS][256];
+    size_t idlens[FB_PEERS];
+    size_t npeers;
+    int64_t last_beat;
+    int beats_in, progress_in, readys_in;
+    char last_stage[32];
+    char acked[64][64]; /* task ids acked: a repeated RESULT is acked again */
+    size_t nacked;
+} fb_t;
+
+static bool fb_was_acked(const fb_t *b, const char *task_id)
+{
+    for (size_t i = 0; task_id && i < b->nacked; i++)
+        if (!strcmp(b->acked[i], task_id))
+            return true;
+    return false;
+}
+
+static void fb_bind(fb_t *b, const char *ep)
+{
+    if (!b->ctx)
+        b->ctx = zmq_ctx_new();
+    b->router = zmq_socket(b->ctx, ZMQ_ROUTER);
+    int one = 1, zero = 0;
+    zmq_setsockopt(b->router, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
+    zmq_setsockopt(b->router, ZMQ_ROUTER_HANDOVER, &one, sizeof one);
+    zmq_setsockopt(b->router, ZMQ_LINGER, &zero, sizeof zero);
+    int rc = -1;
+    for (int i = 0; i < 100 && rc != 0; i++) /* the old listener may still be closing */
+        if ((rc = zmq_bind(b->router, ep)) != 0)
+            usleep(20000);
+    REQUIRE(rc == 0);
+    size_t len = sizeof b->ep;
+    REQUIRE(zmq_getsockopt(b->router, ZMQ_LAST_ENDPOINT, b->ep, &len) == 0);
+    b->npeers = 0;
+}
+
+static void fb_close(fb_t *b)
+{
+    zmq_close(b->router);
+    b->router = NULL;
+    b->npeers = 0;
+}
+
+static void fb_add_peer(fb_t *b, const uint8_t *id, size_t len)
+{
+    for (size_t i = 0; i < b->npeers; i++)
+        if (b->idlens[i] == len && !memcmp(b->ids[i], id, len))
+            return;
+    if (b->npeers == FB_PEERS)
+        memmove(b->ids, b->ids + 1, sizeof b->ids[0] * --b->npeers);
+    memcpy(b->ids[b->npeers], id, len);
+    b->idlens[b->npeers++] = len;
+}
+
+/* Sends to the newest peer. */
+static void fb_send(fb_t *b, proto_msg_t *m)
+{
+    REQUIRE(b->npeers > 0);
+    CHECK(proto_send(b->router, b->ids[b->npeers - 1], b->idlens[b->npeers - 1], m, 0) == BF_OK);
+    proto_msg_clear(m);
+}
+
+/* Waits up to ms for a message of type, heartbeating every peer meanwhile.
+   HEARTBEAT and PROGRESS are counted; anything else unexpected fails. */
+static bool fb_expect(fb_t *b, proto_type_t type, int ms, proto_msg_t *out)
+{
+    int64_t until = bf_mono_ms() + ms;
+    while (bf_mono_ms() < until) {
+        int64_t now = bf_mono_ms();
+        if (now - b->last_beat >= HB_MS) {
+            for (size_t i = 0; i < b->npeers; i++) {
+                proto_msg_t beat;
+                proto_msg_init(&beat, PROTO_HEARTBEAT);
+                if (proto_send(b->router, b->ids[i], b->idlens[i], &beat, ZMQ_DONTWAIT) != BF_OK) {
+                    /* a gone peer */
+                }
+            }
+            b->last_beat = now;
+        }
+        zmq_pollitem_t it = {b->router, 0, ZMQ_POLLIN, 0};
+        zmq_poll(&it, 1, 20);
+        if (!(it.revents & ZMQ_POLLIN))
+            continue;
+        uint8_t id[256];
+        size_t idlen = sizeof id;
+        proto_msg_t m;
+        char err[BF_ERRLEN];
+        if (proto_recv(b->router, id, &idlen, &m, ZMQ_DONTWAIT, err) != BF_OK)
+            continue;
+        if (m.type == PROTO_READY) {
+            fb_add_peer(b, id, idlen);
+            b->readys_in++;
+        }
+        if (m.type == type) {
+            *out = m;
+            return true;
+        }
+        if (m.type == PROTO_READY) {
+            /* a worker that reconnected twice while the broker was away */
+        } else if (m.type == PROTO_RESULT && fb_was_acked(b, m.task_id)) {
+            proto_msg_t ack;
+            proto_msg_init(&ack, PROTO_ACK);
+            REQUIRE(proto_msg_set(&ack.task_id, m.task_id) == BF_OK);
+            CHECK(proto_send(b->router, id, idlen, &ack, 0) == BF_OK);
+            proto_msg_clear(&ack);
+        } else if (m.type == PROTO_HEARTBEAT) {
+            b->beats_in++;
+        } else if (m.type == PROTO_PROGRESS) {
+            b->progress_in++;
+            bf_strlcpy(b->last_stage, m.stage ? m.stage : "", sizeof b->last_stage);
+        } else {
+            fprintf(stderr, "fake broker: waiting for %s, got %s (%s)\n", proto_type_name(type),
+                    proto_type_name(m.type), m.task_id ? m.task_id : "");
+            proto_msg_clear(&m);
+            return false;
+        }
+        proto_msg_clear(&m);
+    }
+    if (type != PROTO_NONE)
+        fprintf(stderr, "fake broker: no %s within %d ms\n", proto_type_name(type), ms);
+    return false;
+}
+
+/* Pumps heartbeats for ms, failing on anything but HEARTBEAT/PROGRESS. */
+static void fb_idle(fb_t *b, int ms)
+{
+    proto_msg_t m;
+    CHECK(!fb_expect(b, PROTO_NONE, ms, &m) || (proto_msg_clear(&m), 0));
+}
+
+/* Waits until a PROGRESS at stage has arrived. */
+static bool fb_wait_stage(fb_t *b, const char *stage, int ms)
+{
+    int64_t until = bf_mono_ms() + ms;
+    while (bf_mono_ms() < until) {
+        if (!strcmp(b->last_stage, stage))
+            return true;
+        proto_msg_t m;
+        if (fb_expect(b, PROTO_NONE, 20, &m))
+            proto_msg_clear(&m);
+    }
+    return false;
+}
+
+static void fb_task(fb_t *b, const char *task_id, char *const *argv, double timeout_s)
+{
+    bf_job_t job;
+    bf_job_defaults(&job);
+    job.name = bf_strdup("t");
+    job.scenes_root = bf_strdup(tmpdir);
+    job.output = bf_asprintf("%s/out", tmpdir);
+    job.task = BF_TASK_EXEC;
+    job.timeout_s = timeout_s;
+    size_t n = 0;
+    while (argv[n])
+        n++;
+    job.exec_command = calloc(n + 1, sizeof *job.exec_command);
+    for (size_t i = 0; i < n; i++)
+        job.exec_command[i] = bf_strdup(argv[i]);
+    job.exec_argc = n;
+    proto_msg_t m;
+    proto_msg_init(&m, PROTO_TASK);
+    b->last_stage[0] = '\0'; /* fb_wait_stage waits for this task's */
+    REQUIRE(proto_msg_set(&m.task_id, task_id) == BF_OK);
+    REQUIRE(proto_msg_set(&m.job_id, "0123456789ab") == BF_OK);
+    REQUIRE(proto_msg_set(&m.scene, "scene-a") == BF_OK);
+    m.attempt = 2;
+    m.timeout_ms = (uint64_t)(timeout_s * 1000);
+    m.obj = bf_job_to_json(&job, false);
+    REQUIRE(m.obj);
+    bf_job_clear(&job);
+    fb_send(b, &m);
+}
+
+static void fb_sh(fb_t *b, const char *task_id, const char *script, double timeout_s)
+{
+    char *argv[] = {"/bin/sh", "-c", (char *)script, NULL};
+    fb_task(b, task_id, argv, timeout_s);
+}
+
+static void fb_ack(fb_t *b, const char *task_id)
+{
+    if (b->nacked < 64)
+        bf_strlcpy(b->acked[b->nacked++], task_id, sizeof b->acked[0]);
+    proto_msg_t m;
+    proto_msg_init(&m, PROTO_ACK);
+    REQUIRE(proto_msg_set(&m.task_id, task_id) == BF_OK);
+    fb_send(b, &m);
+}
+
+static bool expect_result(fb_t *b, const char *task_id, int ms, proto_msg_t *out)
+{
+    if (!fb_expect(b, PROTO_RESULT, ms, out))
+        return false;
+    if (!out->task_id || strcmp(out->task_id, task_id) != 0) {
+        fprintf(stderr, "RESULT for %s, expected %s\n", out->task_id, task_id);
+        proto_msg_clear(out);
+        return false;
+    }
+    return true;
+}
+
+static const char *res_str(const proto_msg_t *m, const char *key)
+{
+    const char *s = json_string_value(json_object_get(m->obj, key));
+    return s ? s : "";
+}
+
+/* ---- process groups ---------------------------------------------------------------- */
+
+static pid_t read_pid(const char *path, int ms)
+{
+    int64_t until = bf_mono_ms() + ms;
+    while (bf_mono_ms() < until) {
+        FILE *f = fopen(path, "r");
+        long pid = 0;
+        if (f) {
+            int got = fscanf(f, "%ld", &pid);
+            fclose(f);
+            if (got == 1 && pid > 0)
+                return (pid_t)pid;
+        }
+        usleep(10000);
+    }
+    return -1;
+}
+
+/* True once no process of group pgid is left (orphans are ours to reap:
+   this process is a child subreaper). Call only while no exec task runs. */
+static bool group_dead(pid_t pgid, int ms)
+{
+    int64_t until = bf_mono_ms() + ms;
+    while (bf_mono_ms() < until) {
+        while (waitpid(-1, NULL, WNOHANG) > 0)
+            ;
+        if (kill(-pgid, 0) != 0 && errno == ESRCH)
+            return true;
+        usleep(20000);
+    }
+    return false;
+}
+
+/* ---- the worker under test ------------------------------------------------------------ */
+typedef struct {
+    worker_config_t cfg;
+    const char *allow[2];
+    volatile sig_atomic_t stop;
+    int rc;
+    pthread_t th;
+} wrun_t;
+
+static void *wthread(void *arg)
+{
+    wrun_t *r = arg;
+    r->rc = worker_main(&r->cfg);
+    return NULL;
+}
+
+static void worker_start(wrun_t *r, const char *ep)
+{
+    memset(r, 0, sizeof *r);
+    r->allow[0] = "/bin/sh";
+    r->cfg = (worker_config_t){.broker = ep,
+                               .heartbeat_ms = HB_MS,
+                               .liveness = 3,
+                               .prefetch = 1,
+                               .allow_exec = r->allow,
+                               .allow_exec_count = 1,
+                               .device_index = -1,
+                               .cpu = true,
+                               .threads = 1,
+                               .name = "testhost",
+                               .stop = &r->stop};
+    r->rc = -1;
+    REQUIRE(pthread_create(&r->th, NULL, wthread, r) == 0);
+}
+
+/* ---- the tests -------------------------------------------------------------------------- */
+
+static void test_devices(void)
+{
+    worker_device_t cpu;
+    worker_device_cpu(&cpu);
+    CHECK(cpu.index == -1);
+    CHECK(cpu.name[0] != '\0');
+    CHECK(cpu.memory_bytes > 0);
+    CHECK(!strcmp(cpu.backend, "cpu"));
+    worker_device_t devs[8];
+    size_t n = 99;
+    char err[BF_ERRLEN] = "";
+    CHECK(worker_device_probe(devs, 8, &n, err) == BF_OK);
+    CHECK(n <= 8);
+    for (size_t i = 0; i < n && i < 8; i++) {
+        CHECK(!strncmp(devs[i].uuid, "GPU-", 4) && strlen(devs[i].uuid) == 40);
+        CHECK(!strcmp(devs[i].backend, "cuda") && devs[i].memory_bytes > 0);
+        CHECK(devs[i].index == (int)i && devs[i].cc_major > 0);
+    }
+    CHECK(worker_handler("exec") == worker_exec);
+    CHECK(worker_handler("boresight") == worker_boresight);
+    CHECK(worker_handler("rm") == NULL);
+}
+
+static void progress_nop(void *ud, const char *stage, double fraction)
+{
+    (void)ud;
+    (void)stage;
+    (void)fraction;
+}
+
+/* The exec handler alone: the interpreter rule, substitution, bad output, cancel. */
+static void test_exec_handler(void)
+{
+    char script[300], outdir[300];
+    snprintf(script, sizeof script, "%s/task.sh", tmpdir);
+    snprintf(outdir, sizeof outdir, "%s/out", tmpdir);
+    FILE *f = fopen(script, "w");
+    REQUIRE(f);
+    fprintf(f, "echo progress line\necho '{\"status\":\"success\",\"args\":\"'$1,$2'\"}'\n");
+    fclose(f);
+    bf_job_t job;
+    bf_job_defaults(&job);
+    job.task = BF_TASK_EXEC;
+    job.output = outdir;
+    const char *allow[] = {script};
+    volatile int cancel = 0;
+    worker_device_t dev;
+    worker_device_cpu(&dev);
+    worker_task_ctx_t ctx = {.scene_dir = "/scenes/s1",
+                             .scene = "s1",
+                             .job = &job,
+                             .deadline_ms = bf_mono_ms() + 10000,
+                             .cancel = &cancel,
+                             .dev = &dev,
+                             .allow_exec = allow,
+                             .allow_exec_count = 1,
+                             .progress = progress_nop};
+    char err[BF_ERRLEN] = "";
+    json_t *res = NULL;
+    /* an interpreter running an allowed script */
+    char *ok[] = {"sh", script, "{scene_dir}/x", "{output}-{scene}", NULL};
+    job.exec_command = ok;
+    job.exec_argc = 4;
+    CHECK(worker_exec(&ctx, &res, err) == BF_OK);
+    CHECK(!strcmp(json_string_value(json_object_get(res, "status")), "success"));
+    char want[700];
+    snprintf(want, sizeof want, "/scenes/s1/x,%s-s1", outdir);
+    CHECK(!strcmp(json_string_value(json_object_get(res, "args")), want));
+    json_decref(res);
+    res = NULL;
+    /* argv[1] counts only for interpreters */
+    char *bad[] = {"/bin/cat", script, NULL};
+    job.exec_command = bad;
+    job.exec_argc = 2;
+    CHECK(worker_exec(&ctx, &res, err) == BF_EPERM && !res);
+    CHECK(!strcmp(err, "exec not allowed: /bin/cat"));
+    /* the last line must be a JSON object with a status */
+    const char *allow_sh[] = {"/bin/sh"};
+    ctx.allow_exec = allow_sh;
+    char *garbage[] = {"/bin/sh", "-c", "echo '{\"status\":\"success\"}'; echo not json", NULL};
+    job.exec_command = garbage;
+    job.exec_argc = 3;
+    CHECK(worker_exec(&ctx, &res, err) == BF_EINVAL && !res);
+    CHECK(strstr(err, "not json") != NULL);
+    /* a cancel kills the group at once */
+    char pidfile[300], cmd[400];
+    snprintf(pidfile, sizeof pidfile, "%s/cancel.pid", tmpdir);
+    snprintf(cmd, sizeof cmd, "echo $$ > %s; sleep 30", pidfile);
+    char *slow[] = {"/bin/sh", "-c", cmd, NULL};
+    job.exec_command = slow;
+    cancel = 1;
+    int64_t t0 = bf_mono_ms();
+    CHECK(worker_exec(&ctx, &res, err) == BF_ECANCELED && !res);
+    CHECK(bf_mono_ms() - t0 < 2500);
+    job.exec_command = NULL;
+    job.exec_argc = 0;
+    job.output = NULL;
+    bf_job_clear(&job);
+}
+
+static void test_fleet(void)
+{
+    fb_t b = {0};
+    fb_bind(&b, "tcp://127.0.0.1:0");
+    char ep[128];
+    bf_strlcpy(ep, b.ep, sizeof ep);
+    wrun_t w;
+    worker_start(&w, ep);
+    proto_msg_t m;
+
+    /* READY with the capabilities */
+    REQUIRE(fb_expect(&b, PROTO_READY, 5000, &m));
+    CHECK(m.credit == 1);
+    char name[256];
+    bf_strlcpy(name, m.worker ? m.worker : "", sizeof name);
+    CHECK(!strncmp(name, "testhost:", 9) && strstr(name, ":cpu") != NULL);
+    CHECK(!strcmp(res_str(&m, "backend"), "cpu"));
+    CHECK(!strcmp(res_str(&m, "host"), bf_hostname()));
+    CHECK(json_integer_value(json_object_get(m.obj, "device_index")) == -1);
+    CHECK(json_integer_value(json_object_get(m.obj, "pid")) == getpid());
+    CHECK(json_integer_value(json_object_get(m.obj, "memory_bytes")) > 0);
+    CHECK(!strcmp(res_str(&m, "version"), BF_VERSION));
+    CHECK(!strcmp(res_str(&m, "compute_capability"), ""));
+    CHECK(json_array_size(json_object_get(m.obj, "tasks")) == 2);
+    CHECK(!strcmp(json_string_value(json_array_get(json_object_get(m.obj, "allow_exec"), 0)),
+                  "/bin/sh"));
+    CHECK(json_is_array(json_object_get(m.obj, "running")) &&
+          json_array_size(json_object_get(m.obj, "running")) == 0);
+    proto_msg_clear(&m);
+
+    /* a successful exec: the program's document plus the fleet fields */
+    fb_sh(&b, "t-ok",
+          "echo noise; echo \"{\\\"status\\\":\\\"success\\\",\\\"x\\\":1,"
+          "\\\"env\\\":\\\"$BEAMFLEET_SCENE/$BEAMFLEET_GPU_ID/$CUDA_VISIBLE_DEVICES\\\","
+          "\\\"dir\\\":\\\"{scene_dir}\\\"}\"",
+          10);
+    REQUIRE(expect_result(&b, "t-ok", 5000, &m));
+    CHECK(m.attempt == 2);
+    CHECK(!strcmp(res_str(&m, "status"), "success"));
+    CHECK(json_integer_value(json_object_get(m.obj, "x")) == 1);
+    CHECK(!strcmp(res_str(&m, "env"), "scene-a/-1/"));
+    char dir[400];
+    snprintf(dir, sizeof dir, "%s/scene-a", tmpdir);
+    CHECK(!strcmp(res_str(&m, "dir"), dir));
+    CHECK(!strcmp(res_str(&m, "scene"), "scene-a"));
+    CHECK(!strcmp(res_str(&m, "task_id"), "t-ok"));
+    CHECK(!strcmp(res_str(&m, "job_id"), "0123456789ab"));
+    CHECK(!strcmp(res_str(&m, "host"), bf_hostname()));
+    CHECK(!strcmp(res_str(&m, "worker"), name));
+    CHECK(!strcmp(res_str(&m, "device"), "cpu"));
+    CHECK(!strcmp(res_str(&m, "backend"), "cpu"));
+    CHECK(!strcmp(res_str(&m, "reason"), ""));
+    CHECK(json_integer_value(json_object_get(m.obj, "gpu_id")) == -1);
+    CHECK(json_integer_value(json_object_get(m.obj, "attempt")) == 2);
+    CHECK(json_is_number(json_object_get(m.obj, "elapsed_time")));
+    proto_msg_clear(&m);
+    fb_ack(&b, "t-ok");
+
+    /* a program that is not allowed */
+    char *echo[] = {"/bin/echo", "{\"status\":\"success\"}", NULL};
+    fb_task(&b, "t-deny", echo, 10);
+    REQUIRE(expect_result(&b, "t-deny", 5000, &m));
+    CHECK(!strcmp(res_str(&m, "status"), "error"));
+    CHECK(!strcmp(res_str(&m, "reason"), "exec not allowed: /bin/echo"));
+    proto_msg_clear(&m);
+    fb_ack(&b, "t-deny");
+
+    /* a bad scene name from the network */
+    {
+        proto_msg_t t;
+        proto_msg_init(&t, PROTO_TASK);
+        REQUIRE(proto_msg_set(&t.task_id, "t-escape") == BF_OK);
+        REQUIRE(proto_msg_set(&t.scene, "..") == BF_OK);
+        bf_job_t job;
+        bf_job_defaults(&job);
+        job.name = bf_strdup("t");
+        job.scenes_root = bf_strdup(tmpdir);
+        job.output = bf_strdup(tmpdir);
+        t.obj = bf_job_to_json(&job, false);
+        bf_job_clear(&job);
+        fb_send(&b, &t);
+        REQUIRE(expect_result(&b, "t-escape", 5000, &m));
+        CHECK(!strcmp(res_str(&m, "status"), "error"));
+        CHECK(strstr(res_str(&m, "reason"), "bad scene name") != NULL);
+        proto_msg_clear(&m);
+        fb_ack(&b, "t-escape");
+    }
+
+    /* a non-zero exit: the tail of stderr */
+    fb_sh(&b, "t-exit", "echo first line >&2; echo boom happened >&2; exit 3", 10);
+    REQUIRE(expect_result(&b, "t-exit", 5000, &m));
+    CHECK(!strcmp(res_str(&m, "status"), "error"));
+    CHECK(strstr(res_str(&m, "reason"), "exit status 3") != NULL);
+    CHECK(strstr(res_str(&m, "reason"), "boom happened") != NULL);
+    proto_msg_clear(&m);
+    fb_ack(&b, "t-exit");
+
+    /* a timeout kills the whole process group */
+    char pidfile[300], cmd[600];
+    snprintf(pidfile, sizeof pidfile, "%s/timeout.pid", tmpdir);
+    snprintf(cmd, sizeof cmd, "echo $$ > %s; sleep 30 & sleep 30", pidfile);
+    int64_t t0 = bf_mono_ms();
+    fb_sh(&b, "t-slow", cmd, 1);
+    REQUIRE(expect_result(&b, "t-slow", 5000, &m));
+    int64_t took = bf_mono_ms() - t0;
+    CHECK(took >= 900 && took < 3500);
+    CHECK(!strcmp(res_str(&m, "status"), "error"));
+    CHECK(!strcmp(res_str(&m, "reason"), "timeout after 1 s"));
+    proto_msg_clear(&m);
+    fb_ack(&b, "t-slow");
+    pid_t pg = read_pid(pidfile, 100);
+    CHECK(pg > 0 && group_dead(pg, 3000));
+
+    /* ABORT kills the running task, which then gives no result */
+    snprintf(pidfile, sizeof pidfile, "%s/abort.pid", tmpdir);
+    snprintf(cmd, sizeof cmd, "echo $$ > %s; sleep 30 & sleep 30", pidfile);
+    fb_sh(&b, "t-abort", cmd, 60);
+    CHECK(fb_wait_stage(&b, "exec", 3000));
+    pg = read_pid(pidfile, 3000);
+    CHECK(pg > 0);
+    proto_msg_t ab;
+    proto_msg_init(&ab, PROTO_ABORT);
+    REQUIRE(proto_msg_set(&ab.task_id, "t-abort") == BF_OK);
+    fb_send(&b, &ab);
+    fb_sh(&b, "t-after", "echo '{\"status\":\"failed\",\"reason\":\"zone\"}'", 10);
+    REQUIRE(expect_result(&b, "t-after", 5000, &m)); /* not t-abort */
+    CHECK(!strcmp(res_str(&m, "status"), "failed"));
+    CHECK(!strcmp(res_str(&m, "reason"), "zone"));
+    proto_msg_clear(&m);
+    fb_ack(&b, "t-after");
+    CHECK(pg > 0 && group_dead(pg, 3000));
+
+    /* heartbeats flow during a 2 s task; an unacked result goes again after
+       "unknown peer" and re-registration */
+    b.beats_in = 0;
+    fb_sh(&b, "t-2s", "sleep 2; echo '{\"status\":\"success\"}'", 10);
+    REQUIRE(expect_result(&b, "t-2s", 5000, &m));
+    CHECK(b.beats_in >= 12);
+    proto_msg_clear(&m);
+    proto_msg_t e;
+    proto_msg_init(&e, PROTO_ERROR);
+    e.code = BF_ENOENT;
+    REQUIRE(proto_msg_set(&e.reason, "unknown peer") == BF_OK);
+    fb_send(&b, &e);
+    REQUIRE(fb_expect(&b, PROTO_READY, 3000, &m));
+    CHECK(json_array_size(json_object_get(m.obj, "running")) == 0);
+    proto_msg_clear(&m);
+    REQUIRE(expect_result(&b, "t-2s", 3000, &m));
+    CHECK(!strcmp(res_str(&m, "status"), "success"));
+    proto_msg_clear(&m);
+    fb_ack(&b, "t-2s");
+
+    /* the broker goes away during a task and comes back on the same port:
+       re-READY listing the running task, then its result */
+    fb_sh(&b, "t-gone", "sleep 1.5; echo '{\"status\":\"success\"}'", 10);
+    CHECK(fb_wait_stage(&b, "exec", 3000));
+    fb_close(&b);
+    usleep(700 * 1000); /* > 3 heartbeats of silence */
+    fb_bind(&b, ep);
+    REQUIRE(fb_expect(&b, PROTO_READY, 5000, &m));
+    json_t *running = json_object_get(m.obj, "running");
+    CHECK(json_array_size(running) == 1 &&
+          !strcmp(json_string_value(json_array_get(running, 0)), "t-gone"));
+    CHECK(!strcmp(m.worker, name));
+    proto_msg_clear(&m);
+    REQUIRE(expect_result(&b, "t-gone", 5000, &m));
+    proto_msg_clear(&m);
+    /* not acked; gone again: after the next registration it comes again */
+    fb_close(&b);
+    usleep(700 * 1000);
+    fb_bind(&b, ep);
+    REQUIRE(fb_expect(&b, PROTO_READY, 8000, &m));
+    CHECK(json_array_size(json_object_get(m.obj, "running")) == 0);
+    proto_msg_clear(&m);
+    REQUIRE(expect_result(&b, "t-gone", 3000, &m));
+    CHECK(!strcmp(res_str(&m, "status"), "success"));
+    proto_msg_clear(&m);
+    fb_ack(&b, "t-gone");
+    fb_idle(&b, 300);
+
+    /* drain: the running task finishes, its result is acked, GOODBYE */
+    fb_sh(&b, "t-drain", "sleep 0.6; echo '{\"status\":\"success\"}'", 10);
+    CHECK(fb_wait_stage(&b, "exec", 3000));
+    w.stop = 1;
+    fb_sh(&b, "t-late", "echo '{\"status\":\"success\"}'", 10); /* not taken */
+    REQUIRE(expect_result(&b, "t-drain", 5000, &m));
+    proto_msg_clear(&m);
+    fb_ack(&b, "t-drain");
+    REQUIRE(fb_expect(&b, PROTO_GOODBYE, 3000, &m));
+    proto_msg_clear(&m);
+    pthread_join(w.th, NULL);
+    CHECK(w.rc == 0);
+    fb_close(&b);
+    zmq_ctx_term(b.ctx);
+}
+
+/* The supervisor: two CPU workers by exec of this program, a killed one
+   comes back, SIGTERM drains them all. */
+static void test_supervisor(void)
+{
+    fb_t b = {0};
+    fb_bind(&b, "tcp://127.0.0.1:0");
+    char ep[128];
+    bf_strlcpy(ep, b.ep, sizeof ep);
+    pid_t sup = fork();
+    REQUIRE(sup >= 0);
+    if (sup == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        char *argv[] = {"worker_test", "child", "--broker", ep, NULL};
+        worker_config_t cfg = {.broker = ep, .device_index = -1};
+        _exit(worker_supervise(&cfg, "none", 2, argv));
+    }
+    proto_msg_t m;
+    long pids[3] = {0};
+    for (int i = 0; i < 2; i++) {
+        REQUIRE(fb_expect(&b, PROTO_READY, 8000, &m));
+        pids[i] = (long)json_integer_value(json_object_get(m.obj, "pid"));
+        CHECK(json_integer_value(json_object_get(m.obj, "threads")) >= 1);
+        proto_msg_clear(&m);
+    }
+    CHECK(pids[0] > 0 && pids[1] > 0 && pids[0] != pids[1]);
+    CHECK(kill((pid_t)pids[0], SIGKILL) == 0);
+    int64_t t0 = bf_mono_ms();
+    REQUIRE(fb_expect(&b, PROTO_READY, 5000, &m)); /* restarted after 1 s */
+    pids[2] = (long)json_integer_value(json_object_get(m.obj, "pid"));
+    proto_msg_clear(&m);
+    CHECK(bf_mono_ms() - t0 >= 800);
+    CHECK(pids[2] > 0 && pids[2] != pids[0] && pids[2] != pids[1]);
+    CHECK(kill(sup, SIGTERM) == 0);
+    for (int i = 0; i < 2; i++) {
+        CHECK(fb_expect(&b, PROTO_GOODBYE, 5000, &m));
+        proto_msg_clear(&m);
+    }
+    int status = 0;
+    CHECK(waitpid(sup, &status, 0) == sup);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    /* a bad list is a usage error */
+    worker_config_t cfg = {.broker = ep, .device_index = -1};
+    CHECK(worker_supervise(&cfg, "0,x", 1, NULL) == 2);
+    fb_close(&b);
+    zmq_ctx_term(b.ctx);
+}
+
+/* `worker_test child --broker EP --device cpu|N [--threads T]`: what the
+   supervisor execs, mapped to worker_main as the CLI does. */
+static int child_main(int argc, char **argv)
+{
+    worker_config_t cfg = {.heartbeat_ms = HB_MS, .liveness = 3, .device_index = -1};
+    for (int i = 2; i + 1 < argc; i += 2) {
+        if (!strcmp(argv[i], "--broker"))
+            cfg.broker = argv[i + 1];
+        else if (!strcmp(argv[i], "--threads"))
+            cfg.threads = (unsigned)atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--device") && !strcmp(argv[i + 1], "cpu"))
+            cfg.cpu = true;
+        else if (!strcmp(argv[i], "--device"))
+            cfg.device_index = atoi(argv[i + 1]);
+        else
+            return 2;
+    }
+    bf_log_set_tag("worker-child");
+    return worker_main(&cfg);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc > 1 && !strcmp(argv[1], "child"))
+        return child_main(argc, argv);
+    bf_log_set_tag("worker_test");
+    prctl(PR_SET_CHILD_SUBREAPER, 1);
+    signal(SIGPIPE, SIG_IGN);
+    snprintf(tmpdir, sizeof tmpdir, "/tmp/worker_test.XXXXXX");
+    REQUIRE(mkdtemp(tmpdir));
+    int64_t t0 = bf_mono_ms();
+    test_devices();
+    test_exec_handler();
+    test_fleet();
+    test_supervisor();
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "could not remove %s\n", tmpdir);
+    fprintf(stderr, "worker_test: %s in %.1f s\n", failures ? "FAILED" : "ok",
+            (double)(bf_mono_ms() - t0) / 1000.0);
+    return failures ? 1 : 0;
+}
