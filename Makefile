@@ -11,7 +11,7 @@ DEB_PACKAGES = build-essential cmake pkg-config python3 python3-pip \
                libexpat1-dev libpng-dev libmicrohttpd-dev libcmocka-dev libembree-dev
 PY_PACKAGES  = pyzmq msgpack
 
-.PHONY: all deps build demo test bench clean format
+.PHONY: all deps build demo test test-asan bench clean format
 
 all: build
 
@@ -29,6 +29,10 @@ demo: deps build $(BUILD)/demo-scenes
 
 test: deps build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) --timeout 900
+
+# Every test again under AddressSanitizer and UndefinedBehaviorSanitizer (CI runs both).
+test-asan: deps
+	$(MAKE) test BUILD=build-asan CMAKE_ARGS="-DBF_SANITIZE=ON -DBF_CUDA=OFF"
 
 bench: deps build
 	./bench/run-all.sh $(BUILD)
