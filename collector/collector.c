@@ -1,83 +1,134 @@
 /*  collector/collector.c - the collector's loop: one DEALER to the broker
     (COLLECT with credit, heartbeats both ways, a fresh connection with
-    backoff and jitter when the broker falls silent), deliveries gathered
-    into batches, written per job through collector_report, acknowledged
-    only after the write is durable, and published on a PUB socket. A batch
-    that cannot be written (disk full, read-only) stays in memory
-    unacknowledged and is retried every second; the broker holds no more
-    than the credit in flight, so memory stays bounded. */
+    backoff and jitter when the broker falls silent, COLLECT again when the
+    broker has forgotten us), deliveries drained from the socket into one
+    batch, written per job through collector_report, acknowledged only after
+    the write is durable, and published on a PUB socket. A job whose reports
+    cannot be written (disk full, read-only, no access) keeps its deliveries
+    in memory unacknowledged and is retried every second, without holding up
+    the other jobs; the broker has at most `credit` deliveries in flight, and
+    anything beyond twice that is dropped and asked for again, so memory
+    stays bounded. */
 
 #include "collector.h"
-#include "collector_report.h"
 
 #include "../proto/proto.h"
 
-#include <signal.h>
+#include <errno.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 #include <zmq.h>
 
-#define MAX_JOBS_OPEN 64
+#define MAX_JOBS_OPEN  64   /* reports kept open; the least recent is closed */
+#define RETRY_MS       1000 /* a failed write is tried again after this */
+#define BACKOFF_MIN_MS 250
+#define BACKOFF_MAX_MS 5000
+#define DRAIN_MAX      4096 /* messages taken from the socket per loop turn */
+#define CREDIT_MAX     4096 /* deliveries in flight, at most (as the broker) */
 
 typedef struct {
     char *job_id;
     collector_report_t *report;
 } open_job_t;
 
+typedef struct {
+    proto_msg_t m;
+    bool done;
+} pending_t;
+
 struct collector {
     collector_config_t cfg;
     char *broker, *name, *out_root, *publish_ep;
     void *ctx, *dealer, *pub;
-    volatile sig_atomic_t stop;
-    int64_t last_recv, last_send, retry_at;
+    atomic_int stop;
+    int64_t last_recv, last_send, reconnect_at, retry_at;
     unsigned backoff_ms;
-    open_job_t jobs[MAX_JOBS_OPEN];
+    open_job_t jobs[MAX_JOBS_OPEN]; /* least recently used first */
     size_t njobs;
-    proto_msg_t *pending; /* received, not yet written and acknowledged */
+    pending_t *pending; /* received, not yet written and acknowledged */
     size_t npending, cappending;
-    bool disk_trouble;
+    bool resend;  /* something was dropped: register again once drained */
+    bool trouble; /* the last write failed */
+    char trouble_text[BF_ERRLEN];
 };
 
-static bf_err_t send_msg(collector_t *c, proto_msg_t *m)
+/* ---- socket ----------------------------------------------------------------- */
+
+static bf_err_t send_msg(collector_t *c, const proto_msg_t *m)
 {
+    if (!c->dealer)
+        return BF_EIO;
     bf_err_t rc = proto_send(c->dealer, NULL, 0, m, ZMQ_DONTWAIT);
     if (rc == BF_OK)
         c->last_send = bf_mono_ms();
     return rc;
 }
 
-static bf_err_t connect_broker(collector_t *c, char *err)
+static void send_simple(collector_t *c, proto_type_t type, uint64_t seq)
+{
+    proto_msg_t m;
+    proto_msg_init(&m, type);
+    m.seq = seq;
+    m.credit = c->cfg.credit;
+    bf_err_t rc = type == PROTO_COLLECT ? proto_msg_set(&m.worker, c->name) : BF_OK;
+    if (rc == BF_OK)
+        rc = send_msg(c, &m);
+    /* A heartbeat that cannot go out (no connection yet) is of no matter. */
+    if (rc != BF_OK && type != PROTO_HEARTBEAT)
+        bf_warn("%s %llu not sent: %s", proto_type_name(type), (unsigned long long)seq,
+                zmq_strerror(zmq_errno()));
+    proto_msg_clear(&m);
+}
+
+static void drop_pending(collector_t *c)
+{
+    for (size_t i = 0; i < c->npending; i++)
+        proto_msg_clear(&c->pending[i].m);
+    c->npending = 0;
+}
+
+static void disconnect(collector_t *c)
 {
     if (c->dealer)
         zmq_close(c->dealer);
+    c->dealer = NULL;
+    /* What the old connection delivered and we did not ack comes again. */
+    drop_pending(c);
+    c->resend = false;
+}
+
+/* A fresh DEALER with a fresh routing id, registered with COLLECT. */
+static bf_err_t connect_broker(collector_t *c, char *err)
+{
+    disconnect(c);
     c->dealer = zmq_socket(c->ctx, ZMQ_DEALER);
     if (!c->dealer)
         return bf_fail(err, BF_EIO, "zmq_socket: %s", zmq_strerror(zmq_errno()));
     char id[33];
     bf_uuid(id);
     int zero = 0;
-    zmq_setsockopt(c->dealer, ZMQ_ROUTING_ID, id, 32);
-    zmq_setsockopt(c->dealer, ZMQ_LINGER, &zero, sizeof zero);
+    int64_t maxmsg = PROTO_MAX_FRAME + 1024;
+    if (zmq_setsockopt(c->dealer, ZMQ_ROUTING_ID, id, 32) != 0 ||
+        zmq_setsockopt(c->dealer, ZMQ_LINGER, &zero, sizeof zero) != 0 ||
+        zmq_setsockopt(c->dealer, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg) != 0)
+        return bf_fail(err, BF_EIO, "zmq_setsockopt: %s", zmq_strerror(zmq_errno()));
     if (zmq_connect(c->dealer, c->broker) != 0)
-        return bf_fail(err, BF_EINVAL, "--broker %s: %s", c->broker, zmq_strerror(zmq_errno()));
-    proto_msg_t m;
-    proto_msg_init(&m, PROTO_COLLECT);
-    m.credit = c->cfg.credit;
-    bf_err_t rc = proto_msg_set(&m.worker, c->name);
-    if (rc == BF_OK)
-        rc = send_msg(c, &m);
-    proto_msg_clear(&m);
+        return bf_fail(err, BF_EINVAL, "broker %s: %s", c->broker, zmq_strerror(zmq_errno()));
     c->last_recv = bf_mono_ms();
-    /* Deliveries held from the old connection will come again. */
-    for (size_t i = 0; i < c->npending; i++)
-        proto_msg_clear(&c->pending[i]);
-    c->npending = 0;
-    return rc == BF_OK ? BF_OK : bf_fail(err, rc, "cannot register with %s", c->broker);
+    send_simple(c, PROTO_COLLECT, 0);
+    return BF_OK;
 }
+
+/* ---- life cycle ------------------------------------------------------------- */
 
 collector_t *collector_new(const collector_config_t *cfg, char *err)
 {
+    if (!cfg || !cfg->broker || !*cfg->broker) {
+        bf_fail(err, BF_EINVAL, "collector: no broker endpoint");
+        return NULL;
+    }
     collector_t *c = calloc(1, sizeof *c);
     if (!c) {
         bf_fail(err, BF_ENOMEM, "out of memory");
@@ -90,27 +141,42 @@ collector_t *collector_new(const collector_config_t *cfg, char *err)
         c->cfg.liveness = 3;
     if (!c->cfg.credit)
         c->cfg.credit = 256;
+    if (c->cfg.credit > CREDIT_MAX)
+        c->cfg.credit = CREDIT_MAX;
+    atomic_init(&c->stop, 0);
     c->broker = bf_strdup(cfg->broker);
-    c->name = cfg->name ? bf_strdup(cfg->name) : bf_asprintf("%s:%d", bf_hostname(), (int)getpid());
-    c->out_root = bf_strdup(cfg->out_root);
+    c->name = cfg->name && *cfg->name ? bf_strdup(cfg->name)
+                                      : bf_asprintf("%s:%d", bf_hostname(), (int)getpid());
+    c->out_root = cfg->out_root && *cfg->out_root ? bf_strdup(cfg->out_root) : NULL;
+    c->cappending = 2 * (size_t)c->cfg.credit;
+    c->pending = calloc(c->cappending, sizeof *c->pending);
     c->ctx = zmq_ctx_new();
-    if (!c->broker || !c->name || !c->ctx) {
+    if (!c->broker || !c->name || !c->pending || !c->ctx ||
+        (cfg->out_root && *cfg->out_root && !c->out_root)) {
         bf_fail(err, BF_ENOMEM, "out of memory");
         goto fail;
     }
+    c->cfg.broker = c->broker;
+    c->cfg.name = c->name;
+    c->cfg.out_root = c->out_root;
+    c->cfg.publish = NULL;
     if (cfg->publish && *cfg->publish) {
         c->pub = zmq_socket(c->ctx, ZMQ_PUB);
         int zero = 0;
         if (c->pub)
             zmq_setsockopt(c->pub, ZMQ_LINGER, &zero, sizeof zero);
         if (!c->pub || zmq_bind(c->pub, cfg->publish) != 0) {
-            bf_fail(err, BF_EIO, "--publish %s: %s", cfg->publish, zmq_strerror(zmq_errno()));
+            bf_fail(err, BF_EIO, "publish %s: %s", cfg->publish, zmq_strerror(zmq_errno()));
             goto fail;
         }
         char ep[256];
         size_t len = sizeof ep;
         c->publish_ep =
             bf_strdup(zmq_getsockopt(c->pub, ZMQ_LAST_ENDPOINT, ep, &len) == 0 ? ep : cfg->publish);
+        if (!c->publish_ep) {
+            bf_fail(err, BF_ENOMEM, "out of memory");
+            goto fail;
+        }
     }
     return c;
 fail:
@@ -120,12 +186,21 @@ fail:
 
 const char *collector_publish_endpoint(const collector_t *self)
 {
-    return self->publish_ep;
+    return self ? self->publish_ep : NULL;
 }
 
 void collector_stop(collector_t *self)
 {
-    self->stop = 1;
+    if (self)
+        atomic_store(&self->stop, 1);
+}
+
+static void close_job(collector_t *c, size_t i)
+{
+    collector_report_close(&c->jobs[i].report);
+    free(c->jobs[i].job_id);
+    memmove(&c->jobs[i], &c->jobs[i + 1], (c->njobs - i - 1) * sizeof c->jobs[0]);
+    c->njobs--;
 }
 
 void collector_destroy(collector_t **self_p)
@@ -133,12 +208,10 @@ void collector_destroy(collector_t **self_p)
     if (!self_p || !*self_p)
         return;
     collector_t *c = *self_p;
-    for (size_t i = 0; i < c->njobs; i++) {
-        collector_report_close(&c->jobs[i].report);
-        free(c->jobs[i].job_id);
-    }
-    for (size_t i = 0; i < c->npending; i++)
-        proto_msg_clear(&c->pending[i]);
+    while (c->njobs)
+        close_job(c, c->njobs - 1);
+    if (c->pending)
+        drop_pending(c);
     free(c->pending);
     if (c->dealer)
         zmq_close(c->dealer);
@@ -154,144 +227,268 @@ void collector_destroy(collector_t **self_p)
     *self_p = NULL;
 }
 
-/* The report of a job, opened (and recovered) on first use. */
-static collector_report_t *job_report(collector_t *c, const char *job_id, const json_t *job,
-                                      char *err)
+/* ---- reports ---------------------------------------------------------------- */
+
+/* Where a job's reports go: ROOT/<job name> (or ROOT/<job id> for a name
+   that is not a safe path component) with out_root, else the job's absolute
+   output directory. */
+static char *job_dir(const collector_t *c, const char *job_id, const json_t *job, char *err)
 {
-    for (size_t i = 0; i < c->njobs; i++)
-        if (!strcmp(c->jobs[i].job_id, job_id))
-            return c->jobs[i].report;
     const char *output = json_string_value(json_object_get(job, "output"));
     const char *name = json_string_value(json_object_get(job, "name"));
     char *dir = NULL;
-    if (c->out_root)
-        dir = bf_safe_name(name) ? bf_asprintf("%s/%s", c->out_root, name) : NULL;
-    else if (output && output[0] == '/')
+    if (c->out_root) {
+        const char *leaf = bf_safe_name(name) ? name : bf_safe_name(job_id) ? job_id : NULL;
+        if (!leaf) {
+            bf_fail(err, BF_EINVAL, "job %s: no usable name for a directory", job_id);
+            return NULL;
+        }
+        dir = bf_asprintf("%s/%s", c->out_root, leaf);
+    } else if (output && output[0] == '/') {
         dir = bf_strdup(output);
-    if (!dir) {
-        bf_fail(err, BF_EINVAL, "job %s: no usable output directory", job_id);
+    } else {
+        bf_fail(err, BF_EINVAL, "job %s: output %s is not an absolute directory", job_id,
+                output ? output : "(none)");
         return NULL;
     }
+    if (!dir)
+        bf_fail(err, BF_ENOMEM, "out of memory");
+    return dir;
+}
+
+/* The report of a job, opened (and so recovered) on first use; the most
+   recently used job moves to the end. */
+static collector_report_t *job_report(collector_t *c, const char *job_id, const json_t *job,
+                                      char *err)
+{
+    for (size_t i = 0; i < c->njobs; i++) {
+        if (strcmp(c->jobs[i].job_id, job_id) != 0)
+            continue;
+        open_job_t j = c->jobs[i];
+        memmove(&c->jobs[i], &c->jobs[i + 1], (c->njobs - i - 1) * sizeof j);
+        c->jobs[c->njobs - 1] = j;
+        return j.report;
+    }
+    char *dir = job_dir(c, job_id, job, err);
+    if (!dir)
+        return NULL;
     collector_report_t *r = NULL;
     bf_err_t rc = collector_report_open(dir, job_id, &r, err);
+    if (rc == BF_OK)
+        bf_info("job %s: reports in %s (%zu results so far)", job_id, dir,
+                collector_report_count(r));
     free(dir);
     if (rc != BF_OK)
         return NULL;
-    if (c->njobs == MAX_JOBS_OPEN) { /* close the oldest; it reopens if needed */
-        collector_report_close(&c->jobs[0].report);
-        free(c->jobs[0].job_id);
-        memmove(&c->jobs[0], &c->jobs[1], (MAX_JOBS_OPEN - 1) * sizeof c->jobs[0]);
-        c->njobs--;
+    char *id = bf_strdup(job_id);
+    if (!id) {
+        collector_report_close(&r);
+        bf_fail(err, BF_ENOMEM, "out of memory");
+        return NULL;
     }
-    c->jobs[c->njobs].job_id = bf_strdup(job_id);
-    c->jobs[c->njobs].report = r;
-    c->njobs++;
+    if (c->njobs == MAX_JOBS_OPEN)
+        close_job(c, 0);
+    c->jobs[c->njobs++] = (open_job_t){id, r};
     return r;
+}
+
+static void forget_job(collector_t *c, const char *job_id)
+{
+    for (size_t i = 0; i < c->njobs; i++)
+        if (!strcmp(c->jobs[i].job_id, job_id)) {
+            close_job(c, i);
+            return;
+        }
 }
 
 static void publish(collector_t *c, const char *topic, const json_t *doc)
 {
     if (!c->pub)
         return;
-    uint8_t *data;
-    size_t size;
-    if (proto_json_to_msgpack(doc, &data, &size) != BF_OK)
+    uint8_t *data = NULL;
+    size_t size = 0;
+    if (proto_json_to_msgpack(doc, &data, &size) != BF_OK) {
+        bf_warn("cannot publish a %s: not representable as MessagePack", topic);
         return;
-    zmq_send(c->pub, topic, strlen(topic), ZMQ_SNDMORE | ZMQ_DONTWAIT);
-    zmq_send(c->pub, data, size, ZMQ_DONTWAIT);
+    }
+    if (zmq_send(c->pub, topic, strlen(topic), ZMQ_SNDMORE | ZMQ_DONTWAIT) >= 0)
+        zmq_send(c->pub, data, size, ZMQ_DONTWAIT);
     free(data);
 }
 
-static void ack(collector_t *c, uint64_t seq)
+/* Writes the deliveries of one job found from pending[first] on (up to that
+   job's next JOB_DONE) as one batch; acks and publishes them on success. */
+static bf_err_t write_deliveries(collector_t *c, size_t first, collector_report_t *r, char *err)
 {
-    proto_msg_t m;
-    proto_msg_init(&m, PROTO_ACK);
-    m.seq = seq;
-    if (send_msg(c, &m) != BF_OK)
-        bf_warn("ack %llu not sent: %s", (unsigned long long)seq, zmq_strerror(zmq_errno()));
-}
-
-/* Writes the pending deliveries: per job, new results appended in one go;
-   then acknowledged in order. Stops at the first job that cannot be
-   written, leaving it and what follows pending. */
-static void write_pending(collector_t *c)
-{
-    size_t done = 0;
-    char err[BF_ERRLEN] = "";
-    while (done < c->npending) {
-        proto_msg_t *first = &c->pending[done];
-        json_t *job = json_object_get(first->obj, "job");
-        collector_report_t *r = job_report(c, first->job_id, job, err);
-        if (!r)
-            break;
-        if (first->type == PROTO_JOB_DONE) {
-            if (collector_report_finish(r, job, err) != BF_OK)
-                break;
-            ack(c, first->seq);
-            publish(c, "job-done", job);
-            bf_info("job %s done: reports in %s", first->job_id,
-                    json_string_value(json_object_get(job, "output")));
-            done++;
+    const char *job_id = c->pending[first].m.job_id;
+    json_t *batch = json_array();
+    if (!batch)
+        return bf_fail(err, BF_ENOMEM, "out of memory");
+    size_t end = first;
+    for (; end < c->npending; end++) {
+        pending_t *p = &c->pending[end];
+        if (p->done || strcmp(p->m.job_id, job_id) != 0)
             continue;
-        }
-        /* the run of deliveries of this job */
-        size_t end = done;
-        json_t *batch = json_array();
-        while (end < c->npending && c->pending[end].type == PROTO_DELIVER &&
-               !strcmp(c->pending[end].job_id, first->job_id)) {
-            json_t *res = json_object_get(c->pending[end].obj, "result");
-            const char *tid = c->pending[end].task_id;
-            bool dup = collector_report_has(r, tid);
-            for (size_t k = 0; !dup && k < json_array_size(batch); k++)
-                dup = !strcmp(
-                    json_string_value(json_object_get(json_array_get(batch, k), "task_id")) ?: "",
-                    tid ? tid : "");
-            if (json_is_object(res) && !dup)
-                json_array_append(batch, res);
-            end++;
-        }
-        bf_err_t rc = collector_report_append(r, batch, err);
-        if (rc != BF_OK) {
-            json_decref(batch);
+        if (p->m.type == PROTO_JOB_DONE)
             break;
+        if (json_array_append(batch, json_object_get(p->m.obj, "result")) != 0) {
+            json_decref(batch);
+            return bf_fail(err, BF_ENOMEM, "out of memory");
         }
-        for (size_t k = done; k < end; k++)
-            ack(c, c->pending[k].seq);
+    }
+    bf_err_t rc = collector_report_append(r, batch, err);
+    if (rc == BF_OK) {
+        for (size_t k = first; k < end; k++) {
+            pending_t *p = &c->pending[k];
+            if (p->done || strcmp(p->m.job_id, job_id) != 0)
+                continue;
+            send_simple(c, PROTO_ACK, p->m.seq);
+            p->done = true;
+        }
         size_t i;
         json_t *res;
-        json_array_foreach(batch, i, res) publish(c, "result", res);
-        json_decref(batch);
-        done = end;
+        json_array_foreach(batch, i, res)
+        {
+            publish(c, "result", res);
+        }
     }
-    if (done < c->npending) {
-        if (!c->disk_trouble)
-            bf_error("cannot write reports, keeping %zu results unacknowledged and retrying: %s",
-                     c->npending - done, err);
-        c->disk_trouble = true;
-        c->retry_at = bf_mono_ms() + 1000;
-    } else if (c->disk_trouble) {
-        bf_info("reports writable again");
-        c->disk_trouble = false;
-    }
-    for (size_t i = 0; i < done; i++)
-        proto_msg_clear(&c->pending[i]);
-    memmove(c->pending, c->pending + done, (c->npending - done) * sizeof *c->pending);
-    c->npending -= done;
+    json_decref(batch);
+    return rc;
 }
 
-static bool keep(collector_t *c, proto_msg_t *m)
+static const char *job_state(const json_t *job)
 {
-    if (c->npending == c->cappending) {
-        size_t cap = c->cappending ? 2 * c->cappending : 64;
-        proto_msg_t *p = realloc(c->pending, cap * sizeof *p);
-        if (!p)
-            return false;
-        c->pending = p;
-        c->cappending = cap;
+    const char *s = json_string_value(json_object_get(job, "state"));
+    return s ? s : "done";
+}
+
+/* Writes what is pending, job by job; a job that cannot be written stays
+   pending (with its report closed, so the retry opens and repairs it) and
+   the others go on. */
+static void write_pending(collector_t *c)
+{
+    json_t *failed = json_object(); /* job ids that failed this turn */
+    char err[BF_ERRLEN] = "", first_err[BF_ERRLEN] = "";
+    size_t nfailed = 0;
+    if (!failed) {
+        c->trouble = true;
+        c->retry_at = bf_mono_ms() + RETRY_MS;
+        return;
     }
-    c->pending[c->npending++] = *m;
-    memset(m, 0, sizeof *m);
-    return true;
+    for (size_t i = 0; i < c->npending; i++) {
+        pending_t *p = &c->pending[i];
+        if (p->done || json_object_get(failed, p->m.job_id))
+            continue;
+        const json_t *job = json_object_get(p->m.obj, "job");
+        collector_report_t *r = job_report(c, p->m.job_id, job, err);
+        bf_err_t rc = BF_ENOMEM;
+        if (r && p->m.type == PROTO_JOB_DONE) {
+            rc = collector_report_finish(r, job, err);
+            if (rc == BF_OK) {
+                send_simple(c, PROTO_ACK, p->m.seq);
+                publish(c, "job-done", job);
+                bf_info("job %s %s: final report in %s", p->m.job_id, job_state(job),
+                        collector_report_dir(r));
+                p->done = true;
+                /* its results leave memory; a later message reopens it */
+                forget_job(c, p->m.job_id);
+            }
+        } else if (r) {
+            rc = write_deliveries(c, i, r, err);
+        }
+        if (rc == BF_OK)
+            continue;
+        if (r)
+            forget_job(c, p->m.job_id);
+        json_object_set_new(failed, p->m.job_id, json_true());
+        if (!nfailed++)
+            snprintf(first_err, sizeof first_err, "job %s: %s", p->m.job_id, err);
+    }
+    json_decref(failed);
+    size_t kept = 0;
+    for (size_t i = 0; i < c->npending; i++) {
+        if (c->pending[i].done)
+            proto_msg_clear(&c->pending[i].m);
+        else
+            c->pending[kept++] = c->pending[i];
+    }
+    c->npending = kept;
+    if (nfailed) {
+        if (!c->trouble || strcmp(first_err, c->trouble_text) != 0)
+            bf_error("cannot write reports (%zu results held, not acknowledged, retrying every "
+                     "second): %s",
+                     kept, first_err);
+        bf_strlcpy(c->trouble_text, first_err, sizeof c->trouble_text);
+        c->trouble = true;
+        c->retry_at = bf_mono_ms() + RETRY_MS;
+    } else if (c->trouble) {
+        bf_info("reports writable again");
+        c->trouble = false;
+        c->trouble_text[0] = '\0';
+    }
+    if (!kept && c->resend) {
+        /* We dropped deliveries for lack of room: have them sent again. */
+        c->resend = false;
+        send_simple(c, PROTO_COLLECT, 0);
+    }
+}
+
+/* Checks a DELIVER / JOB_DONE from the broker; the result carries the
+   message's task_id and job_id, which the de-duplication relies on. */
+static bool valid_delivery(proto_msg_t *m)
+{
+    if (!m->job_id || !*m->job_id || !json_is_object(json_object_get(m->obj, "job")))
+        return false;
+    if (m->type == PROTO_JOB_DONE)
+        return true;
+    json_t *res = json_object_get(m->obj, "result");
+    if (!m->task_id || !*m->task_id || !json_is_object(res))
+        return false;
+    return json_object_set_new(res, "task_id", json_string(m->task_id)) == 0 &&
+           json_object_set_new(res, "job_id", json_string(m->job_id)) == 0;
+}
+
+static void on_message(collector_t *c, proto_msg_t *m)
+{
+    switch (m->type) {
+    case PROTO_DELIVER:
+    case PROTO_JOB_DONE:
+        if (!valid_delivery(m)) {
+            /* acked so it cannot block the outbox; it could not be written */
+            bf_warn("dropping a malformed %s (seq %llu)", proto_type_name(m->type),
+                    (unsigned long long)m->seq);
+            send_simple(c, PROTO_ACK, m->seq);
+            return;
+        }
+        if (c->npending == c->cappending) {
+            c->resend = true;
+            return;
+        }
+        c->pending[c->npending++] = (pending_t){*m, false};
+        memset(m, 0, sizeof *m);
+        return;
+    case PROTO_ERROR:
+        if (m->code == BF_ENOENT) {
+            /* the broker restarted or forgot us: register again */
+            bf_info("broker does not know us (%s): registering again", m->reason ? m->reason : "");
+            send_simple(c, PROTO_COLLECT, 0);
+        } else {
+            bf_warn("broker error %llu: %s", (unsigned long long)m->code,
+                    m->reason ? m->reason : "");
+        }
+        return;
+    default:
+        return; /* HEARTBEAT, or nothing for us */
+    }
+}
+
+/* ---- the loop ---------------------------------------------------------------- */
+
+static unsigned jitter(unsigned span)
+{
+    char r[33];
+    bf_uuid(r);
+    return span ? (unsigned)(strtoul(r + 24, NULL, 16) % (span + 1)) : 0;
 }
 
 bf_err_t collector_run(collector_t *c)
@@ -299,20 +496,22 @@ bf_err_t collector_run(collector_t *c)
     char err[BF_ERRLEN];
     if (connect_broker(c, err) != BF_OK) {
         bf_error("%s", err);
+        disconnect(c);
         return BF_EIO;
     }
-    bf_info("collecting from %s%s%s", c->broker, c->publish_ep ? ", publishing on " : "",
-            c->publish_ep ? c->publish_ep : "");
-    int64_t reconnect_at = 0;
-    while (!c->stop) {
-        int64_t now = bf_mono_ms();
-        long timeout = (long)c->cfg.heartbeat_ms / 4;
+    bf_info("collecting from %s as %s%s%s", c->broker, c->name,
+            c->publish_ep ? ", publishing on " : "", c->publish_ep ? c->publish_ep : "");
+    const int64_t dead_after = (int64_t)c->cfg.heartbeat_ms * c->cfg.liveness;
+    long tick = (long)(c->cfg.heartbeat_ms / 4 ? c->cfg.heartbeat_ms / 4 : 1);
+    while (!atomic_load(&c->stop)) {
         zmq_pollitem_t item = {c->dealer, 0, ZMQ_POLLIN, 0};
-        if (zmq_poll(&item, 1, timeout) < 0 && zmq_errno() != EINTR)
+        if (zmq_poll(&item, c->dealer ? 1 : 0, tick) < 0 && zmq_errno() != EINTR) {
+            bf_error("zmq_poll: %s", zmq_strerror(zmq_errno()));
             return BF_EIO;
-        now = bf_mono_ms();
-        bool got = false;
-        for (int n = 0; n < 4096; n++) {
+        }
+        int64_t now = bf_mono_ms();
+        size_t before = c->npending;
+        for (int n = 0; c->dealer && n < DRAIN_MAX; n++) {
             proto_msg_t m;
             char why[BF_ERRLEN];
             bf_err_t rc = proto_recv(c->dealer, NULL, NULL, &m, ZMQ_DONTWAIT, why);
@@ -324,52 +523,86 @@ bf_err_t collector_run(collector_t *c)
                 bf_warn("dropping a malformed message: %s", why);
                 continue;
             }
-            if ((m.type == PROTO_DELIVER || m.type == PROTO_JOB_DONE) && m.job_id &&
-                json_is_object(m.obj)) {
-                if (keep(c, &m))
-                    got = true;
-            } else if (m.type == PROTO_ERROR) {
-                /* the broker restarted and forgot us: register again */
-                proto_msg_t reg;
-                proto_msg_init(&reg, PROTO_COLLECT);
-                reg.credit = c->cfg.credit;
-                if (proto_msg_set(&reg.worker, c->name) == BF_OK && send_msg(c, &reg) != BF_OK)
-                    bf_warn("cannot register again");
-                proto_msg_clear(&reg);
-            }
+            on_message(c, &m);
             proto_msg_clear(&m);
         }
-        if ((got && !c->disk_trouble) || (c->disk_trouble && now >= c->retry_at))
+        if (c->npending && (c->trouble ? now >= c->retry_at : c->npending > before))
             write_pending(c);
-        if (now - c->last_send >= (int64_t)c->cfg.heartbeat_ms) {
-            proto_msg_t hb;
-            proto_msg_init(&hb, PROTO_HEARTBEAT);
-            if (send_msg(c, &hb) != BF_OK)
-                c->last_send = now; /* try again next interval */
+        if (c->dealer && now - c->last_send >= (int64_t)c->cfg.heartbeat_ms) {
+            send_simple(c, PROTO_HEARTBEAT, 0);
+            c->last_send = now; /* a failed send is tried again next interval */
         }
-        if (now - c->last_recv > (int64_t)c->cfg.heartbeat_ms * c->cfg.liveness) {
-            if (!reconnect_at) {
-                /* back off exponentially with jitter: 250 ms .. 5 s */
-                c->backoff_ms = c->backoff_ms ? c->backoff_ms * 2 : 250;
-                if (c->backoff_ms > 5000)
-                    c->backoff_ms = 5000;
-                char jit[33];
-                bf_uuid(jit);
-                reconnect_at = now + c->backoff_ms / 2 +
-                               (int64_t)(strtoul(jit + 24, NULL, 16) % (c->backoff_ms / 2 + 1));
-                bf_warn("broker silent for %lld ms, reconnecting in %lld ms",
-                        (long long)(now - c->last_recv), (long long)(reconnect_at - now));
-            } else if (now >= reconnect_at) {
-                reconnect_at = 0;
-                if (connect_broker(c, err) != BF_OK)
-                    bf_warn("%s", err);
+        if (c->dealer && now - c->last_recv > dead_after) {
+            /* the broker is gone: a fresh connection after backoff + jitter */
+            c->backoff_ms = c->backoff_ms ? c->backoff_ms * 2 : BACKOFF_MIN_MS;
+            if (c->backoff_ms > BACKOFF_MAX_MS)
+                c->backoff_ms = BACKOFF_MAX_MS;
+            c->reconnect_at = now + c->backoff_ms / 2 + jitter(c->backoff_ms / 2);
+            bf_warn("broker silent for %lld ms, reconnecting in %lld ms",
+                    (long long)(now - c->last_recv), (long long)(c->reconnect_at - now));
+            disconnect(c);
+        } else if (!c->dealer && now >= c->reconnect_at) {
+            if (connect_broker(c, err) != BF_OK) {
+                bf_error("%s", err);
+                disconnect(c);
+                c->reconnect_at = now + BACKOFF_MAX_MS;
             }
-        } else {
-            reconnect_at = 0;
         }
     }
-    /* Write what we have; unacknowledged results come again next time. */
-    if (c->npending)
+    /* Write what we hold; what is not acked in time comes again next run. */
+    if (c->npending && !c->trouble)
         write_pending(c);
+    disconnect(c);
     return BF_OK;
+}
+
+/* ---- the live stream ----------------------------------------------------------- */
+
+bf_err_t collector_stream_recv(void *sub, char *topic, size_t topic_size, json_t **doc, int flags,
+                               char *err)
+{
+    *doc = NULL;
+    if (topic_size)
+        topic[0] = '\0';
+    zmq_msg_t part;
+    zmq_msg_init(&part);
+    if (zmq_msg_recv(&part, sub, flags) < 0) {
+        zmq_msg_close(&part);
+        return BF_EIO;
+    }
+    bf_err_t rc = BF_OK;
+    size_t n = zmq_msg_size(&part);
+    if (!zmq_msg_more(&part)) {
+        rc = bf_fail(err, BF_EPROTO, "stream: a message of one frame");
+    } else if (n == 0 || n >= topic_size || memchr(zmq_msg_data(&part), '\0', n)) {
+        rc = bf_fail(err, BF_EPROTO, "stream: bad topic of %zu bytes", n);
+    } else {
+        memcpy(topic, zmq_msg_data(&part), n);
+        topic[n] = '\0';
+    }
+    bool more = zmq_msg_more(&part);
+    if (more) {
+        /* the document: the second and last frame */
+        if (zmq_msg_recv(&part, sub, 0) < 0) {
+            zmq_msg_close(&part);
+            return rc == BF_OK ? bf_fail(err, BF_EIO, "stream: %s", zmq_strerror(zmq_errno())) : rc;
+        }
+        if (rc == BF_OK && zmq_msg_more(&part))
+            rc = bf_fail(err, BF_EPROTO, "stream: more than two frames");
+        if (rc == BF_OK && zmq_msg_size(&part) > PROTO_MAX_FRAME)
+            rc = bf_fail(err, BF_EPROTO, "stream: document of %zu bytes", zmq_msg_size(&part));
+        if (rc == BF_OK)
+            rc = proto_msgpack_to_json(zmq_msg_data(&part), zmq_msg_size(&part), doc, err);
+        more = zmq_msg_more(&part);
+    }
+    while (more && zmq_msg_recv(&part, sub, 0) >= 0)
+        more = zmq_msg_more(&part);
+    zmq_msg_close(&part);
+    if (rc != BF_OK) {
+        json_decref(*doc);
+        *doc = NULL;
+        if (topic_size)
+            topic[0] = '\0';
+    }
+    return rc;
 }

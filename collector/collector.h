@@ -1,41 +1,66 @@
-/*  collector/collector.h - the collector daemon: takes every final result
-    from the broker, writes a job's reports (DESIGN section 3) so that a kill
-    at any moment leaves each file parseable and complete up to the last
-    acknowledged result, acknowledges only what is durable, de-duplicates by
-    task id, publishes each result on a PUB socket as MessagePack, and writes
-    the final report and summary when a job completes. */
+/*  collector/collector.h - the collector daemon, the folder's one public
+    header: it takes every final result from the broker (COLLECT with credit,
+    DELIVER / JOB_DONE, heartbeats, a fresh connection with backoff and jitter
+    when the broker falls silent), writes each job's reports (DESIGN section
+    3; collector_report.h, included here) so that a kill at any moment leaves
+    every file parseable and complete up to the last acknowledged result,
+    acknowledges only what is durable, de-duplicates by task id, publishes
+    each result on a PUB socket as MessagePack and writes the final report and
+    summary when a job completes.
+
+    The live stream (PUB, two frames per message): "result" | msgpack(result)
+    for every result written, "job-done" | msgpack(JOBINFO) when a job's final
+    report is written. collector_stream_recv() reads it from a SUB socket. */
 
 #ifndef COLLECTOR_H_INCLUDED
 #define COLLECTOR_H_INCLUDED
 
 #include "../common/bf.h"
+#include "collector_report.h"
+
+#include <jansson.h>
 
 typedef struct {
-    const char *broker;    /* endpoint to connect to */
+    const char *broker;    /* endpoint to connect to (required) */
     const char *out_root;  /* NULL: each job's own `output`; else ROOT/<job name> */
-    const char *publish;   /* PUB endpoint to bind, or NULL for none */
-    unsigned heartbeat_ms; /* [1000] */
-    unsigned liveness;     /* [3] */
+    const char *publish;   /* PUB endpoint to bind ("tcp://127.0.0.1:0" allowed), or NULL */
+    unsigned heartbeat_ms; /* heartbeat interval [1000] */
+    unsigned liveness;     /* intervals of silence before the broker is dead [3] */
     unsigned credit;       /* deliveries in flight [256] */
     const char *name;      /* [host:pid] */
 } collector_config_t;
 
 typedef struct collector collector_t;
 
-/* Binds the PUB socket and prepares the connection. NULL with err set when
-   the publish endpoint cannot be bound. */
+/* Copies cfg and binds the PUB socket; nothing is connected yet. NULL with
+   err (BF_ERRLEN) set when cfg has no broker or the publish endpoint cannot
+   be bound. */
 collector_t *collector_new(const collector_config_t *cfg, char *err);
 
-/* Runs until collector_stop(). Disk errors are not fatal: results stay
-   unacknowledged (the broker keeps them) and writing is retried. */
+/* Connects, registers and runs until collector_stop(). Disk errors are not
+   fatal: the results stay unacknowledged in memory (at most `credit` of them;
+   the broker keeps them too) and writing is retried every second. Returns
+   BF_OK after a stop, BF_EIO when the ZeroMQ context fails. Call it from one
+   thread at a time. */
 bf_err_t collector_run(collector_t *self) BF_MUST_CHECK;
 
-/* Asks collector_run to return; async-signal-safe. */
+/* Asks collector_run to return within a poll interval (heartbeat/4); safe
+   from a signal handler and from another thread. */
 void collector_stop(collector_t *self);
 
-/* The PUB endpoint actually bound (port 0 resolved), or NULL. */
+/* The PUB endpoint actually bound (port 0 resolved), or NULL without one. */
 const char *collector_publish_endpoint(const collector_t *self);
 
+/* NULL-safe and idempotent; nulls *self_p. Not while collector_run runs. */
 void collector_destroy(collector_t **self_p);
+
+/* Receives one message of the live stream from a SUB socket: its topic
+   ("result" or "job-done", copied into topic of topic_size bytes) and its
+   document as JSON (*doc, owned by the caller). flags as for zmq_recv
+   (ZMQ_DONTWAIT). BF_EIO when nothing could be received (errno as zmq set
+   it: EAGAIN), BF_EPROTO for a message of the wrong shape or bad
+   MessagePack (the message is consumed, err says why). */
+bf_err_t collector_stream_recv(void *sub, char *topic, size_t topic_size, json_t **doc, int flags,
+                               char *err) BF_MUST_CHECK;
 
 #endif

@@ -1,7 +1,10 @@
 /*  collector/collector_report.c - one job's reports: the durable log
     results.jsonl, the derived results.csv and results_progress.json, and at
     the end results_final_<stamp>.json and summary.json with the statistics
-    the notebook printed (numpy's linear-interpolation percentiles). */
+    the notebook printed (numpy's linear-interpolation percentiles). The log
+    is written first and is the only source of truth: every other file can be
+    rebuilt from it, and is, whenever the directory is opened. JSON numbers
+    are written with 17 significant digits so the log loses nothing. */
 
 #include "collector_report.h"
 
@@ -14,63 +17,66 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define MAX_LOG (1u << 30)
+#define MAX_LOG    (1u << 30) /* results.jsonl read back at open, bytes */
+#define JSON_FLAGS (JSON_REAL_PRECISION(17))
 
 struct collector_report {
     char *dir;
     int jsonl_fd, csv_fd;
     json_t *progress; /* {scene: result} */
     json_t *ids;      /* {task_id: true}, the de-duplication set */
-    json_t *all;      /* results in log order */
-    char *final_name; /* results_final_<stamp>.json once written */
+    json_t *all;      /* results in log order (shares the objects of progress) */
+    char *final_name; /* results_final_<stamp>.json once written or found */
+    bool broken;      /* a write failed half-way: close and open again */
 };
 
-static const char *const csv_columns[] = {"scene",
-                                          "status",
-                                          "reason",
-                                          "host",
-                                          "gpu_id",
-                                          "device",
-                                          "attempt",
-                                          "elapsed_time",
-                                          "initial_azimuth_deg",
-                                          "initial_tilt_deg",
-                                          "optimized_azimuth_deg",
-                                          "optimized_tilt_deg",
-                                          "zone_cells",
-                                          "initial_mean_dbm",
-                                          "initial_median_dbm",
-                                          "initial_p10_dbm",
-                                          "initial_p90_dbm",
-                                          "optimized_mean_dbm",
-                                          "optimized_median_dbm",
-                                          "optimized_p10_dbm",
-                                          "optimized_p90_dbm",
-                                          "improvement_mean"};
+const char *const collector_report_csv_columns[] = {"scene",
+                                                    "status",
+                                                    "reason",
+                                                    "host",
+                                                    "gpu_id",
+                                                    "device",
+                                                    "attempt",
+                                                    "elapsed_time",
+                                                    "initial_azimuth_deg",
+                                                    "initial_tilt_deg",
+                                                    "optimized_azimuth_deg",
+                                                    "optimized_tilt_deg",
+                                                    "zone_cells",
+                                                    "initial_mean_dbm",
+                                                    "initial_median_dbm",
+                                                    "initial_p10_dbm",
+                                                    "initial_p90_dbm",
+                                                    "optimized_mean_dbm",
+                                                    "optimized_median_dbm",
+                                                    "optimized_p10_dbm",
+                                                    "optimized_p90_dbm",
+                                                    "improvement_mean"};
 
-/* Where each column comes from: a path of up to two keys. */
-static const char *const csv_paths[][2] = {{"scene", NULL},
-                                           {"status", NULL},
-                                           {"reason", NULL},
-                                           {"host", NULL},
-                                           {"gpu_id", NULL},
-                                           {"device", NULL},
-                                           {"attempt", NULL},
-                                           {"elapsed_time", NULL},
-                                           {"boresight_initial", "azimuth_deg"},
-                                           {"boresight_initial", "tilt_deg"},
-                                           {"boresight_optimized", "azimuth_deg"},
-                                           {"boresight_optimized", "tilt_deg"},
-                                           {"stats", "zone_cells"},
-                                           {"stats", "initial_mean"},
-                                           {"stats", "initial_median"},
-                                           {"stats", "initial_p10"},
-                                           {"stats", "initial_p90"},
-                                           {"stats", "optimized_mean"},
-                                           {"stats", "optimized_median"},
-                                           {"stats", "optimized_p10"},
-                                           {"stats", "optimized_p90"},
-                                           {"stats", "improvement_mean"}};
+/* Where each column comes from in a result: a path of up to two keys. */
+static const char *const csv_paths[COLLECTOR_REPORT_CSV_NCOLUMNS][2] = {
+    {"scene", NULL},
+    {"status", NULL},
+    {"reason", NULL},
+    {"host", NULL},
+    {"gpu_id", NULL},
+    {"device", NULL},
+    {"attempt", NULL},
+    {"elapsed_time", NULL},
+    {"boresight_initial", "azimuth_deg"},
+    {"boresight_initial", "tilt_deg"},
+    {"boresight_optimized", "azimuth_deg"},
+    {"boresight_optimized", "tilt_deg"},
+    {"stats", "zone_cells"},
+    {"stats", "initial_mean"},
+    {"stats", "initial_median"},
+    {"stats", "initial_p10"},
+    {"stats", "initial_p90"},
+    {"stats", "optimized_mean"},
+    {"stats", "optimized_median"},
+    {"stats", "optimized_p10"},
+    {"stats", "optimized_p90"},
+    {"stats", "improvement_mean"}};
 
 /* ---- a growing text buffer ----------------------------------------------------- */
 
@@ -106,7 +112,10 @@ static void puts_(buf_t *b, const char *s)
     put(b, s, strlen(s));
 }
 
-/* RFC 4180: quote when needed, double the quotes. */
+/* ---- CSV ------------------------------------------------------------------------ */
+
+/* RFC 4180: quote a field holding a comma, a quote or a line break, and
+   double the quotes inside. */
 static void csv_field(buf_t *b, const char *s)
 {
     if (!strpbrk(s, ",\"\r\n")) {
@@ -122,23 +131,37 @@ static void csv_field(buf_t *b, const char *s)
     put(b, "\"", 1);
 }
 
+/* The shortest of %.15g, %.16g, %.17g that reads back as x: what a
+   spreadsheet or Python shows, and lossless. */
+static void csv_real(buf_t *b, double x)
+{
+    char num[40];
+    if (!isfinite(x))
+        return; /* an empty cell; JSON cannot carry these either */
+    for (int prec = 15; prec <= 17; prec++) {
+        snprintf(num, sizeof num, "%.*g", prec, x);
+        if (strtod(num, NULL) == x)
+            break;
+    }
+    puts_(b, num);
+}
+
 static void csv_row(buf_t *b, const json_t *r)
 {
-    for (size_t c = 0; c < BF_ARRAY_LEN(csv_columns); c++) {
+    for (size_t c = 0; c < COLLECTOR_REPORT_CSV_NCOLUMNS; c++) {
         if (c)
             put(b, ",", 1);
         const json_t *v = json_object_get(r, csv_paths[c][0]);
         if (csv_paths[c][1])
             v = json_object_get(v, csv_paths[c][1]);
-        char num[64];
+        char num[32];
         if (json_is_string(v)) {
             csv_field(b, json_string_value(v));
         } else if (json_is_integer(v)) {
             snprintf(num, sizeof num, "%lld", (long long)json_integer_value(v));
             puts_(b, num);
         } else if (json_is_real(v)) {
-            snprintf(num, sizeof num, "%.6g", json_real_value(v));
-            puts_(b, num);
+            csv_real(b, json_real_value(v));
         } else if (json_is_boolean(v)) {
             puts_(b, json_is_true(v) ? "true" : "false");
         }
@@ -148,10 +171,10 @@ static void csv_row(buf_t *b, const json_t *r)
 
 static void csv_header(buf_t *b)
 {
-    for (size_t c = 0; c < BF_ARRAY_LEN(csv_columns); c++) {
+    for (size_t c = 0; c < COLLECTOR_REPORT_CSV_NCOLUMNS; c++) {
         if (c)
             put(b, ",", 1);
-        puts_(b, csv_columns[c]);
+        puts_(b, collector_report_csv_columns[c]);
     }
     put(b, "\n", 1);
 }
@@ -163,47 +186,77 @@ static char *path_in(const collector_report_t *r, const char *name)
     return bf_asprintf("%s/%s", r->dir, name);
 }
 
-static bf_err_t write_progress(collector_report_t *r, char *err)
+static bf_err_t write_json(const collector_report_t *r, const char *name, const json_t *doc,
+                           char *err)
 {
-    char *text = json_dumps(r->progress, JSON_INDENT(2) | JSON_REAL_PRECISION(10));
-    char *path = path_in(r, "results_progress.json");
+    char *text = json_dumps(doc, JSON_INDENT(2) | JSON_FLAGS);
+    char *path = path_in(r, name);
     bf_err_t rc = text && path ? bf_write_atomic(path, text, strlen(text), err) : BF_ENOMEM;
     free(text);
     free(path);
     return rc;
 }
 
-static bf_err_t remember(collector_report_t *r, json_t *result)
+static const char *task_of(const json_t *result)
 {
     const char *id = json_string_value(json_object_get(result, "task_id"));
+    return id && *id ? id : NULL;
+}
+
+static bf_err_t remember(collector_report_t *r, json_t *result)
+{
+    const char *id = task_of(result);
     const char *scene = json_string_value(json_object_get(result, "scene"));
-    if (json_object_set(r->ids, id ? id : "", json_true()) != 0 ||
-        json_object_set(r->progress, scene ? scene : "?", result) != 0 ||
+    if ((id && json_object_set(r->ids, id, json_true()) != 0) ||
+        json_object_set(r->progress, scene && *scene ? scene : "?", result) != 0 ||
         json_array_append(r->all, result) != 0)
         return BF_ENOMEM;
     return BF_OK;
 }
 
-/* Moves the reports of an earlier job out of the way, into
-   dir/previous-<job id>/, so a new job that reuses an output directory
+static bool is_report_file(const char *n)
+{
+    return !strcmp(n, "results.jsonl") || !strcmp(n, "results.csv") ||
+           !strcmp(n, "results_progress.json") || !strcmp(n, "summary.json") ||
+           !strcmp(n, "report.html") || !strncmp(n, "results_final_", 14);
+}
+
+/* Moves the reports of an earlier job out of the way, into a fresh
+   dir/previous-<job id>[-N]/, so a new job that reuses an output directory
    starts with empty reports and nothing of the old one is lost. */
 static bf_err_t set_aside(const char *dir, const char *old_job, char *err)
 {
-    char *dest = bf_asprintf("%s/previous-%s", dir, bf_safe_name(old_job) ? old_job : "job");
+    const char *tag = bf_safe_name(old_job) ? old_job : "job";
+    char *dest = NULL;
+    for (int n = 1; n < 1000 && !dest; n++) {
+        dest = n == 1 ? bf_asprintf("%s/previous-%s", dir, tag)
+                      : bf_asprintf("%s/previous-%s-%d", dir, tag, n);
+        if (!dest)
+            return BF_ENOMEM;
+        struct stat st;
+        if (lstat(dest, &st) == 0) {
+            free(dest);
+            dest = NULL;
+        }
+    }
     if (!dest)
-        return BF_ENOMEM;
+        return bf_fail(err, BF_EEXIST, "%s: too many previous-%s directories", dir, tag);
     bf_err_t rc = bf_mkdir_p(dest, err);
     DIR *d = rc == BF_OK ? opendir(dir) : NULL;
+    if (rc == BF_OK && !d)
+        rc = bf_fail(err, BF_EIO, "%s: %s", dir, strerror(errno));
     struct dirent *e;
-    while (d && (e = readdir(d))) {
-        const char *n = e->d_name;
-        if (strcmp(n, "results.jsonl") && strcmp(n, "results.csv") &&
-            strcmp(n, "results_progress.json") && strcmp(n, "summary.json") &&
-            strncmp(n, "results_final_", 14))
+    while (d && rc == BF_OK && (e = readdir(d))) {
+        if (!is_report_file(e->d_name))
             continue;
-        char *from = bf_asprintf("%s/%s", dir, n), *to = bf_asprintf("%s/%s", dest, n);
-        if (!from || !to || rename(from, to) != 0)
-            rc = bf_fail(err, BF_EIO, "%s: cannot set the earlier job's reports aside", dir);
+        char *from = bf_asprintf("%s/%s", dir, e->d_name);
+        char *to = bf_asprintf("%s/%s", dest, e->d_name);
+        if (!from || !to)
+            rc = BF_ENOMEM;
+        else if (rename(from, to) != 0)
+            rc = bf_fail(err, errno == EROFS || errno == EACCES ? BF_EPERM : BF_EIO,
+                         "%s: cannot move the earlier job's reports aside: %s", from,
+                         strerror(errno));
         free(from);
         free(to);
     }
@@ -215,13 +268,59 @@ static bf_err_t set_aside(const char *dir, const char *old_job, char *err)
     return rc;
 }
 
+/* The job the log at text belongs to (from its first complete line), or "". */
+static void log_job(const char *text, size_t len, char *out, size_t outlen)
+{
+    out[0] = '\0';
+    const char *nl = memchr(text, '\n', len);
+    if (!nl)
+        return;
+    json_t *first = json_loadb(text, (size_t)(nl - text), 0, NULL);
+    const char *id = json_string_value(json_object_get(first, "job_id"));
+    if (id)
+        bf_strlcpy(out, id, outlen);
+    json_decref(first);
+}
+
+/* Replays the log into r; returns the length of its complete lines. */
+static bf_err_t replay(collector_report_t *r, const char *path, const char *text, size_t len,
+                       size_t *good)
+{
+    *good = 0;
+    size_t skipped = 0;
+    for (size_t at = 0; at < len;) {
+        const char *nl = memchr(text + at, '\n', len - at);
+        if (!nl)
+            break;
+        json_error_t jerr;
+        json_t *res = json_loadb(text + at, (size_t)(nl - (text + at)), 0, &jerr);
+        if (json_is_object(res)) {
+            const char *id = task_of(res);
+            bf_err_t rc = id && collector_report_has(r, id) ? BF_OK : remember(r, res);
+            if (rc != BF_OK) {
+                json_decref(res);
+                return rc;
+            }
+        } else if (nl > text + at) {
+            /* Only a bug or a damaged disk gets here: keep going, say so. */
+            if (skipped++ < 5)
+                bf_warn("%s: skipping the line at byte %zu: %s", path, at,
+                        res ? "not an object" : jerr.text);
+        }
+        json_decref(res);
+        at = (size_t)(nl - text) + 1;
+        *good = at;
+    }
+    return BF_OK;
+}
+
 bf_err_t collector_report_open(const char *dir, const char *job_id, collector_report_t **out,
                                char *err)
 {
     *out = NULL;
     collector_report_t *r = calloc(1, sizeof *r);
     if (!r)
-        return BF_ENOMEM;
+        return bf_fail(err, BF_ENOMEM, "out of memory");
     r->jsonl_fd = r->csv_fd = -1;
     r->dir = bf_strdup(dir);
     r->progress = json_object();
@@ -229,8 +328,9 @@ bf_err_t collector_report_open(const char *dir, const char *job_id, collector_re
     r->all = json_array();
     bf_err_t rc = BF_OK;
     char *jsonl = NULL, *csv = NULL, *text = NULL;
+    buf_t b = {0};
     if (!r->dir || !r->progress || !r->ids || !r->all) {
-        rc = BF_ENOMEM;
+        rc = bf_fail(err, BF_ENOMEM, "out of memory");
         goto fail;
     }
     if ((rc = bf_mkdir_p(dir, err)) != BF_OK)
@@ -238,105 +338,85 @@ bf_err_t collector_report_open(const char *dir, const char *job_id, collector_re
     jsonl = path_in(r, "results.jsonl");
     csv = path_in(r, "results.csv");
     if (!jsonl || !csv) {
-        rc = BF_ENOMEM;
+        rc = bf_fail(err, BF_ENOMEM, "out of memory");
         goto fail;
     }
     size_t len = 0;
     rc = bf_read_file(jsonl, MAX_LOG, &text, &len, err);
-    if (rc == BF_OK && len > 0) {
-        /* the log of another job: set it aside and start anew */
-        char *nl = memchr(text, '\n', len);
-        if (nl) {
-            *nl = '\0';
-            json_t *first = json_loads(text, 0, NULL);
-            *nl = '\n';
-            const char *old = json_string_value(json_object_get(first, "job_id"));
-            if (old && job_id && strcmp(old, job_id) != 0) {
-                char old_id[64];
-                bf_strlcpy(old_id, old, sizeof old_id);
-                rc = set_aside(dir, old_id, err);
-                free(text);
-                text = NULL;
-                len = 0;
-                if (rc != BF_OK) {
-                    json_decref(first);
-                    goto fail;
-                }
-            }
-            json_decref(first);
-        }
-    }
     if (rc == BF_ENOENT) {
         rc = BF_OK;
         len = 0;
     } else if (rc != BF_OK) {
         goto fail;
     }
-    /* Replay the log; a line without its newline was torn by a crash and
-       was never acknowledged: cut it off. */
-    size_t good = 0;
-    for (size_t at = 0; at < len;) {
-        char *nl = memchr(text + at, '\n', len - at);
-        if (!nl)
-            break;
-        *nl = '\0';
-        json_error_t jerr;
-        json_t *res = json_loads(text + at, 0, &jerr);
-        if (!res) {
-            rc = bf_fail(err, BF_EIO, "%s: line at byte %zu is not JSON: %s", jsonl, at, jerr.text);
+    char old[128];
+    log_job(text ? text : "", len, old, sizeof old);
+    if (old[0] && job_id && strcmp(old, job_id) != 0) {
+        /* the log of another job: set its reports aside and start anew */
+        if ((rc = set_aside(dir, old, err)) != BF_OK)
             goto fail;
-        }
-        rc = remember(r, res);
-        json_decref(res);
-        if (rc != BF_OK)
-            goto fail;
-        at = (size_t)(nl - text) + 1;
-        good = at;
+        len = 0;
     }
+    /* A line without its newline was torn by a crash and never acknowledged:
+       cut it off. */
+    size_t good = 0;
+    if ((rc = replay(r, jsonl, text ? text : "", len, &good)) != BF_OK)
+        goto fail;
     if (good < len) {
         bf_warn("%s: cutting a torn last line (%zu bytes)", jsonl, len - good);
         if (truncate(jsonl, (off_t)good) != 0) {
-            rc = bf_fail(err, BF_EIO, "%s: truncate: %s", jsonl, strerror(errno));
+            rc = bf_fail(err, errno == EROFS || errno == EACCES ? BF_EPERM : BF_EIO,
+                         "%s: truncate: %s", jsonl, strerror(errno));
             goto fail;
         }
     }
-    /* Derived files, rewritten from the log. */
-    buf_t b = {0};
+    /* The derived files, rewritten from the log. */
     csv_header(&b);
     size_t i;
     json_t *res;
-    json_array_foreach(r->all, i, res) csv_row(&b, res);
+    json_array_foreach(r->all, i, res)
+    {
+        csv_row(&b, res);
+    }
     if (b.oom) {
-        free(b.p);
-        rc = BF_ENOMEM;
+        rc = bf_fail(err, BF_ENOMEM, "out of memory");
         goto fail;
     }
-    rc = bf_write_atomic(csv, b.p, b.len, err);
-    free(b.p);
-    if (rc != BF_OK || (rc = write_progress(r, err)) != BF_OK)
+    if ((rc = bf_write_atomic(csv, b.p, b.len, err)) != BF_OK ||
+        (rc = write_json(r, "results_progress.json", r->progress, err)) != BF_OK)
         goto fail;
     r->jsonl_fd = open(jsonl, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-    r->csv_fd = open(csv, O_WRONLY | O_APPEND | O_CLOEXEC);
+    if (r->jsonl_fd >= 0)
+        r->csv_fd = open(csv, O_WRONLY | O_APPEND | O_CLOEXEC);
     if (r->jsonl_fd < 0 || r->csv_fd < 0) {
-        rc = bf_fail(err, errno == ENOSPC ? BF_ENOSPC : BF_EIO, "%s: %s", dir, strerror(errno));
+        rc = bf_fail(err,
+                     errno == ENOSPC                     ? BF_ENOSPC
+                     : errno == EROFS || errno == EACCES ? BF_EPERM
+                                                         : BF_EIO,
+                     "%s: %s", dir, strerror(errno));
         goto fail;
     }
     /* An earlier results_final_* of this job is rewritten, not doubled. */
     DIR *d = opendir(dir);
     struct dirent *e;
-    while (d && (e = readdir(d)))
-        if (!strncmp(e->d_name, "results_final_", 14) && strstr(e->d_name, ".json")) {
+    while (d && (e = readdir(d))) {
+        size_t n = strlen(e->d_name);
+        if (!strncmp(e->d_name, "results_final_", 14) && n > 5 &&
+            !strcmp(e->d_name + n - 5, ".json")) {
             free(r->final_name);
             r->final_name = bf_strdup(e->d_name);
         }
+    }
     if (d)
         closedir(d);
+    free(b.p);
     free(text);
     free(jsonl);
     free(csv);
     *out = r;
     return BF_OK;
 fail:
+    free(b.p);
     free(text);
     free(jsonl);
     free(csv);
@@ -362,6 +442,11 @@ void collector_report_close(collector_report_t **self)
     *self = NULL;
 }
 
+const char *collector_report_dir(const collector_report_t *r)
+{
+    return r->dir;
+}
+
 bool collector_report_has(const collector_report_t *r, const char *task_id)
 {
     return task_id && json_object_get(r->ids, task_id) != NULL;
@@ -372,14 +457,50 @@ size_t collector_report_count(const collector_report_t *r)
     return json_array_size(r->all);
 }
 
+/* Drops from results what is already in the log or repeated in the batch. */
+static bf_err_t dedup(const collector_report_t *r, json_t *results, char *err)
+{
+    json_t *seen = json_object();
+    if (!seen)
+        return bf_fail(err, BF_ENOMEM, "out of memory");
+    bf_err_t rc = BF_OK;
+    for (size_t i = 0; i < json_array_size(results);) {
+        json_t *res = json_array_get(results, i);
+        const char *id = task_of(res);
+        if (!json_is_object(res) || !id) {
+            rc = bf_fail(err, BF_EINVAL, "a result without a task_id");
+            break;
+        }
+        if (collector_report_has(r, id) || json_object_get(seen, id)) {
+            json_array_remove(results, i);
+            continue;
+        }
+        if (json_object_set(seen, id, json_true()) != 0) {
+            rc = bf_fail(err, BF_ENOMEM, "out of memory");
+            break;
+        }
+        i++;
+    }
+    json_decref(seen);
+    return rc;
+}
+
 bf_err_t collector_report_append(collector_report_t *r, json_t *results, char *err)
 {
+    if (r->broken)
+        return bf_fail(err, BF_ESTATE, "%s: an earlier write failed; open the report again",
+                       r->dir);
+    if (!json_is_array(results))
+        return bf_fail(err, BF_EINVAL, "results: not an array");
+    bf_err_t rc = dedup(r, results, err);
+    if (rc != BF_OK || json_array_size(results) == 0)
+        return rc;
     buf_t lines = {0}, rows = {0};
     size_t i;
     json_t *res;
     json_array_foreach(results, i, res)
     {
-        char *line = json_dumps(res, JSON_COMPACT | JSON_REAL_PRECISION(10));
+        char *line = json_dumps(res, JSON_COMPACT | JSON_FLAGS);
         if (!line) {
             lines.oom = true;
             break;
@@ -389,23 +510,33 @@ bf_err_t collector_report_append(collector_report_t *r, json_t *results, char *e
         free(line);
         csv_row(&rows, res);
     }
-    bf_err_t rc = BF_OK;
-    if (lines.oom || rows.oom)
-        rc = BF_ENOMEM;
-    /* The log first: once it holds a line, recovery can rebuild the rest. */
-    if (rc == BF_OK && lines.len)
-        rc = bf_append_sync(r->jsonl_fd, lines.p, lines.len, err);
-    if (rc == BF_OK) {
-        json_array_foreach(results, i, res)
-        {
-            if ((rc = remember(r, res)) != BF_OK)
-                break;
+    if (lines.oom || rows.oom) {
+        rc = bf_fail(err, BF_ENOMEM, "out of memory");
+        goto done;
+    }
+    /* The log first: once it holds a line, an open can rebuild the rest. A
+       failed append may have left part of a line: take it back if we can
+       (the next open cuts it off if we cannot). */
+    struct stat st;
+    off_t before = fstat(r->jsonl_fd, &st) == 0 ? st.st_size : -1;
+    r->broken = true;
+    if ((rc = bf_append_sync(r->jsonl_fd, lines.p, lines.len, err)) != BF_OK) {
+        if (before >= 0 && ftruncate(r->jsonl_fd, before) != 0)
+            bf_debug("%s: cannot take back a partial append: %s", r->dir, strerror(errno));
+        goto done;
+    }
+    json_array_foreach(results, i, res)
+    {
+        if ((rc = remember(r, res)) != BF_OK) {
+            bf_fail(err, rc, "out of memory");
+            goto done;
         }
     }
-    if (rc == BF_OK && rows.len)
-        rc = bf_append_sync(r->csv_fd, rows.p, rows.len, err);
-    if (rc == BF_OK)
-        rc = write_progress(r, err);
+    if ((rc = bf_append_sync(r->csv_fd, rows.p, rows.len, err)) != BF_OK ||
+        (rc = write_json(r, "results_progress.json", r->progress, err)) != BF_OK)
+        goto done;
+    r->broken = false;
+done:
     free(lines.p);
     free(rows.p);
     return rc;
@@ -419,15 +550,15 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* numpy.percentile with linear interpolation, of sorted values. */
-static double percentile(const double *v, size_t n, double p)
+double collector_percentile(const double *v, size_t n, double p)
 {
     if (n == 0)
         return NAN;
     double pos = p / 100.0 * (double)(n - 1);
     size_t lo = (size_t)floor(pos);
-    size_t hi = lo + 1 < n ? lo + 1 : lo;
-    return v[lo] + (v[hi] - v[lo]) * (pos - (double)lo);
+    if (lo >= n - 1)
+        return v[n - 1];
+    return v[lo] + (v[lo + 1] - v[lo]) * (pos - (double)lo);
 }
 
 typedef struct {
@@ -462,11 +593,41 @@ static double mean(const vec_t *a)
     return a->n ? s / (double)a->n : NAN;
 }
 
-static json_t *dist(vec_t *a)
+/* mean, median, p10 of a (sorted in place). */
+static void dist(vec_t *a, double out[3])
 {
+    out[0] = mean(a);
     qsort(a->v, a->n, sizeof *a->v, cmp_double);
-    return json_pack("{s:o, s:o, s:o}", "mean", num(mean(a)), "median",
-                     num(percentile(a->v, a->n, 50)), "p10", num(percentile(a->v, a->n, 10)));
+    out[1] = collector_percentile(a->v, a->n, 50);
+    out[2] = collector_percentile(a->v, a->n, 10);
+}
+
+static json_t *dist_json(const double d[3])
+{
+    return json_pack("{s:o, s:o, s:o}", "mean", num(d[0]), "median", num(d[1]), "p10", num(d[2]));
+}
+
+/* Sums and counts of elapsed_time per "host/gpu_id", in first-seen order. */
+static bool add_time(json_t *per_gpu, const json_t *res)
+{
+    char key[300];
+    const char *host = json_string_value(json_object_get(res, "host"));
+    const json_t *gpu = json_object_get(res, "gpu_id");
+    snprintf(key, sizeof key, "%s/%lld", host ? host : "?",
+             json_is_integer(gpu) ? (long long)json_integer_value(gpu) : -1LL);
+    const json_t *t = json_object_get(res, "elapsed_time");
+    if (!json_is_number(t))
+        return true;
+    json_t *acc = json_object_get(per_gpu, key);
+    if (!acc) {
+        acc = json_pack("[f, i]", 0.0, 0);
+        if (!acc || json_object_set_new(per_gpu, key, acc) != 0)
+            return false;
+    }
+    return json_real_set(json_array_get(acc, 0),
+                         json_real_value(json_array_get(acc, 0)) + json_number_value(t)) == 0 &&
+           json_integer_set(json_array_get(acc, 1),
+                            json_integer_value(json_array_get(acc, 1)) + 1) == 0;
 }
 
 json_t *collector_report_summary(const collector_report_t *r, const json_t *job)
@@ -474,11 +635,12 @@ json_t *collector_report_summary(const collector_report_t *r, const json_t *job)
     static const char *const statuses[] = {"success", "failed", "error", "cancelled"};
     json_int_t counts[4] = {0};
     vec_t imp = {0}, init = {0}, opt = {0};
-    json_t *per_gpu = json_object(), *gpu_n = json_object();
-    size_t i;
+    json_t *per_gpu = json_object(), *time_per_gpu = json_object(), *doc = NULL;
+    bool ok = per_gpu && time_per_gpu;
+    const char *scene;
     json_t *res;
-    bool oom = false;
-    json_array_foreach(r->all, i, res)
+    /* Over {scene: result}, like results_final and the notebook. */
+    json_object_foreach(r->progress, scene, res)
     {
         const char *st = json_string_value(json_object_get(res, "status"));
         for (int k = 0; k < 4; k++)
@@ -488,64 +650,59 @@ json_t *collector_report_summary(const collector_report_t *r, const json_t *job)
             continue;
         json_t *im = json_object_get(json_object_get(res, "stats"), "improvement_mean");
         if (json_is_number(im))
-            oom |= !vec_push(&imp, json_number_value(im));
+            ok &= vec_push(&imp, json_number_value(im));
         size_t k;
         json_t *v;
-        json_array_foreach(json_object_get(res, "zone_power_initial"), k, v) oom |=
-            !vec_push(&init, json_number_value(v));
-        json_array_foreach(json_object_get(res, "zone_power_optimized"), k, v) oom |=
-            !vec_push(&opt, json_number_value(v));
-        char key[300];
-        const char *host = json_string_value(json_object_get(res, "host"));
-        snprintf(key, sizeof key, "%s/%lld", host ? host : "?",
-                 (long long)json_integer_value(json_object_get(res, "gpu_id")));
-        double t = json_number_value(json_object_get(res, "elapsed_time"));
-        json_object_set_new(per_gpu, key,
-                            json_real(json_number_value(json_object_get(per_gpu, key)) + t));
-        json_object_set_new(gpu_n, key,
-                            json_integer(json_integer_value(json_object_get(gpu_n, key)) + 1));
+        json_array_foreach(json_object_get(res, "zone_power_initial"), k, v)
+        {
+            if (json_is_number(v))
+                ok &= vec_push(&init, json_number_value(v));
+        }
+        json_array_foreach(json_object_get(res, "zone_power_optimized"), k, v)
+        {
+            if (json_is_number(v))
+                ok &= vec_push(&opt, json_number_value(v));
+        }
+        ok &= add_time(per_gpu, res);
     }
     const char *key;
-    json_t *v;
-    json_object_foreach(per_gpu, key, v)
+    json_t *acc;
+    json_object_foreach(per_gpu, key, acc)
     {
-        json_int_t n = json_integer_value(json_object_get(gpu_n, key));
-        json_real_set(v, n ? json_real_value(v) / (double)n : 0);
+        json_int_t n = json_integer_value(json_array_get(acc, 1));
+        ok &= json_object_set_new(
+                  time_per_gpu, key,
+                  num(n ? json_real_value(json_array_get(acc, 0)) / (double)n : NAN)) == 0;
     }
-    json_decref(gpu_n);
-    json_int_t total = counts[0] + counts[1] + counts[2] + counts[3];
     double imp_mean = mean(&imp);
     qsort(imp.v, imp.n, sizeof *imp.v, cmp_double);
-    json_t *improvement = json_pack(
-        "{s:o, s:o, s:o, s:o}", "mean", num(imp_mean), "min", num(imp.n ? imp.v[0] : NAN), "max",
-        num(imp.n ? imp.v[imp.n - 1] : NAN), "median", num(percentile(imp.v, imp.n, 50)));
-    double im = mean(&init), om = mean(&opt);
-    json_t *agg_init = dist(&init), *agg_opt = dist(&opt);
-    json_t *agg_imp = json_pack("{s:o, s:o, s:o}", "mean", num(om - im), "median",
-                                num(json_number_value(json_object_get(agg_opt, "median")) -
-                                    json_number_value(json_object_get(agg_init, "median"))),
-                                "p10",
-                                num(json_number_value(json_object_get(agg_opt, "p10")) -
-                                    json_number_value(json_object_get(agg_init, "p10"))));
+    double di[3], dop[3];
+    dist(&init, di);
+    dist(&opt, dop);
+    double dimp[3] = {dop[0] - di[0], dop[1] - di[1], dop[2] - di[2]};
     double total_time = NAN;
-    json_int_t sub = json_integer_value(json_object_get(job, "submitted_ms"));
-    json_int_t fin = json_integer_value(json_object_get(job, "finished_ms"));
-    if (sub > 0 && fin >= sub)
-        total_time = (double)(fin - sub) / 1000.0;
-    json_t *doc = json_pack(
-        "{s:O, s:{s:I, s:I, s:I, s:I, s:I}, s:o, s:o, s:{s:o, s:o, s:o}, "
-        "s:o, s:I}",
-        "job", job ? (json_t *)job : json_null(), "counts", "success", counts[0], "failed",
-        counts[1], "error", counts[2], "cancelled", counts[3], "total", total, "total_time_s",
-        num(total_time), "improvement", improvement, "aggregate", "initial", agg_init, "optimized",
-        agg_opt, "improvement", agg_imp, "time_per_gpu", per_gpu, "zone_cells", (json_int_t)init.n);
+    const json_t *sub = json_object_get(job, "submitted_ms");
+    const json_t *fin = json_object_get(job, "finished_ms");
+    if (json_is_integer(sub) && json_is_integer(fin) &&
+        json_integer_value(fin) >= json_integer_value(sub))
+        total_time = (double)(json_integer_value(fin) - json_integer_value(sub)) / 1000.0;
+    json_int_t total = counts[0] + counts[1] + counts[2] + counts[3];
+    if (ok)
+        doc = json_pack(
+            "{s:O, s:{s:I, s:I, s:I, s:I, s:I}, s:o, s:{s:o, s:o, s:o, s:o}, s:{s:o, s:o, s:o}, "
+            "s:O, s:I}",
+            "job", job ? (json_t *)job : json_null(), "counts", "success", counts[0], "failed",
+            counts[1], "error", counts[2], "cancelled", counts[3], "total", total, "total_time_s",
+            num(total_time), "improvement", "mean", num(imp_mean), "min",
+            num(imp.n ? imp.v[0] : NAN), "max", num(imp.n ? imp.v[imp.n - 1] : NAN), "median",
+            num(collector_percentile(imp.v, imp.n, 50)), "aggregate", "initial", dist_json(di),
+            "optimized", dist_json(dop), "improvement", dist_json(dimp), "time_per_gpu",
+            time_per_gpu, "zone_cells", (json_int_t)init.n);
+    json_decref(per_gpu);
+    json_decref(time_per_gpu);
     free(imp.v);
     free(init.v);
     free(opt.v);
-    if (oom) {
-        json_decref(doc);
-        return NULL;
-    }
     return doc;
 }
 
@@ -556,24 +713,13 @@ bf_err_t collector_report_finish(collector_report_t *r, const json_t *job, char 
         bf_timestamp(stamp);
         r->final_name = bf_asprintf("results_final_%s.json", stamp);
         if (!r->final_name)
-            return BF_ENOMEM;
+            return bf_fail(err, BF_ENOMEM, "out of memory");
     }
-    char *final_path = path_in(r, r->final_name);
-    char *summary_path = path_in(r, "summary.json");
-    char *final_text = json_dumps(r->progress, JSON_INDENT(2) | JSON_REAL_PRECISION(10));
     json_t *summary = collector_report_summary(r, job);
-    char *summary_text =
-        summary ? json_dumps(summary, JSON_INDENT(2) | JSON_REAL_PRECISION(10)) : NULL;
-    bf_err_t rc = BF_ENOMEM;
-    if (final_path && summary_path && final_text && summary_text) {
-        rc = bf_write_atomic(final_path, final_text, strlen(final_text), err);
-        if (rc == BF_OK)
-            rc = bf_write_atomic(summary_path, summary_text, strlen(summary_text), err);
-    }
+    bf_err_t rc = summary ? write_json(r, r->final_name, r->progress, err)
+                          : bf_fail(err, BF_ENOMEM, "out of memory");
+    if (rc == BF_OK)
+        rc = write_json(r, "summary.json", summary, err);
     json_decref(summary);
-    free(final_path);
-    free(summary_path);
-    free(final_text);
-    free(summary_text);
     return rc;
 }

@@ -1,14 +1,17 @@
 /*  collector/collector_report_test.c - the report writers as the collector
-    uses them: results appended and readable in every file, duplicates kept
-    out, a torn log tail cut off and the derived files rebuilt after a
-    "crash", the summary's numbers against values computed by hand (numpy's
-    percentile), CSV quoting, and a new job in a used directory. */
+    uses them: results appended and readable in every file (JSON with jansson,
+    CSV with a strict RFC 4180 reader below), duplicates kept out, a torn log
+    tail cut off and the derived files rebuilt after a "crash", a write that
+    fails half-way repaired by opening again, the summary's numbers against
+    values computed by hand (numpy's linear-interpolation percentile), CSV
+    quoting, and a new job in a used directory. */
 
-#include "collector_report.h"
+#include "collector.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static int failures;
@@ -19,19 +22,127 @@ static int failures;
             failures++;                                                                            \
         }                                                                                          \
     } while (0)
+#define NEAR(a, b) (fabs((a) - (b)) < 1e-9)
 
+/* ---- a strict RFC 4180 reader: rows of fields ----------------------------------- */
+
+typedef struct {
+    char ***rows; /* rows[i][j], NULL-terminated per row */
+    size_t nrows;
+    size_t *ncols;
+} csv_t;
+
+static void csv_free(csv_t *t)
+{
+    for (size_t i = 0; i < t->nrows; i++) {
+        for (size_t j = 0; j < t->ncols[i]; j++)
+            free(t->rows[i][j]);
+        free(t->rows[i]);
+    }
+    free(t->rows);
+    free(t->ncols);
+    memset(t, 0, sizeof *t);
+}
+
+/* Parses text; false for anything malformed (a stray quote, an unterminated
+   quoted field, a last row without its line break). */
+static bool csv_parse(const char *text, csv_t *t)
+{
+    memset(t, 0, sizeof *t);
+    const char *p = text;
+    while (*p) {
+        char **row = NULL;
+        size_t ncol = 0;
+        for (;;) {
+            size_t cap = strlen(p) + 1, n = 0;
+            char *f = malloc(cap);
+            if (*p == '"') {
+                for (p++;; p++) {
+                    if (!*p) {
+                        free(f);
+                        free(row);
+                        return false;
+                    }
+                    if (*p == '"') {
+                        if (p[1] != '"')
+                            break;
+                        p++;
+                    }
+                    f[n++] = *p;
+                }
+                p++;
+            } else {
+                while (*p && *p != ',' && *p != '\n' && *p != '"')
+                    f[n++] = *p++;
+                if (*p == '"') {
+                    free(f);
+                    free(row);
+                    return false;
+                }
+            }
+            f[n] = '\0';
+            row = realloc(row, (ncol + 1) * sizeof *row);
+            row[ncol++] = f;
+            if (*p == ',') {
+                p++;
+                continue;
+            }
+            if (*p != '\n') {
+                for (size_t j = 0; j < ncol; j++)
+                    free(row[j]);
+                free(row);
+                return false;
+            }
+            p++;
+            break;
+        }
+        t->rows = realloc(t->rows, (t->nrows + 1) * sizeof *t->rows);
+        t->ncols = realloc(t->ncols, (t->nrows + 1) * sizeof *t->ncols);
+        t->rows[t->nrows] = row;
+        t->ncols[t->nrows++] = ncol;
+    }
+    return true;
+}
+
+/* The cell of column name in row i (row 0 is the header), or NULL. */
+static const char *cell(const csv_t *t, size_t i, const char *name)
+{
+    for (size_t j = 0; j < t->ncols[0]; j++)
+        if (!strcmp(t->rows[0][j], name))
+            return i < t->nrows && j < t->ncols[i] ? t->rows[i][j] : NULL;
+    return NULL;
+}
+
+/* ---- helpers -------------------------------------------------------------------- */
+
+static const char *const REASON = "zone, \"quoted\"\nline two";
+
+/* A boresight result: zone powers {-90 - i, -80} initial, + imp optimized. */
 static json_t *result(const char *job, int i, const char *status, double imp)
 {
     char scene[32], task[40];
     snprintf(scene, sizeof scene, "s%02d", i);
     snprintf(task, sizeof task, "task%02d", i);
-    return json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:s, s:i, s:f, s:{s:f, s:i}, "
-                     "s:[f, f], s:[f, f]}",
+    return json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:s, s:s, s:i, s:f, "
+                     "s:{s:f, s:i, s:f}, s:{s:f, s:f}, s:{s:f, s:f}, s:[f, f], s:[f, f]}",
                      "job_id", job, "task_id", task, "scene", scene, "status", status, "reason",
-                     "zone, \"quoted\"\nline two", "gpu_id", (json_int_t)(i % 2), "host", "h",
-                     "attempt", 1, "elapsed_time", 1.0 + i, "stats", "improvement_mean", imp,
-                     "zone_cells", 2, "zone_power_initial", -90.0 - i, -80.0,
-                     "zone_power_optimized", -90.0 - i + imp, -80.0 + imp);
+                     REASON, "gpu_id", (json_int_t)(i % 2), "host", "h", "device", "cpu", "attempt",
+                     1, "elapsed_time", 1.0 + i, "stats", "improvement_mean", imp, "zone_cells", 2,
+                     "initial_mean", -85.0 - i / 2.0, "boresight_initial", "azimuth_deg", 0.0,
+                     "tilt_deg", 0.0, "boresight_optimized", "azimuth_deg", 12.5, "tilt_deg", 3.25,
+                     "zone_power_initial", -90.0 - i, -80.0, "zone_power_optimized",
+                     -90.0 - i + imp, -80.0 + imp);
+}
+
+/* An exec result: no stats, no boresight. */
+static json_t *exec_result(const char *job, int i, const char *status)
+{
+    char scene[32], task[40];
+    snprintf(scene, sizeof scene, "x%02d", i);
+    snprintf(task, sizeof task, "xtask%02d", i);
+    return json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:s, s:i, s:f}", "job_id", job, "task_id",
+                     task, "scene", scene, "status", status, "reason", "", "gpu_id", (json_int_t)-1,
+                     "host", "h2", "attempt", 3, "elapsed_time", 0.1);
 }
 
 static char *slurp(const char *dir, const char *name)
@@ -43,105 +154,341 @@ static char *slurp(const char *dir, const char *name)
     return bf_read_file(path, 1 << 24, &text, &len, NULL) == BF_OK ? text : NULL;
 }
 
-static int count_lines(const char *text)
+static json_t *load(const char *dir, const char *name)
 {
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    return json_load_file(path, 0, NULL);
+}
+
+/* Every line of results.jsonl is a JSON object ending in '\n'; returns the
+   number of lines, -1 when one is not. */
+static int jsonl_lines(const char *dir)
+{
+    char *text = slurp(dir, "results.jsonl");
+    if (!text)
+        return -1;
     int n = 0;
-    for (const char *p = text; p && *p; p++)
-        n += *p == '\n';
+    size_t len = strlen(text);
+    if (len && text[len - 1] != '\n')
+        n = -1;
+    for (char *line = text; n >= 0 && *line;) {
+        char *nl = strchr(line, '\n');
+        json_t *o = json_loadb(line, (size_t)(nl - line), 0, NULL);
+        n = json_is_object(o) ? n + 1 : -1;
+        json_decref(o);
+        line = nl + 1;
+    }
+    free(text);
     return n;
 }
 
-int main(void)
+static bool read_csv(const char *dir, csv_t *t)
 {
-    char dir[] = "/tmp/collector-report-test-XXXXXX";
-    if (!mkdtemp(dir))
-        return 1;
+    char *text = slurp(dir, "results.csv");
+    bool ok = text && csv_parse(text, t);
+    free(text);
+    return ok;
+}
+
+static int count_files(const char *dir, const char *prefix)
+{
+    char cmd[700];
+    snprintf(cmd, sizeof cmd, "ls %s | grep -c '^%s' > %s/.count", dir, prefix, dir);
+    if (system(cmd) < 0)
+        return -1;
+    char *t = slurp(dir, ".count");
+    int n = t ? atoi(t) : -1;
+    free(t);
+    unlink(strchr(cmd, '>') + 2);
+    return n;
+}
+
+/* ---- the tests ------------------------------------------------------------------ */
+
+static void test_append_and_files(const char *dir)
+{
     char err[BF_ERRLEN];
     collector_report_t *r = NULL;
     CHECK(collector_report_open(dir, "jobA", &r, err) == BF_OK);
+    CHECK(r && !strcmp(collector_report_dir(r), dir));
     json_t *batch = json_array();
     json_array_append_new(batch, result("jobA", 0, "success", 2.0));
     json_array_append_new(batch, result("jobA", 1, "success", 4.0));
     json_array_append_new(batch, result("jobA", 2, "failed", 0.0));
+    json_array_append_new(batch, result("jobA", 1, "success", 4.0)); /* repeated in the batch */
     CHECK(collector_report_append(r, batch, err) == BF_OK);
+    CHECK(json_array_size(batch) == 3); /* what was written */
     json_decref(batch);
     CHECK(collector_report_has(r, "task01") && !collector_report_has(r, "task09"));
     CHECK(collector_report_count(r) == 3);
 
-    /* every file parses and holds each scene once */
-    char *jsonl = slurp(dir, "results.jsonl"), *csv = slurp(dir, "results.csv");
-    CHECK(count_lines(jsonl) == 3);
-    static const char head[] = "scene,status,reason,host,gpu_id,device,attempt,elapsed_time,";
-    CHECK(csv && !strncmp(csv, head, strlen(head)));
-    /* RFC 4180: the reason with a comma, quotes and a newline is quoted */
-    CHECK(csv && strstr(csv, "\"zone, \"\"quoted\"\"\nline two\""));
-    char path[512];
-    snprintf(path, sizeof path, "%s/results_progress.json", dir);
-    json_t *progress = json_load_file(path, 0, NULL);
-    CHECK(json_object_size(progress) == 3 && json_object_get(progress, "s02"));
-    json_decref(progress);
-    free(jsonl);
-    free(csv);
-
-    /* summary: counts, improvement over successes, numpy percentiles */
-    json_t *job = json_pack("{s:s, s:I, s:I}", "id", "jobA", "submitted_ms", (json_int_t)1000,
-                            "finished_ms", (json_int_t)4500);
-    CHECK(collector_report_finish(r, job, err) == BF_OK);
-    snprintf(path, sizeof path, "%s/summary.json", dir);
-    json_t *sum = json_load_file(path, 0, NULL);
-    CHECK(json_integer_value(json_object_get(json_object_get(sum, "counts"), "success")) == 2);
-    CHECK(json_integer_value(json_object_get(json_object_get(sum, "counts"), "failed")) == 1);
-    CHECK(fabs(json_number_value(json_object_get(sum, "total_time_s")) - 3.5) < 1e-9);
-    json_t *imp = json_object_get(sum, "improvement");
-    CHECK(fabs(json_number_value(json_object_get(imp, "mean")) - 3.0) < 1e-9);
-    CHECK(json_number_value(json_object_get(imp, "min")) == 2.0);
-    CHECK(json_number_value(json_object_get(imp, "max")) == 4.0);
-    /* initial zone powers of the successes: -90, -80, -91, -80 -> sorted
-       -91 -90 -80 -80: mean -85.25, median -85, p10 = -91 + 0.3 * 1 = -90.7 */
-    json_t *init = json_object_get(json_object_get(sum, "aggregate"), "initial");
-    CHECK(fabs(json_number_value(json_object_get(init, "mean")) + 85.25) < 1e-9);
-    CHECK(fabs(json_number_value(json_object_get(init, "median")) + 85.0) < 1e-9);
-    CHECK(fabs(json_number_value(json_object_get(init, "p10")) + 90.7) < 1e-9);
-    json_decref(sum);
-    collector_report_close(&r);
-    CHECK(r == NULL);
-
-    /* a crash mid-append: a torn line at the end of the log */
-    snprintf(path, sizeof path, "%s/results.jsonl", dir);
-    FILE *f = fopen(path, "a");
-    fputs("{\"job_id\": \"jobA\", \"task_id\": \"task03\", \"sce", f);
-    fclose(f);
-    CHECK(collector_report_open(dir, "jobA", &r, err) == BF_OK);
-    CHECK(collector_report_count(r) == 3 && !collector_report_has(r, "task03"));
-    jsonl = slurp(dir, "results.jsonl");
-    csv = slurp(dir, "results.csv");
-    CHECK(jsonl && jsonl[strlen(jsonl) - 1] == '\n' && count_lines(jsonl) == 3);
-    CHECK(csv && strstr(csv, "s02,failed"));
-    free(jsonl);
-    free(csv);
-    /* appending after recovery */
+    /* a duplicate of a logged result is not written again */
     batch = json_array();
-    json_array_append_new(batch, result("jobA", 3, "success", 1.0));
+    json_array_append_new(batch, result("jobA", 0, "success", 2.0));
+    json_array_append_new(batch, exec_result("jobA", 0, "error"));
     CHECK(collector_report_append(r, batch, err) == BF_OK);
+    CHECK(json_array_size(batch) == 1);
     json_decref(batch);
     CHECK(collector_report_count(r) == 4);
-    CHECK(collector_report_finish(r, job, err) == BF_OK); /* rewrites the same final file */
-    collector_report_close(&r);
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "test $(ls %s | grep -c '^results_final_') -eq 1", dir);
-    CHECK(system(cmd) == 0);
 
+    /* a result without a task id is refused, nothing written */
+    batch = json_pack("[{s:s}]", "scene", "nope");
+    CHECK(collector_report_append(r, batch, err) == BF_EINVAL);
+    json_decref(batch);
+    CHECK(collector_report_count(r) == 4);
+
+    /* every file parses and holds each result once */
+    CHECK(jsonl_lines(dir) == 4);
+    csv_t t;
+    CHECK(read_csv(dir, &t));
+    CHECK(t.nrows == 5);
+    for (size_t i = 0; i < t.nrows; i++)
+        CHECK(t.ncols[i] == COLLECTOR_REPORT_CSV_NCOLUMNS);
+    static const char head[] =
+        "scene,status,reason,host,gpu_id,device,attempt,elapsed_time,initial_azimuth_deg,"
+        "initial_tilt_deg,optimized_azimuth_deg,optimized_tilt_deg,zone_cells,initial_mean_dbm,"
+        "initial_median_dbm,initial_p10_dbm,initial_p90_dbm,optimized_mean_dbm,optimized_median_"
+        "dbm,optimized_p10_dbm,optimized_p90_dbm,improvement_mean\n";
+    char *text = slurp(dir, "results.csv");
+    CHECK(text && !strncmp(text, head, strlen(head)));
+    free(text);
+    if (t.nrows == 5) {
+        /* RFC 4180: the reason with a comma, quotes and a line break survives */
+        CHECK(!strcmp(cell(&t, 1, "reason"), REASON));
+        CHECK(!strcmp(cell(&t, 1, "scene"), "s00"));
+        CHECK(!strcmp(cell(&t, 2, "optimized_azimuth_deg"), "12.5"));
+        CHECK(!strcmp(cell(&t, 2, "optimized_tilt_deg"), "3.25"));
+        CHECK(!strcmp(cell(&t, 2, "initial_mean_dbm"), "-85.5"));
+        CHECK(!strcmp(cell(&t, 2, "elapsed_time"), "2"));
+        CHECK(!strcmp(cell(&t, 2, "gpu_id"), "1"));
+        CHECK(!strcmp(cell(&t, 3, "status"), "failed"));
+        /* the exec result: fleet fields set, the rest empty */
+        CHECK(!strcmp(cell(&t, 4, "scene"), "x00") && !strcmp(cell(&t, 4, "gpu_id"), "-1"));
+        CHECK(!strcmp(cell(&t, 4, "elapsed_time"), "0.1"));
+        CHECK(!strcmp(cell(&t, 4, "zone_cells"), "") &&
+              !strcmp(cell(&t, 4, "improvement_mean"), ""));
+        CHECK(!strcmp(cell(&t, 4, "initial_azimuth_deg"), ""));
+    }
+    csv_free(&t);
+    json_t *progress = load(dir, "results_progress.json");
+    CHECK(json_object_size(progress) == 4 && json_object_get(progress, "s02") &&
+          json_object_get(progress, "x00"));
+    CHECK(!strcmp(json_string_value(json_object_get(json_object_get(progress, "s00"), "reason")),
+                  REASON));
+    json_decref(progress);
+    collector_report_close(&r);
+    CHECK(r == NULL);
+    collector_report_close(&r); /* idempotent */
+}
+
+static void test_summary(const char *dir)
+{
+    char err[BF_ERRLEN];
+    collector_report_t *r = NULL;
+    CHECK(collector_report_open(dir, "jobA", &r, err) == BF_OK);
+    CHECK(r && collector_report_count(r) == 4);
+    if (!r)
+        return;
+    json_t *batch = json_array();
+    json_array_append_new(batch, result("jobA", 3, "success", 3.5));
+    json_array_append_new(batch, result("jobA", 4, "cancelled", 0.0));
+    CHECK(collector_report_append(r, batch, err) == BF_OK);
+    json_decref(batch);
+    json_t *job = json_pack("{s:s, s:s, s:I, s:I, s:s}", "id", "jobA", "name", "a", "submitted_ms",
+                            (json_int_t)1000, "finished_ms", (json_int_t)4500, "state", "done");
+    CHECK(collector_report_finish(r, job, err) == BF_OK);
+    json_t *sum = load(dir, "summary.json");
+    const json_t *counts = json_object_get(sum, "counts");
+    CHECK(json_integer_value(json_object_get(counts, "success")) == 3);
+    CHECK(json_integer_value(json_object_get(counts, "failed")) == 1);
+    CHECK(json_integer_value(json_object_get(counts, "error")) == 1);
+    CHECK(json_integer_value(json_object_get(counts, "cancelled")) == 1);
+    CHECK(json_integer_value(json_object_get(counts, "total")) == 6);
+    CHECK(!strcmp(json_string_value(json_object_get(json_object_get(sum, "job"), "id")), "jobA"));
+    CHECK(NEAR(json_number_value(json_object_get(sum, "total_time_s")), 3.5));
+    /* successes s00 (+2), s01 (+4), s03 (+3.5): mean 3.1666.., median 3.5 */
+    const json_t *imp = json_object_get(sum, "improvement");
+    CHECK(NEAR(json_number_value(json_object_get(imp, "mean")), 9.5 / 3));
+    CHECK(json_number_value(json_object_get(imp, "min")) == 2.0);
+    CHECK(json_number_value(json_object_get(imp, "max")) == 4.0);
+    CHECK(NEAR(json_number_value(json_object_get(imp, "median")), 3.5));
+    /* initial zone powers of the successes: -90, -80, -91, -80, -93, -80;
+       sorted -93 -91 -90 -80 -80 -80: mean -85.666.., median (-90 - 80)/2 =
+       -85, p10 at position 0.5: -93 + 0.5 * 2 = -92 (numpy) */
+    const json_t *agg = json_object_get(sum, "aggregate");
+    const json_t *init = json_object_get(agg, "initial");
+    CHECK(NEAR(json_number_value(json_object_get(init, "mean")), -514.0 / 6));
+    CHECK(NEAR(json_number_value(json_object_get(init, "median")), -85.0));
+    CHECK(NEAR(json_number_value(json_object_get(init, "p10")), -92.0));
+    /* optimized: -88, -78, -87, -76, -89.5, -76.5; sorted -89.5 -88 -87 -78
+       -76.5 -76: mean -82.5, median -82.5, p10 -89.5 + 0.5 * 1.5 = -88.75 */
+    const json_t *opt = json_object_get(agg, "optimized");
+    CHECK(NEAR(json_number_value(json_object_get(opt, "mean")), -82.5));
+    CHECK(NEAR(json_number_value(json_object_get(opt, "median")), -82.5));
+    CHECK(NEAR(json_number_value(json_object_get(opt, "p10")), -88.75));
+    const json_t *aimp = json_object_get(agg, "improvement");
+    CHECK(NEAR(json_number_value(json_object_get(aimp, "mean")), -82.5 + 514.0 / 6));
+    CHECK(NEAR(json_number_value(json_object_get(aimp, "median")), 2.5));
+    CHECK(NEAR(json_number_value(json_object_get(aimp, "p10")), 3.25));
+    /* time per GPU over the successes: h/0 has s00 (1 s), h/1 has s01 (2 s)
+       and s03 (4 s) */
+    const json_t *tpg = json_object_get(sum, "time_per_gpu");
+    CHECK(json_object_size(tpg) == 2);
+    CHECK(NEAR(json_number_value(json_object_get(tpg, "h/0")), 1.0));
+    CHECK(NEAR(json_number_value(json_object_get(tpg, "h/1")), 3.0));
+    CHECK(json_integer_value(json_object_get(sum, "zone_cells")) == 6);
+    json_decref(sum);
+    /* the final file: {scene: result} of every result */
+    CHECK(count_files(dir, "results_final_") == 1);
+    json_t *summary = collector_report_summary(r, job);
+    CHECK(summary && json_object_get(summary, "aggregate"));
+    json_decref(summary);
+    json_decref(job);
+    collector_report_close(&r);
+
+    /* numpy.percentile spot checks */
+    double v[] = {1, 2, 3, 4};
+    CHECK(NEAR(collector_percentile(v, 4, 10), 1.3));
+    CHECK(NEAR(collector_percentile(v, 4, 50), 2.5));
+    CHECK(NEAR(collector_percentile(v, 4, 90), 3.7));
+    CHECK(NEAR(collector_percentile(v, 4, 100), 4.0));
+    CHECK(NEAR(collector_percentile(v, 1, 10), 1.0));
+    CHECK(isnan(collector_percentile(v, 0, 10)));
+}
+
+static void test_recovery(const char *dir)
+{
+    char err[BF_ERRLEN], path[512];
+    collector_report_t *r = NULL;
+    /* a crash mid-append: a torn line at the end of the log, and derived
+       files that lag behind (an empty CSV, a stale progress file) */
+    snprintf(path, sizeof path, "%s/results.jsonl", dir);
+    FILE *f = fopen(path, "a");
+    fputs("{\"job_id\": \"jobA\", \"task_id\": \"task05\", \"sce", f);
+    fclose(f);
+    snprintf(path, sizeof path, "%s/results.csv", dir);
+    f = fopen(path, "w");
+    fclose(f);
+    snprintf(path, sizeof path, "%s/results_progress.json", dir);
+    f = fopen(path, "w");
+    fputs("{}", f);
+    fclose(f);
+    CHECK(collector_report_open(dir, "jobA", &r, err) == BF_OK);
+    CHECK(r && collector_report_count(r) == 6 && !collector_report_has(r, "task05"));
+    CHECK(jsonl_lines(dir) == 6);
+    csv_t t;
+    CHECK(read_csv(dir, &t) && t.nrows == 7);
+    csv_free(&t);
+    json_t *progress = load(dir, "results_progress.json");
+    CHECK(json_object_size(progress) == 6);
+    json_decref(progress);
+    /* appending after recovery, and the final file keeps its name */
+    json_t *batch = json_array();
+    json_array_append_new(batch, result("jobA", 5, "success", 1.0));
+    CHECK(collector_report_append(r, batch, err) == BF_OK);
+    json_decref(batch);
+    CHECK(collector_report_count(r) == 7 && jsonl_lines(dir) == 7);
+    json_t *job = json_pack("{s:s}", "id", "jobA");
+    CHECK(collector_report_finish(r, job, err) == BF_OK);
+    json_decref(job);
+    CHECK(count_files(dir, "results_final_") == 1);
+    json_t *sum = load(dir, "summary.json");
+    CHECK(json_is_null(json_object_get(sum, "total_time_s")));
+    json_decref(sum);
+    collector_report_close(&r);
+
+    /* a write that fails half-way (the progress file cannot be replaced):
+       the log holds the result, the report refuses more until opened again,
+       and opening again rebuilds the rest */
+    CHECK(collector_report_open(dir, "jobA", &r, err) == BF_OK);
+    unlink(path);
+    CHECK(mkdir(path, 0755) == 0);
+    snprintf(path + strlen(path), sizeof path - strlen(path), "/x");
+    f = fopen(path, "w"); /* a non-empty directory cannot be renamed over */
+    if (f)
+        fclose(f);
+    batch = json_array();
+    json_array_append_new(batch, result("jobA", 6, "success", 1.0));
+    CHECK(r && collector_report_append(r, batch, err) != BF_OK);
+    json_decref(batch);
+    batch = json_array();
+    json_array_append_new(batch, result("jobA", 7, "success", 1.0));
+    CHECK(r && collector_report_append(r, batch, err) == BF_ESTATE);
+    json_decref(batch);
+    collector_report_close(&r);
+    CHECK(collector_report_open(dir, "jobA", &r, err) != BF_OK && r == NULL); /* still blocked */
+    unlink(path);
+    *strrchr(path, '/') = '\0';
+    CHECK(rmdir(path) == 0);
+    CHECK(collector_report_open(dir, "jobA", &r, err) == BF_OK);
+    CHECK(r && collector_report_count(r) == 8 && collector_report_has(r, "task06"));
+    batch = json_array();
+    json_array_append_new(batch, result("jobA", 6, "success", 1.0));
+    CHECK(r && collector_report_append(r, batch, err) == BF_OK && json_array_size(batch) == 0);
+    json_decref(batch);
+    CHECK(jsonl_lines(dir) == 8);
+    CHECK(read_csv(dir, &t) && t.nrows == 9);
+    csv_free(&t);
+    collector_report_close(&r);
+
+    /* a damaged line in the middle is skipped, not fatal */
+    snprintf(path, sizeof path, "%s/results.jsonl", dir);
+    f = fopen(path, "a");
+    fputs("not json\n", f);
+    fclose(f);
+    CHECK(collector_report_open(dir, "jobA", &r, err) == BF_OK);
+    CHECK(r && collector_report_count(r) == 8);
+    collector_report_close(&r);
+}
+
+static void test_new_job(const char *dir)
+{
+    char err[BF_ERRLEN], path[600];
+    collector_report_t *r = NULL;
     /* a new job in the same directory: the old reports are set aside */
     CHECK(collector_report_open(dir, "jobB", &r, err) == BF_OK);
-    CHECK(collector_report_count(r) == 0);
-    snprintf(cmd, sizeof cmd, "test -f %s/previous-jobA/results.jsonl", dir);
-    CHECK(system(cmd) == 0);
+    CHECK(r && collector_report_count(r) == 0);
+    snprintf(path, sizeof path, "%s/previous-jobA/results.jsonl", dir);
+    CHECK(access(path, F_OK) == 0);
+    snprintf(path, sizeof path, "%s/previous-jobA/summary.json", dir);
+    CHECK(access(path, F_OK) == 0);
+    CHECK(count_files(dir, "results_final_") == 0);
+    json_t *batch = json_array();
+    json_array_append_new(batch, result("jobB", 0, "success", 1.0));
+    CHECK(r && collector_report_append(r, batch, err) == BF_OK);
+    json_decref(batch);
+    collector_report_close(&r);
+    /* and back to jobA (say a late duplicate): set aside again, not clobbered */
+    CHECK(collector_report_open(dir, "jobA", &r, err) == BF_OK);
+    snprintf(path, sizeof path, "%s/previous-jobB/results.jsonl", dir);
+    CHECK(access(path, F_OK) == 0);
+    batch = json_array();
+    json_array_append_new(batch, result("jobA", 9, "success", 1.0));
+    CHECK(r && collector_report_append(r, batch, err) == BF_OK);
+    json_decref(batch);
+    collector_report_close(&r);
+    CHECK(collector_report_open(dir, "jobB", &r, err) == BF_OK);
+    snprintf(path, sizeof path, "%s/previous-jobA-2/results.jsonl", dir);
+    CHECK(access(path, F_OK) == 0);
     collector_report_close(&r);
 
-    /* an unwritable place */
-    CHECK(collector_report_open("/proc/version/x", "jobC", &r, err) != BF_OK && r == NULL);
+    /* a place that cannot be a directory */
+    snprintf(path, sizeof path, "%s/previous-jobA/results.jsonl/sub", dir);
+    CHECK(collector_report_open(path, "jobC", &r, err) != BF_OK && r == NULL);
+}
 
-    json_decref(job);
+int main(void)
+{
+    bf_log_set_level(BF_LOG_ERROR);
+    char dir[] = "/tmp/collector-report-test-XXXXXX";
+    if (!mkdtemp(dir))
+        return 1;
+    test_append_and_files(dir);
+    test_summary(dir);
+    test_recovery(dir);
+    test_new_job(dir);
+    char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     if (system(cmd) != 0)
         return 1;

@@ -1,0 +1,482 @@
+/*  collector/collector_test.c - the collector over real sockets, with this
+    test playing the broker on a ROUTER at tcp://127.0.0.1:0 and a SUB socket
+    listening to the live stream; the collector runs in a thread with 100 ms
+    heartbeats. It checks: COLLECT with credit; deliveries (one repeated)
+    acknowledged only once their result is in results.jsonl; each result
+    published once; JOB_DONE -> summary.json and one results_final_*; COLLECT
+    again after ERROR "unknown peer"; a fresh connection after the broker
+    falls silent; a malformed frame survived; a new collector on the same
+    directories recovering a torn log and acking resent deliveries without
+    writing them twice; and a job whose directory cannot be created held
+    unacknowledged (while another job goes on) until it can. */
+
+#include "collector.h"
+
+#include "../proto/proto.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zmq.h>
+
+static int failures;
+#define CHECK(cond)                                                                                \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);               \
+            failures++;                                                                            \
+        }                                                                                          \
+    } while (0)
+
+#define HEARTBEAT_MS 100
+
+/* ---- the fake broker ------------------------------------------------------------ */
+
+typedef struct {
+    void *ctx, *router;
+    char endpoint[256];
+    uint8_t id[256]; /* routing id of the collector's latest message */
+    size_t idlen;
+    int64_t last_send;
+    int heartbeats; /* HEARTBEATs received from the collector */
+} fake_t;
+
+static void fake_send(fake_t *b, proto_msg_t *m)
+{
+    CHECK(b->idlen > 0);
+    if (proto_send(b->router, b->id, b->idlen, m, 0) != BF_OK && m->type != PROTO_HEARTBEAT)
+        fprintf(stderr, "fake broker: send failed: %s\n", zmq_strerror(zmq_errno()));
+    b->last_send = bf_mono_ms();
+}
+
+/* Keeps the collector's broker alive: a HEARTBEAT when one is due. */
+static void fake_pump(fake_t *b)
+{
+    if (b->idlen && bf_mono_ms() - b->last_send >= HEARTBEAT_MS) {
+        proto_msg_t hb;
+        proto_msg_init(&hb, PROTO_HEARTBEAT);
+        fake_send(b, &hb);
+    }
+}
+
+/* The next message from the collector other than HEARTBEAT, within
+   timeout_ms, sending heartbeats meanwhile when alive. BF_ETIMEDOUT if none. */
+static bf_err_t fake_recv(fake_t *b, proto_msg_t *m, int timeout_ms, bool alive)
+{
+    int64_t deadline = bf_mono_ms() + timeout_ms;
+    for (;;) {
+        if (alive)
+            fake_pump(b);
+        if (bf_mono_ms() >= deadline)
+            return BF_ETIMEDOUT;
+        zmq_pollitem_t item = {b->router, 0, ZMQ_POLLIN, 0};
+        zmq_poll(&item, 1, 10);
+        uint8_t id[256];
+        size_t idlen = sizeof id;
+        char err[BF_ERRLEN];
+        bf_err_t rc = proto_recv(b->router, id, &idlen, m, ZMQ_DONTWAIT, err);
+        if (rc == BF_EIO)
+            continue;
+        if (rc != BF_OK) {
+            fprintf(stderr, "fake broker: bad message: %s\n", err);
+            failures++;
+            continue;
+        }
+        memcpy(b->id, id, idlen);
+        b->idlen = idlen;
+        if (m->type == PROTO_HEARTBEAT) {
+            b->heartbeats++;
+            proto_msg_clear(m);
+            continue;
+        }
+        return BF_OK;
+    }
+}
+
+/* Waits for a COLLECT; returns whether it came. */
+static bool expect_collect(fake_t *b, int timeout_ms, bool alive)
+{
+    proto_msg_t m;
+    if (fake_recv(b, &m, timeout_ms, alive) != BF_OK)
+        return false;
+    bool ok =
+        m.type == PROTO_COLLECT && m.credit == 8 && m.worker && !strcmp(m.worker, "test-collector");
+    if (!ok)
+        fprintf(stderr, "expected collect, got %s\n", proto_type_name(m.type));
+    proto_msg_clear(&m);
+    return ok;
+}
+
+/* ---- jobs and results ------------------------------------------------------------- */
+
+static char root[64];
+
+static json_t *jobinfo(const char *id, const char *output, const char *state)
+{
+    return json_pack("{s:s, s:s, s:s, s:s, s:i, s:I, s:I, s:s}", "id", id, "name", id, "output",
+                     output, "task", "boresight", "total", 5, "submitted_ms", (json_int_t)1000,
+                     "finished_ms", (json_int_t)4000, "state", state);
+}
+
+static void deliver(fake_t *b, const char *job_id, const char *output, uint64_t seq, int task)
+{
+    char task_id[40], scene[32];
+    snprintf(task_id, sizeof task_id, "%s-task%d", job_id, task);
+    snprintf(scene, sizeof scene, "scene%d", task);
+    proto_msg_t m;
+    proto_msg_init(&m, PROTO_DELIVER);
+    m.seq = seq;
+    CHECK(proto_msg_set(&m.job_id, job_id) == BF_OK);
+    CHECK(proto_msg_set(&m.task_id, task_id) == BF_OK);
+    /* the result as a worker sends it, minus task_id: the collector takes
+       that from the message */
+    m.obj = json_pack("{s:o, s:{s:s, s:s, s:s, s:s, s:i, s:s, s:i, s:f, s:{s:f}, s:[f, f], "
+                      "s:[f, f]}}",
+                      "job", jobinfo(job_id, output, "running"), "result", "scene", scene, "status",
+                      "success", "reason", "", "host", "h", "gpu_id", task % 2, "device", "cpu",
+                      "attempt", 1, "elapsed_time", 0.5 * task, "stats", "improvement_mean",
+                      1.0 * task, "zone_power_initial", -90.0, -80.0, "zone_power_optimized",
+                      -89.0 + task, -79.0 + task);
+    fake_send(b, &m);
+    proto_msg_clear(&m);
+}
+
+static void job_done(fake_t *b, const char *job_id, const char *output, uint64_t seq)
+{
+    proto_msg_t m;
+    proto_msg_init(&m, PROTO_JOB_DONE);
+    m.seq = seq;
+    CHECK(proto_msg_set(&m.job_id, job_id) == BF_OK);
+    m.obj = json_pack("{s:o}", "job", jobinfo(job_id, output, "done"));
+    fake_send(b, &m);
+    proto_msg_clear(&m);
+}
+
+static char *slurp(const char *dir, const char *name)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    char *text = NULL;
+    size_t len;
+    return bf_read_file(path, 1 << 24, &text, &len, NULL) == BF_OK ? text : NULL;
+}
+
+/* Lines of dir/results.jsonl when every one is a JSON object, else -1. */
+static int jsonl_lines(const char *dir)
+{
+    char *text = slurp(dir, "results.jsonl");
+    if (!text)
+        return -1;
+    int n = 0;
+    size_t len = strlen(text);
+    if (len && text[len - 1] != '\n')
+        n = -1;
+    for (char *line = text; n >= 0 && *line;) {
+        char *nl = strchr(line, '\n');
+        json_t *o = json_loadb(line, (size_t)(nl - line), 0, NULL);
+        n = json_is_object(o) ? n + 1 : -1;
+        json_decref(o);
+        line = nl + 1;
+    }
+    free(text);
+    return n;
+}
+
+static bool log_has(const char *dir, const char *job_id, int task)
+{
+    char needle[80];
+    snprintf(needle, sizeof needle, "\"task_id\":\"%s-task%d\"", job_id, task);
+    char *text = slurp(dir, "results.jsonl");
+    bool has = text && strstr(text, needle);
+    free(text);
+    return has;
+}
+
+static int csv_rows(const char *dir)
+{
+    char *text = slurp(dir, "results.csv");
+    int n = 0;
+    for (char *p = text; p && *p; p++)
+        n += *p == '\n';
+    free(text);
+    return text ? n - 1 : -1;
+}
+
+static int count_final(const char *dir)
+{
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "test $(ls %s | grep -c '^results_final_.*\\.json$') -eq 1", dir);
+    return system(cmd) == 0 ? 1 : 0;
+}
+
+/* Collects ACKs until every seq in want (0-terminated) came or timeout;
+   for a DELIVER seq, its result must already be in the log (task[seq]). */
+static bool expect_acks(fake_t *b, const uint64_t *want, const char *job_id, const char *dir,
+                        const int *task_of_seq, int timeout_ms)
+{
+    size_t n = 0, got = 0;
+    while (want[n])
+        n++;
+    bool seen[64] = {false};
+    int64_t deadline = bf_mono_ms() + timeout_ms;
+    while (got < n) {
+        int left = (int)(deadline - bf_mono_ms());
+        proto_msg_t m;
+        if (left <= 0 || fake_recv(b, &m, left, true) != BF_OK)
+            break;
+        if (m.type == PROTO_ACK && m.seq < 64) {
+            for (size_t i = 0; i < n; i++)
+                if (want[i] == m.seq && !seen[m.seq]) {
+                    seen[m.seq] = true;
+                    got++;
+                    if (task_of_seq && task_of_seq[m.seq] > 0)
+                        CHECK(log_has(dir, job_id, task_of_seq[m.seq]));
+                }
+        } else {
+            fprintf(stderr, "unexpected %s (seq %llu)\n", proto_type_name(m.type),
+                    (unsigned long long)m.seq);
+            failures++;
+        }
+        proto_msg_clear(&m);
+    }
+    return got == n;
+}
+
+/* Published messages within timeout_ms: counts of "result" and "job-done". */
+static void drain_stream(fake_t *b, void *sub, int timeout_ms, int *results, int *done,
+                         json_t *scenes)
+{
+    int64_t deadline = bf_mono_ms() + timeout_ms;
+    while (bf_mono_ms() < deadline) {
+        fake_pump(b);
+        zmq_pollitem_t item = {sub, 0, ZMQ_POLLIN, 0};
+        zmq_poll(&item, 1, 20);
+        char topic[32];
+        json_t *doc = NULL;
+        char err[BF_ERRLEN];
+        bf_err_t rc = collector_stream_recv(sub, topic, sizeof topic, &doc, ZMQ_DONTWAIT, err);
+        if (rc == BF_EIO)
+            continue;
+        CHECK(rc == BF_OK);
+        if (rc == BF_OK && !strcmp(topic, "result")) {
+            (*results)++;
+            const char *s = json_string_value(json_object_get(doc, "scene"));
+            CHECK(s && json_string_value(json_object_get(doc, "task_id")));
+            if (s && scenes)
+                json_object_set_new(scenes, s, json_true());
+        } else if (rc == BF_OK && !strcmp(topic, "job-done")) {
+            (*done)++;
+            CHECK(json_string_value(json_object_get(doc, "id")));
+        }
+        json_decref(doc);
+    }
+}
+
+/* ---- the collector in a thread ---------------------------------------------------- */
+
+typedef struct {
+    collector_t *c;
+    pthread_t thread;
+    bf_err_t rc;
+    void *sub;
+} running_t;
+
+static void *run_thread(void *arg)
+{
+    running_t *r = arg;
+    r->rc = collector_run(r->c);
+    return NULL;
+}
+
+static bool start(running_t *r, fake_t *b, void *ctx)
+{
+    collector_config_t cfg = {.broker = b->endpoint,
+                              .publish = "tcp://127.0.0.1:0",
+                              .heartbeat_ms = HEARTBEAT_MS,
+                              .liveness = 3,
+                              .credit = 8,
+                              .name = "test-collector"};
+    char err[BF_ERRLEN];
+    r->c = collector_new(&cfg, err);
+    if (!r->c) {
+        fprintf(stderr, "collector_new: %s\n", err);
+        return false;
+    }
+    const char *ep = collector_publish_endpoint(r->c);
+    CHECK(ep && strncmp(ep, "tcp://127.0.0.1:", 16) == 0 && strcmp(ep, "tcp://127.0.0.1:0"));
+    r->sub = zmq_socket(ctx, ZMQ_SUB);
+    int zero = 0;
+    zmq_setsockopt(r->sub, ZMQ_LINGER, &zero, sizeof zero);
+    zmq_setsockopt(r->sub, ZMQ_SUBSCRIBE, "", 0);
+    CHECK(ep && zmq_connect(r->sub, ep) == 0);
+    return pthread_create(&r->thread, NULL, run_thread, r) == 0;
+}
+
+static void stop(running_t *r)
+{
+    collector_stop(r->c);
+    pthread_join(r->thread, NULL);
+    CHECK(r->rc == BF_OK);
+    collector_destroy(&r->c);
+    CHECK(r->c == NULL);
+    zmq_close(r->sub);
+}
+
+/* ---- the test --------------------------------------------------------------------- */
+
+int main(void)
+{
+    bf_log_set_level(BF_LOG_ERROR);
+    bf_strlcpy(root, "/tmp/collector-test-XXXXXX", sizeof root);
+    if (!mkdtemp(root))
+        return 1;
+    char dirJ[128], dirK[160], blocker[128];
+    snprintf(dirJ, sizeof dirJ, "%s/jobJ", root);
+    snprintf(blocker, sizeof blocker, "%s/blocker", root);
+    snprintf(dirK, sizeof dirK, "%s/out", blocker);
+
+    fake_t b = {0};
+    b.ctx = zmq_ctx_new();
+    b.router = zmq_socket(b.ctx, ZMQ_ROUTER);
+    int one = 1, zero = 0;
+    zmq_setsockopt(b.router, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
+    zmq_setsockopt(b.router, ZMQ_LINGER, &zero, sizeof zero);
+    if (zmq_bind(b.router, "tcp://127.0.0.1:0") != 0)
+        return 1;
+    size_t len = sizeof b.endpoint;
+    zmq_getsockopt(b.router, ZMQ_LAST_ENDPOINT, b.endpoint, &len);
+
+    /* bad configuration */
+    char err[BF_ERRLEN];
+    collector_config_t bad = {.broker = NULL};
+    CHECK(collector_new(&bad, err) == NULL);
+    bad = (collector_config_t){.broker = b.endpoint, .publish = "nonsense://x"};
+    CHECK(collector_new(&bad, err) == NULL);
+
+    /* 1. registration, deliveries with a repeat, ACK after durability */
+    running_t r1 = {0};
+    CHECK(start(&r1, &b, b.ctx));
+    CHECK(expect_collect(&b, 3000, true));
+    usleep(200 * 1000); /* let the SUB connect before anything is published */
+    const int task_of_seq[64] = {0, 1, 2, 3, 2, 0, 4, 0, 1, 5};
+    deliver(&b, "jobJ", dirJ, 1, 1);
+    deliver(&b, "jobJ", dirJ, 2, 2);
+    deliver(&b, "jobJ", dirJ, 3, 3);
+    deliver(&b, "jobJ", dirJ, 4, 2); /* the same task again */
+    CHECK(expect_acks(&b, (const uint64_t[]){1, 2, 3, 4, 0}, "jobJ", dirJ, task_of_seq, 3000));
+    CHECK(jsonl_lines(dirJ) == 3);
+    CHECK(csv_rows(dirJ) == 3);
+    char path[256];
+    snprintf(path, sizeof path, "%s/results_progress.json", dirJ);
+    json_t *progress = json_load_file(path, 0, NULL);
+    CHECK(json_object_size(progress) == 3 && json_object_get(progress, "scene3"));
+    json_decref(progress);
+    int results = 0, done = 0;
+    json_t *scenes = json_object();
+    drain_stream(&b, r1.sub, 500, &results, &done, scenes);
+    CHECK(results == 3 && done == 0 && json_object_size(scenes) == 3);
+    json_decref(scenes);
+    CHECK(b.heartbeats > 0);
+
+    /* 2. the job ends: summary and one final file, published */
+    job_done(&b, "jobJ", dirJ, 5);
+    CHECK(expect_acks(&b, (const uint64_t[]){5, 0}, NULL, NULL, NULL, 3000));
+    snprintf(path, sizeof path, "%s/summary.json", dirJ);
+    json_t *sum = json_load_file(path, 0, NULL);
+    CHECK(json_integer_value(json_object_get(json_object_get(sum, "counts"), "success")) == 3);
+    CHECK(json_number_value(json_object_get(sum, "total_time_s")) == 3.0);
+    CHECK(json_number_value(json_object_get(json_object_get(sum, "improvement"), "mean")) == 2.0);
+    json_decref(sum);
+    CHECK(count_final(dirJ));
+    results = done = 0;
+    drain_stream(&b, r1.sub, 300, &results, &done, NULL);
+    CHECK(results == 0 && done == 1);
+
+    /* 3. "unknown peer": COLLECT again on the same connection */
+    uint8_t old_id[256];
+    size_t old_len = b.idlen;
+    memcpy(old_id, b.id, b.idlen);
+    proto_msg_t e;
+    proto_msg_init(&e, PROTO_ERROR);
+    e.code = BF_ENOENT;
+    CHECK(proto_msg_set(&e.reason, "unknown peer") == BF_OK);
+    fake_send(&b, &e);
+    proto_msg_clear(&e);
+    CHECK(expect_collect(&b, 2000, true));
+    CHECK(b.idlen == old_len && !memcmp(b.id, old_id, old_len));
+
+    /* 4. garbage from the "broker" is dropped, the collector carries on */
+    zmq_send(b.router, b.id, b.idlen, ZMQ_SNDMORE);
+    zmq_send(b.router, "\xc1garbage", 8, 0);
+
+    /* 5. the broker falls silent: a fresh connection (new routing id) after
+       3 intervals plus backoff */
+    int64_t t0 = bf_mono_ms();
+    CHECK(expect_collect(&b, 3000, false));
+    int64_t took = bf_mono_ms() - t0;
+    CHECK(took >= 3 * HEARTBEAT_MS && took < 2000);
+    CHECK(b.idlen != old_len || memcmp(b.id, old_id, old_len) != 0);
+    stop(&r1);
+
+    /* 6. a crash left a torn line; a new collector recovers it, and the
+       resent deliveries are acked without being written twice */
+    snprintf(path, sizeof path, "%s/results.jsonl", dirJ);
+    FILE *f = fopen(path, "a");
+    fputs("{\"task_id\":\"jobJ-task9\",\"sce", f);
+    fclose(f);
+    running_t r2 = {0};
+    CHECK(start(&r2, &b, b.ctx));
+    CHECK(expect_collect(&b, 3000, true));
+    usleep(200 * 1000);
+    for (uint64_t s = 1; s <= 4; s++)
+        deliver(&b, "jobJ", dirJ, s, task_of_seq[s]);
+    job_done(&b, "jobJ", dirJ, 5);
+    deliver(&b, "jobJ", dirJ, 6, 4);
+    CHECK(
+        expect_acks(&b, (const uint64_t[]){1, 2, 3, 4, 5, 6, 0}, "jobJ", dirJ, task_of_seq, 3000));
+    CHECK(jsonl_lines(dirJ) == 4);
+    CHECK(csv_rows(dirJ) == 4);
+    CHECK(count_final(dirJ));
+    job_done(&b, "jobJ", dirJ, 7);
+    CHECK(expect_acks(&b, (const uint64_t[]){7, 0}, NULL, NULL, NULL, 3000));
+    CHECK(count_final(dirJ));
+    snprintf(path, sizeof path, "%s/summary.json", dirJ);
+    sum = json_load_file(path, 0, NULL);
+    CHECK(json_integer_value(json_object_get(json_object_get(sum, "counts"), "total")) == 4);
+    json_decref(sum);
+    results = done = 0;
+    drain_stream(&b, r2.sub, 300, &results, &done, NULL);
+    CHECK(results == 1 && done == 2); /* only task 4 is new */
+
+    /* 7. a job whose directory cannot be made (its parent is a file): no
+       ACK, the other job goes on, and the ACK comes once it can be made */
+    f = fopen(blocker, "w");
+    fclose(f);
+    deliver(&b, "jobK", dirK, 8, 1);
+    proto_msg_t m;
+    bf_err_t rc = fake_recv(&b, &m, 700, true);
+    CHECK(rc == BF_ETIMEDOUT);
+    if (rc == BF_OK)
+        proto_msg_clear(&m);
+    deliver(&b, "jobJ", dirJ, 9, 5);
+    CHECK(expect_acks(&b, (const uint64_t[]){9, 0}, "jobJ", dirJ, task_of_seq, 3000));
+    CHECK(unlink(blocker) == 0 && mkdir(blocker, 0755) == 0);
+    CHECK(expect_acks(&b, (const uint64_t[]){8, 0}, "jobK", dirK, task_of_seq, 3000));
+    CHECK(jsonl_lines(dirK) == 1 && jsonl_lines(dirJ) == 5);
+    stop(&r2);
+
+    zmq_close(b.router);
+    zmq_ctx_term(b.ctx);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", root);
+    if (system(cmd) != 0)
+        return 1;
+    if (failures) {
+        fprintf(stderr, "collector_test: %d checks failed\n", failures);
+        return 1;
+    }
+    printf("collector_test: all checks passed\n");
+    return 0;
+}
