@@ -166,8 +166,17 @@ static void print_status(const json_t *doc)
             snprintf(scene, sizeof scene, "%.40s:%s", sc, jstr(w, "task_stage"));
         else
             snprintf(scene, sizeof scene, "-");
+        /* the device with its memory and, for a GPU, compute capability
+           (uuid and the rest are in --json) */
+        char device[96];
+        double gib = jnum(w, "memory_bytes") / (1024.0 * 1024.0 * 1024.0);
+        const char *cc = jstr(w, "compute_capability");
+        if (*cc)
+            snprintf(device, sizeof device, "%.60s %.0fG cc %s", jstr(w, "device"), gib, cc);
+        else
+            snprintf(device, sizeof device, "%.60s %.0fG", jstr(w, "device"), gib);
         printf("  %-28.28s %-16.16s %-28.28s %-5.5s %-22.22s %6lld %7.1fs\n", jstr(w, "name"),
-               jstr(w, "host"), jstr(w, "device"), jstr(w, "state"), scene,
+               jstr(w, "host"), device, jstr(w, "state"), scene,
                (long long)json_integer_value(json_object_get(w, "done")), jnum(w, "mean_s"));
     }
     const json_t *col = json_object_get(doc, "collector");
