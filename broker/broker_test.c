@@ -22,14 +22,7 @@
 #define HB_MS    100
 #define LIVENESS 3
 
-static int failures;
-#define CHECK(cond)                                                                                \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);               \
-            failures++;                                                                            \
-        }                                                                                          \
-    } while (0)
+#include "../common/bf_check.h"
 /* A failed REQUIRE ends the current test case: what follows depends on it. */
 #define REQUIRE(cond)                                                                              \
     do {                                                                                           \

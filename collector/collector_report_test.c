@@ -14,14 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static int failures;
-#define CHECK(cond)                                                                                \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);               \
-            failures++;                                                                            \
-        }                                                                                          \
-    } while (0)
+#include "../common/bf_check.h"
 #define NEAR(a, b) (fabs((a) - (b)) < 1e-9)
 
 /* ---- a strict RFC 4180 reader: rows of fields ----------------------------------- */

@@ -21,14 +21,7 @@
 #include <unistd.h>
 #include <zmq.h>
 
-static int failures;
-#define CHECK(cond)                                                                                \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);               \
-            failures++;                                                                            \
-        }                                                                                          \
-    } while (0)
+#include "../common/bf_check.h"
 
 #define HEARTBEAT_MS 100
 

@@ -19,15 +19,7 @@
 #include <string.h>
 #include <zmq.h>
 
-static int failures;
-
-#define CHECK(cond)                                                                                \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);               \
-            failures++;                                                                            \
-        }                                                                                          \
-    } while (0)
+#include "../common/bf_check.h"
 
 /* The field table again, as a peer would see it: name, kind, offset. */
 enum { STR, UINT, REAL, OBJ };
