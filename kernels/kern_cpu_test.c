@@ -14,16 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int failures;
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            failures++;                                                                            \
-            fprintf(stderr, "%s:%d: CHECK(%s) failed: ", __FILE__, __LINE__, #cond);               \
-            fprintf(stderr, __VA_ARGS__);                                                          \
-            fputc('\n', stderr);                                                                   \
-        }                                                                                          \
-    } while (0)
+#include "../common/bf_check.h"
 
 #define FREQ 3.5e9
 #define EPS0 8.8541878128e-12
@@ -190,8 +181,8 @@ static void test_free_space(void)
                        names[p], pol ? "H" : "V", o, e6, n5, n6);
                 /* 1e6 rays put 7 (at 200 m) to 300 (at 50 m) rays into a
                    5 m cell: the lattice's counting error is a few percent */
-                CHECK(e6 < 0.5, "%s pol %d orient %d: %.3f dB", names[p], pol, o, e6);
-                CHECK(n6 < 0.7 * n5, "error must shrink with rays: %.3f vs %.3f", n6, n5);
+                CHECKF(e6 < 0.5, "%s pol %d orient %d: %.3f dB", names[p], pol, o, e6);
+                CHECKF(n6 < 0.7 * n5, "error must shrink with rays: %.3f vs %.3f", n6, n5);
             }
 }
 
@@ -219,7 +210,7 @@ static void test_ground(void)
         s.max_depth = 1;
         s.refraction = 0; /* reflection with probability 1: no sampling noise */
         double *map = trace(&t.sc, 2, &s, NULL, NULL);
-        CHECK(map != NULL, "ground trace");
+        CHECKF(map != NULL, "ground trace");
         if (!map)
             return;
         double acc = 0;
@@ -239,7 +230,7 @@ static void test_ground(void)
             }
         printf("ground %s: mean |err| %.3f dB against the two-ray power sum\n", pol ? "H" : "V",
                acc / n);
-        CHECK(acc / n < 0.3, "ground pol %d: %.3f dB", pol, acc / n);
+        CHECKF(acc / n < 0.3, "ground pol %d: %.3f dB", pol, acc / n);
         free(map);
     }
 }
@@ -253,7 +244,7 @@ static void test_wall(void)
     kern_trace_setup_t s = setup_default(1000000, tx, 150, 5);
     s.max_depth = 1;
     double *map = trace(&t.sc, 2, &s, NULL, NULL);
-    CHECK(map != NULL, "wall trace");
+    CHECKF(map != NULL, "wall trace");
     if (!map)
         return;
     double acc = 0;
@@ -275,8 +266,8 @@ static void test_wall(void)
             n++;
         }
     printf("metal wall: mean |err| %.3f dB against direct + image source\n", acc / n);
-    CHECK(acc / n < 0.3, "wall: %.3f dB", acc / n);
-    CHECK(behind_lit == 0, "%zu cells behind a metal wall got power", behind_lit);
+    CHECKF(acc / n < 0.3, "wall: %.3f dB", acc / n);
+    CHECKF(behind_lit == 0, "%zu cells behind a metal wall got power", behind_lit);
     free(map);
 }
 
@@ -304,21 +295,21 @@ static void test_determinism(void)
     for (int k = 0; k < 3; k++)
         maps[k] = trace(&t.sc, (unsigned)k + 1, &s, &out[k], &zd[k]);
     size_t bytes = (size_t)s.grid.nx * s.grid.ny * sizeof(double);
-    CHECK(maps[0] && maps[1] && maps[2], "traces");
+    CHECKF(maps[0] && maps[1] && maps[2], "traces");
     if (maps[0] && maps[1] && maps[2]) {
-        CHECK(memcmp(maps[0], maps[1], bytes) == 0 && memcmp(maps[0], maps[2], bytes) == 0,
-              "maps differ");
-        CHECK(out[0].crossings == out[2].crossings && out[0].crossings > 0, "crossings");
-        CHECK(zd[0].count == zd[1].count && zd[0].count == zd[2].count && zd[0].count > 0,
-              "zone counts");
-        CHECK(zd[0].ray_count == zd[2].ray_count &&
-                  memcmp(zd[0].xings, zd[2].xings, zd[0].count * sizeof *zd[0].xings) == 0 &&
-                  memcmp(zd[0].rays, zd[1].rays, zd[0].ray_count * sizeof *zd[0].rays) == 0,
-              "zone data differ");
+        CHECKF(memcmp(maps[0], maps[1], bytes) == 0 && memcmp(maps[0], maps[2], bytes) == 0,
+               "maps differ");
+        CHECKF(out[0].crossings == out[2].crossings && out[0].crossings > 0, "crossings");
+        CHECKF(zd[0].count == zd[1].count && zd[0].count == zd[2].count && zd[0].count > 0,
+               "zone counts");
+        CHECKF(zd[0].ray_count == zd[2].ray_count &&
+                   memcmp(zd[0].xings, zd[2].xings, zd[0].count * sizeof *zd[0].xings) == 0 &&
+                   memcmp(zd[0].rays, zd[1].rays, zd[0].ray_count * sizeof *zd[0].rays) == 0,
+               "zone data differ");
         size_t reflected = 0;
         for (size_t i = 0; i < zd[0].count; i++)
             reflected += zd[0].xings[i].m[1] != 0.0f;
-        CHECK(reflected > 0, "some zone crossings carry a non-diagonal Jones form");
+        CHECKF(reflected > 0, "some zone crossings carry a non-diagonal Jones form");
     }
     for (int k = 0; k < 3; k++) {
         free(maps[k]);
@@ -330,7 +321,7 @@ static void test_determinism(void)
     double *other = trace(&t.sc, 2, &s, NULL, NULL);
     s.seed = 42;
     double *same = trace(&t.sc, 1, &s, NULL, NULL);
-    CHECK(other && same && memcmp(other, same, bytes) != 0, "seed has no effect");
+    CHECKF(other && same && memcmp(other, same, bytes) != 0, "seed has no effect");
     free(other);
     free(same);
     free(zone);
@@ -347,7 +338,7 @@ static void test_edges(void)
     s.max_depth = 0; /* direct only: a ground below the plane changes nothing */
     double *a = trace(&empty.sc, 2, &s, NULL, NULL), *b = trace(&ground.sc, 3, &s, NULL, NULL);
     size_t bytes = (size_t)s.grid.nx * s.grid.ny * sizeof(double);
-    CHECK(a && b && memcmp(a, b, bytes) == 0, "max_depth 0 over a ground equals free space");
+    CHECKF(a && b && memcmp(a, b, bytes) == 0, "max_depth 0 over a ground equals free space");
     s.max_depth = 3;
     double *c = trace(&ground.sc, 2, &s, NULL, NULL);
     double sa = 0, sc = 0;
@@ -355,7 +346,7 @@ static void test_edges(void)
         sa += a[i];
         sc += c[i];
     }
-    CHECK(c && sc > sa, "reflections add power: %g vs %g", sc, sa);
+    CHECKF(c && sc > sa, "reflections add power: %g vs %g", sc, sa);
     free(a);
     free(b);
     free(c);
@@ -366,17 +357,17 @@ static void test_edges(void)
     int zero = d != NULL;
     for (size_t i = 0; d && i < bytes / sizeof(double); i++)
         zero &= d[i] == 0.0;
-    CHECK(zero && out.crossings == 0, "los false in free space: nothing");
+    CHECKF(zero && out.crossings == 0, "los false in free space: nothing");
     free(d);
     d = trace(&ground.sc, 1, &s, &out, NULL);
-    CHECK(d && out.crossings > 0, "los false keeps reflected crossings");
+    CHECKF(d && out.crossings > 0, "los false keeps reflected crossings");
     free(d);
 
     s.los = 1;
     s.rays = 1;
     s.grid.omega = (float)(4 * KERN_PI);
     d = trace(&ground.sc, 1, &s, &out, NULL);
-    CHECK(d != NULL, "one ray");
+    CHECKF(d != NULL, "one ray");
     free(d);
 
     /* zero rays and an empty grid are refused */
@@ -384,28 +375,28 @@ static void test_edges(void)
     kern_tracer_t *tr = NULL;
     void *ctx = NULL;
     const kern_backend_t *be = kern_backend_cpu();
-    CHECK(kern_tracer_new(&ground.sc, 1, &tr, err) == BF_OK &&
-              be->ctx_new(kern_tracer_geom(tr), 1, &ctx, err) == 0,
-          "ctx");
+    CHECKF(kern_tracer_new(&ground.sc, 1, &tr, err) == BF_OK &&
+               be->ctx_new(kern_tracer_geom(tr), 1, &ctx, err) == 0,
+           "ctx");
     double map[1];
     kern_trace_out_t o = {map, 0, NULL};
     s.rays = 0;
-    CHECK(be->trace(ctx, &s, &o, err) == BF_EINVAL, "zero rays");
+    CHECKF(be->trace(ctx, &s, &o, err) == BF_EINVAL, "zero rays");
     s.rays = 10;
     s.grid.nx = 0;
-    CHECK(be->trace(ctx, &s, &o, err) == BF_EINVAL, "empty grid");
+    CHECKF(be->trace(ctx, &s, &o, err) == BF_EINVAL, "empty grid");
     volatile int cancel = 1;
     s.grid.nx = s.grid.ny = 1;
     s.cancel = &cancel;
-    CHECK(be->trace(ctx, &s, &o, err) == BF_ECANCELED, "cancel");
+    CHECKF(be->trace(ctx, &s, &o, err) == BF_ECANCELED, "cancel");
     be->ctx_destroy(&ctx);
-    CHECK(ctx == NULL, "destroy nulls");
+    CHECKF(ctx == NULL, "destroy nulls");
     be->ctx_destroy(&ctx);
     kern_tracer_destroy(&tr);
     kern_tracer_destroy(&tr);
     kern_scene_t bad = ground.sc;
     bad.frequency_hz = 0;
-    CHECK(kern_tracer_new(&bad, 1, &tr, err) == BF_EINVAL && tr == NULL, "bad frequency");
+    CHECKF(kern_tracer_new(&bad, 1, &tr, err) == BF_EINVAL && tr == NULL, "bad frequency");
 }
 
 /* ---- the Sionna scenes ------------------------------------------------------ */
@@ -425,7 +416,7 @@ static void test_shared_scenes(void)
         snprintf(path, sizeof path, "%s/scenes/%s/%s.xml", dir, names[i], names[i]);
         kern_scene_t *sc = NULL;
         bf_err_t e = kern_scene_load_xml(path, FREQ, &sc, err);
-        CHECK(e == BF_OK, "%s: %s", path, err);
+        CHECKF(e == BF_OK, "%s: %s", path, err);
         if (e != BF_OK)
             continue;
         double ex = fmax(sc->bbox_max[0] - sc->bbox_min[0], sc->bbox_max[1] - sc->bbox_min[1]);
@@ -440,11 +431,11 @@ static void test_shared_scenes(void)
         s.grid.z = (float)(sc->bbox_min[2] + 0.3 * (sc->bbox_max[2] - sc->bbox_min[2]) + 0.5);
         kern_trace_out_t out;
         double *map = trace(sc, 2, &s, &out, NULL);
-        CHECK(map != NULL, "%s trace", names[i]);
+        CHECKF(map != NULL, "%s trace", names[i]);
         size_t lit = 0, n = (size_t)s.grid.nx * s.grid.ny, implausible = 0;
         double lambda = 299792458.0 / FREQ;
         for (size_t k = 0; map && k < n; k++) {
-            CHECK(isfinite(map[k]) && map[k] >= 0, "%s cell %zu: %g", names[i], k, map[k]);
+            CHECKF(isfinite(map[k]) && map[k] >= 0, "%s cell %zu: %g", names[i], k, map[k]);
             lit += map[k] > 0;
             /* gain at most 6 dB (a few coherent-free paths) above free
                space at the cell's nearest point to the transmitter */
@@ -459,9 +450,9 @@ static void test_shared_scenes(void)
                sc->triangle_count, (unsigned long long)out.crossings, lit, n, implausible);
         /* The boxes are closed metal boxes cut by the plane: inside stays
            dark and the box shadows much of the rest, so ask less of them. */
-        CHECK(lit > n / (strncmp(names[i], "box", 3) ? 4 : 8), "%s: only %zu of %zu cells lit",
-              names[i], lit, n);
-        CHECK(implausible == 0, "%s: %zu cells above 4x free space", names[i], implausible);
+        CHECKF(lit > n / (strncmp(names[i], "box", 3) ? 4 : 8), "%s: only %zu of %zu cells lit",
+               names[i], lit, n);
+        CHECKF(implausible == 0, "%s: %zu cells above 4x free space", names[i], implausible);
         free(map);
         kern_scene_destroy(&sc);
     }

@@ -11,17 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int failures;
-
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "%s:%d: check failed: %s: ", __FILE__, __LINE__, #cond);               \
-            fprintf(stderr, __VA_ARGS__);                                                          \
-            fputc('\n', stderr);                                                                   \
-            failures++;                                                                            \
-        }                                                                                          \
-    } while (0)
+#include "../common/bf_check.h"
 
 typedef struct {
     const char *name;
@@ -49,7 +39,7 @@ static int compare_scene(const kern_backend_t *gpu, const char *shared, const ca
         e = cpu->ctx_new(kern_tracer_geom(tracer), 0, &cpu_ctx, err);
     if (e == BF_OK)
         e = gpu->ctx_new(kern_tracer_geom(tracer), 0, &gpu_ctx, err);
-    CHECK(e == BF_OK, "%s: %s", tc->name, err);
+    CHECKF(e == BF_OK, "%s: %s", tc->name, err);
     if (e != BF_OK)
         goto done;
 
@@ -57,7 +47,7 @@ static int compare_scene(const kern_backend_t *gpu, const char *shared, const ca
         .has_cell_size = true, .cell_size = {2, 2}, .has_height = true, .height = 1.5};
     kern_grid_t grid;
     e = kern_grid_make(scene, &meas, tc->rays, &grid, err);
-    CHECK(e == BF_OK, "%s: %s", tc->name, err);
+    CHECKF(e == BF_OK, "%s: %s", tc->name, err);
     if (e != BF_OK)
         goto done;
     size_t cells = (size_t)grid.nx * grid.ny;
@@ -90,17 +80,17 @@ static int compare_scene(const kern_backend_t *gpu, const char *shared, const ca
     double t0 = bf_mono_s();
     e = cpu->trace(cpu_ctx, &ts, &oc, err);
     double t_cpu = bf_mono_s() - t0;
-    CHECK(e == BF_OK, "cpu trace: %s", err);
+    CHECKF(e == BF_OK, "cpu trace: %s", err);
     t0 = bf_mono_s();
     e = gpu->trace(gpu_ctx, &ts, &og, err);
     double t_gpu = bf_mono_s() - t0;
-    CHECK(e == BF_OK, "gpu trace: %s", err);
+    CHECKF(e == BF_OK, "gpu trace: %s", err);
     if (e == BF_OK) {
         /* Crossing counts may differ by the odd ray whose hit flips under
            float contraction; the maps must agree where there is power. */
         double rel = fabs((double)og.crossings - (double)oc.crossings) / (double)(oc.crossings + 1);
-        CHECK(rel < 1e-3, "%s: crossings cpu %llu gpu %llu", tc->name,
-              (unsigned long long)oc.crossings, (unsigned long long)og.crossings);
+        CHECKF(rel < 1e-3, "%s: crossings cpu %llu gpu %llu", tc->name,
+               (unsigned long long)oc.crossings, (unsigned long long)og.crossings);
         double num = 0, den = 0;
         size_t shown = 0;
         for (size_t c = 0; c < cells; c++) {
@@ -114,10 +104,10 @@ static int compare_scene(const kern_backend_t *gpu, const char *shared, const ca
             }
         }
         double nmse_db = den > 0 ? 10 * log10(num / den + 1e-300) : -300;
-        CHECK(nmse_db < -50, "%s: GPU vs CPU map NMSE %.1f dB", tc->name, nmse_db);
-        CHECK(zg.ray_count > 0 || zc.ray_count == 0, "%s: no zone rays on the GPU", tc->name);
+        CHECKF(nmse_db < -50, "%s: GPU vs CPU map NMSE %.1f dB", tc->name, nmse_db);
+        CHECKF(zg.ray_count > 0 || zc.ray_count == 0, "%s: no zone rays on the GPU", tc->name);
         double zrel = fabs((double)zg.count - (double)zc.count) / (double)(zc.count + 1);
-        CHECK(zrel < 1e-3, "%s: zone crossings cpu %zu gpu %zu", tc->name, zc.count, zg.count);
+        CHECKF(zrel < 1e-3, "%s: zone crossings cpu %zu gpu %zu", tc->name, zc.count, zg.count);
         printf("%-32s rays %9llu  cpu %7.3f s  gpu %7.3f s  (x%.1f)  NMSE %.1f dB  zone xings "
                "%zu/%zu\n",
                tc->name, (unsigned long long)tc->rays, t_cpu, t_gpu, t_cpu / t_gpu, nmse_db,
@@ -131,16 +121,16 @@ static int compare_scene(const kern_backend_t *gpu, const char *shared, const ca
         double *sc = calloc((size_t)NO * zcells, sizeof *sc);
         double *sg = calloc((size_t)NO * zcells, sizeof *sg);
         e = cpu->evaluate(cpu_ctx, &zc, &ts.antenna, rots, NO, sc, NULL, err);
-        CHECK(e == BF_OK, "cpu evaluate: %s", err);
+        CHECKF(e == BF_OK, "cpu evaluate: %s", err);
         e = gpu->evaluate(gpu_ctx, &zc, &ts.antenna, rots, NO, sg, NULL, err);
-        CHECK(e == BF_OK, "gpu evaluate: %s", err);
+        CHECKF(e == BF_OK, "gpu evaluate: %s", err);
         double worst = 0;
         for (size_t k = 0; k < (size_t)NO * zcells; k++) {
             double r = fabs(sg[k] - sc[k]) / (fabs(sc[k]) + 1e-30);
             if (sc[k] > 0 && r > worst)
                 worst = r;
         }
-        CHECK(worst < 1e-4, "%s: orientation sums differ by %.3g relative", tc->name, worst);
+        CHECKF(worst < 1e-4, "%s: orientation sums differ by %.3g relative", tc->name, worst);
 
         /* The same optimum from both backends. */
         bf_optimizer_t opt = {
@@ -156,15 +146,15 @@ static int compare_scene(const kern_backend_t *gpu, const char *shared, const ca
         s.backend = cpu;
         s.ctx = cpu_ctx;
         e = kern_search(&s, &rc_, err);
-        CHECK(e == BF_OK, "cpu search: %s", err);
+        CHECKF(e == BF_OK, "cpu search: %s", err);
         s.backend = gpu;
         s.ctx = gpu_ctx;
         e = kern_search(&s, &rg_, err);
-        CHECK(e == BF_OK, "gpu search: %s", err);
-        CHECK(fabs(rc_.objective - rg_.objective) < 0.01,
-              "%s: optimum cpu (%.1f, %.1f) %.4f gpu (%.1f, %.1f) %.4f", tc->name,
-              rc_.best.azimuth_deg, rc_.best.tilt_deg, rc_.objective, rg_.best.azimuth_deg,
-              rg_.best.tilt_deg, rg_.objective);
+        CHECKF(e == BF_OK, "gpu search: %s", err);
+        CHECKF(fabs(rc_.objective - rg_.objective) < 0.01,
+               "%s: optimum cpu (%.1f, %.1f) %.4f gpu (%.1f, %.1f) %.4f", tc->name,
+               rc_.best.azimuth_deg, rc_.best.tilt_deg, rc_.objective, rg_.best.azimuth_deg,
+               rg_.best.tilt_deg, rg_.objective);
         free(sc);
         free(sg);
     }

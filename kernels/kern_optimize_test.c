@@ -13,16 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
-static int failures;
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            failures++;                                                                            \
-            fprintf(stderr, "%s:%d: CHECK(%s) failed: ", __FILE__, __LINE__, #cond);               \
-            fprintf(stderr, __VA_ARGS__);                                                          \
-            fputc('\n', stderr);                                                                   \
-        }                                                                                          \
-    } while (0)
+#include "../common/bf_check.h"
 
 #define FREQ 3.5e9
 
@@ -156,24 +147,24 @@ static kern_search_t search_of(fixture_t *f, const bf_optimizer_t *op)
 static void test_exact_vs_retrace(void)
 {
     fixture_t f;
-    CHECK(fixture_init(&f, 100000), "fixture");
+    CHECKF(fixture_init(&f, 100000), "fixture");
     printf("fixture: %u zone cells, %zu zone rays, %zu zone crossings\n", f.zone_cells,
            f.zone.ray_count, f.zone.count);
-    CHECK(f.zone.count > 1000, "enough zone crossings");
+    CHECKF(f.zone.count > 1000, "enough zone crossings");
     const double orients[4][3] = {{0, 0, 0}, {37.3, 7.1, 0}, {190, -4, 5}, {300.2, 22.5, -12}};
     double *sums = malloc(f.zone_cells * sizeof *sums);
     double *map = malloc(1600 * sizeof *map);
     char err[BF_ERRLEN];
     for (int o = 0; o < 4; o++) {
         kern_rot_t R = kern_rotation(orients[o][0], orients[o][1], orients[o][2]);
-        CHECK(kern_backend_cpu()->evaluate(f.ctx, &f.zone, &f.ts.antenna, &R, 1, sums, NULL, err) ==
-                  BF_OK,
-              "eval");
+        CHECKF(kern_backend_cpu()->evaluate(f.ctx, &f.zone, &f.ts.antenna, &R, 1, sums, NULL,
+                                            err) == BF_OK,
+               "eval");
         kern_trace_setup_t s = f.ts;
         s.rot = R;
         s.zone_of_cell = NULL;
         kern_trace_out_t out = {map, 0, NULL};
-        CHECK(kern_backend_cpu()->trace(f.ctx, &s, &out, err) == BF_OK, "retrace");
+        CHECKF(kern_backend_cpu()->trace(f.ctx, &s, &out, err) == BF_OK, "retrace");
         double worst = 0;
         for (size_t c = 0; c < 1600; c++) {
             int32_t z = f.zone_of_cell[c];
@@ -183,7 +174,7 @@ static void test_exact_vs_retrace(void)
             worst = fmax(worst, fabs(a - b));
         }
         printf("orientation %d: exact evaluation vs re-trace, worst cell %.3g dB\n", o, worst);
-        CHECK(worst < 1e-3, "orientation %d: %.3g dB", o, worst);
+        CHECKF(worst < 1e-3, "orientation %d: %.3g dB", o, worst);
     }
     free(sums);
     free(map);
@@ -193,12 +184,12 @@ static void test_exact_vs_retrace(void)
 static void test_search_vs_exhaustive(void)
 {
     fixture_t f;
-    CHECK(fixture_init(&f, 30000), "fixture");
+    CHECKF(fixture_init(&f, 30000), "fixture");
     bf_optimizer_t op = {BF_OBJ_MEAN_DBM, {0, 120}, {-10, 30}, -100};
     kern_search_t s = search_of(&f, &op);
     kern_search_result_t r;
     char err[BF_ERRLEN] = "";
-    CHECK(kern_search(&s, &r, err) == BF_OK, "search: %s", err);
+    CHECKF(kern_search(&s, &r, err) == BF_OK, "search: %s", err);
     /* exhaustive 0.5 deg grid */
     size_t na = 241, nt = 81, n = na * nt;
     kern_orient_t *o = malloc(n * sizeof *o);
@@ -209,7 +200,7 @@ static void test_search_vs_exhaustive(void)
             o[i * nt + k].tilt_deg = -10 + 0.5 * (double)k;
         }
     uint64_t evals = 0;
-    CHECK(kern_evaluate_orients(&s, o, n, v, &evals, err) == BF_OK && evals == n, "exhaustive");
+    CHECKF(kern_evaluate_orients(&s, o, n, v, &evals, err) == BF_OK && evals == n, "exhaustive");
     size_t best = 0;
     for (size_t i = 1; i < n; i++)
         if (v[i] > v[best])
@@ -219,28 +210,29 @@ static void test_search_vs_exhaustive(void)
            "tilt %.1f in %zu\n",
            r.objective, r.best.azimuth_deg, r.best.tilt_deg, (unsigned long long)r.evaluations,
            v[best], o[best].azimuth_deg, o[best].tilt_deg, n);
-    CHECK(r.objective >= v[best] - 0.05, "search %.4f vs exhaustive %.4f", r.objective, v[best]);
-    CHECK(r.evaluations > 100 && r.evaluations < 2000, "evaluations %llu",
-          (unsigned long long)r.evaluations);
-    CHECK(r.best.azimuth_deg >= 0 && r.best.azimuth_deg <= 120 && r.best.tilt_deg >= -10 &&
-              r.best.tilt_deg <= 30,
-          "within the ranges");
+    CHECKF(r.objective >= v[best] - 0.05, "search %.4f vs exhaustive %.4f", r.objective, v[best]);
+    CHECKF(r.evaluations > 100 && r.evaluations < 2000, "evaluations %llu",
+           (unsigned long long)r.evaluations);
+    CHECKF(r.best.azimuth_deg >= 0 && r.best.azimuth_deg <= 120 && r.best.tilt_deg >= -10 &&
+               r.best.tilt_deg <= 30,
+           "within the ranges");
     /* the reported objective is the evaluation at the reported orientation */
     double again;
-    CHECK(kern_evaluate_orients(&s, &r.best, 1, &again, NULL, err) == BF_OK && again == r.objective,
-          "consistent");
+    CHECKF(kern_evaluate_orients(&s, &r.best, 1, &again, NULL, err) == BF_OK &&
+               again == r.objective,
+           "consistent");
     /* every objective runs; a full circle wraps */
     bf_optimizer_t full = {BF_OBJ_P10_DBM, {0, 360}, {-10, 30}, -100};
     for (int obj = 0; obj < 4; obj++) {
         full.objective = (bf_objective_t)obj;
         kern_search_t s2 = search_of(&f, &full);
-        CHECK(kern_search(&s2, &r, err) == BF_OK && isfinite(r.objective), "objective %d", obj);
-        CHECK(r.best.azimuth_deg >= 0 && r.best.azimuth_deg < 360, "wrapped azimuth %g",
-              r.best.azimuth_deg);
+        CHECKF(kern_search(&s2, &r, err) == BF_OK && isfinite(r.objective), "objective %d", obj);
+        CHECKF(r.best.azimuth_deg >= 0 && r.best.azimuth_deg < 360, "wrapped azimuth %g",
+               r.best.azimuth_deg);
     }
     bf_optimizer_t bad = {BF_OBJ_MEAN_DBM, {10, 0}, {-10, 30}, -100};
     kern_search_t s3 = search_of(&f, &bad);
-    CHECK(kern_search(&s3, &r, err) == BF_EINVAL, "empty range refused");
+    CHECKF(kern_search(&s3, &r, err) == BF_EINVAL, "empty range refused");
     free(o);
     free(v);
     fixture_clear(&f);
@@ -249,24 +241,24 @@ static void test_search_vs_exhaustive(void)
 static void test_objectives(void)
 {
     double sorted[4] = {1, 2, 3, 4};
-    CHECK(fabs(kern_percentile_sorted(sorted, 4, 10) - 1.3) < 1e-12, "p10 numpy-style");
-    CHECK(fabs(kern_percentile_sorted(sorted, 4, 50) - 2.5) < 1e-12, "median");
-    CHECK(kern_percentile_sorted(sorted, 1, 90) == 1, "single");
+    CHECKF(fabs(kern_percentile_sorted(sorted, 4, 10) - 1.3) < 1e-12, "p10 numpy-style");
+    CHECKF(fabs(kern_percentile_sorted(sorted, 4, 50) - 2.5) < 1e-12, "median");
+    CHECKF(kern_percentile_sorted(sorted, 1, 90) == 1, "single");
     kern_power_t pw = {1e-3, -300}; /* sum 1 -> 1 mW -> 0 dBm */
-    CHECK(fabs(kern_sum_to_dbm(&pw, 1.0)) < 1e-12 && kern_sum_to_dbm(&pw, 0.0) == -300,
-          "sum to dBm");
+    CHECKF(fabs(kern_sum_to_dbm(&pw, 1.0)) < 1e-12 && kern_sum_to_dbm(&pw, 0.0) == -300,
+           "sum to dBm");
     double sums[3] = {1.0, 10.0, 0.0}, scratch[3];
-    CHECK(fabs(kern_objective(sums, 3, &pw, BF_OBJ_MEAN_DBM, 0, scratch) - (0 + 10 - 300) / 3.0) <
-              1e-9,
-          "mean");
-    CHECK(fabs(kern_objective(sums, 3, &pw, BF_OBJ_MEAN_LINEAR, 0, scratch) -
-               10 * log10(11.0 / 3)) < 1e-6,
-          "mean linear");
-    CHECK(fabs(kern_objective(sums, 3, &pw, BF_OBJ_COVERAGE, 5, scratch) - 1.0 / 3) < 1e-12,
-          "coverage");
-    CHECK(fabs(kern_objective(sums, 3, &pw, BF_OBJ_P10_DBM, 0, scratch) - (-300 + 0.2 * 300)) <
-              1e-9,
-          "p10");
+    CHECKF(fabs(kern_objective(sums, 3, &pw, BF_OBJ_MEAN_DBM, 0, scratch) - (0 + 10 - 300) / 3.0) <
+               1e-9,
+           "mean");
+    CHECKF(fabs(kern_objective(sums, 3, &pw, BF_OBJ_MEAN_LINEAR, 0, scratch) -
+                10 * log10(11.0 / 3)) < 1e-6,
+           "mean linear");
+    CHECKF(fabs(kern_objective(sums, 3, &pw, BF_OBJ_COVERAGE, 5, scratch) - 1.0 / 3) < 1e-12,
+           "coverage");
+    CHECKF(fabs(kern_objective(sums, 3, &pw, BF_OBJ_P10_DBM, 0, scratch) - (-300 + 0.2 * 300)) <
+               1e-9,
+           "p10");
 }
 
 /* ---- the whole task on a generated scene ------------------------------------ */
@@ -289,17 +281,17 @@ static void test_boresight(void)
 {
     char tmpl[] = "/tmp/kern_optimize_test.XXXXXX", err[BF_ERRLEN] = "";
     char *root = mkdtemp(tmpl);
-    CHECK(root != NULL, "mkdtemp");
+    CHECKF(root != NULL, "mkdtemp");
     if (!root)
         return;
     bf_err_t e = kern_scenegen(root, 1, 5, err);
-    CHECK(e == BF_OK, "scenegen: %s", err);
+    CHECKF(e == BF_OK, "scenegen: %s", err);
     if (e != BF_OK)
         return;
     char scene[600], maps[600];
     snprintf(scene, sizeof scene, "%s/city_000", root);
     snprintf(maps, sizeof maps, "%s/maps", root);
-    CHECK(bf_mkdir_p(maps, err) == BF_OK, "mkdir");
+    CHECKF(bf_mkdir_p(maps, err) == BF_OK, "mkdir");
     bf_job_t job;
     bf_job_defaults(&job);
     job.solver.samples_per_tx = 200000;
@@ -312,15 +304,15 @@ static void test_boresight(void)
     int seen[5] = {0};
     json_t *res = NULL;
     e = kern_boresight(scene, &job, &opts, on_progress, seen, &res, err);
-    CHECK(e == BF_OK && res, "boresight: %s", err);
+    CHECKF(e == BF_OK && res, "boresight: %s", err);
     if (res) {
-        CHECK(!strcmp(json_string_value(json_object_get(res, "status")), "success"), "status");
+        CHECKF(!strcmp(json_string_value(json_object_get(res, "status")), "success"), "status");
         json_t *st = json_object_get(res, "stats");
         size_t cells = (size_t)json_integer_value(json_object_get(st, "zone_cells"));
         json_t *zi = json_object_get(res, "zone_power_initial"),
                *zo = json_object_get(res, "zone_power_optimized");
-        CHECK(cells > 0 && json_array_size(zi) == cells && json_array_size(zo) == cells,
-              "zone arrays");
+        CHECKF(cells > 0 && json_array_size(zi) == cells && json_array_size(zo) == cells,
+               "zone arrays");
         double mi = 0, mo = 0;
         for (size_t i = 0; i < cells; i++) {
             mi += json_real_value(json_array_get(zi, i));
@@ -329,24 +321,24 @@ static void test_boresight(void)
         mi /= (double)cells;
         mo /= (double)cells;
         double imp = json_real_value(json_object_get(st, "improvement_mean"));
-        CHECK(fabs(json_real_value(json_object_get(st, "initial_mean")) - mi) < 1e-9 &&
-                  fabs(json_real_value(json_object_get(st, "optimized_mean")) - mo) < 1e-9,
-              "means match arrays");
-        CHECK(imp >= -1e-9 && fabs(imp - (mo - mi)) < 1e-9, "improvement %g", imp);
+        CHECKF(fabs(json_real_value(json_object_get(st, "initial_mean")) - mi) < 1e-9 &&
+                   fabs(json_real_value(json_object_get(st, "optimized_mean")) - mo) < 1e-9,
+               "means match arrays");
+        CHECKF(imp >= -1e-9 && fabs(imp - (mo - mi)) < 1e-9, "improvement %g", imp);
         /* the exact objective (mean_dbm) equals the re-traced optimized mean */
-        CHECK(fabs(json_real_value(json_object_get(res, "objective")) - mo) < 1e-3,
-              "objective vs re-trace");
+        CHECKF(fabs(json_real_value(json_object_get(res, "objective")) - mo) < 1e-3,
+               "objective vs re-trace");
         json_t *sv = json_object_get(res, "solver");
-        CHECK(json_integer_value(json_object_get(sv, "rays")) == 200000 &&
-                  json_integer_value(json_object_get(sv, "crossings")) > 0 &&
-                  json_integer_value(json_object_get(sv, "zone_crossings")) > 0 &&
-                  !strcmp(json_string_value(json_object_get(sv, "backend")), "cpu"),
-              "solver");
-        CHECK(json_integer_value(json_object_get(res, "evaluations")) > 100, "evaluations");
-        CHECK(json_object_get(json_object_get(res, "timings"), "maps") &&
-                  json_object_get(json_object_get(res, "boresight_optimized"), "tilt_deg"),
-              "timings, boresight");
-        CHECK(seen[0] && seen[1] && seen[2] && seen[3] && !seen[4], "progress stages");
+        CHECKF(json_integer_value(json_object_get(sv, "rays")) == 200000 &&
+                   json_integer_value(json_object_get(sv, "crossings")) > 0 &&
+                   json_integer_value(json_object_get(sv, "zone_crossings")) > 0 &&
+                   !strcmp(json_string_value(json_object_get(sv, "backend")), "cpu"),
+               "solver");
+        CHECKF(json_integer_value(json_object_get(res, "evaluations")) > 100, "evaluations");
+        CHECKF(json_object_get(json_object_get(res, "timings"), "maps") &&
+                   json_object_get(json_object_get(res, "boresight_optimized"), "tilt_deg"),
+               "timings, boresight");
+        CHECKF(seen[0] && seen[1] && seen[2] && seen[3] && !seen[4], "progress stages");
         printf("boresight: %zu zone cells, initial %.2f dBm -> optimized %.2f dBm (%+.2f dB)\n",
                cells, mi, mo, imp);
         json_decref(res);
@@ -354,9 +346,9 @@ static void test_boresight(void)
             char path[700], *text = NULL;
             size_t len = 0;
             snprintf(path, sizeof path, "%s/%s", maps, k ? "optimized.csv" : "initial.csv");
-            CHECK(bf_read_file(path, 1u << 28, &text, &len, err) == BF_OK &&
-                      !strncmp(text, "x,y,dbm\n", 8),
-                  "%s", path);
+            CHECKF(bf_read_file(path, 1u << 28, &text, &len, err) == BF_OK &&
+                       !strncmp(text, "x,y,dbm\n", 8),
+                   "%s", path);
             free(text);
             unlink(path);
         }
@@ -364,23 +356,23 @@ static void test_boresight(void)
     /* a zone that fails validation: status failed, threshold named */
     job.validation.p10_max_dbm = -1000;
     e = kern_boresight(scene, &job, &opts, NULL, NULL, &res, err);
-    CHECK(e == BF_OK && res &&
-              !strcmp(json_string_value(json_object_get(res, "status")), "failed") &&
-              strstr(json_string_value(json_object_get(res, "reason")), "p10_max_dbm"),
-          "failed validation");
+    CHECKF(e == BF_OK && res &&
+               !strcmp(json_string_value(json_object_get(res, "status")), "failed") &&
+               strstr(json_string_value(json_object_get(res, "reason")), "p10_max_dbm"),
+           "failed validation");
     json_decref(res);
     volatile int cancel = 1;
     kern_run_opts_t copts = {1, 2, NULL, &cancel};
-    CHECK(kern_boresight(scene, &job, &copts, NULL, NULL, &res, err) == BF_ECANCELED && !res,
-          "cancel");
+    CHECKF(kern_boresight(scene, &job, &copts, NULL, NULL, &res, err) == BF_ECANCELED && !res,
+           "cancel");
 #ifndef BF_HAVE_CUDA
     kern_run_opts_t gpu = {2, 1, NULL, NULL};
-    CHECK(kern_boresight(scene, &job, &gpu, NULL, NULL, &res, err) == BF_EUNSUPP,
-          "cuda not compiled");
+    CHECKF(kern_boresight(scene, &job, &gpu, NULL, NULL, &res, err) == BF_EUNSUPP,
+           "cuda not compiled");
 #endif
-    CHECK(kern_boresight("/nonexistent/scene", &job, &opts, NULL, NULL, &res, err) == BF_EINVAL &&
-              !res,
-          "bad scene");
+    CHECKF(kern_boresight("/nonexistent/scene", &job, &opts, NULL, NULL, &res, err) == BF_EINVAL &&
+               !res,
+           "bad scene");
     bf_job_clear(&job);
     unlink(maps);
     rmdir(maps);

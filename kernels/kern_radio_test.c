@@ -11,16 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-static int failures;
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            failures++;                                                                            \
-            fprintf(stderr, "%s:%d: CHECK(%s) failed: ", __FILE__, __LINE__, #cond);               \
-            fprintf(stderr, __VA_ARGS__);                                                          \
-            fputc('\n', stderr);                                                                   \
-        }                                                                                          \
-    } while (0)
+#include "../common/bf_check.h"
 
 /* Reference slab coefficients in double complex, straight from DESIGN 6.2. */
 static void ref_slab(double complex eta, double kd, double cos_t, double complex out[4])
@@ -40,13 +31,13 @@ static void test_complex(void)
 {
     kern_cf a = cf(3, -4), b = cf(1, 2);
     kern_cf d = cf_div(a, b); /* (3-4i)/(1+2i) = -1 - 2i */
-    CHECK(fabsf(d.re + 1) < 1e-6f && fabsf(d.im + 2) < 1e-6f, "div %g %g", d.re, d.im);
+    CHECKF(fabsf(d.re + 1) < 1e-6f && fabsf(d.im + 2) < 1e-6f, "div %g %g", d.re, d.im);
     kern_cf s = cf_sqrt(cf(-4, 0));
-    CHECK(fabsf(s.re) < 1e-6f && fabsf(s.im - 2) < 1e-6f, "sqrt(-4) %g %g", s.re, s.im);
+    CHECKF(fabsf(s.re) < 1e-6f && fabsf(s.im - 2) < 1e-6f, "sqrt(-4) %g %g", s.re, s.im);
     s = cf_sqrt(cf(3, -4)); /* 2 - i */
-    CHECK(fabsf(s.re - 2) < 1e-6f && fabsf(s.im + 1) < 1e-6f, "sqrt(3-4i) %g %g", s.re, s.im);
+    CHECKF(fabsf(s.re - 2) < 1e-6f && fabsf(s.im + 1) < 1e-6f, "sqrt(3-4i) %g %g", s.re, s.im);
     kern_cf big = cf_div(cf(1, 0), cf(3e18f, -4e18f)); /* no overflow */
-    CHECK(isfinite(big.re) && fabs(big.re - 3.0 / 25e18) < 1e-24, "big div %g", big.re);
+    CHECKF(isfinite(big.re) && fabs(big.re - 3.0 / 25e18) < 1e-24, "big div %g", big.re);
 }
 
 static void test_slab(void)
@@ -76,8 +67,9 @@ static void test_slab(void)
                 /* float math: relative 1e-4 of the coefficient, absolute 1e-5
                    (phases of q up to ~100 rad lose ~1e-5 in float) */
                 double err = cabs((got[k].re + I * got[k].im) - ref[k]);
-                CHECK(err < 1e-4 * cabs(ref[k]) + 2e-5, "%s %g deg coef %d: got %g%+gi want %g%+gi",
-                      mats[i].name, deg, k, got[k].re, got[k].im, creal(ref[k]), cimag(ref[k]));
+                CHECKF(err < 1e-4 * cabs(ref[k]) + 2e-5,
+                       "%s %g deg coef %d: got %g%+gi want %g%+gi", mats[i].name, deg, k, got[k].re,
+                       got[k].im, creal(ref[k]), cimag(ref[k]));
             }
         }
     }
@@ -87,19 +79,19 @@ static void test_slab(void)
         kern_cf c[4];
         kern_slab_coeffs(lossless, (float)cos(deg * KERN_PI / 180), c);
         for (int k = 0; k < 2; k++)
-            CHECK(fabsf(cf_abs2(c[k]) + cf_abs2(c[2 + k]) - 1.0f) < 1e-5f, "energy %g deg pol %d",
-                  deg, k);
+            CHECKF(fabsf(cf_abs2(c[k]) + cf_abs2(c[2 + k]) - 1.0f) < 1e-5f, "energy %g deg pol %d",
+                   deg, k);
     }
     /* metal mirrors everything and transmits nothing */
     kern_mat_t metal = {1.0f, -5.1e16f, 25.6f, 0};
     kern_cf c[4];
     kern_slab_coeffs(metal, 0.6f, c);
-    CHECK(fabsf(cf_abs2(c[0]) - 1) < 1e-5f && fabsf(cf_abs2(c[1]) - 1) < 1e-5f, "metal |R|");
-    CHECK(cf_abs2(c[2]) < 1e-12f && cf_abs2(c[3]) < 1e-12f, "metal T");
+    CHECKF(fabsf(cf_abs2(c[0]) - 1) < 1e-5f && fabsf(cf_abs2(c[1]) - 1) < 1e-5f, "metal |R|");
+    CHECKF(cf_abs2(c[2]) < 1e-12f && cf_abs2(c[3]) < 1e-12f, "metal T");
     /* zero thickness: transparent */
     kern_mat_t thin = {5.0f, -0.5f, 0.0f, 0};
     kern_slab_coeffs(thin, 0.8f, c);
-    CHECK(cf_abs2(c[0]) < 1e-12f && fabsf(cf_abs2(c[2]) - 1) < 1e-6f, "thin slab");
+    CHECKF(cf_abs2(c[0]) < 1e-12f && fabsf(cf_abs2(c[2]) - 1) < 1e-6f, "thin slab");
 }
 
 static void test_rotation(void)
@@ -110,16 +102,16 @@ static void test_rotation(void)
             double dot = 0;
             for (int j = 0; j < 3; j++)
                 dot += R.m[3 * j + i] * R.m[3 * j + k];
-            CHECK(fabs(dot - (i == k)) < 1e-6, "orthonormal %d %d", i, k);
+            CHECKF(fabs(dot - (i == k)) < 1e-6, "orthonormal %d %d", i, k);
         }
     kern_rot_t down = kern_rotation(0, 10, 0);
     kern_v3 bs = kern_rot_apply(&down, v3(1, 0, 0));
-    CHECK(bs.z < -0.17f && bs.z > -0.18f, "positive tilt points down: z %g", bs.z);
+    CHECKF(bs.z < -0.17f && bs.z > -0.18f, "positive tilt points down: z %g", bs.z);
     kern_rot_t east = kern_rotation(90, 0, 0);
     bs = kern_rot_apply(&east, v3(1, 0, 0));
-    CHECK(fabsf(bs.y - 1) < 1e-6f, "azimuth 90 points to +y");
+    CHECKF(fabsf(bs.y - 1) < 1e-6f, "azimuth 90 points to +y");
     kern_v3 back = kern_rot_apply_t(&R, kern_rot_apply(&R, v3(0.3f, -0.5f, 0.8f)));
-    CHECK(fabsf(back.x - 0.3f) < 1e-6f && fabsf(back.z - 0.8f) < 1e-6f, "R^T R = 1");
+    CHECKF(fabsf(back.x - 0.3f) < 1e-6f && fabsf(back.z - 0.8f) < 1e-6f, "R^T R = 1");
 }
 
 /* Integral of |C|^2 over the sphere / 4 pi, midpoint rule. */
@@ -141,23 +133,23 @@ static double pattern_power(int pattern)
 
 static void test_patterns(void)
 {
-    CHECK(fabs(pattern_power(KERN_PAT_ISO) - 1) < 1e-4, "iso power");
-    CHECK(fabs(pattern_power(KERN_PAT_DIPOLE) - 1) < 1e-3, "dipole power %g",
-          pattern_power(KERN_PAT_DIPOLE));
+    CHECKF(fabs(pattern_power(KERN_PAT_ISO) - 1) < 1e-4, "iso power");
+    CHECKF(fabs(pattern_power(KERN_PAT_DIPOLE) - 1) < 1e-3, "dipole power %g",
+           pattern_power(KERN_PAT_DIPOLE));
     /* 1.643 is the rounded half-wave dipole directivity: 0.2 % */
-    CHECK(fabs(pattern_power(KERN_PAT_HW_DIPOLE) - 1) < 2e-3, "hw power %g",
-          pattern_power(KERN_PAT_HW_DIPOLE));
+    CHECKF(fabs(pattern_power(KERN_PAT_HW_DIPOLE) - 1) < 2e-3, "hw power %g",
+           pattern_power(KERN_PAT_HW_DIPOLE));
     /* the 3GPP element is not normalized: with its 8 dBi peak it radiates
        about -1.8 dB of an isotropic antenna (0.657) */
     double p = pattern_power(KERN_PAT_TR38901);
-    CHECK(p > 0.64 && p < 0.67, "tr38901 power %g", p);
-    CHECK(fabsf(kern_pattern_amp(KERN_PAT_TR38901, v3(1, 0, 0)) - powf(10, 8.0f / 20)) < 1e-4f,
-          "tr38901 peak");
-    CHECK(fabsf(kern_pattern_amp(KERN_PAT_TR38901, v3(-1, 0, 0)) - powf(10, -22.0f / 20)) < 1e-5f,
-          "tr38901 back");
-    CHECK(fabsf(kern_pattern_amp(KERN_PAT_DIPOLE, v3(0, 1, 0)) - sqrtf(1.5f)) < 1e-6f,
-          "dipole peak");
-    CHECK(kern_pattern_amp(KERN_PAT_HW_DIPOLE, v3(0, 0, 1)) == 0.0f, "hw null");
+    CHECKF(p > 0.64 && p < 0.67, "tr38901 power %g", p);
+    CHECKF(fabsf(kern_pattern_amp(KERN_PAT_TR38901, v3(1, 0, 0)) - powf(10, 8.0f / 20)) < 1e-4f,
+           "tr38901 peak");
+    CHECKF(fabsf(kern_pattern_amp(KERN_PAT_TR38901, v3(-1, 0, 0)) - powf(10, -22.0f / 20)) < 1e-5f,
+           "tr38901 back");
+    CHECKF(fabsf(kern_pattern_amp(KERN_PAT_DIPOLE, v3(0, 1, 0)) - sqrtf(1.5f)) < 1e-6f,
+           "dipole peak");
+    CHECKF(kern_pattern_amp(KERN_PAT_HW_DIPOLE, v3(0, 0, 1)) == 0.0f, "hw null");
 
     /* polarization: V is theta-only, H phi-only at zero orientation; any
        orientation keeps |f|^2 = C^2 and cross splits it over two ports */
@@ -168,23 +160,23 @@ static void test_patterns(void)
     kern_v3 d = v3_norm(v3(0.6f, 0.5f, 0.3f));
     float f[2][2];
     kern_antenna_field(&v, &I0, d, f);
-    CHECK(fabsf(f[0][1]) < 1e-6f && f[1][0] == 0 && f[1][1] == 0, "V is theta");
+    CHECKF(fabsf(f[0][1]) < 1e-6f && f[1][0] == 0 && f[1][1] == 0, "V is theta");
     kern_antenna_field(&h, &I0, d, f);
-    CHECK(fabsf(f[0][0]) < 1e-6f, "H is phi");
+    CHECKF(fabsf(f[0][0]) < 1e-6f, "H is phi");
     kern_rot_t R = kern_rotation(40, 15, 20);
     kern_v3 dl = kern_rot_apply_t(&R, d);
     float c = kern_pattern_amp(KERN_PAT_DIPOLE, dl);
     kern_antenna_field(&v, &R, d, f);
-    CHECK(fabsf(f[0][0] * f[0][0] + f[0][1] * f[0][1] - c * c) < 1e-5f, "rotated V norm");
-    CHECK(fabsf(f[0][1]) > 0.01f, "roll mixes theta and phi");
+    CHECKF(fabsf(f[0][0] * f[0][0] + f[0][1] * f[0][1] - c * c) < 1e-5f, "rotated V norm");
+    CHECKF(fabsf(f[0][1]) > 0.01f, "roll mixes theta and phi");
     kern_antenna_field(&x, &R, d, f);
     float tot = f[0][0] * f[0][0] + f[0][1] * f[0][1] + f[1][0] * f[1][0] + f[1][1] * f[1][1];
-    CHECK(fabsf(tot - c * c) < 1e-5f, "cross total power");
+    CHECKF(fabsf(tot - c * c) < 1e-5f, "cross total power");
     float m[3] = {2.0f, 0.5f, 3.0f};
-    CHECK(fabsf(kern_form_power(f, m) - (2 * (f[0][0] * f[0][0] + f[1][0] * f[1][0]) +
-                                         2 * 0.5f * (f[0][0] * f[0][1] + f[1][0] * f[1][1]) +
-                                         3 * (f[0][1] * f[0][1] + f[1][1] * f[1][1]))) < 1e-5f,
-          "form power");
+    CHECKF(fabsf(kern_form_power(f, m) - (2 * (f[0][0] * f[0][0] + f[1][0] * f[1][0]) +
+                                          2 * 0.5f * (f[0][0] * f[0][1] + f[1][0] * f[1][1]) +
+                                          3 * (f[0][1] * f[0][1] + f[1][1] * f[1][1]))) < 1e-5f,
+           "form power");
 }
 
 static void test_lattice_rng(void)
@@ -193,29 +185,29 @@ static void test_lattice_rng(void)
     double sx = 0, sy = 0, sz = 0;
     for (uint64_t i = 0; i < n; i++) {
         kern_v3 d = kern_fibonacci_dir(i, n);
-        CHECK(fabsf(v3_len(d) - 1) < 1e-5f, "unit %llu", (unsigned long long)i);
+        CHECKF(fabsf(v3_len(d) - 1) < 1e-5f, "unit %llu", (unsigned long long)i);
         sx += d.x;
         sy += d.y;
         sz += d.z;
     }
-    CHECK(fabs(sx / n) < 1e-3 && fabs(sy / n) < 1e-3 && fabs(sz / n) < 1e-6, "lattice balanced");
+    CHECKF(fabs(sx / n) < 1e-3 && fabs(sy / n) < 1e-3 && fabs(sz / n) < 1e-6, "lattice balanced");
     kern_v3 first = kern_fibonacci_dir(0, n), last = kern_fibonacci_dir(n - 1, n);
-    CHECK(first.z == 1.0f && last.z == -1.0f, "poles");
-    CHECK(isfinite(kern_fibonacci_dir(0, 1).x), "N = 1");
+    CHECKF(first.z == 1.0f && last.z == -1.0f, "poles");
+    CHECKF(isfinite(kern_fibonacci_dir(0, 1).x), "N = 1");
     double s = 0, s2 = 0;
     for (uint64_t i = 0; i < n; i++) {
         float u = kern_rand(42, i, i % 4);
-        CHECK(u >= 0.0f && u < 1.0f, "range");
+        CHECKF(u >= 0.0f && u < 1.0f, "range");
         s += u;
         s2 += (double)u * u;
     }
     /* mean 0.5 +- 5 sigma (sigma = 0.289/sqrt(n) = 9e-4), variance 1/12 */
-    CHECK(fabs(s / n - 0.5) < 5e-3, "mean %g", s / n);
-    CHECK(fabs(s2 / n - s * s / n / n - 1.0 / 12) < 3e-3, "variance");
-    CHECK(kern_rand(42, 7, 1) == kern_rand(42, 7, 1) &&
-              kern_rand(42, 7, 1) != kern_rand(43, 7, 1) &&
-              kern_rand(42, 7, 1) != kern_rand(42, 7, 2),
-          "counter-based");
+    CHECKF(fabs(s / n - 0.5) < 5e-3, "mean %g", s / n);
+    CHECKF(fabs(s2 / n - s * s / n / n - 1.0 / 12) < 3e-3, "variance");
+    CHECKF(kern_rand(42, 7, 1) == kern_rand(42, 7, 1) &&
+               kern_rand(42, 7, 1) != kern_rand(43, 7, 1) &&
+               kern_rand(42, 7, 1) != kern_rand(42, 7, 2),
+           "counter-based");
 }
 
 static void test_jones(void)
@@ -224,7 +216,7 @@ static void test_jones(void)
     kern_ray_launch(&ray, v3(0, 0, 10), 1234, 5000);
     float m[3];
     kern_ray_form(&ray, 2.0f, m);
-    CHECK(m[0] == 2.0f && m[1] == 0.0f && m[2] == 2.0f, "identity form");
+    CHECKF(m[0] == 2.0f && m[1] == 0.0f && m[2] == 2.0f, "identity form");
     /* a metal mirror at z = 0 */
     ray.dir = v3_norm(v3(0.5f, 0.2f, -1.0f));
     kern_sph_basis(ray.dir, &ray.u, &ray.v);
@@ -232,19 +224,20 @@ static void test_jones(void)
     float t = 10.0f / -din.z;
     kern_mat_t metal = {1.0f, -5.1e16f, 25.6f, 0};
     int ok = kern_ray_interact(&ray, t, v3(0, 0, 1), metal, 0.99f, 1, 1);
-    CHECK(ok && ray.depth == 1, "interacts");
-    CHECK(fabsf(ray.dir.x - din.x) < 1e-6f && fabsf(ray.dir.z + din.z) < 1e-6f,
-          "specular direction");
-    CHECK(ray.org.z > 0.0f && ray.org.z < 1e-3f, "offset to the incoming side: %g", ray.org.z);
+    CHECKF(ok && ray.depth == 1, "interacts");
+    CHECKF(fabsf(ray.dir.x - din.x) < 1e-6f && fabsf(ray.dir.z + din.z) < 1e-6f,
+           "specular direction");
+    CHECKF(ray.org.z > 0.0f && ray.org.z < 1e-3f, "offset to the incoming side: %g", ray.org.z);
     kern_ray_form(&ray, 1.0f, m);
-    CHECK(fabsf(m[0] - 1) < 1e-4f && fabsf(m[2] - 1) < 1e-4f && fabsf(m[1]) < 1e-4f,
-          "mirror keeps power %g %g %g", m[0], m[1], m[2]);
-    CHECK(fabsf(v3_dot(ray.u, ray.dir)) < 1e-6f && fabsf(v3_dot(ray.v, ray.dir)) < 1e-6f &&
-              fabsf(v3_dot(ray.u, ray.v)) < 1e-6f,
-          "basis perpendicular");
+    CHECKF(fabsf(m[0] - 1) < 1e-4f && fabsf(m[2] - 1) < 1e-4f && fabsf(m[1]) < 1e-4f,
+           "mirror keeps power %g %g %g", m[0], m[1], m[2]);
+    CHECKF(fabsf(v3_dot(ray.u, ray.dir)) < 1e-6f && fabsf(v3_dot(ray.v, ray.dir)) < 1e-6f &&
+               fabsf(v3_dot(ray.u, ray.v)) < 1e-6f,
+           "basis perpendicular");
     /* refraction only allowed through metal: nothing passes, the ray stops */
     kern_ray_launch(&ray, v3(0, 0, 10), 4000, 5000);
-    CHECK(!kern_ray_interact(&ray, 5.0f, v3(0, 0, 1), metal, 0.5f, 0, 1), "metal stops refraction");
+    CHECKF(!kern_ray_interact(&ray, 5.0f, v3(0, 0, 1), metal, 0.5f, 0, 1),
+           "metal stops refraction");
     /* a lossy slab with both events: expected power (p * |c|^2/p summed) is |R|^2 + |T|^2 */
     kern_mat_t conc = {5.24f, -0.63f, 2.6f, 0};
     kern_cf c[4];
@@ -262,7 +255,7 @@ static void test_jones(void)
     /* normal incidence: |R_TE| = |R_TM|, |T_TE| = |T_TM|; the stratified
        u01 makes the estimate exact up to 1/n */
     double want = cf_abs2(c[0]) + cf_abs2(c[2]);
-    CHECK(fabs(acc / n - want) < 2e-3 * want, "unbiased event choice %g vs %g", acc / n, want);
+    CHECKF(fabs(acc / n - want) < 2e-3 * want, "unbiased event choice %g vs %g", acc / n, want);
 }
 
 static void test_crossing(void)
@@ -274,12 +267,12 @@ static void test_crossing(void)
     uint32_t cell = 99;
     float w = kern_plane_crossing(&ray, INFINITY, &g, &cell);
     /* crosses at (3, 1): cell ix = 2, iy = 2 */
-    CHECK(cell == 2 * 4 + 2 && fabsf(w - 0.01f / -ray.dir.z) < 1e-7f, "cell %u w %g", cell, w);
-    CHECK(kern_plane_crossing(&ray, 5.0f, &g, &cell) == 0.0f, "hit before the plane");
+    CHECKF(cell == 2 * 4 + 2 && fabsf(w - 0.01f / -ray.dir.z) < 1e-7f, "cell %u w %g", cell, w);
+    CHECKF(kern_plane_crossing(&ray, 5.0f, &g, &cell) == 0.0f, "hit before the plane");
     ray.dir = v3(0, 0, 1);
-    CHECK(kern_plane_crossing(&ray, INFINITY, &g, &cell) == 0.0f, "going away");
+    CHECKF(kern_plane_crossing(&ray, INFINITY, &g, &cell) == 0.0f, "going away");
     ray.dir = v3_norm(v3(3, 0, -1));
-    CHECK(kern_plane_crossing(&ray, INFINITY, &g, &cell) == 0.0f, "outside the grid");
+    CHECKF(kern_plane_crossing(&ray, INFINITY, &g, &cell) == 0.0f, "outside the grid");
 }
 
 int main(void)
