@@ -7,6 +7,7 @@
     quoting, and a new job in a used directory. */
 
 #include "collector.h"
+#include "collector_testkit.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -138,42 +139,11 @@ static json_t *exec_result(const char *job, int i, const char *status)
                      "host", "h2", "attempt", 3, "elapsed_time", 0.1);
 }
 
-static char *slurp(const char *dir, const char *name)
-{
-    char path[512];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    char *text = NULL;
-    size_t len;
-    return bf_read_file(path, 1 << 24, &text, &len, NULL) == BF_OK ? text : NULL;
-}
-
 static json_t *load(const char *dir, const char *name)
 {
     char path[512];
     snprintf(path, sizeof path, "%s/%s", dir, name);
     return json_load_file(path, 0, NULL);
-}
-
-/* Every line of results.jsonl is a JSON object ending in '\n'; returns the
-   number of lines, -1 when one is not. */
-static int jsonl_lines(const char *dir)
-{
-    char *text = slurp(dir, "results.jsonl");
-    if (!text)
-        return -1;
-    int n = 0;
-    size_t len = strlen(text);
-    if (len && text[len - 1] != '\n')
-        n = -1;
-    for (char *line = text; n >= 0 && *line;) {
-        char *nl = strchr(line, '\n');
-        json_t *o = json_loadb(line, (size_t)(nl - line), 0, NULL);
-        n = json_is_object(o) ? n + 1 : -1;
-        json_decref(o);
-        line = nl + 1;
-    }
-    free(text);
-    return n;
 }
 
 static bool read_csv(const char *dir, csv_t *t)
@@ -182,19 +152,6 @@ static bool read_csv(const char *dir, csv_t *t)
     bool ok = text && csv_parse(text, t);
     free(text);
     return ok;
-}
-
-static int count_files(const char *dir, const char *prefix)
-{
-    char cmd[700];
-    snprintf(cmd, sizeof cmd, "ls %s | grep -c '^%s' > %s/.count", dir, prefix, dir);
-    if (system(cmd) < 0)
-        return -1;
-    char *t = slurp(dir, ".count");
-    int n = t ? atoi(t) : -1;
-    free(t);
-    unlink(strchr(cmd, '>') + 2);
-    return n;
 }
 
 /* ---- the tests ------------------------------------------------------------------ */

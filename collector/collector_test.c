@@ -11,6 +11,7 @@
     unacknowledged (while another job goes on) until it can. */
 
 #include "collector.h"
+#include "collector_testkit.h"
 
 #include "../proto/proto.h"
 
@@ -147,36 +148,6 @@ static void job_done(fake_t *b, const char *job_id, const char *output, uint64_t
     proto_msg_clear(&m);
 }
 
-static char *slurp(const char *dir, const char *name)
-{
-    char path[512];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    char *text = NULL;
-    size_t len;
-    return bf_read_file(path, 1 << 24, &text, &len, NULL) == BF_OK ? text : NULL;
-}
-
-/* Lines of dir/results.jsonl when every one is a JSON object, else -1. */
-static int jsonl_lines(const char *dir)
-{
-    char *text = slurp(dir, "results.jsonl");
-    if (!text)
-        return -1;
-    int n = 0;
-    size_t len = strlen(text);
-    if (len && text[len - 1] != '\n')
-        n = -1;
-    for (char *line = text; n >= 0 && *line;) {
-        char *nl = strchr(line, '\n');
-        json_t *o = json_loadb(line, (size_t)(nl - line), 0, NULL);
-        n = json_is_object(o) ? n + 1 : -1;
-        json_decref(o);
-        line = nl + 1;
-    }
-    free(text);
-    return n;
-}
-
 static bool log_has(const char *dir, const char *job_id, int task)
 {
     char needle[80];
@@ -195,13 +166,6 @@ static int csv_rows(const char *dir)
         n += *p == '\n';
     free(text);
     return text ? n - 1 : -1;
-}
-
-static int count_final(const char *dir)
-{
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "test $(ls %s | grep -c '^results_final_.*\\.json$') -eq 1", dir);
-    return system(cmd) == 0 ? 1 : 0;
 }
 
 /* Collects ACKs until every seq in want (0-terminated) came or timeout;
@@ -382,7 +346,7 @@ int main(void)
     CHECK(json_number_value(json_object_get(sum, "total_time_s")) == 3.0);
     CHECK(json_number_value(json_object_get(json_object_get(sum, "improvement"), "mean")) == 2.0);
     json_decref(sum);
-    CHECK(count_final(dirJ));
+    CHECK(count_files(dirJ, "results_final_") == 1);
     results = done = 0;
     drain_stream(&b, r1.sub, 300, &results, &done, NULL);
     CHECK(results == 0 && done == 1);
@@ -431,10 +395,10 @@ int main(void)
         expect_acks(&b, (const uint64_t[]){1, 2, 3, 4, 5, 6, 0}, "jobJ", dirJ, task_of_seq, 3000));
     CHECK(jsonl_lines(dirJ) == 4);
     CHECK(csv_rows(dirJ) == 4);
-    CHECK(count_final(dirJ));
+    CHECK(count_files(dirJ, "results_final_") == 1);
     job_done(&b, "jobJ", dirJ, 7);
     CHECK(expect_acks(&b, (const uint64_t[]){7, 0}, NULL, NULL, NULL, 3000));
-    CHECK(count_final(dirJ));
+    CHECK(count_files(dirJ, "results_final_") == 1);
     snprintf(path, sizeof path, "%s/summary.json", dirJ);
     sum = json_load_file(path, 0, NULL);
     CHECK(json_integer_value(json_object_get(json_object_get(sum, "counts"), "total")) == 4);
