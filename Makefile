@@ -10,8 +10,13 @@ DEB_PACKAGES = build-essential cmake pkg-config python3 python3-pip \
                libzmq3-dev libmsgpack-dev libyaml-dev libsqlite3-dev libjansson-dev \
                libexpat1-dev libpng-dev libmicrohttpd-dev libcmocka-dev libembree-dev
 PY_PACKAGES  = pyzmq msgpack
+# What only the tests use: a browser for report.html, promtool, network
+# namespaces, groff for the man page, clang for the fuzzers, and Slurm,
+# munge, sshd and systemd-analyze for the deployment tests.
+TEST_DEB_PACKAGES = chromium prometheus iproute2 groff-base clang slurm-wlm munge \
+                    openssh-server systemd
 
-.PHONY: all deps build demo test test-asan bench clean format
+.PHONY: all deps deps-test build demo test test-asan bench clean format fuzz
 
 all: build
 
@@ -27,12 +32,24 @@ build: $(BUILD)/CMakeCache.txt
 demo: deps build $(BUILD)/demo-scenes
 	./$(BUILD)/beamfleet run examples/demo.yaml
 
-test: deps build
+deps-test:
+	@./deploy/install-deps.sh $(DEB_PACKAGES) $(TEST_DEB_PACKAGES) -- $(PY_PACKAGES)
+
+test: deps-test build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) --timeout 900
 
 # Every test again under AddressSanitizer and UndefinedBehaviorSanitizer (CI runs both).
-test-asan: deps
+test-asan: deps-test
 	$(MAKE) test BUILD=build-asan CMAKE_ARGS="-DBF_SANITIZE=ON -DBF_CUDA=OFF"
+
+# libFuzzer harnesses (tests/fuzz, docs/fuzzing.md): clang build in build-fuzz,
+# then FUZZ_SECONDS per harness from the committed corpus; fails on any finding.
+FUZZ_SECONDS ?= 30
+fuzz:
+	@./deploy/install-deps.sh $(DEB_PACKAGES) clang -- $(PY_PACKAGES)
+	CC=clang CXX=clang++ cmake -S . -B build-fuzz -DBF_FUZZ=ON -DBF_CUDA=OFF
+	cmake --build build-fuzz -j $(JOBS) --target fuzz_harnesses
+	./tests/fuzz/run.sh build-fuzz $(FUZZ_SECONDS)
 
 bench: deps build
 	./bench/run-all.sh $(BUILD)

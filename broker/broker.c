@@ -10,6 +10,7 @@
     "worker lost" attempt) and task leases. See docs/architecture.md. */
 
 #include "broker.h"
+#include "broker_metrics.h"
 #include "broker_store.h"
 
 #include "../common/bf_config.h"
@@ -39,6 +40,9 @@ struct peer {
     char *name;
     json_t *caps;        /* the capability fields status shows, copied and bounded */
     char *host, *device; /* for status and failure reasons */
+    char *fault_key;     /* its fault domain: "host/gpuN", or its name for a CPU worker */
+    size_t health;       /* index of its fault domain in broker_t.health */
+    uint64_t passed;     /* the dispatch round that found nothing it may take */
     int64_t gpu_id;
     uint64_t credit; /* tasks (or deliveries) it may still take */
     int64_t last_recv, last_send;
@@ -50,12 +54,29 @@ struct peer {
     double fraction;
     uint32_t current; /* the task its last PROGRESS was about */
     bool has_current;
-    bool dead; /* reaped at the end of the iteration, never inside a handler */
+    bool dead;            /* reaped at the end of the iteration, never inside a handler */
+    json_t *gpu_stats;    /* the last STATS, checked (broker_metrics_stats_copy), or NULL */
+    int64_t gpu_stats_ms; /* when it came */
     /* collector only: seqs sent and not yet acked */
     uint64_t *inflight;
     size_t ninflight;
     uint64_t sent_upto;
 };
+
+/* Fault attribution per fault domain (a GPU, or a CPU worker): a domain
+   that fails QUARANTINE_AFTER different tasks in a row, with no success
+   between, gets no tasks for QUARANTINE_MS; then it is on probation (one
+   more failure quarantines it again, a success clears it). */
+#define QUARANTINE_AFTER 3
+#define QUARANTINE_MS    (10 * 60 * 1000)
+typedef struct {
+    char *key;
+    unsigned streak;                   /* different tasks failed in a row */
+    char recent[QUARANTINE_AFTER][33]; /* the task ids of the streak */
+    int64_t quarantined_until;         /* 0 when not quarantined */
+    uint64_t quarantines;
+    char last_reason[128];
+} health_t;
 
 typedef struct {
     uint8_t id[MAX_ID];
@@ -79,7 +100,17 @@ struct broker {
     size_t nout, capout;
     int64_t started_ms;
     bool in_tx;
-    uint64_t bad_messages;
+    /* metrics (broker_metrics.h): NULL when off; the counters are kept anyway */
+    broker_metrics_t *metrics;
+    uint64_t received, commits;
+    uint64_t mcursor; /* final tasks up to this store sequence are in the metrics */
+    int64_t msweep_next;
+    uint64_t bad_messages, refused_messages;
+    bf_security_t *security; /* NULL: plaintext (loopback or insecure) */
+    health_t *health;        /* one per fault domain seen, never shrinks */
+    uint64_t dispatch_round;
+    size_t nhealth, caphealth;
+    bf_zap_t *zap;
 };
 
 /* ---- outgoing messages, sent after commit ------------------------------- */
@@ -185,12 +216,14 @@ static peer_t *peer_find(broker_t *b, const uint8_t *id, size_t id_len)
 
 static void peer_free(peer_t *p)
 {
+    free(p->fault_key);
     free(p->name);
     free(p->host);
     free(p->device);
     json_decref(p->caps);
     free(p->held);
     free(p->inflight);
+    json_decref(p->gpu_stats);
     free(p);
 }
 
@@ -211,6 +244,7 @@ static peer_t *peer_add(broker_t *b, const uint8_t *id, size_t id_len, peer_kind
     p->id_len = id_len;
     p->kind = kind;
     p->gpu_id = -1;
+    p->health = SIZE_MAX; /* set by READY */
     p->last_recv = p->last_send = bf_mono_ms();
     if (2 * (b->npeers + 1) > b->pcap) {
         b->peers[b->npeers++] = p; /* the rebuild inserts it */
@@ -294,13 +328,76 @@ static bf_err_t tx(broker_t *b)
 /* The task failed on this attempt (error result, lost worker, lease over):
    requeue it, or make it final with status error when attempts are used
    up. result may be NULL (nothing came back). */
+static health_t *health_of(broker_t *b, const char *key)
+{
+    for (size_t i = 0; i < b->nhealth; i++)
+        if (!strcmp(b->health[i].key, key))
+            return &b->health[i];
+    if (b->nhealth == b->caphealth) {
+        size_t cap = b->caphealth ? 2 * b->caphealth : 16;
+        health_t *grown = realloc(b->health, cap * sizeof *grown);
+        if (!grown)
+            return NULL;
+        b->health = grown;
+        b->caphealth = cap;
+    }
+    health_t *h = &b->health[b->nhealth];
+    memset(h, 0, sizeof *h);
+    if (!(h->key = bf_strdup(key)))
+        return NULL;
+    b->nhealth++;
+    return h;
+}
+
+/* "host/gpuN" for a GPU, the worker's own name for a CPU worker. */
+static char *fault_key(const char *host, int64_t gpu_id, const char *worker)
+{
+    return gpu_id >= 0 ? bf_asprintf("%s/gpu%lld", host, (long long)gpu_id) : bf_strdup(worker);
+}
+
+static bool quarantined(const broker_t *b, const peer_t *p, int64_t now)
+{
+    return p->health < b->nhealth && b->health[p->health].quarantined_until > now;
+}
+
+static void note_success(broker_t *b, const char *key)
+{
+    for (size_t i = 0; key && i < b->nhealth; i++)
+        if (!strcmp(b->health[i].key, key)) {
+            b->health[i].streak = 0;
+            b->health[i].quarantined_until = 0;
+        }
+}
+
+static void note_failure(broker_t *b, const char *key, const char *task_id, const char *reason)
+{
+    health_t *h = key ? health_of(b, key) : NULL;
+    if (!h)
+        return;
+    for (unsigned i = 0; i < h->streak && i < QUARANTINE_AFTER; i++)
+        if (!strcmp(h->recent[i], task_id))
+            return; /* the same task again: not a different failure */
+    bf_strlcpy(h->recent[h->streak % QUARANTINE_AFTER], task_id, sizeof h->recent[0]);
+    bf_strlcpy(h->last_reason, reason ? reason : "", sizeof h->last_reason);
+    if (++h->streak < QUARANTINE_AFTER)
+        return;
+    int64_t now = bf_mono_ms();
+    h->quarantined_until = now + QUARANTINE_MS;
+    h->quarantines++;
+    h->streak = QUARANTINE_AFTER - 1; /* probation: one more failure and it is back */
+    bf_warn("quarantined %s for %d s: %d different tasks failed in a row (last: %s)", key,
+            QUARANTINE_MS / 1000, QUARANTINE_AFTER, h->last_reason);
+}
+
 static bf_err_t task_failed(broker_t *b, uint32_t t, const char *host, const char *device,
-                            const char *worker, const char *reason, json_t *result)
+                            const char *worker, const char *key, const char *reason, json_t *result)
 {
     bf_err_t rc = tx(b);
     if (rc != BF_OK)
         return rc;
-    return broker_store_task_failed(b->store, t, host, device, worker, reason, result);
+    note_failure(b, key, broker_store_task_id(b->store, t), reason);
+    broker_metrics_observe_queued(b->metrics, t, false, bf_mono_ms()); /* final: swept */
+    return broker_store_task_failed(b->store, t, host, device, worker, key, reason, result);
 }
 
 static void send_abort(broker_t *b, peer_t *w, uint32_t t, const char *reason)
@@ -361,7 +458,11 @@ static void on_ready(broker_t *b, const uint8_t *id, size_t id_len, peer_t *p, p
     p->device = cap_str(m->obj, "name", "?");
     json_t *gi = json_object_get(m->obj, "device_index");
     p->gpu_id = json_is_integer(gi) ? json_integer_value(gi) : -1;
-    if (!p->name || !p->caps || !p->host || !p->device) {
+    free(p->fault_key);
+    p->fault_key = p->name && p->host ? fault_key(p->host, p->gpu_id, p->name) : NULL;
+    health_t *h = p->fault_key ? health_of(b, p->fault_key) : NULL;
+    p->health = h ? (size_t)(h - b->health) : SIZE_MAX;
+    if (!p->name || !p->caps || !p->host || !p->device || !h) {
         p->dead = true;
         return;
     }
@@ -426,6 +527,37 @@ static void on_collect(broker_t *b, const uint8_t *id, size_t id_len, peer_t *p,
     bf_info("collector %s registered (credit %llu)", name, (unsigned long long)p->credit);
 }
 
+/* The metrics label of a worker's device: gpuN, or cpu. */
+static const char *device_label(const peer_t *p, char *buf, size_t n)
+{
+    if (p->gpu_id >= 0)
+        snprintf(buf, n, "gpu%lld", (long long)p->gpu_id);
+    else
+        bf_strlcpy(buf, "cpu", n);
+    return buf;
+}
+
+/* GPU figures (untrusted): kept only when every field is a number in range. */
+static void on_stats(broker_t *b, peer_t *p, proto_msg_t *m)
+{
+    json_t *c = broker_metrics_stats_copy(m->obj);
+    if (!c) {
+        if (++b->bad_messages <= 10 || b->bad_messages % 1000 == 0)
+            bf_warn("worker %s: bad stats document (%llu bad messages so far)", p->name,
+                    (unsigned long long)b->bad_messages);
+        return;
+    }
+    json_decref(p->gpu_stats);
+    p->gpu_stats = c;
+    p->gpu_stats_ms = bf_mono_ms();
+}
+
+/* A worker's GPU figures, while they are fresh (three STATS intervals). */
+static const json_t *gpu_stats(const peer_t *p, int64_t now)
+{
+    return p->gpu_stats && now - p->gpu_stats_ms <= 15000 ? p->gpu_stats : NULL;
+}
+
 static void on_progress(broker_t *b, peer_t *p, proto_msg_t *m)
 {
     uint32_t t;
@@ -444,17 +576,31 @@ static bf_err_t apply_result(broker_t *b, uint32_t t, peer_t *who, json_t *res)
     bf_err_t rc = tx(b);
     if (rc != BF_OK)
         return rc;
-    if (status && (!strcmp(status, "success") || !strcmp(status, "failed")))
-        return broker_store_task_done(b->store, t, res);
-    const char *reason = json_string_value(json_object_get(res, "reason"));
     const char *host = json_string_value(json_object_get(res, "host"));
-    const char *dev = json_string_value(json_object_get(res, "device"));
     const char *wname = json_string_value(json_object_get(res, "worker"));
+    json_t *gid = json_object_get(res, "gpu_id");
+    /* The fault domain: the connection's own when it is a registered
+       worker, else what the (re-sent) result says about where it ran. */
+    char *key =
+        who ? bf_strdup(who->fault_key)
+            : fault_key(host ? host : "?", json_is_integer(gid) ? json_integer_value(gid) : -1,
+                        wname ? wname : "?");
+    if (!key)
+        return BF_ENOMEM;
+    if (status && (!strcmp(status, "success") || !strcmp(status, "failed"))) {
+        note_success(b, key); /* a zone that fails validation is not the GPU's fault */
+        free(key);
+        return broker_store_task_done(b->store, t, res);
+    }
+    const char *reason = json_string_value(json_object_get(res, "reason"));
+    const char *dev = json_string_value(json_object_get(res, "device"));
     if (!status || strcmp(status, "error") != 0)
         reason = "result without a valid status";
-    return task_failed(
-        b, t, host ? host : (who ? who->host : "?"), dev ? dev : (who ? who->device : "?"),
-        wname ? wname : (who ? who->name : "?"), reason && *reason ? reason : "error", res);
+    rc = task_failed(b, t, host ? host : (who ? who->host : "?"),
+                     dev ? dev : (who ? who->device : "?"), wname ? wname : (who ? who->name : "?"),
+                     key, reason && *reason ? reason : "error", res);
+    free(key);
+    return rc;
 }
 
 static bf_err_t on_result(broker_t *b, const uint8_t *id, size_t id_len, peer_t *p, proto_msg_t *m)
@@ -470,6 +616,7 @@ static bf_err_t on_result(broker_t *b, const uint8_t *id, size_t id_len, peer_t 
             holder->fraction = 0;
         }
         if (!broker_store_task_final(b->store, t)) {
+            broker_metrics_observe_result(b->metrics, t, bf_mono_ms());
             /* First result wins, whatever its attempt or sender; a different
                worker still running the task (it was requeued while this
                result was on its way) is told to stop. */
@@ -513,6 +660,7 @@ static bf_err_t on_submit(broker_t *b, const uint8_t *id, size_t id_len, proto_m
         proto_msg_t *r = queue_to(b, id, id_len, NULL, PROTO_SUBMITTED);
         if (r && proto_msg_set(&r->job_id, job_id) == BF_OK)
             r->total = job.scene_count;
+        broker_metrics_observe_submit(b->metrics, job_id, job.scene_count, bf_mono_ms());
         bf_info("job %s '%s': %zu %s tasks", job_id, job.name, job.scene_count,
                 job.task == BF_TASK_EXEC ? "exec" : "boresight");
     }
@@ -578,7 +726,16 @@ static json_t *worker_doc(broker_t *b, const peer_t *p)
     json_object_set_new(w, "uuid", cap_get(p, "uuid"));
     json_object_set_new(w, "memory_bytes", cap_get(p, "memory_bytes"));
     json_object_set_new(w, "compute_capability", cap_get(p, "compute_capability"));
-    json_object_set_new(w, "state", json_string(p->nheld ? "busy" : "idle"));
+    int64_t now = bf_mono_ms();
+    bool q = quarantined(b, p, now);
+    json_object_set_new(w, "state", json_string(p->nheld ? "busy" : q ? "quarantined" : "idle"));
+    json_object_set_new(w, "fault_domain", json_string(p->fault_key ? p->fault_key : ""));
+    if (q) {
+        const health_t *h = &b->health[p->health];
+        json_object_set_new(w, "quarantined_for_s",
+                            json_real((double)(h->quarantined_until - now) / 1000.0));
+        json_object_set_new(w, "quarantine_reason", json_string(h->last_reason));
+    }
     json_object_set_new(w, "task_scene", json_string(scene));
     json_object_set_new(w, "task_stage", json_string(p->nheld ? p->stage : ""));
     json_object_set_new(w, "task_fraction", json_real(p->nheld ? p->fraction : 0.0));
@@ -586,6 +743,9 @@ static json_t *worker_doc(broker_t *b, const peer_t *p)
     json_object_set_new(w, "done", json_integer((json_int_t)p->done));
     json_object_set_new(w, "mean_s", json_real(p->done ? p->busy_s / (double)p->done : 0.0));
     json_object_set_new(w, "credit", json_integer((json_int_t)p->credit));
+    const json_t *gpu = gpu_stats(p, bf_mono_ms());
+    if (gpu)
+        json_object_set_new(w, "gpu", json_deep_copy(gpu));
     return w;
 }
 
@@ -629,7 +789,7 @@ static void on_status(broker_t *b, const uint8_t *id, size_t id_len, proto_msg_t
 
 static bf_err_t on_ack(broker_t *b, peer_t *p, proto_msg_t *m)
 {
-    for (size_t i = 0; i < p->ninflight; i++)
+    for (size_t i = 0; p && i < p->ninflight; i++)
         if (p->inflight[i] == m->seq) {
             p->inflight[i] = p->inflight[--p->ninflight];
             break;
@@ -642,8 +802,10 @@ static bf_err_t on_goodbye(broker_t *b, peer_t *p)
 {
     if (p->kind == PEER_WORKER && p->nheld) {
         bf_err_t rc = tx(b);
-        for (size_t i = 0; rc == BF_OK && i < p->nheld; i++)
+        for (size_t i = 0; rc == BF_OK && i < p->nheld; i++) {
             rc = broker_store_task_returned(b->store, p->held[i]);
+            broker_metrics_observe_queued(b->metrics, p->held[i], false, bf_mono_ms());
+        }
         if (rc != BF_OK)
             return rc;
     }
@@ -655,8 +817,52 @@ static bf_err_t on_goodbye(broker_t *b, peer_t *p)
 }
 
 /* Applies one message; an error return (the store failed) stops the broker. */
-static bf_err_t handle(broker_t *b, const uint8_t *id, size_t id_len, proto_msg_t *m)
+/* What each role may send (DESIGN section 5): a worker key cannot submit or
+   cancel, a client key cannot pose as a worker or collector. BF_ROLE_NONE
+   (security off) and admin may send anything. */
+static bool role_allows(bf_role_t role, proto_type_t type)
 {
+    const unsigned W = 1u << BF_ROLE_WORKER, C = 1u << BF_ROLE_COLLECTOR, U = 1u << BF_ROLE_CLIENT;
+    unsigned who;
+    switch (type) {
+    case PROTO_READY:
+    case PROTO_PROGRESS:
+    case PROTO_RESULT:
+    case PROTO_STATS:
+        who = W;
+        break;
+    case PROTO_COLLECT:
+    case PROTO_ACK:
+        who = C;
+        break;
+    case PROTO_GOODBYE:
+        who = W | C;
+        break;
+    case PROTO_SUBMIT:
+    case PROTO_CANCEL:
+        who = U;
+        break;
+    default: /* STATUS, HEARTBEAT, and what handle() refuses anyway */
+        who = W | C | U;
+        break;
+    }
+    return role == BF_ROLE_NONE || role == BF_ROLE_ADMIN || (who & (1u << role));
+}
+
+static bf_err_t handle(broker_t *b, const uint8_t *id, size_t id_len, bf_role_t role,
+                       const char *key, proto_msg_t *m)
+{
+    if (!role_allows(role, m->type)) {
+        if (++b->refused_messages <= 10 || b->refused_messages % 1000 == 0)
+            bf_warn("refused %s from key '%s' (role %s; %llu refused so far)",
+                    proto_type_name(m->type), key, bf_role_name(role),
+                    (unsigned long long)b->refused_messages);
+        char why[BF_ERRLEN];
+        snprintf(why, sizeof why, "key '%s' (role %s) may not send %s", key, bf_role_name(role),
+                 proto_type_name(m->type));
+        reply_error(b, id, id_len, BF_EPERM, why);
+        return BF_OK;
+    }
     peer_t *p = peer_find(b, id, id_len);
     if (p)
         p->last_recv = bf_mono_ms();
@@ -676,6 +882,14 @@ static bf_err_t handle(broker_t *b, const uint8_t *id, size_t id_len, proto_msg_
         return on_cancel(b, id, id_len, m);
     case PROTO_RESULT: /* accepted from anyone: a worker re-sends after reconnecting */
         return on_result(b, id, id_len, p && p->kind == PEER_WORKER ? p : NULL, m);
+    case PROTO_ACK:
+        /* A collector's ACK (durable: the row may go) is applied even from
+           a connection declared dead meanwhile: a collector that spent
+           longer than I*L writing a huge final report must not be sent that
+           job again, and again. */
+        if (!p && (!m->task_id || !*m->task_id))
+            return on_ack(b, NULL, m);
+        break;
     default:
         break;
     }
@@ -689,6 +903,10 @@ static bf_err_t handle(broker_t *b, const uint8_t *id, size_t id_len, proto_msg_
     case PROTO_PROGRESS:
         if (p->kind == PEER_WORKER)
             on_progress(b, p, m);
+        return BF_OK;
+    case PROTO_STATS:
+        if (p->kind == PEER_WORKER)
+            on_stats(b, p, m);
         return BF_OK;
     case PROTO_ACK:
         if (p->kind == PEER_COLLECTOR)
@@ -718,8 +936,8 @@ static bf_err_t expire(broker_t *b, int64_t now)
                 (long long)(now - p->last_recv), p->nheld);
         p->dead = true;
         for (size_t k = 0; k < p->nheld; k++) {
-            bf_err_t rc =
-                task_failed(b, p->held[k], p->host, p->device, p->name, "worker lost", NULL);
+            bf_err_t rc = task_failed(b, p->held[k], p->host, p->device, p->name, p->fault_key,
+                                      "worker lost", NULL);
             if (rc != BF_OK)
                 return rc;
         }
@@ -744,6 +962,7 @@ static bf_err_t expire(broker_t *b, int64_t now)
                 orphan ? "its worker did not come back after the broker restarted"
                        : "lease expired");
         rc = task_failed(b, late[i], h ? h->host : "?", h ? h->device : "?", h ? h->name : "?",
+                         h ? h->fault_key : NULL,
                          orphan ? "worker lost" : "task lease expired (no result in time)", NULL);
     }
     free(late);
@@ -777,11 +996,25 @@ static void reap(broker_t *b)
    requeued tasks first). */
 static bf_err_t dispatch(broker_t *b)
 {
+    if (broker_store_queued(b->store) == 0)
+        return BF_OK;
+    /* Fault domains that can take work now (one per live worker that is
+       not quarantined, a close count: two workers rarely share a GPU), and
+       a fresh round: a worker for which nothing qualifies is passed over
+       until the next call. */
+    int64_t now = bf_mono_ms();
+    size_t live = 0;
+    for (size_t k = 0; k < b->npeers; k++) {
+        const peer_t *p = b->peers[k];
+        live += p->kind == PEER_WORKER && !p->dead && !quarantined(b, p, now);
+    }
+    uint64_t round = ++b->dispatch_round;
     while (broker_store_queued(b->store) > 0 && b->npeers > 0) {
         peer_t *w = NULL;
         for (size_t k = 0; k < b->npeers; k++) {
             peer_t *p = b->peers[(b->rr + k) % b->npeers];
-            if (p->kind == PEER_WORKER && !p->dead && p->credit > 0) {
+            if (p->kind == PEER_WORKER && !p->dead && p->credit > 0 && p->passed != round &&
+                !quarantined(b, p, now)) {
                 w = p;
                 b->rr = (b->rr + k + 1) % b->npeers;
                 break;
@@ -792,7 +1025,11 @@ static bf_err_t dispatch(broker_t *b)
         bf_err_t rc = tx(b);
         uint32_t t;
         if (rc == BF_OK)
-            rc = broker_store_lease(b->store, w->name, bf_mono_ms(), &t);
+            rc = broker_store_lease(b->store, w->name, w->fault_key, live, now, &t);
+        if (rc == BF_ESTATE) { /* every task in reach failed on its GPU before */
+            w->passed = round;
+            continue;
+        }
         if (rc != BF_OK)
             return rc == BF_ENOENT ? BF_OK : rc;
         if (!peer_hold(w, t))
@@ -807,6 +1044,9 @@ static bf_err_t dispatch(broker_t *b)
             return BF_ENOMEM;
         if ((rc = broker_store_task_msg(b->store, t, m)) != BF_OK)
             return rc;
+        char dev[32];
+        broker_metrics_observe_dispatch(b->metrics, t, m->job_id, m->attempt, w->host,
+                                        device_label(w, dev, sizeof dev), bf_mono_ms());
     }
     return BF_OK;
 }
@@ -849,6 +1089,109 @@ static void heartbeats(broker_t *b, int64_t now)
     }
 }
 
+/* ---- metrics: a snapshot for the HTTP thread, at most every 250 ms -------- */
+
+static bool task_is_final(void *ud, uint32_t t)
+{
+    return broker_store_task_final(ud, t);
+}
+
+/* The metrics' jobs and final counts: once from the store at start, then
+   each task that became final since (the store's final sequence). */
+static bf_err_t metrics_load(broker_t *b)
+{
+    json_t *jobs = broker_store_jobs_doc(b->store);
+    json_decref(broker_store_events(b->store, "", UINT64_MAX, 0, &b->mcursor));
+    if (!jobs)
+        return BF_ENOMEM;
+    size_t i;
+    json_t *j;
+    bf_err_t rc = BF_OK;
+    json_array_foreach(jobs, i, j)
+    {
+        static const char *const names[BROKER_FINALS] = {"success", "failed", "error", "cancelled"};
+        const json_t *c = json_object_get(j, "counts");
+        uint64_t counts[BROKER_FINALS];
+        for (int k = 0; k < BROKER_FINALS; k++)
+            counts[k] = (uint64_t)json_integer_value(json_object_get(c, names[k]));
+        if (rc == BF_OK)
+            rc = broker_metrics_load_job(b->metrics, json_string_value(json_object_get(j, "id")),
+                                         json_string_value(json_object_get(j, "state")),
+                                         (uint64_t)json_integer_value(json_object_get(j, "total")),
+                                         counts);
+    }
+    json_decref(jobs);
+    return rc;
+}
+
+static void metrics_finals(broker_t *b)
+{
+    for (;;) {
+        uint64_t next = b->mcursor;
+        json_t *events = broker_store_events(b->store, "", b->mcursor, MAX_EVENTS, &next);
+        size_t i, n = json_array_size(events);
+        json_t *e;
+        json_array_foreach(events, i, e)
+        {
+            broker_metrics_observe_final(b->metrics,
+                                         json_string_value(json_object_get(e, "job_id")),
+                                         json_string_value(json_object_get(e, "status")));
+        }
+        json_decref(events);
+        if (!events || next <= b->mcursor)
+            return;
+        b->mcursor = next;
+        if (n < MAX_EVENTS)
+            return;
+    }
+}
+
+static void metrics_publish(broker_t *b, int64_t now)
+{
+    if (!broker_metrics_due(b->metrics, now))
+        return;
+    if (now >= b->msweep_next) { /* timestamps of tasks that ended without a result */
+        broker_metrics_sweep(b->metrics, task_is_final, b->store);
+        b->msweep_next = now + 60000;
+    }
+    metrics_finals(b);
+    broker_metrics_state_t st = {.tasks_queued = broker_store_queued(b->store)};
+    st.store_commits = b->commits;
+    st.messages_received = b->received;
+    st.messages_dropped = b->bad_messages + b->refused_messages;
+    broker_metrics_gpu_t *gpus = calloc(b->npeers ? b->npeers : 1, sizeof *gpus);
+    char(*devs)[32] = calloc(b->npeers ? b->npeers : 1, sizeof *devs);
+    for (size_t i = 0; i < b->npeers; i++) {
+        peer_t *p = b->peers[i];
+        if (p->dead)
+            continue;
+        if (p->kind == PEER_COLLECTOR) {
+            st.collectors++;
+            continue;
+        }
+        /* the states status shows (worker_doc) */
+        st.workers[p->nheld                 ? BROKER_WORKER_BUSY
+                   : quarantined(b, p, now) ? BROKER_WORKER_QUARANTINED
+                                            : BROKER_WORKER_IDLE]++;
+        const json_t *g = gpu_stats(p, now);
+        if (!g || !gpus || !devs)
+            continue;
+        broker_metrics_gpu_t *o = &gpus[st.ngpus++];
+        o->worker = p->name;
+        o->host = p->host;
+        o->device = device_label(p, devs[i], sizeof devs[i]);
+        o->gpu_util = json_real_value(json_object_get(g, "gpu_util"));
+        o->mem_used = json_real_value(json_object_get(g, "mem_used"));
+        o->mem_total = json_real_value(json_object_get(g, "mem_total"));
+        o->temperature_c = json_real_value(json_object_get(g, "temperature_c"));
+    }
+    st.gpus = gpus;
+    if (broker_metrics_publish(b->metrics, &st) != BF_OK)
+        bf_warn("metrics: out of memory; the last snapshot stays");
+    free(gpus);
+    free(devs);
+}
+
 /* ---- life cycle --------------------------------------------------------- */
 
 static bool loopback_endpoint(const char *ep)
@@ -867,10 +1210,11 @@ broker_t *broker_new(const broker_config_t *cfg, char *err)
         bf_fail(err, BF_EINVAL, "broker: a bind endpoint and a state directory are required");
         return NULL;
     }
-    if (!loopback_endpoint(cfg->bind) && !cfg->insecure) {
+    bool curve = cfg->security_keys && cfg->security_identity;
+    if (!loopback_endpoint(cfg->bind) && !cfg->insecure && !curve) {
         bf_fail(err, BF_EPERM,
-                "--bind %s: not a loopback address; without CURVE keys this needs --insecure "
-                "(broker.insecure: true in the fleet file)",
+                "--bind %s: not a loopback address; without CURVE keys (security: in the fleet "
+                "file) this needs --insecure (broker.insecure: true)",
                 cfg->bind);
         return NULL;
     }
@@ -905,13 +1249,33 @@ broker_t *broker_new(const broker_config_t *cfg, char *err)
         bf_fail(err, BF_EIO, "zmq: %s", zmq_strerror(zmq_errno()));
         goto fail;
     }
+    if (curve) {
+        b->security = bf_security_new(cfg->security_keys, cfg->security_identity, err);
+        if (!b->security)
+            goto fail;
+        if (bf_security_role(b->security) != BF_ROLE_BROKER) {
+            bf_fail(err, BF_EINVAL, "security.identity %s: the broker needs the key named broker",
+                    cfg->security_identity);
+            goto fail;
+        }
+        b->zap = bf_zap_new(b->ctx, cfg->security_keys, err);
+        if (!b->zap || bf_security_server(b->security, b->router, err) != BF_OK)
+            goto fail;
+    }
     int one = 1, zero = 0, hwm = SNDHWM;
+    int zmtp_ivl = (int)b->cfg.heartbeat_ms,
+        zmtp_timeout = (int)(2 * b->cfg.heartbeat_ms * b->cfg.liveness);
     int64_t maxmsg = (int64_t)PROTO_MAX_FRAME + 1024;
     if (zmq_setsockopt(b->router, ZMQ_ROUTER_MANDATORY, &one, sizeof one) != 0 ||
         zmq_setsockopt(b->router, ZMQ_ROUTER_HANDOVER, &one, sizeof one) != 0 ||
         zmq_setsockopt(b->router, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg) != 0 ||
         zmq_setsockopt(b->router, ZMQ_SNDHWM, &hwm, sizeof hwm) != 0 ||
-        zmq_setsockopt(b->router, ZMQ_LINGER, &zero, sizeof zero) != 0) {
+        zmq_setsockopt(b->router, ZMQ_LINGER, &zero, sizeof zero) != 0 ||
+        /* ZMTP pings close a TCP connection whose peer vanished (a cut
+           link) in 2*I*L instead of the kernel's retransmission timeout
+           (~15 min), so a lost host does not hold a descriptor that long */
+        zmq_setsockopt(b->router, ZMQ_HEARTBEAT_IVL, &zmtp_ivl, sizeof zmtp_ivl) != 0 ||
+        zmq_setsockopt(b->router, ZMQ_HEARTBEAT_TIMEOUT, &zmtp_timeout, sizeof zmtp_timeout) != 0) {
         bf_fail(err, BF_EIO, "zmq_setsockopt: %s", zmq_strerror(zmq_errno()));
         goto fail;
     }
@@ -926,6 +1290,20 @@ broker_t *broker_new(const broker_config_t *cfg, char *err)
     if (!b->endpoint) {
         bf_fail(err, BF_ENOMEM, "out of memory");
         goto fail;
+    }
+    if (cfg->metrics_listen) {
+        char why[BF_ERRLEN] = "";
+        if (!(b->metrics = broker_metrics_new(cfg->metrics_listen, why))) {
+            bf_fail(err, BF_EINVAL, "%s", why);
+            goto fail;
+        }
+        if (metrics_load(b) != BF_OK) {
+            bf_fail(err, BF_ENOMEM, "metrics: out of memory reading the store");
+            goto fail;
+        }
+        const char *colon = strrchr(cfg->metrics_listen, ':'); /* there is one: it parsed */
+        bf_info("metrics at http://%.*s:%u/metrics", (int)(colon - cfg->metrics_listen),
+                cfg->metrics_listen, broker_metrics_port(b->metrics));
     }
     return b;
 fail:
@@ -949,6 +1327,7 @@ void broker_destroy(broker_t **self_p)
     if (!self_p || !*self_p)
         return;
     broker_t *b = *self_p;
+    broker_metrics_destroy(&b->metrics); /* joins the HTTP thread first */
     for (size_t i = 0; i < b->npeers; i++)
         peer_free(b->peers[i]);
     free(b->peers);
@@ -958,6 +1337,11 @@ void broker_destroy(broker_t **self_p)
     free(b->out);
     if (b->router)
         zmq_close(b->router);
+    bf_zap_destroy(&b->zap);
+    bf_security_destroy(&b->security);
+    for (size_t i = 0; i < b->nhealth; i++)
+        free(b->health[i].key);
+    free(b->health);
     if (b->ctx)
         zmq_ctx_term(b->ctx);
     broker_store_close(&b->store);
@@ -990,8 +1374,10 @@ static bf_err_t read_batch(broker_t *b)
         uint8_t id[MAX_ID];
         size_t id_len = sizeof id;
         proto_msg_t m;
-        char why[BF_ERRLEN] = "";
-        bf_err_t r = proto_recv(b->router, id, &id_len, &m, ZMQ_DONTWAIT, why);
+        char why[BF_ERRLEN] = "", key[256];
+        bf_role_t role;
+        bf_err_t r =
+            proto_recv_from(b->router, id, &id_len, &m, ZMQ_DONTWAIT, &role, key, sizeof key, why);
         if (r == BF_EIO)
             break; /* nothing more (EAGAIN) */
         if (r != BF_OK) {
@@ -1006,7 +1392,8 @@ static bf_err_t read_batch(broker_t *b)
             proto_msg_clear(&m);
             continue;
         }
-        rc = handle(b, id, id_len, &m);
+        b->received++;
+        rc = handle(b, id, id_len, role, key, &m);
         proto_msg_clear(&m);
     }
     return rc;
@@ -1021,15 +1408,18 @@ bf_err_t broker_run(broker_t *b)
     while (!b->stop) {
         int64_t now = bf_mono_ms();
         long timeout = next_timer > now ? (long)(next_timer - now) : 0;
-        zmq_pollitem_t item = {b->router, 0, ZMQ_POLLIN, 0};
-        if (zmq_poll(&item, 1, timeout) < 0) {
+        zmq_pollitem_t items[2] = {{b->router, 0, ZMQ_POLLIN, 0},
+                                   {b->zap ? bf_zap_socket(b->zap) : NULL, 0, ZMQ_POLLIN, 0}};
+        if (zmq_poll(items, b->zap ? 2 : 1, timeout) < 0) {
             if (zmq_errno() == EINTR)
                 continue;
             bf_error("zmq_poll: %s", zmq_strerror(zmq_errno()));
             return BF_EIO;
         }
+        if (b->zap && (items[1].revents & ZMQ_POLLIN))
+            bf_zap_handle(b->zap);
         bf_err_t rc = BF_OK;
-        if (item.revents & ZMQ_POLLIN) {
+        if (items[0].revents & ZMQ_POLLIN) {
             int64_t t0 = bf_mono_ms();
             rc = read_batch(b);
             forgive_deafness(b, t0, bf_mono_ms());
@@ -1038,6 +1428,7 @@ bf_err_t broker_run(broker_t *b)
         if (rc == BF_OK && now >= next_timer) {
             rc = expire(b, now);
             heartbeats(b, now);
+            metrics_publish(b, now);
             next_timer = now + tick;
         }
         int64_t t1 = bf_mono_ms();
@@ -1045,8 +1436,8 @@ bf_err_t broker_run(broker_t *b)
             rc = dispatch(b);
         if (rc == BF_OK)
             rc = deliver(b);
-        if (rc == BF_OK && b->in_tx)
-            rc = broker_store_commit(b->store);
+        if (rc == BF_OK && b->in_tx && (rc = broker_store_commit(b->store)) == BF_OK)
+            b->commits++;
         b->in_tx = false;
         if (rc != BF_OK) {
             bf_error("stopping: the store failed (%s); nothing after the last commit was "

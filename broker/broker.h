@@ -16,6 +16,12 @@ typedef struct {
     unsigned heartbeat_ms; /* interval [1000] */
     unsigned liveness;     /* intervals of silence before a peer is dead [3] */
     bool insecure;         /* allow a non-loopback bind without CURVE */
+    /* CURVE (bf_security.h): both set, or both NULL for plaintext. The
+       identity must be the key named broker; the ZAP handler admits the
+       *.public keys of security_keys with their roles. */
+    const char *security_keys, *security_identity;
+    /* Prometheus endpoint "HOST:PORT" (broker_metrics.h), NULL for none. */
+    const char *metrics_listen;
 } broker_config_t;
 
 typedef struct broker broker_t;

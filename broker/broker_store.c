@@ -757,16 +757,62 @@ static bool requeue(broker_store_t *s, uint32_t t)
     return q_push_front(s, t);
 }
 
-bf_err_t broker_store_lease(broker_store_t *s, const char *worker, int64_t now, uint32_t *task)
+/* Whether task tk already failed on the fault domain key, and on how many
+   distinct domains it failed. */
+static bool failed_on(const task_t *tk, const char *key, size_t *distinct)
 {
-    uint32_t t;
-    do { /* a task cancelled while queued is skipped here */
-        if (s->qlen == 0)
-            return BF_ENOENT;
-        t = s->q[s->qhead];
+    *distinct = 0;
+    if (!key || !tk->failures)
+        return false;
+    size_t i;
+    bool hit = false;
+    json_t *f;
+    json_array_foreach(tk->failures, i, f)
+    {
+        const char *k = field(f, "key");
+        hit = hit || !strcmp(k, key);
+        size_t j;
+        json_t *g;
+        bool seen = false;
+        json_array_foreach(tk->failures, j, g)
+        {
+            if (j >= i)
+                break;
+            seen = seen || !strcmp(field(g, "key"), k);
+        }
+        *distinct += !seen;
+    }
+    return hit;
+}
+
+bf_err_t broker_store_lease(broker_store_t *s, const char *worker, const char *avoid_key,
+                            size_t live_keys, int64_t now, uint32_t *task)
+{
+    /* Tasks cancelled while queued are dropped from the head; then the
+       first of the next LEASE_LOOKAHEAD queued tasks that did not fail on
+       this fault domain is taken out, keeping the others in order. */
+    while (s->qlen > 0 && s->tasks[s->q[s->qhead]].state != T_QUEUED) {
         s->qhead = (s->qhead + 1) % s->qcap;
         s->qlen--;
-    } while (s->tasks[t].state != T_QUEUED);
+    }
+    if (s->qlen == 0)
+        return BF_ENOENT;
+    /* Queue order, passing over a task that failed here while some live
+       domain has not tried it yet. */
+    size_t pick = SIZE_MAX;
+    for (size_t i = 0; i < s->qlen && i < LEASE_LOOKAHEAD && pick == SIZE_MAX; i++) {
+        const task_t *c = &s->tasks[s->q[(s->qhead + i) % s->qcap]];
+        size_t distinct;
+        if (c->state == T_QUEUED && (!failed_on(c, avoid_key, &distinct) || distinct >= live_keys))
+            pick = i;
+    }
+    if (pick == SIZE_MAX)
+        return BF_ESTATE;
+    uint32_t t = s->q[(s->qhead + pick) % s->qcap];
+    for (size_t i = pick; i > 0; i--) /* close the gap from the head side */
+        s->q[(s->qhead + i) % s->qcap] = s->q[(s->qhead + i - 1) % s->qcap];
+    s->qhead = (s->qhead + 1) % s->qcap;
+    s->qlen--;
     task_t *tk = &s->tasks[t];
     job_t *j = &s->jobs[tk->job];
     tk->state = T_RUNNING;
@@ -926,8 +972,8 @@ bf_err_t broker_store_task_done(broker_store_t *s, uint32_t t, json_t *result)
 }
 
 bf_err_t broker_store_task_failed(broker_store_t *s, uint32_t t, const char *host,
-                                  const char *device, const char *worker, const char *reason,
-                                  json_t *result)
+                                  const char *device, const char *worker, const char *key,
+                                  const char *reason, json_t *result)
 {
     task_t *tk = &s->tasks[t];
     if (tk->state == T_FINAL)
@@ -935,9 +981,10 @@ bf_err_t broker_store_task_failed(broker_store_t *s, uint32_t t, const char *hos
     job_t *j = &s->jobs[tk->job];
     if (!tk->failures && !(tk->failures = json_array()))
         return BF_ENOMEM;
-    json_t *f = json_pack("{s:s, s:s, s:s, s:I, s:s}", "host", host ? host : "?", "device",
-                          device ? device : "?", "worker", worker ? worker : "?", "attempt",
-                          (json_int_t)tk->attempt, "reason", reason ? reason : "?");
+    json_t *f = json_pack("{s:s, s:s, s:s, s:s, s:I, s:s}", "host", host ? host : "?", "device",
+                          device ? device : "?", "worker", worker ? worker : "?", "key",
+                          key ? key : (worker ? worker : "?"), "attempt", (json_int_t)tk->attempt,
+                          "reason", reason ? reason : "?");
     if (!f || json_array_append_new(tk->failures, f) != 0)
         return BF_ENOMEM;
     if (tk->attempt < j->max_attempts) {
@@ -955,8 +1002,9 @@ bf_err_t broker_store_task_failed(broker_store_t *s, uint32_t t, const char *hos
     {
         if (n >= sizeof buf - 1)
             break;
-        n += (size_t)snprintf(buf + n, sizeof buf - n, "%s%.100s/%.100s (%.200s)", i ? "; " : "",
-                              field(e, "host"), field(e, "device"), field(e, "reason"));
+        n += (size_t)snprintf(buf + n, sizeof buf - n, "%s%.100s/%.100s [%.100s] (%.200s)",
+                              i ? "; " : "", field(e, "host"), field(e, "device"),
+                              field(e, "worker"), field(e, "reason"));
     }
     json_t *doc = json_is_object(result) ? json_incref(result) : json_object();
     if (!doc)

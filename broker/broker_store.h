@@ -36,9 +36,17 @@ bf_err_t broker_store_add_job(broker_store_t *s, const bf_job_t *job,
                               char job_id[16]) BF_MUST_CHECK;
 
 /* Leases the next queued task to worker: attempt + 1, lease until now +
-   the job's timeout + the backstop. BF_ENOENT when nothing is queued. */
-bf_err_t broker_store_lease(broker_store_t *s, const char *worker, int64_t now,
-                            uint32_t *task) BF_MUST_CHECK;
+   the job's timeout + the backstop. With avoid_key (the worker's fault
+   domain: its GPU, or the worker itself for a CPU worker) a task that
+   already failed there is passed over while it failed on fewer distinct
+   domains than live_keys (the domains alive now): the first of the next
+   LEASE_LOOKAHEAD queued tasks that qualifies is taken. So a retry goes
+   to a different GPU when there is one, and a sick GPU among healthy ones
+   meets different tasks, not the same one again. BF_ENOENT when
+   nothing is queued, BF_ESTATE when nothing qualifies for this worker. */
+#define LEASE_LOOKAHEAD 64
+bf_err_t broker_store_lease(broker_store_t *s, const char *worker, const char *avoid_key,
+                            size_t live_keys, int64_t now, uint32_t *task) BF_MUST_CHECK;
 /* Fills a TASK message for task t (strings copied, obj referenced). */
 bf_err_t broker_store_task_msg(broker_store_t *s, uint32_t t, proto_msg_t *m) BF_MUST_CHECK;
 
@@ -61,13 +69,15 @@ bf_err_t broker_store_task_adopted(broker_store_t *s, uint32_t t, const char *wo
 bf_err_t broker_store_task_returned(broker_store_t *s, uint32_t t) BF_MUST_CHECK;
 /* The attempt failed: requeued, or final with status error naming every
    failure when the job's max_attempts are used (a queued task stays
-   queued). result may be NULL; when the task becomes final it is the
+   queued); key is the worker's fault domain (see broker_store_lease).
+   The final reason reads "failed N times: host/device [worker] (reason);
+   ...". result may be NULL; when the task becomes final it is the
    stored document and gets the bookkeeping fields set in place (the caller
    keeps its reference; host, device, worker and reason may point into it).
    No-op for a final task. */
 bf_err_t broker_store_task_failed(broker_store_t *s, uint32_t t, const char *host,
-                                  const char *device, const char *worker, const char *reason,
-                                  json_t *result) BF_MUST_CHECK;
+                                  const char *device, const char *worker, const char *key,
+                                  const char *reason, json_t *result) BF_MUST_CHECK;
 /* Final with this result (status success or failed; the bookkeeping fields
    scene, task_id, job_id, attempt, status, failures are set on it in place,
    the caller keeps its reference), appended to

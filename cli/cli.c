@@ -27,6 +27,8 @@ static const command_t commands[] = {
     {"submit", cli_submit, "submit a job to a running fleet"},
     {"status", cli_status, "workers, jobs, queue and ETA"},
     {"cancel", cli_cancel, "cancel a job's queued and running tasks"},
+    {"watch", cli_watch, "print the collector's live result stream as JSON lines"},
+    {"keygen", cli_keygen, "write a CURVE key pair with its role"},
     {"solve", cli_solve, "run one scene in this process (no fleet)"},
     {"scenegen", cli_scenegen, "write procedural city scenes"},
     {"version", cli_version, "version, protocol version and compiled backends"},
@@ -69,11 +71,27 @@ int cli_version(int argc, char **argv)
                "compiled radio-engine backends.\n");
         return CLI_EXIT_OK;
     }
+    if (argc > 1) {
+        fprintf(stderr, "beamfleet version: unexpected argument '%s' (try --help)\n", argv[1]);
+        return CLI_EXIT_USAGE;
+    }
     int major, minor, patch;
     zmq_version(&major, &minor, &patch);
     printf("beamfleet %s\nprotocol %d\nbackends: %s\nlibzmq %d.%d.%d\n", BF_VERSION, PROTO_VERSION,
            BACKENDS, major, minor, patch);
     return CLI_EXIT_OK;
+}
+
+static bf_security_t *security;
+
+static void drop_security(void)
+{
+    bf_security_destroy(&security);
+}
+
+const bf_security_t *cli_security(void)
+{
+    return security;
 }
 
 int cli_load_fleet(const char *path, bf_fleet_t *fleet)
@@ -85,6 +103,14 @@ int cli_load_fleet(const char *path, bf_fleet_t *fleet)
     if (bf_fleet_load(path, fleet, err) != BF_OK) {
         fprintf(stderr, "beamfleet: %s\n", err);
         return CLI_EXIT_USAGE;
+    }
+    if (fleet->security_keys && !security) {
+        security = bf_security_new(fleet->security_keys, fleet->security_identity, err);
+        if (!security) {
+            fprintf(stderr, "beamfleet: %s: security: %s\n", path, err);
+            return CLI_EXIT_USAGE;
+        }
+        atexit(drop_security);
     }
     return CLI_EXIT_OK;
 }

@@ -12,6 +12,7 @@
 
 #include "../common/bf.h"
 #include "../common/bf_config.h"
+#include "../common/bf_security.h"
 #include "../proto/proto.h"
 #include <jansson.h>
 
@@ -35,6 +36,8 @@ int cli_collector(int argc, char **argv);
 int cli_submit(int argc, char **argv);
 int cli_status(int argc, char **argv);
 int cli_cancel(int argc, char **argv);
+int cli_watch(int argc, char **argv);
+int cli_keygen(int argc, char **argv);
 int cli_solve(int argc, char **argv);
 int cli_scenegen(int argc, char **argv);
 int cli_version(int argc, char **argv);
@@ -43,6 +46,11 @@ int cli_version(int argc, char **argv);
    the documented precedence for the broker endpoint. Prints the error and
    returns CLI_EXIT_USAGE on failure, 0 on success. */
 int cli_load_fleet(const char *path, bf_fleet_t *fleet);
+
+/* The CURVE identity of the fleet file's `security:` section, loaded by
+   cli_load_fleet (once per process), or NULL: every socket this process
+   opens to the broker (or to the collector's stream) uses it. */
+const bf_security_t *cli_security(void);
 
 /* One request, one reply, over a fresh DEALER (Lazy Pirate without resend:
    a request is sent once, so SUBMIT never creates a job twice). Waits at most

@@ -24,7 +24,7 @@ bf_err_t cli_request(const char *endpoint, const proto_msg_t *request, proto_msg
     void *ctx = zmq_ctx_new();
     if (!ctx)
         return bf_fail(err, BF_ENOMEM, "cannot create a ZeroMQ context");
-    void *sock = zmq_socket(ctx, ZMQ_DEALER);
+    void *sock = zmq_socket(ctx, ZMQ_DEALER), *monitor = NULL;
     bf_err_t rc = BF_OK;
     int linger = 0;
     if (!sock) {
@@ -32,6 +32,14 @@ bf_err_t cli_request(const char *endpoint, const proto_msg_t *request, proto_msg
         goto cleanup;
     }
     zmq_setsockopt(sock, ZMQ_LINGER, &linger, sizeof linger);
+    if (cli_security() && (rc = bf_security_client(cli_security(), sock, err)) != BF_OK)
+        goto cleanup;
+    /* A refused key or a CURVE/plaintext mismatch fails at once, with why. */
+    monitor = bf_handshake_monitor(ctx, sock, err);
+    if (!monitor) {
+        rc = BF_EIO;
+        goto cleanup;
+    }
     if (zmq_connect(sock, endpoint) != 0) {
         rc = bf_fail(err, BF_EINVAL, "--broker %s: %s", endpoint, zmq_strerror(zmq_errno()));
         goto cleanup;
@@ -49,12 +57,16 @@ bf_err_t cli_request(const char *endpoint, const proto_msg_t *request, proto_msg
                          timeout_ms / 1000);
             goto cleanup;
         }
-        zmq_pollitem_t item = {sock, 0, ZMQ_POLLIN, 0};
-        if (zmq_poll(&item, 1, (long)left) < 0)
-            continue;
-        if (!(item.revents & ZMQ_POLLIN))
+        zmq_pollitem_t items[2] = {{sock, 0, ZMQ_POLLIN, 0}, {monitor, 0, ZMQ_POLLIN, 0}};
+        if (zmq_poll(items, 2, (long)left) < 0)
             continue;
         char why[BF_ERRLEN];
+        if ((items[1].revents & ZMQ_POLLIN) && bf_handshake_failed(monitor, why, sizeof why)) {
+            rc = bf_fail(err, BF_EPERM, "%s: %s", endpoint, why);
+            goto cleanup;
+        }
+        if (!(items[0].revents & ZMQ_POLLIN))
+            continue;
         rc = proto_recv(sock, NULL, NULL, reply, 0, why);
         if (rc == BF_EPROTO) {
             bf_warn("dropping a malformed reply: %s", why);
@@ -76,6 +88,8 @@ bf_err_t cli_request(const char *endpoint, const proto_msg_t *request, proto_msg
         break;
     }
 cleanup:
+    if (monitor)
+        zmq_close(monitor);
     if (sock)
         zmq_close(sock);
     zmq_ctx_term(ctx);
@@ -154,7 +168,7 @@ static void print_status(const json_t *doc)
 {
     const json_t *workers = json_object_get(doc, "workers");
     printf("WORKERS (%zu)\n", json_array_size(workers));
-    printf("  %-28s %-16s %-28s %-5s %-22s %6s %8s\n", "NAME", "HOST", "DEVICE", "STATE", "SCENE",
+    printf("  %-28s %-16s %-28s %-11s %-22s %6s %8s\n", "NAME", "HOST", "DEVICE", "STATE", "SCENE",
            "DONE", "MEAN");
     size_t i;
     const json_t *w;
@@ -175,9 +189,18 @@ static void print_status(const json_t *doc)
             snprintf(device, sizeof device, "%.60s %.0fG cc %s", jstr(w, "device"), gib, cc);
         else
             snprintf(device, sizeof device, "%.60s %.0fG", jstr(w, "device"), gib);
-        printf("  %-28.28s %-16.16s %-28.28s %-5.5s %-22.22s %6lld %7.1fs\n", jstr(w, "name"),
+        printf("  %-28.28s %-16.16s %-28.28s %-11.11s %-22.22s %6lld %7.1fs\n", jstr(w, "name"),
                jstr(w, "host"), device, jstr(w, "state"), scene,
                (long long)json_integer_value(json_object_get(w, "done")), jnum(w, "mean_s"));
+        if (!strcmp(jstr(w, "state"), "quarantined"))
+            printf("  %-28s quarantined for %.0f s more: %.100s\n", "",
+                   jnum(w, "quarantined_for_s"), jstr(w, "quarantine_reason"));
+        /* live GPU figures, when the worker sends them (NVML) */
+        const json_t *gpu = json_object_get(w, "gpu");
+        if (json_is_object(gpu))
+            printf("  %-28s gpu %3.0f%% busy, memory %.1f / %.1f GiB, %.0f C\n", "",
+                   jnum(gpu, "gpu_util"), jnum(gpu, "mem_used") / (1024.0 * 1024.0 * 1024.0),
+                   jnum(gpu, "mem_total") / (1024.0 * 1024.0 * 1024.0), jnum(gpu, "temperature_c"));
     }
     const json_t *col = json_object_get(doc, "collector");
     printf("COLLECTOR %s, %lld results not yet written\n",
@@ -376,10 +399,42 @@ typedef struct {
     double *improvements;
     size_t n_improvements;
     double started;
+    bool tty;      /* stdout is a terminal: one live progress line, redrawn */
+    bool drawn;    /* the live line is on screen now */
+    char last[96]; /* the latest result, for the live line */
 } follow_t;
+
+/* Erases the live line so that a result line can take its place. */
+static void clear_live(follow_t *f)
+{
+    if (f->tty && f->drawn)
+        fputs("\r\033[K", stdout);
+    f->drawn = false;
+}
+
+/* The live line on a terminal: done/total, running, rate, ETA, last result. */
+static void draw_live(follow_t *f, long long running)
+{
+    if (!f->tty)
+        return;
+    double elapsed = bf_mono_s() - f->started;
+    double rate = elapsed > 0 ? f->done / elapsed : 0;
+    char eta[32] = "--";
+    if (rate > 0 && f->done < f->total) {
+        long s = (long)((f->total - f->done) / rate + 0.5);
+        snprintf(eta, sizeof eta, "%ld:%02ld:%02ld", s / 3600, s / 60 % 60, s % 60);
+    }
+    clear_live(f);
+    printf("[%u/%u] %3.0f%% | running %lld | %.1f scenes/min | ETA %s%s%s", f->done, f->total,
+           f->total ? 100.0 * f->done / f->total : 100.0, running, rate * 60, eta,
+           f->last[0] ? " | last: " : "", f->last);
+    f->drawn = true;
+    fflush(stdout);
+}
 
 static void print_event(follow_t *f, const json_t *ev)
 {
+    clear_live(f);
     f->done++;
     const char *status = jstr(ev, "status");
     const char *scene = jstr(ev, "scene");
@@ -401,6 +456,7 @@ static void print_event(follow_t *f, const json_t *ev)
             }
             printf("✓ [%u/%u] %s: %+.2f dB in %.1f s (%s)\n", f->done, f->total, scene, v,
                    jnum(ev, "elapsed_time"), where);
+            snprintf(f->last, sizeof f->last, "%.40s %+.2f dB", scene, v);
         } else {
             printf("✓ [%u/%u] %s: success in %.1f s (%s)\n", f->done, f->total, scene,
                    jnum(ev, "elapsed_time"), where);
@@ -413,7 +469,10 @@ static void print_event(follow_t *f, const json_t *ev)
         else
             f->error++;
         printf("✗ [%u/%u] %s: %s - %.50s\n", f->done, f->total, scene, status, jstr(ev, "reason"));
+        snprintf(f->last, sizeof f->last, "%.40s %s", scene, status);
     }
+    if (f->tty) /* the live line says the rest */
+        return;
     double elapsed = bf_mono_s() - f->started;
     double rate = elapsed > 0 ? f->done / elapsed : 0;
     double eta = rate > 0 ? (f->total - f->done) / rate : 0;
@@ -466,7 +525,7 @@ static void print_summary(follow_t *f, const char *output)
 int cli_follow(const char *endpoint, const char *job_id, unsigned total, const char *output,
                int give_up_ms)
 {
-    follow_t f = {.total = total, .started = bf_mono_s()};
+    follow_t f = {.total = total, .started = bf_mono_s(), .tty = isatty(STDOUT_FILENO) == 1};
     uint64_t cursor = 0;
     int64_t last_answer = bf_mono_ms();
     bool job_over = false;
@@ -514,6 +573,7 @@ int cli_follow(const char *endpoint, const char *job_id, unsigned total, const c
             break;
         }
         bool more_events = json_array_size(json_object_get(doc, "events")) >= 1000;
+        draw_live(&f, json_integer_value(json_object_get(job, "running")));
         if (strcmp(jstr(job, "state"), "running") != 0)
             job_over = true;
         /* The job is over for the user once the collector has written every
@@ -526,6 +586,7 @@ int cli_follow(const char *endpoint, const char *job_id, unsigned total, const c
         if (!more_events)
             usleep(job_over ? 200 * 1000 : 250 * 1000);
     }
+    clear_live(&f);
     if (cli_interrupted)
         rc = CLI_EXIT_FAILURE;
     if (rc == CLI_EXIT_OK)

@@ -14,6 +14,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 /* Flags shared by the three daemons. */
 enum {
@@ -31,6 +32,7 @@ enum {
     OPT_THREADS,
     OPT_NAME,
     OPT_DEVICE,
+    OPT_METRICS,
 };
 
 #define ACCEPT(opt) (1u << ((opt)-256))
@@ -53,6 +55,7 @@ static const struct option daemon_options[] = {
     {"threads", required_argument, NULL, OPT_THREADS},
     {"name", required_argument, NULL, OPT_NAME},
     {"device", required_argument, NULL, OPT_DEVICE},
+    {"metrics", required_argument, NULL, OPT_METRICS},
     {NULL, 0, NULL, 0}};
 
 typedef struct {
@@ -60,6 +63,7 @@ typedef struct {
     unsigned accepts; /* the daemon options this command takes: ACCEPT(OPT_x) bits */
     bf_fleet_t fleet;
     const char *out, *gpus, *name;
+    const char *config; /* -c FLEET.yaml, handed on to a supervisor's children */
     unsigned cpu_workers, threads;
     int device;         /* --device N: this process is the worker for device N */
     bool device_cpu;    /* --device cpu: this process is one CPU worker */
@@ -92,6 +96,7 @@ static void replace(char **field, const char *value)
 static int parse_daemon(int argc, char **argv, daemon_args_t *a, const char *help)
 {
     const char *config = NULL, *broker = NULL, *bind = NULL, *state = NULL, *publish = NULL;
+    const char *metrics = NULL;
     unsigned heartbeat = 0, liveness = 0, prefetch = 0;
     bool insecure = false;
     const char *allow_flags[64];
@@ -132,6 +137,9 @@ static int parse_daemon(int argc, char **argv, daemon_args_t *a, const char *hel
             break;
         case OPT_INSECURE:
             insecure = true;
+            break;
+        case OPT_METRICS:
+            metrics = optarg;
             break;
         case OPT_PUBLISH:
             publish = optarg;
@@ -193,6 +201,7 @@ static int parse_daemon(int argc, char **argv, daemon_args_t *a, const char *hel
     }
     if (cli_load_fleet(config, &a->fleet) != CLI_EXIT_OK)
         return CLI_EXIT_USAGE;
+    a->config = config;
     if (broker)
         replace(&a->fleet.broker_endpoint, broker);
     if (bind)
@@ -203,6 +212,8 @@ static int parse_daemon(int argc, char **argv, daemon_args_t *a, const char *hel
         replace(&a->fleet.collector_publish, publish);
     if (insecure)
         a->fleet.insecure = true;
+    if (metrics)
+        replace(&a->fleet.metrics_listen, metrics);
     if (heartbeat)
         a->fleet.heartbeat_interval_ms = heartbeat;
     if (liveness)
@@ -256,25 +267,37 @@ int cli_broker(int argc, char **argv)
 {
     static const char help[] =
         "usage: beamfleet broker [-c FLEET.yaml] [--bind EP] [--state DIR] [--insecure]\n"
-        "                        [--heartbeat-ms MS] [--liveness N]\n\n"
+        "                        [--heartbeat-ms MS] [--liveness N] [--metrics HOST:PORT]\n\n"
         "The broker: one ROUTER endpoint every worker, collector and client connects to. Jobs,\n"
         "tasks and undelivered results are kept in DIR (SQLite); a restart on the same DIR\n"
         "continues where it stopped. A bind that is not loopback needs --insecure (or\n"
         "broker.insecure: true) until CURVE keys are configured.\n\n"
         "  --bind EP          [broker.bind, tcp://127.0.0.1:5555]\n"
         "  --state DIR        [broker.state, ./beamfleet-state]\n"
+        "  --metrics HOST:PORT  serve Prometheus metrics at http://HOST:PORT/metrics\n"
+        "                     [metrics.listen; none]\n"
         "  --heartbeat-ms MS  heartbeat interval [1000]; --liveness N  intervals before a peer "
         "is dead [3]\n";
     daemon_args_t a = {.cmd = "broker"};
     /* option codes accepted, as OPT_x - 256 + 'A' */
     a.accepts = ACCEPT(OPT_HEARTBEAT) | ACCEPT(OPT_LIVENESS) | ACCEPT(OPT_STATE) |
-                ACCEPT(OPT_BIND) | ACCEPT(OPT_INSECURE);
+                ACCEPT(OPT_BIND) | ACCEPT(OPT_INSECURE) | ACCEPT(OPT_METRICS);
     int rc = parse_daemon(argc, argv, &a, help);
     if (rc >= 0) {
         daemon_args_clear(&a);
         return rc;
     }
     bf_log_set_tag("broker");
+    /* One descriptor per connected peer: a thousand workers do not fit in
+       the usual soft limit of 1024, so take all the hard limit allows. */
+    struct rlimit nofile;
+    if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+        rlim_t was = nofile.rlim_cur;
+        nofile.rlim_cur = nofile.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &nofile) != 0)
+            bf_warn("cannot raise the open-file limit from %llu: %s", (unsigned long long)was,
+                    strerror(errno));
+    }
     char err[BF_ERRLEN] = "";
     broker_config_t cfg = {
         .bind = a.fleet.broker_bind,
@@ -282,6 +305,9 @@ int cli_broker(int argc, char **argv)
         .heartbeat_ms = a.fleet.heartbeat_interval_ms,
         .liveness = a.fleet.heartbeat_liveness,
         .insecure = a.fleet.insecure,
+        .security_keys = a.fleet.security_keys,
+        .security_identity = a.fleet.security_identity,
+        .metrics_listen = a.fleet.metrics_listen,
     };
     broker_t *broker = broker_new(&cfg, err);
     if (!broker) {
@@ -342,6 +368,7 @@ int cli_collector(int argc, char **argv)
         .liveness = a.fleet.heartbeat_liveness,
         .credit = 256,
         .name = a.name,
+        .security = cli_security(),
     };
     collector_t *collector = collector_new(&cfg, err);
     if (!collector) {
@@ -400,6 +427,7 @@ int cli_worker(int argc, char **argv)
         .cpu = a.device_cpu,
         .threads = a.threads,
         .name = a.name,
+        .security = cli_security(),
     };
     if (a.device >= 0 || a.device_cpu) {
         /* --device N|cpu: this process is one worker (a supervisor's child) */
@@ -420,6 +448,10 @@ int cli_worker(int argc, char **argv)
         }
         child[n++] = "beamfleet";
         child[n++] = "worker";
+        if (a.config && cfg.security) { /* the children load the same identity */
+            child[n++] = "-c";
+            child[n++] = (char *)a.config;
+        }
         child[n++] = "--broker";
         child[n++] = (char *)cfg.broker;
         child[n++] = "--heartbeat-ms";

@@ -42,6 +42,9 @@ struct collector {
     collector_config_t cfg;
     char *broker, *name, *out_root, *publish_ep;
     void *ctx, *dealer, *pub;
+    bf_zap_t *zap; /* admits subscribers to a CURVE PUB stream */
+    void *monitor; /* handshake failures of dealer, for the log */
+    uint64_t handshake_failures;
     atomic_int stop;
     int64_t last_recv, last_send, reconnect_at, retry_at;
     unsigned backoff_ms;
@@ -91,6 +94,9 @@ static void drop_pending(collector_t *c)
 
 static void disconnect(collector_t *c)
 {
+    if (c->monitor)
+        zmq_close(c->monitor);
+    c->monitor = NULL;
     if (c->dealer)
         zmq_close(c->dealer);
     c->dealer = NULL;
@@ -114,6 +120,11 @@ static bf_err_t connect_broker(collector_t *c, char *err)
         zmq_setsockopt(c->dealer, ZMQ_LINGER, &zero, sizeof zero) != 0 ||
         zmq_setsockopt(c->dealer, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg) != 0)
         return bf_fail(err, BF_EIO, "zmq_setsockopt: %s", zmq_strerror(zmq_errno()));
+    if (c->cfg.security && bf_security_client(c->cfg.security, c->dealer, err) != BF_OK)
+        return BF_EINVAL;
+    char why[BF_ERRLEN];
+    if (!(c->monitor = bf_handshake_monitor(c->ctx, c->dealer, why)))
+        bf_warn("broker %s: no handshake monitor: %s", c->broker, why);
     if (zmq_connect(c->dealer, c->broker) != 0)
         return bf_fail(err, BF_EINVAL, "broker %s: %s", c->broker, zmq_strerror(zmq_errno()));
     c->last_recv = bf_mono_ms();
@@ -165,6 +176,13 @@ collector_t *collector_new(const collector_config_t *cfg, char *err)
         int zero = 0;
         if (c->pub)
             zmq_setsockopt(c->pub, ZMQ_LINGER, &zero, sizeof zero);
+        /* With CURVE the stream is encrypted too and only listed keys may
+           subscribe (`beamfleet watch -c FLEET.yaml`). */
+        if (c->pub && cfg->security) {
+            c->zap = bf_zap_new(c->ctx, bf_security_dir(cfg->security), err);
+            if (!c->zap || bf_security_server(cfg->security, c->pub, err) != BF_OK)
+                goto fail;
+        }
         if (!c->pub || zmq_bind(c->pub, cfg->publish) != 0) {
             bf_fail(err, BF_EIO, "publish %s: %s", cfg->publish, zmq_strerror(zmq_errno()));
             goto fail;
@@ -213,10 +231,13 @@ void collector_destroy(collector_t **self_p)
     if (c->pending)
         drop_pending(c);
     free(c->pending);
+    if (c->monitor)
+        zmq_close(c->monitor);
     if (c->dealer)
         zmq_close(c->dealer);
     if (c->pub)
         zmq_close(c->pub);
+    bf_zap_destroy(&c->zap);
     if (c->ctx)
         zmq_ctx_term(c->ctx);
     free(c->broker);
@@ -504,12 +525,25 @@ bf_err_t collector_run(collector_t *c)
     const int64_t dead_after = (int64_t)c->cfg.heartbeat_ms * c->cfg.liveness;
     long tick = (long)(c->cfg.heartbeat_ms / 4 ? c->cfg.heartbeat_ms / 4 : 1);
     while (!atomic_load(&c->stop)) {
-        zmq_pollitem_t item = {c->dealer, 0, ZMQ_POLLIN, 0};
-        if (zmq_poll(&item, c->dealer ? 1 : 0, tick) < 0 && zmq_errno() != EINTR) {
+        /* The ZAP socket first, so that polling it never depends on
+           whether a dealer exists right now. */
+        zmq_pollitem_t items[2] = {{c->zap ? bf_zap_socket(c->zap) : NULL, 0, ZMQ_POLLIN, 0},
+                                   {c->dealer, 0, ZMQ_POLLIN, 0}};
+        int nitems = c->zap ? 1 : 0;
+        if (c->dealer)
+            items[nitems++] = (zmq_pollitem_t){c->dealer, 0, ZMQ_POLLIN, 0};
+        if (zmq_poll(items, nitems, tick) < 0 && zmq_errno() != EINTR) {
             bf_error("zmq_poll: %s", zmq_strerror(zmq_errno()));
             return BF_EIO;
         }
+        if (c->zap)
+            bf_zap_handle(c->zap);
         int64_t now = bf_mono_ms();
+        char why[BF_ERRLEN];
+        /* A refused key would otherwise look like a broker that is down. */
+        if (c->monitor && bf_handshake_failed(c->monitor, why, sizeof why) &&
+            (++c->handshake_failures <= 3 || c->handshake_failures % 100 == 0))
+            bf_error("broker %s: %s", c->broker, why);
         size_t before = c->npending;
         for (int n = 0; c->dealer && n < DRAIN_MAX; n++) {
             proto_msg_t m;

@@ -16,6 +16,7 @@
 #define COLLECTOR_H_INCLUDED
 
 #include "../common/bf.h"
+#include "../common/bf_security.h"
 #include "collector_report.h"
 
 #include <jansson.h>
@@ -28,6 +29,9 @@ typedef struct {
     unsigned liveness;     /* intervals of silence before the broker is dead [3] */
     unsigned credit;       /* deliveries in flight [256] */
     const char *name;      /* [host:pid] */
+    /* CURVE identity (bf_security.h), borrowed for the collector's life;
+       NULL for plaintext. With it the PUB stream is a CURVE server too. */
+    const bf_security_t *security;
 } collector_config_t;
 
 typedef struct collector collector_t;

@@ -7,6 +7,7 @@
     are written with 17 significant digits so the log loses nothing. */
 
 #include "collector_report.h"
+#include "collector_html.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -17,8 +18,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define MAX_LOG    (1u << 30) /* results.jsonl read back at open, bytes */
-#define JSON_FLAGS (JSON_REAL_PRECISION(17))
+#define MAX_LOG (1u << 30) /* results.jsonl read back at open, bytes */
+/* 15 significant digits: every decimal a worker wrote (such as the 0.1-dB
+   thumbnail values) reads back as written, "-87.1" and not
+   "-87.099999999999994". */
+#define JSON_FLAGS (JSON_REAL_PRECISION(15))
 
 struct collector_report {
     char *dir;
@@ -214,11 +218,41 @@ static bf_err_t remember(collector_report_t *r, json_t *result)
     return BF_OK;
 }
 
+/* {scene: result} without each result's radio-map thumbnails, which are
+   large (up to 2 x 64 x 64 numbers), live in results.jsonl and the PNGs of
+   report.html, and would make every rewrite of results_progress.json
+   cost O(scenes x map). Shallow copies: the results are shared. */
+static json_t *without_thumbnails(const json_t *by_scene)
+{
+    json_t *out = json_object();
+    const char *scene;
+    json_t *res;
+    json_object_foreach((json_t *)by_scene, scene, res)
+    {
+        json_t *copy = json_copy(res);
+        if (!out || !copy || json_object_set_new(out, scene, copy) != 0) {
+            json_decref(out);
+            return NULL;
+        }
+        json_object_del(copy, "thumbnails");
+    }
+    return out;
+}
+
+static bf_err_t write_by_scene(const collector_report_t *r, const char *name, char *err)
+{
+    json_t *doc = without_thumbnails(r->progress);
+    bf_err_t rc = doc ? write_json(r, name, doc, err) : bf_fail(err, BF_ENOMEM, "out of memory");
+    json_decref(doc);
+    return rc;
+}
+
 static bool is_report_file(const char *n)
 {
     return !strcmp(n, "results.jsonl") || !strcmp(n, "results.csv") ||
            !strcmp(n, "results_progress.json") || !strcmp(n, "summary.json") ||
-           !strcmp(n, "report.html") || !strncmp(n, "results_final_", 14);
+           !strcmp(n, "report.html") || !strcmp(n, "thumbnails") ||
+           !strncmp(n, "results_final_", 14);
 }
 
 /* Moves the reports of an earlier job out of the way, into a fresh
@@ -383,7 +417,7 @@ bf_err_t collector_report_open(const char *dir, const char *job_id, collector_re
         goto fail;
     }
     if ((rc = bf_write_atomic(csv, b.p, b.len, err)) != BF_OK ||
-        (rc = write_json(r, "results_progress.json", r->progress, err)) != BF_OK)
+        (rc = write_by_scene(r, "results_progress.json", err)) != BF_OK)
         goto fail;
     r->jsonl_fd = open(jsonl, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     if (r->jsonl_fd >= 0)
@@ -533,7 +567,7 @@ bf_err_t collector_report_append(collector_report_t *r, json_t *results, char *e
         }
     }
     if ((rc = bf_append_sync(r->csv_fd, rows.p, rows.len, err)) != BF_OK ||
-        (rc = write_json(r, "results_progress.json", r->progress, err)) != BF_OK)
+        (rc = write_by_scene(r, "results_progress.json", err)) != BF_OK)
         goto done;
     r->broken = false;
 done:
@@ -597,7 +631,8 @@ static double mean(const vec_t *a)
 static void dist(vec_t *a, double out[3])
 {
     out[0] = mean(a);
-    qsort(a->v, a->n, sizeof *a->v, cmp_double);
+    if (a->n) /* qsort's pointer must not be NULL, even for no elements */
+        qsort(a->v, a->n, sizeof *a->v, cmp_double);
     out[1] = collector_percentile(a->v, a->n, 50);
     out[2] = collector_percentile(a->v, a->n, 10);
 }
@@ -675,7 +710,8 @@ json_t *collector_report_summary(const collector_report_t *r, const json_t *job)
                   num(n ? json_real_value(json_array_get(acc, 0)) / (double)n : NAN)) == 0;
     }
     double imp_mean = mean(&imp);
-    qsort(imp.v, imp.n, sizeof *imp.v, cmp_double);
+    if (imp.n)
+        qsort(imp.v, imp.n, sizeof *imp.v, cmp_double);
     double di[3], dop[3];
     dist(&init, di);
     dist(&opt, dop);
@@ -716,10 +752,17 @@ bf_err_t collector_report_finish(collector_report_t *r, const json_t *job, char 
             return bf_fail(err, BF_ENOMEM, "out of memory");
     }
     json_t *summary = collector_report_summary(r, job);
-    bf_err_t rc = summary ? write_json(r, r->final_name, r->progress, err)
-                          : bf_fail(err, BF_ENOMEM, "out of memory");
+    bf_err_t rc =
+        summary ? write_by_scene(r, r->final_name, err) : bf_fail(err, BF_ENOMEM, "out of memory");
     if (rc == BF_OK)
         rc = write_json(r, "summary.json", summary, err);
+    if (rc == BF_OK) {
+        /* report.html is for people: without it the job's reports are
+           still complete, so a failure is a warning, not a failed job */
+        char herr[BF_ERRLEN] = "";
+        if (collector_html_write(r->dir, summary, r->progress, herr) != BF_OK)
+            bf_warn("%s: report.html not written: %s", r->dir, herr);
+    }
     json_decref(summary);
     return rc;
 }

@@ -414,7 +414,8 @@ int main(void)
     deliver(&b, "jobK", dirK, 8, 1);
     proto_msg_t m;
     bf_err_t rc = fake_recv(&b, &m, 700, true);
-    CHECK(rc == BF_ETIMEDOUT);
+    CHECKF(rc == BF_ETIMEDOUT, "got %s seq %llu", proto_type_name(m.type),
+           (unsigned long long)m.seq);
     if (rc == BF_OK)
         proto_msg_clear(&m);
     deliver(&b, "jobJ", dirJ, 9, 5);

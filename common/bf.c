@@ -39,6 +39,41 @@ const char *bf_strerror(bf_err_t err)
     return error_names[err];
 }
 
+/* Makes s one line of valid UTF-8 in place, whatever an echoed input value
+   held (fuzzing found newlines from a quoted YAML value, UTF-8 cut in two by
+   '%.64s', raw bytes of a PLY header): a control byte, or a byte that does
+   not start a complete, shortest-form sequence, becomes '?'. Same rules as
+   the wire codec's check, so a reason can always be sent in an ERROR. */
+static void one_line_utf8(char *s)
+{
+    unsigned char *p = (unsigned char *)s;
+    while (*p) {
+        if (*p < 0x80) {
+            if (*p < 0x20 || *p == 0x7f)
+                *p = '?';
+            p++;
+            continue;
+        }
+        size_t len = 0;
+        uint32_t cp = 0;
+        if (*p >= 0xc2 && *p <= 0xdf)
+            len = 2, cp = *p & 0x1fu;
+        else if (*p >= 0xe0 && *p <= 0xef)
+            len = 3, cp = *p & 0x0fu;
+        else if (*p >= 0xf0 && *p <= 0xf4)
+            len = 4, cp = *p & 0x07u;
+        size_t k = 1;
+        for (; k < len && (p[k] & 0xc0) == 0x80; k++) /* stops at the NUL */
+            cp = (cp << 6) | (p[k] & 0x3f);
+        if (len == 0 || k < len || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
+            cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) {
+            *p++ = '?';
+            continue;
+        }
+        p += len;
+    }
+}
+
 bf_err_t bf_fail(char *err, bf_err_t code, const char *fmt, ...)
 {
     if (err) {
@@ -46,6 +81,7 @@ bf_err_t bf_fail(char *err, bf_err_t code, const char *fmt, ...)
         va_start(ap, fmt);
         vsnprintf(err, BF_ERRLEN, fmt, ap);
         va_end(ap);
+        one_line_utf8(err);
     }
     return code;
 }
@@ -187,6 +223,12 @@ static bf_err_t fsync_dir_of(const char *path, char *err)
 
 bf_err_t bf_write_atomic(const char *path, const void *data, size_t len, char *err)
 {
+    return bf_write_atomic_mode(path, data, len, 0644, err);
+}
+
+bf_err_t bf_write_atomic_mode(const char *path, const void *data, size_t len, unsigned mode,
+                              char *err)
+{
     /* pid + random part: two threads (or processes) writing the same file
        never share a temp file */
     char rnd[33];
@@ -195,7 +237,7 @@ bf_err_t bf_write_atomic(const char *path, const void *data, size_t len, char *e
     if (!tmp)
         return BF_ENOMEM;
     bf_err_t rc = BF_OK;
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, (mode_t)mode);
     if (fd < 0) {
         rc = bf_fail(err, errno_code(errno), "%s: %s", tmp, strerror(errno));
         goto cleanup;

@@ -15,9 +15,9 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#define BF_VERSION     "0.1.0"
-#define BF_ERRLEN      512
-#define BF_MUST_CHECK  __attribute__((warn_unused_result))
+#define BF_VERSION      "0.1.0"
+#define BF_ERRLEN       512
+#define BF_MUST_CHECK   __attribute__((warn_unused_result))
 #define BF_PRINTF(f, a) __attribute__((format(printf, f, a)))
 #define BF_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -65,9 +65,9 @@ void bf_log(bf_log_level_t level, const char *fmt, ...) BF_PRINTF(2, 3);
 #define bf_error(...) bf_log(BF_LOG_ERROR, __VA_ARGS__)
 
 /* ---- clocks ------------------------------------------------------------- */
-int64_t bf_mono_ms(void);  /* monotonic milliseconds, for deadlines */
-double  bf_mono_s(void);   /* monotonic seconds as a double, for timings */
-int64_t bf_wall_ms(void);  /* wall-clock milliseconds since the epoch */
+int64_t bf_mono_ms(void); /* monotonic milliseconds, for deadlines */
+double bf_mono_s(void);   /* monotonic seconds as a double, for timings */
+int64_t bf_wall_ms(void); /* wall-clock milliseconds since the epoch */
 /* Writes local time as YYYYmmdd_HHMMSS (16 bytes with NUL) into out. */
 void bf_timestamp(char out[16]);
 /* Writes wall time as ISO 8601 UTC (e.g. 2026-11-24T14:55:09.123Z). */
@@ -78,6 +78,9 @@ void bf_iso8601(int64_t wall_ms, char out[32]);
    the new complete file: temp file in the same directory, fsync, rename,
    fsync of the directory. BF_ENOSPC when the disk is full. */
 bf_err_t bf_write_atomic(const char *path, const void *data, size_t len, char *err) BF_MUST_CHECK;
+/* The same with the new file's mode (before umask), e.g. 0600 for a secret. */
+bf_err_t bf_write_atomic_mode(const char *path, const void *data, size_t len, unsigned mode,
+                              char *err) BF_MUST_CHECK;
 /* Appends data and fdatasyncs. fd must be open with O_APPEND. */
 bf_err_t bf_append_sync(int fd, const void *data, size_t len, char *err) BF_MUST_CHECK;
 /* mkdir -p with mode 0755. */

@@ -41,6 +41,18 @@ static void test_strerror(void)
     CHECK(bf_fail(err, BF_EPROTO, "%s:%d: bad", "x", 3) == BF_EPROTO);
     CHECK(!strcmp(err, "x:3: bad"));
     CHECK(bf_fail(NULL, BF_EIO, "ignored") == BF_EIO);
+
+    /* An echoed value cannot break the one line of valid UTF-8 (found by
+       tests/fuzz): control bytes, a sequence cut by %.Ns, stray and
+       overlong bytes, surrogates become '?'; valid UTF-8 stays. */
+    bf_fail(err, BF_EINVAL, "'%s'", "a\nb\r\tc\x7f");
+    CHECKF(!strcmp(err, "'a?b??c?'"), "%s", err);
+    bf_fail(err, BF_EINVAL, "'%.2s'", "a\xc3\xa9");
+    CHECKF(!strcmp(err, "'a?'"), "%s", err);
+    bf_fail(err, BF_EINVAL, "%s", "\xc3\xa9t\xc3\xa9 \xe2\x82\xac \xf0\x9f\x93\xa1");
+    CHECKF(!strcmp(err, "\xc3\xa9t\xc3\xa9 \xe2\x82\xac \xf0\x9f\x93\xa1"), "%s", err);
+    bf_fail(err, BF_EINVAL, "%s", "\x80\xc0\xaf\xed\xa0\x80\xf5\x80\xe2\x82");
+    CHECKF(!strcmp(err, "??????????"), "%s", err);
 }
 
 /* Number of entries in dir whose name starts with prefix. */

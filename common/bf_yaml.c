@@ -354,15 +354,14 @@ bf_err_t bf_yaml_fail(const bf_yaml_node_t *n, char *err, const char *fmt, ...)
 {
     if (!err)
         return BF_EINVAL;
-    int off = snprintf(err, BF_ERRLEN, "%s:%d:%d: ", n && n->file ? n->file : "<yaml>",
-                       n ? n->line : 0, n ? n->column : 0);
-    if (off < 0 || off >= BF_ERRLEN)
-        return BF_EINVAL;
+    char what[BF_ERRLEN];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(err + off, BF_ERRLEN - (size_t)off, fmt, ap);
+    vsnprintf(what, sizeof what, fmt, ap);
     va_end(ap);
-    return BF_EINVAL;
+    /* through bf_fail: one line of valid UTF-8, whatever value is echoed */
+    return bf_fail(err, BF_EINVAL, "%s:%d:%d: %s", n && n->file ? n->file : "<yaml>",
+                   n ? n->line : 0, n ? n->column : 0, what);
 }
 
 static const char *kind_name(const bf_yaml_node_t *n)

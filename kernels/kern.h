@@ -37,7 +37,12 @@ typedef struct {
    Errors: BF_EINVAL (err says why) for a bad scene or settings,
    BF_ECANCELED when *cancel was set, BF_EUNSUPP for backend 2 without a
    compiled CUDA backend, BF_ENOMEM, BF_EIO (maps). Progress is reported on
-   the calling thread with the stages "load", "trace", "optimize", "maps". */
+   the calling thread with the stages "load", "trace", "optimize", "maps".
+   The result also carries "thumbnails" {nx, ny, x0, y0, dx, dy, initial,
+   optimized}: both maps block-averaged in linear power down to at most
+   KERN_THUMB_MAX cells per axis, dBm rounded to 0.1 dB, null for a block no
+   ray reached, row-major with y increasing (docs/protocol.md, RESULT). */
+#define KERN_THUMB_MAX 64
 bf_err_t kern_boresight(const char *scene_dir, const bf_job_t *job, const kern_run_opts_t *opts,
                         kern_progress_fn progress, void *ud, json_t **result,
                         char *err) BF_MUST_CHECK;

@@ -279,6 +279,52 @@ static json_t *dbm_array(const double *v, size_t n)
     return a;
 }
 
+/* The "thumbnails" field: both maps block-averaged (in linear power) down
+   to at most KERN_THUMB_MAX cells per axis, in dBm rounded to 0.1 dB, null
+   where no ray reached a block; row-major, y increasing. Block (bx, by)
+   covers the cells [bx*fx, (bx+1)*fx) x [by*fy, (by+1)*fy) of the grid
+   (fewer at the far edges), so x0, y0 are the grid's and dx, dy are fx, fy
+   cells wide. NULL on allocation failure. */
+static json_t *thumb_map(const kern_grid_t *g, const double *map, const kern_power_t *pw,
+                         uint32_t fx, uint32_t fy, uint32_t tnx, uint32_t tny)
+{
+    json_t *a = json_array();
+    for (uint32_t by = 0; a && by < tny; by++)
+        for (uint32_t bx = 0; bx < tnx; bx++) {
+            double sum = 0;
+            size_t n = 0;
+            for (uint32_t iy = by * fy; iy < (by + 1) * fy && iy < g->ny; iy++)
+                for (uint32_t ix = bx * fx; ix < (bx + 1) * fx && ix < g->nx; ix++, n++)
+                    sum += map[(size_t)iy * g->nx + ix];
+            double p = n ? sum / (double)n * pw->scale : 0.0;
+            json_t *v = p > 0.0 && isfinite(p)
+                            ? json_real(round((10.0 * log10(p) + 30.0) * 10.0) / 10.0)
+                            : json_null();
+            if (json_array_append_new(a, v) != 0) {
+                json_decref(a);
+                return NULL;
+            }
+        }
+    return a;
+}
+
+static json_t *thumbnails_json(const kern_grid_t *g, const double *map0, const double *map1,
+                               const kern_power_t *pw)
+{
+    uint32_t fx = (g->nx + KERN_THUMB_MAX - 1) / KERN_THUMB_MAX;
+    uint32_t fy = (g->ny + KERN_THUMB_MAX - 1) / KERN_THUMB_MAX;
+    uint32_t tnx = (g->nx + fx - 1) / fx, tny = (g->ny + fy - 1) / fy;
+    json_t *a = thumb_map(g, map0, pw, fx, fy, tnx, tny);
+    json_t *b = a ? thumb_map(g, map1, pw, fx, fy, tnx, tny) : NULL;
+    if (!b) {
+        json_decref(a);
+        return NULL;
+    }
+    return json_pack("{s:I, s:I, s:f, s:f, s:f, s:f, s:o, s:o}", "nx", (json_int_t)tnx, "ny",
+                     (json_int_t)tny, "x0", (double)g->x0, "y0", (double)g->y0, "dx",
+                     (double)g->dx * fx, "dy", (double)g->dy * fy, "initial", a, "optimized", b);
+}
+
 /* Validation of the initial zone (DESIGN section 3); reason is empty on pass. */
 static bool validate(const bf_validation_t *v, const zstats_t *z, char *reason, size_t cap)
 {
@@ -503,18 +549,19 @@ bf_err_t kern_boresight(const char *scene_dir, const bf_job_t *job, const kern_r
     t_maps = bf_mono_s() - t0;
     report(progress, ud, "maps", 1.0);
 
-    doc = json_pack(
-        "{s:s, s:s, s:o, s:o, s:o, s:{s:f, s:f}, s:{s:f, s:f}, s:{s:f, s:f, s:f, s:f}, "
-        "s:{s:I, s:I, s:I, s:I, s:I, s:s}, s:I, s:f}",
-        "status", valid ? "success" : "failed", "reason", reason, "zone_power_initial",
-        dbm_array(z0, zcells), "zone_power_optimized", dbm_array(z1, zcells), "stats",
-        stats_json(&s0, &s1, zcells), "boresight_initial", "azimuth_deg", init.azimuth_deg,
-        "tilt_deg", init.tilt_deg, "boresight_optimized", "azimuth_deg", sr.best.azimuth_deg,
-        "tilt_deg", sr.best.tilt_deg, "timings", "load", t_load, "trace", t_trace, "optimize",
-        t_opt, "maps", t_maps, "solver", "rays", (json_int_t)job->solver.samples_per_tx,
-        "crossings", (json_int_t)crossings0, "zone_crossings", (json_int_t)zone.count, "max_depth",
-        (json_int_t)job->solver.max_depth, "seed", (json_int_t)job->solver.seed, "backend",
-        be->name, "evaluations", (json_int_t)sr.evaluations, "objective", sr.objective);
+    doc = json_pack("{s:s, s:s, s:o, s:o, s:o, s:{s:f, s:f}, s:{s:f, s:f}, s:{s:f, s:f, s:f, s:f}, "
+                    "s:{s:I, s:I, s:I, s:I, s:I, s:s}, s:I, s:f, s:o}",
+                    "status", valid ? "success" : "failed", "reason", reason, "zone_power_initial",
+                    dbm_array(z0, zcells), "zone_power_optimized", dbm_array(z1, zcells), "stats",
+                    stats_json(&s0, &s1, zcells), "boresight_initial", "azimuth_deg",
+                    init.azimuth_deg, "tilt_deg", init.tilt_deg, "boresight_optimized",
+                    "azimuth_deg", sr.best.azimuth_deg, "tilt_deg", sr.best.tilt_deg, "timings",
+                    "load", t_load, "trace", t_trace, "optimize", t_opt, "maps", t_maps, "solver",
+                    "rays", (json_int_t)job->solver.samples_per_tx, "crossings",
+                    (json_int_t)crossings0, "zone_crossings", (json_int_t)zone.count, "max_depth",
+                    (json_int_t)job->solver.max_depth, "seed", (json_int_t)job->solver.seed,
+                    "backend", be->name, "evaluations", (json_int_t)sr.evaluations, "objective",
+                    sr.objective, "thumbnails", thumbnails_json(&grid, map0, map1, &pw));
     if (!doc) {
         e = bf_fail(err, BF_ENOMEM, "boresight: cannot build the result document");
         goto done;

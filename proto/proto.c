@@ -425,10 +425,12 @@ static json_t *bad(conv_t *c, const char *fmt, ...)
 {
     c->rc = BF_EPROTO;
     if (c->err) {
+        char what[BF_ERRLEN];
         va_list ap;
         va_start(ap, fmt);
-        vsnprintf(c->err, BF_ERRLEN, fmt, ap);
+        vsnprintf(what, sizeof what, fmt, ap);
         va_end(ap);
+        bf_fail(c->err, BF_EPROTO, "%s", what); /* one line: a map key is echoed */
     }
     return NULL;
 }
@@ -799,7 +801,16 @@ static void drain(void *socket)
 bf_err_t proto_recv(void *socket, uint8_t *routing_id, size_t *routing_id_len, proto_msg_t *msg,
                     int flags, char *err)
 {
+    return proto_recv_from(socket, routing_id, routing_id_len, msg, flags, NULL, NULL, 0, err);
+}
+
+bf_err_t proto_recv_from(void *socket, uint8_t *routing_id, size_t *routing_id_len,
+                         proto_msg_t *msg, int flags, bf_role_t *role, char *key_name,
+                         size_t key_name_len, char *err)
+{
     proto_msg_init(msg, PROTO_NONE);
+    if (role)
+        *role = BF_ROLE_NONE;
     zmq_msg_t part;
     if (routing_id) {
         size_t room = *routing_id_len;
@@ -837,6 +848,8 @@ bf_err_t proto_recv(void *socket, uint8_t *routing_id, size_t *routing_id_len, p
         drain(socket);
         return bf_fail(err, BF_EPROTO, "a message must be one frame, got more");
     }
+    if (role)
+        *role = bf_security_msg_role(&part, key_name, key_name_len);
     bf_err_t rc = proto_decode(zmq_msg_data(&part), zmq_msg_size(&part), msg, err);
     zmq_msg_close(&part);
     return rc;

@@ -22,6 +22,7 @@
 #define PROTO_H_INCLUDED
 
 #include "../common/bf.h"
+#include "../common/bf_security.h"
 #include <jansson.h>
 
 #define PROTO_VERSION   1
@@ -32,26 +33,26 @@
 /* Fields, in wire order: X(name, kind). Kinds: STR (UTF-8 string, NULL when
    absent), UINT (uint64_t), REAL (double), OBJ (json_t *, a map). */
 #define PROTO_FIELDS(X)                                                                            \
-    X(worker, STR)       /* a peer's self-chosen stable name, e.g. host:pid:gpu0 */                \
-    X(job_id, STR)       /* job identifier (32 hex) */                                             \
-    X(task_id, STR)      /* task identifier (32 hex) */                                            \
-    X(scene, STR)        /* scene name: one safe path component */                                 \
-    X(stage, STR)        /* progress stage: load, trace, optimize, exec, ... */                    \
-    X(reason, STR)       /* human-readable reason (errors, cancellations) */                       \
-    X(credit, UINT)      /* how many tasks or deliveries the peer may hold */                      \
-    X(attempt, UINT)     /* attempt number of a task, from 1 */                                    \
-    X(seq, UINT)         /* delivery sequence number, or a status cursor */                        \
-    X(total, UINT)       /* a count: tasks in a job, tasks cancelled */                            \
-    X(code, UINT)        /* bf_err_t of an ERROR */                                                \
-    X(timeout_ms, UINT)  /* hard limit for one task attempt */                                     \
-    X(fraction, REAL)    /* progress 0..1 */                                                       \
-    X(obj, OBJ)          /* document: caps, spec, result, status */
+    X(worker, STR)      /* a peer's self-chosen stable name, e.g. host:pid:gpu0 */                 \
+    X(job_id, STR)      /* job identifier (32 hex) */                                              \
+    X(task_id, STR)     /* task identifier (32 hex) */                                             \
+    X(scene, STR)       /* scene name: one safe path component */                                  \
+    X(stage, STR)       /* progress stage: load, trace, optimize, exec, ... */                     \
+    X(reason, STR)      /* human-readable reason (errors, cancellations) */                        \
+    X(credit, UINT)     /* how many tasks or deliveries the peer may hold */                       \
+    X(attempt, UINT)    /* attempt number of a task, from 1 */                                     \
+    X(seq, UINT)        /* delivery sequence number, or a status cursor */                         \
+    X(total, UINT)      /* a count: tasks in a job, tasks cancelled */                             \
+    X(code, UINT)       /* bf_err_t of an ERROR */                                                 \
+    X(timeout_ms, UINT) /* hard limit for one task attempt */                                      \
+    X(fraction, REAL)   /* progress 0..1 */                                                        \
+    X(obj, OBJ)         /* document: caps, spec, result, status */
 
 enum {
 #define PROTO_FIELD_BIT_(name, kind) PROTO_FBIT_##name,
     PROTO_FIELDS(PROTO_FIELD_BIT_)
 #undef PROTO_FIELD_BIT_
-    PROTO_FIELD_COUNT
+        PROTO_FIELD_COUNT
 };
 #define PF(name) (1u << PROTO_FBIT_##name)
 
@@ -89,20 +90,23 @@ enum {
     X(DELIVER, 14, "deliver", "broker>collector", PF(job_id) | PF(task_id) | PF(seq) | PF(obj))    \
     /* broker -> collector: every task of a job is final; obj = job summary */                     \
     X(JOB_DONE, 15, "job-done", "broker>collector", PF(job_id) | PF(seq) | PF(obj))                \
-    /* collector -> broker: delivery seq is durable (task_id "");                               \
-       broker -> worker: the RESULT of task_id is durable, forget it (seq 0) */                   \
+    /* collector -> broker: delivery seq is durable (task_id "");                                  \
+       broker -> worker: the RESULT of task_id is durable, forget it (seq 0) */                    \
     X(ACK, 16, "ack", "any", PF(task_id) | PF(seq))                                                \
     /* broker -> any: a request failed, or "unknown peer: send READY again" */                     \
     X(ERROR, 17, "error", "broker>any", PF(code) | PF(reason))                                     \
     /* broker -> worker: stop task_id now (job cancelled); its result is not wanted */             \
-    X(ABORT, 18, "abort", "broker>worker", PF(task_id) | PF(reason))
+    X(ABORT, 18, "abort", "broker>worker", PF(task_id) | PF(reason))                               \
+    /* worker -> broker, every 5 s while NVML works: obj = {gpu_util (%),                          \
+       mem_used, mem_total (bytes), temperature_c} */                                              \
+    X(STATS, 19, "stats", "worker>broker", PF(obj))
 
 typedef enum {
     PROTO_NONE = 0,
 #define PROTO_MSG_ENUM_(NAME, code, name, dir, fields) PROTO_##NAME = code,
     PROTO_MESSAGES(PROTO_MSG_ENUM_)
 #undef PROTO_MSG_ENUM_
-    PROTO_TYPE_MAX
+        PROTO_TYPE_MAX
 } proto_type_t;
 
 /* One decoded or to-be-encoded message. Fields outside the type's mask are
@@ -137,8 +141,7 @@ bf_err_t proto_encode(const proto_msg_t *msg, uint8_t **data, size_t *size) BF_M
 /* Decodes one frame into msg (initialized by this call). On failure msg is
    cleared, BF_EPROTO is returned and err (BF_ERRLEN, may be NULL) says why,
    e.g. "task: field task_id: expected str, got uint". */
-bf_err_t proto_decode(const uint8_t *data, size_t size, proto_msg_t *msg,
-                      char *err) BF_MUST_CHECK;
+bf_err_t proto_decode(const uint8_t *data, size_t size, proto_msg_t *msg, char *err) BF_MUST_CHECK;
 
 /* Converts between a MessagePack document and JSON (maps, arrays, strings,
    integers, reals, booleans, nil). Map keys must be strings. Bounded by
@@ -162,5 +165,11 @@ bf_err_t proto_send(void *socket, const uint8_t *routing_id, size_t routing_id_l
    (including EAGAIN with ZMQ_DONTWAIT: check errno). */
 bf_err_t proto_recv(void *socket, uint8_t *routing_id, size_t *routing_id_len, proto_msg_t *msg,
                     int flags, char *err) BF_MUST_CHECK;
+
+/* The same, and the role and key name the ZAP handler gave the sender's
+   connection (bf_security.h): BF_ROLE_NONE and "" without CURVE. */
+bf_err_t proto_recv_from(void *socket, uint8_t *routing_id, size_t *routing_id_len,
+                         proto_msg_t *msg, int flags, bf_role_t *role, char *key_name,
+                         size_t key_name_len, char *err) BF_MUST_CHECK;
 
 #endif

@@ -207,6 +207,26 @@ static void test_table(void)
     CHECK(proto_type_fields(PROTO_NONE) == 0 && proto_type_fields(PROTO_TYPE_MAX) == 0);
     CHECK(proto_type_fields(PROTO_READY) == (PF(worker) | PF(credit) | PF(obj)));
     CHECK(proto_type_fields(PROTO_HEARTBEAT) == 0);
+    /* STATS (worker -> broker GPU figures) is code 19 and carries obj only */
+    CHECK(PROTO_STATS == 19 && !strcmp(proto_type_name(PROTO_STATS), "stats"));
+    CHECK(proto_type_fields(PROTO_STATS) == PF(obj));
+    {
+        proto_msg_t s, d;
+        proto_msg_init(&s, PROTO_STATS);
+        s.obj =
+            json_pack("{s:f, s:I, s:I, s:f}", "gpu_util", 87.0, "mem_used", (json_int_t)1073741824,
+                      "mem_total", (json_int_t)85899345920LL, "temperature_c", 64.0);
+        uint8_t *data = NULL;
+        size_t size = 0;
+        char err[BF_ERRLEN] = "";
+        CHECK(s.obj && proto_encode(&s, &data, &size) == BF_OK);
+        CHECK(data && proto_decode(data, size, &d, err) == BF_OK && d.type == PROTO_STATS);
+        CHECK(json_integer_value(json_object_get(d.obj, "mem_total")) == 85899345920LL);
+        CHECK(json_real_value(json_object_get(d.obj, "gpu_util")) == 87.0);
+        free(data);
+        proto_msg_clear(&s);
+        proto_msg_clear(&d);
+    }
     /* every code from 1 to the last is a message, and names are unique */
     for (int t = 1; t < PROTO_TYPE_MAX; t++) {
         CHECK(strcmp(proto_type_name((proto_type_t)t), "?") != 0);

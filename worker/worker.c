@@ -32,6 +32,7 @@
 #define TASK_PROGRESS_MS 50    /* task thread -> socket thread, same stage */
 #define BACKOFF_START_MS 250
 #define BACKOFF_CAP_MS   5000
+#define STATS_MS         5000 /* STATS (NVML figures) interval */
 
 /* The flag the signal handlers set: the one process-wide mutable state,
    used only when the caller gives no stop flag of its own. */
@@ -84,8 +85,13 @@ typedef struct {
     unsigned hb, live, prefetch;
     char name[256];
     worker_device_t dev;
+    worker_nvml_t *nvml; /* NULL: no GPU figures (a CPU worker, no NVML) */
+    int64_t next_stats;
     json_t *caps;
     void *zctx, *dealer, *pair, *pair_task;
+    void *monitor; /* handshake failures of dealer, for the log */
+    bool refused;  /* the broker refused our key's role: stop */
+    uint64_t handshake_failures;
     pthread_t thread;
     bool thread_ok;
     /* held[0] is the running task when run != NULL */
@@ -206,9 +212,22 @@ static void send_ready(worker_t *w)
 
 static void disconnect(worker_t *w)
 {
+    if (w->monitor)
+        zmq_close(w->monitor);
+    w->monitor = NULL;
     if (w->dealer)
         zmq_close(w->dealer);
     w->dealer = NULL;
+}
+
+/* A refused key or a CURVE mismatch would otherwise look like a broker that
+   is down: say so in the log (the first few, then one in a hundred). */
+static void check_handshake(worker_t *w)
+{
+    char why[BF_ERRLEN];
+    if (w->monitor && bf_handshake_failed(w->monitor, why, sizeof why) &&
+        (++w->handshake_failures <= 3 || w->handshake_failures % 100 == 0))
+        bf_error("broker %s: %s", w->cfg.broker, why);
 }
 
 /* A fresh DEALER with a fresh routing id, then READY. */
@@ -224,9 +243,25 @@ static bf_err_t connect_broker(worker_t *w)
     int64_t maxmsg = (int64_t)PROTO_MAX_FRAME + 1024;
     if (zmq_setsockopt(s, ZMQ_ROUTING_ID, id, 32) != 0 ||
         zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero) != 0 ||
-        zmq_setsockopt(s, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg) != 0 ||
-        zmq_connect(s, w->cfg.broker) != 0) {
+        zmq_setsockopt(s, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg) != 0) {
         bf_error("broker %s: %s", w->cfg.broker, zmq_strerror(zmq_errno()));
+        zmq_close(s);
+        return BF_EINVAL;
+    }
+    char why[BF_ERRLEN];
+    if (w->cfg.security && bf_security_client(w->cfg.security, s, why) != BF_OK) {
+        bf_error("broker %s: %s", w->cfg.broker, why);
+        zmq_close(s);
+        return BF_EINVAL;
+    }
+    w->monitor = bf_handshake_monitor(w->zctx, s, why);
+    if (!w->monitor)
+        bf_warn("broker %s: no handshake monitor: %s", w->cfg.broker, why);
+    if (zmq_connect(s, w->cfg.broker) != 0) {
+        bf_error("broker %s: %s", w->cfg.broker, zmq_strerror(zmq_errno()));
+        if (w->monitor)
+            zmq_close(w->monitor);
+        w->monitor = NULL;
         zmq_close(s);
         return BF_EINVAL;
     }
@@ -590,10 +625,16 @@ static void handle(worker_t *w, proto_msg_t *m)
         on_abort(w, m);
         break;
     case PROTO_ERROR:
-        if (m->code == BF_ENOENT) {
+        if (m->code == BF_ENOENT && !w->refused) {
             bf_info("the broker does not know this worker (restarted?): registering again");
             send_ready(w);
-        } else {
+        } else if (m->code == BF_EPERM && !w->refused) {
+            /* Our key's role does not allow a worker: a configuration
+               error that retrying cannot fix. */
+            bf_error("the broker refused this worker: %.300s; stopping",
+                     m->reason ? m->reason : "not allowed");
+            w->refused = true;
+        } else if (!w->refused) {
             bf_warn("broker error %llu: %.200s", (unsigned long long)m->code,
                     m->reason ? m->reason : "");
         }
@@ -682,6 +723,25 @@ static unsigned jitter(unsigned span)
 
 /* ---- the loop ------------------------------------------------------------------------- */
 
+/* GPU figures every STATS_MS while NVML answers; its first failure ends them. */
+static void send_stats(worker_t *w, int64_t now)
+{
+    w->next_stats = now + STATS_MS;
+    worker_gpu_stats_t g;
+    char why[BF_ERRLEN] = "";
+    if (worker_nvml_sample(w->nvml, &g, why) != BF_OK) {
+        bf_warn("%s: no more GPU figures for the broker", why);
+        worker_nvml_destroy(&w->nvml);
+        return;
+    }
+    proto_msg_t m;
+    proto_msg_init(&m, PROTO_STATS);
+    m.obj = worker_gpu_stats_json(&g);
+    if (m.obj && send_msg(w, &m) != BF_OK)
+        bf_debug("STATS not sent: %s", zmq_strerror(zmq_errno()));
+    proto_msg_clear(&m);
+}
+
 static void tick(worker_t *w, int64_t now)
 {
     /* the deadline: the handler is told to stop (exec also stops itself) */
@@ -693,6 +753,8 @@ static void tick(worker_t *w, int64_t now)
     if (w->run && w->cancel_at && now - w->cancel_at > STUCK_GRACE_MS)
         abandon_task(w);
     flush_progress(w, now);
+    if (w->nvml && w->dealer && now >= w->next_stats)
+        send_stats(w, now);
     if (w->dealer && now - w->last_send >= (int64_t)w->hb) {
         proto_msg_t beat;
         proto_msg_init(&beat, PROTO_HEARTBEAT);
@@ -737,6 +799,8 @@ static int loop(worker_t *w)
             start_drain(w, "stop requested");
         if (w->restart)
             start_drain(w, "restart");
+        if (w->refused)
+            break;
         if (w->draining && !w->run) {
             if (!w->ack_deadline)
                 w->ack_deadline = now + DRAIN_ACK_MS;
@@ -758,6 +822,7 @@ static int loop(worker_t *w)
             return 1;
         }
         now = bf_mono_ms();
+        check_handshake(w);
         on_pair(w);
         receive(w, now);
         tick(w, now);
@@ -773,6 +838,8 @@ static int loop(worker_t *w)
     if (w->nunacked)
         bf_warn("leaving with %zu results the broker has not acknowledged", w->nunacked);
     bf_info("worker %s: goodbye", w->name);
+    if (w->refused)
+        return WORKER_EXIT_REFUSED;
     return w->restart ? WORKER_EXIT_RESTART : 0;
 }
 
@@ -797,6 +864,11 @@ int worker_main(const worker_config_t *cfg)
         signal(SIGPIPE, SIG_IGN);
     }
     find_device(w);
+    if (w->dev.index >= 0) {
+        char why[BF_ERRLEN] = "";
+        if (!(w->nvml = worker_nvml_new(w->dev.uuid, why)))
+            bf_info("no GPU figures for the broker: %s", why);
+    }
     char dev[16] = "cpu";
     if (w->dev.index >= 0)
         snprintf(dev, sizeof dev, "gpu%d", w->dev.index);
@@ -847,6 +919,7 @@ done:
         proto_msg_clear(&w->unacked[i]);
     free(w->unacked);
     json_decref(w->caps);
+    worker_nvml_destroy(&w->nvml);
     disconnect(w);
     if (w->pair)
         zmq_close(w->pair);

@@ -13,6 +13,7 @@
 
 #include "../common/bf.h"
 #include "../common/bf_config.h"
+#include "../common/bf_security.h"
 
 #include <jansson.h>
 #include <signal.h>
@@ -33,6 +34,8 @@ typedef struct {
        its own. Otherwise the caller (a test, an embedding program) sets
        *stop non-zero to drain; no handler is installed. */
     volatile sig_atomic_t *stop;
+    /* CURVE identity (bf_security.h), borrowed; NULL for plaintext. */
+    const bf_security_t *security;
 } worker_config_t;
 
 /* ---- devices ---------------------------------------------------------------- */
@@ -57,6 +60,34 @@ bf_err_t worker_device_probe(worker_device_t *out, size_t max, size_t *count,
 /* Describes the CPU as a device: index -1, the model from /proc/cpuinfo,
    the host's memory from sysinfo(2), backend "cpu". */
 void worker_device_cpu(worker_device_t *out);
+
+/* ---- GPU figures (NVML) ------------------------------------------------------ */
+/* One GPU's live figures, sent to the broker as STATS every 5 s. */
+typedef struct {
+    double gpu_util;              /* percent, 0..100 */
+    uint64_t mem_used, mem_total; /* bytes */
+    double temperature_c;
+} worker_gpu_stats_t;
+
+typedef struct worker_nvml worker_nvml_t;
+
+/* Opens NVML (libnvidia-ml.so.1 loaded with dlopen at run time, or
+   $BEAMFLEET_NVML_LIB) for the GPU with this CUDA UUID ("GPU-..."). NULL
+   with err (BF_ERRLEN, may be NULL) saying why when there is no NVML, no
+   such device or no UUID: the worker then simply sends no figures. */
+worker_nvml_t *worker_nvml_new(const char *uuid, char *err);
+
+/* Reads the figures now (a few NVML calls, well under a millisecond).
+   BF_EIO with err when NVML fails (the GPU fell off the bus, the driver
+   was reloaded). */
+bf_err_t worker_nvml_sample(worker_nvml_t *self, worker_gpu_stats_t *out, char *err) BF_MUST_CHECK;
+
+/* The STATS document {gpu_util, mem_used, mem_total, temperature_c}; NULL
+   out of memory. */
+json_t *worker_gpu_stats_json(const worker_gpu_stats_t *stats);
+
+/* Shuts NVML down and unloads it; NULL-safe, nulls *self_p. */
+void worker_nvml_destroy(worker_nvml_t **self_p);
 
 /* ---- task handlers ------------------------------------------------------------ */
 /* What a handler is given. It runs on the worker's task thread, reports
@@ -109,6 +140,9 @@ worker_handler_fn worker_handler(const char *task);
    task that would not stop, or a CUDA failure that may have left the
    context unusable); the result was delivered first. */
 #define WORKER_EXIT_RESTART 3
+/* Exit code of worker_main when the broker refused this worker (its CURVE
+   key's role is not worker or admin): a configuration error, not restarted. */
+#define WORKER_EXIT_REFUSED 4
 
 /* Runs one worker until it is told to stop (SIGTERM/SIGINT, or *cfg->stop):
    then it takes no more tasks, finishes the running one, delivers its

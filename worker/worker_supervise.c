@@ -239,6 +239,11 @@ int worker_supervise(const worker_config_t *base, const char *gpus, unsigned cpu
                     continue;
                 c->pid = 0;
                 bool clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+                if (WIFEXITED(status) && WEXITSTATUS(status) == WORKER_EXIT_REFUSED) {
+                    c->pid = -1; /* restarting cannot fix a refused key */
+                    bf_error("worker %d was refused by the broker; not restarting it", (int)pid);
+                    break;
+                }
                 if (signals_seen || clean) {
                     c->pid = -1; /* done: drained */
                     bf_info("worker %d exited", (int)pid);

@@ -111,6 +111,8 @@ class Fleet:
 
     def cleanup(self, ok):
         self.stop()
+        if getattr(self, "on_cleanup", None):  # e.g. a test's own mount
+            self.on_cleanup()
         if not ok:
             self.dump_logs()
             print(f"(test files kept in {self.tmp})")

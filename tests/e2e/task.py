@@ -8,6 +8,7 @@ fast, slow, failing and hanging scenes:
   slow_*    sleeps 1.5 s, then succeeds
   flaky_*   fails on attempt 1 (marker file in the scene dir), then succeeds
   anything else: sleeps $TASK_SLEEP seconds (default 0.05), then succeeds
+With TASK_SICK=1 in the worker's environment every scene fails (a sick GPU).
 
 On success it prints progress noise, then a result line with the notebook's
 fields (stats.improvement_mean derived from the name, so tests can check it).
@@ -24,6 +25,9 @@ if os.environ.get("BEAMFLEET_SCENE") != scene:
     print(f"BEAMFLEET_SCENE={os.environ.get('BEAMFLEET_SCENE')!r}, expected {scene!r}", file=sys.stderr)
     sys.exit(4)
 
+if os.environ.get("TASK_SICK"):
+    print("CUDA error: an illegal memory access was encountered", file=sys.stderr)
+    sys.exit(1)
 if scene.startswith("fail_"):
     print("Traceback (most recent call last):\nRuntimeError: zone has no cells", file=sys.stderr)
     sys.exit(3)

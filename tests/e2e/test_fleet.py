@@ -207,41 +207,84 @@ def test_cancel(fleet: Fleet):
     assert bad.returncode != 0 and "nosuchjob" in (bad.stderr + bad.stdout) or "not found" in bad.stderr
 
 
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
 def test_garbage(fleet: Fleet):
-    """Random garbage frames at a live broker: it keeps serving."""
+    """Thousands of random and malformed frames, from many connections that
+    come and go, at a live broker: it keeps serving, with bounded memory, and
+    a SUBMIT whose scene would escape the scene root is refused."""
     import zmq  # pyzmq, installed by make deps
+    import msgpack
     names = scenes(5)
     job, out = fleet.make_job(names)
     broker = fleet.broker()
     fleet.collector()
     fleet.worker()
+    fleet.wait(lambda: len(fleet.status()["workers"]) == 1, 10, "the worker")
     ctx = zmq.Context()
     rng = random.Random(7)
-    socks = []
-    for i in range(20):
-        s = ctx.socket(zmq.DEALER)
-        s.setsockopt(zmq.LINGER, 0)
-        s.connect(fleet.endpoint)
-        socks.append(s)
-    import msgpack
-    for i in range(3000):
-        s = rng.choice(socks)
-        kind = rng.randrange(5)
-        if kind == 0:
-            frames = [bytes(rng.randrange(256) for _ in range(rng.randrange(64)))]
-        elif kind == 1:
-            frames = [b"x"] * rng.randrange(2, 5)
-        elif kind == 2:  # well-formed msgpack, wrong shapes
-            frames = [msgpack.packb([1, rng.randrange(30), "a", rng.random(), None, {"k": [1, 2]}])]
-        elif kind == 3:  # right version and type, wrong fields
-            frames = [msgpack.packb([1, rng.randrange(1, 19)] + [rng.choice([1, "x", 2.5, [], {}]) for _ in range(rng.randrange(8))])]
-        else:  # huge
-            frames = [b"\x91" + b"\x00" * (9 << 20)] if i % 500 == 0 else [b""]
-        s.send_multipart(frames)
-    for s in socks:
-        s.close()
-    ctx.term()
+
+    def barrage(count, nsocks):
+        socks = []
+        for i in range(nsocks):
+            s = ctx.socket(zmq.DEALER)
+            s.setsockopt(zmq.LINGER, 0)
+            s.connect(fleet.endpoint)
+            socks.append(s)
+        for i in range(count):
+            s = rng.choice(socks)
+            kind = rng.randrange(6)
+            if kind == 0:
+                frames = [bytes(rng.randrange(256) for _ in range(rng.randrange(64)))]
+            elif kind == 1:
+                frames = [b"x"] * rng.randrange(2, 5)
+            elif kind == 2:  # well-formed msgpack, wrong shapes
+                frames = [msgpack.packb([1, rng.randrange(30), "a", rng.random(), None, {"k": [1, 2]}])]
+            elif kind == 3:  # right version and type, wrong fields
+                frames = [msgpack.packb([1, rng.randrange(1, 20)] + [rng.choice([1, "x", 2.5, [], {}]) for _ in range(rng.randrange(8))])]
+            elif kind == 4:  # deep nesting and long strings
+                doc = "x" * rng.randrange(5000)
+                for _ in range(rng.randrange(40)):
+                    doc = [doc]
+                frames = [msgpack.packb([1, 7, {"name": doc}])]
+            else:  # huge (over the maximum message size) or empty
+                frames = [b"\x91" + b"\x00" * (9 << 20)] if i % 500 == 0 else [b""]
+            s.send_multipart(frames)
+        time.sleep(0.5)  # let the broker drain its socket before the sockets go
+        for s in socks:
+            s.close()
+
+    barrage(2000, 20)  # warm up: the allocator's and SQLite's caches reach steady state
+    time.sleep(0.5)
+    before = rss_kib(broker.pid)
+    for _ in range(4):
+        barrage(2500, 50)
+    time.sleep(0.5)
+    after = rss_kib(broker.pid)
     assert broker.poll() is None, "the broker died"
+    print(f"broker RSS {before} KiB -> {after} KiB after 10,000 hostile frames from 200 connections")
+    assert after - before < 16 * 1024, f"broker memory grew by {after - before} KiB"
+
+    # A job document whose scene escapes the scene root: refused, named.
+    c = ctx.socket(zmq.DEALER)
+    c.setsockopt(zmq.LINGER, 0)
+    c.connect(fleet.endpoint)
+    spec = {"name": "escape", "scenes_root": fleet.tmp, "scenes": ["ok", "../../etc"],
+            "output": fleet.tmp, "task": "exec", "exec": {"command": ["/bin/true"]}}
+    c.send(msgpack.packb([1, 7, spec]))
+    assert c.poll(5000), "no answer to a hostile SUBMIT"
+    reply = msgpack.unpackb(c.recv())
+    assert reply[1] == 17 and reply[3] == 2, reply  # ERROR [reason, code], BF_EINVAL
+    assert "scenes[1]" in reply[2] and "../../etc" in reply[2], reply
+    c.close()
+    ctx.term()
+    assert fleet.status()["jobs"] == [], "the hostile job was created"
     job_id = fleet.submit(job)
     fleet.wait_done(job_id, 60)
     check_reports(out, names)
@@ -332,6 +375,52 @@ def test_boresight_job(fleet: Fleet):
         assert r["gpu_id"] == -1 and r["timings"]["trace"] > 0
 
 
+def test_poison_scene(fleet: Fleet):
+    """A scene that fails everywhere fails on three DIFFERENT workers (a
+    retry goes to another GPU when there is one) and its reason names them."""
+    names = ["fail_poison", "s00", "s01", "s02"]
+    job, out = fleet.make_job(names, max_attempts=3)
+    fleet.broker()
+    fleet.collector()
+    for _ in range(3):
+        fleet.worker()
+    fleet.wait(lambda: len(fleet.status()["workers"]) == 3, 10, "3 workers")
+    job_id = fleet.submit(job)
+    fleet.wait_done(job_id, 60)
+    rows = check_reports(out, names, {"fail_poison": "error"})
+    reason = rows["fail_poison"]["reason"]
+    assert reason.startswith("failed 3 times: "), reason
+    workers = [w["name"] for w in fleet.status()["workers"]]
+    named = [w for w in workers if f"[{w}]" in reason]
+    assert len(named) == 3, f"expected the 3 workers {workers} in: {reason}"
+
+
+def test_quarantine(fleet: Fleet):
+    """A worker that fails three different tasks in a row is quarantined
+    (shown so in status) and gets no more tasks; its tasks succeed elsewhere."""
+    names = [f"slow_{i:02d}" for i in range(8)]
+    job, out = fleet.make_job(names, max_attempts=3)
+    fleet.broker()
+    fleet.collector()
+    fleet.worker(["--name", "sick"], env={"TASK_SICK": "1"})
+    fleet.worker(["--name", "healthy"])
+    fleet.wait(lambda: len(fleet.status()["workers"]) == 2, 10, "2 workers")
+    job_id = fleet.submit(job)
+    fleet.wait_done(job_id, 60)
+    rows = check_reports(out, names)
+    assert all(r["worker"].startswith("healthy:") for r in rows.values()), \
+        {s: r["worker"] for s, r in rows.items()}
+    retried = [s for s, r in rows.items() if r["attempt"] == 2]
+    assert len(retried) == 3, f"expected the 3 tasks the sick worker failed to be retried: {retried}"
+    assert all(r["attempt"] <= 2 for r in rows.values()), "a task failed twice: not re-routed"
+    sick = [w for w in fleet.status()["workers"] if w["name"].startswith("sick:")][0]
+    assert sick["state"] == "quarantined" and sick["done"] == 3, sick
+    assert "illegal memory access" in sick["quarantine_reason"], sick
+    assert sick["quarantined_for_s"] > 500, sick
+    st = fleet.cli("status", "--broker", fleet.endpoint).stdout
+    assert "quarantined" in st, st
+
+
 TESTS = {
     "exec_job": test_exec_job,
     "worker_sigkill": test_worker_sigkill,
@@ -346,6 +435,8 @@ TESTS = {
     "run": test_run,
     "solve": test_solve,
     "boresight_job": test_boresight_job,
+    "poison_scene": test_poison_scene,
+    "quarantine": test_quarantine,
 }
 
 if __name__ == "__main__":
