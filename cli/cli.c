@@ -108,6 +108,7 @@ int cli_load_fleet(const char *path, bf_fleet_t *fleet)
         security = bf_security_new(fleet->security_keys, fleet->security_identity, err);
         if (!security) {
             fprintf(stderr, "beamfleet: %s: security: %s\n", path, err);
+            bf_fleet_clear(fleet); /* as bf_fleet_load leaves it on failure */
             return CLI_EXIT_USAGE;
         }
         atexit(drop_security);

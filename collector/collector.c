@@ -383,6 +383,21 @@ static const char *job_state(const json_t *job)
     return s ? s : "done";
 }
 
+/* Brings every open job's results_progress.json up to date (a big job's
+   rewrites are spaced out while results stream in). */
+static void flush_reports(collector_t *c)
+{
+    for (size_t i = 0; i < c->njobs; i++) {
+        char err[BF_ERRLEN];
+        if (collector_report_flush(c->jobs[i].report, false, err) != BF_OK) {
+            /* closed: the next delivery for it opens it again, which
+               rebuilds the file from the log */
+            bf_warn("%s", err);
+            close_job(c, i--);
+        }
+    }
+}
+
 /* Writes what is pending, job by job; a job that cannot be written stays
    pending (with its report closed, so the retry opens and repairs it) and
    the others go on. */
@@ -562,6 +577,8 @@ bf_err_t collector_run(collector_t *c)
         }
         if (c->npending && (c->trouble ? now >= c->retry_at : c->npending > before))
             write_pending(c);
+        if (c->npending == before && !c->trouble) /* quiet: catch results_progress.json up */
+            flush_reports(c);
         if (c->dealer && now - c->last_send >= (int64_t)c->cfg.heartbeat_ms) {
             send_simple(c, PROTO_HEARTBEAT, 0);
             c->last_send = now; /* a failed send is tried again next interval */

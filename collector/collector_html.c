@@ -19,10 +19,11 @@
 
 #define DASH       "\xe2\x80\x94" /* "—", the mark of a missing field */
 #define ELLIPSIS   "\xe2\x80\xa6"
-#define CDF_POINTS 400 /* points per CDF curve, whatever the cell count */
-#define REASON_MAX 200 /* bytes of a reason shown in the table (all in the tooltip) */
-#define LABEL_MAX  28  /* bytes of a GPU label in the bar chart */
-#define THUMB_SIDE 128 /* CSS pixels a thumbnail's longer side is shown at (about) */
+#define CDF_POINTS 400  /* points per CDF curve, whatever the cell count */
+#define TABLE_MAX  5000 /* scenes in the table; the plots use every result */
+#define REASON_MAX 200  /* bytes of a reason shown in the table (all in the tooltip) */
+#define LABEL_MAX  28   /* bytes of a GPU label in the bar chart */
+#define THUMB_SIDE 128  /* CSS pixels a thumbnail's longer side is shown at (about) */
 
 /* The plot colours (matplotlib's first ones): the e2e test looks for them
    in a screenshot, so each belongs to one plot only. */
@@ -1123,9 +1124,15 @@ bf_err_t collector_html_write(const char *dir, const json_t *summary, const json
                 }
             }
         }
-        row(&b, e[i].scene, e[i].res, trc == BF_OK ? &t : NULL);
+        if (i < TABLE_MAX) /* a browser cannot show a million rows; results.csv can */
+            row(&b, e[i].scene, e[i].res, trc == BF_OK ? &t : NULL);
         thumbs_clear(&t);
     }
+    if (n > TABLE_MAX)
+        putf(&b,
+             "<tr><td colspan=\"13\">%zu more scenes (the first %d by name are shown): "
+             "see results.csv and thumbnails/</td></tr>\n",
+             n - TABLE_MAX, TABLE_MAX);
     puts_(&b, "</tbody></table></div>\n</main></body></html>\n");
     if (oom || b.oom) {
         rc = bf_fail(err, BF_ENOMEM, "report.html: out of memory");

@@ -28,11 +28,20 @@ struct collector_report {
     char *dir;
     int jsonl_fd, csv_fd;
     json_t *progress; /* {scene: result} */
+    json_t *lite;     /* the same without thumbnails, for the JSON reports */
     json_t *ids;      /* {task_id: true}, the de-duplication set */
     json_t *all;      /* results in log order (shares the objects of progress) */
     char *final_name; /* results_final_<stamp>.json once written or found */
     bool broken;      /* a write failed half-way: close and open again */
+    /* results_progress.json is rewritten whole; once a rewrite takes long
+       (a big job), the next waits PROGRESS_SPACING times as long, so the
+       rewrites stay a bounded share of the collector's time instead of
+       growing with the square of the job. */
+    bool progress_dirty;
+    int64_t progress_next_ms;
 };
+
+#define PROGRESS_SPACING 4 /* wait 4x the last rewrite: rewrites take <= 20 % */
 
 const char *const collector_report_csv_columns[] = {"scene",
                                                     "status",
@@ -211,40 +220,25 @@ static bf_err_t remember(collector_report_t *r, json_t *result)
 {
     const char *id = task_of(result);
     const char *scene = json_string_value(json_object_get(result, "scene"));
-    if ((id && json_object_set(r->ids, id, json_true()) != 0) ||
-        json_object_set(r->progress, scene && *scene ? scene : "?", result) != 0 ||
-        json_array_append(r->all, result) != 0)
+    if (!scene || !*scene)
+        scene = "?";
+    /* The {scene: result} of results_progress.json and results_final leaves
+       out the radio-map thumbnails (up to 2 x 64 x 64 numbers each: they are
+       in results.jsonl and report.html); a shallow copy shares the rest. */
+    json_t *lite = json_copy(result);
+    if (!lite)
+        return BF_ENOMEM;
+    json_object_del(lite, "thumbnails");
+    if (json_object_set_new(r->lite, scene, lite) != 0 || /* takes lite, even on failure */
+        (id && json_object_set(r->ids, id, json_true()) != 0) ||
+        json_object_set(r->progress, scene, result) != 0 || json_array_append(r->all, result) != 0)
         return BF_ENOMEM;
     return BF_OK;
 }
 
-/* {scene: result} without each result's radio-map thumbnails, which are
-   large (up to 2 x 64 x 64 numbers), live in results.jsonl and the PNGs of
-   report.html, and would make every rewrite of results_progress.json
-   cost O(scenes x map). Shallow copies: the results are shared. */
-static json_t *without_thumbnails(const json_t *by_scene)
-{
-    json_t *out = json_object();
-    const char *scene;
-    json_t *res;
-    json_object_foreach((json_t *)by_scene, scene, res)
-    {
-        json_t *copy = json_copy(res);
-        if (!out || !copy || json_object_set_new(out, scene, copy) != 0) {
-            json_decref(out);
-            return NULL;
-        }
-        json_object_del(copy, "thumbnails");
-    }
-    return out;
-}
-
 static bf_err_t write_by_scene(const collector_report_t *r, const char *name, char *err)
 {
-    json_t *doc = without_thumbnails(r->progress);
-    bf_err_t rc = doc ? write_json(r, name, doc, err) : bf_fail(err, BF_ENOMEM, "out of memory");
-    json_decref(doc);
-    return rc;
+    return write_json(r, name, r->lite, err);
 }
 
 static bool is_report_file(const char *n)
@@ -358,12 +352,13 @@ bf_err_t collector_report_open(const char *dir, const char *job_id, collector_re
     r->jsonl_fd = r->csv_fd = -1;
     r->dir = bf_strdup(dir);
     r->progress = json_object();
+    r->lite = json_object();
     r->ids = json_object();
     r->all = json_array();
     bf_err_t rc = BF_OK;
     char *jsonl = NULL, *csv = NULL, *text = NULL;
     buf_t b = {0};
-    if (!r->dir || !r->progress || !r->ids || !r->all) {
+    if (!r->dir || !r->progress || !r->lite || !r->ids || !r->all) {
         rc = bf_fail(err, BF_ENOMEM, "out of memory");
         goto fail;
     }
@@ -468,6 +463,7 @@ void collector_report_close(collector_report_t **self)
     if (r->csv_fd >= 0)
         close(r->csv_fd);
     json_decref(r->progress);
+    json_decref(r->lite);
     json_decref(r->ids);
     json_decref(r->all);
     free(r->dir);
@@ -519,6 +515,25 @@ static bf_err_t dedup(const collector_report_t *r, json_t *results, char *err)
     return rc;
 }
 
+bf_err_t collector_report_flush(collector_report_t *r, bool force, char *err)
+{
+    if (r->broken)
+        return bf_fail(err, BF_ESTATE, "%s: an earlier write failed; open the report again",
+                       r->dir);
+    if (!r->progress_dirty || (!force && bf_mono_ms() < r->progress_next_ms))
+        return BF_OK;
+    int64_t t0 = bf_mono_ms();
+    bf_err_t rc = write_by_scene(r, "results_progress.json", err);
+    if (rc != BF_OK) {
+        r->broken = true; /* an open rebuilds it from the log */
+        return rc;
+    }
+    int64_t t1 = bf_mono_ms();
+    r->progress_dirty = false;
+    r->progress_next_ms = t1 + PROGRESS_SPACING * (t1 - t0);
+    return BF_OK;
+}
+
 bf_err_t collector_report_append(collector_report_t *r, json_t *results, char *err)
 {
     if (r->broken)
@@ -566,10 +581,11 @@ bf_err_t collector_report_append(collector_report_t *r, json_t *results, char *e
             goto done;
         }
     }
-    if ((rc = bf_append_sync(r->csv_fd, rows.p, rows.len, err)) != BF_OK ||
-        (rc = write_by_scene(r, "results_progress.json", err)) != BF_OK)
+    if ((rc = bf_append_sync(r->csv_fd, rows.p, rows.len, err)) != BF_OK)
         goto done;
     r->broken = false;
+    r->progress_dirty = true;
+    rc = collector_report_flush(r, false, err);
 done:
     free(lines.p);
     free(rows.p);
@@ -744,6 +760,9 @@ json_t *collector_report_summary(const collector_report_t *r, const json_t *job)
 
 bf_err_t collector_report_finish(collector_report_t *r, const json_t *job, char *err)
 {
+    bf_err_t frc = collector_report_flush(r, true, err);
+    if (frc != BF_OK)
+        return frc;
     if (!r->final_name) {
         char stamp[16];
         bf_timestamp(stamp);

@@ -52,8 +52,19 @@ size_t collector_report_count(const collector_report_t *r);
    object with a task_id. On any other failure the report is marked broken:
    the caller must close it and open it again (which repairs a partially
    written log and rebuilds the derived files) before writing more; further
-   appends return BF_ESTATE. */
+   appends return BF_ESTATE. results_progress.json is rewritten at once
+   unless the last rewrite was recent compared with how long it took (a
+   large job): then it is left for collector_report_flush, and the log and
+   results.csv are already complete (a failure to rewrite it marks the
+   report broken, as above). */
 bf_err_t collector_report_append(collector_report_t *r, json_t *results, char *err) BF_MUST_CHECK;
+
+/* Rewrites results_progress.json if appends since the last rewrite left it
+   behind: when its spacing has passed, or at once with force. The
+   collector calls it when its queue is empty; collector_report_finish
+   forces it. A failure marks the report broken; BF_ESTATE on a broken
+   report. */
+bf_err_t collector_report_flush(collector_report_t *r, bool force, char *err) BF_MUST_CHECK;
 
 /* Writes results_final_<YYYYmmdd_HHMMSS>.json ({scene: result}; the name of an
    earlier one in dir is reused, so a job has one) and summary.json for the

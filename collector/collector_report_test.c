@@ -221,6 +221,7 @@ static void test_append_and_files(const char *dir)
         CHECK(!strcmp(cell(&t, 4, "initial_azimuth_deg"), ""));
     }
     csv_free(&t);
+    CHECK(collector_report_flush(r, true, err) == BF_OK); /* appends may leave it for later */
     json_t *progress = load(dir, "results_progress.json");
     CHECK(json_object_size(progress) == 4 && json_object_get(progress, "s02") &&
           json_object_get(progress, "x00"));

@@ -269,7 +269,10 @@ def test_garbage(fleet: Fleet):
     after = rss_kib(broker.pid)
     assert broker.poll() is None, "the broker died"
     print(f"broker RSS {before} KiB -> {after} KiB after 10,000 hostile frames from 200 connections")
-    assert after - before < 16 * 1024, f"broker memory grew by {after - before} KiB"
+    # Under AddressSanitizer freed blocks wait in its quarantine (256 MiB by
+    # default), so RSS measures ASan, not the broker: bound it loosely there.
+    bound = 16 * 1024 if os.environ.get("BF_SANITIZE", "OFF") != "ON" else 300 * 1024
+    assert after - before < bound, f"broker memory grew by {after - before} KiB"
 
     # A job document whose scene escapes the scene root: refused, named.
     c = ctx.socket(zmq.DEALER)
@@ -282,6 +285,13 @@ def test_garbage(fleet: Fleet):
     reply = msgpack.unpackb(c.recv())
     assert reply[1] == 17 and reply[3] == 2, reply  # ERROR [reason, code], BF_EINVAL
     assert "scenes[1]" in reply[2] and "../../etc" in reply[2], reply
+    # The same with a long multi-byte name: the error quotes a cut of it, and
+    # the cut must not split a character (or the ERROR could not be sent).
+    spec["scenes"] = ["ok", "\u00e9" * 31 + "x/../../etc"]
+    c.send(msgpack.packb([1, 7, spec]))
+    assert c.poll(5000), "no answer to a SUBMIT whose error quotes multi-byte text"
+    reply = msgpack.unpackb(c.recv())  # strict UTF-8 decoding of the reason
+    assert reply[1] == 17 and reply[3] == 2 and "\n" not in reply[2], reply
     c.close()
     ctx.term()
     assert fleet.status()["jobs"] == [], "the hostile job was created"
