@@ -41,7 +41,8 @@ struct collector_report {
     int64_t progress_next_ms;
 };
 
-#define PROGRESS_SPACING 4 /* wait 4x the last rewrite: rewrites take <= 20 % */
+#define PROGRESS_SPACING  4  /* wait 4x the last rewrite: rewrites take <= 20 % */
+#define PROGRESS_CHEAP_MS 10 /* a rewrite faster than this is never put off */
 
 const char *const collector_report_csv_columns[] = {"scene",
                                                     "status",
@@ -530,7 +531,8 @@ bf_err_t collector_report_flush(collector_report_t *r, bool force, char *err)
     }
     int64_t t1 = bf_mono_ms();
     r->progress_dirty = false;
-    r->progress_next_ms = t1 + PROGRESS_SPACING * (t1 - t0);
+    /* A cheap rewrite is done after every batch, as the notebook did */
+    r->progress_next_ms = t1 - t0 >= PROGRESS_CHEAP_MS ? t1 + PROGRESS_SPACING * (t1 - t0) : 0;
     return BF_OK;
 }
 

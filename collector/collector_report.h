@@ -53,8 +53,8 @@ size_t collector_report_count(const collector_report_t *r);
    the caller must close it and open it again (which repairs a partially
    written log and rebuilds the derived files) before writing more; further
    appends return BF_ESTATE. results_progress.json is rewritten at once
-   unless the last rewrite was recent compared with how long it took (a
-   large job): then it is left for collector_report_flush, and the log and
+   unless the last rewrite took 10 ms or more and ended less than 4 times
+   that long ago (a large job): then it is left for collector_report_flush, and the log and
    results.csv are already complete (a failure to rewrite it marks the
    report broken, as above). */
 bf_err_t collector_report_append(collector_report_t *r, json_t *results, char *err) BF_MUST_CHECK;
