@@ -816,15 +816,22 @@ static void plot_gpu(buf_t *b, const json_t *summary)
         double y = f.mt + row * (double)i++;
         double bh = fmin(row * 0.7, 40);
         double yb = y + (row - bh) / 2;
+        /* "host/-1" is a CPU worker's key in summary.json: say so */
+        char label[300];
+        size_t kl = strlen(key);
+        if (kl >= 3 && !strcmp(key + kl - 3, "/-1"))
+            snprintf(label, sizeof label, "%.*s/cpu", (int)(kl - 3 > 250 ? 250 : kl - 3), key);
+        else
+            snprintf(label, sizeof label, "%.290s", key);
         putf(b, "<g class=\"gpu\"><title>");
-        put_esc(b, key);
+        put_esc(b, label);
         putf(b,
              ": %.3f s</title><rect class=\"bar\" x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" "
              "height=\"%.1f\" fill=\"" C_GPU "\"/>",
              x, f.ml, yb, fmax(px_x(&f, x) - f.ml, 1), bh);
         putf(b, "<text class=\"tick\" x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">", f.ml - 4,
              y + row / 2 + 4);
-        put_esc_cut(b, key, LABEL_MAX);
+        put_esc_cut(b, label, LABEL_MAX);
         putf(b, "</text><text class=\"tick\" x=\"%.1f\" y=\"%.1f\">%.2f s</text></g>\n",
              px_x(&f, x) + 3, y + row / 2 + 4, x);
     }

@@ -405,7 +405,7 @@ static void test_exec_report(const char *dir)
         check_page(html);
         CHECK(count_of(html, "<tr class=\"scene\">") == 3);
         CHECK(count_of(html, "no data:") == 2); /* the CDF and the histogram */
-        CHECK(count_of(html, "<g class=\"gpu\">") == 1 && strstr(html, "node2/-1: 0.500 s"));
+        CHECK(count_of(html, "<g class=\"gpu\">") == 1 && strstr(html, "node2/cpu: 0.500 s"));
         CHECK(!strstr(html, "data:image/png"));
         CHECK(strstr(html, "node2 / cpu") && strstr(html, ">0.75<"));
         CHECK(strstr(html, "status-other\">weird<"));
