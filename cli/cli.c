@@ -94,6 +94,11 @@ const bf_security_t *cli_security(void)
     return security;
 }
 
+void cli_security_drop(void)
+{
+    bf_security_destroy(&security);
+}
+
 int cli_load_fleet(const char *path, bf_fleet_t *fleet)
 {
     bf_fleet_defaults(fleet);

@@ -51,6 +51,8 @@ int cli_load_fleet(const char *path, bf_fleet_t *fleet);
    cli_load_fleet (once per process), or NULL: every socket this process
    opens to the broker (or to the collector's stream) uses it. */
 const bf_security_t *cli_security(void);
+/* Forgets that identity: this process's sockets are plaintext from now on. */
+void cli_security_drop(void);
 
 /* One request, one reply, over a fresh DEALER (Lazy Pirate without resend:
    a request is sent once, so SUBMIT never creates a job twice). Waits at most

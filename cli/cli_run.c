@@ -145,6 +145,12 @@ int cli_run(int argc, char **argv)
     bf_fleet_t fleet;
     if (cli_load_fleet(config, &fleet) != CLI_EXIT_OK)
         return CLI_EXIT_USAGE;
+    if (cli_security()) {
+        /* The fleet of `run` lives on this host, over ipc:// in a private
+           directory: its sockets stay plaintext whatever the fleet file says. */
+        bf_info("run: the fleet file's security does not apply to this local fleet");
+        cli_security_drop();
+    }
     char err[BF_ERRLEN];
     bf_job_t job;
     if (bf_job_load(argv[optind], &job, err) != BF_OK) {

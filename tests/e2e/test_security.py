@@ -180,12 +180,25 @@ def test_exec_not_allowed(fleet: Fleet):
         assert "exec not allowed" in r["reason"] and "task.py" in r["reason"], r["reason"]
 
 
+def test_run_local(fleet: Fleet):
+    """`run` keeps its own fleet on this host plaintext over ipc://, even with
+    a fleet file that turns security on for the real fleet."""
+    d = keys(fleet)
+    conf = fleet_file(fleet, d, "alice")
+    names = ["a", "b", "c"]
+    job, out = fleet.make_job(names)
+    r = fleet.cli("run", job, "-c", conf, "--workers", "1", timeout=120)
+    assert "Successful:     3/3" in r.stdout, r.stdout
+    check_reports(out, names)
+
+
 TESTS = {
     "secure_job": test_secure_job,
     "roles": test_roles,
     "unlisted_key": test_unlisted_key,
     "bind": test_bind,
     "exec_not_allowed": test_exec_not_allowed,
+    "run_local": test_run_local,
 }
 
 if __name__ == "__main__":
