@@ -29,11 +29,13 @@
 
     usage: bench_loadgen BEAMFLEET_BIN [--workers N] [--tasks M] [--credit C]
                          [--delay-ms D] [--collector real|self] [--settle-s S]
-                         [--rounds R] [--keep]
+                         [--rounds R] [--retain-s S] [--keep]
 
     --rounds R repeats submit -> dispatch -> settle R times on the same broker
     and workers (later rounds submit to idle workers): whether the broker's
-    memory returns after a job, or grows with every task ever submitted. */
+    memory returns after a job, or grows with every task ever submitted;
+    --retain-s S is passed to the broker (finished jobs are forgotten S s
+    after they end; default 3600, so set it below --settle-s to see it). */
 
 #include "../common/bf.h"
 #include "../common/bf_config.h"
@@ -731,7 +733,7 @@ static int usage(void)
 {
     fprintf(stderr, "usage: bench_loadgen BEAMFLEET_BIN [--workers N] [--tasks M] [--credit C] "
                     "[--delay-ms D] [--collector real|self] [--settle-s S] [--rounds R] "
-                    "[--keep]\n");
+                    "[--retain-s S] [--keep]\n");
     return 2;
 }
 
@@ -759,6 +761,7 @@ int main(int argc, char **argv)
               .ntasks = 1000000,
               .settle_s = 5,
               .rounds = 1};
+    char retain[24] = "3600"; /* the broker's --retain-s */
     for (int i = 2; i < argc; i++) {
         uint64_t v;
         const char *f = argv[i];
@@ -781,11 +784,14 @@ int main(int argc, char **argv)
             g.rounds = (unsigned)v;
         else if (!strcmp(f, "--settle-s") && parse_u64(f, a, 0, 3600, &v))
             g.settle_s = (unsigned)v;
+        else if (!strcmp(f, "--retain-s") && parse_u64(f, a, 1, 86400, &v))
+            snprintf(retain, sizeof retain, "%llu", (unsigned long long)v);
         else if (!strcmp(f, "--collector") && (!strcmp(a, "real") || !strcmp(a, "self")))
             g.self_collector = !strcmp(a, "self");
         else {
             if (strcmp(f, "--workers") && strcmp(f, "--tasks") && strcmp(f, "--credit") &&
-                strcmp(f, "--delay-ms") && strcmp(f, "--settle-s") && strcmp(f, "--rounds"))
+                strcmp(f, "--delay-ms") && strcmp(f, "--settle-s") && strcmp(f, "--rounds") &&
+                strcmp(f, "--retain-s"))
                 fprintf(stderr, "bench_loadgen: unknown flag or value '%s %s'\n", f, a);
             return usage();
         }
@@ -809,7 +815,8 @@ int main(int argc, char **argv)
     snprintf(g.endpoint, sizeof g.endpoint, "tcp://127.0.0.1:%d", port);
     char *state = bf_asprintf("%s/state", g.dir), *blog = bf_asprintf("%s/broker.log", g.dir),
          *clog = bf_asprintf("%s/collector.log", g.dir);
-    char *bargv[] = {(char *)g.bin, "broker", "--bind", g.endpoint, "--state", state, NULL};
+    char *bargv[] = {(char *)g.bin, "broker",     "--bind", g.endpoint, "--state",
+                     state,         "--retain-s", retain,   NULL};
     char *cargv[] = {(char *)g.bin, "collector",         "--broker", g.endpoint,
                      "--publish",   "tcp://127.0.0.1:0", NULL};
     int rc = 1;

@@ -1228,6 +1228,8 @@ broker_t *broker_new(const broker_config_t *cfg, char *err)
         b->cfg.heartbeat_ms = 1000;
     if (!b->cfg.liveness)
         b->cfg.liveness = 3;
+    if (!b->cfg.retain_s)
+        b->cfg.retain_s = 3600;
     b->bind = bf_strdup(cfg->bind);
     b->state_dir = bf_strdup(cfg->state_dir);
     b->cfg.bind = b->bind;
@@ -1366,6 +1368,16 @@ static void forgive_deafness(broker_t *b, int64_t from, int64_t to)
     }
 }
 
+/* Forgets the oldest finished, delivered jobs once retain_s has passed. */
+static bf_err_t retire(broker_t *b)
+{
+    size_t k = broker_store_retirable(b->store, bf_wall_ms(), (int64_t)b->cfg.retain_s * 1000);
+    if (k == 0)
+        return BF_OK;
+    bf_err_t rc = tx(b);
+    return rc == BF_OK ? broker_store_retire(b->store, k) : rc;
+}
+
 /* Reads up to BATCH messages and applies them; BF_OK or a store failure. */
 static bf_err_t read_batch(broker_t *b)
 {
@@ -1427,6 +1439,8 @@ bf_err_t broker_run(broker_t *b)
         now = bf_mono_ms();
         if (rc == BF_OK && now >= next_timer) {
             rc = expire(b, now);
+            if (rc == BF_OK)
+                rc = retire(b);
             heartbeats(b, now);
             metrics_publish(b, now);
             next_timer = now + tick;

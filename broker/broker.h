@@ -16,6 +16,10 @@ typedef struct {
     unsigned heartbeat_ms; /* interval [1000] */
     unsigned liveness;     /* intervals of silence before a peer is dead [3] */
     bool insecure;         /* allow a non-loopback bind without CURVE */
+    /* A finished job whose results are all delivered is forgotten (memory
+       and database) this long after it ended, so a long-lived broker's
+       memory is bounded by its recent jobs [3600]. */
+    unsigned retain_s;
     /* CURVE (bf_security.h): both set, or both NULL for plaintext. The
        identity must be the key named broker; the ZAP handler admits the
        *.public keys of security_keys with their roles. */

@@ -69,11 +69,24 @@ struct broker_store {
     /* running tasks, for lease checks */
     uint32_t *run;
     size_t nrun, caprun;
+    /* Tasks and jobs keep their index for the broker's life; the arrays
+       hold the ones still in memory, from tbase and jbase on
+       (broker_store_retire drops the oldest finished jobs). */
+    uint32_t tbase, jbase;
     uint64_t final_seq;
     int64_t orphan_deadline;
     int64_t opened_wall_ms;
     uint64_t outbox_rows, outbox_last;
 };
+
+#define TASK(s, t) (&(s)->tasks[(t) - (s)->tbase])
+#define JOB(s, j)  (&(s)->jobs[(j) - (s)->jbase])
+
+/* The index the next task or job gets. */
+static uint32_t next_task(const broker_store_t *s)
+{
+    return (uint32_t)(s->tbase + s->ntasks);
+}
 
 /* ---- small helpers ---------------------------------------------------------- */
 
@@ -117,7 +130,7 @@ static bool hash_grow(broker_store_t *s)
         size_t k = hash_id(s->tasks[i].id) & (cap - 1);
         while (h[k])
             k = (k + 1) & (cap - 1);
-        h[k] = (uint32_t)i + 1;
+        h[k] = (uint32_t)(s->tbase + i) + 1;
     }
     free(s->hash);
     s->hash = h;
@@ -130,7 +143,7 @@ static bool hash_put(broker_store_t *s, uint32_t t)
 {
     if (2 * s->ntasks > s->hcap)
         return hash_grow(s); /* the rebuild inserts t too */
-    size_t k = hash_id(s->tasks[t].id) & (s->hcap - 1);
+    size_t k = hash_id(TASK(s, t)->id) & (s->hcap - 1);
     while (s->hash[k])
         k = (k + 1) & (s->hcap - 1);
     s->hash[k] = t + 1;
@@ -144,7 +157,7 @@ bool broker_store_find_task(broker_store_t *s, const char *task_id, uint32_t *t)
     size_t k = hash_id(task_id) & (s->hcap - 1);
     while (s->hash[k]) {
         uint32_t i = s->hash[k] - 1;
-        if (!strcmp(s->tasks[i].id, task_id)) {
+        if (!strcmp(TASK(s, i)->id, task_id)) {
             *t = i;
             return true;
         }
@@ -200,7 +213,7 @@ static void q_compact(broker_store_t *s)
     size_t n = 0;
     for (size_t i = 0; i < s->qlen; i++) {
         uint32_t t = s->q[(s->qhead + i) % s->qcap];
-        if (s->tasks[t].state == T_QUEUED)
+        if (TASK(s, t)->state == T_QUEUED)
             s->q[(s->qhead + n++) % s->qcap] = t;
     }
     s->qlen = n;
@@ -231,7 +244,7 @@ static void run_remove(broker_store_t *s, uint32_t t)
 
 static task_t *task_new(broker_store_t *s)
 {
-    if (s->ntasks >= UINT32_MAX - 1)
+    if (next_task(s) >= UINT32_MAX - 1)
         return NULL;
     if (s->ntasks == s->captasks) {
         size_t cap = s->captasks ? s->captasks + s->captasks / 2 : 1024;
@@ -294,7 +307,7 @@ static bool scene_add(job_t *j, const char *name, uint32_t *off)
 
 static const char *scene_of(const broker_store_t *s, const task_t *t)
 {
-    return s->jobs[t->job].scenes + t->scene;
+    return JOB(s, t->job)->scenes + t->scene;
 }
 
 /* A string member, "?" when absent (failures read back from the store). */
@@ -397,7 +410,7 @@ static bf_err_t reload_tasks(broker_store_t *s, char *err)
                           err);
     for (size_t jn = 0; rc == BF_OK && jn < s->njobs; jn++) {
         job_t *j = &s->jobs[jn];
-        j->first = (uint32_t)s->ntasks;
+        j->first = next_task(s);
         sqlite3_bind_text(st, 1, j->id, -1, SQLITE_STATIC);
         while (rc == BF_OK && sqlite3_step(st) == SQLITE_ROW) {
             task_t *t = task_new(s);
@@ -408,10 +421,11 @@ static bf_err_t reload_tasks(broker_store_t *s, char *err)
             bf_strlcpy(t->id, col_text(st, 0), sizeof t->id);
             t->state = (uint8_t)sqlite3_column_int(st, 2);
             t->attempt = (uint16_t)sqlite3_column_int(st, 3);
-            t->job = (uint32_t)jn;
+            t->job = (uint32_t)(s->jbase + jn);
             if (sqlite3_column_type(st, 4) == SQLITE_TEXT)
                 t->failures = json_loads(col_text(st, 4), 0, NULL);
-            uint32_t idx = (uint32_t)s->ntasks++;
+            uint32_t idx = next_task(s);
+            s->ntasks++;
             if (!hash_put(s, idx)) {
                 rc = BF_ENOMEM;
                 break;
@@ -437,9 +451,9 @@ static bf_err_t reload_tasks(broker_store_t *s, char *err)
             }
         }
         sqlite3_reset(st);
-        if (rc == BF_OK && s->ntasks - j->first != j->total)
+        if (rc == BF_OK && next_task(s) - j->first != j->total)
             rc = bf_fail(err, BF_EDB, "store: job %s has %zu tasks, expected %u", j->id,
-                         s->ntasks - j->first, j->total);
+                         (size_t)(next_task(s) - j->first), j->total);
     }
     sqlite3_finalize(st);
     return rc;
@@ -632,7 +646,7 @@ static bf_err_t job_maybe_done(broker_store_t *s, job_t *j)
 
 bf_err_t broker_store_add_job(broker_store_t *s, const bf_job_t *job, char job_id[16])
 {
-    if (job->scene_count == 0 || job->scene_count > UINT32_MAX - s->ntasks - 2)
+    if (job->scene_count == 0 || job->scene_count > UINT32_MAX - (uint64_t)next_task(s) - 2)
         return BF_EINVAL;
     char uuid[33];
     bf_uuid(uuid);
@@ -647,7 +661,7 @@ bf_err_t broker_store_add_job(broker_store_t *s, const bf_job_t *job, char job_i
     j->task = bf_strdup(job->task == BF_TASK_EXEC ? "exec" : "boresight");
     j->spec = bf_job_to_json(job, false);
     j->total = (uint32_t)job->scene_count;
-    j->first = (uint32_t)s->ntasks;
+    j->first = next_task(s);
     j->max_attempts = job->max_attempts ? job->max_attempts : 1;
     j->timeout_ms = (uint64_t)(job->timeout_s * 1000.0);
     j->submitted_ms = bf_wall_ms();
@@ -695,7 +709,7 @@ bf_err_t broker_store_add_job(broker_store_t *s, const bf_job_t *job, char job_i
             break;
         }
         bf_uuid(t->id);
-        t->job = (uint32_t)(s->njobs - 1);
+        t->job = (uint32_t)(s->jbase + s->njobs - 1);
         sqlite3_bind_text(st, 1, t->id, -1, SQLITE_STATIC);
         sqlite3_bind_text(st, 2, j->id, -1, SQLITE_STATIC);
         sqlite3_bind_int64(st, 3, (sqlite3_int64)i);
@@ -703,7 +717,8 @@ bf_err_t broker_store_add_job(broker_store_t *s, const bf_job_t *job, char job_i
         if (sqlite3_step(st) != SQLITE_DONE)
             rc = BF_EDB;
         sqlite3_reset(st);
-        uint32_t idx = (uint32_t)s->ntasks++;
+        uint32_t idx = next_task(s);
+        s->ntasks++;
         if (rc == BF_OK && (!hash_put(s, idx) || !q_push_back(s, idx)))
             rc = BF_ENOMEM;
         j->queued++;
@@ -744,8 +759,8 @@ static bf_err_t write_state(broker_store_t *s, const task_t *t, const char *work
 /* running -> queued, at the head of the queue (the oldest work). */
 static bool requeue(broker_store_t *s, uint32_t t)
 {
-    task_t *tk = &s->tasks[t];
-    job_t *j = &s->jobs[tk->job];
+    task_t *tk = TASK(s, t);
+    job_t *j = JOB(s, tk->job);
     if (tk->state != T_RUNNING)
         return true;
     tk->state = T_QUEUED;
@@ -791,7 +806,7 @@ bf_err_t broker_store_lease(broker_store_t *s, const char *worker, const char *a
     /* Tasks cancelled while queued are dropped from the head; then the
        first of the next LEASE_LOOKAHEAD queued tasks that did not fail on
        this fault domain is taken out, keeping the others in order. */
-    while (s->qlen > 0 && s->tasks[s->q[s->qhead]].state != T_QUEUED) {
+    while (s->qlen > 0 && TASK(s, s->q[s->qhead])->state != T_QUEUED) {
         s->qhead = (s->qhead + 1) % s->qcap;
         s->qlen--;
     }
@@ -801,7 +816,7 @@ bf_err_t broker_store_lease(broker_store_t *s, const char *worker, const char *a
        domain has not tried it yet. */
     size_t pick = SIZE_MAX;
     for (size_t i = 0; i < s->qlen && i < LEASE_LOOKAHEAD && pick == SIZE_MAX; i++) {
-        const task_t *c = &s->tasks[s->q[(s->qhead + i) % s->qcap]];
+        const task_t *c = TASK(s, s->q[(s->qhead + i) % s->qcap]);
         size_t distinct;
         if (c->state == T_QUEUED && (!failed_on(c, avoid_key, &distinct) || distinct >= live_keys))
             pick = i;
@@ -813,8 +828,8 @@ bf_err_t broker_store_lease(broker_store_t *s, const char *worker, const char *a
         s->q[(s->qhead + i) % s->qcap] = s->q[(s->qhead + i - 1) % s->qcap];
     s->qhead = (s->qhead + 1) % s->qcap;
     s->qlen--;
-    task_t *tk = &s->tasks[t];
-    job_t *j = &s->jobs[tk->job];
+    task_t *tk = TASK(s, t);
+    job_t *j = JOB(s, tk->job);
     tk->state = T_RUNNING;
     tk->attempt++;
     tk->orphan = false;
@@ -830,8 +845,8 @@ bf_err_t broker_store_lease(broker_store_t *s, const char *worker, const char *a
 
 bf_err_t broker_store_task_msg(broker_store_t *s, uint32_t t, proto_msg_t *m)
 {
-    task_t *tk = &s->tasks[t];
-    job_t *j = &s->jobs[tk->job];
+    task_t *tk = TASK(s, t);
+    job_t *j = JOB(s, tk->job);
     if (proto_msg_set(&m->job_id, j->id) != BF_OK || proto_msg_set(&m->task_id, tk->id) != BF_OK ||
         proto_msg_set(&m->scene, scene_of(s, tk)) != BF_OK)
         return BF_ENOMEM;
@@ -841,44 +856,134 @@ bf_err_t broker_store_task_msg(broker_store_t *s, uint32_t t, proto_msg_t *m)
     return BF_OK;
 }
 
+/* A table sized for n entries, rebuilt from the tasks in memory. */
+static bool hash_rebuild(broker_store_t *s)
+{
+    size_t cap = 1024;
+    while (cap < 2 * s->ntasks + 1)
+        cap *= 2;
+    free(s->hash);
+    s->hash = NULL;
+    s->hcap = cap / 2; /* hash_grow doubles it */
+    return hash_grow(s);
+}
+
+size_t broker_store_retirable(const broker_store_t *s, int64_t now_wall_ms, int64_t retain_ms)
+{
+    if (s->outbox_rows) /* everything delivered and acknowledged first */
+        return 0;
+    size_t k = 0;
+    while (k < s->njobs) {
+        const job_t *j = &s->jobs[k];
+        if (!strcmp(j->state, "running") || j->final < j->total || j->finished_ms <= 0 ||
+            now_wall_ms - j->finished_ms < retain_ms)
+            break;
+        k++;
+    }
+    return k;
+}
+
+bf_err_t broker_store_retire(broker_store_t *s, size_t k)
+{
+    if (k == 0 || k > s->njobs)
+        return BF_OK;
+    sqlite3_stmt *dt = NULL, *dj = NULL;
+    char err[BF_ERRLEN];
+    bf_err_t rc = prepare(s, &dt, "DELETE FROM tasks WHERE job_id = ?", err);
+    if (rc == BF_OK)
+        rc = prepare(s, &dj, "DELETE FROM jobs WHERE id = ?", err);
+    for (size_t i = 0; rc == BF_OK && i < k; i++) {
+        sqlite3_bind_text(dt, 1, s->jobs[i].id, -1, SQLITE_STATIC);
+        sqlite3_bind_text(dj, 1, s->jobs[i].id, -1, SQLITE_STATIC);
+        if (sqlite3_step(dt) != SQLITE_DONE || sqlite3_step(dj) != SQLITE_DONE)
+            rc = db_fail(s, err, "retire");
+        sqlite3_reset(dt);
+        sqlite3_reset(dj);
+    }
+    sqlite3_finalize(dt);
+    sqlite3_finalize(dj);
+    if (rc != BF_OK) {
+        bf_error("%s", err);
+        return BF_EDB;
+    }
+    /* Memory: the tasks before cut are final and nobody holds them (a
+       running task keeps its job running); the queue may still name some
+       (cancelled while queued). */
+    uint32_t cut = k < s->njobs ? s->jobs[k].first : next_task(s);
+    size_t n = 0;
+    for (size_t i = 0; i < s->qlen; i++) {
+        uint32_t t = s->q[(s->qhead + i) % s->qcap];
+        if (t >= cut)
+            s->q[(s->qhead + n++) % s->qcap] = t;
+    }
+    s->qlen = n;
+    for (uint32_t t = s->tbase; t < cut; t++)
+        json_decref(TASK(s, t)->failures);
+    for (size_t i = 0; i < k; i++)
+        job_free(&s->jobs[i]);
+    size_t drop = cut - s->tbase;
+    memmove(s->tasks, s->tasks + drop, (s->ntasks - drop) * sizeof *s->tasks);
+    s->ntasks -= drop;
+    s->tbase = cut;
+    memmove(s->jobs, s->jobs + k, (s->njobs - k) * sizeof *s->jobs);
+    s->njobs -= k;
+    s->jbase += (uint32_t)k;
+    /* Give the memory back: a big array shrinks with the jobs it held. */
+    if (s->captasks > 4096 && s->ntasks < s->captasks / 4) {
+        size_t cap = s->ntasks + s->ntasks / 2 + 1024;
+        task_t *p = realloc(s->tasks, cap * sizeof *p);
+        if (p) {
+            s->tasks = p;
+            s->captasks = cap;
+        }
+    }
+    if (!hash_rebuild(s))
+        return BF_ENOMEM;
+    bf_info("store: retired %zu finished job%s (%zu tasks), %zu jobs and %zu tasks remain", k,
+            k == 1 ? "" : "s", drop, s->njobs, s->ntasks);
+    return BF_OK;
+}
+
 bool broker_store_task_running(broker_store_t *s, uint32_t t)
 {
-    return s->tasks[t].state == T_RUNNING;
+    return TASK(s, t)->state == T_RUNNING;
 }
 
 bool broker_store_task_final(broker_store_t *s, uint32_t t)
 {
-    return s->tasks[t].state == T_FINAL;
+    if (t < s->tbase) /* retired: it was final */
+        return true;
+    return TASK(s, t)->state == T_FINAL;
 }
 
 const char *broker_store_task_id(broker_store_t *s, uint32_t t)
 {
-    return s->tasks[t].id;
+    return TASK(s, t)->id;
 }
 
 const char *broker_store_task_scene(broker_store_t *s, uint32_t t)
 {
-    return scene_of(s, &s->tasks[t]);
+    return scene_of(s, TASK(s, t));
 }
 
 unsigned broker_store_task_attempt(broker_store_t *s, uint32_t t)
 {
-    return s->tasks[t].attempt;
+    return TASK(s, t)->attempt;
 }
 
 bf_err_t broker_store_task_adopted(broker_store_t *s, uint32_t t, const char *worker, int64_t now)
 {
-    task_t *tk = &s->tasks[t];
+    task_t *tk = TASK(s, t);
     if (tk->state != T_RUNNING)
         return BF_ESTATE;
     tk->orphan = false;
-    tk->lease_until = now + (int64_t)s->jobs[tk->job].timeout_ms;
+    tk->lease_until = now + (int64_t)JOB(s, tk->job)->timeout_ms;
     return write_state(s, tk, worker);
 }
 
 bf_err_t broker_store_task_returned(broker_store_t *s, uint32_t t)
 {
-    task_t *tk = &s->tasks[t];
+    task_t *tk = TASK(s, t);
     if (tk->state != T_RUNNING)
         return BF_OK;
     if (tk->attempt > 0)
@@ -902,8 +1007,8 @@ static void job_note_final(job_t *j, int64_t wall)
    records it, appends it to the outbox and maybe ends the job. */
 static bf_err_t finalize(broker_store_t *s, uint32_t t, json_t *result, int status)
 {
-    task_t *tk = &s->tasks[t];
-    job_t *j = &s->jobs[tk->job];
+    task_t *tk = TASK(s, t);
+    job_t *j = JOB(s, tk->job);
     if (tk->state == T_FINAL)
         return BF_OK; /* exactly once */
     if (tk->state == T_RUNNING) {
@@ -975,10 +1080,10 @@ bf_err_t broker_store_task_failed(broker_store_t *s, uint32_t t, const char *hos
                                   const char *device, const char *worker, const char *key,
                                   const char *reason, json_t *result)
 {
-    task_t *tk = &s->tasks[t];
+    task_t *tk = TASK(s, t);
     if (tk->state == T_FINAL)
         return BF_OK;
-    job_t *j = &s->jobs[tk->job];
+    job_t *j = JOB(s, tk->job);
     if (!tk->failures && !(tk->failures = json_array()))
         return BF_ENOMEM;
     json_t *f = json_pack("{s:s, s:s, s:s, s:s, s:I, s:s}", "host", host ? host : "?", "device",
@@ -1040,7 +1145,7 @@ bf_err_t broker_store_cancel_job(broker_store_t *s, const char *job_id, uint64_t
     if (!strcmp(j->state, "running"))
         j->cancelled = true;
     for (uint32_t t = j->first; rc == BF_OK && t < j->first + j->total; t++) {
-        task_t *tk = &s->tasks[t];
+        task_t *tk = TASK(s, t);
         if (tk->state == T_FINAL)
             continue;
         if (tk->state == T_RUNNING)
@@ -1072,7 +1177,7 @@ bf_err_t broker_store_expired(broker_store_t *s, int64_t now, int64_t backstop_m
     *nlate = 0;
     size_t n = 0;
     for (size_t i = 0; i < s->nrun; i++)
-        n += lease_over(s, &s->tasks[s->run[i]], now, backstop_ms);
+        n += lease_over(s, TASK(s, s->run[i]), now, backstop_ms);
     if (!n)
         return BF_OK;
     uint32_t *l = malloc(n * sizeof *l);
@@ -1080,7 +1185,7 @@ bf_err_t broker_store_expired(broker_store_t *s, int64_t now, int64_t backstop_m
         return BF_ENOMEM;
     n = 0;
     for (size_t i = 0; i < s->nrun; i++)
-        if (lease_over(s, &s->tasks[s->run[i]], now, backstop_ms))
+        if (lease_over(s, TASK(s, s->run[i]), now, backstop_ms))
             l[n++] = s->run[i];
     *late = l;
     *nlate = n;
@@ -1089,7 +1194,7 @@ bf_err_t broker_store_expired(broker_store_t *s, int64_t now, int64_t backstop_m
 
 bool broker_store_task_orphan(broker_store_t *s, uint32_t t)
 {
-    return s->tasks[t].orphan;
+    return TASK(s, t)->orphan;
 }
 
 /* ---- counts, outbox, status ------------------------------------------------ */

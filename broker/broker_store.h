@@ -103,6 +103,16 @@ void broker_store_deliveries_free(broker_delivery_t *d, size_t n);
 /* Removes the row (an unknown seq is fine). */
 bf_err_t broker_store_outbox_ack(broker_store_t *s, uint64_t seq) BF_MUST_CHECK;
 
+/* Retention: the jobs at the head of the store (oldest first) that may be
+   retired: finished (done or cancelled) at least retain_ms ago, with every
+   outbox row acknowledged (so nothing of them is still owed to anyone). */
+size_t broker_store_retirable(const broker_store_t *s, int64_t now_wall_ms, int64_t retain_ms);
+/* Removes the first k jobs and their tasks from memory and from the
+   database (inside the caller's transaction). Task and job indices of the
+   others do not change. A retired job is unknown from then on (status,
+   cancel). BF_EDB, BF_ENOMEM. */
+bf_err_t broker_store_retire(broker_store_t *s, size_t k) BF_MUST_CHECK;
+
 /* Status pieces (docs/architecture.md): the jobs array, and the events after
    cursor (job_id "" for all jobs) with the next cursor. */
 json_t *broker_store_jobs_doc(broker_store_t *s);

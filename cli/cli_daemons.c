@@ -33,6 +33,7 @@ enum {
     OPT_NAME,
     OPT_DEVICE,
     OPT_METRICS,
+    OPT_RETAIN,
 };
 
 #define ACCEPT(opt) (1u << ((opt)-256))
@@ -56,6 +57,7 @@ static const struct option daemon_options[] = {
     {"name", required_argument, NULL, OPT_NAME},
     {"device", required_argument, NULL, OPT_DEVICE},
     {"metrics", required_argument, NULL, OPT_METRICS},
+    {"retain-s", required_argument, NULL, OPT_RETAIN},
     {NULL, 0, NULL, 0}};
 
 typedef struct {
@@ -97,7 +99,7 @@ static int parse_daemon(int argc, char **argv, daemon_args_t *a, const char *hel
 {
     const char *config = NULL, *broker = NULL, *bind = NULL, *state = NULL, *publish = NULL;
     const char *metrics = NULL;
-    unsigned heartbeat = 0, liveness = 0, prefetch = 0;
+    unsigned heartbeat = 0, liveness = 0, prefetch = 0, retain = 0;
     bool insecure = false;
     const char *allow_flags[64];
     size_t nallow = 0;
@@ -123,6 +125,10 @@ static int parse_daemon(int argc, char **argv, daemon_args_t *a, const char *hel
             return CLI_EXIT_OK;
         case OPT_HEARTBEAT:
             if (!parse_uint(a->cmd, "--heartbeat-ms", optarg, 10, 60000, &heartbeat))
+                return CLI_EXIT_USAGE;
+            break;
+        case OPT_RETAIN:
+            if (!parse_uint(a->cmd, "--retain-s", optarg, 1, 365u * 86400, &retain))
                 return CLI_EXIT_USAGE;
             break;
         case OPT_LIVENESS:
@@ -216,6 +222,8 @@ static int parse_daemon(int argc, char **argv, daemon_args_t *a, const char *hel
         replace(&a->fleet.metrics_listen, metrics);
     if (heartbeat)
         a->fleet.heartbeat_interval_ms = heartbeat;
+    if (retain)
+        a->fleet.retain_s = retain;
     if (liveness)
         a->fleet.heartbeat_liveness = liveness;
     if (prefetch)
@@ -267,13 +275,16 @@ int cli_broker(int argc, char **argv)
 {
     static const char help[] =
         "usage: beamfleet broker [-c FLEET.yaml] [--bind EP] [--state DIR] [--insecure]\n"
-        "                        [--heartbeat-ms MS] [--liveness N] [--metrics HOST:PORT]\n\n"
+        "                        [--heartbeat-ms MS] [--liveness N] [--metrics HOST:PORT]\n"
+        "                        [--retain-s S]\n\n"
         "The broker: one ROUTER endpoint every worker, collector and client connects to. Jobs,\n"
         "tasks and undelivered results are kept in DIR (SQLite); a restart on the same DIR\n"
-        "continues where it stopped. A bind that is not loopback needs --insecure (or\n"
-        "broker.insecure: true) until CURVE keys are configured.\n\n"
+        "continues where it stopped. A bind that is not loopback needs CURVE keys (security: in\n"
+        "the fleet file) or --insecure (broker.insecure: true).\n\n"
         "  --bind EP          [broker.bind, tcp://127.0.0.1:5555]\n"
         "  --state DIR        [broker.state, ./beamfleet-state]\n"
+        "  --retain-s S       forget a finished, delivered job S seconds after it ended\n"
+        "                     [broker.retain_s, 3600]\n"
         "  --metrics HOST:PORT  serve Prometheus metrics at http://HOST:PORT/metrics\n"
         "                     [metrics.listen; none]\n"
         "  --heartbeat-ms MS  heartbeat interval [1000]; --liveness N  intervals before a peer "
@@ -281,7 +292,7 @@ int cli_broker(int argc, char **argv)
     daemon_args_t a = {.cmd = "broker"};
     /* option codes accepted, as OPT_x - 256 + 'A' */
     a.accepts = ACCEPT(OPT_HEARTBEAT) | ACCEPT(OPT_LIVENESS) | ACCEPT(OPT_STATE) |
-                ACCEPT(OPT_BIND) | ACCEPT(OPT_INSECURE) | ACCEPT(OPT_METRICS);
+                ACCEPT(OPT_BIND) | ACCEPT(OPT_INSECURE) | ACCEPT(OPT_METRICS) | ACCEPT(OPT_RETAIN);
     int rc = parse_daemon(argc, argv, &a, help);
     if (rc >= 0) {
         daemon_args_clear(&a);
@@ -305,6 +316,7 @@ int cli_broker(int argc, char **argv)
         .heartbeat_ms = a.fleet.heartbeat_interval_ms,
         .liveness = a.fleet.heartbeat_liveness,
         .insecure = a.fleet.insecure,
+        .retain_s = a.fleet.retain_s,
         .security_keys = a.fleet.security_keys,
         .security_identity = a.fleet.security_identity,
         .metrics_listen = a.fleet.metrics_listen,

@@ -57,7 +57,7 @@ typedef struct {
     char *scenes_root; /* absolute path of `scenes` */
     char **scenes;     /* sorted scene names (sub-directories), max_scenes applied */
     size_t scene_count;
-    char *output;      /* absolute path of `output` [./parallel_results] */
+    char *output; /* absolute path of `output` [./parallel_results] */
     bf_task_kind_t task;
     double timeout_s;      /* [3600] */
     unsigned max_attempts; /* [3], 1 .. 100 */
@@ -70,10 +70,11 @@ typedef struct {
 } bf_job_t;
 
 typedef struct {
-    char *broker_endpoint; /* [$BEAMFLEET_BROKER or tcp://127.0.0.1:5555] */
-    char *broker_bind;     /* [tcp://127.0.0.1:5555] */
-    char *broker_state;    /* [./beamfleet-state] */
-    bool insecure;         /* [false] */
+    char *broker_endpoint;          /* [$BEAMFLEET_BROKER or tcp://127.0.0.1:5555] */
+    char *broker_bind;              /* [tcp://127.0.0.1:5555] */
+    char *broker_state;             /* [./beamfleet-state] */
+    bool insecure;                  /* [false] */
+    unsigned retain_s;              /* finished jobs kept in the broker [3600] */
     unsigned heartbeat_interval_ms; /* [1000] */
     unsigned heartbeat_liveness;    /* [3] */
     unsigned prefetch;              /* worker credit [1] */

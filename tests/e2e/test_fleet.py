@@ -431,6 +431,45 @@ def test_quarantine(fleet: Fleet):
     assert "quarantined" in st, st
 
 
+def test_retention(fleet: Fleet):
+    """A finished job whose results are delivered is forgotten retain_s after
+    it ended (memory and database), also while another job runs; the running
+    job and later ones are unaffected, and a restart does not bring it back."""
+    broker = fleet.broker(["--retain-s", "1"])
+    fleet.collector()
+    fleet.worker()
+    fleet.wait(lambda: len(fleet.status()["workers"]) == 1, 10, "the worker")
+    quick = scenes(6, "q")
+    job_a, out_a = fleet.make_job(quick, name="a")
+    a = fleet.submit(job_a)
+    fleet.wait_done(a, 60)
+    check_reports(out_a, quick)
+    slow = [f"slow_{i}" for i in range(4)]  # 1.5 s each on one worker: ~6 s
+    job_b, out_b = fleet.make_job(slow, name="b")
+    b = fleet.submit(job_b)
+    fleet.wait(lambda: [j["id"] for j in fleet.status()["jobs"]] == [b], 20,
+               "job a to be retired while b runs")
+    fleet.wait_done(b, 60)
+    check_reports(out_b, slow)
+    fleet.wait(lambda: fleet.status()["jobs"] == [], 20, "job b to be retired")
+    r = fleet.cli("cancel", a, "--broker", fleet.endpoint, check=False)
+    assert r.returncode != 0 and "no such job" in r.stderr, r.stderr
+    log = open(os.path.join(fleet.logs, sorted(f for f in os.listdir(fleet.logs)
+                                               if f.endswith("broker.log"))[0])).read()
+    assert "retired 1 finished job" in log, log[-2000:]
+    # Retired for good: a restart on the same state has nothing to load.
+    fleet.kill(broker)
+    fleet.broker(["--retain-s", "1"])
+    fleet.wait(lambda: len(fleet.status()["workers"]) == 1, 15, "the worker to come back")
+    assert fleet.status()["jobs"] == []
+    # And the store goes on: a new job runs and reports as usual.
+    more = scenes(5, "m")
+    job_c, out_c = fleet.make_job(more, name="c")
+    c = fleet.submit(job_c)
+    fleet.wait_done(c, 60)
+    check_reports(out_c, more)
+
+
 TESTS = {
     "exec_job": test_exec_job,
     "worker_sigkill": test_worker_sigkill,
@@ -447,6 +486,7 @@ TESTS = {
     "boresight_job": test_boresight_job,
     "poison_scene": test_poison_scene,
     "quarantine": test_quarantine,
+    "retention": test_retention,
 }
 
 if __name__ == "__main__":
