@@ -1033,7 +1033,7 @@ static void test_fleet(void)
                        "heartbeat, collector, worker, security, metrics)");
     expect_fleet_error(dir, "broker: {endpoint: x, port: 5}\n",
                        "fleet.yaml:1:23: unknown key 'port' in broker (allowed: endpoint, bind, "
-                       "state, insecure)");
+                       "state, insecure, retain_s)");
     expect_fleet_error(dir, "heartbeat: {interval_ms: 10}\n",
                        "fleet.yaml:1:26: field 'heartbeat.interval_ms': expected an integer in "
                        "[50, 60000], got '10'");
