@@ -32,91 +32,44 @@
 #define C_HIST      "#2ca02c"
 #define C_GPU       "#9467bd"
 
-/* ---- a growing text buffer ----------------------------------------------------- */
-
-typedef struct {
-    char *p;
-    size_t len, cap;
-    bool oom;
-} buf_t;
-
-static void put(buf_t *b, const char *s, size_t n)
-{
-    if (b->oom)
-        return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? 2 * b->cap : 16384;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *q = realloc(b->p, cap);
-        if (!q) {
-            b->oom = true;
-            return;
-        }
-        b->p = q;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-static void puts_(buf_t *b, const char *s)
-{
-    put(b, s, strlen(s));
-}
-
-static void putf(buf_t *b, const char *fmt, ...) BF_PRINTF(2, 3);
-static void putf(buf_t *b, const char *fmt, ...)
-{
-    char tmp[512];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
-    va_end(ap);
-    if (n < 0)
-        return;
-    put(b, tmp, (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1);
-}
-
 /* The first n bytes of s (at most), escaped. HTML's five special characters
    become entities; so that text stays text in every context this page uses
    (element content, quoted attributes, SVG <text> and <title>). */
-static void put_esc_n(buf_t *b, const char *s, size_t n)
+static void put_esc_n(bf_buf_t *b, const char *s, size_t n)
 {
     if (!s)
         return;
     for (size_t i = 0; i < n && s[i]; i++) {
         switch (s[i]) {
         case '&':
-            puts_(b, "&amp;");
+            bf_buf_puts(b, "&amp;");
             break;
         case '<':
-            puts_(b, "&lt;");
+            bf_buf_puts(b, "&lt;");
             break;
         case '>':
-            puts_(b, "&gt;");
+            bf_buf_puts(b, "&gt;");
             break;
         case '"':
-            puts_(b, "&quot;");
+            bf_buf_puts(b, "&quot;");
             break;
         case '\'':
-            puts_(b, "&#39;");
+            bf_buf_puts(b, "&#39;");
             break;
         default:
-            put(b, &s[i], 1);
+            bf_buf_put(b, &s[i], 1);
         }
     }
 }
 
-static void put_esc(buf_t *b, const char *s)
+static void put_esc(bf_buf_t *b, const char *s)
 {
     put_esc_n(b, s, SIZE_MAX);
 }
 
 /* s cut to at most max bytes on a UTF-8 character boundary, escaped, with
    "…" when something was cut. */
-static void put_esc_cut(buf_t *b, const char *s, size_t max)
+static void put_esc_cut(bf_buf_t *b, const char *s, size_t max)
 {
     size_t n = s ? strlen(s) : 0;
     if (n <= max) {
@@ -126,13 +79,13 @@ static void put_esc_cut(buf_t *b, const char *s, size_t max)
     while (max > 0 && ((unsigned char)s[max] & 0xC0) == 0x80)
         max--;
     put_esc_n(b, s, max);
-    puts_(b, ELLIPSIS);
+    bf_buf_puts(b, ELLIPSIS);
 }
 
 char *collector_html_escape(const char *s)
 {
-    buf_t b = {0};
-    put(&b, "", 0);
+    bf_buf_t b = {0};
+    bf_buf_put(&b, "", 0);
     put_esc(&b, s ? s : "");
     if (b.oom) {
         free(b.p);
@@ -141,7 +94,7 @@ char *collector_html_escape(const char *s)
     return b.p;
 }
 
-static void put_base64(buf_t *b, const unsigned char *d, size_t n)
+static void put_base64(bf_buf_t *b, const unsigned char *d, size_t n)
 {
     static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     char q[4];
@@ -155,7 +108,7 @@ static void put_base64(buf_t *b, const unsigned char *d, size_t n)
         q[1] = tab[(v >> 12) & 63];
         q[2] = i + 1 < n ? tab[(v >> 6) & 63] : '=';
         q[3] = i + 2 < n ? tab[v & 63] : '=';
-        put(b, q, 4);
+        bf_buf_put(b, q, 4);
     }
 }
 
@@ -169,13 +122,13 @@ static double numv(const json_t *v)
 }
 
 /* fmt (one double conversion) of v, or "—". */
-static void put_num(buf_t *b, const json_t *v, const char *fmt)
+static void put_num(bf_buf_t *b, const json_t *v, const char *fmt)
 {
     double x = numv(v);
     if (isnan(x))
-        puts_(b, DASH);
+        bf_buf_puts(b, DASH);
     else
-        putf(b, fmt, x);
+        bf_buf_printf(b, fmt, x);
 }
 
 static const json_t *get2(const json_t *o, const char *a, const char *k)
@@ -526,28 +479,29 @@ static double tick_step(double lo, double hi, int n)
     return p * (m < 1.5 ? 1 : m < 3.5 ? 2 : m < 7.5 ? 5 : 10);
 }
 
-static void svg_open(buf_t *b, const char *id, const frame_t *f, const char *title)
+static void svg_open(bf_buf_t *b, const char *id, const frame_t *f, const char *title)
 {
-    putf(b,
-         "<svg id=\"%s\" class=\"plot\" viewBox=\"0 0 %.0f %.0f\" "
-         "xmlns=\"http://www.w3.org/2000/svg\" role=\"img\" aria-label=\"",
-         id, f->w, f->h);
+    bf_buf_printf(b,
+                  "<svg id=\"%s\" class=\"plot\" viewBox=\"0 0 %.0f %.0f\" "
+                  "xmlns=\"http://www.w3.org/2000/svg\" role=\"img\" aria-label=\"",
+                  id, f->w, f->h);
     put_esc(b, title);
-    puts_(b, "\">\n");
+    bf_buf_puts(b, "\">\n");
 }
 
 /* Axes, ticks, grid lines and labels of f; yfmt NULL for no y ticks. */
-static void svg_axes(buf_t *b, const frame_t *f, const char *xlabel, const char *ylabel,
+static void svg_axes(bf_buf_t *b, const frame_t *f, const char *xlabel, const char *ylabel,
                      const char *yfmt)
 {
     double step = tick_step(f->x0, f->x1, 5);
     for (double t = ceil(f->x0 / step) * step; t <= f->x1 + step * 1e-9; t += step) {
         double x = px_x(f, t);
-        putf(b, "<line class=\"grid\" x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\"/>", x, f->mt,
-             x, f->h - f->mb);
-        putf(b, "<text class=\"tick\" x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%.*f</text>\n",
-             x, f->h - f->mb + 14, step < 1 ? (step < 0.1 ? 2 : 1) : 0,
-             fabs(t) < step * 1e-9 ? 0.0 : t);
+        bf_buf_printf(b, "<line class=\"grid\" x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\"/>",
+                      x, f->mt, x, f->h - f->mb);
+        bf_buf_printf(
+            b, "<text class=\"tick\" x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%.*f</text>\n", x,
+            f->h - f->mb + 14, step < 1 ? (step < 0.1 ? 2 : 1) : 0,
+            fabs(t) < step * 1e-9 ? 0.0 : t);
     }
     if (yfmt) {
         step = tick_step(f->y0, f->y1, 4);
@@ -555,30 +509,34 @@ static void svg_axes(buf_t *b, const frame_t *f, const char *xlabel, const char 
             step = 1; /* counts */
         for (double t = ceil(f->y0 / step) * step; t <= f->y1 + step * 1e-9; t += step) {
             double y = px_y(f, t);
-            putf(b, "<line class=\"grid\" x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\"/>", f->ml,
-                 y, f->w - f->mr, y);
-            putf(b, "<text class=\"tick\" x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">", f->ml - 4,
-                 y + 4);
-            putf(b, yfmt, t);
-            puts_(b, "</text>\n");
+            bf_buf_printf(b,
+                          "<line class=\"grid\" x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\"/>",
+                          f->ml, y, f->w - f->mr, y);
+            bf_buf_printf(b, "<text class=\"tick\" x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">",
+                          f->ml - 4, y + 4);
+            bf_buf_printf(b, yfmt, t);
+            bf_buf_puts(b, "</text>\n");
         }
     }
-    putf(b, "<rect class=\"frame\" x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\"/>\n", f->ml,
-         f->mt, f->w - f->ml - f->mr, f->h - f->mt - f->mb);
-    putf(b, "<text class=\"label\" x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%s</text>\n",
-         (f->ml + f->w - f->mr) / 2, f->h - 6, xlabel);
+    bf_buf_printf(b,
+                  "<rect class=\"frame\" x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\"/>\n",
+                  f->ml, f->mt, f->w - f->ml - f->mr, f->h - f->mt - f->mb);
+    bf_buf_printf(b,
+                  "<text class=\"label\" x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%s</text>\n",
+                  (f->ml + f->w - f->mr) / 2, f->h - 6, xlabel);
     if (ylabel)
-        putf(b,
-             "<text class=\"label\" transform=\"translate(12 %.1f) rotate(-90)\" "
-             "text-anchor=\"middle\">%s</text>\n",
-             (f->mt + f->h - f->mb) / 2, ylabel);
+        bf_buf_printf(b,
+                      "<text class=\"label\" transform=\"translate(12 %.1f) rotate(-90)\" "
+                      "text-anchor=\"middle\">%s</text>\n",
+                      (f->mt + f->h - f->mb) / 2, ylabel);
 }
 
-static void svg_nodata(buf_t *b, const frame_t *f, const char *what)
+static void svg_nodata(bf_buf_t *b, const frame_t *f, const char *what)
 {
-    putf(b,
-         "<text class=\"nodata\" x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">no data: %s</text>\n",
-         f->w / 2, f->h / 2, what);
+    bf_buf_printf(
+        b,
+        "<text class=\"nodata\" x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">no data: %s</text>\n",
+        f->w / 2, f->h / 2, what);
 }
 
 typedef struct {
@@ -610,18 +568,20 @@ static bool is_success(const json_t *res)
     return st && !strcmp(st, "success");
 }
 
-static void cdf_curve(buf_t *b, const frame_t *f, const vec_t *a, const char *cls,
+static void cdf_curve(bf_buf_t *b, const frame_t *f, const vec_t *a, const char *cls,
                       const char *colour)
 {
-    putf(b, "<polyline class=\"%s\" fill=\"none\" stroke=\"%s\" stroke-width=\"3\" points=\"", cls,
-         colour);
+    bf_buf_printf(b,
+                  "<polyline class=\"%s\" fill=\"none\" stroke=\"%s\" stroke-width=\"3\" points=\"",
+                  cls, colour);
     size_t k = a->n - 1 < CDF_POINTS ? a->n - 1 : CDF_POINTS;
     for (size_t i = 0; i <= k; i++) {
         size_t idx = k ? (size_t)llround((double)i * (double)(a->n - 1) / (double)k) : 0;
         double x = a->v[idx] < f->x0 ? f->x0 : a->v[idx];
-        putf(b, "%s%.1f,%.1f", i ? " " : "", px_x(f, x), px_y(f, (double)(idx + 1) / (double)a->n));
+        bf_buf_printf(b, "%s%.1f,%.1f", i ? " " : "", px_x(f, x),
+                      px_y(f, (double)(idx + 1) / (double)a->n));
     }
-    puts_(b, "\"/>\n");
+    bf_buf_puts(b, "\"/>\n");
 }
 
 static double vmean(const vec_t *a)
@@ -633,7 +593,7 @@ static double vmean(const vec_t *a)
 }
 
 /* The CDF of every zone cell of the successes, initial vs optimized. */
-static void plot_cdf(buf_t *b, const json_t *const *res, size_t n, bool *oom)
+static void plot_cdf(bf_buf_t *b, const json_t *const *res, size_t n, bool *oom)
 {
     vec_t a[2] = {{0}, {0}};
     static const char *const keys[2] = {"zone_power_initial", "zone_power_optimized"};
@@ -651,10 +611,10 @@ static void plot_cdf(buf_t *b, const json_t *const *res, size_t n, bool *oom)
     }
     frame_t f = {0, 1, 0, 1, 400, 300, 46, 12, 30, 38};
     svg_open(b, "plot-cdf", &f, "CDF of zone power, initial vs optimized");
-    putf(b,
-         "<text class=\"title\" x=\"%.1f\" y=\"18\" text-anchor=\"middle\">"
-         "Zone power CDF</text>\n",
-         f.w / 2);
+    bf_buf_printf(b,
+                  "<text class=\"title\" x=\"%.1f\" y=\"18\" text-anchor=\"middle\">"
+                  "Zone power CDF</text>\n",
+                  f.w / 2);
     if (a[0].oom || a[1].oom) {
         *oom = true;
     } else if (a[0].n == 0 || a[1].n == 0) {
@@ -692,27 +652,28 @@ static void plot_cdf(buf_t *b, const json_t *const *res, size_t n, bool *oom)
         const char *names[2] = {"initial", "optimized"}, *colours[2] = {C_INITIAL, C_OPTIMIZED};
         for (int m = 0; m < 2; m++) {
             double y = f.mt + 12 + 16 * m;
-            putf(b,
-                 "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\" "
-                 "stroke-width=\"3\"/><text class=\"legend\" x=\"%.1f\" y=\"%.1f\">%s (mean "
-                 "%.1f dBm)</text>\n",
-                 f.ml + 8, y, f.ml + 22, y, colours[m], f.ml + 26, y + 4, names[m], mean[m]);
+            bf_buf_printf(
+                b,
+                "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\" "
+                "stroke-width=\"3\"/><text class=\"legend\" x=\"%.1f\" y=\"%.1f\">%s (mean "
+                "%.1f dBm)</text>\n",
+                f.ml + 8, y, f.ml + 22, y, colours[m], f.ml + 26, y + 4, names[m], mean[m]);
         }
-        putf(b, "<text class=\"note\" x=\"%.1f\" y=\"%.1f\">%zu cells", f.ml + 8, f.mt + 48,
-             a[0].n);
+        bf_buf_printf(b, "<text class=\"note\" x=\"%.1f\" y=\"%.1f\">%zu cells", f.ml + 8,
+                      f.mt + 48, a[0].n);
         if (has_floor)
-            putf(b, "; %.0f %% / %.0f %% at %.0f dBm (no ray) off the axis",
-                 100.0 * (double)at_min[0] / (double)a[0].n,
-                 100.0 * (double)at_min[1] / (double)a[1].n, vmin);
-        puts_(b, "</text>\n");
+            bf_buf_printf(b, "; %.0f %% / %.0f %% at %.0f dBm (no ray) off the axis",
+                          100.0 * (double)at_min[0] / (double)a[0].n,
+                          100.0 * (double)at_min[1] / (double)a[1].n, vmin);
+        bf_buf_puts(b, "</text>\n");
     }
-    puts_(b, "</svg>\n");
+    bf_buf_puts(b, "</svg>\n");
     free(a[0].v);
     free(a[1].v);
 }
 
 /* The histogram of stats.improvement_mean over the successes. */
-static void plot_hist(buf_t *b, const json_t *const *res, size_t n, bool *oom)
+static void plot_hist(bf_buf_t *b, const json_t *const *res, size_t n, bool *oom)
 {
     vec_t a = {0};
     for (size_t i = 0; i < n; i++) {
@@ -722,10 +683,10 @@ static void plot_hist(buf_t *b, const json_t *const *res, size_t n, bool *oom)
     }
     frame_t f = {0, 1, 0, 1, 400, 300, 46, 12, 30, 38};
     svg_open(b, "plot-hist", &f, "Histogram of the mean improvement per scene");
-    putf(b,
-         "<text class=\"title\" x=\"%.1f\" y=\"18\" text-anchor=\"middle\">"
-         "Improvement per scene</text>\n",
-         f.w / 2);
+    bf_buf_printf(b,
+                  "<text class=\"title\" x=\"%.1f\" y=\"18\" text-anchor=\"middle\">"
+                  "Improvement per scene</text>\n",
+                  f.w / 2);
     if (a.oom) {
         *oom = true;
     } else if (a.n == 0) {
@@ -757,25 +718,27 @@ static void plot_hist(buf_t *b, const json_t *const *res, size_t n, bool *oom)
             double x0 = px_x(&f, lo + (hi - lo) * (double)k / (double)nb);
             double x1 = px_x(&f, lo + (hi - lo) * (double)(k + 1) / (double)nb);
             double y = px_y(&f, (double)counts[k]);
-            putf(b,
-                 "<rect class=\"bar\" x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" "
-                 "fill=\"" C_HIST "\"><title>%zu scene(s), %.2f to %.2f dB</title></rect>\n",
-                 x0 + 0.5, y, fmax(x1 - x0 - 1, 1), px_y(&f, 0) - y, counts[k],
-                 lo + (hi - lo) * (double)k / (double)nb,
-                 lo + (hi - lo) * (double)(k + 1) / (double)nb);
+            bf_buf_printf(
+                b,
+                "<rect class=\"bar\" x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" "
+                "fill=\"" C_HIST "\"><title>%zu scene(s), %.2f to %.2f dB</title></rect>\n",
+                x0 + 0.5, y, fmax(x1 - x0 - 1, 1), px_y(&f, 0) - y, counts[k],
+                lo + (hi - lo) * (double)k / (double)nb,
+                lo + (hi - lo) * (double)(k + 1) / (double)nb);
         }
         double m = vmean(&a), xm = px_x(&f, m);
-        putf(b,
-             "<line class=\"mean\" x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\"/>"
-             "<text class=\"legend\" x=\"%.1f\" y=\"%.1f\">mean %.2f dB, %zu scenes</text>\n",
-             xm, f.mt, xm, f.h - f.mb, f.ml + 6, f.mt + 14, m, a.n);
+        bf_buf_printf(
+            b,
+            "<line class=\"mean\" x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\"/>"
+            "<text class=\"legend\" x=\"%.1f\" y=\"%.1f\">mean %.2f dB, %zu scenes</text>\n",
+            xm, f.mt, xm, f.h - f.mb, f.ml + 6, f.mt + 14, m, a.n);
     }
-    puts_(b, "</svg>\n");
+    bf_buf_puts(b, "</svg>\n");
     free(a.v);
 }
 
 /* Mean elapsed time per "host/gpu_id" from the summary's time_per_gpu. */
-static void plot_gpu(buf_t *b, const json_t *summary)
+static void plot_gpu(bf_buf_t *b, const json_t *summary)
 {
     const json_t *tpg = json_object_get(summary, "time_per_gpu");
     size_t n = 0;
@@ -794,14 +757,14 @@ static void plot_gpu(buf_t *b, const json_t *summary)
     if (n > 9)
         f.h = f.mt + f.mb + 24.0 * (double)n;
     svg_open(b, "plot-gpu", &f, "Mean time per GPU");
-    putf(b,
-         "<text class=\"title\" x=\"%.1f\" y=\"18\" text-anchor=\"middle\">"
-         "Mean time per GPU</text>\n",
-         f.w / 2);
+    bf_buf_printf(b,
+                  "<text class=\"title\" x=\"%.1f\" y=\"18\" text-anchor=\"middle\">"
+                  "Mean time per GPU</text>\n",
+                  f.w / 2);
     if (n == 0) {
         svg_axes(b, &f, "seconds", NULL, NULL);
         svg_nodata(b, &f, "no timed success");
-        puts_(b, "</svg>\n");
+        bf_buf_puts(b, "</svg>\n");
         return;
     }
     f.x1 = top > 0 ? top * 1.15 : 1;
@@ -823,19 +786,19 @@ static void plot_gpu(buf_t *b, const json_t *summary)
             snprintf(label, sizeof label, "%.*s/cpu", (int)(kl - 3 > 250 ? 250 : kl - 3), key);
         else
             snprintf(label, sizeof label, "%.290s", key);
-        putf(b, "<g class=\"gpu\"><title>");
+        bf_buf_printf(b, "<g class=\"gpu\"><title>");
         put_esc(b, label);
-        putf(b,
-             ": %.3f s</title><rect class=\"bar\" x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" "
-             "height=\"%.1f\" fill=\"" C_GPU "\"/>",
-             x, f.ml, yb, fmax(px_x(&f, x) - f.ml, 1), bh);
-        putf(b, "<text class=\"tick\" x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">", f.ml - 4,
-             y + row / 2 + 4);
+        bf_buf_printf(b,
+                      ": %.3f s</title><rect class=\"bar\" x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" "
+                      "height=\"%.1f\" fill=\"" C_GPU "\"/>",
+                      x, f.ml, yb, fmax(px_x(&f, x) - f.ml, 1), bh);
+        bf_buf_printf(b, "<text class=\"tick\" x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">",
+                      f.ml - 4, y + row / 2 + 4);
         put_esc_cut(b, label, LABEL_MAX);
-        putf(b, "</text><text class=\"tick\" x=\"%.1f\" y=\"%.1f\">%.2f s</text></g>\n",
-             px_x(&f, x) + 3, y + row / 2 + 4, x);
+        bf_buf_printf(b, "</text><text class=\"tick\" x=\"%.1f\" y=\"%.1f\">%.2f s</text></g>\n",
+                      px_x(&f, x) + 3, y + row / 2 + 4, x);
     }
-    puts_(b, "</svg>\n");
+    bf_buf_puts(b, "</svg>\n");
 }
 
 /* ---- the page ----------------------------------------------------------------- */
@@ -872,33 +835,33 @@ static const char *const css =
     ".empty{display:inline-block;width:10px;height:10px;background:#c8c8c8;"
     "vertical-align:middle}\n";
 
-static void fact(buf_t *b, const char *name, const json_t *v, const char *fmt)
+static void fact(bf_buf_t *b, const char *name, const json_t *v, const char *fmt)
 {
-    putf(b, "<div>%s: <b>", name);
+    bf_buf_printf(b, "<div>%s: <b>", name);
     if (json_is_string(v))
         put_esc(b, json_string_value(v));
     else if (json_is_integer(v))
-        putf(b, "%lld", (long long)json_integer_value(v));
+        bf_buf_printf(b, "%lld", (long long)json_integer_value(v));
     else
         put_num(b, v, fmt);
-    puts_(b, "</b></div>\n");
+    bf_buf_puts(b, "</b></div>\n");
 }
 
-static void header(buf_t *b, const json_t *summary, size_t nres)
+static void header(bf_buf_t *b, const json_t *summary, size_t nres)
 {
     const json_t *job = json_object_get(summary, "job");
     const char *name = json_string_value(json_object_get(job, "name"));
-    puts_(b, "<h1>Beamfleet report");
+    bf_buf_puts(b, "<h1>Beamfleet report");
     if (name) {
-        puts_(b, ": ");
+        bf_buf_puts(b, ": ");
         put_esc(b, name);
     }
-    puts_(b, "</h1>\n<div class=\"facts\">\n");
+    bf_buf_puts(b, "</h1>\n<div class=\"facts\">\n");
     fact(b, "job", json_object_get(job, "id"), "%g");
     fact(b, "task", json_object_get(job, "task"), "%g");
     fact(b, "state", json_object_get(job, "state"), "%g");
     const json_t *c = json_object_get(summary, "counts");
-    putf(b, "<div>scenes: <b>%zu</b></div>\n", nres);
+    bf_buf_printf(b, "<div>scenes: <b>%zu</b></div>\n", nres);
     fact(b, "success", json_object_get(c, "success"), "%g");
     fact(b, "failed", json_object_get(c, "failed"), "%g");
     fact(b, "error", json_object_get(c, "error"), "%g");
@@ -914,21 +877,21 @@ static void header(buf_t *b, const json_t *summary, size_t nres)
     fact(b, "zone cells", json_object_get(summary, "zone_cells"), "%g");
     char now[32];
     bf_iso8601(bf_wall_ms(), now);
-    putf(b, "<div>written: <b>%s</b></div>\n</div>\n", now);
+    bf_buf_printf(b, "<div>written: <b>%s</b></div>\n</div>\n", now);
 }
 
-static void put_img(buf_t *b, const thumbs_t *t, int m, const char *scene)
+static void put_img(bf_buf_t *b, const thumbs_t *t, int m, const char *scene)
 {
-    puts_(b, "<img src=\"data:image/png;base64,");
+    bf_buf_puts(b, "<img src=\"data:image/png;base64,");
     put_base64(b, t->png[m], t->len[m]);
-    putf(b, "\" width=\"%u\" height=\"%u\" alt=\"%s map of ", t->dw, t->dh,
-         m ? "optimized" : "initial");
+    bf_buf_printf(b, "\" width=\"%u\" height=\"%u\" alt=\"%s map of ", t->dw, t->dh,
+                  m ? "optimized" : "initial");
     put_esc(b, scene);
-    puts_(b, "\">");
+    bf_buf_puts(b, "\">");
 }
 
 /* One scene's row. thumbs may be NULL. */
-static void row(buf_t *b, const char *scene, const json_t *res, const thumbs_t *t)
+static void row(bf_buf_t *b, const char *scene, const json_t *res, const thumbs_t *t)
 {
     const char *st = json_string_value(json_object_get(res, "status"));
     const char *cls = !st                        ? "status-other"
@@ -937,67 +900,67 @@ static void row(buf_t *b, const char *scene, const json_t *res, const thumbs_t *
                       : !strcmp(st, "error")     ? "status-error"
                       : !strcmp(st, "cancelled") ? "status-cancelled"
                                                  : "status-other";
-    puts_(b, "<tr class=\"scene\"><td class=\"s\">");
+    bf_buf_puts(b, "<tr class=\"scene\"><td class=\"s\">");
     put_esc(b, scene);
-    putf(b, "</td><td class=\"s st %s\">", cls);
+    bf_buf_printf(b, "</td><td class=\"s st %s\">", cls);
     if (st)
         put_esc(b, st);
     else
-        puts_(b, DASH);
+        bf_buf_puts(b, DASH);
     const char *reason = json_string_value(json_object_get(res, "reason"));
-    puts_(b, "</td><td class=\"reason\"");
+    bf_buf_puts(b, "</td><td class=\"reason\"");
     if (reason && strlen(reason) > REASON_MAX) {
-        puts_(b, " title=\"");
+        bf_buf_puts(b, " title=\"");
         put_esc(b, reason);
-        puts_(b, "\"");
+        bf_buf_puts(b, "\"");
     }
-    puts_(b, ">");
+    bf_buf_puts(b, ">");
     if (reason && *reason)
         put_esc_cut(b, reason, REASON_MAX);
     else
-        puts_(b, reason ? "" : DASH);
-    puts_(b, "</td><td class=\"s\">");
+        bf_buf_puts(b, reason ? "" : DASH);
+    bf_buf_puts(b, "</td><td class=\"s\">");
     const char *host = json_string_value(json_object_get(res, "host"));
     const json_t *gpu = json_object_get(res, "gpu_id");
     if (host)
         put_esc(b, host);
     else
-        puts_(b, DASH);
+        bf_buf_puts(b, DASH);
     if (json_is_integer(gpu) && json_integer_value(gpu) >= 0)
-        putf(b, " / gpu %lld", (long long)json_integer_value(gpu));
+        bf_buf_printf(b, " / gpu %lld", (long long)json_integer_value(gpu));
     else if (json_is_integer(gpu))
-        puts_(b, " / cpu");
-    puts_(b, "</td><td>");
+        bf_buf_puts(b, " / cpu");
+    bf_buf_puts(b, "</td><td>");
     const json_t *att = json_object_get(res, "attempt");
     if (json_is_integer(att))
-        putf(b, "%lld", (long long)json_integer_value(att));
+        bf_buf_printf(b, "%lld", (long long)json_integer_value(att));
     else
-        puts_(b, DASH);
-    puts_(b, "</td><td>");
+        bf_buf_puts(b, DASH);
+    bf_buf_puts(b, "</td><td>");
     put_num(b, json_object_get(res, "elapsed_time"), "%.2f");
     for (int m = 0; m < 2; m++) { /* azimuth / tilt */
         const char *key = m ? "boresight_optimized" : "boresight_initial";
-        puts_(b, "</td><td class=\"st\">");
+        bf_buf_puts(b, "</td><td class=\"st\">");
         put_num(b, get2(res, key, "azimuth_deg"), "%.1f");
-        puts_(b, " / ");
+        bf_buf_puts(b, " / ");
         put_num(b, get2(res, key, "tilt_deg"), "%.1f");
     }
     static const char *const cols[] = {"initial_mean", "optimized_mean", "improvement_mean"};
     for (size_t k = 0; k < BF_ARRAY_LEN(cols); k++) {
-        puts_(b, "</td><td>");
+        bf_buf_puts(b, "</td><td>");
         put_num(b, get2(res, "stats", cols[k]), "%.2f");
     }
     for (int m = 0; m < 2; m++) {
-        puts_(b, "</td><td class=\"map\">");
+        bf_buf_puts(b, "</td><td class=\"map\">");
         if (t) {
             put_img(b, t, m, scene);
             if (m == 1)
-                putf(b, "<div class=\"range\">%.1f &#8230; %.1f dBm</div>", t->lo, t->hi);
+                bf_buf_printf(b, "<div class=\"range\">%.1f &#8230; %.1f dBm</div>", t->lo, t->hi);
         } else {
-            puts_(b, DASH);
+            bf_buf_puts(b, DASH);
         }
     }
-    puts_(b, "</td></tr>\n");
+    bf_buf_puts(b, "</td></tr>\n");
 }
 
 typedef struct {
@@ -1061,7 +1024,7 @@ bf_err_t collector_html_write(const char *dir, const json_t *summary, const json
     const json_t **res = calloc(n ? n : 1, sizeof *res);
     char *tdir = bf_asprintf("%s/thumbnails", dir);
     char *path = bf_asprintf("%s/report.html", dir);
-    buf_t b = {0};
+    bf_buf_t b = {0};
     bf_err_t rc = BF_OK, first = BF_OK;
     char ferr[BF_ERRLEN] = "";
     bool tdir_made = false;
@@ -1072,37 +1035,38 @@ bf_err_t collector_html_write(const char *dir, const json_t *summary, const json
     for (size_t i = 0; i < n; i++)
         res[i] = e[i].res;
 
-    puts_(&b, "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n"
-              "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; "
-              "img-src data:; style-src 'unsafe-inline'\">\n"
-              "<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\n"
-              "<meta name=\"generator\" content=\"beamfleet " BF_VERSION "\">\n<title>");
+    bf_buf_puts(&b, "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n"
+                    "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; "
+                    "img-src data:; style-src 'unsafe-inline'\">\n"
+                    "<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\n"
+                    "<meta name=\"generator\" content=\"beamfleet " BF_VERSION "\">\n<title>");
     const char *name = json_string_value(get2(summary, "job", "name"));
-    puts_(&b, "Beamfleet report");
+    bf_buf_puts(&b, "Beamfleet report");
     if (name) {
-        puts_(&b, " - ");
+        bf_buf_puts(&b, " - ");
         put_esc(&b, name);
     }
-    puts_(&b, "</title>\n<style>\n");
-    puts_(&b, css);
-    puts_(&b, "</style></head>\n<body><main>\n");
+    bf_buf_puts(&b, "</title>\n<style>\n");
+    bf_buf_puts(&b, css);
+    bf_buf_puts(&b, "</style></head>\n<body><main>\n");
     header(&b, summary, n);
-    puts_(&b, "<section class=\"plots\">\n");
+    bf_buf_puts(&b, "<section class=\"plots\">\n");
     plot_cdf(&b, res, n, &oom);
     plot_hist(&b, res, n, &oom);
     plot_gpu(&b, summary);
-    puts_(&b, "</section>\n<h2>Scenes</h2>\n"
-              "<p class=\"range\">Maps: received power at the measurement height, north up, "
-              "colour scale per scene (both maps, 2nd to 98th percentile) "
-              "<span class=\"cbar\"></span> low to high, <span class=\"empty\"></span> no "
-              "ray.</p>\n"
-              "<div class=\"tablewrap\"><table "
-              "id=\"scenes\"><thead><tr><th>scene</th><th>status</th><th>reason</th>"
-              "<th>host / gpu</th><th>attempt</th><th>elapsed (s)</th>"
-              "<th>initial azimuth / tilt (&#176;)</th><th>optimized azimuth / tilt (&#176;)</th>"
-              "<th>initial mean (dBm)</th><th>optimized mean (dBm)</th>"
-              "<th>improvement (dB)</th><th>initial map</th><th>optimized map</th></tr></thead>"
-              "\n<tbody>\n");
+    bf_buf_puts(&b,
+                "</section>\n<h2>Scenes</h2>\n"
+                "<p class=\"range\">Maps: received power at the measurement height, north up, "
+                "colour scale per scene (both maps, 2nd to 98th percentile) "
+                "<span class=\"cbar\"></span> low to high, <span class=\"empty\"></span> no "
+                "ray.</p>\n"
+                "<div class=\"tablewrap\"><table "
+                "id=\"scenes\"><thead><tr><th>scene</th><th>status</th><th>reason</th>"
+                "<th>host / gpu</th><th>attempt</th><th>elapsed (s)</th>"
+                "<th>initial azimuth / tilt (&#176;)</th><th>optimized azimuth / tilt (&#176;)</th>"
+                "<th>initial mean (dBm)</th><th>optimized mean (dBm)</th>"
+                "<th>improvement (dB)</th><th>initial map</th><th>optimized map</th></tr></thead>"
+                "\n<tbody>\n");
     for (size_t i = 0; i < n && !oom && !b.oom; i++) {
         thumbs_t t;
         char terr[BF_ERRLEN] = "";
@@ -1136,11 +1100,11 @@ bf_err_t collector_html_write(const char *dir, const json_t *summary, const json
         thumbs_clear(&t);
     }
     if (n > TABLE_MAX)
-        putf(&b,
-             "<tr><td colspan=\"13\">%zu more scenes (the first %d by name are shown): "
-             "see results.csv and thumbnails/</td></tr>\n",
-             n - TABLE_MAX, TABLE_MAX);
-    puts_(&b, "</tbody></table></div>\n</main></body></html>\n");
+        bf_buf_printf(&b,
+                      "<tr><td colspan=\"13\">%zu more scenes (the first %d by name are shown): "
+                      "see results.csv and thumbnails/</td></tr>\n",
+                      n - TABLE_MAX, TABLE_MAX);
+    bf_buf_puts(&b, "</tbody></table></div>\n</main></body></html>\n");
     if (oom || b.oom) {
         rc = bf_fail(err, BF_ENOMEM, "report.html: out of memory");
         goto done;

@@ -92,62 +92,28 @@ static const char *const csv_paths[COLLECTOR_REPORT_CSV_NCOLUMNS][2] = {
     {"stats", "optimized_p90"},
     {"stats", "improvement_mean"}};
 
-/* ---- a growing text buffer ----------------------------------------------------- */
-
-typedef struct {
-    char *p;
-    size_t len, cap;
-    bool oom;
-} buf_t;
-
-static void put(buf_t *b, const char *s, size_t n)
-{
-    if (b->oom)
-        return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? 2 * b->cap : 4096;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *q = realloc(b->p, cap);
-        if (!q) {
-            b->oom = true;
-            return;
-        }
-        b->p = q;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-static void puts_(buf_t *b, const char *s)
-{
-    put(b, s, strlen(s));
-}
-
 /* ---- CSV ------------------------------------------------------------------------ */
 
 /* RFC 4180: quote a field holding a comma, a quote or a line break, and
    double the quotes inside. */
-static void csv_field(buf_t *b, const char *s)
+static void csv_field(bf_buf_t *b, const char *s)
 {
     if (!strpbrk(s, ",\"\r\n")) {
-        puts_(b, s);
+        bf_buf_puts(b, s);
         return;
     }
-    put(b, "\"", 1);
+    bf_buf_put(b, "\"", 1);
     for (const char *c = s; *c; c++) {
         if (*c == '"')
-            put(b, "\"", 1);
-        put(b, c, 1);
+            bf_buf_put(b, "\"", 1);
+        bf_buf_put(b, c, 1);
     }
-    put(b, "\"", 1);
+    bf_buf_put(b, "\"", 1);
 }
 
 /* The shortest of %.15g, %.16g, %.17g that reads back as x: what a
    spreadsheet or Python shows, and lossless. */
-static void csv_real(buf_t *b, double x)
+static void csv_real(bf_buf_t *b, double x)
 {
     char num[40];
     if (!isfinite(x))
@@ -157,14 +123,14 @@ static void csv_real(buf_t *b, double x)
         if (strtod(num, NULL) == x)
             break;
     }
-    puts_(b, num);
+    bf_buf_puts(b, num);
 }
 
-static void csv_row(buf_t *b, const json_t *r)
+static void csv_row(bf_buf_t *b, const json_t *r)
 {
     for (size_t c = 0; c < COLLECTOR_REPORT_CSV_NCOLUMNS; c++) {
         if (c)
-            put(b, ",", 1);
+            bf_buf_put(b, ",", 1);
         const json_t *v = json_object_get(r, csv_paths[c][0]);
         if (csv_paths[c][1])
             v = json_object_get(v, csv_paths[c][1]);
@@ -173,24 +139,24 @@ static void csv_row(buf_t *b, const json_t *r)
             csv_field(b, json_string_value(v));
         } else if (json_is_integer(v)) {
             snprintf(num, sizeof num, "%lld", (long long)json_integer_value(v));
-            puts_(b, num);
+            bf_buf_puts(b, num);
         } else if (json_is_real(v)) {
             csv_real(b, json_real_value(v));
         } else if (json_is_boolean(v)) {
-            puts_(b, json_is_true(v) ? "true" : "false");
+            bf_buf_puts(b, json_is_true(v) ? "true" : "false");
         }
     }
-    put(b, "\n", 1);
+    bf_buf_put(b, "\n", 1);
 }
 
-static void csv_header(buf_t *b)
+static void csv_header(bf_buf_t *b)
 {
     for (size_t c = 0; c < COLLECTOR_REPORT_CSV_NCOLUMNS; c++) {
         if (c)
-            put(b, ",", 1);
-        puts_(b, collector_report_csv_columns[c]);
+            bf_buf_put(b, ",", 1);
+        bf_buf_puts(b, collector_report_csv_columns[c]);
     }
-    put(b, "\n", 1);
+    bf_buf_put(b, "\n", 1);
 }
 
 /* ---- open and recover --------------------------------------------------------- */
@@ -358,7 +324,7 @@ bf_err_t collector_report_open(const char *dir, const char *job_id, collector_re
     r->all = json_array();
     bf_err_t rc = BF_OK;
     char *jsonl = NULL, *csv = NULL, *text = NULL;
-    buf_t b = {0};
+    bf_buf_t b = {0};
     if (!r->dir || !r->progress || !r->lite || !r->ids || !r->all) {
         rc = bf_fail(err, BF_ENOMEM, "out of memory");
         goto fail;
@@ -546,7 +512,7 @@ bf_err_t collector_report_append(collector_report_t *r, json_t *results, char *e
     bf_err_t rc = dedup(r, results, err);
     if (rc != BF_OK || json_array_size(results) == 0)
         return rc;
-    buf_t lines = {0}, rows = {0};
+    bf_buf_t lines = {0}, rows = {0};
     size_t i;
     json_t *res;
     json_array_foreach(results, i, res)
@@ -556,8 +522,8 @@ bf_err_t collector_report_append(collector_report_t *r, json_t *results, char *e
             lines.oom = true;
             break;
         }
-        puts_(&lines, line);
-        put(&lines, "\n", 1);
+        bf_buf_puts(&lines, line);
+        bf_buf_put(&lines, "\n", 1);
         free(line);
         csv_row(&rows, res);
     }

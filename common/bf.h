@@ -91,6 +91,20 @@ bf_err_t bf_read_file(const char *path, size_t max, char **data, size_t *len,
 /* True if path is a directory. */
 bool bf_is_dir(const char *path);
 
+/* ---- a growing text buffer ------------------------------------------------ */
+typedef struct {
+    char *p; /* NUL-terminated text, or NULL while empty; free() it */
+    size_t len, cap;
+    bool oom; /* an append failed: the text is incomplete, later appends do nothing */
+} bf_buf_t;
+
+/* Appends n bytes of s. */
+void bf_buf_put(bf_buf_t *b, const char *s, size_t n);
+/* Appends a C string. */
+void bf_buf_puts(bf_buf_t *b, const char *s);
+/* Appends printf-formatted text. */
+void bf_buf_printf(bf_buf_t *b, const char *fmt, ...) BF_PRINTF(2, 3);
+
 /* ---- strings ------------------------------------------------------------ */
 /* strdup that returns NULL for NULL. */
 char *bf_strdup(const char *s);
