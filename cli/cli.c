@@ -3,6 +3,7 @@
 
 #include "cli.h"
 
+#include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
 #include <zmq.h>
@@ -61,6 +62,19 @@ int cli_main(int argc, char **argv)
         if (!strcmp(commands[i].name, name))
             return commands[i].run(argc - 1, argv + 1);
     fprintf(stderr, "beamfleet: unknown command '%s' (try beamfleet --help)\n", name);
+    return CLI_EXIT_USAGE;
+}
+
+int cli_option_other(const char *cmd, int c, const char *help, char *const argv[])
+{
+    if (c == 'h') {
+        fputs(help, stdout);
+        return CLI_EXIT_OK;
+    }
+    if (c == ':')
+        fprintf(stderr, "beamfleet %s: option %s needs a value\n", cmd, argv[optind - 1]);
+    else
+        fprintf(stderr, "beamfleet %s: unknown option '%s' (try --help)\n", cmd, argv[optind - 1]);
     return CLI_EXIT_USAGE;
 }
 

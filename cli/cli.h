@@ -42,6 +42,12 @@ int cli_solve(int argc, char **argv);
 int cli_scenegen(int argc, char **argv);
 int cli_version(int argc, char **argv);
 
+/* The getopt_long cases every subcommand shares, for its `default:` arm:
+   'h' prints help and returns CLI_EXIT_OK; ':' (a missing value) and an
+   unknown option print one line naming the flag and return CLI_EXIT_USAGE.
+   The option string must start with ':' and map --help to 'h'. */
+int cli_option_other(const char *cmd, int c, const char *help, char *const argv[]);
+
 /* Loads the fleet file named by -c (path may be NULL for defaults) and applies
    the documented precedence for the broker endpoint. Prints the error and
    returns CLI_EXIT_USAGE on failure, 0 on success. */

@@ -39,16 +39,8 @@ int cli_keygen(int argc, char **argv)
         case 'f':
             force = true;
             break;
-        case 'h':
-            fputs(help, stdout);
-            return CLI_EXIT_OK;
-        case ':':
-            fprintf(stderr, "beamfleet keygen: option %s needs a value\n", argv[optind - 1]);
-            return CLI_EXIT_USAGE;
-        default:
-            fprintf(stderr, "beamfleet keygen: unknown option '%s' (try --help)\n",
-                    argv[optind - 1]);
-            return CLI_EXIT_USAGE;
+        default: /* --help, a missing value, an unknown option */
+            return cli_option_other("keygen", c, help, argv);
         }
     }
     if (!dir) {

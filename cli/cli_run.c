@@ -127,15 +127,8 @@ int cli_run(int argc, char **argv)
         case 'o':
             out = optarg;
             break;
-        case 'h':
-            fputs(help, stdout);
-            return CLI_EXIT_OK;
-        case ':':
-            fprintf(stderr, "beamfleet run: option %s needs a value\n", argv[optind - 1]);
-            return CLI_EXIT_USAGE;
-        default:
-            fprintf(stderr, "beamfleet run: unknown option '%s' (try --help)\n", argv[optind - 1]);
-            return CLI_EXIT_USAGE;
+        default: /* --help, a missing value, an unknown option */
+            return cli_option_other("run", c, help, argv);
         }
     }
     if (optind != argc - 1) {

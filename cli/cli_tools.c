@@ -67,16 +67,8 @@ int cli_solve(int argc, char **argv)
         case 'C':
             cpu = true;
             break;
-        case 'h':
-            fputs(help, stdout);
-            return CLI_EXIT_OK;
-        case ':':
-            fprintf(stderr, "beamfleet solve: option %s needs a value\n", argv[optind - 1]);
-            return CLI_EXIT_USAGE;
-        default:
-            fprintf(stderr, "beamfleet solve: unknown option '%s' (try --help)\n",
-                    argv[optind - 1]);
-            return CLI_EXIT_USAGE;
+        default: /* --help, a missing value, an unknown option */
+            return cli_option_other("solve", c, help, argv);
         }
     }
     if (optind != argc - 1) {
@@ -184,16 +176,8 @@ int cli_scenegen(int argc, char **argv)
                 return CLI_EXIT_USAGE;
             }
             break;
-        case 'h':
-            fputs(help, stdout);
-            return CLI_EXIT_OK;
-        case ':':
-            fprintf(stderr, "beamfleet scenegen: option %s needs a value\n", argv[optind - 1]);
-            return CLI_EXIT_USAGE;
-        default:
-            fprintf(stderr, "beamfleet scenegen: unknown option '%s' (try --help)\n",
-                    argv[optind - 1]);
-            return CLI_EXIT_USAGE;
+        default: /* --help, a missing value, an unknown option */
+            return cli_option_other("scenegen", c, help, argv);
         }
     }
     if (!out || optind != argc) {

@@ -63,16 +63,8 @@ int cli_watch(int argc, char **argv)
                 return CLI_EXIT_USAGE;
             }
             break;
-        case 'h':
-            fputs(help, stdout);
-            return CLI_EXIT_OK;
-        case ':':
-            fprintf(stderr, "beamfleet watch: option %s needs a value\n", argv[optind - 1]);
-            return CLI_EXIT_USAGE;
-        default:
-            fprintf(stderr, "beamfleet watch: unknown option '%s' (try --help)\n",
-                    argv[optind - 1]);
-            return CLI_EXIT_USAGE;
+        default: /* --help, a missing value, an unknown option */
+            return cli_option_other("watch", c, help, argv);
         }
     }
     if (optind != argc) {
