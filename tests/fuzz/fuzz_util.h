@@ -196,6 +196,28 @@ static inline void fuzz_check_reason(bf_err_t rc, const char *err)
     free(data);
     proto_msg_clear(&m);
 }
+
+#ifdef KERN_SCENE_H_INCLUDED
+/* Loads scratch/scene.xml (after the harness wrote its input): NULL when
+   the loader refused it, which must then be with a reason fit for an ERROR
+   and no scene; otherwise a scene that passed fuzz_check_scene (the
+   caller destroys it). */
+static inline kern_scene_t *fuzz_load_scene(void)
+{
+    char path[1024], err[BF_ERRLEN] = "";
+    fuzz_path(path, sizeof path, "scene.xml");
+    kern_scene_t *scene = NULL;
+    bf_err_t rc = kern_scene_load_xml(path, 3.5e9, &scene, err);
+    if (rc != BF_OK) {
+        FUZZ_NOTE("refused: %s", err);
+        fuzz_check_reason(rc, err);
+        FUZZ_ASSERT(!scene, "a refused scene returned");
+        return NULL;
+    }
+    fuzz_check_scene(scene);
+    return scene;
+}
+#endif
 #endif
 
 #endif

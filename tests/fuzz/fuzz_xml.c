@@ -34,18 +34,10 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    char path[1024], err[BF_ERRLEN] = "";
     fuzz_write("scene.xml", data, size);
-    fuzz_path(path, sizeof path, "scene.xml");
-    kern_scene_t *scene = NULL;
-    bf_err_t rc = kern_scene_load_xml(path, 3.5e9, &scene, err);
-    if (rc != BF_OK) {
-        FUZZ_NOTE("refused: %s", err);
-        fuzz_check_reason(rc, err);
-        FUZZ_ASSERT(!scene, "a refused scene returned");
+    kern_scene_t *scene = fuzz_load_scene();
+    if (!scene)
         return 0;
-    }
-    fuzz_check_scene(scene);
     FUZZ_ASSERT(scene->triangle_count % 2 == 0 && scene->vertex_count % 4 == 0,
                 "%zu triangles, %zu vertices from quads", scene->triangle_count,
                 scene->vertex_count);
