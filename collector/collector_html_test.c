@@ -9,6 +9,7 @@
     names that stay text (no element, no attribute, no script gets through). */
 
 #include "collector_html.h"
+#include "collector_testkit.h"
 
 #include <dirent.h>
 #include <math.h>
@@ -25,30 +26,6 @@
 #define EVIL_JOB    "</title><script>alert(4)</script>"
 
 /* ---- reading back ------------------------------------------------------------ */
-
-/* dir/name as a NUL-terminated string (free it), or NULL. */
-static char *slurp(const char *dir, const char *name)
-{
-    char path[600];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    char *text = NULL;
-    size_t len;
-    return bf_read_file(path, 1 << 26, &text, &len, NULL) == BF_OK ? text : NULL;
-}
-
-/* Entries of dir whose name starts with prefix ("." and ".." included), or -1. */
-static int count_files(const char *dir, const char *prefix)
-{
-    DIR *d = opendir(dir);
-    if (!d)
-        return -1;
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)))
-        n += !strncmp(e->d_name, prefix, strlen(prefix));
-    closedir(d);
-    return n;
-}
 
 /* Decodes a PNG with libpng into RGB (or RGBA); NULL when it is not one. */
 static unsigned char *png_decode(const void *data, size_t len, bool rgba, unsigned *w, unsigned *h)
