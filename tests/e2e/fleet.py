@@ -228,18 +228,27 @@ def check_reports(out, scenes, statuses=None):
     return {r["scene"]: r for r in lines}
 
 
-def main(tests):
-    """Runs the test named by argv[1] (or all), each in a fresh Fleet."""
+class Skip(Exception):
+    """Raised by a test that cannot run here (a missing browser, no root)."""
+
+
+def main(tests, prefix=""):
+    """Runs the test named by argv[1] (or all), each in a fresh Fleet named
+    prefix + test. Exits 1 on a failure, 77 when every test was skipped."""
     names = sys.argv[1:] or list(tests)
-    failed = 0
+    failed = skipped = 0
     for name in names:
-        fleet = Fleet(name)
+        fleet = Fleet(prefix + name)
         ok = False
         t0 = time.time()
         try:
             tests[name](fleet)
             ok = True
             print(f"PASS {name} ({time.time() - t0:.1f} s)")
+        except Skip as e:
+            ok = True
+            skipped += 1
+            print(f"SKIP {name}: {e}")
         except Exception as e:  # the harness reports every failure the same way
             import traceback
             traceback.print_exc()
@@ -247,5 +256,5 @@ def main(tests):
             failed += 1
         finally:
             fleet.cleanup(ok)
-    print(f"{len(names) - failed} passed, {failed} failed")
-    sys.exit(1 if failed else 0)
+    print(f"{len(names) - failed - skipped} passed, {skipped} skipped, {failed} failed")
+    sys.exit(1 if failed else 77 if skipped == len(names) else 0)

@@ -17,9 +17,7 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from fleet import Fleet, check_reports, main  # noqa: E402
-
-SKIP = 77
+from fleet import Fleet, Skip, check_reports, main  # noqa: E402
 
 
 def mount_tmpfs(fleet, size="512k"):
@@ -28,8 +26,7 @@ def mount_tmpfs(fleet, size="512k"):
     r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", mnt],
                        capture_output=True, text=True)
     if r.returncode != 0:
-        print(f"SKIP: cannot mount a tmpfs here: {r.stderr.strip()}")
-        sys.exit(SKIP)
+        raise Skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
     fleet.on_cleanup = lambda: subprocess.run(["umount", "-l", mnt], capture_output=True)
     return mnt
 

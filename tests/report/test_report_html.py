@@ -30,7 +30,7 @@ import time
 import zlib
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "e2e"))
-from fleet import Fleet, check_reports, read_jsonl  # noqa: E402
+from fleet import Fleet, Skip, check_reports, main, read_jsonl  # noqa: E402
 
 EVIL = "x<img src=q onerror=alert(1)>&\"'"
 PERMISSIVE = ("validation: {p10_min_dbm: -400, p10_max_dbm: 0, p90_min_dbm: -400, "
@@ -38,10 +38,6 @@ PERMISSIVE = ("validation: {p10_min_dbm: -400, p10_max_dbm: 0, p90_min_dbm: -400
 # The plot colours of collector_html.c, each in its own column of the page.
 COLOURS = {"cdf-initial": ((0x1f, 0x77, 0xb4), 0), "cdf-optimized": ((0xff, 0x7f, 0x0e), 0),
            "hist": ((0x2c, 0xa0, 0x2c), 1), "gpu": ((0x94, 0x67, 0xbd), 2)}
-
-
-class Skip(Exception):
-    pass
 
 
 # ---- a PNG reader (stdlib only: zlib + struct) ---------------------------------------
@@ -340,31 +336,5 @@ def test_thumbnails(fleet: Fleet):
 TESTS = {"boresight": test_boresight, "exec": test_exec, "thumbnails": test_thumbnails}
 
 
-def main():
-    names = sys.argv[1:] or list(TESTS)
-    failed = skipped = 0
-    for name in names:
-        fleet = Fleet(f"report-{name}")
-        ok = False
-        t0 = time.time()
-        try:
-            TESTS[name](fleet)
-            ok = True
-            print(f"PASS {name} ({time.time() - t0:.1f} s)")
-        except Skip as e:
-            ok = True
-            skipped += 1
-            print(f"SKIP {name}: {e}")
-        except Exception as e:  # the harness reports every failure the same way
-            import traceback
-            traceback.print_exc()
-            print(f"FAIL {name}: {e}")
-            failed += 1
-        finally:
-            fleet.cleanup(ok)
-    print(f"{len(names) - failed - skipped} passed, {skipped} skipped, {failed} failed")
-    sys.exit(1 if failed else 77 if skipped == len(names) else 0)
-
-
 if __name__ == "__main__":
-    main()
+    main(TESTS, prefix="report-")
