@@ -67,6 +67,11 @@ void cli_security_drop(void);
 bf_err_t cli_request(const char *endpoint, const proto_msg_t *request, proto_msg_t *reply,
                      int timeout_ms, char *err) BF_MUST_CHECK;
 
+/* Replaces why with what the endpoint really is (nothing listening, not a
+   ZeroMQ peer, CURVE on one side only) when a look at its greeting tells
+   more; leaves it as it is otherwise. */
+void cli_explain_endpoint(const char *endpoint, char *why, size_t why_len);
+
 /* Follows job_id until every task is final and the collector has taken every
    result, printing one line per result and the progress line of the notebook
    it replaces, then the summary. Returns CLI_EXIT_OK, or CLI_EXIT_FAILURE if

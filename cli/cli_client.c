@@ -17,6 +17,13 @@
 
 volatile sig_atomic_t cli_interrupted;
 
+void cli_explain_endpoint(const char *endpoint, char *why, size_t why_len)
+{
+    char seen[BF_ERRLEN];
+    if (bf_endpoint_probe(endpoint, cli_security() != NULL, 1000, seen, sizeof seen))
+        bf_strlcpy(why, seen, why_len);
+}
+
 bf_err_t cli_request(const char *endpoint, const proto_msg_t *request, proto_msg_t *reply,
                      int timeout_ms, char *err)
 {
@@ -45,6 +52,11 @@ bf_err_t cli_request(const char *endpoint, const proto_msg_t *request, proto_msg
         goto cleanup;
     }
     rc = proto_send(sock, NULL, 0, request, 0);
+    if (rc == BF_EPROTO) { /* refused by the encoder: nothing was sent */
+        bf_fail(err, rc, "the %s request does not fit in one message (limit %u MiB)",
+                proto_type_name(request->type), PROTO_MAX_FRAME >> 20);
+        goto cleanup;
+    }
     if (rc != BF_OK) {
         bf_fail(err, rc, "cannot send to %s: %s", endpoint, zmq_strerror(zmq_errno()));
         goto cleanup;
@@ -53,8 +65,13 @@ bf_err_t cli_request(const char *endpoint, const proto_msg_t *request, proto_msg
     for (;;) {
         int64_t left = deadline - bf_mono_ms();
         if (left <= 0) {
-            rc = bf_fail(err, BF_ETIMEDOUT, "no answer from the broker at %s within %d s", endpoint,
-                         timeout_ms / 1000);
+            char why[BF_ERRLEN];
+            snprintf(why, sizeof why,
+                     "no answer from a broker at %s within %d s: nothing there answered as a "
+                     "broker (is one running, and is this its port?)",
+                     endpoint, timeout_ms / 1000);
+            cli_explain_endpoint(endpoint, why, sizeof why);
+            rc = bf_fail(err, BF_ETIMEDOUT, "%s", why);
             goto cleanup;
         }
         zmq_pollitem_t items[2] = {{sock, 0, ZMQ_POLLIN, 0}, {monitor, 0, ZMQ_POLLIN, 0}};
@@ -62,6 +79,7 @@ bf_err_t cli_request(const char *endpoint, const proto_msg_t *request, proto_msg
             continue;
         char why[BF_ERRLEN];
         if ((items[1].revents & ZMQ_POLLIN) && bf_handshake_failed(monitor, why, sizeof why)) {
+            cli_explain_endpoint(endpoint, why, sizeof why);
             rc = bf_fail(err, BF_EPERM, "%s: %s", endpoint, why);
             goto cleanup;
         }
@@ -104,7 +122,24 @@ bf_err_t cli_submit_job(const char *endpoint, const bf_job_t *job, char job_id[6
     req.obj = bf_job_to_json(job, true);
     if (!req.obj)
         return BF_ENOMEM;
-    bf_err_t rc = cli_request(endpoint, &req, &rep, 30000, err);
+    /* Say what is too big before anything is sent: a job of a million
+       scenes, or of very long paths, does not fit in one message. */
+    uint8_t *data = NULL;
+    size_t size = 0;
+    bf_err_t rc = proto_encode(&req, &data, &size);
+    free(data);
+    if (rc == BF_EPROTO) {
+        char *text = json_dumps(req.obj, JSON_COMPACT);
+        size_t json_len = text ? strlen(text) : 0;
+        free(text);
+        proto_msg_clear(&req);
+        return bf_fail(err, BF_EINVAL,
+                       "the job document (%zu scenes, %.1f MiB as JSON) does not fit in one "
+                       "message (%u MiB at most): split the job (max_scenes, or several scene "
+                       "folders)",
+                       job->scene_count, (double)json_len / (1 << 20), PROTO_MAX_FRAME >> 20);
+    }
+    rc = cli_request(endpoint, &req, &rep, 30000, err);
     proto_msg_clear(&req);
     if (rc != BF_OK)
         return rc;

@@ -2,7 +2,14 @@
     one command. It starts a broker, a collector and the workers as child
     processes of this binary (the same code paths as on a cluster, over ipc://
     endpoints in a private temporary directory), submits the job, follows it
-    with live progress, prints the summary and stops the children. */
+    with live progress, prints the summary and stops the children.
+
+    The children go when `run` goes, however it goes: each gets
+    PR_SET_PDEATHSIG (SIGTERM: drain), and a janitor process forked first
+    watches a pipe from `run`; if the pipe closes before `run` said "done"
+    (`run` was killed with SIGKILL), the janitor freezes and kills every
+    process of the fleet, the children and all their descendants (task
+    trees included), and removes the temporary directory. */
 
 #include "cli.h"
 
@@ -12,23 +19,37 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #define MAX_CHILDREN 8
+#define JANITOR_MAX  4096 /* processes the janitor can track */
 
 typedef struct {
     pid_t pid;
     const char *what;
 } child_t;
 
-/* Starts `beamfleet ARGS...` with stdout and stderr appended to log_path. */
+static void remove_tree(const char *dir);
+
+/* Starts `beamfleet ARGS...` with stdout and stderr appended to log_path.
+   It runs the binary by its real path (so ps and top show `beamfleet`) and
+   gets SIGTERM when `run` dies. */
 static pid_t spawn_self(char *const args[], const char *log_path)
 {
+    char self[4096];
+    if (bf_self_exe(self, sizeof self) != BF_OK)
+        bf_strlcpy(self, "/proc/self/exe", sizeof self);
+    pid_t parent = getpid();
     pid_t pid = fork();
     if (pid != 0)
         return pid;
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (getppid() != parent)
+        _exit(0); /* `run` is gone already */
     int fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     if (fd >= 0) {
         dup2(fd, STDOUT_FILENO);
@@ -40,8 +61,169 @@ static pid_t spawn_self(char *const args[], const char *log_path)
     /* A new process group, so that a Ctrl-C at the terminal reaches only
        `run`, which then drains its children in order. */
     setpgid(0, 0);
-    execv("/proc/self/exe", args);
+    execv(self, args);
     _exit(127);
+}
+
+/* ---- the janitor -------------------------------------------------------- */
+
+typedef struct {
+    pid_t pid;
+    unsigned long long start; /* start time in clock ticks: a reused pid differs */
+} proc_id_t;
+
+/* Parent pid, process group and start time of pid from /proc; false when it
+   is gone. The comm field may hold spaces and parentheses: parse after the
+   last ')'. */
+static bool proc_stat(pid_t pid, pid_t *ppid, pid_t *pgid, unsigned long long *start)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return false;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return false;
+    buf[n] = '\0';
+    char *p = strrchr(buf, ')');
+    char state;
+    int pp, pg;
+    /* after comm: state ppid pgrp session tty_nr tpgid flags minflt cminflt
+       majflt cmajflt utime stime cutime cstime priority nice num_threads
+       itrealvalue starttime */
+    if (!p ||
+        sscanf(p + 1,
+               " %c %d %d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %*d %*d %*d %llu",
+               &state, &pp, &pg, start) != 4)
+        return false;
+    *ppid = pp;
+    *pgid = pg;
+    return true;
+}
+
+static bool tracked(const proc_id_t *set, size_t n, pid_t pid)
+{
+    for (size_t i = 0; i < n; i++)
+        if (set[i].pid == pid)
+            return true;
+    return false;
+}
+
+/* Freezes the fleet, grows the set to every process whose parent or process
+   group is in it (until nothing new turns up), then kills them all. A
+   frozen process cannot fork, so the set cannot grow behind our back. */
+static void janitor_sweep(proc_id_t *set, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        pid_t pp, pg;
+        unsigned long long st;
+        if (proc_stat(set[i].pid, &pp, &pg, &st) && st == set[i].start)
+            kill(set[i].pid, SIGSTOP);
+        else
+            set[i].pid = 0; /* gone, or the pid is someone else's now */
+    }
+    for (int round = 0; round < 100; round++) {
+        size_t before = n;
+        DIR *d = opendir("/proc");
+        struct dirent *e;
+        while (d && (e = readdir(d)) && n < JANITOR_MAX) {
+            char *end;
+            long v = strtol(e->d_name, &end, 10);
+            pid_t pp, pg;
+            unsigned long long st;
+            if (*end || v <= 1 || v == getpid() || tracked(set, n, (pid_t)v) ||
+                !proc_stat((pid_t)v, &pp, &pg, &st))
+                continue;
+            if ((pp > 0 && tracked(set, n, pp)) || (pg > 1 && tracked(set, n, pg))) {
+                kill((pid_t)v, SIGSTOP);
+                set[n++] = (proc_id_t){(pid_t)v, st};
+            }
+        }
+        if (d)
+            closedir(d);
+        if (n == before)
+            break;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (set[i].pid > 0)
+            kill(set[i].pid, SIGKILL);
+}
+
+/* The janitor's life: reads "+PID\n" per child and "done\n" from the pipe;
+   returns at EOF. Never returns to the caller's code (it _exits). */
+static void janitor(int fd, const char *tmp)
+{
+    prctl(PR_SET_NAME, "bf-run-janitor");
+    signal(SIGINT, SIG_IGN); /* Ctrl-C and a closing terminal are for `run` */
+    signal(SIGTERM, SIG_IGN);
+    signal(SIGHUP, SIG_IGN);
+    static proc_id_t set[JANITOR_MAX];
+    size_t n = 0;
+    bool done = false;
+    char line[64];
+    size_t len = 0;
+    for (;;) {
+        char c;
+        ssize_t r = read(fd, &c, 1);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        if (c != '\n') {
+            if (len < sizeof line - 1)
+                line[len++] = c;
+            continue;
+        }
+        line[len] = '\0';
+        len = 0;
+        pid_t pp, pg;
+        unsigned long long st;
+        if (!strcmp(line, "done"))
+            done = true;
+        else if (line[0] == '+' && n < JANITOR_MAX &&
+                 proc_stat((pid_t)atoi(line + 1), &pp, &pg, &st))
+            set[n++] = (proc_id_t){(pid_t)atoi(line + 1), st};
+    }
+    if (!done) {
+        janitor_sweep(set, n);
+        remove_tree(tmp);
+    }
+    _exit(0);
+}
+
+/* Forks the janitor; returns the write end of its pipe (or -1 when it could
+   not start: `run` goes on, with PR_SET_PDEATHSIG alone). */
+static int janitor_start(const char *tmp, pid_t *janitor_pid)
+{
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC) != 0)
+        return -1;
+    pid_t pid = fork();
+    if (pid < 0) {
+        close(fds[0]);
+        close(fds[1]);
+        return -1;
+    }
+    if (pid == 0) {
+        close(fds[1]);
+        janitor(fds[0], tmp);
+    }
+    close(fds[0]);
+    *janitor_pid = pid;
+    return fds[1];
+}
+
+/* Tells the janitor about a child (pid > 0), or that `run` has stopped the
+   fleet itself (pid 0): then it exits without touching anything. */
+static void janitor_tell(int fd, pid_t pid)
+{
+    char line[32];
+    int n = pid > 0 ? snprintf(line, sizeof line, "+%d\n", (int)pid)
+                    : snprintf(line, sizeof line, "done\n");
+    if (fd >= 0 && write(fd, line, (size_t)n) != n)
+        bf_warn("run: cannot reach the janitor: %s", strerror(errno));
 }
 
 static void stop_children(child_t *children, size_t n)
@@ -156,6 +338,8 @@ int cli_run(int argc, char **argv)
     size_t nchildren = 0;
     char tmp[] = "/tmp/beamfleet-run-XXXXXX";
     bool have_tmp = false;
+    int janitor_fd = -1;
+    pid_t janitor_pid = 0;
     char *broker_ep = NULL, *publish_ep = NULL, *state = NULL, *logs = NULL, *log_path = NULL;
     char hb[16], live[16], nworkers[16];
     if (out) {
@@ -175,6 +359,10 @@ int cli_run(int argc, char **argv)
         goto cleanup;
     }
     have_tmp = true;
+    janitor_fd = janitor_start(tmp, &janitor_pid);
+    if (janitor_fd < 0)
+        bf_warn("run: no janitor (%s): if `run` is killed, its fleet stops on SIGTERM only",
+                strerror(errno));
     broker_ep = bf_asprintf("ipc://%s/broker", tmp);
     publish_ep = bf_asprintf("ipc://%s/publish", tmp);
     state = bf_asprintf("%s/state", tmp);
@@ -195,6 +383,7 @@ int cli_run(int argc, char **argv)
     char *broker_args[] = {"beamfleet",      "broker", "--bind",     broker_ep, "--state", state,
                            "--heartbeat-ms", hb,       "--liveness", live,      NULL};
     children[nchildren++] = (child_t){spawn_self(broker_args, log_path), "broker"};
+    janitor_tell(janitor_fd, children[nchildren - 1].pid);
     free(log_path);
 
     log_path = bf_asprintf("%s/collector.log", logs);
@@ -202,6 +391,7 @@ int cli_run(int argc, char **argv)
                               publish_ep,  "--heartbeat-ms", hb,         "--liveness", live,
                               NULL};
     children[nchildren++] = (child_t){spawn_self(collector_args, log_path), "collector"};
+    janitor_tell(janitor_fd, children[nchildren - 1].pid);
     free(log_path);
 
     /* Workers: one per GPU through the supervisor, or CPU workers. `run`
@@ -236,6 +426,7 @@ int cli_run(int argc, char **argv)
     worker_args[wa] = NULL;
     log_path = bf_asprintf("%s/worker.log", logs);
     children[nchildren++] = (child_t){spawn_self(worker_args, log_path), "worker"};
+    janitor_tell(janitor_fd, children[nchildren - 1].pid);
     free(log_path);
     log_path = NULL;
 
@@ -257,6 +448,11 @@ cleanup:
     stop_children(children, nchildren);
     if (have_tmp)
         remove_tree(tmp);
+    if (janitor_fd >= 0) {
+        janitor_tell(janitor_fd, 0);
+        close(janitor_fd);
+        waitpid(janitor_pid, NULL, 0);
+    }
     free(broker_ep);
     free(publish_ep);
     free(state);

@@ -78,7 +78,7 @@ int cli_watch(int argc, char **argv)
     int rc = CLI_EXIT_FAILURE;
     char err[BF_ERRLEN];
     void *ctx = zmq_ctx_new();
-    void *sub = ctx ? zmq_socket(ctx, ZMQ_SUB) : NULL;
+    void *sub = ctx ? zmq_socket(ctx, ZMQ_SUB) : NULL, *monitor = NULL;
     int zero = 0;
     int64_t maxmsg = (int64_t)PROTO_MAX_FRAME + 1024;
     if (!sub || zmq_setsockopt(sub, ZMQ_LINGER, &zero, sizeof zero) != 0 ||
@@ -90,6 +90,14 @@ int cli_watch(int argc, char **argv)
     if (cli_security() && bf_security_client_of(cli_security(), collector_key, sub, err) != BF_OK) {
         fprintf(stderr, "beamfleet watch: %s\n", err);
         rc = CLI_EXIT_USAGE;
+        goto done;
+    }
+    /* A CURVE/plaintext mismatch or a refused key fails at once, with why,
+       as it does for submit; a collector that is not running yet is waited
+       for. */
+    monitor = bf_handshake_monitor(ctx, sub, err);
+    if (!monitor) {
+        fprintf(stderr, "beamfleet watch: %s\n", err);
         goto done;
     }
     if (zmq_connect(sub, ep) != 0) {
@@ -104,8 +112,17 @@ int cli_watch(int argc, char **argv)
     unsigned long seen = 0;
     rc = CLI_EXIT_OK;
     while (!cli_interrupted && (!count || seen < count)) {
-        zmq_pollitem_t item = {sub, 0, ZMQ_POLLIN, 0};
-        if (zmq_poll(&item, 1, 250) <= 0)
+        zmq_pollitem_t items[2] = {{sub, 0, ZMQ_POLLIN, 0}, {monitor, 0, ZMQ_POLLIN, 0}};
+        if (zmq_poll(items, 2, 250) <= 0)
+            continue;
+        char why[BF_ERRLEN];
+        if ((items[1].revents & ZMQ_POLLIN) && bf_handshake_failed(monitor, why, sizeof why)) {
+            cli_explain_endpoint(ep, why, sizeof why);
+            fprintf(stderr, "beamfleet watch: %s: %s\n", ep, why);
+            rc = CLI_EXIT_FAILURE;
+            break;
+        }
+        if (!(items[0].revents & ZMQ_POLLIN))
             continue;
         char topic[32];
         json_t *doc = NULL;
@@ -133,6 +150,8 @@ int cli_watch(int argc, char **argv)
         seen++;
     }
 done:
+    if (monitor)
+        zmq_close(monitor);
     if (sub)
         zmq_close(sub);
     if (ctx)

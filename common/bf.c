@@ -425,6 +425,28 @@ const char *bf_hostname(void)
     return name;
 }
 
+bf_err_t bf_self_exe(char *buf, size_t n)
+{
+    if (!buf || n == 0)
+        return BF_EINVAL;
+    buf[0] = '\0';
+    ssize_t len = readlink("/proc/self/exe", buf, n);
+    if (len < 0)
+        return BF_ENOENT;
+    if ((size_t)len >= n) {
+        buf[0] = '\0';
+        return BF_EINVAL;
+    }
+    buf[len] = '\0';
+    static const char deleted[] = " (deleted)";
+    size_t dl = sizeof deleted - 1;
+    if (buf[0] != '/' || ((size_t)len > dl && !strcmp(buf + len - dl, deleted))) {
+        buf[0] = '\0';
+        return BF_ENOENT;
+    }
+    return BF_OK;
+}
+
 void bf_uuid(char out[33])
 {
     unsigned char raw[16];

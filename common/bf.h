@@ -118,6 +118,12 @@ char *bf_strlcpy(char *dst, const char *src, size_t n);
 bool bf_safe_name(const char *name);
 /* This host's name (cached), never NULL. */
 const char *bf_hostname(void);
+/* The absolute path of this process's executable (readlink of
+   /proc/self/exe) into buf of n bytes, so a program can re-execute itself by
+   its real name (ps and top then show it, not "exe"). BF_ENOENT when the
+   link cannot be read or the file was deleted or replaced since it started
+   (" (deleted)"), BF_EINVAL when it does not fit; buf is "" then. */
+bf_err_t bf_self_exe(char *buf, size_t n) BF_MUST_CHECK;
 
 /* A random 128-bit identifier as 32 lower-case hex characters + NUL, from
    getrandom(2). */

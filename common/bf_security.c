@@ -10,9 +10,14 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <netdb.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
 #include <zmq.h>
 
 #define KEY_FILE_MAX (16u << 10)
@@ -562,14 +567,162 @@ bool bf_handshake_failed(void *monitor, char *why, size_t why_len)
                      ".public file in the server's keys directory?",
                      (unsigned)value);
             failed = true;
-        } else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL ||
-                   event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) {
+        } else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL &&
+                   value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH) {
             snprintf(why, why_len,
-                     "handshake failed (%s): one side uses CURVE and the other does not, or the "
-                     "server key is wrong (security: in the fleet file)",
-                     value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH ? "mechanism mismatch"
-                                                                         : "protocol error");
+                     "handshake failed (mechanism mismatch): one side uses CURVE and the other "
+                     "does not (security: in the fleet file)");
+            failed = true;
+        } else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL &&
+                   (value == ZMQ_PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC ||
+                    value == ZMQ_PROTOCOL_ERROR_ZMTP_KEY_EXCHANGE)) {
+            snprintf(why, why_len,
+                     "handshake failed (CURVE): the server's key is not the one in the keys "
+                     "directory (broker.public?)");
+            failed = true;
+        } else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) {
+            /* value is the errno: the other side hung up mid-handshake, as
+               a CURVE server does with a plaintext client */
+            snprintf(why, why_len,
+                     "handshake failed (%s): one side uses CURVE and the other does not "
+                     "(security: in the fleet file), or nothing there is a Beamfleet peer",
+                     strerror((int)value));
+            failed = true;
+        } else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) {
+            /* Anything else is a peer that does not speak ZMTP 3 (an HTTP or
+               SSH server, a port of some other program): say so, instead of
+               blaming the keys. */
+            snprintf(why, why_len,
+                     "handshake failed (ZMTP protocol error 0x%x): nothing there answered as a "
+                     "Beamfleet peer; is this the right host and port?",
+                     (unsigned)value);
             failed = true;
         }
     }
+}
+
+/* ---- what answers at an endpoint ------------------------------------------ */
+
+/* Hand-written because libzmq reports a peer that hangs up mid-handshake
+   only as an errno, the same for a CURVE server meeting a plaintext client
+   as for an SSH server: reading the 64-byte ZMTP 3 greeting ourselves
+   (RFC 23: signature 0xFF, 8 bytes, 0x7F; version; a 20-byte mechanism
+   name) tells them apart in one round trip. */
+#define GREETING_LEN 64
+
+static int probe_connect(const char *endpoint, char *why, size_t why_len)
+{
+    int fd = -1;
+    if (!strncmp(endpoint, "ipc://", 6)) {
+        struct sockaddr_un sa = {.sun_family = AF_UNIX};
+        if (strlen(endpoint + 6) >= sizeof sa.sun_path)
+            return -1;
+        strcpy(sa.sun_path, endpoint + 6);
+        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+            snprintf(why, why_len, "nothing listens at %s (%s)", endpoint, strerror(errno));
+            close(fd);
+            return -2;
+        }
+        return fd;
+    }
+    if (strncmp(endpoint, "tcp://", 6) != 0)
+        return -1;
+    char host[256];
+    bf_strlcpy(host, endpoint + 6, sizeof host);
+    char *colon = strrchr(host, ':');
+    if (!colon)
+        return -1;
+    *colon = '\0';
+    const char *port = colon + 1, *h = host;
+    size_t hl = strlen(host);
+    if (hl >= 2 && host[0] == '[' && host[hl - 1] == ']') { /* [::1] */
+        host[hl - 1] = '\0';
+        h = host + 1;
+    }
+    if (!strcmp(h, "*"))
+        h = "127.0.0.1";
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res = NULL;
+    if (getaddrinfo(h, port, &hints, &res) != 0 || !res)
+        return -1;
+    fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct timeval tv = {.tv_sec = 2};
+    if (fd >= 0)
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    if (fd >= 0 && connect(fd, res->ai_addr, res->ai_addrlen) != 0) {
+        snprintf(why, why_len, "nothing listens at %s (%s)", endpoint, strerror(errno));
+        close(fd);
+        fd = -2;
+    }
+    freeaddrinfo(res);
+    return fd;
+}
+
+bool bf_endpoint_probe(const char *endpoint, bool curve, int timeout_ms, char *why, size_t why_len)
+{
+    int fd = probe_connect(endpoint, why, why_len);
+    if (fd == -2)
+        return true;
+    if (fd < 0)
+        return false;
+    /* Our signature and major version only: a ZMTP 3 peer waits for them
+       before it sends its mechanism, and hangs up at once on a mechanism
+       that differs from its own, before we could read it. */
+    const uint8_t mine[11] = {0xff, 0, 0, 0, 0, 0, 0, 0, 1, 0x7f, 3};
+    uint8_t got[GREETING_LEN];
+    size_t n = 0;
+    bool said = false;
+    if (send(fd, mine, sizeof mine, MSG_NOSIGNAL) == (ssize_t)sizeof mine) {
+        int64_t deadline = bf_mono_ms() + timeout_ms;
+        while (n < sizeof got) {
+            int64_t left = deadline - bf_mono_ms();
+            struct pollfd p = {.fd = fd, .events = POLLIN};
+            if (left <= 0 || poll(&p, 1, (int)left) <= 0)
+                break;
+            ssize_t r = recv(fd, got + n, sizeof got - n, 0);
+            if (r <= 0)
+                break;
+            n += (size_t)r;
+            if (n >= 1 && got[0] != 0xff)
+                break; /* not ZMTP: the first bytes say enough */
+        }
+    }
+    close(fd);
+    if (n == 0) {
+        snprintf(why, why_len,
+                 "nothing at %s answered as a Beamfleet peer (it sent no ZeroMQ greeting); is "
+                 "this the right host and port?",
+                 endpoint);
+        said = true;
+    } else if (got[0] != 0xff || (n >= 10 && got[9] != 0x7f)) {
+        char shown[32];
+        size_t k = 0;
+        for (size_t i = 0; i < n && k < 24; i++) /* printable ASCII only: untrusted */
+            shown[k++] = got[i] >= 0x20 && got[i] < 0x7f && got[i] != '"' ? (char)got[i] : '.';
+        shown[k] = '\0';
+        snprintf(why, why_len,
+                 "nothing at %s answered as a Beamfleet peer: it does not speak ZeroMQ (it "
+                 "greeted with \"%s\"); is this the right host and port?",
+                 endpoint, shown);
+        said = true;
+    } else if (n >= 32) {
+        char mech[21];
+        memcpy(mech, got + 12, 20);
+        mech[20] = '\0';
+        bool peer_curve = !strcmp(mech, "CURVE");
+        if (peer_curve && !curve) {
+            snprintf(why, why_len,
+                     "handshake failed: the server at %s uses CURVE and this process has no keys "
+                     "(security: in the fleet file)",
+                     endpoint);
+            said = true;
+        } else if (!peer_curve && curve) {
+            snprintf(why, why_len,
+                     "handshake failed: the server at %s is plaintext and this process uses CURVE "
+                     "(security: in the fleet file)",
+                     endpoint);
+            said = true;
+        }
+    }
+    return said;
 }

@@ -105,6 +105,12 @@ void *bf_handshake_monitor(void *zmq_ctx, void *socket, char *err);
 /* Reads the pending events of a monitor without blocking; true when a
    handshake failed, with why ("the broker refused this key", ...). */
 bool bf_handshake_failed(void *monitor, char *why, size_t why_len);
+/* Looks at what listens at endpoint (tcp:// or ipc://) by reading its ZMTP
+   greeting, within timeout_ms: true with why set when that explains a failed
+   handshake or a silent peer ("nothing listens at ...", "it does not speak
+   ZeroMQ", "the server uses CURVE and this process has no keys", ...);
+   false when it tells nothing new. curve: whether this process uses CURVE. */
+bool bf_endpoint_probe(const char *endpoint, bool curve, int timeout_ms, char *why, size_t why_len);
 
 /* The name and role the ZAP handler gave the connection a received message
    came from (zmq_msg_t *); BF_ROLE_NONE and "" without CURVE. */
