@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/syscall.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -324,14 +325,10 @@ bf_err_t bf_mkdir_p(const char *path, char *err)
     return rc;
 }
 
-bf_err_t bf_read_file(const char *path, size_t max, char **data, size_t *len, char *err)
+/* Reads the regular file open at fd (closed here) whole: the half of
+   bf_read_file and bf_read_file_beneath after the open. */
+static bf_err_t read_fd(int fd, const char *path, size_t max, char **data, size_t *len, char *err)
 {
-    *data = NULL;
-    if (len)
-        *len = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return bf_fail(err, errno_code(errno), "%s: %s", path, strerror(errno));
     struct stat st;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         close(fd);
@@ -369,6 +366,93 @@ bf_err_t bf_read_file(const char *path, size_t max, char **data, size_t *len, ch
     if (len)
         *len = got;
     return BF_OK;
+}
+
+bf_err_t bf_read_file(const char *path, size_t max, char **data, size_t *len, char *err)
+{
+    *data = NULL;
+    if (len)
+        *len = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return bf_fail(err, errno_code(errno), "%s: %s", path, strerror(errno));
+    return read_fd(fd, path, max, data, len, err);
+}
+
+/* openat2(2) with RESOLVE_BENEATH (Linux 5.6) resolves the path in one
+   step inside the directory, so a symlink swapped in between a check and
+   the open cannot lead out. Older kernels get realpath and a prefix check,
+   then an open that follows no further link (O_NOFOLLOW). */
+#ifndef RESOLVE_BENEATH
+#define RESOLVE_NO_MAGICLINKS 0x02
+#define RESOLVE_BENEATH       0x08
+#endif
+struct bf_open_how {
+    uint64_t flags, mode, resolve;
+};
+
+static int open_beneath(const char *root, const char *rel)
+{
+#ifdef SYS_openat2
+    int dfd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0)
+        return -1;
+    struct bf_open_how how = {.flags = O_RDONLY | O_CLOEXEC,
+                              .resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS};
+    int got = (int)syscall(SYS_openat2, dfd, rel, &how, sizeof how);
+    int saved = errno;
+    close(dfd);
+    errno = saved;
+    if (got >= 0 || errno != ENOSYS)
+        return got;
+#endif
+    char *full = bf_asprintf("%s/%s", root, rel);
+    char *real_root = realpath(root, NULL), *real = full ? realpath(full, NULL) : NULL;
+    int fd = -1;
+    size_t n = real_root ? strlen(real_root) : 0;
+    if (!real_root || !real)
+        errno = errno ? errno : ENOMEM;
+    else if (strncmp(real, real_root, n) != 0 || (real[n] != '/' && strcmp(real_root, "/") != 0))
+        errno = EXDEV;
+    else
+        fd = open(real, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    int e = errno;
+    free(full);
+    free(real_root);
+    free(real);
+    errno = e;
+    return fd;
+}
+
+bf_err_t bf_read_file_beneath(const char *root, const char *path, size_t max, char **data,
+                              size_t *len, char *err)
+{
+    *data = NULL;
+    if (len)
+        *len = 0;
+    size_t n = strlen(root);
+    while (n > 1 && root[n - 1] == '/')
+        n--;
+    if (strncmp(path, root, n) != 0 || path[n] != '/')
+        return bf_fail(err, BF_EPERM, "%s: not inside %s", path, root);
+    const char *rel = path + n;
+    while (*rel == '/')
+        rel++;
+    char *dir = bf_strdup(root);
+    if (!dir)
+        return BF_ENOMEM;
+    dir[n] = '\0';
+    int fd = open_beneath(dir, rel);
+    int e = errno;
+    free(dir);
+    if (fd >= 0)
+        return read_fd(fd, path, max, data, len, err);
+    if (e == EXDEV || e == ELOOP)
+        return bf_fail(err, BF_EPERM,
+                       "%s: leads out of %s (a symbolic link is followed only "
+                       "inside it)",
+                       rel, root);
+    return bf_fail(err, errno_code(e), "%s: %s", path, strerror(e));
 }
 
 bool bf_is_dir(const char *path)

@@ -88,6 +88,11 @@ bf_err_t bf_mkdir_p(const char *path, char *err) BF_MUST_CHECK;
 /* Reads a whole file (at most max bytes) into a NUL-terminated heap buffer. */
 bf_err_t bf_read_file(const char *path, size_t max, char **data, size_t *len,
                       char *err) BF_MUST_CHECK;
+/* The same for a file that must stay inside root: path is root/RELATIVE, and
+   every component of RELATIVE (symbolic links included) must resolve inside
+   root. BF_EPERM, "RELATIVE: leads out of ROOT", when it does not. */
+bf_err_t bf_read_file_beneath(const char *root, const char *path, size_t max, char **data,
+                              size_t *len, char *err) BF_MUST_CHECK;
 /* True if path is a directory. */
 bool bf_is_dir(const char *path);
 

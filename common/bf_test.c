@@ -217,6 +217,49 @@ static void test_read_file(void)
     CHECK(strstr(err, "not a regular file") != NULL);
 }
 
+/* bf_read_file_beneath: a file inside root, or a link that stays inside, is
+   read; "..", an absolute link or a relative link that climbs out is
+   BF_EPERM, and the message names the file, not what it points at. */
+static void test_read_file_beneath(void)
+{
+    char err[BF_ERRLEN] = "";
+    char *root = in_tmp("room"), *sub = in_tmp("room/sub"), *outside = in_tmp("outside.txt");
+    CHECK(bf_mkdir_p(sub, err) == BF_OK);
+    CHECK(bf_write_atomic(outside, "secret", 6, err) == BF_OK);
+    char path[1024], target[1024];
+    snprintf(path, sizeof path, "%s/sub/in.txt", root);
+    CHECK(bf_write_atomic(path, "inside", 6, err) == BF_OK);
+    char *data = NULL;
+    size_t len = 0;
+    CHECK(bf_read_file_beneath(root, path, 100, &data, &len, err) == BF_OK);
+    CHECK(len == 6 && !strcmp(data, "inside"));
+    free(data);
+
+    snprintf(path, sizeof path, "%s/inner-link", root); /* relative, stays inside */
+    CHECK(symlink("sub/in.txt", path) == 0);
+    CHECK(bf_read_file_beneath(root, path, 100, &data, &len, err) == BF_OK);
+    free(data);
+
+    const char *bad[] = {"abs-link", "climb-link", "sub/../../outside.txt"};
+    snprintf(path, sizeof path, "%s/abs-link", root);
+    CHECK(symlink(outside, path) == 0);
+    snprintf(path, sizeof path, "%s/climb-link", root);
+    snprintf(target, sizeof target, "sub/../../outside.txt");
+    CHECK(symlink(target, path) == 0);
+    for (size_t i = 0; i < BF_ARRAY_LEN(bad); i++) {
+        snprintf(path, sizeof path, "%s/%s", root, bad[i]);
+        data = (char *)1;
+        CHECKF(bf_read_file_beneath(root, path, 100, &data, &len, err) == BF_EPERM, "%s: %s",
+               bad[i], err);
+        CHECK(data == NULL && strstr(err, "leads out of") && !strstr(err, "secret"));
+    }
+    /* a path that is not under root at all */
+    CHECK(bf_read_file_beneath(sub, outside, 100, &data, &len, err) == BF_EPERM);
+    free(root);
+    free(sub);
+    free(outside);
+}
+
 static void test_safe_name(void)
 {
     CHECK(bf_safe_name("munich"));
@@ -323,6 +366,7 @@ int main(void)
     test_append_sync();
     test_mkdir_p();
     test_read_file();
+    test_read_file_beneath();
     test_safe_name();
     test_uuid();
     test_strings_and_clocks();

@@ -80,7 +80,22 @@ typedef struct {
     int depth;
     bf_yaml_node_t *root;
     int documents;
+    bool quiet; /* bf_yaml_parse_quiet: no text of the document in messages */
 } builder_t;
+
+/* What a message may quote of a document's text: all of it, or for a quiet
+   document only a short plain word (a typo like 'tr38091' stays visible; a
+   line of some other file that a symlink or hard link smuggled in does not). */
+static const char *visible(bool quiet, const char *text)
+{
+    size_t n = text ? strlen(text) : 0;
+    if (!quiet)
+        return text ? text : "";
+    if (n >= 1 && n <= 24 &&
+        strspn(text, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.+-") == n)
+        return text;
+    return "(not shown)";
+}
 
 static bf_err_t fail_mark(char *err, const char *file, const yaml_mark_t *m, const char *fmt,
                           const char *arg)
@@ -160,10 +175,10 @@ static bf_err_t check_props(builder_t *b, const yaml_event_t *ev, const yaml_cha
 {
     if (anchor)
         return fail_mark(err, b->file, &ev->start_mark, "anchors are not supported (anchor '&%s')",
-                         (const char *)anchor);
+                         visible(b->quiet, (const char *)anchor));
     if (tag)
         return fail_mark(err, b->file, &ev->start_mark, "tags are not supported (tag '%s')",
-                         (const char *)tag);
+                         visible(b->quiet, (const char *)tag));
     return BF_OK;
 }
 
@@ -242,8 +257,18 @@ static void offset_position(const char *text, size_t len, size_t offset, int *li
     }
 }
 
-bf_err_t bf_yaml_parse(const char *text, size_t len, const char *name, bf_yaml_node_t **root,
-                       char *err)
+static void mark_quiet(bf_yaml_node_t *n)
+{
+    /* depth is bounded by YAML_MAX_DEPTH */
+    if (!n)
+        return;
+    n->quiet = true;
+    for (size_t i = 0; n->kind != BF_YAML_SCALAR && i < n->count; i++)
+        mark_quiet(n->items[i]);
+}
+
+static bf_err_t parse(const char *text, size_t len, const char *name, bool quiet,
+                      bf_yaml_node_t **root, char *err)
 {
     *root = NULL;
     if (!name)
@@ -254,7 +279,7 @@ bf_err_t bf_yaml_parse(const char *text, size_t len, const char *name, bf_yaml_n
     char *file = bf_strdup(name);
     if (!file)
         return BF_ENOMEM;
-    builder_t b = {.file = file, .text = text, .len = len};
+    builder_t b = {.file = file, .text = text, .len = len, .quiet = quiet};
     yaml_parser_t parser;
     if (!yaml_parser_initialize(&parser)) {
         free(file);
@@ -324,6 +349,21 @@ bf_err_t bf_yaml_parse(const char *text, size_t len, const char *name, bf_yaml_n
     return BF_OK;
 }
 
+bf_err_t bf_yaml_parse(const char *text, size_t len, const char *name, bf_yaml_node_t **root,
+                       char *err)
+{
+    return parse(text, len, name, false, root, err);
+}
+
+bf_err_t bf_yaml_parse_quiet(const char *text, size_t len, const char *name, bf_yaml_node_t **root,
+                             char *err)
+{
+    bf_err_t rc = parse(text, len, name, true, root, err);
+    if (rc == BF_OK)
+        mark_quiet(*root);
+    return rc;
+}
+
 bf_err_t bf_yaml_load(const char *path, bf_yaml_node_t **root, char *err)
 {
     *root = NULL;
@@ -348,6 +388,11 @@ const bf_yaml_node_t *bf_yaml_get(const bf_yaml_node_t *map, const char *key)
             return map->items[i];
     }
     return NULL;
+}
+
+const char *bf_yaml_quote(const bf_yaml_node_t *n)
+{
+    return n && n->kind == BF_YAML_SCALAR ? visible(n->quiet, n->value) : "?";
 }
 
 bf_err_t bf_yaml_fail(const bf_yaml_node_t *n, char *err, const char *fmt, ...)
@@ -377,7 +422,7 @@ bf_err_t bf_yaml_check_map(const bf_yaml_node_t *node, const char *what, const c
     if (node->kind != BF_YAML_MAP) {
         if (node->kind == BF_YAML_SCALAR)
             return bf_yaml_fail(node, err, "field '%s': expected a mapping, got '%.64s'", what,
-                                node->value);
+                                visible(node->quiet, node->value));
         return bf_yaml_fail(node, err, "field '%s': expected a mapping, got %s", what,
                             kind_name(node));
     }
@@ -402,8 +447,8 @@ bf_err_t bf_yaml_check_map(const bf_yaml_node_t *node, const char *what, const c
                     break;
                 used += (size_t)n;
             }
-            return bf_yaml_fail(&at, err, "unknown key '%.64s' in %s (allowed: %s)", key, what,
-                                list);
+            return bf_yaml_fail(&at, err, "unknown key '%.64s' in %s (allowed: %s)",
+                                visible(node->quiet, key), what, list);
         }
         for (size_t j = 0; j < i; j++) {
             if (!strcmp(node->keys[j], key))
@@ -496,7 +541,8 @@ bf_err_t bf_yaml_double(const bf_yaml_node_t *n, const char *what, double min, d
         return rc;
     double v = 0;
     if (n->quoted || !parse_number(n->value, &v) || isnan(v) || v < min || v > max)
-        return bf_yaml_fail(n, err, "field '%s': expected %s, got '%.64s'", what, words, n->value);
+        return bf_yaml_fail(n, err, "field '%s': expected %s, got '%.64s'", what, words,
+                            visible(n->quiet, n->value));
     *out = v;
     return BF_OK;
 }
@@ -538,7 +584,8 @@ bf_err_t bf_yaml_uint(const bf_yaml_node_t *n, const char *what, uint64_t min, u
         }
     }
     if (!ok || v < min || v > max)
-        return bf_yaml_fail(n, err, "field '%s': expected %s, got '%.64s'", what, words, s);
+        return bf_yaml_fail(n, err, "field '%s': expected %s, got '%.64s'", what, words,
+                            visible(n->quiet, s));
     *out = v;
     return BF_OK;
 }
@@ -564,7 +611,7 @@ bf_err_t bf_yaml_bool(const bf_yaml_node_t *n, const char *what, bool *out, char
         }
     }
     return bf_yaml_fail(n, err, "field '%s': expected %s, got %s'%.64s'", what, words,
-                        n->quoted ? "the string " : "", n->value);
+                        n->quoted ? "the string " : "", visible(n->quiet, n->value));
 }
 
 bf_err_t bf_yaml_str(const bf_yaml_node_t *n, const char *what, char **out, char *err)
@@ -575,7 +622,8 @@ bf_err_t bf_yaml_str(const bf_yaml_node_t *n, const char *what, char **out, char
         return rc;
     bool null = !n->quoted && (!strcmp(n->value, "~") || !strcmp(n->value, "null"));
     if (!n->value[0] || null)
-        return bf_yaml_fail(n, err, "field '%s': expected %s, got '%s'", what, words, n->value);
+        return bf_yaml_fail(n, err, "field '%s': expected %s, got '%s'", what, words,
+                            visible(n->quiet, n->value));
     char *copy = strdup(n->value);
     if (!copy)
         return BF_ENOMEM;
@@ -594,7 +642,7 @@ bf_err_t bf_yaml_doubles(const bf_yaml_node_t *n, const char *what, size_t count
                                 what, count, n->count);
         if (n->kind == BF_YAML_SCALAR)
             return bf_yaml_fail(n, err, "field '%s': expected a list of %zu numbers, got '%.64s'",
-                                what, count, n->value);
+                                what, count, visible(n->quiet, n->value));
         return bf_yaml_fail(n, err, "field '%s': expected a list of %zu numbers, got %s", what,
                             count, kind_name(n));
     }

@@ -160,7 +160,9 @@ static bool parse_count(const char *s, size_t max, size_t *out)
 /* Parses the header of a binary_little_endian 1.0 PLY in data[0..len): one
    vertex element (float x y z among scalar properties), then one face element
    (list uchar int|uint vertex_indices, then optional scalar properties), then
-   nothing but empty elements. name is the mesh as the XML names it. */
+   nothing but empty elements. name is the mesh as the XML names it. A
+   message quotes a header line only once the first line said "ply": the
+   text of a file that is not a PLY header never reaches a reason. */
 static bf_err_t ply_header(const char *data, size_t len, const char *name, ply_header_t *h,
                            char *err)
 {
@@ -327,7 +329,7 @@ static bf_err_t load_ply(geom_t *g, const char *path, const char *name, uint16_t
     char *data = NULL;
     size_t len = 0;
     char why[BF_ERRLEN];
-    bf_err_t rc = bf_read_file(path, MAX_PLY, &data, &len, why);
+    bf_err_t rc = bf_read_file_beneath(s->dir, path, MAX_PLY, &data, &len, why);
     if (rc == BF_ENOENT)
         return bf_fail(err, BF_EINVAL, "%s: no such mesh file", name);
     if (rc != BF_OK)
@@ -644,7 +646,7 @@ static bf_err_t load_xml_into(kern_scene_t *s, const char *xml_path, double freq
     const char *base = strrchr(xml_path, '/');
     const char *shown = base ? base + 1 : xml_path;
     char why[BF_ERRLEN];
-    bf_err_t rc = bf_read_file(xml_path, MAX_XML, &text, &len, why);
+    bf_err_t rc = bf_read_file_beneath(s->dir, xml_path, MAX_XML, &text, &len, why);
     if (rc != BF_OK)
         return rc == BF_ENOMEM ? rc : bf_fail(err, BF_EINVAL, "%s", why);
     xml_t x;
@@ -796,7 +798,15 @@ static bf_err_t parse_scene_yaml(kern_scene_t *s, const char *path, bf_yaml_node
                                  char *err)
 {
     bf_yaml_node_t *root = NULL;
-    bf_err_t rc = bf_yaml_load(path, &root, err);
+    char *text = NULL;
+    size_t len = 0;
+    /* A tenant's file, read inside its scene directory only, and quoted in
+       no message: the reason of a result reaches reports others may read. */
+    bf_err_t rc = bf_read_file_beneath(s->dir, path, 1u << 20, &text, &len, err);
+    if (rc == BF_OK) {
+        rc = bf_yaml_parse_quiet(text, len, path, &root, err);
+        free(text);
+    }
     if (rc != BF_OK)
         return rc == BF_ENOMEM ? rc : BF_EINVAL;
     *root_out = root;
@@ -846,7 +856,7 @@ static bf_err_t parse_scene_yaml(kern_scene_t *s, const char *path, bf_yaml_node
                 return bf_yaml_fail(n, err,
                                     "field 'transmitter.antenna.pattern': expected iso, "
                                     "dipole, hw_dipole or tr38901, got '%s'",
-                                    n->kind == BF_YAML_SCALAR ? n->value : "?");
+                                    bf_yaml_quote(n));
             s->tx.pattern = (kern_pattern_t)found;
         }
         if ((n = bf_yaml_get(ant, "polarization"))) {
@@ -859,7 +869,7 @@ static bf_err_t parse_scene_yaml(kern_scene_t *s, const char *path, bf_yaml_node
                 return bf_yaml_fail(n, err,
                                     "field 'transmitter.antenna.polarization': expected "
                                     "V, H or cross, got '%s'",
-                                    n->kind == BF_YAML_SCALAR ? n->value : "?");
+                                    bf_yaml_quote(n));
             s->tx.polarization = (kern_polarization_t)found;
         }
     }

@@ -219,13 +219,14 @@ static void test_zone(void)
 
 /* ---- scene directories --------------------------------------------------------- */
 
-/* A scene directory: symlinks to a shared scene plus our scene.yaml. */
+/* A scene directory: a copy of a shared scene plus our scene.yaml (a link
+   to the shared files would lead out of the directory: refused). */
 static void make_scene_dir(const char *dir, const char *from, const char *yaml)
 {
     char cmd[4096];
     snprintf(cmd, sizeof cmd,
-             "rm -rf %s && mkdir -p %s && ln -s %s/scenes/%s/%s.xml %s/ && "
-             "ln -s %s/scenes/%s/meshes %s/meshes",
+             "rm -rf %s && mkdir -p %s && cp %s/scenes/%s/%s.xml %s/ && "
+             "cp -r %s/scenes/%s/meshes %s/meshes",
              dir, dir, shared, from, from, dir, shared, from, dir);
     CHECK(system(cmd) == 0);
     if (yaml) {
@@ -620,6 +621,56 @@ static void test_ply_layout(void)
     }
 }
 
+/* Scene files stay inside their directory, and their text stays out of
+   messages: a scene.yaml or a mesh folder that is a link to outside is
+   refused (naming the file, quoting nothing of the target), a link inside
+   is fine, and a value that is not a plain word is not quoted. */
+static void test_links(void)
+{
+    char dir[512], path[1024], secret[512], cmd[4096];
+    snprintf(dir, sizeof dir, "%s/links", tmp);
+    snprintf(secret, sizeof secret, "%s/secret.txt", tmp);
+    write_file(secret, "root:$6$s3cr3t-hash:19000:0:99999:7:::\n");
+
+    make_scene_dir(dir, "simple_street_canyon", NULL);
+    snprintf(path, sizeof path, "%s/scene.yaml", dir);
+    CHECK(symlink(secret, path) == 0);
+    char err[BF_ERRLEN] = "";
+    kern_scene_t *s = NULL;
+    CHECK(kern_scene_load(dir, &s, err) == BF_EINVAL && s == NULL);
+    CHECKF(strstr(err, "scene.yaml: leads out of") && !strstr(err, "s3cr3t") &&
+               !strstr(err, "root"),
+           "%s", err);
+
+    /* the mesh folder a link to the shared scene's: out */
+    make_scene_dir(dir, "simple_street_canyon", good_yaml);
+    snprintf(cmd, sizeof cmd,
+             "rm -rf %s/meshes && ln -s %s/scenes/simple_street_canyon/meshes %s/meshes", dir,
+             shared, dir);
+    CHECK(system(cmd) == 0);
+    expect_error(dir, "leads out of");
+
+    /* a link that stays inside: fine */
+    make_scene_dir(dir, "simple_street_canyon", good_yaml);
+    snprintf(cmd, sizeof cmd, "mv %s/meshes %s/real-meshes && ln -s real-meshes %s/meshes", dir,
+             dir, dir);
+    CHECK(system(cmd) == 0);
+    CHECKF(kern_scene_load(dir, &s, err) == BF_OK, "%s", err);
+    kern_scene_destroy(&s);
+
+    /* values: a plain word is quoted, anything else is not */
+    make_scene_dir(dir, "simple_street_canyon",
+                   "frequency_hz: 3.5e9\ntransmitter:\n  position: [0, 0, 30]\n"
+                   "  antenna: {pattern: tr38091}\nzone: {rect: [-10, -10, 10, 10]}\n");
+    expect_error(dir, "got 'tr38091'");
+    make_scene_dir(dir, "simple_street_canyon",
+                   "frequency_hz: 3.5e9\ntransmitter:\n  position: [0, 0, 30]\n"
+                   "  power_dbm: root:$6$s3cr3t-hash:19000\nzone: {rect: [-10, -10, 10, 10]}\n");
+    CHECK(kern_scene_load(dir, &s, err) == BF_EINVAL);
+    CHECKF(strstr(err, "power_dbm") && strstr(err, "(not shown)") && !strstr(err, "s3cr3t"), "%s",
+           err);
+}
+
 int main(void)
 {
     shared = getenv("BF_SHARED_DIR");
@@ -635,6 +686,7 @@ int main(void)
     test_scene_dir();
     test_broken();
     test_ply_layout();
+    test_links();
     char cmd[256];
     snprintf(cmd, sizeof cmd, "rm -rf %s", tmp);
     if (system(cmd) != 0)

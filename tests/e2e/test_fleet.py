@@ -7,6 +7,7 @@ Run one: tests/e2e/test_fleet.py exec_job   (BEAMFLEET_BIN=build/beamfleet)
 import glob
 import json
 import os
+import shutil
 import random
 import signal
 import subprocess
@@ -318,13 +319,12 @@ def shared_dir():
 
 
 def test_solve(fleet: Fleet):
-    """`beamfleet solve` on a real Sionna scene (etoile, linked into a scene
+    """`beamfleet solve` on a real Sionna scene (etoile, copied into a scene
     directory with our scene.yaml): every result field, and the maps."""
     src = os.path.join(shared_dir(), "scenes", "etoile")
     scene = os.path.join(fleet.tmp, "etoile")
-    os.makedirs(scene)
-    os.symlink(os.path.join(src, "etoile.xml"), os.path.join(scene, "etoile.xml"))
-    os.symlink(os.path.join(src, "meshes"), os.path.join(scene, "meshes"))
+    # copied: a scene file may not be a link that leads out of its directory
+    shutil.copytree(src, scene, ignore=shutil.ignore_patterns("*.py", "*.md"))
     with open(os.path.join(scene, "scene.yaml"), "w") as f:
         f.write("frequency_hz: 3.5e9\n"
                 "transmitter: {position: [20, 10, 60], power_dbm: 30,\n"
