@@ -8,7 +8,7 @@ NVCC       ?= $(firstword $(shell command -v nvcc 2>/dev/null) $(wildcard /usr/l
 
 DEB_PACKAGES = build-essential cmake pkg-config python3 python3-pip \
                libzmq3-dev libmsgpack-dev libyaml-dev libsqlite3-dev libjansson-dev \
-               libexpat1-dev libpng-dev libmicrohttpd-dev libcmocka-dev libembree-dev
+               libexpat1-dev libpng-dev libmicrohttpd-dev libembree-dev
 PY_PACKAGES  = pyzmq msgpack
 # What only the tests use: a browser for report.html, promtool, network
 # namespaces, groff for the man page, clang for the fuzzers, and Slurm,
@@ -23,14 +23,20 @@ all: build
 deps:
 	@./deploy/install-deps.sh $(DEB_PACKAGES) -- $(PY_PACKAGES)
 
-$(BUILD)/CMakeCache.txt:
-	cmake -S . -B $(BUILD) $(if $(NVCC),-DCMAKE_CUDA_COMPILER=$(NVCC)) $(CMAKE_ARGS)
-
-build: $(BUILD)/CMakeCache.txt
+# `make build` (and a plain `make`) installs the build's packages first, so
+# any target works first on a fresh machine (BF_DEPS=0 skips that). CMake is
+# run on every build (a second when nothing changed): a configure that failed
+# half-way is simply tried again. The nvcc found is offered through CUDACXX,
+# so CMake still checks that it works with the host compiler (CPU-only, with
+# a warning, when it does not).
+BF_DEPS ?= 1
+build: $(if $(filter 1,$(BF_DEPS)),deps)
+	$(if $(NVCC),CUDACXX=$(NVCC)) cmake -S . -B $(BUILD) $(CMAKE_ARGS)
 	cmake --build $(BUILD) -j $(JOBS)
 
 demo: deps build $(BUILD)/demo-scenes
-	./$(BUILD)/beamfleet run examples/demo.yaml
+	cp examples/demo.yaml $(BUILD)/demo.yaml
+	./$(BUILD)/beamfleet run $(BUILD)/demo.yaml
 
 deps-test:
 	@./deploy/install-deps.sh $(DEB_PACKAGES) $(TEST_DEB_PACKAGES) -- $(PY_PACKAGES)

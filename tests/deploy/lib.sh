@@ -25,7 +25,7 @@ free_port() {
 
 # Installs the Debian packages that are missing (only those); returns non-zero
 # when that is impossible (no apt, no root, no network). One test at a time
-# (ctest -j): they share the policy-rc.d below.
+# (ctest -j): they share the policy-rc.d that deploy/install-deps.sh puts in place.
 need_debs() {
     (
         flock -w 900 9 || exit 1
@@ -33,28 +33,10 @@ need_debs() {
     ) 9>"${TMPDIR:-/tmp}/beamfleet-deploy-apt.lock"
 }
 install_missing_debs() {
-    local missing="" p
-    for p in "$@"; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
-            missing="$missing $p"
-    done
-    [ -z "$missing" ] && return 0
     command -v apt-get >/dev/null || return 1
     [ "$(id -u)" -eq 0 ] || return 1
-    echo "installing Debian packages:$missing"
-    # Daemons are started by the tests themselves, in their own directories:
-    # keep the packages' maintainer scripts from starting the system copies.
-    local policy=/usr/sbin/policy-rc.d made=0
-    if [ ! -e $policy ]; then
-        printf '#!/bin/sh\nexit 101\n' >$policy && chmod 755 $policy && made=1
-    fi
-    local rc=0
-    apt-get -o DPkg::Lock::Timeout=300 update -qq >/dev/null 2>&1 || true
-    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq \
-        --no-install-recommends $missing \
-        >/dev/null 2>&1 || rc=1
-    [ $made = 1 ] && rm -f $policy
-    return $rc
+    # the project's one installer (it keeps services from starting, too)
+    "$REPO/deploy/install-deps.sh" "$@" >&2
 }
 
 # status_check EP PYTHON_EXPR: true when the expression holds for the status

@@ -28,13 +28,13 @@ done
 echo "== benchmark: orientation search on the GPU"
 "$BUILD/bench/bench_boresight" --backend cuda || status=1
 echo "== end to end: the 16-scene demo job, one GPU worker vs CPU workers"
-"$BUILD/beamfleet" scenegen --out /tmp/bf-gpu-scenes --count 16 --seed 1 >/dev/null
-sed "s|\.\./build/demo-scenes|/tmp/bf-gpu-scenes|; s|\.\./build/demo-results|/tmp/bf-gpu-results|" \
-    "$ROOT/examples/demo.yaml" >/tmp/bf-gpu-demo.yaml
+mkdir -p /tmp/bf-gpu-demo
+"$BUILD/beamfleet" scenegen --out /tmp/bf-gpu-demo/demo-scenes --count 16 --seed 1 >/dev/null
+cp "$ROOT/examples/demo.yaml" /tmp/bf-gpu-demo/demo.yaml
 start=$(date +%s.%N)
-"$BUILD/beamfleet" run /tmp/bf-gpu-demo.yaml --out /tmp/bf-gpu-out-gpu | tail -n 12 || status=1
+"$BUILD/beamfleet" run /tmp/bf-gpu-demo/demo.yaml --out /tmp/bf-gpu-out-gpu | tail -n 12 || status=1
 mid=$(date +%s.%N)
-"$BUILD/beamfleet" run /tmp/bf-gpu-demo.yaml --cpu --workers 1 --out /tmp/bf-gpu-out-cpu | tail -n 12 || status=1
+"$BUILD/beamfleet" run /tmp/bf-gpu-demo/demo.yaml --cpu --workers 1 --out /tmp/bf-gpu-out-cpu | tail -n 12 || status=1
 end=$(date +%s.%N)
 echo "demo job: GPU worker $(echo "$mid - $start" | bc) s, CPU worker ($(nproc) cores) $(echo "$end - $mid" | bc) s"
 exit $status
