@@ -15,8 +15,10 @@ PY_PACKAGES  = pyzmq msgpack
 # munge, sshd and systemd-analyze for the deployment tests.
 TEST_DEB_PACKAGES = chromium prometheus iproute2 groff-base clang slurm-wlm munge \
                     openssh-server systemd
+# PyYAML reads the Kubernetes manifests in tests/deploy/test_k8s.py.
+TEST_PY_PACKAGES  = pyyaml
 
-.PHONY: all deps deps-test build demo test test-asan bench clean format fuzz
+.PHONY: all deps deps-test build demo test test-asan bench clean format format-check fuzz
 
 all: build
 
@@ -39,13 +41,16 @@ demo: deps build $(BUILD)/demo-scenes
 	./$(BUILD)/beamfleet run $(BUILD)/demo.yaml
 
 deps-test:
-	@./deploy/install-deps.sh $(DEB_PACKAGES) $(TEST_DEB_PACKAGES) -- $(PY_PACKAGES)
+	@./deploy/install-deps.sh $(DEB_PACKAGES) $(TEST_DEB_PACKAGES) -- $(PY_PACKAGES) $(TEST_PY_PACKAGES)
 
 test: deps-test build
-	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) --timeout 900
+	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) --timeout 900 --output-junit ctest-junit.xml
 
 # Every test again under AddressSanitizer and UndefinedBehaviorSanitizer (CI runs both).
+# Any report ends the test that caused it (halt_on_error), with a stack.
 test-asan: deps-test
+	ASAN_OPTIONS=halt_on_error=1:detect_leaks=1 \
+	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	$(MAKE) test BUILD=build-asan CMAKE_ARGS="-DBF_SANITIZE=ON -DBF_CUDA=OFF"
 
 # libFuzzer harnesses (tests/fuzz, docs/fuzzing.md): clang build in build-fuzz,
@@ -62,6 +67,10 @@ bench: deps build
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h' '*.cu' '*.cuh')
+
+# Fails, naming each file and line, where a file differs from .clang-format.
+format-check:
+	clang-format --dry-run --Werror $$(git ls-files '*.c' '*.h' '*.cu' '*.cuh')
 
 clean:
 	rm -rf $(BUILD)
