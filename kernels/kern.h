@@ -30,7 +30,7 @@ typedef struct {
    On success *result (owned by the caller) is the result document with
    "status" "success" or "failed" (the initial zone failed validation;
    "reason" names the threshold) and the boresight fields of the RESULT
-   document (fleet.md). As in DESIGN 6.5 the search and both maps are
+   document (docs/protocol.md section 13). As in DESIGN 6.5 the search and both maps are
    computed whether or not the initial zone passes validation (a failed
    scene still reports what optimizing it would give). The optimized
    orientation replaces the initial one only when its objective is higher.

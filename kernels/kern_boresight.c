@@ -1,5 +1,5 @@
 /*  kernels/kern_boresight.c - the boresight task (DESIGN 6.4-6.5 and the
-    RESULT document of fleet.md): loads a scene directory, prepares it for
+    RESULT document of docs/protocol.md section 13): loads a scene directory, prepares it for
     tracing (BVH, normals, materials at the scene frequency), traces it once
     at the transmitter's initial orientation while recording the zone
     crossings, validates the initial zone, searches the best azimuth x tilt
