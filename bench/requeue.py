@@ -77,22 +77,26 @@ def run_mode(mode, kills, heartbeat_ms, liveness):
             job_id = fleet.submit(job)
             first = wait_for(lambda: starts(os.path.join(log, "starts")), 30, "the first attempt")
             worker_pid = int(first[0][2])
+            victim = next(p for p in workers if os.getpgid(worker_pid) == p.pid)
             t0 = time.time()
             if mode == "local":
                 os.kill(worker_pid, signal.SIGKILL)
             else:
-                victim = next(p for p in workers if os.getpgid(worker_pid) == p.pid)
                 os.killpg(victim.pid, signal.SIGKILL)
                 victim.wait()
             second = wait_for(lambda: len(starts(os.path.join(log, "starts"))) >= 2 and
                               starts(os.path.join(log, "starts")), 30, "the next attempt")
             figures.append((float(second[1][0]) - t0) * 1000.0)
             fleet.cli("cancel", job_id, "--broker", fleet.endpoint)
-            if mode == "remote":
-                workers = [p for p in workers if p is not victim]
-                workers.append(fleet.worker(["--allow-exec", script]))
+            # a fresh worker in its place (a supervisor would wait longer
+            # and longer to restart a worker killed again and again)
+            if victim.poll() is None:
+                os.killpg(victim.pid, signal.SIGKILL)
+                victim.wait()
+            workers = [p for p in workers if p is not victim]
+            workers.append(fleet.worker(["--allow-exec", script]))
             fleet.wait(lambda: sum(1 for w in fleet.status()["workers"]
-                                   if w["state"] == "idle") == 2, 30, "two idle workers")
+                                   if w["state"] == "idle") == 2, 60, "two idle workers")
         ok = True
     finally:
         fleet.cleanup(ok)

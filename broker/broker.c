@@ -6,8 +6,13 @@
     store inside one SQLite transaction, and the replies it causes
     (SUBMITTED, ACK, TASK, DELIVER, ...) are queued and sent only after
     COMMIT: group commit, so nothing is promised before it is durable. A
-    timer pass sends heartbeats, expires silent peers (their tasks count a
-    "worker lost" attempt) and task leases. See docs/architecture.md. */
+    timer pass sends heartbeats, expires silent peers (the tasks they had
+    started count a "worker lost" attempt, the ones they only held go back
+    unchanged; a LOST from a supervisor does the same at once) and task
+    leases. Failures are attributed: a task's own fault never counts against
+    a device, an unattributed one only once the task succeeds elsewhere. The
+    state directory is locked for the broker's life. See
+    docs/architecture.md. */
 
 #include "broker.h"
 #include "broker_metrics.h"
@@ -17,18 +22,30 @@
 #include "../proto/proto.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <unistd.h>
 #include <zmq.h>
 
 #define MAX_ID      256  /* routing id bytes (libzmq allows 255) */
 #define BATCH       256  /* messages applied per transaction */
 #define MAX_EVENTS  1000 /* status events per reply */
 #define COLLECT_MAX 4096 /* deliveries in flight to the collector */
-#define CREDIT_MAX  1024 /* tasks one worker may hold */
-#define BACKSTOP_MS 5000 /* added to timeout + I*L before the broker gives up on a task */
-#define SNDHWM      100000
+/* Tasks one worker may hold (READY credit is capped here): a worker runs
+   one task at a time, so a deep prefetch only takes work away from the
+   others; a READY with credit 2^63 gets this many. */
+#define CREDIT_MAX 16
+#define ADOPT_MAX  256 /* tasks a re-registering worker may claim (caps.running) */
+/* A held task a dying worker had not reported started goes back without an
+   attempt this many times; after that its loss counts (a task that crashes
+   its worker before the first PROGRESS gets out). */
+#define UNSTARTED_MAX 2
+#define BACKSTOP_MS   5000 /* added to timeout + I*L before the broker gives up on a task */
+#define SNDHWM        100000
 
 typedef enum { PEER_WORKER, PEER_COLLECTOR } peer_kind_t;
 
@@ -46,8 +63,11 @@ struct peer {
     int64_t gpu_id;
     uint64_t credit; /* tasks (or deliveries) it may still take */
     int64_t last_recv, last_send;
-    uint32_t *held; /* task indices leased to this worker */
+    uint32_t *held;   /* task indices leased to this worker */
+    uint8_t *started; /* beside held: a PROGRESS came for it (it ran) */
     size_t nheld, capheld;
+    char *key_name; /* the CURVE key it registered with ("" without CURVE) */
+    char addr[64];  /* its connection's Peer-Address at READY */
     uint64_t done;
     double busy_s; /* sum of task times, for the mean */
     char stage[32];
@@ -69,9 +89,18 @@ struct peer {
    more failure quarantines it again, a success clears it). */
 #define QUARANTINE_AFTER 3
 #define QUARANTINE_MS    (10 * 60 * 1000)
+#define PENDING_MAX      8
 typedef struct {
     char *key;
-    unsigned streak;                   /* different tasks failed in a row */
+    unsigned streak; /* different tasks failed in a row */
+    /* Tasks that failed here without attribution (a timeout, a crash, a
+       lost worker) and are not resolved yet: each is charged (streak + 1)
+       if the task then succeeds in another domain, and forgotten if it
+       fails in another domain too (the task's fault). While pending +
+       streak reaches QUARANTINE_AFTER the domain gets no new task, as long
+       as another domain can take them. */
+    uint32_t pending[PENDING_MAX];
+    unsigned npending;
     char recent[QUARANTINE_AFTER][33]; /* the task ids of the streak */
     int64_t quarantined_until;         /* 0 when not quarantined */
     uint64_t quarantines;
@@ -111,6 +140,7 @@ struct broker {
     uint64_t dispatch_round;
     size_t nhealth, caphealth;
     bf_zap_t *zap;
+    int lock_fd; /* STATE/broker.lock, flock()ed for the broker's life */
 };
 
 /* ---- outgoing messages, sent after commit ------------------------------- */
@@ -222,6 +252,8 @@ static void peer_free(peer_t *p)
     free(p->device);
     json_decref(p->caps);
     free(p->held);
+    free(p->started);
+    free(p->key_name);
     free(p->inflight);
     json_decref(p->gpu_stats);
     free(p);
@@ -260,7 +292,7 @@ static peer_t *peer_add(broker_t *b, const uint8_t *id, size_t id_len, peer_kind
     return p;
 }
 
-static bool peer_hold(peer_t *p, uint32_t task)
+static bool peer_hold(peer_t *p, uint32_t task, bool started)
 {
     if (p->nheld == p->capheld) {
         size_t cap = p->capheld ? 2 * p->capheld : 4;
@@ -268,8 +300,13 @@ static bool peer_hold(peer_t *p, uint32_t task)
         if (!h)
             return false;
         p->held = h;
+        uint8_t *st = realloc(p->started, cap * sizeof *st);
+        if (!st)
+            return false;
+        p->started = st;
         p->capheld = cap;
     }
+    p->started[p->nheld] = started;
     p->held[p->nheld++] = task;
     return true;
 }
@@ -286,7 +323,9 @@ static bool peer_release(peer_t *p, uint32_t task)
 {
     for (size_t i = 0; i < p->nheld; i++)
         if (p->held[i] == task) {
-            p->held[i] = p->held[--p->nheld];
+            p->nheld--;
+            p->held[i] = p->held[p->nheld];
+            p->started[i] = p->started[p->nheld];
             return true;
         }
     return false;
@@ -325,9 +364,8 @@ static bf_err_t tx(broker_t *b)
     return rc;
 }
 
-/* The task failed on this attempt (error result, lost worker, lease over):
-   requeue it, or make it final with status error when attempts are used
-   up. result may be NULL (nothing came back). */
+/* The health record of fault domain key, made on first sight; NULL when
+   out of memory. */
 static health_t *health_of(broker_t *b, const char *key)
 {
     for (size_t i = 0; i < b->nhealth; i++)
@@ -389,15 +427,164 @@ static void note_failure(broker_t *b, const char *key, const char *task_id, cons
             QUARANTINE_MS / 1000, QUARANTINE_AFTER, h->last_reason);
 }
 
+/* ---- fault attribution ----------------------------------------------------
+
+   A failed attempt is the task's fault (the worker says fault "task": a
+   program not allowed, a scene that does not parse, output that is not a
+   result), the device's (fault "device": a CUDA error), or unattributed (a
+   timeout, a non-zero exit, a crash, a lost worker). Only device faults
+   count toward quarantine at once. An unattributed failure is suspect: it
+   is charged to its domain when the same task later succeeds in another
+   domain, and nobody is charged when the task fails in a second domain too
+   (it fails the same way everywhere: the task's fault). The evidence is the
+   task's own failure list in the store (bounded by max_attempts, durable);
+   each domain keeps the few tasks it awaits a verdict on. */
+
+typedef enum { FAULT_NONE, FAULT_TASK, FAULT_DEVICE } fault_t;
+
+static const char *fault_name(fault_t f)
+{
+    return f == FAULT_TASK ? "task" : f == FAULT_DEVICE ? "device" : "";
+}
+
+/* A result's own attribution (untrusted: anything else is unattributed). */
+static fault_t fault_of(const json_t *result)
+{
+    const char *f = json_string_value(json_object_get(result, "fault"));
+    return !f                     ? FAULT_NONE
+           : !strcmp(f, "task")   ? FAULT_TASK
+           : !strcmp(f, "device") ? FAULT_DEVICE
+                                  : FAULT_NONE;
+}
+
+/* The one domain task t failed in without attribution, or NULL when it
+   failed so nowhere or in two or more domains (*domains says how many);
+   *reason the first such failure's reason. Borrowed from the store. */
+static const char *suspect_domain(broker_t *b, uint32_t t, size_t *domains, const char **reason)
+{
+    const json_t *failures = broker_store_task_failures(b->store, t);
+    const char *one = NULL;
+    *domains = 0;
+    *reason = "";
+    size_t i;
+    const json_t *f;
+    json_array_foreach(failures, i, f)
+    {
+        const char *fault = json_string_value(json_object_get(f, "fault"));
+        const char *key = json_string_value(json_object_get(f, "key"));
+        if ((fault && *fault) || !key)
+            continue;
+        if (!one) {
+            one = key;
+            *domains = 1;
+            const char *r = json_string_value(json_object_get(f, "reason"));
+            *reason = r ? r : "";
+        } else if (strcmp(one, key) != 0) {
+            *domains = 2; /* two are enough for a verdict */
+            return NULL;
+        }
+    }
+    return one;
+}
+
+static void pending_add(broker_t *b, const char *key, uint32_t t)
+{
+    health_t *h = key ? health_of(b, key) : NULL;
+    if (!h)
+        return;
+    for (unsigned i = 0; i < h->npending; i++)
+        if (h->pending[i] == t)
+            return;
+    if (h->npending < PENDING_MAX) /* beyond: still charged later, just not held back for */
+        h->pending[h->npending++] = t;
+}
+
+static void pending_remove(broker_t *b, const char *key, uint32_t t)
+{
+    for (size_t k = 0; key && k < b->nhealth; k++) {
+        health_t *h = &b->health[k];
+        if (strcmp(h->key, key) != 0)
+            continue;
+        for (unsigned i = 0; i < h->npending; i++)
+            if (h->pending[i] == t) {
+                h->pending[i] = h->pending[--h->npending];
+                return;
+            }
+    }
+}
+
+/* Whether domain h has so many unresolved suspect failures that, were they
+   all charged, it would be quarantined (tasks that became final meanwhile,
+   cancelled or out of attempts, are dropped: their verdict never comes). */
+static bool suspended(broker_t *b, health_t *h)
+{
+    for (unsigned i = 0; i < h->npending;)
+        if (broker_store_task_final(b->store, h->pending[i]))
+            h->pending[i] = h->pending[--h->npending];
+        else
+            i++;
+    return h->npending > 0 && h->streak + h->npending >= QUARANTINE_AFTER;
+}
+
+/* Task t succeeded (or failed validation) in domain key: a suspect failure
+   in one other domain is now that domain's fault. */
+static void resolve_success(broker_t *b, uint32_t t, const char *key)
+{
+    size_t domains;
+    const char *reason;
+    const char *other = suspect_domain(b, t, &domains, &reason);
+    if (!other)
+        return;
+    char *charged = bf_strdup(other); /* note_failure may grow the health table */
+    if (!charged)
+        return;
+    pending_remove(b, charged, t);
+    if (strcmp(charged, key) != 0) {
+        bf_info("task %s succeeded in %s after failing in %s (%s): charged to %s",
+                broker_store_task_id(b->store, t), key, charged, reason, charged);
+        note_failure(b, charged, broker_store_task_id(b->store, t), reason);
+    }
+    free(charged);
+}
+
+/* The task failed on this attempt (error result, lost worker, lease over):
+   requeue it, or make it final with status error when attempts are used
+   up. The stored reason says whose fault it was. result may be NULL
+   (nothing came back). */
 static bf_err_t task_failed(broker_t *b, uint32_t t, const char *host, const char *device,
-                            const char *worker, const char *key, const char *reason, json_t *result)
+                            const char *worker, const char *key, fault_t fault, const char *reason,
+                            json_t *result)
 {
     bf_err_t rc = tx(b);
     if (rc != BF_OK)
         return rc;
-    note_failure(b, key, broker_store_task_id(b->store, t), reason);
+    const char *task_id = broker_store_task_id(b->store, t);
+    char *why = NULL;
+    if (fault == FAULT_TASK) {
+        why = bf_asprintf("task fault: %s", reason);
+    } else if (fault == FAULT_DEVICE) {
+        why = bf_asprintf("device fault: %s", reason);
+        note_failure(b, key, task_id, why);
+    } else {
+        why = bf_strdup(reason);
+        size_t domains;
+        const char *unused;
+        const char *before = suspect_domain(b, t, &domains, &unused);
+        if (!before && domains == 0)
+            pending_add(b, key, t); /* the first suspicion */
+        else if (before && key && strcmp(before, key) != 0) {
+            bf_info("task %s failed in %s and %s: the task's fault, no device charged", task_id,
+                    before, key);
+            pending_remove(b, before, t);
+        }
+    }
+    if (!why)
+        return BF_ENOMEM;
     broker_metrics_observe_queued(b->metrics, t, false, bf_mono_ms()); /* final: swept */
-    return broker_store_task_failed(b->store, t, host, device, worker, key, reason, result);
+    rc = broker_store_task_failed(b->store, t, host, device, worker, key, fault_name(fault), why,
+                                  result);
+    free(why);
+    return rc;
 }
 
 static void send_abort(broker_t *b, peer_t *w, uint32_t t, const char *reason)
@@ -438,7 +625,8 @@ static json_t *caps_copy(const json_t *caps)
     return c;
 }
 
-static void on_ready(broker_t *b, const uint8_t *id, size_t id_len, peer_t *p, proto_msg_t *m)
+static void on_ready(broker_t *b, const uint8_t *id, size_t id_len, peer_t *p,
+                     const proto_origin_t *o, proto_msg_t *m)
 {
     if (p && p->kind != PEER_WORKER) {
         reply_error(b, id, id_len, BF_ESTATE, "this connection is the collector");
@@ -462,7 +650,11 @@ static void on_ready(broker_t *b, const uint8_t *id, size_t id_len, peer_t *p, p
     p->fault_key = p->name && p->host ? fault_key(p->host, p->gpu_id, p->name) : NULL;
     health_t *h = p->fault_key ? health_of(b, p->fault_key) : NULL;
     p->health = h ? (size_t)(h - b->health) : SIZE_MAX;
-    if (!p->name || !p->caps || !p->host || !p->device || !h) {
+    /* who may report its death (LOST): the same key, or the same address */
+    free(p->key_name);
+    p->key_name = bf_strdup(o->key);
+    bf_strlcpy(p->addr, o->addr, sizeof p->addr);
+    if (!p->name || !p->caps || !p->host || !p->device || !h || !p->key_name) {
         p->dead = true;
         return;
     }
@@ -474,7 +666,7 @@ static void on_ready(broker_t *b, const uint8_t *id, size_t id_len, peer_t *p, p
     json_array_foreach(json_object_get(m->obj, "running"), i, tid)
     {
         uint32_t t;
-        if (i >= CREDIT_MAX || !broker_store_find_task(b->store, json_string_value(tid), &t) ||
+        if (i >= ADOPT_MAX || !broker_store_find_task(b->store, json_string_value(tid), &t) ||
             !broker_store_task_running(b->store, t) || peer_holds(p, t))
             continue;
         peer_t *old = holder_of(b, t, NULL);
@@ -485,7 +677,8 @@ static void on_ready(broker_t *b, const uint8_t *id, size_t id_len, peer_t *p, p
         }
         if (old) /* its previous connection */
             peer_release(old, t);
-        if (tx(b) != BF_OK || !peer_hold(p, t) ||
+        /* it said it runs it: counted as started, as before the restart */
+        if (tx(b) != BF_OK || !peer_hold(p, t, true) ||
             broker_store_task_adopted(b->store, t, p->name, now) != BF_OK) {
             bf_warn("worker %s: could not take back task %s", p->name, json_string_value(tid));
             continue;
@@ -494,6 +687,9 @@ static void on_ready(broker_t *b, const uint8_t *id, size_t id_len, peer_t *p, p
                 broker_store_task_scene(b->store, t));
     }
     uint64_t credit = m->credit > CREDIT_MAX ? CREDIT_MAX : m->credit;
+    if (m->credit > CREDIT_MAX)
+        bf_info("worker %s asked for credit %llu: capped at %d", p->name,
+                (unsigned long long)m->credit, CREDIT_MAX);
     p->credit = credit > p->nheld ? credit - p->nheld : 0;
     bf_info("worker %s ready (%s, %s, credit %llu, holding %zu)", p->name, p->host, p->device,
             (unsigned long long)p->credit, p->nheld);
@@ -564,6 +760,9 @@ static void on_progress(broker_t *b, peer_t *p, proto_msg_t *m)
     if (broker_store_find_task(b->store, m->task_id, &t) && peer_holds(p, t)) {
         p->current = t;
         p->has_current = true;
+        for (size_t i = 0; i < p->nheld; i++)
+            if (p->held[i] == t)
+                p->started[i] = 1; /* it ran: its loss costs an attempt */
     }
     bf_strlcpy(p->stage, m->stage ? m->stage : "", sizeof p->stage);
     p->fraction = m->fraction >= 0 && m->fraction <= 1 ? m->fraction : 0;
@@ -589,16 +788,20 @@ static bf_err_t apply_result(broker_t *b, uint32_t t, peer_t *who, json_t *res)
         return BF_ENOMEM;
     if (status && (!strcmp(status, "success") || !strcmp(status, "failed"))) {
         note_success(b, key); /* a zone that fails validation is not the GPU's fault */
+        resolve_success(b, t, key);
         free(key);
         return broker_store_task_done(b->store, t, res);
     }
     const char *reason = json_string_value(json_object_get(res, "reason"));
     const char *dev = json_string_value(json_object_get(res, "device"));
-    if (!status || strcmp(status, "error") != 0)
+    fault_t fault = fault_of(res);
+    if (!status || strcmp(status, "error") != 0) {
         reason = "result without a valid status";
+        fault = FAULT_TASK; /* what the program printed is not a result */
+    }
     rc = task_failed(b, t, host ? host : (who ? who->host : "?"),
                      dev ? dev : (who ? who->device : "?"), wname ? wname : (who ? who->name : "?"),
-                     key, reason && *reason ? reason : "error", res);
+                     key, fault, reason && *reason ? reason : "error", res);
     free(key);
     return rc;
 }
@@ -650,6 +853,21 @@ static bf_err_t on_submit(broker_t *b, const uint8_t *id, size_t id_len, proto_m
     if (job.scene_count == 0) {
         bf_job_clear(&job);
         reply_error(b, id, id_len, BF_EINVAL, "submit: the job has no scenes");
+        return BF_OK;
+    }
+    /* Two running jobs writing one output directory would overwrite each
+       other's summary.json and report.html. */
+    char busy_id[16], busy_name[128];
+    if (broker_store_output_busy(b->store, job.output, busy_id, busy_name, sizeof busy_name)) {
+        char why[1024];
+        snprintf(why, sizeof why,
+                 "submit: output %.600s is in use by job %.15s '%.120s' (still running); choose "
+                 "another "
+                 "output or wait",
+                 job.output, busy_id, busy_name);
+        bf_info("%s", why);
+        bf_job_clear(&job);
+        reply_error(b, id, id_len, BF_EEXIST, why);
         return BF_OK;
     }
     bf_err_t rc = tx(b);
@@ -730,6 +948,9 @@ static json_t *worker_doc(broker_t *b, const peer_t *p)
     bool q = quarantined(b, p, now);
     json_object_set_new(w, "state", json_string(p->nheld ? "busy" : q ? "quarantined" : "idle"));
     json_object_set_new(w, "fault_domain", json_string(p->fault_key ? p->fault_key : ""));
+    if (p->health < b->nhealth && b->health[p->health].npending)
+        json_object_set_new(w, "suspect_failures",
+                            json_integer((json_int_t)b->health[p->health].npending));
     if (q) {
         const health_t *h = &b->health[p->health];
         json_object_set_new(w, "quarantined_for_s",
@@ -798,6 +1019,105 @@ static bf_err_t on_ack(broker_t *b, peer_t *p, proto_msg_t *m)
     return rc == BF_OK ? broker_store_outbox_ack(b->store, m->seq) : rc;
 }
 
+/* Worker p is gone (silent for I*L, or reported dead by its supervisor):
+   each task it had started (a PROGRESS came) is a failed, unattributed
+   attempt with reason why; each it only held (prefetched, never run) goes
+   back to the head of the queue with its attempt unchanged. */
+static bf_err_t peer_lost(broker_t *b, peer_t *p, const char *why)
+{
+    p->dead = true;
+    bf_err_t rc = BF_OK;
+    size_t started = 0;
+    for (size_t k = 0; rc == BF_OK && k < p->nheld; k++) {
+        if (p->started[k]) {
+            started++;
+            rc = task_failed(b, p->held[k], p->host, p->device, p->name, p->fault_key, FAULT_NONE,
+                             why, NULL);
+        } else if (broker_store_task_note_unstarted(b->store, p->held[k]) > UNSTARTED_MAX) {
+            /* Its PROGRESS may never have got out: a task that kills its
+               worker at once must not go round the fleet for ever. */
+            started++;
+            char again[300];
+            snprintf(again, sizeof again,
+                     "%.200s (it held the task, not known to have started; returned so %d "
+                     "times before)",
+                     why, UNSTARTED_MAX);
+            rc = task_failed(b, p->held[k], p->host, p->device, p->name, p->fault_key, FAULT_NONE,
+                             again, NULL);
+        } else if ((rc = tx(b)) == BF_OK) {
+            rc = broker_store_task_returned(b->store, p->held[k]);
+            broker_metrics_observe_queued(b->metrics, p->held[k], false, bf_mono_ms());
+        }
+    }
+    if (p->kind == PEER_WORKER && p->nheld)
+        bf_info("worker %s: %zu started tasks requeued as failed attempts, %zu not started "
+                "returned unchanged",
+                p->name, started, p->nheld - started);
+    p->nheld = 0;
+    return rc;
+}
+
+/* May the sender (origin o) report worker p dead? Under CURVE its key must
+   be the one p registered with (a supervisor shares its workers' key; the
+   role was checked before); in plaintext its address must be p's (both ""
+   over ipc). Anyone else could otherwise requeue every worker's tasks. */
+static bool may_report(const broker_t *b, const peer_t *p, const proto_origin_t *o)
+{
+    if (b->security)
+        return p->key_name && o->key[0] && !strcmp(p->key_name, o->key);
+    return !strcmp(p->addr, o->addr);
+}
+
+/* Whether worker name a ("PREFIX:pid:device") names the process of b: the
+   same name, or the same PREFIX:pid: (a GPU worker that found no usable
+   GPU calls itself ...:cpu, while its supervisor knows it as ...:gpuN). */
+static bool same_worker(const char *a, const char *b)
+{
+    const char *ca = strrchr(a, ':'), *cb = strrchr(b, ':');
+    return !strcmp(a, b) || (ca && cb && ca > a && ca - a == cb - b && !strncmp(a, b, ca - a + 1));
+}
+
+/* LOST{worker, reason}: a supervisor saw its child worker die on this host;
+   every connection registered as that worker process is dead now, exactly as
+   if its heartbeats had stopped. No reply, unless refused. */
+static bf_err_t on_lost(broker_t *b, const uint8_t *id, size_t id_len, const proto_origin_t *o,
+                        proto_msg_t *m)
+{
+    const char *name = m->worker ? m->worker : "";
+    char why[256];
+    snprintf(why, sizeof why, "worker lost: %.200s",
+             m->reason && *m->reason ? m->reason : "its supervisor saw it die");
+    size_t found = 0, refused = 0;
+    bf_err_t rc = BF_OK;
+    for (size_t i = 0; rc == BF_OK && i < b->npeers && *name; i++) {
+        peer_t *p = b->peers[i];
+        if (p->dead || p->kind != PEER_WORKER || !p->name || !same_worker(p->name, name))
+            continue;
+        if (!may_report(b, p, o)) {
+            refused++;
+            continue;
+        }
+        found++;
+        bf_warn("worker %s lost: %s (reported by its supervisor, %zu tasks)", p->name,
+                m->reason && *m->reason ? m->reason : "died", p->nheld);
+        rc = peer_lost(b, p, why);
+    }
+    if (refused && !found) {
+        if (++b->refused_messages <= 10 || b->refused_messages % 1000 == 0)
+            bf_warn("refused lost for worker '%.200s' from '%s' (%llu refused so far)", name,
+                    o->key[0] ? o->key : o->addr, (unsigned long long)b->refused_messages);
+        char msg[BF_ERRLEN];
+        snprintf(msg, sizeof msg,
+                 "lost: worker '%.200s' was registered from another %s; only its own "
+                 "supervisor may report it",
+                 name, b->security ? "key" : "address");
+        reply_error(b, id, id_len, BF_EPERM, msg);
+    } else if (!found) {
+        bf_debug("lost: no worker named '%.200s' (already gone)", name);
+    }
+    return rc;
+}
+
 static bf_err_t on_goodbye(broker_t *b, peer_t *p)
 {
     if (p->kind == PEER_WORKER && p->nheld) {
@@ -829,6 +1149,7 @@ static bool role_allows(bf_role_t role, proto_type_t type)
     case PROTO_PROGRESS:
     case PROTO_RESULT:
     case PROTO_STATS:
+    case PROTO_LOST:
         who = W;
         break;
     case PROTO_COLLECT:
@@ -849,9 +1170,11 @@ static bool role_allows(bf_role_t role, proto_type_t type)
     return role == BF_ROLE_NONE || role == BF_ROLE_ADMIN || (who & (1u << role));
 }
 
-static bf_err_t handle(broker_t *b, const uint8_t *id, size_t id_len, bf_role_t role,
-                       const char *key, proto_msg_t *m)
+static bf_err_t handle(broker_t *b, const uint8_t *id, size_t id_len, const proto_origin_t *o,
+                       proto_msg_t *m)
 {
+    bf_role_t role = o->role;
+    const char *key = o->key;
     if (!role_allows(role, m->type)) {
         if (++b->refused_messages <= 10 || b->refused_messages % 1000 == 0)
             bf_warn("refused %s from key '%s' (role %s; %llu refused so far)",
@@ -868,8 +1191,10 @@ static bf_err_t handle(broker_t *b, const uint8_t *id, size_t id_len, bf_role_t 
         p->last_recv = bf_mono_ms();
     switch (m->type) {
     case PROTO_READY:
-        on_ready(b, id, id_len, p, m);
+        on_ready(b, id, id_len, p, o, m);
         return BF_OK;
+    case PROTO_LOST: /* from a supervisor: not a registered peer */
+        return on_lost(b, id, id_len, o, m);
     case PROTO_COLLECT:
         on_collect(b, id, id_len, p, m);
         return BF_OK;
@@ -924,9 +1249,30 @@ static bf_err_t handle(broker_t *b, const uint8_t *id, size_t id_len, bf_role_t 
 
 /* ---- timers: heartbeats, dead peers, leases; dispatch, delivery -------- */
 
+/* How long a peer may be silent: L heartbeat intervals, less a quarter of
+   one. A peer that dies just after a message is then noticed within L·I of
+   its death, measured worst case (the timer below wakes at each peer's
+   deadline), while a live peer, which speaks at least every I, has L - 1
+   intervals and more of slack. */
+static int64_t silence_limit(const broker_t *b)
+{
+    int64_t i = b->cfg.heartbeat_ms;
+    return i * b->cfg.liveness - i / 4;
+}
+
+/* The earliest moment a live peer becomes silent too long, or INT64_MAX. */
+static int64_t next_expiry(const broker_t *b)
+{
+    int64_t at = INT64_MAX, limit = silence_limit(b);
+    for (size_t i = 0; i < b->npeers; i++)
+        if (!b->peers[i]->dead && b->peers[i]->last_recv + limit + 1 < at)
+            at = b->peers[i]->last_recv + limit + 1;
+    return at;
+}
+
 static bf_err_t expire(broker_t *b, int64_t now)
 {
-    int64_t dead_after = (int64_t)b->cfg.heartbeat_ms * b->cfg.liveness;
+    int64_t dead_after = silence_limit(b);
     for (size_t i = 0; i < b->npeers; i++) {
         peer_t *p = b->peers[i];
         if (p->dead || now - p->last_recv <= dead_after)
@@ -934,14 +1280,9 @@ static bf_err_t expire(broker_t *b, int64_t now)
         bf_warn("%s %s lost (silent for %lld ms, %zu tasks)",
                 p->kind == PEER_WORKER ? "worker" : "collector", p->name,
                 (long long)(now - p->last_recv), p->nheld);
-        p->dead = true;
-        for (size_t k = 0; k < p->nheld; k++) {
-            bf_err_t rc = task_failed(b, p->held[k], p->host, p->device, p->name, p->fault_key,
-                                      "worker lost", NULL);
-            if (rc != BF_OK)
-                return rc;
-        }
-        p->nheld = 0;
+        bf_err_t rc = peer_lost(b, p, "worker lost");
+        if (rc != BF_OK)
+            return rc;
     }
     /* Leases: tasks past their backstop, and tasks that were running when
        the broker restarted and whose worker has not come back. */
@@ -962,7 +1303,7 @@ static bf_err_t expire(broker_t *b, int64_t now)
                 orphan ? "its worker did not come back after the broker restarted"
                        : "lease expired");
         rc = task_failed(b, late[i], h ? h->host : "?", h ? h->device : "?", h ? h->name : "?",
-                         h ? h->fault_key : NULL,
+                         h ? h->fault_key : NULL, FAULT_NONE,
                          orphan ? "worker lost" : "task lease expired (no result in time)", NULL);
     }
     free(late);
@@ -1003,18 +1344,25 @@ static bf_err_t dispatch(broker_t *b)
        a fresh round: a worker for which nothing qualifies is passed over
        until the next call. */
     int64_t now = bf_mono_ms();
-    size_t live = 0;
+    size_t live = 0, unsuspended = 0;
     for (size_t k = 0; k < b->npeers; k++) {
         const peer_t *p = b->peers[k];
-        live += p->kind == PEER_WORKER && !p->dead && !quarantined(b, p, now);
+        bool up = p->kind == PEER_WORKER && !p->dead && !quarantined(b, p, now);
+        live += up;
+        unsuspended += up && !suspended(b, &b->health[p->health]);
     }
+    /* A domain awaiting verdicts on enough suspect failures to be
+       quarantined waits for them while another domain can work; alone,
+       it goes on (nobody else could clear or convict it). */
+    bool hold_suspects = unsuspended > 0;
     uint64_t round = ++b->dispatch_round;
     while (broker_store_queued(b->store) > 0 && b->npeers > 0) {
         peer_t *w = NULL;
         for (size_t k = 0; k < b->npeers; k++) {
             peer_t *p = b->peers[(b->rr + k) % b->npeers];
             if (p->kind == PEER_WORKER && !p->dead && p->credit > 0 && p->passed != round &&
-                !quarantined(b, p, now)) {
+                !quarantined(b, p, now) &&
+                !(hold_suspects && suspended(b, &b->health[p->health]))) {
                 w = p;
                 b->rr = (b->rr + k + 1) % b->npeers;
                 break;
@@ -1032,7 +1380,7 @@ static bf_err_t dispatch(broker_t *b)
         }
         if (rc != BF_OK)
             return rc == BF_ENOENT ? BF_OK : rc;
-        if (!peer_hold(w, t))
+        if (!peer_hold(w, t, false))
             return BF_ENOMEM;
         w->credit--;
         if (w->nheld == 1) { /* it was idle: no stale stage on show */
@@ -1194,14 +1542,47 @@ static void metrics_publish(broker_t *b, int64_t now)
 
 /* ---- life cycle --------------------------------------------------------- */
 
-static bool loopback_endpoint(const char *ep)
+/* One state directory, one broker: an exclusive flock() on STATE/broker.lock
+   (which holds the holder's pid), kept until the descriptor closes, so a
+   broker killed with SIGKILL frees it too. */
+static bf_err_t lock_state(broker_t *b, const char *dir, char *err)
 {
-    if (!strncmp(ep, "ipc://", 6) || !strncmp(ep, "inproc://", 9))
-        return true;
-    if (strncmp(ep, "tcp://", 6) != 0)
-        return false;
-    const char *h = ep + 6;
-    return !strncmp(h, "127.", 4) || !strncmp(h, "localhost:", 10) || !strncmp(h, "[::1]:", 6);
+    char *path = bf_asprintf("%s/broker.lock", dir);
+    if (!path)
+        return bf_fail(err, BF_ENOMEM, "out of memory");
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        bf_err_t rc =
+            bf_fail(err, BF_EIO, "--state %s: cannot open %s: %s", dir, path, strerror(errno));
+        free(path);
+        return rc;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        int e = errno;
+        char text[32] = "";
+        ssize_t n = pread(fd, text, sizeof text - 1, 0);
+        text[n > 0 ? n : 0] = '\0';
+        long pid = strtol(text, NULL, 10);
+        close(fd);
+        bf_err_t rc;
+        if (e == EWOULDBLOCK && pid > 0)
+            rc = bf_fail(err, BF_EEXIST, "state directory %s is in use by pid %ld (%s)", dir, pid,
+                         path);
+        else if (e == EWOULDBLOCK)
+            rc = bf_fail(err, BF_EEXIST, "state directory %s is in use by another broker (%s)", dir,
+                         path);
+        else
+            rc = bf_fail(err, BF_EIO, "--state %s: cannot lock %s: %s", dir, path, strerror(e));
+        free(path);
+        return rc;
+    }
+    char text[32];
+    int len = snprintf(text, sizeof text, "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, text, (size_t)len, 0) != len)
+        bf_warn("%s: cannot write the pid: %s", path, strerror(errno)); /* the lock holds */
+    free(path);
+    b->lock_fd = fd;
+    return BF_OK;
 }
 
 broker_t *broker_new(const broker_config_t *cfg, char *err)
@@ -1211,18 +1592,21 @@ broker_t *broker_new(const broker_config_t *cfg, char *err)
         return NULL;
     }
     bool curve = cfg->security_keys && cfg->security_identity;
-    if (!loopback_endpoint(cfg->bind) && !cfg->insecure && !curve) {
-        bf_fail(err, BF_EPERM,
-                "--bind %s: not a loopback address; without CURVE keys (security: in the fleet "
-                "file) this needs --insecure (broker.insecure: true)",
-                cfg->bind);
+    /* Every listening socket follows the same rule (DESIGN section 5). */
+    if (bf_bind_allowed("--bind", cfg->bind, curve, cfg->insecure, err) != BF_OK ||
+        (cfg->metrics_listen && bf_bind_allowed("--metrics (metrics.listen)", cfg->metrics_listen,
+                                                curve, cfg->insecure, err) != BF_OK))
         return NULL;
-    }
+    /* A malformed listen address is a usage error: said before anything
+       is opened or logged. */
+    if (cfg->metrics_listen && broker_metrics_check_listen(cfg->metrics_listen, err) != BF_OK)
+        return NULL;
     broker_t *b = calloc(1, sizeof *b);
     if (!b) {
         bf_fail(err, BF_ENOMEM, "out of memory");
         return NULL;
     }
+    b->lock_fd = -1;
     b->cfg = *cfg;
     if (!b->cfg.heartbeat_ms)
         b->cfg.heartbeat_ms = 1000;
@@ -1239,7 +1623,7 @@ broker_t *broker_new(const broker_config_t *cfg, char *err)
         bf_fail(err, BF_ENOMEM, "out of memory");
         goto fail;
     }
-    if (bf_mkdir_p(cfg->state_dir, err) != BF_OK)
+    if (bf_mkdir_p(cfg->state_dir, err) != BF_OK || lock_state(b, cfg->state_dir, err) != BF_OK)
         goto fail;
     if (broker_store_open(cfg->state_dir, bf_mono_ms(),
                           2 * (int64_t)b->cfg.heartbeat_ms * b->cfg.liveness, &b->store,
@@ -1347,6 +1731,8 @@ void broker_destroy(broker_t **self_p)
     if (b->ctx)
         zmq_ctx_term(b->ctx);
     broker_store_close(&b->store);
+    if (b->lock_fd >= 0)
+        close(b->lock_fd); /* releases the lock, after the store is closed */
     free(b->bind);
     free(b->endpoint);
     free(b->state_dir);
@@ -1386,10 +1772,9 @@ static bf_err_t read_batch(broker_t *b)
         uint8_t id[MAX_ID];
         size_t id_len = sizeof id;
         proto_msg_t m;
-        char why[BF_ERRLEN] = "", key[256];
-        bf_role_t role;
-        bf_err_t r =
-            proto_recv_from(b->router, id, &id_len, &m, ZMQ_DONTWAIT, &role, key, sizeof key, why);
+        char why[BF_ERRLEN] = "";
+        proto_origin_t origin;
+        bf_err_t r = proto_recv_origin(b->router, id, &id_len, &m, ZMQ_DONTWAIT, &origin, why);
         if (r == BF_EIO)
             break; /* nothing more (EAGAIN) */
         if (r != BF_OK) {
@@ -1405,7 +1790,7 @@ static bf_err_t read_batch(broker_t *b)
             continue;
         }
         b->received++;
-        rc = handle(b, id, id_len, role, key, &m);
+        rc = handle(b, id, id_len, &origin, &m);
         proto_msg_clear(&m);
     }
     return rc;
@@ -1413,13 +1798,16 @@ static bf_err_t read_batch(broker_t *b)
 
 bf_err_t broker_run(broker_t *b)
 {
-    /* Housekeeping (heartbeats, expiry, leases) runs every I/4: the poll
-       timeout is the time left to that timer. */
+    /* Housekeeping (heartbeats, expiry, leases) runs every I/4, and also
+       at the moment a peer's silence runs out: the poll timeout is the time
+       left to the earlier of the two. */
     int64_t tick = b->cfg.heartbeat_ms / 4 > 0 ? b->cfg.heartbeat_ms / 4 : 1;
     int64_t next_timer = bf_mono_ms();
     while (!b->stop) {
-        int64_t now = bf_mono_ms();
-        long timeout = next_timer > now ? (long)(next_timer - now) : 0;
+        int64_t now = bf_mono_ms(), wake = next_timer, expiry = next_expiry(b);
+        if (expiry < wake)
+            wake = expiry;
+        long timeout = wake > now ? (long)(wake - now) : 0;
         zmq_pollitem_t items[2] = {{b->router, 0, ZMQ_POLLIN, 0},
                                    {b->zap ? bf_zap_socket(b->zap) : NULL, 0, ZMQ_POLLIN, 0}};
         if (zmq_poll(items, b->zap ? 2 : 1, timeout) < 0) {
@@ -1437,6 +1825,8 @@ bf_err_t broker_run(broker_t *b)
             forgive_deafness(b, t0, bf_mono_ms());
         }
         now = bf_mono_ms();
+        if (rc == BF_OK && now < next_timer && now >= expiry)
+            rc = expire(b, now); /* a peer's silence ran out between ticks */
         if (rc == BF_OK && now >= next_timer) {
             rc = expire(b, now);
             if (rc == BF_OK)

@@ -19,9 +19,14 @@
 #define MIN_PUBLISH_MS 250        /* the reactor renders at most this often */
 #define TASK_MAX       (1u << 22) /* tasks with a timestamp; more are not observed */
 #define LABEL_MAX      128        /* bytes of one label value */
-#define HTTP_CONNS     32         /* concurrent scrapes */
+/* A slow, idle or half-open client must not keep real scrapes out: the
+   server polls every connection from one thread without blocking on any
+   (epoll where there is one), caps connections overall and per address, and
+   closes a connection silent for HTTP_TIMEOUT_S, so the slots a hostile
+   client takes come back within seconds. */
+#define HTTP_CONNS     32 /* concurrent scrapes */
 #define HTTP_PER_IP    8
-#define HTTP_TIMEOUT_S 10
+#define HTTP_TIMEOUT_S 3
 
 static const double dispatch_le[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
                                      0.5,   1,      2.5,   5,    10,    30,   60,  300};
@@ -715,6 +720,12 @@ static bf_err_t parse_listen(const char *listen, struct sockaddr_storage *sa, ch
     memcpy(sa, res->ai_addr, res->ai_addrlen <= sizeof *sa ? res->ai_addrlen : sizeof *sa);
     freeaddrinfo(res);
     return BF_OK;
+}
+
+bf_err_t broker_metrics_check_listen(const char *listen, char *err)
+{
+    struct sockaddr_storage sa;
+    return parse_listen(listen, &sa, err);
 }
 
 broker_metrics_t *broker_metrics_new(const char *listen, char *err)

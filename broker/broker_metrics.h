@@ -67,6 +67,10 @@ typedef struct broker_metrics broker_metrics_t;
    out of memory). Until the first publish /metrics answers 503. */
 broker_metrics_t *broker_metrics_new(const char *listen, char *err);
 
+/* Checks listen as broker_metrics_new would parse it, without serving:
+   BF_OK, or BF_EINVAL with err naming what is wrong. */
+bf_err_t broker_metrics_check_listen(const char *listen, char *err) BF_MUST_CHECK;
+
 /* Stops the server (waits for the HTTP thread) and frees; NULL-safe, nulls
  *self_p. */
 void broker_metrics_destroy(broker_metrics_t **self_p);

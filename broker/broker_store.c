@@ -13,6 +13,7 @@
 #include <sqlite3.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #define SCHEMA_VERSION 1
 #define RECENT         32 /* finals remembered per job for the rate and ETA */
@@ -24,10 +25,11 @@ static const char *const status_names[S_COUNT] = {"success", "failed", "error", 
 typedef struct {
     char id[33];
     uint8_t state, status;
-    bool orphan;      /* running when the broker restarted, no worker yet */
-    uint32_t job;     /* index in jobs */
-    uint32_t scene;   /* offset of the name in the job's scene blob */
-    uint16_t attempt; /* dispatches so far */
+    bool orphan;       /* running when the broker restarted, no worker yet */
+    uint32_t job;      /* index in jobs */
+    uint32_t scene;    /* offset of the name in the job's scene blob */
+    uint16_t attempt;  /* dispatches so far */
+    uint8_t unstarted; /* returned unstarted by a dying worker (memory only) */
     int64_t lease_until;
     json_t *failures; /* NULL until the first failure */
 } task_t;
@@ -493,6 +495,9 @@ bf_err_t broker_store_open(const char *state_dir, int64_t now, int64_t grace_ms,
     s->opened_wall_ms = bf_wall_ms();
     char *path = bf_asprintf("%s/broker.db", state_dir);
     bf_err_t rc = BF_OK;
+    /* A state that is new must not look like one that was lost: say which. */
+    struct stat st;
+    bool existed = path && stat(path, &st) == 0, empty = existed && st.st_size == 0;
     if (!path || sqlite3_open(path, &s->db) != SQLITE_OK) {
         rc = bf_fail(err, BF_EDB, "--state %s: cannot open %s: %s", state_dir,
                      path ? path : "broker.db", s->db ? sqlite3_errmsg(s->db) : "out of memory");
@@ -533,6 +538,12 @@ bf_err_t broker_store_open(const char *state_dir, int64_t now, int64_t grace_ms,
         goto fail;
     if ((rc = reload(s, now, grace_ms, err)) != BF_OK)
         goto fail;
+    if (!existed)
+        bf_info("state database %s is new: starting an empty state", path);
+    else if (empty && s->njobs == 0)
+        bf_warn("WARNING: state database %s was empty (0 bytes): starting a new, empty state; "
+                "if this broker had jobs before, they are lost (restore the file from a backup)",
+                path);
     free(path);
     *out = s;
     return BF_OK;
@@ -981,6 +992,14 @@ bf_err_t broker_store_task_adopted(broker_store_t *s, uint32_t t, const char *wo
     return write_state(s, tk, worker);
 }
 
+unsigned broker_store_task_note_unstarted(broker_store_t *s, uint32_t t)
+{
+    task_t *tk = TASK(s, t);
+    if (tk->unstarted < UINT8_MAX)
+        tk->unstarted++;
+    return tk->unstarted;
+}
+
 bf_err_t broker_store_task_returned(broker_store_t *s, uint32_t t)
 {
     task_t *tk = TASK(s, t);
@@ -1076,9 +1095,45 @@ bf_err_t broker_store_task_done(broker_store_t *s, uint32_t t, json_t *result)
     return rc;
 }
 
+/* Whether a failure record names whose fault it was (records written
+   before attribution existed have no "fault": unattributed). */
+static bool attributed(const json_t *f)
+{
+    const char *v = json_string_value(json_object_get(f, "fault"));
+    return v && *v;
+}
+
+/* How many distinct fault domains task tk failed in without attribution. */
+static size_t unattributed_domains(const task_t *tk)
+{
+    size_t n = 0, i;
+    json_t *f;
+    json_array_foreach(tk->failures, i, f)
+    {
+        if (attributed(f))
+            continue;
+        bool seen = false;
+        size_t k;
+        json_t *g;
+        json_array_foreach(tk->failures, k, g)
+        {
+            if (k >= i)
+                break;
+            seen = seen || (!attributed(g) && !strcmp(field(g, "key"), field(f, "key")));
+        }
+        n += !seen;
+    }
+    return n;
+}
+
+const json_t *broker_store_task_failures(broker_store_t *s, uint32_t t)
+{
+    return TASK(s, t)->failures;
+}
+
 bf_err_t broker_store_task_failed(broker_store_t *s, uint32_t t, const char *host,
                                   const char *device, const char *worker, const char *key,
-                                  const char *reason, json_t *result)
+                                  const char *fault, const char *reason, json_t *result)
 {
     task_t *tk = TASK(s, t);
     if (tk->state == T_FINAL)
@@ -1086,10 +1141,10 @@ bf_err_t broker_store_task_failed(broker_store_t *s, uint32_t t, const char *hos
     job_t *j = JOB(s, tk->job);
     if (!tk->failures && !(tk->failures = json_array()))
         return BF_ENOMEM;
-    json_t *f = json_pack("{s:s, s:s, s:s, s:s, s:I, s:s}", "host", host ? host : "?", "device",
-                          device ? device : "?", "worker", worker ? worker : "?", "key",
+    json_t *f = json_pack("{s:s, s:s, s:s, s:s, s:I, s:s, s:s}", "host", host ? host : "?",
+                          "device", device ? device : "?", "worker", worker ? worker : "?", "key",
                           key ? key : (worker ? worker : "?"), "attempt", (json_int_t)tk->attempt,
-                          "reason", reason ? reason : "?");
+                          "fault", fault ? fault : "", "reason", reason ? reason : "?");
     if (!f || json_array_append_new(tk->failures, f) != 0)
         return BF_ENOMEM;
     if (tk->attempt < j->max_attempts) {
@@ -1097,20 +1152,29 @@ bf_err_t broker_store_task_failed(broker_store_t *s, uint32_t t, const char *hos
             return BF_ENOMEM;
         return write_state(s, tk, NULL);
     }
-    /* Final: the reason names every place it failed. */
+    /* Final: the reason names every place it failed, and the verdict
+       when it failed the same (unattributed) way in several domains. */
+    char verdict[96] = "";
+    size_t same = unattributed_domains(tk);
+    if (same >= 2)
+        snprintf(verdict, sizeof verdict, "; failed the same way on %zu devices: task fault", same);
     char buf[2048];
+    size_t room = sizeof buf - strlen(verdict); /* the verdict always fits */
     size_t nf = json_array_size(tk->failures);
-    size_t n = (size_t)snprintf(buf, sizeof buf, "failed %zu time%s: ", nf, nf == 1 ? "" : "s");
+    size_t n = (size_t)snprintf(buf, room, "failed %zu time%s: ", nf, nf == 1 ? "" : "s");
     size_t i;
     json_t *e;
     json_array_foreach(tk->failures, i, e)
     {
-        if (n >= sizeof buf - 1)
+        if (n >= room - 1)
             break;
-        n += (size_t)snprintf(buf + n, sizeof buf - n, "%s%.100s/%.100s [%.100s] (%.200s)",
-                              i ? "; " : "", field(e, "host"), field(e, "device"),
-                              field(e, "worker"), field(e, "reason"));
+        n += (size_t)snprintf(buf + n, room - n, "%s%.100s/%.100s [%.100s] (%.200s)", i ? "; " : "",
+                              field(e, "host"), field(e, "device"), field(e, "worker"),
+                              field(e, "reason"));
     }
+    if (n > room - 1)
+        n = room - 1;
+    memcpy(buf + n, verdict, strlen(verdict) + 1);
     json_t *doc = json_is_object(result) ? json_incref(result) : json_object();
     if (!doc)
         return BF_ENOMEM;
@@ -1118,6 +1182,78 @@ bf_err_t broker_store_task_failed(broker_store_t *s, uint32_t t, const char *hos
     bf_err_t rc = finalize(s, t, doc, S_ERROR);
     json_decref(doc);
     return rc;
+}
+
+/* A lexical normal form of a path: no empty or "." components, ".." takes
+   the previous one away, no trailing "/" (bounded by n; longer paths are
+   cut, which only makes two long paths compare by their first n bytes). */
+static void path_norm(const char *in, char *out, size_t n)
+{
+    size_t len = 0;
+    bool abs = in[0] == '/';
+    if (abs && n > 1)
+        out[len++] = '/';
+    const char *p = in;
+    while (*p && len + 1 < n) {
+        while (*p == '/')
+            p++;
+        const char *end = strchr(p, '/');
+        size_t c = end ? (size_t)(end - p) : strlen(p);
+        if (c == 0)
+            break;
+        if (c == 1 && p[0] == '.') {
+            /* nothing */
+        } else if (c == 2 && p[0] == '.' && p[1] == '.' && len > (abs ? 1u : 0u)) {
+            while (len > (abs ? 1u : 0u) && out[len - 1] != '/')
+                len--;
+            if (len > (abs ? 1u : 0u))
+                len--; /* the '/' before it */
+        } else {
+            if (len > (abs ? 1u : 0u) && len + 1 < n)
+                out[len++] = '/';
+            for (size_t i = 0; i < c && len + 1 < n; i++)
+                out[len++] = p[i];
+        }
+        p += c;
+    }
+    out[len < n ? len : n - 1] = '\0';
+}
+
+/* Whether the collector still has rows of job j to take (results or its
+   JOB_DONE). */
+static bool job_undelivered(broker_store_t *s, const job_t *j)
+{
+    if (s->outbox_rows == 0)
+        return false;
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(s->db, "SELECT 1 FROM outbox WHERE job_id = ? LIMIT 1", -1, &st, NULL) !=
+        SQLITE_OK)
+        return true; /* cannot tell: assume it is */
+    sqlite3_bind_text(st, 1, j->id, -1, SQLITE_STATIC);
+    bool any = sqlite3_step(st) == SQLITE_ROW;
+    sqlite3_finalize(st);
+    return any;
+}
+
+bool broker_store_output_busy(broker_store_t *s, const char *output, char job_id[16], char *name,
+                              size_t name_len)
+{
+    char want[4096], have[4096];
+    if (!output || !*output)
+        return false;
+    path_norm(output, want, sizeof want);
+    for (size_t i = 0; i < s->njobs; i++) {
+        const job_t *j = &s->jobs[i];
+        path_norm(j->output ? j->output : "", have, sizeof have);
+        if (strcmp(want, have) != 0)
+            continue;
+        if (!strcmp(j->state, "running") || job_undelivered(s, j)) {
+            bf_strlcpy(job_id, j->id, 16);
+            bf_strlcpy(name, j->name ? j->name : "", name_len);
+            return true;
+        }
+    }
+    return false;
 }
 
 static job_t *job_by_id(broker_store_t *s, const char *job_id)

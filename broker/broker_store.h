@@ -67,17 +67,34 @@ bf_err_t broker_store_task_adopted(broker_store_t *s, uint32_t t, const char *wo
 /* The worker gave t back without a result (GOODBYE): queued again at the
    head, attempt - 1 (not counted). No-op unless t is running. */
 bf_err_t broker_store_task_returned(broker_store_t *s, uint32_t t) BF_MUST_CHECK;
+/* Counts one more time t was held, not started, by a worker that died, and
+   returns the count (memory only, not reset by a restart's reload: it
+   starts at 0 again then). */
+unsigned broker_store_task_note_unstarted(broker_store_t *s, uint32_t t);
 /* The attempt failed: requeued, or final with status error naming every
    failure when the job's max_attempts are used (a queued task stays
-   queued); key is the worker's fault domain (see broker_store_lease).
-   The final reason reads "failed N times: host/device [worker] (reason);
-   ...". result may be NULL; when the task becomes final it is the
-   stored document and gets the bookkeeping fields set in place (the caller
-   keeps its reference; host, device, worker and reason may point into it).
-   No-op for a final task. */
+   queued); key is the worker's fault domain (see broker_store_lease),
+   fault whose fault it was ("task", "device", or "" / NULL: unattributed),
+   kept in the failure record. The final reason reads "failed N times:
+   host/device [worker] (reason); ..." and, when unattributed failures
+   happened in two or more domains, ends "; failed the same way on N
+   devices: task fault". result may be NULL; when the task becomes final
+   it is the stored document and gets the bookkeeping fields set in place
+   (the caller keeps its reference; host, device, worker and reason may
+   point into it). No-op for a final task. */
 bf_err_t broker_store_task_failed(broker_store_t *s, uint32_t t, const char *host,
                                   const char *device, const char *worker, const char *key,
-                                  const char *reason, json_t *result) BF_MUST_CHECK;
+                                  const char *fault, const char *reason,
+                                  json_t *result) BF_MUST_CHECK;
+/* The failures of task t so far, [{host, device, worker, key, attempt,
+   fault, reason}], borrowed; NULL when none. */
+const json_t *broker_store_task_failures(broker_store_t *s, uint32_t t);
+/* Whether a job with the same output directory (compared after lexical
+   normalization: "//", "/./", "x/..", a trailing "/") is running, or done
+   with results or its JOB_DONE not yet acknowledged by the collector; if so
+   its id and name (truncated to name_len) are copied out. */
+bool broker_store_output_busy(broker_store_t *s, const char *output, char job_id[16], char *name,
+                              size_t name_len);
 /* Final with this result (status success or failed; the bookkeeping fields
    scene, task_id, job_id, attempt, status, failures are set on it in place,
    the caller keeps its reference), appended to

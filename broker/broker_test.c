@@ -6,7 +6,11 @@
     retries up to max_attempts, worker loss, GOODBYE, cancel with ABORT, a
     broker restart on the same state directory with a worker that keeps its
     task and one that does not come back, the status document, unknown
-    peers, and a flood of garbage. Heartbeat interval 100 ms, liveness 3. */
+    peers, a flood of garbage, and the hostile cases: fault
+    attribution, LOST and its authorization, started versus prefetched
+    tasks, the credit cap, the state directory lock, the metrics bind rule
+    and one job per output directory. Heartbeat interval 100 ms, liveness
+    3. */
 
 #include "broker.h"
 
@@ -242,6 +246,21 @@ static void worker_result(tpeer_t *w, const char *task_id, unsigned attempt, con
     tsend(w, &m);
 }
 
+/* An error result that says whose fault it was ("task", "device"). */
+static void worker_fault(tpeer_t *w, const char *task_id, unsigned attempt, const char *reason,
+                         const char *fault)
+{
+    proto_msg_t m;
+    proto_msg_init(&m, PROTO_RESULT);
+    CHECK(proto_msg_set(&m.task_id, task_id) == BF_OK);
+    m.attempt = attempt;
+    m.obj = json_pack("{s:s, s:s, s:s, s:s, s:i, s:f}", "status", "error", "reason", reason, "host",
+                      "testhost", "device", "cpu", "gpu_id", -1, "elapsed_time", 0.1);
+    if (fault)
+        json_object_set_new(m.obj, "fault", json_string(fault));
+    tsend(w, &m);
+}
+
 /* One request on a fresh client socket; the reply (of type) in *rep. */
 static bool request(const char *endpoint, proto_msg_t *req, proto_type_t type, proto_msg_t *rep)
 {
@@ -297,7 +316,7 @@ static bool submit(const char *endpoint, const char *name, int n, unsigned max_a
     bf_job_defaults(&job);
     job.name = bf_strdup(name);
     job.scenes_root = bf_strdup("/tmp/scenes");
-    job.output = bf_strdup("/tmp/out");
+    job.output = bf_asprintf("/tmp/out/%s", name); /* one output per job */
     job.max_attempts = max_attempts;
     job.timeout_s = 60;
     job.scenes = calloc((size_t)n, sizeof *job.scenes);
@@ -370,6 +389,304 @@ static void test_security(const char *dir)
     b = broker_new(&cfg, err);
     CHECK(b != NULL);
     broker_destroy(&b);
+    /* The metrics listener follows the bind rule: loopback, keys or insecure. */
+    cfg.bind = "tcp://127.0.0.1:0";
+    cfg.insecure = false;
+    cfg.metrics_listen = "0.0.0.0:0";
+    CHECK(broker_new(&cfg, err) == NULL);
+    CHECK(strstr(err, "--metrics") && strstr(err, "loopback") && strstr(err, "--insecure"));
+    cfg.metrics_listen = "127.0.0.1:0";
+    b = broker_new(&cfg, err);
+    CHECK(b != NULL);
+    /* One state directory, one broker: the second is refused, naming the pid. */
+    broker_config_t again = cfg;
+    again.metrics_listen = NULL;
+    char want[64];
+    snprintf(want, sizeof want, "is in use by pid %ld", (long)getpid());
+    CHECK(broker_new(&again, err) == NULL);
+    CHECK(strstr(err, "state directory") && strstr(err, want));
+    broker_destroy(&b);
+    b = broker_new(&again, err); /* free again once the first is gone */
+    CHECK(b != NULL);
+    broker_destroy(&b);
+}
+
+/* Fault attribution: a job's own faults never quarantine a
+   device, device faults do, and a task failing without attribution on two
+   devices is the task's fault. Also: one output directory, one running
+   job. */
+static void test_faults(const char *dir)
+{
+    running_t r;
+    tpeer_t a = {0}, b2 = {0}, c2 = {0};
+    proto_msg_t m, rep;
+    char job_id[16] = "", job2[16] = "", job3[16] = "";
+    json_t *doc = NULL;
+    REQUIRE(start_broker(&r, dir));
+    REQUIRE(submit(r.endpoint, "typo", 6, 1, job_id));
+    /* the same output again while it runs: refused, naming the job */
+    {
+        bf_job_t job;
+        bf_job_defaults(&job);
+        job.name = bf_strdup("second");
+        job.scenes_root = bf_strdup("/tmp/scenes");
+        job.output = bf_strdup("/tmp//out/./typo/"); /* the same directory */
+        job.scenes = calloc(1, sizeof *job.scenes);
+        job.scenes[0] = bf_strdup("x");
+        job.scene_count = 1;
+        proto_msg_init(&m, PROTO_SUBMIT);
+        m.obj = bf_job_to_json(&job, true);
+        bf_job_clear(&job);
+        REQUIRE(request(r.endpoint, &m, PROTO_ERROR, &rep));
+        CHECK(rep.code == BF_EEXIST &&
+              strstr(rep.reason, "submit: output /tmp//out/./typo/ is in "
+                                 "use by job ") &&
+              strstr(rep.reason, job_id) && strstr(rep.reason, "'typo' (still running)"));
+        proto_msg_clear(&rep);
+    }
+    /* Six tasks, each the job's own fault on one worker: never quarantined. */
+    tpeer_open(&a, r.endpoint);
+    worker_ready(&a, "hostF:1:cpu", 1, NULL);
+    for (int i = 0; i < 6; i++) {
+        REQUIRE(trecv(&a, PROTO_TASK, 2000, &m));
+        worker_fault(&a, m.task_id, (unsigned)m.attempt, "exec program not allowed", "task");
+        proto_msg_clear(&m);
+        REQUIRE(trecv(&a, PROTO_ACK, 2000, &m));
+        proto_msg_clear(&m);
+    }
+    REQUIRE(submit(r.endpoint, "sick", 4, 1, job2));
+    REQUIRE(trecv(&a, PROTO_TASK, 2000, &m)); /* still given work */
+    doc = status_doc(r.endpoint, job_id, 0);
+    REQUIRE(doc);
+    json_t *w0 = json_array_get(json_object_get(doc, "workers"), 0);
+    CHECK(!json_object_get(w0, "quarantined_for_s"));
+    json_t *e0 = json_array_get(json_object_get(doc, "events"), 0);
+    CHECK(json_array_size(json_object_get(doc, "events")) == 6);
+    CHECK(strstr(jstr(e0, "reason"), "(task fault: exec program not allowed)") != NULL);
+    json_decref(doc);
+    doc = NULL;
+    /* A device-fault streak still quarantines: three different tasks. */
+    for (int i = 0; i < 3; i++) {
+        if (i > 0)
+            REQUIRE(trecv(&a, PROTO_TASK, 2000, &m));
+        worker_fault(&a, m.task_id, (unsigned)m.attempt, "CUDA error 700", "device");
+        proto_msg_clear(&m);
+        REQUIRE(trecv(&a, PROTO_ACK, 2000, &m));
+        proto_msg_clear(&m);
+    }
+    CHECK(tquiet(&a, 200)); /* quarantined: the fourth task waits */
+    doc = status_doc(r.endpoint, job2, 0);
+    REQUIRE(doc);
+    w0 = json_array_get(json_object_get(doc, "workers"), 0);
+    CHECK(!strcmp(jstr(w0, "state"), "quarantined"));
+    CHECK(strstr(jstr(w0, "quarantine_reason"), "device fault: CUDA error 700") != NULL);
+    json_decref(doc);
+    doc = NULL;
+    tpeer_close(&a);
+
+    /* Unattributed (a crash, say) on two different workers: the task's
+       fault; the final reason says so, and neither worker is charged. */
+    REQUIRE(submit(r.endpoint, "crashy", 1, 2, job3));
+    tpeer_open(&b2, r.endpoint);
+    tpeer_open(&c2, r.endpoint);
+    worker_ready(&b2, "hostG:1:cpu", 1, NULL);
+    REQUIRE(trecv(&b2, PROTO_TASK, 2000, &m)); /* the sick job's last task first */
+    if (strcmp(m.job_id, job3) != 0) {
+        worker_result(&b2, m.task_id, (unsigned)m.attempt, "success", "", 0.1);
+        proto_msg_clear(&m);
+        REQUIRE(trecv(&b2, PROTO_ACK, 2000, &m));
+        proto_msg_clear(&m);
+        REQUIRE(trecv(&b2, PROTO_TASK, 2000, &m));
+    }
+    CHECK(!strcmp(m.job_id, job3));
+    /* hostH registered (and known to the broker) before hostG fails, so
+       that the retry has somewhere else to go */
+    worker_ready(&c2, "hostH:1:cpu", 1, NULL);
+    bool known = false;
+    for (int k = 0; k < 200 && !known; k++) {
+        json_t *st = status_doc(r.endpoint, "", 0), *sw;
+        size_t n;
+        json_array_foreach(json_object_get(st, "workers"), n, sw)
+        {
+            known |= !strcmp(jstr(sw, "name"), "hostH:1:cpu");
+        }
+        json_decref(st);
+        if (!known)
+            usleep(10 * 1000);
+    }
+    CHECK(known);
+    worker_fault(&b2, m.task_id, (unsigned)m.attempt, "exit status 139", NULL);
+    proto_msg_clear(&m);
+    REQUIRE(trecv(&c2, PROTO_TASK, 2000, &m)); /* the retry avoids hostG */
+    CHECK(!strcmp(m.job_id, job3) && m.attempt == 2);
+    worker_fault(&c2, m.task_id, (unsigned)m.attempt, "exit status 139", NULL);
+    proto_msg_clear(&m);
+    REQUIRE(trecv(&c2, PROTO_ACK, 2000, &m));
+    proto_msg_clear(&m);
+    doc = status_doc(r.endpoint, job3, 0);
+    REQUIRE(doc);
+    e0 = json_array_get(json_object_get(doc, "events"), 0);
+    CHECK(!strcmp(jstr(e0, "status"), "error"));
+    CHECK(!strncmp(jstr(e0, "reason"), "failed 2 times: ", 16));
+    CHECK(strstr(jstr(e0, "reason"), "; failed the same way on 2 devices: task fault") != NULL);
+    size_t i;
+    json_t *w;
+    json_array_foreach(json_object_get(doc, "workers"), i, w)
+    {
+        if (strcmp(jstr(w, "name"), "hostF:1:cpu") != 0) /* the quarantined one, closing */
+            CHECK(strcmp(jstr(w, "state"), "quarantined") != 0 &&
+                  !json_object_get(w, "suspect_failures"));
+    }
+out:
+    json_decref(doc);
+    tpeer_close(&a);
+    tpeer_close(&b2);
+    tpeer_close(&c2);
+    stop_broker(&r);
+}
+
+/* LOST: a supervisor reports its worker dead; the broker
+   requeues at once what it held, the started task as a failed attempt, the
+   prefetched one unchanged, and only the worker's own address may say so.
+   Credit is capped. */
+static void test_lost(const char *dir)
+{
+    running_t r;
+    tpeer_t w = {0}, sup = {0}, other = {0}, w2 = {0}, x = {0};
+    proto_msg_t m;
+    char job_id[16] = "", t1[33] = "", t2[33] = "";
+    json_t *doc = NULL;
+    REQUIRE(start_broker(&r, dir));
+    REQUIRE(submit(r.endpoint, "lost", 30, 2, job_id));
+    tpeer_open(&w, r.endpoint);
+    worker_ready(&w, "hostL:1:cpu0", 2, NULL);
+    REQUIRE(trecv(&w, PROTO_TASK, 2000, &m));
+    bf_strlcpy(t1, m.task_id, sizeof t1);
+    proto_msg_clear(&m);
+    REQUIRE(trecv(&w, PROTO_TASK, 2000, &m));
+    bf_strlcpy(t2, m.task_id, sizeof t2);
+    proto_msg_clear(&m);
+    proto_msg_init(&m, PROTO_PROGRESS); /* t1 runs, t2 waits in its queue */
+    CHECK(proto_msg_set(&m.task_id, t1) == BF_OK && proto_msg_set(&m.stage, "exec") == BF_OK);
+    m.attempt = 1;
+    tsend(&w, &m);
+
+    /* From another address (source 127.0.0.2): refused, nothing changes. */
+    const char *port = strrchr(r.endpoint, ':');
+    char ep[300];
+    snprintf(ep, sizeof ep, "tcp://127.0.0.2:0;127.0.0.1%s", port ? port : "");
+    tpeer_open(&other, ep);
+    proto_msg_init(&m, PROTO_LOST);
+    CHECK(proto_msg_set(&m.worker, "hostL:1:cpu0") == BF_OK &&
+          proto_msg_set(&m.reason, "killed by signal 9") == BF_OK);
+    tsend(&other, &m);
+    REQUIRE(trecv(&other, PROTO_ERROR, 2000, &m));
+    CHECK(m.code == BF_EPERM && strstr(m.reason, "only its own supervisor"));
+    proto_msg_clear(&m);
+    doc = status_doc(r.endpoint, job_id, 0);
+    REQUIRE(doc);
+    CHECK(jint(job_in(doc, job_id), "running") == 2);
+    json_decref(doc);
+    doc = NULL;
+
+    /* A process nobody has (another pid): no reply, no change. */
+    tpeer_open(&sup, r.endpoint);
+    proto_msg_init(&m, PROTO_LOST);
+    CHECK(proto_msg_set(&m.worker, "hostL:2:cpu0") == BF_OK);
+    tsend(&sup, &m);
+    CHECK(tquiet(&sup, 100));
+
+    /* Its supervisor (same address): requeued at once. The supervisor knows
+       it as the GPU worker it started (...:gpu0); it had found no usable
+       GPU and registered as ...:cpu0: the same process. */
+    proto_msg_init(&m, PROTO_LOST);
+    CHECK(proto_msg_set(&m.worker, "hostL:1:gpu0") == BF_OK &&
+          proto_msg_set(&m.reason, "killed by signal 9") == BF_OK);
+    int64_t t0 = bf_mono_ms();
+    tsend(&sup, &m);
+    w.beat = true; /* it still beats: only LOST can have killed it */
+    int64_t took = -1;
+    for (int tries = 0; tries < 200 && took < 0; tries++) {
+        doc = status_doc(r.endpoint, job_id, 0);
+        json_t *j = job_in(doc, job_id);
+        if (j && jint(j, "running") == 0 && jint(j, "queued") == 30)
+            took = bf_mono_ms() - t0;
+        json_decref(doc);
+        doc = NULL;
+    }
+    CHECK(took >= 0 && took < HB_MS * LIVENESS);
+    printf("  LOST -> requeued in %lld ms (heartbeat expiry: %d ms)\n", (long long)took,
+           HB_MS * LIVENESS);
+    tpeer_open(&w2, r.endpoint);
+    worker_ready(&w2, "hostM:1:cpu0", 2, NULL);
+    bool got1 = false, got2 = false;
+    for (int k = 0; k < 2; k++) {
+        REQUIRE(trecv(&w2, PROTO_TASK, 2000, &m));
+        if (!strcmp(m.task_id, t1)) {
+            got1 = true;
+            CHECK(m.attempt == 2); /* it had started */
+            /* fails again, unattributed, elsewhere: final, the task's fault */
+            worker_fault(&w2, t1, 2, "exit status 1", NULL);
+        } else if (!strcmp(m.task_id, t2)) {
+            got2 = true;
+            CHECK(m.attempt == 1); /* never ran: not an attempt */
+            worker_result(&w2, t2, 1, "success", "", 0.1);
+        }
+        proto_msg_clear(&m);
+    }
+    CHECK(got1 && got2);
+    for (int tries = 0; tries < 50; tries++) {
+        doc = status_doc(r.endpoint, job_id, 0);
+        if (json_array_size(json_object_get(doc, "events")) == 2)
+            break;
+        json_decref(doc);
+        doc = NULL;
+        usleep(20 * 1000);
+    }
+    REQUIRE(doc);
+    size_t i;
+    json_t *e;
+    bool seen = false;
+    json_array_foreach(json_object_get(doc, "events"), i, e)
+    {
+        if (strcmp(jstr(e, "task_id"), t1) != 0)
+            continue;
+        seen = true;
+        CHECK(strstr(jstr(e, "reason"), "(worker lost: killed by signal 9)") != NULL);
+        CHECK(strstr(jstr(e, "reason"), "failed the same way on 2 devices: task fault") != NULL);
+    }
+    CHECK(seen);
+    json_decref(doc);
+    doc = NULL;
+    /* A READY with credit 2^63 gets CREDIT_MAX (16) tasks, not the queue. */
+    tpeer_open(&x, r.endpoint);
+    proto_msg_init(&m, PROTO_READY);
+    CHECK(proto_msg_set(&m.worker, "greedy:1:cpu") == BF_OK);
+    m.credit = UINT64_C(1) << 63;
+    m.obj = json_pack("{s:s, s:i, s:s}", "host", "greedy", "device_index", -1, "name", "cpu");
+    tsend(&x, &m);
+    x.beat = true;
+    int got = 0;
+    for (int64_t until = bf_mono_ms() + 300; bf_mono_ms() < until;) {
+        beat_all();
+        zmq_pollitem_t it = {x.sock, 0, ZMQ_POLLIN, 0};
+        if (zmq_poll(&it, 1, 20) <= 0 || proto_recv(x.sock, NULL, NULL, &m, 0, NULL) != BF_OK)
+            continue;
+        if (m.type == PROTO_TASK) {
+            got++;
+            until = bf_mono_ms() + 300; /* until 300 ms pass without one */
+        }
+        proto_msg_clear(&m);
+    }
+    CHECK(got == 16);
+out:
+    json_decref(doc);
+    tpeer_close(&w);
+    tpeer_close(&sup);
+    tpeer_close(&other);
+    tpeer_close(&w2);
+    tpeer_close(&x);
+    stop_broker(&r);
 }
 
 /* Submit, dispatch, results, retries, worker loss, goodbye, delivery. */
@@ -427,7 +744,7 @@ static void test_flow(const char *dir)
     CHECK(!strcmp(jstr(res, "status"), "success") && !strcmp(jstr(res, "scene"), "scene000"));
     CHECK(!strcmp(jstr(res, "task_id"), t0) && jint(res, "attempt") == 1);
     CHECK(!strcmp(jstr(ji, "id"), job_id) && !strcmp(jstr(ji, "name"), "flow"));
-    CHECK(!strcmp(jstr(ji, "output"), "/tmp/out") && !strcmp(jstr(ji, "task"), "boresight"));
+    CHECK(!strcmp(jstr(ji, "output"), "/tmp/out/flow") && !strcmp(jstr(ji, "task"), "boresight"));
     CHECK(jint(ji, "total") == 5 && !strcmp(jstr(ji, "state"), "running"));
     uint64_t last_seq = m.seq;
     collector_ack(&col, m.seq);
@@ -470,8 +787,13 @@ static void test_flow(const char *dir)
     CHECK(m.code == BF_ENOENT && strstr(m.reason, "unknown peer"));
     proto_msg_clear(&m);
 
-    /* Worker A goes silent holding t2 and t3: both go to B, attempt 2,
-       within I*L (plus a housekeeping tick). */
+    /* Worker A goes silent holding t2 (started: it sent PROGRESS) and t3
+       (prefetched, never started): both go to B within I*L (plus a
+       housekeeping tick), t2 as attempt 2, t3 still as attempt 1. */
+    proto_msg_init(&m, PROTO_PROGRESS);
+    CHECK(proto_msg_set(&m.task_id, t2) == BF_OK && proto_msg_set(&m.stage, "exec") == BF_OK);
+    m.attempt = 1;
+    tsend(&a, &m);
     tpeer_open(&bw, r.endpoint);
     worker_ready(&bw, "hostB:2:cpu", 3, NULL);
     REQUIRE(trecv(&bw, PROTO_TASK, 2000, &m)); /* scene004, queued */
@@ -484,7 +806,7 @@ static void test_flow(const char *dir)
     bool got2 = false, got3 = false;
     for (int k = 0; k < 2; k++) {
         REQUIRE(trecv(&bw, PROTO_TASK, 2000, &m));
-        CHECK(m.attempt == 2);
+        CHECK(m.attempt == (!strcmp(m.task_id, t2) ? 2u : 1u));
         got2 |= !strcmp(m.task_id, t2);
         got3 |= !strcmp(m.task_id, t3);
         proto_msg_clear(&m);
@@ -833,6 +1155,53 @@ out:
     stop_broker(&r);
 }
 
+/* A task that kills its worker before any PROGRESS gets out goes back
+   without an attempt twice (it may only have been prefetched), then its
+   losses count: it cannot go round the fleet for ever. */
+static void test_crasher(const char *dir)
+{
+    running_t r;
+    tpeer_t w = {0}, sup = {0};
+    proto_msg_t m;
+    char job_id[16] = "";
+    REQUIRE(start_broker(&r, dir));
+    REQUIRE(submit(r.endpoint, "crasher", 1, 2, job_id));
+    tpeer_open(&sup, r.endpoint);
+    const unsigned want[] = {1, 1, 1, 2};
+    for (int round = 0; round < 4; round++) {
+        char name[32];
+        snprintf(name, sizeof name, "crash:%d:cpu", round);
+        tpeer_open(&w, r.endpoint);
+        worker_ready(&w, name, 1, NULL);
+        REQUIRE(trecv(&w, PROTO_TASK, 2000, &m));
+        CHECK(m.attempt == want[round]);
+        proto_msg_clear(&m);
+        proto_msg_init(&m, PROTO_LOST);
+        CHECK(proto_msg_set(&m.worker, name) == BF_OK &&
+              proto_msg_set(&m.reason, "killed by signal 11") == BF_OK);
+        tsend(&sup, &m);
+        tpeer_close(&w);
+    }
+    /* attempt 2 was the last (max_attempts 2): final, naming both losses */
+    json_t *doc = NULL;
+    for (int tries = 0; tries < 50; tries++) {
+        json_decref(doc);
+        doc = status_doc(r.endpoint, job_id, 0);
+        if (json_array_size(json_object_get(doc, "events")) == 1)
+            break;
+        usleep(20 * 1000);
+    }
+    json_t *e0 = json_array_get(json_object_get(doc, "events"), 0);
+    CHECK(!strcmp(jstr(e0, "status"), "error"));
+    CHECK(strstr(jstr(e0, "reason"), "failed 2 times: ") &&
+          strstr(jstr(e0, "reason"), "not known to have started"));
+    json_decref(doc);
+out:
+    tpeer_close(&w);
+    tpeer_close(&sup);
+    stop_broker(&r);
+}
+
 int main(void)
 {
     bf_log_set_tag("broker_test");
@@ -840,7 +1209,8 @@ int main(void)
         bf_log_set_level(BF_LOG_ERROR);
     ctx = zmq_ctx_new();
     char *d1 = temp_dir(), *d2 = temp_dir(), *d3 = temp_dir(), *d4 = temp_dir(), *d5 = temp_dir();
-    if (!ctx || !d1 || !d2 || !d3 || !d4 || !d5) {
+    char *d6 = temp_dir(), *d7 = temp_dir(), *d8 = temp_dir();
+    if (!ctx || !d1 || !d2 || !d3 || !d4 || !d5 || !d6 || !d7 || !d8) {
         fprintf(stderr, "setup failed\n");
         return 1;
     }
@@ -848,11 +1218,10 @@ int main(void)
         const char *name;
         void (*fn)(const char *);
         const char *dir;
-    } cases[] = {{"security", test_security, d1},
-                 {"flow", test_flow, d2},
-                 {"cancel", test_cancel, d3},
-                 {"restart", test_restart, d4},
-                 {"garbage", test_garbage, d5}};
+    } cases[] = {{"security", test_security, d1}, {"flow", test_flow, d2},
+                 {"cancel", test_cancel, d3},     {"restart", test_restart, d4},
+                 {"garbage", test_garbage, d5},   {"faults", test_faults, d6},
+                 {"lost", test_lost, d7},         {"crasher", test_crasher, d8}};
     for (size_t i = 0; i < BF_ARRAY_LEN(cases); i++) {
         int before = failures;
         double t = bf_mono_s();
@@ -861,7 +1230,7 @@ int main(void)
                bf_mono_s() - t);
     }
     zmq_ctx_term(ctx);
-    const char *dirs[] = {d1, d2, d3, d4, d5};
+    const char *dirs[] = {d1, d2, d3, d4, d5, d6, d7, d8};
     for (size_t i = 0; i < BF_ARRAY_LEN(dirs); i++) {
         rm_dir(dirs[i]);
         free((char *)dirs[i]);

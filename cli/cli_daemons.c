@@ -34,6 +34,10 @@ enum {
     OPT_DEVICE,
     OPT_METRICS,
     OPT_RETAIN,
+    OPT_OUTPUT_ROOT, /* collector */
+    OPT_SPOOL,       /* collector */
+    OPT_CREDIT,      /* collector */
+    OPT_INTERP,      /* worker */
 };
 
 #define ACCEPT(opt) (1u << ((opt)-256))
@@ -58,6 +62,10 @@ static const struct option daemon_options[] = {
     {"device", required_argument, NULL, OPT_DEVICE},
     {"metrics", required_argument, NULL, OPT_METRICS},
     {"retain-s", required_argument, NULL, OPT_RETAIN},
+    {"output-root", required_argument, NULL, OPT_OUTPUT_ROOT},
+    {"spool", required_argument, NULL, OPT_SPOOL},
+    {"credit", required_argument, NULL, OPT_CREDIT},
+    {"interpreter", required_argument, NULL, OPT_INTERP},
     {NULL, 0, NULL, 0}};
 
 typedef struct {
@@ -65,11 +73,15 @@ typedef struct {
     unsigned accepts; /* the daemon options this command takes: ACCEPT(OPT_x) bits */
     bf_fleet_t fleet;
     const char *out, *gpus, *name;
-    const char *config; /* -c FLEET.yaml, handed on to a supervisor's children */
+    const char *output_root, *spool; /* collector */
+    unsigned credit;                 /* collector */
+    const char *config;              /* -c FLEET.yaml, handed on to a supervisor's children */
     unsigned cpu_workers, threads;
-    int device;         /* --device N: this process is the worker for device N */
-    bool device_cpu;    /* --device cpu: this process is one CPU worker */
-    const char **allow; /* flags, then the fleet file's */
+    int device;          /* --device N: this process is the worker for device N */
+    bool device_cpu;     /* --device cpu: this process is one CPU worker */
+    const char **allow;  /* flags, then the fleet file's */
+    const char **interp; /* --interpreter flags, then worker.interpreters */
+    size_t interp_count;
     size_t allow_count;
 } daemon_args_t;
 
@@ -94,6 +106,33 @@ static void replace(char **field, const char *value)
     *field = bf_strdup(value);
 }
 
+/* Appends a repeatable flag's value to list (n of max used); false, with
+   one line, when it is full. */
+static bool push_flag(const char *cmd, const char *flag, const char **list, size_t *n, size_t max,
+                      const char *value)
+{
+    if (*n == max) {
+        fprintf(stderr, "beamfleet %s: %s: at most %zu programs\n", cmd, flag, max);
+        return false;
+    }
+    list[(*n)++] = value;
+    return true;
+}
+
+/* The flags' values, then the fleet file's, as one NULL-terminated array
+   that borrows the strings (free the array only); NULL out of memory. */
+static const char **merge_lists(const char *const *flags, size_t nflags, char *const *fleet,
+                                size_t nfleet, size_t *count)
+{
+    const char **all = calloc(nflags + nfleet + 1, sizeof *all);
+    *count = all ? nflags + nfleet : 0;
+    for (size_t i = 0; all && i < nflags; i++)
+        all[i] = flags[i];
+    for (size_t i = 0; all && i < nfleet; i++)
+        all[nflags + i] = fleet[i];
+    return all;
+}
+
 /* Returns -1 to go on, else an exit code. */
 static int parse_daemon(int argc, char **argv, daemon_args_t *a, const char *help)
 {
@@ -101,7 +140,8 @@ static int parse_daemon(int argc, char **argv, daemon_args_t *a, const char *hel
     const char *metrics = NULL;
     unsigned heartbeat = 0, liveness = 0, prefetch = 0, retain = 0;
     bool insecure = false;
-    const char *allow_flags[64];
+    const char *allow_flags[64], *interp_flags[16];
+    size_t ninterp = 0;
     size_t nallow = 0;
     int c;
     optind = 1;
@@ -153,6 +193,16 @@ static int parse_daemon(int argc, char **argv, daemon_args_t *a, const char *hel
         case OPT_OUT:
             a->out = optarg;
             break;
+        case OPT_OUTPUT_ROOT:
+            a->output_root = optarg;
+            break;
+        case OPT_SPOOL:
+            a->spool = optarg;
+            break;
+        case OPT_CREDIT:
+            if (!parse_uint(a->cmd, "--credit", optarg, 1, 4096, &a->credit))
+                return CLI_EXIT_USAGE;
+            break;
         case OPT_GPUS:
             a->gpus = optarg;
             break;
@@ -161,12 +211,14 @@ static int parse_daemon(int argc, char **argv, daemon_args_t *a, const char *hel
                 return CLI_EXIT_USAGE;
             break;
         case OPT_ALLOW:
-            if (nallow == BF_ARRAY_LEN(allow_flags)) {
-                fprintf(stderr, "beamfleet %s: --allow-exec: at most %zu programs\n", a->cmd,
-                        BF_ARRAY_LEN(allow_flags));
+            if (!push_flag(a->cmd, "--allow-exec", allow_flags, &nallow, BF_ARRAY_LEN(allow_flags),
+                           optarg))
                 return CLI_EXIT_USAGE;
-            }
-            allow_flags[nallow++] = optarg;
+            break;
+        case OPT_INTERP:
+            if (!push_flag(a->cmd, "--interpreter", interp_flags, &ninterp,
+                           BF_ARRAY_LEN(interp_flags), optarg))
+                return CLI_EXIT_USAGE;
             break;
         case OPT_PREFETCH:
             if (!parse_uint(a->cmd, "--prefetch", optarg, 1, 1024, &prefetch))
@@ -228,21 +280,19 @@ static int parse_daemon(int argc, char **argv, daemon_args_t *a, const char *hel
         a->fleet.heartbeat_liveness = liveness;
     if (prefetch)
         a->fleet.prefetch = prefetch;
-    a->allow_count = nallow + a->fleet.allow_exec_count;
-    a->allow = calloc(a->allow_count + 1, sizeof *a->allow);
-    if (!a->allow)
-        return CLI_EXIT_FAILURE;
-    for (size_t i = 0; i < nallow; i++)
-        a->allow[i] = allow_flags[i];
-    for (size_t i = 0; i < a->fleet.allow_exec_count; i++)
-        a->allow[nallow + i] = a->fleet.allow_exec[i];
-    return -1;
+    a->allow = merge_lists(allow_flags, nallow, a->fleet.allow_exec, a->fleet.allow_exec_count,
+                           &a->allow_count);
+    a->interp = merge_lists(interp_flags, ninterp, a->fleet.interpreters,
+                            a->fleet.interpreter_count, &a->interp_count);
+    return a->allow && a->interp ? -1 : CLI_EXIT_FAILURE;
 }
 
 static void daemon_args_clear(daemon_args_t *a)
 {
     free(a->allow);
     a->allow = NULL;
+    free(a->interp);
+    a->interp = NULL;
     bf_fleet_clear(&a->fleet);
 }
 
@@ -346,16 +396,27 @@ int cli_broker(int argc, char **argv)
 int cli_collector(int argc, char **argv)
 {
     static const char help[] =
-        "usage: beamfleet collector [-c FLEET.yaml] [--broker EP] [--out ROOT] [--publish EP]\n"
-        "                           [--heartbeat-ms MS] [--liveness N]\n\n"
+        "usage: beamfleet collector [-c FLEET.yaml] [--broker EP] [--out ROOT]\n"
+        "                           [--output-root DIR] [--publish EP] [--insecure]\n"
+        "                           [--spool DIR] [--credit N] [--heartbeat-ms MS]\n"
+        "                           [--liveness N]\n\n"
         "The collector: receives every final result from the broker, writes the reports\n"
         "(results_progress.json, results.csv, results.jsonl, results_final_*.json, summary.json)\n"
         "durably before acknowledging, and publishes each result on a PUB socket (MessagePack).\n"
-        "A job's reports go to its `output` directory, or to ROOT/<job name> with --out.\n\n"
-        "  --publish EP   [collector.publish, tcp://127.0.0.1:5557]\n";
+        "A job's reports go to its `output` directory, or to ROOT/<job name> with --out.\n"
+        "With --output-root DIR (collector.output_root) a job's `output` must resolve inside\n"
+        "DIR (symlinks followed, no ..): a job whose output is outside gets DIR/<job name>.\n"
+        "The results of a job whose reports cannot be written wait in the spool\n"
+        "(acknowledged, retried with backoff) while the other jobs' reports go on.\n\n"
+        "  --publish EP   [collector.publish, tcp://127.0.0.1:5557]; an address that is not\n"
+        "                 loopback needs CURVE keys (security:) or --insecure\n"
+        "  --spool DIR    [$XDG_STATE_HOME/beamfleet/collector-spool/<broker endpoint>,\n"
+        "                 or the same under ~/.local/state]\n"
+        "  --credit N     deliveries in flight [256]\n";
     daemon_args_t a = {.cmd = "collector"};
     a.accepts = ACCEPT(OPT_HEARTBEAT) | ACCEPT(OPT_LIVENESS) | ACCEPT(OPT_OUT) |
-                ACCEPT(OPT_PUBLISH) | ACCEPT(OPT_NAME);
+                ACCEPT(OPT_PUBLISH) | ACCEPT(OPT_NAME) | ACCEPT(OPT_INSECURE) |
+                ACCEPT(OPT_OUTPUT_ROOT) | ACCEPT(OPT_SPOOL) | ACCEPT(OPT_CREDIT);
     int rc = parse_daemon(argc, argv, &a, help);
     if (rc >= 0) {
         daemon_args_clear(&a);
@@ -363,29 +424,62 @@ int cli_collector(int argc, char **argv)
     }
     bf_log_set_tag("collector");
     char err[BF_ERRLEN] = "";
-    char *out_root = NULL;
-    if (a.out) {
-        if (bf_mkdir_p(a.out, err) != BF_OK || !(out_root = realpath(a.out, NULL))) {
-            fprintf(stderr, "beamfleet collector: --out %s: %s\n", a.out,
+    /* both roots resolved once: the collector compares resolved paths */
+    const char *roots[2] = {a.out, a.output_root ? a.output_root : a.fleet.collector_output_root};
+    static const char *const flags[2] = {"--out", "--output-root"};
+    char *real[2] = {NULL, NULL};
+    for (int i = 0; i < 2; i++) {
+        if (!roots[i])
+            continue;
+        err[0] = '\0';
+        if (bf_mkdir_p(roots[i], err) != BF_OK || !(real[i] = realpath(roots[i], NULL))) {
+            fprintf(stderr, "beamfleet collector: %s %s: %s\n", flags[i], roots[i],
                     err[0] ? err : strerror(errno));
+            free(real[0]);
             daemon_args_clear(&a);
             return CLI_EXIT_USAGE;
         }
     }
+    /* The default spool is per broker: only a collector of the same fleet
+       takes up what an earlier one left there. */
+    const char *xdg = getenv("XDG_STATE_HOME"), *home = getenv("HOME");
+    char fleet_tag[128];
+    bf_strlcpy(fleet_tag, a.fleet.broker_endpoint ? a.fleet.broker_endpoint : "", sizeof fleet_tag);
+    for (char *t = fleet_tag; *t; t++)
+        if (!strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-", *t))
+            *t = '_';
+    char *spool = a.spool ? bf_strdup(a.spool)
+                  : xdg && xdg[0] == '/'
+                      ? bf_asprintf("%s/beamfleet/collector-spool/%s", xdg, fleet_tag)
+                  : home && home[0] == '/'
+                      ? bf_asprintf("%s/.local/state/beamfleet/collector-spool/%s", home, fleet_tag)
+                      : NULL;
     collector_config_t cfg = {
         .broker = a.fleet.broker_endpoint,
-        .out_root = out_root,
+        .out_root = real[0],
+        .output_root = real[1],
+        .spool_dir = spool,
         .publish = a.fleet.collector_publish,
+        .insecure = a.fleet.insecure,
         .heartbeat_ms = a.fleet.heartbeat_interval_ms,
         .liveness = a.fleet.heartbeat_liveness,
-        .credit = 256,
+        .credit = a.credit ? a.credit : 256,
         .name = a.name,
         .security = cli_security(),
     };
     collector_t *collector = collector_new(&cfg, err);
+    if (!collector && spool && !a.spool && strstr(err, "spool")) {
+        /* the default spool is busy (another collector of this user) or
+           cannot be made: run as before, holding such results in memory */
+        bf_warn("%s: running without a spool (--spool DIR to give one)", err);
+        cfg.spool_dir = NULL;
+        collector = collector_new(&cfg, err);
+    }
     if (!collector) {
         fprintf(stderr, "beamfleet collector: %s\n", err);
-        free(out_root);
+        free(real[0]);
+        free(real[1]);
+        free(spool);
         daemon_args_clear(&a);
         return CLI_EXIT_USAGE;
     }
@@ -394,7 +488,9 @@ int cli_collector(int argc, char **argv)
     bf_err_t e = collector_run(collector);
     running_collector = NULL;
     collector_destroy(&collector);
-    free(out_root);
+    free(real[0]);
+    free(real[1]);
+    free(spool);
     daemon_args_clear(&a);
     if (e != BF_OK) {
         fprintf(stderr, "beamfleet collector: %s\n", bf_strerror(e));
@@ -409,19 +505,22 @@ int cli_worker(int argc, char **argv)
 {
     static const char help[] =
         "usage: beamfleet worker [-c FLEET.yaml] [--broker EP] [--gpus all|0,2|none] [--cpu N]\n"
-        "                        [--allow-exec PROGRAM]... [--prefetch N] [--threads N]\n"
+        "                        [--allow-exec PROGRAM]... [--interpreter PATH]...\n"
+        "                        [--prefetch N] [--threads N]\n"
         "                        [--name NAME] [--heartbeat-ms MS] [--liveness N]\n\n"
         "Runs tasks from the broker: one worker process per listed GPU (a supervisor starts\n"
         "them with CUDA_VISIBLE_DEVICES set and restarts a crashed one), or N CPU workers.\n"
         "With --gpus all (the default) and no GPU present, it runs --cpu N CPU workers [1].\n"
-        "Exec tasks run only programs named by --allow-exec or worker.allow_exec.\n"
+        "Exec tasks run only programs named by --allow-exec or worker.allow_exec; an\n"
+        "interpreter (python3, sh, ...) found on PATH or given with --interpreter\n"
+        "(worker.interpreters) runs only an allowed script.\n"
         "SIGTERM drains: the running task finishes, then each worker says goodbye.\n\n"
         "  --prefetch N   tasks a worker may hold at once [worker.prefetch, 1]\n"
         "  --threads N    CPU engine threads per worker [cores / workers]\n";
     daemon_args_t a = {.cmd = "worker"};
     a.accepts = ACCEPT(OPT_HEARTBEAT) | ACCEPT(OPT_LIVENESS) | ACCEPT(OPT_GPUS) | ACCEPT(OPT_CPU) |
                 ACCEPT(OPT_ALLOW) | ACCEPT(OPT_PREFETCH) | ACCEPT(OPT_THREADS) | ACCEPT(OPT_NAME) |
-                ACCEPT(OPT_DEVICE);
+                ACCEPT(OPT_DEVICE) | ACCEPT(OPT_INTERP);
     int rc = parse_daemon(argc, argv, &a, help);
     if (rc >= 0) {
         daemon_args_clear(&a);
@@ -435,6 +534,8 @@ int cli_worker(int argc, char **argv)
         .prefetch = a.fleet.prefetch,
         .allow_exec = a.allow,
         .allow_exec_count = a.allow_count,
+        .interpreters = a.interp,
+        .interpreter_count = a.interp_count,
         .device_index = a.device,
         .cpu = a.device_cpu,
         .threads = a.threads,
@@ -452,7 +553,7 @@ int cli_worker(int argc, char **argv)
         snprintf(hb, sizeof hb, "%u", cfg.heartbeat_ms);
         snprintf(live, sizeof live, "%u", cfg.liveness);
         snprintf(prefetch, sizeof prefetch, "%u", cfg.prefetch ? cfg.prefetch : 1);
-        size_t n = 0, cap = 16 + 2 * a.allow_count;
+        size_t n = 0, cap = 16 + 2 * a.allow_count + 2 * a.interp_count;
         char **child = calloc(cap, sizeof *child);
         if (!child) {
             daemon_args_clear(&a);
@@ -475,6 +576,10 @@ int cli_worker(int argc, char **argv)
         for (size_t i = 0; i < a.allow_count; i++) {
             child[n++] = "--allow-exec";
             child[n++] = (char *)a.allow[i];
+        }
+        for (size_t i = 0; i < a.interp_count; i++) {
+            child[n++] = "--interpreter";
+            child[n++] = (char *)a.interp[i];
         }
         if (a.name) {
             child[n++] = "--name";

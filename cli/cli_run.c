@@ -72,37 +72,6 @@ typedef struct {
     unsigned long long start; /* start time in clock ticks: a reused pid differs */
 } proc_id_t;
 
-/* Parent pid, process group and start time of pid from /proc; false when it
-   is gone. The comm field may hold spaces and parentheses: parse after the
-   last ')'. */
-static bool proc_stat(pid_t pid, pid_t *ppid, pid_t *pgid, unsigned long long *start)
-{
-    char path[64], buf[1024];
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return false;
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (n <= 0)
-        return false;
-    buf[n] = '\0';
-    char *p = strrchr(buf, ')');
-    char state;
-    int pp, pg;
-    /* after comm: state ppid pgrp session tty_nr tpgid flags minflt cminflt
-       majflt cmajflt utime stime cutime cstime priority nice num_threads
-       itrealvalue starttime */
-    if (!p ||
-        sscanf(p + 1,
-               " %c %d %d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %*d %*d %*d %llu",
-               &state, &pp, &pg, start) != 4)
-        return false;
-    *ppid = pp;
-    *pgid = pg;
-    return true;
-}
-
 static bool tracked(const proc_id_t *set, size_t n, pid_t pid)
 {
     for (size_t i = 0; i < n; i++)
@@ -117,9 +86,8 @@ static bool tracked(const proc_id_t *set, size_t n, pid_t pid)
 static void janitor_sweep(proc_id_t *set, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
-        pid_t pp, pg;
-        unsigned long long st;
-        if (proc_stat(set[i].pid, &pp, &pg, &st) && st == set[i].start)
+        bf_proc_t ps;
+        if (bf_proc_stat(set[i].pid, &ps) && ps.start == set[i].start)
             kill(set[i].pid, SIGSTOP);
         else
             set[i].pid = 0; /* gone, or the pid is someone else's now */
@@ -131,14 +99,14 @@ static void janitor_sweep(proc_id_t *set, size_t n)
         while (d && (e = readdir(d)) && n < JANITOR_MAX) {
             char *end;
             long v = strtol(e->d_name, &end, 10);
-            pid_t pp, pg;
-            unsigned long long st;
+            bf_proc_t ps;
             if (*end || v <= 1 || v == getpid() || tracked(set, n, (pid_t)v) ||
-                !proc_stat((pid_t)v, &pp, &pg, &st))
+                !bf_proc_stat((pid_t)v, &ps))
                 continue;
-            if ((pp > 0 && tracked(set, n, pp)) || (pg > 1 && tracked(set, n, pg))) {
+            if ((ps.ppid > 0 && tracked(set, n, ps.ppid)) ||
+                (ps.pgid > 1 && tracked(set, n, ps.pgid))) {
                 kill((pid_t)v, SIGSTOP);
-                set[n++] = (proc_id_t){(pid_t)v, st};
+                set[n++] = (proc_id_t){(pid_t)v, ps.start};
             }
         }
         if (d)
@@ -178,13 +146,11 @@ static void janitor(int fd, const char *tmp)
         }
         line[len] = '\0';
         len = 0;
-        pid_t pp, pg;
-        unsigned long long st;
+        bf_proc_t ps;
         if (!strcmp(line, "done"))
             done = true;
-        else if (line[0] == '+' && n < JANITOR_MAX &&
-                 proc_stat((pid_t)atoi(line + 1), &pp, &pg, &st))
-            set[n++] = (proc_id_t){(pid_t)atoi(line + 1), st};
+        else if (line[0] == '+' && n < JANITOR_MAX && bf_proc_stat((pid_t)atoi(line + 1), &ps))
+            set[n++] = (proc_id_t){(pid_t)atoi(line + 1), ps.start};
     }
     if (!done) {
         janitor_sweep(set, n);

@@ -8,16 +8,27 @@
     in memory unacknowledged and is retried every second, without holding up
     the other jobs; the broker has at most `credit` deliveries in flight, and
     anything beyond twice that is dropped and asked for again, so memory
-    stays bounded. */
+    stays bounded. With a spool directory, such a job's deliveries are
+    appended to SPOOL/<job id>.jsonl and acknowledged instead, so that the
+    broker's delivery window (served strictly in order) stays open for the
+    other jobs; the spool is replayed into the job's reports with backoff.
+    Where a job's reports go is decided here too: its `output`, kept inside
+    the output root when one is set, and claimed with a marker file so that
+    two unfinished jobs never share one directory. */
 
 #include "collector.h"
 
+#include "../common/bf_config.h"
 #include "../proto/proto.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <zmq.h>
 
@@ -27,6 +38,13 @@
 #define BACKOFF_MAX_MS 5000
 #define DRAIN_MAX      4096 /* messages taken from the socket per loop turn */
 #define CREDIT_MAX     4096 /* deliveries in flight, at most (as the broker) */
+/* A spooled job is retried after 1 s, the wait doubling to this. */
+#define SPOOL_RETRY_MAX_MS 30000
+#define SPOOL_MAX          (1u << 30) /* bytes of a spool file read back */
+#define SPOOL_FILES_MAX    100000     /* spool files taken up at start */
+#define PATH_PARTS_MAX     4096       /* components of an output path */
+/* The claim of a report directory: {"job_id", "done"}. */
+#define CLAIM_FILE ".beamfleet-job"
 
 typedef struct {
     char *job_id;
@@ -40,7 +58,9 @@ typedef struct {
 
 struct collector {
     collector_config_t cfg;
-    char *broker, *name, *out_root, *publish_ep;
+    char *broker, *name, *out_root, *output_root, *spool_dir, *publish_ep;
+    json_t *held;   /* {job id: {"next": mono ms, "backoff": ms, "error"}}: jobs in the spool */
+    int spool_lock; /* flock'ed SPOOL/.lock: one collector per spool, or -1 */
     void *ctx, *dealer, *pub;
     bf_zap_t *zap; /* admits subscribers to a CURVE PUB stream */
     void *monitor; /* handshake failures of dealer, for the log */
@@ -132,7 +152,86 @@ static bf_err_t connect_broker(collector_t *c, char *err)
     return BF_OK;
 }
 
+/* ---- paths ---------------------------------------------------------------- */
+
+/* True when path has a "." or ".." component. */
+static bool has_dot_parts(const char *path)
+{
+    for (const char *p = path; *p;) {
+        while (*p == '/')
+            p++;
+        const char *e = strchr(p, '/');
+        size_t n = e ? (size_t)(e - p) : strlen(p);
+        if ((n == 1 && p[0] == '.') || (n == 2 && p[0] == '.' && p[1] == '.'))
+            return true;
+        p += n;
+    }
+    return false;
+}
+
+/* The absolute path as the kernel will see it: realpath of its longest
+   existing prefix (every symlink followed) + the rest as written, which
+   cannot hold a link since it does not exist. NULL for a path that is not
+   absolute or has a "." or ".." part, or without memory. */
+static char *resolve_path(const char *path)
+{
+    if (!path || path[0] != '/' || has_dot_parts(path))
+        return NULL;
+    char *head = bf_strdup(path);
+    if (!head)
+        return NULL;
+    size_t len = strlen(head);
+    while (len > 1 && head[len - 1] == '/')
+        head[--len] = '\0';
+    char *real = NULL;
+    for (int i = 0; i < PATH_PARTS_MAX && !(real = realpath(head, NULL)); i++) {
+        char *slash = strrchr(head, '/');
+        if (!slash || (errno != ENOENT && errno != ENOTDIR))
+            break; /* EACCES, ELOOP...: not ours to guess through */
+        slash[slash == head ? 1 : 0] = '\0';
+    }
+    const char *rest = path + strlen(head);
+    while (*rest == '/')
+        rest++;
+    char *out = NULL;
+    if (real) {
+        size_t rl = strlen(rest);
+        while (rl && rest[rl - 1] == '/')
+            rl--;
+        out = !rl ? bf_strdup(real)
+                  : bf_asprintf("%s%s%.*s", real, strcmp(real, "/") ? "/" : "", (int)rl, rest);
+    }
+    free(real);
+    free(head);
+    return out;
+}
+
+/* True when the resolved path is root or below it. */
+static bool path_inside(const char *root, const char *path)
+{
+    size_t n = strlen(root);
+    if (n == 1 && root[0] == '/')
+        return path[0] == '/';
+    return !strncmp(path, root, n) && (path[n] == '\0' || path[n] == '/');
+}
+
 /* ---- life cycle ------------------------------------------------------------- */
+
+/* One collector per spool: two would replay the same files at once. */
+static bf_err_t lock_spool(collector_t *c, char *err)
+{
+    bf_err_t rc = bf_mkdir_p(c->spool_dir, err);
+    char *path = rc == BF_OK ? bf_asprintf("%s/.lock", c->spool_dir) : NULL;
+    if (rc == BF_OK && !path)
+        rc = bf_fail(err, BF_ENOMEM, "out of memory");
+    if (rc == BF_OK && (c->spool_lock = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600)) < 0)
+        rc = bf_fail(err, BF_EIO, "spool %s: %s", path, strerror(errno));
+    if (rc == BF_OK && flock(c->spool_lock, LOCK_EX | LOCK_NB) != 0)
+        rc = bf_fail(err, errno == EWOULDBLOCK ? BF_EEXIST : BF_EIO, "spool %s: %s", c->spool_dir,
+                     errno == EWOULDBLOCK ? "in use by another collector" : strerror(errno));
+    free(path);
+    return rc;
+}
 
 collector_t *collector_new(const collector_config_t *cfg, char *err)
 {
@@ -155,22 +254,42 @@ collector_t *collector_new(const collector_config_t *cfg, char *err)
     if (c->cfg.credit > CREDIT_MAX)
         c->cfg.credit = CREDIT_MAX;
     atomic_init(&c->stop, 0);
+    c->spool_lock = -1;
     c->broker = bf_strdup(cfg->broker);
     c->name = cfg->name && *cfg->name ? bf_strdup(cfg->name)
                                       : bf_asprintf("%s:%d", bf_hostname(), (int)getpid());
     c->out_root = cfg->out_root && *cfg->out_root ? bf_strdup(cfg->out_root) : NULL;
+    c->output_root = cfg->output_root && *cfg->output_root ? bf_strdup(cfg->output_root) : NULL;
+    c->spool_dir = cfg->spool_dir && *cfg->spool_dir ? bf_strdup(cfg->spool_dir) : NULL;
+    c->held = json_object();
     c->cappending = 2 * (size_t)c->cfg.credit;
     c->pending = calloc(c->cappending, sizeof *c->pending);
     c->ctx = zmq_ctx_new();
-    if (!c->broker || !c->name || !c->pending || !c->ctx ||
-        (cfg->out_root && *cfg->out_root && !c->out_root)) {
+    if (!c->broker || !c->name || !c->pending || !c->ctx || !c->held ||
+        (cfg->out_root && *cfg->out_root && !c->out_root) ||
+        (cfg->output_root && *cfg->output_root && !c->output_root) ||
+        (cfg->spool_dir && *cfg->spool_dir && !c->spool_dir)) {
         bf_fail(err, BF_ENOMEM, "out of memory");
         goto fail;
     }
     c->cfg.broker = c->broker;
     c->cfg.name = c->name;
     c->cfg.out_root = c->out_root;
+    c->cfg.output_root = c->output_root;
+    c->cfg.spool_dir = c->spool_dir;
     c->cfg.publish = NULL;
+    if (c->out_root && c->output_root && !path_inside(c->output_root, c->out_root)) {
+        bf_fail(err, BF_EINVAL, "--out %s is not inside the output root %s", c->out_root,
+                c->output_root);
+        goto fail;
+    }
+    /* DESIGN section 5: the broker's rule for every listening socket */
+    if (cfg->publish && *cfg->publish &&
+        bf_bind_allowed("--publish (collector.publish)", cfg->publish, cfg->security != NULL,
+                        cfg->insecure, err) != BF_OK)
+        goto fail;
+    if (c->spool_dir && lock_spool(c, err) != BF_OK)
+        goto fail;
     if (cfg->publish && *cfg->publish) {
         c->pub = zmq_socket(c->ctx, ZMQ_PUB);
         int zero = 0;
@@ -243,6 +362,11 @@ void collector_destroy(collector_t **self_p)
     free(c->broker);
     free(c->name);
     free(c->out_root);
+    free(c->output_root);
+    free(c->spool_dir);
+    json_decref(c->held);
+    if (c->spool_lock >= 0)
+        close(c->spool_lock);
     free(c->publish_ep);
     free(c);
     *self_p = NULL;
@@ -250,21 +374,100 @@ void collector_destroy(collector_t **self_p)
 
 /* ---- reports ---------------------------------------------------------------- */
 
+/* The job that claimed dir (CLAIM_FILE): its id into id ("" when nobody),
+   and whether its final report was written. */
+static void read_claim(const char *dir, char *id, size_t n, bool *done)
+{
+    id[0] = '\0';
+    *done = false;
+    char *path = bf_asprintf("%s/" CLAIM_FILE, dir), *text = NULL;
+    size_t len = 0;
+    if (path && bf_read_file(path, 4096, &text, &len, NULL) == BF_OK) {
+        json_t *doc = json_loadb(text, len, 0, NULL);
+        const char *s = json_string_value(json_object_get(doc, "job_id"));
+        bf_strlcpy(id, s ? s : "", n);
+        *done = json_is_true(json_object_get(doc, "done"));
+        json_decref(doc);
+    }
+    free(text);
+    free(path);
+}
+
+static bf_err_t write_claim(const char *dir, const char *job_id, bool done, char *err)
+{
+    json_t *doc = json_pack("{s:s, s:b}", "job_id", job_id, "done", done);
+    char *text = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
+    char *path = bf_asprintf("%s/" CLAIM_FILE, dir);
+    bf_err_t rc = text && path ? bf_mkdir_p(dir, err) : bf_fail(err, BF_ENOMEM, "out of memory");
+    if (rc == BF_OK)
+        rc = bf_write_atomic(path, text, strlen(text), err);
+    json_decref(doc);
+    free(text);
+    free(path);
+    return rc;
+}
+
+/* Claims dir for job_id and returns where its reports go: dir itself when
+   it is free, ours, or claimed by a job whose final report is written (a
+   re-run: collector_report_open sets the old reports aside), else
+   dir/<job id>/ (a second unfinished job given the same output), which
+   stays this job's once used. *dirp is replaced. */
+static bf_err_t claim_dir(const char *job_id, char **dirp, char *err)
+{
+    char owner[128];
+    bool done;
+    char *own = bf_safe_name(job_id) ? bf_asprintf("%s/%s", *dirp, job_id) : NULL;
+    if (own) {
+        read_claim(own, owner, sizeof owner, &done);
+        if (!strcmp(owner, job_id)) {
+            free(*dirp);
+            *dirp = own;
+            return BF_OK;
+        }
+    }
+    read_claim(*dirp, owner, sizeof owner, &done);
+    if (!owner[0] || !strcmp(owner, job_id) || done || !own) {
+        free(own);
+        if (owner[0] && strcmp(owner, job_id) && !done)
+            bf_warn("job %s: %s is in use by the unfinished job %s, and the job id is no "
+                    "directory name: writing there anyway",
+                    job_id, *dirp, owner);
+        return !strcmp(owner, job_id) ? BF_OK : write_claim(*dirp, job_id, false, err);
+    }
+    bf_warn("job %s: %s is in use by the unfinished job %s: this job's reports go to %s", job_id,
+            *dirp, owner, own);
+    free(*dirp);
+    *dirp = own;
+    return write_claim(own, job_id, false, err);
+}
+
 /* Where a job's reports go: ROOT/<job name> (or ROOT/<job id> for a name
-   that is not a safe path component) with out_root, else the job's absolute
-   output directory. */
+   that is not a safe path component) with out_root; else the job's
+   absolute output directory, or OUTPUT_ROOT/<name> when an output root is
+   set and the output does not resolve inside it; then claimed (claim_dir). */
 static char *job_dir(const collector_t *c, const char *job_id, const json_t *job, char *err)
 {
     const char *output = json_string_value(json_object_get(job, "output"));
     const char *name = json_string_value(json_object_get(job, "name"));
+    const char *leaf = bf_safe_name(name) ? name : bf_safe_name(job_id) ? job_id : NULL;
     char *dir = NULL;
-    if (c->out_root) {
-        const char *leaf = bf_safe_name(name) ? name : bf_safe_name(job_id) ? job_id : NULL;
-        if (!leaf) {
+    if (c->out_root || c->output_root) {
+        char *real = c->out_root ? NULL : resolve_path(output);
+        if (real && path_inside(c->output_root, real)) {
+            dir = real;
+        } else if (!leaf) {
+            free(real);
             bf_fail(err, BF_EINVAL, "job %s: no usable name for a directory", job_id);
             return NULL;
+        } else {
+            const char *root = c->out_root ? c->out_root : c->output_root;
+            if (!c->out_root)
+                bf_warn("job %s: output %s is outside the output root %s (or not a plain "
+                        "absolute path): its reports go to %s/%s",
+                        job_id, output ? output : "(none)", root, root, leaf);
+            free(real);
+            dir = bf_asprintf("%s/%s", root, leaf);
         }
-        dir = bf_asprintf("%s/%s", c->out_root, leaf);
     } else if (output && output[0] == '/') {
         dir = bf_strdup(output);
     } else {
@@ -272,8 +475,14 @@ static char *job_dir(const collector_t *c, const char *job_id, const json_t *job
                 output ? output : "(none)");
         return NULL;
     }
-    if (!dir)
+    if (!dir) {
         bf_fail(err, BF_ENOMEM, "out of memory");
+        return NULL;
+    }
+    if (claim_dir(job_id, &dir, err) != BF_OK) {
+        free(dir);
+        return NULL;
+    }
     return dir;
 }
 
@@ -383,6 +592,230 @@ static const char *job_state(const json_t *job)
     return s ? s : "done";
 }
 
+/* JOB_DONE: the final report and summary, then the claim marked done (a
+   later job may take the directory over) and the job's results out of
+   memory. The caller acknowledges. */
+static bf_err_t finish_job(collector_t *c, const char *job_id, collector_report_t *r,
+                           const json_t *job, char *err)
+{
+    bf_err_t rc = collector_report_finish(r, job, err);
+    if (rc != BF_OK)
+        return rc;
+    char why[BF_ERRLEN];
+    if (write_claim(collector_report_dir(r), job_id, true, why) != BF_OK)
+        bf_warn("job %s: %s", job_id, why);
+    publish(c, "job-done", job);
+    bf_info("job %s %s: final report in %s", job_id, job_state(job), collector_report_dir(r));
+    forget_job(c, job_id); /* a later message reopens it */
+    return BF_OK;
+}
+
+/* ---- the spool: a job whose reports cannot be written ------------------------ */
+
+static char *spool_path(const collector_t *c, const char *job_id)
+{
+    return bf_asprintf("%s/%s.jsonl", c->spool_dir, job_id);
+}
+
+/* Appends every pending message of the job of pending[first] to its spool
+   file, one line each ({"done": JOB_DONE?, "obj": the message's document}),
+   with fdatasync; then acknowledges them. A failed append is taken back. */
+static bf_err_t spool_job(collector_t *c, size_t first, char *err)
+{
+    const char *job_id = c->pending[first].m.job_id;
+    if (!c->spool_dir || !bf_safe_name(job_id))
+        return bf_fail(err, BF_EINVAL, "no spool for job %s", job_id);
+    bf_buf_t b = {0};
+    for (size_t k = first; k < c->npending; k++) {
+        pending_t *p = &c->pending[k];
+        if (p->done || strcmp(p->m.job_id, job_id) != 0)
+            continue;
+        json_t *line =
+            json_pack("{s:b, s:O}", "done", p->m.type == PROTO_JOB_DONE, "obj", p->m.obj);
+        char *text = line ? json_dumps(line, JSON_COMPACT | JSON_REAL_PRECISION(17)) : NULL;
+        json_decref(line);
+        if (!text) {
+            free(b.p);
+            return bf_fail(err, BF_ENOMEM, "out of memory");
+        }
+        bf_buf_puts(&b, text);
+        bf_buf_put(&b, "\n", 1);
+        free(text);
+    }
+    char *path = spool_path(c, job_id);
+    bf_err_t rc =
+        b.oom || !path ? bf_fail(err, BF_ENOMEM, "out of memory") : bf_mkdir_p(c->spool_dir, err);
+    int fd = rc == BF_OK ? open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600) : -1;
+    if (rc == BF_OK && fd < 0)
+        rc = bf_fail(err, BF_EIO, "%s: %s", path, strerror(errno));
+    if (rc == BF_OK) {
+        struct stat st;
+        off_t before = fstat(fd, &st) == 0 ? st.st_size : -1;
+        rc = bf_append_sync(fd, b.p, b.len, err);
+        if (rc != BF_OK && before >= 0 && ftruncate(fd, before) != 0)
+            bf_debug("%s: cannot take back a partial append: %s", path, strerror(errno));
+    }
+    if (fd >= 0)
+        close(fd);
+    free(path);
+    free(b.p);
+    if (rc != BF_OK)
+        return rc;
+    for (size_t k = first; k < c->npending; k++) {
+        pending_t *p = &c->pending[k];
+        if (p->done || strcmp(p->m.job_id, job_id) != 0)
+            continue;
+        send_simple(c, PROTO_ACK, p->m.seq);
+        p->done = true;
+    }
+    return BF_OK;
+}
+
+/* Puts job_id in the held set (the spool drains it) due at next. */
+static void hold(collector_t *c, const char *job_id, int64_t next, int64_t backoff,
+                 const char *error)
+{
+    json_t *h = json_pack("{s:I, s:I, s:s}", "next", (json_int_t)next, "backoff",
+                          (json_int_t)backoff, "error", error ? error : "");
+    if (!h || json_object_set_new(c->held, job_id, h) != 0)
+        bf_error("job %s: out of memory keeping its spool in mind", job_id);
+}
+
+/* Writes the results of one spool line batch; publishes what was new. */
+static bf_err_t spool_write(collector_t *c, const char *job_id, const json_t *job, json_t *batch,
+                            bool done, char *err)
+{
+    collector_report_t *r = job_report(c, job_id, job, err);
+    if (!r)
+        return BF_EIO;
+    bf_err_t rc = json_array_size(batch) ? collector_report_append(r, batch, err) : BF_OK;
+    size_t i;
+    json_t *res;
+    json_array_foreach(batch, i, res)
+    {
+        if (rc == BF_OK)
+            publish(c, "result", res);
+    }
+    json_array_clear(batch);
+    if (rc == BF_OK && done)
+        rc = finish_job(c, job_id, r, job, err);
+    else if (rc != BF_OK)
+        forget_job(c, job_id); /* the retry reopens (repairs) it */
+    return rc;
+}
+
+/* Replays SPOOL/<job id>.jsonl into the job's reports, in order, and
+   removes the file once everything in it is written. De-duplication by
+   task id makes a replay that failed half-way safe to repeat. */
+static bf_err_t spool_replay(collector_t *c, const char *job_id, char *err)
+{
+    char *path = spool_path(c, job_id), *text = NULL;
+    size_t len = 0;
+    if (!path)
+        return bf_fail(err, BF_ENOMEM, "out of memory");
+    bf_err_t rc = bf_read_file(path, SPOOL_MAX, &text, &len, err);
+    if (rc == BF_ENOENT) {
+        free(path);
+        return BF_OK;
+    }
+    json_t *batch = json_array(), *job = NULL;
+    if (rc == BF_OK && !batch)
+        rc = bf_fail(err, BF_ENOMEM, "out of memory");
+    /* a line without its newline was torn by a kill and never acknowledged */
+    for (size_t at = 0; rc == BF_OK && at < len;) {
+        const char *nl = memchr(text + at, '\n', len - at);
+        if (!nl)
+            break;
+        json_t *line = json_loadb(text + at, (size_t)(nl - (text + at)), 0, NULL);
+        at = (size_t)(nl - text) + 1;
+        json_t *obj = json_object_get(line, "obj");
+        json_t *j = json_object_get(obj, "job");
+        if (!json_is_object(j)) {
+            json_decref(line);
+            continue;
+        }
+        json_decref(job);
+        job = json_incref(j);
+        bool done = json_is_true(json_object_get(line, "done"));
+        json_t *res = json_object_get(obj, "result");
+        if (!done && json_is_object(res) && json_array_append(batch, res) != 0)
+            rc = bf_fail(err, BF_ENOMEM, "out of memory");
+        if (rc == BF_OK && done)
+            rc = spool_write(c, job_id, job, batch, true, err);
+        json_decref(line);
+    }
+    if (rc == BF_OK && json_array_size(batch))
+        rc = spool_write(c, job_id, job, batch, false, err);
+    if (rc == BF_OK && unlink(path) != 0 && errno != ENOENT)
+        rc = bf_fail(err, BF_EIO, "%s: %s", path, strerror(errno));
+    json_decref(batch);
+    json_decref(job);
+    free(text);
+    free(path);
+    return rc;
+}
+
+/* Retries each held job whose time has come: written, it leaves the spool;
+   not, it waits twice as long (1 s .. 30 s). One log line per new error. */
+static void drain_spool(collector_t *c, int64_t now)
+{
+    const char *job_id;
+    json_t *h;
+    void *tmp;
+    json_object_foreach_safe(c->held, tmp, job_id, h)
+    {
+        if (now < json_integer_value(json_object_get(h, "next")))
+            continue;
+        char err[BF_ERRLEN] = "";
+        if (spool_replay(c, job_id, err) == BF_OK) {
+            bf_info("job %s: its held results are written; reports up to date", job_id);
+            json_object_del(c->held, job_id);
+            continue;
+        }
+        int64_t backoff = json_integer_value(json_object_get(h, "backoff")) * 2;
+        backoff = backoff < RETRY_MS             ? RETRY_MS
+                  : backoff > SPOOL_RETRY_MAX_MS ? SPOOL_RETRY_MAX_MS
+                                                 : backoff;
+        const char *last = json_string_value(json_object_get(h, "error"));
+        if (!last || strcmp(last, err) != 0)
+            bf_error("job %s: reports still cannot be written (results kept in the spool, "
+                     "retrying every %lld s at most): %s",
+                     job_id, (long long)SPOOL_RETRY_MAX_MS / 1000, err);
+        hold(c, job_id, now + backoff, backoff, err);
+    }
+}
+
+/* At start: every spool file left by an earlier run is a held job, due
+   now; a torn last line (a kill mid-append, never acknowledged) is cut. */
+static void spool_adopt(collector_t *c)
+{
+    DIR *d = c->spool_dir ? opendir(c->spool_dir) : NULL;
+    struct dirent *e;
+    for (size_t n = 0; d && n < SPOOL_FILES_MAX && (e = readdir(d)); n++) {
+        size_t len = strlen(e->d_name);
+        if (len <= 6 || strcmp(e->d_name + len - 6, ".jsonl") != 0)
+            continue;
+        char id[256];
+        snprintf(id, sizeof id, "%.*s", (int)(len - 6), e->d_name);
+        if (!bf_safe_name(id))
+            continue;
+        char *path = spool_path(c, id), *text = NULL;
+        size_t tl = 0;
+        if (path && bf_read_file(path, SPOOL_MAX, &text, &tl, NULL) == BF_OK && tl &&
+            text[tl - 1] != '\n') {
+            const char *nl = memrchr(text, '\n', tl);
+            if (truncate(path, nl ? (off_t)(nl - text) + 1 : 0) != 0)
+                bf_warn("%s: cannot cut a torn last line: %s", path, strerror(errno));
+        }
+        free(text);
+        free(path);
+        bf_info("job %s: results held in the spool %s from an earlier run", id, c->spool_dir);
+        hold(c, id, 0, 0, "");
+    }
+    if (d)
+        closedir(d);
+}
+
 /* Brings every open job's results_progress.json up to date (a big job's
    rewrites are spaced out while results stream in). */
 static void flush_reports(collector_t *c)
@@ -398,9 +831,48 @@ static void flush_reports(collector_t *c)
     }
 }
 
+/* Unacknowledged, the deliveries of jobs that cannot be written take up the
+   broker's window (credit, sent strictly in seq order). Once they fill half
+   of it, each such job goes to the spool (acknowledged, retried with
+   backoff), so the other jobs' deliveries keep coming; below that they stay
+   here and in the broker's outbox, the durable place, as before. failed is
+   {job id: error}; returns how many jobs stay failed, the first of them in
+   first_err. */
+static size_t spool_failed(collector_t *c, json_t *failed, char *first_err)
+{
+    size_t unacked = 0, threshold = c->cfg.credit / 2 ? c->cfg.credit / 2 : 1;
+    for (size_t i = 0; i < c->npending; i++)
+        unacked += !c->pending[i].done;
+    if (unacked < threshold)
+        return json_object_size(failed);
+    const char *job_id;
+    json_t *why;
+    void *tmp;
+    json_object_foreach_safe(failed, tmp, job_id, why)
+    {
+        size_t first = 0;
+        while (first < c->npending &&
+               (c->pending[first].done || strcmp(c->pending[first].m.job_id, job_id) != 0))
+            first++;
+        char err[BF_ERRLEN];
+        if (first == c->npending || spool_job(c, first, err) != BF_OK)
+            continue; /* stays here, unacknowledged */
+        bf_error("job %s: cannot write reports (%s): its results are kept in %s/%s.jsonl and "
+                 "retried with backoff; the other jobs go on",
+                 job_id, json_string_value(why), c->spool_dir, job_id);
+        hold(c, job_id, bf_mono_ms() + RETRY_MS, RETRY_MS, json_string_value(why));
+        json_object_del(failed, job_id);
+    }
+    void *it = json_object_iter(failed);
+    if (it)
+        snprintf(first_err, BF_ERRLEN, "job %s: %s", json_object_iter_key(it),
+                 json_string_value(json_object_iter_value(it)));
+    return json_object_size(failed);
+}
+
 /* Writes what is pending, job by job; a job that cannot be written stays
-   pending (with its report closed, so the retry opens and repairs it) and
-   the others go on. */
+   pending (with its report closed, so the retry opens and repairs it), or
+   goes to the spool (spool_failed), and the others go on. */
 static void write_pending(collector_t *c)
 {
     json_t *failed = json_object(); /* job ids that failed this turn */
@@ -415,19 +887,19 @@ static void write_pending(collector_t *c)
         pending_t *p = &c->pending[i];
         if (p->done || json_object_get(failed, p->m.job_id))
             continue;
+        /* A job with results in the spool adds to it: the spool is replayed
+           in order, so nothing of the job overtakes what waits there. */
+        bool held = json_object_get(c->held, p->m.job_id) != NULL;
+        bf_err_t rc = held ? spool_job(c, i, err) : BF_ENOMEM;
+        collector_report_t *r = NULL;
         const json_t *job = json_object_get(p->m.obj, "job");
-        collector_report_t *r = job_report(c, p->m.job_id, job, err);
-        bf_err_t rc = BF_ENOMEM;
+        if (!held)
+            r = job_report(c, p->m.job_id, job, err);
         if (r && p->m.type == PROTO_JOB_DONE) {
-            rc = collector_report_finish(r, job, err);
+            rc = finish_job(c, p->m.job_id, r, job, err);
             if (rc == BF_OK) {
                 send_simple(c, PROTO_ACK, p->m.seq);
-                publish(c, "job-done", job);
-                bf_info("job %s %s: final report in %s", p->m.job_id, job_state(job),
-                        collector_report_dir(r));
                 p->done = true;
-                /* its results leave memory; a later message reopens it */
-                forget_job(c, p->m.job_id);
             }
         } else if (r) {
             rc = write_deliveries(c, i, r, err);
@@ -436,10 +908,12 @@ static void write_pending(collector_t *c)
             continue;
         if (r)
             forget_job(c, p->m.job_id);
-        json_object_set_new(failed, p->m.job_id, json_true());
+        json_object_set_new(failed, p->m.job_id, json_string(err));
         if (!nfailed++)
             snprintf(first_err, sizeof first_err, "job %s: %s", p->m.job_id, err);
     }
+    if (nfailed && c->spool_dir)
+        nfailed = spool_failed(c, failed, first_err);
     json_decref(failed);
     size_t kept = 0;
     for (size_t i = 0; i < c->npending; i++) {
@@ -458,7 +932,9 @@ static void write_pending(collector_t *c)
         c->trouble = true;
         c->retry_at = bf_mono_ms() + RETRY_MS;
     } else if (c->trouble) {
-        bf_info("reports writable again");
+        bf_info("%s", json_object_size(c->held) ? "no results held in memory any more (the spool "
+                                                  "has the rest)"
+                                                : "reports writable again");
         c->trouble = false;
         c->trouble_text[0] = '\0';
     }
@@ -537,6 +1013,7 @@ bf_err_t collector_run(collector_t *c)
     }
     bf_info("collecting from %s as %s%s%s", c->broker, c->name,
             c->publish_ep ? ", publishing on " : "", c->publish_ep ? c->publish_ep : "");
+    spool_adopt(c);
     const int64_t dead_after = (int64_t)c->cfg.heartbeat_ms * c->cfg.liveness;
     long tick = (long)(c->cfg.heartbeat_ms / 4 ? c->cfg.heartbeat_ms / 4 : 1);
     while (!atomic_load(&c->stop)) {
@@ -579,6 +1056,8 @@ bf_err_t collector_run(collector_t *c)
             write_pending(c);
         if (c->npending == before && !c->trouble) /* quiet: catch results_progress.json up */
             flush_reports(c);
+        if (json_object_size(c->held))
+            drain_spool(c, now);
         if (c->dealer && now - c->last_send >= (int64_t)c->cfg.heartbeat_ms) {
             send_simple(c, PROTO_HEARTBEAT, 0);
             c->last_send = now; /* a failed send is tried again next interval */

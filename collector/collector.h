@@ -22,9 +22,28 @@
 #include <jansson.h>
 
 typedef struct {
-    const char *broker;    /* endpoint to connect to (required) */
-    const char *out_root;  /* NULL: each job's own `output`; else ROOT/<job name> */
+    const char *broker;   /* endpoint to connect to (required) */
+    const char *out_root; /* NULL: each job's own `output`; else ROOT/<job name> */
+    /* NULL: a job's `output` may be anywhere (absolute). Else an absolute,
+       resolved directory a job's reports must stay inside: an output whose
+       existing part resolves (symlinks followed) outside it, or that holds a
+       `..` component, is not used; its reports go to
+       OUTPUT_ROOT/<job name> (<job id> for a name that is not a safe path
+       component) instead, with one warning line. With out_root as well,
+       out_root decides and must lie inside output_root (the CLI checks). */
+    const char *output_root;
+    /* Where the results of a job whose reports cannot be written are kept
+       (SPOOL/<job id>.jsonl, append + fdatasync) once such results fill
+       half of the credit, so they can be acknowledged and the broker's
+       delivery window stays open for the other jobs; retried with backoff
+       (1 s doubling to 30 s) and replayed into the job's reports, exactly
+       once, when they can be written. Locked (flock): one collector each.
+       NULL: such results are held unacknowledged in memory (at most
+       2 x credit), which stops the other jobs' deliveries once a failing job
+       holds `credit` of them. */
+    const char *spool_dir;
     const char *publish;   /* PUB endpoint to bind ("tcp://127.0.0.1:0" allowed), or NULL */
+    bool insecure;         /* allow a non-loopback publish endpoint without CURVE */
     unsigned heartbeat_ms; /* heartbeat interval [1000] */
     unsigned liveness;     /* intervals of silence before the broker is dead [3] */
     unsigned credit;       /* deliveries in flight [256] */
@@ -37,8 +56,10 @@ typedef struct {
 typedef struct collector collector_t;
 
 /* Copies cfg and binds the PUB socket; nothing is connected yet. NULL with
-   err (BF_ERRLEN) set when cfg has no broker or the publish endpoint cannot
-   be bound. */
+   err (BF_ERRLEN) set when cfg has no broker, the publish endpoint cannot
+   be bound, or it is not loopback while there is neither security nor
+   insecure (bf_bind_allowed, DESIGN section 5: the same rule as the
+   broker's bind). */
 collector_t *collector_new(const collector_config_t *cfg, char *err);
 
 /* Connects, registers and runs until collector_stop(). Disk errors are not

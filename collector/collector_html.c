@@ -24,6 +24,7 @@
 #define REASON_MAX 200  /* bytes of a reason shown in the table (all in the tooltip) */
 #define LABEL_MAX  28   /* bytes of a GPU label in the bar chart */
 #define THUMB_SIDE 128  /* CSS pixels a thumbnail's longer side is shown at (about) */
+#define TICKS_MAX  24   /* ticks per axis, whatever the data say */
 
 /* The plot colours (matplotlib's first ones): the e2e test looks for them
    in a screenshot, so each belongs to one plot only. */
@@ -346,7 +347,7 @@ static bool thumb_range(const json_t *th, double *lo, double *hi)
         for (size_t i = 0; i < json_array_size(a) && n < cap; i++) {
             double x = numv(json_array_get(a, i));
             if (!isnan(x))
-                v[n++] = x;
+                v[n++] = collector_clip(x, COLLECTOR_DBM_MIN, COLLECTOR_DBM_MAX, NULL);
         }
     }
     if (n == 0) {
@@ -469,14 +470,37 @@ static double px_y(const frame_t *f, double y)
     return f->h - f->mb - (y - f->y0) / (f->y1 - f->y0) * (f->h - f->mt - f->mb);
 }
 
-/* A "nice" tick step (1, 2 or 5 times a power of ten) for about n ticks. */
+/* A "nice" tick step (1, 2 or 5 times a power of ten) for about n ticks;
+   0 when [lo, hi] is empty, not finite, or too narrow for its magnitude
+   (t + step == t), so there is nothing to tick. */
 static double tick_step(double lo, double hi, int n)
 {
     double raw = (hi - lo) / n;
-    if (!(raw > 0) || !isfinite(raw))
-        return 1;
+    if (!(raw > 0) || !isfinite(raw) || !isfinite(lo) || !isfinite(hi))
+        return 0;
     double p = pow(10, floor(log10(raw))), m = raw / p;
-    return p * (m < 1.5 ? 1 : m < 3.5 ? 2 : m < 7.5 ? 5 : 10);
+    double step = p * (m < 1.5 ? 1 : m < 3.5 ? 2 : m < 7.5 ? 5 : 10);
+    if (!(step > 0) || !isfinite(step) || lo + step == lo || hi + step == hi)
+        return 0;
+    return step;
+}
+
+/* The ticks of [lo, hi] at multiples of step: at most TICKS_MAX, counted by
+   index (t = first + i * step), so no range, however large in magnitude or
+   narrow, can make the loop run long. Returns how many; 0 without step. */
+static int ticks(double lo, double hi, double step, double *t)
+{
+    if (!(step > 0))
+        return 0;
+    double first = ceil(lo / step) * step;
+    int n = 0;
+    for (int i = 0; i < TICKS_MAX; i++) {
+        double x = first + (double)i * step;
+        if (!(x <= hi + step * 1e-9))
+            break;
+        t[n++] = x;
+    }
+    return n;
 }
 
 static void svg_open(bf_buf_t *b, const char *id, const frame_t *f, const char *title)
@@ -493,9 +517,10 @@ static void svg_open(bf_buf_t *b, const char *id, const frame_t *f, const char *
 static void svg_axes(bf_buf_t *b, const frame_t *f, const char *xlabel, const char *ylabel,
                      const char *yfmt)
 {
-    double step = tick_step(f->x0, f->x1, 5);
-    for (double t = ceil(f->x0 / step) * step; t <= f->x1 + step * 1e-9; t += step) {
-        double x = px_x(f, t);
+    double step = tick_step(f->x0, f->x1, 5), tv[TICKS_MAX];
+    int nt = ticks(f->x0, f->x1, step, tv);
+    for (int i = 0; i < nt; i++) {
+        double t = tv[i], x = px_x(f, t);
         bf_buf_printf(b, "<line class=\"grid\" x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\"/>",
                       x, f->mt, x, f->h - f->mb);
         bf_buf_printf(
@@ -505,10 +530,11 @@ static void svg_axes(bf_buf_t *b, const frame_t *f, const char *xlabel, const ch
     }
     if (yfmt) {
         step = tick_step(f->y0, f->y1, 4);
-        if (!strcmp(yfmt, "%.0f") && step < 1)
+        if (!strcmp(yfmt, "%.0f") && step > 0 && step < 1)
             step = 1; /* counts */
-        for (double t = ceil(f->y0 / step) * step; t <= f->y1 + step * 1e-9; t += step) {
-            double y = px_y(f, t);
+        nt = ticks(f->y0, f->y1, step, tv);
+        for (int i = 0; i < nt; i++) {
+            double t = tv[i], y = px_y(f, t);
             bf_buf_printf(b,
                           "<line class=\"grid\" x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\"/>",
                           f->ml, y, f->w - f->mr, y);
@@ -596,6 +622,7 @@ static double vmean(const vec_t *a)
 static void plot_cdf(bf_buf_t *b, const json_t *const *res, size_t n, bool *oom)
 {
     vec_t a[2] = {{0}, {0}};
+    size_t nclipped = 0;
     static const char *const keys[2] = {"zone_power_initial", "zone_power_optimized"};
     for (size_t i = 0; i < n; i++) {
         if (!is_success(res[i]))
@@ -604,8 +631,11 @@ static void plot_cdf(bf_buf_t *b, const json_t *const *res, size_t n, bool *oom)
             const json_t *arr = json_object_get(res[i], keys[m]);
             for (size_t k = 0; k < json_array_size(arr); k++) {
                 double x = numv(json_array_get(arr, k));
-                if (!isnan(x))
-                    vec_push(&a[m], x);
+                bool out = false;
+                if (isnan(x))
+                    continue;
+                vec_push(&a[m], collector_clip(x, COLLECTOR_DBM_MIN, COLLECTOR_DBM_MAX, &out));
+                nclipped += out;
             }
         }
     }
@@ -666,6 +696,11 @@ static void plot_cdf(bf_buf_t *b, const json_t *const *res, size_t n, bool *oom)
                           100.0 * (double)at_min[0] / (double)a[0].n,
                           100.0 * (double)at_min[1] / (double)a[1].n, vmin);
         bf_buf_puts(b, "</text>\n");
+        if (nclipped)
+            bf_buf_printf(b,
+                          "<text class=\"note clipped\" x=\"%.1f\" y=\"%.1f\">%zu value(s) "
+                          "outside %.0f..%.0f dBm drawn at the edge</text>\n",
+                          f.ml + 8, f.mt + 64, nclipped, COLLECTOR_DBM_MIN, COLLECTOR_DBM_MAX);
     }
     bf_buf_puts(b, "</svg>\n");
     free(a[0].v);
@@ -676,10 +711,14 @@ static void plot_cdf(bf_buf_t *b, const json_t *const *res, size_t n, bool *oom)
 static void plot_hist(bf_buf_t *b, const json_t *const *res, size_t n, bool *oom)
 {
     vec_t a = {0};
+    size_t nclipped = 0;
     for (size_t i = 0; i < n; i++) {
         double x = numv(get2(res[i], "stats", "improvement_mean"));
-        if (is_success(res[i]) && !isnan(x))
-            vec_push(&a, x);
+        bool out = false;
+        if (!is_success(res[i]) || isnan(x))
+            continue;
+        vec_push(&a, collector_clip(x, -COLLECTOR_DB_SPAN, COLLECTOR_DB_SPAN, &out));
+        nclipped += out;
     }
     frame_t f = {0, 1, 0, 1, 400, 300, 46, 12, 30, 38};
     svg_open(b, "plot-hist", &f, "Histogram of the mean improvement per scene");
@@ -703,8 +742,9 @@ static void plot_hist(bf_buf_t *b, const json_t *const *res, size_t n, bool *oom
         nb = nb > 30 ? 30 : nb;
         size_t counts[30] = {0}, top = 1;
         for (size_t i = 0; i < a.n; i++) {
-            size_t k = (size_t)((a.v[i] - lo) / (hi - lo) * (double)nb);
-            counts[k >= nb ? nb - 1 : k]++;
+            double pos = (a.v[i] - lo) / (hi - lo) * (double)nb; /* in [0, nb]: clipped data */
+            size_t k = pos > 0 ? (size_t)fmin(pos, (double)(nb - 1)) : 0;
+            counts[k]++;
         }
         for (size_t k = 0; k < nb; k++)
             top = counts[k] > top ? counts[k] : top;
@@ -732,6 +772,11 @@ static void plot_hist(bf_buf_t *b, const json_t *const *res, size_t n, bool *oom
             "<line class=\"mean\" x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\"/>"
             "<text class=\"legend\" x=\"%.1f\" y=\"%.1f\">mean %.2f dB, %zu scenes</text>\n",
             xm, f.mt, xm, f.h - f.mb, f.ml + 6, f.mt + 14, m, a.n);
+        if (nclipped)
+            bf_buf_printf(b,
+                          "<text class=\"note clipped\" x=\"%.1f\" y=\"%.1f\">%zu value(s) "
+                          "outside &#177;%.0f dB drawn at the edge</text>\n",
+                          f.ml + 6, f.mt + 30, nclipped, COLLECTOR_DB_SPAN);
     }
     bf_buf_puts(b, "</svg>\n");
     free(a.v);
@@ -750,6 +795,7 @@ static void plot_gpu(bf_buf_t *b, const json_t *summary)
         double x = numv(v);
         if (!isnan(x)) {
             n++;
+            x = collector_clip(x, 0, COLLECTOR_TIME_MAX_S, NULL);
             top = x > top ? x : top;
         }
     }
@@ -776,6 +822,7 @@ static void plot_gpu(bf_buf_t *b, const json_t *summary)
         double x = numv(v);
         if (isnan(x))
             continue;
+        x = collector_clip(x, 0, COLLECTOR_TIME_MAX_S, NULL); /* the title says so */
         double y = f.mt + row * (double)i++;
         double bh = fmin(row * 0.7, 40);
         double yb = y + (row - bh) / 2;

@@ -1,4 +1,4 @@
-/*  collector/collector_html.h - report.html (DESIGN section 3, issue 6): one
+/*  collector/collector_html.h - report.html (DESIGN section 3): one
     self-contained page per job (inline CSS and SVG, PNG thumbnails as data:
     URIs, no script, no network) with the notebook's plots - the CDF of the
     zone power initial vs optimized, the histogram of the per-scene

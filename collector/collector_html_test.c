@@ -410,6 +410,103 @@ static void test_write_errors(const char *dir)
     CHECK(collector_html_write(NULL, NULL, NULL, err) == BF_EINVAL);
 }
 
+/* ---- hostile numbers ----------------------------------------------- */
+
+/* A success whose zone powers are n copies of init / opt (or the JSON texts
+   of zinit / zopt when given), improvement imp and time secs. */
+static json_t *odd_result(const char *scene, const char *zinit, const char *zopt, double init,
+                          double opt, size_t n, double imp, double secs)
+{
+    json_t *z0 = zinit ? json_loads(zinit, 0, NULL) : json_array();
+    json_t *z1 = zopt ? json_loads(zopt, 0, NULL) : json_array();
+    for (size_t i = 0; !zinit && i < n; i++)
+        json_array_append_new(z0, json_real(init));
+    for (size_t i = 0; !zopt && i < n; i++)
+        json_array_append_new(z1, json_real(opt));
+    return json_pack("{s:s, s:s, s:s, s:i, s:i, s:f, s:o, s:o, s:{s:f}, s:s}", "scene", scene,
+                     "status", "success", "host", "h", "gpu_id", 0, "attempt", 1, "elapsed_time",
+                     secs, "zone_power_initial", z0, "zone_power_optimized", z1, "stats",
+                     "improvement_mean", imp, "task_id", scene);
+}
+
+typedef struct {
+    const char *dir;
+    json_t *summary, *results;
+} html_job_t;
+
+static int write_page(void *arg)
+{
+    html_job_t *j = arg;
+    char err[BF_ERRLEN] = "";
+    bf_err_t rc = collector_html_write(j->dir, j->summary, j->results, err);
+    if (rc != BF_OK)
+        fprintf(stderr, "  collector_html_write: %s\n", err);
+    return rc == BF_OK ? 0 : 1;
+}
+
+/* Each case alone in its own report: it finishes within the deadline with
+   a valid page, and says where it clipped. */
+static void hostile_case(const char *dir, const char *name, json_t *results, json_t *summary,
+                         const char *expect)
+{
+    char sub[600];
+    snprintf(sub, sizeof sub, "%s/%s", dir, name);
+    CHECKF(results && json_array_size(results), "case %s: no results built", name);
+    CHECK(bf_mkdir_p(sub, NULL) == BF_OK);
+    html_job_t j = {sub, summary, results};
+    CHECKF(finishes_within(20, write_page, &j), "case %s", name);
+    char *html = slurp(sub, "report.html");
+    CHECKF(html, "case %s: no report.html", name);
+    if (html) {
+        check_page(html);
+        CHECKF(!expect || strstr(html, expect), "case %s: no \"%s\"", name, expect);
+        CHECKF(!strstr(html, "nan") && !strstr(html, "inf\""), "case %s: a NaN or inf drawn", name);
+    }
+    free(html);
+    json_decref(results);
+    json_decref(summary);
+}
+
+static void test_hostile_numbers(const char *dir)
+{
+    /* a dark zone written as -1e300: the axis-tick loop spun forever */
+    json_t *r = json_pack("[o]", odd_result("dark", NULL, NULL, -1e300, -90, 50, 1e300, 2));
+    hostile_case(dir, "dark", r, NULL, "outside -400..100 dBm drawn at the edge");
+    /* huge and narrow: t += step no longer changed t */
+    r = json_pack("[o]", odd_result("narrow", "[1e16, 10000000000000002]",
+                                    "[1e16, 10000000000000002]", 0, 0, 0, 1e16, 1e16));
+    hostile_case(dir, "narrow", r, NULL, "drawn at the edge");
+    /* the ends of double, -0.0, 2^63 - 1 and -2^63 as JSON integers */
+    r = json_pack("[o, o]",
+                  odd_result("ends", "[1e308, -1e308, -0.0, 9223372036854775807]",
+                             "[-9223372036854775808, 1.7976931348623157e308, 5e-324]", 0, 0, 0,
+                             -1e308, 1e308),
+                  odd_result("normal", NULL, NULL, -100, -95, 20, 5, 1));
+    json_t *s = json_pack("{s:{s:f, s:f, s:I}}", "time_per_gpu", "h/0", 1e308, "h/1", 1e16, "h/2",
+                          (json_int_t)INT64_MAX);
+    hostile_case(dir, "ends", r, s, "outside &#177;500 dB drawn at the edge");
+    /* strings, objects and nulls where numbers belong */
+    r = json_loads("[{\"scene\": \"strings\", \"status\": \"success\", \"zone_power_initial\": "
+                   "[\"-80\", {}, null, [], true], \"zone_power_optimized\": \"-70\", \"stats\": "
+                   "{\"improvement_mean\": \"5\"}, \"elapsed_time\": \"1\", \"attempt\": \"x\", "
+                   "\"gpu_id\": 1e300, \"thumbnails\": {\"nx\": 9223372036854775807, \"ny\": -1, "
+                   "\"initial\": \"x\"}}, [1, 2], \"text\", null]",
+                   0, NULL);
+    s = json_pack("{s:s, s:[i], s:{s:s}}", "job", "not an object", "counts", 1, "time_per_gpu",
+                  "h/0", "fast");
+    CHECK(r && s);
+    hostile_case(dir, "strings", r, s, NULL);
+    /* a million cells, all far out of range */
+    r = json_pack("[o]", odd_result("million", NULL, NULL, -1e300, 1e16, 1000000, 0, 1));
+    hostile_case(dir, "million", r, NULL, "2000000 value(s) outside");
+    /* thumbnails that are huge and narrow */
+    json_t *res = odd_result("thumbs", NULL, NULL, -100, -90, 10, 3, 1);
+    json_t *th = thumbs(4, 4, 1e16);
+    json_object_set_new(res, "thumbnails", th);
+    r = json_pack("[o]", res);
+    hostile_case(dir, "thumbs", r, NULL, "data:image/png");
+}
+
 int main(void)
 {
     bf_log_set_level(BF_LOG_ERROR);
@@ -429,6 +526,7 @@ int main(void)
     test_boresight_report(d1);
     test_exec_report(d2);
     test_write_errors(dir);
+    test_hostile_numbers(dir);
     if (!failures) {
         char cmd[700];
         snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);

@@ -95,14 +95,19 @@ static const char *const csv_paths[COLLECTOR_REPORT_CSV_NCOLUMNS][2] = {
 /* ---- CSV ------------------------------------------------------------------------ */
 
 /* RFC 4180: quote a field holding a comma, a quote or a line break, and
-   double the quotes inside. */
+   double the quotes inside. A text cell that a spreadsheet would read as a
+   formula (it begins with = + - @, a tab or a carriage return: scene names,
+   reasons, hosts come from the network) is quoted with a ' in front, as
+   OWASP's CSV-injection advice and spreadsheet-safe writers do: the cell
+   shows as text. Numbers never come here (csv_real, integers). */
 static void csv_field(bf_buf_t *b, const char *s)
 {
-    if (!strpbrk(s, ",\"\r\n")) {
+    bool formula = s[0] && strchr("=+-@\t\r", s[0]);
+    if (!formula && !strpbrk(s, ",\"\r\n")) {
         bf_buf_puts(b, s);
         return;
     }
-    bf_buf_put(b, "\"", 1);
+    bf_buf_puts(b, formula ? "\"'" : "\"");
     for (const char *c = s; *c; c++) {
         if (*c == '"')
             bf_buf_put(b, "\"", 1);
@@ -568,6 +573,14 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+double collector_clip(double x, double lo, double hi, bool *clipped)
+{
+    bool out = !(x >= lo && x <= hi); /* NaN too, though JSON cannot carry it */
+    if (clipped && out)
+        *clipped = true;
+    return !out ? x : x > hi ? hi : lo;
+}
+
 double collector_percentile(const double *v, size_t n, double p)
 {
     if (n == 0)
@@ -611,6 +624,25 @@ static double mean(const vec_t *a)
     return a->n ? s / (double)a->n : NAN;
 }
 
+/* Appends the numbers of the JSON array powers to a, clipped to the trusted
+   dBm range; counts the clipped ones in *clipped. */
+static bool push_powers(vec_t *a, const json_t *powers, json_int_t *clipped)
+{
+    bool ok = true;
+    size_t k;
+    const json_t *v;
+    json_array_foreach(powers, k, v)
+    {
+        if (!json_is_number(v))
+            continue;
+        bool out = false;
+        ok &= vec_push(
+            a, collector_clip(json_number_value(v), COLLECTOR_DBM_MIN, COLLECTOR_DBM_MAX, &out));
+        *clipped += out;
+    }
+    return ok;
+}
+
 /* mean, median, p10 of a (sorted in place). */
 static void dist(vec_t *a, double out[3])
 {
@@ -637,14 +669,15 @@ static bool add_time(json_t *per_gpu, const json_t *res)
     const json_t *t = json_object_get(res, "elapsed_time");
     if (!json_is_number(t))
         return true;
+    double secs = collector_clip(json_number_value(t), 0, COLLECTOR_TIME_MAX_S, NULL);
     json_t *acc = json_object_get(per_gpu, key);
     if (!acc) {
         acc = json_pack("[f, i]", 0.0, 0);
         if (!acc || json_object_set_new(per_gpu, key, acc) != 0)
             return false;
     }
-    return json_real_set(json_array_get(acc, 0),
-                         json_real_value(json_array_get(acc, 0)) + json_number_value(t)) == 0 &&
+    return json_real_set(json_array_get(acc, 0), json_real_value(json_array_get(acc, 0)) + secs) ==
+               0 &&
            json_integer_set(json_array_get(acc, 1),
                             json_integer_value(json_array_get(acc, 1)) + 1) == 0;
 }
@@ -652,7 +685,7 @@ static bool add_time(json_t *per_gpu, const json_t *res)
 json_t *collector_report_summary(const collector_report_t *r, const json_t *job)
 {
     static const char *const statuses[] = {"success", "failed", "error", "cancelled"};
-    json_int_t counts[4] = {0};
+    json_int_t counts[4] = {0}, clipped_cells = 0;
     vec_t imp = {0}, init = {0}, opt = {0};
     json_t *per_gpu = json_object(), *time_per_gpu = json_object(), *doc = NULL;
     bool ok = per_gpu && time_per_gpu;
@@ -669,19 +702,10 @@ json_t *collector_report_summary(const collector_report_t *r, const json_t *job)
             continue;
         json_t *im = json_object_get(json_object_get(res, "stats"), "improvement_mean");
         if (json_is_number(im))
-            ok &= vec_push(&imp, json_number_value(im));
-        size_t k;
-        json_t *v;
-        json_array_foreach(json_object_get(res, "zone_power_initial"), k, v)
-        {
-            if (json_is_number(v))
-                ok &= vec_push(&init, json_number_value(v));
-        }
-        json_array_foreach(json_object_get(res, "zone_power_optimized"), k, v)
-        {
-            if (json_is_number(v))
-                ok &= vec_push(&opt, json_number_value(v));
-        }
+            ok &= vec_push(&imp, collector_clip(json_number_value(im), -COLLECTOR_DB_SPAN,
+                                                COLLECTOR_DB_SPAN, NULL));
+        ok &= push_powers(&init, json_object_get(res, "zone_power_initial"), &clipped_cells);
+        ok &= push_powers(&opt, json_object_get(res, "zone_power_optimized"), &clipped_cells);
         ok &= add_time(per_gpu, res);
     }
     const char *key;
@@ -705,19 +729,20 @@ json_t *collector_report_summary(const collector_report_t *r, const json_t *job)
     const json_t *fin = json_object_get(job, "finished_ms");
     if (json_is_integer(sub) && json_is_integer(fin) &&
         json_integer_value(fin) >= json_integer_value(sub))
-        total_time = (double)(json_integer_value(fin) - json_integer_value(sub)) / 1000.0;
+        total_time = /* in double: the difference of two int64 may not fit one */
+            ((double)json_integer_value(fin) - (double)json_integer_value(sub)) / 1000.0;
     json_int_t total = counts[0] + counts[1] + counts[2] + counts[3];
     if (ok)
         doc = json_pack(
             "{s:O, s:{s:I, s:I, s:I, s:I, s:I}, s:o, s:{s:o, s:o, s:o, s:o}, s:{s:o, s:o, s:o}, "
-            "s:O, s:I}",
+            "s:O, s:I, s:I}",
             "job", job ? (json_t *)job : json_null(), "counts", "success", counts[0], "failed",
             counts[1], "error", counts[2], "cancelled", counts[3], "total", total, "total_time_s",
             num(total_time), "improvement", "mean", num(imp_mean), "min",
             num(imp.n ? imp.v[0] : NAN), "max", num(imp.n ? imp.v[imp.n - 1] : NAN), "median",
             num(collector_percentile(imp.v, imp.n, 50)), "aggregate", "initial", dist_json(di),
             "optimized", dist_json(dop), "improvement", dist_json(dimp), "time_per_gpu",
-            time_per_gpu, "zone_cells", (json_int_t)init.n);
+            time_per_gpu, "zone_cells", (json_int_t)init.n, "zone_cells_clipped", clipped_cells);
     json_decref(per_gpu);
     json_decref(time_per_gpu);
     free(imp.v);

@@ -78,9 +78,28 @@ bf_err_t collector_report_finish(collector_report_t *r, const json_t *job, char 
    optimized, improvement: {mean, median, p10}} over the concatenated zone
    powers of the successes (numpy's linear-interpolation percentile),
    "time_per_gpu": {"host/gpu_id": mean elapsed_time of the successes},
-   "zone_cells": n}. Statistics without data are null. NULL on allocation
+   "zone_cells": n, "zone_cells_clipped": cells outside [COLLECTOR_DBM_MIN,
+   COLLECTOR_DBM_MAX] (clipped to it before the statistics)}. Improvements
+   and times are clipped the same way (COLLECTOR_DB_SPAN,
+   COLLECTOR_TIME_MAX_S). Statistics without data are null. NULL on allocation
    failure. The caller owns the result. */
 json_t *collector_report_summary(const collector_report_t *r, const json_t *job);
+
+/* The range of powers the report writers trust, in dBm: anything a radio
+   map can hold (the solver's floor for cells no ray reached is -300 dBm; a
+   transmitter of 100 dBm = 10 MW is beyond any base station). A power
+   outside it (a dark zone written as -1e300, 1e16, 2^63) is clipped to the
+   nearest edge in plots and statistics and counted as clipped; it is never
+   used to size a loop. Improvements (dB) are clipped to the span of the
+   range, times (s) to [0, COLLECTOR_TIME_MAX_S]. */
+#define COLLECTOR_DBM_MIN    (-400.0)
+#define COLLECTOR_DBM_MAX    100.0
+#define COLLECTOR_DB_SPAN    (COLLECTOR_DBM_MAX - COLLECTOR_DBM_MIN)
+#define COLLECTOR_TIME_MAX_S 1e7 /* 116 days */
+
+/* x clipped to [lo, hi]; *clipped (may be NULL) is set when x was outside.
+   x must be finite (JSON carries nothing else). */
+double collector_clip(double x, double lo, double hi, bool *clipped);
 
 /* numpy.percentile(v, p) with linear interpolation, v sorted ascending, n > 0;
    NAN when n == 0. Exposed for tests and the CLI. */

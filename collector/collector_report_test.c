@@ -429,6 +429,152 @@ static void test_new_job(const char *dir)
     CHECK(collector_report_open(path, "jobC", &r, err) != BF_OK && r == NULL);
 }
 
+/* ---- hostile results ------------------------------------------------- */
+
+/* A success with the zone powers given as JSON text. */
+static json_t *odd(const char *job, const char *scene, const char *zinit, const char *zopt,
+                   double imp, double secs)
+{
+    json_t *r =
+        json_pack("{s:s, s:s, s:s, s:s, s:s, s:i, s:f, s:{s:f, s:f}}", "job_id", job, "task_id",
+                  scene, "scene", scene, "status", "success", "host", "h", "gpu_id", 0,
+                  "elapsed_time", secs, "stats", "improvement_mean", imp, "initial_mean", -80.5);
+    json_object_set_new(r, "zone_power_initial", json_loads(zinit, 0, NULL));
+    json_object_set_new(r, "zone_power_optimized", json_loads(zopt, 0, NULL));
+    return r;
+}
+
+static int write_hostile(void *arg)
+{
+    const char *dir = arg;
+    char err[BF_ERRLEN] = "";
+    collector_report_t *r = NULL;
+    if (collector_report_open(dir, "jobH", &r, err) != BF_OK)
+        return 2;
+    json_t *big = json_array();
+    for (int i = 0; i < 100000; i++) /* (10^6 in collector_html_test: the files here cost) */
+        json_array_append_new(big, json_real(i % 2 ? -1e300 : 1e16));
+    char *bigtext = json_dumps(big, JSON_COMPACT);
+    json_decref(big);
+    json_t *batch = json_pack(
+        "[o, o, o, o, o]", odd("jobH", "dark", "[-1e300, -1e300]", "[-90, -80]", 1e300, 2),
+        odd("jobH", "narrow", "[1e16, 10000000000000002]", "[1e16, 10000000000000002]", 1e16, 1e16),
+        odd("jobH", "ends", "[1e308, -1e308, -0.0, 9223372036854775807]",
+            "[-9223372036854775808, 1.7976931348623157e308]", -1e308, 1e308),
+        odd("jobH", "strings", "[\"-80\", {}, null, [], true]", "\"-70\"", 0, 0),
+        odd("jobH", "big", bigtext, bigtext, 0, 1));
+    free(bigtext);
+    json_t *job = json_pack("{s:s, s:s, s:I, s:I}", "id", "jobH", "name", "h", "submitted_ms",
+                            (json_int_t)INT64_MIN, "finished_ms", (json_int_t)INT64_MAX);
+    bf_err_t rc = batch ? collector_report_append(r, batch, err) : BF_ENOMEM;
+    if (rc == BF_OK)
+        rc = collector_report_finish(r, job, err);
+    if (rc != BF_OK)
+        fprintf(stderr, "  %s\n", err);
+    json_decref(batch);
+    json_decref(job);
+    collector_report_close(&r);
+    return rc == BF_OK ? 0 : 1;
+}
+
+/* Huge, tiny, narrow and wrongly typed numbers: every writer finishes
+   quickly, the statistics stay inside the trusted range and count what they
+   clipped, numbers stay numbers in the CSV. */
+static void test_hostile_numbers(const char *root)
+{
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/hostile", root);
+    CHECK(finishes_within(30, write_hostile, dir));
+    json_t *sum = load(dir, "summary.json");
+    CHECK(sum);
+    const json_t *agg = json_object_get(sum, "aggregate");
+    for (int m = 0; m < 2; m++) {
+        const json_t *d = json_object_get(agg, m ? "optimized" : "initial");
+        const char *keys[3] = {"mean", "median", "p10"};
+        for (int k = 0; k < 3; k++) {
+            double x = json_number_value(json_object_get(d, keys[k]));
+            CHECKF(json_is_number(json_object_get(d, keys[k])) && x >= COLLECTOR_DBM_MIN &&
+                       x <= COLLECTOR_DBM_MAX,
+                   "%s.%s = %g", m ? "optimized" : "initial", keys[k], x);
+        }
+    }
+    /* clipped: dark 2, narrow 4, ends 3 + 2 (-0.0 is fine), "big" 2 x 10^5 */
+    CHECKF(json_integer_value(json_object_get(sum, "zone_cells_clipped")) == 200011,
+           "zone_cells_clipped %lld",
+           (long long)json_integer_value(json_object_get(sum, "zone_cells_clipped")));
+    const json_t *imp = json_object_get(sum, "improvement");
+    CHECK(json_number_value(json_object_get(imp, "max")) == COLLECTOR_DB_SPAN);
+    CHECK(json_number_value(json_object_get(imp, "min")) == -COLLECTOR_DB_SPAN);
+    CHECK(json_number_value(json_object_get(sum, "total_time_s")) > 1e16); /* no overflow */
+    CHECK(json_number_value(json_object_get(json_object_get(sum, "time_per_gpu"), "h/0")) <=
+          COLLECTOR_TIME_MAX_S);
+    json_decref(sum);
+    csv_t t;
+    CHECK(read_csv(dir, &t) && t.nrows == 6);
+    for (size_t i = 1; i < t.nrows; i++) {
+        const char *s = cell(&t, i, "scene"), *e = cell(&t, i, "elapsed_time");
+        if (s && !strcmp(s, "ends"))
+            CHECKF(e && strtod(e, NULL) == 1e308, "elapsed %s", e ? e : "(none)");
+        CHECK(cell(&t, i, "initial_mean_dbm") && !strcmp(cell(&t, i, "initial_mean_dbm"), "-80.5"));
+    }
+    csv_free(&t);
+    char *html = slurp(dir, "report.html");
+    CHECK(html && strstr(html, "drawn at the edge") && strstr(html, "</html>"));
+    free(html);
+}
+
+/* Text cells a spreadsheet would run as formulas get a ' in front (inside
+   the quotes); numbers, negative ones included, stay numbers. */
+static void test_csv_formulas(const char *root)
+{
+    char dir[512], err[BF_ERRLEN] = "";
+    snprintf(dir, sizeof dir, "%s/formulas", root);
+    collector_report_t *r = NULL;
+    CHECK(collector_report_open(dir, "jobF", &r, err) == BF_OK);
+    if (!r)
+        return;
+    static const char *const evil[][4] = {
+        /* scene, reason, host, device */
+        {"=HYPERLINK(\"http://x\")", "+cmd|' /C calc'!A0", "@SUM(1+1)", "-2+3"},
+        {"\tx", "\rreason", "h", "=1"},
+        {"-scene", "=", "plain, host", "cpu"},
+        {"safe", "a=b", "h-1", "gpu0"}};
+    json_t *batch = json_array();
+    for (size_t i = 0; i < BF_ARRAY_LEN(evil); i++) {
+        char task[16];
+        snprintf(task, sizeof task, "t%zu", i);
+        json_array_append_new(
+            batch, json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:f, s:{s:f, s:f}}",
+                             "job_id", "jobF", "task_id", task, "scene", evil[i][0], "status",
+                             "success", "reason", evil[i][1], "host", evil[i][2], "device",
+                             evil[i][3], "gpu_id", (json_int_t)-1, "elapsed_time", -0.5, "stats",
+                             "initial_mean", -80.5, "improvement_mean", -3.25));
+    }
+    CHECKF(collector_report_append(r, batch, err) == BF_OK, "%s", err);
+    json_decref(batch);
+    collector_report_close(&r);
+    csv_t t;
+    CHECK(read_csv(dir, &t) && t.nrows == 1 + BF_ARRAY_LEN(evil));
+    static const char *const cols[4] = {"scene", "reason", "host", "device"};
+    for (size_t i = 0; i < BF_ARRAY_LEN(evil) && i + 1 < t.nrows; i++) {
+        for (int c = 0; c < 4; c++) {
+            const char *got = cell(&t, i + 1, cols[c]), *want = evil[i][c];
+            bool formula = want[0] && strchr("=+-@\t\r", want[0]);
+            CHECKF(got && (formula ? got[0] == '\'' && !strcmp(got + 1, want) : !strcmp(got, want)),
+                   "row %zu %s: [%s]", i, cols[c], got ? got : "(none)");
+        }
+        CHECK(!strcmp(cell(&t, i + 1, "initial_mean_dbm"), "-80.5"));
+        CHECK(!strcmp(cell(&t, i + 1, "improvement_mean"), "-3.25"));
+        CHECK(!strcmp(cell(&t, i + 1, "gpu_id"), "-1"));
+        CHECK(!strcmp(cell(&t, i + 1, "elapsed_time"), "-0.5"));
+    }
+    csv_free(&t);
+    char *text = slurp(dir, "results.csv");
+    /* the quote is inside the quoted cell: what spreadsheet-safe writers do */
+    CHECK(text && strstr(text, "\n\"'=HYPERLINK(\"\"http://x\"\")\",success,\"'+cmd|"));
+    free(text);
+}
+
 int main(void)
 {
     bf_log_set_level(BF_LOG_ERROR);
@@ -439,6 +585,8 @@ int main(void)
     test_summary(dir);
     test_recovery(dir);
     test_new_job(dir);
+    test_hostile_numbers(dir);
+    test_csv_formulas(dir);
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     if (system(cmd) != 0)

@@ -234,6 +234,7 @@ static void drain_stream(fake_t *b, void *sub, int timeout_ms, int *results, int
 /* ---- the collector in a thread ---------------------------------------------------- */
 
 typedef struct {
+    const char *spool; /* the spool directory, or NULL */
     collector_t *c;
     pthread_t thread;
     bf_err_t rc;
@@ -254,7 +255,8 @@ static bool start(running_t *r, fake_t *b, void *ctx)
                               .heartbeat_ms = HEARTBEAT_MS,
                               .liveness = 3,
                               .credit = 8,
-                              .name = "test-collector"};
+                              .name = "test-collector",
+                              .spool_dir = r->spool};
     char err[BF_ERRLEN];
     r->c = collector_new(&cfg, err);
     if (!r->c) {
@@ -311,6 +313,14 @@ int main(void)
     CHECK(collector_new(&bad, err) == NULL);
     bad = (collector_config_t){.broker = b.endpoint, .publish = "nonsense://x"};
     CHECK(collector_new(&bad, err) == NULL);
+    /* the broker's bind rule: not loopback needs keys or insecure */
+    bad = (collector_config_t){.broker = b.endpoint, .publish = "tcp://0.0.0.0:0"};
+    CHECK(collector_new(&bad, err) == NULL && strstr(err, "not a loopback address") &&
+          strstr(err, "--insecure") && !strchr(err, '\n'));
+    bad.insecure = true;
+    collector_t *open_pub = collector_new(&bad, err);
+    CHECKF(open_pub, "%s", err);
+    collector_destroy(&open_pub);
 
     /* 1. registration, deliveries with a repeat, ACK after durability */
     running_t r1 = {0};
@@ -424,6 +434,47 @@ int main(void)
     CHECK(expect_acks(&b, (const uint64_t[]){8, 0}, "jobK", dirK, task_of_seq, 3000));
     CHECK(jsonl_lines(dirK) == 1 && jsonl_lines(dirJ) == 5);
     stop(&r2);
+
+    /* 8. the same with a spool: the blocked job's deliveries and its
+       JOB_DONE are spooled and ACKed at once, more of them than the credit
+       (8), so the broker's window stays open for the other job; once the
+       directory can be made they are written, each once, with the final
+       report. A second collector on the same spool is refused. */
+    char spool[128], blocker2[128], dirL[160];
+    snprintf(spool, sizeof spool, "%s/spool", root);
+    snprintf(blocker2, sizeof blocker2, "%s/blocker2", root);
+    snprintf(dirL, sizeof dirL, "%s/out", blocker2);
+    f = fopen(blocker2, "w");
+    fclose(f);
+    running_t r3 = {.spool = spool};
+    CHECK(start(&r3, &b, b.ctx));
+    CHECK(expect_collect(&b, 3000, true));
+    collector_config_t twin = {.broker = b.endpoint, .spool_dir = spool};
+    CHECK(collector_new(&twin, err) == NULL && strstr(err, "in use by another collector"));
+    for (int t = 1; t <= 12; t++)
+        deliver(&b, "jobL", dirL, 20 + (uint64_t)t, t);
+    deliver(&b, "jobL", dirL, 33, 3); /* a repeat */
+    job_done(&b, "jobL", dirL, 34);
+    uint64_t want[16];
+    for (int k = 0; k < 14; k++)
+        want[k] = 21 + (uint64_t)k;
+    want[14] = 0;
+    CHECK(expect_acks(&b, want, "jobL", dirL, NULL, 3000));
+    deliver(&b, "jobJ", dirJ, 35, 6);
+    CHECK(expect_acks(&b, (const uint64_t[]){35, 0}, NULL, NULL, NULL, 3000));
+    CHECK(jsonl_lines(dirJ) == 6);
+    snprintf(path, sizeof path, "%s/jobL.jsonl", spool);
+    CHECK(access(path, F_OK) == 0);
+    CHECK(unlink(blocker2) == 0 && mkdir(blocker2, 0755) == 0);
+    int64_t deadline = bf_mono_ms() + 5000;
+    while (bf_mono_ms() < deadline && access(path, F_OK) == 0) {
+        fake_pump(&b);
+        usleep(50 * 1000);
+    }
+    CHECK(access(path, F_OK) != 0);
+    CHECK(jsonl_lines(dirL) == 12 && csv_rows(dirL) == 12 &&
+          count_files(dirL, "summary.json") == 1);
+    stop(&r3);
 
     zmq_close(b.router);
     zmq_ctx_term(b.ctx);

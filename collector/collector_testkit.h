@@ -1,6 +1,8 @@
 /*  collector/collector_testkit.h - what the collector tests read back from a
     report directory: a whole file, the number of well-formed lines of
-    results.jsonl, and the number of files with a prefix. Test code only
+    results.jsonl, and the number of files with a prefix; and a watchdog
+    that runs a step in a child process, so that a writer that spins on
+    hostile input fails the test instead of hanging it. Test code only
     (file-local functions; a test need not use them all). */
 
 #ifndef COLLECTOR_TESTKIT_H_INCLUDED
@@ -10,8 +12,11 @@
 
 #include <dirent.h>
 #include <jansson.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #define BF_TESTKIT __attribute__((unused))
 
@@ -59,6 +64,29 @@ BF_TESTKIT static int count_files(const char *dir, const char *prefix)
         n += !strncmp(e->d_name, prefix, strlen(prefix));
     closedir(d);
     return n;
+}
+
+/* Runs fn(arg) in a child process that must exit 0 within seconds; true
+   when it did. fn returns the child's exit status. The child is killed
+   (SIGKILL) at the deadline: a loop that never ends is a failure, not a
+   hang of the test. */
+BF_TESTKIT static bool finishes_within(unsigned seconds, int (*fn)(void *), void *arg)
+{
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0)
+        return false;
+    if (pid == 0) {
+        alarm(seconds); /* SIGALRM's default action ends the child */
+        _exit(fn(arg));
+    }
+    int st = 0;
+    if (waitpid(pid, &st, 0) != pid)
+        return false;
+    if (WIFSIGNALED(st))
+        fprintf(stderr, "  child killed by signal %d (%s)\n", WTERMSIG(st),
+                WTERMSIG(st) == SIGALRM ? "did not finish in time" : "crash");
+    return WIFEXITED(st) && WEXITSTATUS(st) == 0;
 }
 
 #endif

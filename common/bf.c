@@ -406,22 +406,41 @@ static int open_beneath(const char *root, const char *rel)
     if (got >= 0 || errno != ENOSYS)
         return got;
 #endif
-    char *full = bf_asprintf("%s/%s", root, rel);
-    char *real_root = realpath(root, NULL), *real = full ? realpath(full, NULL) : NULL;
+    char *full = bf_asprintf("%s/%s", root, rel), *real = NULL;
     int fd = -1;
-    size_t n = real_root ? strlen(real_root) : 0;
-    if (!real_root || !real)
-        errno = errno ? errno : ENOMEM;
-    else if (strncmp(real, real_root, n) != 0 || (real[n] != '/' && strcmp(real_root, "/") != 0))
-        errno = EXDEV;
-    else
+    if (!full)
+        errno = ENOMEM;
+    else if (bf_resolves_beneath(root, full, &real))
         fd = open(real, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
     int e = errno;
     free(full);
-    free(real_root);
     free(real);
     errno = e;
     return fd;
+}
+
+bool bf_resolves_beneath(const char *root, const char *path, char **resolved)
+{
+    if (resolved)
+        *resolved = NULL;
+    errno = 0;
+    char *real_root = realpath(root, NULL), *real = real_root ? realpath(path, NULL) : NULL;
+    bool inside = false;
+    if (!real_root || !real) {
+        errno = errno ? errno : ENOMEM;
+    } else {
+        size_t n = strlen(real_root);
+        inside = !strcmp(real_root, "/") ||
+                 (!strncmp(real, real_root, n) && (real[n] == '/' || real[n] == '\0'));
+        if (!inside)
+            errno = EXDEV;
+    }
+    free(real_root);
+    if (inside && resolved)
+        *resolved = real;
+    else
+        free(real);
+    return inside;
 }
 
 bf_err_t bf_read_file_beneath(const char *root, const char *path, size_t max, char **data,
@@ -608,4 +627,32 @@ void bf_buf_printf(bf_buf_t *b, const char *fmt, ...)
     va_end(ap);
     bf_buf_put(b, big, (size_t)n);
     free(big);
+}
+
+bool bf_proc_stat(pid_t pid, bf_proc_t *out)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%ld/stat", (long)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return false;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return false;
+    buf[n] = '\0';
+    /* comm, in parentheses, may hold spaces and parentheses: read after the
+       last ')'. Then: state ppid pgrp session tty_nr tpgid flags minflt
+       cminflt majflt cmajflt utime stime cutime cstime priority nice
+       num_threads itrealvalue starttime. */
+    const char *p = strrchr(buf, ')');
+    int ppid, pgid;
+    if (!p ||
+        sscanf(p + 1,
+               " %c %d %d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %*d %*d %*d %llu",
+               &out->state, &ppid, &pgid, &out->start) != 4)
+        return false;
+    out->ppid = ppid;
+    out->pgid = pgid;
+    return true;
 }

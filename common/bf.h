@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <stdio.h>
 
 #define BF_VERSION      "0.1.0"
@@ -93,6 +94,20 @@ bf_err_t bf_read_file(const char *path, size_t max, char **data, size_t *len,
    root. BF_EPERM, "RELATIVE: leads out of ROOT", when it does not. */
 bf_err_t bf_read_file_beneath(const char *root, const char *path, size_t max, char **data,
                               size_t *len, char *err) BF_MUST_CHECK;
+/* True when path exists and resolves (symbolic links followed) to root or
+   to something inside it; *resolved (may be NULL) then holds the resolved
+   path (free it). False with errno EXDEV when it leads out, or as realpath
+   left it (ENOENT, ...) when it cannot be resolved. */
+bool bf_resolves_beneath(const char *root, const char *path, char **resolved);
+/* What /proc/PID/stat says of a process that the supervisor and `run`
+   need to find and tell apart the processes of a tree. */
+typedef struct {
+    char state;               /* R, S, Z, ... */
+    pid_t ppid, pgid;         /* parent, process group */
+    unsigned long long start; /* start time in clock ticks: a reused pid differs */
+} bf_proc_t;
+/* Reads pid's entry; false when it is gone (or /proc is not there). */
+bool bf_proc_stat(pid_t pid, bf_proc_t *out);
 /* True if path is a directory. */
 bool bf_is_dir(const char *path);
 

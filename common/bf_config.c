@@ -146,8 +146,10 @@ static const field_t fleet_fields[] = {
     INT("heartbeat.liveness", F_UINT, IN_YAML, 1, 100, FL(heartbeat_liveness), NO_AUX),
     SEC("collector", IN_YAML),
     VAL("collector.publish", F_STR, IN_YAML, FL(collector_publish)),
+    VAL("collector.output_root", F_STR, IN_YAML, FL(collector_output_root)),
     SEC("worker", IN_YAML),
     INT("worker.allow_exec", F_STRV, IN_YAML, 0, ALLOW_MAX, FL(allow_exec), FL(allow_exec_count)),
+    INT("worker.interpreters", F_STRV, IN_YAML, 0, ALLOW_MAX, FL(interpreters), FL(interpreter_count)),
     INT("worker.prefetch", F_UINT, IN_YAML, 1, 1024, FL(prefetch), NO_AUX),
     SEC("security", IN_YAML),
     VAL("security.keys", F_STR, IN_YAML, FL(security_keys)),
@@ -1177,6 +1179,7 @@ void bf_fleet_defaults(bf_fleet_t *fleet)
         .prefetch = 1,
         .collector_publish = bf_strdup("tcp://127.0.0.1:5557"),
         .allow_exec = calloc(1, sizeof(char *)),
+        .interpreters = calloc(1, sizeof(char *)),
     };
 }
 
@@ -1188,7 +1191,9 @@ void bf_fleet_clear(bf_fleet_t *fleet)
     free(fleet->broker_bind);
     free(fleet->broker_state);
     free(fleet->collector_publish);
+    free(fleet->collector_output_root);
     free_strv(fleet->allow_exec, fleet->allow_exec_count);
+    free_strv(fleet->interpreters, fleet->interpreter_count);
     free(fleet->security_keys);
     free(fleet->security_identity);
     free(fleet->metrics_listen);
@@ -1215,4 +1220,29 @@ bf_err_t bf_fleet_load(const char *path, bf_fleet_t *fleet, char *err)
     if (rc == BF_ENOMEM)
         bf_fail(err, rc, "%s: out of memory", path);
     return rc;
+}
+
+/* ---- the bind rule (DESIGN section 5) ------------------------------------ */
+
+bool bf_endpoint_loopback(const char *ep)
+{
+    if (!ep)
+        return false;
+    if (!strncmp(ep, "ipc://", 6) || !strncmp(ep, "inproc://", 9))
+        return true;
+    const char *h = strncmp(ep, "tcp://", 6) ? ep : ep + 6;
+    if (strstr(h, "://"))
+        return false; /* another transport (udp, pgm...): not ours to trust */
+    return !strncmp(h, "127.", 4) || !strncmp(h, "localhost:", 10) || !strncmp(h, "[::1]:", 6);
+}
+
+bf_err_t bf_bind_allowed(const char *what, const char *endpoint, bool curve, bool insecure,
+                         char *err)
+{
+    if (bf_endpoint_loopback(endpoint) || curve || insecure)
+        return BF_OK;
+    return bf_fail(err, BF_EPERM,
+                   "%s %s: not a loopback address; without CURVE keys (security: in the fleet "
+                   "file) this needs --insecure (broker.insecure: true)",
+                   what ? what : "bind", endpoint ? endpoint : "(none)");
 }

@@ -79,8 +79,11 @@ typedef struct {
     unsigned heartbeat_liveness;    /* [3] */
     unsigned prefetch;              /* worker credit [1] */
     char *collector_publish;        /* [tcp://127.0.0.1:5557] */
+    char *collector_output_root;    /* NULL: outputs anywhere (collector.h) */
     char **allow_exec;              /* NULL-terminated */
     size_t allow_exec_count;
+    char **interpreters; /* worker.interpreters: more than those on PATH; NULL-terminated */
+    size_t interpreter_count;
     char *security_keys, *security_identity; /* NULL when security is off */
     char *metrics_listen;                    /* NULL when off */
 } bf_fleet_t;
@@ -105,6 +108,18 @@ void bf_fleet_defaults(bf_fleet_t *fleet);
 /* Parses a fleet file over the defaults already in fleet. */
 bf_err_t bf_fleet_load(const char *path, bf_fleet_t *fleet, char *err) BF_MUST_CHECK;
 void bf_fleet_clear(bf_fleet_t *fleet);
+
+/* DESIGN section 5, the one rule for every listening socket (the broker's
+   ROUTER, the collector's PUB stream, the metrics listener): true when
+   endpoint ("tcp://HOST:PORT", "ipc://...", "inproc://..." or a bare
+   "HOST:PORT") is loopback: 127.x, localhost, [::1], ipc, inproc. */
+bool bf_endpoint_loopback(const char *endpoint);
+/* BF_OK when endpoint may be bound: loopback, or CURVE keys (curve), or an
+   explicit insecure (--insecure, broker.insecure: true); else BF_EPERM with
+   one line in err (may be NULL) naming what ("--publish", "--bind") and the
+   endpoint and saying how to allow it. */
+bf_err_t bf_bind_allowed(const char *what, const char *endpoint, bool curve, bool insecure,
+                         char *err) BF_MUST_CHECK;
 
 /* Name of an objective ("mean_dbm") and back. */
 const char *bf_objective_name(bf_objective_t o);

@@ -13,10 +13,15 @@
 #include "../common/bf.h"
 #include "../common/bf_config.h"
 
-#define KERN_MAX_TRIANGLES (1u << 26) /* refuse larger meshes as input errors */
+#define KERN_MAX_TRIANGLES   (1u << 26) /* refuse larger meshes as input errors */
 #define KERN_MAX_ZONE_POINTS 4096
 
-typedef enum { KERN_PATTERN_ISO, KERN_PATTERN_DIPOLE, KERN_PATTERN_HW_DIPOLE, KERN_PATTERN_TR38901 } kern_pattern_t;
+typedef enum {
+    KERN_PATTERN_ISO,
+    KERN_PATTERN_DIPOLE,
+    KERN_PATTERN_HW_DIPOLE,
+    KERN_PATTERN_TR38901
+} kern_pattern_t;
 typedef enum { KERN_POL_V, KERN_POL_H, KERN_POL_CROSS } kern_polarization_t;
 
 /* One radio material at the scene's frequency (DESIGN 6.2). */

@@ -37,9 +37,11 @@
 #if MSGPACK_EMBED_STACK_SIZE < PROTO_MAX_DEPTH
 #error "msgpack-c cannot unpack PROTO_MAX_DEPTH levels"
 #endif
-/* Values (scalars and containers) in one frame. An 8 MiB frame of one-byte
-   values would otherwise cost hundreds of MiB of objects. */
-#define MAX_VALUES (1u << 20)
+/* Values (scalars and containers) in one frame. A 32 MiB frame of one-byte
+   values would otherwise cost gigabytes of objects; 4 Mi values (~40 bytes
+   each as JSON, so at most ~160 MiB) leave room for an exec result of
+   16 MiB of float64 numbers (9 bytes each: ~1.9 Mi values). */
+#define MAX_VALUES (1u << 22)
 
 typedef enum { KIND_STR, KIND_UINT, KIND_REAL, KIND_OBJ } field_kind_t;
 
@@ -808,9 +810,23 @@ bf_err_t proto_recv_from(void *socket, uint8_t *routing_id, size_t *routing_id_l
                          proto_msg_t *msg, int flags, bf_role_t *role, char *key_name,
                          size_t key_name_len, char *err)
 {
-    proto_msg_init(msg, PROTO_NONE);
+    proto_origin_t o;
+    bf_err_t rc = proto_recv_origin(socket, routing_id, routing_id_len, msg, flags, &o, err);
     if (role)
-        *role = BF_ROLE_NONE;
+        *role = o.role;
+    if (key_name && key_name_len)
+        bf_strlcpy(key_name, o.key, key_name_len);
+    return rc;
+}
+
+bf_err_t proto_recv_origin(void *socket, uint8_t *routing_id, size_t *routing_id_len,
+                           proto_msg_t *msg, int flags, proto_origin_t *origin, char *err)
+{
+    proto_msg_init(msg, PROTO_NONE);
+    if (origin) {
+        origin->role = BF_ROLE_NONE;
+        origin->key[0] = origin->addr[0] = '\0';
+    }
     zmq_msg_t part;
     if (routing_id) {
         size_t room = *routing_id_len;
@@ -848,8 +864,11 @@ bf_err_t proto_recv_from(void *socket, uint8_t *routing_id, size_t *routing_id_l
         drain(socket);
         return bf_fail(err, BF_EPROTO, "a message must be one frame, got more");
     }
-    if (role)
-        *role = bf_security_msg_role(&part, key_name, key_name_len);
+    if (origin) {
+        origin->role = bf_security_msg_role(&part, origin->key, sizeof origin->key);
+        const char *addr = zmq_msg_gets(&part, "Peer-Address");
+        bf_strlcpy(origin->addr, addr ? addr : "", sizeof origin->addr);
+    }
     bf_err_t rc = proto_decode(zmq_msg_data(&part), zmq_msg_size(&part), msg, err);
     zmq_msg_close(&part);
     return rc;

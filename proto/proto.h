@@ -26,9 +26,9 @@
 #include <jansson.h>
 
 #define PROTO_VERSION   1
-#define PROTO_MAX_FRAME (8u << 20) /* one message, bytes */
-#define PROTO_MAX_STR   4096       /* one string field, bytes */
-#define PROTO_MAX_DEPTH 32         /* nesting of obj */
+#define PROTO_MAX_FRAME (32u << 20) /* one message, bytes (an exec result may be 16 MiB) */
+#define PROTO_MAX_STR   4096        /* one string field, bytes */
+#define PROTO_MAX_DEPTH 32          /* nesting of obj */
 
 /* Fields, in wire order: X(name, kind). Kinds: STR (UTF-8 string, NULL when
    absent), UINT (uint64_t), REAL (double), OBJ (json_t *, a map). */
@@ -99,7 +99,10 @@ enum {
     X(ABORT, 18, "abort", "broker>worker", PF(task_id) | PF(reason))                               \
     /* worker -> broker, every 5 s while NVML works: obj = {gpu_util (%),                          \
        mem_used, mem_total (bytes), temperature_c} */                                              \
-    X(STATS, 19, "stats", "worker>broker", PF(obj))
+    X(STATS, 19, "stats", "worker>broker", PF(obj))                                                \
+    /* supervisor -> broker: its worker `worker` died on this host; reason                         \
+       says how (the broker requeues its tasks at once, as on heartbeat loss) */                   \
+    X(LOST, 20, "lost", "worker>broker", PF(worker) | PF(reason))
 
 typedef enum {
     PROTO_NONE = 0,
@@ -171,5 +174,19 @@ bf_err_t proto_recv(void *socket, uint8_t *routing_id, size_t *routing_id_len, p
 bf_err_t proto_recv_from(void *socket, uint8_t *routing_id, size_t *routing_id_len,
                          proto_msg_t *msg, int flags, bf_role_t *role, char *key_name,
                          size_t key_name_len, char *err) BF_MUST_CHECK;
+
+/* Where a message came from, as libzmq tells it: the role and key name of
+   the connection (as proto_recv_from) and its "Peer-Address" (the remote IP
+   of a TCP connection, "" for ipc and inproc or when libzmq does not say). */
+typedef struct {
+    bf_role_t role;
+    char key[256];
+    char addr[64];
+} proto_origin_t;
+
+/* proto_recv_from, with the origin (may be NULL) filled in. */
+bf_err_t proto_recv_origin(void *socket, uint8_t *routing_id, size_t *routing_id_len,
+                           proto_msg_t *msg, int flags, proto_origin_t *origin,
+                           char *err) BF_MUST_CHECK;
 
 #endif

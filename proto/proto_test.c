@@ -227,6 +227,35 @@ static void test_table(void)
         proto_msg_clear(&s);
         proto_msg_clear(&d);
     }
+    /* LOST (supervisor -> broker: a worker died on this host) is code 20 */
+    CHECK(PROTO_LOST == 20 && !strcmp(proto_type_name(PROTO_LOST), "lost"));
+    CHECK(proto_type_fields(PROTO_LOST) == (PF(worker) | PF(reason)));
+    /* ERROR's fields travel in PROTO_FIELDS order: reason before code
+       (docs/protocol.md lists them so, and its Python peer decodes so) */
+    {
+        proto_msg_t e, d;
+        proto_msg_init(&e, PROTO_ERROR);
+        e.code = BF_EPERM;
+        CHECK(proto_msg_set(&e.reason, "no") == BF_OK);
+        uint8_t *data = NULL;
+        size_t size = 0;
+        CHECK(proto_encode(&e, &data, &size) == BF_OK);
+        static const uint8_t wire[] = {0x94, 0x01, 0x11, 0xa2, 'n', 'o', 0x0a};
+        CHECK(data && size == sizeof wire && !memcmp(data, wire, sizeof wire));
+        CHECK(data && proto_decode(data, size, &d, NULL) == BF_OK && d.code == BF_EPERM &&
+              !strcmp(d.reason, "no"));
+        free(data);
+        proto_msg_clear(&e);
+        proto_msg_clear(&d);
+        proto_msg_init(&e, PROTO_LOST);
+        CHECK(proto_msg_set(&e.worker, "h:9:cpu0") == BF_OK &&
+              proto_msg_set(&e.reason, "killed by signal 9") == BF_OK);
+        CHECK(proto_encode(&e, &data, &size) == BF_OK);
+        CHECK(data && data[0] == 0x94 && data[2] == 20 && data[3] == 0xa8 &&
+              !memcmp(data + 4, "h:9:cpu0", 8) && data[12] == 0xa0 + 18);
+        free(data);
+        proto_msg_clear(&e);
+    }
     /* every code from 1 to the last is a message, and names are unique */
     for (int t = 1; t < PROTO_TYPE_MAX; t++) {
         CHECK(strcmp(proto_type_name((proto_type_t)t), "?") != 0);
@@ -352,19 +381,19 @@ static void test_encode_refuses(void)
     m.obj = json_pack("{s:o}", "a", json_stringn("x\0y", 3));
     CHECK(proto_encode(&m, &data, &size) == BF_EPROTO);
     json_decref(m.obj);
-    /* over PROTO_MAX_FRAME: 130 strings of 64 KiB */
+    /* over PROTO_MAX_FRAME (32 MiB): 520 strings of 64 KiB */
     m.obj = json_array();
     char *chunk = malloc(16 * PROTO_MAX_STR + 2);
     memset(chunk, 'y', 16 * PROTO_MAX_STR);
     chunk[16 * PROTO_MAX_STR] = '\0';
     json_t *arr = json_array();
-    for (int i = 0; i < 130; i++)
+    for (int i = 0; i < 520; i++)
         json_array_append_new(arr, json_string(chunk));
     json_decref(m.obj);
     m.obj = json_pack("{s:o}", "big", arr);
     CHECK(proto_encode(&m, &data, &size) == BF_EPROTO);
-    /* 120 of them (7.5 MiB) fit, and come back */
-    while (json_array_size(arr) > 120)
+    /* 500 of them (31.25 MiB, more than an exec result of 16 MiB) fit, and come back */
+    while (json_array_size(arr) > 500)
         json_array_remove(arr, 0);
     CHECK(proto_encode(&m, &data, &size) == BF_OK && size < PROTO_MAX_FRAME);
     CHECK(proto_decode(data, size, &d, NULL) == BF_OK && json_equal(d.obj, m.obj));
@@ -655,14 +684,35 @@ static void test_malformed(void)
     head(&f, PROTO_SUBMIT, 1);
     msgpack_pack_map(&f.pk, 1);
     put_str(&f, "a", 1);
-    msgpack_pack_array(&f.pk, 1100000);
-    for (int i = 0; i < 1100000; i++)
+    msgpack_pack_array(&f.pk, 4300000);
+    for (int i = 0; i < 4300000; i++)
         msgpack_pack_nil(&f.pk);
-    REFUSE_FRAME(&f, "more than 1048576 values");
+    REFUSE_FRAME(&f, "more than 4194304 values");
+    /* ...while a RESULT of 16 MiB of float64 zone powers (~1.9 million
+       values, the exec result size the worker takes) is accepted */
+    {
+        proto_msg_t big;
+        head(&f, PROTO_RESULT, 3);
+        put_str(&f, "t", 1);
+        msgpack_pack_uint64(&f.pk, 1);
+        msgpack_pack_map(&f.pk, 2);
+        put_str(&f, "status", 6);
+        put_str(&f, "success", 7);
+        put_str(&f, "zone_power_initial", 18);
+        const int n = (16 << 20) / 9;
+        msgpack_pack_array(&f.pk, (size_t)n);
+        for (int i = 0; i < n; i++)
+            msgpack_pack_double(&f.pk, -90.0 + i % 50);
+        CHECK(f.sb.size > (16u << 20) && f.sb.size < PROTO_MAX_FRAME);
+        ACCEPT_FRAME(&f, &big);
+        CHECK(json_array_size(json_object_get(big.obj, "zone_power_initial")) == (size_t)n);
+        proto_msg_clear(&big);
+    }
 
     /* oversize frame: refused on its size alone */
     uint8_t *big = calloc(1, PROTO_MAX_FRAME + 2);
-    REFUSE(big, PROTO_MAX_FRAME + 1, "message of 8388609 bytes exceeds 8388608");
+    CHECK(PROTO_MAX_FRAME == 33554432u); /* docs/protocol.md section 6 */
+    REFUSE(big, PROTO_MAX_FRAME + 1, "message of 33554433 bytes exceeds 33554432");
     free(big);
 
     /* err may be NULL */

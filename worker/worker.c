@@ -44,6 +44,29 @@ static void on_signal(int sig)
     signalled = 1;
 }
 
+const char *worker_fault(bf_err_t rc)
+{
+    switch (rc) {
+    case BF_EINVAL: /* the scene, the settings or the output of the task */
+    case BF_EPERM:  /* a program not allowed, a path that escapes */
+    case BF_ENOENT: /* a program or a file of the job that is not there */
+    case BF_EPROTO: /* a job spec that does not decode */
+        return "task";
+    case BF_ECUDA: /* a CUDA error, device out of memory */
+        return "device";
+    default: /* timeouts, cancels, crashes, host memory, I/O: nobody knows yet */
+        return NULL;
+    }
+}
+
+void worker_name(char *buf, size_t n, const char *prefix, long pid, int device)
+{
+    char dev[16] = "cpu";
+    if (device >= 0)
+        snprintf(dev, sizeof dev, "gpu%d", device);
+    snprintf(buf, n, "%s:%ld:%s", prefix && *prefix ? prefix : bf_hostname(), pid, dev);
+}
+
 worker_handler_fn worker_handler(const char *task)
 {
     if (task && !strcmp(task, "exec"))
@@ -230,39 +253,56 @@ static void check_handshake(worker_t *w)
         bf_error("broker %s: %s", w->cfg.broker, why);
 }
 
-/* A fresh DEALER with a fresh routing id, then READY. */
-static bf_err_t connect_broker(worker_t *w)
+void *worker_dealer_new(void *zctx, const char *broker, const bf_security_t *security,
+                        void **monitor, char *err)
 {
-    disconnect(w);
-    void *s = zmq_socket(w->zctx, ZMQ_DEALER);
-    if (!s)
-        return BF_EIO;
+    if (monitor)
+        *monitor = NULL;
+    void *s = zmq_socket(zctx, ZMQ_DEALER);
+    if (!s) {
+        bf_fail(err, BF_EIO, "broker %s: %s", broker, zmq_strerror(zmq_errno()));
+        return NULL;
+    }
     char id[33];
     bf_uuid(id);
     int zero = 0;
+    /* a result of WORKER_RESULT_MAX fits in a frame of PROTO_MAX_FRAME */
     int64_t maxmsg = (int64_t)PROTO_MAX_FRAME + 1024;
     if (zmq_setsockopt(s, ZMQ_ROUTING_ID, id, 32) != 0 ||
         zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero) != 0 ||
         zmq_setsockopt(s, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg) != 0) {
-        bf_error("broker %s: %s", w->cfg.broker, zmq_strerror(zmq_errno()));
+        bf_fail(err, BF_EINVAL, "broker %s: %s", broker, zmq_strerror(zmq_errno()));
         zmq_close(s);
-        return BF_EINVAL;
+        return NULL;
     }
     char why[BF_ERRLEN];
-    if (w->cfg.security && bf_security_client(w->cfg.security, s, why) != BF_OK) {
-        bf_error("broker %s: %s", w->cfg.broker, why);
+    if (security && bf_security_client(security, s, why) != BF_OK) {
+        bf_fail(err, BF_EINVAL, "broker %s: %s", broker, why);
         zmq_close(s);
-        return BF_EINVAL;
+        return NULL;
     }
-    w->monitor = bf_handshake_monitor(w->zctx, s, why);
-    if (!w->monitor)
-        bf_warn("broker %s: no handshake monitor: %s", w->cfg.broker, why);
-    if (zmq_connect(s, w->cfg.broker) != 0) {
-        bf_error("broker %s: %s", w->cfg.broker, zmq_strerror(zmq_errno()));
-        if (w->monitor)
-            zmq_close(w->monitor);
-        w->monitor = NULL;
+    if (monitor && !(*monitor = bf_handshake_monitor(zctx, s, why)))
+        bf_warn("broker %s: no handshake monitor: %s", broker, why);
+    if (zmq_connect(s, broker) != 0) {
+        bf_fail(err, BF_EINVAL, "broker %s: %s", broker, zmq_strerror(zmq_errno()));
+        if (monitor && *monitor) {
+            zmq_close(*monitor);
+            *monitor = NULL;
+        }
         zmq_close(s);
+        return NULL;
+    }
+    return s;
+}
+
+/* A fresh DEALER with a fresh routing id, then READY. */
+static bf_err_t connect_broker(worker_t *w)
+{
+    disconnect(w);
+    char why[BF_ERRLEN];
+    void *s = worker_dealer_new(w->zctx, w->cfg.broker, w->cfg.security, &w->monitor, why);
+    if (!s) {
+        bf_error("%s", why);
         return BF_EINVAL;
     }
     w->dealer = s;
@@ -280,7 +320,7 @@ static void pop_held(worker_t *w, size_t i)
     w->nheld--;
 }
 
-/* Sets the fleet fields of a result document (fleet.md "RESULT documents"). */
+/* Sets the fleet fields of a result document (docs/protocol.md section 13, "Documents"). */
 static void fleet_fields(worker_t *w, const proto_msg_t *task, json_t *res, double elapsed)
 {
     json_object_set_new(res, "scene", json_string(task->scene ? task->scene : ""));
@@ -298,7 +338,8 @@ static void fleet_fields(worker_t *w, const proto_msg_t *task, json_t *res, doub
         json_object_set_new(res, "reason", json_string(""));
 }
 
-static json_t *error_doc(const char *reason)
+/* {status: error, reason, fault} (fault NULL: unattributed, no field). */
+static json_t *error_doc(const char *reason, const char *fault)
 {
     json_t *doc = json_object();
     if (!doc)
@@ -308,6 +349,8 @@ static json_t *error_doc(const char *reason)
         r = json_string("(reason is not UTF-8)");
     json_object_set_new(doc, "status", json_string("error"));
     json_object_set_new(doc, "reason", r);
+    if (fault)
+        json_object_set_new(doc, "fault", json_string(fault));
     return doc;
 }
 
@@ -316,7 +359,7 @@ static json_t *error_doc(const char *reason)
 static void deliver(worker_t *w, const proto_msg_t *task, json_t *res, double elapsed)
 {
     if (!res)
-        res = error_doc("out of memory");
+        res = error_doc("out of memory", NULL);
     if (!res) {
         bf_error("task %s: out of memory: no result", task->task_id);
         return;
@@ -328,6 +371,9 @@ static void deliver(worker_t *w, const proto_msg_t *task, json_t *res, double el
         snprintf(reason, sizeof reason, "the task reported status '%.64s'", status ? status : "");
         json_object_set_new(res, "status", json_string("error"));
         json_object_set_new(res, "reason", json_string(reason));
+        json_object_set_new(res, "fault", json_string("task"));
+    } else if (strcmp(status, "error") != 0) {
+        json_object_del(res, "fault"); /* only a failure has a fault */
     }
     fleet_fields(w, task, res, elapsed);
     proto_msg_t m;
@@ -346,10 +392,14 @@ static void deliver(worker_t *w, const proto_msg_t *task, json_t *res, double el
     bf_err_t enc = proto_encode(&m, &bytes, &size);
     free(bytes);
     if (enc != BF_OK) {
-        char why[128];
-        snprintf(why, sizeof why, "the result cannot be sent: %s", bf_strerror(enc));
+        char why[192];
+        snprintf(why, sizeof why,
+                 "the result cannot be sent: %s (the wire takes at most %u MiB, strings of "
+                 "64 KiB and 1048576 values)",
+                 bf_strerror(enc), PROTO_MAX_FRAME >> 20);
         json_decref(m.obj);
-        m.obj = error_doc(why);
+        /* too big or not encodable: decided by what the task produced */
+        m.obj = error_doc(why, enc == BF_ENOMEM ? NULL : "task");
         if (m.obj)
             fleet_fields(w, task, m.obj, elapsed);
     }
@@ -386,6 +436,8 @@ static void deliver(worker_t *w, const proto_msg_t *task, json_t *res, double el
 /* ---- running tasks ------------------------------------------------------------------ */
 
 /* Starts held[0], or answers it at once when it cannot run. */
+static void flush_progress(worker_t *w, int64_t now);
+
 static void start_task(worker_t *w)
 {
     proto_msg_t *t = &w->held[0];
@@ -414,6 +466,14 @@ static void start_task(worker_t *w)
         rc = bf_fail(err, BF_ENOMEM, "out of memory");
         goto refuse;
     }
+    /* A scene that is a link to a folder outside the job's scenes folder
+       is refused (DESIGN section 5); one that does not exist is left to the
+       handler, which says so. */
+    if (!bf_resolves_beneath(r->job.scenes_root, r->scene_dir, NULL) && errno == EXDEV) {
+        rc = bf_fail(err, BF_EPERM, "scene '%s' leads out of the scenes folder %s", t->scene,
+                     r->job.scenes_root);
+        goto refuse;
+    }
     double timeout_ms = t->timeout_ms ? (double)t->timeout_ms : r->job.timeout_s * 1000.0;
     if (!(timeout_ms > 0) || timeout_ms > 1e12)
         timeout_ms = 1e12;
@@ -434,6 +494,8 @@ static void start_task(worker_t *w)
         .threads = w->cfg.threads,
         .allow_exec = w->cfg.allow_exec,
         .allow_exec_count = w->cfg.allow_exec_count,
+        .interpreters = w->cfg.interpreters,
+        .interpreter_count = w->cfg.interpreter_count,
         .progress = on_progress,
         .ud = r,
     };
@@ -443,11 +505,19 @@ static void start_task(worker_t *w)
         goto refuse;
     }
     w->run = r;
+    /* The broker counts an attempt against a task only once it has
+       started, which it learns from a PROGRESS: say so now, past the
+       throttle, not when the task's own first stage comes. */
+    bf_strlcpy(w->prog_stage, "start", sizeof w->prog_stage);
+    w->prog_fraction = 0;
+    w->prog_pending = true;
+    w->last_progress = 0;
+    flush_progress(w, bf_mono_ms());
     bf_info("task %s: %s attempt %llu", t->task_id, t->scene, (unsigned long long)t->attempt);
     return;
 refuse:
     run_free(r);
-    deliver(w, t, error_doc(err[0] ? err : bf_strerror(rc)), 0.0);
+    deliver(w, t, error_doc(err[0] ? err : bf_strerror(rc), worker_fault(rc)), 0.0);
     pop_held(w, 0);
 }
 
@@ -468,14 +538,18 @@ static void finish_task(worker_t *w, run_t *r)
         if (r->rc == BF_OK && json_is_object(r->result)) {
             res = r->result;
             r->result = NULL;
+            /* a task may blame itself, never the device */
+            const char *fault = json_string_value(json_object_get(res, "fault"));
+            if (!fault || strcmp(fault, "task") != 0)
+                json_object_del(res, "fault");
         } else if (r->rc == BF_ECANCELED && w->timed_out) {
             char why[64];
             snprintf(why, sizeof why, "timeout after %g s", r->job.timeout_s);
-            res = error_doc(why);
+            res = error_doc(why, NULL);
         } else if (r->rc == BF_OK) {
-            res = error_doc("the task produced no result");
+            res = error_doc("the task produced no result", NULL);
         } else {
-            res = error_doc(r->err[0] ? r->err : bf_strerror(r->rc));
+            res = error_doc(r->err[0] ? r->err : bf_strerror(r->rc), worker_fault(r->rc));
         }
         if (r->rc == BF_ECUDA) {
             bf_warn("CUDA failed: the worker restarts once this result is delivered");
@@ -496,7 +570,7 @@ static void abandon_task(worker_t *w)
         char why[128];
         snprintf(why, sizeof why, "timeout after %g s (the task would not stop)",
                  w->run->job.timeout_s);
-        deliver(w, &w->held[0], error_doc(why), bf_mono_s() - w->started_s);
+        deliver(w, &w->held[0], error_doc(why, NULL), bf_mono_s() - w->started_s);
     }
     pop_held(w, 0);
     w->run = NULL; /* still in the task thread's hands: leaked on purpose */
@@ -869,11 +943,7 @@ int worker_main(const worker_config_t *cfg)
         if (!(w->nvml = worker_nvml_new(w->dev.uuid, why)))
             bf_info("no GPU figures for the broker: %s", why);
     }
-    char dev[16] = "cpu";
-    if (w->dev.index >= 0)
-        snprintf(dev, sizeof dev, "gpu%d", w->dev.index);
-    snprintf(w->name, sizeof w->name, "%s:%d:%s",
-             cfg->name && *cfg->name ? cfg->name : bf_hostname(), (int)getpid(), dev);
+    worker_name(w->name, sizeof w->name, cfg->name, (long)getpid(), w->dev.index);
     int rc = 1;
     char inproc[64];
     snprintf(inproc, sizeof inproc, "inproc://worker-%p", (void *)w);

@@ -26,6 +26,8 @@ typedef struct {
     unsigned prefetch;       /* tasks held at once (READY credit) [1] */
     const char **allow_exec; /* programs (or interpreter scripts) exec tasks may run */
     size_t allow_exec_count;
+    const char **interpreters; /* interpreters besides those on PATH (worker_exec.c) */
+    size_t interpreter_count;
     int device_index; /* GPU index as the host numbers it, -1 for the CPU */
     bool cpu;         /* a CPU worker (device_index is then ignored) */
     unsigned threads; /* CPU engine threads, 0 = all cores */
@@ -104,27 +106,57 @@ typedef struct {
     unsigned threads;        /* CPU threads, 0 = all cores */
     const char **allow_exec; /* the worker's exec allow list */
     size_t allow_exec_count;
+    const char **interpreters; /* besides those found on the worker's PATH */
+    size_t interpreter_count;
     void (*progress)(void *ud, const char *stage, double fraction);
     void *ud;
 } worker_task_ctx_t;
 
 /* A handler produces the task's result document (at least "status"; the
    worker adds the fleet fields). A non-OK return becomes a result with
-   status "error" and err (BF_ERRLEN) as its reason; BF_ECANCELED after the
-   deadline becomes "timeout after N s". */
+   status "error" and err (BF_ERRLEN) as its reason, and the fault that
+   worker_fault() gives for the code; BF_ECANCELED after the deadline
+   becomes "timeout after N s". A handler's own document may blame only the
+   task (fault "task"); any other "fault" in it is dropped. */
 typedef bf_err_t (*worker_handler_fn)(worker_task_ctx_t *ctx, json_t **result, char *err);
 
+/* Fault attribution of a failed task (the "fault" field of a result with
+   status "error", docs/protocol.md): "task" when the failure was decided by
+   the job's own input (BF_EINVAL: a scene that does not load, parse or
+   validate, exec output that is not a result, a result too large;
+   BF_EPERM: a program not allowed; BF_ENOENT: a program not found;
+   BF_EPROTO: a job spec that does not decode), "device" when it points at
+   the device (BF_ECUDA: a CUDA error, device out of memory), NULL
+   (unattributed) for everything else: timeouts, cancels, crashes, host
+   memory, I/O. The broker counts only "device" toward quarantine. */
+const char *worker_fault(bf_err_t rc);
+
+/* The longest exec result line taken (the last line of the task's stdout):
+   a notebook-style result with 3,000 zone cells is about 121 kB. */
+#define WORKER_RESULT_MAX (16u << 20)
+
 /* The exec task (DESIGN section 3): refuses (BF_EPERM, "exec not allowed:
-   PROG") unless the program, or for an interpreter (python3, sh, bash,
-   perl, ...) the script argv[1], is in the allow list (the string as given,
-   or both resolved to the same absolute path); substitutes {scene_dir},
-   {scene}, {output}; runs it in its own process group with
-   CUDA_VISIBLE_DEVICES (the device, "" for the CPU), BEAMFLEET_SCENE and
-   BEAMFLEET_GPU_ID set. The last non-empty line of stdout must be a JSON
-   object with a string "status". A non-zero exit gives a result with
-   status "error" and the tail of stderr (up to 4 KiB) as reason. At the
-   deadline it kills the group (SIGTERM, SIGKILL after 2 s) and returns
-   BF_ETIMEDOUT "timeout after N s"; *cancel the same way, BF_ECANCELED. */
+   PROG") unless the program, or for an interpreter the script argv[1], is
+   in the allow list (the string as given, or both resolved to the same
+   absolute path). A program is an interpreter only by its resolved path:
+   the real path of argv[0] as PATH finds it must be the real path of one of
+   the known interpreters (python, python3, python3.N, sh, bash, dash, perl,
+   ruby, node, Rscript, julia, pypy3) found anywhere on the worker's PATH;
+   a file merely named python3 is not one. A program that cannot be found
+   or executed is BF_ENOENT / BF_EPERM (the task's fault). It substitutes
+   {scene_dir}, {scene}, {output}; runs the program it checked (by the path
+   found) in its own process group with CUDA_VISIBLE_DEVICES (the device, ""
+   for the CPU), BEAMFLEET_SCENE and BEAMFLEET_GPU_ID set. The result is the
+   last non-empty line of stdout written by the time the program's main
+   process exits (what its background children still write, or hold open,
+   does not count: once the main process is gone the group is killed); it
+   must be a JSON object with a string "status" and at most
+   WORKER_RESULT_MAX bytes, else BF_EINVAL says exactly why. A non-zero
+   exit gives a result with status "error" and the tail of stderr (up to 4
+   KiB) as reason. At the deadline it kills the group (SIGTERM, SIGKILL
+   after 2 s) and returns BF_ETIMEDOUT "timeout after N s"; *cancel the
+   same way, BF_ECANCELED. The forking thread must live as long as the task
+   may run: the program gets SIGKILL when it exits (PR_SET_PDEATHSIG). */
 bf_err_t worker_exec(worker_task_ctx_t *ctx, json_t **result, char *err) BF_MUST_CHECK;
 
 /* The boresight task: kern_boresight() on the worker's device (the CUDA
@@ -136,6 +168,20 @@ bf_err_t worker_boresight(worker_task_ctx_t *ctx, json_t **result, char *err) BF
 worker_handler_fn worker_handler(const char *task);
 
 /* ---- running -------------------------------------------------------------------- */
+/* A worker's name as the broker knows it: "PREFIX:pid:gpuN" for GPU N (the
+   host's numbering), "PREFIX:pid:cpu" for device < 0; PREFIX is prefix, or
+   this host's name when prefix is NULL or "". Written into buf (n bytes). */
+void worker_name(char *buf, size_t n, const char *prefix, long pid, int device);
+
+/* A DEALER to the broker as a worker connects: a fresh random routing id,
+   ZMQ_LINGER 0, ZMQ_MAXMSGSIZE a little over PROTO_MAX_FRAME, the CURVE
+   client settings of security (borrowed; NULL for plaintext), and, when
+   monitor is not NULL, a handshake monitor (bf_handshake_monitor; NULL
+   there when it cannot be made) set up before the connect. Returns the
+   connected socket, or NULL with err (BF_ERRLEN) saying why. */
+void *worker_dealer_new(void *zctx, const char *broker, const bf_security_t *security,
+                        void **monitor, char *err);
+
 /* Exit code of worker_main asking its supervisor for a fresh process (a
    task that would not stop, or a CUDA failure that may have left the
    context unusable); the result was delivered first. */
@@ -171,12 +217,32 @@ int worker_main(const worker_config_t *cfg);
    worker_main with device_index N / cpu true. With child_argv NULL the
    child is a plain fork that calls worker_main (for tests and embedding).
 
+   The program is exec'd by its real path (bf_self_exe; /proc/self/exe
+   only when that cannot be read), so ps shows it by name.
+
    A worker that dies, or exits non-zero, is restarted with backoff (1 s
    doubling to 30 s, back to 1 s after 60 s of health); one that exits 0 by
-   itself has drained and is not restarted. SIGTERM/SIGINT are passed on to
-   every worker (a second one sends SIGKILL); each worker dies with
-   SIGTERM if the supervisor dies. Returns 0 once every worker has exited,
-   2 for a bad gpus list (message on stderr), 1 out of memory. */
+   itself has drained and is not restarted. A worker that dies unexpectedly
+   (a signal, a non-zero exit) is reported to base->broker at once with
+   LOST (its worker_name, and how it died) over the supervisor's own DEALER
+   (base->security), so the broker requeues its task without waiting for
+   heartbeats; the send never blocks. The supervisor is a child subreaper
+   (PR_SET_CHILD_SUBREAPER): whatever a worker's tasks leave behind (a
+   dead worker's task tree, setsid'd processes included) is reparented to
+   it and killed (SIGKILL to the process's group, unless that is the
+   supervisor's own, and to the process), so a task's processes die with
+   their worker whatever killed it. The supervisor therefore kills every
+   child of its own that is not one of its workers: call it from a process
+   that has no other children.
+
+   A worker refused by the broker (WORKER_EXIT_REFUSED), one that cannot be
+   exec'd (exit 126/127) or stops at once with a usage error (exit 2) three
+   times in a row, or one that cannot be forked three times in a row, is
+   given up. SIGTERM/SIGINT are passed on to every worker (a second one
+   sends SIGKILL); each worker dies with SIGTERM if the supervisor dies.
+   Returns 0 once every worker has exited (drained, or stopped by a
+   signal), 1 when a worker was given up (a one-line reason logged last) or
+   out of memory, 2 for a bad gpus list (message on stderr). */
 int worker_supervise(const worker_config_t *base, const char *gpus, unsigned cpu_workers,
                      char *const child_argv[]);
 

@@ -1,10 +1,16 @@
 /*  worker/worker_exec.c - the exec task (DESIGN section 3): runs an allowed
     program on a scene in its own process group, with CUDA_VISIBLE_DEVICES,
     BEAMFLEET_SCENE and BEAMFLEET_GPU_ID set; the last non-empty line of its
-    stdout is the result. The pipes are watched with poll(); a deadline or a
-    cancel kills the whole process group (SIGTERM, then SIGKILL after 2 s).
-    The allow list is checked against the program, or against the script
-    when the program is a known interpreter, never against any argv[1]. */
+    stdout by the time its main process exits is the result (at most
+    WORKER_RESULT_MAX bytes). The pipes are watched with poll() and the main
+    process with waitpid(); once it has exited, what is readable is drained
+    and the rest of its group killed, so a background child that keeps
+    stdout open cannot hold the result back. A deadline or a cancel kills
+    the whole process group (SIGTERM, then SIGKILL after 2 s). The allow
+    list is checked against the program, or against the script when the
+    program is, by its resolved path, one of the host's interpreters (on
+    its PATH, or given with --interpreter), never
+    against any argv[1]; what was checked is what is executed. */
 
 #include "worker.h"
 
@@ -19,50 +25,54 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define OUT_KEEP     65536 /* bytes of stdout kept (the result is its last line) */
-#define ERR_KEEP     4096  /* bytes of stderr kept for the reason */
-#define KILL_WAIT_MS 2000  /* SIGTERM -> SIGKILL */
+#define ERR_KEEP       4096  /* bytes of stderr kept for the reason */
+#define KILL_WAIT_MS   2000  /* SIGTERM -> SIGKILL */
+#define CHUNK          65536 /* one read from a pipe */
+#define READS_PER_WAKE 64    /* reads per pipe per wake-up: the deadline is checked between */
+#define DRAIN_READS    1024  /* after the main process exits: at most 64 MiB more */
+#define EXCERPT        60    /* bytes of a refused result line quoted in the reason */
+#define PY_MINOR_MAX   40    /* python3.0 .. python3.40 */
 
 extern char **environ;
 
-/* Interpreters whose first argument is the program that matters. */
-static bool is_interpreter(const char *prog)
+/* Interpreters whose first argument is the program that matters; they
+   count only as found on the worker's PATH, or as listed in the worker's
+   own `interpreters` (is_interpreter). */
+static const char *const interpreters[] = {"python", "python2", "python3", "sh",
+                                           "bash",   "dash",    "perl",    "ruby",
+                                           "node",   "Rscript", "julia",   "pypy3"};
+
+static const char *search_path(void)
 {
-    static const char *const names[] = {"python", "python2", "python3", "sh",
-                                        "bash",   "dash",    "perl",    "ruby",
-                                        "node",   "Rscript", "julia",   "pypy3"};
-    const char *base = strrchr(prog, '/');
-    base = base ? base + 1 : prog;
-    for (size_t i = 0; i < BF_ARRAY_LEN(names); i++)
-        if (!strcmp(base, names[i]))
-            return true;
-    /* python3.11 and the like */
-    if (!strncmp(base, "python3.", 8) && base[8] &&
-        strspn(base + 8, "0123456789") == strlen(base + 8))
-        return true;
-    return false;
+    const char *path = getenv("PATH");
+    return path && *path ? path : "/usr/local/bin:/usr/bin:/bin";
 }
 
-/* The absolute real path of a program as execvp would find it, or NULL. */
-static char *resolve(const char *prog)
+/* dir (n bytes of it) + "/" + prog into buf; false when it does not fit. */
+static bool join(char *buf, size_t size, const char *dir, size_t n, const char *prog)
+{
+    size_t len = strlen(prog);
+    if (n == 0 || n + len + 2 > size)
+        return false;
+    memcpy(buf, dir, n);
+    buf[n] = '/';
+    memcpy(buf + n + 1, prog, len + 1);
+    return true;
+}
+
+/* The path execvp would run for prog (prog itself when it has a '/', else
+   the first executable PATH entry), malloc'ed, or NULL. */
+static char *find_program(const char *prog)
 {
     if (!prog || !*prog)
         return NULL;
     if (strchr(prog, '/'))
-        return realpath(prog, NULL);
-    const char *path = getenv("PATH");
-    if (!path)
-        path = "/usr/local/bin:/usr/bin:/bin";
+        return access(prog, X_OK) == 0 ? bf_strdup(prog) : NULL;
     char buf[PATH_MAX];
-    for (const char *p = path; *p;) {
+    for (const char *p = search_path(); *p;) {
         size_t n = strcspn(p, ":");
-        if (n > 0 && n + strlen(prog) + 2 < sizeof buf) {
-            memcpy(buf, p, n);
-            buf[n] = '/';
-            strcpy(buf + n + 1, prog);
-            if (access(buf, X_OK) == 0)
-                return realpath(buf, NULL);
-        }
+        if (join(buf, sizeof buf, p, n, prog) && access(buf, X_OK) == 0)
+            return bf_strdup(buf);
         p += n;
         if (*p == ':')
             p++;
@@ -70,9 +80,57 @@ static char *resolve(const char *prog)
     return NULL;
 }
 
-static bool in_list(const worker_task_ctx_t *ctx, const char *arg)
+/* The absolute real path of a program as execvp would find it, or NULL. */
+static char *resolve(const char *prog)
 {
-    char *real = resolve(arg);
+    char *found = find_program(prog);
+    char *real = found ? realpath(found, NULL) : NULL;
+    free(found);
+    return real;
+}
+
+static char *resolve(const char *prog);
+
+/* True when real (a resolved path) is the real path of an interpreter the
+   worker was given (--interpreter, worker.interpreters), or of one found in
+   any directory of the worker's PATH. */
+static bool is_interpreter(const worker_task_ctx_t *ctx, const char *real)
+{
+    if (!real)
+        return false;
+    for (size_t i = 0; i < ctx->interpreter_count; i++) {
+        char *listed = ctx->interpreters[i] ? resolve(ctx->interpreters[i]) : NULL;
+        bool same = listed && !strcmp(listed, real);
+        free(listed);
+        if (same)
+            return true;
+    }
+    char buf[PATH_MAX], name[32], got[PATH_MAX];
+    size_t count = BF_ARRAY_LEN(interpreters) + PY_MINOR_MAX + 1;
+    for (const char *p = search_path(); *p;) {
+        size_t n = strcspn(p, ":");
+        for (size_t k = 0; k < count; k++) {
+            if (k < BF_ARRAY_LEN(interpreters))
+                bf_strlcpy(name, interpreters[k], sizeof name);
+            else
+                snprintf(name, sizeof name, "python3.%zu", k - BF_ARRAY_LEN(interpreters));
+            if (join(buf, sizeof buf, p, n, name) && access(buf, X_OK) == 0 && realpath(buf, got) &&
+                !strcmp(got, real))
+                return true;
+        }
+        p += n;
+        if (*p == ':')
+            p++;
+    }
+    return false;
+}
+
+/* arg matches an allow-list entry: the same string, or the same real path.
+   A program is found as execvp finds it; a script (an interpreter's
+   argument) as the interpreter opens it, relative to the working directory. */
+static bool in_list(const worker_task_ctx_t *ctx, const char *arg, bool script)
+{
+    char *real = script ? realpath(arg, NULL) : resolve(arg);
     bool match = false;
     for (size_t i = 0; i < ctx->allow_exec_count && !match; i++) {
         const char *ok = ctx->allow_exec[i];
@@ -90,19 +148,13 @@ static bool in_list(const worker_task_ctx_t *ctx, const char *arg)
     return match;
 }
 
-/* The program itself is allowed, or it is an interpreter and its script
-   is. */
-static bool allowed(const worker_task_ctx_t *ctx, char *const argv[])
+/* The program itself is allowed, or it is one of the host's interpreters
+   (real0: its resolved path) and its script is. */
+static bool allowed(const worker_task_ctx_t *ctx, char *const argv[], const char *real0)
 {
-    if (in_list(ctx, argv[0]))
+    if (in_list(ctx, argv[0], false))
         return true;
-    return is_interpreter(argv[0]) && argv[1] && in_list(ctx, argv[1]);
-}
-
-/* What the refusal names: the script of an interpreter, or the program. */
-static const char *judged(char *const argv[])
-{
-    return is_interpreter(argv[0]) && argv[1] ? argv[1] : argv[0];
+    return argv[1] && is_interpreter(ctx, real0) && in_list(ctx, argv[1], true);
 }
 
 /* Replaces {scene_dir}, {scene} and {output} in s; NULL on ENOMEM. */
@@ -157,14 +209,6 @@ static size_t trim(char *text, size_t len)
     while (len > 0 && strchr(" \t\r\n", text[len - 1]))
         text[--len] = '\0';
     return len;
-}
-
-/* The last non-empty line of text (modified in place). */
-static char *last_line(char *text, size_t len)
-{
-    trim(text, len);
-    char *nl = strrchr(text, '\n');
-    return nl ? nl + 1 : text;
 }
 
 /* Kills the process group of pid (SIGTERM, SIGKILL after 2 s) and reaps pid. */
@@ -233,6 +277,201 @@ static void free_env(char **env)
     free(env);
 }
 
+/* ---- the result line ------------------------------------------------------------ */
+
+/* One line of stdout: its bytes while it fits in WORKER_RESULT_MAX, its
+   size either way. */
+typedef struct {
+    char *buf;
+    size_t len, cap;
+    uint64_t size;
+    bool content; /* something other than blanks */
+    bool over;    /* longer than WORKER_RESULT_MAX: not kept */
+} line_t;
+
+/* The line being written and the last finished one with content: at the
+   end, the result is the first of them that has content. */
+typedef struct {
+    line_t cur, last;
+} lines_t;
+
+static bf_err_t line_put(line_t *l, const char *p, size_t n)
+{
+    for (size_t i = 0; !l->content && i < n; i++)
+        l->content = p[i] != ' ' && p[i] != '\t' && p[i] != '\r';
+    l->size += n;
+    if (l->over)
+        return BF_OK;
+    if (l->len + n > WORKER_RESULT_MAX) {
+        l->over = true;
+        return BF_OK;
+    }
+    if (l->len + n + 1 > l->cap) {
+        size_t cap = l->cap ? 2 * l->cap : 4096;
+        while (cap < l->len + n + 1)
+            cap *= 2;
+        if (cap > (size_t)WORKER_RESULT_MAX + 1)
+            cap = (size_t)WORKER_RESULT_MAX + 1;
+        char *grown = realloc(l->buf, cap);
+        if (!grown)
+            return BF_ENOMEM;
+        l->buf = grown;
+        l->cap = cap;
+    }
+    memcpy(l->buf + l->len, p, n);
+    l->len += n;
+    return BF_OK;
+}
+
+static void line_reset(line_t *l)
+{
+    l->len = 0;
+    l->size = 0;
+    l->content = l->over = false;
+}
+
+static bf_err_t lines_feed(lines_t *ls, const char *data, size_t n)
+{
+    while (n > 0) {
+        const char *nl = memchr(data, '\n', n);
+        size_t seg = nl ? (size_t)(nl - data) : n;
+        bf_err_t rc = line_put(&ls->cur, data, seg);
+        if (rc != BF_OK)
+            return rc;
+        if (nl) {
+            if (ls->cur.content) { /* it becomes the last line; its buffer is reused */
+                line_t t = ls->last;
+                ls->last = ls->cur;
+                ls->cur = t;
+            }
+            line_reset(&ls->cur);
+            seg++;
+        }
+        data += seg;
+        n -= seg;
+    }
+    return BF_OK;
+}
+
+static void lines_free(lines_t *ls)
+{
+    free(ls->cur.buf);
+    free(ls->last.buf);
+}
+
+/* At most max bytes of s (n long) with anything but printable ASCII as '?'. */
+static void excerpt(char *out, size_t max, const char *s, size_t n)
+{
+    size_t k = 0;
+    for (; k < n && k < max; k++)
+        out[k] = s[k] >= 0x20 && s[k] < 0x7f ? s[k] : '?';
+    out[k] = '\0';
+}
+
+static const char *json_kind(const json_t *v)
+{
+    switch (json_typeof(v)) {
+    case JSON_ARRAY:
+        return "array";
+    case JSON_STRING:
+        return "string";
+    case JSON_INTEGER:
+    case JSON_REAL:
+        return "number";
+    case JSON_TRUE:
+    case JSON_FALSE:
+        return "boolean";
+    case JSON_NULL:
+        return "null";
+    default:
+        return "object";
+    }
+}
+
+/* The result document from the last line, or BF_EINVAL saying exactly why
+   not (the task's fault), quoting at most EXCERPT sanitized bytes of it. */
+static bf_err_t parse_result(lines_t *ls, json_t **doc, char *err)
+{
+    line_t *l = ls->cur.content ? &ls->cur : &ls->last;
+    if (!l->content)
+        return bf_fail(err, BF_EINVAL, "the task wrote no result line on stdout");
+    if (l->over)
+        return bf_fail(err, BF_EINVAL, "result line of %llu bytes exceeds the %u MiB limit",
+                       (unsigned long long)l->size, WORKER_RESULT_MAX >> 20);
+    size_t len = l->len;
+    while (len > 0 && strchr(" \t\r", l->buf[len - 1]))
+        len--;
+    json_error_t jerr;
+    json_t *v = json_loadb(l->buf, len, JSON_DECODE_ANY, &jerr);
+    char quote[EXCERPT + 1], text[96];
+    if (!v) {
+        excerpt(quote, EXCERPT, l->buf, len);
+        excerpt(text, sizeof text - 1, jerr.text, strlen(jerr.text));
+        return bf_fail(err, BF_EINVAL,
+                       "last line of stdout is not JSON: %s at column %d (\"%s%s\")", text,
+                       jerr.column, quote, len > EXCERPT ? "..." : "");
+    }
+    if (!json_is_object(v)) {
+        const char *kind = json_kind(v);
+        json_decref(v);
+        return bf_fail(err, BF_EINVAL, "result is a JSON %s, not an object", kind);
+    }
+    if (!json_is_string(json_object_get(v, "status"))) {
+        json_decref(v);
+        return bf_fail(err, BF_EINVAL, "result has no string `status`");
+    }
+    *doc = v;
+    return BF_OK;
+}
+
+/* ---- running the program ------------------------------------------------------- */
+
+/* Reads what fd has (at most reads chunks, never blocking: fd is
+   O_NONBLOCK). Returns false at end of file or on an error (the caller
+   closes it). */
+static bool read_some(int fd, int reads, lines_t *out, char *errtxt, size_t *err_len, bool is_out,
+                      char *chunk, bf_err_t *rc)
+{
+    for (int i = 0; i < reads; i++) {
+        ssize_t got = read(fd, chunk, CHUNK);
+        if (got > 0) {
+            if (!is_out)
+                keep_tail(errtxt, err_len, ERR_KEEP, chunk, (size_t)got);
+            else if (*rc == BF_OK)
+                *rc = lines_feed(out, chunk, (size_t)got);
+            continue;
+        }
+        if (got < 0 && errno == EINTR)
+            continue;
+        return got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+    }
+    return true;
+}
+
+/* The error pipe's message from the child: the errno of a failed exec, or
+   0 when the program runs. */
+static int exec_errno(int fd)
+{
+    int e = 0;
+    for (;;) {
+        ssize_t got = read(fd, &e, sizeof e);
+        if (got < 0 && errno == EINTR)
+            continue;
+        return got == (ssize_t)sizeof e ? e : 0;
+    }
+}
+
+/* The result of an exec that failed in the child (errno e): the task's
+   fault unless the host was short of something. */
+static bf_err_t exec_failed(int e, const char *prog, char *err)
+{
+    bf_err_t code = e == ENOENT || e == ENOTDIR              ? BF_ENOENT
+                    : e == EACCES || e == EPERM              ? BF_EPERM
+                    : e == ENOMEM || e == EAGAIN || e == EIO ? BF_ECHILD
+                                                             : BF_EINVAL;
+    return bf_fail(err, code, "cannot run %.300s: %s", prog, strerror(e));
+}
+
 bf_err_t worker_exec(worker_task_ctx_t *ctx, json_t **result, char *err)
 {
     *result = NULL;
@@ -243,39 +482,53 @@ bf_err_t worker_exec(worker_task_ctx_t *ctx, json_t **result, char *err)
     if (!argv)
         return BF_ENOMEM;
     bf_err_t rc = BF_OK;
-    int out_pipe[2] = {-1, -1}, err_pipe[2] = {-1, -1};
-    char *out = NULL, *errtxt = NULL, **env = NULL;
-    size_t out_len = 0, err_len = 0;
+    int out_pipe[2] = {-1, -1}, err_pipe[2] = {-1, -1}, ex_pipe[2] = {-1, -1};
+    char *errtxt = NULL, **env = NULL, *chunk = NULL, *prog = NULL, *real0 = NULL;
+    lines_t out;
+    memset(&out, 0, sizeof out);
+    size_t err_len = 0;
     pid_t pid = -1;
     for (size_t i = 0; i < job->exec_argc; i++)
         if (!(argv[i] = substitute(job->exec_command[i], ctx))) {
             rc = BF_ENOMEM;
             goto done;
         }
-    if (!allowed(ctx, argv)) {
-        rc = bf_fail(err, BF_EPERM, "exec not allowed: %.300s", judged(argv));
+    prog = find_program(argv[0]);
+    real0 = prog ? realpath(prog, NULL) : NULL;
+    if (!allowed(ctx, argv, real0)) {
+        bool interp = argv[1] && is_interpreter(ctx, real0);
+        rc = bf_fail(err, BF_EPERM, "exec not allowed: %.300s", interp ? argv[1] : argv[0]);
         goto done;
     }
-    out = malloc(OUT_KEEP + 1);
+    if (!prog) {
+        rc = bf_fail(err, BF_ENOENT, "cannot run %.300s: no such program", argv[0]);
+        goto done;
+    }
     errtxt = malloc(ERR_KEEP + 1);
+    chunk = malloc(CHUNK);
     env = child_env(ctx);
-    if (!out || !errtxt || !env) {
+    if (!errtxt || !chunk || !env) {
         rc = BF_ENOMEM;
         goto done;
     }
-    if (pipe2(out_pipe, O_CLOEXEC) != 0 || pipe2(err_pipe, O_CLOEXEC) != 0) {
+    if (pipe2(out_pipe, O_CLOEXEC) != 0 || pipe2(err_pipe, O_CLOEXEC) != 0 ||
+        pipe2(ex_pipe, O_CLOEXEC) != 0) {
         rc = bf_fail(err, BF_EIO, "pipe: %s", strerror(errno));
         goto done;
     }
+    pid_t parent = getpid();
     pid = fork();
     if (pid < 0) {
         rc = bf_fail(err, BF_ECHILD, "fork: %s", strerror(errno));
         goto done;
     }
     if (pid == 0) {
-        /* the child: async-signal-safe calls only until exec */
+        /* the child: async-signal-safe calls only until exec. It dies with
+           the thread that forked it (the worker's task thread). */
         setpgid(0, 0);
         prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent)
+            _exit(127); /* the worker is gone already */
         dup2(out_pipe[1], STDOUT_FILENO);
         dup2(err_pipe[1], STDERR_FILENO);
         int devnull = open("/dev/null", O_RDONLY);
@@ -285,22 +538,34 @@ bf_err_t worker_exec(worker_task_ctx_t *ctx, json_t **result, char *err)
         sigset_t none;
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
-        execvpe(argv[0], argv, env);
-        static const char msg[] = "exec: cannot run the program\n";
-        ssize_t w = write(STDERR_FILENO, msg, sizeof msg - 1);
+        execve(prog, argv, env); /* the program that was checked */
+        int e = errno;
+        ssize_t w = write(ex_pipe[1], &e, sizeof e);
         (void)w;
         _exit(127);
     }
     setpgid(pid, pid); /* also here: the group exists before we may kill it */
     close(out_pipe[1]);
     close(err_pipe[1]);
-    out_pipe[1] = err_pipe[1] = -1;
+    close(ex_pipe[1]);
+    out_pipe[1] = err_pipe[1] = ex_pipe[1] = -1;
+    int e = exec_errno(ex_pipe[0]);
+    if (e) {
+        while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+            ;
+        pid = -1;
+        rc = exec_failed(e, argv[0], err);
+        goto done;
+    }
+    fcntl(out_pipe[0], F_SETFL, fcntl(out_pipe[0], F_GETFL) | O_NONBLOCK);
+    fcntl(err_pipe[0], F_SETFL, fcntl(err_pipe[0], F_GETFL) | O_NONBLOCK);
     if (ctx->progress)
         ctx->progress(ctx->ud, "exec", 0.0);
     struct pollfd fds[2] = {{out_pipe[0], POLLIN, 0}, {err_pipe[0], POLLIN, 0}};
-    int open_fds = 2;
+    int *ends[2] = {&out_pipe[0], &err_pipe[0]};
     bool timed_out = false, cancelled = false;
-    while (open_fds > 0) {
+    int status = 0;
+    for (;;) {
         int64_t left = ctx->deadline_ms - bf_mono_ms();
         if (left <= 0) {
             timed_out = true;
@@ -310,8 +575,18 @@ bf_err_t worker_exec(worker_task_ctx_t *ctx, json_t **result, char *err)
             cancelled = true;
             break;
         }
-        /* wake at least every 50 ms to see a cancel */
-        int n = poll(fds, 2, (int)(left < 50 ? left : 50));
+        pid_t r = waitpid(pid, &status, WNOHANG);
+        if (r == pid)
+            break; /* the main process exited: its result is written */
+        if (r < 0 && errno != EINTR) {
+            rc = bf_fail(err, BF_ECHILD, "waitpid: %s", strerror(errno));
+            goto done;
+        }
+        /* wake at least every 50 ms to see a cancel or the exit (10 ms
+           once both pipes are closed and only the exit is awaited) */
+        bool open_any = fds[0].fd >= 0 || fds[1].fd >= 0;
+        int wait_ms = open_any ? 50 : 10;
+        int n = poll(fds, 2, (int)(left < wait_ms ? left : wait_ms));
         if (n < 0 && errno != EINTR) {
             rc = bf_fail(err, BF_EIO, "poll: %s", strerror(errno));
             goto done;
@@ -319,21 +594,9 @@ bf_err_t worker_exec(worker_task_ctx_t *ctx, json_t **result, char *err)
         for (int i = 0; n > 0 && i < 2; i++) {
             if (fds[i].fd < 0 || !(fds[i].revents & (POLLIN | POLLHUP | POLLERR)))
                 continue;
-            char chunk[4096];
-            ssize_t got = read(fds[i].fd, chunk, sizeof chunk);
-            if (got > 0) {
-                if (i == 0)
-                    keep_tail(out, &out_len, OUT_KEEP, chunk, (size_t)got);
-                else
-                    keep_tail(errtxt, &err_len, ERR_KEEP, chunk, (size_t)got);
-            } else if (got == 0 || (errno != EINTR && errno != EAGAIN)) {
+            if (!read_some(fds[i].fd, READS_PER_WAKE, &out, errtxt, &err_len, i == 0, chunk, &rc)) {
                 close(fds[i].fd);
-                if (i == 0)
-                    out_pipe[0] = -1;
-                else
-                    err_pipe[0] = -1;
-                fds[i].fd = -1;
-                open_fds--;
+                *ends[i] = fds[i].fd = -1;
             }
         }
     }
@@ -346,29 +609,19 @@ bf_err_t worker_exec(worker_task_ctx_t *ctx, json_t **result, char *err)
             rc = bf_fail(err, BF_ECANCELED, "cancelled");
         goto done;
     }
-    /* both pipes closed: wait for the exit, still within the deadline */
-    int status = 0;
-    for (;;) {
-        pid_t r = waitpid(pid, &status, WNOHANG);
-        if (r == pid)
-            break;
-        if (r < 0 && errno != EINTR) {
-            rc = bf_fail(err, BF_ECHILD, "waitpid: %s", strerror(errno));
-            goto done;
-        }
-        if (bf_mono_ms() >= ctx->deadline_ms || (ctx->cancel && *ctx->cancel)) {
-            bool late = bf_mono_ms() >= ctx->deadline_ms;
-            kill_group(pid);
-            pid = -1;
-            rc = late ? bf_fail(err, BF_ETIMEDOUT, "timeout after %g s", job->timeout_s)
-                      : bf_fail(err, BF_ECANCELED, "cancelled");
-            goto done;
-        }
-        usleep(5000);
-    }
+    /* The main process has exited: what it wrote is in the pipes. Take
+       what is readable now, then the rest of its group goes; a background
+       child that still holds the pipes open holds nothing back. */
+    for (int i = 0; i < 2; i++)
+        if (fds[i].fd >= 0)
+            read_some(fds[i].fd, DRAIN_READS, &out, errtxt, &err_len, i == 0, chunk, &rc);
     pid_t leader = pid;
     pid = -1;
     kill(-leader, SIGKILL); /* background leftovers of the group */
+    if (rc != BF_OK) {      /* out of memory keeping the output */
+        rc = bf_fail(err, rc, "keeping the task's output: %s", bf_strerror(rc));
+        goto done;
+    }
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
         trim(errtxt, err_len);
         char head[64];
@@ -389,14 +642,13 @@ bf_err_t worker_exec(worker_task_ctx_t *ctx, json_t **result, char *err)
         *result = doc;
         goto done;
     }
-    char *line = last_line(out, out_len);
-    json_t *doc = json_loads(line, 0, NULL);
-    if (!json_is_object(doc) || !json_is_string(json_object_get(doc, "status"))) {
-        json_decref(doc);
-        rc = bf_fail(err, BF_EINVAL,
-                     "the last line of stdout is not a JSON object with a status: %.200s", line);
+    json_t *doc = NULL;
+    if ((rc = parse_result(&out, &doc, err)) != BF_OK)
         goto done;
-    }
+    /* the program may blame itself, never the device */
+    const char *fault = json_string_value(json_object_get(doc, "fault"));
+    if (!fault || strcmp(fault, "task") != 0)
+        json_object_del(doc, "fault");
     *result = doc;
 done:
     if (pid > 0)
@@ -406,12 +658,17 @@ done:
             close(out_pipe[i]);
         if (err_pipe[i] >= 0)
             close(err_pipe[i]);
+        if (ex_pipe[i] >= 0)
+            close(ex_pipe[i]);
     }
     for (size_t i = 0; i < job->exec_argc; i++)
         free(argv[i]);
     free(argv);
-    free(out);
+    free(prog);
+    free(real0);
     free(errtxt);
+    free(chunk);
+    lines_free(&out);
     free_env(env);
     return rc;
 }

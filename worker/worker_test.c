@@ -16,6 +16,7 @@
 #include "../proto/proto.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -354,6 +355,9 @@ static void progress_nop(void *ud, const char *stage, double fraction)
     (void)fraction;
 }
 
+static void test_exec_results(worker_task_ctx_t *ctx, bf_job_t *job);
+static void test_exec_interpreters(worker_task_ctx_t *ctx, bf_job_t *job, const char *script);
+
 /* The exec handler alone: the interpreter rule, substitution, bad output, cancel. */
 static void test_exec_handler(void)
 {
@@ -407,13 +411,21 @@ static void test_exec_handler(void)
     job.exec_command = garbage;
     job.exec_argc = 3;
     CHECK(worker_exec(&ctx, &res, err) == BF_EINVAL && !res);
-    CHECK(strstr(err, "not json") != NULL);
+    CHECK(strstr(err, "last line of stdout is not JSON: ") == err);
+    CHECK(strstr(err, "(\"not json\")") != NULL);
+    CHECK(!strcmp(worker_fault(BF_EINVAL), "task"));
+    test_exec_results(&ctx, &job);
+    test_exec_interpreters(&ctx, &job, script);
+    ctx.allow_exec = allow_sh; /* the helpers pointed it at their own lists */
+    ctx.allow_exec_count = 1;
+    ctx.deadline_ms = bf_mono_ms() + 10000;
     /* a cancel kills the group at once */
     char pidfile[300], cmd[400];
     snprintf(pidfile, sizeof pidfile, "%s/cancel.pid", tmpdir);
     snprintf(cmd, sizeof cmd, "echo $$ > %s; sleep 30", pidfile);
     char *slow[] = {"/bin/sh", "-c", cmd, NULL};
     job.exec_command = slow;
+    job.exec_argc = 3;
     cancel = 1;
     int64_t t0 = bf_mono_ms();
     CHECK(worker_exec(&ctx, &res, err) == BF_ECANCELED && !res);
@@ -422,6 +434,201 @@ static void test_exec_handler(void)
     job.exec_argc = 0;
     job.output = NULL;
     bf_job_clear(&job);
+}
+
+/* Fault attribution: what the job decided is the task's, CUDA the device's,
+   the rest nobody's yet. */
+static void test_faults(void)
+{
+    CHECK(!strcmp(worker_fault(BF_EINVAL), "task"));
+    CHECK(!strcmp(worker_fault(BF_EPERM), "task"));
+    CHECK(!strcmp(worker_fault(BF_ENOENT), "task"));
+    CHECK(!strcmp(worker_fault(BF_EPROTO), "task"));
+    CHECK(!strcmp(worker_fault(BF_ECUDA), "device"));
+    static const bf_err_t none[] = {BF_OK,     BF_ETIMEDOUT, BF_ECANCELED, BF_ECHILD,
+                                    BF_ENOMEM, BF_EIO,       BF_EUNSUPP};
+    for (size_t i = 0; i < BF_ARRAY_LEN(none); i++)
+        CHECK(worker_fault(none[i]) == NULL);
+    char name[64];
+    worker_name(name, sizeof name, "node3", 42, 1);
+    CHECK(!strcmp(name, "node3:42:gpu1"));
+    worker_name(name, sizeof name, NULL, 7, -1);
+    char want[300];
+    snprintf(want, sizeof want, "%s:7:cpu", bf_hostname());
+    CHECK(!strcmp(name, want));
+}
+
+/* Runs /bin/sh -c script through the exec handler (allowed: /bin/sh). */
+static bf_err_t exec_sh(worker_task_ctx_t *ctx, bf_job_t *job, const char *script, json_t **res,
+                        char *err)
+{
+    char *argv[] = {"/bin/sh", "-c", (char *)script, NULL};
+    const char *allow[] = {"/bin/sh"};
+    ctx->allow_exec = allow;
+    ctx->allow_exec_count = 1;
+    ctx->deadline_ms = bf_mono_ms() + 20000;
+    job->exec_command = argv;
+    job->exec_argc = 3;
+    *res = NULL;
+    err[0] = '\0';
+    bf_err_t rc = worker_exec(ctx, res, err);
+    job->exec_command = NULL;
+    job->exec_argc = 0;
+    return rc;
+}
+
+/* Result lines: their size limit, why one is refused, a background child
+   that keeps stdout open. */
+static void test_exec_results(worker_task_ctx_t *ctx, bf_job_t *job)
+{
+    char err[BF_ERRLEN], script[512];
+    json_t *res = NULL;
+    /* a 121 kB result line (a notebook-style result with 3,000 zone cells) */
+    snprintf(script, sizeof script,
+             "echo noise; printf '{\"status\":\"success\",\"pad\":\"'; "
+             "head -c 121000 /dev/zero | tr '\\0' x; printf '\"}\\n\\n'");
+    CHECK(exec_sh(ctx, job, script, &res, err) == BF_OK);
+    CHECK(json_string_length(json_object_get(res, "pad")) == 121000);
+    json_decref(res);
+    /* exactly WORKER_RESULT_MAX bytes is taken; one more is refused saying so */
+    for (int over = 0; over < 2; over++) {
+        size_t pad =
+            WORKER_RESULT_MAX + (size_t)over - strlen("{\"status\":\"success\",\"pad\":\"\"}");
+        snprintf(script, sizeof script,
+                 "printf '{\"status\":\"success\",\"pad\":\"'; "
+                 "head -c %zu /dev/zero | tr '\\0' x; printf '\"}\\n'",
+                 pad);
+        bf_err_t rc = exec_sh(ctx, job, script, &res, err);
+        if (!over) {
+            CHECK(rc == BF_OK && json_string_length(json_object_get(res, "pad")) == pad);
+        } else {
+            CHECK(rc == BF_EINVAL && !res);
+            char want[128];
+            snprintf(want, sizeof want, "result line of %u bytes exceeds the 16 MiB limit",
+                     WORKER_RESULT_MAX + 1);
+            CHECK(!strcmp(err, want));
+            if (strcmp(err, want))
+                fprintf(stderr, "got: %s\n", err);
+        }
+        json_decref(res);
+    }
+    /* why a line is not a result: exactly, and never more than an excerpt */
+    static const struct {
+        const char *script, *want;
+    } bad[] = {
+        {"echo '[1]'", "result is a JSON array, not an object"},
+        {"echo '\"s\"'", "result is a JSON string, not an object"},
+        {"echo '{\"x\":1}'", "result has no string `status`"},
+        {"echo '{\"status\":3}'", "result has no string `status`"},
+        {"echo; echo '  '", "the task wrote no result line on stdout"},
+        {"echo '{\"status\": nope, \"secret\": "
+         "\"0123456789012345678901234567890123456789012345678901234567890123456789\"}'",
+         "last line of stdout is not JSON: "},
+    };
+    for (size_t i = 0; i < BF_ARRAY_LEN(bad); i++) {
+        CHECK(exec_sh(ctx, job, bad[i].script, &res, err) == BF_EINVAL && !res);
+        CHECK(strstr(err, bad[i].want) == err);
+        if (strstr(err, bad[i].want) != err)
+            fprintf(stderr, "%s: got '%s'\n", bad[i].script, err);
+    }
+    CHECK(strstr(err, "at column 15") != NULL);
+    if (!strstr(err, "at column 15"))
+        fprintf(stderr, "got: %s\n", err);
+    CHECK(strstr(err, "0123456789012345678901234567890123456789") == NULL); /* an excerpt only */
+    CHECK(strlen(err) < 300);
+    /* a background child holds stdout open: the result is what was written
+       when the main process exited, at once, and the child is gone */
+    char pidfile[300];
+    snprintf(pidfile, sizeof pidfile, "%s/bg.pid", tmpdir);
+    snprintf(script, sizeof script, "sleep 60 & echo $! > %s; echo '{\"status\":\"success\"}'",
+             pidfile);
+    int64_t t0 = bf_mono_ms();
+    CHECK(exec_sh(ctx, job, script, &res, err) == BF_OK);
+    CHECK(!strcmp(json_string_value(json_object_get(res, "status")), "success"));
+    CHECK(bf_mono_ms() - t0 < 1500);
+    json_decref(res);
+    pid_t bg = read_pid(pidfile, 100);
+    CHECK(bg > 0 && group_dead(bg, 2000));
+}
+
+/* The interpreter rule: an interpreter counts by its resolved path only. */
+static void test_exec_interpreters(worker_task_ctx_t *ctx, bf_job_t *job, const char *script)
+{
+    char err[BF_ERRLEN], fake[300], copy[300], cmd[PATH_MAX + 400], marker[300];
+    json_t *res = NULL;
+    const char *allow[] = {script};
+    snprintf(fake, sizeof fake, "%s/python3", tmpdir);
+    snprintf(copy, sizeof copy, "%s/sh", tmpdir);
+    snprintf(marker, sizeof marker, "%s/fake-ran", tmpdir);
+    FILE *f = fopen(fake, "w");
+    REQUIRE(f);
+    fprintf(f, "#!/bin/sh\ntouch %s\necho '{\"status\":\"success\"}'\n", marker);
+    fclose(f);
+    REQUIRE(chmod(fake, 0755) == 0);
+    char real_sh[PATH_MAX];
+    REQUIRE(realpath("/bin/sh", real_sh));
+    snprintf(cmd, sizeof cmd, "cp %s %s", real_sh, copy);
+    REQUIRE(system(cmd) == 0);
+    const char *progs[] = {fake, copy};
+    for (size_t i = 0; i < BF_ARRAY_LEN(progs); i++) {
+        char *argv[] = {(char *)progs[i], (char *)script, NULL};
+        job->exec_command = argv;
+        job->exec_argc = 2;
+        ctx->allow_exec = allow;
+        ctx->allow_exec_count = 1;
+        ctx->deadline_ms = bf_mono_ms() + 10000;
+        CHECK(worker_exec(ctx, &res, err) == BF_EPERM && !res);
+        char want[400];
+        snprintf(want, sizeof want, "exec not allowed: %s", progs[i]);
+        CHECK(!strcmp(err, want));
+    }
+    CHECK(access(marker, F_OK) != 0); /* it never ran */
+    /* the copy of sh, outside PATH, given to the worker as an interpreter
+       (--interpreter, worker.interpreters): it runs the allowed script, and
+       only that */
+    {
+        const char *interp[] = {copy};
+        char *argv[] = {copy, (char *)script, NULL};
+        job->exec_command = argv;
+        job->exec_argc = 2;
+        ctx->interpreters = interp;
+        ctx->interpreter_count = 1;
+        ctx->deadline_ms = bf_mono_ms() + 10000;
+        CHECKF(worker_exec(ctx, &res, err) == BF_OK, "%s", err);
+        json_decref(res);
+        res = NULL;
+        char *other[] = {copy, "-c", "echo '{\"status\":\"success\"}'", NULL};
+        job->exec_command = other;
+        job->exec_argc = 3;
+        CHECK(worker_exec(ctx, &res, err) == BF_EPERM && !res);
+        ctx->interpreters = NULL;
+        ctx->interpreter_count = 0;
+    }
+    /* the host's own interpreter, by name or by path, still runs the script */
+    const char *real[] = {"sh", "/bin/sh", real_sh};
+    for (size_t i = 0; i < BF_ARRAY_LEN(real); i++) {
+        char *argv[] = {(char *)real[i], (char *)script, NULL};
+        job->exec_command = argv;
+        job->exec_argc = 2;
+        ctx->deadline_ms = bf_mono_ms() + 10000;
+        CHECK(worker_exec(ctx, &res, err) == BF_OK);
+        json_decref(res);
+        res = NULL;
+    }
+    /* a program that is allowed but not there, or not executable: the task's */
+    const char *gone[] = {"/nonexistent/prog", script};
+    for (size_t i = 0; i < BF_ARRAY_LEN(gone); i++) {
+        char *argv[] = {(char *)gone[i], NULL};
+        const char *allow_gone[] = {gone[i]};
+        job->exec_command = argv;
+        job->exec_argc = 1;
+        ctx->allow_exec = allow_gone;
+        bf_err_t rc = worker_exec(ctx, &res, err);
+        CHECK(rc == BF_ENOENT && !res && !strcmp(worker_fault(rc), "task"));
+        CHECK(strstr(err, "cannot run ") == err);
+    }
+    job->exec_command = NULL;
+    job->exec_argc = 0;
 }
 
 static void test_fleet(void)
@@ -488,6 +695,7 @@ static void test_fleet(void)
     REQUIRE(expect_result(&b, "t-deny", 5000, &m));
     CHECK(!strcmp(res_str(&m, "status"), "error"));
     CHECK(!strcmp(res_str(&m, "reason"), "exec not allowed: /bin/echo"));
+    CHECK(!strcmp(res_str(&m, "fault"), "task"));
     proto_msg_clear(&m);
     fb_ack(&b, "t-deny");
 
@@ -508,6 +716,7 @@ static void test_fleet(void)
         REQUIRE(expect_result(&b, "t-escape", 5000, &m));
         CHECK(!strcmp(res_str(&m, "status"), "error"));
         CHECK(strstr(res_str(&m, "reason"), "bad scene name") != NULL);
+        CHECK(!strcmp(res_str(&m, "fault"), "task"));
         proto_msg_clear(&m);
         fb_ack(&b, "t-escape");
     }
@@ -518,8 +727,35 @@ static void test_fleet(void)
     CHECK(!strcmp(res_str(&m, "status"), "error"));
     CHECK(strstr(res_str(&m, "reason"), "exit status 3") != NULL);
     CHECK(strstr(res_str(&m, "reason"), "boom happened") != NULL);
+    CHECK(!json_object_get(m.obj, "fault")); /* a crash: not attributed */
     proto_msg_clear(&m);
     fb_ack(&b, "t-exit");
+
+    /* output that is not a result, and a status that is not one: the task's
+       fault; a program cannot blame the device, nor fault a success */
+    static const struct {
+        const char *id, *script, *status, *fault, *reason;
+    } faults[] = {
+        {"t-garbage", "echo '[1,2]'", "error", "task", "result is a JSON array, not an object"},
+        {"t-weird", "echo '{\"status\":\"great\"}'", "error", "task",
+         "the task reported status 'great'"},
+        {"t-blame", "echo '{\"status\":\"error\",\"reason\":\"x\",\"fault\":\"device\"}'", "error",
+         "", "x"},
+        {"t-self", "echo '{\"status\":\"error\",\"reason\":\"y\",\"fault\":\"task\"}'", "error",
+         "task", "y"},
+        {"t-okfault", "echo '{\"status\":\"success\",\"fault\":\"task\"}'", "success", "", ""},
+    };
+    for (size_t i = 0; i < BF_ARRAY_LEN(faults); i++) {
+        fb_sh(&b, faults[i].id, faults[i].script, 10);
+        REQUIRE(expect_result(&b, faults[i].id, 5000, &m));
+        CHECK(!strcmp(res_str(&m, "status"), faults[i].status));
+        CHECK(!strcmp(res_str(&m, "fault"), faults[i].fault));
+        CHECK(!strcmp(res_str(&m, "reason"), faults[i].reason));
+        if (strcmp(res_str(&m, "reason"), faults[i].reason))
+            fprintf(stderr, "%s: reason '%s'\n", faults[i].id, res_str(&m, "reason"));
+        proto_msg_clear(&m);
+        fb_ack(&b, faults[i].id);
+    }
 
     /* a timeout kills the whole process group */
     char pidfile[300], cmd[600];
@@ -532,6 +768,7 @@ static void test_fleet(void)
     CHECK(took >= 900 && took < 3500);
     CHECK(!strcmp(res_str(&m, "status"), "error"));
     CHECK(!strcmp(res_str(&m, "reason"), "timeout after 1 s"));
+    CHECK(!json_object_get(m.obj, "fault")); /* a timeout: not attributed */
     proto_msg_clear(&m);
     fb_ack(&b, "t-slow");
     pid_t pg = read_pid(pidfile, 100);
@@ -578,7 +815,7 @@ static void test_fleet(void)
 
     /* the broker goes away during a task and comes back on the same port:
        re-READY listing the running task, then its result */
-    fb_sh(&b, "t-gone", "sleep 1.5; echo '{\"status\":\"success\"}'", 10);
+    fb_sh(&b, "t-gone", "sleep 3; echo '{\"status\":\"success\"}'", 10); /* outlives the gap */
     CHECK(fb_wait_stage(&b, "exec", 3000));
     fb_close(&b);
     usleep(700 * 1000); /* > 3 heartbeats of silence */
@@ -645,8 +882,27 @@ static void test_supervisor(void)
         proto_msg_clear(&m);
     }
     CHECK(pids[0] > 0 && pids[1] > 0 && pids[0] != pids[1]);
+    /* exec'd by its real path: ps shows this program's name, not "exe" */
+    char path[64], comm[32] = "", self[4096];
+    snprintf(path, sizeof path, "/proc/%ld/comm", pids[0]);
+    FILE *f = fopen(path, "r");
+    CHECK(f && fgets(comm, sizeof comm, f));
+    if (f)
+        fclose(f);
+    comm[strcspn(comm, "\n")] = '\0';
+    CHECK(bf_self_exe(self, sizeof self) == BF_OK && self[0] == '/');
+    const char *base = strrchr(self, '/') + 1;
+    CHECK(!strncmp(comm, base, 15) && strcmp(comm, "exe") != 0);
     CHECK(kill((pid_t)pids[0], SIGKILL) == 0);
     int64_t t0 = bf_mono_ms();
+    /* the death is reported at once, by the worker's name */
+    REQUIRE(fb_expect(&b, PROTO_LOST, 2000, &m));
+    CHECK(bf_mono_ms() - t0 < 500);
+    char lost[300];
+    snprintf(lost, sizeof lost, "%s:%ld:cpu", bf_hostname(), pids[0]);
+    CHECK(m.worker && !strcmp(m.worker, lost));
+    CHECK(m.reason && !strcmp(m.reason, "killed by signal 9"));
+    proto_msg_clear(&m);
     REQUIRE(fb_expect(&b, PROTO_READY, 5000, &m)); /* restarted after 1 s */
     pids[2] = (long)json_integer_value(json_object_get(m.obj, "pid"));
     proto_msg_clear(&m);
@@ -660,6 +916,35 @@ static void test_supervisor(void)
     int status = 0;
     CHECK(waitpid(sup, &status, 0) == sup);
     CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    /* every worker refused by the broker: the supervisor exits 1 */
+    sup = fork();
+    REQUIRE(sup >= 0);
+    if (sup == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        char *argv[] = {"worker_test", "child", "--broker", ep, NULL};
+        worker_config_t cfg = {.broker = ep, .device_index = -1};
+        _exit(worker_supervise(&cfg, "none", 2, argv));
+    }
+    int64_t ready_until = bf_mono_ms() + 8000;
+    for (int i = 0; i < 2 && bf_mono_ms() < ready_until;) {
+        if (!fb_expect(&b, PROTO_READY, 200, &m))
+            continue; /* the first one's GOODBYE may come between */
+        i++;
+        proto_msg_clear(&m);
+        proto_msg_t e;
+        proto_msg_init(&e, PROTO_ERROR);
+        e.code = BF_EPERM;
+        REQUIRE(proto_msg_set(&e.reason, "key 'x' (role client) may not send ready") == BF_OK);
+        fb_send(&b, &e);
+    }
+    int64_t until = bf_mono_ms() + 10000;
+    pid_t got = 0;
+    while (got == 0 && bf_mono_ms() < until) {
+        if (fb_expect(&b, PROTO_GOODBYE, 50, &m)) /* a refused worker says goodbye */
+            proto_msg_clear(&m);
+        got = waitpid(sup, &status, WNOHANG);
+    }
+    CHECK(got == sup && WIFEXITED(status) && WEXITSTATUS(status) == 1);
     /* a bad list is a usage error */
     worker_config_t cfg = {.broker = ep, .device_index = -1};
     CHECK(worker_supervise(&cfg, "0,x", 1, NULL) == 2);
@@ -699,6 +984,7 @@ int main(int argc, char **argv)
     REQUIRE(mkdtemp(tmpdir));
     int64_t t0 = bf_mono_ms();
     test_devices();
+    test_faults();
     test_exec_handler();
     test_fleet();
     test_supervisor();

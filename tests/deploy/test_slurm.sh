@@ -174,7 +174,7 @@ SCENES_A=(a01 a02 a03 slow_a04 slow_a05 slow_a06 slow_a07 a08)
 JOB=$(make_exec_job "$W" slurm-a "${SCENES_A[@]}")
 PORT_A=$(free_port)
 FLEET_PATS+=("tcp://127.0.0.1:$PORT_A( |\$)")
-ID=$(cd "$W" && BEAMFLEET_BIN="$BF" BEAMFLEET_ALLOW_EXEC="$TASK" BEAMFLEET_RUN_DIR="$W/run" \
+ID=$(cd "$W" && BEAMFLEET_BIN="$BF" BEAMFLEET_ALLOW_EXEC="$TASK" BEAMFLEET_INTERPRETERS="$PY_ABS" BEAMFLEET_RUN_DIR="$W/run" \
     BEAMFLEET_PORT=$PORT_A BEAMFLEET_PUBLISH_PORT=$(free_port) sbatch --parsable -c "$CPUS" -t 15 --output="$W/sbatch.out" \
     "$SBATCH_SCRIPT" "$JOB") || fail "sbatch refused the script"
 ID=${ID%%;*}
@@ -211,7 +211,7 @@ W="$S/work/b"
 mkdir -p "$W"
 PORT_B=$(free_port)
 FLEET_PATS+=("tcp://127.0.0.1:$PORT_B( |\$)")
-ID=$(cd "$W" && BEAMFLEET_BIN="$BF" BEAMFLEET_ALLOW_EXEC="$TASK" BEAMFLEET_RUN_DIR="$W/run" \
+ID=$(cd "$W" && BEAMFLEET_BIN="$BF" BEAMFLEET_ALLOW_EXEC="$TASK" BEAMFLEET_INTERPRETERS="$PY_ABS" BEAMFLEET_RUN_DIR="$W/run" \
     BEAMFLEET_PORT=$PORT_B BEAMFLEET_PUBLISH_PORT=$(free_port) BEAMFLEET_CPU_WORKERS=2 sbatch --parsable -t 15 --output="$W/sbatch.out" \
     "$SBATCH_SCRIPT") || fail "sbatch refused the script (no job)"
 ID=${ID%%;*}
@@ -256,7 +256,7 @@ FLEET_PATS+=("tcp://127.0.0.1:$PORT_C( |\$)")
 # This time the settings come from a fleet file (-c for every process).
 cat >"$W/fleet.yaml" <<EOF
 heartbeat: {interval_ms: 500, liveness: 3}
-worker: {allow_exec: [$TASK], prefetch: 1}
+worker: {allow_exec: [$TASK], interpreters: [$PY_ABS], prefetch: 1}
 # security: {keys: /etc/beamfleet/keys, identity: $NODE}
 # metrics: {listen: 127.0.0.1:9464}
 EOF
@@ -304,7 +304,7 @@ FLEET_PATS+=("tcp://[0-9.]*:$PORT_D( |\$)")
 submit_d() { # OUTPUT [VAR=VALUE...]: sbatch on both nodes, prints the job id
     local out=$1
     shift
-    (cd "$W" && env BEAMFLEET_BIN="$BF" BEAMFLEET_ALLOW_EXEC="$TASK" BEAMFLEET_PORT=$PORT_D \
+    (cd "$W" && env BEAMFLEET_BIN="$BF" BEAMFLEET_ALLOW_EXEC="$TASK" BEAMFLEET_INTERPRETERS="$PY_ABS" BEAMFLEET_PORT=$PORT_D \
         BEAMFLEET_PUBLISH_PORT="$(free_port)" BEAMFLEET_CPU_WORKERS=1 "$@" \
         sbatch --parsable -p bftwo -N 2 -t 15 --output="$W/$out" "$SBATCH_SCRIPT" "$JOB")
 }

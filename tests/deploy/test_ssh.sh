@@ -136,7 +136,7 @@ EOF
 # The fleet file the hosts read (-c): node2's only permission to run task.py.
 cat >"$T/fleet.yaml" <<EOF
 heartbeat: {interval_ms: 200, liveness: 3}
-worker: {allow_exec: [$TASK]}
+worker: {allow_exec: [$TASK], interpreters: [$PY_ABS]}
 # security: {keys: /etc/beamfleet/keys, identity: node1}
 # metrics: {listen: 127.0.0.1:9464}
 EOF

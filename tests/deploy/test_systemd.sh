@@ -97,7 +97,7 @@ cat >"$T/fleet.yaml" <<EOF
 broker: {endpoint: tcp://127.0.0.1:$BROKER_PORT, bind: tcp://127.0.0.1:$BROKER_PORT}
 heartbeat: {interval_ms: 200, liveness: 3}
 collector: {publish: tcp://127.0.0.1:$PUB_PORT}
-worker: {allow_exec: [$TASK]}
+worker: {allow_exec: [$TASK], interpreters: [$PY_ABS]}
 # security: {keys: /etc/beamfleet/keys, identity: $(hostname -s)}
 # metrics: {listen: 127.0.0.1:9464}
 EOF

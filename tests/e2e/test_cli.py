@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The command line as a whole (issue 6): every subcommand has --help, and the
+"""The command line as a whole: every subcommand has --help, and the
 man page documents every subcommand and renders without warnings.
 
 Run: tests/e2e/test_cli.py help   (BEAMFLEET_BIN=build/beamfleet)

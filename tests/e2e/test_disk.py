@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Disk trouble at the collector (issue 5): its output directory full, or
+"""Disk trouble at the collector: its output directory full, or
 read-only. The collector must say so in one clear line, leave no corrupt
 file, leave the results queued at the broker (unacknowledged), and resume
 on its own when the directory is writable again, with every result exactly

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""End-to-end tests of the fleet (issue 2): real broker, collector and worker
+"""End-to-end tests of the fleet: real broker, collector and worker
 processes over real ZeroMQ sockets on loopback, driven through the CLI.
 
 Run one: tests/e2e/test_fleet.py exec_job   (BEAMFLEET_BIN=build/beamfleet)
@@ -255,7 +255,7 @@ def test_garbage(fleet: Fleet):
                     doc = [doc]
                 frames = [msgpack.packb([1, 7, {"name": doc}])]
             else:  # huge (over the maximum message size) or empty
-                frames = [b"\x91" + b"\x00" * (9 << 20)] if i % 500 == 0 else [b""]
+                frames = [b"\x91" + b"\x00" * (33 << 20)] if i % 500 == 0 else [b""]
             s.send_multipart(frames)
         time.sleep(0.5)  # let the broker drain its socket before the sockets go
         for s in socks:

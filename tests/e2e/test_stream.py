@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The collector's live stream (issue 6): `beamfleet watch` prints it as JSON
+"""The collector's live stream: `beamfleet watch` prints it as JSON
 lines, and examples/subscriber.py consumes it as a Python service would.
 
 Run one: tests/e2e/test_stream.py watch   (BEAMFLEET_BIN=build/beamfleet)

@@ -11,7 +11,7 @@ build=${1:?usage: tests/fuzz/run.sh BUILD_DIR [SECONDS] [HARNESS...]}
 seconds=${2:-${FUZZ_SECONDS:-30}}
 shift $(($# >= 2 ? 2 : 1))
 harnesses=("$@")
-[ ${#harnesses[@]} -gt 0 ] || harnesses=(proto yaml xml ply)
+[ ${#harnesses[@]} -gt 0 ] || harnesses=(proto yaml xml ply report)
 case $seconds in '' | *[!0-9]*) echo "run.sh: SECONDS must be a whole number, got '$seconds'" >&2; exit 2 ;; esac
 
 # -max_len per input kind: frames and files of real examples are a few KiB.
@@ -21,6 +21,7 @@ max_len() {
     yaml) echo 8192 ;;
     xml) echo 16384 ;;
     ply) echo 8192 ;;
+    report) echo 65536 ;;
     *) echo 4096 ;;
     esac
 }
@@ -47,9 +48,11 @@ for h in "${harnesses[@]}"; do
     rm -rf "$dir" && mkdir -p "$dir/corpus" "$dir/artifacts" || exit 2
     cp "$seeds"/* "$dir/corpus/"
     log=$dir/log.txt
+    dict=()
+    [ -f "$here/$h.dict" ] && dict=(-dict="$here/$h.dict")
     "$bin" -max_total_time="$seconds" -rss_limit_mb=2048 -malloc_limit_mb=2048 -timeout=10 \
         -max_len="$(max_len "$h")" -print_final_stats=1 -artifact_prefix="$dir/artifacts/" \
-        "$dir/corpus" >"$log" 2>&1
+        ${dict[@]+"${dict[@]}"} "$dir/corpus" >"$log" 2>&1
     rc=$?
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
     rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)

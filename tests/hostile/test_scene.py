@@ -28,8 +28,9 @@ def shared_dir():
 
 
 def test_scene_link(fleet: Fleet):
-    """Three scenes: a good one; one whose scene.yaml links to a 'secret'
-    file outside; one whose meshes folder links to another scene's. The good
+    """Four scenes: a good one; one whose scene.yaml links to a 'secret'
+    file outside; one whose meshes folder links to another scene's; one that
+    is itself a link to a scene folder outside the scenes folder. The good
     one succeeds, the others fail with a reason naming the file, the secret
     appears in no report, and the worker is not blamed (fault: task)."""
     src = os.path.join(shared_dir(), "scenes", "simple_street_canyon")
@@ -47,6 +48,9 @@ def test_scene_link(fleet: Fleet):
     os.symlink(secret, os.path.join(root, "yaml_link", "scene.yaml"))
     shutil.rmtree(os.path.join(root, "mesh_link", "meshes"))
     os.symlink(os.path.join(root, "good", "meshes"), os.path.join(root, "mesh_link", "meshes"))
+    elsewhere = os.path.join(fleet.tmp, "elsewhere")
+    shutil.copytree(os.path.join(root, "good"), elsewhere)
+    os.symlink(elsewhere, os.path.join(root, "dir_link"))
     out = os.path.join(fleet.tmp, "out")
     job = os.path.join(fleet.tmp, "job.yaml")
     with open(job, "w") as f:
@@ -59,12 +63,13 @@ def test_scene_link(fleet: Fleet):
     fleet.worker(["--gpus", "none", "--cpu", "1"])
     job_id = fleet.submit(job)
     fleet.wait_done(job_id, timeout=180)
-    rows = check_reports(out, ["good", "yaml_link", "mesh_link"],
-                         {"yaml_link": "error", "mesh_link": "error"})
+    rows = check_reports(out, ["good", "yaml_link", "mesh_link", "dir_link"],
+                         {"yaml_link": "error", "mesh_link": "error", "dir_link": "error"})
     assert "scene.yaml: leads out of" in rows["yaml_link"]["reason"], rows["yaml_link"]
     assert "leads out of" in rows["mesh_link"]["reason"], rows["mesh_link"]
-    for name in ("yaml_link", "mesh_link"):
-        assert rows[name].get("fault", "task") == "task", rows[name]
+    assert "leads out of the scenes folder" in rows["dir_link"]["reason"], rows["dir_link"]
+    for name in ("yaml_link", "mesh_link", "dir_link"):
+        assert rows[name].get("fault") == "task", rows[name]
     for report in os.listdir(out):
         path = os.path.join(out, report)
         if os.path.isfile(path):

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""End-to-end test of the broker's Prometheus endpoint (issue 6): a real
+"""End-to-end test of the broker's Prometheus endpoint: a real
 broker started with --metrics on a free loopback port, a real collector and
 CPU worker (tests/e2e/fleet.py), exec jobs through the CLI, scrapes with
 urllib validated by `promtool check metrics`, and the numbers checked

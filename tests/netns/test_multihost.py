@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Real multi-host test (issue 5): every fleet host is a Linux network
+"""Real multi-host test: every fleet host is a Linux network
 namespace with its own address on 192.0.2.0/24, joined by veth links to a
 bridge that lives in a namespace of its own (the "switch"):
 
@@ -210,8 +210,10 @@ class NetFleet(Fleet):
                                                    "--state", self.state] + self.hb + list(extra))
 
     def collector(self, extra=()):
+        # its stream is on the bridge, not loopback, and plaintext: --insecure
         return self._start_in("coll", "collector", ["collector", "--broker", self.endpoint,
-                                                    "--publish", self.publish] + self.hb + list(extra))
+                                                    "--publish", self.publish, "--insecure"]
+                              + self.hb + list(extra))
 
     def worker_on(self, host, env=None):
         name = f"host{HOSTS[host]}"

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""End-to-end tests of report.html (issue 6): the real `beamfleet run` on
+"""End-to-end tests of report.html: the real `beamfleet run` on
 procedural scenes writes report.html and thumbnails/, and headless Chromium
 shows what the page promises.
 
