@@ -355,8 +355,8 @@ static bool thumb_range(const json_t *th, double *lo, double *hi)
         return false;
     }
     qsort(v, n, sizeof *v, cmp_double);
-    *lo = collector_percentile(v, n, 2);
-    *hi = collector_percentile(v, n, 98);
+    *lo = bf_percentile(v, n, 2);
+    *hi = bf_percentile(v, n, 98);
     free(v);
     if (!(*hi - *lo >= 0.1)) {
         double mid = (*lo + *hi) / 2;
@@ -669,8 +669,8 @@ static void plot_cdf(bf_buf_t *b, const json_t *const *res, size_t n, bool *oom)
         bool has_floor = at_min[0] + at_min[1] > (a[0].n + a[1].n) / 100 && at_min[0] < a[0].n &&
                          at_min[1] < a[1].n;
         size_t s0 = has_floor ? at_min[0] : 0, s1 = has_floor ? at_min[1] : 0;
-        f.x0 = fmin(collector_percentile(a[0].v + s0, a[0].n - s0, 1),
-                    collector_percentile(a[1].v + s1, a[1].n - s1, 1));
+        f.x0 = fmin(bf_percentile(a[0].v + s0, a[0].n - s0, 1),
+                    bf_percentile(a[1].v + s1, a[1].n - s1, 1));
         f.x1 = fmax(a[0].v[a[0].n - 1], a[1].v[a[1].n - 1]);
         if (!(f.x1 - f.x0 > 1e-9)) {
             f.x0 -= 1;

@@ -581,17 +581,6 @@ double collector_clip(double x, double lo, double hi, bool *clipped)
     return !out ? x : x > hi ? hi : lo;
 }
 
-double collector_percentile(const double *v, size_t n, double p)
-{
-    if (n == 0)
-        return NAN;
-    double pos = p / 100.0 * (double)(n - 1);
-    size_t lo = (size_t)floor(pos);
-    if (lo >= n - 1)
-        return v[n - 1];
-    return v[lo] + (v[lo + 1] - v[lo]) * (pos - (double)lo);
-}
-
 typedef struct {
     double *v;
     size_t n, cap;
@@ -649,8 +638,8 @@ static void dist(vec_t *a, double out[3])
     out[0] = mean(a);
     if (a->n) /* qsort's pointer must not be NULL, even for no elements */
         qsort(a->v, a->n, sizeof *a->v, cmp_double);
-    out[1] = collector_percentile(a->v, a->n, 50);
-    out[2] = collector_percentile(a->v, a->n, 10);
+    out[1] = bf_percentile(a->v, a->n, 50);
+    out[2] = bf_percentile(a->v, a->n, 10);
 }
 
 static json_t *dist_json(const double d[3])
@@ -740,7 +729,7 @@ json_t *collector_report_summary(const collector_report_t *r, const json_t *job)
             counts[1], "error", counts[2], "cancelled", counts[3], "total", total, "total_time_s",
             num(total_time), "improvement", "mean", num(imp_mean), "min",
             num(imp.n ? imp.v[0] : NAN), "max", num(imp.n ? imp.v[imp.n - 1] : NAN), "median",
-            num(collector_percentile(imp.v, imp.n, 50)), "aggregate", "initial", dist_json(di),
+            num(bf_percentile(imp.v, imp.n, 50)), "aggregate", "initial", dist_json(di),
             "optimized", dist_json(dop), "improvement", dist_json(dimp), "time_per_gpu",
             time_per_gpu, "zone_cells", (json_int_t)init.n, "zone_cells_clipped", clipped_cells);
     json_decref(per_gpu);

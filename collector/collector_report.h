@@ -101,8 +101,4 @@ json_t *collector_report_summary(const collector_report_t *r, const json_t *job)
    x must be finite (JSON carries nothing else). */
 double collector_clip(double x, double lo, double hi, bool *clipped);
 
-/* numpy.percentile(v, p) with linear interpolation, v sorted ascending, n > 0;
-   NAN when n == 0. Exposed for tests and the CLI. */
-double collector_percentile(const double *v, size_t n, double p);
-
 #endif

@@ -300,12 +300,12 @@ static void test_summary(const char *dir)
 
     /* numpy.percentile spot checks */
     double v[] = {1, 2, 3, 4};
-    CHECK(NEAR(collector_percentile(v, 4, 10), 1.3));
-    CHECK(NEAR(collector_percentile(v, 4, 50), 2.5));
-    CHECK(NEAR(collector_percentile(v, 4, 90), 3.7));
-    CHECK(NEAR(collector_percentile(v, 4, 100), 4.0));
-    CHECK(NEAR(collector_percentile(v, 1, 10), 1.0));
-    CHECK(isnan(collector_percentile(v, 0, 10)));
+    CHECK(NEAR(bf_percentile(v, 4, 10), 1.3));
+    CHECK(NEAR(bf_percentile(v, 4, 50), 2.5));
+    CHECK(NEAR(bf_percentile(v, 4, 90), 3.7));
+    CHECK(NEAR(bf_percentile(v, 4, 100), 4.0));
+    CHECK(NEAR(bf_percentile(v, 1, 10), 1.0));
+    CHECK(isnan(bf_percentile(v, 0, 10)));
 }
 
 static void test_recovery(const char *dir)

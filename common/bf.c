@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <libgen.h>
 #include <stdlib.h>
 #include <string.h>
@@ -655,4 +656,17 @@ bool bf_proc_stat(pid_t pid, bf_proc_t *out)
     out->ppid = ppid;
     out->pgid = pgid;
     return true;
+}
+
+double bf_percentile(const double *v, size_t n, double pct)
+{
+    if (n == 0)
+        return NAN;
+    double pos = pct / 100.0 * (double)(n - 1);
+    if (!(pos > 0.0)) /* also a NAN pct */
+        return v[0];
+    if (pos >= (double)(n - 1))
+        return v[n - 1];
+    size_t i = (size_t)pos;
+    return v[i] + (v[i + 1] - v[i]) * (pos - (double)i);
 }

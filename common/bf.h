@@ -68,6 +68,10 @@ void bf_log(bf_log_level_t level, const char *fmt, ...) BF_PRINTF(2, 3);
 /* ---- clocks ------------------------------------------------------------- */
 int64_t bf_mono_ms(void); /* monotonic milliseconds, for deadlines */
 double bf_mono_s(void);   /* monotonic seconds as a double, for timings */
+/* numpy.percentile(v, pct) with linear interpolation of n values sorted
+   ascending: NAN for n == 0; pct outside [0, 100] (or NAN) gives the ends.
+   The one copy the engine's objectives and the collector's reports share. */
+double bf_percentile(const double *sorted, size_t n, double pct);
 int64_t bf_wall_ms(void); /* wall-clock milliseconds since the epoch */
 /* Writes local time as YYYYmmdd_HHMMSS (16 bytes with NUL) into out. */
 void bf_timestamp(char out[16]);

@@ -163,9 +163,6 @@ typedef struct {
 
 double kern_sum_to_dbm(const kern_power_t *pw, double sum);
 
-/* numpy-style percentile (linear interpolation) of n values, sorted in place. */
-double kern_percentile_sorted(const double *sorted, size_t n, double pct);
-
 /* Objective value (larger is better) of zone cell sums for an objective:
    mean_dbm, p10_dbm, mean_linear (dBm of the mean mW), coverage (fraction
    of cells >= coverage_dbm). scratch holds n doubles. */

@@ -223,9 +223,9 @@ static zstats_t stats_of(const double *dbm, size_t n, double *scratch)
     }
     qsort(scratch, n, sizeof *scratch, cmp_d);
     z.mean = acc / (double)n;
-    z.median = kern_percentile_sorted(scratch, n, 50.0);
-    z.p10 = kern_percentile_sorted(scratch, n, 10.0);
-    z.p90 = kern_percentile_sorted(scratch, n, 90.0);
+    z.median = bf_percentile(scratch, n, 50.0);
+    z.p10 = bf_percentile(scratch, n, 10.0);
+    z.p90 = bf_percentile(scratch, n, 90.0);
     return z;
 }
 

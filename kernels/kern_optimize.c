@@ -27,20 +27,6 @@ static int cmp_double(const void *a, const void *b)
     return x < y ? -1 : (x > y ? 1 : 0);
 }
 
-double kern_percentile_sorted(const double *v, size_t n, double pct)
-{
-    if (n == 0)
-        return NAN;
-    double pos = pct / 100.0 * (double)(n - 1);
-    if (pos <= 0.0)
-        return v[0];
-    size_t i = (size_t)pos;
-    if (i >= n - 1)
-        return v[n - 1];
-    double f = pos - (double)i;
-    return v[i] + (v[i + 1] - v[i]) * f;
-}
-
 double kern_objective(const double *sums, size_t n, const kern_power_t *pw, bf_objective_t obj,
                       double coverage_dbm, double *scratch)
 {
@@ -52,7 +38,7 @@ double kern_objective(const double *sums, size_t n, const kern_power_t *pw, bf_o
         for (size_t i = 0; i < n; i++)
             scratch[i] = kern_sum_to_dbm(pw, sums[i]);
         qsort(scratch, n, sizeof *scratch, cmp_double);
-        return kern_percentile_sorted(scratch, n, 10.0);
+        return bf_percentile(scratch, n, 10.0);
     case BF_OBJ_MEAN_LINEAR:
         for (size_t i = 0; i < n; i++)
             acc += pow(10.0, kern_sum_to_dbm(pw, sums[i]) / 10.0);
