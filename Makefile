@@ -18,7 +18,7 @@ TEST_DEB_PACKAGES = chromium prometheus iproute2 groff-base clang slurm-wlm mung
 # PyYAML reads the Kubernetes manifests in tests/deploy/test_k8s.py.
 TEST_PY_PACKAGES  = pyyaml
 
-.PHONY: all deps deps-test build demo test test-asan bench clean format format-check fuzz
+.PHONY: all deps deps-test build demo test test-asan test-tsan bench clean format format-check fuzz
 
 all: build
 
@@ -52,6 +52,16 @@ test-asan: deps-test
 	ASAN_OPTIONS=halt_on_error=1:detect_leaks=1 \
 	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	$(MAKE) test BUILD=build-asan CMAKE_ARGS="-DBF_SANITIZE=ON -DBF_CUDA=OFF"
+
+# The unit tests whose code runs threads (the worker's socket and task threads,
+# the CPU engine's pool, the metrics server) under ThreadSanitizer; libzmq is
+# not instrumented, so hand-overs inside it are suppressed (tests/tsan.supp).
+TSAN_TESTS = ^(worker_test|kern_cpu_test|broker_metrics_test)$$
+test-tsan: deps-test
+	$(MAKE) build BUILD=build-tsan CMAKE_ARGS="-DBF_TSAN=ON -DBF_CUDA=OFF"
+	cd build-tsan && BF_TEST_NO_FORK=1 \
+	TSAN_OPTIONS="halt_on_error=1 suppressions=$(CURDIR)/tests/tsan.supp" \
+	ctest --output-on-failure -j 1 --timeout 900 -R '$(TSAN_TESTS)'
 
 # libFuzzer harnesses (tests/fuzz, docs/fuzzing.md): clang build in build-fuzz,
 # then FUZZ_SECONDS per harness from the committed corpus; fails on any finding.

@@ -68,6 +68,18 @@ void bf_log(bf_log_level_t level, const char *fmt, ...) BF_PRINTF(2, 3);
 /* ---- clocks ------------------------------------------------------------- */
 int64_t bf_mono_ms(void); /* monotonic milliseconds, for deadlines */
 double bf_mono_s(void);   /* monotonic seconds as a double, for timings */
+/* A flag that one thread raises and another polls (a task's cancel, a
+   worker's stop): relaxed atomic accesses, so that an int shared by two
+   threads is no data race (C11 5.1.2.4), in C and in nvcc's host C++ alike. */
+static inline void bf_flag_raise(volatile int *flag)
+{
+    __atomic_store_n(flag, 1, __ATOMIC_RELAXED);
+}
+static inline bool bf_flag_up(const volatile int *flag)
+{
+    return flag && __atomic_load_n(flag, __ATOMIC_RELAXED) != 0;
+}
+
 /* numpy.percentile(v, pct) with linear interpolation of n values sorted
    ascending: NAN for n == 0; pct outside [0, 100] (or NAN) gives the ends.
    The one copy the engine's objectives and the collector's reports share. */

@@ -198,7 +198,7 @@ static void report(kern_progress_fn fn, void *ud, const char *stage, double f)
 
 static bool cancelled(const kern_run_opts_t *o)
 {
-    return o && o->cancel && *o->cancel;
+    return o && bf_flag_up(o->cancel);
 }
 
 typedef struct {

@@ -213,7 +213,7 @@ static void *trace_thread(void *arg)
     for (;;) {
         if (j->err != BF_OK)
             break;
-        if (s->cancel && *s->cancel) {
+        if (bf_flag_up(s->cancel)) {
             j->err = BF_ECANCELED;
             break;
         }
@@ -339,7 +339,7 @@ static void *eval_thread(void *arg)
 {
     eval_job_t *j = arg;
     for (;;) {
-        if (j->cancel && *j->cancel) {
+        if (bf_flag_up(j->cancel)) {
             atomic_store(&j->cancelled, 1);
             break;
         }

@@ -389,7 +389,7 @@ static bf_err_t cuda_trace(void *vctx, const kern_trace_setup_t *s, kern_trace_o
     kern_zray_t *hrays = NULL;
     kern_zxing_t *hx = NULL;
     for (uint64_t base = 0; base < s->rays; base += batch) {
-        if (s->cancel && *s->cancel)
+        if (bf_flag_up(s->cancel))
             return bf_fail(err, BF_ECANCELED, "trace cancelled");
         uint32_t n = (uint32_t)(s->rays - base < batch ? s->rays - base : batch);
         p.base = base;
@@ -503,7 +503,7 @@ static bf_err_t cuda_evaluate(void *vctx, const kern_zone_data_t *zone, const ke
     if (chunk > 4096)
         chunk = 4096;
     for (size_t first = 0; first < count; first += chunk) {
-        if (cancel && *cancel)
+        if (bf_flag_up(cancel))
             return bf_fail(err, BF_ECANCELED, "evaluation cancelled");
         size_t n = count - first < chunk ? count - first : chunk;
         if ((rc = upload(&c->ez_rots, rots + first, n, err)) != BF_OK ||

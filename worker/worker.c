@@ -16,6 +16,7 @@
 #include "../proto/proto.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -90,6 +91,7 @@ typedef struct {
    runs it (between PAIR_RUN and PAIR_DONE); cancel is the one field both
    touch meanwhile. */
 typedef struct {
+    atomic_int owner; /* who may touch the rest: see hand_over */
     worker_task_ctx_t ctx;
     worker_handler_fn fn;
     bf_job_t job;
@@ -142,7 +144,7 @@ typedef struct {
 
 static bool stop_requested(const worker_t *w)
 {
-    return w->cfg.stop ? *w->cfg.stop != 0 : signalled != 0;
+    return w->cfg.stop ? bf_flag_up(w->cfg.stop) : signalled != 0;
 }
 
 /* ---- the task thread ---------------------------------------------------------- */
@@ -164,6 +166,21 @@ static void on_progress(void *ud, const char *stage, double fraction)
     zmq_send(r->pair, &m, sizeof m, ZMQ_DONTWAIT);
 }
 
+/* Ownership of a run passes between the threads as a pointer in a PAIR
+   message. libzmq's pipes are lock-free and promise our code no ordering
+   (nor can ThreadSanitizer see any): the hand-over is a release store by
+   the giver before the send and an acquire load by the taker after the
+   receive, so everything written to the run before is visible after. */
+enum { OWNER_SOCKET, OWNER_TASK };
+static void hand_over(run_t *r, int to)
+{
+    atomic_store_explicit(&r->owner, to, memory_order_release);
+}
+static void take_over(run_t *r)
+{
+    (void)atomic_load_explicit(&r->owner, memory_order_acquire);
+}
+
 static void *task_main(void *arg)
 {
     worker_t *w = arg;
@@ -177,10 +194,12 @@ static void *task_main(void *arg)
         if (m.kind != PAIR_RUN)
             continue;
         run_t *r = m.run;
+        take_over(r);
         r->err[0] = '\0';
         r->result = NULL;
         r->rc = r->fn(&r->ctx, &r->result, r->err);
         pair_msg_t done = {.kind = PAIR_DONE, .run = r};
+        hand_over(r, OWNER_SOCKET);
         while (zmq_send(w->pair_task, &done, sizeof done, 0) < 0 && zmq_errno() == EINTR)
             ;
     }
@@ -500,6 +519,7 @@ static void start_task(worker_t *w)
         .ud = r,
     };
     pair_msg_t m = {.kind = PAIR_RUN, .run = r};
+    hand_over(r, OWNER_TASK);
     if (zmq_send(w->pair, &m, sizeof m, 0) != (int)sizeof m) {
         rc = bf_fail(err, BF_EIO, "cannot reach the task thread");
         goto refuse;
@@ -594,6 +614,7 @@ static void on_pair(worker_t *w)
         } else if (m.kind == PAIR_DONE) {
             if (w->abandoned)
                 continue;
+            take_over(m.run);
             finish_task(w, m.run);
         }
     }
@@ -678,7 +699,7 @@ static void on_abort(worker_t *w, const proto_msg_t *m)
     bf_info("task %s: abort (%s)", m->task_id, m->reason ? m->reason : "");
     if (i == 0 && w->run) {
         w->aborted = true;
-        w->run->cancel = 1; /* the handler stops; finish_task drops its result */
+        bf_flag_raise(&w->run->cancel); /* the handler stops; finish_task drops its result */
         if (!w->cancel_at)
             w->cancel_at = bf_mono_ms();
     } else {
@@ -819,9 +840,9 @@ static void send_stats(worker_t *w, int64_t now)
 static void tick(worker_t *w, int64_t now)
 {
     /* the deadline: the handler is told to stop (exec also stops itself) */
-    if (w->run && !w->run->cancel && now >= w->deadline) {
+    if (w->run && !bf_flag_up(&w->run->cancel) && now >= w->deadline) {
         w->timed_out = true;
-        w->run->cancel = 1;
+        bf_flag_raise(&w->run->cancel);
         w->cancel_at = now;
     }
     if (w->run && w->cancel_at && now - w->cancel_at > STUCK_GRACE_MS)
@@ -976,7 +997,7 @@ done:
     }
     if (w->thread_ok) {
         if (w->run)
-            w->run->cancel = 1;
+            bf_flag_raise(&w->run->cancel);
         pair_msg_t quit = {.kind = PAIR_QUIT};
         /* a run in progress ends (cancelled) before the thread reads QUIT */
         zmq_send(w->pair, &quit, sizeof quit, 0);

@@ -571,7 +571,7 @@ bf_err_t worker_exec(worker_task_ctx_t *ctx, json_t **result, char *err)
             timed_out = true;
             break;
         }
-        if (ctx->cancel && *ctx->cancel) {
+        if (bf_flag_up(ctx->cancel)) {
             cancelled = true;
             break;
         }
