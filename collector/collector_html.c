@@ -9,13 +9,20 @@
     they are finite JSON numbers. */
 
 #include "collector_html.h"
-#include "collector_report.h"
 
 #include <math.h>
 #include <png.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
+double collector_clip(double x, double lo, double hi, bool *clipped)
+{
+    bool out = !(x >= lo && x <= hi); /* NaN too, though JSON cannot carry it */
+    if (clipped && out)
+        *clipped = true;
+    return !out ? x : x > hi ? hi : lo;
+}
 
 #define DASH       "\xe2\x80\x94" /* "—", the mark of a missing field */
 #define ELLIPSIS   "\xe2\x80\xa6"

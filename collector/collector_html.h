@@ -67,4 +67,21 @@ bf_err_t collector_html_thumbnail(const json_t *thumbnails, const char *map, dou
    allocation failure. */
 char *collector_html_escape(const char *s);
 
+/* The range of powers every report writer trusts (here and in
+   collector_report.c, which builds on this file), in dBm: anything a radio
+   map can hold (the solver's floor for cells no ray reached is -300 dBm; a
+   transmitter of 100 dBm = 10 MW is beyond any base station). A power
+   outside it (a dark zone written as -1e300, 1e16, 2^63) is clipped to the
+   nearest edge in plots and statistics and counted as clipped; it is never
+   used to size a loop. Improvements (dB) are clipped to the span of the
+   range, times (s) to [0, COLLECTOR_TIME_MAX_S]. */
+#define COLLECTOR_DBM_MIN    (-400.0)
+#define COLLECTOR_DBM_MAX    100.0
+#define COLLECTOR_DB_SPAN    (COLLECTOR_DBM_MAX - COLLECTOR_DBM_MIN)
+#define COLLECTOR_TIME_MAX_S 1e7 /* 116 days */
+
+/* x clipped to [lo, hi]; *clipped (may be NULL) is set when x was outside.
+   x must be finite (JSON carries nothing else). */
+double collector_clip(double x, double lo, double hi, bool *clipped);
+
 #endif

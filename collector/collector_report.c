@@ -573,14 +573,6 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-double collector_clip(double x, double lo, double hi, bool *clipped)
-{
-    bool out = !(x >= lo && x <= hi); /* NaN too, though JSON cannot carry it */
-    if (clipped && out)
-        *clipped = true;
-    return !out ? x : x > hi ? hi : lo;
-}
-
 typedef struct {
     double *v;
     size_t n, cap;

@@ -12,6 +12,7 @@
 #define COLLECTOR_REPORT_H_INCLUDED
 
 #include "../common/bf.h"
+#include "collector_html.h" /* the trusted ranges and collector_clip */
 #include <jansson.h>
 
 typedef struct collector_report collector_report_t;
@@ -84,21 +85,5 @@ bf_err_t collector_report_finish(collector_report_t *r, const json_t *job, char 
    COLLECTOR_TIME_MAX_S). Statistics without data are null. NULL on allocation
    failure. The caller owns the result. */
 json_t *collector_report_summary(const collector_report_t *r, const json_t *job);
-
-/* The range of powers the report writers trust, in dBm: anything a radio
-   map can hold (the solver's floor for cells no ray reached is -300 dBm; a
-   transmitter of 100 dBm = 10 MW is beyond any base station). A power
-   outside it (a dark zone written as -1e300, 1e16, 2^63) is clipped to the
-   nearest edge in plots and statistics and counted as clipped; it is never
-   used to size a loop. Improvements (dB) are clipped to the span of the
-   range, times (s) to [0, COLLECTOR_TIME_MAX_S]. */
-#define COLLECTOR_DBM_MIN    (-400.0)
-#define COLLECTOR_DBM_MAX    100.0
-#define COLLECTOR_DB_SPAN    (COLLECTOR_DBM_MAX - COLLECTOR_DBM_MIN)
-#define COLLECTOR_TIME_MAX_S 1e7 /* 116 days */
-
-/* x clipped to [lo, hi]; *clipped (may be NULL) is set when x was outside.
-   x must be finite (JSON carries nothing else). */
-double collector_clip(double x, double lo, double hi, bool *clipped);
 
 #endif
