@@ -8,6 +8,7 @@
     the small Sionna scenes of BF_SHARED_DIR. Scenes are built in code. */
 
 #include "kern.h"
+#include "kern_testkit.h"
 
 #include <complex.h>
 #include <stdio.h>
@@ -18,15 +19,6 @@
 
 #define FREQ 3.5e9
 #define EPS0 8.8541878128e-12
-
-/* A scene of up to 8 axis-aligned rectangles, each two triangles. */
-typedef struct {
-    kern_scene_t sc;
-    float v[8 * 12];
-    uint32_t idx[8 * 6];
-    uint16_t tm[8 * 2];
-    kern_material_t mats[8];
-} test_scene_t;
 
 static kern_material_t itu(double a, double b, double c, double d, double thick)
 {
@@ -45,32 +37,13 @@ static kern_material_t itu(double a, double b, double c, double d, double thick)
 
 static void scene_init(test_scene_t *t)
 {
-    memset(t, 0, sizeof *t);
-    t->sc.frequency_hz = FREQ;
-    t->sc.vertices = t->v;
-    t->sc.indices = t->idx;
-    t->sc.tri_material = t->tm;
-    t->sc.materials = t->mats;
+    test_scene_init(t, FREQ);
 }
 
 /* Rectangle p0, p0 + e1, p0 + e1 + e2, p0 + e2 with a new material. */
 static void add_rect(test_scene_t *t, kern_v3 p0, kern_v3 e1, kern_v3 e2, kern_material_t mat)
 {
-    size_t q = t->sc.triangle_count / 2, vb = t->sc.vertex_count;
-    kern_v3 p[4] = {p0, v3_add(p0, e1), v3_add(v3_add(p0, e1), e2), v3_add(p0, e2)};
-    for (int k = 0; k < 4; k++) {
-        t->v[3 * (vb + k)] = p[k].x;
-        t->v[3 * (vb + k) + 1] = p[k].y;
-        t->v[3 * (vb + k) + 2] = p[k].z;
-    }
-    uint32_t ix[6] = {0, 1, 2, 0, 2, 3};
-    for (int k = 0; k < 6; k++)
-        t->idx[6 * q + k] = (uint32_t)vb + ix[k];
-    t->mats[t->sc.material_count] = mat;
-    t->tm[2 * q] = t->tm[2 * q + 1] = (uint16_t)t->sc.material_count;
-    t->sc.material_count++;
-    t->sc.vertex_count += 4;
-    t->sc.triangle_count += 2;
+    CHECK(test_scene_rect(t, p0, e1, e2, mat));
 }
 
 static kern_trace_setup_t setup_default(uint64_t rays, kern_v3 tx, float half, float cell)

@@ -7,6 +7,7 @@
     cancellation, bad input). */
 
 #include "kern.h"
+#include "kern_testkit.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,51 +18,16 @@
 
 #define FREQ 3.5e9
 
-/* A ground and two walls, built in code. */
-typedef struct {
-    kern_scene_t sc;
-    float v[3 * 12];
-    uint32_t idx[3 * 6];
-    uint16_t tm[6];
-    kern_material_t mats[3];
-} test_scene_t;
-
-static void add_rect(test_scene_t *t, kern_v3 p0, kern_v3 e1, kern_v3 e2, double eta_re,
-                     double eta_im, double thick)
-{
-    size_t q = t->sc.triangle_count / 2, vb = t->sc.vertex_count;
-    kern_v3 p[4] = {p0, v3_add(p0, e1), v3_add(v3_add(p0, e1), e2), v3_add(p0, e2)};
-    for (int k = 0; k < 4; k++) {
-        t->v[3 * (vb + k)] = p[k].x;
-        t->v[3 * (vb + k) + 1] = p[k].y;
-        t->v[3 * (vb + k) + 2] = p[k].z;
-    }
-    uint32_t ix[6] = {0, 1, 2, 0, 2, 3};
-    for (int k = 0; k < 6; k++)
-        t->idx[6 * q + k] = (uint32_t)vb + ix[k];
-    kern_material_t *m = &t->mats[t->sc.material_count];
-    memset(m, 0, sizeof *m);
-    m->eta_re = eta_re;
-    m->eta_im = eta_im;
-    m->thickness = thick;
-    t->tm[2 * q] = t->tm[2 * q + 1] = (uint16_t)t->sc.material_count;
-    t->sc.material_count++;
-    t->sc.vertex_count += 4;
-    t->sc.triangle_count += 2;
-}
-
+/* A ground and two walls, built in code (kern_testkit.h). */
 static void build_scene(test_scene_t *t)
 {
-    memset(t, 0, sizeof *t);
-    t->sc.frequency_hz = FREQ;
-    t->sc.vertices = t->v;
-    t->sc.indices = t->idx;
-    t->sc.tri_material = t->tm;
-    t->sc.materials = t->mats;
-    add_rect(t, v3(-300, -300, 0), v3(600, 0, 0), v3(0, 600, 0), 13.1, -0.33,
-             1.0); /* medium dry ground */
-    add_rect(t, v3(60, -80, 0), v3(0, 160, 0), v3(0, 0, 30), 5.24, -0.63, 0.2); /* concrete */
-    add_rect(t, v3(-80, 55, 0), v3(160, 0, 0), v3(0, 0, 20), 3.91, -0.15, 0.1); /* brick */
+    test_scene_init(t, FREQ);
+    CHECK(test_scene_rect(t, v3(-300, -300, 0), v3(600, 0, 0), v3(0, 600, 0),
+                          test_material(13.1, -0.33, 1.0))); /* medium dry ground */
+    CHECK(test_scene_rect(t, v3(60, -80, 0), v3(0, 160, 0), v3(0, 0, 30),
+                          test_material(5.24, -0.63, 0.2))); /* concrete */
+    CHECK(test_scene_rect(t, v3(-80, 55, 0), v3(160, 0, 0), v3(0, 0, 20),
+                          test_material(3.91, -0.15, 0.1))); /* brick */
 }
 
 typedef struct {
