@@ -80,6 +80,7 @@ format:
 
 # Fails, naming each file and line, where a file differs from .clang-format.
 format-check:
+	@./deploy/install-deps.sh clang-format git --
 	clang-format --dry-run --Werror $$(git ls-files '*.c' '*.h' '*.cu' '*.cuh')
 
 clean:
