@@ -15,16 +15,7 @@
    K] [--tx X,Y,Z]
    [--cell M] */
 
-#include "kernels/kern.h"
-
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <unistd.h>
-
-#ifndef BF_SHARED_DIR_DEFAULT
-#define BF_SHARED_DIR_DEFAULT "../shared"
-#endif
+#include "bench_kit.h"
 
 /* The backend measured (--backend), and a wrapper of it that records every
    rotation it is asked to evaluate. */
@@ -54,45 +45,36 @@ static bf_err_t rec_evaluate(void *ctx, const kern_zone_data_t *zone, const kern
 
 int main(int argc, char **argv)
 {
-    const char *backend = "cpu"; /* --backend cpu|cuda */
-    const char *shared = getenv("BF_SHARED_DIR") ? getenv("BF_SHARED_DIR") : BF_SHARED_DIR_DEFAULT;
-    char xml[1024];
-    snprintf(xml, sizeof xml, "%s/scenes/munich/munich.xml", shared);
-    uint64_t rays = 1000000;
-    unsigned depth = 3, threads = 0, sample = 8;
+    bench_opts_t o;
+    bench_opts_init(&o);
+    unsigned sample = 8;
     float tx[3] = {0, 0, 40}, cell = 10;
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--backend") && i + 1 < argc)
-            backend = argv[++i];
-        else if (!strcmp(argv[i], "--rays") && i + 1 < argc)
-            rays = strtoull(argv[++i], NULL, 10);
-        else if (!strcmp(argv[i], "--depth") && i + 1 < argc)
-            depth = (unsigned)atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--threads") && i + 1 < argc)
-            threads = (unsigned)atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--tx") && i + 1 < argc)
+        if (bench_opts_arg(&o, argc, argv, &i))
+            continue;
+        if (!strcmp(argv[i], "--tx") && i + 1 < argc) {
             sscanf(argv[++i], "%f,%f,%f", &tx[0], &tx[1], &tx[2]);
-        else if (!strcmp(argv[i], "--cell") && i + 1 < argc)
+        } else if (!strcmp(argv[i], "--cell") && i + 1 < argc) {
             cell = (float)atof(argv[++i]);
-        else if (!strcmp(argv[i], "--sample") && i + 1 < argc)
+        } else if (!strcmp(argv[i], "--sample") && i + 1 < argc) {
             sample = (unsigned)atoi(argv[++i]);
-        else if (argv[i][0] != '-')
-            snprintf(xml, sizeof xml, "%s", argv[i]);
-        else {
+        } else {
             fprintf(stderr, "usage: bench_boresight [XML] [--backend cpu|cuda] [--rays N] [--depth "
                             "D] [--threads T] "
                             "[--sample K] [--tx X,Y,Z] [--cell M]\n");
             return 2;
         }
     }
-    if (rays == 0 || !(cell > 0)) {
+    if (o.rays == 0 || !(cell > 0)) {
         fprintf(stderr, "bench_boresight: --rays and --cell must be positive\n");
         return 2;
     }
-    if (threads == 0) {
-        long n = sysconf(_SC_NPROCESSORS_ONLN);
-        threads = n > 0 ? (unsigned)n : 1;
-    }
+    const kern_backend_t *cpu = bench_opts_finish(&o, "bench_boresight");
+    if (!cpu)
+        return 77;
+    const char *xml = o.xml;
+    uint64_t rays = o.rays;
+    unsigned depth = o.depth, threads = o.threads;
     char err[BF_ERRLEN] = "";
     kern_scene_t *scene = NULL;
     if (kern_scene_load_xml(xml, 3.5e9, &scene, err) != BF_OK) {
@@ -101,11 +83,6 @@ int main(int argc, char **argv)
     }
     kern_tracer_t *tracer = NULL;
     void *ctx = NULL;
-    const kern_backend_t *cpu = strcmp(backend, "cuda") ? kern_backend_cpu() : kern_backend_cuda();
-    if (!cpu) {
-        fprintf(stderr, "bench_boresight: no CUDA backend (not compiled in, or no device)\n");
-        return 77;
-    }
     g_backend = cpu;
     if (kern_tracer_new(scene, threads, &tracer, err) != BF_OK ||
         cpu->ctx_new(kern_tracer_geom(tracer), threads, &ctx, err) != BF_OK) {

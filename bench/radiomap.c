@@ -7,52 +7,34 @@
     usage: bench_radiomap [XML] [--backend cpu|cuda] [--rays N] [--depth D] [--threads T] [--repeat
    R] */
 
-#include "kernels/kern.h"
-
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <unistd.h>
-
-#ifndef BF_SHARED_DIR_DEFAULT
-#define BF_SHARED_DIR_DEFAULT "../shared"
-#endif
+#include "bench_kit.h"
 
 int main(int argc, char **argv)
 {
-    const char *backend = "cpu"; /* --backend cpu|cuda */
-    const char *shared = getenv("BF_SHARED_DIR") ? getenv("BF_SHARED_DIR") : BF_SHARED_DIR_DEFAULT;
-    char xml[1024];
-    snprintf(xml, sizeof xml, "%s/scenes/munich/munich.xml", shared);
-    uint64_t rays = 1000000;
-    unsigned depth = 3, threads = 0, repeat = 3;
+    bench_opts_t o;
+    bench_opts_init(&o);
+    unsigned repeat = 3;
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--backend") && i + 1 < argc)
-            backend = argv[++i];
-        else if (!strcmp(argv[i], "--rays") && i + 1 < argc)
-            rays = strtoull(argv[++i], NULL, 10);
-        else if (!strcmp(argv[i], "--depth") && i + 1 < argc)
-            depth = (unsigned)atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--threads") && i + 1 < argc)
-            threads = (unsigned)atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--repeat") && i + 1 < argc)
+        if (bench_opts_arg(&o, argc, argv, &i))
+            continue;
+        if (!strcmp(argv[i], "--repeat") && i + 1 < argc) {
             repeat = (unsigned)atoi(argv[++i]);
-        else if (argv[i][0] != '-')
-            snprintf(xml, sizeof xml, "%s", argv[i]);
-        else {
+        } else {
             fprintf(stderr, "usage: bench_radiomap [XML] [--backend cpu|cuda] [--rays N] [--depth "
                             "D] [--threads T] [--repeat R]\n");
             return 2;
         }
     }
-    if (rays == 0 || repeat == 0) {
+    if (o.rays == 0 || repeat == 0) {
         fprintf(stderr, "bench_radiomap: --rays and --repeat must be positive\n");
         return 2;
     }
-    if (threads == 0) {
-        long n = sysconf(_SC_NPROCESSORS_ONLN);
-        threads = n > 0 ? (unsigned)n : 1;
-    }
+    const kern_backend_t *be = bench_opts_finish(&o, argv[0]);
+    if (!be)
+        return 77;
+    const char *xml = o.xml;
+    uint64_t rays = o.rays;
+    unsigned depth = o.depth, threads = o.threads;
     char err[BF_ERRLEN] = "";
     kern_scene_t *scene = NULL;
     double t0 = bf_mono_s();
@@ -63,11 +45,6 @@ int main(int argc, char **argv)
     double t_load = bf_mono_s() - t0;
     kern_tracer_t *tracer = NULL;
     void *ctx = NULL;
-    const kern_backend_t *be = strcmp(backend, "cuda") ? kern_backend_cpu() : kern_backend_cuda();
-    if (!be) {
-        fprintf(stderr, "%s: no CUDA backend (not compiled in, or no device)\n", argv[0]);
-        return 77;
-    }
     t0 = bf_mono_s();
     if (kern_tracer_new(scene, threads, &tracer, err) != BF_OK ||
         be->ctx_new(kern_tracer_geom(tracer), threads, &ctx, err) != BF_OK) {
