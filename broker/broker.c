@@ -22,12 +22,10 @@
 #include "../proto/proto.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <unistd.h>
 #include <zmq.h>
 
@@ -1550,39 +1548,17 @@ static bf_err_t lock_state(broker_t *b, const char *dir, char *err)
     char *path = bf_asprintf("%s/broker.lock", dir);
     if (!path)
         return bf_fail(err, BF_ENOMEM, "out of memory");
-    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (fd < 0) {
-        bf_err_t rc =
-            bf_fail(err, BF_EIO, "--state %s: cannot open %s: %s", dir, path, strerror(errno));
-        free(path);
-        return rc;
-    }
-    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
-        int e = errno;
-        char text[32] = "";
-        ssize_t n = pread(fd, text, sizeof text - 1, 0);
-        text[n > 0 ? n : 0] = '\0';
-        long pid = strtol(text, NULL, 10);
-        close(fd);
-        bf_err_t rc;
-        if (e == EWOULDBLOCK && pid > 0)
-            rc = bf_fail(err, BF_EEXIST, "state directory %s is in use by pid %ld (%s)", dir, pid,
-                         path);
-        else if (e == EWOULDBLOCK)
-            rc = bf_fail(err, BF_EEXIST, "state directory %s is in use by another broker (%s)", dir,
-                         path);
-        else
-            rc = bf_fail(err, BF_EIO, "--state %s: cannot lock %s: %s", dir, path, strerror(e));
-        free(path);
-        return rc;
-    }
-    char text[32];
-    int len = snprintf(text, sizeof text, "%ld\n", (long)getpid());
-    if (ftruncate(fd, 0) != 0 || pwrite(fd, text, (size_t)len, 0) != len)
-        bf_warn("%s: cannot write the pid: %s", path, strerror(errno)); /* the lock holds */
+    long pid = 0;
+    char why[BF_ERRLEN];
+    bf_err_t rc = bf_lock_file(path, &b->lock_fd, &pid, why);
+    if (rc == BF_EEXIST && pid > 0)
+        bf_fail(err, rc, "state directory %s is in use by pid %ld (%s)", dir, pid, path);
+    else if (rc == BF_EEXIST)
+        bf_fail(err, rc, "state directory %s is in use by another broker (%s)", dir, path);
+    else if (rc != BF_OK)
+        bf_fail(err, rc, "--state %s: %s", dir, why);
     free(path);
-    b->lock_fd = fd;
-    return BF_OK;
+    return rc;
 }
 
 broker_t *broker_new(const broker_config_t *cfg, char *err)

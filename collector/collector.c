@@ -27,7 +27,6 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zmq.h>
@@ -206,15 +205,6 @@ static char *resolve_path(const char *path)
     return out;
 }
 
-/* True when the resolved path is root or below it. */
-static bool path_inside(const char *root, const char *path)
-{
-    size_t n = strlen(root);
-    if (n == 1 && root[0] == '/')
-        return path[0] == '/';
-    return !strncmp(path, root, n) && (path[n] == '\0' || path[n] == '/');
-}
-
 /* ---- life cycle ------------------------------------------------------------- */
 
 /* One collector per spool: two would replay the same files at once. */
@@ -224,11 +214,8 @@ static bf_err_t lock_spool(collector_t *c, char *err)
     char *path = rc == BF_OK ? bf_asprintf("%s/.lock", c->spool_dir) : NULL;
     if (rc == BF_OK && !path)
         rc = bf_fail(err, BF_ENOMEM, "out of memory");
-    if (rc == BF_OK && (c->spool_lock = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600)) < 0)
-        rc = bf_fail(err, BF_EIO, "spool %s: %s", path, strerror(errno));
-    if (rc == BF_OK && flock(c->spool_lock, LOCK_EX | LOCK_NB) != 0)
-        rc = bf_fail(err, errno == EWOULDBLOCK ? BF_EEXIST : BF_EIO, "spool %s: %s", c->spool_dir,
-                     errno == EWOULDBLOCK ? "in use by another collector" : strerror(errno));
+    if (rc == BF_OK && (rc = bf_lock_file(path, &c->spool_lock, NULL, err)) == BF_EEXIST)
+        bf_fail(err, rc, "spool %s: in use by another collector", c->spool_dir);
     free(path);
     return rc;
 }
@@ -278,7 +265,7 @@ collector_t *collector_new(const collector_config_t *cfg, char *err)
     c->cfg.output_root = c->output_root;
     c->cfg.spool_dir = c->spool_dir;
     c->cfg.publish = NULL;
-    if (c->out_root && c->output_root && !path_inside(c->output_root, c->out_root)) {
+    if (c->out_root && c->output_root && !bf_path_inside(c->output_root, c->out_root)) {
         bf_fail(err, BF_EINVAL, "--out %s is not inside the output root %s", c->out_root,
                 c->output_root);
         goto fail;
@@ -453,7 +440,7 @@ static char *job_dir(const collector_t *c, const char *job_id, const json_t *job
     char *dir = NULL;
     if (c->out_root || c->output_root) {
         char *real = c->out_root ? NULL : resolve_path(output);
-        if (real && path_inside(c->output_root, real)) {
+        if (real && bf_path_inside(c->output_root, real)) {
             dir = real;
         } else if (!leaf) {
             free(real);

@@ -9,6 +9,7 @@
 #include <libgen.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/random.h>
 #include <sys/syscall.h>
 #include <sys/stat.h>
@@ -420,6 +421,14 @@ static int open_beneath(const char *root, const char *rel)
     return fd;
 }
 
+bool bf_path_inside(const char *root, const char *path)
+{
+    size_t n = strlen(root);
+    if (n == 1 && root[0] == '/')
+        return path[0] == '/';
+    return !strncmp(path, root, n) && (path[n] == '\0' || path[n] == '/');
+}
+
 bool bf_resolves_beneath(const char *root, const char *path, char **resolved)
 {
     if (resolved)
@@ -429,12 +438,8 @@ bool bf_resolves_beneath(const char *root, const char *path, char **resolved)
     bool inside = false;
     if (!real_root || !real) {
         errno = errno ? errno : ENOMEM;
-    } else {
-        size_t n = strlen(real_root);
-        inside = !strcmp(real_root, "/") ||
-                 (!strncmp(real, real_root, n) && (real[n] == '/' || real[n] == '\0'));
-        if (!inside)
-            errno = EXDEV;
+    } else if (!(inside = bf_path_inside(real_root, real))) {
+        errno = EXDEV;
     }
     free(real_root);
     if (inside && resolved)
@@ -669,4 +674,32 @@ double bf_percentile(const double *v, size_t n, double pct)
         return v[n - 1];
     size_t i = (size_t)pos;
     return v[i] + (v[i + 1] - v[i]) * (pos - (double)i);
+}
+
+bf_err_t bf_lock_file(const char *path, int *fd, long *holder, char *err)
+{
+    *fd = -1;
+    if (holder)
+        *holder = 0;
+    int f = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (f < 0)
+        return bf_fail(err, BF_EIO, "%s: %s", path, strerror(errno));
+    if (flock(f, LOCK_EX | LOCK_NB) != 0) {
+        int e = errno;
+        char text[32] = "";
+        ssize_t n = pread(f, text, sizeof text - 1, 0);
+        text[n > 0 ? n : 0] = '\0';
+        close(f);
+        if (e != EWOULDBLOCK)
+            return bf_fail(err, BF_EIO, "%s: cannot lock: %s", path, strerror(e));
+        if (holder)
+            *holder = strtol(text, NULL, 10);
+        return bf_fail(err, BF_EEXIST, "%s: held by another process", path);
+    }
+    char text[32];
+    int len = snprintf(text, sizeof text, "%ld\n", (long)getpid());
+    if (ftruncate(f, 0) != 0 || pwrite(f, text, (size_t)len, 0) != len)
+        bf_warn("%s: cannot write the pid: %s", path, strerror(errno)); /* the lock holds */
+    *fd = f;
+    return BF_OK;
 }

@@ -110,6 +110,9 @@ bf_err_t bf_read_file(const char *path, size_t max, char **data, size_t *len,
    root. BF_EPERM, "RELATIVE: leads out of ROOT", when it does not. */
 bf_err_t bf_read_file_beneath(const char *root, const char *path, size_t max, char **data,
                               size_t *len, char *err) BF_MUST_CHECK;
+/* True when path is root or below it, both absolute and already resolved
+   (a string test: "/a/bc" is not inside "/a/b"). */
+bool bf_path_inside(const char *root, const char *path);
 /* True when path exists and resolves (symbolic links followed) to root or
    to something inside it; *resolved (may be NULL) then holds the resolved
    path (free it). False with errno EXDEV when it leads out, or as realpath
@@ -124,6 +127,12 @@ typedef struct {
 } bf_proc_t;
 /* Reads pid's entry; false when it is gone (or /proc is not there). */
 bool bf_proc_stat(pid_t pid, bf_proc_t *out);
+/* One process at a time: an exclusive flock(2) on the file at path
+   (created 0600), held while *fd stays open, so a process killed with
+   SIGKILL frees it too; the file then holds this pid. BF_EEXIST when another
+   process holds it (*holder, may be NULL: its pid, 0 when unknown), BF_EIO
+   when it cannot be opened or locked; *fd is -1 then. */
+bf_err_t bf_lock_file(const char *path, int *fd, long *holder, char *err) BF_MUST_CHECK;
 /* True if path is a directory. */
 bool bf_is_dir(const char *path);
 
