@@ -120,16 +120,19 @@ class Fleet:
             shutil.rmtree(self.tmp, ignore_errors=True)
 
     # -- jobs ----------------------------------------------------------------
-    def make_job(self, scenes, name="job", timeout_s=60, max_attempts=3, extra=""):
+    def make_job(self, scenes, name="job", timeout_s=60, max_attempts=3, extra="", command=None):
+        """An exec job over empty scene folders NAME-scenes/<scene>; command
+        (a list of strings) defaults to task.py on {scene_dir}."""
         root = os.path.join(self.tmp, f"{name}-scenes")
         for s in scenes:
             os.makedirs(os.path.join(root, s))
         out = os.path.join(self.tmp, f"{name}-out")
         path = os.path.join(self.tmp, f"{name}.yaml")
+        cmd = json.dumps(command) if command else f"[{sys.executable}, {TASK}, \"{{scene_dir}}\"]"
         with open(path, "w") as f:
             f.write(f"name: {name}\nscenes: {root}\noutput: {out}\ntask: exec\n"
                     f"timeout_s: {timeout_s}\nmax_attempts: {max_attempts}\n"
-                    f"exec: {{command: [{sys.executable}, {TASK}, \"{{scene_dir}}\"]}}\n{extra}")
+                    f"exec: {{command: {cmd}}}\n{extra}")
         return path, out
 
     def cli(self, *args, timeout=60, check=True):

@@ -93,17 +93,10 @@ def write_task(fleet):
 
 
 def make_job(fleet, scenes, command, name="job", timeout_s=60, max_attempts=1):
-    """An exec job with its own command (a list of strings)."""
-    root = os.path.join(fleet.tmp, f"{name}-scenes")
-    for s in scenes:
-        os.makedirs(os.path.join(root, s))
-    out = os.path.join(fleet.tmp, f"{name}-out")
-    path = os.path.join(fleet.tmp, f"{name}.yaml")
-    with open(path, "w") as f:
-        f.write(f"name: {name}\nscenes: {root}\noutput: {out}\ntask: exec\n"
-                f"timeout_s: {timeout_s}\nmax_attempts: {max_attempts}\n"
-                f"exec: {{command: {json.dumps(command)}}}\n")
-    return path, out, root
+    """An exec job with its own command (a list of strings); also its scenes folder."""
+    path, out = fleet.make_job(scenes, name=name, timeout_s=timeout_s,
+                               max_attempts=max_attempts, command=command)
+    return path, out, os.path.join(fleet.tmp, f"{name}-scenes")
 
 
 def start_worker(fleet, allow, cpu=1, extra=()):
