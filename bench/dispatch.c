@@ -18,7 +18,7 @@
 
 #include "../common/bf.h"
 #include "../common/bf_config.h"
-#include "../proto/proto.h"
+#include "../proto/proto_link.h"
 
 #include <errno.h>
 #include <pthread.h>

@@ -39,7 +39,7 @@
 
 #include "../common/bf.h"
 #include "../common/bf_config.h"
-#include "../proto/proto.h"
+#include "../proto/proto_link.h"
 
 #include <dirent.h>
 #include <errno.h>

@@ -19,7 +19,7 @@
 #include "broker_store.h"
 
 #include "../common/bf_config.h"
-#include "../proto/proto.h"
+#include "../proto/proto_link.h"
 
 #include <errno.h>
 #include <signal.h>

@@ -15,7 +15,7 @@
 #include "broker.h"
 
 #include "../common/bf_config.h"
-#include "../proto/proto.h"
+#include "../proto/proto_link.h"
 
 #include <pthread.h>
 #include <stdlib.h>

@@ -5,6 +5,8 @@
 
 #include "cli.h"
 
+#include "../proto/proto_link.h"
+
 #include <getopt.h>
 #include <glob.h>
 #include <math.h>

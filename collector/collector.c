@@ -1,12 +1,11 @@
-/*  collector/collector.c - the collector's loop: one DEALER to the broker
-    (COLLECT with credit, heartbeats both ways, a fresh connection with
-    backoff and jitter when the broker falls silent, COLLECT again when the
-    broker has forgotten us), deliveries drained from the socket into one
-    batch, written per job through collector_report, acknowledged only after
-    the write is durable, and published on a PUB socket. A job whose reports
-    cannot be written (disk full, read-only, no access) keeps its deliveries
-    in memory unacknowledged and is retried every second, without holding up
-    the other jobs; the broker has at most `credit` deliveries in flight, and
+/*  collector/collector.c - the collector's loop: one link to the broker
+    (proto_link_t, as the worker's: COLLECT with credit, heartbeats both
+    ways, a fresh connection with backoff and jitter when the broker falls
+    silent, COLLECT again when the broker has forgotten us), deliveries drained from the socket into
+   one batch, written per job through collector_report, acknowledged only after the write is
+   durable, and published on a PUB socket. A job whose reports cannot be written (disk full,
+   read-only, no access) keeps its deliveries in memory unacknowledged and is retried every second,
+   without holding up the other jobs; the broker has at most `credit` deliveries in flight, and
     anything beyond twice that is dropped and asked for again, so memory
     stays bounded. With a spool directory, such a job's deliveries are
     appended to SPOOL/<job id>.jsonl and acknowledged instead, so that the
@@ -19,7 +18,7 @@
 #include "collector.h"
 
 #include "../common/bf_config.h"
-#include "../proto/proto.h"
+#include "../proto/proto_link.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -31,12 +30,10 @@
 #include <unistd.h>
 #include <zmq.h>
 
-#define MAX_JOBS_OPEN  64   /* reports kept open; the least recent is closed */
-#define RETRY_MS       1000 /* a failed write is tried again after this */
-#define BACKOFF_MIN_MS 250
-#define BACKOFF_MAX_MS 5000
-#define DRAIN_MAX      4096 /* messages taken from the socket per loop turn */
-#define CREDIT_MAX     4096 /* deliveries in flight, at most (as the broker) */
+#define MAX_JOBS_OPEN 64   /* reports kept open; the least recent is closed */
+#define RETRY_MS      1000 /* a failed write is tried again after this */
+#define DRAIN_MAX     4096 /* messages taken from the socket per loop turn */
+#define CREDIT_MAX    4096 /* deliveries in flight, at most (as the broker) */
 /* A spooled job is retried after 1 s, the wait doubling to this. */
 #define SPOOL_RETRY_MAX_MS 30000
 #define SPOOL_MAX          (1u << 30) /* bytes of a spool file read back */
@@ -60,13 +57,11 @@ struct collector {
     char *broker, *name, *out_root, *output_root, *spool_dir, *publish_ep;
     json_t *held;   /* {job id: {"next": mono ms, "backoff": ms, "error"}}: jobs in the spool */
     int spool_lock; /* flock'ed SPOOL/.lock: one collector per spool, or -1 */
-    void *ctx, *dealer, *pub;
-    bf_zap_t *zap; /* admits subscribers to a CURVE PUB stream */
-    void *monitor; /* handshake failures of dealer, for the log */
-    uint64_t handshake_failures;
+    void *ctx, *pub;
+    proto_link_t *link; /* the DEALER to the broker, heartbeats, reconnection */
+    bf_zap_t *zap;      /* admits subscribers to a CURVE PUB stream */
     atomic_int stop;
-    int64_t last_recv, last_send, reconnect_at, retry_at;
-    unsigned backoff_ms;
+    int64_t retry_at;
     open_job_t jobs[MAX_JOBS_OPEN]; /* least recently used first */
     size_t njobs;
     pending_t *pending; /* received, not yet written and acknowledged */
@@ -78,16 +73,6 @@ struct collector {
 
 /* ---- socket ----------------------------------------------------------------- */
 
-static bf_err_t send_msg(collector_t *c, const proto_msg_t *m)
-{
-    if (!c->dealer)
-        return BF_EIO;
-    bf_err_t rc = proto_send(c->dealer, NULL, 0, m, ZMQ_DONTWAIT);
-    if (rc == BF_OK)
-        c->last_send = bf_mono_ms();
-    return rc;
-}
-
 static void send_simple(collector_t *c, proto_type_t type, uint64_t seq)
 {
     proto_msg_t m;
@@ -96,7 +81,7 @@ static void send_simple(collector_t *c, proto_type_t type, uint64_t seq)
     m.credit = c->cfg.credit;
     bf_err_t rc = type == PROTO_COLLECT ? proto_msg_set(&m.worker, c->name) : BF_OK;
     if (rc == BF_OK)
-        rc = send_msg(c, &m);
+        rc = proto_link_send(c->link, &m);
     /* A heartbeat that cannot go out (no connection yet) is of no matter. */
     if (rc != BF_OK && type != PROTO_HEARTBEAT)
         bf_warn("%s %llu not sent: %s", proto_type_name(type), (unsigned long long)seq,
@@ -111,44 +96,13 @@ static void drop_pending(collector_t *c)
     c->npending = 0;
 }
 
+/* The connection is gone (or closing): what it delivered and we did not
+   ack comes again on the next one. */
 static void disconnect(collector_t *c)
 {
-    if (c->monitor)
-        zmq_close(c->monitor);
-    c->monitor = NULL;
-    if (c->dealer)
-        zmq_close(c->dealer);
-    c->dealer = NULL;
-    /* What the old connection delivered and we did not ack comes again. */
+    proto_link_disconnect(c->link);
     drop_pending(c);
     c->resend = false;
-}
-
-/* A fresh DEALER with a fresh routing id, registered with COLLECT. */
-static bf_err_t connect_broker(collector_t *c, char *err)
-{
-    disconnect(c);
-    c->dealer = zmq_socket(c->ctx, ZMQ_DEALER);
-    if (!c->dealer)
-        return bf_fail(err, BF_EIO, "zmq_socket: %s", zmq_strerror(zmq_errno()));
-    char id[33];
-    bf_uuid(id);
-    int zero = 0;
-    int64_t maxmsg = PROTO_MAX_FRAME + 1024;
-    if (zmq_setsockopt(c->dealer, ZMQ_ROUTING_ID, id, 32) != 0 ||
-        zmq_setsockopt(c->dealer, ZMQ_LINGER, &zero, sizeof zero) != 0 ||
-        zmq_setsockopt(c->dealer, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg) != 0)
-        return bf_fail(err, BF_EIO, "zmq_setsockopt: %s", zmq_strerror(zmq_errno()));
-    if (c->cfg.security && bf_security_client(c->cfg.security, c->dealer, err) != BF_OK)
-        return BF_EINVAL;
-    char why[BF_ERRLEN];
-    if (!(c->monitor = bf_handshake_monitor(c->ctx, c->dealer, why)))
-        bf_warn("broker %s: no handshake monitor: %s", c->broker, why);
-    if (zmq_connect(c->dealer, c->broker) != 0)
-        return bf_fail(err, BF_EINVAL, "broker %s: %s", c->broker, zmq_strerror(zmq_errno()));
-    c->last_recv = bf_mono_ms();
-    send_simple(c, PROTO_COLLECT, 0);
-    return BF_OK;
 }
 
 /* ---- paths ---------------------------------------------------------------- */
@@ -265,6 +219,9 @@ collector_t *collector_new(const collector_config_t *cfg, char *err)
     c->cfg.output_root = c->output_root;
     c->cfg.spool_dir = c->spool_dir;
     c->cfg.publish = NULL;
+    if (!(c->link = proto_link_new(c->ctx, c->broker, cfg->security, c->cfg.heartbeat_ms,
+                                   c->cfg.liveness, err)))
+        goto fail;
     if (c->out_root && c->output_root && !bf_path_inside(c->output_root, c->out_root)) {
         bf_fail(err, BF_EINVAL, "--out %s is not inside the output root %s", c->out_root,
                 c->output_root);
@@ -337,10 +294,7 @@ void collector_destroy(collector_t **self_p)
     if (c->pending)
         drop_pending(c);
     free(c->pending);
-    if (c->monitor)
-        zmq_close(c->monitor);
-    if (c->dealer)
-        zmq_close(c->dealer);
+    proto_link_destroy(&c->link);
     if (c->pub)
         zmq_close(c->pub);
     bf_zap_destroy(&c->zap);
@@ -983,34 +937,29 @@ static void on_message(collector_t *c, proto_msg_t *m)
 
 /* ---- the loop ---------------------------------------------------------------- */
 
-static unsigned jitter(unsigned span)
-{
-    char r[33];
-    bf_uuid(r);
-    return span ? (unsigned)(strtoul(r + 24, NULL, 16) % (span + 1)) : 0;
-}
-
 bf_err_t collector_run(collector_t *c)
 {
+    /* the first connection: a bad endpoint or bad keys stop the collector here */
     char err[BF_ERRLEN];
-    if (connect_broker(c, err) != BF_OK) {
+    if (proto_link_connect(c->link, err) != BF_OK) {
         bf_error("%s", err);
         disconnect(c);
         return BF_EIO;
     }
+    send_simple(c, PROTO_COLLECT, 0);
     bf_info("collecting from %s as %s%s%s", c->broker, c->name,
             c->publish_ep ? ", publishing on " : "", c->publish_ep ? c->publish_ep : "");
     spool_adopt(c);
-    const int64_t dead_after = (int64_t)c->cfg.heartbeat_ms * c->cfg.liveness;
     long tick = (long)(c->cfg.heartbeat_ms / 4 ? c->cfg.heartbeat_ms / 4 : 1);
     while (!atomic_load(&c->stop)) {
         /* The ZAP socket first, so that polling it never depends on
            whether a dealer exists right now. */
+        void *dealer = proto_link_socket(c->link);
         zmq_pollitem_t items[2] = {{c->zap ? bf_zap_socket(c->zap) : NULL, 0, ZMQ_POLLIN, 0},
-                                   {c->dealer, 0, ZMQ_POLLIN, 0}};
+                                   {dealer, 0, ZMQ_POLLIN, 0}};
         int nitems = c->zap ? 1 : 0;
-        if (c->dealer)
-            items[nitems++] = (zmq_pollitem_t){c->dealer, 0, ZMQ_POLLIN, 0};
+        if (dealer)
+            items[nitems++] = (zmq_pollitem_t){dealer, 0, ZMQ_POLLIN, 0};
         if (zmq_poll(items, nitems, tick) < 0 && zmq_errno() != EINTR) {
             bf_error("zmq_poll: %s", zmq_strerror(zmq_errno()));
             return BF_EIO;
@@ -1018,24 +967,14 @@ bf_err_t collector_run(collector_t *c)
         if (c->zap)
             bf_zap_handle(c->zap);
         int64_t now = bf_mono_ms();
-        char why[BF_ERRLEN];
-        /* A refused key would otherwise look like a broker that is down. */
-        if (c->monitor && bf_handshake_failed(c->monitor, why, sizeof why) &&
-            (++c->handshake_failures <= 3 || c->handshake_failures % 100 == 0))
-            bf_error("broker %s: %s", c->broker, why);
         size_t before = c->npending;
-        for (int n = 0; c->dealer && n < DRAIN_MAX; n++) {
+        for (int n = 0; n < DRAIN_MAX; n++) {
             proto_msg_t m;
-            char why[BF_ERRLEN];
-            bf_err_t rc = proto_recv(c->dealer, NULL, NULL, &m, ZMQ_DONTWAIT, why);
+            bf_err_t rc = proto_link_recv(c->link, &m, now);
             if (rc == BF_EIO)
                 break;
-            c->last_recv = now;
-            c->backoff_ms = 0;
-            if (rc != BF_OK) {
-                bf_warn("dropping a malformed message: %s", why);
+            if (rc != BF_OK) /* malformed: dropped and logged */
                 continue;
-            }
             on_message(c, &m);
             proto_msg_clear(&m);
         }
@@ -1045,26 +984,13 @@ bf_err_t collector_run(collector_t *c)
             flush_reports(c);
         if (json_object_size(c->held))
             drain_spool(c, now);
-        if (c->dealer && now - c->last_send >= (int64_t)c->cfg.heartbeat_ms) {
-            send_simple(c, PROTO_HEARTBEAT, 0);
-            c->last_send = now; /* a failed send is tried again next interval */
-        }
-        if (c->dealer && now - c->last_recv > dead_after) {
-            /* the broker is gone: a fresh connection after backoff + jitter */
-            c->backoff_ms = c->backoff_ms ? c->backoff_ms * 2 : BACKOFF_MIN_MS;
-            if (c->backoff_ms > BACKOFF_MAX_MS)
-                c->backoff_ms = BACKOFF_MAX_MS;
-            c->reconnect_at = now + c->backoff_ms / 2 + jitter(c->backoff_ms / 2);
-            bf_warn("broker silent for %lld ms, reconnecting in %lld ms",
-                    (long long)(now - c->last_recv), (long long)(c->reconnect_at - now));
+        /* heartbeats, and a fresh connection after backoff + jitter when
+           the broker is silent: register on it again */
+        proto_link_event_t ev = proto_link_tick(c->link, now);
+        if (ev == PROTO_LINK_LOST)
             disconnect(c);
-        } else if (!c->dealer && now >= c->reconnect_at) {
-            if (connect_broker(c, err) != BF_OK) {
-                bf_error("%s", err);
-                disconnect(c);
-                c->reconnect_at = now + BACKOFF_MAX_MS;
-            }
-        }
+        else if (ev == PROTO_LINK_CONNECTED)
+            send_simple(c, PROTO_COLLECT, 0);
     }
     /* Write what we hold; what is not acked in time comes again next run. */
     if (c->npending && !c->trouble)

@@ -13,7 +13,7 @@
 #include "collector.h"
 #include "collector_testkit.h"
 
-#include "../proto/proto.h"
+#include "../proto/proto_link.h"
 
 #include <pthread.h>
 #include <stdlib.h>

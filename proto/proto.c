@@ -1,7 +1,7 @@
 /*  proto/proto.c - the MessagePack codec of every Beamfleet message, driven
     by the PROTO_FIELDS and PROTO_MESSAGES tables of proto.h, plus the
-    jansson <-> MessagePack conversion of documents and the ZeroMQ send and
-    receive helpers.
+    jansson <-> MessagePack conversion of documents. No sockets here: they
+    are proto_link.c's, so that this file builds and fuzzes without libzmq.
 
     Decoding untrusted bytes happens in two passes. First a small hand-written
     walker checks the raw MessagePack structure without allocating anything:
@@ -17,7 +17,6 @@
 
 #include "proto.h"
 
-#include <errno.h>
 #include <math.h>
 #include <msgpack.h>
 #include <msgpack/unpack_define.h> /* MSGPACK_EMBED_STACK_SIZE */
@@ -25,7 +24,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <zmq.h>
 
 /* A string inside a document (a result's reason, an exec program's output
    fields) may be longer than a message field: up to 64 KiB, the most of an
@@ -758,118 +756,5 @@ done:
     msgpack_unpacked_destroy(&up);
     if (rc != BF_OK)
         proto_msg_clear(msg);
-    return rc;
-}
-
-/* ---- ZeroMQ ------------------------------------------------------------- */
-
-bf_err_t proto_send(void *socket, const uint8_t *routing_id, size_t routing_id_len,
-                    const proto_msg_t *msg, int flags)
-{
-    uint8_t *data;
-    size_t size;
-    bf_err_t rc = proto_encode(msg, &data, &size);
-    if (rc != BF_OK)
-        return rc;
-    if (routing_id && zmq_send(socket, routing_id, routing_id_len, flags | ZMQ_SNDMORE) < 0) {
-        int e = errno;
-        free(data);
-        errno = e;
-        return BF_EIO;
-    }
-    int n = zmq_send(socket, data, size, flags);
-    int e = errno;
-    free(data);
-    errno = e;
-    return n < 0 ? BF_EIO : BF_OK;
-}
-
-/* Receives the rest of a multipart message and throws it away. */
-static void drain(void *socket)
-{
-    int more = 1;
-    size_t len = sizeof more;
-    while (zmq_getsockopt(socket, ZMQ_RCVMORE, &more, &len) == 0 && more) {
-        zmq_msg_t part;
-        zmq_msg_init(&part);
-        int r = zmq_msg_recv(&part, socket, 0);
-        zmq_msg_close(&part);
-        if (r < 0)
-            break;
-        len = sizeof more;
-    }
-}
-
-bf_err_t proto_recv(void *socket, uint8_t *routing_id, size_t *routing_id_len, proto_msg_t *msg,
-                    int flags, char *err)
-{
-    return proto_recv_from(socket, routing_id, routing_id_len, msg, flags, NULL, NULL, 0, err);
-}
-
-bf_err_t proto_recv_from(void *socket, uint8_t *routing_id, size_t *routing_id_len,
-                         proto_msg_t *msg, int flags, bf_role_t *role, char *key_name,
-                         size_t key_name_len, char *err)
-{
-    proto_origin_t o;
-    bf_err_t rc = proto_recv_origin(socket, routing_id, routing_id_len, msg, flags, &o, err);
-    if (role)
-        *role = o.role;
-    if (key_name && key_name_len)
-        bf_strlcpy(key_name, o.key, key_name_len);
-    return rc;
-}
-
-bf_err_t proto_recv_origin(void *socket, uint8_t *routing_id, size_t *routing_id_len,
-                           proto_msg_t *msg, int flags, proto_origin_t *origin, char *err)
-{
-    proto_msg_init(msg, PROTO_NONE);
-    if (origin) {
-        origin->role = BF_ROLE_NONE;
-        origin->key[0] = origin->addr[0] = '\0';
-    }
-    zmq_msg_t part;
-    if (routing_id) {
-        size_t room = *routing_id_len;
-        *routing_id_len = 0; /* nobody to answer until a whole id is here */
-        zmq_msg_init(&part);
-        if (zmq_msg_recv(&part, socket, flags) < 0) {
-            int e = errno;
-            zmq_msg_close(&part);
-            errno = e;
-            return BF_EIO;
-        }
-        size_t len = zmq_msg_size(&part);
-        bool more = zmq_msg_more(&part);
-        if (len <= room)
-            memcpy(routing_id, zmq_msg_data(&part), len);
-        zmq_msg_close(&part);
-        if (!more)
-            return bf_fail(err, BF_EPROTO, "a routing id without a message");
-        if (len > room) {
-            drain(socket);
-            return bf_fail(err, BF_EPROTO, "routing id of %zu bytes exceeds %zu", len, room);
-        }
-        *routing_id_len = len;
-        flags &= ~ZMQ_DONTWAIT; /* the rest of a multipart message is already here */
-    }
-    zmq_msg_init(&part);
-    if (zmq_msg_recv(&part, socket, flags) < 0) {
-        int e = errno;
-        zmq_msg_close(&part);
-        errno = e;
-        return BF_EIO;
-    }
-    if (zmq_msg_more(&part)) {
-        zmq_msg_close(&part);
-        drain(socket);
-        return bf_fail(err, BF_EPROTO, "a message must be one frame, got more");
-    }
-    if (origin) {
-        origin->role = bf_security_msg_role(&part, origin->key, sizeof origin->key);
-        const char *addr = zmq_msg_gets(&part, "Peer-Address");
-        bf_strlcpy(origin->addr, addr ? addr : "", sizeof origin->addr);
-    }
-    bf_err_t rc = proto_decode(zmq_msg_data(&part), zmq_msg_size(&part), msg, err);
-    zmq_msg_close(&part);
     return rc;
 }

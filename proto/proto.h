@@ -16,13 +16,17 @@
     Decoding is pure and bounded: it never trusts a length, a type or a depth
     from the wire, refuses anything over PROTO_MAX_FRAME, strings over
     PROTO_MAX_STR and nesting over PROTO_MAX_DEPTH, and returns BF_EPROTO with
-    a one-line reason for anything malformed. It can be fuzzed. */
+    a one-line reason for anything malformed. It can be fuzzed.
+
+    This header is the codec alone (library bf_proto: msgpack-c, jansson and
+    common/bf.h): it names no socket, so the codec builds, tests and fuzzes
+    without libzmq. Moving messages over ZeroMQ sockets, and a peer's
+    connection to the broker, are proto_link.h (library bf_proto_link). */
 
 #ifndef PROTO_H_INCLUDED
 #define PROTO_H_INCLUDED
 
 #include "../common/bf.h"
-#include "../common/bf_security.h"
 #include <jansson.h>
 
 #define PROTO_VERSION   1
@@ -153,40 +157,5 @@ bf_err_t proto_decode(const uint8_t *data, size_t size, proto_msg_t *msg, char *
 bf_err_t proto_json_to_msgpack(const json_t *value, uint8_t **data, size_t *size) BF_MUST_CHECK;
 bf_err_t proto_msgpack_to_json(const uint8_t *data, size_t size, json_t **value,
                                char *err) BF_MUST_CHECK;
-
-/* Convenience for ZeroMQ: encodes msg and sends it as one frame on socket,
-   preceded by a routing-id frame when routing_id is not NULL (ROUTER side).
-   flags as for zmq_send (ZMQ_DONTWAIT). BF_EIO when the send fails; errno is
-   left as zmq set it (EHOSTUNREACH for a gone peer with ROUTER_MANDATORY). */
-bf_err_t proto_send(void *socket, const uint8_t *routing_id, size_t routing_id_len,
-                    const proto_msg_t *msg, int flags) BF_MUST_CHECK;
-
-/* Receives one message. On a ROUTER socket (routing_id != NULL) the first
-   frame is the peer's routing id, copied into routing_id (at most
-   *routing_id_len bytes, updated). Extra or missing frames are BF_EPROTO (the
-   rest of the multipart message is drained). BF_EIO on socket failure
-   (including EAGAIN with ZMQ_DONTWAIT: check errno). */
-bf_err_t proto_recv(void *socket, uint8_t *routing_id, size_t *routing_id_len, proto_msg_t *msg,
-                    int flags, char *err) BF_MUST_CHECK;
-
-/* The same, and the role and key name the ZAP handler gave the sender's
-   connection (bf_security.h): BF_ROLE_NONE and "" without CURVE. */
-bf_err_t proto_recv_from(void *socket, uint8_t *routing_id, size_t *routing_id_len,
-                         proto_msg_t *msg, int flags, bf_role_t *role, char *key_name,
-                         size_t key_name_len, char *err) BF_MUST_CHECK;
-
-/* Where a message came from, as libzmq tells it: the role and key name of
-   the connection (as proto_recv_from) and its "Peer-Address" (the remote IP
-   of a TCP connection, "" for ipc and inproc or when libzmq does not say). */
-typedef struct {
-    bf_role_t role;
-    char key[256];
-    char addr[64];
-} proto_origin_t;
-
-/* proto_recv_from, with the origin (may be NULL) filled in. */
-bf_err_t proto_recv_origin(void *socket, uint8_t *routing_id, size_t *routing_id_len,
-                           proto_msg_t *msg, int flags, proto_origin_t *origin,
-                           char *err) BF_MUST_CHECK;
 
 #endif

@@ -5,19 +5,22 @@
     version, unknown type, wrong field types for every field of every message,
     extra and missing fields, oversize frames and strings, too deep, non-map
     obj, non-string keys, trailing bytes, lying lengths, random mutations) is
-    refused with BF_EPROTO and a precise reason, never a crash. Ends with real
-    ZeroMQ ROUTER and DEALER sockets, including multipart garbage that must not
-    desynchronize the next message. */
+    refused with BF_EPROTO and a precise reason, never a crash. No sockets:
+    this test links the codec alone (bf_proto), and proto_codec_no_zmq checks
+    that it needs no libzmq; messages on real sockets are proto_link_test.c. */
 
 #include "proto.h"
 
-#include <errno.h>
+/* The codec's header must not bring the transport in. */
+#if defined(ZMQ_VERSION) || defined(BF_SECURITY_H_INCLUDED)
+#error "proto.h includes zmq.h or bf_security.h: the codec must build without libzmq"
+#endif
+
 #include <math.h>
 #include <msgpack.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <zmq.h>
 
 #include "../common/bf_check.h"
 
@@ -953,107 +956,6 @@ static void test_mutations(void)
         free(valid[i]);
 }
 
-static void test_zmq(void)
-{
-    void *ctx = zmq_ctx_new();
-    void *router = zmq_socket(ctx, ZMQ_ROUTER), *dealer = zmq_socket(ctx, ZMQ_DEALER);
-    int one = 1;
-    CHECK(zmq_setsockopt(router, ZMQ_ROUTER_MANDATORY, &one, sizeof one) == 0);
-    CHECK(zmq_setsockopt(dealer, ZMQ_ROUTING_ID, "peer-1", 6) == 0);
-    CHECK(zmq_bind(router, "inproc://proto-test") == 0);
-    CHECK(zmq_connect(dealer, "inproc://proto-test") == 0);
-    uint8_t id[256];
-    size_t id_len;
-    char err[BF_ERRLEN];
-    proto_msg_t m, r;
-
-    /* every message both ways */
-    for (int t = 1; t < PROTO_TYPE_MAX; t++) {
-        fill(&m, (proto_type_t)t);
-        CHECK(proto_send(dealer, NULL, 0, &m, 0) == BF_OK);
-        id_len = sizeof id;
-        CHECK(proto_recv(router, id, &id_len, &r, 0, err) == BF_OK);
-        CHECK(id_len == 6 && !memcmp(id, "peer-1", 6));
-        CHECK(r.type == (proto_type_t)t);
-        same_fields(&m, &r, proto_type_fields((proto_type_t)t));
-        proto_msg_clear(&r);
-        CHECK(proto_send(router, id, id_len, &m, 0) == BF_OK);
-        CHECK(proto_recv(dealer, NULL, NULL, &r, 0, err) == BF_OK && r.type == (proto_type_t)t);
-        same_fields(&m, &r, proto_type_fields((proto_type_t)t));
-        proto_msg_clear(&r);
-        proto_msg_clear(&m);
-    }
-
-    /* a 3-frame garbage message, then a good one: not desynchronized */
-    CHECK(zmq_send(dealer, "a", 1, ZMQ_SNDMORE) == 1);
-    CHECK(zmq_send(dealer, "b", 1, ZMQ_SNDMORE) == 1);
-    CHECK(zmq_send(dealer, "c", 1, 0) == 1);
-    fill(&m, PROTO_READY);
-    CHECK(proto_send(dealer, NULL, 0, &m, 0) == BF_OK);
-    id_len = sizeof id;
-    CHECK(proto_recv(router, id, &id_len, &r, 0, err) == BF_EPROTO);
-    CHECK(strstr(err, "one frame") != NULL);
-    CHECK(id_len == 6 && !memcmp(id, "peer-1", 6)); /* who sent it is known */
-    CHECK(r.type == PROTO_NONE);
-    id_len = sizeof id;
-    CHECK(proto_recv(router, id, &id_len, &r, 0, err) == BF_OK);
-    CHECK(r.type == PROTO_READY && json_equal(r.obj, m.obj));
-    proto_msg_clear(&r);
-
-    /* one frame of garbage: refused, the next one is fine */
-    CHECK(zmq_send(dealer, "\x92\x07\x05", 3, 0) == 3);
-    CHECK(proto_send(dealer, NULL, 0, &m, 0) == BF_OK);
-    id_len = sizeof id;
-    CHECK(proto_recv(router, id, &id_len, &r, 0, err) == BF_EPROTO &&
-          strstr(err, "version 7, expected 1"));
-    id_len = sizeof id;
-    CHECK(proto_recv(router, id, &id_len, &r, 0, err) == BF_OK && r.type == PROTO_READY);
-    proto_msg_clear(&r);
-
-    /* a routing id that does not fit the caller's buffer */
-    CHECK(proto_send(dealer, NULL, 0, &m, 0) == BF_OK);
-    CHECK(proto_send(dealer, NULL, 0, &m, 0) == BF_OK);
-    id_len = 3;
-    CHECK(proto_recv(router, id, &id_len, &r, 0, err) == BF_EPROTO && id_len == 0);
-    id_len = sizeof id;
-    CHECK(proto_recv(router, id, &id_len, &r, 0, err) == BF_OK && r.type == PROTO_READY);
-    proto_msg_clear(&r);
-
-    /* garbage the other way: two body frames to the dealer */
-    CHECK(zmq_send(router, "peer-1", 6, ZMQ_SNDMORE) == 6);
-    CHECK(zmq_send(router, "x", 1, ZMQ_SNDMORE) == 1);
-    CHECK(zmq_send(router, "y", 1, 0) == 1);
-    proto_msg_t hb;
-    proto_msg_init(&hb, PROTO_HEARTBEAT);
-    CHECK(proto_send(router, (const uint8_t *)"peer-1", 6, &hb, 0) == BF_OK);
-    CHECK(proto_recv(dealer, NULL, NULL, &r, 0, err) == BF_EPROTO);
-    CHECK(proto_recv(dealer, NULL, NULL, &r, 0, err) == BF_OK && r.type == PROTO_HEARTBEAT);
-
-    /* nothing waiting: BF_EIO with EAGAIN */
-    errno = 0;
-    CHECK(proto_recv(dealer, NULL, NULL, &r, ZMQ_DONTWAIT, err) == BF_EIO && errno == EAGAIN);
-    id_len = sizeof id;
-    errno = 0;
-    CHECK(proto_recv(router, id, &id_len, &r, ZMQ_DONTWAIT, err) == BF_EIO && errno == EAGAIN);
-    /* a gone peer with ROUTER_MANDATORY: BF_EIO with EHOSTUNREACH */
-    errno = 0;
-    CHECK(proto_send(router, (const uint8_t *)"nobody", 6, &hb, ZMQ_DONTWAIT) == BF_EIO &&
-          errno == EHOSTUNREACH);
-    /* an unencodable message is not sent at all */
-    proto_msg_init(&hb, PROTO_NONE);
-    CHECK(proto_send(dealer, NULL, 0, &hb, 0) == BF_EINVAL);
-    id_len = sizeof id;
-    CHECK(proto_recv(router, id, &id_len, &r, ZMQ_DONTWAIT, err) == BF_EIO);
-
-    proto_msg_clear(&m);
-    int zero = 0;
-    zmq_setsockopt(dealer, ZMQ_LINGER, &zero, sizeof zero);
-    zmq_setsockopt(router, ZMQ_LINGER, &zero, sizeof zero);
-    zmq_close(dealer);
-    zmq_close(router);
-    zmq_ctx_term(ctx);
-}
-
 int main(void)
 {
     test_table();
@@ -1065,7 +967,6 @@ int main(void)
     test_malformed();
     test_json();
     test_mutations();
-    test_zmq();
     if (failures) {
         fprintf(stderr, "proto_test: %d checks failed\n", failures);
         return 1;

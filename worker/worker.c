@@ -4,16 +4,17 @@
     flowing, takes TASKs into a local queue, hands them one at a time to the
     task thread, sends throttled PROGRESS and the RESULT, and keeps every
     result until the broker's ACK, sending them again after each
-    (re-)registration. When the broker goes silent it opens a fresh DEALER
-    after a backoff with jitter. The task thread only runs handlers; the two
-    talk over an inproc PAIR (run / quit one way, progress / done the
-    other), so the socket loop never waits for a task. On SIGTERM (or
-    *cfg->stop) it drains: no new tasks, the running one finishes, its
-    result is acknowledged (bounded wait), then GOODBYE. */
+    (re-)registration. The connection itself (heartbeats, handshake
+    failures, a fresh DEALER after a backoff with jitter when the broker
+    goes silent) is proto_link_t's, shared with the collector. The task
+    thread only runs handlers; the two talk over an inproc PAIR (run / quit
+    one way, progress / done the other), so the socket loop never waits for
+    a task. On SIGTERM (or *cfg->stop) it drains: no new tasks, the running
+    one finishes, its result is acknowledged (bounded wait), then GOODBYE. */
 
 #include "worker.h"
 
-#include "../proto/proto.h"
+#include "../proto/proto_link.h"
 
 #include <errno.h>
 #include <stdatomic.h>
@@ -21,7 +22,6 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <unistd.h>
 #include <zmq.h>
 
@@ -31,9 +31,7 @@
 #define STUCK_GRACE_MS   30000 /* a cancelled handler that has not returned by then is stuck */
 #define PROGRESS_MIN_MS  250   /* PROGRESS at most 4/s */
 #define TASK_PROGRESS_MS 50    /* task thread -> socket thread, same stage */
-#define BACKOFF_START_MS 250
-#define BACKOFF_CAP_MS   5000
-#define STATS_MS         5000 /* STATS (NVML figures) interval */
+#define STATS_MS         5000  /* STATS (NVML figures) interval */
 
 /* The flag the signal handlers set: the one process-wide mutable state,
    used only when the caller gives no stop flag of its own. */
@@ -113,10 +111,9 @@ typedef struct {
     worker_nvml_t *nvml; /* NULL: no GPU figures (a CPU worker, no NVML) */
     int64_t next_stats;
     json_t *caps;
-    void *zctx, *dealer, *pair, *pair_task;
-    void *monitor; /* handshake failures of dealer, for the log */
-    bool refused;  /* the broker refused our key's role: stop */
-    uint64_t handshake_failures;
+    void *zctx, *pair, *pair_task;
+    proto_link_t *link; /* the DEALER to the broker, heartbeats, reconnection */
+    bool refused;       /* the broker refused our key's role: stop */
     pthread_t thread;
     bool thread_ok;
     /* held[0] is the running task when run != NULL */
@@ -129,9 +126,6 @@ typedef struct {
     /* RESULTs sent and not yet acknowledged */
     proto_msg_t *unacked;
     size_t nunacked, capunacked;
-    /* connection */
-    int64_t last_recv, last_send, reconnect_at;
-    unsigned backoff_ms;
     /* progress waiting for its turn */
     bool prog_pending;
     char prog_stage[32], sent_stage[32];
@@ -218,16 +212,6 @@ static void run_free(run_t *r)
 
 /* ---- sending ------------------------------------------------------------------ */
 
-static bf_err_t send_msg(worker_t *w, const proto_msg_t *m)
-{
-    if (!w->dealer)
-        return BF_EIO;
-    bf_err_t rc = proto_send(w->dealer, NULL, 0, m, ZMQ_DONTWAIT);
-    if (rc == BF_OK)
-        w->last_send = bf_mono_ms();
-    return rc;
-}
-
 static void send_ready(worker_t *w)
 {
     json_t *running = json_array();
@@ -242,92 +226,14 @@ static void send_ready(worker_t *w)
     m.credit = w->prefetch;
     if (proto_msg_set(&m.worker, w->name) == BF_OK) {
         m.obj = json_incref(w->caps);
-        if (send_msg(w, &m) != BF_OK)
+        if (proto_link_send(w->link, &m) != BF_OK)
             bf_warn("READY not sent: %s", zmq_strerror(zmq_errno()));
     }
     proto_msg_clear(&m);
     /* what the broker has not acknowledged goes again */
     for (size_t i = 0; i < w->nunacked; i++)
-        if (send_msg(w, &w->unacked[i]) != BF_OK)
+        if (proto_link_send(w->link, &w->unacked[i]) != BF_OK)
             bf_warn("result %s not re-sent: %s", w->unacked[i].task_id, zmq_strerror(zmq_errno()));
-}
-
-static void disconnect(worker_t *w)
-{
-    if (w->monitor)
-        zmq_close(w->monitor);
-    w->monitor = NULL;
-    if (w->dealer)
-        zmq_close(w->dealer);
-    w->dealer = NULL;
-}
-
-/* A refused key or a CURVE mismatch would otherwise look like a broker that
-   is down: say so in the log (the first few, then one in a hundred). */
-static void check_handshake(worker_t *w)
-{
-    char why[BF_ERRLEN];
-    if (w->monitor && bf_handshake_failed(w->monitor, why, sizeof why) &&
-        (++w->handshake_failures <= 3 || w->handshake_failures % 100 == 0))
-        bf_error("broker %s: %s", w->cfg.broker, why);
-}
-
-void *worker_dealer_new(void *zctx, const char *broker, const bf_security_t *security,
-                        void **monitor, char *err)
-{
-    if (monitor)
-        *monitor = NULL;
-    void *s = zmq_socket(zctx, ZMQ_DEALER);
-    if (!s) {
-        bf_fail(err, BF_EIO, "broker %s: %s", broker, zmq_strerror(zmq_errno()));
-        return NULL;
-    }
-    char id[33];
-    bf_uuid(id);
-    int zero = 0;
-    /* a result of WORKER_RESULT_MAX fits in a frame of PROTO_MAX_FRAME */
-    int64_t maxmsg = (int64_t)PROTO_MAX_FRAME + 1024;
-    if (zmq_setsockopt(s, ZMQ_ROUTING_ID, id, 32) != 0 ||
-        zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero) != 0 ||
-        zmq_setsockopt(s, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg) != 0) {
-        bf_fail(err, BF_EINVAL, "broker %s: %s", broker, zmq_strerror(zmq_errno()));
-        zmq_close(s);
-        return NULL;
-    }
-    char why[BF_ERRLEN];
-    if (security && bf_security_client(security, s, why) != BF_OK) {
-        bf_fail(err, BF_EINVAL, "broker %s: %s", broker, why);
-        zmq_close(s);
-        return NULL;
-    }
-    if (monitor && !(*monitor = bf_handshake_monitor(zctx, s, why)))
-        bf_warn("broker %s: no handshake monitor: %s", broker, why);
-    if (zmq_connect(s, broker) != 0) {
-        bf_fail(err, BF_EINVAL, "broker %s: %s", broker, zmq_strerror(zmq_errno()));
-        if (monitor && *monitor) {
-            zmq_close(*monitor);
-            *monitor = NULL;
-        }
-        zmq_close(s);
-        return NULL;
-    }
-    return s;
-}
-
-/* A fresh DEALER with a fresh routing id, then READY. */
-static bf_err_t connect_broker(worker_t *w)
-{
-    disconnect(w);
-    char why[BF_ERRLEN];
-    void *s = worker_dealer_new(w->zctx, w->cfg.broker, w->cfg.security, &w->monitor, why);
-    if (!s) {
-        bf_error("%s", why);
-        return BF_EINVAL;
-    }
-    w->dealer = s;
-    w->last_recv = bf_mono_ms();
-    send_ready(w);
-    return BF_OK;
 }
 
 /* ---- results ---------------------------------------------------------------------- */
@@ -438,7 +344,7 @@ static void deliver(worker_t *w, const proto_msg_t *task, json_t *res, double el
         proto_msg_t *p = realloc(w->unacked, cap * sizeof *p);
         if (!p) {
             /* sent once anyway; a lost ACK then costs an attempt */
-            if (send_msg(w, &m) != BF_OK)
+            if (proto_link_send(w->link, &m) != BF_OK)
                 bf_warn("result %s not sent", m.task_id);
             proto_msg_clear(&m);
             return;
@@ -447,9 +353,9 @@ static void deliver(worker_t *w, const proto_msg_t *task, json_t *res, double el
         w->capunacked = cap;
     }
     w->unacked[w->nunacked++] = m;
-    if (send_msg(w, &w->unacked[w->nunacked - 1]) != BF_OK)
+    if (proto_link_send(w->link, &w->unacked[w->nunacked - 1]) != BF_OK)
         bf_warn("result %s not sent now (%s): it goes again after registering", m.task_id,
-                w->dealer ? zmq_strerror(zmq_errno()) : "not connected");
+                proto_link_socket(w->link) ? zmq_strerror(zmq_errno()) : "not connected");
 }
 
 /* ---- running tasks ------------------------------------------------------------------ */
@@ -629,7 +535,7 @@ static void flush_progress(worker_t *w, int64_t now)
     m.attempt = w->held[0].attempt;
     m.fraction = w->prog_fraction;
     if (proto_msg_set(&m.task_id, w->held[0].task_id) == BF_OK &&
-        proto_msg_set(&m.stage, w->prog_stage) == BF_OK && send_msg(w, &m) == BF_OK) {
+        proto_msg_set(&m.stage, w->prog_stage) == BF_OK && proto_link_send(w->link, &m) == BF_OK) {
         w->prog_pending = false;
         w->last_progress = now;
         bf_strlcpy(w->sent_stage, w->prog_stage, sizeof w->sent_stage);
@@ -667,7 +573,7 @@ static void on_task(worker_t *w, proto_msg_t *m)
     }
     size_t u = find_unacked(w, m->task_id);
     if (u != (size_t)-1) { /* finished already: the result settles it */
-        if (send_msg(w, &w->unacked[u]) != BF_OK)
+        if (proto_link_send(w->link, &w->unacked[u]) != BF_OK)
             bf_warn("result %s not re-sent", m->task_id);
         return;
     }
@@ -745,19 +651,13 @@ static void handle(worker_t *w, proto_msg_t *m)
 
 static void receive(worker_t *w, int64_t now)
 {
-    for (int n = 0; w->dealer && n < 256; n++) {
+    for (int n = 0; n < 256; n++) {
         proto_msg_t m;
-        char why[BF_ERRLEN];
-        bf_err_t r = proto_recv(w->dealer, NULL, NULL, &m, ZMQ_DONTWAIT, why);
+        bf_err_t r = proto_link_recv(w->link, &m, now);
         if (r == BF_EIO)
             return;
-        w->last_recv = now;
-        w->backoff_ms = 0;
-        if (r != BF_OK) {
-            bf_warn("dropping a malformed message: %s", why);
-            continue;
-        }
-        handle(w, &m);
+        if (r == BF_OK) /* a malformed one was dropped and logged */
+            handle(w, &m);
     }
 }
 
@@ -808,14 +708,6 @@ static json_t *make_caps(const worker_t *w)
                      "allow_exec", allow, "running", "threads", (int)w->cfg.threads);
 }
 
-static unsigned jitter(unsigned span)
-{
-    unsigned v = 0;
-    if (getrandom(&v, sizeof v, GRND_NONBLOCK) != (ssize_t)sizeof v)
-        v = (unsigned)bf_mono_ms() * 2654435761u;
-    return span ? v % span : 0;
-}
-
 /* ---- the loop ------------------------------------------------------------------------- */
 
 /* GPU figures every STATS_MS while NVML answers; its first failure ends them. */
@@ -832,7 +724,7 @@ static void send_stats(worker_t *w, int64_t now)
     proto_msg_t m;
     proto_msg_init(&m, PROTO_STATS);
     m.obj = worker_gpu_stats_json(&g);
-    if (m.obj && send_msg(w, &m) != BF_OK)
+    if (m.obj && proto_link_send(w->link, &m) != BF_OK)
         bf_debug("STATS not sent: %s", zmq_strerror(zmq_errno()));
     proto_msg_clear(&m);
 }
@@ -848,31 +740,12 @@ static void tick(worker_t *w, int64_t now)
     if (w->run && w->cancel_at && now - w->cancel_at > STUCK_GRACE_MS)
         abandon_task(w);
     flush_progress(w, now);
-    if (w->nvml && w->dealer && now >= w->next_stats)
+    if (w->nvml && proto_link_socket(w->link) && now >= w->next_stats)
         send_stats(w, now);
-    if (w->dealer && now - w->last_send >= (int64_t)w->hb) {
-        proto_msg_t beat;
-        proto_msg_init(&beat, PROTO_HEARTBEAT);
-        if (send_msg(w, &beat) != BF_OK)
-            w->last_send = now; /* try again an interval later */
-    }
-    if (w->dealer && now - w->last_recv > (int64_t)w->hb * w->live) {
-        w->backoff_ms = w->backoff_ms ? w->backoff_ms * 2 : BACKOFF_START_MS;
-        if (w->backoff_ms > BACKOFF_CAP_MS)
-            w->backoff_ms = BACKOFF_CAP_MS;
-        w->reconnect_at = now + w->backoff_ms / 2 + jitter(w->backoff_ms / 2 + 1);
-        bf_warn("broker silent for %lld ms: reconnecting in %lld ms",
-                (long long)(now - w->last_recv), (long long)(w->reconnect_at - now));
-        disconnect(w);
-    }
-    if (!w->dealer && now >= w->reconnect_at) {
-        if (connect_broker(w) != BF_OK) {
-            w->backoff_ms = w->backoff_ms ? w->backoff_ms * 2 : BACKOFF_START_MS;
-            if (w->backoff_ms > BACKOFF_CAP_MS)
-                w->backoff_ms = BACKOFF_CAP_MS;
-            w->reconnect_at = now + w->backoff_ms;
-        }
-    }
+    /* heartbeats, and a fresh DEALER after a backoff when the broker is
+       silent: on it, what the broker has not acknowledged goes again */
+    if (proto_link_tick(w->link, now) == PROTO_LINK_CONNECTED)
+        send_ready(w);
 }
 
 static void start_drain(worker_t *w, const char *why)
@@ -906,28 +779,29 @@ static int loop(worker_t *w)
             start_task(w);
             continue; /* it may have been answered at once */
         }
-        zmq_pollitem_t items[2] = {{w->pair, 0, ZMQ_POLLIN, 0}, {w->dealer, 0, ZMQ_POLLIN, 0}};
+        void *dealer = proto_link_socket(w->link);
+        zmq_pollitem_t items[2] = {{w->pair, 0, ZMQ_POLLIN, 0}, {dealer, 0, ZMQ_POLLIN, 0}};
         long timeout = (long)w->hb / 4;
         if (timeout > 100)
             timeout = 100;
         if (timeout < 5)
             timeout = 5;
-        if (zmq_poll(items, w->dealer ? 2 : 1, timeout) < 0 && zmq_errno() != EINTR) {
+        if (zmq_poll(items, dealer ? 2 : 1, timeout) < 0 && zmq_errno() != EINTR) {
             bf_error("zmq_poll: %s", zmq_strerror(zmq_errno()));
             return 1;
         }
         now = bf_mono_ms();
-        check_handshake(w);
         on_pair(w);
         receive(w, now);
         tick(w, now);
     }
-    if (w->dealer) {
+    void *dealer = proto_link_socket(w->link);
+    if (dealer) {
         proto_msg_t bye;
         proto_msg_init(&bye, PROTO_GOODBYE);
         int linger = 1000; /* let the goodbye leave before the socket closes */
-        zmq_setsockopt(w->dealer, ZMQ_LINGER, &linger, sizeof linger);
-        if (send_msg(w, &bye) != BF_OK)
+        zmq_setsockopt(dealer, ZMQ_LINGER, &linger, sizeof linger);
+        if (proto_link_send(w->link, &bye) != BF_OK)
             bf_warn("goodbye not sent");
     }
     if (w->nunacked)
@@ -984,15 +858,21 @@ int worker_main(const worker_config_t *cfg)
         goto done;
     }
     w->thread_ok = true;
-    if (connect_broker(w) != BF_OK)
+    /* the first connection: a bad endpoint or bad keys stop the worker here */
+    char why[BF_ERRLEN];
+    if (!(w->link = proto_link_new(w->zctx, cfg->broker, cfg->security, w->hb, w->live, why)) ||
+        proto_link_connect(w->link, why) != BF_OK) {
+        bf_error("%s", why);
         goto done;
+    }
+    send_ready(w);
     bf_info("worker %s on %s (%s), broker %s", w->name, w->dev.name, w->dev.backend, cfg->broker);
     rc = loop(w);
 done:
     if (w->abandoned) {
         /* a handler still runs on the task thread; its sockets keep the
            context alive, so leave everything to the process's exit */
-        disconnect(w);
+        proto_link_disconnect(w->link);
         return rc;
     }
     if (w->thread_ok) {
@@ -1011,7 +891,7 @@ done:
     free(w->unacked);
     json_decref(w->caps);
     worker_nvml_destroy(&w->nvml);
-    disconnect(w);
+    proto_link_destroy(&w->link);
     if (w->pair)
         zmq_close(w->pair);
     if (w->pair_task)

@@ -173,15 +173,6 @@ worker_handler_fn worker_handler(const char *task);
    this host's name when prefix is NULL or "". Written into buf (n bytes). */
 void worker_name(char *buf, size_t n, const char *prefix, long pid, int device);
 
-/* A DEALER to the broker as a worker connects: a fresh random routing id,
-   ZMQ_LINGER 0, ZMQ_MAXMSGSIZE a little over PROTO_MAX_FRAME, the CURVE
-   client settings of security (borrowed; NULL for plaintext), and, when
-   monitor is not NULL, a handshake monitor (bf_handshake_monitor; NULL
-   there when it cannot be made) set up before the connect. Returns the
-   connected socket, or NULL with err (BF_ERRLEN) saying why. */
-void *worker_dealer_new(void *zctx, const char *broker, const bf_security_t *security,
-                        void **monitor, char *err);
-
 /* Exit code of worker_main asking its supervisor for a fresh process (a
    task that would not stop, or a CUDA failure that may have left the
    context unusable); the result was delivered first. */

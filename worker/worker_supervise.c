@@ -14,7 +14,7 @@
 
 #include "worker.h"
 
-#include "../proto/proto.h"
+#include "../proto/proto_link.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -494,7 +494,7 @@ int worker_supervise(const worker_config_t *base, const char *gpus, unsigned cpu
     void *dealer = NULL;
     if (zctx) {
         char why[BF_ERRLEN];
-        if (!(dealer = worker_dealer_new(zctx, base->broker, base->security, NULL, why)))
+        if (!(dealer = proto_link_dealer_new(zctx, base->broker, base->security, NULL, why)))
             bf_warn("%s: a worker's death is noticed by heartbeats only", why);
     }
     signals_seen = 0;

@@ -13,7 +13,7 @@
 
 #include "worker.h"
 
-#include "../proto/proto.h"
+#include "../proto/proto_link.h"
 
 #include <errno.h>
 #include <limits.h>
