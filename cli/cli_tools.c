@@ -5,6 +5,7 @@
 #include "cli.h"
 
 #include "../kernels/kern.h"
+#include "../worker/worker.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -91,18 +92,26 @@ int cli_solve(int argc, char **argv)
         bf_job_clear(&job);
         return CLI_EXIT_USAGE;
     }
-    kern_run_opts_t opts = {
-        .backend = cpu ? 1 : 0,
-        .threads = (unsigned)threads,
-        .maps_dir = maps,
-    };
-    json_t *result = NULL;
-    double t0 = bf_mono_s();
-    bf_err_t e = kern_boresight(scene_dir, &job, &opts, print_progress, NULL, &result, err);
+    /* the worker's own conversions, job to settings and result to document */
+    kern_boresight_opts_t opts;
+    worker_boresight_opts(&job, &opts);
     bf_job_clear(&job);
+    opts.backend = cpu ? KERN_BACKEND_CPU : KERN_BACKEND_AUTO;
+    opts.threads = (unsigned)threads;
+    opts.maps_dir = maps;
+    opts.progress = print_progress;
+    kern_boresight_result_t found;
+    double t0 = bf_mono_s();
+    bf_err_t e = kern_boresight(scene_dir, &opts, &found, err);
     if (e != BF_OK) {
         fprintf(stderr, "beamfleet solve: %s\n", err[0] ? err : bf_strerror(e));
         return e == BF_EINVAL || e == BF_ENOENT ? CLI_EXIT_USAGE : CLI_EXIT_FAILURE;
+    }
+    json_t *result = worker_boresight_json(&found);
+    kern_boresight_result_clear(&found);
+    if (!result) {
+        fprintf(stderr, "beamfleet solve: %s\n", bf_strerror(BF_ENOMEM));
+        return CLI_EXIT_FAILURE;
     }
     char *scene_copy = bf_strdup(scene_dir);
     json_object_set_new(result, "scene", json_string(scene_copy ? basename(scene_copy) : ""));

@@ -13,39 +13,99 @@
 #include "kern_radio.h"
 #include "kern_scene.h"
 
-#include <jansson.h>
-
 /* ---- the boresight task (called by the worker and the CLI) ------------- */
 typedef void (*kern_progress_fn)(void *ud, const char *stage, double fraction);
 
-typedef struct {
-    int backend;          /* 0 = auto, 1 = cpu, 2 = cuda */
-    unsigned threads;     /* CPU threads, 0 = all cores */
-    const char *maps_dir; /* NULL, or a directory for initial.csv and optimized.csv */
-    volatile int *cancel; /* NULL, or set non-zero to cancel (BF_ECANCELED) */
-} kern_run_opts_t;
+/* Which backend runs a task. */
+typedef enum {
+    KERN_BACKEND_AUTO = 0, /* CUDA when a device is usable, else the CPU */
+    KERN_BACKEND_CPU,
+    KERN_BACKEND_CUDA /* the CUDA backend or nothing (BF_EUNSUPP) */
+} kern_backend_kind_t;
 
-/* Runs the boresight task on scene_dir with the job's solver, measurement,
-   optimizer and validation settings: load, trace, optimize, maps, validate.
-   On success *result (owned by the caller) is the result document with
-   "status" "success" or "failed" (the initial zone failed validation;
-   "reason" names the threshold) and the boresight fields of the RESULT
-   document (docs/protocol.md section 13). As in DESIGN 6.5 the search and both maps are
-   computed whether or not the initial zone passes validation (a failed
-   scene still reports what optimizing it would give). The optimized
-   orientation replaces the initial one only when its objective is higher.
-   Errors: BF_EINVAL (err says why) for a bad scene or settings,
-   BF_ECANCELED when *cancel was set, BF_EUNSUPP for backend 2 without a
-   compiled CUDA backend, BF_ENOMEM, BF_EIO (maps). Progress is reported on
-   the calling thread with the stages "load", "trace", "optimize", "maps".
-   The result also carries "thumbnails" {nx, ny, x0, y0, dx, dy, initial,
-   optimized}: both maps block-averaged in linear power down to at most
-   KERN_THUMB_MAX cells per axis, dBm rounded to 0.1 dB, null for a block no
-   ray reached, row-major with y increasing (docs/protocol.md, RESULT). */
+/* What the task is asked to do: the job's settings (DESIGN section 3),
+   copied in by the caller, and how to run. The engine reads nothing else
+   of a job. */
+typedef struct kern_boresight_opts {
+    bf_solver_t solver;
+    bf_measurement_t measurement; /* overridden field by field by scene.yaml's */
+    bf_optimizer_t optimizer;
+    bf_validation_t validation;
+    kern_backend_kind_t backend;
+    unsigned threads;          /* CPU threads, 0 = all cores */
+    const char *maps_dir;      /* NULL, or a directory for initial.csv and optimized.csv */
+    volatile int *cancel;      /* NULL, or set non-zero to cancel (BF_ECANCELED) */
+    kern_progress_fn progress; /* NULL, or called on the calling thread */
+    void *progress_ud;
+} kern_boresight_opts_t;
+
+/* An orientation of the transmitter's boresight. */
+typedef struct {
+    double azimuth_deg, tilt_deg;
+} kern_orient_t;
+
+/* dBm figures over the zone cells. */
+typedef struct {
+    double mean, median, p10, p90;
+} kern_zone_stats_t;
+
+/* Both maps (the whole measurement grid) block-averaged in linear power down
+   to at most KERN_THUMB_MAX blocks per axis. Block (bx, by) covers the cells
+   [bx*fx, (bx+1)*fx) x [by*fy, (by+1)*fy), fx = ceil(grid nx /
+   KERN_THUMB_MAX) and likewise fy, fewer at the far edges; it starts at (x0
+   + bx*dx, y0 + by*dy). */
 #define KERN_THUMB_MAX 64
-bf_err_t kern_boresight(const char *scene_dir, const bf_job_t *job, const kern_run_opts_t *opts,
-                        kern_progress_fn progress, void *ud, json_t **result,
-                        char *err) BF_MUST_CHECK;
+typedef struct {
+    uint32_t nx, ny;   /* blocks per axis */
+    double x0, y0;     /* the grid's corner [m] */
+    double dx, dy;     /* block size [m] */
+    double *initial;   /* nx*ny dBm, row-major, y increasing; NAN: no ray reached it */
+    double *optimized; /* the same at the optimized orientation */
+} kern_thumbnails_t;
+
+/* What the task found. Arrays are owned; kern_boresight_result_clear frees
+   them. */
+typedef struct kern_boresight_result {
+    bool valid;       /* the initial zone passed validation */
+    char reason[256]; /* the threshold it failed, "" when valid */
+    size_t zone_cells;
+    double *zone_initial;   /* zone_cells dBm, in zone cell order */
+    double *zone_optimized; /* the same at the optimized orientation */
+    kern_zone_stats_t initial, optimized;
+    kern_orient_t boresight_initial, boresight_optimized;
+    double objective;     /* the optimizer's objective at boresight_optimized */
+    uint64_t evaluations; /* orientations evaluated, the initial one included */
+    struct {
+        double load, trace, optimize, maps; /* seconds per stage */
+    } timings;
+    struct {
+        uint64_t rays, seed;     /* as asked */
+        unsigned max_depth;      /* as asked */
+        uint64_t crossings;      /* plane crossings in the grid at the initial orientation */
+        uint64_t zone_crossings; /* of which in the zone, recorded for the search */
+        const char *backend;     /* the backend that ran: "cpu", "cuda" (static) */
+    } solver;
+    kern_thumbnails_t thumbnails;
+} kern_boresight_result_t;
+
+/* Runs the boresight task on scene_dir with opts' settings: load, trace,
+   optimize, maps, validate. On success *out holds what it found (owned by
+   the caller: kern_boresight_result_clear), valid false when the initial
+   zone failed validation (reason names the threshold). As in DESIGN 6.5
+   the search and both maps are computed whether or not the initial zone
+   passes validation (a failed scene still reports what optimizing it would
+   give). The optimized orientation replaces the initial one only when its
+   objective is higher. On error *out is cleared. Errors: BF_EINVAL (err
+   says why) for a bad scene or settings, BF_ECANCELED when *cancel was
+   set, BF_EUNSUPP for KERN_BACKEND_CUDA without a usable CUDA backend,
+   BF_ECUDA, BF_ENOMEM, BF_EIO (maps). Progress is reported with the stages
+   "load", "trace", "optimize", "maps". The wire form of the result is
+   worker_boresight_json (worker/worker.h, docs/protocol.md section 13). */
+bf_err_t kern_boresight(const char *scene_dir, const kern_boresight_opts_t *opts,
+                        kern_boresight_result_t *out, char *err) BF_MUST_CHECK;
+
+/* Frees what a result owns and zeroes it; NULL-safe, idempotent. */
+void kern_boresight_result_clear(kern_boresight_result_t *result);
 
 /* ---- the prepared scene --------------------------------------------------- */
 typedef struct kern_tracer kern_tracer_t;
@@ -117,6 +177,15 @@ typedef struct {
 } kern_trace_out_t;
 
 /* ---- the backend ops table (STYLE rule 6) -------------------------------- */
+/* A device a backend runs on, as the worker announces it. */
+typedef struct {
+    int index; /* the CUDA runtime's numbering in this process */
+    char name[128];
+    char uuid[48]; /* GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx */
+    uint64_t memory_bytes;
+    int cc_major, cc_minor;
+} kern_device_t;
+
 typedef struct {
     const char *name; /* "cpu", "cuda" */
     /* A context for one scene: scratch memory, threads, device buffers. */
@@ -132,6 +201,9 @@ typedef struct {
     bf_err_t (*evaluate)(void *ctx, const kern_zone_data_t *zone, const kern_antenna_t *ant,
                          const kern_rot_t *rots, size_t count, double *sums, volatile int *cancel,
                          char *err);
+    /* Fills up to max devices this backend can run on and returns how many;
+       NULL for a backend that runs on the host alone (the CPU). */
+    int (*devices)(kern_device_t *out, int max);
 } kern_backend_t;
 
 /* The CPU backend (pthreads over `threads` cores, 0 = all). Always built. */
@@ -142,18 +214,12 @@ const kern_backend_t *kern_backend_cpu(void);
    message (file and line) on any CUDA failure, including out of memory. */
 const kern_backend_t *kern_backend_cuda(void);
 
-/* A CUDA device as the worker announces it. */
-typedef struct {
-    char name[128];
-    char uuid[48]; /* GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx */
-    uint64_t memory_bytes;
-    int cc_major, cc_minor;
-} kern_device_t;
-
-/* Fills up to max devices visible to this process; returns how many (0
-   without CUDA or without a driver). Initializes CUDA: a supervisor calls it
-   in a short-lived child, never in the process that forks workers. */
-int kern_cuda_devices(kern_device_t *out, int max);
+/* The GPUs visible to this process (CUDA's numbering, as
+   CUDA_VISIBLE_DEVICES leaves it), from the CUDA backend's devices entry:
+   fills up to max and returns how many, 0 in a build without CUDA or on a
+   host without a usable device. Initializes CUDA in the calling process: a
+   process that forks workers calls it in a short-lived child. */
+int kern_devices(kern_device_t *out, int max);
 
 /* ---- from sums to dBm, objectives --------------------------------------- */
 typedef struct {
@@ -170,10 +236,6 @@ double kern_objective(const double *sums, size_t n, const kern_power_t *pw, bf_o
                       double coverage_dbm, double *scratch);
 
 /* ---- orientation search (DESIGN 6.5) ------------------------------------- */
-typedef struct {
-    double azimuth_deg, tilt_deg;
-} kern_orient_t;
-
 typedef struct {
     const kern_backend_t *backend;
     void *ctx;

@@ -1,30 +1,16 @@
-/*  kernels/kern_boresight.c - the boresight task (DESIGN 6.4-6.5 and the
-    RESULT document of docs/protocol.md section 13): loads a scene directory, prepares it for
-    tracing (BVH, normals, materials at the scene frequency), traces it once
-    at the transmitter's initial orientation while recording the zone
-    crossings, validates the initial zone, searches the best azimuth x tilt
-    exactly from those crossings, re-traces at the optimum for the final map,
-    writes the optional CSV maps and builds the result document. */
+/*  kernels/kern_boresight.c - the boresight task (DESIGN 6.4-6.5): loads a
+    scene directory, prepares it for tracing (BVH, normals, materials at the
+    scene frequency), traces it once at the transmitter's initial orientation
+    while recording the zone crossings, validates the initial zone, searches
+    the best azimuth x tilt exactly from those crossings, re-traces at the
+    optimum for the final map, writes the optional CSV maps and reduces both
+    maps to thumbnails. What it finds is a plain kern_boresight_result_t; the
+    worker turns that into the RESULT document. */
 
 #include "kern.h"
 
 #include <stdlib.h>
 #include <string.h>
-
-#if !defined(BF_HAVE_CUDA)
-/* Without nvcc there is no CUDA backend; kern_cuda.cu defines the real one. */
-const kern_backend_t *kern_backend_cuda(void)
-{
-    return NULL;
-}
-
-int kern_cuda_devices(kern_device_t *out, int max)
-{
-    (void)out;
-    (void)max;
-    return 0;
-}
-#endif
 
 #define SPEED_OF_LIGHT 299792458.0
 #define MAX_CELLS      (1u << 26)
@@ -177,6 +163,7 @@ bf_err_t kern_grid_make(const kern_scene_t *scene, const bf_measurement_t *jm, u
 }
 
 /* ---- the task ---------------------------------------------------------------- */
+/* A stage's progress as the backends' per-call callback sees it. */
 typedef struct {
     kern_progress_fn fn;
     void *ud;
@@ -190,20 +177,52 @@ static void stage_progress(void *ud, double f)
         s->fn(s->ud, s->stage, f);
 }
 
-static void report(kern_progress_fn fn, void *ud, const char *stage, double f)
-{
-    if (fn)
-        fn(ud, stage, f);
-}
-
-static bool cancelled(const kern_run_opts_t *o)
-{
-    return o && bf_flag_up(o->cancel);
-}
-
+/* What one run holds from stage to stage; run_clear frees it. */
 typedef struct {
-    double mean, median, p10, p90;
-} zstats_t;
+    const kern_boresight_opts_t *opts;
+    kern_boresight_result_t *out; /* filled stage by stage */
+    const kern_backend_t *be;
+    stage_t stage; /* the running stage, for the backends' progress */
+    kern_scene_t *scene;
+    kern_tracer_t *tracer;
+    void *ctx; /* the backend's, for this scene */
+    kern_grid_t grid;
+    size_t cells;          /* grid.nx * grid.ny */
+    int32_t *zone_of_cell; /* per grid cell: its zone cell, or -1 */
+    uint32_t zone_cells;
+    double *map0, *map1;   /* crossing sums at the initial and optimized orientations */
+    double *scratch;       /* zone_cells doubles to sort */
+    kern_zone_data_t zone; /* the zone crossings of the initial trace */
+    kern_trace_setup_t ts; /* trace settings, at the initial orientation */
+    kern_power_t pw;
+} run_t;
+
+static void run_clear(run_t *r)
+{
+    if (r->be)
+        r->be->ctx_destroy(&r->ctx);
+    kern_tracer_destroy(&r->tracer);
+    kern_scene_destroy(&r->scene);
+    kern_zone_data_clear(&r->zone);
+    free(r->zone_of_cell);
+    free(r->map0);
+    free(r->map1);
+    free(r->scratch);
+    memset(r, 0, sizeof *r);
+}
+
+static void report(run_t *r, const char *stage, double f)
+{
+    r->stage.stage = stage;
+    if (r->stage.fn)
+        r->stage.fn(r->stage.ud, stage, f);
+}
+
+/* BF_ECANCELED once the caller has asked to stop, checked between stages. */
+static bf_err_t check_cancel(const run_t *r, char *err)
+{
+    return bf_flag_up(r->opts->cancel) ? bf_fail(err, BF_ECANCELED, "cancelled") : BF_OK;
+}
 
 static int cmp_d(const void *a, const void *b)
 {
@@ -211,9 +230,9 @@ static int cmp_d(const void *a, const void *b)
     return x < y ? -1 : (x > y ? 1 : 0);
 }
 
-static zstats_t stats_of(const double *dbm, size_t n, double *scratch)
+static kern_zone_stats_t stats_of(const double *dbm, size_t n, double *scratch)
 {
-    zstats_t z = {0, 0, 0, 0};
+    kern_zone_stats_t z = {0, 0, 0, 0};
     if (n == 0)
         return z;
     double acc = 0;
@@ -227,6 +246,14 @@ static zstats_t stats_of(const double *dbm, size_t n, double *scratch)
     z.p10 = bf_percentile(scratch, n, 10.0);
     z.p90 = bf_percentile(scratch, n, 90.0);
     return z;
+}
+
+/* The dBm of each zone cell of a map, in zone cell order. */
+static void zone_dbm(const run_t *r, const double *map, double *dbm)
+{
+    for (size_t c = 0; c < r->cells; c++)
+        if (r->zone_of_cell[c] >= 0)
+            dbm[r->zone_of_cell[c]] = kern_sum_to_dbm(&r->pw, map[c]);
 }
 
 static bf_err_t write_map(const char *dir, const char *name, const kern_grid_t *g,
@@ -259,37 +286,12 @@ static bf_err_t write_map(const char *dir, const char *name, const kern_grid_t *
     return e;
 }
 
-static json_t *stats_json(const zstats_t *a, const zstats_t *b, size_t cells)
+/* One thumbnail (kern_thumbnails_t): the blocks of fx x fy cells of map,
+   averaged in linear power, in dBm; NAN where no ray reached a block. */
+static void thumb_map(const kern_grid_t *g, const double *map, const kern_power_t *pw, uint32_t fx,
+                      uint32_t fy, uint32_t tnx, uint32_t tny, double *dbm)
 {
-    return json_pack("{s:I, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f}", "zone_cells",
-                     (json_int_t)cells, "initial_mean", a->mean, "initial_median", a->median,
-                     "initial_p10", a->p10, "initial_p90", a->p90, "optimized_mean", b->mean,
-                     "optimized_median", b->median, "optimized_p10", b->p10, "optimized_p90",
-                     b->p90, "improvement_mean", b->mean - a->mean);
-}
-
-static json_t *dbm_array(const double *v, size_t n)
-{
-    json_t *a = json_array();
-    for (size_t i = 0; a && i < n; i++)
-        if (json_array_append_new(a, json_real(v[i])) != 0) {
-            json_decref(a);
-            return NULL;
-        }
-    return a;
-}
-
-/* The "thumbnails" field: both maps block-averaged (in linear power) down
-   to at most KERN_THUMB_MAX cells per axis, in dBm rounded to 0.1 dB, null
-   where no ray reached a block; row-major, y increasing. Block (bx, by)
-   covers the cells [bx*fx, (bx+1)*fx) x [by*fy, (by+1)*fy) of the grid
-   (fewer at the far edges), so x0, y0 are the grid's and dx, dy are fx, fy
-   cells wide. NULL on allocation failure. */
-static json_t *thumb_map(const kern_grid_t *g, const double *map, const kern_power_t *pw,
-                         uint32_t fx, uint32_t fy, uint32_t tnx, uint32_t tny)
-{
-    json_t *a = json_array();
-    for (uint32_t by = 0; a && by < tny; by++)
+    for (uint32_t by = 0; by < tny; by++)
         for (uint32_t bx = 0; bx < tnx; bx++) {
             double sum = 0;
             size_t n = 0;
@@ -297,36 +299,139 @@ static json_t *thumb_map(const kern_grid_t *g, const double *map, const kern_pow
                 for (uint32_t ix = bx * fx; ix < (bx + 1) * fx && ix < g->nx; ix++, n++)
                     sum += map[(size_t)iy * g->nx + ix];
             double p = n ? sum / (double)n * pw->scale : 0.0;
-            json_t *v = p > 0.0 && isfinite(p)
-                            ? json_real(round((10.0 * log10(p) + 30.0) * 10.0) / 10.0)
-                            : json_null();
-            if (json_array_append_new(a, v) != 0) {
-                json_decref(a);
-                return NULL;
-            }
+            dbm[(size_t)by * tnx + bx] = p > 0.0 && isfinite(p) ? 10.0 * log10(p) + 30.0 : NAN;
         }
-    return a;
 }
 
-static json_t *thumbnails_json(const kern_grid_t *g, const double *map0, const double *map1,
-                               const kern_power_t *pw)
+/* The backend kind asks for; KERN_BACKEND_CPU touches no device. */
+static bf_err_t pick_backend(kern_backend_kind_t kind, const kern_backend_t **be, char *err)
 {
-    uint32_t fx = (g->nx + KERN_THUMB_MAX - 1) / KERN_THUMB_MAX;
-    uint32_t fy = (g->ny + KERN_THUMB_MAX - 1) / KERN_THUMB_MAX;
-    uint32_t tnx = (g->nx + fx - 1) / fx, tny = (g->ny + fy - 1) / fy;
-    json_t *a = thumb_map(g, map0, pw, fx, fy, tnx, tny);
-    json_t *b = a ? thumb_map(g, map1, pw, fx, fy, tnx, tny) : NULL;
-    if (!b) {
-        json_decref(a);
-        return NULL;
+    *be = kern_backend_cpu();
+    if (kind != KERN_BACKEND_AUTO && kind != KERN_BACKEND_CPU && kind != KERN_BACKEND_CUDA)
+        return bf_fail(err, BF_EINVAL, "boresight: unknown backend %d", (int)kind);
+    if (kind != KERN_BACKEND_CPU) {
+        const kern_backend_t *gpu = kern_backend_cuda();
+        if (gpu)
+            *be = gpu;
+        else if (kind == KERN_BACKEND_CUDA)
+            return bf_fail(err, BF_EUNSUPP,
+                           "boresight: no CUDA backend (not compiled in, or no usable device)");
     }
-    return json_pack("{s:I, s:I, s:f, s:f, s:f, s:f, s:o, s:o}", "nx", (json_int_t)tnx, "ny",
-                     (json_int_t)tny, "x0", (double)g->x0, "y0", (double)g->y0, "dx",
-                     (double)g->dx * fx, "dy", (double)g->dy * fy, "initial", a, "optimized", b);
+    return BF_OK;
+}
+
+/* Numbers the grid cells whose centre lies in the zone and allocates the
+   maps and the zone arrays. */
+static bf_err_t index_zone(run_t *r, const char *scene_dir, char *err)
+{
+    const kern_grid_t *g = &r->grid;
+    r->cells = (size_t)g->nx * g->ny;
+    r->zone_of_cell = malloc(r->cells * sizeof *r->zone_of_cell);
+    r->map0 = malloc(r->cells * sizeof *r->map0);
+    r->map1 = malloc(r->cells * sizeof *r->map1);
+    if (!r->zone_of_cell || !r->map0 || !r->map1)
+        return bf_fail(err, BF_ENOMEM, "boresight: out of memory for %zu cells", r->cells);
+    uint32_t zcells = 0;
+    for (uint32_t iy = 0; iy < g->ny; iy++)
+        for (uint32_t ix = 0; ix < g->nx; ix++) {
+            double x = (double)g->x0 + (ix + 0.5) * (double)g->dx;
+            double y = (double)g->y0 + (iy + 0.5) * (double)g->dy;
+            r->zone_of_cell[(size_t)iy * g->nx + ix] =
+                kern_scene_in_zone(r->scene, x, y) ? (int32_t)zcells++ : -1;
+        }
+    if (zcells == 0)
+        return bf_fail(err, BF_EINVAL, "%s: the zone contains no measurement cell centre",
+                       scene_dir);
+    r->zone_cells = zcells;
+    r->out->zone_cells = zcells;
+    r->out->zone_initial = malloc(zcells * sizeof *r->out->zone_initial);
+    r->out->zone_optimized = malloc(zcells * sizeof *r->out->zone_optimized);
+    r->scratch = malloc(zcells * sizeof *r->scratch);
+    if (!r->out->zone_initial || !r->out->zone_optimized || !r->scratch)
+        return bf_fail(err, BF_ENOMEM, "boresight: out of memory");
+    return BF_OK;
+}
+
+/* Stage "load": the scene, its grid and zone cells, the tracer and the
+   backend's context (the CPU's under KERN_BACKEND_AUTO when the device's
+   cannot be made). */
+static bf_err_t load(run_t *r, const char *scene_dir, char *err)
+{
+    const kern_boresight_opts_t *o = r->opts;
+    double t0 = bf_mono_s();
+    report(r, "load", 0.0);
+    bf_err_t e = kern_scene_load(scene_dir, &r->scene, err);
+    if (e != BF_OK)
+        return e == BF_ENOMEM || e == BF_ECANCELED ? e : BF_EINVAL;
+    e = kern_grid_make(r->scene, &o->measurement, o->solver.samples_per_tx, &r->grid, err);
+    if (e == BF_OK)
+        e = index_zone(r, scene_dir, err);
+    if (e == BF_OK)
+        e = kern_tracer_new(r->scene, o->threads, &r->tracer, err);
+    if (e != BF_OK)
+        return e;
+    e = r->be->ctx_new(kern_tracer_geom(r->tracer), o->threads, &r->ctx, err);
+    if (e != BF_OK && o->backend == KERN_BACKEND_AUTO && r->be != kern_backend_cpu()) {
+        r->be = kern_backend_cpu(); /* auto: no usable device, run on the CPU */
+        e = r->be->ctx_new(kern_tracer_geom(r->tracer), o->threads, &r->ctx, err);
+    }
+    if (e != BF_OK)
+        return e;
+    r->out->solver.backend = r->be->name;
+    r->out->timings.load = bf_mono_s() - t0;
+    report(r, "load", 1.0);
+    return check_cancel(r, err);
+}
+
+/* Stage "trace": one trace at the initial orientation, recording the zone
+   crossings, and the initial zone's dBm and statistics. */
+static bf_err_t trace_initial(run_t *r, char *err)
+{
+    const kern_boresight_opts_t *o = r->opts;
+    const kern_tx_t *tx = &r->scene->tx;
+    kern_boresight_result_t *out = r->out;
+    double t0 = bf_mono_s();
+    kern_trace_setup_t *ts = &r->ts;
+    memset(ts, 0, sizeof *ts);
+    ts->rays = o->solver.samples_per_tx;
+    ts->max_depth = o->solver.max_depth;
+    ts->los = o->solver.los;
+    ts->reflection = o->solver.specular_reflection;
+    ts->refraction = o->solver.refraction;
+    ts->seed = o->solver.seed;
+    ts->tx = v3((float)tx->position[0], (float)tx->position[1], (float)tx->position[2]);
+    ts->antenna = kern_antenna_from_tx(tx);
+    ts->rot = kern_rotation(tx->azimuth_deg, tx->tilt_deg, tx->roll_deg);
+    ts->grid = r->grid;
+    ts->zone_of_cell = r->zone_of_cell;
+    ts->zone_cells = r->zone_cells;
+    ts->cancel = o->cancel;
+    ts->progress = stage_progress;
+    ts->progress_ud = &r->stage;
+    kern_trace_out_t to = {r->map0, 0, &r->zone};
+    report(r, "trace", 0.0);
+    bf_err_t e = r->be->trace(r->ctx, ts, &to, err);
+    if (e != BF_OK)
+        return e;
+    out->timings.trace = bf_mono_s() - t0;
+    out->solver.rays = o->solver.samples_per_tx;
+    out->solver.max_depth = o->solver.max_depth;
+    out->solver.seed = o->solver.seed;
+    out->solver.crossings = to.crossings;
+    out->solver.zone_crossings = r->zone.count;
+
+    /* sums to watts: P_tx (lambda / 4 pi)^2 over the cell area */
+    double lambda = SPEED_OF_LIGHT / r->scene->frequency_hz;
+    r->pw.scale = pow(10.0, (tx->power_dbm - 30.0) / 10.0) * (lambda / (4 * KERN_PI)) *
+                  (lambda / (4 * KERN_PI)) / ((double)r->grid.dx * r->grid.dy);
+    r->pw.floor_dbm = o->solver.floor_dbm;
+    zone_dbm(r, r->map0, out->zone_initial);
+    out->initial = stats_of(out->zone_initial, r->zone_cells, r->scratch);
+    return check_cancel(r, err);
 }
 
 /* Validation of the initial zone (DESIGN section 3); reason is empty on pass. */
-static bool validate(const bf_validation_t *v, const zstats_t *z, char *reason, size_t cap)
+static bool validate(const bf_validation_t *v, const kern_zone_stats_t *z, char *reason, size_t cap)
 {
     if (z->p10 < v->p10_min_dbm)
         snprintf(reason, cap, "p10 %.1f dBm below p10_min_dbm %.1f", z->p10, v->p10_min_dbm);
@@ -344,241 +449,143 @@ static bool validate(const bf_validation_t *v, const zstats_t *z, char *reason, 
     return false;
 }
 
-bf_err_t kern_boresight(const char *scene_dir, const bf_job_t *job, const kern_run_opts_t *opts,
-                        kern_progress_fn progress, void *ud, json_t **result, char *err)
+/* Stage "optimize": the search over azimuth x tilt, exact from the recorded
+   crossings. The initial orientation stays unless the search beats it. */
+static bf_err_t optimize(run_t *r, char *err)
 {
-    kern_run_opts_t dflt = {0, 0, NULL, NULL};
-    if (!opts)
-        opts = &dflt;
-    *result = NULL;
-    if (!scene_dir || !job)
-        return bf_fail(err, BF_EINVAL, "boresight: no scene or job");
-    const kern_backend_t *be = kern_backend_cpu();
-    if (opts->backend != 0 && opts->backend != 1 && opts->backend != 2)
-        return bf_fail(err, BF_EINVAL, "boresight: unknown backend %d", opts->backend);
-    if (opts->backend != 1) {
-        const kern_backend_t *gpu = kern_backend_cuda();
-        if (gpu)
-            be = gpu;
-        else if (opts->backend == 2)
-            return bf_fail(err, BF_EUNSUPP,
-                           "boresight: no CUDA backend (not compiled in, or no usable device)");
-    }
-
-    kern_scene_t *scene = NULL;
-    kern_tracer_t *tracer = NULL;
-    void *ctx = NULL;
-    int32_t *zone_of_cell = NULL;
-    double *map0 = NULL, *map1 = NULL, *z0 = NULL, *z1 = NULL, *scratch = NULL;
-    kern_zone_data_t zone;
-    memset(&zone, 0, sizeof zone);
-    json_t *doc = NULL;
-    bf_err_t e = BF_OK;
-    double t_load = bf_mono_s(), t_trace = 0, t_opt = 0, t_maps = 0;
-
-    report(progress, ud, "load", 0.0);
-    e = kern_scene_load(scene_dir, &scene, err);
-    if (e != BF_OK) {
-        if (e != BF_ENOMEM && e != BF_ECANCELED)
-            e = BF_EINVAL;
-        goto done;
-    }
-    kern_grid_t grid;
-    e = kern_grid_make(scene, &job->measurement, job->solver.samples_per_tx, &grid, err);
-    if (e != BF_OK)
-        goto done;
-    size_t cells = (size_t)grid.nx * grid.ny;
-    zone_of_cell = malloc(cells * sizeof *zone_of_cell);
-    map0 = malloc(cells * sizeof *map0);
-    map1 = malloc(cells * sizeof *map1);
-    if (!zone_of_cell || !map0 || !map1) {
-        e = bf_fail(err, BF_ENOMEM, "boresight: out of memory for %zu cells", cells);
-        goto done;
-    }
-    uint32_t zcells = 0;
-    for (uint32_t iy = 0; iy < grid.ny; iy++)
-        for (uint32_t ix = 0; ix < grid.nx; ix++) {
-            double x = (double)grid.x0 + (ix + 0.5) * (double)grid.dx;
-            double y = (double)grid.y0 + (iy + 0.5) * (double)grid.dy;
-            zone_of_cell[(size_t)iy * grid.nx + ix] =
-                kern_scene_in_zone(scene, x, y) ? (int32_t)zcells++ : -1;
-        }
-    if (zcells == 0) {
-        e = bf_fail(err, BF_EINVAL, "%s: the zone contains no measurement cell centre", scene_dir);
-        goto done;
-    }
-    z0 = malloc(zcells * sizeof *z0);
-    z1 = malloc(zcells * sizeof *z1);
-    scratch = malloc(zcells * sizeof *scratch);
-    if (!z0 || !z1 || !scratch) {
-        e = bf_fail(err, BF_ENOMEM, "boresight: out of memory");
-        goto done;
-    }
-    e = kern_tracer_new(scene, opts->threads, &tracer, err);
-    if (e != BF_OK)
-        goto done;
-    e = be->ctx_new(kern_tracer_geom(tracer), opts->threads, &ctx, err);
-    if (e != BF_OK && opts->backend == 0 && be != kern_backend_cpu()) {
-        be = kern_backend_cpu(); /* auto: no usable device, run on the CPU */
-        e = be->ctx_new(kern_tracer_geom(tracer), opts->threads, &ctx, err);
-    }
-    if (e != BF_OK)
-        goto done;
-    t_load = bf_mono_s() - t_load;
-    report(progress, ud, "load", 1.0);
-    if (cancelled(opts)) {
-        e = bf_fail(err, BF_ECANCELED, "cancelled");
-        goto done;
-    }
-
-    /* trace once at the initial orientation, recording the zone crossings */
+    const kern_boresight_opts_t *o = r->opts;
+    kern_boresight_result_t *out = r->out;
     double t0 = bf_mono_s();
-    stage_t st = {progress, ud, "trace"};
-    kern_trace_setup_t ts;
-    memset(&ts, 0, sizeof ts);
-    ts.rays = job->solver.samples_per_tx;
-    ts.max_depth = job->solver.max_depth;
-    ts.los = job->solver.los;
-    ts.reflection = job->solver.specular_reflection;
-    ts.refraction = job->solver.refraction;
-    ts.seed = job->solver.seed;
-    ts.tx = v3((float)scene->tx.position[0], (float)scene->tx.position[1],
-               (float)scene->tx.position[2]);
-    ts.antenna = kern_antenna_from_tx(&scene->tx);
-    ts.rot = kern_rotation(scene->tx.azimuth_deg, scene->tx.tilt_deg, scene->tx.roll_deg);
-    ts.grid = grid;
-    ts.zone_of_cell = zone_of_cell;
-    ts.zone_cells = zcells;
-    ts.cancel = opts->cancel;
-    ts.progress = stage_progress;
-    ts.progress_ud = &st;
-    kern_trace_out_t to = {map0, 0, &zone};
-    report(progress, ud, "trace", 0.0);
-    e = be->trace(ctx, &ts, &to, err);
-    if (e != BF_OK)
-        goto done;
-    t_trace = bf_mono_s() - t0;
-    uint64_t crossings0 = to.crossings;
-
-    double lambda = SPEED_OF_LIGHT / scene->frequency_hz;
-    kern_power_t pw;
-    pw.scale = pow(10.0, (scene->tx.power_dbm - 30.0) / 10.0) * (lambda / (4 * KERN_PI)) *
-               (lambda / (4 * KERN_PI)) / ((double)grid.dx * grid.dy);
-    pw.floor_dbm = job->solver.floor_dbm;
-    for (size_t c = 0; c < cells; c++)
-        if (zone_of_cell[c] >= 0)
-            z0[zone_of_cell[c]] = kern_sum_to_dbm(&pw, map0[c]);
-    zstats_t s0 = stats_of(z0, zcells, scratch);
-    char reason[256];
-    bool valid = validate(&job->validation, &s0, reason, sizeof reason);
-    if (cancelled(opts)) {
-        e = bf_fail(err, BF_ECANCELED, "cancelled");
-        goto done;
-    }
-
-    /* optimize from the recorded crossings */
-    t0 = bf_mono_s();
-    kern_orient_t init = {scene->tx.azimuth_deg, scene->tx.tilt_deg};
-    kern_search_result_t sr;
-    memset(&sr, 0, sizeof sr);
-    sr.best = init;
-    stage_t so = {progress, ud, "optimize"};
-    report(progress, ud, "optimize", 0.0);
+    kern_orient_t init = {r->scene->tx.azimuth_deg, r->scene->tx.tilt_deg};
+    report(r, "optimize", 0.0);
     kern_search_t search;
     memset(&search, 0, sizeof search);
-    search.backend = be;
-    search.ctx = ctx;
-    search.zone = &zone;
-    search.antenna = ts.antenna;
-    search.roll_deg = scene->tx.roll_deg;
-    search.power = pw;
-    search.optimizer = &job->optimizer;
-    search.cancel = opts->cancel;
+    search.backend = r->be;
+    search.ctx = r->ctx;
+    search.zone = &r->zone;
+    search.antenna = r->ts.antenna;
+    search.roll_deg = r->scene->tx.roll_deg;
+    search.power = r->pw;
+    search.optimizer = &o->optimizer;
+    search.cancel = o->cancel;
     search.progress = stage_progress;
-    search.progress_ud = &so;
+    search.progress_ud = &r->stage;
     double obj0 = 0.0;
-    e = kern_evaluate_orients(&search, &init, 1, &obj0, &sr.evaluations, err);
+    uint64_t evals0 = 0;
+    bf_err_t e = kern_evaluate_orients(&search, &init, 1, &obj0, &evals0, err);
     if (e != BF_OK)
-        goto done;
-    sr.objective = obj0;
-    {
-        kern_search_result_t found;
-        e = kern_search(&search, &found, err);
-        if (e != BF_OK)
-            goto done;
-        found.evaluations += sr.evaluations;
-        /* keep the initial orientation unless the search beats it */
-        if (found.objective > obj0)
-            sr = found;
-        else
-            sr.evaluations = found.evaluations;
-    }
-    t_opt = bf_mono_s() - t0;
-    if (cancelled(opts)) {
-        e = bf_fail(err, BF_ECANCELED, "cancelled");
-        goto done;
-    }
+        return e;
+    kern_search_result_t found;
+    e = kern_search(&search, &found, err);
+    if (e != BF_OK)
+        return e;
+    bool better = found.objective > obj0;
+    out->boresight_initial = init;
+    out->boresight_optimized = better ? found.best : init;
+    out->objective = better ? found.objective : obj0;
+    out->evaluations = found.evaluations + evals0;
+    out->timings.optimize = bf_mono_s() - t0;
+    return check_cancel(r, err);
+}
 
-    /* maps: the full map at the optimum (a re-trace: the paths are the same,
-       only the antenna field changes), and the CSV files */
-    t0 = bf_mono_s();
-    stage_t sm = {progress, ud, "maps"};
-    report(progress, ud, "maps", 0.0);
-    if (sr.best.azimuth_deg == init.azimuth_deg && sr.best.tilt_deg == init.tilt_deg) {
-        memcpy(map1, map0, cells * sizeof *map1);
+/* Stage "maps": the full map at the optimum (a re-trace: the paths are the
+   same, only the antenna field changes), the optimized zone's dBm and
+   statistics, and the CSV files when asked for. */
+static bf_err_t final_maps(run_t *r, char *err)
+{
+    const kern_boresight_opts_t *o = r->opts;
+    kern_boresight_result_t *out = r->out;
+    kern_orient_t best = out->boresight_optimized, init = out->boresight_initial;
+    double t0 = bf_mono_s();
+    report(r, "maps", 0.0);
+    if (best.azimuth_deg == init.azimuth_deg && best.tilt_deg == init.tilt_deg) {
+        memcpy(r->map1, r->map0, r->cells * sizeof *r->map1);
     } else {
-        ts.rot = kern_rotation(sr.best.azimuth_deg, sr.best.tilt_deg, scene->tx.roll_deg);
-        ts.zone_of_cell = NULL;
-        ts.progress_ud = &sm;
-        kern_trace_out_t t1 = {map1, 0, NULL};
-        e = be->trace(ctx, &ts, &t1, err);
+        r->ts.rot = kern_rotation(best.azimuth_deg, best.tilt_deg, r->scene->tx.roll_deg);
+        r->ts.zone_of_cell = NULL;
+        kern_trace_out_t t1 = {r->map1, 0, NULL};
+        bf_err_t e = r->be->trace(r->ctx, &r->ts, &t1, err);
         if (e != BF_OK)
-            goto done;
+            return e;
     }
-    for (size_t c = 0; c < cells; c++)
-        if (zone_of_cell[c] >= 0)
-            z1[zone_of_cell[c]] = kern_sum_to_dbm(&pw, map1[c]);
-    zstats_t s1 = stats_of(z1, zcells, scratch);
-    if (opts->maps_dir) {
-        e = write_map(opts->maps_dir, "initial.csv", &grid, map0, &pw, err);
+    zone_dbm(r, r->map1, out->zone_optimized);
+    out->optimized = stats_of(out->zone_optimized, r->zone_cells, r->scratch);
+    if (o->maps_dir) {
+        bf_err_t e = write_map(o->maps_dir, "initial.csv", &r->grid, r->map0, &r->pw, err);
         if (e == BF_OK)
-            e = write_map(opts->maps_dir, "optimized.csv", &grid, map1, &pw, err);
+            e = write_map(o->maps_dir, "optimized.csv", &r->grid, r->map1, &r->pw, err);
         if (e != BF_OK)
-            goto done;
+            return e;
     }
-    t_maps = bf_mono_s() - t0;
-    report(progress, ud, "maps", 1.0);
+    out->timings.maps = bf_mono_s() - t0;
+    report(r, "maps", 1.0);
+    return BF_OK;
+}
 
-    doc = json_pack("{s:s, s:s, s:o, s:o, s:o, s:{s:f, s:f}, s:{s:f, s:f}, s:{s:f, s:f, s:f, s:f}, "
-                    "s:{s:I, s:I, s:I, s:I, s:I, s:s}, s:I, s:f, s:o}",
-                    "status", valid ? "success" : "failed", "reason", reason, "zone_power_initial",
-                    dbm_array(z0, zcells), "zone_power_optimized", dbm_array(z1, zcells), "stats",
-                    stats_json(&s0, &s1, zcells), "boresight_initial", "azimuth_deg",
-                    init.azimuth_deg, "tilt_deg", init.tilt_deg, "boresight_optimized",
-                    "azimuth_deg", sr.best.azimuth_deg, "tilt_deg", sr.best.tilt_deg, "timings",
-                    "load", t_load, "trace", t_trace, "optimize", t_opt, "maps", t_maps, "solver",
-                    "rays", (json_int_t)job->solver.samples_per_tx, "crossings",
-                    (json_int_t)crossings0, "zone_crossings", (json_int_t)zone.count, "max_depth",
-                    (json_int_t)job->solver.max_depth, "seed", (json_int_t)job->solver.seed,
-                    "backend", be->name, "evaluations", (json_int_t)sr.evaluations, "objective",
-                    sr.objective, "thumbnails", thumbnails_json(&grid, map0, map1, &pw));
-    if (!doc) {
-        e = bf_fail(err, BF_ENOMEM, "boresight: cannot build the result document");
-        goto done;
-    }
-    *result = doc;
-done:
+/* Both maps reduced to at most KERN_THUMB_MAX blocks per axis. */
+static bf_err_t thumbnails(run_t *r, char *err)
+{
+    const kern_grid_t *g = &r->grid;
+    kern_thumbnails_t *t = &r->out->thumbnails;
+    uint32_t fx = (g->nx + KERN_THUMB_MAX - 1) / KERN_THUMB_MAX;
+    uint32_t fy = (g->ny + KERN_THUMB_MAX - 1) / KERN_THUMB_MAX;
+    t->nx = (g->nx + fx - 1) / fx;
+    t->ny = (g->ny + fy - 1) / fy;
+    t->x0 = (double)g->x0;
+    t->y0 = (double)g->y0;
+    t->dx = (double)g->dx * fx;
+    t->dy = (double)g->dy * fy;
+    size_t n = (size_t)t->nx * t->ny;
+    t->initial = malloc(n * sizeof *t->initial);
+    t->optimized = malloc(n * sizeof *t->optimized);
+    if (!t->initial || !t->optimized)
+        return bf_fail(err, BF_ENOMEM, "boresight: out of memory for the thumbnails");
+    thumb_map(g, r->map0, &r->pw, fx, fy, t->nx, t->ny, t->initial);
+    thumb_map(g, r->map1, &r->pw, fx, fy, t->nx, t->ny, t->optimized);
+    return BF_OK;
+}
+
+bf_err_t kern_boresight(const char *scene_dir, const kern_boresight_opts_t *opts,
+                        kern_boresight_result_t *out, char *err)
+{
+    memset(out, 0, sizeof *out);
+    if (!scene_dir || !opts)
+        return bf_fail(err, BF_EINVAL, "boresight: no scene or options");
+    run_t r;
+    memset(&r, 0, sizeof r);
+    r.opts = opts;
+    r.out = out;
+    r.stage = (stage_t){opts->progress, opts->progress_ud, "load"};
+
+    bf_err_t e = pick_backend(opts->backend, &r.be, err);
+    if (e == BF_OK)
+        e = load(&r, scene_dir, err);
+    if (e == BF_OK)
+        e = trace_initial(&r, err);
+    if (e == BF_OK)
+        out->valid = validate(&opts->validation, &out->initial, out->reason, sizeof out->reason);
+    if (e == BF_OK)
+        e = optimize(&r, err);
+    if (e == BF_OK)
+        e = final_maps(&r, err);
+    if (e == BF_OK)
+        e = thumbnails(&r, err);
+
     if (e == BF_ECANCELED && err && !err[0])
         bf_fail(err, BF_ECANCELED, "cancelled");
-    be->ctx_destroy(&ctx);
-    kern_tracer_destroy(&tracer);
-    kern_scene_destroy(&scene);
-    kern_zone_data_clear(&zone);
-    free(zone_of_cell);
-    free(map0);
-    free(map1);
-    free(z0);
-    free(z1);
-    free(scratch);
+    run_clear(&r);
+    if (e != BF_OK)
+        kern_boresight_result_clear(out);
     return e;
+}
+
+void kern_boresight_result_clear(kern_boresight_result_t *result)
+{
+    if (!result)
+        return;
+    free(result->zone_initial);
+    free(result->zone_optimized);
+    free(result->thumbnails.initial);
+    free(result->thumbnails.optimized);
+    memset(result, 0, sizeof *result);
 }

@@ -8,7 +8,13 @@
     depth within the traversal stack), a pathological input that drives the
     build to its depth cap, and the empty and one-triangle scenes. Exits 77
     (skipped) only when everything else passed and the munich scene is
-    missing. */
+    missing.
+
+    Built twice: as kern_bvh_test, and as kern_bvh_contract_test with
+    multiply-adds contracted wherever the compiler may (-mfma
+    -ffp-contract=fast, as nvcc compiles the CUDA backend), where the
+    watertight test shows that the traversal does not depend on it. That
+    build exits 77 on a CPU without FMA. */
 
 #include "kern_scene.h"
 #include "kern_traverse.h"
@@ -555,6 +561,13 @@ static int test_munich(int rays)
 
 int main(void)
 {
+#if defined(__FMA__) && (defined(__x86_64__) || defined(__i386__))
+    __builtin_cpu_init();
+    if (!__builtin_cpu_supports("fma")) {
+        printf("kern_bvh_test: skipped: built with FMA instructions, this CPU has none\n");
+        return 77;
+    }
+#endif
     test_small();
     test_soup(1, 2000);
     test_soup(5000, 100000);

@@ -1,16 +1,16 @@
 /*  kernels/kern_cpu.c - the CPU backend of the radio engine: a thin,
-    multi-threaded loop over the per-ray physics of kern_radio.h and the BVH
-    traversal of kern_traverse.h. Rays are cut into fixed chunks of
-    KERN_CHUNK rays, independent of the thread count; threads take chunks
-    from a shared counter, record each chunk's plane crossings into a slot,
-    and whichever thread completes the next chunk in order folds it into the
-    map (double sums) and the zone-crossing list. So the map and the zone
+    multi-threaded loop over the ray walk of kern_bounce.h, which the CUDA
+    backend shares. Rays are cut into fixed chunks of KERN_CHUNK rays,
+    independent of the thread count; threads take chunks from a shared
+    counter, record each chunk's plane crossings into a slot, and whichever
+    thread completes the next chunk in order folds it into the map (double
+    sums) and the zone-crossing list. So the map and the zone
     data are bit-identical for one seed whatever the number of threads.
     Orientation batches are evaluated one orientation per task, threads
     taking orientations from an atomic counter. */
 
 #include "kern.h"
-#include "kern_traverse.h"
+#include "kern_bounce.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -47,6 +47,7 @@ typedef struct {
 typedef struct {
     cpu_ctx_t *ctx;
     const kern_trace_setup_t *s;
+    kern_bounce_t bounce; /* what every ray's walk reads */
     kern_trace_out_t *out;
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -115,71 +116,47 @@ static void cpu_ctx_destroy(void **p)
     *p = NULL;
 }
 
-/* Traces rays [c * KERN_CHUNK, ...) into slot sl. 0 on allocation failure. */
-static int trace_chunk(const trace_job_t *j, uint64_t chunk, slot_t *sl)
+/* Traces rays [c * KERN_CHUNK, ...) into slot sl: every crossing for the
+   map, and those in the zone with their ray's departure direction. 0 on
+   allocation failure. */
+static int trace_chunk(const kern_bounce_t *b, uint64_t chunk, slot_t *sl)
 {
-    const kern_trace_setup_t *s = j->s;
-    const kern_geom_t *g = &j->ctx->geom;
-    const int record = s->zone_of_cell != NULL && j->out->zone != NULL;
     uint64_t lo = chunk * KERN_CHUNK, hi = lo + KERN_CHUNK;
-    if (hi > s->rays)
-        hi = s->rays;
+    if (hi > b->rays)
+        hi = b->rays;
     sl->nc = sl->nzr = sl->nzx = 0;
     sl->crossings = 0;
     for (uint64_t n = lo; n < hi; n++) {
-        kern_ray_t ray;
-        kern_ray_launch(&ray, s->tx, n, s->rays);
-        kern_v3 d0 = ray.dir;
-        float f[2][2];
-        kern_antenna_field(&s->antenna, &s->rot, d0, f);
-        size_t zr = SIZE_MAX;
-        for (;;) {
-            kern_hit_t hit;
-            hit.tri = UINT32_MAX;
-            hit.t = INFINITY;
-            if (g->bvh.node_count > 0)
-                kern_trace_closest(&g->bvh, ray.org, ray.dir, 0.0f, INFINITY, &hit);
-            int miss = hit.tri == UINT32_MAX || hit.tri >= g->tri_count;
-            float tmax = miss ? INFINITY : hit.t;
-            uint32_t cell;
-            float w;
-            if ((s->los || ray.depth > 0) &&
-                (w = kern_plane_crossing(&ray, tmax, &s->grid, &cell)) > 0.0f) {
-                float m[3];
-                kern_ray_form(&ray, w, m);
-                if (!grow((void **)&sl->c, &sl->capc, sl->nc + 1, sizeof *sl->c))
+        kern_walk_t w;
+        kern_crossing_t x;
+        size_t zr = SIZE_MAX; /* this ray's zone record, once it has one */
+        kern_walk_start(&w, b, n);
+        while (kern_walk_next(&w, b, &x)) {
+            if (!grow((void **)&sl->c, &sl->capc, sl->nc + 1, sizeof *sl->c))
+                return 0;
+            sl->c[sl->nc].cell = x.cell;
+            sl->c[sl->nc].val = x.power;
+            sl->nc++;
+            sl->crossings++;
+            if (x.zone < 0)
+                continue;
+            if (zr == SIZE_MAX) {
+                if (!grow((void **)&sl->zr, &sl->capzr, sl->nzr + 1, sizeof *sl->zr))
                     return 0;
-                sl->c[sl->nc].cell = cell;
-                sl->c[sl->nc].val = kern_form_power(f, m);
-                sl->nc++;
-                sl->crossings++;
-                if (record && s->zone_of_cell[cell] >= 0) {
-                    if (zr == SIZE_MAX) {
-                        if (!grow((void **)&sl->zr, &sl->capzr, sl->nzr + 1, sizeof *sl->zr))
-                            return 0;
-                        zr = sl->nzr++;
-                        sl->zr[zr].d[0] = d0.x;
-                        sl->zr[zr].d[1] = d0.y;
-                        sl->zr[zr].d[2] = d0.z;
-                        sl->zr[zr].count = 0;
-                    }
-                    if (!grow((void **)&sl->zx, &sl->capzx, sl->nzx + 1, sizeof *sl->zx))
-                        return 0;
-                    kern_zxing_t *x = &sl->zx[sl->nzx++];
-                    x->cell = (uint32_t)s->zone_of_cell[cell];
-                    x->m[0] = m[0];
-                    x->m[1] = m[1];
-                    x->m[2] = m[2];
-                    sl->zr[zr].count++;
-                }
+                zr = sl->nzr++;
+                sl->zr[zr].d[0] = w.d0.x;
+                sl->zr[zr].d[1] = w.d0.y;
+                sl->zr[zr].d[2] = w.d0.z;
+                sl->zr[zr].count = 0;
             }
-            if (miss || ray.depth >= s->max_depth)
-                break;
-            const float *nn = &g->normals[3 * (size_t)hit.tri];
-            kern_mat_t mat = g->mats[g->tri_material[hit.tri]];
-            if (!kern_ray_interact(&ray, hit.t, v3(nn[0], nn[1], nn[2]), mat,
-                                   kern_rand(s->seed, n, ray.depth), s->reflection, s->refraction))
-                break;
+            if (!grow((void **)&sl->zx, &sl->capzx, sl->nzx + 1, sizeof *sl->zx))
+                return 0;
+            kern_zxing_t *z = &sl->zx[sl->nzx++];
+            z->cell = (uint32_t)x.zone;
+            z->m[0] = x.m[0];
+            z->m[1] = x.m[1];
+            z->m[2] = x.m[2];
+            sl->zr[zr].count++;
         }
     }
     return 1;
@@ -227,7 +204,7 @@ static void *trace_thread(void *arg)
         j->next_chunk++;
         slot_t *sl = &j->ctx->slots[c % j->window];
         pthread_mutex_unlock(&j->mu);
-        int ok = trace_chunk(j, c, sl);
+        int ok = trace_chunk(&j->bounce, c, sl);
         pthread_mutex_lock(&j->mu);
         if (!ok) {
             j->err = BF_ENOMEM;
@@ -272,6 +249,7 @@ static bf_err_t cpu_trace(void *vctx, const kern_trace_setup_t *s, kern_trace_ou
     j.ctx = ctx;
     j.s = s;
     j.out = out;
+    kern_bounce_init(&j.bounce, &ctx->geom, s, out->zone ? s->zone_of_cell : NULL);
     j.caller = pthread_self();
     j.nchunks = (s->rays + KERN_CHUNK - 1) / KERN_CHUNK;
     unsigned threads = ctx->threads;

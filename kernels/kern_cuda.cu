@@ -1,26 +1,27 @@
 /*  kernels/kern_cuda.cu - the CUDA backend of the radio engine: the same
-    ops table as kern_cpu.c (kern.h), over the same per-ray physics
-    (kern_radio.h) and BVH traversal (kern_traverse.h), which compile here
-    for the device line for line.
+    ops table as kern_cpu.c (kern.h), over the same ray walk (kern_bounce.h,
+    with the physics of kern_radio.h and the BVH traversal of
+    kern_traverse.h), which compiles here for the device line for line and
+    computes the same bits as on the host (kern_hd.h).
 
     trace: rays are launched in batches sized to the free device memory; one
-    thread per ray follows it through its interactions, adds each plane
-    crossing to the map with a double atomicAdd and writes the crossings that
-    fall in the zone into the ray's own slots (at most max_depth + 1, one per
-    segment). A scan (CUB) over the per-ray counts then compacts the slots in
-    ray order, so the zone data arrive on the host in the same order as the
+    thread per ray walks it (kern_walk_next), adds each plane crossing to the
+    map with a double atomicAdd and writes the crossings that fall in the
+    zone into the ray's own slots (at most max_depth + 1, one per segment).
+    A scan (CUB) over the per-ray counts then compacts the slots in ray
+    order, so the zone data arrive on the host in the same order as the
     CPU backend records them. evaluate: one thread per (orientation, zone
     ray) computes the antenna field once and adds f^T M f of each of the
     ray's crossings to its orientation's cell sums.
 
-    The map differs from the CPU's only by the order of double additions
-    (atomics), far below float tolerance; zone data are identical up to
-    float contraction. Every CUDA call and launch is checked; an error is
-    returned with file, line and CUDA's message, never fatal. */
+    The map differs from the CPU's only by the order of its double
+    additions (atomics); the zone data are the CPU's, bit for bit. Every
+    CUDA call and launch is checked; an error is returned with file, line
+    and CUDA's message, never fatal. */
 
 extern "C" {
 #include "kern.h"
-#include "kern_traverse.h"
+#include "kern_bounce.h"
 }
 
 #include <cub/device/device_scan.cuh>
@@ -77,22 +78,13 @@ static void dbuf_free(dbuf *b)
     b->bytes = 0;
 }
 
-/* What a trace kernel needs, by value. */
+/* What a trace kernel needs, by value: the walk's settings over device
+   memory (zone_of_cell NULL when no zone is recorded), the batch, and where
+   the crossings go. */
 struct trace_params {
-    kern_bvh_view_t bvh;
-    const float *normals;
-    const uint16_t *tri_material;
-    const kern_mat_t *mats;
-    uint32_t tri_count;
-    uint64_t rays, base;
-    uint32_t batch, max_depth;
-    int los, reflection, refraction;
-    uint64_t seed;
-    kern_v3 tx;
-    kern_antenna_t antenna;
-    kern_rot_t rot;
-    kern_grid_t grid;
-    const int32_t *zone_of_cell; /* device, or NULL */
+    kern_bounce_t b;
+    uint64_t base;
+    uint32_t batch;
     double *map;
     unsigned long long *crossings;
     uint32_t *zcount;     /* batch: zone crossings of each ray */
@@ -104,7 +96,7 @@ struct cuda_ctx {
     kern_geom_t host;
     int device;
     dbuf nodes, tris, tri_ids, normals, tri_material, mats;
-    kern_bvh_view_t bvh; /* device pointers */
+    kern_geom_t dev; /* the same over device pointers */
     /* trace scratch */
     dbuf map, crossings, zone_of_cell, zcount, zslots, zdir, zoff, zroff, zflag, scan_tmp,
         zrays_out, zx_out;
@@ -119,54 +111,30 @@ __global__ void trace_kernel(trace_params p)
     uint32_t i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= p.batch)
         return;
-    uint64_t n = p.base + i;
-    kern_ray_t ray;
-    kern_ray_launch(&ray, p.tx, n, p.rays);
-    kern_v3 d0 = ray.dir;
-    float f[2][2];
-    kern_antenna_field(&p.antenna, &p.rot, d0, f);
+    kern_walk_t w;
+    kern_crossing_t x;
+    kern_walk_start(&w, &p.b, p.base + i);
     uint32_t zc = 0;
     unsigned long long crossings = 0;
-    kern_zxing_t *slots = p.zslots ? p.zslots + (size_t)i * (p.max_depth + 1) : NULL;
-    for (;;) {
-        kern_hit_t hit;
-        hit.tri = UINT32_MAX;
-        hit.t = INFINITY;
-        if (p.bvh.node_count > 0)
-            kern_trace_closest(&p.bvh, ray.org, ray.dir, 0.0f, INFINITY, &hit);
-        int miss = hit.tri == UINT32_MAX || hit.tri >= p.tri_count;
-        float tmax = miss ? INFINITY : hit.t;
-        uint32_t cell;
-        float w;
-        if ((p.los || ray.depth > 0) &&
-            (w = kern_plane_crossing(&ray, tmax, &p.grid, &cell)) > 0.0f) {
-            float m[3];
-            kern_ray_form(&ray, w, m);
-            atomicAdd(&p.map[cell], (double)kern_form_power(f, m));
-            crossings++;
-            if (slots && p.zone_of_cell[cell] >= 0 && zc <= p.max_depth) {
-                slots[zc].cell = (uint32_t)p.zone_of_cell[cell];
-                slots[zc].m[0] = m[0];
-                slots[zc].m[1] = m[1];
-                slots[zc].m[2] = m[2];
-                zc++;
-            }
+    kern_zxing_t *slots = p.zslots ? p.zslots + (size_t)i * (p.b.max_depth + 1) : NULL;
+    while (kern_walk_next(&w, &p.b, &x)) {
+        atomicAdd(&p.map[x.cell], (double)x.power);
+        crossings++;
+        if (slots && x.zone >= 0 && zc <= p.b.max_depth) {
+            slots[zc].cell = (uint32_t)x.zone;
+            slots[zc].m[0] = x.m[0];
+            slots[zc].m[1] = x.m[1];
+            slots[zc].m[2] = x.m[2];
+            zc++;
         }
-        if (miss || ray.depth >= p.max_depth)
-            break;
-        const float *nn = &p.normals[3 * (size_t)hit.tri];
-        kern_mat_t mat = p.mats[p.tri_material[hit.tri]];
-        if (!kern_ray_interact(&ray, hit.t, v3(nn[0], nn[1], nn[2]), mat,
-                               kern_rand(p.seed, n, ray.depth), p.reflection, p.refraction))
-            break;
     }
     if (crossings)
         atomicAdd(p.crossings, crossings);
     if (p.zcount) {
         p.zcount[i] = zc;
-        p.zdir[3 * i] = d0.x;
-        p.zdir[3 * i + 1] = d0.y;
-        p.zdir[3 * i + 2] = d0.z;
+        p.zdir[3 * i] = w.d0.x;
+        p.zdir[3 * i + 1] = w.d0.y;
+        p.zdir[3 * i + 2] = w.d0.z;
     }
 }
 
@@ -271,11 +239,13 @@ static bf_err_t cuda_ctx_new(const kern_geom_t *geom, unsigned threads, void **o
         cuda_ctx_destroy(&p);
         return rc;
     }
-    c->bvh.nodes = (const kern_bvh_node_t *)c->nodes.ptr;
-    c->bvh.tris = (const float *)c->tris.ptr;
-    c->bvh.tri_ids = (const uint32_t *)c->tri_ids.ptr;
-    c->bvh.node_count = v->node_count;
-    c->bvh.tri_count = v->tri_count;
+    c->dev = *geom;
+    c->dev.bvh.nodes = (const kern_bvh_node_t *)c->nodes.ptr;
+    c->dev.bvh.tris = (const float *)c->tris.ptr;
+    c->dev.bvh.tri_ids = (const uint32_t *)c->tri_ids.ptr;
+    c->dev.normals = (const float *)c->normals.ptr;
+    c->dev.tri_material = (const uint16_t *)c->tri_material.ptr;
+    c->dev.mats = (const kern_mat_t *)c->mats.ptr;
     *out = c;
     return BF_OK;
 }
@@ -363,25 +333,10 @@ static bf_err_t cuda_trace(void *vctx, const kern_trace_setup_t *s, kern_trace_o
 
     trace_params p;
     memset(&p, 0, sizeof p);
-    p.bvh = c->bvh;
-    p.normals = (const float *)c->normals.ptr;
-    p.tri_material = (const uint16_t *)c->tri_material.ptr;
-    p.mats = (const kern_mat_t *)c->mats.ptr;
-    p.tri_count = c->host.tri_count;
-    p.rays = s->rays;
-    p.max_depth = s->max_depth;
-    p.los = s->los;
-    p.reflection = s->reflection;
-    p.refraction = s->refraction;
-    p.seed = s->seed;
-    p.tx = s->tx;
-    p.antenna = s->antenna;
-    p.rot = s->rot;
-    p.grid = s->grid;
+    kern_bounce_init(&p.b, &c->dev, s, zone ? (const int32_t *)c->zone_of_cell.ptr : NULL);
     p.map = (double *)c->map.ptr;
     p.crossings = (unsigned long long *)c->crossings.ptr;
     if (zone) {
-        p.zone_of_cell = (const int32_t *)c->zone_of_cell.ptr;
         p.zcount = (uint32_t *)c->zcount.ptr;
         p.zslots = (kern_zxing_t *)c->zslots.ptr;
         p.zdir = (float *)c->zdir.ptr;
@@ -526,21 +481,8 @@ static bf_err_t cuda_evaluate(void *vctx, const kern_zone_data_t *zone, const ke
     return BF_OK;
 }
 
-static const kern_backend_t cuda_backend = {
-    "cuda", cuda_ctx_new, cuda_ctx_destroy, cuda_trace, cuda_evaluate,
-};
-
-extern "C" const kern_backend_t *kern_backend_cuda(void)
-{
-    int n = 0;
-    if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
-        cudaGetLastError(); /* clear the error of a machine without a driver */
-        return NULL;
-    }
-    return &cuda_backend;
-}
-
-extern "C" int kern_cuda_devices(kern_device_t *out, int max)
+/* The devices entry: every device the runtime lists and can describe. */
+static int cuda_devices(kern_device_t *out, int max)
 {
     int n = 0;
     if (cudaGetDeviceCount(&n) != cudaSuccess) {
@@ -556,6 +498,7 @@ extern "C" int kern_cuda_devices(kern_device_t *out, int max)
         }
         kern_device_t *d = &out[k++];
         memset(d, 0, sizeof *d);
+        d->index = i;
         bf_strlcpy(d->name, prop.name, sizeof d->name);
         d->memory_bytes = prop.totalGlobalMem;
         d->cc_major = prop.major;
@@ -567,4 +510,18 @@ extern "C" int kern_cuda_devices(kern_device_t *out, int max)
                  u[14], u[15]);
     }
     return k;
+}
+
+static const kern_backend_t cuda_backend = {
+    "cuda", cuda_ctx_new, cuda_ctx_destroy, cuda_trace, cuda_evaluate, cuda_devices,
+};
+
+extern "C" const kern_backend_t *kern_backend_cuda(void)
+{
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
+        cudaGetLastError(); /* clear the error of a machine without a driver */
+        return NULL;
+    }
+    return &cuda_backend;
 }

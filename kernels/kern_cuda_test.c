@@ -1,8 +1,15 @@
 /*  kernels/kern_cuda_test.c - the CUDA backend against its CPU twin ("gold",
-    as in cuda-samples): same scene, same seed and lattice, maps equal within
-    float tolerance cell by cell, zone crossings equal in number and order,
-    orientation sums equal, and the same optimum. Runs on the analytic scenes
-    of ../shared/scenes and on munich, etoile and florence. Exits 77 (skipped)
+    as in cuda-samples). Both walk every ray with the same code
+    (kern_bounce.h) and the same bits (kern_hd.h, kern_math.h; checked
+    without a GPU by kern_contract_test and kern_cuda_ptx_test), so the
+    crossing counts are equal, the maps differ only by the order of the
+    GPU's double atomics (NMSE at most -60 dB, in practice near -300 dB),
+    and the zone records are the CPU's element by element: the same rays in
+    the same order, each departure direction and Jones form bit for bit.
+    Then orientation sums from the CPU's records and from the GPU's own
+    records, each evaluated on the GPU, match the CPU's, and the search on
+    the GPU's records finds the CPU's optimum. Runs on the analytic scenes of
+    ../shared/scenes and on munich, etoile and florence. Exits 77 (skipped)
     when there is no CUDA device or no CUDA backend in this build. */
 
 #include "kern.h"
@@ -12,6 +19,55 @@
 #include <string.h>
 
 #include "../common/bf_check.h"
+
+/* Element by element, the GPU's zone records against the CPU's: returns
+   how many rays or crossings differ (printing the first few). */
+static size_t compare_zone(const char *name, const kern_zone_data_t *zc, const kern_zone_data_t *zg)
+{
+    size_t bad = 0;
+    if (zc->ray_count != zg->ray_count || zc->count != zg->count) {
+        fprintf(stderr, "  %s: zone rays cpu %zu gpu %zu, crossings cpu %zu gpu %zu\n", name,
+                zc->ray_count, zg->ray_count, zc->count, zg->count);
+        bad++;
+    }
+    size_t nr = zc->ray_count < zg->ray_count ? zc->ray_count : zg->ray_count;
+    for (size_t r = 0; r < nr; r++) {
+        const kern_zray_t *a = &zc->rays[r], *b = &zg->rays[r];
+        if (memcmp(a->d, b->d, sizeof a->d) != 0 || a->count != b->count) {
+            if (bad < 5)
+                fprintf(stderr, "  %s: zone ray %zu: cpu (%a %a %a) x%u gpu (%a %a %a) x%u\n", name,
+                        r, a->d[0], a->d[1], a->d[2], a->count, b->d[0], b->d[1], b->d[2],
+                        b->count);
+            bad++;
+        }
+    }
+    size_t nx = zc->count < zg->count ? zc->count : zg->count;
+    for (size_t i = 0; i < nx; i++) {
+        const kern_zxing_t *a = &zc->xings[i], *b = &zg->xings[i];
+        if (a->cell != b->cell || memcmp(a->m, b->m, sizeof a->m) != 0) {
+            if (bad < 5)
+                fprintf(stderr,
+                        "  %s: zone crossing %zu: cpu cell %u m (%a %a %a) gpu cell %u m (%a "
+                        "%a %a)\n",
+                        name, i, a->cell, a->m[0], a->m[1], a->m[2], b->cell, b->m[0], b->m[1],
+                        b->m[2]);
+            bad++;
+        }
+    }
+    return bad;
+}
+
+/* Largest relative difference of GPU orientation sums from the CPU's. */
+static double worst_rel(const double *sc, const double *sg, size_t n)
+{
+    double worst = 0;
+    for (size_t k = 0; k < n; k++) {
+        double r = fabs(sg[k] - sc[k]) / (fabs(sc[k]) + 1e-300);
+        if ((sc[k] != 0 || sg[k] != 0) && r > worst)
+            worst = r;
+    }
+    return worst;
+}
 
 typedef struct {
     const char *name;
@@ -82,14 +138,14 @@ static int compare_scene(const kern_backend_t *gpu, const char *shared, const ca
     double t_cpu = bf_mono_s() - t0;
     CHECKF(e == BF_OK, "cpu trace: %s", err);
     t0 = bf_mono_s();
-    e = gpu->trace(gpu_ctx, &ts, &og, err);
-    double t_gpu = bf_mono_s() - t0;
-    CHECKF(e == BF_OK, "gpu trace: %s", err);
     if (e == BF_OK) {
-        /* Crossing counts may differ by the odd ray whose hit flips under
-           float contraction; the maps must agree where there is power. */
-        double rel = fabs((double)og.crossings - (double)oc.crossings) / (double)(oc.crossings + 1);
-        CHECKF(rel < 1e-3, "%s: crossings cpu %llu gpu %llu", tc->name,
+        e = gpu->trace(gpu_ctx, &ts, &og, err);
+        CHECKF(e == BF_OK, "gpu trace: %s", err);
+    }
+    double t_gpu = bf_mono_s() - t0;
+    if (e == BF_OK) {
+        /* the same rays: the same crossings, counted exactly */
+        CHECKF(og.crossings == oc.crossings, "%s: crossings cpu %llu gpu %llu", tc->name,
                (unsigned long long)oc.crossings, (unsigned long long)og.crossings);
         double num = 0, den = 0;
         size_t shown = 0;
@@ -97,66 +153,74 @@ static int compare_scene(const kern_backend_t *gpu, const char *shared, const ca
             double d = map_g[c] - map_c[c];
             num += d * d;
             den += map_c[c] * map_c[c];
-            if (fabs(d) > 1e-3 * fabs(map_c[c]) + 1e-12 && shown < 5) {
-                fprintf(stderr, "  %s: cell %zu cpu %.9g gpu %.9g\n", tc->name, c, map_c[c],
+            if (fabs(d) > 1e-9 * fabs(map_c[c]) + 1e-300 && shown < 5) {
+                fprintf(stderr, "  %s: cell %zu cpu %.17g gpu %.17g\n", tc->name, c, map_c[c],
                         map_g[c]);
                 shown++;
             }
         }
-        double nmse_db = den > 0 ? 10 * log10(num / den + 1e-300) : -300;
-        CHECKF(nmse_db < -50, "%s: GPU vs CPU map NMSE %.1f dB", tc->name, nmse_db);
-        CHECKF(zg.ray_count > 0 || zc.ray_count == 0, "%s: no zone rays on the GPU", tc->name);
-        double zrel = fabs((double)zg.count - (double)zc.count) / (double)(zc.count + 1);
-        CHECKF(zrel < 1e-3, "%s: zone crossings cpu %zu gpu %zu", tc->name, zc.count, zg.count);
-        printf("%-32s rays %9llu  cpu %7.3f s  gpu %7.3f s  (x%.1f)  NMSE %.1f dB  zone xings "
-               "%zu/%zu\n",
+        double nmse_db = num > 0 ? 10 * log10(num / den) : -400;
+        CHECKF(den > 0 && nmse_db <= -60, "%s: GPU vs CPU map NMSE %.1f dB", tc->name, nmse_db);
+        size_t zbad = compare_zone(tc->name, &zc, &zg);
+        CHECKF(zc.ray_count > 0 && zbad == 0, "%s: %zu zone records differ (of %zu rays)", tc->name,
+               zbad, zc.ray_count);
+        printf("%-32s rays %9llu  cpu %7.3f s  gpu %7.3f s  (x%.1f)  NMSE %.1f dB  zone rays %zu, "
+               "crossings %zu, %zu differ\n",
                tc->name, (unsigned long long)tc->rays, t_cpu, t_gpu, t_cpu / t_gpu, nmse_db,
-               zc.count, zg.count);
+               zc.ray_count, zc.count, zbad);
 
-        /* Orientation sums from the same (CPU-recorded) zone data. */
+        /* Orientation sums: the CPU from its records; the GPU from the
+           CPU's records and from its own. Every term is the same float, so
+           only the order of the double sums differs. */
         enum { NO = 64 };
         kern_rot_t rots[NO];
         for (int i = 0; i < NO; i++)
             rots[i] = kern_rotation(i * 360.0 / NO, -10 + (i % 8) * 5, 0);
-        double *sc = calloc((size_t)NO * zcells, sizeof *sc);
-        double *sg = calloc((size_t)NO * zcells, sizeof *sg);
+        size_t ns = (size_t)NO * zcells;
+        double *sc = calloc(ns, sizeof *sc), *sg = calloc(ns, sizeof *sg),
+               *so = calloc(ns, sizeof *so);
         e = cpu->evaluate(cpu_ctx, &zc, &ts.antenna, rots, NO, sc, NULL, err);
         CHECKF(e == BF_OK, "cpu evaluate: %s", err);
         e = gpu->evaluate(gpu_ctx, &zc, &ts.antenna, rots, NO, sg, NULL, err);
-        CHECKF(e == BF_OK, "gpu evaluate: %s", err);
-        double worst = 0;
-        for (size_t k = 0; k < (size_t)NO * zcells; k++) {
-            double r = fabs(sg[k] - sc[k]) / (fabs(sc[k]) + 1e-30);
-            if (sc[k] > 0 && r > worst)
-                worst = r;
-        }
-        CHECKF(worst < 1e-4, "%s: orientation sums differ by %.3g relative", tc->name, worst);
+        CHECKF(e == BF_OK, "gpu evaluate (cpu records): %s", err);
+        e = gpu->evaluate(gpu_ctx, &zg, &ts.antenna, rots, NO, so, NULL, err);
+        CHECKF(e == BF_OK, "gpu evaluate (gpu records): %s", err);
+        double w1 = worst_rel(sc, sg, ns), w2 = worst_rel(sc, so, ns);
+        CHECKF(w1 < 1e-9, "%s: GPU sums from the CPU's records differ by %.3g relative", tc->name,
+               w1);
+        CHECKF(w2 < 1e-9, "%s: GPU sums from its own records differ by %.3g relative", tc->name,
+               w2);
 
-        /* The same optimum from both backends. */
+        /* The search: on the CPU over the CPU's records, on the GPU over its own. */
         bf_optimizer_t opt = {
             .objective = BF_OBJ_MEAN_DBM, .azimuth_deg = {0, 360}, .tilt_deg = {-10, 30}};
-        kern_search_t s;
-        memset(&s, 0, sizeof s);
-        s.zone = &zc;
-        s.antenna = ts.antenna;
-        s.power.scale = 1.0;
-        s.power.floor_dbm = -300;
-        s.optimizer = &opt;
+        kern_search_t srch;
+        memset(&srch, 0, sizeof srch);
+        srch.antenna = ts.antenna;
+        srch.power.scale = 1.0;
+        srch.power.floor_dbm = -300;
+        srch.optimizer = &opt;
         kern_search_result_t rc_, rg_;
-        s.backend = cpu;
-        s.ctx = cpu_ctx;
-        e = kern_search(&s, &rc_, err);
+        srch.backend = cpu;
+        srch.ctx = cpu_ctx;
+        srch.zone = &zc;
+        e = kern_search(&srch, &rc_, err);
         CHECKF(e == BF_OK, "cpu search: %s", err);
-        s.backend = gpu;
-        s.ctx = gpu_ctx;
-        e = kern_search(&s, &rg_, err);
+        srch.backend = gpu;
+        srch.ctx = gpu_ctx;
+        srch.zone = &zg;
+        e = kern_search(&srch, &rg_, err);
         CHECKF(e == BF_OK, "gpu search: %s", err);
-        CHECKF(fabs(rc_.objective - rg_.objective) < 0.01,
-               "%s: optimum cpu (%.1f, %.1f) %.4f gpu (%.1f, %.1f) %.4f", tc->name,
+        printf("%-32s optimum cpu (%.1f, %.1f) %.6f  gpu (%.1f, %.1f) %.6f\n", tc->name,
+               rc_.best.azimuth_deg, rc_.best.tilt_deg, rc_.objective, rg_.best.azimuth_deg,
+               rg_.best.tilt_deg, rg_.objective);
+        CHECKF(fabs(rc_.objective - rg_.objective) < 1e-6,
+               "%s: optimum cpu (%.1f, %.1f) %.9f gpu (%.1f, %.1f) %.9f", tc->name,
                rc_.best.azimuth_deg, rc_.best.tilt_deg, rc_.objective, rg_.best.azimuth_deg,
                rg_.best.tilt_deg, rg_.objective);
         free(sc);
         free(sg);
+        free(so);
     }
     kern_zone_data_clear(&zc);
     kern_zone_data_clear(&zg);

@@ -3,8 +3,9 @@
     crossings of one trace equals re-tracing the scene at that orientation
     (to 1e-3 dB), the search finds the optimum of an exhaustive 0.5 deg grid
     to 0.05 dB, the objectives and percentiles follow their definitions, and
-    the whole boresight task runs on a generated scene (result fields, maps,
-    cancellation, bad input). */
+    the whole boresight task runs on a generated scene (the fields of its
+    plain result, maps, thumbnails, cancellation, bad input; its wire form
+    is worker_boresight_test's). */
 
 #include "kern.h"
 #include "kern_testkit.h"
@@ -243,6 +244,37 @@ static void on_progress(void *ud, const char *stage, double f)
         seen[4] = 1;
 }
 
+/* The engine's settings from a job, as the worker fills them. */
+static kern_boresight_opts_t opts_of(const bf_job_t *job, const char *maps)
+{
+    kern_boresight_opts_t o;
+    memset(&o, 0, sizeof o);
+    o.solver = job->solver;
+    o.measurement = job->measurement;
+    o.optimizer = job->optimizer;
+    o.validation = job->validation;
+    o.backend = KERN_BACKEND_CPU;
+    o.threads = 2;
+    o.maps_dir = maps;
+    return o;
+}
+
+/* The thumbnails are block means of the CSV map: every block is a number
+   (dBm, NAN only where no ray came) and there are ceil(n / fx) per axis. */
+static void check_thumbnails(const kern_thumbnails_t *t)
+{
+    CHECKF(t->nx >= 1 && t->nx <= KERN_THUMB_MAX && t->ny >= 1 && t->ny <= KERN_THUMB_MAX &&
+               t->dx > 0 && t->dy > 0 && t->initial && t->optimized,
+           "thumbnails %ux%u", t->nx, t->ny);
+    size_t finite = 0;
+    for (size_t i = 0; i < (size_t)t->nx * t->ny; i++) {
+        CHECKF(isnan(t->initial[i]) || (t->initial[i] > -400 && t->initial[i] < 100),
+               "thumbnail value %g", t->initial[i]);
+        finite += isfinite(t->initial[i]) && isfinite(t->optimized[i]);
+    }
+    CHECKF(finite > 0, "thumbnails have values");
+}
+
 static void test_boresight(void)
 {
     char tmpl[] = "/tmp/kern_optimize_test.XXXXXX", err[BF_ERRLEN] = "";
@@ -266,48 +298,50 @@ static void test_boresight(void)
     job.validation.p10_max_dbm = 1000;
     job.validation.p90_min_dbm = -1000;
     job.validation.min_percentile_range_db = 0;
-    kern_run_opts_t opts = {1, 2, maps, NULL};
+    kern_boresight_opts_t opts = opts_of(&job, maps);
     int seen[5] = {0};
-    json_t *res = NULL;
-    e = kern_boresight(scene, &job, &opts, on_progress, seen, &res, err);
-    CHECKF(e == BF_OK && res, "boresight: %s", err);
-    if (res) {
-        CHECKF(!strcmp(json_string_value(json_object_get(res, "status")), "success"), "status");
-        json_t *st = json_object_get(res, "stats");
-        size_t cells = (size_t)json_integer_value(json_object_get(st, "zone_cells"));
-        json_t *zi = json_object_get(res, "zone_power_initial"),
-               *zo = json_object_get(res, "zone_power_optimized");
-        CHECKF(cells > 0 && json_array_size(zi) == cells && json_array_size(zo) == cells,
-               "zone arrays");
+    opts.progress = on_progress;
+    opts.progress_ud = seen;
+    kern_boresight_result_t res;
+    e = kern_boresight(scene, &opts, &res, err);
+    CHECKF(e == BF_OK, "boresight: %s", err);
+    if (e == BF_OK) {
+        CHECKF(res.valid && !res.reason[0], "valid");
+        size_t cells = res.zone_cells;
+        CHECKF(cells > 0 && res.zone_initial && res.zone_optimized, "zone arrays");
         double mi = 0, mo = 0;
         for (size_t i = 0; i < cells; i++) {
-            mi += json_real_value(json_array_get(zi, i));
-            mo += json_real_value(json_array_get(zo, i));
+            mi += res.zone_initial[i];
+            mo += res.zone_optimized[i];
         }
         mi /= (double)cells;
         mo /= (double)cells;
-        double imp = json_real_value(json_object_get(st, "improvement_mean"));
-        CHECKF(fabs(json_real_value(json_object_get(st, "initial_mean")) - mi) < 1e-9 &&
-                   fabs(json_real_value(json_object_get(st, "optimized_mean")) - mo) < 1e-9,
+        double imp = res.optimized.mean - res.initial.mean;
+        CHECKF(fabs(res.initial.mean - mi) < 1e-9 && fabs(res.optimized.mean - mo) < 1e-9,
                "means match arrays");
-        CHECKF(imp >= -1e-9 && fabs(imp - (mo - mi)) < 1e-9, "improvement %g", imp);
+        CHECKF(res.initial.p10 <= res.initial.median && res.initial.median <= res.initial.p90,
+               "percentiles in order");
+        CHECKF(imp >= -1e-9, "improvement %g", imp);
         /* the exact objective (mean_dbm) equals the re-traced optimized mean */
-        CHECKF(fabs(json_real_value(json_object_get(res, "objective")) - mo) < 1e-3,
-               "objective vs re-trace");
-        json_t *sv = json_object_get(res, "solver");
-        CHECKF(json_integer_value(json_object_get(sv, "rays")) == 200000 &&
-                   json_integer_value(json_object_get(sv, "crossings")) > 0 &&
-                   json_integer_value(json_object_get(sv, "zone_crossings")) > 0 &&
-                   !strcmp(json_string_value(json_object_get(sv, "backend")), "cpu"),
+        CHECKF(fabs(res.objective - mo) < 1e-3, "objective vs re-trace");
+        CHECKF(res.solver.rays == 200000 && res.solver.max_depth == 2 &&
+                   res.solver.seed == job.solver.seed && res.solver.crossings > 0 &&
+                   res.solver.zone_crossings > 0 && !strcmp(res.solver.backend, "cpu"),
                "solver");
-        CHECKF(json_integer_value(json_object_get(res, "evaluations")) > 100, "evaluations");
-        CHECKF(json_object_get(json_object_get(res, "timings"), "maps") &&
-                   json_object_get(json_object_get(res, "boresight_optimized"), "tilt_deg"),
-               "timings, boresight");
+        CHECKF(res.evaluations > 100, "evaluations");
+        CHECKF(res.timings.load > 0 && res.timings.trace > 0 && res.timings.optimize > 0 &&
+                   res.timings.maps > 0,
+               "timings");
+        CHECKF(res.boresight_optimized.tilt_deg >= job.optimizer.tilt_deg[0] &&
+                   res.boresight_optimized.tilt_deg <= job.optimizer.tilt_deg[1],
+               "boresight within the optimizer's range");
+        check_thumbnails(&res.thumbnails);
         CHECKF(seen[0] && seen[1] && seen[2] && seen[3] && !seen[4], "progress stages");
         printf("boresight: %zu zone cells, initial %.2f dBm -> optimized %.2f dBm (%+.2f dB)\n",
                cells, mi, mo, imp);
-        json_decref(res);
+        kern_boresight_result_clear(&res);
+        kern_boresight_result_clear(&res); /* idempotent */
+        CHECKF(!res.zone_initial && !res.thumbnails.initial && res.zone_cells == 0, "cleared");
         for (int k = 0; k < 2; k++) {
             char path[700], *text = NULL;
             size_t len = 0;
@@ -319,25 +353,31 @@ static void test_boresight(void)
             unlink(path);
         }
     }
-    /* a zone that fails validation: status failed, threshold named */
+    /* a zone that fails validation: not valid, threshold named, still searched */
     job.validation.p10_max_dbm = -1000;
-    e = kern_boresight(scene, &job, &opts, NULL, NULL, &res, err);
-    CHECKF(e == BF_OK && res &&
-               !strcmp(json_string_value(json_object_get(res, "status")), "failed") &&
-               strstr(json_string_value(json_object_get(res, "reason")), "p10_max_dbm"),
+    opts = opts_of(&job, NULL);
+    e = kern_boresight(scene, &opts, &res, err);
+    CHECKF(e == BF_OK && !res.valid && strstr(res.reason, "p10_max_dbm") && res.evaluations > 100 &&
+               res.zone_optimized,
            "failed validation");
-    json_decref(res);
+    kern_boresight_result_clear(&res);
     volatile int cancel = 1;
-    kern_run_opts_t copts = {1, 2, NULL, &cancel};
-    CHECKF(kern_boresight(scene, &job, &copts, NULL, NULL, &res, err) == BF_ECANCELED && !res,
+    kern_boresight_opts_t copts = opts_of(&job, NULL);
+    copts.cancel = &cancel;
+    CHECKF(kern_boresight(scene, &copts, &res, err) == BF_ECANCELED && !res.zone_initial &&
+               !res.thumbnails.initial,
            "cancel");
 #ifndef BF_HAVE_CUDA
-    kern_run_opts_t gpu = {2, 1, NULL, NULL};
-    CHECKF(kern_boresight(scene, &job, &gpu, NULL, NULL, &res, err) == BF_EUNSUPP,
-           "cuda not compiled");
+    kern_boresight_opts_t gpu = opts_of(&job, NULL);
+    gpu.backend = KERN_BACKEND_CUDA;
+    CHECKF(kern_boresight(scene, &gpu, &res, err) == BF_EUNSUPP, "cuda not compiled");
+    kern_device_t devs[4];
+    CHECKF(kern_devices(devs, 4) == 0, "no devices without CUDA");
 #endif
-    CHECKF(kern_boresight("/nonexistent/scene", &job, &opts, NULL, NULL, &res, err) == BF_EINVAL &&
-               !res,
+    kern_boresight_opts_t bad = opts_of(&job, NULL);
+    bad.backend = (kern_backend_kind_t)7;
+    CHECKF(kern_boresight(scene, &bad, &res, err) == BF_EINVAL, "unknown backend");
+    CHECKF(kern_boresight("/nonexistent/scene", &opts, &res, err) == BF_EINVAL && !res.zone_initial,
            "bad scene");
     bf_job_clear(&job);
     unlink(maps);

@@ -4,17 +4,22 @@
     patterns with polarization and orientation, the Fibonacci launch lattice,
     a counter-based random generator, the ray state with its 2x2 Jones chain,
     the event choice at an interaction and the plane-crossing contribution.
-    Each backend (kern_cpu.c, the CUDA one) is a thin loop over these
-    functions, so both compute the same numbers. Valid C11 and CUDA C++ (see
-    kern_hd.h): no compound literals, no host-only calls. */
+    kern_bounce.h walks a ray through them for both backends (kern_cpu.c,
+    kern_cuda.cu), and the two compute the same bits: every product is
+    mul_rn/dmul_rn (never fused into a multiply-add, kern_hd.h) and every
+    elementary function on a ray's path comes from kern_math.h (never from
+    glibc or CUDA's libdevice, which differ in the last bit). Valid C11 and
+    CUDA C++ (see kern_hd.h): no compound literals, no host-only calls. */
 
 #ifndef KERN_RADIO_H_INCLUDED
 #define KERN_RADIO_H_INCLUDED
 
 #include "kern_hd.h"
+#include "kern_math.h"
 
-#define KERN_PI  3.14159265358979323846
-#define KERN_PIF 3.14159265358979323846f
+#define KERN_PI    3.14159265358979323846
+#define KERN_PIF   3.14159265358979323846f
+#define KERN_PI_2F 1.57079632679489662f /* pi / 2 */
 
 /* ---- complex numbers (float) ------------------------------------------ */
 typedef struct {
@@ -38,15 +43,15 @@ KERN_HD kern_cf cf_sub(kern_cf a, kern_cf b)
 }
 KERN_HD kern_cf cf_mul(kern_cf a, kern_cf b)
 {
-    return cf(a.re * b.re - a.im * b.im, a.re * b.im + a.im * b.re);
+    return cf(mul_rn(a.re, b.re) - mul_rn(a.im, b.im), mul_rn(a.re, b.im) + mul_rn(a.im, b.re));
 }
 KERN_HD kern_cf cf_scale(kern_cf a, float s)
 {
-    return cf(a.re * s, a.im * s);
+    return cf(mul_rn(a.re, s), mul_rn(a.im, s));
 }
 KERN_HD float cf_abs2(kern_cf a)
 {
-    return a.re * a.re + a.im * a.im;
+    return mul_rn(a.re, a.re) + mul_rn(a.im, a.im);
 }
 /* Smith's division: no overflow for the huge permittivity of metal (|eta|
    ~ 1e16, whose square would be close to the float range). */
@@ -55,18 +60,18 @@ KERN_HD kern_cf cf_div(kern_cf a, kern_cf b)
     if (fabsf(b.re) >= fabsf(b.im)) {
         if (b.re == 0.0f)
             return cf(0.0f, 0.0f);
-        float r = b.im / b.re, den = b.re + b.im * r;
-        return cf((a.re + a.im * r) / den, (a.im - a.re * r) / den);
+        float r = b.im / b.re, den = b.re + mul_rn(b.im, r);
+        return cf((a.re + mul_rn(a.im, r)) / den, (a.im - mul_rn(a.re, r)) / den);
     }
-    float r = b.re / b.im, den = b.re * r + b.im;
-    return cf((a.re * r + a.im) / den, (a.im * r - a.re) / den);
+    float r = b.re / b.im, den = mul_rn(b.re, r) + b.im;
+    return cf((mul_rn(a.re, r) + a.im) / den, (mul_rn(a.im, r) - a.re) / den);
 }
 /* Principal square root (real part >= 0). */
 KERN_HD kern_cf cf_sqrt(kern_cf z)
 {
-    float m = hypotf(z.re, z.im);
-    float re = sqrtf(fmaxf(0.5f * (m + z.re), 0.0f));
-    float im = sqrtf(fmaxf(0.5f * (m - z.re), 0.0f));
+    float m = kern_hypotf(z.re, z.im);
+    float re = sqrtf(kern_maxf(mul_rn(0.5f, m + z.re), 0.0f));
+    float im = sqrtf(kern_maxf(mul_rn(0.5f, m - z.re), 0.0f));
     return cf(re, z.im < 0.0f ? -im : im);
 }
 
@@ -81,18 +86,19 @@ typedef struct {
    out[1] = R_TM, out[2] = T_TE, out[3] = T_TM. */
 KERN_HD void kern_slab_coeffs(kern_mat_t mat, float cos_t, kern_cf out[4])
 {
-    float sin2 = fmaxf(0.0f, 1.0f - cos_t * cos_t);
+    float sin2 = kern_maxf(1.0f - mul_rn(cos_t, cos_t), 0.0f);
     kern_cf s = cf_sqrt(cf(mat.eta_re - sin2, mat.eta_im));
     kern_cf c = cf(cos_t, 0.0f);
-    kern_cf ec = cf(mat.eta_re * cos_t, mat.eta_im * cos_t);
+    kern_cf ec = cf(mul_rn(mat.eta_re, cos_t), mul_rn(mat.eta_im, cos_t));
     kern_cf r[2];
     r[0] = cf_div(cf_sub(c, s), cf_add(c, s));
     r[1] = cf_div(cf_sub(ec, s), cf_add(ec, s));
     /* e1 = exp(-j q), e2 = exp(-2 j q); Im(s) <= 0 makes them decay. For
        metal the magnitude underflows to 0: R = r, T = 0, as it should. */
-    float qr = mat.kd * s.re, qi = mat.kd * s.im;
-    float mag = expf(qi);
-    kern_cf e1 = mag > 0.0f ? cf(mag * cosf(qr), -mag * sinf(qr)) : cf(0.0f, 0.0f);
+    float qr = mul_rn(mat.kd, s.re), qi = mul_rn(mat.kd, s.im);
+    float mag = kern_expf(qi), sq, cq;
+    kern_sincosf(qr, &sq, &cq);
+    kern_cf e1 = mag > 0.0f ? cf(mul_rn(mag, cq), -mul_rn(mag, sq)) : cf(0.0f, 0.0f);
     kern_cf e2 = cf_mul(e1, e1);
     kern_cf one = cf(1.0f, 0.0f);
     for (int k = 0; k < 2; k++) {
@@ -115,35 +121,37 @@ typedef struct {
 } kern_rot_t;
 
 /* R = Rz(azimuth) * Ry(tilt) * Rx(roll); with this Ry a positive tilt turns
-   the boresight (+x) towards -z, i.e. down. */
+   the boresight (+x) towards -z, i.e. down. Called on the host only (both
+   backends receive the matrix), so the libm cos and sin are fine here. */
 KERN_HD kern_rot_t kern_rotation(double azimuth_deg, double tilt_deg, double roll_deg)
 {
-    double a = azimuth_deg * (KERN_PI / 180.0), t = tilt_deg * (KERN_PI / 180.0),
-           r = roll_deg * (KERN_PI / 180.0);
+    double a = dmul_rn(azimuth_deg, KERN_PI / 180.0), t = dmul_rn(tilt_deg, KERN_PI / 180.0),
+           r = dmul_rn(roll_deg, KERN_PI / 180.0);
     double ca = cos(a), sa = sin(a), ct = cos(t), st = sin(t), cr = cos(r), sr = sin(r);
+    double cast = dmul_rn(ca, st), sast = dmul_rn(sa, st);
     kern_rot_t R;
-    R.m[0] = (float)(ca * ct);
-    R.m[1] = (float)(ca * st * sr - sa * cr);
-    R.m[2] = (float)(ca * st * cr + sa * sr);
-    R.m[3] = (float)(sa * ct);
-    R.m[4] = (float)(sa * st * sr + ca * cr);
-    R.m[5] = (float)(sa * st * cr - ca * sr);
+    R.m[0] = (float)dmul_rn(ca, ct);
+    R.m[1] = (float)(dmul_rn(cast, sr) - dmul_rn(sa, cr));
+    R.m[2] = (float)(dmul_rn(cast, cr) + dmul_rn(sa, sr));
+    R.m[3] = (float)dmul_rn(sa, ct);
+    R.m[4] = (float)(dmul_rn(sast, sr) + dmul_rn(ca, cr));
+    R.m[5] = (float)(dmul_rn(sast, cr) - dmul_rn(ca, sr));
     R.m[6] = (float)(-st);
-    R.m[7] = (float)(ct * sr);
-    R.m[8] = (float)(ct * cr);
+    R.m[7] = (float)dmul_rn(ct, sr);
+    R.m[8] = (float)dmul_rn(ct, cr);
     return R;
 }
 KERN_HD kern_v3 kern_rot_apply(const kern_rot_t *R, kern_v3 a)
 {
-    return v3(R->m[0] * a.x + R->m[1] * a.y + R->m[2] * a.z,
-              R->m[3] * a.x + R->m[4] * a.y + R->m[5] * a.z,
-              R->m[6] * a.x + R->m[7] * a.y + R->m[8] * a.z);
+    return v3(mul_rn(R->m[0], a.x) + mul_rn(R->m[1], a.y) + mul_rn(R->m[2], a.z),
+              mul_rn(R->m[3], a.x) + mul_rn(R->m[4], a.y) + mul_rn(R->m[5], a.z),
+              mul_rn(R->m[6], a.x) + mul_rn(R->m[7], a.y) + mul_rn(R->m[8], a.z));
 }
 KERN_HD kern_v3 kern_rot_apply_t(const kern_rot_t *R, kern_v3 a)
 {
-    return v3(R->m[0] * a.x + R->m[3] * a.y + R->m[6] * a.z,
-              R->m[1] * a.x + R->m[4] * a.y + R->m[7] * a.z,
-              R->m[2] * a.x + R->m[5] * a.y + R->m[8] * a.z);
+    return v3(mul_rn(R->m[0], a.x) + mul_rn(R->m[3], a.y) + mul_rn(R->m[6], a.z),
+              mul_rn(R->m[1], a.x) + mul_rn(R->m[4], a.y) + mul_rn(R->m[7], a.z),
+              mul_rn(R->m[2], a.x) + mul_rn(R->m[5], a.y) + mul_rn(R->m[8], a.z));
 }
 
 /* Spherical unit vectors theta-hat and phi-hat of a unit direction. At the
@@ -151,13 +159,13 @@ KERN_HD kern_v3 kern_rot_apply_t(const kern_rot_t *R, kern_v3 a)
    the convention is consistent. */
 KERN_HD void kern_sph_basis(kern_v3 d, kern_v3 *th, kern_v3 *ph)
 {
-    float rho = sqrtf(d.x * d.x + d.y * d.y);
+    float rho = sqrtf(mul_rn(d.x, d.x) + mul_rn(d.y, d.y));
     float cp = 1.0f, sp = 0.0f;
     if (rho > 1e-12f) {
         cp = d.x / rho;
         sp = d.y / rho;
     }
-    *th = v3(d.z * cp, d.z * sp, -rho);
+    *th = v3(mul_rn(d.z, cp), mul_rn(d.z, sp), -rho);
     *ph = v3(-sp, cp, 0.0f);
 }
 
@@ -191,20 +199,25 @@ KERN_HD kern_antenna_t kern_antenna_make(int pattern, int polarization /* 0 V, 1
    local frame (theta from +z, phi from +x). */
 KERN_HD float kern_pattern_amp(int pattern, kern_v3 dl)
 {
-    float ct = fminf(1.0f, fmaxf(-1.0f, dl.z));
-    float st = sqrtf(dl.x * dl.x + dl.y * dl.y);
+    float st = sqrtf(mul_rn(dl.x, dl.x) + mul_rn(dl.y, dl.y));
     switch (pattern) {
     case KERN_PAT_DIPOLE:
-        return 1.22474487f * st;
-    case KERN_PAT_HW_DIPOLE:
-        return st > 1e-6f ? 1.28179561f * fabsf(cosf(0.5f * KERN_PIF * ct) / st) : 0.0f;
+        return mul_rn(1.22474487f, st);
+    case KERN_PAT_HW_DIPOLE: {
+        float ct = kern_minf(kern_maxf(dl.z, -1.0f), 1.0f);
+        return st > 1e-6f ? mul_rn(1.28179561f, fabsf(kern_cosf(mul_rn(KERN_PI_2F, ct)) / st))
+                          : 0.0f;
+    }
     case KERN_PAT_TR38901: {
-        float th = acosf(ct) * (180.0f / KERN_PIF);
-        float ph = atan2f(dl.y, dl.x) * (180.0f / KERN_PIF); /* already in -180..180 */
-        float av = 12.0f * ((th - 90.0f) / 65.0f) * ((th - 90.0f) / 65.0f);
-        float ah = 12.0f * (ph / 65.0f) * (ph / 65.0f);
-        float a = -fminf(fminf(av, 30.0f) + fminf(ah, 30.0f), 30.0f) + 8.0f;
-        return expf(a * 0.11512925f); /* sqrt(10^(A/10)) = e^(A ln10 / 20) */
+        /* theta - 90 deg is minus the elevation, atan2(z, st): no unit
+           length needed, and no arc cosine */
+        float el = mul_rn(kern_atan2f(dl.z, st), 180.0f / KERN_PIF);
+        float ph = mul_rn(kern_atan2f(dl.y, dl.x), 180.0f / KERN_PIF); /* already in -180..180 */
+        float v = el / 65.0f, h = ph / 65.0f;
+        float av = mul_rn(mul_rn(12.0f, v), v);
+        float ah = mul_rn(mul_rn(12.0f, h), h);
+        float a = -kern_minf(kern_minf(av, 30.0f) + kern_minf(ah, 30.0f), 30.0f) + 8.0f;
+        return kern_expf(mul_rn(a, 0.11512925f)); /* sqrt(10^(A/10)) = e^(A ln10 / 20) */
     }
     default:
         return 1.0f;
@@ -219,7 +232,7 @@ KERN_HD void kern_antenna_field(const kern_antenna_t *ant, const kern_rot_t *R, 
                                 float f[2][2])
 {
     kern_v3 dl = kern_rot_apply_t(R, d);
-    float c = kern_pattern_amp(ant->pattern, dl) * ant->scale;
+    float c = mul_rn(kern_pattern_amp(ant->pattern, dl), ant->scale);
     kern_v3 thw, phw, thl, phl;
     kern_sph_basis(d, &thw, &phw);
     kern_sph_basis(dl, &thl, &phl);
@@ -227,9 +240,9 @@ KERN_HD void kern_antenna_field(const kern_antenna_t *ant, const kern_rot_t *R, 
     float q00 = v3_dot(thl, thw_l), q01 = v3_dot(phl, thw_l);
     float q10 = v3_dot(thl, phw_l), q11 = v3_dot(phl, phw_l);
     for (int p = 0; p < 2; p++) {
-        float a = c * ant->slant_cos[p], b = c * ant->slant_sin[p];
-        f[p][0] = p < ant->ports ? q00 * a + q01 * b : 0.0f;
-        f[p][1] = p < ant->ports ? q10 * a + q11 * b : 0.0f;
+        float a = mul_rn(c, ant->slant_cos[p]), b = mul_rn(c, ant->slant_sin[p]);
+        f[p][0] = p < ant->ports ? mul_rn(q00, a) + mul_rn(q01, b) : 0.0f;
+        f[p][1] = p < ant->ports ? mul_rn(q10, a) + mul_rn(q11, b) : 0.0f;
     }
 }
 
@@ -240,22 +253,27 @@ KERN_HD float kern_form_power(const float f[2][2], const float m[3])
 {
     float s = 0.0f;
     for (int p = 0; p < 2; p++)
-        s += m[0] * f[p][0] * f[p][0] + 2.0f * m[1] * f[p][0] * f[p][1] + m[2] * f[p][1] * f[p][1];
+        s += mul_rn(mul_rn(m[0], f[p][0]), f[p][0]) +
+             mul_rn(mul_rn(mul_rn(2.0f, m[1]), f[p][0]), f[p][1]) +
+             mul_rn(mul_rn(m[2], f[p][1]), f[p][1]);
     return s;
 }
 
 /* ---- launch lattice and random numbers (DESIGN 6.4) -------------------- */
 /* Direction n of an N-point Fibonacci lattice, fixed in world coordinates.
-   The fractional part is taken in double: n reaches 1e10. */
+   The fractional part is taken in double: n reaches 1e10. The azimuth's
+   sine and cosine come from kern_sincos_turn, so the direction has the
+   same bits on the host and the device (the zone records store it). */
 KERN_HD kern_v3 kern_fibonacci_dir(uint64_t n, uint64_t count)
 {
-    double x = (double)n * 0.61803398874989484820; /* n / golden ratio */
+    double x = dmul_rn((double)n, 0.61803398874989484820); /* n / golden ratio */
     x -= floor(x);
     double y = count > 1 ? (double)n / (double)(count - 1) : 0.5;
-    double z = 1.0 - 2.0 * y;
-    double r = sqrt(fmax(0.0, 1.0 - z * z));
-    double a = 2.0 * KERN_PI * x;
-    return v3((float)(r * cos(a)), (float)(r * sin(a)), (float)z);
+    double z = 1.0 - dmul_rn(2.0, y);
+    double r2 = 1.0 - dmul_rn(z, z), r = sqrt(r2 > 0.0 ? r2 : 0.0);
+    double s, c;
+    kern_sincos_turn(x, &s, &c);
+    return v3((float)dmul_rn(r, c), (float)dmul_rn(r, s), (float)z);
 }
 
 /* SplitMix64 finalizer. */
@@ -271,7 +289,7 @@ KERN_HD uint64_t kern_mix64(uint64_t z)
 KERN_HD float kern_rand(uint64_t seed, uint64_t ray, uint32_t bounce)
 {
     uint64_t h = kern_mix64(kern_mix64(seed) ^ kern_mix64(ray * 64u + bounce));
-    return (float)(h >> 40) * (1.0f / 16777216.0f);
+    return mul_rn((float)(h >> 40), 1.0f / 16777216.0f);
 }
 
 /* ---- the ray and its Jones chain ---------------------------------------- */
@@ -306,10 +324,11 @@ KERN_HD void kern_ray_launch(kern_ray_t *ray, kern_v3 tx, uint64_t n, uint64_t c
    three real numbers are all an orientation needs. */
 KERN_HD void kern_ray_form(const kern_ray_t *ray, float w, float m[3])
 {
-    m[0] = w * (cf_abs2(ray->j[0][0]) + cf_abs2(ray->j[1][0]));
-    m[2] = w * (cf_abs2(ray->j[0][1]) + cf_abs2(ray->j[1][1]));
-    m[1] = w * (ray->j[0][0].re * ray->j[0][1].re + ray->j[0][0].im * ray->j[0][1].im +
-                ray->j[1][0].re * ray->j[1][1].re + ray->j[1][0].im * ray->j[1][1].im);
+    const kern_cf(*j)[2] = ray->j;
+    m[0] = mul_rn(w, cf_abs2(j[0][0]) + cf_abs2(j[1][0]));
+    m[2] = mul_rn(w, cf_abs2(j[0][1]) + cf_abs2(j[1][1]));
+    m[1] = mul_rn(w, mul_rn(j[0][0].re, j[0][1].re) + mul_rn(j[0][0].im, j[0][1].im) +
+                         mul_rn(j[1][0].re, j[1][1].re) + mul_rn(j[1][0].im, j[1][1].im));
 }
 
 /* The measurement plane and its cells: cell (ix, iy) covers
@@ -332,8 +351,8 @@ KERN_HD float kern_plane_crossing(const kern_ray_t *ray, float tmax, const kern_
     float t = (g->z - ray->org.z) / dz;
     if (!(t > 0.0f) || !(t < tmax))
         return 0.0f;
-    float fx = (ray->org.x + t * ray->dir.x - g->x0) / g->dx;
-    float fy = (ray->org.y + t * ray->dir.y - g->y0) / g->dy;
+    float fx = (ray->org.x + mul_rn(t, ray->dir.x) - g->x0) / g->dx;
+    float fy = (ray->org.y + mul_rn(t, ray->dir.y) - g->y0) / g->dy;
     if (!(fx >= 0.0f) || !(fy >= 0.0f) || !(fx < (float)g->nx) || !(fy < (float)g->ny))
         return 0.0f;
     uint32_t ix = (uint32_t)fx, iy = (uint32_t)fy;
@@ -359,7 +378,7 @@ KERN_HD int kern_ray_interact(kern_ray_t *ray, float t, kern_v3 n, kern_mat_t ma
         n = v3_scale(n, -1.0f);
         dn = -dn;
     }
-    float cos_t = fminf(-dn, 1.0f);
+    float cos_t = kern_minf(-dn, 1.0f);
     kern_cf c[4];
     kern_slab_coeffs(mat, cos_t, c);
     float pr = allow_r ? cf_abs2(c[0]) + cf_abs2(c[1]) : 0.0f;
@@ -367,7 +386,7 @@ KERN_HD int kern_ray_interact(kern_ray_t *ray, float t, kern_v3 n, kern_mat_t ma
     float tot = pr + pt;
     if (!(tot > 0.0f))
         return 0;
-    int refl = u01 * tot < pr;
+    int refl = mul_rn(u01, tot) < pr;
     float prob = (refl ? pr : pt) / tot;
     if (!(prob > 0.0f))
         return 0;
@@ -379,7 +398,7 @@ KERN_HD int kern_ray_interact(kern_ray_t *ray, float t, kern_v3 n, kern_mat_t ma
     float sl = v3_len(s);
     s = sl > 1e-6f ? v3_scale(s, 1.0f / sl) : ray->u;
     kern_v3 pin = v3_cross(s, ray->dir);
-    kern_v3 dout = refl ? v3_sub(ray->dir, v3_scale(n, 2.0f * dn)) : ray->dir;
+    kern_v3 dout = refl ? v3_sub(ray->dir, v3_scale(n, mul_rn(2.0f, dn))) : ray->dir;
     dout = v3_norm(dout);
     kern_v3 pout = refl ? v3_cross(s, dout) : pin;
     float q00 = v3_dot(ray->u, s), q01 = v3_dot(ray->v, s);
@@ -396,8 +415,8 @@ KERN_HD int kern_ray_interact(kern_ray_t *ray, float t, kern_v3 n, kern_mat_t ma
     ray->dir = dout;
     /* Leave the surface on the outgoing side, by an offset that stays above
        float rounding at city coordinates. */
-    float mag = fmaxf(fabsf(p.x), fmaxf(fabsf(p.y), fabsf(p.z)));
-    float eps = 1e-4f + 4e-7f * mag;
+    float mag = kern_maxf(fabsf(p.x), kern_maxf(fabsf(p.y), fabsf(p.z)));
+    float eps = 1e-4f + mul_rn(4e-7f, mag);
     ray->org = v3_add(p, v3_scale(n, refl ? eps : -eps));
     ray->depth++;
     return 1;

@@ -3,7 +3,9 @@
     arithmetic, the ITU slab coefficients (and energy conservation of a
     lossless slab), rotations, antenna patterns (normalization over the
     sphere, peak gains, polarization), the Fibonacci lattice, the random
-    generator, the Jones update at a mirror and the crossing weight. */
+    generator, the Jones update at a mirror and the crossing weight; and the
+    elementary functions of kern_math.h against glibc's double ones (within
+    one unit in the last place of a float, with C's special values). */
 
 #include "kern.h"
 
@@ -275,8 +277,95 @@ static void test_crossing(void)
     CHECKF(kern_plane_crossing(&ray, INFINITY, &g, &cell) == 0.0f, "outside the grid");
 }
 
+/* |got - ref| in units in the last place of ref rounded to float. */
+static double ulps(float got, double ref)
+{
+    float r = fabsf((float)ref);
+    double ulp = (double)nextafterf(r, INFINITY) - (double)r;
+    return fabs((double)got - ref) / ulp;
+}
+
+static uint64_t lcg = 0x9E3779B97F4A7C15ull;
+static double urand(void) /* uniform in [0, 1) */
+{
+    lcg = lcg * 6364136223846793005ull + 1442695040888963407ull;
+    return (double)(lcg >> 11) * (1.0 / 9007199254740992.0);
+}
+
+static void test_elementary(void)
+{
+    const int n = 400000;
+    double e_sin = 0, e_cos = 0, e_exp = 0, e_atan2 = 0, e_hyp = 0;
+    for (int i = 0; i < n; i++) {
+        /* arguments up to 2^25 in magnitude, denser near 0 */
+        float x = (float)((2 * urand() - 1) * pow(2.0, 25 * urand() - 10));
+        float s, c;
+        kern_sincosf(x, &s, &c);
+        e_sin = fmax(e_sin, ulps(s, sin((double)x)));
+        e_cos = fmax(e_cos, ulps(c, cos((double)x)));
+        float a = (float)(-104 + 193 * urand());
+        e_exp = fmax(e_exp, a > -87 ? ulps(kern_expf(a), exp((double)a))
+                                    : fabs(kern_expf(a) - exp((double)a)) / 0x1p-149);
+        float y = (float)((2 * urand() - 1) * pow(10.0, 6 * urand() - 3)),
+              z = (float)((2 * urand() - 1) * pow(10.0, 6 * urand() - 3));
+        e_atan2 = fmax(e_atan2, ulps(kern_atan2f(y, z), atan2((double)y, (double)z)));
+        e_hyp = fmax(e_hyp, ulps(kern_hypotf(y, z), hypot((double)y, (double)z)));
+    }
+    printf("kern_math: max error in float ulps over %d arguments: sin %.4f cos %.4f exp %.4f "
+           "atan2 %.4f hypot %.4f\n",
+           n, e_sin, e_cos, e_exp, e_atan2, e_hyp);
+    CHECKF(e_sin <= 1 && e_cos <= 1, "sincosf: %g %g ulps", e_sin, e_cos);
+    CHECKF(e_exp <= 1, "expf: %g ulps", e_exp);
+    CHECKF(e_atan2 <= 1 && e_hyp <= 1, "atan2f %g hypotf %g ulps", e_atan2, e_hyp);
+
+    float s, c;
+    kern_sincosf(0.0f, &s, &c);
+    CHECKF(s == 0.0f && c == 1.0f, "sincos(0) = (%g, %g)", s, c);
+    kern_sincosf(-0.0f, &s, &c);
+    CHECKF(s == 0.0f && signbit(s) && c == 1.0f, "sin(-0) is -0");
+    kern_sincosf(NAN, &s, &c);
+    CHECKF(isnan(s) && isnan(c), "sincos(nan)");
+    kern_sincosf(INFINITY, &s, &c);
+    CHECKF(isnan(s) && isnan(c), "sincos(inf)");
+    kern_sincosf(3e30f, &s, &c); /* far beyond the exact reduction: still bounded */
+    CHECKF(fabsf(s) <= 1 && fabsf(c) <= 1, "sincos(3e30) = (%g, %g)", s, c);
+    CHECKF(kern_expf(0) == 1.0f && kern_expf(-200) == 0.0f && kern_expf(100) == INFINITY &&
+               kern_expf(-INFINITY) == 0.0f && kern_expf(INFINITY) == INFINITY &&
+               isnan(kern_expf(NAN)),
+           "expf special values");
+    CHECKF(kern_expf(-1e10f) == 0.0f, "expf of a metal slab's phase");
+    const float zs[2] = {0.0f, -0.0f};
+    for (int i = 0; i < 2; i++)
+        for (int k = 0; k < 2; k++)
+            CHECKF(kern_atan2f(zs[i], zs[k]) == atan2f(zs[i], zs[k]) &&
+                       signbit(kern_atan2f(zs[i], zs[k])) == signbit(atan2f(zs[i], zs[k])),
+                   "atan2f(%g, %g)", zs[i], zs[k]);
+    CHECKF(kern_atan2f(1, -INFINITY) == atan2f(1, -INFINITY) &&
+               kern_atan2f(INFINITY, INFINITY) == atan2f(INFINITY, INFINITY) &&
+               isnan(kern_atan2f(NAN, 1)),
+           "atan2f infinities");
+    CHECKF(kern_hypotf(3e38f, 3e38f) == INFINITY && kern_hypotf(3, 4) == 5.0f, "hypotf");
+
+    /* the lattice against glibc's double sin and cos */
+    double e_dir = 0;
+    const uint64_t count = 10000000019ull;
+    for (int i = 0; i < 200000; i++) {
+        uint64_t k = i < 100000 ? (uint64_t)i : (uint64_t)(urand() * (double)count);
+        kern_v3 d = kern_fibonacci_dir(k, count);
+        double x = (double)k * 0.61803398874989484820;
+        x -= floor(x);
+        double zz = 1.0 - 2.0 * ((double)k / (double)(count - 1));
+        double r = sqrt(fmax(0.0, 1.0 - zz * zz));
+        e_dir = fmax(
+            e_dir, fmax(ulps(d.x, r * cos(2 * KERN_PI * x)), ulps(d.y, r * sin(2 * KERN_PI * x))));
+    }
+    printf("kern_fibonacci_dir: max error %.4f float ulps against glibc's cos and sin\n", e_dir);
+    CHECKF(e_dir <= 1, "lattice direction off by %g ulps", e_dir);
+}
+
 int main(void)
 {
+    test_elementary();
     test_complex();
     test_slab();
     test_rotation();

@@ -7,9 +7,13 @@
     no allocation: the stack is a fixed array of KERN_STACK entries, and
     kern_bvh_new() caps the tree depth below it.
 
-    Everything here is valid C11 and CUDA C++; min/max are written as
-    comparisons because fminf/fmaxf are library calls on the host unless
-    finite math is assumed. */
+    Everything here is valid C11 and CUDA C++; min/max are kern_minf and
+    kern_maxf (kern_hd.h), comparisons, because fminf/fmaxf are library
+    calls on the host unless finite math is assumed. Every product is mul_rn
+    (kern_hd.h): an edge function computed with a fused multiply-add is no
+    longer the exact negative of its twin in the neighbouring triangle, and
+    rays slip through the shared edge; so the host and the device round each
+    product on its own, and trace the same hits. */
 
 #ifndef KERN_TRAVERSE_H_INCLUDED
 #define KERN_TRAVERSE_H_INCLUDED
@@ -46,15 +50,6 @@ typedef struct {
     float px, py, pz; /* the origin's kx, ky, kz components */
 } kern_bvh_ray_t;
 
-KERN_HD float kern_minf(float a, float b)
-{
-    return a < b ? a : b;
-}
-KERN_HD float kern_maxf(float a, float b)
-{
-    return a > b ? a : b;
-}
-
 KERN_HD float kern_safe_inv(float d)
 {
     /* A zero component would give +-inf, and 0 * inf is NaN when the origin
@@ -89,8 +84,8 @@ KERN_HD kern_bvh_ray_t kern_bvh_ray_setup(kern_v3 org, kern_v3 dir)
     /* one division: the shear only has to be the same for every triangle,
        not exact, for the test to stay watertight */
     r.sz = 1.0f / dz;
-    r.sx = v3_get(dir, r.kx) * r.sz;
-    r.sy = v3_get(dir, r.ky) * r.sz;
+    r.sx = mul_rn(v3_get(dir, r.kx), r.sz);
+    r.sy = mul_rn(v3_get(dir, r.ky), r.sz);
     r.px = v3_get(org, r.kx);
     r.py = v3_get(org, r.ky);
     r.pz = v3_get(org, r.kz);
@@ -103,11 +98,11 @@ KERN_HD int kern_box_hit(const kern_bvh_ray_t *r, const kern_bvh_node_t *n, floa
                          float *t_enter)
 {
     const float *b = (const float *)(const void *)n; /* lo at 0..2, hi at 4..6 */
-    float tnx = (b[r->nx] - r->ox) * r->ix, tfx = (b[4 - r->nx] - r->ox) * r->ix;
-    float tny = (b[1 + r->ny] - r->oy) * r->iy, tfy = (b[5 - r->ny] - r->oy) * r->iy;
-    float tnz = (b[2 + r->nz] - r->oz) * r->iz, tfz = (b[6 - r->nz] - r->oz) * r->iz;
+    float tnx = mul_rn(b[r->nx] - r->ox, r->ix), tfx = mul_rn(b[4 - r->nx] - r->ox, r->ix);
+    float tny = mul_rn(b[1 + r->ny] - r->oy, r->iy), tfy = mul_rn(b[5 - r->ny] - r->oy, r->iy);
+    float tnz = mul_rn(b[2 + r->nz] - r->oz, r->iz), tfz = mul_rn(b[6 - r->nz] - r->oz, r->iz);
     float tn = kern_maxf(kern_maxf(tnx, tny), kern_maxf(tnz, tmin));
-    float tf = kern_minf(kern_minf(tfx, tfy), kern_minf(tfz, tmax)) * KERN_SLAB_WIDEN;
+    float tf = mul_rn(kern_minf(kern_minf(tfx, tfy), kern_minf(tfz, tmax)), KERN_SLAB_WIDEN);
     *t_enter = tn;
     return tn <= tf;
 }
@@ -119,16 +114,18 @@ KERN_HD int kern_tri_hit(const kern_bvh_ray_t *r, const float *tri, float tmin, 
     const int kx = r->kx, ky = r->ky, kz = r->kz;
     const float px = r->px, py = r->py, pz = r->pz;
     float Az = tri[kz] - pz, Bz = tri[3 + kz] - pz, Cz = tri[6 + kz] - pz;
-    float Ax = (tri[kx] - px) - r->sx * Az, Ay = (tri[ky] - py) - r->sy * Az;
-    float Bx = (tri[3 + kx] - px) - r->sx * Bz, By = (tri[3 + ky] - py) - r->sy * Bz;
-    float Cx = (tri[6 + kx] - px) - r->sx * Cz, Cy = (tri[6 + ky] - py) - r->sy * Cz;
-    float U = Cx * By - Cy * Bx, V = Ax * Cy - Ay * Cx, W = Bx * Ay - By * Ax;
+    float Ax = (tri[kx] - px) - mul_rn(r->sx, Az), Ay = (tri[ky] - py) - mul_rn(r->sy, Az);
+    float Bx = (tri[3 + kx] - px) - mul_rn(r->sx, Bz), By = (tri[3 + ky] - py) - mul_rn(r->sy, Bz);
+    float Cx = (tri[6 + kx] - px) - mul_rn(r->sx, Cz), Cy = (tri[6 + ky] - py) - mul_rn(r->sy, Cz);
+    float U = mul_rn(Cx, By) - mul_rn(Cy, Bx), V = mul_rn(Ax, Cy) - mul_rn(Ay, Cx),
+          W = mul_rn(Bx, Ay) - mul_rn(By, Ax);
     if ((U == 0.0f) | (V == 0.0f) | (W == 0.0f)) {
         /* On an edge in float: decide in double, as the paper does, so the
-           two triangles sharing the edge agree. */
-        U = (float)((double)Cx * By - (double)Cy * Bx);
-        V = (float)((double)Ax * Cy - (double)Ay * Cx);
-        W = (float)((double)Bx * Ay - (double)By * Ax);
+           two triangles sharing the edge agree (products of floats are
+           exact in double). */
+        U = (float)(dmul_rn(Cx, By) - dmul_rn(Cy, Bx));
+        V = (float)(dmul_rn(Ax, Cy) - dmul_rn(Ay, Cx));
+        W = (float)(dmul_rn(Bx, Ay) - dmul_rn(By, Ax));
     }
     /* | and & on purpose: one branch instead of six */
     if (((U < 0.0f) | (V < 0.0f) | (W < 0.0f)) & ((U > 0.0f) | (V > 0.0f) | (W > 0.0f)))
@@ -136,14 +133,14 @@ KERN_HD int kern_tri_hit(const kern_bvh_ray_t *r, const float *tri, float tmin, 
     float det = U + V + W;
     if (det == 0.0f)
         return 0;
-    float T = r->sz * (U * Az + V * Bz + W * Cz);
+    float T = mul_rn(r->sz, mul_rn(U, Az) + mul_rn(V, Bz) + mul_rn(W, Cz));
     float t = T / det;
     if (!(t > tmin) || !(t < hit->t))
         return 0;
     float inv = 1.0f / det;
     hit->t = t;
-    hit->u = U * inv;
-    hit->v = V * inv;
+    hit->u = mul_rn(U, inv);
+    hit->v = mul_rn(V, inv);
     return 1;
 }
 
@@ -204,7 +201,7 @@ KERN_HD int kern_trace_closest(const kern_bvh_view_t *bvh, kern_v3 org, kern_v3 
             if (sp == 0)
                 goto done;
             sp--;
-            if (stack_t[sp] <= hit->t * KERN_SLAB_WIDEN) {
+            if (stack_t[sp] <= mul_rn(hit->t, KERN_SLAB_WIDEN)) {
                 first = nodes[stack_node[sp]].first;
                 count = nodes[stack_node[sp]].count;
                 break;

@@ -159,10 +159,32 @@ const char *worker_fault(bf_err_t rc);
    may run: the program gets SIGKILL when it exits (PR_SET_PDEATHSIG). */
 bf_err_t worker_exec(worker_task_ctx_t *ctx, json_t **result, char *err) BF_MUST_CHECK;
 
-/* The boresight task: kern_boresight() on the worker's device (the CUDA
-   backend on a GPU worker, the CPU backend on a CPU worker), its stages
-   reported as progress. */
+/* The boresight task: kern_boresight() (kernels/kern.h) on the worker's
+   device (the CUDA backend on a GPU worker, the CPU backend on a CPU
+   worker), its stages reported as progress, its result turned into the
+   document by worker_boresight_json. */
 bf_err_t worker_boresight(worker_task_ctx_t *ctx, json_t **result, char *err) BF_MUST_CHECK;
+
+/* The engine's types (kernels/kern.h), named here so that this header
+   does not pull the engine in. */
+typedef struct kern_boresight_opts kern_boresight_opts_t;
+typedef struct kern_boresight_result kern_boresight_result_t;
+
+/* Fills *opts for kern_boresight from a job: its solver, measurement,
+   optimizer and validation settings, and the defaults for the rest
+   (KERN_BACKEND_AUTO, all cores, no maps, no cancel flag, no progress)
+   for the caller to change. The worker and `beamfleet solve` both use it. */
+void worker_boresight_opts(const bf_job_t *job, kern_boresight_opts_t *opts);
+
+/* The boresight part of the RESULT document (docs/protocol.md section 13)
+   for what kern_boresight found: status ("success", or "failed" when the
+   initial zone failed validation), reason, zone_power_initial,
+   zone_power_optimized, stats, boresight_initial, boresight_optimized,
+   timings, solver, evaluations, objective and thumbnails (dBm rounded to
+   0.1 dB, null for a block no ray reached). The fleet fields are the
+   worker's to add. The one conversion, shared by the worker and `beamfleet
+   solve`. A new document owned by the caller; NULL when out of memory. */
+json_t *worker_boresight_json(const kern_boresight_result_t *result);
 
 /* The handler for a task kind name ("exec", "boresight"), or NULL. */
 worker_handler_fn worker_handler(const char *task);

@@ -1,11 +1,14 @@
-/*  worker/worker_device.c - what a worker runs on. GPUs are found with the
-    CUDA runtime in a short-lived forked child that reports over a pipe and
-    exits, so the calling process (the supervisor, which forks workers)
-    never initializes CUDA. The CPU is described from /proc/cpuinfo and
-    sysinfo(2). Built with -DBF_HAVE_CUDA=1 and cudart when CUDA is found;
-    without it there are simply no GPUs. */
+/*  worker/worker_device.c - what a worker runs on. GPUs are found by the
+    radio engine (kern_devices, behind its CUDA backend) in a short-lived
+    forked child that reports over a pipe and exits, so the calling process
+    (the supervisor, which forks workers) never initializes CUDA. The CPU is
+    described from /proc/cpuinfo and sysinfo(2). In a build without the CUDA
+    backend (no BF_HAVE_CUDA from bf_kernels) there are simply no GPUs, and
+    no child is forked. */
 
 #include "worker.h"
+
+#include "../kernels/kern.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -16,10 +19,6 @@
 #include <sys/sysinfo.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-#if defined(BF_HAVE_CUDA) && BF_HAVE_CUDA
-#include <cuda_runtime_api.h>
-#endif
 
 #define PROBE_MAX     64
 #define PROBE_WAIT_MS 20000
@@ -51,34 +50,23 @@ void worker_device_cpu(worker_device_t *out)
 }
 
 #if defined(BF_HAVE_CUDA) && BF_HAVE_CUDA
-/* In the child: asks the CUDA runtime. Returns how many were filled. */
-static int cuda_list(worker_device_t *out, int max)
+/* In the child: asks the engine. Returns how many were filled. */
+static int gpu_list(worker_device_t *out, int max)
 {
-    int n = 0;
-    if (cudaGetDeviceCount(&n) != cudaSuccess)
-        return 0;
-    if (n > max)
-        n = max;
-    int filled = 0;
+    kern_device_t found[PROBE_MAX];
+    int n = kern_devices(found, max < PROBE_MAX ? max : PROBE_MAX);
     for (int i = 0; i < n; i++) {
-        struct cudaDeviceProp p;
-        if (cudaGetDeviceProperties(&p, i) != cudaSuccess)
-            continue;
-        worker_device_t *d = &out[filled++];
+        worker_device_t *d = &out[i];
         memset(d, 0, sizeof *d);
-        d->index = i;
-        bf_strlcpy(d->name, p.name, sizeof d->name);
-        d->memory_bytes = (uint64_t)p.totalGlobalMem;
-        d->cc_major = p.major;
-        d->cc_minor = p.minor;
-        const unsigned char *u = (const unsigned char *)p.uuid.bytes;
-        snprintf(d->uuid, sizeof d->uuid,
-                 "GPU-%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", u[0],
-                 u[1], u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12], u[13],
-                 u[14], u[15]);
+        d->index = found[i].index;
+        bf_strlcpy(d->name, found[i].name, sizeof d->name);
+        bf_strlcpy(d->uuid, found[i].uuid, sizeof d->uuid);
+        d->memory_bytes = found[i].memory_bytes;
+        d->cc_major = found[i].cc_major;
+        d->cc_minor = found[i].cc_minor;
         bf_strlcpy(d->backend, "cuda", sizeof d->backend);
     }
-    return filled;
+    return n;
 }
 
 static bool write_all(int fd, const void *data, size_t len)
@@ -144,7 +132,7 @@ bf_err_t worker_device_probe(worker_device_t *out, size_t max, size_t *count, ch
     if (pid == 0) {
         close(fd[0]);
         worker_device_t devs[PROBE_MAX];
-        int32_t n = cuda_list(devs, PROBE_MAX);
+        int32_t n = gpu_list(devs, PROBE_MAX);
         bool ok =
             write_all(fd[1], &n, sizeof n) && write_all(fd[1], devs, (size_t)n * sizeof devs[0]);
         _exit(ok ? 0 : 1);
