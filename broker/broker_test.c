@@ -23,7 +23,7 @@
 #include <unistd.h>
 #include <zmq.h>
 
-#define HB_MS    100
+static int HB_MS; /* bf_test_ms(100), set first thing in main */
 #define LIVENESS 3
 
 #include "../common/bf_check.h"
@@ -149,7 +149,7 @@ static void beat_all(void)
    are a failure unless type is PROTO_NONE, which takes any). */
 static bool trecv(tpeer_t *p, proto_type_t type, int timeout_ms, proto_msg_t *out)
 {
-    int64_t deadline = bf_mono_ms() + timeout_ms;
+    int64_t deadline = bf_mono_ms() + bf_test_ms(timeout_ms);
     proto_msg_init(out, PROTO_NONE);
     while (bf_mono_ms() < deadline) {
         beat_all();
@@ -179,7 +179,7 @@ static bool trecv(tpeer_t *p, proto_type_t type, int timeout_ms, proto_msg_t *ou
 static bool tquiet(tpeer_t *p, int ms)
 {
     proto_msg_t m;
-    int64_t deadline = bf_mono_ms() + ms;
+    int64_t deadline = bf_mono_ms() + bf_test_ms(ms);
     while (bf_mono_ms() < deadline) {
         beat_all();
         zmq_pollitem_t it = {p->sock, 0, ZMQ_POLLIN, 0};
@@ -202,7 +202,7 @@ static bool tquiet(tpeer_t *p, int ms)
 static bool theartbeat(tpeer_t *p, int ms)
 {
     proto_msg_t m;
-    int64_t deadline = bf_mono_ms() + ms;
+    int64_t deadline = bf_mono_ms() + bf_test_ms(ms);
     while (bf_mono_ms() < deadline) {
         beat_all();
         zmq_pollitem_t it = {p->sock, 0, ZMQ_POLLIN, 0};
@@ -285,6 +285,24 @@ static json_t *status_doc(const char *endpoint, const char *job_id, uint64_t cur
     return doc;
 }
 
+/* Polls the broker's status of job_id ("" for the fleet) until ready(doc,
+   arg) holds or ms (scaled, bf_test_ms) pass; returns the last document
+   (NULL when the broker did not answer), which the caller checks and frees:
+   a deadline that passed shows as the check after it failing. */
+typedef bool (*status_ready_fn)(const json_t *doc, const void *arg);
+static json_t *status_until(const char *endpoint, const char *job_id, status_ready_fn ready,
+                            const void *arg, int ms)
+{
+    int64_t until = bf_mono_ms() + bf_test_ms(ms);
+    for (;;) {
+        json_t *doc = status_doc(endpoint, job_id, 0);
+        if ((doc && ready(doc, arg)) || bf_mono_ms() >= until)
+            return doc;
+        json_decref(doc);
+        usleep(10 * 1000);
+    }
+}
+
 static json_t *job_in(json_t *doc, const char *job_id)
 {
     size_t i;
@@ -306,6 +324,47 @@ static const char *jstr(const json_t *o, const char *key)
 {
     const char *s = json_string_value(json_object_get(o, key));
     return s ? s : "";
+}
+
+/* status_until conditions */
+static bool worker_known(const json_t *doc, const void *name)
+{
+    size_t i;
+    json_t *w;
+    json_array_foreach(json_object_get(doc, "workers"), i, w)
+    {
+        if (!strcmp(jstr(w, "name"), name))
+            return true;
+    }
+    return false;
+}
+
+static bool events_are(const json_t *doc, const void *count)
+{
+    return json_array_size(json_object_get(doc, "events")) == *(const size_t *)count;
+}
+
+static bool first_worker_at(const json_t *doc, const void *stage)
+{
+    return !strcmp(jstr(json_array_get(json_object_get(doc, "workers"), 0), "task_stage"), stage);
+}
+
+static bool job_requeued_all(const json_t *doc, const void *job_id)
+{
+    json_t *j = job_in((json_t *)doc, job_id);
+    return j && jint(j, "running") == 0 && jint(j, "queued") == 30;
+}
+
+static bool job_done_and_delivered(const json_t *doc, const void *job_id)
+{
+    json_t *j = job_in((json_t *)doc, job_id);
+    return j && !strcmp(jstr(j, "state"), "done") &&
+           jint(json_object_get(doc, "collector"), "outbox") == 0;
+}
+
+static bool bad_messages_at_least(const json_t *doc, const void *n)
+{
+    return jint(json_object_get(doc, "broker"), "bad_messages") >= *(const int64_t *)n;
 }
 
 /* Submits a job of n scenes named prefix000...; job_id gets the id. */
@@ -502,19 +561,9 @@ static void test_faults(const char *dir)
     /* hostH registered (and known to the broker) before hostG fails, so
        that the retry has somewhere else to go */
     worker_ready(&c2, "hostH:1:cpu", 1, NULL);
-    bool known = false;
-    for (int k = 0; k < 200 && !known; k++) {
-        json_t *st = status_doc(r.endpoint, "", 0), *sw;
-        size_t n;
-        json_array_foreach(json_object_get(st, "workers"), n, sw)
-        {
-            known |= !strcmp(jstr(sw, "name"), "hostH:1:cpu");
-        }
-        json_decref(st);
-        if (!known)
-            usleep(10 * 1000);
-    }
-    CHECK(known);
+    json_t *st = status_until(r.endpoint, "", worker_known, "hostH:1:cpu", 2000);
+    CHECK(st && worker_known(st, "hostH:1:cpu"));
+    json_decref(st);
     worker_fault(&b2, m.task_id, (unsigned)m.attempt, "exit status 139", NULL);
     proto_msg_clear(&m);
     REQUIRE(trecv(&c2, PROTO_TASK, 2000, &m)); /* the retry avoids hostG */
@@ -605,15 +654,10 @@ static void test_lost(const char *dir)
     int64_t t0 = bf_mono_ms();
     tsend(&sup, &m);
     w.beat = true; /* it still beats: only LOST can have killed it */
-    int64_t took = -1;
-    for (int tries = 0; tries < 200 && took < 0; tries++) {
-        doc = status_doc(r.endpoint, job_id, 0);
-        json_t *j = job_in(doc, job_id);
-        if (j && jint(j, "running") == 0 && jint(j, "queued") == 30)
-            took = bf_mono_ms() - t0;
-        json_decref(doc);
-        doc = NULL;
-    }
+    doc = status_until(r.endpoint, job_id, job_requeued_all, job_id, 2000);
+    int64_t took = doc && job_requeued_all(doc, job_id) ? bf_mono_ms() - t0 : -1;
+    json_decref(doc);
+    doc = NULL;
     CHECK(took >= 0 && took < HB_MS * LIVENESS);
     printf("  LOST -> requeued in %lld ms (heartbeat expiry: %d ms)\n", (long long)took,
            HB_MS * LIVENESS);
@@ -635,15 +679,9 @@ static void test_lost(const char *dir)
         proto_msg_clear(&m);
     }
     CHECK(got1 && got2);
-    for (int tries = 0; tries < 50; tries++) {
-        doc = status_doc(r.endpoint, job_id, 0);
-        if (json_array_size(json_object_get(doc, "events")) == 2)
-            break;
-        json_decref(doc);
-        doc = NULL;
-        usleep(20 * 1000);
-    }
+    doc = status_until(r.endpoint, job_id, events_are, &(size_t){2}, 2000);
     REQUIRE(doc);
+    CHECK(json_array_size(json_object_get(doc, "events")) == 2);
     size_t i;
     json_t *e;
     bool seen = false;
@@ -839,15 +877,10 @@ static void test_flow(const char *dir)
     m.attempt = 1;
     m.fraction = 0.5;
     tsend(&cw, &m);
-    for (int tries = 0; tries < 50; tries++) { /* PROGRESS and STATUS use two connections */
-        json_decref(doc);
-        doc = status_doc(r.endpoint, "", 0);
-        json_t *w = json_array_get(json_object_get(doc, "workers"), 0);
-        if (!strcmp(jstr(w, "task_stage"), "trace"))
-            break;
-        usleep(20 * 1000);
-    }
+    json_decref(doc); /* PROGRESS and STATUS use two connections: poll */
+    doc = status_until(r.endpoint, "", first_worker_at, "trace", 1000);
     REQUIRE(doc);
+    CHECK(first_worker_at(doc, "trace"));
     json_t *br = json_object_get(doc, "broker");
     CHECK(!strcmp(jstr(br, "version"), BF_VERSION) && !strcmp(jstr(br, "state_dir"), dir));
     CHECK(json_is_number(json_object_get(br, "uptime_s")));
@@ -909,8 +942,7 @@ static void test_flow(const char *dir)
         proto_msg_clear(&m);
     }
     CHECK(delivered == 3); /* t2, t3, t4 */
-    usleep(100 * 1000);
-    doc = status_doc(r.endpoint, "", 0);
+    doc = status_until(r.endpoint, "", job_done_and_delivered, job_id, 2000);
     CHECK(doc && jint(json_object_get(doc, "collector"), "outbox") == 0);
     j = job_in(doc, job_id);
     CHECK(j && !strcmp(jstr(j, "state"), "done"));
@@ -1143,10 +1175,12 @@ static void test_garbage(const char *dir)
         tpeer_open(&h, r.endpoint);
         zmq_send(h.sock, huge, big, 0);
         free(huge);
-        usleep(200 * 1000);
+        /* the broker answers (polled while h is open: it lingers 0) */
+        doc = status_until(r.endpoint, "", bad_messages_at_least, &(int64_t){1000}, 2000);
         tpeer_close(&h);
     }
-    doc = status_doc(r.endpoint, "", 0);
+    if (!doc)
+        doc = status_doc(r.endpoint, "", 0);
     REQUIRE(doc);
     CHECK(jint(json_object_get(doc, "broker"), "bad_messages") >= 1000);
 out:
@@ -1183,14 +1217,7 @@ static void test_crasher(const char *dir)
         tpeer_close(&w);
     }
     /* attempt 2 was the last (max_attempts 2): final, naming both losses */
-    json_t *doc = NULL;
-    for (int tries = 0; tries < 50; tries++) {
-        json_decref(doc);
-        doc = status_doc(r.endpoint, job_id, 0);
-        if (json_array_size(json_object_get(doc, "events")) == 1)
-            break;
-        usleep(20 * 1000);
-    }
+    json_t *doc = status_until(r.endpoint, job_id, events_are, &(size_t){1}, 2000);
     json_t *e0 = json_array_get(json_object_get(doc, "events"), 0);
     CHECK(!strcmp(jstr(e0, "status"), "error"));
     CHECK(strstr(jstr(e0, "reason"), "failed 2 times: ") &&
@@ -1204,6 +1231,7 @@ out:
 
 int main(void)
 {
+    HB_MS = bf_test_ms(100);
     bf_log_set_tag("broker_test");
     if (!getenv("BEAMFLEET_LOG"))
         bf_log_set_level(BF_LOG_ERROR);

@@ -8,6 +8,7 @@
 #define BF_CHECK_H_INCLUDED
 
 #include <stdio.h>
+#include <stdlib.h>
 
 static int failures;
 
@@ -29,5 +30,19 @@ static int failures;
             failures++;                                                                            \
         }                                                                                          \
     } while (0)
+
+/* Milliseconds scaled for the machine the test runs on: ms times
+   BF_TEST_TIME_SCALE (an integer, default 1). The unit tests whose peers beat
+   and expire in tens of milliseconds take every interval and every bound
+   derived from one through this, so they stretch together: `make test-asan`
+   runs with 3 and `make test-tsan` with 10, where instrumented code on two
+   cores is that much slower, and a verdict never hangs on the machine's
+   speed. */
+static inline int bf_test_ms(int ms)
+{
+    const char *s = getenv("BF_TEST_TIME_SCALE");
+    int scale = s ? atoi(s) : 1;
+    return ms * (scale >= 1 && scale <= 100 ? scale : 1);
+}
 
 #endif
