@@ -285,6 +285,20 @@ static void stop(running_t *r)
 
 /* ---- the test --------------------------------------------------------------------- */
 
+/* Waits until the collector has registered r's subscription (its XPUB
+   passes it up), pumping the fake broker meanwhile. */
+static bool subscribed(running_t *r, fake_t *b, int ms)
+{
+    int64_t until = bf_mono_ms() + bf_test_ms(ms);
+    while (collector_stream_subscriptions(r->c) < 1) {
+        if (bf_mono_ms() >= until)
+            return false;
+        fake_pump(b);
+        usleep(5 * 1000);
+    }
+    return true;
+}
+
 int main(void)
 {
     HEARTBEAT_MS = bf_test_ms(100);
@@ -327,7 +341,7 @@ int main(void)
     running_t r1 = {0};
     CHECK(start(&r1, &b, b.ctx));
     CHECK(expect_collect(&b, 3000, true));
-    usleep(200 * 1000); /* let the SUB connect before anything is published */
+    CHECK(subscribed(&r1, &b, 3000)); /* before anything is published */
     const int task_of_seq[64] = {0, 1, 2, 3, 2, 0, 4, 0, 1, 5};
     deliver(&b, "jobJ", dirJ, 1, 1);
     deliver(&b, "jobJ", dirJ, 2, 2);
@@ -405,7 +419,7 @@ int main(void)
     running_t r2 = {0};
     CHECK(start(&r2, &b, b.ctx));
     CHECK(expect_collect(&b, 3000, true));
-    usleep(200 * 1000);
+    CHECK(subscribed(&r2, &b, 3000));
     for (uint64_t s = 1; s <= 4; s++)
         deliver(&b, "jobJ", dirJ, s, task_of_seq[s]);
     job_done(&b, "jobJ", dirJ, 5);
