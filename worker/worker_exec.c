@@ -325,16 +325,12 @@ static bf_err_t line_put(line_t *l, const char *p, size_t n)
         l->over = true;
         return BF_OK;
     }
-    if (l->len + n + 1 > l->cap) {
-        size_t cap = l->cap ? 2 * l->cap : 4096;
-        while (cap < l->len + n + 1)
-            cap *= 2;
+    if (l->len + n + 1 > l->cap) { /* doubling, but never past the result's limit */
+        size_t cap = bf_grow_cap(l->cap, l->len + n + 1, 4096);
         if (cap > (size_t)WORKER_RESULT_MAX + 1)
             cap = (size_t)WORKER_RESULT_MAX + 1;
-        char *grown = realloc(l->buf, cap);
-        if (!grown)
+        if (!cap || !bf_resize(&l->buf, cap, 1))
             return BF_ENOMEM;
-        l->buf = grown;
         l->cap = cap;
     }
     memcpy(l->buf + l->len, p, n);
