@@ -1,6 +1,7 @@
 /*  common/bf_check.h - the one assertion of Beamfleet's unit tests. CHECK
     counts a failure, printing file, line and the condition, and lets the
-    test go on, so that one run reports every broken check; a test's main
+    test go on, so that one run reports every broken check (REQUIRE ends it,
+    for a check the rest cannot do without); a test's main
     returns non-zero when `failures` is. Include it from x_test.c files only
     (it defines a file-local counter). */
 
@@ -28,6 +29,15 @@ static int failures;
             fprintf(stderr, __VA_ARGS__);                                                          \
             fputc('\n', stderr);                                                                   \
             failures++;                                                                            \
+        }                                                                                          \
+    } while (0)
+
+/* A check the rest of the test cannot do without: it fails the test at once. */
+#define REQUIRE(cond)                                                                              \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "%s:%d: required: %s\n", __FILE__, __LINE__, #cond);                   \
+            exit(1);                                                                               \
         }                                                                                          \
     } while (0)
 

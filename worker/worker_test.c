@@ -28,13 +28,6 @@
 #include <zmq.h>
 
 #include "../common/bf_check.h"
-#define REQUIRE(cond)                                                                              \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "%s:%d: REQUIRE failed: %s\n", __FILE__, __LINE__, #cond);             \
-            exit(1);                                                                               \
-        }                                                                                          \
-    } while (0)
 
 static int HB_MS; /* bf_test_ms(100), set first thing in main */
 
