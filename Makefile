@@ -47,21 +47,26 @@ test: deps-test build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) --timeout 900 --output-junit ctest-junit.xml
 
 # Every test again under AddressSanitizer and UndefinedBehaviorSanitizer (CI runs both).
-# Any report ends the test that caused it (halt_on_error), with a stack.
+# Any report ends the test that caused it (halt_on_error), with a stack. The
+# unit tests with 100 ms heartbeats stretch their intervals and bounds 3x
+# (BF_TEST_TIME_SCALE, common/bf_check.h): instrumented code on 2 cores.
 test-asan: deps-test
-	ASAN_OPTIONS=halt_on_error=1:detect_leaks=1 \
+	BF_TEST_TIME_SCALE=3 ASAN_OPTIONS=halt_on_error=1:detect_leaks=1 \
 	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	$(MAKE) test BUILD=build-asan CMAKE_ARGS="-DBF_SANITIZE=ON -DBF_CUDA=OFF"
 
 # The unit tests whose code runs threads (the worker's socket and task threads,
-# the CPU engine's pool, the metrics server) under ThreadSanitizer; libzmq is
-# not instrumented, so hand-overs inside it are suppressed (tests/tsan.supp).
-TSAN_TESTS = ^(worker_test|kern_cpu_test|broker_metrics_test)$$
+# the CPU engine's pool, the metrics server, the broker and the collector run
+# beside their fake peers) under ThreadSanitizer, intervals stretched 5x; libzmq
+# is not instrumented, so hand-overs inside it are suppressed (tests/tsan.supp).
+# CI runs it.
+TSAN_TESTS = ^(worker_test|kern_cpu_test|broker_metrics_test|broker_test|collector_test|collector_report_test)$$
 test-tsan: deps-test
 	$(MAKE) build BUILD=build-tsan CMAKE_ARGS="-DBF_TSAN=ON -DBF_CUDA=OFF"
-	cd build-tsan && BF_TEST_NO_FORK=1 \
+	cd build-tsan && BF_TEST_NO_FORK=1 BF_TEST_TIME_SCALE=5 \
 	TSAN_OPTIONS="halt_on_error=1 suppressions=$(CURDIR)/tests/tsan.supp" \
-	ctest --output-on-failure -j 1 --timeout 900 -R '$(TSAN_TESTS)'
+	ctest --output-on-failure -j $(JOBS) --timeout 900 -R '$(TSAN_TESTS)' \
+	  --output-junit ctest-junit.xml
 
 # libFuzzer harnesses (tests/fuzz, docs/fuzzing.md): clang build in build-fuzz,
 # then FUZZ_SECONDS per harness from the committed corpus; fails on any finding.

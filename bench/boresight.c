@@ -30,14 +30,8 @@ static bf_err_t rec_evaluate(void *ctx, const kern_zone_data_t *zone, const kern
                              const kern_rot_t *rots, size_t count, double *sums,
                              volatile int *cancel, char *err)
 {
-    if (g_rec->count + count > g_rec->cap) {
-        size_t n = (g_rec->cap ? g_rec->cap * 2 : 1024) + count;
-        kern_rot_t *p = realloc(g_rec->rots, n * sizeof *p);
-        if (!p)
-            return bf_fail(err, BF_ENOMEM, "out of memory");
-        g_rec->rots = p;
-        g_rec->cap = n;
-    }
+    if (!bf_grow(&g_rec->rots, &g_rec->cap, g_rec->count + count, sizeof *g_rec->rots, 1024))
+        return bf_fail(err, BF_ENOMEM, "out of memory");
     memcpy(g_rec->rots + g_rec->count, rots, count * sizeof *rots);
     g_rec->count += count;
     return g_backend->evaluate(ctx, zone, ant, rots, count, sums, cancel, err);

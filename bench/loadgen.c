@@ -427,14 +427,8 @@ static bool send_result(lg_t *g, uint32_t wi, const char *task_id, const char *s
 
 static bool sample_add(float **v, size_t *n, size_t *cap, double seconds)
 {
-    if (*n == *cap) {
-        size_t c = *cap ? 2 * *cap : 1 << 16;
-        float *p = realloc(*v, c * sizeof *p);
-        if (!p)
-            return false;
-        *v = p;
-        *cap = c;
-    }
+    if (!bf_grow(v, cap, *n + 1, sizeof **v, 1 << 16))
+        return false;
     (*v)[(*n)++] = (float)seconds;
     return true;
 }

@@ -117,7 +117,7 @@ struct broker {
     char *bind, *endpoint, *state_dir;
     void *ctx, *router;
     broker_store_t *store;
-    volatile sig_atomic_t stop;
+    volatile int stop; /* bf_flag_raise by broker_stop, from a signal handler or a thread */
     peer_t **peers;
     size_t npeers, cappeers;
     peer_t **ptab; /* routing id -> peer, open addressing, rebuilt on reap */
@@ -146,14 +146,8 @@ struct broker {
 static proto_msg_t *queue_to(broker_t *b, const uint8_t *id, size_t id_len, peer_t *peer,
                              proto_type_t type)
 {
-    if (b->nout == b->capout) {
-        size_t cap = b->capout ? 2 * b->capout : 256;
-        outmsg_t *p = realloc(b->out, cap * sizeof *p);
-        if (!p)
-            return NULL;
-        b->out = p;
-        b->capout = cap;
-    }
+    if (!bf_grow(&b->out, &b->capout, b->nout + 1, sizeof *b->out, 256))
+        return NULL;
     outmsg_t *o = &b->out[b->nout++];
     memcpy(o->id, id, id_len);
     o->id_len = id_len;
@@ -259,14 +253,8 @@ static void peer_free(peer_t *p)
 
 static peer_t *peer_add(broker_t *b, const uint8_t *id, size_t id_len, peer_kind_t kind)
 {
-    if (b->npeers == b->cappeers) {
-        size_t cap = b->cappeers ? 2 * b->cappeers : 16;
-        peer_t **p = realloc(b->peers, cap * sizeof *p);
-        if (!p)
-            return NULL;
-        b->peers = p;
-        b->cappeers = cap;
-    }
+    if (!bf_grow(&b->peers, &b->cappeers, b->npeers + 1, sizeof *b->peers, 16))
+        return NULL;
     peer_t *p = calloc(1, sizeof *p);
     if (!p)
         return NULL;
@@ -292,16 +280,11 @@ static peer_t *peer_add(broker_t *b, const uint8_t *id, size_t id_len, peer_kind
 
 static bool peer_hold(peer_t *p, uint32_t task, bool started)
 {
-    if (p->nheld == p->capheld) {
-        size_t cap = p->capheld ? 2 * p->capheld : 4;
-        uint32_t *h = realloc(p->held, cap * sizeof *h);
-        if (!h)
+    if (p->nheld == p->capheld) { /* held and started share one capacity */
+        size_t cap = bf_grow_cap(p->capheld, p->nheld + 1, 4);
+        if (!cap || !bf_resize(&p->held, cap, sizeof *p->held) ||
+            !bf_resize(&p->started, cap, sizeof *p->started))
             return false;
-        p->held = h;
-        uint8_t *st = realloc(p->started, cap * sizeof *st);
-        if (!st)
-            return false;
-        p->started = st;
         p->capheld = cap;
     }
     p->started[p->nheld] = started;
@@ -369,14 +352,8 @@ static health_t *health_of(broker_t *b, const char *key)
     for (size_t i = 0; i < b->nhealth; i++)
         if (!strcmp(b->health[i].key, key))
             return &b->health[i];
-    if (b->nhealth == b->caphealth) {
-        size_t cap = b->caphealth ? 2 * b->caphealth : 16;
-        health_t *grown = realloc(b->health, cap * sizeof *grown);
-        if (!grown)
-            return NULL;
-        b->health = grown;
-        b->caphealth = cap;
-    }
+    if (!bf_grow(&b->health, &b->caphealth, b->nhealth + 1, sizeof *b->health, 16))
+        return NULL;
     health_t *h = &b->health[b->nhealth];
     memset(h, 0, sizeof *h);
     if (!(h->key = bf_strdup(key)))
@@ -1681,7 +1658,7 @@ const char *broker_endpoint(const broker_t *self)
 void broker_stop(broker_t *self)
 {
     if (self)
-        self->stop = 1;
+        bf_flag_raise(&self->stop);
 }
 
 void broker_destroy(broker_t **self_p)
@@ -1779,7 +1756,7 @@ bf_err_t broker_run(broker_t *b)
        left to the earlier of the two. */
     int64_t tick = b->cfg.heartbeat_ms / 4 > 0 ? b->cfg.heartbeat_ms / 4 : 1;
     int64_t next_timer = bf_mono_ms();
-    while (!b->stop) {
+    while (!bf_flag_up(&b->stop)) {
         int64_t now = bf_mono_ms(), wake = next_timer, expiry = next_expiry(b);
         if (expiry < wake)
             wake = expiry;

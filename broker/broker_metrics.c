@@ -81,45 +81,6 @@ struct broker_metrics {
     uint64_t jobs_running, jobs_done, jobs_cancelled;
 };
 
-/* ---- a growable text buffer ------------------------------------------------ */
-
-typedef struct {
-    char *p;
-    size_t len, cap;
-    bool oom;
-} buf_t;
-
-static void put(buf_t *b, const char *fmt, ...) BF_PRINTF(2, 3);
-static void put(buf_t *b, const char *fmt, ...)
-{
-    if (b->oom)
-        return;
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int n = vsnprintf(b->p ? b->p + b->len : NULL, b->p ? b->cap - b->len : 0, fmt, ap);
-        va_end(ap);
-        if (n < 0) {
-            b->oom = true;
-            return;
-        }
-        if (b->p && (size_t)n < b->cap - b->len) {
-            b->len += (size_t)n;
-            return;
-        }
-        size_t cap = b->cap ? b->cap : 16384;
-        while (cap < b->len + (size_t)n + 1)
-            cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p) {
-            b->oom = true;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-}
-
 /* A label value from untrusted text: valid UTF-8 only (anything else, and
    control characters, become '?'), quotes, backslashes escaped, bounded. */
 static void label_clean(char *dst, size_t n, const char *src)
@@ -490,72 +451,74 @@ json_t *broker_metrics_stats_copy(const json_t *obj)
 
 /* ---- rendering -------------------------------------------------------------------- */
 
-static void family(buf_t *b, const char *name, const char *type, const char *help)
+static void family(bf_buf_t *b, const char *name, const char *type, const char *help)
 {
-    put(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+    bf_buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
-static void hist_render(buf_t *b, const char *name, const devslot_t *d, const hist_t *h,
+static void hist_render(bf_buf_t *b, const char *name, const devslot_t *d, const hist_t *h,
                         const double *le)
 {
     uint64_t cum = 0;
     for (size_t i = 0; i < NB; i++) {
         cum += h->bucket[i];
-        put(b, "%s_bucket{host=\"%s\",device=\"%s\",le=\"%g\"} %llu\n", name, d->host, d->device,
-            le[i], (unsigned long long)cum);
+        bf_buf_printf(b, "%s_bucket{host=\"%s\",device=\"%s\",le=\"%g\"} %llu\n", name, d->host,
+                      d->device, le[i], (unsigned long long)cum);
     }
-    put(b, "%s_bucket{host=\"%s\",device=\"%s\",le=\"+Inf\"} %llu\n", name, d->host, d->device,
-        (unsigned long long)h->count);
-    put(b, "%s_sum{host=\"%s\",device=\"%s\"} %.6f\n", name, d->host, d->device, h->sum);
-    put(b, "%s_count{host=\"%s\",device=\"%s\"} %llu\n", name, d->host, d->device,
-        (unsigned long long)h->count);
+    bf_buf_printf(b, "%s_bucket{host=\"%s\",device=\"%s\",le=\"+Inf\"} %llu\n", name, d->host,
+                  d->device, (unsigned long long)h->count);
+    bf_buf_printf(b, "%s_sum{host=\"%s\",device=\"%s\"} %.6f\n", name, d->host, d->device, h->sum);
+    bf_buf_printf(b, "%s_count{host=\"%s\",device=\"%s\"} %llu\n", name, d->host, d->device,
+                  (unsigned long long)h->count);
 }
 
-static void render(broker_metrics_t *m, buf_t *b, const broker_metrics_state_t *s, int64_t now)
+static void render(broker_metrics_t *m, bf_buf_t *b, const broker_metrics_state_t *s, int64_t now)
 {
     static const char *const wstate[BROKER_WORKER_STATES] = {"idle", "busy", "draining",
                                                              "quarantined"};
     family(b, "beamfleet_broker_uptime_seconds", "gauge", "Seconds since the broker started.");
-    put(b, "beamfleet_broker_uptime_seconds %.3f\n", (double)(now - m->started_ms) / 1e3);
+    bf_buf_printf(b, "beamfleet_broker_uptime_seconds %.3f\n", (double)(now - m->started_ms) / 1e3);
     family(b, "beamfleet_tasks_queued", "gauge", "Tasks waiting for a worker.");
-    put(b, "beamfleet_tasks_queued %llu\n", (unsigned long long)s->tasks_queued);
+    bf_buf_printf(b, "beamfleet_tasks_queued %llu\n", (unsigned long long)s->tasks_queued);
     family(b, "beamfleet_tasks_running", "gauge", "Tasks leased to a worker.");
     uint64_t final = 0;
     for (int i = 0; i < BROKER_FINALS; i++)
         final += m->finals[i];
     uint64_t running =
         m->tasks_total > final + s->tasks_queued ? m->tasks_total - final - s->tasks_queued : 0;
-    put(b, "beamfleet_tasks_running %llu\n", (unsigned long long)running);
+    bf_buf_printf(b, "beamfleet_tasks_running %llu\n", (unsigned long long)running);
     family(b, "beamfleet_tasks_final_total", "counter",
            "Tasks that reached a final status, over the life of the store.");
-    put(b,
-        "beamfleet_tasks_final_total{status=\"success\"} %llu\n"
-        "beamfleet_tasks_final_total{status=\"failed\"} %llu\n"
-        "beamfleet_tasks_final_total{status=\"error\"} %llu\n"
-        "beamfleet_tasks_final_total{status=\"cancelled\"} %llu\n",
-        (unsigned long long)m->finals[BROKER_FINAL_SUCCESS],
-        (unsigned long long)m->finals[BROKER_FINAL_FAILED],
-        (unsigned long long)m->finals[BROKER_FINAL_ERROR],
-        (unsigned long long)m->finals[BROKER_FINAL_CANCELLED]);
+    bf_buf_printf(b,
+                  "beamfleet_tasks_final_total{status=\"success\"} %llu\n"
+                  "beamfleet_tasks_final_total{status=\"failed\"} %llu\n"
+                  "beamfleet_tasks_final_total{status=\"error\"} %llu\n"
+                  "beamfleet_tasks_final_total{status=\"cancelled\"} %llu\n",
+                  (unsigned long long)m->finals[BROKER_FINAL_SUCCESS],
+                  (unsigned long long)m->finals[BROKER_FINAL_FAILED],
+                  (unsigned long long)m->finals[BROKER_FINAL_ERROR],
+                  (unsigned long long)m->finals[BROKER_FINAL_CANCELLED]);
     family(b, "beamfleet_jobs", "gauge", "Jobs in the store by state.");
-    put(b,
-        "beamfleet_jobs{state=\"running\"} %llu\nbeamfleet_jobs{state=\"done\"} %llu\n"
-        "beamfleet_jobs{state=\"cancelled\"} %llu\n",
-        (unsigned long long)m->jobs_running, (unsigned long long)m->jobs_done,
-        (unsigned long long)m->jobs_cancelled);
+    bf_buf_printf(b,
+                  "beamfleet_jobs{state=\"running\"} %llu\nbeamfleet_jobs{state=\"done\"} %llu\n"
+                  "beamfleet_jobs{state=\"cancelled\"} %llu\n",
+                  (unsigned long long)m->jobs_running, (unsigned long long)m->jobs_done,
+                  (unsigned long long)m->jobs_cancelled);
     family(b, "beamfleet_workers", "gauge", "Connected workers by state.");
     for (size_t i = 0; i < BROKER_WORKER_STATES; i++)
-        put(b, "beamfleet_workers{state=\"%s\"} %llu\n", wstate[i],
-            (unsigned long long)s->workers[i]);
+        bf_buf_printf(b, "beamfleet_workers{state=\"%s\"} %llu\n", wstate[i],
+                      (unsigned long long)s->workers[i]);
     family(b, "beamfleet_collectors", "gauge", "Connected collectors (0 or 1).");
-    put(b, "beamfleet_collectors %llu\n", (unsigned long long)s->collectors);
+    bf_buf_printf(b, "beamfleet_collectors %llu\n", (unsigned long long)s->collectors);
     family(b, "beamfleet_store_commits_total", "counter", "Store transactions committed.");
-    put(b, "beamfleet_store_commits_total %llu\n", (unsigned long long)s->store_commits);
+    bf_buf_printf(b, "beamfleet_store_commits_total %llu\n", (unsigned long long)s->store_commits);
     family(b, "beamfleet_messages_received_total", "counter", "Well-formed messages received.");
-    put(b, "beamfleet_messages_received_total %llu\n", (unsigned long long)s->messages_received);
+    bf_buf_printf(b, "beamfleet_messages_received_total %llu\n",
+                  (unsigned long long)s->messages_received);
     family(b, "beamfleet_messages_dropped_total", "counter",
            "Messages dropped: malformed, or unexpected from the sender.");
-    put(b, "beamfleet_messages_dropped_total %llu\n", (unsigned long long)s->messages_dropped);
+    bf_buf_printf(b, "beamfleet_messages_dropped_total %llu\n",
+                  (unsigned long long)s->messages_dropped);
 
     size_t nd = m->ndevs;
     bool other = m->devs[BROKER_METRICS_MAX_DEVICES].dispatch.count ||
@@ -599,7 +562,8 @@ static void render(broker_metrics_t *m, buf_t *b, const broker_metrics_state_t *
             label_clean(h, sizeof h, s->gpus[i].host);
             label_clean(d, sizeof d, s->gpus[i].device);
             double v = *(const double *)((const char *)&s->gpus[i] + g[k].off);
-            put(b, "%s{worker=\"%s\",host=\"%s\",device=\"%s\"} %.17g\n", g[k].name, w, h, d, v);
+            bf_buf_printf(b, "%s{worker=\"%s\",host=\"%s\",device=\"%s\"} %.17g\n", g[k].name, w, h,
+                          d, v);
         }
     }
 }
@@ -614,7 +578,7 @@ bf_err_t broker_metrics_publish(broker_metrics_t *m, const broker_metrics_state_
     if (!m || !state)
         return BF_OK;
     int64_t now = bf_mono_ms();
-    buf_t b = {0};
+    bf_buf_t b = {0};
     render(m, &b, state, now);
     if (b.oom) {
         free(b.p);

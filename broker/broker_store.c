@@ -223,14 +223,8 @@ static void q_compact(broker_store_t *s)
 
 static bool run_add(broker_store_t *s, uint32_t t)
 {
-    if (s->nrun == s->caprun) {
-        size_t cap = s->caprun ? 2 * s->caprun : 64;
-        uint32_t *r = realloc(s->run, cap * sizeof *r);
-        if (!r)
-            return false;
-        s->run = r;
-        s->caprun = cap;
-    }
+    if (!bf_grow(&s->run, &s->caprun, s->nrun + 1, sizeof *s->run, 64))
+        return false;
     s->run[s->nrun++] = t;
     return true;
 }
@@ -248,12 +242,10 @@ static task_t *task_new(broker_store_t *s)
 {
     if (next_task(s) >= UINT32_MAX - 1)
         return NULL;
-    if (s->ntasks == s->captasks) {
+    if (s->ntasks == s->captasks) { /* by half, not double: the campaign's biggest array */
         size_t cap = s->captasks ? s->captasks + s->captasks / 2 : 1024;
-        task_t *p = realloc(s->tasks, cap * sizeof *p);
-        if (!p)
+        if (!bf_resize(&s->tasks, cap, sizeof *s->tasks))
             return NULL;
-        s->tasks = p;
         s->captasks = cap;
     }
     task_t *t = &s->tasks[s->ntasks];
@@ -263,14 +255,8 @@ static task_t *task_new(broker_store_t *s)
 
 static job_t *job_new(broker_store_t *s)
 {
-    if (s->njobs == s->capjobs) {
-        size_t cap = s->capjobs ? 2 * s->capjobs : 16;
-        job_t *p = realloc(s->jobs, cap * sizeof *p);
-        if (!p)
-            return NULL;
-        s->jobs = p;
-        s->capjobs = cap;
-    }
+    if (!bf_grow(&s->jobs, &s->capjobs, s->njobs + 1, sizeof *s->jobs, 16))
+        return NULL;
     job_t *j = &s->jobs[s->njobs];
     memset(j, 0, sizeof *j);
     return j;
@@ -291,16 +277,8 @@ static bool scene_add(job_t *j, const char *name, uint32_t *off)
     size_t n = strlen(name) + 1;
     if (j->scenes_len + n > UINT32_MAX)
         return false;
-    if (j->scenes_len + n > j->scenes_cap) {
-        size_t cap = j->scenes_cap ? j->scenes_cap : 256;
-        while (cap < j->scenes_len + n)
-            cap *= 2;
-        char *p = realloc(j->scenes, cap);
-        if (!p)
-            return false;
-        j->scenes = p;
-        j->scenes_cap = cap;
-    }
+    if (!bf_grow(&j->scenes, &j->scenes_cap, j->scenes_len + n, 1, 256))
+        return false;
     memcpy(j->scenes + j->scenes_len, name, n);
     *off = (uint32_t)j->scenes_len;
     j->scenes_len += n;
@@ -942,11 +920,8 @@ bf_err_t broker_store_retire(broker_store_t *s, size_t k)
     /* Give the memory back: a big array shrinks with the jobs it held. */
     if (s->captasks > 4096 && s->ntasks < s->captasks / 4) {
         size_t cap = s->ntasks + s->ntasks / 2 + 1024;
-        task_t *p = realloc(s->tasks, cap * sizeof *p);
-        if (p) {
-            s->tasks = p;
+        if (bf_resize(&s->tasks, cap, sizeof *s->tasks))
             s->captasks = cap;
-        }
     }
     if (!hash_rebuild(s))
         return BF_ENOMEM;

@@ -23,12 +23,12 @@
 #include <unistd.h>
 #include <zmq.h>
 
-#define HB_MS    100
+static int HB_MS; /* bf_test_ms(100), set first thing in main */
 #define LIVENESS 3
 
 #include "../common/bf_check.h"
 /* A failed REQUIRE ends the current test case: what follows depends on it. */
-#define REQUIRE(cond)                                                                              \
+#define REQUIRE_OUT(cond)                                                                          \
     do {                                                                                           \
         if (!(cond)) {                                                                             \
             fprintf(stderr, "%s:%d: REQUIRE failed: %s\n", __FILE__, __LINE__, #cond);             \
@@ -149,7 +149,7 @@ static void beat_all(void)
    are a failure unless type is PROTO_NONE, which takes any). */
 static bool trecv(tpeer_t *p, proto_type_t type, int timeout_ms, proto_msg_t *out)
 {
-    int64_t deadline = bf_mono_ms() + timeout_ms;
+    int64_t deadline = bf_mono_ms() + bf_test_ms(timeout_ms);
     proto_msg_init(out, PROTO_NONE);
     while (bf_mono_ms() < deadline) {
         beat_all();
@@ -179,7 +179,7 @@ static bool trecv(tpeer_t *p, proto_type_t type, int timeout_ms, proto_msg_t *ou
 static bool tquiet(tpeer_t *p, int ms)
 {
     proto_msg_t m;
-    int64_t deadline = bf_mono_ms() + ms;
+    int64_t deadline = bf_mono_ms() + bf_test_ms(ms);
     while (bf_mono_ms() < deadline) {
         beat_all();
         zmq_pollitem_t it = {p->sock, 0, ZMQ_POLLIN, 0};
@@ -202,7 +202,7 @@ static bool tquiet(tpeer_t *p, int ms)
 static bool theartbeat(tpeer_t *p, int ms)
 {
     proto_msg_t m;
-    int64_t deadline = bf_mono_ms() + ms;
+    int64_t deadline = bf_mono_ms() + bf_test_ms(ms);
     while (bf_mono_ms() < deadline) {
         beat_all();
         zmq_pollitem_t it = {p->sock, 0, ZMQ_POLLIN, 0};
@@ -285,6 +285,24 @@ static json_t *status_doc(const char *endpoint, const char *job_id, uint64_t cur
     return doc;
 }
 
+/* Polls the broker's status of job_id ("" for the fleet) until ready(doc,
+   arg) holds or ms (scaled, bf_test_ms) pass; returns the last document
+   (NULL when the broker did not answer), which the caller checks and frees:
+   a deadline that passed shows as the check after it failing. */
+typedef bool (*status_ready_fn)(const json_t *doc, const void *arg);
+static json_t *status_until(const char *endpoint, const char *job_id, status_ready_fn ready,
+                            const void *arg, int ms)
+{
+    int64_t until = bf_mono_ms() + bf_test_ms(ms);
+    for (;;) {
+        json_t *doc = status_doc(endpoint, job_id, 0);
+        if ((doc && ready(doc, arg)) || bf_mono_ms() >= until)
+            return doc;
+        json_decref(doc);
+        usleep(10 * 1000);
+    }
+}
+
 static json_t *job_in(json_t *doc, const char *job_id)
 {
     size_t i;
@@ -306,6 +324,47 @@ static const char *jstr(const json_t *o, const char *key)
 {
     const char *s = json_string_value(json_object_get(o, key));
     return s ? s : "";
+}
+
+/* status_until conditions */
+static bool worker_known(const json_t *doc, const void *name)
+{
+    size_t i;
+    json_t *w;
+    json_array_foreach(json_object_get(doc, "workers"), i, w)
+    {
+        if (!strcmp(jstr(w, "name"), name))
+            return true;
+    }
+    return false;
+}
+
+static bool events_are(const json_t *doc, const void *count)
+{
+    return json_array_size(json_object_get(doc, "events")) == *(const size_t *)count;
+}
+
+static bool first_worker_at(const json_t *doc, const void *stage)
+{
+    return !strcmp(jstr(json_array_get(json_object_get(doc, "workers"), 0), "task_stage"), stage);
+}
+
+static bool job_requeued_all(const json_t *doc, const void *job_id)
+{
+    json_t *j = job_in((json_t *)doc, job_id);
+    return j && jint(j, "running") == 0 && jint(j, "queued") == 30;
+}
+
+static bool job_done_and_delivered(const json_t *doc, const void *job_id)
+{
+    json_t *j = job_in((json_t *)doc, job_id);
+    return j && !strcmp(jstr(j, "state"), "done") &&
+           jint(json_object_get(doc, "collector"), "outbox") == 0;
+}
+
+static bool bad_messages_at_least(const json_t *doc, const void *n)
+{
+    return jint(json_object_get(doc, "broker"), "bad_messages") >= *(const int64_t *)n;
 }
 
 /* Submits a job of n scenes named prefix000...; job_id gets the id. */
@@ -422,8 +481,8 @@ static void test_faults(const char *dir)
     proto_msg_t m, rep;
     char job_id[16] = "", job2[16] = "", job3[16] = "";
     json_t *doc = NULL;
-    REQUIRE(start_broker(&r, dir));
-    REQUIRE(submit(r.endpoint, "typo", 6, 1, job_id));
+    REQUIRE_OUT(start_broker(&r, dir));
+    REQUIRE_OUT(submit(r.endpoint, "typo", 6, 1, job_id));
     /* the same output again while it runs: refused, naming the job */
     {
         bf_job_t job;
@@ -437,7 +496,7 @@ static void test_faults(const char *dir)
         proto_msg_init(&m, PROTO_SUBMIT);
         m.obj = bf_job_to_json(&job, true);
         bf_job_clear(&job);
-        REQUIRE(request(r.endpoint, &m, PROTO_ERROR, &rep));
+        REQUIRE_OUT(request(r.endpoint, &m, PROTO_ERROR, &rep));
         CHECK(rep.code == BF_EEXIST &&
               strstr(rep.reason, "submit: output /tmp//out/./typo/ is in "
                                  "use by job ") &&
@@ -448,16 +507,16 @@ static void test_faults(const char *dir)
     tpeer_open(&a, r.endpoint);
     worker_ready(&a, "hostF:1:cpu", 1, NULL);
     for (int i = 0; i < 6; i++) {
-        REQUIRE(trecv(&a, PROTO_TASK, 2000, &m));
+        REQUIRE_OUT(trecv(&a, PROTO_TASK, 2000, &m));
         worker_fault(&a, m.task_id, (unsigned)m.attempt, "exec program not allowed", "task");
         proto_msg_clear(&m);
-        REQUIRE(trecv(&a, PROTO_ACK, 2000, &m));
+        REQUIRE_OUT(trecv(&a, PROTO_ACK, 2000, &m));
         proto_msg_clear(&m);
     }
-    REQUIRE(submit(r.endpoint, "sick", 4, 1, job2));
-    REQUIRE(trecv(&a, PROTO_TASK, 2000, &m)); /* still given work */
+    REQUIRE_OUT(submit(r.endpoint, "sick", 4, 1, job2));
+    REQUIRE_OUT(trecv(&a, PROTO_TASK, 2000, &m)); /* still given work */
     doc = status_doc(r.endpoint, job_id, 0);
-    REQUIRE(doc);
+    REQUIRE_OUT(doc);
     json_t *w0 = json_array_get(json_object_get(doc, "workers"), 0);
     CHECK(!json_object_get(w0, "quarantined_for_s"));
     json_t *e0 = json_array_get(json_object_get(doc, "events"), 0);
@@ -468,15 +527,15 @@ static void test_faults(const char *dir)
     /* A device-fault streak still quarantines: three different tasks. */
     for (int i = 0; i < 3; i++) {
         if (i > 0)
-            REQUIRE(trecv(&a, PROTO_TASK, 2000, &m));
+            REQUIRE_OUT(trecv(&a, PROTO_TASK, 2000, &m));
         worker_fault(&a, m.task_id, (unsigned)m.attempt, "CUDA error 700", "device");
         proto_msg_clear(&m);
-        REQUIRE(trecv(&a, PROTO_ACK, 2000, &m));
+        REQUIRE_OUT(trecv(&a, PROTO_ACK, 2000, &m));
         proto_msg_clear(&m);
     }
     CHECK(tquiet(&a, 200)); /* quarantined: the fourth task waits */
     doc = status_doc(r.endpoint, job2, 0);
-    REQUIRE(doc);
+    REQUIRE_OUT(doc);
     w0 = json_array_get(json_object_get(doc, "workers"), 0);
     CHECK(!strcmp(jstr(w0, "state"), "quarantined"));
     CHECK(strstr(jstr(w0, "quarantine_reason"), "device fault: CUDA error 700") != NULL);
@@ -486,45 +545,35 @@ static void test_faults(const char *dir)
 
     /* Unattributed (a crash, say) on two different workers: the task's
        fault; the final reason says so, and neither worker is charged. */
-    REQUIRE(submit(r.endpoint, "crashy", 1, 2, job3));
+    REQUIRE_OUT(submit(r.endpoint, "crashy", 1, 2, job3));
     tpeer_open(&b2, r.endpoint);
     tpeer_open(&c2, r.endpoint);
     worker_ready(&b2, "hostG:1:cpu", 1, NULL);
-    REQUIRE(trecv(&b2, PROTO_TASK, 2000, &m)); /* the sick job's last task first */
+    REQUIRE_OUT(trecv(&b2, PROTO_TASK, 2000, &m)); /* the sick job's last task first */
     if (strcmp(m.job_id, job3) != 0) {
         worker_result(&b2, m.task_id, (unsigned)m.attempt, "success", "", 0.1);
         proto_msg_clear(&m);
-        REQUIRE(trecv(&b2, PROTO_ACK, 2000, &m));
+        REQUIRE_OUT(trecv(&b2, PROTO_ACK, 2000, &m));
         proto_msg_clear(&m);
-        REQUIRE(trecv(&b2, PROTO_TASK, 2000, &m));
+        REQUIRE_OUT(trecv(&b2, PROTO_TASK, 2000, &m));
     }
     CHECK(!strcmp(m.job_id, job3));
     /* hostH registered (and known to the broker) before hostG fails, so
        that the retry has somewhere else to go */
     worker_ready(&c2, "hostH:1:cpu", 1, NULL);
-    bool known = false;
-    for (int k = 0; k < 200 && !known; k++) {
-        json_t *st = status_doc(r.endpoint, "", 0), *sw;
-        size_t n;
-        json_array_foreach(json_object_get(st, "workers"), n, sw)
-        {
-            known |= !strcmp(jstr(sw, "name"), "hostH:1:cpu");
-        }
-        json_decref(st);
-        if (!known)
-            usleep(10 * 1000);
-    }
-    CHECK(known);
+    json_t *st = status_until(r.endpoint, "", worker_known, "hostH:1:cpu", 2000);
+    CHECK(st && worker_known(st, "hostH:1:cpu"));
+    json_decref(st);
     worker_fault(&b2, m.task_id, (unsigned)m.attempt, "exit status 139", NULL);
     proto_msg_clear(&m);
-    REQUIRE(trecv(&c2, PROTO_TASK, 2000, &m)); /* the retry avoids hostG */
+    REQUIRE_OUT(trecv(&c2, PROTO_TASK, 2000, &m)); /* the retry avoids hostG */
     CHECK(!strcmp(m.job_id, job3) && m.attempt == 2);
     worker_fault(&c2, m.task_id, (unsigned)m.attempt, "exit status 139", NULL);
     proto_msg_clear(&m);
-    REQUIRE(trecv(&c2, PROTO_ACK, 2000, &m));
+    REQUIRE_OUT(trecv(&c2, PROTO_ACK, 2000, &m));
     proto_msg_clear(&m);
     doc = status_doc(r.endpoint, job3, 0);
-    REQUIRE(doc);
+    REQUIRE_OUT(doc);
     e0 = json_array_get(json_object_get(doc, "events"), 0);
     CHECK(!strcmp(jstr(e0, "status"), "error"));
     CHECK(!strncmp(jstr(e0, "reason"), "failed 2 times: ", 16));
@@ -556,14 +605,14 @@ static void test_lost(const char *dir)
     proto_msg_t m;
     char job_id[16] = "", t1[33] = "", t2[33] = "";
     json_t *doc = NULL;
-    REQUIRE(start_broker(&r, dir));
-    REQUIRE(submit(r.endpoint, "lost", 30, 2, job_id));
+    REQUIRE_OUT(start_broker(&r, dir));
+    REQUIRE_OUT(submit(r.endpoint, "lost", 30, 2, job_id));
     tpeer_open(&w, r.endpoint);
     worker_ready(&w, "hostL:1:cpu0", 2, NULL);
-    REQUIRE(trecv(&w, PROTO_TASK, 2000, &m));
+    REQUIRE_OUT(trecv(&w, PROTO_TASK, 2000, &m));
     bf_strlcpy(t1, m.task_id, sizeof t1);
     proto_msg_clear(&m);
-    REQUIRE(trecv(&w, PROTO_TASK, 2000, &m));
+    REQUIRE_OUT(trecv(&w, PROTO_TASK, 2000, &m));
     bf_strlcpy(t2, m.task_id, sizeof t2);
     proto_msg_clear(&m);
     proto_msg_init(&m, PROTO_PROGRESS); /* t1 runs, t2 waits in its queue */
@@ -580,11 +629,11 @@ static void test_lost(const char *dir)
     CHECK(proto_msg_set(&m.worker, "hostL:1:cpu0") == BF_OK &&
           proto_msg_set(&m.reason, "killed by signal 9") == BF_OK);
     tsend(&other, &m);
-    REQUIRE(trecv(&other, PROTO_ERROR, 2000, &m));
+    REQUIRE_OUT(trecv(&other, PROTO_ERROR, 2000, &m));
     CHECK(m.code == BF_EPERM && strstr(m.reason, "only its own supervisor"));
     proto_msg_clear(&m);
     doc = status_doc(r.endpoint, job_id, 0);
-    REQUIRE(doc);
+    REQUIRE_OUT(doc);
     CHECK(jint(job_in(doc, job_id), "running") == 2);
     json_decref(doc);
     doc = NULL;
@@ -605,15 +654,10 @@ static void test_lost(const char *dir)
     int64_t t0 = bf_mono_ms();
     tsend(&sup, &m);
     w.beat = true; /* it still beats: only LOST can have killed it */
-    int64_t took = -1;
-    for (int tries = 0; tries < 200 && took < 0; tries++) {
-        doc = status_doc(r.endpoint, job_id, 0);
-        json_t *j = job_in(doc, job_id);
-        if (j && jint(j, "running") == 0 && jint(j, "queued") == 30)
-            took = bf_mono_ms() - t0;
-        json_decref(doc);
-        doc = NULL;
-    }
+    doc = status_until(r.endpoint, job_id, job_requeued_all, job_id, 2000);
+    int64_t took = doc && job_requeued_all(doc, job_id) ? bf_mono_ms() - t0 : -1;
+    json_decref(doc);
+    doc = NULL;
     CHECK(took >= 0 && took < HB_MS * LIVENESS);
     printf("  LOST -> requeued in %lld ms (heartbeat expiry: %d ms)\n", (long long)took,
            HB_MS * LIVENESS);
@@ -621,7 +665,7 @@ static void test_lost(const char *dir)
     worker_ready(&w2, "hostM:1:cpu0", 2, NULL);
     bool got1 = false, got2 = false;
     for (int k = 0; k < 2; k++) {
-        REQUIRE(trecv(&w2, PROTO_TASK, 2000, &m));
+        REQUIRE_OUT(trecv(&w2, PROTO_TASK, 2000, &m));
         if (!strcmp(m.task_id, t1)) {
             got1 = true;
             CHECK(m.attempt == 2); /* it had started */
@@ -635,15 +679,9 @@ static void test_lost(const char *dir)
         proto_msg_clear(&m);
     }
     CHECK(got1 && got2);
-    for (int tries = 0; tries < 50; tries++) {
-        doc = status_doc(r.endpoint, job_id, 0);
-        if (json_array_size(json_object_get(doc, "events")) == 2)
-            break;
-        json_decref(doc);
-        doc = NULL;
-        usleep(20 * 1000);
-    }
-    REQUIRE(doc);
+    doc = status_until(r.endpoint, job_id, events_are, &(size_t){2}, 2000);
+    REQUIRE_OUT(doc);
+    CHECK(json_array_size(json_object_get(doc, "events")) == 2);
     size_t i;
     json_t *e;
     bool seen = false;
@@ -697,20 +735,20 @@ static void test_flow(const char *dir)
     proto_msg_t m;
     char job_id[16] = "";
     json_t *doc = NULL;
-    REQUIRE(start_broker(&r, dir));
-    REQUIRE(submit(r.endpoint, "flow", 5, 3, job_id));
+    REQUIRE_OUT(start_broker(&r, dir));
+    REQUIRE_OUT(submit(r.endpoint, "flow", 5, 3, job_id));
 
     /* READY with credit 2 -> two TASKs, in scene order, attempt 1 */
     tpeer_open(&a, r.endpoint);
     worker_ready(&a, "hostA:1:cpu", 2, NULL);
     char t0[33], t1[33], t2[33];
-    REQUIRE(trecv(&a, PROTO_TASK, 2000, &m));
+    REQUIRE_OUT(trecv(&a, PROTO_TASK, 2000, &m));
     CHECK(!strcmp(m.scene, "scene000") && m.attempt == 1 && !strcmp(m.job_id, job_id));
     CHECK(m.timeout_ms == 60000);
     CHECK(json_is_object(m.obj) && !json_object_get(m.obj, "scenes"));
     bf_strlcpy(t0, m.task_id, sizeof t0);
     proto_msg_clear(&m);
-    REQUIRE(trecv(&a, PROTO_TASK, 2000, &m));
+    REQUIRE_OUT(trecv(&a, PROTO_TASK, 2000, &m));
     CHECK(!strcmp(m.scene, "scene001") && m.attempt == 1);
     bf_strlcpy(t1, m.task_id, sizeof t1);
     proto_msg_clear(&m);
@@ -718,17 +756,17 @@ static void test_flow(const char *dir)
 
     /* RESULT -> ACK, and the credit brings the next TASK */
     worker_result(&a, t0, 1, "success", "", 1.5);
-    REQUIRE(trecv(&a, PROTO_ACK, 2000, &m));
+    REQUIRE_OUT(trecv(&a, PROTO_ACK, 2000, &m));
     CHECK(!strcmp(m.task_id, t0));
     proto_msg_clear(&m);
-    REQUIRE(trecv(&a, PROTO_TASK, 2000, &m));
+    REQUIRE_OUT(trecv(&a, PROTO_TASK, 2000, &m));
     CHECK(!strcmp(m.scene, "scene002"));
     bf_strlcpy(t2, m.task_id, sizeof t2);
     proto_msg_clear(&m);
 
     /* A duplicate result (the worker re-sending) is acked and ignored. */
     worker_result(&a, t0, 1, "success", "", 1.5);
-    REQUIRE(trecv(&a, PROTO_ACK, 2000, &m));
+    REQUIRE_OUT(trecv(&a, PROTO_ACK, 2000, &m));
     proto_msg_clear(&m);
 
     /* The collector gets the result with its job info; ACK removes it. */
@@ -738,7 +776,7 @@ static void test_flow(const char *dir)
     m.credit = 16;
     tsend(&col, &m);
     col.beat = true;
-    REQUIRE(trecv(&col, PROTO_DELIVER, 2000, &m));
+    REQUIRE_OUT(trecv(&col, PROTO_DELIVER, 2000, &m));
     CHECK(!strcmp(m.task_id, t0) && !strcmp(m.job_id, job_id));
     json_t *res = json_object_get(m.obj, "result"), *ji = json_object_get(m.obj, "job");
     CHECK(!strcmp(jstr(res, "status"), "success") && !strcmp(jstr(res, "scene"), "scene000"));
@@ -754,15 +792,15 @@ static void test_flow(const char *dir)
        then final with every failure in the reason. */
     for (unsigned attempt = 1; attempt <= 3; attempt++) {
         worker_result(&a, t1, attempt, "error", "boom", 0.1);
-        REQUIRE(trecv(&a, PROTO_ACK, 2000, &m));
+        REQUIRE_OUT(trecv(&a, PROTO_ACK, 2000, &m));
         proto_msg_clear(&m);
         if (attempt < 3) {
-            REQUIRE(trecv(&a, PROTO_TASK, 2000, &m));
+            REQUIRE_OUT(trecv(&a, PROTO_TASK, 2000, &m));
             CHECK(!strcmp(m.task_id, t1) && m.attempt == attempt + 1);
             proto_msg_clear(&m);
         }
     }
-    REQUIRE(trecv(&col, PROTO_DELIVER, 2000, &m));
+    REQUIRE_OUT(trecv(&col, PROTO_DELIVER, 2000, &m));
     res = json_object_get(m.obj, "result");
     CHECK(!strcmp(m.task_id, t1) && m.seq > last_seq);
     CHECK(!strcmp(jstr(res, "status"), "error"));
@@ -774,7 +812,7 @@ static void test_flow(const char *dir)
     proto_msg_clear(&m);
     /* A now holds t2 and, with its credit back, scene003. */
     char t3[33];
-    REQUIRE(trecv(&a, PROTO_TASK, 2000, &m));
+    REQUIRE_OUT(trecv(&a, PROTO_TASK, 2000, &m));
     CHECK(!strcmp(m.scene, "scene003"));
     bf_strlcpy(t3, m.task_id, sizeof t3);
     proto_msg_clear(&m);
@@ -783,7 +821,7 @@ static void test_flow(const char *dir)
     tpeer_open(&stranger, r.endpoint);
     proto_msg_init(&m, PROTO_HEARTBEAT);
     tsend(&stranger, &m);
-    REQUIRE(trecv(&stranger, PROTO_ERROR, 2000, &m));
+    REQUIRE_OUT(trecv(&stranger, PROTO_ERROR, 2000, &m));
     CHECK(m.code == BF_ENOENT && strstr(m.reason, "unknown peer"));
     proto_msg_clear(&m);
 
@@ -796,7 +834,7 @@ static void test_flow(const char *dir)
     tsend(&a, &m);
     tpeer_open(&bw, r.endpoint);
     worker_ready(&bw, "hostB:2:cpu", 3, NULL);
-    REQUIRE(trecv(&bw, PROTO_TASK, 2000, &m)); /* scene004, queued */
+    REQUIRE_OUT(trecv(&bw, PROTO_TASK, 2000, &m)); /* scene004, queued */
     CHECK(!strcmp(m.scene, "scene004") && m.attempt == 1);
     char t4[33];
     bf_strlcpy(t4, m.task_id, sizeof t4);
@@ -805,7 +843,7 @@ static void test_flow(const char *dir)
     int64_t silent_since = bf_mono_ms();
     bool got2 = false, got3 = false;
     for (int k = 0; k < 2; k++) {
-        REQUIRE(trecv(&bw, PROTO_TASK, 2000, &m));
+        REQUIRE_OUT(trecv(&bw, PROTO_TASK, 2000, &m));
         CHECK(m.attempt == (!strcmp(m.task_id, t2) ? 2u : 1u));
         got2 |= !strcmp(m.task_id, t2);
         got3 |= !strcmp(m.task_id, t3);
@@ -819,16 +857,16 @@ static void test_flow(const char *dir)
     /* GOODBYE returns t4 without counting an attempt. */
     worker_result(&bw, t2, 2, "success", "", 2.0);
     worker_result(&bw, t3, 2, "failed", "zone failed validation", 2.0);
-    REQUIRE(trecv(&bw, PROTO_ACK, 2000, &m));
+    REQUIRE_OUT(trecv(&bw, PROTO_ACK, 2000, &m));
     proto_msg_clear(&m);
-    REQUIRE(trecv(&bw, PROTO_ACK, 2000, &m));
+    REQUIRE_OUT(trecv(&bw, PROTO_ACK, 2000, &m));
     proto_msg_clear(&m);
     proto_msg_init(&m, PROTO_GOODBYE);
     tsend(&bw, &m);
     bw.beat = false;
     tpeer_open(&cw, r.endpoint);
     worker_ready(&cw, "hostC:3:cpu", 1, NULL);
-    REQUIRE(trecv(&cw, PROTO_TASK, 2000, &m));
+    REQUIRE_OUT(trecv(&cw, PROTO_TASK, 2000, &m));
     CHECK(!strcmp(m.task_id, t4) && m.attempt == 1);
     proto_msg_clear(&m);
 
@@ -839,15 +877,10 @@ static void test_flow(const char *dir)
     m.attempt = 1;
     m.fraction = 0.5;
     tsend(&cw, &m);
-    for (int tries = 0; tries < 50; tries++) { /* PROGRESS and STATUS use two connections */
-        json_decref(doc);
-        doc = status_doc(r.endpoint, "", 0);
-        json_t *w = json_array_get(json_object_get(doc, "workers"), 0);
-        if (!strcmp(jstr(w, "task_stage"), "trace"))
-            break;
-        usleep(20 * 1000);
-    }
-    REQUIRE(doc);
+    json_decref(doc); /* PROGRESS and STATUS use two connections: poll */
+    doc = status_until(r.endpoint, "", first_worker_at, "trace", 1000);
+    REQUIRE_OUT(doc);
+    CHECK(first_worker_at(doc, "trace"));
     json_t *br = json_object_get(doc, "broker");
     CHECK(!strcmp(jstr(br, "version"), BF_VERSION) && !strcmp(jstr(br, "state_dir"), dir));
     CHECK(json_is_number(json_object_get(br, "uptime_s")));
@@ -888,11 +921,11 @@ static void test_flow(const char *dir)
 
     /* The last result: DELIVERs in seq order, then JOB_DONE. */
     worker_result(&cw, t4, 1, "success", "", 3.0);
-    REQUIRE(trecv(&cw, PROTO_ACK, 2000, &m));
+    REQUIRE_OUT(trecv(&cw, PROTO_ACK, 2000, &m));
     proto_msg_clear(&m);
     int delivered = 0;
     for (;;) {
-        REQUIRE(trecv(&col, PROTO_NONE, 2000, &m));
+        REQUIRE_OUT(trecv(&col, PROTO_NONE, 2000, &m));
         CHECK(m.seq > last_seq);
         last_seq = m.seq;
         collector_ack(&col, m.seq);
@@ -909,8 +942,7 @@ static void test_flow(const char *dir)
         proto_msg_clear(&m);
     }
     CHECK(delivered == 3); /* t2, t3, t4 */
-    usleep(100 * 1000);
-    doc = status_doc(r.endpoint, "", 0);
+    doc = status_until(r.endpoint, "", job_done_and_delivered, job_id, 2000);
     CHECK(doc && jint(json_object_get(doc, "collector"), "outbox") == 0);
     j = job_in(doc, job_id);
     CHECK(j && !strcmp(jstr(j, "state"), "done"));
@@ -932,34 +964,34 @@ static void test_cancel(const char *dir)
     tpeer_t w = {0}, col = {0};
     proto_msg_t m, rep;
     char job_id[16] = "";
-    REQUIRE(start_broker(&r, dir));
-    REQUIRE(submit(r.endpoint, "cancel-me", 4, 3, job_id));
+    REQUIRE_OUT(start_broker(&r, dir));
+    REQUIRE_OUT(submit(r.endpoint, "cancel-me", 4, 3, job_id));
     tpeer_open(&w, r.endpoint);
     worker_ready(&w, "hostW:1:cpu", 1, NULL);
-    REQUIRE(trecv(&w, PROTO_TASK, 2000, &m));
+    REQUIRE_OUT(trecv(&w, PROTO_TASK, 2000, &m));
     char running[33];
     bf_strlcpy(running, m.task_id, sizeof running);
     proto_msg_clear(&m);
 
     proto_msg_init(&m, PROTO_CANCEL);
     CHECK(proto_msg_set(&m.job_id, job_id) == BF_OK);
-    REQUIRE(request(r.endpoint, &m, PROTO_CANCELLED, &rep));
+    REQUIRE_OUT(request(r.endpoint, &m, PROTO_CANCELLED, &rep));
     CHECK(rep.total == 4 && !strcmp(rep.job_id, job_id));
     proto_msg_clear(&rep);
-    REQUIRE(trecv(&w, PROTO_ABORT, 2000, &m));
+    REQUIRE_OUT(trecv(&w, PROTO_ABORT, 2000, &m));
     CHECK(!strcmp(m.task_id, running));
     proto_msg_clear(&m);
     CHECK(tquiet(&w, 200)); /* nothing left to run */
 
     proto_msg_init(&m, PROTO_CANCEL);
     CHECK(proto_msg_set(&m.job_id, "0123456789ab") == BF_OK);
-    REQUIRE(request(r.endpoint, &m, PROTO_ERROR, &rep));
+    REQUIRE_OUT(request(r.endpoint, &m, PROTO_ERROR, &rep));
     CHECK(rep.code == BF_ENOENT);
     proto_msg_clear(&rep);
 
     /* A late result of the aborted task is acked and ignored. */
     worker_result(&w, running, 1, "success", "", 1.0);
-    REQUIRE(trecv(&w, PROTO_ACK, 2000, &m));
+    REQUIRE_OUT(trecv(&w, PROTO_ACK, 2000, &m));
     proto_msg_clear(&m);
 
     tpeer_open(&col, r.endpoint);
@@ -969,7 +1001,7 @@ static void test_cancel(const char *dir)
     col.beat = true;
     int cancelled = 0;
     for (;;) {
-        REQUIRE(trecv(&col, PROTO_NONE, 2000, &m));
+        REQUIRE_OUT(trecv(&col, PROTO_NONE, 2000, &m));
         collector_ack(&col, m.seq);
         if (m.type == PROTO_JOB_DONE) {
             CHECK(!strcmp(jstr(json_object_get(m.obj, "job"), "state"), "cancelled"));
@@ -1001,22 +1033,22 @@ static void test_restart(const char *dir)
     proto_msg_t m;
     char job_id[16] = "", ta[33] = "", tb[33] = "", tc[33] = "";
     json_t *doc = NULL;
-    REQUIRE(start_broker(&r, dir));
-    REQUIRE(submit(r.endpoint, "restart", 4, 3, job_id));
+    REQUIRE_OUT(start_broker(&r, dir));
+    REQUIRE_OUT(submit(r.endpoint, "restart", 4, 3, job_id));
     tpeer_open(&w1, r.endpoint);
     worker_ready(&w1, "hostR1:1:cpu", 1, NULL);
-    REQUIRE(trecv(&w1, PROTO_TASK, 2000, &m));
+    REQUIRE_OUT(trecv(&w1, PROTO_TASK, 2000, &m));
     bf_strlcpy(ta, m.task_id, sizeof ta);
     proto_msg_clear(&m);
     tpeer_open(&w2, r.endpoint);
     worker_ready(&w2, "hostR2:1:cpu", 1, NULL);
-    REQUIRE(trecv(&w2, PROTO_TASK, 2000, &m));
+    REQUIRE_OUT(trecv(&w2, PROTO_TASK, 2000, &m));
     bf_strlcpy(tb, m.task_id, sizeof tb);
     proto_msg_clear(&m);
     worker_result(&w1, ta, 1, "success", "", 1.0);
-    REQUIRE(trecv(&w1, PROTO_ACK, 2000, &m));
+    REQUIRE_OUT(trecv(&w1, PROTO_ACK, 2000, &m));
     proto_msg_clear(&m);
-    REQUIRE(trecv(&w1, PROTO_TASK, 2000, &m));
+    REQUIRE_OUT(trecv(&w1, PROTO_TASK, 2000, &m));
     bf_strlcpy(tc, m.task_id, sizeof tc);
     CHECK(!strcmp(m.scene, "scene002"));
     proto_msg_clear(&m);
@@ -1024,27 +1056,27 @@ static void test_restart(const char *dir)
     tpeer_close(&w2);
     stop_broker(&r);
 
-    REQUIRE(start_broker(&r, dir));
+    REQUIRE_OUT(start_broker(&r, dir));
     int64_t restarted = bf_mono_ms();
     tpeer_open(&w1, r.endpoint); /* a new connection, as a real worker makes */
     worker_ready(&w1, "hostR1:1:cpu", 1, json_pack("[s]", tc));
     tpeer_open(&w3, r.endpoint);
     worker_ready(&w3, "hostR3:1:cpu", 2, NULL);
-    REQUIRE(trecv(&w3, PROTO_TASK, 2000, &m));
+    REQUIRE_OUT(trecv(&w3, PROTO_TASK, 2000, &m));
     CHECK(!strcmp(m.scene, "scene003") && m.attempt == 1);
     proto_msg_clear(&m);
     /* tb's worker never comes back: requeued after 2*I*L as a lost attempt */
-    REQUIRE(trecv(&w3, PROTO_TASK, 3000, &m));
+    REQUIRE_OUT(trecv(&w3, PROTO_TASK, 3000, &m));
     CHECK(!strcmp(m.task_id, tb) && m.attempt == 2);
     CHECK(bf_mono_ms() - restarted >= 2 * HB_MS * LIVENESS - 50);
     proto_msg_clear(&m);
     CHECK(tquiet(&w1, 100)); /* w1 kept tc: no new task, no abort */
     worker_result(&w1, tc, 1, "success", "", 1.0);
-    REQUIRE(trecv(&w1, PROTO_ACK, 2000, &m));
+    REQUIRE_OUT(trecv(&w1, PROTO_ACK, 2000, &m));
     proto_msg_clear(&m);
 
     doc = status_doc(r.endpoint, job_id, 0);
-    REQUIRE(doc);
+    REQUIRE_OUT(doc);
     json_t *j = job_in(doc, job_id);
     CHECK(j && jint(j, "total") == 4 && jint(j, "final") == 2 && jint(j, "running") == 2);
     CHECK(json_array_size(json_object_get(doc, "events")) == 2);
@@ -1058,10 +1090,10 @@ static void test_restart(const char *dir)
     m.credit = 8;
     tsend(&col, &m);
     col.beat = true;
-    REQUIRE(trecv(&col, PROTO_DELIVER, 2000, &m));
+    REQUIRE_OUT(trecv(&col, PROTO_DELIVER, 2000, &m));
     CHECK(!strcmp(m.task_id, ta));
     proto_msg_clear(&m);
-    REQUIRE(trecv(&col, PROTO_DELIVER, 2000, &m));
+    REQUIRE_OUT(trecv(&col, PROTO_DELIVER, 2000, &m));
     CHECK(!strcmp(m.task_id, tc));
     proto_msg_clear(&m);
     /* Not acked: a new collector connection gets them again, in order. */
@@ -1071,7 +1103,7 @@ static void test_restart(const char *dir)
     m.credit = 8;
     tsend(&col, &m);
     col.beat = true;
-    REQUIRE(trecv(&col, PROTO_DELIVER, 2000, &m));
+    REQUIRE_OUT(trecv(&col, PROTO_DELIVER, 2000, &m));
     CHECK(!strcmp(m.task_id, ta));
     proto_msg_clear(&m);
 out:
@@ -1091,7 +1123,7 @@ static void test_garbage(const char *dir)
     running_t r;
     tpeer_t g = {0};
     json_t *doc = NULL;
-    REQUIRE(start_broker(&r, dir));
+    REQUIRE_OUT(start_broker(&r, dir));
     tpeer_open(&g, r.endpoint);
     unsigned seed = 12345;
     uint8_t buf[512];
@@ -1143,11 +1175,13 @@ static void test_garbage(const char *dir)
         tpeer_open(&h, r.endpoint);
         zmq_send(h.sock, huge, big, 0);
         free(huge);
-        usleep(200 * 1000);
+        /* the broker answers (polled while h is open: it lingers 0) */
+        doc = status_until(r.endpoint, "", bad_messages_at_least, &(int64_t){1000}, 2000);
         tpeer_close(&h);
     }
-    doc = status_doc(r.endpoint, "", 0);
-    REQUIRE(doc);
+    if (!doc)
+        doc = status_doc(r.endpoint, "", 0);
+    REQUIRE_OUT(doc);
     CHECK(jint(json_object_get(doc, "broker"), "bad_messages") >= 1000);
 out:
     json_decref(doc);
@@ -1164,8 +1198,8 @@ static void test_crasher(const char *dir)
     tpeer_t w = {0}, sup = {0};
     proto_msg_t m;
     char job_id[16] = "";
-    REQUIRE(start_broker(&r, dir));
-    REQUIRE(submit(r.endpoint, "crasher", 1, 2, job_id));
+    REQUIRE_OUT(start_broker(&r, dir));
+    REQUIRE_OUT(submit(r.endpoint, "crasher", 1, 2, job_id));
     tpeer_open(&sup, r.endpoint);
     const unsigned want[] = {1, 1, 1, 2};
     for (int round = 0; round < 4; round++) {
@@ -1173,7 +1207,7 @@ static void test_crasher(const char *dir)
         snprintf(name, sizeof name, "crash:%d:cpu", round);
         tpeer_open(&w, r.endpoint);
         worker_ready(&w, name, 1, NULL);
-        REQUIRE(trecv(&w, PROTO_TASK, 2000, &m));
+        REQUIRE_OUT(trecv(&w, PROTO_TASK, 2000, &m));
         CHECK(m.attempt == want[round]);
         proto_msg_clear(&m);
         proto_msg_init(&m, PROTO_LOST);
@@ -1183,14 +1217,7 @@ static void test_crasher(const char *dir)
         tpeer_close(&w);
     }
     /* attempt 2 was the last (max_attempts 2): final, naming both losses */
-    json_t *doc = NULL;
-    for (int tries = 0; tries < 50; tries++) {
-        json_decref(doc);
-        doc = status_doc(r.endpoint, job_id, 0);
-        if (json_array_size(json_object_get(doc, "events")) == 1)
-            break;
-        usleep(20 * 1000);
-    }
+    json_t *doc = status_until(r.endpoint, job_id, events_are, &(size_t){1}, 2000);
     json_t *e0 = json_array_get(json_object_get(doc, "events"), 0);
     CHECK(!strcmp(jstr(e0, "status"), "error"));
     CHECK(strstr(jstr(e0, "reason"), "failed 2 times: ") &&
@@ -1204,6 +1231,7 @@ out:
 
 int main(void)
 {
+    HB_MS = bf_test_ms(100);
     bf_log_set_tag("broker_test");
     if (!getenv("BEAMFLEET_LOG"))
         bf_log_set_level(BF_LOG_ERROR);

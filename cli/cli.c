@@ -2,6 +2,7 @@
     and the fleet-file precedence every networked subcommand shares. */
 
 #include "cli.h"
+#include "../kernels/kern.h"
 
 #include <getopt.h>
 #include <stdlib.h>
@@ -81,8 +82,9 @@ int cli_option_other(const char *cmd, int c, const char *help, char *const argv[
 int cli_version(int argc, char **argv)
 {
     if (argc > 1 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
-        printf("usage: beamfleet version\n\nPrints the version, the protocol version and the "
-               "compiled radio-engine backends.\n");
+        printf("usage: beamfleet version\n\nPrints the version, the protocol version, the "
+               "compiled radio-engine backends and the GPU targets embedded in this binary "
+               "(sm_XX machine code, compute_XX PTX).\n");
         return CLI_EXIT_OK;
     }
     if (argc > 1) {
@@ -91,8 +93,12 @@ int cli_version(int argc, char **argv)
     }
     int major, minor, patch;
     zmq_version(&major, &minor, &patch);
-    printf("beamfleet %s\nprotocol %d\nbackends: %s\nlibzmq %d.%d.%d\n", BF_VERSION, PROTO_VERSION,
-           BACKENDS, major, minor, patch);
+    /* read back from this binary, so it cannot say what was only meant */
+    char targets[256];
+    if (kern_cuda_targets(NULL, targets, sizeof targets) <= 0)
+        bf_strlcpy(targets, "none", sizeof targets);
+    printf("beamfleet %s\nprotocol %d\nbackends: %s\ngpu targets: %s\nlibzmq %d.%d.%d\n",
+           BF_VERSION, PROTO_VERSION, BACKENDS, targets, major, minor, patch);
     return CLI_EXIT_OK;
 }
 

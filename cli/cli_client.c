@@ -434,7 +434,7 @@ int cli_submit(int argc, char **argv)
 typedef struct {
     unsigned total, done, success, failed, error, cancelled;
     double *improvements;
-    size_t n_improvements;
+    size_t n_improvements, cap_improvements;
     double started;
     bool tty;      /* stdout is a terminal: one live progress line, redrawn */
     bool drawn;    /* the live line is on screen now */
@@ -486,11 +486,9 @@ static void print_event(follow_t *f, const json_t *ev)
         f->success++;
         if (json_is_number(imp)) {
             double v = json_number_value(imp);
-            double *grown = realloc(f->improvements, (f->n_improvements + 1) * sizeof *grown);
-            if (grown) {
-                f->improvements = grown;
+            if (bf_grow(&f->improvements, &f->cap_improvements, f->n_improvements + 1,
+                        sizeof *f->improvements, 64))
                 f->improvements[f->n_improvements++] = v;
-            }
             printf("✓ [%u/%u] %s: %+.2f dB in %.1f s (%s)\n", f->done, f->total, scene, v,
                    jnum(ev, "elapsed_time"), where);
             snprintf(f->last, sizeof f->last, "%.40s %+.2f dB", scene, v);

@@ -61,6 +61,8 @@ struct collector {
     proto_link_t *link; /* the DEALER to the broker, heartbeats, reconnection */
     bf_zap_t *zap;      /* admits subscribers to a CURVE PUB stream */
     atomic_int stop;
+    atomic_long subscriptions; /* registered on pub: subscribes less unsubscribes */
+    uint64_t sub_logged;       /* (un)subscriptions seen, for the log's rate */
     int64_t retry_at;
     open_job_t jobs[MAX_JOBS_OPEN]; /* least recently used first */
     size_t njobs;
@@ -195,6 +197,7 @@ collector_t *collector_new(const collector_config_t *cfg, char *err)
     if (c->cfg.credit > CREDIT_MAX)
         c->cfg.credit = CREDIT_MAX;
     atomic_init(&c->stop, 0);
+    atomic_init(&c->subscriptions, 0);
     c->spool_lock = -1;
     c->broker = bf_strdup(cfg->broker);
     c->name = cfg->name && *cfg->name ? bf_strdup(cfg->name)
@@ -235,10 +238,16 @@ collector_t *collector_new(const collector_config_t *cfg, char *err)
     if (c->spool_dir && lock_spool(c, err) != BF_OK)
         goto fail;
     if (cfg->publish && *cfg->publish) {
-        c->pub = zmq_socket(c->ctx, ZMQ_PUB);
-        int zero = 0;
-        if (c->pub)
-            zmq_setsockopt(c->pub, ZMQ_LINGER, &zero, sizeof zero);
+        /* XPUB, verbose both ways, so that every subscription reaches us
+           once libzmq has registered it: a subscriber (a test, a service)
+           can learn that the stream reaches it instead of sleeping. */
+        c->pub = zmq_socket(c->ctx, ZMQ_XPUB);
+        int zero = 0, one = 1;
+        if (c->pub && (zmq_setsockopt(c->pub, ZMQ_LINGER, &zero, sizeof zero) != 0 ||
+                       zmq_setsockopt(c->pub, ZMQ_XPUB_VERBOSER, &one, sizeof one) != 0)) {
+            bf_fail(err, BF_EIO, "publish %s: %s", cfg->publish, zmq_strerror(zmq_errno()));
+            goto fail;
+        }
         /* With CURVE the stream is encrypted too and only listed keys may
            subscribe (`beamfleet watch -c FLEET.yaml`). */
         if (c->pub && cfg->security) {
@@ -470,6 +479,42 @@ static void forget_job(collector_t *c, const char *job_id)
             close_job(c, i);
             return;
         }
+}
+
+/* Reads the (un)subscriptions the XPUB passes up: each is registered by
+   the time it arrives here, so what is published next reaches it. Logged
+   (the end-to-end tests wait for that line) and counted. */
+static void read_subscriptions(collector_t *c)
+{
+    for (int n = 0; n < DRAIN_MAX; n++) {
+        unsigned char buf[256];
+        int len = zmq_recv(c->pub, buf, sizeof buf, ZMQ_DONTWAIT);
+        if (len < 0)
+            return;
+        if (len < 1 || (buf[0] != 0 && buf[0] != 1))
+            continue;
+        /* the topic, printable, cut to fit (zmq_recv says the whole length) */
+        char topic[64] = "everything";
+        if (len > 1) {
+            size_t tn = (size_t)len - 1;
+            tn = tn < sizeof buf - 1 ? tn : sizeof buf - 1;
+            tn = tn < sizeof topic - 1 ? tn : sizeof topic - 1;
+            for (size_t k = 0; k < tn; k++)
+                topic[k] = buf[1 + k] >= 0x20 && buf[1 + k] < 0x7f ? (char)buf[1 + k] : '?';
+            topic[tn] = '\0';
+        }
+        long now = atomic_fetch_add(&c->subscriptions, buf[0] ? 1 : -1) + (buf[0] ? 1 : -1);
+        /* the first hundred, then one in a thousand: a subscriber that
+           churns must not flood the log */
+        if (c->sub_logged++ < 100 || c->sub_logged % 1000 == 0)
+            bf_info("stream: %s %s (%ld subscriptions)",
+                    buf[0] ? "subscribed to" : "unsubscribed from", topic, now);
+    }
+}
+
+long collector_stream_subscriptions(const collector_t *self)
+{
+    return self ? atomic_load(&((collector_t *)self)->subscriptions) : 0;
 }
 
 static void publish(collector_t *c, const char *topic, const json_t *doc)
@@ -955,17 +1000,20 @@ bf_err_t collector_run(collector_t *c)
         /* The ZAP socket first, so that polling it never depends on
            whether a dealer exists right now. */
         void *dealer = proto_link_socket(c->link);
-        zmq_pollitem_t items[2] = {{c->zap ? bf_zap_socket(c->zap) : NULL, 0, ZMQ_POLLIN, 0},
-                                   {dealer, 0, ZMQ_POLLIN, 0}};
+        zmq_pollitem_t items[3] = {{c->zap ? bf_zap_socket(c->zap) : NULL, 0, ZMQ_POLLIN, 0}};
         int nitems = c->zap ? 1 : 0;
         if (dealer)
             items[nitems++] = (zmq_pollitem_t){dealer, 0, ZMQ_POLLIN, 0};
+        if (c->pub)
+            items[nitems++] = (zmq_pollitem_t){c->pub, 0, ZMQ_POLLIN, 0};
         if (zmq_poll(items, nitems, tick) < 0 && zmq_errno() != EINTR) {
             bf_error("zmq_poll: %s", zmq_strerror(zmq_errno()));
             return BF_EIO;
         }
         if (c->zap)
             bf_zap_handle(c->zap);
+        if (c->pub)
+            read_subscriptions(c);
         int64_t now = bf_mono_ms();
         size_t before = c->npending;
         for (int n = 0; n < DRAIN_MAX; n++) {

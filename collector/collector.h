@@ -76,6 +76,12 @@ void collector_stop(collector_t *self);
 /* The PUB endpoint actually bound (port 0 resolved), or NULL without one. */
 const char *collector_publish_endpoint(const collector_t *self);
 
+/* Subscriptions registered on the stream now (each subscriber's topics;
+   `beamfleet watch` has one). Each is also logged ("stream: subscribed to
+   ..."): once one shows, what is published next reaches it. Safe from any
+   thread. */
+long collector_stream_subscriptions(const collector_t *self);
+
 /* NULL-safe and idempotent; nulls *self_p. Not while collector_run runs. */
 void collector_destroy(collector_t **self_p);
 

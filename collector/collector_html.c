@@ -156,17 +156,9 @@ typedef struct {
 static void png_mem_write(png_structp png, png_bytep data, size_t n)
 {
     png_mem_t *m = png_get_io_ptr(png);
-    if (m->len + n > m->cap) {
-        size_t cap = m->cap ? 2 * m->cap : 8192;
-        while (cap < m->len + n)
-            cap *= 2;
-        unsigned char *q = realloc(m->p, cap);
-        if (!q) {
-            m->oom = true;
-            png_error(png, "out of memory");
-        }
-        m->p = q;
-        m->cap = cap;
+    if (n > SIZE_MAX - m->len || !bf_grow(&m->p, &m->cap, m->len + n, 1, 8192)) {
+        m->oom = true;
+        png_error(png, "out of memory");
     }
     memcpy(m->p + m->len, data, n);
     m->len += n;
@@ -582,15 +574,9 @@ static void vec_push(vec_t *a, double x)
 {
     if (a->oom)
         return;
-    if (a->n == a->cap) {
-        size_t cap = a->cap ? 2 * a->cap : 1024;
-        double *p = realloc(a->v, cap * sizeof *p);
-        if (!p) {
-            a->oom = true;
-            return;
-        }
-        a->v = p;
-        a->cap = cap;
+    if (!bf_grow(&a->v, &a->cap, a->n + 1, sizeof *a->v, 1024)) {
+        a->oom = true;
+        return;
     }
     a->v[a->n++] = x;
 }

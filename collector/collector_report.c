@@ -580,14 +580,8 @@ typedef struct {
 
 static bool vec_push(vec_t *a, double x)
 {
-    if (a->n == a->cap) {
-        size_t cap = a->cap ? 2 * a->cap : 256;
-        double *p = realloc(a->v, cap * sizeof *p);
-        if (!p)
-            return false;
-        a->v = p;
-        a->cap = cap;
-    }
+    if (!bf_grow(&a->v, &a->cap, a->n + 1, sizeof *a->v, 256))
+        return false;
     a->v[a->n++] = x;
     return true;
 }

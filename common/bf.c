@@ -582,23 +582,54 @@ void bf_uuid(char out[33])
     out[32] = '\0';
 }
 
+/* ---- growable arrays ------------------------------------------------------ */
+
+size_t bf_grow_cap(size_t cap, size_t need, size_t min_cap)
+{
+    if (need <= cap)
+        return cap;
+    size_t c = cap ? cap : (min_cap ? min_cap : 1);
+    while (c < need) {
+        if (c > SIZE_MAX / 2)
+            return 0;
+        c *= 2;
+    }
+    return c;
+}
+
+bool bf_resize(void *items, size_t n, size_t elem)
+{
+    if (n == 0 || elem == 0 || n > SIZE_MAX / elem)
+        return false;
+    void *p; /* *items is a T *: read and written as bytes, not through a void ** */
+    memcpy(&p, items, sizeof p);
+    void *q = realloc(p, n * elem);
+    if (!q)
+        return false;
+    memcpy(items, &q, sizeof q);
+    return true;
+}
+
+bool bf_grow(void *items, size_t *cap, size_t need, size_t elem, size_t min_cap)
+{
+    if (need <= *cap)
+        return true;
+    size_t c = bf_grow_cap(*cap, need, min_cap);
+    if (!c || !bf_resize(items, c, elem))
+        return false;
+    *cap = c;
+    return true;
+}
+
 /* ---- a growing text buffer ------------------------------------------------ */
 
 void bf_buf_put(bf_buf_t *b, const char *s, size_t n)
 {
     if (b->oom)
         return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? 2 * b->cap : 4096;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *q = realloc(b->p, cap);
-        if (!q) {
-            b->oom = true;
-            return;
-        }
-        b->p = q;
-        b->cap = cap;
+    if (n > SIZE_MAX - b->len - 1 || !bf_grow(&b->p, &b->cap, b->len + n + 1, 1, 4096)) {
+        b->oom = true;
+        return;
     }
     memcpy(b->p + b->len, s, n);
     b->len += n;
@@ -612,27 +643,25 @@ void bf_buf_puts(bf_buf_t *b, const char *s)
 
 void bf_buf_printf(bf_buf_t *b, const char *fmt, ...)
 {
-    char tmp[512];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
-    va_end(ap);
-    if (n < 0)
-        return;
-    if ((size_t)n < sizeof tmp) {
-        bf_buf_put(b, tmp, (size_t)n);
-        return;
+    /* Formats in place; when the text does not fit, grows once to its size
+       and formats again (the metrics page is thousands of these). */
+    for (int pass = 0; pass < 2 && !b->oom; pass++) {
+        size_t room = b->p ? b->cap - b->len : 0;
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(room ? b->p + b->len : NULL, room, fmt, ap);
+        va_end(ap);
+        if (n < 0) {
+            b->oom = true;
+            return;
+        }
+        if ((size_t)n < room) {
+            b->len += (size_t)n;
+            return;
+        }
+        if (!bf_grow(&b->p, &b->cap, b->len + (size_t)n + 1, 1, 4096))
+            b->oom = true;
     }
-    char *big = malloc((size_t)n + 1);
-    if (!big) {
-        b->oom = true;
-        return;
-    }
-    va_start(ap, fmt);
-    vsnprintf(big, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    bf_buf_put(b, big, (size_t)n);
-    free(big);
 }
 
 bool bf_proc_stat(pid_t pid, bf_proc_t *out)

@@ -136,6 +136,29 @@ bf_err_t bf_lock_file(const char *path, int *fd, long *holder, char *err) BF_MUS
 /* True if path is a directory. */
 bool bf_is_dir(const char *path);
 
+/* ---- growable arrays ------------------------------------------------------ */
+/* The one way Beamfleet grows an array. The caller keeps the pointer, the
+   count and the capacity (in elements) in its own struct, typed, and before
+   storing element number need - 1 calls
+
+       if (!bf_grow(&s->items, &s->cap, s->count + 1, sizeof *s->items, 16))
+           return BF_ENOMEM;
+
+   items is the address of any object pointer (T **); the capacity doubles
+   from min_cap, so n appends cost O(n) copies; the byte size is checked for
+   overflow; on failure *items and *cap are left as they were (the array is
+   still whole). Several arrays that share one capacity take the new
+   capacity from bf_grow_cap once and bf_resize each. (A macro-typed vector
+   would hide the struct layout that the broker's and the engine's hot loops
+   index directly; this keeps them plain arrays.) */
+bool bf_grow(void *items, size_t *cap, size_t need, size_t elem, size_t min_cap) BF_MUST_CHECK;
+/* The capacity bf_grow picks for need elements: cap when need <= cap, else
+   min_cap (at least 1) doubled until it holds need; 0 on overflow. */
+size_t bf_grow_cap(size_t cap, size_t need, size_t min_cap);
+/* Reallocates *items (the address of a T *) to n >= 1 elements of size elem;
+   false, with *items untouched, on overflow or allocation failure. */
+bool bf_resize(void *items, size_t n, size_t elem) BF_MUST_CHECK;
+
 /* ---- a growing text buffer ------------------------------------------------ */
 typedef struct {
     char *p; /* NUL-terminated text, or NULL while empty; free() it */

@@ -885,15 +885,9 @@ static bf_err_t list_scenes(reader_t *r, const bf_yaml_node_t *at, const char *r
             rc = field_fail(r, at, "scenes", "more than %d scenes in '%s'", SCENES_MAX, root);
             break;
         }
-        if (n + 1 >= cap) {
-            size_t ncap = cap ? cap * 2 : 64;
-            char **nv = realloc(v, ncap * sizeof *nv);
-            if (!nv) {
-                rc = BF_ENOMEM;
-                break;
-            }
-            v = nv;
-            cap = ncap;
+        if (!bf_grow(&v, &cap, n + 2, sizeof *v, 64)) { /* room for the NULL end too */
+            rc = BF_ENOMEM;
+            break;
         }
         if (!(v[n] = strdup(e->d_name))) {
             rc = BF_ENOMEM;

@@ -334,15 +334,9 @@ static bf_err_t load_allowed(bf_zap_t *z, char *err)
         }
         if (key.role == BF_ROLE_BROKER)
             continue; /* the broker's own key is not a peer */
-        if (count == cap) {
-            size_t ncap = cap ? 2 * cap : 16;
-            allowed_t *grown = realloc(list, ncap * sizeof *grown);
-            if (!grown) {
-                rc = bf_fail(err, BF_ENOMEM, "out of memory");
-                break;
-            }
-            list = grown;
-            cap = ncap;
+        if (!bf_grow(&list, &cap, count + 1, sizeof *list, 16)) {
+            rc = bf_fail(err, BF_ENOMEM, "out of memory");
+            break;
         }
         allowed_t *a = &list[count++];
         zmq_z85_decode(a->key, key.public_z85);

@@ -10,15 +10,6 @@
 #include <unistd.h>
 #include <zmq.h>
 
-/* A check the rest of the test cannot do without. */
-#define REQUIRE(cond)                                                                              \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "%s:%d: required: %s\n", __FILE__, __LINE__, #cond);                   \
-            exit(1);                                                                               \
-        }                                                                                          \
-    } while (0)
-
 static char dir[256];
 
 static void write_text(const char *name, const char *text, mode_t mode)

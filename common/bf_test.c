@@ -354,6 +354,40 @@ static void remove_tree(const char *path)
     }
 }
 
+static void test_grow(void)
+{
+    /* doubling from min_cap; need <= cap leaves it; overflow is refused */
+    CHECK(bf_grow_cap(0, 1, 16) == 16 && bf_grow_cap(16, 17, 16) == 32);
+    CHECK(bf_grow_cap(16, 100, 16) == 128 && bf_grow_cap(64, 10, 16) == 64);
+    CHECK(bf_grow_cap(0, 3, 0) == 4);
+    CHECK(bf_grow_cap(0, SIZE_MAX, 16) == 0);
+    uint64_t *v = NULL;
+    size_t n = 0, cap = 0;
+    for (uint64_t i = 0; i < 1000; i++) {
+        if (!bf_grow(&v, &cap, n + 1, sizeof *v, 8))
+            break;
+        v[n++] = i * i;
+    }
+    CHECK(n == 1000 && cap == 1024);
+    uint64_t sum = 0;
+    for (size_t i = 0; i < n; i++)
+        sum += v[i] == (uint64_t)i * i;
+    CHECK(sum == 1000); /* every element survived the moves */
+    /* an impossible size fails and leaves the array whole */
+    uint64_t *before = v;
+    size_t cap_before = cap;
+    CHECK(!bf_grow(&v, &cap, SIZE_MAX / 4, sizeof *v, 8));
+    CHECK(v == before && cap == cap_before && v[999] == 999u * 999u);
+    CHECK(!bf_resize(&v, 0, sizeof *v) && v == before);
+    free(v);
+    /* bf_buf_t grows through it */
+    bf_buf_t b = {0};
+    for (int i = 0; i < 2000; i++)
+        bf_buf_puts(&b, "abc");
+    CHECK(!b.oom && b.len == 6000 && b.cap == 8192 && strlen(b.p) == 6000);
+    free(b.p);
+}
+
 int main(void)
 {
     bf_strlcpy(tmpdir, "/tmp/bf_test_XXXXXX", sizeof tmpdir);
@@ -370,6 +404,7 @@ int main(void)
     test_safe_name();
     test_uuid();
     test_strings_and_clocks();
+    test_grow();
     remove_tree(tmpdir);
     if (failures) {
         fprintf(stderr, "bf_test: %d check(s) failed\n", failures);

@@ -111,25 +111,14 @@ static bf_err_t grow(frame_t *f)
     bf_yaml_node_t *n = f->node;
     if (n->count < f->cap)
         return BF_OK;
-    size_t cap = f->cap ? f->cap * 2 : 4;
-    bf_yaml_node_t **items = realloc(n->items, cap * sizeof *items);
-    if (!items)
+    /* a map's items, keys and key positions share one capacity */
+    size_t cap = bf_grow_cap(f->cap, n->count + 1, 4);
+    if (!cap || !bf_resize(&n->items, cap, sizeof *n->items))
         return BF_ENOMEM;
-    n->items = items;
-    if (n->kind == BF_YAML_MAP) {
-        char **keys = realloc(n->keys, cap * sizeof *keys);
-        if (!keys)
-            return BF_ENOMEM;
-        n->keys = keys;
-        int *lines = realloc(n->key_lines, cap * sizeof *lines);
-        if (!lines)
-            return BF_ENOMEM;
-        n->key_lines = lines;
-        int *cols = realloc(n->key_columns, cap * sizeof *cols);
-        if (!cols)
-            return BF_ENOMEM;
-        n->key_columns = cols;
-    }
+    if (n->kind == BF_YAML_MAP && (!bf_resize(&n->keys, cap, sizeof *n->keys) ||
+                                   !bf_resize(&n->key_lines, cap, sizeof *n->key_lines) ||
+                                   !bf_resize(&n->key_columns, cap, sizeof *n->key_columns)))
+        return BF_ENOMEM;
     f->cap = cap;
     return BF_OK;
 }

@@ -221,6 +221,13 @@ const kern_backend_t *kern_backend_cuda(void);
    process that forks workers calls it in a short-lived child. */
 int kern_devices(kern_device_t *out, int max);
 
+/* The GPU targets embedded in the ELF binary at path (NULL: this process's
+   own), read back from its .nv_fatbin section (kern_fatbin.c): for example
+   "sm_80 sm_90 compute_90" in out, machine code first, then PTX, each by
+   architecture. Returns how many; 0 when the binary has no GPU code, -1
+   when it cannot be opened. */
+int kern_cuda_targets(const char *path, char *out, size_t n);
+
 /* ---- from sums to dBm, objectives --------------------------------------- */
 typedef struct {
     double scale;     /* P_tx [W] * (lambda / 4 pi)^2 / cell area: sum -> watts */

@@ -306,21 +306,6 @@ typedef struct {
     size_t capv, capi, capm; /* capacity of vertices, indices, tri_material in elements */
 } geom_t;
 
-static bool grow(void **p, size_t *cap, size_t need, size_t elem)
-{
-    if (need <= *cap)
-        return true;
-    size_t c = *cap ? *cap : 1024;
-    while (c < need)
-        c *= 2;
-    void *q = realloc(*p, c * elem);
-    if (!q)
-        return false;
-    *p = q;
-    *cap = c;
-    return true;
-}
-
 /* Appends the mesh at path (shown as name) to the scene with material mat.
    The file is read whole in one go and decoded with memcpy. */
 static bf_err_t load_ply(geom_t *g, const char *path, const char *name, uint16_t mat, char *err)
@@ -358,10 +343,10 @@ static bf_err_t load_ply(geom_t *g, const char *path, const char *name, uint16_t
                      KERN_MAX_TRIANGLES, 3 * KERN_MAX_TRIANGLES);
         goto done;
     }
-    if (!grow((void **)&s->vertices, &g->capv, s->vertex_count + h.nverts, 3 * sizeof(float)) ||
-        !grow((void **)&s->indices, &g->capi, s->triangle_count + h.nfaces, 3 * sizeof(uint32_t)) ||
-        !grow((void **)&s->tri_material, &g->capm, s->triangle_count + h.nfaces,
-              sizeof(uint16_t))) {
+    if (!bf_grow(&s->vertices, &g->capv, s->vertex_count + h.nverts, 3 * sizeof(float), 1024) ||
+        !bf_grow(&s->indices, &g->capi, s->triangle_count + h.nfaces, 3 * sizeof(uint32_t), 1024) ||
+        !bf_grow(&s->tri_material, &g->capm, s->triangle_count + h.nfaces, sizeof(uint16_t),
+                 1024)) {
         rc = bf_fail(err, BF_ENOMEM, "%s: out of memory", name);
         goto done;
     }
@@ -497,7 +482,7 @@ static void start_top(xml_t *x, const char *el, const char **atts)
             xml_fail(x, BF_EINVAL, "more than %d bsdf elements", MAX_BSDFS);
             return;
         }
-        if (!grow((void **)&x->bsdfs, &x->capbsdf, x->nbsdf + 1, sizeof *x->bsdfs)) {
+        if (!bf_grow(&x->bsdfs, &x->capbsdf, x->nbsdf + 1, sizeof *x->bsdfs, 1024)) {
             xml_fail(x, BF_ENOMEM, "out of memory");
             return;
         }
@@ -522,7 +507,7 @@ static void start_top(xml_t *x, const char *el, const char **atts)
             xml_fail(x, BF_EINVAL, "more than %d shapes", MAX_SHAPES);
             return;
         }
-        if (!grow((void **)&x->shapes, &x->capshape, x->nshape + 1, sizeof *x->shapes)) {
+        if (!bf_grow(&x->shapes, &x->capshape, x->nshape + 1, sizeof *x->shapes, 1024)) {
             xml_fail(x, BF_ENOMEM, "out of memory");
             return;
         }

@@ -48,14 +48,8 @@ typedef struct {
 
 static bool mesh_vertex(mesh_t *m, double x, double y, double z)
 {
-    if (m->nv == m->capv) {
-        size_t cap = m->capv ? 2 * m->capv : 64;
-        float *p = realloc(m->v, cap * 3 * sizeof *p);
-        if (!p)
-            return false;
-        m->v = p;
-        m->capv = cap;
-    }
+    if (!bf_grow(&m->v, &m->capv, m->nv + 1, 3 * sizeof *m->v, 64))
+        return false;
     m->v[3 * m->nv] = (float)x, m->v[3 * m->nv + 1] = (float)y, m->v[3 * m->nv + 2] = (float)z;
     m->nv++;
     return true;
@@ -63,14 +57,8 @@ static bool mesh_vertex(mesh_t *m, double x, double y, double z)
 
 static bool mesh_tri(mesh_t *m, uint32_t a, uint32_t b, uint32_t c)
 {
-    if (m->nf == m->capf) {
-        size_t cap = m->capf ? 2 * m->capf : 64;
-        uint32_t *p = realloc(m->f, cap * 3 * sizeof *p);
-        if (!p)
-            return false;
-        m->f = p;
-        m->capf = cap;
-    }
+    if (!bf_grow(&m->f, &m->capf, m->nf + 1, 3 * sizeof *m->f, 64))
+        return false;
     m->f[3 * m->nf] = a, m->f[3 * m->nf + 1] = b, m->f[3 * m->nf + 2] = c;
     m->nf++;
     return true;

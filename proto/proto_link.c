@@ -76,6 +76,19 @@ bf_err_t proto_recv_from(void *socket, uint8_t *routing_id, size_t *routing_id_l
     return rc;
 }
 
+/* One frame into part (initialized here, closed again on failure with
+   errno kept as libzmq set it). */
+static bool recv_part(zmq_msg_t *part, void *socket, int flags)
+{
+    zmq_msg_init(part);
+    if (zmq_msg_recv(part, socket, flags) >= 0)
+        return true;
+    int e = errno;
+    zmq_msg_close(part);
+    errno = e;
+    return false;
+}
+
 bf_err_t proto_recv_origin(void *socket, uint8_t *routing_id, size_t *routing_id_len,
                            proto_msg_t *msg, int flags, proto_origin_t *origin, char *err)
 {
@@ -88,13 +101,8 @@ bf_err_t proto_recv_origin(void *socket, uint8_t *routing_id, size_t *routing_id
     if (routing_id) {
         size_t room = *routing_id_len;
         *routing_id_len = 0; /* nobody to answer until a whole id is here */
-        zmq_msg_init(&part);
-        if (zmq_msg_recv(&part, socket, flags) < 0) {
-            int e = errno;
-            zmq_msg_close(&part);
-            errno = e;
+        if (!recv_part(&part, socket, flags))
             return BF_EIO;
-        }
         size_t len = zmq_msg_size(&part);
         bool more = zmq_msg_more(&part);
         if (len <= room)
@@ -109,13 +117,8 @@ bf_err_t proto_recv_origin(void *socket, uint8_t *routing_id, size_t *routing_id
         *routing_id_len = len;
         flags &= ~ZMQ_DONTWAIT; /* the rest of a multipart message is already here */
     }
-    zmq_msg_init(&part);
-    if (zmq_msg_recv(&part, socket, flags) < 0) {
-        int e = errno;
-        zmq_msg_close(&part);
-        errno = e;
+    if (!recv_part(&part, socket, flags))
         return BF_EIO;
-    }
     if (zmq_msg_more(&part)) {
         zmq_msg_close(&part);
         drain(socket);

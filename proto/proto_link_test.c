@@ -23,15 +23,6 @@
 
 #include "../common/bf_check.h"
 
-/* A check the rest of the test cannot do without. */
-#define REQUIRE(cond)                                                                              \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "%s:%d: required: %s\n", __FILE__, __LINE__, #cond);                   \
-            exit(1);                                                                               \
-        }                                                                                          \
-    } while (0)
-
 #define HB_MS   100 /* the link's heartbeat in these tests */
 #define LIVE    3   /* silence after HB_MS * LIVE */
 #define TICK_MS 5   /* a turn of the owner's loop */

@@ -339,18 +339,12 @@ static void deliver(worker_t *w, const proto_msg_t *task, json_t *res, double el
         memmove(&w->unacked[0], &w->unacked[1], (w->nunacked - 1) * sizeof *w->unacked);
         w->nunacked--;
     }
-    if (w->nunacked == w->capunacked) {
-        size_t cap = w->capunacked ? 2 * w->capunacked : 8;
-        proto_msg_t *p = realloc(w->unacked, cap * sizeof *p);
-        if (!p) {
-            /* sent once anyway; a lost ACK then costs an attempt */
-            if (proto_link_send(w->link, &m) != BF_OK)
-                bf_warn("result %s not sent", m.task_id);
-            proto_msg_clear(&m);
-            return;
-        }
-        w->unacked = p;
-        w->capunacked = cap;
+    if (!bf_grow(&w->unacked, &w->capunacked, w->nunacked + 1, sizeof *w->unacked, 8)) {
+        /* sent once anyway; a lost ACK then costs an attempt */
+        if (proto_link_send(w->link, &m) != BF_OK)
+            bf_warn("result %s not sent", m.task_id);
+        proto_msg_clear(&m);
+        return;
     }
     w->unacked[w->nunacked++] = m;
     if (proto_link_send(w->link, &w->unacked[w->nunacked - 1]) != BF_OK)

@@ -2,8 +2,10 @@
     program on a scene in its own process group, with CUDA_VISIBLE_DEVICES,
     BEAMFLEET_SCENE and BEAMFLEET_GPU_ID set; the last non-empty line of its
     stdout by the time its main process exits is the result (at most
-    WORKER_RESULT_MAX bytes). The pipes are watched with poll() and the main
-    process with waitpid(); once it has exited, what is readable is drained
+    WORKER_RESULT_MAX bytes). The pipes and the main process (a pidfd, which
+    turns readable when it exits) are watched with one poll(), so nothing
+    waits on a timer between a task's exit and its result; once it has
+    exited, what is readable is drained
     and the rest of its group killed, so a background child that keeps
     stdout open cannot hold the result back. A deadline or a cancel kills
     the whole process group (SIGTERM, then SIGKILL after 2 s). The allow
@@ -22,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -211,16 +214,32 @@ static size_t trim(char *text, size_t len)
     return len;
 }
 
-/* Kills the process group of pid (SIGTERM, SIGKILL after 2 s) and reaps pid. */
-static void kill_group(pid_t pid)
+/* A pidfd for the child pid (readable once it exits), or -1 where the
+   kernel has none (before 5.3, or a seccomp filter): the callers then look
+   at the child every 10 ms instead. */
+static int pidfd_of(pid_t pid)
+{
+#ifdef SYS_pidfd_open
+    return (int)syscall(SYS_pidfd_open, pid, 0);
+#else
+    (void)pid;
+    return -1;
+#endif
+}
+
+/* Kills the process group of pid (SIGTERM, SIGKILL after 2 s) and reaps
+   pid; pidfd is pid's (or -1). */
+static void kill_group(pid_t pid, int pidfd)
 {
     kill(-pid, SIGTERM);
     int64_t until = bf_mono_ms() + KILL_WAIT_MS;
-    while (bf_mono_ms() < until) {
+    for (int64_t left; (left = until - bf_mono_ms()) > 0;) {
         pid_t r = waitpid(pid, NULL, WNOHANG);
         if (r == pid || (r < 0 && errno == ECHILD))
             break;
-        usleep(10000);
+        struct pollfd exited = {pidfd, POLLIN, 0};
+        if (pidfd < 0 || poll(&exited, 1, (int)left) < 0)
+            usleep(10000);
     }
     kill(-pid, SIGKILL); /* the leader's stragglers too */
     while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
@@ -306,16 +325,12 @@ static bf_err_t line_put(line_t *l, const char *p, size_t n)
         l->over = true;
         return BF_OK;
     }
-    if (l->len + n + 1 > l->cap) {
-        size_t cap = l->cap ? 2 * l->cap : 4096;
-        while (cap < l->len + n + 1)
-            cap *= 2;
+    if (l->len + n + 1 > l->cap) { /* doubling, but never past the result's limit */
+        size_t cap = bf_grow_cap(l->cap, l->len + n + 1, 4096);
         if (cap > (size_t)WORKER_RESULT_MAX + 1)
             cap = (size_t)WORKER_RESULT_MAX + 1;
-        char *grown = realloc(l->buf, cap);
-        if (!grown)
+        if (!cap || !bf_resize(&l->buf, cap, 1))
             return BF_ENOMEM;
-        l->buf = grown;
         l->cap = cap;
     }
     memcpy(l->buf + l->len, p, n);
@@ -482,7 +497,7 @@ bf_err_t worker_exec(worker_task_ctx_t *ctx, json_t **result, char *err)
     if (!argv)
         return BF_ENOMEM;
     bf_err_t rc = BF_OK;
-    int out_pipe[2] = {-1, -1}, err_pipe[2] = {-1, -1}, ex_pipe[2] = {-1, -1};
+    int out_pipe[2] = {-1, -1}, err_pipe[2] = {-1, -1}, ex_pipe[2] = {-1, -1}, pidfd = -1;
     char *errtxt = NULL, **env = NULL, *chunk = NULL, *prog = NULL, *real0 = NULL;
     lines_t out;
     memset(&out, 0, sizeof out);
@@ -561,7 +576,8 @@ bf_err_t worker_exec(worker_task_ctx_t *ctx, json_t **result, char *err)
     fcntl(err_pipe[0], F_SETFL, fcntl(err_pipe[0], F_GETFL) | O_NONBLOCK);
     if (ctx->progress)
         ctx->progress(ctx->ud, "exec", 0.0);
-    struct pollfd fds[2] = {{out_pipe[0], POLLIN, 0}, {err_pipe[0], POLLIN, 0}};
+    pidfd = pidfd_of(pid);
+    struct pollfd fds[3] = {{out_pipe[0], POLLIN, 0}, {err_pipe[0], POLLIN, 0}, {pidfd, POLLIN, 0}};
     int *ends[2] = {&out_pipe[0], &err_pipe[0]};
     bool timed_out = false, cancelled = false;
     int status = 0;
@@ -582,11 +598,12 @@ bf_err_t worker_exec(worker_task_ctx_t *ctx, json_t **result, char *err)
             rc = bf_fail(err, BF_ECHILD, "waitpid: %s", strerror(errno));
             goto done;
         }
-        /* wake at least every 50 ms to see a cancel or the exit (10 ms
-           once both pipes are closed and only the exit is awaited) */
+        /* the exit wakes the poll through the pidfd; wake at least every
+           50 ms to see a cancel (every 10 ms without a pidfd once both
+           pipes are closed and only the exit is awaited) */
         bool open_any = fds[0].fd >= 0 || fds[1].fd >= 0;
-        int wait_ms = open_any ? 50 : 10;
-        int n = poll(fds, 2, (int)(left < wait_ms ? left : wait_ms));
+        int wait_ms = open_any || pidfd >= 0 ? 50 : 10;
+        int n = poll(fds, 3, (int)(left < wait_ms ? left : wait_ms));
         if (n < 0 && errno != EINTR) {
             rc = bf_fail(err, BF_EIO, "poll: %s", strerror(errno));
             goto done;
@@ -601,7 +618,7 @@ bf_err_t worker_exec(worker_task_ctx_t *ctx, json_t **result, char *err)
         }
     }
     if (timed_out || cancelled) {
-        kill_group(pid);
+        kill_group(pid, pidfd);
         pid = -1;
         if (timed_out)
             rc = bf_fail(err, BF_ETIMEDOUT, "timeout after %g s", job->timeout_s);
@@ -652,7 +669,9 @@ bf_err_t worker_exec(worker_task_ctx_t *ctx, json_t **result, char *err)
     *result = doc;
 done:
     if (pid > 0)
-        kill_group(pid);
+        kill_group(pid, pidfd);
+    if (pidfd >= 0)
+        close(pidfd);
     for (int i = 0; i < 2; i++) {
         if (out_pipe[i] >= 0)
             close(out_pipe[i]);

@@ -28,15 +28,8 @@
 #include <zmq.h>
 
 #include "../common/bf_check.h"
-#define REQUIRE(cond)                                                                              \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "%s:%d: REQUIRE failed: %s\n", __FILE__, __LINE__, #cond);             \
-            exit(1);                                                                               \
-        }                                                                                          \
-    } while (0)
 
-#define HB_MS 100
+static int HB_MS; /* bf_test_ms(100), set first thing in main */
 
 static char tmpdir[256];
 
@@ -112,7 +105,7 @@ static void fb_send(fb_t *b, proto_msg_t *m)
    HEARTBEAT and PROGRESS are counted; anything else unexpected fails. */
 static bool fb_expect(fb_t *b, proto_type_t type, int ms, proto_msg_t *out)
 {
-    int64_t until = bf_mono_ms() + ms;
+    int64_t until = bf_mono_ms() + bf_test_ms(ms);
     while (bf_mono_ms() < until) {
         int64_t now = bf_mono_ms();
         if (now - b->last_beat >= HB_MS) {
@@ -179,7 +172,7 @@ static void fb_idle(fb_t *b, int ms)
 /* Waits until a PROGRESS at stage has arrived. */
 static bool fb_wait_stage(fb_t *b, const char *stage, int ms)
 {
-    int64_t until = bf_mono_ms() + ms;
+    int64_t until = bf_mono_ms() + bf_test_ms(ms);
     while (bf_mono_ms() < until) {
         if (!strcmp(b->last_stage, stage))
             return true;
@@ -254,11 +247,20 @@ static const char *res_str(const proto_msg_t *m, const char *key)
     return s ? s : "";
 }
 
+/* A task that sleeps for beats heartbeat intervals, then succeeds. */
+static void fb_sleeper(fb_t *b, const char *task_id, int beats)
+{
+    char script[96];
+    snprintf(script, sizeof script, "sleep %.3f; echo '{\"status\":\"success\"}'",
+             beats * HB_MS / 1000.0);
+    fb_sh(b, task_id, script, 10 + beats * HB_MS / 1000.0);
+}
+
 /* ---- process groups ---------------------------------------------------------------- */
 
 static pid_t read_pid(const char *path, int ms)
 {
-    int64_t until = bf_mono_ms() + ms;
+    int64_t until = bf_mono_ms() + bf_test_ms(ms);
     while (bf_mono_ms() < until) {
         FILE *f = fopen(path, "r");
         long pid = 0;
@@ -277,7 +279,7 @@ static pid_t read_pid(const char *path, int ms)
    this process is a child subreaper). Call only while no exec task runs. */
 static bool group_dead(pid_t pgid, int ms)
 {
-    int64_t until = bf_mono_ms() + ms;
+    int64_t until = bf_mono_ms() + bf_test_ms(ms);
     while (bf_mono_ms() < until) {
         while (waitpid(-1, NULL, WNOHANG) > 0)
             ;
@@ -429,7 +431,7 @@ static void test_exec_handler(void)
     cancel = 1;
     int64_t t0 = bf_mono_ms();
     CHECK(worker_exec(&ctx, &res, err) == BF_ECANCELED && !res);
-    CHECK(bf_mono_ms() - t0 < 2500);
+    CHECK(bf_mono_ms() - t0 < bf_test_ms(2500));
     job.exec_command = NULL;
     job.exec_argc = 0;
     job.output = NULL;
@@ -545,7 +547,7 @@ static void test_exec_results(worker_task_ctx_t *ctx, bf_job_t *job)
     int64_t t0 = bf_mono_ms();
     CHECK(exec_sh(ctx, job, script, &res, err) == BF_OK);
     CHECK(!strcmp(json_string_value(json_object_get(res, "status")), "success"));
-    CHECK(bf_mono_ms() - t0 < 1500);
+    CHECK(bf_mono_ms() - t0 < bf_test_ms(1500));
     json_decref(res);
     pid_t bg = read_pid(pidfile, 100);
     CHECK(bg > 0 && group_dead(bg, 2000));
@@ -765,7 +767,7 @@ static void test_fleet(void)
     fb_sh(&b, "t-slow", cmd, 1);
     REQUIRE(expect_result(&b, "t-slow", 5000, &m));
     int64_t took = bf_mono_ms() - t0;
-    CHECK(took >= 900 && took < 3500);
+    CHECK(took >= 900 && took < 1000 + bf_test_ms(2500));
     CHECK(!strcmp(res_str(&m, "status"), "error"));
     CHECK(!strcmp(res_str(&m, "reason"), "timeout after 1 s"));
     CHECK(!json_object_get(m.obj, "fault")); /* a timeout: not attributed */
@@ -793,10 +795,10 @@ static void test_fleet(void)
     fb_ack(&b, "t-after");
     CHECK(pg > 0 && group_dead(pg, 3000));
 
-    /* heartbeats flow during a 2 s task; an unacked result goes again after
-       "unknown peer" and re-registration */
+    /* heartbeats flow during a task of 20 intervals; an unacked result goes
+       again after "unknown peer" and re-registration */
     b.beats_in = 0;
-    fb_sh(&b, "t-2s", "sleep 2; echo '{\"status\":\"success\"}'", 10);
+    fb_sleeper(&b, "t-2s", 20);
     REQUIRE(expect_result(&b, "t-2s", 5000, &m));
     CHECK(b.beats_in >= 12);
     proto_msg_clear(&m);
@@ -815,10 +817,10 @@ static void test_fleet(void)
 
     /* the broker goes away during a task and comes back on the same port:
        re-READY listing the running task, then its result */
-    fb_sh(&b, "t-gone", "sleep 3; echo '{\"status\":\"success\"}'", 10); /* outlives the gap */
+    fb_sleeper(&b, "t-gone", 30); /* outlives the gap */
     CHECK(fb_wait_stage(&b, "exec", 3000));
     fb_close(&b);
-    usleep(700 * 1000); /* > 3 heartbeats of silence */
+    usleep((useconds_t)(7 * HB_MS) * 1000); /* > 3 heartbeats of silence */
     fb_bind(&b, ep);
     REQUIRE(fb_expect(&b, PROTO_READY, 5000, &m));
     json_t *running = json_object_get(m.obj, "running");
@@ -830,7 +832,7 @@ static void test_fleet(void)
     proto_msg_clear(&m);
     /* not acked; gone again: after the next registration it comes again */
     fb_close(&b);
-    usleep(700 * 1000);
+    usleep((useconds_t)(7 * HB_MS) * 1000);
     fb_bind(&b, ep);
     REQUIRE(fb_expect(&b, PROTO_READY, 8000, &m));
     CHECK(json_array_size(json_object_get(m.obj, "running")) == 0);
@@ -842,7 +844,7 @@ static void test_fleet(void)
     fb_idle(&b, 300);
 
     /* drain: the running task finishes, its result is acked, GOODBYE */
-    fb_sh(&b, "t-drain", "sleep 0.6; echo '{\"status\":\"success\"}'", 10);
+    fb_sleeper(&b, "t-drain", 6);
     CHECK(fb_wait_stage(&b, "exec", 3000));
     bf_flag_raise(&w.stop);
     fb_sh(&b, "t-late", "echo '{\"status\":\"success\"}'", 10); /* not taken */
@@ -897,7 +899,7 @@ static void test_supervisor(void)
     int64_t t0 = bf_mono_ms();
     /* the death is reported at once, by the worker's name */
     REQUIRE(fb_expect(&b, PROTO_LOST, 2000, &m));
-    CHECK(bf_mono_ms() - t0 < 500);
+    CHECK(bf_mono_ms() - t0 < bf_test_ms(500));
     char lost[300];
     snprintf(lost, sizeof lost, "%s:%ld:cpu", bf_hostname(), pids[0]);
     CHECK(m.worker && !strcmp(m.worker, lost));
@@ -925,7 +927,7 @@ static void test_supervisor(void)
         worker_config_t cfg = {.broker = ep, .device_index = -1};
         _exit(worker_supervise(&cfg, "none", 2, argv));
     }
-    int64_t ready_until = bf_mono_ms() + 8000;
+    int64_t ready_until = bf_mono_ms() + bf_test_ms(8000);
     for (int i = 0; i < 2 && bf_mono_ms() < ready_until;) {
         if (!fb_expect(&b, PROTO_READY, 200, &m))
             continue; /* the first one's GOODBYE may come between */
@@ -937,7 +939,7 @@ static void test_supervisor(void)
         REQUIRE(proto_msg_set(&e.reason, "key 'x' (role client) may not send ready") == BF_OK);
         fb_send(&b, &e);
     }
-    int64_t until = bf_mono_ms() + 10000;
+    int64_t until = bf_mono_ms() + bf_test_ms(10000);
     pid_t got = 0;
     while (got == 0 && bf_mono_ms() < until) {
         if (fb_expect(&b, PROTO_GOODBYE, 50, &m)) /* a refused worker says goodbye */
@@ -975,6 +977,7 @@ static int child_main(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
+    HB_MS = bf_test_ms(100);
     if (argc > 1 && !strcmp(argv[1], "child"))
         return child_main(argc, argv);
     bf_log_set_tag("worker_test");

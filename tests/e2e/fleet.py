@@ -170,6 +170,22 @@ class Fleet:
             time.sleep(0.1)
         raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {last})")
 
+    def log_of(self, what):
+        """Everything the processes started as `what` have logged so far."""
+        text = ""
+        for path in sorted(glob.glob(os.path.join(self.logs, f"*-{what}.log"))):
+            with open(path, errors="replace") as f:
+                text += f.read()
+        return text
+
+    def wait_subscribed(self, count=1, timeout=15):
+        """Waits until the collector has registered `count` stream
+        subscriptions in all (it logs each once libzmq has it): from then on
+        what it publishes reaches them. The readiness signal that replaces
+        a PUB/SUB slow-joiner sleep."""
+        self.wait(lambda: self.log_of("collector").count("stream: subscribed to") >= count,
+                  timeout, f"{count} stream subscription(s) at the collector")
+
     def wait_done(self, job_id, timeout=120):
         def done():
             st = self.status()

@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from fleet import Fleet, check_reports, free_port, main  # noqa: E402
@@ -67,7 +66,7 @@ def test_secure_job(fleet: Fleet):
     fleet.wait(lambda: len(status_as(fleet, conf["alice"])["workers"]) == 2, 15, "2 CURVE workers")
     watch = subprocess.Popen([fleet.bin, "watch", "-c", conf["alice"], "--count", str(len(names) + 1)],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(0.5)  # the subscription must be in place before the first result
+    fleet.wait_subscribed()  # the subscription must be in place before the first result
     r = fleet.cli("submit", "-c", conf["alice"], job)
     job_id = r.stdout.strip().splitlines()[-1]
 
@@ -110,9 +109,7 @@ def test_roles(fleet: Fleet):
     # supervisor does not restart it.
     fleet.worker(["-c", conf["alice"], "--name", "impostor"])
 
-    def log_of(what):
-        return "".join(open(os.path.join(fleet.logs, f)).read() for f in os.listdir(fleet.logs)
-                       if f.endswith(what + ".log"))
+    log_of = fleet.log_of
     fleet.wait(lambda: "not restarting" in log_of("worker"), 20, "the impostor to be refused")
     assert "may not send ready; stopping" in log_of("worker"), log_of("worker")
     assert "refused ready from key 'alice'" in log_of("broker"), "the broker logged no refusal"
@@ -135,7 +132,8 @@ def test_unlisted_key(fleet: Fleet):
     refused(r, "handshake failed")
     # A plaintext worker gets nowhere: it never shows up.
     fleet.worker()
-    time.sleep(1.0)
+    fleet.wait(lambda: "handshake failed" in fleet.log_of("worker"), 15,
+               "the plaintext worker's handshake to fail")
     assert status_as(fleet, conf["ops"])["workers"] == []
     # The same rogue key copied into the trusted directory is admitted.
     fleet.cli("keygen", "--out", d, "late", "--role", "client")

@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -32,7 +31,7 @@ def test_watch(fleet: Fleet):
     watch = subprocess.Popen([fleet.bin, "watch", "--publish", fleet.publish,
                               "--count", str(len(names) + 1)],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(0.5)  # PUB/SUB: the subscription must be in place first
+    fleet.wait_subscribed()  # PUB/SUB: the subscription must be in place first
     job_id = fleet.submit(job)
     fleet.wait_done(job_id, 60)
     stdout, stderr = watch.communicate(timeout=30)
@@ -56,7 +55,7 @@ def test_subscriber(fleet: Fleet):
     sub = subprocess.Popen([sys.executable, SUBSCRIBER, "--endpoint", fleet.publish,
                             "--until-job-done", "--timeout", "60"],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(0.5)
+    fleet.wait_subscribed()
     job_id = fleet.submit(job)
     fleet.wait_done(job_id, 60)
     stdout, stderr = sub.communicate(timeout=60)
