@@ -63,22 +63,6 @@ static unsigned cpu_count(void)
     return n > 0 ? (unsigned)n : 1u;
 }
 
-/* Amortized growth of a buffer of elements of size sz; 0 on failure. */
-static int grow(void **buf, size_t *cap, size_t need, size_t sz)
-{
-    if (need <= *cap)
-        return 1;
-    size_t n = *cap ? *cap : 1024;
-    while (n < need)
-        n *= 2;
-    void *p = realloc(*buf, n * sz);
-    if (!p)
-        return 0;
-    *buf = p;
-    *cap = n;
-    return 1;
-}
-
 void kern_zone_data_clear(kern_zone_data_t *zd)
 {
     if (!zd)
@@ -132,7 +116,7 @@ static int trace_chunk(const kern_bounce_t *b, uint64_t chunk, slot_t *sl)
         size_t zr = SIZE_MAX; /* this ray's zone record, once it has one */
         kern_walk_start(&w, b, n);
         while (kern_walk_next(&w, b, &x)) {
-            if (!grow((void **)&sl->c, &sl->capc, sl->nc + 1, sizeof *sl->c))
+            if (!bf_grow(&sl->c, &sl->capc, sl->nc + 1, sizeof *sl->c, 1024))
                 return 0;
             sl->c[sl->nc].cell = x.cell;
             sl->c[sl->nc].val = x.power;
@@ -141,7 +125,7 @@ static int trace_chunk(const kern_bounce_t *b, uint64_t chunk, slot_t *sl)
             if (x.zone < 0)
                 continue;
             if (zr == SIZE_MAX) {
-                if (!grow((void **)&sl->zr, &sl->capzr, sl->nzr + 1, sizeof *sl->zr))
+                if (!bf_grow(&sl->zr, &sl->capzr, sl->nzr + 1, sizeof *sl->zr, 1024))
                     return 0;
                 zr = sl->nzr++;
                 sl->zr[zr].d[0] = w.d0.x;
@@ -149,7 +133,7 @@ static int trace_chunk(const kern_bounce_t *b, uint64_t chunk, slot_t *sl)
                 sl->zr[zr].d[2] = w.d0.z;
                 sl->zr[zr].count = 0;
             }
-            if (!grow((void **)&sl->zx, &sl->capzx, sl->nzx + 1, sizeof *sl->zx))
+            if (!bf_grow(&sl->zx, &sl->capzx, sl->nzx + 1, sizeof *sl->zx, 1024))
                 return 0;
             kern_zxing_t *z = &sl->zx[sl->nzx++];
             z->cell = (uint32_t)x.zone;
@@ -171,8 +155,8 @@ static int reduce_slot(trace_job_t *j, slot_t *sl)
     j->out->crossings += sl->crossings;
     kern_zone_data_t *z = j->out->zone;
     if (z && sl->nzr) {
-        if (!grow((void **)&z->rays, &z->ray_cap, z->ray_count + sl->nzr, sizeof *z->rays) ||
-            !grow((void **)&z->xings, &z->cap, z->count + sl->nzx, sizeof *z->xings))
+        if (!bf_grow(&z->rays, &z->ray_cap, z->ray_count + sl->nzr, sizeof *z->rays, 1024) ||
+            !bf_grow(&z->xings, &z->cap, z->count + sl->nzx, sizeof *z->xings, 1024))
             return 0;
         memcpy(z->rays + z->ray_count, sl->zr, sl->nzr * sizeof *sl->zr);
         memcpy(z->xings + z->count, sl->zx, sl->nzx * sizeof *sl->zx);
@@ -257,11 +241,9 @@ static bf_err_t cpu_trace(void *vctx, const kern_trace_setup_t *s, kern_trace_ou
         threads = (unsigned)j.nchunks;
     j.window = 4u * threads + 4u;
     if (ctx->slot_count < j.window) {
-        slot_t *ns = realloc(ctx->slots, j.window * sizeof *ns);
-        if (!ns)
+        if (!bf_resize(&ctx->slots, j.window, sizeof *ctx->slots))
             return bf_fail(err, BF_ENOMEM, "cpu trace: out of memory");
-        memset(ns + ctx->slot_count, 0, (j.window - ctx->slot_count) * sizeof *ns);
-        ctx->slots = ns;
+        memset(ctx->slots + ctx->slot_count, 0, (j.window - ctx->slot_count) * sizeof *ctx->slots);
         ctx->slot_count = j.window;
     }
     for (size_t i = 0; i < ctx->slot_count; i++)

@@ -250,20 +250,12 @@ static bf_err_t cuda_ctx_new(const kern_geom_t *geom, unsigned threads, void **o
     return BF_OK;
 }
 
-/* Appends n elements to a host array that grows by doubling. */
+/* Appends n elements to a host array (bf_grow). */
 static bf_err_t host_append(void **buf, size_t *count, size_t *cap, const void *src, size_t n,
                             size_t size, char *err)
 {
-    if (*count + n > *cap) {
-        size_t want = *cap ? *cap : 1024;
-        while (want < *count + n)
-            want *= 2;
-        void *p = realloc(*buf, want * size);
-        if (!p)
-            return bf_fail(err, BF_ENOMEM, "cuda trace: out of host memory for zone crossings");
-        *buf = p;
-        *cap = want;
-    }
+    if (!bf_grow(buf, cap, *count + n, size, 1024))
+        return bf_fail(err, BF_ENOMEM, "cuda trace: out of host memory for zone crossings");
     memcpy((char *)*buf + *count * size, src, n * size);
     *count += n;
     return BF_OK;
