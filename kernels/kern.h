@@ -184,6 +184,10 @@ typedef struct {
     char uuid[48]; /* GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx */
     uint64_t memory_bytes;
     int cc_major, cc_minor;
+    /* "" when a probe launch of every kernel ran on it; otherwise why not,
+       one line (an image built for other GPUs, a driver older than the
+       toolkit, JIT disabled): the device is listed but must not be used */
+    char unusable[224];
 } kern_device_t;
 
 typedef struct {

@@ -474,6 +474,45 @@ static bf_err_t cuda_evaluate(void *vctx, const kern_zone_data_t *zone, const ke
 }
 
 /* The devices entry: every device the runtime lists and can describe. */
+/* A GPU counts as usable only once every kernel has run on it: a launch of
+   each with no work (so that its image is loaded, JIT-compiled from the PTX
+   if it must be), then a synchronize. Fills why ("" when all ran). Runs in
+   the discovery child, whose CUDA context goes with it. */
+static void probe_device(int index, const kern_device_t *d, char *why, size_t n)
+{
+    why[0] = '\0';
+    cudaError_t e = cudaSetDevice(index);
+    if (e == cudaSuccess) {
+        trace_params tp;
+        memset(&tp, 0, sizeof tp); /* batch 0: every thread returns at once */
+        trace_kernel<<<1, 32>>>(tp);
+        compact_kernel<<<1, 32>>>(0, 0, NULL, NULL, NULL, NULL, NULL, NULL, NULL);
+        flag_kernel<<<1, 32>>>(0, NULL, NULL);
+        kern_antenna_t ant;
+        memset(&ant, 0, sizeof ant);
+        evaluate_kernel<<<1, 32>>>(NULL, NULL, NULL, 0, ant, NULL, 0, 0, NULL);
+        e = cudaGetLastError();
+        if (e == cudaSuccess)
+            e = cudaDeviceSynchronize();
+    }
+    if (e == cudaSuccess)
+        return;
+    int driver = 0;
+    cudaDriverGetVersion(&driver);
+    char built[96];
+    if (kern_cuda_targets(NULL, built, sizeof built) <= 0)
+        bf_strlcpy(built, "?", sizeof built);
+    int w = snprintf(why, n,
+                     "a probe launch failed: %s (%s); the GPU is sm_%d%d, this binary carries %s, "
+                     "the driver supports CUDA %d.%d and the toolkit was %d.%d",
+                     cudaGetErrorName(e), cudaGetErrorString(e), d->cc_major, d->cc_minor, built,
+                     driver / 1000, driver % 1000 / 10, CUDART_VERSION / 1000,
+                     CUDART_VERSION % 1000 / 10);
+    if (w < 0 || (size_t)w >= n) /* cut short: still one line */
+        bf_strlcpy(why + n - 4, "...", 4);
+    cudaGetLastError();
+}
+
 static int cuda_devices(kern_device_t *out, int max)
 {
     int n = 0;
@@ -500,6 +539,7 @@ static int cuda_devices(kern_device_t *out, int max)
                  "GPU-%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", u[0],
                  u[1], u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12], u[13],
                  u[14], u[15]);
+        probe_device(i, d, d->unusable, sizeof d->unusable);
     }
     return k;
 }

@@ -244,6 +244,15 @@ int main(void)
         printf("no CUDA device or no CUDA backend in this build: skipped\n");
         return 77;
     }
+    /* every device here ran the probe launch of every kernel */
+    kern_device_t devs[16];
+    int ndev = kern_devices(devs, 16);
+    CHECK(ndev > 0);
+    for (int i = 0; i < ndev; i++) {
+        CHECKF(!devs[i].unusable[0], "GPU %d (%s): %s", i, devs[i].name, devs[i].unusable);
+        printf("GPU %d: %s, sm_%d%d: probe launch ran\n", i, devs[i].name, devs[i].cc_major,
+               devs[i].cc_minor);
+    }
     const char *shared = getenv("BF_SHARED_DIR");
     if (!shared)
         shared = "../shared";

@@ -679,6 +679,11 @@ static void find_device(worker_t *w)
     }
     /* CUDA_VISIBLE_DEVICES normally leaves exactly this GPU */
     size_t pick = n == 1 ? 0 : ((size_t)cfg->device_index < n ? (size_t)cfg->device_index : 0);
+    if (devs[pick].unusable[0]) {
+        bf_warn("GPU %d (%s) is unusable: %s: running as a CPU worker", cfg->device_index,
+                devs[pick].name, devs[pick].unusable);
+        return;
+    }
     w->dev = devs[pick];
     w->dev.index = cfg->device_index;
 }

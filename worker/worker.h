@@ -48,14 +48,18 @@ typedef struct {
     uint64_t memory_bytes;  /* device memory, or the host's RAM */
     int cc_major, cc_minor; /* compute capability, 0.0 for the CPU */
     char backend[8];        /* "cuda" | "cpu" */
+    char unusable[224];     /* "": usable; else why not (kern_device_t.unusable) */
 } worker_device_t;
 
 /* Lists the CUDA devices visible to this process (CUDA's own numbering, as
    CUDA_VISIBLE_DEVICES leaves it) without initializing CUDA here: a
    short-lived forked child asks the CUDA runtime, writes the list to a pipe
    and exits (bounded wait of 20 s). *count is 0 in a build without CUDA or on
-   a host without a usable device (that is not an error). BF_ECHILD when the
-   child could not be run or said nothing sensible. */
+   a host without a usable device (that is not an error). A device is
+   listed with unusable set when its probe launch failed (the caller must
+   not run on it). BF_ECHILD when the child could not be run or said
+   nothing sensible. BEAMFLEET_FAULT_GPU=REASON lists one more, unusable
+   with REASON (fault injection for the tests). */
 bf_err_t worker_device_probe(worker_device_t *out, size_t max, size_t *count,
                              char *err) BF_MUST_CHECK;
 

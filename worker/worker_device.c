@@ -65,6 +65,7 @@ static int gpu_list(worker_device_t *out, int max)
         d->cc_major = found[i].cc_major;
         d->cc_minor = found[i].cc_minor;
         bf_strlcpy(d->backend, "cuda", sizeof d->backend);
+        bf_strlcpy(d->unusable, found[i].unusable, sizeof d->unusable);
     }
     return n;
 }
@@ -111,7 +112,35 @@ static bool read_all(int fd, void *data, size_t len, int64_t deadline)
 
 #endif
 
+static bf_err_t probe(worker_device_t *out, size_t max, size_t *count, char *err);
+
+/* BEAMFLEET_FAULT_GPU=REASON (fault injection, for the tests of a machine
+   without a GPU): one more GPU is listed, whose probe launch failed with
+   REASON. */
+static void inject(worker_device_t *out, size_t max, size_t *count)
+{
+    const char *why = getenv("BEAMFLEET_FAULT_GPU");
+    if (!why || !*why || *count >= max)
+        return;
+    worker_device_t *d = &out[(*count)++];
+    memset(d, 0, sizeof *d);
+    d->index = (int)*count - 1;
+    bf_strlcpy(d->name, "injected GPU (BEAMFLEET_FAULT_GPU)", sizeof d->name);
+    bf_strlcpy(d->uuid, "GPU-00000000-0000-0000-0000-000000000000", sizeof d->uuid);
+    d->cc_major = 9;
+    bf_strlcpy(d->backend, "cuda", sizeof d->backend);
+    snprintf(d->unusable, sizeof d->unusable, "a probe launch failed: %s", why);
+}
+
 bf_err_t worker_device_probe(worker_device_t *out, size_t max, size_t *count, char *err)
+{
+    bf_err_t rc = probe(out, max, count, err);
+    if (rc == BF_OK)
+        inject(out, max, count);
+    return rc;
+}
+
+static bf_err_t probe(worker_device_t *out, size_t max, size_t *count, char *err)
 {
     *count = 0;
 #if !(defined(BF_HAVE_CUDA) && BF_HAVE_CUDA)
@@ -158,6 +187,7 @@ bf_err_t worker_device_probe(worker_device_t *out, size_t max, size_t *count, ch
         out[i].name[sizeof out[i].name - 1] = '\0';
         out[i].uuid[sizeof out[i].uuid - 1] = '\0';
         out[i].backend[sizeof out[i].backend - 1] = '\0';
+        out[i].unusable[sizeof out[i].unusable - 1] = '\0';
         (*count)++;
     }
     return BF_OK;

@@ -367,10 +367,21 @@ static int plan(const worker_config_t *base, const char *gpus, unsigned cpu_work
     }
     const char *parent = getenv("CUDA_VISIBLE_DEVICES");
     if (want_gpus && !strcmp(gpus, "all")) {
-        for (size_t i = 0; i < count && n < MAX_CHILDREN; i++, n++) {
+        /* all: the usable ones; an unusable GPU is said once and left out
+           (none usable: CPU workers, as on a host without a GPU) */
+        for (size_t i = 0; i < count && n < MAX_CHILDREN; i++) {
+            if (devs[i].unusable[0]) {
+                bf_error("GPU %zu (%s) is unusable, no worker for it: %s", i, devs[i].name,
+                         devs[i].unusable);
+                continue;
+            }
             kids[n] = (child_t){.device = (int)i, .backoff_s = BACKOFF_MIN_S};
             visible_name(parent, (int)i, kids[n].visible, sizeof kids[n].visible);
+            n++;
         }
+        if (n == 0 && count > 0)
+            bf_warn("no usable GPU: running %u CPU worker%s", cpu_workers ? cpu_workers : 1,
+                    cpu_workers > 1 ? "s" : "");
     } else if (want_gpus) {
         char *copy = bf_strdup(gpus), *save = NULL;
         if (!copy)
@@ -393,6 +404,14 @@ static int plan(const worker_config_t *base, const char *gpus, unsigned cpu_work
                             "beamfleet worker: --gpus: expected all, none or a list like 0,2; "
                             "got '%s'\n",
                             gpus);
+                free(copy);
+                return -1;
+            }
+            /* named explicitly: an unusable one is a configuration to fix,
+               not a CPU worker in its place */
+            if (devs[d].unusable[0]) {
+                fprintf(stderr, "beamfleet worker: --gpus %s: GPU %ld (%s) is unusable: %s\n", gpus,
+                        d, devs[d].name, devs[d].unusable);
                 free(copy);
                 return -1;
             }

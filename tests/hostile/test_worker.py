@@ -336,6 +336,30 @@ def test_supervisor_refused(fleet: Fleet):
     assert lines and "refused" in lines[-1], lines[-3:]
 
 
+def test_unusable_gpu(fleet: Fleet):
+    """A GPU whose probe launch fails (an image for other GPUs, an old driver;
+    injected here with BEAMFLEET_FAULT_GPU): with --gpus all the supervisor
+    says so in one line and serves with a CPU worker instead of restarting a
+    failing GPU worker forever; named with --gpus 0 it stops with exit 2 and
+    one line naming the GPU and the reason."""
+    fleet.broker()
+    env = dict(os.environ, BEAMFLEET_FAULT_GPU="cudaErrorNoKernelImageForDevice (injected)")
+    r = subprocess.run([fleet.bin, "worker", "--broker", fleet.endpoint, "--gpus", "0"],
+                       capture_output=True, text=True, timeout=60, env=env)
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert r.returncode == 2, f"exit {r.returncode}:\n{r.stderr[-2000:]}"
+    assert len(lines) == 1 and "--gpus 0: GPU 0" in lines[0] and "is unusable" in lines[0] and \
+        "cudaErrorNoKernelImageForDevice (injected)" in lines[0], lines
+    fleet._start("worker", ["worker", "--broker", fleet.endpoint, "--allow-exec", "/bin/true"]
+                 + fleet.hb, env={"BEAMFLEET_FAULT_GPU": "cudaErrorNoKernelImageForDevice"})
+    workers = fleet.wait(lambda: fleet.status()["workers"], 15, "a worker in place of the GPU")
+    assert len(workers) == 1 and workers[0]["name"].endswith(":cpu"), workers
+    log = fleet.log_of("worker")
+    assert log.count("is unusable, no worker for it: a probe launch failed: "
+                     "cudaErrorNoKernelImageForDevice") == 1, log[-2000:]
+    assert "no usable GPU: running 1 CPU worker" in log, log[-2000:]
+
+
 def test_comm(fleet: Fleet):
     fleet.broker()
     start_worker(fleet, ["/bin/true"])
@@ -360,6 +384,7 @@ TESTS = {
     "fake_interpreter": test_fake_interpreter,
     "faults": test_faults,
     "supervisor_refused": test_supervisor_refused,
+    "unusable_gpu": test_unusable_gpu,
     "comm": test_comm,
 }
 
