@@ -10,7 +10,8 @@ for bin in "$BUILD/beamfleet" "$BUILD/kernels/kern_cuda_test" "$BUILD"/bench/ben
     [ -x "$bin" ] || continue
     ldd "$bin" | awk '/=> \// {print $3}' | while read -r lib; do
         case "$(basename "$lib")" in
-            libc.so*|libm.so*|libpthread.so*|libdl.so*|librt.so*|ld-linux*|libcuda.so*) ;;
+            libc.so*|libm.so*|libpthread.so*|libdl.so*|librt.so*|libresolv.so*|libutil.so*|\
+            libnss_*|ld-linux*|libcuda.so*) ;; # glibc's own, and the driver
             *) cp -L "$lib" "$BUILD/carry-libs/" ;;
         esac
     done

@@ -4,7 +4,8 @@
 # florence, then the GPU benchmarks. Runs on a bare CUDA machine without
 # Debian packages: the build folder carries the shared libraries it needs
 # (tests/gpu/carry-libs.sh BUILD_DIR puts them in BUILD_DIR/carry-libs).
-# Exits 77 (skipped) when there is no GPU.
+# Exits 77 (skipped) when there is no GPU. tests/gpu/pack.sh makes a folder
+# with all of it for a machine that has only a driver.
 set -u
 BUILD=${1:-build}
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -17,7 +18,10 @@ if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi -L >/dev/null 2>&1; t
     exit 77
 fi
 nvidia-smi -L
+"$BUILD/beamfleet" version
 status=0
+echo "== the GPU targets embedded in the binary are the ones the build asked for"
+BF_BUILD_DIR="$BUILD" "$BUILD/kernels/kern_fatbin_test" || status=1
 echo "== parity: CUDA backend vs CPU backend"
 "$BUILD/kernels/kern_cuda_test" || status=1
 echo "== benchmark: radio map on munich (GPU vs CPU)"
