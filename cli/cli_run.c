@@ -302,7 +302,13 @@ int cli_run(int argc, char **argv)
     int rc = CLI_EXIT_FAILURE;
     child_t children[MAX_CHILDREN] = {{0}};
     size_t nchildren = 0;
-    char tmp[] = "/tmp/beamfleet-run-XXXXXX";
+    /* $TMPDIR as usual, unless its ipc:// paths would pass the 107 bytes a
+       socket address holds: then /tmp */
+    char tmp[96];
+    const char *tmpdir = getenv("TMPDIR");
+    if (!tmpdir || tmpdir[0] != '/' ||
+        (size_t)snprintf(tmp, sizeof tmp, "%s/beamfleet-run-XXXXXX", tmpdir) >= sizeof tmp)
+        bf_strlcpy(tmp, "/tmp/beamfleet-run-XXXXXX", sizeof tmp);
     bool have_tmp = false;
     int janitor_fd = -1;
     pid_t janitor_pid = 0;

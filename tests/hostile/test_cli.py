@@ -54,12 +54,14 @@ def test_run_sigkill(fleet: Fleet):
     with open(job, "w") as f:
         f.write(f"name: sleepy\nscenes: {root}\noutput: {out}\ntask: exec\ntimeout_s: 120\n"
                 f"exec: {{command: [/bin/sh, -c, \"sleep 60 & sleep 61; : {marker}\"]}}\n")
-    before = set(glob.glob("/tmp/beamfleet-run-*"))
+    runs = os.path.join(fleet.tmp, "tmp")  # its own TMPDIR: other tests run beside it
+    os.makedirs(runs)
     run = subprocess.Popen([fleet.bin, "run", job, "--workers", "2"], stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL, start_new_session=True)
+                           stderr=subprocess.DEVNULL, start_new_session=True,
+                           env=dict(os.environ, TMPDIR=runs))
     try:
         fleet.wait(lambda: len(live_pids_with(marker)) >= 2, 30, "two running tasks")
-        tmps = set(glob.glob("/tmp/beamfleet-run-*")) - before
+        tmps = set(glob.glob(os.path.join(runs, "beamfleet-run-*")))
         assert len(tmps) == 1, f"expected one new run folder, got {tmps}"
         tmp = tmps.pop()
         run.send_signal(signal.SIGKILL)
