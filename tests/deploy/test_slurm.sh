@@ -216,8 +216,11 @@ ID=$(cd "$W" && BEAMFLEET_BIN="$BF" BEAMFLEET_ALLOW_EXEC="$TASK" BEAMFLEET_INTER
     "$SBATCH_SCRIPT") || fail "sbatch refused the script (no job)"
 ID=${ID%%;*}
 JOBS_STARTED="$JOBS_STARTED $ID"
-for _ in $(seq 120); do [ -s "$W/run/endpoint" ] && break; sleep 0.5; done
-[ -s "$W/run/endpoint" ] || fail "B: no endpoint file from the fleet"
+# up to 3 min: Slurm may still be releasing job A's node, and under ASan on 2
+# busy cores the fleet starts slowly
+for _ in $(seq 360); do [ -s "$W/run/endpoint" ] && break; sleep 0.5; done
+[ -s "$W/run/endpoint" ] || fail "B: no endpoint file from the fleet after 180 s (job $ID: \
+$(squeue -h -j "$ID" -o '%T %r' 2>&1); sbatch.out: $(tail -n 5 "$W/sbatch.out" 2>&1))"
 EP=$(cat "$W/run/endpoint")
 [ "$EP" = "tcp://127.0.0.1:$PORT_B" ] || fail "B: endpoint $EP, expected tcp://127.0.0.1:$PORT_B"
 wait_status "$EP" 'len(s["workers"]) == 2 and s["collector"]["connected"]' 60 \
