@@ -352,7 +352,16 @@ int main(void)
     CHECK(csv_rows(dirJ) == 3);
     char path[256];
     snprintf(path, sizeof path, "%s/results_progress.json", dirJ);
-    json_t *progress = json_load_file(path, 0, NULL);
+    /* results_progress.json catches up on the collector's next quiet turn,
+       after the ACKs: wait for it (pumping), do not race it */
+    json_t *progress = NULL;
+    for (int64_t by = bf_mono_ms() + bf_test_ms(3000); bf_mono_ms() < by; usleep(10 * 1000)) {
+        json_decref(progress);
+        progress = json_load_file(path, 0, NULL);
+        if (json_object_size(progress) == 3)
+            break;
+        fake_pump(&b);
+    }
     CHECK(json_object_size(progress) == 3 && json_object_get(progress, "scene3"));
     json_decref(progress);
     int results = 0, done = 0;
