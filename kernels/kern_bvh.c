@@ -26,7 +26,8 @@ struct kern_bvh {
     uint32_t *tri_ids;
     uint32_t node_count, tri_count;
     kern_bvh_wide_node_t *wide; /* NULL when the root is a leaf */
-    uint32_t wide_count;
+    kern_bvh_wide_leaf_t *wide_leaves;
+    uint32_t wide_count, wide_leaf_count;
 };
 
 typedef struct {
@@ -154,6 +155,7 @@ void kern_bvh_destroy(kern_bvh_t **self)
     free((*self)->tris);
     free((*self)->tri_ids);
     free((*self)->wide);
+    free((*self)->wide_leaves);
     free(*self);
     *self = NULL;
 }
@@ -168,6 +170,8 @@ kern_bvh_view_t kern_bvh_view(const kern_bvh_t *self)
     v.tri_count = self->tri_count;
     v.wide = self->wide;
     v.wide_count = self->wide_count;
+    v.wide_leaves = self->wide_leaves;
+    v.wide_leaf_count = self->wide_leaf_count;
     return v;
 }
 
@@ -179,14 +183,16 @@ size_t kern_bvh_bytes(const kern_bvh_t *self)
 
 size_t kern_bvh_wide_bytes(const kern_bvh_t *self)
 {
-    return (size_t)self->wide_count * sizeof(kern_bvh_wide_node_t);
+    return (size_t)self->wide_count * sizeof(kern_bvh_wide_node_t) +
+           (size_t)self->wide_leaf_count * sizeof(kern_bvh_wide_leaf_t);
 }
 
 /* Lane i of wide node w: binary node n (a leaf, or an inner node that gets
    the wide node *next), or empty for n == UINT32_MAX. */
-static void wide_lane(kern_bvh_wide_node_t *w, int i, const kern_bvh_node_t *nodes, uint32_t n,
-                      uint32_t *next, uint32_t *todo, uint32_t *ntodo)
+static void wide_lane(kern_bvh_t *b, kern_bvh_wide_node_t *w, int i, uint32_t n, uint32_t *next,
+                      uint32_t *todo, uint32_t *ntodo)
 {
+    const kern_bvh_node_t *nodes = b->nodes;
     if (n == UINT32_MAX) {
         for (int k = 0; k < 3; k++) {
             w->box[k][i] = INFINITY;
@@ -201,7 +207,14 @@ static void wide_lane(kern_bvh_wide_node_t *w, int i, const kern_bvh_node_t *nod
         w->box[3 + k][i] = nodes[n].hi[k];
     }
     if (nodes[n].count > 0) {
-        w->child[i] = nodes[n].first;
+        kern_bvh_wide_leaf_t *l = &b->wide_leaves[b->wide_leaf_count];
+        memset(l, 0, sizeof *l);
+        l->first = nodes[n].first;
+        l->count = nodes[n].count;
+        for (uint32_t t = 0; t < l->count && t < 4; t++)
+            for (int j = 0; j < 9; j++)
+                l->v[j][t] = b->tris[9 * ((size_t)l->first + t) + (size_t)j];
+        w->child[i] = b->wide_leaf_count++;
         w->count[i] = nodes[n].count;
     } else {
         w->child[i] = (*next)++;
@@ -224,8 +237,9 @@ static int wide_build(kern_bvh_t *b)
     for (uint32_t i = 0; i < b->node_count; i++)
         inner += nodes[i].count == 0;
     b->wide = aligned_alloc(64, (size_t)inner * sizeof *b->wide);
+    b->wide_leaves = aligned_alloc(32, (size_t)(b->node_count - inner) * sizeof *b->wide_leaves);
     uint32_t *todo = malloc((size_t)inner * sizeof *todo);
-    if (!b->wide || !todo) {
+    if (!b->wide || !b->wide_leaves || !todo) {
         free(todo);
         return 0;
     }
@@ -237,11 +251,11 @@ static int wide_build(kern_bvh_t *b)
         for (int c = 0; c < 2; c++) {
             uint32_t n = p->first + (uint32_t)c;
             if (nodes[n].count > 0) {
-                wide_lane(w, 2 * c, nodes, n, &next, todo, &ntodo);
-                wide_lane(w, 2 * c + 1, nodes, UINT32_MAX, &next, todo, &ntodo);
+                wide_lane(b, w, 2 * c, n, &next, todo, &ntodo);
+                wide_lane(b, w, 2 * c + 1, UINT32_MAX, &next, todo, &ntodo);
             } else {
-                wide_lane(w, 2 * c, nodes, nodes[n].first, &next, todo, &ntodo);
-                wide_lane(w, 2 * c + 1, nodes, nodes[n].first + 1, &next, todo, &ntodo);
+                wide_lane(b, w, 2 * c, nodes[n].first, &next, todo, &ntodo);
+                wide_lane(b, w, 2 * c + 1, nodes[n].first + 1, &next, todo, &ntodo);
             }
         }
     }

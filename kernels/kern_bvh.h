@@ -26,27 +26,38 @@ typedef struct {
    is a leaf fills its pair's first lane and leaves the second empty (box lo
    +inf, hi -inf: no ray meets it). box[k][i] is lo (k = 0..2: x, y, z) or hi
    (k = 3..5) of lane i, copied bit for bit from the binary node. count[i] >
-   0: lane i is a leaf over triangles [child[i], child[i] + count[i]); count
-   0: child[i] is a wide node (or the lane is empty). Wide node 0 stands for
-   the binary root, when that is not a leaf. */
+   0: lane i is a leaf, child[i] its kern_bvh_wide_leaf_t; count 0: child[i]
+   is a wide node (or the lane is empty). Wide node 0 stands for the binary
+   root, when that is not a leaf. */
 typedef struct {
     float box[6][4];
     uint32_t child[4];
     uint32_t count[4];
 } kern_bvh_wide_node_t;
 
+/* 160 bytes: one leaf, triangles [first, first + count) of the BVH order,
+   with (count <= 4) their 9 coordinates across four lanes for a SIMD
+   triangle test: v[j][i] is tris[9 * (first + i) + j]; lanes from count on
+   are zero and unused. */
+typedef struct {
+    float v[9][4];
+    uint32_t first, count, pad[2];
+} kern_bvh_wide_leaf_t;
+
 /* Plain pointers, so the same view works over device memory. tris holds 9
    floats per triangle (v0, v1, v2) in BVH order; tri_ids maps BVH order to
    the original triangle index. wide (host memory, wide_count nodes; NULL
    with 0 when the binary root is a leaf, and in a device backend's copy)
-   is the host-only four-wide form of nodes; the CUDA kernel walks nodes. */
+   is the host-only four-wide form of nodes, wide_leaves its leaves; the
+   CUDA kernel walks nodes. */
 typedef struct {
     const kern_bvh_node_t *nodes;
     const float *tris;
     const uint32_t *tri_ids;
     uint32_t node_count, tri_count;
     const kern_bvh_wide_node_t *wide;
-    uint32_t wide_count;
+    const kern_bvh_wide_leaf_t *wide_leaves;
+    uint32_t wide_count, wide_leaf_count;
 } kern_bvh_view_t;
 
 typedef struct kern_bvh kern_bvh_t;
@@ -69,7 +80,7 @@ void kern_bvh_destroy(kern_bvh_t **self);
 kern_bvh_view_t kern_bvh_view(const kern_bvh_t *self);
 /* Bytes held by the binary tree (nodes + triangles + ids), what a device backend uploads. */
 size_t kern_bvh_bytes(const kern_bvh_t *self);
-/* Bytes of the host-only four-wide nodes, on top of kern_bvh_bytes. */
+/* Bytes of the host-only four-wide nodes and leaves, on top of kern_bvh_bytes. */
 size_t kern_bvh_wide_bytes(const kern_bvh_t *self);
 
 #endif

@@ -108,6 +108,86 @@ static inline unsigned kern_wide_box4(const kern_bvh_ray_t *r, const kern_bvh_wi
 #endif
 }
 
+#if defined(KERN_WIDE_SSE)
+/* mul_rn on four lanes: hidden from contraction into a multiply-add where
+   the build allows FMA (kern_hd.h) */
+static inline __m128 kern_mul4(__m128 a, __m128 b)
+{
+    __m128 p = _mm_mul_ps(a, b);
+    KERN_NOFUSE(p);
+    return p;
+}
+#endif
+
+/* The triangles of wide leaf `leaf`, tested as kern_tri_hit tests them one
+   after the other (a hit must be strictly closer than the best so far, so
+   the first of equal distances wins): up to four at once in SSE2, with the
+   same operations in the same order on each lane; a leaf where some lane
+   lies on an edge in float (the double-precision decision of kern_tri_hit)
+   or with more than four triangles goes one triangle at a time. */
+static inline void kern_wide_leaf(const kern_bvh_ray_t *r, const kern_bvh_view_t *bvh,
+                                  uint32_t leaf, float tmin, kern_hit_t *hit, uint32_t *best)
+{
+    const kern_bvh_wide_leaf_t *l = &bvh->wide_leaves[leaf];
+#if defined(KERN_WIDE_SSE)
+    if (l->count <= 4) {
+        const __m128 px = _mm_set1_ps(r->px), py = _mm_set1_ps(r->py), pz = _mm_set1_ps(r->pz);
+        const __m128 sx = _mm_set1_ps(r->sx), sy = _mm_set1_ps(r->sy);
+        __m128 Az = _mm_sub_ps(_mm_load_ps(l->v[r->kz]), pz);
+        __m128 Bz = _mm_sub_ps(_mm_load_ps(l->v[3 + r->kz]), pz);
+        __m128 Cz = _mm_sub_ps(_mm_load_ps(l->v[6 + r->kz]), pz);
+        __m128 Ax = _mm_sub_ps(_mm_sub_ps(_mm_load_ps(l->v[r->kx]), px), kern_mul4(sx, Az));
+        __m128 Ay = _mm_sub_ps(_mm_sub_ps(_mm_load_ps(l->v[r->ky]), py), kern_mul4(sy, Az));
+        __m128 Bx = _mm_sub_ps(_mm_sub_ps(_mm_load_ps(l->v[3 + r->kx]), px), kern_mul4(sx, Bz));
+        __m128 By = _mm_sub_ps(_mm_sub_ps(_mm_load_ps(l->v[3 + r->ky]), py), kern_mul4(sy, Bz));
+        __m128 Cx = _mm_sub_ps(_mm_sub_ps(_mm_load_ps(l->v[6 + r->kx]), px), kern_mul4(sx, Cz));
+        __m128 Cy = _mm_sub_ps(_mm_sub_ps(_mm_load_ps(l->v[6 + r->ky]), py), kern_mul4(sy, Cz));
+        __m128 U = _mm_sub_ps(kern_mul4(Cx, By), kern_mul4(Cy, Bx));
+        __m128 V = _mm_sub_ps(kern_mul4(Ax, Cy), kern_mul4(Ay, Cx));
+        __m128 W = _mm_sub_ps(kern_mul4(Bx, Ay), kern_mul4(By, Ax));
+        const __m128 zero = _mm_setzero_ps();
+        unsigned valid = (1u << l->count) - 1u;
+        unsigned on_edge = (unsigned)_mm_movemask_ps(_mm_or_ps(
+            _mm_or_ps(_mm_cmpeq_ps(U, zero), _mm_cmpeq_ps(V, zero)), _mm_cmpeq_ps(W, zero)));
+        if (!(on_edge & valid)) {
+            __m128 neg = _mm_or_ps(_mm_or_ps(_mm_cmplt_ps(U, zero), _mm_cmplt_ps(V, zero)),
+                                   _mm_cmplt_ps(W, zero));
+            __m128 pos = _mm_or_ps(_mm_or_ps(_mm_cmpgt_ps(U, zero), _mm_cmpgt_ps(V, zero)),
+                                   _mm_cmpgt_ps(W, zero));
+            __m128 det = _mm_add_ps(_mm_add_ps(U, V), W);
+            __m128 T = kern_mul4(
+                _mm_set1_ps(r->sz),
+                _mm_add_ps(_mm_add_ps(kern_mul4(U, Az), kern_mul4(V, Bz)), kern_mul4(W, Cz)));
+            __m128 t = _mm_div_ps(T, det);
+            __m128 ok = _mm_andnot_ps(_mm_and_ps(neg, pos), _mm_cmpneq_ps(det, zero));
+            ok = _mm_and_ps(ok, _mm_and_ps(_mm_cmpgt_ps(t, _mm_set1_ps(tmin)),
+                                           _mm_cmplt_ps(t, _mm_set1_ps(hit->t))));
+            unsigned m = (unsigned)_mm_movemask_ps(ok) & valid;
+            if (!m)
+                return;
+            float tt[4], uu[4], vv[4], dd[4];
+            _mm_storeu_ps(tt, t);
+            _mm_storeu_ps(uu, U);
+            _mm_storeu_ps(vv, V);
+            _mm_storeu_ps(dd, det);
+            for (uint32_t i = 0; i < 4; i++)
+                if ((m >> i) & 1u && tt[i] < hit->t) {
+                    float inv = 1.0f / dd[i];
+                    hit->t = tt[i];
+                    hit->u = mul_rn(uu[i], inv);
+                    hit->v = mul_rn(vv[i], inv);
+                    *best = l->first + i;
+                }
+            return;
+        }
+    }
+#endif
+    const float *tri = bvh->tris + 9 * (size_t)l->first;
+    for (uint32_t i = 0; i < l->count; i++, tri += 9)
+        if (kern_tri_hit(r, tri, tmin, hit))
+            *best = l->first + i;
+}
+
 /* kern_trace_closest's contract and result, bit for bit, walking bvh->wide
    (the binary walk when the view has no wide nodes). */
 static inline int kern_trace_closest_wide(const kern_bvh_view_t *bvh, kern_v3 org, kern_v3 dir,
@@ -130,10 +210,11 @@ static inline int kern_trace_closest_wide(const kern_bvh_view_t *bvh, kern_v3 or
     uint32_t best = UINT32_MAX;
     uint32_t node = 0;
     for (;;) {
+        const kern_bvh_wide_node_t *w = &bvh->wide[node];
         float tn[4], pair[2] = {0.0f, 0.0f};
-        unsigned m = kern_wide_box4(&r, &bvh->wide[node], tmin, hit->t, tn, pair);
-        if (m) {
-            const kern_bvh_wide_node_t *w = &bvh->wide[node];
+        unsigned m = kern_wide_box4(&r, w, tmin, hit->t, tn, pair);
+        int lane = -1; /* the lane walked next, without a trip through the stack */
+        if (m & (m - 1u)) {
             /* the binary walk's order: pairs by their parents' tn, the
                first on a tie; within a pair by the lanes' own tn */
             int a0 = 0, a1 = 1, b0 = 2, b1 = 3;
@@ -145,16 +226,29 @@ static inline int kern_trace_closest_wide(const kern_bvh_view_t *bvh, kern_v3 or
             if ((m & 3u) && (m & 12u) && pair[1] < pair[0]) {
                 order[0] = b0, order[1] = b1, order[2] = a0, order[3] = a1;
             }
-            /* stacked last to first, so the first is popped next */
+            /* the rest stacked last to first, so that they pop in order */
             for (int k = 3; k >= 0; k--) {
                 int i = order[k];
                 if (m & (1u << i)) {
-                    stack[sp].child = w->child[i];
-                    stack[sp].count = w->count[i];
-                    stack[sp].tn = tn[i];
-                    sp++;
+                    if (lane >= 0) {
+                        stack[sp].child = w->child[lane];
+                        stack[sp].count = w->count[lane];
+                        stack[sp].tn = tn[lane];
+                        sp++;
+                    }
+                    lane = i;
                 }
             }
+        } else if (m) {
+            lane = m & 1u ? 0 : (m & 2u ? 1 : (m & 4u ? 2 : 3));
+        }
+        if (lane >= 0) {
+            /* it passed against the best hit of this very moment */
+            if (w->count[lane] == 0) {
+                node = w->child[lane];
+                continue;
+            }
+            kern_wide_leaf(&r, bvh, w->child[lane], tmin, hit, &best);
         }
         /* pop, skipping lanes that start beyond the best hit so far, and
            testing leaves in place */
@@ -168,11 +262,7 @@ static inline int kern_trace_closest_wide(const kern_bvh_view_t *bvh, kern_v3 or
                 node = stack[sp].child;
                 break;
             }
-            uint32_t first = stack[sp].child, count = stack[sp].count;
-            const float *tri = bvh->tris + 9 * (size_t)first;
-            for (uint32_t i = 0; i < count; i++, tri += 9)
-                if (kern_tri_hit(&r, tri, tmin, hit))
-                    best = first + i;
+            kern_wide_leaf(&r, bvh, stack[sp].child, tmin, hit, &best);
         }
     }
 done:
