@@ -2,7 +2,8 @@
     Sionna scene (munich by default): loads the Mitsuba XML, builds the BVH,
     shoots N rays (default 1e6) from a rooftop-ish transmitter with max_depth
     3 over a 10 m grid covering the scene at 1.5 m, and prints rays/s and
-    plane crossings/s with all cores (or --threads).
+    plane crossings/s with all cores (or --threads), and a hash of the map's
+    bits, which two builds that trace alike print alike.
 
     usage: bench_radiomap [XML] [--backend cpu|cuda] [--rays N] [--depth D] [--threads T] [--repeat
    R] */
@@ -82,8 +83,13 @@ int main(int argc, char **argv)
         crossings = out.crossings;
     }
     size_t lit = 0;
-    for (size_t c = 0; c < cells; c++)
+    uint64_t fnv = 14695981039346656037ull; /* FNV-1a of the map's bytes: equal maps, equal bits */
+    for (size_t c = 0; c < cells; c++) {
         lit += map[c] > 0;
+        const unsigned char *p = (const unsigned char *)&map[c];
+        for (size_t k = 0; k < sizeof map[c]; k++)
+            fnv = (fnv ^ p[k]) * 1099511628211ull;
+    }
     printf("| scene | triangles | rays | depth | threads | grid | load s | bvh s | trace s (best "
            "of %u) | rays/s | "
            "crossings/s | crossings | lit cells |\n",
@@ -94,6 +100,7 @@ int main(int argc, char **argv)
            scene->name ? scene->name : "scene", scene->triangle_count, (unsigned long long)rays,
            depth, threads, s.grid.nx, s.grid.ny, t_load, t_bvh, best, (double)rays / best,
            (double)crossings / best, (unsigned long long)crossings, lit, cells);
+    printf("(map FNV-1a %016llx)\n", (unsigned long long)fnv);
     free(map);
     be->ctx_destroy(&ctx);
     kern_tracer_destroy(&tracer);

@@ -1,20 +1,24 @@
-/*  bench/raycast.c - closest-hit ray casting of our BVH (kern_bvh.h,
-    kern_traverse.h) against Embree 3 on a real Sionna scene (munich by
-    default), single-threaded, on the same rays in the same run: half of them
+/*  bench/raycast.c - closest-hit ray casting of our BVH (kern_bvh.h) against
+    Embree 3 on a real Sionna scene (munich by default), single-threaded, on
+    the same rays in the same run, with both of our walks: the binary one
+    (kern_traverse.h, what the CUDA backend runs) and the four-wide one
+    (kern_traverse_wide.h, what the CPU backend runs). Half of the rays
     leave a fixed transmitter at (0, 0, 30), half start at random points inside
     the scene's bounding box; all directions are uniform on the sphere. Both
     acceleration structures are built on one thread (Embree: RTC_SCENE_FLAG_NONE,
     RTC_BUILD_QUALITY_HIGH, one triangle geometry, rtcIntersect1). The two
     engines take turns on blocks of rays, so that load from other processes
-    hits both alike. Prints build times, Mrays/s of each (best of --repeat
-    passes), the ratio ours/Embree, and how often the two agree on hit/miss
-    and distance (1e-4 relative, or 4 float ulps of the scene's largest
-    coordinate); exits 1 when they agree on fewer than 99.9% of the rays.
+    hits all alike. Prints build times, Mrays/s of each (best of --repeat
+    passes), the ratios to Embree, the wide nodes' extra memory, and how
+    often ours and Embree agree on hit/miss and distance (1e-4 relative, or 4
+    float ulps of the scene's largest coordinate); exits 1 when they agree on
+    fewer than 99.9% of the rays, or when the two walks of ours differ in a
+    single bit (triangle, t, u, v) on any ray.
 
     usage: bench_raycast [XML] [--rays N] [--repeat R] [--seed S] */
 
 #include "kernels/kern_scene.h"
-#include "kernels/kern_traverse.h"
+#include "kernels/kern_traverse_wide.h"
 
 #include <embree3/rtcore.h>
 #include <float.h>
@@ -131,7 +135,8 @@ int main(int argc, char **argv)
     /* the rays */
     float *org = malloc(n * 3 * sizeof *org), *dir = malloc(n * 3 * sizeof *dir);
     float *t_ours = malloc(n * sizeof *t_ours), *t_emb = malloc(n * sizeof *t_emb);
-    if (!org || !dir || !t_ours || !t_emb) {
+    kern_hit_t *h_bin = malloc(n * sizeof *h_bin), *h_wide = malloc(n * sizeof *h_wide);
+    if (!org || !dir || !t_ours || !t_emb || !h_bin || !h_wide) {
         fprintf(stderr, "bench_raycast: out of memory for %zu rays\n", n);
         return 1;
     }
@@ -152,12 +157,12 @@ int main(int argc, char **argv)
 
     /* The two engines alternate on blocks of rays, so that a load change on
        a shared machine hits both alike; each pass sums its block times. */
-    double best_ours = INFINITY, best_emb = INFINITY;
+    double best_ours = INFINITY, best_emb = INFINITY, best_wide = INFINITY;
     size_t hits_ours = 0, hits_emb = 0;
     struct RTCIntersectContext ctx;
     rtcInitIntersectContext(&ctx);
     for (unsigned r = 0; r < repeat; r++) {
-        double sum_ours = 0.0, sum_emb = 0.0;
+        double sum_ours = 0.0, sum_emb = 0.0, sum_wide = 0.0;
         hits_ours = hits_emb = 0;
         for (size_t b0 = 0; b0 < n; b0 += BLOCK) {
             size_t b1 = b0 + BLOCK < n ? b0 + BLOCK : n;
@@ -169,6 +174,13 @@ int main(int argc, char **argv)
                 int hit = kern_trace_closest(&view, o, d, 0.0f, INFINITY, &h);
                 hits_ours += (size_t)hit;
                 t_ours[i] = hit ? h.t : INFINITY;
+                h_bin[i] = h;
+            }
+            double tw = bf_mono_s();
+            for (size_t i = b0; i < b1; i++) {
+                kern_v3 o = v3(org[3 * i], org[3 * i + 1], org[3 * i + 2]);
+                kern_v3 d = v3(dir[3 * i], dir[3 * i + 1], dir[3 * i + 2]);
+                kern_trace_closest_wide(&view, o, d, 0.0f, INFINITY, &h_wide[i]);
             }
             double t1 = bf_mono_s();
             for (size_t i = b0; i < b1; i++) {
@@ -193,9 +205,11 @@ int main(int argc, char **argv)
                 t_emb[i] = hit ? rh.ray.tfar : INFINITY;
             }
             double t2 = bf_mono_s();
-            sum_ours += t1 - t0;
+            sum_ours += tw - t0;
+            sum_wide += t1 - tw;
             sum_emb += t2 - t1;
         }
+        best_wide = sum_wide < best_wide ? sum_wide : best_wide;
         best_ours = sum_ours < best_ours ? sum_ours : best_ours;
         best_emb = sum_emb < best_emb ? sum_emb : best_emb;
     }
@@ -217,17 +231,25 @@ int main(int argc, char **argv)
             agree += fabsf(t_ours[i] - t_emb[i]) <= fmaxf(1e-4f * t_emb[i], atol);
         }
     }
+    /* the wide walk must be the binary walk, bit for bit */
+    size_t differ = 0;
+    for (size_t i = 0; i < n; i++)
+        differ += memcmp(&h_bin[i], &h_wide[i], sizeof h_bin[i]) != 0;
     double mr_ours = (double)n / best_ours / 1e6, mr_emb = (double)n / best_emb / 1e6;
+    double mr_wide = (double)n / best_wide / 1e6;
     double agree_frac = (double)agree / (double)n;
-    printf("| scene | triangles | rays | hit %% | build ours s | build Embree s | ours Mrays/s | "
-           "Embree Mrays/s | ours/Embree | agreement |\n");
-    printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
-    printf("| %s | %zu | %zu | %.1f | %.3f | %.3f | %.2f | %.2f | %.2f | %.4f%% |\n",
+    printf("| scene | triangles | rays | hit %% | build ours s | build Embree s | binary Mrays/s | "
+           "wide Mrays/s | Embree Mrays/s | binary/Embree | wide/Embree | agreement |\n");
+    printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    printf("| %s | %zu | %zu | %.1f | %.3f | %.3f | %.2f | %.2f | %.2f | %.2f | %.2f | %.4f%% |\n",
            scene->name ? scene->name : "scene", nt, n, 100.0 * (double)hits_ours / (double)n,
-           build_ours, build_embree, mr_ours, mr_emb, mr_ours / mr_emb, 100.0 * agree_frac);
-    printf("(single thread, best of %u; BVH %zu nodes, %.1f MiB; Embree hits %.1f%%; disagree: "
+           build_ours, build_embree, mr_ours, mr_wide, mr_emb, mr_ours / mr_emb, mr_wide / mr_emb,
+           100.0 * agree_frac);
+    printf("(single thread, best of %u; BVH %zu nodes, %.2f MiB, wide nodes %zu, +%.2f MiB; "
+           "wide vs binary: %zu rays differ; Embree hits %.1f%%; disagree: "
            "%zu hit only by ours, %zu only by Embree, %zu at another distance)\n",
            repeat, (size_t)view.node_count, (double)kern_bvh_bytes(bvh) / (1024.0 * 1024.0),
+           (size_t)view.wide_count, (double)kern_bvh_wide_bytes(bvh) / (1024.0 * 1024.0), differ,
            100.0 * (double)hits_emb / (double)n, only_ours, only_emb,
            n - agree - only_ours - only_emb);
 
@@ -235,10 +257,17 @@ int main(int argc, char **argv)
     free(dir);
     free(t_ours);
     free(t_emb);
+    free(h_bin);
+    free(h_wide);
     rtcReleaseScene(rs);
     rtcReleaseDevice(dev);
     kern_bvh_destroy(&bvh);
     kern_scene_destroy(&scene);
+    if (differ) {
+        fprintf(stderr, "bench_raycast: the wide walk differs from the binary one on %zu rays\n",
+                differ);
+        return 1;
+    }
     if (agree_frac < 0.999) {
         fprintf(stderr, "bench_raycast: ours and Embree agree on only %.4f%% of the rays\n",
                 100.0 * agree_frac);

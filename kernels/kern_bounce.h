@@ -9,7 +9,9 @@
     an atomic and writes zone crossings into the ray's slots. The physics is
     kern_radio.h's and kern_traverse.h's, whose arithmetic is the same bits
     on the host and the device (kern_hd.h), so both backends walk every ray
-    along the same path and record the same numbers.
+    along the same path and record the same numbers. (The host finds each
+    closest hit through the four-wide tree, kern_traverse_wide.h, which
+    returns the binary walk's hit bit for bit.)
 
     kern_walk_* are valid C11 and CUDA C++ (kern_hd.h); kern_bounce_init is
     host code. */
@@ -19,6 +21,9 @@
 
 #include "kern.h"
 #include "kern_traverse.h"
+#if !defined(__CUDACC__)
+#include "kern_traverse_wide.h"
+#endif
 
 #include <string.h>
 
@@ -110,7 +115,11 @@ KERN_HD int kern_walk_next(kern_walk_t *w, const kern_bounce_t *b, kern_crossing
                 return 0;
             }
         }
+#if defined(__CUDACC__)
         kern_trace_closest(&b->geom.bvh, w->ray.org, w->ray.dir, 0.0f, INFINITY, &w->hit);
+#else /* the same hit, bit for bit, through the four-wide tree */
+        kern_trace_closest_wide(&b->geom.bvh, w->ray.org, w->ray.dir, 0.0f, INFINITY, &w->hit);
+#endif
         int miss = w->hit.tri == UINT32_MAX || w->hit.tri >= b->geom.tri_count;
         w->next = miss || w->ray.depth >= b->max_depth ? KERN_WALK_DONE : KERN_WALK_BOUNCE;
         float wt;

@@ -5,7 +5,9 @@
     leaf is cheaper than a split). Each level of the tree costs O(n), so the
     build is O(n log n). Depth is capped below the traversal stack of
     kern_traverse.h, so no walk can overflow it. The node array is placed so
-    that every sibling pair shares one 64-byte cache line. */
+    that every sibling pair shares one 64-byte cache line. The host's
+    four-wide copy of the tree (kern_bvh_wide_node_t) is collapsed from the
+    finished binary one, two levels per wide node, with the same boxes. */
 
 #include "kern_bvh.h"
 
@@ -23,6 +25,9 @@ struct kern_bvh {
     float *tris;
     uint32_t *tri_ids;
     uint32_t node_count, tri_count;
+    kern_bvh_wide_node_t *wide; /* NULL when the root is a leaf */
+    kern_bvh_wide_leaf_t *wide_leaves;
+    uint32_t wide_count, wide_leaf_count;
 };
 
 typedef struct {
@@ -149,6 +154,8 @@ void kern_bvh_destroy(kern_bvh_t **self)
     free((*self)->node_mem);
     free((*self)->tris);
     free((*self)->tri_ids);
+    free((*self)->wide);
+    free((*self)->wide_leaves);
     free(*self);
     *self = NULL;
 }
@@ -161,6 +168,10 @@ kern_bvh_view_t kern_bvh_view(const kern_bvh_t *self)
     v.tri_ids = self->tri_ids;
     v.node_count = self->node_count;
     v.tri_count = self->tri_count;
+    v.wide = self->wide;
+    v.wide_count = self->wide_count;
+    v.wide_leaves = self->wide_leaves;
+    v.wide_leaf_count = self->wide_leaf_count;
     return v;
 }
 
@@ -168,6 +179,89 @@ size_t kern_bvh_bytes(const kern_bvh_t *self)
 {
     return (size_t)self->node_count * sizeof(kern_bvh_node_t) +
            (size_t)self->tri_count * (9 * sizeof(float) + sizeof(uint32_t));
+}
+
+size_t kern_bvh_wide_bytes(const kern_bvh_t *self)
+{
+    return (size_t)self->wide_count * sizeof(kern_bvh_wide_node_t) +
+           (size_t)self->wide_leaf_count * sizeof(kern_bvh_wide_leaf_t);
+}
+
+/* Lane i of wide node w: binary node n (a leaf, or an inner node that gets
+   the wide node *next), or empty for n == UINT32_MAX. */
+static void wide_lane(kern_bvh_t *b, kern_bvh_wide_node_t *w, int i, uint32_t n, uint32_t *next,
+                      uint32_t *todo, uint32_t *ntodo)
+{
+    const kern_bvh_node_t *nodes = b->nodes;
+    if (n == UINT32_MAX) {
+        for (int k = 0; k < 3; k++) {
+            w->box[k][i] = INFINITY;
+            w->box[3 + k][i] = -INFINITY;
+        }
+        w->child[i] = 0;
+        w->count[i] = 0;
+        return;
+    }
+    for (int k = 0; k < 3; k++) {
+        w->box[k][i] = nodes[n].lo[k];
+        w->box[3 + k][i] = nodes[n].hi[k];
+    }
+    if (nodes[n].count > 0) {
+        kern_bvh_wide_leaf_t *l = &b->wide_leaves[b->wide_leaf_count];
+        memset(l, 0, sizeof *l);
+        l->first = nodes[n].first;
+        l->count = nodes[n].count;
+        for (uint32_t t = 0; t < l->count && t < 4; t++)
+            for (int j = 0; j < 9; j++)
+                l->v[j][t] = b->tris[9 * ((size_t)l->first + t) + (size_t)j];
+        w->child[i] = b->wide_leaf_count++;
+        w->count[i] = nodes[n].count;
+    } else {
+        w->child[i] = (*next)++;
+        w->count[i] = 0;
+        todo[(*ntodo)++] = n;
+    }
+}
+
+/* Collapses the binary tree into b->wide: each wide node takes the two
+   levels below one inner binary node, in the order kern_traverse_wide.h
+   relies on (lanes 0-1 under the first child, 2-3 under the second). Wide
+   nodes are numbered in the order they are made, breadth first, which the
+   todo queue keeps: the node made k-th is todo[k]. */
+static int wide_build(kern_bvh_t *b)
+{
+    const kern_bvh_node_t *nodes = b->nodes;
+    if (b->node_count == 0 || nodes[0].count > 0)
+        return 1;
+    uint32_t inner = 0;
+    for (uint32_t i = 0; i < b->node_count; i++)
+        inner += nodes[i].count == 0;
+    b->wide = aligned_alloc(64, (size_t)inner * sizeof *b->wide);
+    b->wide_leaves = aligned_alloc(32, (size_t)(b->node_count - inner) * sizeof *b->wide_leaves);
+    uint32_t *todo = malloc((size_t)inner * sizeof *todo);
+    if (!b->wide || !b->wide_leaves || !todo) {
+        free(todo);
+        return 0;
+    }
+    uint32_t next = 1, ntodo = 1;
+    todo[0] = 0;
+    for (uint32_t k = 0; k < ntodo; k++) {
+        const kern_bvh_node_t *p = &nodes[todo[k]];
+        kern_bvh_wide_node_t *w = &b->wide[k];
+        for (int c = 0; c < 2; c++) {
+            uint32_t n = p->first + (uint32_t)c;
+            if (nodes[n].count > 0) {
+                wide_lane(b, w, 2 * c, n, &next, todo, &ntodo);
+                wide_lane(b, w, 2 * c + 1, UINT32_MAX, &next, todo, &ntodo);
+            } else {
+                wide_lane(b, w, 2 * c, nodes[n].first, &next, todo, &ntodo);
+                wide_lane(b, w, 2 * c + 1, nodes[n].first + 1, &next, todo, &ntodo);
+            }
+        }
+    }
+    b->wide_count = next;
+    free(todo);
+    return 1;
 }
 
 bf_err_t kern_bvh_new(const float *vertices, const uint32_t *indices, size_t tri_count,
@@ -283,6 +377,10 @@ bf_err_t kern_bvh_new(const float *vertices, const uint32_t *indices, size_t tri
     free(cent);
     free(order);
     free(stack);
+    if (!wide_build(b)) {
+        kern_bvh_destroy(&b);
+        return bf_fail(err, BF_ENOMEM, "bvh: out of memory for %zu triangles", tri_count);
+    }
     *out = b;
     return BF_OK;
 }

@@ -19,14 +19,45 @@ typedef struct {
     uint32_t count;
 } kern_bvh_node_t;
 
+/* 128 bytes, two cache lines: the same tree collapsed to four children per
+   node for the host's SIMD walk (kern_traverse_wide.h). Wide node w stands
+   for one inner binary node P; its lanes are P's grandchildren, lanes 0-1
+   under P's first child and lanes 2-3 under its second. A child of P that
+   is a leaf fills its pair's first lane and leaves the second empty (box lo
+   +inf, hi -inf: no ray meets it). box[k][i] is lo (k = 0..2: x, y, z) or hi
+   (k = 3..5) of lane i, copied bit for bit from the binary node. count[i] >
+   0: lane i is a leaf, child[i] its kern_bvh_wide_leaf_t; count 0: child[i]
+   is a wide node (or the lane is empty). Wide node 0 stands for the binary
+   root, when that is not a leaf. */
+typedef struct {
+    float box[6][4];
+    uint32_t child[4];
+    uint32_t count[4];
+} kern_bvh_wide_node_t;
+
+/* 160 bytes: one leaf, triangles [first, first + count) of the BVH order,
+   with (count <= 4) their 9 coordinates across four lanes for a SIMD
+   triangle test: v[j][i] is tris[9 * (first + i) + j]; lanes from count on
+   are zero and unused. */
+typedef struct {
+    float v[9][4];
+    uint32_t first, count, pad[2];
+} kern_bvh_wide_leaf_t;
+
 /* Plain pointers, so the same view works over device memory. tris holds 9
    floats per triangle (v0, v1, v2) in BVH order; tri_ids maps BVH order to
-   the original triangle index. */
+   the original triangle index. wide (host memory, wide_count nodes; NULL
+   with 0 when the binary root is a leaf, and in a device backend's copy)
+   is the host-only four-wide form of nodes, wide_leaves its leaves; the
+   CUDA kernel walks nodes. */
 typedef struct {
     const kern_bvh_node_t *nodes;
     const float *tris;
     const uint32_t *tri_ids;
     uint32_t node_count, tri_count;
+    const kern_bvh_wide_node_t *wide;
+    const kern_bvh_wide_leaf_t *wide_leaves;
+    uint32_t wide_count, wide_leaf_count;
 } kern_bvh_view_t;
 
 typedef struct kern_bvh kern_bvh_t;
@@ -36,17 +67,20 @@ typedef struct kern_bvh kern_bvh_t;
    KERN_BVH_BINS bins on all three axes, leaves of at most KERN_BVH_LEAF triangles (more only in a
    leaf forced by the depth cap of 60, which keeps every walk within KERN_STACK). O(n log n),
    single-threaded (threads is accepted for a parallel build later); in host memory each sibling
-   pair of nodes fills one 64-byte cache line. Zero triangles give an empty BVH (node_count 0) that
-   every trace misses; degenerate (zero-area) triangles are kept and never hit. On success *out owns
-   the BVH; on error *out is NULL: BF_ENOMEM, or BF_EINVAL for more than 2^31 triangles or NULL
-   arrays with triangles. */
+   pair of nodes fills one 64-byte cache line. The four-wide form (kern_bvh_wide_node_t) is
+   collapsed from the binary tree in the same call, O(n). Zero triangles give an empty BVH
+   (node_count 0) that every trace misses; degenerate (zero-area) triangles are kept and never hit.
+   On success *out owns the BVH; on error *out is NULL: BF_ENOMEM, or BF_EINVAL for more than 2^31
+   triangles or NULL arrays with triangles. */
 #define KERN_BVH_LEAF 4
 #define KERN_BVH_BINS 32
 bf_err_t kern_bvh_new(const float *vertices, const uint32_t *indices, size_t tri_count,
                       unsigned threads, kern_bvh_t **out, char *err) BF_MUST_CHECK;
 void kern_bvh_destroy(kern_bvh_t **self);
 kern_bvh_view_t kern_bvh_view(const kern_bvh_t *self);
-/* Bytes held (nodes + triangles + ids), for memory reports and uploads. */
+/* Bytes held by the binary tree (nodes + triangles + ids), what a device backend uploads. */
 size_t kern_bvh_bytes(const kern_bvh_t *self);
+/* Bytes of the host-only four-wide nodes and leaves, on top of kern_bvh_bytes. */
+size_t kern_bvh_wide_bytes(const kern_bvh_t *self);
 
 #endif

@@ -243,6 +243,8 @@ static bf_err_t cuda_ctx_new(const kern_geom_t *geom, unsigned threads, void **o
     c->dev.bvh.nodes = (const kern_bvh_node_t *)c->nodes.ptr;
     c->dev.bvh.tris = (const float *)c->tris.ptr;
     c->dev.bvh.tri_ids = (const uint32_t *)c->tri_ids.ptr;
+    c->dev.bvh.wide = NULL; /* host-only; the kernel walks the binary nodes */
+    c->dev.bvh.wide_count = 0;
     c->dev.normals = (const float *)c->normals.ptr;
     c->dev.tri_material = (const uint16_t *)c->tri_material.ptr;
     c->dev.mats = (const kern_mat_t *)c->mats.ptr;

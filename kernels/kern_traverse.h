@@ -5,7 +5,11 @@
     and Wald (JCGT 2013), which never lets a ray slip through the shared edge
     or vertex of two triangles. Two-sided: either face is hit. No recursion,
     no allocation: the stack is a fixed array of KERN_STACK entries, and
-    kern_bvh_new() caps the tree depth below it.
+    kern_bvh_new() caps the tree depth below it. The CUDA backend walks
+    this; the CPU backend walks the four-wide tree with kern_traverse_wide.h,
+    which returns the same hits bit for bit only as long as this walk keeps
+    its order (the smaller entry distance first, the first child on a tie),
+    its pop test and its box and triangle arithmetic: change them together.
 
     Everything here is valid C11 and CUDA C++; min/max are kern_minf and
     kern_maxf (kern_hd.h), comparisons, because fminf/fmaxf are library
