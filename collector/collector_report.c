@@ -116,19 +116,23 @@ static void csv_field(bf_buf_t *b, const char *s)
     bf_buf_put(b, "\"", 1);
 }
 
-/* The shortest of %.15g, %.16g, %.17g that reads back as x: what a
-   spreadsheet or Python shows, and lossless. */
+/* x to 12 significant digits, trailing zeros dropped (%g): what the data
+   carries. The results come from single-precision sums and double
+   reductions; digits past the 12th are rounding noise (79.10000000000001
+   is written 79.1). results.jsonl keeps every bit. */
 static void csv_real(bf_buf_t *b, double x)
 {
     char num[40];
     if (!isfinite(x))
         return; /* an empty cell; JSON cannot carry these either */
-    for (int prec = 15; prec <= 17; prec++) {
-        snprintf(num, sizeof num, "%.*g", prec, x);
-        if (strtod(num, NULL) == x)
-            break;
-    }
+    snprintf(num, sizeof num, "%.12g", x);
     bf_buf_puts(b, num);
+}
+
+static bool is_degrees(const char *column)
+{
+    size_t n = strlen(column);
+    return n > 4 && !strcmp(column + n - 4, "_deg");
 }
 
 static void csv_row(bf_buf_t *b, const json_t *r)
@@ -145,6 +149,10 @@ static void csv_row(bf_buf_t *b, const json_t *r)
         } else if (json_is_integer(v)) {
             snprintf(num, sizeof num, "%lld", (long long)json_integer_value(v));
             bf_buf_puts(b, num);
+        } else if (json_is_real(v) && is_degrees(collector_report_csv_columns[c])) {
+            /* orientations to 0.01 deg, as the worker writes them (docs/radio.md):
+               a computed -2.8e-16 is 0 */
+            csv_real(b, round(json_real_value(v) * 100.0) / 100.0 + 0.0);
         } else if (json_is_real(v)) {
             csv_real(b, json_real_value(v));
         } else if (json_is_boolean(v)) {

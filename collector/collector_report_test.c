@@ -575,6 +575,40 @@ static void test_csv_formulas(const char *root)
     free(text);
 }
 
+/* CSV numbers carry 12 significant digits, orientations 0.01 deg: no
+   79.10000000000001, no -2.775557562e-16 (docs/radio.md). */
+static void test_csv_rounding(const char *root)
+{
+    char dir[512], err[BF_ERRLEN] = "";
+    snprintf(dir, sizeof dir, "%s/rounding", root);
+    collector_report_t *r = NULL;
+    CHECK(collector_report_open(dir, "jobR", &r, err) == BF_OK);
+    if (!r)
+        return;
+    json_t *batch = json_pack(
+        "[{s:s, s:s, s:s, s:s, s:f, s:{s:f, s:f}, s:{s:f, s:f}, s:{s:f, s:f}}]", "job_id", "jobR",
+        "task_id", "t0", "scene", "s", "status", "success", "elapsed_time", 0.1 + 0.2,
+        "boresight_initial", "azimuth_deg", 79.10000000000001, "tilt_deg", -2.775557562e-16,
+        "boresight_optimized", "azimuth_deg", 359.996, "tilt_deg", 12.344999, "stats",
+        "initial_mean", -85.12345678901234, "improvement_mean", 1e-300);
+    CHECKF(collector_report_append(r, batch, err) == BF_OK, "%s", err);
+    json_decref(batch);
+    collector_report_close(&r);
+    csv_t t;
+    CHECK(read_csv(dir, &t) && t.nrows == 2);
+    if (t.nrows == 2) {
+        static const char *const want[][2] = {
+            {"elapsed_time", "0.3"},         {"initial_azimuth_deg", "79.1"},
+            {"initial_tilt_deg", "0"},       {"optimized_azimuth_deg", "360"},
+            {"optimized_tilt_deg", "12.34"}, {"initial_mean_dbm", "-85.123456789"},
+            {"improvement_mean", "1e-300"}};
+        for (size_t i = 0; i < BF_ARRAY_LEN(want); i++)
+            CHECKF(!strcmp(cell(&t, 1, want[i][0]), want[i][1]), "%s: %s, want %s", want[i][0],
+                   cell(&t, 1, want[i][0]), want[i][1]);
+    }
+    csv_free(&t);
+}
+
 int main(void)
 {
     bf_log_set_level(BF_LOG_ERROR);
@@ -587,6 +621,7 @@ int main(void)
     test_new_job(dir);
     test_hostile_numbers(dir);
     test_csv_formulas(dir);
+    test_csv_rounding(dir);
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     if (system(cmd) != 0)

@@ -41,6 +41,7 @@ typedef enum {
     F_BOOL,      /* bool */
     F_TASK,      /* bf_task_kind_t by name */
     F_OBJECTIVE, /* bf_objective_t by name */
+    F_OFFSET,    /* bf_surface_offset_t by name */
     F_PAIR,      /* double[2], each in [min, max] (or (min, max]) */
     F_STRV,      /* char ** NULL-terminated, count at aux, [umin, umax] items */
     F_SCENES,    /* F_STRV of safe, distinct scene names */
@@ -115,6 +116,7 @@ static const field_t job_fields[] = {
     VAL("solver.refraction", F_BOOL, IN_BOTH, J(job.solver.refraction)),
     INT("solver.seed", F_U64, IN_BOTH, 0, INT64_MAX, J(job.solver.seed), NO_AUX),
     REAL("solver.floor_dbm", F_DOUBLE, IN_BOTH, -1000, 100, J(job.solver.floor_dbm), NO_AUX),
+    VAL("solver.surface_offset", F_OFFSET, IN_BOTH, J(job.solver.surface_offset)),
     SEC("measurement", IN_BOTH),
     REAL("measurement.center", F_PAIR, IN_BOTH, -1e9, 1e9, JM(center), JM(has_center)),
     REAL("measurement.size", F_PAIR, IN_BOTH | GT_MIN, 0, 1e9, JM(size), JM(has_size)),
@@ -302,6 +304,24 @@ bool bf_objective_parse(const char *name, bf_objective_t *out)
     return false;
 }
 
+static const char *const offset_names[] = {"sionna", "tight"};
+
+const char *bf_surface_offset_name(bf_surface_offset_t o)
+{
+    return (unsigned)o < BF_ARRAY_LEN(offset_names) ? offset_names[o] : "sionna";
+}
+
+bool bf_surface_offset_parse(const char *name, bf_surface_offset_t *out)
+{
+    for (size_t i = 0; name && i < BF_ARRAY_LEN(offset_names); i++) {
+        if (!strcmp(name, offset_names[i])) {
+            *out = (bf_surface_offset_t)i;
+            return true;
+        }
+    }
+    return false;
+}
+
 /* Checks a string read from either source against the field's rules. */
 static bf_err_t check_str(reader_t *r, const field_t *f, const bf_yaml_node_t *node,
                           const char *path, const char *s)
@@ -333,6 +353,12 @@ static bf_err_t check_str(reader_t *r, const field_t *f, const bf_yaml_node_t *n
                               "expected one of mean_dbm|p10_dbm|mean_linear|coverage, got '%.64s'",
                               s);
         *AT(r, f, bf_objective_t) = o;
+    }
+    if (f->type == F_OFFSET) {
+        bf_surface_offset_t o;
+        if (!bf_surface_offset_parse(s, &o))
+            return field_fail(r, node, path, "expected one of sionna|tight, got '%.64s'", s);
+        *AT(r, f, bf_surface_offset_t) = o;
     }
     return BF_OK;
 }
@@ -423,7 +449,8 @@ static bf_err_t yaml_value(reader_t *r, const field_t *f, const bf_yaml_node_t *
     case F_PATH:
     case F_SCENEDIR:
     case F_TASK:
-    case F_OBJECTIVE: {
+    case F_OBJECTIVE:
+    case F_OFFSET: {
         char *s = NULL;
         if ((rc = bf_yaml_str(n, f->path, &s, r->err)) != BF_OK)
             return rc;
@@ -589,6 +616,7 @@ static bf_err_t json_value(reader_t *r, const field_t *f, const json_t *v)
     }
     case F_TASK:
     case F_OBJECTIVE:
+    case F_OFFSET:
         return json_string_of(r, f, v, f->path, NULL);
     case F_UINT:
     case F_U64: {
@@ -758,7 +786,8 @@ void bf_job_defaults(bf_job_t *job)
                    .specular_reflection = true,
                    .refraction = true,
                    .seed = 42,
-                   .floor_dbm = -300},
+                   .floor_dbm = -300,
+                   .surface_offset = BF_OFFSET_SIONNA},
         .measurement = {.height = 1.5, .cell_size = {10, 10}},
         .optimizer = {.objective = BF_OBJ_MEAN_DBM,
                       .azimuth_deg = {0, 360},
@@ -1076,6 +1105,9 @@ json_t *bf_job_to_json(const bf_job_t *job, bool with_scenes)
             break;
         case F_OBJECTIVE:
             v = json_string(bf_objective_name(*AT(&r, f, bf_objective_t)));
+            break;
+        case F_OFFSET:
+            v = json_string(bf_surface_offset_name(*AT(&r, f, bf_surface_offset_t)));
             break;
         case F_UINT:
             v = json_integer((json_int_t)*AT(&r, f, unsigned));

@@ -27,14 +27,21 @@ typedef struct {
     double min_percentile_range_db; /* [15] */
 } bf_validation_t;
 
+/* Where a ray restarts after an interaction (docs/radio.md). */
+typedef enum {
+    BF_OFFSET_SIONNA = 0, /* Mitsuba's (1 + max|p_i|) * 8.94e-5 m, as Sionna RT (default) */
+    BF_OFFSET_TIGHT = 1   /* 1e-4 + 4e-7 max|p_i| m: thin double walls count twice */
+} bf_surface_offset_t;
+
 typedef struct {
-    uint64_t samples_per_tx;  /* [1000000], 1 .. 1e10 */
-    unsigned max_depth;       /* [3], 0 .. 32 */
-    bool los;                 /* [true] */
-    bool specular_reflection; /* [true] */
-    bool refraction;          /* [true] */
-    uint64_t seed;            /* [42] */
-    double floor_dbm;         /* [-300] */
+    uint64_t samples_per_tx;            /* [1000000], 1 .. 1e10 */
+    unsigned max_depth;                 /* [3], 0 .. 32 */
+    bool los;                           /* [true] */
+    bool specular_reflection;           /* [true] */
+    bool refraction;                    /* [true] */
+    uint64_t seed;                      /* [42] */
+    double floor_dbm;                   /* [-300] */
+    bf_surface_offset_t surface_offset; /* [sionna] */
 } bf_solver_t;
 
 typedef struct {
@@ -124,5 +131,8 @@ bf_err_t bf_bind_allowed(const char *what, const char *endpoint, bool curve, boo
 /* Name of an objective ("mean_dbm") and back. */
 const char *bf_objective_name(bf_objective_t o);
 bool bf_objective_parse(const char *name, bf_objective_t *out);
+/* Name of a surface offset rule ("sionna", "tight") and back. */
+const char *bf_surface_offset_name(bf_surface_offset_t o);
+bool bf_surface_offset_parse(const char *name, bf_surface_offset_t *out);
 
 #endif

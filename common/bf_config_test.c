@@ -323,6 +323,7 @@ static void test_job_defaults(void)
     CHECK(job.solver.samples_per_tx == 1000000 && job.solver.max_depth == 3);
     CHECK(job.solver.los && job.solver.specular_reflection && job.solver.refraction);
     CHECK(job.solver.seed == 42 && job.solver.floor_dbm == -300);
+    CHECK(job.solver.surface_offset == BF_OFFSET_SIONNA);
     CHECK(!job.measurement.has_center && !job.measurement.has_size);
     CHECK(!job.measurement.has_height && !job.measurement.has_cell_size);
     CHECK(job.measurement.height == 1.5 && job.measurement.cell_size[0] == 10 &&
@@ -377,7 +378,7 @@ static const char *full_job = "name: downtown-sweep\n"
                               "  min_percentile_range_db: 12\n"
                               "solver: {samples_per_tx: 2e6, max_depth: 5, los: false, "
                               "specular_reflection: no, refraction: off, seed: 7, "
-                              "floor_dbm: -250}\n"
+                              "floor_dbm: -250, surface_offset: tight}\n"
                               "measurement: {center: [10, -20.5], size: [300, 200], height: 2, "
                               "cell_size: [5, 2.5]}\n"
                               "optimizer: {objective: coverage, azimuth_deg: [-180, 180], "
@@ -403,6 +404,7 @@ static void test_job_every_key(void)
     CHECK(job.solver.samples_per_tx == 2000000 && job.solver.max_depth == 5);
     CHECK(!job.solver.los && !job.solver.specular_reflection && !job.solver.refraction);
     CHECK(job.solver.seed == 7 && job.solver.floor_dbm == -250);
+    CHECK(job.solver.surface_offset == BF_OFFSET_TIGHT);
     CHECK(job.measurement.has_center && job.measurement.center[0] == 10 &&
           job.measurement.center[1] == -20.5);
     CHECK(job.measurement.has_size && job.measurement.size[0] == 300 &&
@@ -536,6 +538,9 @@ static void test_job_errors(void)
                      NULL);
     expect_job_error(dir, "scenes: ./scenes\noptimizer: {azimuth_deg: [10, 10]}\n",
                      "job.yaml:2:26: field 'optimizer.azimuth_deg'", "low < high");
+    expect_job_error(dir, "scenes: ./scenes\nsolver: {surface_offset: loose}\n",
+                     "field 'solver.surface_offset': expected one of sionna|tight, got 'loose'",
+                     NULL);
     expect_job_error(dir, "scenes: ./scenes\noptimizer: {objective: median}\n",
                      "job.yaml:2:24: field 'optimizer.objective': expected one of "
                      "mean_dbm|p10_dbm|mean_linear|coverage, got 'median'",
@@ -645,7 +650,8 @@ static bool same_job(const bf_job_t *a, const bf_job_t *b, bool scenes)
          a->solver.max_depth == b->solver.max_depth && a->solver.los == b->solver.los &&
          a->solver.specular_reflection == b->solver.specular_reflection &&
          a->solver.refraction == b->solver.refraction && a->solver.seed == b->solver.seed &&
-         a->solver.floor_dbm == b->solver.floor_dbm;
+         a->solver.floor_dbm == b->solver.floor_dbm &&
+         a->solver.surface_offset == b->solver.surface_offset;
     const bf_measurement_t *m = &a->measurement, *n = &b->measurement;
     ok = ok && m->has_center == n->has_center && m->has_size == n->has_size &&
          m->has_height == n->has_height && m->has_cell_size == n->has_cell_size &&

@@ -133,6 +133,7 @@ typedef struct {
     uint64_t rays;                   /* N >= 1 */
     uint32_t max_depth;              /* interactions per ray, 0 = direct only */
     int los, reflection, refraction; /* DESIGN 6.4 switches */
+    int surface_offset;              /* KERN_OFFSET_* (kern_radio.h): 0, Sionna's, by default */
     uint64_t seed;
     kern_v3 tx; /* transmitter position */
     kern_antenna_t antenna;

@@ -106,7 +106,10 @@ kern_antenna_t kern_antenna_from_tx(const kern_tx_t *tx)
               : tx->pattern == KERN_PATTERN_HW_DIPOLE ? KERN_PAT_HW_DIPOLE
               : tx->pattern == KERN_PATTERN_TR38901   ? KERN_PAT_TR38901
                                                       : KERN_PAT_ISO;
-    int pol = tx->polarization == KERN_POL_H ? 1 : (tx->polarization == KERN_POL_CROSS ? 2 : 0);
+    int pol = tx->polarization == KERN_POL_H                   ? KERN_ANT_H
+              : tx->polarization == KERN_POL_CROSS             ? KERN_ANT_CROSS
+              : tx->polarization == KERN_POL_CROSS_INDEPENDENT ? KERN_ANT_CROSS_INDEPENDENT
+                                                               : KERN_ANT_V;
     return kern_antenna_make(pat, pol);
 }
 
@@ -398,6 +401,8 @@ static bf_err_t trace_initial(run_t *r, char *err)
     ts->los = o->solver.los;
     ts->reflection = o->solver.specular_reflection;
     ts->refraction = o->solver.refraction;
+    ts->surface_offset =
+        o->solver.surface_offset == BF_OFFSET_TIGHT ? KERN_OFFSET_TIGHT : KERN_OFFSET_SIONNA;
     ts->seed = o->solver.seed;
     ts->tx = v3((float)tx->position[0], (float)tx->position[1], (float)tx->position[2]);
     ts->antenna = kern_antenna_from_tx(tx);

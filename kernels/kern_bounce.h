@@ -35,7 +35,7 @@ typedef struct {
     const int32_t *zone_of_cell; /* grid cell -> zone cell or -1; NULL: nothing recorded */
     uint64_t rays, seed;
     uint32_t max_depth;
-    int los, reflection, refraction;
+    int los, reflection, refraction, surface_offset;
     kern_v3 tx;
     kern_antenna_t antenna;
     kern_rot_t rot; /* the orientation of the map */
@@ -57,6 +57,7 @@ static inline void kern_bounce_init(kern_bounce_t *b, const kern_geom_t *geom,
     b->los = s->los;
     b->reflection = s->reflection;
     b->refraction = s->refraction;
+    b->surface_offset = s->surface_offset;
     b->tx = s->tx;
     b->antenna = s->antenna;
     b->rot = s->rot;
@@ -110,7 +111,7 @@ KERN_HD int kern_walk_next(kern_walk_t *w, const kern_bounce_t *b, kern_crossing
             kern_mat_t mat = b->geom.mats[b->geom.tri_material[tri]];
             if (!kern_ray_interact(&w->ray, w->hit.t, v3(nn[0], nn[1], nn[2]), mat,
                                    kern_rand(b->seed, w->n, w->ray.depth), b->reflection,
-                                   b->refraction)) {
+                                   b->refraction, b->surface_offset)) {
                 w->next = KERN_WALK_DONE;
                 return 0;
             }

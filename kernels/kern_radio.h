@@ -173,23 +173,32 @@ enum { KERN_PAT_ISO = 0, KERN_PAT_DIPOLE = 1, KERN_PAT_HW_DIPOLE = 2, KERN_PAT_T
 
 /* Antenna: pattern plus up to two ports of linear polarization. Each port
    radiates amplitude `scale` * C(theta, phi) along cos(slant) theta-hat +
-   sin(slant) phi-hat of the local frame. V: one port, slant 0; H: one port,
-   slant 90 deg; cross: two independent ports at +-45 deg, each fed half the
-   power (scale 1/sqrt2), whose powers add (they carry independent signals,
-   so no cross term). */
+   sin(slant) phi-hat of the local frame, and the ports' powers add.
+   V: one port, slant 0; H: one port, slant 90 deg.
+   Cross (KERN_ANT_CROSS), as Sionna RT's PlanarArray(polarization="cross")
+   with its default precoding: ports at +45 and -45 deg fed coherently with
+   weights 1/sqrt2 each, so their fields add before the power is taken:
+   (C (c45 th + s45 ph) + C (c45 th - s45 ph)) / sqrt2 = C th. That is one
+   port, slant 0, at full power: the +-45 deg horizontal components cancel.
+   Cross independent (KERN_ANT_CROSS_INDEPENDENT): the same two ports carry
+   independent signals, each half the power (scale 1/sqrt2); no cross term,
+   their powers add. docs/radio.md compares the two. */
+enum { KERN_ANT_V = 0, KERN_ANT_H = 1, KERN_ANT_CROSS = 2, KERN_ANT_CROSS_INDEPENDENT = 3 };
+
 typedef struct {
     int pattern, ports;
     float slant_cos[2], slant_sin[2], scale;
 } kern_antenna_t;
 
-KERN_HD kern_antenna_t kern_antenna_make(int pattern, int polarization /* 0 V, 1 H, 2 cross */)
+KERN_HD kern_antenna_t kern_antenna_make(int pattern, int polarization /* KERN_ANT_* */)
 {
     kern_antenna_t a;
+    int indep = polarization == KERN_ANT_CROSS_INDEPENDENT;
     a.pattern = pattern;
-    a.ports = polarization == 2 ? 2 : 1;
-    a.scale = polarization == 2 ? 0.70710678f : 1.0f;
-    a.slant_cos[0] = polarization == 1 ? 0.0f : (polarization == 2 ? 0.70710678f : 1.0f);
-    a.slant_sin[0] = polarization == 1 ? 1.0f : (polarization == 2 ? 0.70710678f : 0.0f);
+    a.ports = indep ? 2 : 1;
+    a.scale = indep ? 0.70710678f : 1.0f;
+    a.slant_cos[0] = polarization == KERN_ANT_H ? 0.0f : (indep ? 0.70710678f : 1.0f);
+    a.slant_sin[0] = polarization == KERN_ANT_H ? 1.0f : (indep ? 0.70710678f : 0.0f);
     a.slant_cos[1] = 0.70710678f;
     a.slant_sin[1] = -0.70710678f;
     return a;
@@ -367,10 +376,13 @@ KERN_HD float kern_plane_crossing(const kern_ray_t *ray, float tmax, const kern_
    this bounce; allow_r / allow_t enable reflection / refraction. Chooses
    one event with probability proportional to |R_TE|^2+|R_TM|^2 and
    |T_TE|^2+|T_TM|^2, applies diag(R) or diag(T) (divided by sqrt(p)) to the
-   Jones chain in the TE/TM basis, moves the ray. Returns 0 when the ray
-   stops (no event possible or allowed). */
+   Jones chain in the TE/TM basis, moves the ray off the surface by the
+   offset rule `offset` (KERN_OFFSET_*). Returns 0 when the ray stops (no
+   event possible or allowed). */
+enum { KERN_OFFSET_SIONNA = 0, KERN_OFFSET_TIGHT = 1 };
+
 KERN_HD int kern_ray_interact(kern_ray_t *ray, float t, kern_v3 n, kern_mat_t mat, float u01,
-                              int allow_r, int allow_t)
+                              int allow_r, int allow_t, int offset)
 {
     kern_v3 p = v3_add(ray->org, v3_scale(ray->dir, t));
     float dn = v3_dot(ray->dir, n);
@@ -413,10 +425,16 @@ KERN_HD int kern_ray_interact(kern_ray_t *ray, float t, kern_v3 n, kern_mat_t ma
     ray->u = s;
     ray->v = pout;
     ray->dir = dout;
-    /* Leave the surface on the outgoing side, by an offset that stays above
-       float rounding at city coordinates. */
+    /* Leave the surface on the outgoing side. KERN_OFFSET_SIONNA: Mitsuba's
+       Interaction::offset_p, (1 + max|p_i|) * RayEpsilon with RayEpsilon =
+       1500 * 2^-24 = 8.94e-5 (about 1.8 cm at 200 m), which Sionna RT's
+       solvers use; it steps over the second face of walls modelled as two
+       faces closer than that. KERN_OFFSET_TIGHT: 1e-4 + 4e-7 |p|, just above
+       float rounding at city coordinates (0.2 mm at 200 m), which counts
+       that second face as an interaction of its own. docs/radio.md. */
     float mag = kern_maxf(fabsf(p.x), kern_maxf(fabsf(p.y), fabsf(p.z)));
-    float eps = 1e-4f + mul_rn(4e-7f, mag);
+    float eps = offset == KERN_OFFSET_TIGHT ? 1e-4f + mul_rn(4e-7f, mag)
+                                            : mul_rn(1.0f + mag, 1500.0f / 16777216.0f);
     ray->org = v3_add(p, v3_scale(n, refl ? eps : -eps));
     ray->depth++;
     return 1;

@@ -154,11 +154,14 @@ static void test_patterns(void)
     CHECKF(kern_pattern_amp(KERN_PAT_HW_DIPOLE, v3(0, 0, 1)) == 0.0f, "hw null");
 
     /* polarization: V is theta-only, H phi-only at zero orientation; any
-       orientation keeps |f|^2 = C^2 and cross splits it over two ports */
+       orientation keeps |f|^2 = C^2; cross (coherent, Sionna's default
+       precoding) is the sum of its +-45 deg ports over sqrt2; cross
+       independent splits C^2 over two ports */
     kern_rot_t I0 = kern_rotation(0, 0, 0);
     kern_antenna_t v = kern_antenna_make(KERN_PAT_DIPOLE, 0),
                    h = kern_antenna_make(KERN_PAT_DIPOLE, 1),
-                   x = kern_antenna_make(KERN_PAT_DIPOLE, 2);
+                   x = kern_antenna_make(KERN_PAT_DIPOLE, KERN_ANT_CROSS_INDEPENDENT),
+                   xc = kern_antenna_make(KERN_PAT_DIPOLE, KERN_ANT_CROSS);
     kern_v3 d = v3_norm(v3(0.6f, 0.5f, 0.3f));
     float f[2][2];
     kern_antenna_field(&v, &I0, d, f);
@@ -173,7 +176,20 @@ static void test_patterns(void)
     CHECKF(fabsf(f[0][1]) > 0.01f, "roll mixes theta and phi");
     kern_antenna_field(&x, &R, d, f);
     float tot = f[0][0] * f[0][0] + f[0][1] * f[0][1] + f[1][0] * f[1][0] + f[1][1] * f[1][1];
-    CHECKF(fabsf(tot - c * c) < 1e-5f, "cross total power");
+    CHECKF(fabsf(tot - c * c) < 1e-5f, "cross independent total power");
+    /* coherent cross: the field is (f(+45) + f(-45)) / sqrt2, the two ports
+       of the independent antenna (each scaled 1/sqrt2) simply added */
+    float fc[2][2];
+    kern_antenna_field(&xc, &R, d, fc);
+    CHECKF(xc.ports == 1 && fabsf(fc[0][0] - (f[0][0] + f[1][0])) < 1e-6f &&
+               fabsf(fc[0][1] - (f[0][1] + f[1][1])) < 1e-6f && fc[1][0] == 0 && fc[1][1] == 0,
+           "coherent cross = sum of the +-45 ports: %g %g vs %g %g", fc[0][0], fc[0][1],
+           f[0][0] + f[1][0], f[0][1] + f[1][1]);
+    /* a form with a theta/phi cross term tells the two apart: the coherent
+       sum carries it, independent ports cancel it */
+    float mx[3] = {1.0f, 0.5f, 1.0f};
+    float pc = kern_form_power(fc, mx), pi = kern_form_power(f, mx);
+    CHECKF(fabsf(pc - pi) > 0.05f * pi, "coherent %g vs independent %g", pc, pi);
     float m[3] = {2.0f, 0.5f, 3.0f};
     CHECKF(fabsf(kern_form_power(f, m) - (2 * (f[0][0] * f[0][0] + f[1][0] * f[1][0]) +
                                           2 * 0.5f * (f[0][0] * f[0][1] + f[1][0] * f[1][1]) +
@@ -225,11 +241,30 @@ static void test_jones(void)
     kern_v3 din = ray.dir;
     float t = 10.0f / -din.z;
     kern_mat_t metal = {1.0f, -5.1e16f, 25.6f, 0};
-    int ok = kern_ray_interact(&ray, t, v3(0, 0, 1), metal, 0.99f, 1, 1);
+    kern_ray_t tight = ray;
+    int ok = kern_ray_interact(&ray, t, v3(0, 0, 1), metal, 0.99f, 1, 1, KERN_OFFSET_SIONNA);
     CHECKF(ok && ray.depth == 1, "interacts");
     CHECKF(fabsf(ray.dir.x - din.x) < 1e-6f && fabsf(ray.dir.z + din.z) < 1e-6f,
            "specular direction");
-    CHECKF(ray.org.z > 0.0f && ray.org.z < 1e-3f, "offset to the incoming side: %g", ray.org.z);
+    /* Mitsuba's offset: (1 + max|p_i|) * 1500 * 2^-24 along the normal */
+    kern_v3 hp = v3_add(tight.org, v3_scale(din, t));
+    double want_off = (1.0 + fmax(fabs(hp.x), fmax(fabs(hp.y), fabs(hp.z)))) * 1500.0 / 16777216.0;
+    CHECKF(fabs(ray.org.z - want_off) < 1e-7 + 1e-6 * want_off,
+           "Sionna offset to the incoming side: %g, want %g", ray.org.z, want_off);
+    CHECKF(kern_ray_interact(&tight, t, v3(0, 0, 1), metal, 0.99f, 1, 1, KERN_OFFSET_TIGHT),
+           "tight interacts");
+    CHECKF(tight.org.z > 0.0f && tight.org.z < 1e-3f && tight.org.z < ray.org.z / 4,
+           "tight offset: %g", tight.org.z);
+    /* a refraction leaves on the far side, by the same rule, at city coordinates */
+    kern_ray_t thru;
+    kern_ray_launch(&thru, v3(200, 0, 10), 0, 1);
+    thru.dir = v3(-1, 0, 0);
+    kern_sph_basis(thru.dir, &thru.u, &thru.v);
+    CHECKF(kern_ray_interact(&thru, 10.0f, v3(1, 0, 0), (kern_mat_t){5.24f, -0.63f, 2.6f, 0}, 0.5f,
+                             0, 1, KERN_OFFSET_SIONNA),
+           "refracts");
+    CHECKF(fabs(thru.org.x - (190.0 - 191.0 * 1500.0 / 16777216.0)) < 2e-5,
+           "Sionna offset through the wall at 190 m: %.6f (1.7 cm)", thru.org.x);
     kern_ray_form(&ray, 1.0f, m);
     CHECKF(fabsf(m[0] - 1) < 1e-4f && fabsf(m[2] - 1) < 1e-4f && fabsf(m[1]) < 1e-4f,
            "mirror keeps power %g %g %g", m[0], m[1], m[2]);
@@ -238,7 +273,7 @@ static void test_jones(void)
            "basis perpendicular");
     /* refraction only allowed through metal: nothing passes, the ray stops */
     kern_ray_launch(&ray, v3(0, 0, 10), 4000, 5000);
-    CHECKF(!kern_ray_interact(&ray, 5.0f, v3(0, 0, 1), metal, 0.5f, 0, 1),
+    CHECKF(!kern_ray_interact(&ray, 5.0f, v3(0, 0, 1), metal, 0.5f, 0, 1, KERN_OFFSET_SIONNA),
            "metal stops refraction");
     /* a lossy slab with both events: expected power (p * |c|^2/p summed) is |R|^2 + |T|^2 */
     kern_mat_t conc = {5.24f, -0.63f, 2.6f, 0};
@@ -250,7 +285,7 @@ static void test_jones(void)
         kern_ray_launch(&ray, v3(0, 0, 10), 0, 1);
         ray.dir = v3(0, 0, -1); /* straight down */
         kern_sph_basis(ray.dir, &ray.u, &ray.v);
-        kern_ray_interact(&ray, 10.0f, v3(0, 0, 1), conc, (i + 0.5f) / n, 1, 1);
+        kern_ray_interact(&ray, 10.0f, v3(0, 0, 1), conc, (i + 0.5f) / n, 1, 1, KERN_OFFSET_SIONNA);
         kern_ray_form(&ray, 1.0f, m);
         acc += m[0];
     }

@@ -845,15 +845,15 @@ static bf_err_t parse_scene_yaml(kern_scene_t *s, const char *path, bf_yaml_node
             s->tx.pattern = (kern_pattern_t)found;
         }
         if ((n = bf_yaml_get(ant, "polarization"))) {
-            static const char *const names[] = {"V", "H", "cross"};
+            static const char *const names[] = {"V", "H", "cross", "cross_independent"};
             int found = -1;
-            for (int i = 0; i < 3; i++)
+            for (int i = 0; i < 4; i++)
                 if (n->kind == BF_YAML_SCALAR && !strcmp(n->value, names[i]))
                     found = i;
             if (found < 0)
                 return bf_yaml_fail(n, err,
                                     "field 'transmitter.antenna.polarization': expected "
-                                    "V, H or cross, got '%s'",
+                                    "V, H, cross or cross_independent, got '%s'",
                                     bf_yaml_quote(n));
             s->tx.polarization = (kern_polarization_t)found;
         }

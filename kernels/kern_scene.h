@@ -22,7 +22,15 @@ typedef enum {
     KERN_PATTERN_HW_DIPOLE,
     KERN_PATTERN_TR38901
 } kern_pattern_t;
-typedef enum { KERN_POL_V, KERN_POL_H, KERN_POL_CROSS } kern_polarization_t;
+/* cross: +-45 deg ports fed coherently, as Sionna RT's default precoding;
+   cross_independent: the same ports with independent signals, powers
+   added (docs/radio.md) */
+typedef enum {
+    KERN_POL_V,
+    KERN_POL_H,
+    KERN_POL_CROSS,
+    KERN_POL_CROSS_INDEPENDENT
+} kern_polarization_t;
 
 /* One radio material at the scene's frequency (DESIGN 6.2). */
 typedef struct {

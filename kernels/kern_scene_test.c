@@ -278,6 +278,21 @@ static void test_scene_dir(void)
         CHECK(!s->measurement.has_size && !s->measurement.has_center);
         kern_scene_destroy(&s);
     }
+    /* both cross-polarized feeds by name */
+    const char *pols[2] = {"cross", "cross_independent"};
+    for (int i = 0; i < 2; i++) {
+        char yaml[256];
+        snprintf(yaml, sizeof yaml,
+                 "frequency_hz: 3.5e9\ntransmitter: {position: [0, 0, 9], antenna: "
+                 "{polarization: %s}}\nzone: {rect: [0, 0, 1, 1]}\n",
+                 pols[i]);
+        make_scene_dir(dir, "simple_street_canyon", yaml);
+        CHECK(kern_scene_load(dir, &s, err) == BF_OK);
+        if (s) {
+            CHECK(s->tx.polarization == (i ? KERN_POL_CROSS_INDEPENDENT : KERN_POL_CROSS));
+            kern_scene_destroy(&s);
+        }
+    }
     /* defaults: power 44 dBm, tr38901, V, orientation 0; a rect zone is stored as 4 corners */
     make_scene_dir(dir, "simple_street_canyon",
                    "frequency_hz: 2.6e9\ntransmitter: {position: [0, 0, 30]}\n"
@@ -329,7 +344,7 @@ static void test_scene_dir(void)
         dir, "simple_street_canyon",
         "frequency_hz: 3.5e9\ntransmitter: {position: [0, 0, 9], antenna: {polarization: X}}\n"
         "zone: {rect: [0, 0, 1, 1]}\n");
-    expect_error(dir, "expected V, H or cross, got 'X'");
+    expect_error(dir, "expected V, H, cross or cross_independent, got 'X'");
     make_scene_dir(dir, "simple_street_canyon",
                    "frequency_hz: 3.5e9\ntransmitter: {position: [0, 0, 9]}\n");
     expect_error(dir, "missing key 'zone'");

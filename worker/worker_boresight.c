@@ -76,6 +76,14 @@ static json_t *thumbnails_json(const kern_thumbnails_t *t)
                      "initial", a, "optimized", b);
 }
 
+/* An orientation for output, to 0.01 deg: the search's final step is
+   0.1 deg, and a computed -2.8e-16 is meant as 0 (+ 0.0 drops the sign of a
+   rounded -0). docs/radio.md. */
+static double deg_out(double deg)
+{
+    return round(deg * 100.0) / 100.0 + 0.0;
+}
+
 json_t *worker_boresight_json(const kern_boresight_result_t *r)
 {
     /* json_pack takes each "o" (NULL included: it then fails and frees the
@@ -86,9 +94,10 @@ json_t *worker_boresight_json(const kern_boresight_result_t *r)
         "status", r->valid ? "success" : "failed", "reason", r->reason, "zone_power_initial",
         dbm_array(r->zone_initial, r->zone_cells), "zone_power_optimized",
         dbm_array(r->zone_optimized, r->zone_cells), "stats", stats_json(r), "boresight_initial",
-        "azimuth_deg", r->boresight_initial.azimuth_deg, "tilt_deg", r->boresight_initial.tilt_deg,
-        "boresight_optimized", "azimuth_deg", r->boresight_optimized.azimuth_deg, "tilt_deg",
-        r->boresight_optimized.tilt_deg, "timings", "load", r->timings.load, "trace",
+        "azimuth_deg", deg_out(r->boresight_initial.azimuth_deg), "tilt_deg",
+        deg_out(r->boresight_initial.tilt_deg), "boresight_optimized", "azimuth_deg",
+        deg_out(r->boresight_optimized.azimuth_deg), "tilt_deg",
+        deg_out(r->boresight_optimized.tilt_deg), "timings", "load", r->timings.load, "trace",
         r->timings.trace, "optimize", r->timings.optimize, "maps", r->timings.maps, "solver",
         "rays", (json_int_t)r->solver.rays, "crossings", (json_int_t)r->solver.crossings,
         "zone_crossings", (json_int_t)r->solver.zone_crossings, "max_depth",

@@ -167,6 +167,19 @@ static void test_json(void)
           num(json_object_get(doc, "boresight_initial"), "tilt_deg") == 5);
     CHECK(num(json_object_get(doc, "boresight_optimized"), "azimuth_deg") == 123.4 &&
           num(json_object_get(doc, "boresight_optimized"), "tilt_deg") == -2.5);
+    json_decref(doc);
+    /* orientations go out to 0.01 deg: a computed -2.8e-16 is 0, not -0 */
+    r.boresight_initial.azimuth_deg = 79.10000000000001;
+    r.boresight_initial.tilt_deg = -2.775557562e-16;
+    r.boresight_optimized.tilt_deg = 12.3449;
+    doc = worker_boresight_json(&r);
+    CHECK(doc != NULL);
+    if (!doc)
+        return;
+    double t0 = num(json_object_get(doc, "boresight_initial"), "tilt_deg");
+    CHECKF(t0 == 0 && !signbit(t0), "tilt %g", t0);
+    CHECK(num(json_object_get(doc, "boresight_initial"), "azimuth_deg") == 79.1);
+    CHECK(num(json_object_get(doc, "boresight_optimized"), "tilt_deg") == 12.34);
 
     json_t *tm = json_object_get(doc, "timings");
     CHECKF(!strcmp(keys_of(tm, keys, sizeof keys), "load,maps,optimize,trace"), "%s", keys);
