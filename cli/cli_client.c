@@ -108,8 +108,7 @@ bf_err_t cli_request(const char *endpoint, const proto_msg_t *request, proto_msg
         break;
     }
 cleanup:
-    if (monitor)
-        zmq_close(monitor);
+    bf_handshake_monitor_close(sock, &monitor);
     if (sock)
         zmq_close(sock);
     zmq_ctx_term(ctx);

@@ -150,8 +150,7 @@ int cli_watch(int argc, char **argv)
         seen++;
     }
 done:
-    if (monitor)
-        zmq_close(monitor);
+    bf_handshake_monitor_close(sub, &monitor);
     if (sub)
         zmq_close(sub);
     if (ctx)

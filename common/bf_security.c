@@ -535,6 +535,16 @@ void *bf_handshake_monitor(void *zmq_ctx, void *socket, char *err)
     return pair;
 }
 
+void bf_handshake_monitor_close(void *socket, void **monitor)
+{
+    if (!monitor || !*monitor)
+        return;
+    if (socket)
+        zmq_socket_monitor(socket, NULL, 0); /* no more events are queued for it */
+    zmq_close(*monitor);
+    *monitor = NULL;
+}
+
 bool bf_handshake_failed(void *monitor, char *why, size_t why_len)
 {
     bool failed = false;

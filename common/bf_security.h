@@ -105,6 +105,11 @@ void *bf_handshake_monitor(void *zmq_ctx, void *socket, char *err);
 /* Reads the pending events of a monitor without blocking; true when a
    handshake failed, with why ("the broker refused this key", ...). */
 bool bf_handshake_failed(void *monitor, char *why, size_t why_len);
+/* Stops monitoring socket and closes *monitor (NULL-safe; *monitor becomes
+   NULL). Call it before closing socket: a monitor closed while libzmq still
+   has events for it can leave zmq_ctx_term blocked (libzmq issues 1279,
+   2330), which a CLI client that gave up on a refused handshake met. */
+void bf_handshake_monitor_close(void *socket, void **monitor);
 /* Looks at what listens at endpoint (tcp:// or ipc://) by reading its ZMTP
    greeting, within timeout_ms: true with why set when that explains a failed
    handshake or a silent peer ("nothing listens at ...", "it does not speak

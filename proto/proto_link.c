@@ -181,10 +181,8 @@ static bf_err_t open_dealer(void *zctx, const char *broker, const bf_security_t 
         bf_warn("broker %s: no handshake monitor: %s", broker, why);
     if (zmq_connect(s, broker) != 0) {
         bf_err_t rc = bf_fail(err, BF_EINVAL, "broker %s: %s", broker, zmq_strerror(zmq_errno()));
-        if (monitor && *monitor) {
-            zmq_close(*monitor);
-            *monitor = NULL;
-        }
+        if (monitor)
+            bf_handshake_monitor_close(s, monitor);
         zmq_close(s);
         return rc;
     }
@@ -235,9 +233,7 @@ void proto_link_disconnect(proto_link_t *self)
     if (!self)
         return;
     /* the monitor first: it watches the dealer */
-    if (self->monitor)
-        zmq_close(self->monitor);
-    self->monitor = NULL;
+    bf_handshake_monitor_close(self->dealer, &self->monitor);
     if (self->dealer)
         zmq_close(self->dealer);
     self->dealer = NULL;
