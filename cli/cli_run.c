@@ -326,7 +326,7 @@ int cli_run(int argc, char **argv)
     pid_t janitor_pid = 0;
     char *broker_ep = NULL, *publish_ep = NULL, *state = NULL, *logs = NULL, *log_path = NULL;
     void *stream_ctx = NULL, *stream = NULL;
-    char hb[16], live[16], nworkers[16];
+    char hb[16], live[16], nworkers[16], prefetch[16];
     if (out) {
         char *abs = realpath(out, NULL);
         if (!abs && bf_mkdir_p(out, err) == BF_OK)
@@ -394,6 +394,14 @@ int cli_run(int argc, char **argv)
     worker_args[wa++] = "worker";
     worker_args[wa++] = "--broker";
     worker_args[wa++] = broker_ep;
+    /* Exec tasks are often short: a worker holding the next one starts it
+       while its last result is on its way to the broker and back. */
+    unsigned credit = fleet.prefetch ? fleet.prefetch : 1;
+    if (job.task == BF_TASK_EXEC && credit < 2)
+        credit = 2;
+    snprintf(prefetch, sizeof prefetch, "%u", credit);
+    worker_args[wa++] = "--prefetch";
+    worker_args[wa++] = prefetch;
     worker_args[wa++] = "--heartbeat-ms";
     worker_args[wa++] = hb;
     worker_args[wa++] = "--liveness";
