@@ -1434,8 +1434,8 @@ json_t *broker_store_events(broker_store_t *s, const char *job_id, uint64_t curs
                                        "gpu_id", "host",   "device",  "worker"};
     json_t *events = json_array();
     *next = cursor > s->final_seq ? s->final_seq : cursor;
-    if (!events)
-        return NULL;
+    if (!events || cursor >= s->final_seq || max == 0)
+        return events; /* nothing after the cursor (and UINT64_MAX, "none", is no -1 in SQL) */
     sqlite3_stmt *st = s->st_events;
     sqlite3_bind_int64(st, 1, (sqlite3_int64)cursor);
     sqlite3_bind_text(st, 2, job_id ? job_id : "", -1, SQLITE_STATIC);
