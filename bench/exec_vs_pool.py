@@ -4,6 +4,7 @@
 doing the same work (bench/pool_anchor.py), in the same run, interleaved.
 
   exec_vs_pool.py BEAMFLEET_BIN [--tasks 2000] [--workers 2,8] [--repeat 5]
+                  [--first-only]
 
 Each task runs `/bin/sh -c "echo '{"status":"success"}'" SCENE_DIR`. The
 fleet's time is the whole `beamfleet run` (broker, collector and workers
@@ -88,6 +89,7 @@ def main():
     p.add_argument("--tasks", type=int, default=2000)
     p.add_argument("--workers", default="2,8")
     p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--first-only", action="store_true", help="only the first-result figure")
     a = p.parse_args()
     if not (os.path.isfile(a.bin) and os.access(a.bin, os.X_OK)):
         sys.exit("exec_vs_pool: %s is not an executable beamfleet binary" % a.bin)
@@ -99,7 +101,7 @@ def main():
               (a.tasks, a.repeat, os.cpu_count()))
         print("| workers | beamfleet run (s) | pool (s) | speed-up (pool s / fleet s) |")
         print("|---:|---:|---:|---:|")
-        for w in [int(x) for x in a.workers.split(",")]:
+        for w in [] if a.first_only else [int(x) for x in a.workers.split(",")]:
             fleet_exec(a.bin, root, job, w)  # warm-up
             pool_exec(root, a.tasks, w)
             fs, ps = [], []
