@@ -30,6 +30,9 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -363,8 +366,25 @@ typedef struct {
     char dir[64];
 } fleet_t;
 
+/* A TCP port on 127.0.0.1 that nothing uses now (the kernel's choice), or
+   fallback: a fixed port range collided with other tests' ephemeral ports. */
+static int free_port(int fallback)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    int port = fallback;
+    if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
+        getsockname(fd, (struct sockaddr *)&a, &len) == 0)
+        port = ntohs(a.sin_port);
+    if (fd >= 0)
+        close(fd);
+    return port;
+}
+
 static bool fleet_start(fleet_t *f, const char *bin, int port)
 {
+    port = free_port(port);
     snprintf(f->dir, sizeof f->dir, "/tmp/bf-bench-XXXXXX");
     if (!mkdtemp(f->dir))
         return false;
