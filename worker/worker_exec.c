@@ -538,9 +538,24 @@ static int child_main(void *arg)
    that the worker's page tables are not copied for each task (a fork of
    this multi-threaded process costs more than a short task). The caller's
    thread waits until the child has exec'd or exited. Its pid, or -1
-   (errno). */
+   (errno). Under ASan or TSan, which cannot follow a child that shares
+   their memory, it forks as before. */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define SPAWN_BY_FORK 1 /* sanitizers cannot follow a CLONE_VM child */
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define SPAWN_BY_FORK 1
+#endif
+#endif
+
 static pid_t spawn_child(spawn_t *sp)
 {
+#ifdef SPAWN_BY_FORK
+    pid_t child = fork();
+    if (child == 0)
+        child_main(sp); /* does not return */
+    return child;
+#else
     enum { STACK = 64 * 1024 };
     char *stack = malloc(STACK);
     if (!stack) {
@@ -556,6 +571,7 @@ static pid_t spawn_child(spawn_t *sp)
     free(stack); /* the child has exec'd or exited: its stack is free */
     errno = e;
     return pid;
+#endif
 }
 
 bf_err_t worker_exec(worker_task_ctx_t *ctx, json_t **result, char *err)
