@@ -14,7 +14,11 @@
        and is killed with SIGKILL; the time until the broker hands that task
        to another worker (attempt 2).
 
-    usage: bench_dispatch BEAMFLEET_BIN [--tasks T] [--workers 1,2,8] [--prefetch P] */
+    4. Anchor for the fleet's own figure: a Python ProcessPoolExecutor
+       (bench/pool_anchor.py noop) running as many in-process no-op
+       functions, its results file written every 10 results.
+
+    usage: bench_dispatch --help */
 
 #include "../common/bf.h"
 #include "../common/bf_config.h"
@@ -26,6 +30,10 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <zmq.h>
@@ -271,7 +279,7 @@ static json_t *status(const char *endpoint, const char *job_id)
     json_t *doc = NULL;
     if (proto_msg_set(&q.job_id, job_id) == BF_OK && proto_send(s, NULL, 0, &q, 0) == BF_OK) {
         zmq_pollitem_t item = {s, 0, ZMQ_POLLIN, 0};
-        if (zmq_poll(&item, 1, 5000) > 0 && proto_recv(s, NULL, NULL, &r, 0, NULL) == BF_OK) {
+        if (zmq_poll(&item, 1, 2000) > 0 && proto_recv(s, NULL, NULL, &r, 0, NULL) == BF_OK) {
             if (r.type == PROTO_STATUS_REPLY)
                 doc = json_incref(r.obj);
             proto_msg_clear(&r);
@@ -358,8 +366,25 @@ typedef struct {
     char dir[64];
 } fleet_t;
 
+/* A TCP port on 127.0.0.1 that nothing uses now (the kernel's choice), or
+   fallback: a fixed port range collided with other tests' ephemeral ports. */
+static int free_port(int fallback)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    int port = fallback;
+    if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
+        getsockname(fd, (struct sockaddr *)&a, &len) == 0)
+        port = ntohs(a.sin_port);
+    if (fd >= 0)
+        close(fd);
+    return port;
+}
+
 static bool fleet_start(fleet_t *f, const char *bin, int port)
 {
+    port = free_port(port);
     snprintf(f->dir, sizeof f->dir, "/tmp/bf-bench-XXXXXX");
     if (!mkdtemp(f->dir))
         return false;
@@ -399,19 +424,47 @@ static double fleet_rate(const char *bin, int port, unsigned nworkers, unsigned 
         snprintf(workers[i].name, sizeof workers[i].name, "noop-%u", i);
         pthread_create(&threads[i], NULL, noop_worker, &workers[i]);
     }
-    /* Wait until every worker is registered. */
-    for (int i = 0; i < 100; i++) {
+    /* Wait until every worker is registered: 10 s at most, and not at all
+       once the broker or the collector has exited (a wrong binary). */
+    bool up = false;
+    char why[256] = "";
+    for (double t = bf_mono_s(); !up && bf_mono_s() - t < 10;) {
+        if (waitpid(f.broker, NULL, WNOHANG) == f.broker) {
+            f.broker = 0;
+            snprintf(why, sizeof why, "`%s broker` exited at once", bin);
+            break;
+        }
+        if (waitpid(f.collector, NULL, WNOHANG) == f.collector) {
+            f.collector = 0;
+            snprintf(why, sizeof why, "`%s collector` exited at once", bin);
+            break;
+        }
         json_t *doc = status(f.endpoint, "");
         size_t n = doc ? json_array_size(json_object_get(doc, "workers")) : 0;
         json_decref(doc);
-        if (n == nworkers)
-            break;
-        usleep(50000);
+        up = n == nworkers;
+        if (!up)
+            usleep(50000);
     }
+    if (!up && !why[0])
+        snprintf(why, sizeof why, "the broker at %s did not answer with %u workers in 10 s",
+                 f.endpoint, nworkers);
     char job_id[64];
     double rate = 0;
     double t0 = bf_mono_s();
-    if (submit(f.endpoint, f.dir, ntasks, job_id, task_size)) {
+    if (!up) {
+        char *log = bf_asprintf("%s/log", f.dir);
+        FILE *lf = log ? fopen(log, "r") : NULL;
+        fprintf(stderr, "bench_dispatch: %s; is %s the beamfleet binary? Its log:\n", why, bin);
+        char line[512];
+        while (lf && fgets(line, sizeof line, lf))
+            fputs(line, stderr);
+        if (lf)
+            fclose(lf);
+        free(log);
+    } else if (!submit(f.endpoint, f.dir, ntasks, job_id, task_size)) {
+        fprintf(stderr, "bench_dispatch: the broker did not accept the job\n");
+    } else {
         for (;;) {
             json_t *doc = status(f.endpoint, job_id);
             json_t *job = doc ? find_job(doc, job_id) : NULL;
@@ -501,37 +554,168 @@ static double detection_time(const char *bin, int port)
     return detect;
 }
 
+static void usage(FILE *to)
+{
+    fprintf(to, "usage: bench_dispatch BEAMFLEET_BIN [--tasks T] [--workers 1,2,8] [--prefetch P]\n"
+                "                      [--repeat R] [--warmup W] [--pool SCRIPT | --no-pool]\n"
+                "                      [--no-detect]\n\n"
+                "No-op tasks through the real broker (durable) and collector, N no-op workers\n"
+                "in threads; per worker count W warm-up runs, then R measured runs (median and\n"
+                "min-max), against a raw ROUTER relay and a Python ProcessPoolExecutor running\n"
+                "the same number of in-process no-op functions (SCRIPT: bench/pool_anchor.py).\n");
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Median of v[0..n) (sorts v); 0 when n is 0. */
+static double median(double *v, size_t n)
+{
+    if (n == 0)
+        return 0;
+    qsort(v, n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+/* The pool's in-process no-op rate (tasks/s), or 0 when it could not run. */
+static double pool_rate(const char *script, unsigned nworkers, unsigned ntasks)
+{
+    char *cmd = bf_asprintf("python3 '%s' noop --tasks %u --workers %u 2>/dev/null", script, ntasks,
+                            nworkers);
+    FILE *p = cmd ? popen(cmd, "r") : NULL;
+    free(cmd);
+    if (!p)
+        return 0;
+    char line[512] = "";
+    double rate = 0;
+    while (fgets(line, sizeof line, p)) {
+        const char *at = strstr(line, "\"tasks_per_s\":");
+        if (at)
+            rate = strtod(at + strlen("\"tasks_per_s\":"), NULL);
+    }
+    pclose(p);
+    return rate;
+}
+
+/* Parses "1,2,8" into counts (at most max, each 1..64); the number read, 0
+   when the list is bad. */
+static size_t parse_counts(const char *s, unsigned *counts, size_t max)
+{
+    size_t n = 0;
+    while (*s && n < max) {
+        char *end;
+        unsigned long v = strtoul(s, &end, 10);
+        if (end == s || v < 1 || v > 64 || (*end && *end != ','))
+            return 0;
+        counts[n++] = (unsigned)v;
+        s = *end ? end + 1 : end;
+    }
+    return *s ? 0 : n;
+}
+
 int main(int argc, char **argv)
 {
-    if (argc < 2) {
-        fprintf(stderr, "usage: bench_dispatch BEAMFLEET_BIN [--tasks T] [--prefetch P]\n");
+    const char *bin = NULL, *pool = BF_BENCH_DIR "/pool_anchor.py";
+    unsigned ntasks = 20000, prefetch = 64, repeat = 5, warmup = 1;
+    unsigned counts[16] = {1, 2, 8};
+    size_t ncounts = 3;
+    bool detect_too = true;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        bool has_value = i + 1 < argc;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            usage(stdout);
+            return 0;
+        } else if (!strcmp(a, "--no-pool")) {
+            pool = NULL;
+        } else if (!strcmp(a, "--no-detect")) {
+            detect_too = false;
+        } else if (a[0] == '-' && !has_value) {
+            fprintf(stderr, "bench_dispatch: %s needs a value\n", a);
+            return 2;
+        } else if (!strcmp(a, "--tasks")) {
+            ntasks = (unsigned)strtoul(argv[++i], NULL, 10);
+        } else if (!strcmp(a, "--prefetch")) {
+            prefetch = (unsigned)strtoul(argv[++i], NULL, 10);
+        } else if (!strcmp(a, "--repeat")) {
+            repeat = (unsigned)strtoul(argv[++i], NULL, 10);
+        } else if (!strcmp(a, "--warmup")) {
+            warmup = (unsigned)strtoul(argv[++i], NULL, 10);
+        } else if (!strcmp(a, "--pool")) {
+            pool = argv[++i];
+        } else if (!strcmp(a, "--workers")) {
+            if (!(ncounts = parse_counts(argv[++i], counts, BF_ARRAY_LEN(counts)))) {
+                fprintf(stderr, "bench_dispatch: --workers wants a list like 1,2,8 (1..64)\n");
+                return 2;
+            }
+        } else if (a[0] == '-' || bin) {
+            fprintf(stderr, "bench_dispatch: unknown argument '%s'\n", a);
+            usage(stderr);
+            return 2;
+        } else {
+            bin = a;
+        }
+    }
+    if (!bin) {
+        usage(stderr);
         return 2;
     }
-    const char *bin = argv[1];
-    unsigned ntasks = 20000, prefetch = 64;
-    for (int i = 2; i + 1 < argc; i += 2) {
-        if (!strcmp(argv[i], "--tasks"))
-            ntasks = (unsigned)strtoul(argv[i + 1], NULL, 10);
-        else if (!strcmp(argv[i], "--prefetch"))
-            prefetch = (unsigned)strtoul(argv[i + 1], NULL, 10);
+    struct stat st;
+    if (stat(bin, &st) != 0 || !S_ISREG(st.st_mode) || access(bin, X_OK) != 0) {
+        fprintf(stderr, "bench_dispatch: %s is not an executable file (the beamfleet binary)\n",
+                bin);
+        return 2;
+    }
+    if (ntasks == 0 || repeat == 0 || repeat > 100 || warmup > 100) {
+        fprintf(stderr, "bench_dispatch: --tasks and --repeat must be at least 1\n");
+        return 2;
     }
     bf_log_set_level(BF_LOG_WARN);
     signal(SIGPIPE, SIG_IGN);
     int port = 20000 + (int)(getpid() % 20000);
-    static const unsigned counts[] = {1, 2, 8};
-    printf("# bench_dispatch: %u no-op tasks, prefetch %u, heartbeat %d ms, %ld cores\n", ntasks,
-           prefetch, HEARTBEAT_MS, sysconf(_SC_NPROCESSORS_ONLN));
-    printf("| workers | raw ROUTER relay (round trips/s) | beamfleet (tasks/s) | ratio |\n");
-    printf("|---:|---:|---:|---:|\n");
-    for (size_t i = 0; i < BF_ARRAY_LEN(counts); i++) {
+    printf("# bench_dispatch: %u no-op tasks, prefetch %u, heartbeat %d ms, %ld cores, "
+           "%u warm-up + %u runs each (median, min-max)\n",
+           ntasks, prefetch, HEARTBEAT_MS, sysconf(_SC_NPROCESSORS_ONLN), warmup, repeat);
+    printf("| workers | beamfleet (tasks/s) | Python pool, in-process (tasks/s) | fleet/pool | "
+           "raw ROUTER relay (round trips/s) |\n");
+    printf("|---:|---:|---:|---:|---:|\n");
+    fflush(stdout);
+    double *ours = calloc(repeat, sizeof *ours), *theirs = calloc(repeat, sizeof *theirs);
+    for (size_t i = 0; i < ncounts; i++) {
         size_t task_size = 512;
-        double ours = fleet_rate(bin, port++, counts[i], prefetch, ntasks, &task_size);
+        for (unsigned r = 0; r < warmup; r++) {
+            if (fleet_rate(bin, port++, counts[i], prefetch, ntasks, &task_size) <= 0)
+                return 1; /* fleet_rate said why */
+            if (pool)
+                (void)pool_rate(pool, counts[i], ntasks);
+        }
+        /* Interleaved, so that the machine's noise falls on both alike. */
+        for (unsigned r = 0; r < repeat; r++) {
+            ours[r] = fleet_rate(bin, port++, counts[i], prefetch, ntasks, &task_size);
+            if (ours[r] <= 0)
+                return 1;
+            theirs[r] = pool ? pool_rate(pool, counts[i], ntasks) : 0;
+        }
         double raw = raw_relay(counts[i], task_size, counts[i] * prefetch, ntasks * 5);
-        printf("| %u | %.0f | %.0f | %.2f |\n", counts[i], raw, ours, raw > 0 ? ours / raw : 0);
+        double mo = median(ours, repeat), mt = median(theirs, repeat);
+        char pool_s[96] = "n/a", ratio_s[32] = "n/a";
+        if (mt > 0) {
+            snprintf(pool_s, sizeof pool_s, "%.0f (%.0f-%.0f)", mt, theirs[0], theirs[repeat - 1]);
+            snprintf(ratio_s, sizeof ratio_s, "%.2f", mo / mt);
+        }
+        printf("| %u | %.0f (%.0f-%.0f) | %s | %s | %.0f |\n", counts[i], mo, ours[0],
+               ours[repeat - 1], pool_s, ratio_s, raw);
         fflush(stdout);
     }
-    double detect = detection_time(bin, port++);
-    printf("\nworker SIGKILL -> task requeued: %.2f s (heartbeat %d ms x liveness %d)\n", detect,
-           HEARTBEAT_MS, LIVENESS);
+    free(ours);
+    free(theirs);
+    if (detect_too) {
+        double detect = detection_time(bin, port++);
+        printf("\nworker SIGKILL -> task requeued: %.2f s (heartbeat %d ms x liveness %d)\n",
+               detect, HEARTBEAT_MS, LIVENESS);
+    }
     return 0;
 }

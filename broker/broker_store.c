@@ -1335,17 +1335,23 @@ bf_err_t broker_store_outbox_after(broker_store_t *s, uint64_t after, size_t max
     sqlite3_bind_int64(st, 2, (sqlite3_int64)max);
     size_t k = 0;
     bf_err_t rc = BF_OK;
+    json_t *info = NULL; /* JOBINFO as of now, shared by a run of one job's rows */
+    const char *info_job = "";
     while (k < max && sqlite3_step(st) == SQLITE_ROW) {
         d[k].seq = (uint64_t)sqlite3_column_int64(st, 0);
         d[k].job_done = sqlite3_column_int(st, 1) != 0;
         d[k].job_id = bf_strdup(col_text(st, 2));
         d[k].task_id = bf_strdup(col_text(st, 3));
         json_t *doc = json_loads(col_text(st, 4), 0, NULL);
-        if (!d[k].job_done) {
+        if (!d[k].job_done && d[k].job_id) {
             /* {"job": JOBINFO as of now, "result": the final result} */
-            job_t *j = job_by_id(s, d[k].job_id);
-            json_t *info = j ? job_info(j) : json_pack("{s:s}", "id", d[k].job_id);
-            doc = json_pack("{s:o, s:o}", "job", info ? info : json_object(), "result",
+            if (!info || strcmp(info_job, d[k].job_id) != 0) {
+                json_decref(info);
+                job_t *j = job_by_id(s, d[k].job_id);
+                info = j ? job_info(j) : json_pack("{s:s}", "id", d[k].job_id);
+                info_job = d[k].job_id;
+            }
+            doc = json_pack("{s:o, s:o}", "job", info ? json_incref(info) : json_object(), "result",
                             doc ? doc : json_object());
         }
         d[k].payload = doc ? doc : json_object();
@@ -1356,6 +1362,7 @@ bf_err_t broker_store_outbox_after(broker_store_t *s, uint64_t after, size_t max
         }
     }
     sqlite3_reset(st);
+    json_decref(info);
     if (rc != BF_OK) {
         broker_store_deliveries_free(d, k);
         return rc;
@@ -1434,8 +1441,8 @@ json_t *broker_store_events(broker_store_t *s, const char *job_id, uint64_t curs
                                        "gpu_id", "host",   "device",  "worker"};
     json_t *events = json_array();
     *next = cursor > s->final_seq ? s->final_seq : cursor;
-    if (!events)
-        return NULL;
+    if (!events || cursor >= s->final_seq || max == 0)
+        return events; /* nothing after the cursor (and UINT64_MAX, "none", is no -1 in SQL) */
     sqlite3_stmt *st = s->st_events;
     sqlite3_bind_int64(st, 1, (sqlite3_int64)cursor);
     sqlite3_bind_text(st, 2, job_id ? job_id : "", -1, SQLITE_STATIC);

@@ -523,6 +523,11 @@ static void test_faults(const char *dir)
     CHECK(json_array_size(json_object_get(doc, "events")) == 6);
     CHECK(strstr(jstr(e0, "reason"), "(task fault: exec program not allowed)") != NULL);
     json_decref(doc);
+    /* The cursor UINT64_MAX asks for the counters alone: no events. */
+    doc = status_doc(r.endpoint, job_id, UINT64_MAX);
+    REQUIRE_OUT(doc);
+    CHECK(json_array_size(json_object_get(doc, "events")) == 0);
+    json_decref(doc);
     doc = NULL;
     /* A device-fault streak still quarantines: three different tasks. */
     for (int i = 0; i < 3; i++) {

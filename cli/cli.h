@@ -75,9 +75,12 @@ void cli_explain_endpoint(const char *endpoint, char *why, size_t why_len);
 /* Follows job_id until every task is final and the collector has taken every
    result, printing one line per result and the progress line of the notebook
    it replaces, then the summary. Returns CLI_EXIT_OK, or CLI_EXIT_FAILURE if
-   the broker went away for longer than give_up_ms. */
-int cli_follow(const char *endpoint, const char *job_id, unsigned total, const char *output,
-               int give_up_ms);
+   the broker went away for longer than give_up_ms. wake (lent, may be
+   NULL) is a SUB socket on the collector's stream: whatever arrives on it
+   (a result or a job written) makes the follower ask the broker at once
+   instead of at its next 250 ms tick. */
+int cli_follow(const char *endpoint, void *wake, const char *job_id, unsigned total,
+               const char *output, int give_up_ms);
 
 /* Submits job and returns its id in job_id (13 bytes). */
 bf_err_t cli_submit_job(const char *endpoint, const bf_job_t *job, char job_id[64], unsigned *total,

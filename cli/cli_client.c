@@ -422,7 +422,7 @@ int cli_submit(int argc, char **argv)
     fflush(stdout);
     rc = CLI_EXIT_OK;
     if (wait)
-        rc = cli_follow(fleet.broker_endpoint, job_id, total, job.output, 60000);
+        rc = cli_follow(fleet.broker_endpoint, NULL, job_id, total, job.output, 60000);
     bf_job_clear(&job);
     bf_fleet_clear(&fleet);
     return rc;
@@ -556,8 +556,28 @@ static void print_summary(follow_t *f, const char *output)
     fflush(stdout);
 }
 
-int cli_follow(const char *endpoint, const char *job_id, unsigned total, const char *output,
-               int give_up_ms)
+/* Waits up to ms for a message on wake (the collector's stream: a result
+   or a job was written), taking every one queued; without wake, sleeps.
+   The broker's status is asked again as soon as something was written,
+   so a result shows when it is durable, not at the next tick. */
+static void wait_for_news(void *wake, int ms)
+{
+    if (!wake) {
+        usleep((useconds_t)ms * 1000);
+        return;
+    }
+    zmq_pollitem_t item = {wake, 0, ZMQ_POLLIN, 0};
+    if (zmq_poll(&item, 1, ms) <= 0)
+        return;
+    zmq_msg_t msg;
+    zmq_msg_init(&msg);
+    while (zmq_msg_recv(&msg, wake, ZMQ_DONTWAIT) >= 0)
+        ;
+    zmq_msg_close(&msg);
+}
+
+int cli_follow(const char *endpoint, void *wake, const char *job_id, unsigned total,
+               const char *output, int give_up_ms)
 {
     follow_t f = {.total = total, .started = bf_mono_s(), .tty = isatty(STDOUT_FILENO) == 1};
     uint64_t cursor = 0;
@@ -618,7 +638,7 @@ int cli_follow(const char *endpoint, const char *job_id, unsigned total, const c
         if (job_over && written && !more_events)
             break;
         if (!more_events)
-            usleep(job_over ? 200 * 1000 : 250 * 1000);
+            wait_for_news(wake, job_over ? 10 : 250);
     }
     clear_live(&f);
     if (cli_interrupted)

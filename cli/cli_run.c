@@ -24,6 +24,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <zmq.h>
 
 #define MAX_CHILDREN 8
 #define JANITOR_MAX  4096 /* processes the janitor can track */
@@ -192,6 +193,23 @@ static void janitor_tell(int fd, pid_t pid)
         bf_warn("run: cannot reach the janitor: %s", strerror(errno));
 }
 
+/* Waits until path (an ipc socket a child binds) exists, up to ms, so that
+   the peers started next connect at once instead of after libzmq's
+   reconnect interval (100 ms). False when it did not appear or the child
+   exited first (its log says why). */
+static bool wait_bound(const char *path, pid_t child, int ms)
+{
+    struct stat st;
+    for (int64_t until = bf_mono_ms() + ms; bf_mono_ms() < until;) {
+        if (stat(path, &st) == 0)
+            return true;
+        if (waitpid(child, NULL, WNOHANG) == child)
+            return false;
+        usleep(1000); /* once, at start-up: the bind takes a few ms */
+    }
+    return false;
+}
+
 static void stop_children(child_t *children, size_t n)
 {
     /* Workers first (they drain), then the collector, then the broker. */
@@ -313,7 +331,8 @@ int cli_run(int argc, char **argv)
     int janitor_fd = -1;
     pid_t janitor_pid = 0;
     char *broker_ep = NULL, *publish_ep = NULL, *state = NULL, *logs = NULL, *log_path = NULL;
-    char hb[16], live[16], nworkers[16];
+    void *stream_ctx = NULL, *stream = NULL;
+    char hb[16], live[16], nworkers[16], prefetch[16];
     if (out) {
         char *abs = realpath(out, NULL);
         if (!abs && bf_mkdir_p(out, err) == BF_OK)
@@ -357,6 +376,10 @@ int cli_run(int argc, char **argv)
     children[nchildren++] = (child_t){spawn_self(broker_args, log_path), "broker"};
     janitor_tell(janitor_fd, children[nchildren - 1].pid);
     free(log_path);
+    log_path = bf_asprintf("%s/broker", tmp);
+    if (log_path && !wait_bound(log_path, children[0].pid, 10000))
+        bf_warn("run: the broker has not bound %s yet (see %s/broker.log)", broker_ep, logs);
+    free(log_path);
 
     log_path = bf_asprintf("%s/collector.log", logs);
     char *collector_args[] = {"beamfleet", "collector",      "--broker", broker_ep,    "--publish",
@@ -377,6 +400,14 @@ int cli_run(int argc, char **argv)
     worker_args[wa++] = "worker";
     worker_args[wa++] = "--broker";
     worker_args[wa++] = broker_ep;
+    /* Exec tasks are often short: a worker holding the next one starts it
+       while its last result is on its way to the broker and back. */
+    unsigned credit = fleet.prefetch ? fleet.prefetch : 1;
+    if (job.task == BF_TASK_EXEC && credit < 2)
+        credit = 2;
+    snprintf(prefetch, sizeof prefetch, "%u", credit);
+    worker_args[wa++] = "--prefetch";
+    worker_args[wa++] = prefetch;
     worker_args[wa++] = "--heartbeat-ms";
     worker_args[wa++] = hb;
     worker_args[wa++] = "--liveness";
@@ -407,16 +438,33 @@ int cli_run(int argc, char **argv)
     bf_err_t e;
     /* The broker needs a moment to bind its ipc endpoint; a request sent
        before that simply waits in the DEALER until it connects. */
+    /* The collector's stream wakes the follower when a result is written
+       (subscribed before the job exists, so the first one is not missed). */
+    stream_ctx = zmq_ctx_new();
+    stream = stream_ctx ? zmq_socket(stream_ctx, ZMQ_SUB) : NULL;
+    int linger = 0, ivl = 10;
+    if (stream &&
+        (zmq_setsockopt(stream, ZMQ_LINGER, &linger, sizeof linger) ||
+         zmq_setsockopt(stream, ZMQ_RECONNECT_IVL, &ivl, sizeof ivl) ||
+         zmq_setsockopt(stream, ZMQ_SUBSCRIBE, "", 0) || zmq_connect(stream, publish_ep))) {
+        bf_warn("run: no result stream (%s): progress every 250 ms", zmq_strerror(zmq_errno()));
+        zmq_close(stream);
+        stream = NULL;
+    }
     e = cli_submit_job(broker_ep, &job, job_id, &total, err);
     if (e != BF_OK) {
         fprintf(stderr, "beamfleet run: %s (logs in %s)\n", err, logs);
         goto cleanup;
     }
-    rc = cli_follow(broker_ep, job_id, total, job.output, 30000);
+    rc = cli_follow(broker_ep, stream, job_id, total, job.output, 30000);
     if (cli_interrupted)
         fprintf(stderr, "beamfleet run: interrupted\n");
     printf("Logs: %s\n", logs);
 cleanup:
+    if (stream)
+        zmq_close(stream);
+    if (stream_ctx)
+        zmq_ctx_term(stream_ctx);
     stop_children(children, nchildren);
     if (have_tmp)
         remove_tree(tmp);
