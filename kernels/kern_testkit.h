@@ -68,4 +68,24 @@ static inline bool test_scene_rect(test_scene_t *t, kern_v3 p0, kern_v3 e1, kern
     return true;
 }
 
+/* ---- random rays: xorshift64, one sequence per seed on every machine -- */
+
+/* A uniform float in [0, 1) from the generator state *rng. */
+static inline float test_frand(uint64_t *rng)
+{
+    *rng ^= *rng << 13, *rng ^= *rng >> 7, *rng ^= *rng << 17;
+    return (float)(*rng >> 40) / 16777216.0f;
+}
+
+/* A uniform random unit direction (rejection sampling in the unit ball). */
+static inline kern_v3 test_rand_dir(uint64_t *rng)
+{
+    for (;;) {
+        kern_v3 d = v3(2 * test_frand(rng) - 1, 2 * test_frand(rng) - 1, 2 * test_frand(rng) - 1);
+        float l = v3_len(d);
+        if (l > 0.1f && l <= 1.0f)
+            return v3_scale(d, 1.0f / l);
+    }
+}
+
 #endif

@@ -26,22 +26,17 @@
 #include <string.h>
 
 #include "../common/bf_check.h"
+#include "kern_testkit.h"
 
 static uint64_t rng = 0x9e3779b97f4a7c15ull;
 static float frand(void)
 {
-    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
-    return (float)(rng >> 40) / 16777216.0f;
+    return test_frand(&rng);
 }
 
 static kern_v3 rand_dir(void)
 {
-    for (;;) {
-        kern_v3 d = v3(2 * frand() - 1, 2 * frand() - 1, 2 * frand() - 1);
-        float l = v3_len(d);
-        if (l > 0.1f && l <= 1.0f)
-            return v3_scale(d, 1.0f / l);
-    }
+    return test_rand_dir(&rng);
 }
 
 typedef struct {
