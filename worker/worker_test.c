@@ -861,20 +861,28 @@ static void test_fleet(void)
 
 /* The supervisor: two CPU workers by exec of this program, a killed one
    comes back, SIGTERM drains them all. */
+/* A supervisor of two CPU workers (this binary's `child` mode) against the
+   fake broker at ep, in a child process that dies with this one. */
+static pid_t start_supervisor(const char *ep)
+{
+    pid_t sup = fork();
+    REQUIRE(sup >= 0);
+    if (sup == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        char *argv[] = {"worker_test", "child", "--broker", (char *)ep, NULL};
+        worker_config_t cfg = {.broker = ep, .device_index = -1};
+        _exit(worker_supervise(&cfg, "none", 2, argv));
+    }
+    return sup;
+}
+
 static void test_supervisor(void)
 {
     fb_t b = {0};
     fb_bind(&b, "tcp://127.0.0.1:0");
     char ep[128];
     bf_strlcpy(ep, b.ep, sizeof ep);
-    pid_t sup = fork();
-    REQUIRE(sup >= 0);
-    if (sup == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        char *argv[] = {"worker_test", "child", "--broker", ep, NULL};
-        worker_config_t cfg = {.broker = ep, .device_index = -1};
-        _exit(worker_supervise(&cfg, "none", 2, argv));
-    }
+    pid_t sup = start_supervisor(ep);
     proto_msg_t m;
     long pids[3] = {0};
     for (int i = 0; i < 2; i++) {
@@ -919,14 +927,7 @@ static void test_supervisor(void)
     CHECK(waitpid(sup, &status, 0) == sup);
     CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
     /* every worker refused by the broker: the supervisor exits 1 */
-    sup = fork();
-    REQUIRE(sup >= 0);
-    if (sup == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        char *argv[] = {"worker_test", "child", "--broker", ep, NULL};
-        worker_config_t cfg = {.broker = ep, .device_index = -1};
-        _exit(worker_supervise(&cfg, "none", 2, argv));
-    }
+    sup = start_supervisor(ep);
     int64_t ready_until = bf_mono_ms() + bf_test_ms(8000);
     for (int i = 0; i < 2 && bf_mono_ms() < ready_until;) {
         if (!fb_expect(&b, PROTO_READY, 200, &m))
