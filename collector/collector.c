@@ -496,8 +496,7 @@ static void read_subscriptions(collector_t *c)
         /* the topic, printable, cut to fit (zmq_recv says the whole length) */
         char topic[64] = "everything";
         if (len > 1) {
-            size_t tn = (size_t)len - 1;
-            tn = tn < sizeof buf - 1 ? tn : sizeof buf - 1;
+            size_t tn = (size_t)len - 1; /* topic is shorter than buf: one bound serves */
             tn = tn < sizeof topic - 1 ? tn : sizeof topic - 1;
             for (size_t k = 0; k < tn; k++)
                 topic[k] = buf[1 + k] >= 0x20 && buf[1 + k] < 0x7f ? (char)buf[1 + k] : '?';
