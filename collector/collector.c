@@ -1003,6 +1003,7 @@ bf_err_t collector_run(collector_t *c)
         int nitems = c->zap ? 1 : 0;
         if (dealer)
             items[nitems++] = (zmq_pollitem_t){dealer, 0, ZMQ_POLLIN, 0};
+        int pub_item = c->pub ? nitems : -1;
         if (c->pub)
             items[nitems++] = (zmq_pollitem_t){c->pub, 0, ZMQ_POLLIN, 0};
         if (zmq_poll(items, nitems, tick) < 0 && zmq_errno() != EINTR) {
@@ -1011,7 +1012,7 @@ bf_err_t collector_run(collector_t *c)
         }
         if (c->zap)
             bf_zap_handle(c->zap);
-        if (c->pub)
+        if (pub_item >= 0 && (items[pub_item].revents & ZMQ_POLLIN))
             read_subscriptions(c);
         int64_t now = bf_mono_ms();
         size_t before = c->npending;
