@@ -190,7 +190,7 @@ size_t kern_bvh_wide_bytes(const kern_bvh_t *self)
 /* Lane i of wide node w: binary node n (a leaf, or an inner node that gets
    the wide node *next), or empty for n == UINT32_MAX. */
 static void wide_lane(kern_bvh_t *b, kern_bvh_wide_node_t *w, int i, uint32_t n, uint32_t *next,
-                      uint32_t *todo, uint32_t *ntodo)
+                      uint32_t *queue, uint32_t *nqueued)
 {
     const kern_bvh_node_t *nodes = b->nodes;
     if (n == UINT32_MAX) {
@@ -219,7 +219,7 @@ static void wide_lane(kern_bvh_t *b, kern_bvh_wide_node_t *w, int i, uint32_t n,
     } else {
         w->child[i] = (*next)++;
         w->count[i] = 0;
-        todo[(*ntodo)++] = n;
+        queue[(*nqueued)++] = n;
     }
 }
 
@@ -227,7 +227,7 @@ static void wide_lane(kern_bvh_t *b, kern_bvh_wide_node_t *w, int i, uint32_t n,
    levels below one inner binary node, in the order kern_traverse_wide.h
    relies on (lanes 0-1 under the first child, 2-3 under the second). Wide
    nodes are numbered in the order they are made, breadth first, which the
-   todo queue keeps: the node made k-th is todo[k]. */
+   queue queue keeps: the node made k-th is queue[k]. */
 static int wide_build(kern_bvh_t *b)
 {
     const kern_bvh_node_t *nodes = b->nodes;
@@ -238,29 +238,29 @@ static int wide_build(kern_bvh_t *b)
         inner += nodes[i].count == 0;
     b->wide = aligned_alloc(64, (size_t)inner * sizeof *b->wide);
     b->wide_leaves = aligned_alloc(32, (size_t)(b->node_count - inner) * sizeof *b->wide_leaves);
-    uint32_t *todo = malloc((size_t)inner * sizeof *todo);
-    if (!b->wide || !b->wide_leaves || !todo) {
-        free(todo);
+    uint32_t *queue = malloc((size_t)inner * sizeof *queue);
+    if (!b->wide || !b->wide_leaves || !queue) {
+        free(queue);
         return 0;
     }
-    uint32_t next = 1, ntodo = 1;
-    todo[0] = 0;
-    for (uint32_t k = 0; k < ntodo; k++) {
-        const kern_bvh_node_t *p = &nodes[todo[k]];
+    uint32_t next = 1, nqueued = 1;
+    queue[0] = 0;
+    for (uint32_t k = 0; k < nqueued; k++) {
+        const kern_bvh_node_t *p = &nodes[queue[k]];
         kern_bvh_wide_node_t *w = &b->wide[k];
         for (int c = 0; c < 2; c++) {
             uint32_t n = p->first + (uint32_t)c;
             if (nodes[n].count > 0) {
-                wide_lane(b, w, 2 * c, n, &next, todo, &ntodo);
-                wide_lane(b, w, 2 * c + 1, UINT32_MAX, &next, todo, &ntodo);
+                wide_lane(b, w, 2 * c, n, &next, queue, &nqueued);
+                wide_lane(b, w, 2 * c + 1, UINT32_MAX, &next, queue, &nqueued);
             } else {
-                wide_lane(b, w, 2 * c, nodes[n].first, &next, todo, &ntodo);
-                wide_lane(b, w, 2 * c + 1, nodes[n].first + 1, &next, todo, &ntodo);
+                wide_lane(b, w, 2 * c, nodes[n].first, &next, queue, &nqueued);
+                wide_lane(b, w, 2 * c + 1, nodes[n].first + 1, &next, queue, &nqueued);
             }
         }
     }
     b->wide_count = next;
-    free(todo);
+    free(queue);
     return 1;
 }
 
