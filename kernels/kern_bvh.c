@@ -227,7 +227,7 @@ static void wide_lane(kern_bvh_t *b, kern_bvh_wide_node_t *w, int i, uint32_t n,
    levels below one inner binary node, in the order kern_traverse_wide.h
    relies on (lanes 0-1 under the first child, 2-3 under the second). Wide
    nodes are numbered in the order they are made, breadth first, which the
-   queue queue keeps: the node made k-th is queue[k]. */
+   queue of binary nodes keeps: the node made k-th is queue[k]. */
 static int wide_build(kern_bvh_t *b)
 {
     const kern_bvh_node_t *nodes = b->nodes;
