@@ -9,8 +9,9 @@
     sin, exp, rsqrt, which the libdevice math functions use; div.full) and no
     flush-to-zero (.ftz). What remains is add, sub, mul.rn, div.rn, sqrt.rn,
     conversions and comparisons: IEEE 754 operations, rounded the same way
-    on the host. Built only where nvcc is (it needs no GPU). Paths given as arguments replace the
-   build's PTX (to check another build, or an older kern_cuda.cu). */
+    on the host. Built only where nvcc is (it needs no GPU). Paths given
+    as arguments replace the build's PTX (to check another build, or an
+    older kern_cuda.cu). */
 
 #include <ctype.h>
 #include <stdbool.h>
