@@ -32,6 +32,7 @@
 #define PROGRESS_MIN_MS  250   /* PROGRESS at most 4/s */
 #define TASK_PROGRESS_MS 50    /* task thread -> socket thread, same stage */
 #define STATS_MS         5000  /* STATS (NVML figures) interval */
+#define TEARDOWN_S       5     /* after GOODBYE, the process exits within this */
 
 /* The flag the signal handlers set: the one process-wide mutable state,
    used only when the caller gives no stop flag of its own. */
@@ -41,6 +42,36 @@ static void on_signal(int sig)
 {
     (void)sig;
     signalled = 1;
+}
+
+/* Teardown is bounded. Once GOODBYE is sent every result is acknowledged
+   (or reported as not), so nothing is lost by leaving: a teardown step that
+   blocks (a zmq_ctx_term waiting on a socket, a thread that does not join)
+   must not keep a draining worker alive past the supervisor's and the
+   operator's patience. SIGALRM names the step it was in and exits with
+   the status the worker had. Process mode only (the tests' in-process
+   workers give a stop flag and own their process). */
+static const char *volatile teardown_step;
+static volatile sig_atomic_t teardown_rc;
+
+static void on_teardown_alarm(int sig)
+{
+    (void)sig;
+    static const char head[] = "beamfleet worker: teardown stuck in ";
+    static const char tail[] = "; exiting\n";
+    const char *step = teardown_step ? teardown_step : "?";
+    ssize_t n = write(STDERR_FILENO, head, sizeof head - 1);
+    n = write(STDERR_FILENO, step, strlen(step));
+    n = write(STDERR_FILENO, tail, sizeof tail - 1);
+    (void)n;
+    _exit(teardown_rc);
+}
+
+static void teardown_at(const char *step)
+{
+    teardown_step = step;
+    if (getenv("BEAMFLEET_FAULT_TEARDOWN") && strcmp(getenv("BEAMFLEET_FAULT_TEARDOWN"), step) == 0)
+        pause(); /* fault injection: this step blocks (tests/hostile) */
 }
 
 const char *worker_fault(bf_err_t rc)
@@ -867,6 +898,13 @@ int worker_main(const worker_config_t *cfg)
     send_ready(w);
     bf_info("worker %s on %s (%s), broker %s", w->name, w->dev.name, w->dev.backend, cfg->broker);
     rc = loop(w);
+    if (!cfg->stop) {
+        teardown_rc = rc;
+        struct sigaction sa = {.sa_handler = on_teardown_alarm};
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGALRM, &sa, NULL);
+        alarm(TEARDOWN_S);
+    }
 done:
     if (w->abandoned) {
         /* a handler still runs on the task thread; its sockets keep the
@@ -879,6 +917,7 @@ done:
             bf_flag_raise(&w->run->cancel);
         pair_msg_t quit = {.kind = PAIR_QUIT};
         /* a run in progress ends (cancelled) before the thread reads QUIT */
+        teardown_at("the task thread's join");
         zmq_send(w->pair, &quit, sizeof quit, 0);
         pthread_join(w->thread, NULL);
     }
@@ -889,14 +928,18 @@ done:
         proto_msg_clear(&w->unacked[i]);
     free(w->unacked);
     json_decref(w->caps);
+    teardown_at("NVML's shutdown");
     worker_nvml_destroy(&w->nvml);
+    teardown_at("the link's close");
     proto_link_destroy(&w->link);
     if (w->pair)
         zmq_close(w->pair);
     if (w->pair_task)
         zmq_close(w->pair_task);
+    teardown_at("zmq_ctx_term");
     if (w->zctx)
         zmq_ctx_term(w->zctx);
     free(w);
+    teardown_at("the process's exit"); /* atexit handlers: CUDA's, NVML's */
     return rc;
 }

@@ -36,6 +36,25 @@ def free_port():
         return s.getsockname()[1]
 
 
+def dump_stacks(pgid):
+    """Prints the threads' stacks of every process in group pgid (gdb), so a
+    process that will not stop says where it is before it is killed."""
+    pids = subprocess.run(["pgrep", "-g", str(pgid)], capture_output=True, text=True).stdout.split()
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        print(f"--- pid {pid}: {cmd}")
+        if not shutil.which("gdb"):
+            print("(no gdb here: no stacks)")
+            continue
+        r = subprocess.run(["gdb", "-p", pid, "-batch", "-ex", "thread apply all bt"],
+                           capture_output=True, text=True, timeout=60)
+        print("\n".join(line for line in r.stdout.splitlines() if line.startswith(("#", "Thread"))))
+
+
 class Fleet:
     """A fleet on this host: one broker, one collector, any number of workers."""
 
@@ -99,6 +118,8 @@ class Fleet:
             try:
                 p.wait(timeout=max(0.1, deadline - time.time()))
             except subprocess.TimeoutExpired:
+                print(f"{p.what} (pid {p.pid}) did not exit within 15 s of SIGTERM:")
+                dump_stacks(p.pid)
                 os.killpg(p.pid, signal.SIGKILL)
                 p.wait()
 

@@ -375,6 +375,27 @@ def test_comm(fleet: Fleet):
     assert ps.stdout.startswith("beamfleet") and "beamfleet worker" in ps.stdout, ps.stdout
 
 
+def test_stuck_teardown(fleet: Fleet):
+    """A worker whose teardown blocks after GOODBYE (injected: the step named
+    by BEAMFLEET_FAULT_TEARDOWN never returns) still exits, within its
+    5 s bound, with status 0 and a line naming the step; the supervisor
+    sees the exit and leaves in turn."""
+    fleet.broker()
+    p = fleet._start("worker", ["worker", "--broker", fleet.endpoint, "--gpus", "none",
+                                "--allow-exec", "/bin/true"] + fleet.hb,
+                     env={"BEAMFLEET_FAULT_TEARDOWN": "zmq_ctx_term"})
+    fleet.wait(lambda: fleet.status()["workers"], 15, "the worker")
+    t0 = time.time()
+    os.killpg(p.pid, signal.SIGTERM)
+    rc = p.wait(timeout=30)
+    took = time.time() - t0
+    log = fleet.log_of("worker")
+    assert rc == 0, f"exit {rc}:\n{log[-2000:]}"
+    assert "teardown stuck in zmq_ctx_term; exiting" in log, log[-2000:]
+    assert "every worker has exited" in log, log[-2000:]
+    assert took < 10, f"the worker took {took:.1f} s to leave"
+
+
 TESTS = {
     "tree_dies": test_tree_dies,
     "lost_requeue": test_lost_requeue,
@@ -386,6 +407,7 @@ TESTS = {
     "supervisor_refused": test_supervisor_refused,
     "unusable_gpu": test_unusable_gpu,
     "comm": test_comm,
+    "stuck_teardown": test_stuck_teardown,
 }
 
 if __name__ == "__main__":
