@@ -169,8 +169,10 @@ def test_blocked_output(fleet: Fleet):
     check_reports(a_out, a_names)
     fleet.wait(lambda: not os.path.exists(os.path.join(spool, f"{a_id}.jsonl")), 10,
                "A's spool file to go")
+    # the spool file goes just before the collector says so
+    fleet.wait(lambda: "held results are written" in collector_log(fleet), 10,
+               "the collector to say A's held results are written")
     assert collector.poll() is None, "the collector died"
-    assert "held results are written" in collector_log(fleet)
 
 
 def test_output_root(fleet: Fleet):
