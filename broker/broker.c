@@ -983,15 +983,44 @@ static void on_status(broker_t *b, const uint8_t *id, size_t id_len, proto_msg_t
         json_decref(doc);
 }
 
-static bf_err_t on_ack(broker_t *b, peer_t *p, proto_msg_t *m)
+/* Outbox row seq is durable at the collector (p, or NULL for a connection
+   declared dead meanwhile): it leaves the window and the outbox. */
+static bf_err_t ack_seq(broker_t *b, peer_t *p, uint64_t seq)
 {
     for (size_t i = 0; p && i < p->ninflight; i++)
-        if (p->inflight[i] == m->seq) {
+        if (p->inflight[i] == seq) {
             p->inflight[i] = p->inflight[--p->ninflight];
             break;
         }
     bf_err_t rc = tx(b);
-    return rc == BF_OK ? broker_store_outbox_ack(b->store, m->seq) : rc;
+    return rc == BF_OK ? broker_store_outbox_ack(b->store, seq) : rc;
+}
+
+/* ACKS: obj = {"seq": [seq, ...]}, what one write of the collector made
+   durable. A malformed one is dropped whole (nothing of it is applied). */
+static bf_err_t on_acks(broker_t *b, peer_t *p, proto_msg_t *m)
+{
+    const json_t *seqs = json_object_get(m->obj, "seq");
+    size_t n = json_array_size(seqs), i;
+    const json_t *v;
+    bool ok = json_is_array(seqs) && n <= PROTO_MAX_ACKS;
+    json_array_foreach(seqs, i, v)
+    {
+        ok = ok && json_is_integer(v) && json_integer_value(v) > 0;
+    }
+    if (!ok) {
+        if (++b->bad_messages <= 10 || b->bad_messages % 1000 == 0)
+            bf_warn("dropping an ACKS without a list of at most %u seqs (%llu bad messages so far)",
+                    PROTO_MAX_ACKS, (unsigned long long)b->bad_messages);
+        return BF_OK;
+    }
+    bf_err_t rc = BF_OK;
+    json_array_foreach(seqs, i, v)
+    {
+        if ((rc = ack_seq(b, p, (uint64_t)json_integer_value(v))) != BF_OK)
+            break;
+    }
+    return rc;
 }
 
 /* Worker p is gone (silent for I*L, or reported dead by its supervisor):
@@ -1129,6 +1158,7 @@ static bool role_allows(bf_role_t role, proto_type_t type)
         break;
     case PROTO_COLLECT:
     case PROTO_ACK:
+    case PROTO_ACKS:
         who = C;
         break;
     case PROTO_GOODBYE:
@@ -1188,7 +1218,11 @@ static bf_err_t handle(broker_t *b, const uint8_t *id, size_t id_len, const prot
            longer than I*L writing a huge final report must not be sent that
            job again, and again. */
         if (!p && (!m->task_id || !*m->task_id))
-            return on_ack(b, NULL, m);
+            return ack_seq(b, NULL, m->seq);
+        break;
+    case PROTO_ACKS: /* the same */
+        if (!p)
+            return on_acks(b, NULL, m);
         break;
     default:
         break;
@@ -1210,7 +1244,11 @@ static bf_err_t handle(broker_t *b, const uint8_t *id, size_t id_len, const prot
         return BF_OK;
     case PROTO_ACK:
         if (p->kind == PEER_COLLECTOR)
-            return on_ack(b, p, m);
+            return ack_seq(b, p, m->seq);
+        return BF_OK;
+    case PROTO_ACKS:
+        if (p->kind == PEER_COLLECTOR)
+            return on_acks(b, p, m);
         return BF_OK;
     case PROTO_GOODBYE:
         return on_goodbye(b, p);

@@ -60,10 +60,25 @@ const bf_security_t *cli_security(void);
 /* Forgets that identity: this process's sockets are plaintext from now on. */
 void cli_security_drop(void);
 
-/* One request, one reply, over a fresh DEALER (Lazy Pirate without resend:
-   a request is sent once, so SUBMIT never creates a job twice). Waits at most
-   timeout_ms. BF_ETIMEDOUT when the broker does not answer; an ERROR reply
-   is returned as BF_EPROTO with its reason in err. */
+/* A client's line to the broker: one ZeroMQ context and one DEALER, kept
+   for every request of a command (a follower asks for status hundreds of
+   times a job: a fresh context, I/O thread and handshake for each cost
+   more than the answer). After a failed request the DEALER is closed and
+   the next request opens a fresh one, so a late reply to a request given
+   up on is never taken for the answer to the next. */
+typedef struct cli_session cli_session_t;
+
+cli_session_t *cli_session_new(const char *endpoint);
+void cli_session_destroy(cli_session_t **self_p);
+
+/* One request, one reply (Lazy Pirate without resend: a request is sent
+   once, so SUBMIT never creates a job twice). Waits at most timeout_ms.
+   BF_ETIMEDOUT when the broker does not answer; an ERROR reply is returned
+   as its code (BF_EPROTO if none) with its reason in err. */
+bf_err_t cli_session_request(cli_session_t *self, const proto_msg_t *request, proto_msg_t *reply,
+                             int timeout_ms, char *err) BF_MUST_CHECK;
+
+/* The same over a session of its own, for a command's one request. */
 bf_err_t cli_request(const char *endpoint, const proto_msg_t *request, proto_msg_t *reply,
                      int timeout_ms, char *err) BF_MUST_CHECK;
 

@@ -26,43 +26,77 @@ void cli_explain_endpoint(const char *endpoint, char *why, size_t why_len)
         bf_strlcpy(why, seen, why_len);
 }
 
-bf_err_t cli_request(const char *endpoint, const proto_msg_t *request, proto_msg_t *reply,
-                     int timeout_ms, char *err)
+struct cli_session {
+    char *endpoint;
+    void *ctx;
+    void *sock;    /* NULL until a request needs it, and after a failure */
+    void *monitor; /* its handshake events */
+};
+
+cli_session_t *cli_session_new(const char *endpoint)
 {
-    proto_msg_init(reply, PROTO_NONE);
-    void *ctx = zmq_ctx_new();
-    if (!ctx)
-        return bf_fail(err, BF_ENOMEM, "cannot create a ZeroMQ context");
-    void *sock = zmq_socket(ctx, ZMQ_DEALER), *monitor = NULL;
-    bf_err_t rc = BF_OK;
+    cli_session_t *self = calloc(1, sizeof *self);
+    if (!self)
+        return NULL;
+    self->endpoint = bf_strdup(endpoint);
+    self->ctx = zmq_ctx_new();
+    if (!self->endpoint || !self->ctx)
+        cli_session_destroy(&self);
+    return self;
+}
+
+static void session_close(cli_session_t *self)
+{
+    bf_handshake_monitor_close(self->sock, &self->monitor);
+    if (self->sock)
+        zmq_close(self->sock);
+    self->sock = NULL;
+}
+
+void cli_session_destroy(cli_session_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    cli_session_t *self = *self_p;
+    session_close(self);
+    if (self->ctx)
+        zmq_ctx_term(self->ctx);
+    free(self->endpoint);
+    free(self);
+    *self_p = NULL;
+}
+
+static bf_err_t session_open(cli_session_t *self, char *err)
+{
+    if (self->sock)
+        return BF_OK;
+    self->sock = zmq_socket(self->ctx, ZMQ_DEALER);
+    if (!self->sock)
+        return bf_fail(err, BF_EIO, "zmq_socket: %s", zmq_strerror(zmq_errno()));
     int linger = 0;
-    if (!sock) {
-        rc = bf_fail(err, BF_EIO, "zmq_socket: %s", zmq_strerror(zmq_errno()));
-        goto cleanup;
+    zmq_setsockopt(self->sock, ZMQ_LINGER, &linger, sizeof linger);
+    bf_err_t rc;
+    if (cli_security() && (rc = bf_security_client(cli_security(), self->sock, err)) != BF_OK) {
+        session_close(self);
+        return rc;
     }
-    zmq_setsockopt(sock, ZMQ_LINGER, &linger, sizeof linger);
-    if (cli_security() && (rc = bf_security_client(cli_security(), sock, err)) != BF_OK)
-        goto cleanup;
     /* A refused key or a CURVE/plaintext mismatch fails at once, with why. */
-    monitor = bf_handshake_monitor(ctx, sock, err);
-    if (!monitor) {
-        rc = BF_EIO;
-        goto cleanup;
+    if (!(self->monitor = bf_handshake_monitor(self->ctx, self->sock, err))) {
+        session_close(self);
+        return BF_EIO;
     }
-    if (zmq_connect(sock, endpoint) != 0) {
-        rc = bf_fail(err, BF_EINVAL, "--broker %s: %s", endpoint, zmq_strerror(zmq_errno()));
-        goto cleanup;
+    if (zmq_connect(self->sock, self->endpoint) != 0) {
+        rc = bf_fail(err, BF_EINVAL, "--broker %s: %s", self->endpoint, zmq_strerror(zmq_errno()));
+        session_close(self);
+        return rc;
     }
-    rc = proto_send(sock, NULL, 0, request, 0);
-    if (rc == BF_EPROTO) { /* refused by the encoder: nothing was sent */
-        bf_fail(err, rc, "the %s request does not fit in one message (limit %u MiB)",
-                proto_type_name(request->type), PROTO_MAX_FRAME >> 20);
-        goto cleanup;
-    }
-    if (rc != BF_OK) {
-        bf_fail(err, rc, "cannot send to %s: %s", endpoint, zmq_strerror(zmq_errno()));
-        goto cleanup;
-    }
+    return BF_OK;
+}
+
+/* Waits for the reply to the request just sent on self->sock. */
+static bf_err_t session_reply(cli_session_t *self, proto_msg_t *reply, int timeout_ms, char *err)
+{
+    const char *endpoint = self->endpoint;
     int64_t deadline = bf_mono_ms() + timeout_ms;
     for (;;) {
         int64_t left = deadline - bf_mono_ms();
@@ -73,45 +107,71 @@ bf_err_t cli_request(const char *endpoint, const proto_msg_t *request, proto_msg
                      "broker (is one running, and is this its port?)",
                      endpoint, timeout_ms / 1000);
             cli_explain_endpoint(endpoint, why, sizeof why);
-            rc = bf_fail(err, BF_ETIMEDOUT, "%s", why);
-            goto cleanup;
+            return bf_fail(err, BF_ETIMEDOUT, "%s", why);
         }
-        zmq_pollitem_t items[2] = {{sock, 0, ZMQ_POLLIN, 0}, {monitor, 0, ZMQ_POLLIN, 0}};
+        zmq_pollitem_t items[2] = {{self->sock, 0, ZMQ_POLLIN, 0},
+                                   {self->monitor, 0, ZMQ_POLLIN, 0}};
         if (zmq_poll(items, 2, (long)left) < 0)
             continue;
         char why[BF_ERRLEN];
-        if ((items[1].revents & ZMQ_POLLIN) && bf_handshake_failed(monitor, why, sizeof why)) {
+        if ((items[1].revents & ZMQ_POLLIN) &&
+            bf_handshake_failed(self->monitor, why, sizeof why)) {
             cli_explain_endpoint(endpoint, why, sizeof why);
-            rc = bf_fail(err, BF_EPERM, "%s: %s", endpoint, why);
-            goto cleanup;
+            return bf_fail(err, BF_EPERM, "%s: %s", endpoint, why);
         }
         if (!(items[0].revents & ZMQ_POLLIN))
             continue;
-        rc = proto_recv(sock, NULL, NULL, reply, 0, why);
+        bf_err_t rc = proto_recv(self->sock, NULL, NULL, reply, 0, why);
         if (rc == BF_EPROTO) {
             bf_warn("dropping a malformed reply: %s", why);
             continue;
         }
-        if (rc != BF_OK) {
-            bf_fail(err, rc, "receive from %s failed", endpoint);
-            goto cleanup;
-        }
+        if (rc != BF_OK)
+            return bf_fail(err, rc, "receive from %s failed", endpoint);
         if (reply->type == PROTO_HEARTBEAT) {
             proto_msg_clear(reply);
             continue;
         }
-        if (reply->type == PROTO_ERROR) {
-            rc = bf_fail(err, reply->code ? (bf_err_t)reply->code : BF_EPROTO, "broker: %s",
-                         reply->reason ? reply->reason : "error");
-            proto_msg_clear(reply);
-        }
-        break;
+        return BF_OK;
     }
-cleanup:
-    bf_handshake_monitor_close(sock, &monitor);
-    if (sock)
-        zmq_close(sock);
-    zmq_ctx_term(ctx);
+}
+
+bf_err_t cli_session_request(cli_session_t *self, const proto_msg_t *request, proto_msg_t *reply,
+                             int timeout_ms, char *err)
+{
+    proto_msg_init(reply, PROTO_NONE);
+    bf_err_t rc = session_open(self, err);
+    if (rc != BF_OK)
+        return rc;
+    rc = proto_send(self->sock, NULL, 0, request, 0);
+    if (rc == BF_EPROTO) /* refused by the encoder: nothing was sent */
+        return bf_fail(err, rc, "the %s request does not fit in one message (limit %u MiB)",
+                       proto_type_name(request->type), PROTO_MAX_FRAME >> 20);
+    if (rc == BF_OK)
+        rc = session_reply(self, reply, timeout_ms, err);
+    else
+        bf_fail(err, rc, "cannot send to %s: %s", self->endpoint, zmq_strerror(zmq_errno()));
+    if (rc != BF_OK) {
+        session_close(self); /* a late reply must not answer the next request */
+        return rc;
+    }
+    if (reply->type == PROTO_ERROR) {
+        rc = bf_fail(err, reply->code ? (bf_err_t)reply->code : BF_EPROTO, "broker: %s",
+                     reply->reason ? reply->reason : "error");
+        proto_msg_clear(reply);
+    }
+    return rc;
+}
+
+bf_err_t cli_request(const char *endpoint, const proto_msg_t *request, proto_msg_t *reply,
+                     int timeout_ms, char *err)
+{
+    proto_msg_init(reply, PROTO_NONE);
+    cli_session_t *s = cli_session_new(endpoint);
+    if (!s)
+        return bf_fail(err, BF_ENOMEM, "cannot create a ZeroMQ context");
+    bf_err_t rc = cli_session_request(s, request, reply, timeout_ms, err);
+    cli_session_destroy(&s);
     return rc;
 }
 
@@ -156,7 +216,7 @@ bf_err_t cli_submit_job(const char *endpoint, const bf_job_t *job, char job_id[6
 
 /* ---- status ------------------------------------------------------------- */
 
-static bf_err_t fetch_status(const char *endpoint, const char *job_id, uint64_t cursor,
+static bf_err_t fetch_status(cli_session_t *session, const char *job_id, uint64_t cursor,
                              json_t **doc, char *err)
 {
     proto_msg_t req, rep;
@@ -164,7 +224,7 @@ static bf_err_t fetch_status(const char *endpoint, const char *job_id, uint64_t 
     if (proto_msg_set(&req.job_id, job_id ? job_id : "") != BF_OK)
         return BF_ENOMEM;
     req.seq = cursor;
-    bf_err_t rc = cli_request(endpoint, &req, &rep, REQUEST_TIMEOUT_MS, err);
+    bf_err_t rc = cli_session_request(session, &req, &rep, REQUEST_TIMEOUT_MS, err);
     proto_msg_clear(&req);
     if (rc != BF_OK)
         return rc;
@@ -336,7 +396,11 @@ int cli_status(int argc, char **argv)
     }
     char err[BF_ERRLEN];
     json_t *doc = NULL;
-    if (fetch_status(fleet.broker_endpoint, "", 0, &doc, err) != BF_OK) {
+    cli_session_t *session = cli_session_new(fleet.broker_endpoint);
+    bf_err_t e = session ? fetch_status(session, "", 0, &doc, err)
+                         : bf_fail(err, BF_ENOMEM, "cannot create a ZeroMQ context");
+    cli_session_destroy(&session);
+    if (e != BF_OK) {
         fprintf(stderr, "beamfleet status: %s\n", err);
         bf_fleet_clear(&fleet);
         return CLI_EXIT_FAILURE;
@@ -556,11 +620,16 @@ static void print_summary(follow_t *f, const char *output)
     fflush(stdout);
 }
 
-/* Waits up to ms for a message on wake (the collector's stream: a result
-   or a job was written), taking every one queued; without wake, sleeps.
-   The broker's status is asked again as soon as something was written,
-   so a result shows when it is durable, not at the next tick. */
-static void wait_for_news(void *wake, int ms)
+/* Waits for news: at most ms, or until the collector's stream (wake) says
+   something was written, taking every message queued; without wake, sleeps.
+   The broker's status is asked again soon after something was written, so
+   a result shows when it is durable, not at the next tick; but not sooner
+   than FOLLOW_GAP_MS after the last request (since), so that a job writing
+   thousands of results a second costs the broker tens of status requests a
+   second, not one per batch the collector writes. */
+#define FOLLOW_GAP_MS 20
+
+static void wait_for_news(void *wake, int ms, int64_t since)
 {
     if (!wake) {
         usleep((useconds_t)ms * 1000);
@@ -569,6 +638,9 @@ static void wait_for_news(void *wake, int ms)
     zmq_pollitem_t item = {wake, 0, ZMQ_POLLIN, 0};
     if (zmq_poll(&item, 1, ms) <= 0)
         return;
+    int64_t gap = since + FOLLOW_GAP_MS - bf_mono_ms();
+    if (gap > 0)
+        usleep((useconds_t)gap * 1000);
     zmq_msg_t msg;
     zmq_msg_init(&msg);
     while (zmq_msg_recv(&msg, wake, ZMQ_DONTWAIT) >= 0)
@@ -584,6 +656,11 @@ int cli_follow(const char *endpoint, void *wake, const char *job_id, unsigned to
     int64_t last_answer = bf_mono_ms();
     bool job_over = false;
     int rc = CLI_EXIT_OK;
+    cli_session_t *session = cli_session_new(endpoint);
+    if (!session) {
+        fprintf(stderr, "beamfleet: cannot create a ZeroMQ context\n");
+        return CLI_EXIT_FAILURE;
+    }
     printf("================================================================================\n"
            "PARALLEL SCENE OPTIMIZATION\n"
            "================================================================================\n"
@@ -594,7 +671,8 @@ int cli_follow(const char *endpoint, void *wake, const char *job_id, unsigned to
     while (!cli_interrupted) {
         char err[BF_ERRLEN];
         json_t *doc = NULL;
-        if (fetch_status(endpoint, job_id, cursor, &doc, err) != BF_OK) {
+        int64_t asked = bf_mono_ms();
+        if (fetch_status(session, job_id, cursor, &doc, err) != BF_OK) {
             if (bf_mono_ms() - last_answer > give_up_ms) {
                 fprintf(stderr, "beamfleet: giving up: %s\n", err);
                 rc = CLI_EXIT_FAILURE;
@@ -638,8 +716,9 @@ int cli_follow(const char *endpoint, void *wake, const char *job_id, unsigned to
         if (job_over && written && !more_events)
             break;
         if (!more_events)
-            wait_for_news(wake, job_over ? 10 : 250);
+            wait_for_news(wake, job_over ? 10 : 250, asked);
     }
+    cli_session_destroy(&session);
     clear_live(&f);
     if (cli_interrupted)
         rc = CLI_EXIT_FAILURE;

@@ -68,6 +68,8 @@ struct collector {
     size_t njobs;
     pending_t *pending; /* received, not yet written and acknowledged */
     size_t npending, cappending;
+    uint64_t *acks; /* written (durable), to acknowledge at the end of the turn */
+    size_t nacks, capacks;
     bool resend;  /* something was dropped: register again once drained */
     bool trouble; /* the last write failed */
     char trouble_text[BF_ERRLEN];
@@ -89,6 +91,50 @@ static void send_simple(collector_t *c, proto_type_t type, uint64_t seq)
         bf_warn("%s %llu not sent: %s", proto_type_name(type), (unsigned long long)seq,
                 zmq_strerror(zmq_errno()));
     proto_msg_clear(&m);
+}
+
+/* Outbox row seq is durable here: acknowledged at the end of this turn,
+   together with the rest of the turn's writes (flush_acks). */
+static void ack_later(collector_t *c, uint64_t seq)
+{
+    if (!bf_grow(&c->acks, &c->capacks, c->nacks + 1, sizeof *c->acks, 64)) {
+        send_simple(c, PROTO_ACK, seq); /* no room to wait: at once */
+        return;
+    }
+    c->acks[c->nacks++] = seq;
+}
+
+/* One ACKS for what this turn wrote (an ACK for a single row), at most
+   PROTO_MAX_ACKS seqs a message: a collector writing thousands of results
+   a second sends the broker tens of acknowledgements a second, not one
+   per row. A row whose acknowledgement is lost comes again and is
+   de-duplicated by task id. */
+static void flush_acks(collector_t *c)
+{
+    for (size_t i = 0; i < c->nacks;) {
+        size_t n = c->nacks - i < PROTO_MAX_ACKS ? c->nacks - i : PROTO_MAX_ACKS;
+        if (n == 1) {
+            send_simple(c, PROTO_ACK, c->acks[i]);
+            i++;
+            continue;
+        }
+        json_t *seqs = json_array();
+        for (size_t k = 0; seqs && k < n; k++)
+            if (json_array_append_new(seqs, json_integer((json_int_t)c->acks[i + k])) != 0) {
+                json_decref(seqs);
+                seqs = NULL;
+            }
+        proto_msg_t m;
+        proto_msg_init(&m, PROTO_ACKS);
+        m.obj = seqs ? json_pack("{s:o}", "seq", seqs) : NULL;
+        bf_err_t rc = m.obj ? proto_link_send(c->link, &m) : BF_ENOMEM;
+        if (rc != BF_OK)
+            bf_warn("ACKS of %zu rows not sent (%s): they come again", n,
+                    rc == BF_ENOMEM ? "out of memory" : zmq_strerror(zmq_errno()));
+        proto_msg_clear(&m);
+        i += n;
+    }
+    c->nacks = 0;
 }
 
 static void drop_pending(collector_t *c)
@@ -303,6 +349,7 @@ void collector_destroy(collector_t **self_p)
     if (c->pending)
         drop_pending(c);
     free(c->pending);
+    free(c->acks);
     proto_link_destroy(&c->link);
     if (c->pub)
         zmq_close(c->pub);
@@ -557,7 +604,7 @@ static bf_err_t write_deliveries(collector_t *c, size_t first, collector_report_
             pending_t *p = &c->pending[k];
             if (p->done || strcmp(p->m.job_id, job_id) != 0)
                 continue;
-            send_simple(c, PROTO_ACK, p->m.seq);
+            ack_later(c, p->m.seq);
             p->done = true;
         }
         size_t i;
@@ -650,7 +697,7 @@ static bf_err_t spool_job(collector_t *c, size_t first, char *err)
         pending_t *p = &c->pending[k];
         if (p->done || strcmp(p->m.job_id, job_id) != 0)
             continue;
-        send_simple(c, PROTO_ACK, p->m.seq);
+        ack_later(c, p->m.seq);
         p->done = true;
     }
     return BF_OK;
@@ -883,7 +930,7 @@ static void write_pending(collector_t *c)
         if (r && p->m.type == PROTO_JOB_DONE) {
             rc = finish_job(c, p->m.job_id, r, job, err);
             if (rc == BF_OK) {
-                send_simple(c, PROTO_ACK, p->m.seq);
+                ack_later(c, p->m.seq);
                 p->done = true;
             }
         } else if (r) {
@@ -954,7 +1001,7 @@ static void on_message(collector_t *c, proto_msg_t *m)
             /* acked so it cannot block the outbox; it could not be written */
             bf_warn("dropping a malformed %s (seq %llu)", proto_type_name(m->type),
                     (unsigned long long)m->seq);
-            send_simple(c, PROTO_ACK, m->seq);
+            ack_later(c, m->seq);
             return;
         }
         if (c->npending == c->cappending) {
@@ -1032,6 +1079,7 @@ bf_err_t collector_run(collector_t *c)
             flush_reports(c);
         if (json_object_size(c->held))
             drain_spool(c, now);
+        flush_acks(c);
         /* heartbeats, and a fresh connection after backoff + jitter when
            the broker is silent: register on it again */
         proto_link_event_t ev = proto_link_tick(c->link, now);
@@ -1043,6 +1091,7 @@ bf_err_t collector_run(collector_t *c)
     /* Write what we hold; what is not acked in time comes again next run. */
     if (c->npending && !c->trouble)
         write_pending(c);
+    flush_acks(c);
     disconnect(c);
     return BF_OK;
 }

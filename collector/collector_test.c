@@ -183,15 +183,33 @@ static bool expect_acks(fake_t *b, const uint64_t *want, const char *job_id, con
         proto_msg_t m;
         if (left <= 0 || fake_recv(b, &m, left, true) != BF_OK)
             break;
+        /* one ACK, or an ACKS listing what one write made durable */
+        uint64_t acked[64];
+        size_t nacked = 0;
         if (m.type == PROTO_ACK && m.seq < 64) {
+            acked[nacked++] = m.seq;
+        } else if (m.type == PROTO_ACKS) {
+            size_t i;
+            const json_t *v;
+            json_array_foreach(json_object_get(m.obj, "seq"), i, v)
+            {
+                json_int_t seq = json_integer_value(v);
+                CHECK(json_is_integer(v) && seq > 0 && seq < 64 && nacked < 64);
+                if (json_is_integer(v) && seq > 0 && seq < 64 && nacked < 64)
+                    acked[nacked++] = (uint64_t)seq;
+            }
+        }
+        for (size_t k = 0; k < nacked; k++) {
+            uint64_t seq = acked[k];
             for (size_t i = 0; i < n; i++)
-                if (want[i] == m.seq && !seen[m.seq]) {
-                    seen[m.seq] = true;
+                if (want[i] == seq && !seen[seq]) {
+                    seen[seq] = true;
                     got++;
-                    if (task_of_seq && task_of_seq[m.seq] > 0)
-                        CHECK(log_has(dir, job_id, task_of_seq[m.seq]));
+                    if (task_of_seq && task_of_seq[seq] > 0)
+                        CHECK(log_has(dir, job_id, task_of_seq[seq]));
                 }
-        } else {
+        }
+        if ((m.type != PROTO_ACK || m.seq >= 64) && m.type != PROTO_ACKS) {
             fprintf(stderr, "unexpected %s (seq %llu)\n", proto_type_name(m.type),
                     (unsigned long long)m.seq);
             failures++;

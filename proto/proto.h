@@ -33,6 +33,7 @@
 #define PROTO_MAX_FRAME (32u << 20) /* one message, bytes (an exec result may be 16 MiB) */
 #define PROTO_MAX_STR   4096        /* one string field, bytes */
 #define PROTO_MAX_DEPTH 32          /* nesting of obj */
+#define PROTO_MAX_ACKS  4096        /* seqs in one ACKS */
 
 /* Fields, in wire order: X(name, kind). Kinds: STR (UTF-8 string, NULL when
    absent), UINT (uint64_t), REAL (double), OBJ (json_t *, a map). */
@@ -106,7 +107,10 @@ enum {
     X(STATS, 19, "stats", "worker>broker", PF(obj))                                                \
     /* supervisor -> broker: its worker `worker` died on this host; reason                         \
        says how (the broker requeues its tasks at once, as on heartbeat loss) */                   \
-    X(LOST, 20, "lost", "worker>broker", PF(worker) | PF(reason))
+    X(LOST, 20, "lost", "worker>broker", PF(worker) | PF(reason))                                  \
+    /* collector -> broker: the outbox rows obj.seq (an array of seqs, at                          \
+       most PROTO_MAX_ACKS) are durable: one message for what one write made so */                 \
+    X(ACKS, 21, "acks", "collector>broker", PF(obj))
 
 typedef enum {
     PROTO_NONE = 0,

@@ -43,7 +43,7 @@ MESSAGES = {  # code: (name, fields in wire order)
     14: ("deliver", ["job_id", "task_id", "seq", "obj"]),
     15: ("job-done", ["job_id", "seq", "obj"]), 16: ("ack", ["task_id", "seq"]),
     17: ("error", ["reason", "code"]), 18: ("abort", ["task_id", "reason"]),
-    19: ("stats", ["obj"]), 20: ("lost", ["worker", "reason"]),
+    19: ("stats", ["obj"]), 20: ("lost", ["worker", "reason"]), 21: ("acks", ["obj"]),
 }
 CODE = {name: code for code, (name, _) in MESSAGES.items()}
 DEFAULT = {"credit": 0, "attempt": 0, "seq": 0, "total": 0, "code": 0, "timeout_ms": 0,
