@@ -8,7 +8,8 @@ NVCC       ?= $(firstword $(shell command -v nvcc 2>/dev/null) $(wildcard /usr/l
 
 DEB_PACKAGES = build-essential cmake pkg-config python3 python3-pip \
                libzmq3-dev libmsgpack-dev libyaml-dev libsqlite3-dev libjansson-dev \
-               libexpat1-dev libpng-dev libmicrohttpd-dev libembree-dev
+               libexpat1-dev libpng-dev libmicrohttpd-dev libembree-dev \
+               libxxhash-dev
 PY_PACKAGES  = pyzmq msgpack
 # What only the tests use: a browser for report.html, promtool, network
 # namespaces, groff for the man page, clang for the fuzzers, Slurm, munge,

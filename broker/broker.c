@@ -817,17 +817,128 @@ static bf_err_t on_result(broker_t *b, const uint8_t *id, size_t id_len, peer_t 
     return rc;
 }
 
+/* SUBMIT's "keys": NULL, or an array of n task content keys. */
+static bool keys_ok(const json_t *keys, size_t n, char *err)
+{
+    if (!keys)
+        return true;
+    if (!json_is_array(keys) || json_array_size(keys) != n) {
+        bf_fail(err, BF_EINVAL, "submit: field 'keys': not an array of %zu keys (one per scene)",
+                n);
+        return false;
+    }
+    size_t i;
+    const json_t *k;
+    json_array_foreach(keys, i, k)
+    {
+        if (!bf_task_key_valid(json_string_value(k))) {
+            bf_fail(err, BF_EINVAL, "submit: field 'keys[%zu]': not %d hex digits", i, BF_KEY_LEN);
+            return false;
+        }
+    }
+    return true;
+}
+
+/* SUBMIT's "reuse": NULL, or an array of {index, result} for tasks of the
+   new job that an earlier result stands for (finished: success or failed,
+   of the same scene and the same key). */
+static bool reuse_ok(const json_t *reuse, const bf_job_t *job, const json_t *keys, char *err)
+{
+    if (!reuse)
+        return true;
+    if (!json_is_array(reuse) || !keys) {
+        bf_fail(err, BF_EINVAL, "submit: field 'reuse': %s",
+                keys ? "not an array" : "given without 'keys'");
+        return false;
+    }
+    bool *seen = calloc(job->scene_count, sizeof *seen);
+    if (!seen) {
+        bf_fail(err, BF_ENOMEM, "submit: out of memory");
+        return false;
+    }
+    bool ok = true;
+    size_t i;
+    const json_t *r;
+    json_array_foreach(reuse, i, r)
+    {
+        json_t *idx = json_object_get(r, "index"), *res = json_object_get(r, "result");
+        json_int_t k = json_integer_value(idx);
+        const char *status = json_string_value(json_object_get(res, "status"));
+        const char *scene = json_string_value(json_object_get(res, "scene"));
+        const char *key = json_string_value(json_object_get(res, "key"));
+        const char *why = NULL;
+        if (!json_is_integer(idx) || k < 0 || (size_t)k >= job->scene_count)
+            why = "index: not a task of the job";
+        else if (seen[k])
+            why = "index: given twice";
+        else if (!json_is_object(res) || !status ||
+                 (strcmp(status, "success") != 0 && strcmp(status, "failed") != 0))
+            why = "result: not a finished result (status success or failed)";
+        else if (!scene || strcmp(scene, job->scenes[k]) != 0)
+            why = "result: of another scene";
+        else if (!key || strcmp(key, json_string_value(json_array_get(keys, (size_t)k))) != 0)
+            why = "result: computed from something else (its key differs)";
+        if (why) {
+            bf_fail(err, BF_EINVAL, "submit: field 'reuse[%zu]': %s", i, why);
+            ok = false;
+            break;
+        }
+        seen[k] = true;
+    }
+    free(seen);
+    return ok;
+}
+
+/* Makes the tasks that reuse lists final at once with their earlier
+   results, marked "reused" with the job they came from ("origin_job"). */
+static bf_err_t apply_reuse(broker_t *b, const json_t *reuse, uint32_t first)
+{
+    size_t i;
+    const json_t *r;
+    json_array_foreach(reuse, i, r)
+    {
+        json_t *res = json_deep_copy(json_object_get(r, "result"));
+        const char *origin = json_string_value(json_object_get(res, "origin_job"));
+        if (!origin) /* a result of a result keeps the job that computed it */
+            origin = json_string_value(json_object_get(res, "job_id"));
+        if (!res || json_object_set_new(res, "origin_job", json_string(origin ? origin : "")) ||
+            json_object_set_new(res, "reused", json_true())) {
+            json_decref(res);
+            return BF_ENOMEM;
+        }
+        json_object_del(res, "failures"); /* the earlier job's attempts */
+        uint32_t t = first + (uint32_t)json_integer_value(json_object_get(r, "index"));
+        bf_err_t rc = broker_store_task_done(b->store, t, res);
+        json_decref(res);
+        if (rc != BF_OK)
+            return rc;
+    }
+    return BF_OK;
+}
+
 static bf_err_t on_submit(broker_t *b, const uint8_t *id, size_t id_len, proto_msg_t *m)
 {
     bf_job_t job;
     char err[BF_ERRLEN] = "";
+    /* keys and reuse travel beside the job document, not in it: they are
+       not part of what a worker is sent */
+    json_t *keys = json_incref(json_object_get(m->obj, "keys"));
+    json_t *reuse = json_incref(json_object_get(m->obj, "reuse"));
+    json_object_del(m->obj, "keys");
+    json_object_del(m->obj, "reuse");
     if (!m->obj || bf_job_from_json(m->obj, &job, err) != BF_OK) {
         reply_error(b, id, id_len, BF_EINVAL, err[0] ? err : "submit: bad job document");
+        json_decref(keys);
+        json_decref(reuse);
         return BF_OK;
     }
-    if (job.scene_count == 0) {
+    if (job.scene_count == 0 || !keys_ok(keys, job.scene_count, err) ||
+        !reuse_ok(reuse, &job, keys, err)) {
+        reply_error(b, id, id_len, BF_EINVAL,
+                    job.scene_count ? err : "submit: the job has no scenes");
         bf_job_clear(&job);
-        reply_error(b, id, id_len, BF_EINVAL, "submit: the job has no scenes");
+        json_decref(keys);
+        json_decref(reuse);
         return BF_OK;
     }
     /* Two running jobs writing one output directory would overwrite each
@@ -847,17 +958,26 @@ static bf_err_t on_submit(broker_t *b, const uint8_t *id, size_t id_len, proto_m
     }
     bf_err_t rc = tx(b);
     char job_id[16];
+    uint32_t first = 0;
     if (rc == BF_OK)
-        rc = broker_store_add_job(b->store, &job, job_id);
+        rc = broker_store_add_job(b->store, &job, keys, job_id, &first);
+    if (rc == BF_OK && reuse)
+        rc = apply_reuse(b, reuse, first);
     if (rc == BF_OK) {
         proto_msg_t *r = queue_to(b, id, id_len, NULL, PROTO_SUBMITTED);
         if (r && proto_msg_set(&r->job_id, job_id) == BF_OK)
             r->total = job.scene_count;
         broker_metrics_observe_submit(b->metrics, job_id, job.scene_count, bf_mono_ms());
-        bf_info("job %s '%s': %zu %s tasks", job_id, job.name, job.scene_count,
-                job.task == BF_TASK_EXEC ? "exec" : "boresight");
+        size_t reused = json_array_size(reuse);
+        char also[64] = "";
+        if (reused)
+            snprintf(also, sizeof also, " (%zu of them reused from earlier results)", reused);
+        bf_info("job %s '%s': %zu %s tasks%s", job_id, job.name, job.scene_count,
+                job.task == BF_TASK_EXEC ? "exec" : "boresight", also);
     }
     bf_job_clear(&job);
+    json_decref(keys);
+    json_decref(reuse);
     return rc;
 }
 

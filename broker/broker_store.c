@@ -15,7 +15,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#define SCHEMA_VERSION 1
+#define SCHEMA_VERSION 2
 #define RECENT         32 /* finals remembered per job for the rate and ETA */
 
 enum { T_QUEUED = 0, T_RUNNING = 1, T_FINAL = 2 };
@@ -38,6 +38,7 @@ typedef struct {
     char id[16];
     char *name, *output, *task;
     json_t *spec; /* what a worker needs: bf_job_to_json(job, false) */
+    json_t *keys; /* the tasks' content keys (array of strings), or NULL */
     char *scenes; /* every scene name, NUL-terminated, back to back */
     size_t scenes_len, scenes_cap;
     uint32_t first, total;
@@ -269,6 +270,7 @@ static void job_free(job_t *j)
     free(j->task);
     free(j->scenes);
     json_decref(j->spec);
+    json_decref(j->keys);
 }
 
 /* Appends a scene name to the job's blob; its offset goes to *off. */
@@ -311,10 +313,11 @@ static const char schema[] =
     "PRAGMA journal_mode=WAL;"
     "PRAGMA synchronous=NORMAL;"
     "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value INTEGER);"
-    "INSERT OR IGNORE INTO meta VALUES ('schema', 1);"
+    "INSERT OR IGNORE INTO meta VALUES ('schema', 2);"
     "CREATE TABLE IF NOT EXISTS jobs(ord INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE, "
     " name TEXT, output TEXT, task TEXT, spec TEXT, total INTEGER, state TEXT, "
-    " submitted_ms INTEGER, finished_ms INTEGER, max_attempts INTEGER, timeout_ms INTEGER);"
+    " submitted_ms INTEGER, finished_ms INTEGER, max_attempts INTEGER, timeout_ms INTEGER, "
+    " keys TEXT);"
     "CREATE TABLE IF NOT EXISTS tasks(id TEXT PRIMARY KEY, job_id TEXT, idx INTEGER, "
     " scene TEXT, state INTEGER, attempt INTEGER, worker TEXT, failures TEXT, status TEXT, "
     " result TEXT, final_seq INTEGER);"
@@ -331,6 +334,10 @@ static bf_err_t prepare(broker_store_t *s, sqlite3_stmt **st, const char *sql, c
     return BF_OK;
 }
 
+/* Schema 1 -> 2: jobs.keys (the tasks' content keys, a JSON array). */
+static const char migrate_1[] = "ALTER TABLE jobs ADD COLUMN keys TEXT;"
+                                "UPDATE meta SET value = 2 WHERE key = 'schema';";
+
 static bf_err_t check_version(broker_store_t *s, const char *path, char *err)
 {
     sqlite3_stmt *st = NULL;
@@ -339,6 +346,12 @@ static bf_err_t check_version(broker_store_t *s, const char *path, char *err)
         return rc;
     int64_t v = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
     sqlite3_finalize(st);
+    if (v == 1) {
+        if (exec(s, migrate_1) != BF_OK)
+            return db_fail(s, err, path);
+        bf_info("%s: store schema 1 brought to 2 (task content keys)", path);
+        v = 2;
+    }
     if (v != SCHEMA_VERSION)
         return bf_fail(err, BF_EDB, "%s: store schema version %lld, this broker reads %d", path,
                        (long long)v, SCHEMA_VERSION);
@@ -350,7 +363,7 @@ static bf_err_t reload_jobs(broker_store_t *s, char *err)
     sqlite3_stmt *st = NULL;
     bf_err_t rc = prepare(s, &st,
                           "SELECT id, name, output, task, spec, total, state, submitted_ms, "
-                          "finished_ms, max_attempts, timeout_ms FROM jobs ORDER BY ord",
+                          "finished_ms, max_attempts, timeout_ms, keys FROM jobs ORDER BY ord",
                           err);
     if (rc != BF_OK)
         return rc;
@@ -371,11 +384,15 @@ static bf_err_t reload_jobs(broker_store_t *s, char *err)
         j->finished_ms = sqlite3_column_int64(st, 8);
         j->max_attempts = (unsigned)sqlite3_column_int64(st, 9);
         j->timeout_ms = (uint64_t)sqlite3_column_int64(st, 10);
+        if (sqlite3_column_type(st, 11) != SQLITE_NULL)
+            j->keys = json_loads(col_text(st, 11), 0, NULL);
         s->njobs++; /* owned by the store from here, freed on close */
         if (!j->name || !j->output || !j->task)
             rc = BF_ENOMEM;
         else if (!j->spec)
             rc = bf_fail(err, BF_EDB, "store: job %s has a corrupt spec", j->id);
+        else if (sqlite3_column_type(st, 11) != SQLITE_NULL && json_array_size(j->keys) != j->total)
+            rc = bf_fail(err, BF_EDB, "store: job %s has corrupt task keys", j->id);
     }
     sqlite3_finalize(st);
     return rc;
@@ -633,7 +650,8 @@ static bf_err_t job_maybe_done(broker_store_t *s, job_t *j)
     return rc;
 }
 
-bf_err_t broker_store_add_job(broker_store_t *s, const bf_job_t *job, char job_id[16])
+bf_err_t broker_store_add_job(broker_store_t *s, const bf_job_t *job, json_t *keys, char job_id[16],
+                              uint32_t *first)
 {
     if (job->scene_count == 0 || job->scene_count > UINT32_MAX - (uint64_t)next_task(s) - 2)
         return BF_EINVAL;
@@ -655,9 +673,13 @@ bf_err_t broker_store_add_job(broker_store_t *s, const bf_job_t *job, char job_i
     j->timeout_ms = (uint64_t)(job->timeout_s * 1000.0);
     j->submitted_ms = bf_wall_ms();
     bf_strlcpy(j->state, "running", sizeof j->state);
+    j->keys = json_incref(keys);
+    *first = j->first;
     char *spec = j->spec ? json_dumps(j->spec, JSON_COMPACT) : NULL;
-    if (!j->name || !j->output || !j->task || !spec) {
+    char *keys_text = keys ? json_dumps(keys, JSON_COMPACT) : NULL;
+    if (!j->name || !j->output || !j->task || !spec || (keys && !keys_text)) {
         free(spec);
+        free(keys_text);
         job_free(j);
         return BF_ENOMEM;
     }
@@ -666,10 +688,11 @@ bf_err_t broker_store_add_job(broker_store_t *s, const bf_job_t *job, char job_i
     bf_err_t rc = BF_OK;
     if (sqlite3_prepare_v2(s->db,
                            "INSERT INTO jobs(id, name, output, task, spec, total, state, "
-                           "submitted_ms, finished_ms, max_attempts, timeout_ms) VALUES "
-                           "(?, ?, ?, ?, ?, ?, 'running', ?, 0, ?, ?)",
+                           "submitted_ms, finished_ms, max_attempts, timeout_ms, keys) VALUES "
+                           "(?, ?, ?, ?, ?, ?, 'running', ?, 0, ?, ?, ?)",
                            -1, &st, NULL) != SQLITE_OK) {
         free(spec);
+        free(keys_text);
         return BF_EDB;
     }
     sqlite3_bind_text(st, 1, j->id, -1, SQLITE_STATIC);
@@ -681,10 +704,15 @@ bf_err_t broker_store_add_job(broker_store_t *s, const bf_job_t *job, char job_i
     sqlite3_bind_int64(st, 7, j->submitted_ms);
     sqlite3_bind_int64(st, 8, j->max_attempts);
     sqlite3_bind_int64(st, 9, (sqlite3_int64)j->timeout_ms);
+    if (keys_text)
+        sqlite3_bind_text(st, 10, keys_text, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(st, 10);
     if (sqlite3_step(st) != SQLITE_DONE)
         rc = BF_EDB;
     sqlite3_finalize(st);
     free(spec);
+    free(keys_text);
     st = NULL;
     if (rc == BF_OK && sqlite3_prepare_v2(s->db,
                                           "INSERT INTO tasks(id, job_id, idx, scene, state, "
@@ -1023,6 +1051,8 @@ static bf_err_t finalize(broker_store_t *s, uint32_t t, json_t *result, int stat
     json_object_set_new(result, "job_id", json_string(j->id));
     json_object_set_new(result, "attempt", json_integer(tk->attempt));
     json_object_set_new(result, "status", json_string(status_names[status]));
+    if (j->keys) /* what the result was computed from: a later job may take it */
+        json_object_set(result, "key", json_array_get(j->keys, t - j->first));
     if (tk->failures)
         json_object_set(result, "failures", tk->failures);
     char *text = json_dumps(result, JSON_COMPACT);

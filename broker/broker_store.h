@@ -31,9 +31,12 @@ void broker_store_close(broker_store_t **self);
 bf_err_t broker_store_begin(broker_store_t *s) BF_MUST_CHECK;
 bf_err_t broker_store_commit(broker_store_t *s) BF_MUST_CHECK;
 
-/* A new job with one queued task per scene; job_id gets 12 hex + NUL. */
-bf_err_t broker_store_add_job(broker_store_t *s, const bf_job_t *job,
-                              char job_id[16]) BF_MUST_CHECK;
+/* A new job with one queued task per scene; job_id gets 12 hex + NUL and
+   *first the index of its first task (task i of the job is *first + i).
+   keys (borrowed; NULL or an array of scene_count strings) are the tasks'
+   content keys, added to each result as "key". */
+bf_err_t broker_store_add_job(broker_store_t *s, const bf_job_t *job, json_t *keys, char job_id[16],
+                              uint32_t *first) BF_MUST_CHECK;
 
 /* Leases the next queued task to worker: attempt + 1, lease until now +
    the job's timeout + the backstop. With avoid_key (the worker's fault

@@ -18,6 +18,7 @@
 #include "../proto/proto_link.h"
 
 #include <pthread.h>
+#include <sqlite3.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -1267,6 +1268,99 @@ out:
     stop_broker(&r);
 }
 
+/* A state directory of schema 1 (before content keys): the broker brings
+   it to 2 (jobs.keys) and serves its job. Then SUBMITs whose keys or reuse
+   do not fit the job are refused, naming the field. */
+static void test_schema_1(const char *dir)
+{
+    char *path = bf_asprintf("%s/broker.db", dir);
+    sqlite3 *db = NULL;
+    REQUIRE(path && sqlite3_open(path, &db) == SQLITE_OK);
+    const char *v1 =
+        "CREATE TABLE meta(key TEXT PRIMARY KEY, value INTEGER);"
+        "INSERT INTO meta VALUES ('schema', 1);"
+        "CREATE TABLE jobs(ord INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE, name TEXT, "
+        " output TEXT, task TEXT, spec TEXT, total INTEGER, state TEXT, submitted_ms INTEGER, "
+        " finished_ms INTEGER, max_attempts INTEGER, timeout_ms INTEGER);"
+        "CREATE TABLE tasks(id TEXT PRIMARY KEY, job_id TEXT, idx INTEGER, scene TEXT, "
+        " state INTEGER, attempt INTEGER, worker TEXT, failures TEXT, status TEXT, result TEXT, "
+        " final_seq INTEGER);"
+        "CREATE TABLE outbox(seq INTEGER PRIMARY KEY AUTOINCREMENT, job_done INTEGER, "
+        " job_id TEXT, task_id TEXT, payload TEXT);"
+        "INSERT INTO jobs(id, name, output, task, spec, total, state, submitted_ms, finished_ms, "
+        " max_attempts, timeout_ms) VALUES ('0123456789ab', 'old', '/tmp/out/old', 'exec', "
+        " '{\"task\":\"exec\",\"exec\":{\"command\":[\"/bin/true\"]}}', 1, 'running', "
+        " 1, 0, 3, 60000);"
+        "INSERT INTO tasks VALUES ('00000000000000000000000000000001', '0123456789ab', 0, "
+        " 's0', 0, 0, '', NULL, NULL, NULL, NULL);";
+    CHECK(sqlite3_exec(db, v1, NULL, NULL, NULL) == SQLITE_OK);
+    sqlite3_close(db);
+    running_t r;
+    json_t *doc = NULL;
+    char job_id[16] = "";
+    REQUIRE_OUT(start_broker(&r, dir));
+    doc = status_doc(r.endpoint, "", 0);
+    json_t *j = job_in(doc, "0123456789ab");
+    CHECK(j && jint(j, "total") == 1 && jint(j, "queued") == 1);
+    json_decref(doc);
+    doc = NULL;
+    REQUIRE_OUT(submit(r.endpoint, "after", 2, 1, job_id));
+    /* keys and reuse that do not fit the job: ERROR naming the field */
+    static const struct {
+        const char *extra, *want;
+    } bad[] = {
+        {"{\"keys\": [\"00\", \"01\"]}", "'keys': not an array of 1 keys"},
+        {"{\"keys\": [\"0123456789abcdef0123456789ABCDEF\"]}", "'keys[0]': not 32 hex"},
+        {"{\"reuse\": []}", "'reuse': given without 'keys'"},
+        {"{\"keys\": [\"0123456789abcdef0123456789abcdef\"], \"reuse\": [{\"index\": 1, "
+         "\"result\": {}}]}",
+         "'reuse[0]': index: not a task"},
+        {"{\"keys\": [\"0123456789abcdef0123456789abcdef\"], \"reuse\": [{\"index\": 0, "
+         "\"result\": {\"status\": \"error\", \"scene\": \"x0\"}}]}",
+         "'reuse[0]': result: not a finished result"},
+        {"{\"keys\": [\"0123456789abcdef0123456789abcdef\"], \"reuse\": [{\"index\": 0, "
+         "\"result\": {\"status\": \"success\", \"scene\": \"x0\", \"key\": "
+         "\"ffffffffffffffffffffffffffffffff\"}}]}",
+         "'reuse[0]': result: computed from something else"},
+    };
+    for (size_t i = 0; i < BF_ARRAY_LEN(bad); i++) {
+        bf_job_t job;
+        bf_job_defaults(&job);
+        job.name = bf_strdup("bad");
+        job.scenes_root = bf_strdup("/tmp/scenes");
+        job.output = bf_strdup("/tmp/out/bad");
+        job.scenes = calloc(1, sizeof *job.scenes);
+        job.scenes[0] = bf_strdup("x0");
+        job.scene_count = 1;
+        proto_msg_t req, rep;
+        proto_msg_init(&req, PROTO_SUBMIT);
+        req.obj = bf_job_to_json(&job, true);
+        bf_job_clear(&job);
+        json_t *extra = json_loads(bad[i].extra, 0, NULL);
+        CHECK(extra && json_object_update(req.obj, extra) == 0);
+        json_decref(extra);
+        if (request(r.endpoint, &req, PROTO_ERROR, &rep)) {
+            CHECK(rep.code == BF_EINVAL && rep.reason && strstr(rep.reason, bad[i].want));
+            if (!rep.reason || !strstr(rep.reason, bad[i].want))
+                fprintf(stderr, "want '%s' in '%s'\n", bad[i].want, rep.reason ? rep.reason : "");
+            proto_msg_clear(&rep);
+        } else {
+            CHECK(!"an ERROR for bad keys or reuse");
+        }
+    }
+    stop_broker(&r);
+    sqlite3_stmt *st = NULL;
+    REQUIRE_OUT(sqlite3_open(path, &db) == SQLITE_OK);
+    CHECK(sqlite3_prepare_v2(db, "SELECT value FROM meta WHERE key = 'schema'", -1, &st, NULL) ==
+          SQLITE_OK);
+    CHECK(st && sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int(st, 0) == 2);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+out:
+    json_decref(doc);
+    free(path);
+}
+
 int main(void)
 {
     HB_MS = bf_test_ms(100);
@@ -1275,8 +1369,8 @@ int main(void)
         bf_log_set_level(BF_LOG_ERROR);
     ctx = zmq_ctx_new();
     char *d1 = temp_dir(), *d2 = temp_dir(), *d3 = temp_dir(), *d4 = temp_dir(), *d5 = temp_dir();
-    char *d6 = temp_dir(), *d7 = temp_dir(), *d8 = temp_dir();
-    if (!ctx || !d1 || !d2 || !d3 || !d4 || !d5 || !d6 || !d7 || !d8) {
+    char *d6 = temp_dir(), *d7 = temp_dir(), *d8 = temp_dir(), *d9 = temp_dir();
+    if (!ctx || !d1 || !d2 || !d3 || !d4 || !d5 || !d6 || !d7 || !d8 || !d9) {
         fprintf(stderr, "setup failed\n");
         return 1;
     }
@@ -1287,7 +1381,8 @@ int main(void)
     } cases[] = {{"security", test_security, d1}, {"flow", test_flow, d2},
                  {"cancel", test_cancel, d3},     {"restart", test_restart, d4},
                  {"garbage", test_garbage, d5},   {"faults", test_faults, d6},
-                 {"lost", test_lost, d7},         {"crasher", test_crasher, d8}};
+                 {"lost", test_lost, d7},         {"crasher", test_crasher, d8},
+                 {"schema_1", test_schema_1, d9}};
     for (size_t i = 0; i < BF_ARRAY_LEN(cases); i++) {
         int before = failures;
         double t = bf_mono_s();
@@ -1296,7 +1391,7 @@ int main(void)
                bf_mono_s() - t);
     }
     zmq_ctx_term(ctx);
-    const char *dirs[] = {d1, d2, d3, d4, d5, d6, d7, d8};
+    const char *dirs[] = {d1, d2, d3, d4, d5, d6, d7, d8, d9};
     for (size_t i = 0; i < BF_ARRAY_LEN(dirs); i++) {
         rm_dir(dirs[i]);
         free((char *)dirs[i]);

@@ -97,8 +97,17 @@ void cli_explain_endpoint(const char *endpoint, char *why, size_t why_len);
 int cli_follow(const char *endpoint, void *wake, const char *job_id, unsigned total,
                const char *output, int give_up_ms);
 
-/* Submits job and returns its id in job_id (13 bytes). */
-bf_err_t cli_submit_job(const char *endpoint, const bf_job_t *job, char job_id[64], unsigned *total,
+/* Submits job and returns its id in job_id (13 bytes). Every task goes
+   with its content key; unless recompute, the tasks whose key matches a
+   finished result in the job's output directory take that result instead
+   of running (cli_reuse_plan), and a line on stderr says how many. */
+bf_err_t cli_submit_job(const char *endpoint, const bf_job_t *job, bool recompute, char job_id[64],
+                        unsigned *total, char *err) BF_MUST_CHECK;
+
+/* The content keys of job's tasks (an array, one per scene) and, unless
+   recompute, the earlier results that stand for some of them (an array of
+   {index, result}) found in the job's output directory (cli_reuse.c). */
+bf_err_t cli_reuse_plan(const bf_job_t *job, bool recompute, json_t **keys, json_t **reuse,
                         char *err) BF_MUST_CHECK;
 
 #endif

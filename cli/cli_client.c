@@ -175,19 +175,32 @@ bf_err_t cli_request(const char *endpoint, const proto_msg_t *request, proto_msg
     return rc;
 }
 
-bf_err_t cli_submit_job(const char *endpoint, const bf_job_t *job, char job_id[64], unsigned *total,
-                        char *err)
+bf_err_t cli_submit_job(const char *endpoint, const bf_job_t *job, bool recompute, char job_id[64],
+                        unsigned *total, char *err)
 {
     proto_msg_t req, rep;
+    json_t *keys = NULL, *reuse = NULL;
+    bf_err_t rc = cli_reuse_plan(job, recompute, &keys, &reuse, err);
+    if (rc != BF_OK)
+        return rc;
     proto_msg_init(&req, PROTO_SUBMIT);
     req.obj = bf_job_to_json(job, true);
-    if (!req.obj)
-        return BF_ENOMEM;
+    if (!req.obj || json_object_set_new(req.obj, "keys", keys) != 0 ||
+        json_object_set_new(req.obj, "reuse", reuse) != 0) {
+        proto_msg_clear(&req);
+        return bf_fail(err, BF_ENOMEM, "out of memory");
+    }
+    size_t reused = json_array_size(reuse);
+    if (reused)
+        fprintf(stderr,
+                "beamfleet: %zu of %zu scenes have a finished result in %s for the same "
+                "content; they are not run again (--recompute runs them)\n",
+                reused, job->scene_count, job->output);
     /* Say what is too big before anything is sent: a job of a million
        scenes, or of very long paths, does not fit in one message. */
     uint8_t *data = NULL;
     size_t size = 0;
-    bf_err_t rc = proto_encode(&req, &data, &size);
+    rc = proto_encode(&req, &data, &size);
     free(data);
     if (rc == BF_EPROTO) {
         char *text = json_dumps(req.obj, JSON_COMPACT);
@@ -323,15 +336,18 @@ static void print_status(const json_t *doc)
     }
 }
 
-static const struct option client_options[] = {
-    {"config", required_argument, NULL, 'c'}, {"broker", required_argument, NULL, 'b'},
-    {"wait", no_argument, NULL, 'w'},         {"json", no_argument, NULL, 'j'},
-    {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0}};
+static const struct option client_options[] = {{"config", required_argument, NULL, 'c'},
+                                               {"broker", required_argument, NULL, 'b'},
+                                               {"wait", no_argument, NULL, 'w'},
+                                               {"json", no_argument, NULL, 'j'},
+                                               {"recompute", no_argument, NULL, 'R'},
+                                               {"help", no_argument, NULL, 'h'},
+                                               {NULL, 0, NULL, 0}};
 
 /* Parses the options the client commands share; returns -1 to go on, or an
    exit code. */
 static int parse_client(int argc, char **argv, const char *help, bf_fleet_t *fleet, bool *wait,
-                        bool *as_json)
+                        bool *as_json, bool *recompute)
 {
     const char *config = NULL, *broker = NULL;
     int c;
@@ -354,6 +370,11 @@ static int parse_client(int argc, char **argv, const char *help, bf_fleet_t *fle
             if (!as_json)
                 goto bad;
             *as_json = true;
+            break;
+        case 'R':
+            if (!recompute)
+                goto bad;
+            *recompute = true;
             break;
         case 'h':
             fputs(help, stdout);
@@ -386,7 +407,7 @@ int cli_status(int argc, char **argv)
         "document as it is (see docs/protocol.md).\n";
     bf_fleet_t fleet;
     bool as_json = false;
-    int rc = parse_client(argc, argv, help, &fleet, NULL, &as_json);
+    int rc = parse_client(argc, argv, help, &fleet, NULL, &as_json, NULL);
     if (rc >= 0)
         return rc;
     if (optind != argc) {
@@ -423,7 +444,7 @@ int cli_cancel(int argc, char **argv)
                                "Cancels the job's queued and running tasks; each becomes final "
                                "with status\n'cancelled' in the reports.\n";
     bf_fleet_t fleet;
-    int rc = parse_client(argc, argv, help, &fleet, NULL, NULL);
+    int rc = parse_client(argc, argv, help, &fleet, NULL, NULL, NULL);
     if (rc >= 0)
         return rc;
     if (optind != argc - 1) {
@@ -453,13 +474,16 @@ int cli_cancel(int argc, char **argv)
 int cli_submit(int argc, char **argv)
 {
     static const char help[] =
-        "usage: beamfleet submit JOB.yaml [-c FLEET.yaml] [--broker EP] [--wait]\n\n"
+        "usage: beamfleet submit JOB.yaml [-c FLEET.yaml] [--broker EP] [--wait] [--recompute]\n\n"
         "Submits the job (its scenes must be visible to the workers at the same path, and its\n"
         "output directory to the collector) and prints the job id. --wait then follows the job\n"
-        "like `beamfleet run`: a line per result, progress and ETA, and the summary.\n";
+        "like `beamfleet run`: a line per result, progress and ETA, and the summary.\n"
+        "A scene whose content key (its files, the job's settings, the engine) matches a\n"
+        "finished result in the output directory is not run again: that result is reused.\n"
+        "--recompute runs every scene.\n";
     bf_fleet_t fleet;
-    bool wait = false;
-    int rc = parse_client(argc, argv, help, &fleet, &wait, NULL);
+    bool wait = false, recompute = false;
+    int rc = parse_client(argc, argv, help, &fleet, &wait, NULL, &recompute);
     if (rc >= 0)
         return rc;
     if (optind != argc - 1) {
@@ -476,7 +500,7 @@ int cli_submit(int argc, char **argv)
     }
     char job_id[64];
     unsigned total = 0;
-    if (cli_submit_job(fleet.broker_endpoint, &job, job_id, &total, err) != BF_OK) {
+    if (cli_submit_job(fleet.broker_endpoint, &job, recompute, job_id, &total, err) != BF_OK) {
         fprintf(stderr, "beamfleet submit: %s\n", err);
         bf_job_clear(&job);
         bf_fleet_clear(&fleet);

@@ -251,10 +251,13 @@ static void on_signal(int sig)
     cli_interrupted = 1;
 }
 
-static const struct option run_options[] = {
-    {"workers", required_argument, NULL, 'n'}, {"cpu", no_argument, NULL, 'C'},
-    {"out", required_argument, NULL, 'o'},     {"config", required_argument, NULL, 'c'},
-    {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0}};
+static const struct option run_options[] = {{"workers", required_argument, NULL, 'n'},
+                                            {"cpu", no_argument, NULL, 'C'},
+                                            {"out", required_argument, NULL, 'o'},
+                                            {"config", required_argument, NULL, 'c'},
+                                            {"recompute", no_argument, NULL, 'R'},
+                                            {"help", no_argument, NULL, 'h'},
+                                            {NULL, 0, NULL, 0}};
 
 int cli_run(int argc, char **argv)
 {
@@ -266,10 +269,12 @@ int cli_run(int argc, char **argv)
         "Reports go to the job's `output` (or DIR); the daemons' logs to OUTPUT/logs/.\n\n"
         "  --workers N   number of CPU workers [1 for boresight jobs, all cores for exec jobs]\n"
         "  --cpu         use the CPU engine even when GPUs are present\n"
-        "  --out DIR     report directory, instead of the job's `output`\n";
+        "  --out DIR     report directory, instead of the job's `output`\n"
+        "  --recompute   run every scene, even one with a finished result in the report\n"
+        "                directory for the same content (by default that result is reused)\n";
     const char *config = NULL, *out = NULL;
     long workers = 0;
-    bool force_cpu = false;
+    bool force_cpu = false, recompute = false;
     int c;
     optind = 1;
     opterr = 0;
@@ -292,6 +297,9 @@ int cli_run(int argc, char **argv)
             break;
         case 'o':
             out = optarg;
+            break;
+        case 'R':
+            recompute = true;
             break;
         default: /* --help, a missing value, an unknown option */
             return cli_option_other("run", c, help, argv);
@@ -451,7 +459,7 @@ int cli_run(int argc, char **argv)
         zmq_close(stream);
         stream = NULL;
     }
-    e = cli_submit_job(broker_ep, &job, job_id, &total, err);
+    e = cli_submit_job(broker_ep, &job, recompute, job_id, &total, err);
     if (e != BF_OK) {
         fprintf(stderr, "beamfleet run: %s (logs in %s)\n", err, logs);
         goto cleanup;

@@ -16,11 +16,16 @@
 #include <sys/types.h>
 #include <stdio.h>
 
-#define BF_VERSION      "0.1.0"
-#define BF_ERRLEN       512
-#define BF_MUST_CHECK   __attribute__((warn_unused_result))
-#define BF_PRINTF(f, a) __attribute__((format(printf, f, a)))
-#define BF_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+#define BF_VERSION "0.1.0"
+/* The radio engine's results: raised whenever a change can move a map, a
+   gain or an optimum (conventions, physics, search). Part of every boresight
+   task's content key (bf_task_key), so a resumed campaign never takes a
+   result of an older engine. */
+#define BF_ENGINE_VERSION "0.1.0-engine.1"
+#define BF_ERRLEN         512
+#define BF_MUST_CHECK     __attribute__((warn_unused_result))
+#define BF_PRINTF(f, a)   __attribute__((format(printf, f, a)))
+#define BF_ARRAY_LEN(a)   (sizeof(a) / sizeof((a)[0]))
 
 /* The one error vocabulary, returned everywhere and never ignored. */
 typedef enum {

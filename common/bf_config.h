@@ -111,6 +111,16 @@ json_t *bf_job_to_json(const bf_job_t *job, bool with_scenes);
    Scene names must pass bf_safe_name. err names the bad field. */
 bf_err_t bf_job_from_json(const json_t *doc, bf_job_t *job, char *err) BF_MUST_CHECK;
 
+/* The content key of task i of job (common/bf_key.c): 32 hex digits of a
+   hash over what determines its result (the engine's version for boresight,
+   the spec less name, output and limits, every file of the scene). Equal
+   keys: the earlier result may stand for this one. */
+#define BF_KEY_LEN 32
+bf_err_t bf_task_key(const bf_job_t *job, size_t i, char key[BF_KEY_LEN + 1],
+                     char *err) BF_MUST_CHECK;
+/* Whether key is BF_KEY_LEN lowercase hex digits. */
+bool bf_task_key_valid(const char *key);
+
 void bf_fleet_defaults(bf_fleet_t *fleet);
 /* Parses a fleet file over the defaults already in fleet. */
 bf_err_t bf_fleet_load(const char *path, bf_fleet_t *fleet, char *err) BF_MUST_CHECK;

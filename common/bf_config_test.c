@@ -1087,6 +1087,68 @@ static void remove_tree(const char *path)
     }
 }
 
+/* Key of scene index i of the job text in dir (CHECKed to succeed). */
+static void key_of(const char *dir, const char *text, size_t i, char key[BF_KEY_LEN + 1])
+{
+    bf_job_t job;
+    char err[BF_ERRLEN];
+    key[0] = '\0';
+    CHECK(load_job(dir, text, &job, err) == BF_OK);
+    CHECK(bf_task_key(&job, i, key, err) == BF_OK);
+    CHECK(bf_task_key_valid(key));
+    bf_job_clear(&job);
+}
+
+/* bf_task_key: the same content gives the same key whatever the job's
+   name, output or limits; a byte of a scene file, a new file, a solver
+   setting, the exec command or the task kind gives another. */
+static void test_task_key(void)
+{
+    char *dir = make_dir(root, "keys");
+    free(make_dir(dir, "scenes/a/meshes"));
+    free(make_dir(dir, "scenes/b"));
+    write_text(dir, "scenes/a/scene.xml", "<scene/>");
+    write_text(dir, "scenes/a/meshes/m.ply", "ply 1");
+    write_text(dir, "scenes/b/scene.xml", "<scene/>");
+    write_text(dir, "scenes/b/meshes_m.ply", "ply 1"); /* b differs from a by a path */
+    const char *exec = "scenes: scenes\ntask: exec\nexec: {command: [prog, '{scene_dir}']}\n";
+    char a[BF_KEY_LEN + 1], b[BF_KEY_LEN + 1], k[BF_KEY_LEN + 1];
+    key_of(dir, exec, 0, a);
+    key_of(dir, exec, 1, b);
+    CHECK(strcmp(a, b) != 0);
+    key_of(dir,
+           "name: other\nscenes: scenes\noutput: elsewhere\ntimeout_s: 5\nmax_attempts: 7\n"
+           "task: exec\nexec: {command: [prog, '{scene_dir}']}\n",
+           0, k);
+    CHECK(!strcmp(a, k)); /* name, output and limits do not count */
+    key_of(dir, exec, 0, k);
+    CHECK(!strcmp(a, k)); /* the same twice */
+    write_text(dir, "scenes/a/meshes/m.ply", "ply 2");
+    key_of(dir, exec, 0, k);
+    CHECK(strcmp(a, k) != 0); /* one byte of a file */
+    write_text(dir, "scenes/a/meshes/m.ply", "ply 1");
+    key_of(dir, exec, 0, k);
+    CHECK(!strcmp(a, k)); /* and back */
+    write_text(dir, "scenes/a/notes.txt", "");
+    key_of(dir, exec, 0, k);
+    CHECK(strcmp(a, k) != 0); /* a new (even empty) file */
+    char *notes = bf_asprintf("%s/scenes/a/notes.txt", dir);
+    CHECK(unlink(notes) == 0);
+    free(notes);
+    key_of(dir, "scenes: scenes\ntask: exec\nexec: {command: [prog, -v, '{scene_dir}']}\n", 0, k);
+    CHECK(strcmp(a, k) != 0); /* the command */
+    char bs[BF_KEY_LEN + 1];
+    key_of(dir, "scenes: scenes\n", 0, bs);
+    CHECK(strcmp(a, bs) != 0); /* the task kind */
+    key_of(dir, "scenes: scenes\nsolver: {seed: 7}\n", 0, k);
+    CHECK(strcmp(bs, k) != 0); /* a solver setting */
+    key_of(dir, "scenes: scenes\noptimizer: {tilt_deg: [0, 10]}\n", 0, k);
+    CHECK(strcmp(bs, k) != 0); /* the search space */
+    CHECK(!bf_task_key_valid("0123") && !bf_task_key_valid(NULL) &&
+          !bf_task_key_valid("0123456789ABCDEF0123456789abcdef"));
+    free(dir);
+}
+
 int main(void)
 {
     bf_log_set_level(BF_LOG_ERROR);
@@ -1104,6 +1166,7 @@ int main(void)
     test_json_round_trip();
     test_json_hostile();
     test_fleet();
+    test_task_key();
     remove_tree(root);
     if (failures) {
         fprintf(stderr, "bf_config_test: %d check(s) failed\n", failures);
