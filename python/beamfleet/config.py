@@ -508,6 +508,7 @@ def load_key(keys_dir: str, name: str, secret: bool) -> Dict[str, str]:
     import stat
 
     import zmq
+    from zmq.utils import z85
 
     path = f"{keys_dir}/{name}.{'secret' if secret else 'public'}"
     try:
@@ -545,7 +546,7 @@ def load_key(keys_dir: str, name: str, secret: bool) -> Dict[str, str]:
         ok = isinstance(n, Scalar) and len(n.value) == 40
         if ok:
             try:
-                zmq.utils.z85.decode(n.value.encode())
+                z85.decode(n.value.encode())
             except Exception:
                 ok = False
         if not ok:
