@@ -50,11 +50,24 @@ def raises(cls, fn, *words):
     raise AssertionError(f"expected {cls.__name__}, nothing was raised")
 
 
+def subscribe(fleet, client, **kw):
+    """client.watch(**kw), once the collector has registered both of its
+    topics ("result", "job-done"): from then on nothing published is missed."""
+    before = fleet.log_of("collector").count("stream: subscribed to")
+    stream = client.watch(**kw)
+    fleet.wait_subscribed(before + 2)
+    return stream
+
+
+def event_job(event):
+    """The job an event of watch() belongs to."""
+    return event["result"]["job_id"] if event["event"] == "result" else event["job"]["id"]
+
+
 def run_job_with_stream(fleet, client, names, name="job"):
     """Watches, submits a job file, collects the stream until its job-done."""
     job, out = fleet.make_job(names, name=name)
-    stream = client.watch()
-    fleet.wait_subscribed(fleet.log_of("collector").count("stream: subscribed to") + 1)
+    stream = subscribe(fleet, client)
     job_id = client.submit(job)
     assert len(job_id) == 12 and int(job_id, 16) >= 0, job_id
     assert client.last_total == len(names)
@@ -69,9 +82,9 @@ def run_job_with_stream(fleet, client, names, name="job"):
 def test_api(fleet: Fleet):
     """submit (file and dict), status, watch, wait, results, cancel: each
     checked against the CLI and the collector's reports."""
-    start(fleet)
+    start(fleet, workers=2)
     c = beamfleet.Client(broker=fleet.endpoint, publish=fleet.publish, timeout=10)
-    fleet.wait(lambda: len(c.status()["workers"]) == 1, 15, "the worker")
+    fleet.wait(lambda: len(c.status()["workers"]) == 2, 15, "the workers")
     # status: the document `beamfleet status --json` prints
     mine, theirs = c.status(), fleet.status()
     assert sorted(mine) == sorted(theirs) and "events" not in mine, (sorted(mine), sorted(theirs))
@@ -102,17 +115,25 @@ def test_api(fleet: Fleet):
         header = next(csv.reader(f))
     assert beamfleet.COLUMNS[:len(header)] == header, (header, beamfleet.COLUMNS)
 
-    # watch(job_id): events of other jobs are dropped; it ends at its job-done
-    job2, out2 = fleet.make_job(["x1", "x2"], name="second")
-    stream = c.watch(job_id="")  # "" is "every job", like None
-    for_job = None
-    fleet.wait_subscribed(fleet.log_of("collector").count("stream: subscribed to") + 1)
+    # watch(job_id): events of other jobs are dropped; it ends at that job's
+    # job-done. A job that hangs on one worker is watched while a second job
+    # runs on the other; then the first is cancelled.
+    hung, _ = fleet.make_job(["hang_0"], name="hung")
+    id_hung = c.submit(hung)
+    fleet.wait(lambda: c.job(id_hung)["running"] == 1, 20, "the hanging task to start")
+    only = subscribe(fleet, c, job_id=id_hung)
+    every = subscribe(fleet, c)
+    job2, _ = fleet.make_job(["x1", "x2"], name="second")
     id2 = c.submit(job2)
-    for_job = c.watch(job_id=id2)  # subscribed late on purpose: gets what follows
-    seen = [e for e, _ in zip(stream, range(3))]
-    assert [e["event"] for e in seen] == ["result", "result", "job-done"], seen
     c.wait(id2, 60)
-    for_job.close()
+    assert c.cancel(id_hung) == 1
+    seen = [next(every) for _ in range(5)]
+    assert sorted((e["event"], event_job(e)) for e in seen) == sorted([("result", id2)] * 2 + [("job-done", id2)]
+                                           + [("result", id_hung), ("job-done", id_hung)]), seen
+    got = list(only)  # ends by itself at the job-done of id_hung
+    assert [e["event"] for e in got] == ["result", "job-done"], got
+    assert got[0]["result"]["status"] == "cancelled" and got[1]["job"]["id"] == id_hung, got
+    every.close()
 
     # a dict job, paths relative to base_dir, sent as the file would be
     root = os.path.join(fleet.tmp, "dict-scenes")
@@ -386,6 +407,23 @@ def test_results(fleet: Fleet):
     rows = json.loads(r.stdout.splitlines()[0])
     assert sorted(x["scene"] for x in rows) == names and all(x["status"] == "success" for x in rows)
     assert "needs pandas: pip install pandas" in r.stdout.splitlines()[1], r.stdout
+    # the log read as the collector replays it: a task id seen before is
+    # skipped, a line that does not parse is skipped, a line not yet ended is
+    # not read, and a scene's newest result wins
+    log = os.path.join(out, "results.jsonl")
+    lines = open(log).read().splitlines()
+    first = json.loads(lines[0])
+    again = dict(first, status="error", task_id="f" * 32, reason="a later attempt")
+    copy = os.path.join(fleet.tmp, "copy")
+    os.makedirs(copy)
+    with open(os.path.join(copy, "results.jsonl"), "w") as f:
+        f.write("\n".join(lines) + "\n" + json.dumps(again) + "\n{not json\n"
+                + json.dumps(dict(first, status="failed")) + "\n"  # a task id seen before
+                + json.dumps(dict(first, scene="zz", task_id="e" * 32)))  # no newline yet
+    rows = {x["scene"]: x for x in beamfleet.results(copy, as_dataframe=False)}
+    assert sorted(rows) == names, sorted(rows)
+    assert rows[first["scene"]]["status"] == "error" and rows[first["scene"]]["task_id"] == "f" * 32
+    assert all(rows[n]["status"] == "success" for n in names if n != first["scene"])
     r = run_py(block("matplotlib") + block("matplotlib.figure") + "import beamfleet\n"
                f"beamfleet.plot_cdf({out!r})\n")
     assert r.returncode != 0 and "beamfleet.errors.MissingDependency: plotting needs matplotlib: "\
