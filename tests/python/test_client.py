@@ -9,6 +9,7 @@ with pip into a virtual environment and uses it from there.
 """
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -218,6 +219,80 @@ def test_curve(fleet: Fleet):
     raises(beamfleet.ConfigError, lambda: beamfleet.Client(fleet=lost), lost, "nobody.secret")
     for cl in (alice, worker, ops, plain, stranger):
         cl.close()
+
+
+def c_table(source, name):
+    """The rows of one field table of common/bf_config.c: (path, type, flags, lo, hi)."""
+    body = source[source.index(f"static const field_t {name}[] = {{"):]
+    body = body[:body.index("};")]
+    consts = {"SCENES_MAX": 10000000, "ARGV_MAX": 256, "ALLOW_MAX": 1024,
+              "INT64_MAX": (1 << 63) - 1, "10000000000ull": 10000000000}
+    rows = []
+    for m in re.finditer(r"^\s*(SEC|VAL|INT|REAL)\(", body, re.M):
+        kind, depth, j = m[1], 1, m.end()
+        while depth:  # to the parenthesis that closes the row
+            depth += {"(": 1, ")": -1}.get(body[j], 0)
+            j += 1
+        args, parts, depth = body[m.end():j - 1], [""], 0
+        for ch in args:  # split on the commas outside J(...), JM(...)
+            depth += {"(": 1, ")": -1}.get(ch, 0)
+            if ch == "," and depth == 0:
+                parts.append("")
+            else:
+                parts[-1] += ch
+        a = [re.sub(r"\s+", " ", x).strip() for x in parts]
+        path, typ = a[0].strip('"'), a[1] if kind != "SEC" else "F_SECTION"
+        flags = a[1] if kind == "SEC" else a[2]
+        lo = hi = 0
+        has = kind == "REAL" and a[-1] != "NO_AUX"  # written only when given (has_*)
+        if kind in ("INT", "REAL"):
+            def num(x):
+                x = x.strip()
+                if x in consts:
+                    return consts[x]
+                x = re.sub(r"u$", "", x)
+                m = re.fullmatch(r"(\d+)u? \* (\d+)", x)
+                return int(m[1]) * int(m[2]) if m else float(x) if "." in x or "e" in x else int(x)
+            lo, hi = num(a[3]), num(a[4])
+        rows.append((path, typ, flags + (" HAS" if has else ""), lo, hi))
+    return rows
+
+
+def test_tables(fleet: Fleet):
+    """The package's copies of the protocol's tables (proto/proto.h) and of
+    the job and fleet tables (common/bf_config.c) are the C side's: what is
+    in one and not the other, a field moved, a bound changed, fails here."""
+    from beamfleet import config
+    header = open(os.path.join(REPO, "proto", "proto.h")).read()
+    fields = re.findall(r"^\s*X\((\w+), (?:STR|UINT|REAL|OBJ)\)", header, re.M)
+    assert wire.FIELDS == fields, (wire.FIELDS, fields)
+    rows = re.findall(r'X\((\w+), (\d+), "([\w-]+)", "[\w>]+",[\s\\]*((?:PF\(\w+\)[\s|\\]*)+|0)\)',
+                      header, re.S)
+    theirs = {int(code): (name, sorted(re.findall(r"PF\((\w+)\)", mask), key=fields.index))
+              for _, code, name, mask in rows}
+    assert len(theirs) >= 20 and wire.MESSAGES == theirs, \
+        {k: (wire.MESSAGES.get(k), theirs.get(k)) for k in theirs if wire.MESSAGES.get(k) != theirs[k]}
+    assert f"#define PROTO_VERSION   {wire.VERSION}\n" in header
+    assert f"#define PROTO_MAX_FRAME ({wire.MAX_FRAME >> 20}u << 20)" in header
+
+    source = open(os.path.join(REPO, "common", "bf_config.c")).read()
+    types = {"F_SECTION": "section", "F_STR": "str", "F_NAME": "name", "F_PATH": "path",
+             "F_SCENEDIR": "scenedir", "F_UINT": "uint", "F_U64": "u64", "F_DOUBLE": "double",
+             "F_BOOL": "bool", "F_TASK": "task", "F_OBJECTIVE": "objective",
+             "F_OFFSET": "offset", "F_PAIR": "pair", "F_STRV": "strv"}
+    for cname, mine in (("job_fields", config._JOB), ("fleet_fields", config._FLEET)):
+        want = []
+        for path, typ, flags, lo, hi in c_table(source, cname):
+            if "IN_YAML" not in flags and "IN_BOTH" not in flags:
+                continue  # scenes_root and the list of scenes: computed, not read
+            want.append((path, types[typ], lo, hi, "GT_MIN" in flags, "ORDERED" in flags,
+                         "HAS" in flags, "REQ_YAML" in flags,
+                         cname == "job_fields" and "IN_BOTH" not in flags))
+        got = [(p, t, lo, hi, "G" in fl, "O" in fl, "H" in fl, "R" in fl, "Y" in fl)
+               for p, t, fl, lo, hi in mine]
+        assert got == want, "\n".join(f"{a}\n{b}\n" for a, b in zip(got, want) if a != b) or \
+            (len(got), len(want))
+    assert len(c_table(source, "job_fields")) == 35 and len(c_table(source, "fleet_fields")) == 21
 
 
 class Listener:
@@ -538,6 +613,7 @@ def test_install(fleet: Fleet):
 
 
 TESTS = {"api": test_api, "curve": test_curve, "failures": test_failures, "wire": test_wire,
+         "tables": test_tables,
          "results": test_results, "pandas_plots": test_pandas_plots, "campaign": test_campaign,
          "install": test_install}
 
