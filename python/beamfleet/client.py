@@ -7,19 +7,25 @@ import logging
 import os
 import socket
 import time
-from typing import Any, Dict, Iterator, Optional, Union
+from typing import Any, Dict, Iterator, Optional, Tuple, Union
 
 import zmq
 
 from . import wire
 from .config import Fleet, Identity, job_document, load_fleet
-from .errors import (BeamfleetError, ConfigError, ConnectionFailed, FleetTimeout,
+from .errors import (BeamfleetError, ConfigError, FleetTimeout,
                      HandshakeError, ProtocolError, broker_error)
 
 _HANDSHAKE_EVENTS = (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
                      | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
 log = logging.getLogger("beamfleet")
 JobSpec = Union[str, "os.PathLike[str]", Dict[str, Any]]
+
+
+# ZMQ_PROTOCOL_ERROR_ZMTP_* (libzmq's zmq.h), for a pyzmq that does not name them.
+_MECHANISM_MISMATCH = getattr(zmq, "PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH", 0x11000002)
+_CRYPTO_ERRORS = (getattr(zmq, "PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC", 0x11000001),
+                  getattr(zmq, "PROTOCOL_ERROR_ZMTP_KEY_EXCHANGE", 0x10000003))
 
 
 def _handshake_failed(monitor: zmq.Socket) -> Optional[str]:
@@ -34,12 +40,10 @@ def _handshake_failed(monitor: zmq.Socket) -> Optional[str]:
         if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
             why = (f"the server refused this CURVE key (ZAP status {value}): is its .public file "
                    "in the server's keys directory?")
-        elif event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL and \
-                value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:
+        elif event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL and value == _MECHANISM_MISMATCH:
             why = ("handshake failed (mechanism mismatch): one side uses CURVE and the other does "
                    "not (security: in the fleet file)")
-        elif event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL and value in (
-                zmq.PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC, zmq.PROTOCOL_ERROR_ZMTP_KEY_EXCHANGE):
+        elif event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL and value in _CRYPTO_ERRORS:
             why = ("handshake failed (CURVE): the server's key is not the one in the keys "
                    "directory (broker.public?)")
         elif event == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
@@ -142,6 +146,8 @@ class Client:
         self.publish: str = publish or self.fleet.collector_publish
         self.timeout = float(timeout)
         self.collector_key = collector_key
+        #: the number of tasks of the job the last submit() created
+        self.last_total: Optional[int] = None
         self.identity: Optional[Identity] = None
         if self.fleet.security_keys:
             try:
@@ -180,7 +186,8 @@ class Client:
         better = probe_endpoint(endpoint, self.identity is not None)
         return better or why
 
-    def request(self, name: str, timeout: Optional[float] = None, **fields: Any):
+    def request(self, name: str, timeout: Optional[float] = None,
+                **fields: Any) -> Tuple[str, Dict[str, Any]]:
         """Sends one message to the broker and returns its reply as (type, fields).
         ERROR replies raise the BrokerError of their code."""
         frame = wire.encode(name, **fields)
@@ -353,7 +360,9 @@ class Client:
             raise
         return self._stream(sub, monitor, job_id, until_done, count, idle_timeout)
 
-    def _stream(self, sub, monitor, job_id, until_done, count, idle_timeout):
+    def _stream(self, sub: zmq.Socket, monitor: zmq.Socket, job_id: Optional[str],
+                until_done: bool, count: Optional[int],
+                idle_timeout: Optional[float]) -> Iterator[Dict[str, Any]]:
         seen = 0
         poller = zmq.Poller()
         poller.register(sub, zmq.POLLIN)
@@ -400,8 +409,8 @@ class Client:
             sub.close(0)
 
     # ---- reports ----------------------------------------------------------------
-    def results(self, output_dir: str):
+    def results(self, output_dir: str, as_dataframe: Optional[bool] = None):
         """The job's results from the collector's reports in output_dir (see
         beamfleet.results)."""
         from .results import results
-        return results(output_dir)
+        return results(output_dir, as_dataframe)

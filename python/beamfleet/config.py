@@ -2,7 +2,11 @@
 (common/bf_config.c): one table of fields per document, every unknown key and
 bad value refused with "file:line:column: field 'x': ...", defaults filled in,
 and the job serialised as `beamfleet submit` sends it (bf_job_to_json: the
-keys of the job file plus ``scenes_root`` and ``scenes``)."""
+keys of the job file plus ``scenes_root`` and ``scenes``).
+
+_JOB and _FLEET copy job_fields and fleet_fields of bf_config.c, the one
+source of truth; ``tests/python/test_client.py tables`` fails when they
+differ."""
 from __future__ import annotations
 
 import math
@@ -11,7 +15,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 from . import yamlite
 from .errors import ConfigError, JobError
-from .yamlite import Map, Node, Scalar, Seq
+from .yamlite import Map, Scalar, Seq
 
 STR_MAX = 4096
 SCENES_MAX = 10000000

@@ -1,6 +1,10 @@
 """The Beamfleet wire format (docs/protocol.md sections 2-6): one ZeroMQ frame
 per message, a MessagePack array ``[version, type, field, ...]`` whose fields
-follow the global field order. The tables mirror ``proto/proto.h``."""
+follow the global field order.
+
+The tables below are copies of PROTO_FIELDS and PROTO_MESSAGES in
+``proto/proto.h``, the one source of truth; ``tests/python/test_client.py
+tables`` fails when they differ."""
 from __future__ import annotations
 
 from typing import Any, Dict, List, Tuple
