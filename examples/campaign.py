@@ -76,6 +76,8 @@ def main():
     except KeyboardInterrupt:
         print(f"\ncancelling: {client.cancel(job_id)} tasks cancelled")
         return 1
+    finally:
+        stream.close()
     job = client.wait(job_id, timeout=args.timeout)
 
     # ---- CELL 3: the results table -----------------------------------------

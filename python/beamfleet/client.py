@@ -403,8 +403,9 @@ class Client:
                 yield event
                 if until_done and event["event"] == "job-done":
                     return
-        finally:
-            sub.disable_monitor()
+        finally:  # also when the Client was closed first (its context destroyed)
+            if not sub.closed:
+                sub.disable_monitor()
             monitor.close(0)
             sub.close(0)
 

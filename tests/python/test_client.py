@@ -134,7 +134,6 @@ def test_api(fleet: Fleet):
     got = list(only)  # ends by itself at the job-done of id_hung
     assert [e["event"] for e in got] == ["result", "job-done"], got
     assert got[0]["result"]["status"] == "cancelled" and got[1]["job"]["id"] == id_hung, got
-    every.close()
 
     # a dict job, paths relative to base_dir, sent as the file would be
     root = os.path.join(fleet.tmp, "dict-scenes")
@@ -170,6 +169,7 @@ def test_api(fleet: Fleet):
     raises(beamfleet.JobRejected, lambda: c.request("submit", obj=bad), "max_attempts",
            "submit: EINVAL")
     c.close()
+    every.close()  # a stream still open when its Client closed ends quietly
     raises(beamfleet.BeamfleetError, c.status, "closed")
 
 
