@@ -7,6 +7,7 @@ Run one: tests/python/test_client.py api   (BEAMFLEET_BIN=build/beamfleet)
 The package is imported from python/ (PYTHONPATH); `install` also installs it
 with pip into a virtual environment and uses it from there.
 """
+import csv
 import json
 import os
 import re
@@ -106,12 +107,12 @@ def test_api(fleet: Fleet):
 
     # results: one row per scene, the CSV's columns, the values of results.jsonl
     rows = beamfleet.results(out, as_dataframe=False)
-    assert [r["scene"] for r in rows] == [x["scene"] for x in read_jsonl(os.path.join(out, "results.jsonl"))]
+    logged = read_jsonl(os.path.join(out, "results.jsonl"))
+    assert [r["scene"] for r in rows] == [x["scene"] for x in logged]
     for r in rows:
         assert r["status"] == "success" and r["job_id"] == job_id, r
         assert r["improvement_mean"] == by_scene[r["scene"]]["stats"]["improvement_mean"]
         assert r["zone_power_optimized"] == by_scene[r["scene"]]["zone_power_optimized"]
-    import csv
     with open(os.path.join(out, "results.csv"), newline="") as f:
         header = next(csv.reader(f))
     assert beamfleet.COLUMNS[:len(header)] == header, (header, beamfleet.COLUMNS)
@@ -129,8 +130,8 @@ def test_api(fleet: Fleet):
     c.wait(id2, 60)
     assert c.cancel(id_hung) == 1
     seen = [next(every) for _ in range(5)]
-    assert sorted((e["event"], event_job(e)) for e in seen) == sorted([("result", id2)] * 2 + [("job-done", id2)]
-                                           + [("result", id_hung), ("job-done", id_hung)]), seen
+    want = [("result", id2)] * 2 + [("job-done", id2), ("result", id_hung), ("job-done", id_hung)]
+    assert sorted((e["event"], event_job(e)) for e in seen) == sorted(want), seen
     got = list(only)  # ends by itself at the job-done of id_hung
     assert [e["event"] for e in got] == ["result", "job-done"], got
     assert got[0]["result"]["status"] == "cancelled" and got[1]["job"]["id"] == id_hung, got
