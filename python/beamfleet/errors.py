@@ -13,8 +13,19 @@ ERROR_NAMES = ["OK", "ENOMEM", "EINVAL", "EPROTO", "EIO", "ENOSPC", "ETIMEDOUT",
                "ENOENT", "EEXIST", "EPERM", "ECANCELED", "ESTATE", "EDB", "ECHILD", "EUNSUPP"]
 
 
+def one_line(text: str) -> str:
+    """text with every control character (line breaks included) as '?', as
+    the C side's bf_fail writes its messages: one line, whatever a value held."""
+    return "".join("?" if ord(c) < 0x20 or ord(c) == 0x7F or 0xD800 <= ord(c) <= 0xDFFF else c
+                   for c in text)
+
+
 class BeamfleetError(Exception):
-    """Base class of every error raised by the beamfleet package."""
+    """Base class of every error raised by the beamfleet package. Its message
+    is one line: control characters of the values it quotes show as '?'."""
+
+    def __init__(self, message: object = "") -> None:
+        super().__init__(one_line(str(message)))
 
 
 class ConfigError(BeamfleetError, ValueError):

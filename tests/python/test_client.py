@@ -366,7 +366,13 @@ def test_failures(fleet: Fleet):
         "required.yaml": "# nothing\nname: x\n",
         "anchor.yaml": "scenes: &s scenes\n",
         "dup.yaml": "scenes: scenes\nname: a\nname: b\n",
+        "control.yaml": "scenes: scenes\nname: \"a\\tb\\nc\"\n",  # quoted back as one line
     }
+    try:
+        import yaml  # noqa: F401  (make deps-test installs it)
+        cases["block.yaml"] = "scenes: scenes\nname: |\n  literal\n"  # read through PyYAML
+    except ImportError:
+        pass
     for name, text in cases.items():
         path = os.path.join(fleet.tmp, name)
         if text is not None:
