@@ -19,8 +19,10 @@ PY_PACKAGES  = pyzmq msgpack
 # virtual environment is a ctest fixture, tests/sionna/setup.sh).
 TEST_DEB_PACKAGES = chromium prometheus iproute2 groff-base clang slurm-wlm munge \
                     openssh-server systemd libllvm19 python3-venv gdb
-# PyYAML reads the Kubernetes manifests in tests/deploy/test_k8s.py.
-TEST_PY_PACKAGES  = pyyaml
+# PyYAML reads the Kubernetes manifests in tests/deploy/test_k8s.py; pandas and
+# matplotlib are the Python client's optional results table and plots, and wheel
+# lets tests/python install it with pip offline (tests/python/test_client.py).
+TEST_PY_PACKAGES  = pyyaml pandas matplotlib wheel
 
 .PHONY: all deps deps-test build demo test test-asan test-tsan bench clean format format-check fuzz
 
