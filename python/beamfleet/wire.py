@@ -37,7 +37,7 @@ MESSAGES: Dict[int, Tuple[str, List[str]]] = {
     14: ("deliver", ["job_id", "task_id", "seq", "obj"]),
     15: ("job-done", ["job_id", "seq", "obj"]), 16: ("ack", ["task_id", "seq"]),
     17: ("error", ["reason", "code"]), 18: ("abort", ["task_id", "reason"]),
-    19: ("stats", ["obj"]), 20: ("lost", ["worker", "reason"]),
+    19: ("stats", ["obj"]), 20: ("lost", ["worker", "reason"]), 21: ("acks", ["obj"]),
 }
 CODES = {name: code for code, (name, _) in MESSAGES.items()}
 
