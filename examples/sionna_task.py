@@ -178,10 +178,9 @@ def main(argv):
     for it in range(a.iterations + 1):
         last = it == a.iterations
         az, tilt = math.degrees(opt["az"][0]), math.degrees(opt["tilt"][0])
-        if last:
-            ss.orient_rad(rad(az), rad(tilt), roll)
-        else:
-            ss.orient_rad(opt["az"], opt["tilt"], roll)
+        # the last map too with the differentiable angles: the same kernels
+        # as the steps before (no backward pass follows it)
+        ss.orient_rad(opt["az"], opt["tilt"], roll)
         rm = ss.radio_map(g, a.rays, a.depth, not a.no_los, not a.no_reflection,
                           not a.no_refraction, a.seed)
         gain = rm.path_gain               # TensorXf [1, ny, nx]
