@@ -114,15 +114,14 @@ def test_fleet(fleet: Fleet):
     py = venv_python()
     root = os.path.join(fleet.tmp, "scenes")
     make_scenes(root)
-    job, out = fleet.make_job([], name="sionna", timeout_s=600, max_attempts=1,
-                              command=[py, TASK, "{scene_dir}", "--rays", str(RAYS),
-                                       "--iterations", str(ITERATIONS), "--lr-deg", str(LR_DEG),
-                                       "--tilt-range", *map(str, TILT_RANGE),
-                                       "--azimuth-range", *map(str, AZ_RANGE)] + PERMISSIVE)
-    with open(job) as f:  # make_job's scenes folder is empty: point the job at ours
-        text = f.read().replace(os.path.join(fleet.tmp, "sionna-scenes"), root)
-    with open(job, "w") as f:
-        f.write(text)
+    out = os.path.join(fleet.tmp, "out")
+    command = [py, TASK, "{scene_dir}", "--rays", str(RAYS), "--iterations", str(ITERATIONS),
+               "--lr-deg", str(LR_DEG), "--tilt-range", *map(str, TILT_RANGE),
+               "--azimuth-range", *map(str, AZ_RANGE)] + PERMISSIVE
+    job = os.path.join(fleet.tmp, "sionna.yaml")
+    with open(job, "w") as f:  # one attempt: a bad scene is final at once
+        f.write(f"name: sionna\nscenes: {root}\noutput: {out}\ntask: exec\ntimeout_s: 600\n"
+                f"max_attempts: 1\nexec: {{command: {json.dumps(command)}}}\n")
     fleet.broker()
     fleet.collector()
     for _ in range(2):
