@@ -20,6 +20,9 @@ and checks:
   * Sionna finds no better orientation on a coarse grid (azimuth +-10 deg,
     tilt +-4 deg, inside the optimizer's tilt range) around our optimum.
 
+Sionna's side reads the same scene directory and scene.yaml as ours through
+examples/bf_sionna.py (shared with examples/sionna_task.py).
+
 About two minutes on 2 cores (14 Sionna maps and 4 solves per scene).
 `test_sionna.py etoile` runs one scene.
 
@@ -76,10 +79,11 @@ def reexec_in_venv():
 reexec_in_venv()
 
 import numpy as np  # noqa: E402  (the venv's)
-import mitsuba as mi  # noqa: E402
-mi.set_variant("llvm_ad_mono_polarized")
-from sionna.rt import (load_scene, PlanarArray, Transmitter,  # noqa: E402
-                       RadioMapSolver)
+# scene.yaml into a Sionna RT scene, the grid and the zone: shared with
+# examples/sionna_task.py
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
+                                "examples"))
+import bf_sionna  # noqa: E402
 
 failures = []
 
@@ -141,32 +145,23 @@ class Ours:
 
 
 class Sionna:
-    def __init__(self, name, tx, center, size, cell):
-        xml = os.path.join(os.environ.get("BF_SHARED_DIR", "/work/shared"), "scenes", name,
-                           f"{name}.xml")
-        self.scene = load_scene(xml)
-        self.scene.frequency = 3.5e9
-        self.polarize("V")
-        self.tx = Transmitter("tx", position=mi.Point3f(*tx), orientation=mi.Point3f(0, 0, 0),
-                              power_dbm=44)
-        self.scene.add(self.tx)
-        self.solver = RadioMapSolver()
-        self.center, self.size, self.cell = center, size, cell
+    """Sionna RT on the scene directory of Ours: the same scene.yaml
+    (bf_sionna reads it as kern_scene.c does) and the same grid."""
+
+    def __init__(self, ours):
+        scene = bf_sionna.read_scene(ours.dir)
+        self.sio = bf_sionna.SionnaScene(scene, "llvm_ad_mono_polarized")
+        self.grid = bf_sionna.grid(scene, self.sio.bbox)
         self.seconds = []
 
     def polarize(self, pol):
-        self.scene.tx_array = PlanarArray(num_rows=1, num_cols=1, pattern="tr38901",
-                                          polarization=pol)
+        self.sio.polarize(pol)
 
     def map(self, az, tilt, los=True, refl=True, refr=True, seed=1):
         """Path gain per cell, as rows (x, y, gain) sorted like ours."""
-        self.tx.orientation = mi.Point3f(math.radians(az), math.radians(tilt), 0.0)
+        self.sio.orient(az, tilt)
         t = time.monotonic()
-        rm = self.solver(self.scene, center=mi.Point3f(self.center[0], self.center[1], 1.5),
-                         orientation=mi.Point3f(0, 0, 0), size=mi.Point2f(*self.size),
-                         cell_size=mi.Point2f(self.cell, self.cell), samples_per_tx=RAYS,
-                         max_depth=DEPTH, los=los, specular_reflection=refl,
-                         diffuse_reflection=False, refraction=refr, seed=seed)
+        rm = self.sio.radio_map(self.grid, RAYS, DEPTH, los, refl, refr, seed)
         g = rm.path_gain.numpy()[0]
         self.seconds.append(time.monotonic() - t)
         c = rm.cell_centers.numpy()
@@ -185,10 +180,9 @@ def align(ours, theirs):
 
 
 def zone_mean_dbm(gain, xy, zone):
-    inz = (xy[:, 0] >= zone[0]) & (xy[:, 0] <= zone[2]) & \
-          (xy[:, 1] >= zone[1]) & (xy[:, 1] <= zone[3])
-    gain = np.asarray(gain, dtype=np.float64)
-    dbm = np.where(gain > 0, 10 * np.log10(np.maximum(gain, 1e-300)) + 44.0, FLOOR_DBM)
+    inz = bf_sionna.in_zone([(zone[0], zone[1]), (zone[2], zone[1]), (zone[2], zone[3]),
+                             (zone[0], zone[3])], xy[:, 0], xy[:, 1])
+    dbm = bf_sionna.dbm(gain, 44.0, FLOOR_DBM)
     return float(np.mean(dbm[inz])), int(np.sum(inz))
 
 
@@ -197,7 +191,7 @@ def run_case(tmp, case, report):
     print(f"--- {name}: tx {tx}, initial az {orient[0]} tilt {orient[1]}, zone {zone}, "
           f"{RAYS} rays, depth {DEPTH}, {cell} m cells", flush=True)
     ours = Ours(tmp, name, tx, orient, zone, center, size, cell)
-    sio = Sionna(name, tx, center, size, cell)
+    sio = Sionna(ours)
     fig = {"scene": name, "rays": RAYS, "depth": DEPTH}
 
     res, m_full, t_ours = ours.solve("full")
