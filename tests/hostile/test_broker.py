@@ -28,38 +28,14 @@ try:
 except ImportError:  # pragma: no cover - the harness skips
     msgpack = zmq = None
 
-# ---- a peer in Python, as docs/protocol.md section 4 writes it -------------------------
+# ---- a peer in Python: the wire format of the client package (python/beamfleet/wire.py,
+# its tables checked against proto/proto.h by tests/python `tables`) -------------------
 
-VERSION = 1
-MESSAGES = {  # code: (name, fields in wire order)
-    1: ("ready", ["worker", "credit", "obj"]),
-    2: ("task", ["job_id", "task_id", "scene", "attempt", "timeout_ms", "obj"]),
-    3: ("progress", ["task_id", "stage", "attempt", "fraction"]),
-    4: ("result", ["task_id", "attempt", "obj"]),
-    5: ("heartbeat", []), 6: ("goodbye", []), 7: ("submit", ["obj"]),
-    8: ("submitted", ["job_id", "total"]), 9: ("status", ["job_id", "seq"]),
-    10: ("status-reply", ["obj"]), 11: ("cancel", ["job_id"]),
-    12: ("cancelled", ["job_id", "total"]), 13: ("collect", ["worker", "credit"]),
-    14: ("deliver", ["job_id", "task_id", "seq", "obj"]),
-    15: ("job-done", ["job_id", "seq", "obj"]), 16: ("ack", ["task_id", "seq"]),
-    17: ("error", ["reason", "code"]), 18: ("abort", ["task_id", "reason"]),
-    19: ("stats", ["obj"]), 20: ("lost", ["worker", "reason"]), 21: ("acks", ["obj"]),
-}
-CODE = {name: code for code, (name, _) in MESSAGES.items()}
-DEFAULT = {"credit": 0, "attempt": 0, "seq": 0, "total": 0, "code": 0, "timeout_ms": 0,
-           "fraction": 0.0, "obj": {}}
-
-
-def encode(name, **values):
-    code = CODE[name]
-    return msgpack.packb([VERSION, code] + [values.get(f, DEFAULT.get(f, ""))
-                                             for f in MESSAGES[code][1]], use_bin_type=True)
-
-
-def decode(frame):
-    msg = msgpack.unpackb(frame, raw=False, strict_map_key=True)
-    name, fields = MESSAGES[msg[1]]
-    return name, dict(zip(fields, msg[2:]))
+sys.path.insert(0, os.path.join(ROOT, "python"))
+try:
+    from beamfleet.wire import MESSAGES, VERSION, decode, encode  # noqa: E402
+except ImportError:  # pragma: no cover - msgpack missing: the harness skips
+    MESSAGES, VERSION, decode, encode = {}, 1, None, None
 
 
 class Peer:
