@@ -133,6 +133,9 @@ static const field_t job_fields[] = {
          NO_AUX),
     SEC("exec", IN_BOTH),
     INT("exec.command", F_STRV, IN_BOTH, 1, ARGV_MAX, J(job.exec_command), J(job.exec_argc)),
+    SEC("sionna_check", IN_BOTH),
+    INT("sionna_check.command", F_STRV, IN_BOTH, 1, ARGV_MAX, J(job.sionna_check_command),
+        J(job.sionna_check_argc)),
 };
 
 #define FL(m) offsetof(bf_fleet_t, m)
@@ -760,6 +763,12 @@ static bf_err_t check_task(reader_t *r, const bf_job_t *job)
                           "missing: task exec needs a command to run");
     if (job->task == BF_TASK_BORESIGHT && seen(r, "exec"))
         return field_fail(r, where(r, "exec"), "exec", "only allowed with task: exec");
+    if (job->task == BF_TASK_EXEC && seen(r, "sionna_check"))
+        return field_fail(r, where(r, "sionna_check"), "sionna_check",
+                          "only allowed with task: boresight");
+    if (seen(r, "sionna_check") && !job->sionna_check_command)
+        return field_fail(r, where(r, "sionna_check"), "sionna_check.command",
+                          "missing: the program to run (e.g. [python3, sionna_task.py])");
     return BF_OK;
 }
 
@@ -810,6 +819,7 @@ void bf_job_clear(bf_job_t *job)
             free(job->exec_command[i]);
         free(job->exec_command);
     }
+    free_strv(job->sionna_check_command, job->sionna_check_argc);
     memset(job, 0, sizeof *job);
 }
 

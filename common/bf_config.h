@@ -74,6 +74,12 @@ typedef struct {
     bf_optimizer_t optimizer;
     char **exec_command; /* NULL-terminated argv, task exec only */
     size_t exec_argc;
+    /* sionna_check.command, boresight only: a program that computes the
+       same maps in Sionna RT (examples/sionna_task.py), run by the worker
+       after the engine on every scene, which reports how the two agree
+       (worker/worker_sionna_check.c). NULL-terminated argv, or NULL. */
+    char **sionna_check_command;
+    size_t sionna_check_argc;
 } bf_job_t;
 
 typedef struct {

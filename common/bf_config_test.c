@@ -1149,6 +1149,30 @@ static void test_task_key(void)
     free(dir);
 }
 
+/* sionna_check: a boresight job's comparison program, through the JSON
+   round trip; refused on an exec job and without a command. */
+static void test_sionna_check(void)
+{
+    char *dir = fixture("sionna_check");
+    bf_job_t job, back;
+    char err[BF_ERRLEN];
+    CHECK(load_job(dir, "scenes: scenes\nsionna_check: {command: [python3, 'sionna_task.py']}\n",
+                   &job, err) == BF_OK);
+    CHECK(job.sionna_check_argc == 2 && !strcmp(job.sionna_check_command[1], "sionna_task.py"));
+    json_t *doc = bf_job_to_json(&job, false);
+    CHECK(doc && bf_job_from_json(doc, &back, err) == BF_OK);
+    CHECK(back.sionna_check_argc == 2 && !strcmp(back.sionna_check_command[0], "python3"));
+    json_decref(doc);
+    bf_job_clear(&back);
+    bf_job_clear(&job);
+    expect_job_error(dir,
+                     "scenes: scenes\ntask: exec\nexec: {command: [x]}\n"
+                     "sionna_check: {command: [python3]}\n",
+                     "job.yaml:4:", "only allowed with task: boresight");
+    expect_job_error(dir, "scenes: scenes\nsionna_check: {}\n", "sionna_check.command", "missing");
+    free(dir);
+}
+
 int main(void)
 {
     bf_log_set_level(BF_LOG_ERROR);
@@ -1167,6 +1191,7 @@ int main(void)
     test_json_hostile();
     test_fleet();
     test_task_key();
+    test_sionna_check();
     remove_tree(root);
     if (failures) {
         fprintf(stderr, "bf_config_test: %d check(s) failed\n", failures);

@@ -54,6 +54,9 @@ def parse_args(argv):
                    help="measurement cell when scene.yaml gives none [10 10]")
     p.add_argument("--height", type=float, default=1.5, help="measurement height [1.5]")
     p.add_argument("--iterations", type=int, default=8, help="gradient steps [8]")
+    p.add_argument("--at", type=float, nargs=2, metavar=("AZ", "TILT"),
+                   help="no search: the map at the scene's orientation and at this one "
+                        "(the job option sionna_check: Sionna's view of the native optimum)")
     p.add_argument("--lr-deg", type=float, default=3.0, help="Adam's learning rate, deg [3]")
     p.add_argument("--azimuth-range", type=float, nargs=2, default=(0.0, 360.0),
                    metavar=("LO", "HI"), help="deg [0 360]: a full turn wraps")
@@ -66,6 +69,8 @@ def parse_args(argv):
     p.add_argument("--variant", default="llvm_ad_mono_polarized",
                    help="Mitsuba variant [llvm_ad_mono_polarized; cuda_ad_mono_polarized on a GPU]")
     a = p.parse_args(argv)
+    if a.at:
+        a.iterations = 1                  # the scene's orientation, then the one asked for
     if a.rays < 1 or a.depth < 0 or a.seed < 0 or a.iterations < 0 or not a.lr_deg > 0:
         p.error("--rays >= 1, --depth >= 0, --seed >= 0, --iterations >= 0, --lr-deg > 0")
     if not (a.azimuth_range[0] < a.azimuth_range[1] and a.tilt_range[0] < a.tilt_range[1]):
@@ -202,6 +207,9 @@ def main(argv):
             trace_s = time.monotonic() - t
         if last:
             break
+        if a.at:                          # no search: the one orientation asked for
+            opt["az"], opt["tilt"] = rad(a.at[0]), rad(a.at[1])
+            continue
         dr.backward(-mean)                # Adam minimizes: the loss is minus the mean
         opt.step()
         a_new = math.degrees(opt["az"][0])
@@ -213,7 +221,8 @@ def main(argv):
         opt["tilt"] = rad(min(max(math.degrees(opt["tilt"][0]), tilt_lo), tilt_hi))
     optimize_s = time.monotonic() - t - trace_s
 
-    best = max(range(len(evals)), key=lambda i: (evals[i][0], -i))
+    # with --at, the orientation asked for, better or not
+    best = 1 if a.at else max(range(len(evals)), key=lambda i: (evals[i][0], -i))
     z0 = bs.dbm(evals[0][3], tx["power_dbm"])[zone]
     z1 = bs.dbm(evals[best][3], tx["power_dbm"])[zone]
     s0, s1 = bs.stats(z0), bs.stats(z1)
@@ -242,7 +251,7 @@ def main(argv):
         "evaluations": len(evals),
         "objective": evals[best][0],
         "thumbnails": thumbs,
-        "optimizer": {"method": "adam", "lr_deg": a.lr_deg, "iterations": a.iterations,
+        "optimizer": {"method": "at" if a.at else "adam", "lr_deg": a.lr_deg, "iterations": a.iterations,
                       "best_step": best,
                       "steps": [[round(e[1], 3), round(e[2], 3), round(e[0], 4)] for e in evals]},
         "elapsed_time": time.monotonic() - T0,

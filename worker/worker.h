@@ -169,6 +169,14 @@ bf_err_t worker_exec(worker_task_ctx_t *ctx, json_t **result, char *err) BF_MUST
    document by worker_boresight_json. */
 bf_err_t worker_boresight(worker_task_ctx_t *ctx, json_t **result, char *err) BF_MUST_CHECK;
 
+/* The job option sionna_check (worker_sionna_check.c): when the job has
+   one, runs its program on the scene as an exec task (the allow list, the
+   deadline, the cancel flag of ctx) at the scene's orientation and at the
+   one in res's boresight_optimized, and adds "sionna_check" to res: NMSE of
+   the zone maps in dB and both engines' gains, or {"error": why}. It never
+   fails the task. */
+void worker_sionna_check(worker_task_ctx_t *ctx, json_t *res);
+
 /* The engine's types (kernels/kern.h), named here so that this header
    does not pull the engine in. */
 typedef struct kern_boresight_opts kern_boresight_opts_t;

@@ -127,5 +127,6 @@ bf_err_t worker_boresight(worker_task_ctx_t *ctx, json_t **result, char *err)
     kern_boresight_result_clear(&found);
     if (!*result)
         return bf_fail(err, BF_ENOMEM, "boresight: cannot build the result document");
+    worker_sionna_check(ctx, *result);
     return BF_OK;
 }
