@@ -58,6 +58,8 @@ _JOB = [
     ("optimizer.coverage_dbm", "double", "", -500, 500),
     ("exec", "section", "", 0, 0),
     ("exec.command", "strv", "", 1, 256),
+    ("sionna_check", "section", "", 0, 0),
+    ("sionna_check.command", "strv", "", 1, 256),
 ]
 
 _JOB_DEFAULTS: Dict[str, Any] = {
@@ -444,6 +446,11 @@ def job_document(job: Union[str, os.PathLike, Dict[str, Any]],
                "missing: task exec needs a command to run")
     if values["task"] == "boresight" and "exec" in r.seen:
         r.fail(r.where.get("exec"), "exec", "only allowed with task: exec")
+    if values["task"] == "exec" and "sionna_check" in r.seen:
+        r.fail(r.where.get("sionna_check"), "sionna_check", "only allowed with task: boresight")
+    if "sionna_check" in r.seen and "sionna_check.command" not in values:
+        r.fail(r.where.get("sionna_check"), "sionna_check.command",
+               "missing: the program to run (e.g. [python3, sionna_task.py])")
     # bf_job_to_json: the table's order; has-fields only when given.
     doc: Dict[str, Any] = {}
     extra = {"scenes_root": root, "scenes": scenes, "output": output}
