@@ -12,11 +12,12 @@ DEB_PACKAGES = build-essential cmake pkg-config python3 python3-pip \
 PY_PACKAGES  = pyzmq msgpack
 # What only the tests use: a browser for report.html, promtool, network
 # namespaces, groff for the man page, clang for the fuzzers, Slurm, munge,
-# sshd and systemd-analyze for the deployment tests, and the LLVM that
+# sshd and systemd-analyze for the deployment tests, podman (with runc) and
+# debootstrap to build and run deploy/Dockerfile, and the LLVM that
 # Sionna RT's Dr.Jit runs on (tests/sionna: LLVM 15 makes it abort; its
 # virtual environment is a ctest fixture, tests/sionna/setup.sh).
 TEST_DEB_PACKAGES = chromium prometheus iproute2 groff-base clang slurm-wlm munge \
-                    openssh-server systemd libllvm19 python3-venv
+                    openssh-server systemd libllvm19 python3-venv podman runc debootstrap
 # PyYAML reads the Kubernetes manifests in tests/deploy/test_k8s.py.
 TEST_PY_PACKAGES  = pyyaml
 
