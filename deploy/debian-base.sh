@@ -33,9 +33,11 @@ PODMAN=${PODMAN:-podman}
 mkdir -p "$cache"
 cache=$(cd "$cache" && pwd)
 
+# shellcheck disable=SC1091
 . /etc/os-release
 suite=${VERSION_CODENAME:?no VERSION_CODENAME in /etc/os-release}
 arch=$(dpkg --print-architecture)
+# shellcheck disable=SC2016  # apt's own $(FIELD) placeholders
 targets=$(apt-get indextargets --format '$(SITE) $(RELEASE) $(COMPONENT)' 'Identifier: Packages' | sort -u)
 mirror=$(printf '%s\n' "$targets" | awk -v s="$suite" '$2 == s {print $1; exit}')
 [ -n "$mirror" ] || { echo "debian-base: apt has no source for suite $suite (apt-get indextargets)" >&2; exit 1; }
