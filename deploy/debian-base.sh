@@ -20,7 +20,8 @@
 # as localhost/beamfleet-base:SUITE-DATE-KEY (also tagged :latest, the
 # Dockerfile's default). A second run on the same day finds the image in
 # podman's store, or imports the tar, in seconds; a new day makes a new base
-# (security updates) and removes the older tars.
+# (security updates) and removes the older tars; the packages debootstrap
+# fetched are kept in CACHE_DIR/debs for it (30 days).
 #
 #   img=$(deploy/debian-base.sh build/deploy-image)
 #   podman build -f deploy/Dockerfile --build-arg BASE="$img" -t beamfleet:0.1.0 .
@@ -56,7 +57,11 @@ if ! $PODMAN image exists "$tag"; then
         root=$cache/$name.root
         rm -rf "$root" "$tar.part"
         echo "debian-base: debootstrap $suite from $mirror ($arch, minbase)" >&2
-        debootstrap --variant=minbase --arch="$arch" --components=main "$suite" "$root" "$mirror" >"$cache/$name.log" 2>&1 \
+        # the .debs stay in CACHE/debs: the next day's base fetches only what changed
+        mkdir -p "$cache/debs"
+        find "$cache/debs" -name '*.deb' -mtime +30 -delete
+        debootstrap --variant=minbase --arch="$arch" --components=main --cache-dir="$cache/debs" \
+            "$suite" "$root" "$mirror" >"$cache/$name.log" 2>&1 \
             || { tail -n 20 "$cache/$name.log" >&2; rm -rf "$root"; exit 1; }
         printf '%s\n' "$sources" >"$root/etc/apt/sources.list"
         [ -z "$aptconf" ] || printf '%s\n' "$aptconf" >"$root/etc/apt/apt.conf.d/99beamfleet-host"
@@ -91,6 +96,10 @@ EOF
         done
     fi
     $PODMAN import --change 'CMD ["/bin/bash"]' "$tar" "$tag" >/dev/null
+    # and the older days' bases go from podman too (their layers stay while an
+    # image built on them is kept)
+    $PODMAN images --format '{{.Repository}}:{{.Tag}}' localhost/beamfleet-base | grep ":$suite-" \
+        | grep -v -x -F "$tag" | while read -r old; do $PODMAN rmi "$old" >/dev/null 2>&1 || true; done
 fi
 $PODMAN tag "$tag" localhost/beamfleet-base:latest
 echo "$tag"
