@@ -13,12 +13,13 @@ DEB_PACKAGES = build-essential cmake pkg-config python3 python3-pip \
 PY_PACKAGES  = pyzmq msgpack
 # What only the tests use: a browser for report.html, promtool, network
 # namespaces, groff for the man page, clang for the fuzzers, Slurm, munge,
-# sshd and systemd-analyze for the deployment tests, gdb for the stacks of
-# a process that will not stop (tests/e2e/fleet.py), and the LLVM that
+# sshd and systemd-analyze for the deployment tests, podman (with runc) and
+# debootstrap to build and run deploy/Dockerfile, gdb for the stacks of a
+# process that will not stop (tests/e2e/fleet.py), and the LLVM that
 # Sionna RT's Dr.Jit runs on (tests/sionna: LLVM 15 makes it abort; its
 # virtual environment is a ctest fixture, tests/sionna/setup.sh).
 TEST_DEB_PACKAGES = chromium prometheus iproute2 groff-base clang slurm-wlm munge \
-                    openssh-server systemd libllvm19 python3-venv gdb
+                    openssh-server systemd libllvm19 python3-venv gdb podman runc debootstrap
 # PyYAML reads the Kubernetes manifests in tests/deploy/test_k8s.py; pandas and
 # matplotlib are the Python client's optional results table and plots, and wheel
 # lets tests/python install it with pip offline (tests/python/test_client.py).
