@@ -155,6 +155,19 @@ static double raw_relay(unsigned nworkers, size_t msg_size, unsigned window, uns
 
 /* ---- no-op workers speaking the real protocol -------------------------- */
 
+/* --cells N: each result carries zone_power_initial and _optimized of N
+   dBm values, as a boresight result of an N-cell zone does (0: none). */
+static unsigned result_cells;
+
+/* An array of n dBm values with all their digits, as the engine's are. */
+static json_t *zone_array(unsigned n, double base)
+{
+    json_t *a = json_array();
+    for (unsigned i = 0; a && i < n; i++)
+        json_array_append_new(a, json_real(base - 1e-3 * i - 1.0 / (3.0 + i)));
+    return a;
+}
+
 typedef struct {
     const char *endpoint;
     unsigned prefetch;
@@ -192,6 +205,8 @@ static void *noop_worker(void *arg)
     zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
     zmq_connect(s, w->endpoint);
     send_ready(s, w);
+    json_t *zone0 = result_cells ? zone_array(result_cells, -90.0) : NULL;
+    json_t *zone1 = result_cells ? zone_array(result_cells, -80.0) : NULL;
     int64_t last_sent = bf_mono_ms();
     while (!atomic_load(w->stop)) {
         zmq_pollitem_t item = {s, 0, ZMQ_POLLIN, 0};
@@ -218,6 +233,10 @@ static void *noop_worker(void *arg)
                                   "success", "reason", "", "scene", m.scene ? m.scene : "", "host",
                                   bf_hostname(), "gpu_id", -1, "device", "noop", "worker", w->name,
                                   "attempt", (json_int_t)m.attempt, "elapsed_time", 0.0);
+                    if (zone0 && r.obj) {
+                        json_object_set(r.obj, "zone_power_initial", zone0);
+                        json_object_set(r.obj, "zone_power_optimized", zone1);
+                    }
                     send_or_warn(s, &r);
                     last_sent = bf_mono_ms();
                     atomic_fetch_add(&w->done, 1);
@@ -229,6 +248,8 @@ static void *noop_worker(void *arg)
             proto_msg_clear(&m);
         }
     }
+    json_decref(zone0);
+    json_decref(zone1);
     proto_msg_t bye;
     proto_msg_init(&bye, PROTO_GOODBYE);
     send_or_warn(s, &bye);
@@ -558,11 +579,13 @@ static void usage(FILE *to)
 {
     fprintf(to, "usage: bench_dispatch BEAMFLEET_BIN [--tasks T] [--workers 1,2,8] [--prefetch P]\n"
                 "                      [--repeat R] [--warmup W] [--pool SCRIPT | --no-pool]\n"
-                "                      [--no-detect]\n\n"
+                "                      [--no-detect] [--cells N]\n\n"
                 "No-op tasks through the real broker (durable) and collector, N no-op workers\n"
                 "in threads; per worker count W warm-up runs, then R measured runs (median and\n"
                 "min-max), against a raw ROUTER relay and a Python ProcessPoolExecutor running\n"
-                "the same number of in-process no-op functions (SCRIPT: bench/pool_anchor.py).\n");
+                "the same number of in-process no-op functions (SCRIPT: bench/pool_anchor.py).\n"
+                "--cells N: each result carries two zone arrays of N dBm values, as a boresight\n"
+                "result of an N-cell zone does.\n");
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -638,6 +661,8 @@ int main(int argc, char **argv)
             return 2;
         } else if (!strcmp(a, "--tasks")) {
             ntasks = (unsigned)strtoul(argv[++i], NULL, 10);
+        } else if (!strcmp(a, "--cells")) {
+            result_cells = (unsigned)strtoul(argv[++i], NULL, 10);
         } else if (!strcmp(a, "--prefetch")) {
             prefetch = (unsigned)strtoul(argv[++i], NULL, 10);
         } else if (!strcmp(a, "--repeat")) {

@@ -10,6 +10,7 @@
 
 #include "broker_store.h"
 
+#include <limits.h>
 #include <sqlite3.h>
 #include <stdlib.h>
 #include <string.h>
@@ -107,6 +108,46 @@ static bf_err_t exec(broker_store_t *s, const char *sql)
         return BF_EDB;
     }
     return BF_OK;
+}
+
+/* Documents (a task's result, a JOB_DONE's JOBINFO) are stored as
+   MessagePack BLOBs: a boresight result carries thousands of reals, and
+   packing and unpacking them costs a fraction of printing them as JSON text
+   (%.17g) and parsing that again for the DELIVER. A document MessagePack
+   on the wire may not hold (a string over its bound) is stored as JSON
+   text, as a state written before this was; both are read. *buf is what to
+   free once the statement has run. */
+static bf_err_t bind_doc(sqlite3_stmt *st, int i, const json_t *doc, void **buf)
+{
+    uint8_t *packed = NULL;
+    size_t n = 0;
+    if (proto_json_to_msgpack(doc, &packed, &n) == BF_OK && n <= INT_MAX) {
+        *buf = packed;
+        sqlite3_bind_blob(st, i, packed, (int)n, SQLITE_STATIC);
+        return BF_OK;
+    }
+    free(packed);
+    char *text = json_dumps(doc, JSON_COMPACT);
+    if (!text)
+        return BF_ENOMEM;
+    *buf = text;
+    sqlite3_bind_text(st, i, text, -1, SQLITE_STATIC);
+    return BF_OK;
+}
+
+static json_t *column_doc(sqlite3_stmt *st, int i)
+{
+    if (sqlite3_column_type(st, i) == SQLITE_BLOB) {
+        const void *p = sqlite3_column_blob(st, i);
+        int n = sqlite3_column_bytes(st, i);
+        json_t *v = NULL;
+        char why[BF_ERRLEN];
+        if (!p || proto_msgpack_to_json(p, (size_t)n, &v, why) != BF_OK)
+            return NULL;
+        return v;
+    }
+    const char *text = (const char *)sqlite3_column_text(st, i);
+    return text ? json_loads(text, 0, NULL) : NULL;
 }
 
 static const char *col_text(sqlite3_stmt *st, int i)
@@ -603,20 +644,18 @@ static json_t *job_info(const job_t *j)
 static bf_err_t outbox_add(broker_store_t *s, bool job_done, const char *job_id,
                            const char *task_id, json_t *payload)
 {
-    char *text = payload ? json_dumps(payload, JSON_COMPACT) : NULL;
-    if (payload && !text)
-        return BF_ENOMEM;
     sqlite3_stmt *st = s->st_outbox;
+    void *buf = NULL;
+    if (payload && bind_doc(st, 4, payload, &buf) != BF_OK)
+        return BF_ENOMEM;
+    if (!payload)
+        sqlite3_bind_null(st, 4);
     sqlite3_bind_int(st, 1, job_done);
     sqlite3_bind_text(st, 2, job_id, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 3, task_id ? task_id : "", -1, SQLITE_STATIC);
-    if (text)
-        sqlite3_bind_text(st, 4, text, -1, SQLITE_STATIC);
-    else
-        sqlite3_bind_null(st, 4);
     int r = sqlite3_step(st);
     sqlite3_reset(st);
-    free(text);
+    free(buf);
     if (r != SQLITE_DONE) {
         bf_error("store: outbox: %s", sqlite3_errmsg(s->db));
         return BF_EDB;
@@ -1055,18 +1094,18 @@ static bf_err_t finalize(broker_store_t *s, uint32_t t, json_t *result, int stat
         json_object_set(result, "key", json_array_get(j->keys, t - j->first));
     if (tk->failures)
         json_object_set(result, "failures", tk->failures);
-    char *text = json_dumps(result, JSON_COMPACT);
+    sqlite3_stmt *st = s->st_task_final;
+    void *text = NULL;
     char *failures = tk->failures ? json_dumps(tk->failures, JSON_COMPACT) : NULL;
-    if (!text || (tk->failures && !failures)) {
+    if (bind_doc(st, 4, result, &text) != BF_OK || (tk->failures && !failures)) {
+        sqlite3_clear_bindings(st);
         free(text);
         free(failures);
         return BF_ENOMEM;
     }
-    sqlite3_stmt *st = s->st_task_final;
     sqlite3_bind_text(st, 1, tk->id, -1, SQLITE_STATIC);
     sqlite3_bind_int(st, 2, tk->attempt);
     sqlite3_bind_text(st, 3, status_names[status], -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 4, text, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 5, (sqlite3_int64)++s->final_seq);
     if (failures)
         sqlite3_bind_text(st, 6, failures, -1, SQLITE_STATIC);
@@ -1372,7 +1411,7 @@ bf_err_t broker_store_outbox_after(broker_store_t *s, uint64_t after, size_t max
         d[k].job_done = sqlite3_column_int(st, 1) != 0;
         d[k].job_id = bf_strdup(col_text(st, 2));
         d[k].task_id = bf_strdup(col_text(st, 3));
-        json_t *doc = json_loads(col_text(st, 4), 0, NULL);
+        json_t *doc = column_doc(st, 4);
         if (!d[k].job_done && d[k].job_id) {
             /* {"job": JOBINFO as of now, "result": the final result} */
             if (!info || strcmp(info_job, d[k].job_id) != 0) {
@@ -1479,7 +1518,7 @@ json_t *broker_store_events(broker_store_t *s, const char *job_id, uint64_t curs
     sqlite3_bind_int64(st, 3, (sqlite3_int64)max);
     while (sqlite3_step(st) == SQLITE_ROW) {
         uint64_t seq = (uint64_t)sqlite3_column_int64(st, 0);
-        json_t *r = json_loads(col_text(st, 4), 0, NULL);
+        json_t *r = column_doc(st, 4);
         json_t *ev =
             json_pack("{s:I, s:s, s:s, s:s}", "seq", (json_int_t)seq, "job_id", col_text(st, 1),
                       "task_id", col_text(st, 2), "scene", col_text(st, 3));

@@ -1289,10 +1289,16 @@ static void test_schema_1(const char *dir)
         " job_id TEXT, task_id TEXT, payload TEXT);"
         "INSERT INTO jobs(id, name, output, task, spec, total, state, submitted_ms, finished_ms, "
         " max_attempts, timeout_ms) VALUES ('0123456789ab', 'old', '/tmp/out/old', 'exec', "
-        " '{\"task\":\"exec\",\"exec\":{\"command\":[\"/bin/true\"]}}', 1, 'running', "
+        " '{\"task\":\"exec\",\"exec\":{\"command\":[\"/bin/true\"]}}', 2, 'running', "
         " 1, 0, 3, 60000);"
         "INSERT INTO tasks VALUES ('00000000000000000000000000000001', '0123456789ab', 0, "
-        " 's0', 0, 0, '', NULL, NULL, NULL, NULL);";
+        " 's0', 0, 0, '', NULL, NULL, NULL, NULL);"
+        /* a result of that time, as JSON text, not yet delivered */
+        "INSERT INTO tasks VALUES ('00000000000000000000000000000002', '0123456789ab', 1, "
+        " 's1', 2, 1, 'w', NULL, 'success', '{\"status\":\"success\",\"scene\":\"s1\","
+        "\"elapsed_time\":0.25,\"zone_power_initial\":[-90.5,-80.25]}', 1);"
+        "INSERT INTO outbox(job_done, job_id, task_id, payload) VALUES (0, '0123456789ab', "
+        " '00000000000000000000000000000002', NULL);";
     CHECK(sqlite3_exec(db, v1, NULL, NULL, NULL) == SQLITE_OK);
     sqlite3_close(db);
     running_t r;
@@ -1301,9 +1307,29 @@ static void test_schema_1(const char *dir)
     REQUIRE_OUT(start_broker(&r, dir));
     doc = status_doc(r.endpoint, "", 0);
     json_t *j = job_in(doc, "0123456789ab");
-    CHECK(j && jint(j, "total") == 1 && jint(j, "queued") == 1);
+    CHECK(j && jint(j, "total") == 2 && jint(j, "queued") == 1 && jint(j, "final") == 1);
+    json_t *ev = json_array_get(json_object_get(doc, "events"), 0);
+    CHECK(ev && !strcmp(jstr(ev, "scene"), "s1") && !strcmp(jstr(ev, "status"), "success"));
     json_decref(doc);
     doc = NULL;
+    /* the old JSON text result reaches the collector as any other */
+    tpeer_t col = {0};
+    proto_msg_t m;
+    tpeer_open(&col, r.endpoint);
+    proto_msg_init(&m, PROTO_COLLECT);
+    CHECK(proto_msg_set(&m.worker, "collector") == BF_OK);
+    m.credit = 4;
+    tsend(&col, &m);
+    if (trecv(&col, PROTO_DELIVER, 2000, &m)) {
+        json_t *res = json_object_get(m.obj, "result");
+        CHECK(!strcmp(jstr(res, "scene"), "s1") &&
+              json_real_value(json_array_get(json_object_get(res, "zone_power_initial"), 1)) ==
+                  -80.25);
+        proto_msg_clear(&m);
+    } else {
+        CHECK(!"a DELIVER of the schema-1 result");
+    }
+    tpeer_close(&col);
     REQUIRE_OUT(submit(r.endpoint, "after", 2, 1, job_id));
     /* keys and reuse that do not fit the job: ERROR naming the field */
     static const struct {
