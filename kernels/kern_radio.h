@@ -415,7 +415,7 @@ KERN_HD float kern_scatter_pattern(const kern_mat_t *mat, kern_v3 ki, kern_v3 ko
 {
     float cos_o = v3_dot(ko, n);
     if (mat->pattern != KERN_SCAT_BACKSCATTERING)
-        return fabsf(cos_o) * (float)(1.0 / KERN_PI);
+        return mul_rn(fabsf(cos_o), (float)(1.0 / KERN_PI));
     float cos_i = kern_minf(-v3_dot(ki, n), 1.0f);
     kern_v3 ks = v3_sub(ki, v3_scale(n, mul_rn(2.0f, v3_dot(ki, n))));
     float vr = kern_ipowf(mul_rn(0.5f, 1.0f + v3_dot(ks, ko)), mat->alpha_r);
@@ -438,9 +438,11 @@ KERN_HD float kern_scatter_pattern(const kern_mat_t *mat, kern_v3 ki, kern_v3 ko
             kn += mul_rn(cn, s2n);
             ij = mul_rn(mul_rn(cos_i, kn), (float)(2.0 * KERN_PI) / (float)(j + 1));
         }
-        if (j > 0) {
-            br = mul_rn(br, (float)(mat->alpha_r - j + 1) / (float)j);
-            bi = mul_rn(bi, (float)(mat->alpha_i - j + 1) / (float)j);
+        if (j > 0) { /* times (alpha - j + 1) / j; never a division by a constant
+                        j, which a compiler turns into an unannotated product */
+            float rj = 1.0f / (float)j;
+            br = mul_rn(mul_rn(br, (float)(mat->alpha_r - j + 1)), rj);
+            bi = mul_rn(mul_rn(bi, (float)(mat->alpha_i - j + 1)), rj);
         }
         if (j <= mat->alpha_r)
             fr += mul_rn(ij, br);
