@@ -341,6 +341,37 @@ static void test_scatter_patterns(void)
     }
 }
 
+/* Values of Sionna RT 2.2's LambertianPattern, DirectivePattern(alpha_r)
+   and BackscatteringPattern(alpha_r, alpha_i, lambda_) for k_i = (sin
+   th_i, 0, -cos th_i), k_o at (theta_o, phi_o), normal +z. */
+static void test_scatter_vs_sionna(void)
+{
+    const struct {
+        int pattern, ar, ai;
+        float lam;
+        double thi, tho, pho, want;
+    } c[] = {{KERN_SCAT_LAMBERTIAN, 1, 1, 1.0f, 0.35, 0.6, 1.1, 0.262712479},
+             {KERN_SCAT_BACKSCATTERING, 4, 1, 1.0f, 0.7, 0.3, 0.2, 0.380410522},
+             {KERN_SCAT_BACKSCATTERING, 10, 1, 1.0f, 0.35, 0.35, 3.14159, 0.251359344},
+             {KERN_SCAT_BACKSCATTERING, 20, 30, 0.7f, 1.05, 0.9, 3.3, 0.431040943},
+             {KERN_SCAT_BACKSCATTERING, 3, 6, 0.4f, 0.7, 0.6, 0.0, 0.211151689},
+             {KERN_SCAT_BACKSCATTERING, 7, 2, 0.0f, 0.0, 0.5, 1.0, 0.240459219}};
+    for (size_t k = 0; k < sizeof c / sizeof c[0]; k++) {
+        kern_mat_t m = slab(1, 0, 0);
+        m.s = 1.0f;
+        m.pattern = c[k].pattern;
+        m.alpha_r = c[k].ar;
+        m.alpha_i = c[k].ai;
+        m.lam = c[k].lam;
+        kern_v3 ki = v3((float)sin(c[k].thi), 0, (float)-cos(c[k].thi));
+        kern_v3 ko = v3((float)(sin(c[k].tho) * cos(c[k].pho)),
+                        (float)(sin(c[k].tho) * sin(c[k].pho)), (float)cos(c[k].tho));
+        double got = kern_scatter_pattern(&m, ki, ko, v3(0, 0, 1));
+        CHECKF(fabs(got / c[k].want - 1) < 1e-4, "pattern %zu: %.9g, Sionna %.9g", k, got,
+               c[k].want);
+    }
+}
+
 /* Energy per interaction, per polarization: on a lossless slab (|R|^2 +
    |T|^2 = 1 for TE and for TM), the expected outgoing power times the
    outgoing tube's solid angle, over the event choice (u01 stratified) and
@@ -562,6 +593,7 @@ int main(void)
     test_lattice_rng();
     test_jones();
     test_scatter_patterns();
+    test_scatter_vs_sionna();
     test_diffuse_energy();
     test_crossing();
     if (failures) {
