@@ -3,7 +3,8 @@
     device: float complex numbers, the ITU slab coefficients, the antenna
     patterns with polarization and orientation, the Fibonacci launch lattice,
     a counter-based random generator, the ray state with its 2x2 Jones chain,
-    the event choice at an interaction and the plane-crossing contribution.
+    the event choice at an interaction (specular, diffuse with the scattering
+    patterns, refraction) and the plane-crossing contribution.
     kern_bounce.h walks a ray through them for both backends (kern_cpu.c,
     kern_cuda.cu), and the two compute the same bits: every product is
     mul_rn/dmul_rn (never fused into a multiply-add, kern_hd.h) and every
