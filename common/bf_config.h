@@ -39,6 +39,7 @@ typedef struct {
     bool los;                           /* [true] */
     bool specular_reflection;           /* [true] */
     bool refraction;                    /* [true] */
+    bool diffuse_reflection;            /* [false], at materials with a scattering coefficient */
     uint64_t seed;                      /* [42] */
     double floor_dbm;                   /* [-300] */
     bf_surface_offset_t surface_offset; /* [sionna] */

@@ -409,7 +409,8 @@ class SionnaScene:
         """Dr.Jit values in radians (gradients flow through them)."""
         self.tx.orientation = self.mi.Point3f(az, tilt, roll)
 
-    def radio_map(self, g, rays, depth=3, los=True, refl=True, refr=True, seed=42):
+    def radio_map(self, g, rays, depth=3, los=True, refl=True, refr=True, seed=42,
+                  diffuse=False):
         """RadioMapSolver on grid g (grid()'s tuple): the size is a whole
         number of cells, so Sionna's cells are ours."""
         mi = self.mi
@@ -417,5 +418,5 @@ class SionnaScene:
         return self.solver(self.scene, center=mi.Point3f(x0 + nx * dx / 2, y0 + ny * dy / 2, z),
                            orientation=mi.Point3f(0, 0, 0), size=mi.Point2f(nx * dx, ny * dy),
                            cell_size=mi.Point2f(dx, dy), samples_per_tx=rays, max_depth=depth,
-                           los=los, specular_reflection=refl, diffuse_reflection=False,
+                           los=los, specular_reflection=refl, diffuse_reflection=diffuse,
                            refraction=refr, seed=seed)

@@ -134,6 +134,7 @@ typedef struct {
     uint32_t max_depth;              /* interactions per ray, 0 = direct only */
     int los, reflection, refraction; /* DESIGN 6.4 switches */
     int surface_offset;              /* KERN_OFFSET_* (kern_radio.h): 0, Sionna's, by default */
+    int diffuse_reflection; /* scatter at materials with S > 0 (kern_radio.h); 0 by default */
     uint64_t seed;
     kern_v3 tx; /* transmitter position */
     kern_antenna_t antenna;

@@ -60,7 +60,14 @@ bf_err_t kern_tracer_new(const kern_scene_t *scene, unsigned threads, kern_trace
         t->mats[i].eta_re = (float)m->eta_re;
         t->mats[i].eta_im = (float)m->eta_im;
         t->mats[i].kd = (float)(2.0 * KERN_PI * m->thickness / lambda);
-        t->mats[i].pad = 0.0f;
+        t->mats[i].s = (float)m->scattering_coefficient;
+        t->mats[i].kx = (float)m->xpd_coefficient;
+        t->mats[i].lam = (float)m->lambda;
+        t->mats[i].pattern = m->scattering_pattern == KERN_SCATTER_LAMBERTIAN
+                                 ? KERN_SCAT_LAMBERTIAN
+                                 : KERN_SCAT_BACKSCATTERING;
+        t->mats[i].alpha_r = m->alpha_r;
+        t->mats[i].alpha_i = m->alpha_i;
     }
     for (size_t i = 0; i < nt; i++) {
         if (scene->tri_material[i] >= scene->material_count) {
@@ -401,6 +408,7 @@ static bf_err_t trace_initial(run_t *r, char *err)
     ts->los = o->solver.los;
     ts->reflection = o->solver.specular_reflection;
     ts->refraction = o->solver.refraction;
+    ts->diffuse_reflection = o->solver.diffuse_reflection;
     ts->surface_offset =
         o->solver.surface_offset == BF_OFFSET_TIGHT ? KERN_OFFSET_TIGHT : KERN_OFFSET_SIONNA;
     ts->seed = o->solver.seed;

@@ -36,6 +36,7 @@ typedef struct {
     uint64_t rays, seed;
     uint32_t max_depth;
     int los, reflection, refraction, surface_offset;
+    int diffuse; /* diffuse reflection (off by default, as in Sionna RT) */
     kern_v3 tx;
     kern_antenna_t antenna;
     kern_rot_t rot; /* the orientation of the map */
@@ -58,6 +59,7 @@ static inline void kern_bounce_init(kern_bounce_t *b, const kern_geom_t *geom,
     b->reflection = s->reflection;
     b->refraction = s->refraction;
     b->surface_offset = s->surface_offset;
+    b->diffuse = s->diffuse_reflection;
     b->tx = s->tx;
     b->antenna = s->antenna;
     b->rot = s->rot;
@@ -109,9 +111,14 @@ KERN_HD int kern_walk_next(kern_walk_t *w, const kern_bounce_t *b, kern_crossing
             uint32_t tri = w->hit.tri;
             const float *nn = &b->geom.normals[3 * (size_t)tri];
             kern_mat_t mat = b->geom.mats[b->geom.tri_material[tri]];
-            if (!kern_ray_interact(&w->ray, w->hit.t, v3(nn[0], nn[1], nn[2]), mat,
-                                   kern_rand(b->seed, w->n, w->ray.depth), b->reflection,
-                                   b->refraction, b->surface_offset)) {
+            uint32_t depth = w->ray.depth;
+            /* the diffuse direction's two numbers, only where one can be drawn */
+            int diffuse = b->diffuse && mat.s > 0.0f;
+            float u1 = diffuse ? kern_rand_k(b->seed, w->n, depth, 1) : 0.0f;
+            float u2 = diffuse ? kern_rand_k(b->seed, w->n, depth, 2) : 0.0f;
+            if (!kern_ray_interact_ex(&w->ray, w->hit.t, v3(nn[0], nn[1], nn[2]), mat,
+                                      kern_rand(b->seed, w->n, depth), u1, u2, b->reflection,
+                                      diffuse, b->refraction, b->surface_offset, b->grid.omega)) {
                 w->next = KERN_WALK_DONE;
                 return 0;
             }

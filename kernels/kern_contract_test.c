@@ -6,7 +6,9 @@
     the zone records (departure directions, cells, Jones forms) and the
     orientation sums evaluated from each backend's own records must be equal
     bit for bit: on simple_street_canyon, box and double_reflector from
-    BF_SHARED_DIR, and on procedural cities (kern_scenegen). A product left
+    BF_SHARED_DIR, and on procedural cities (kern_scenegen); on
+    simple_street_canyon and one city also with rough materials and the
+    diffuse reflection on. A product left
     unprotected in the shared math would be fused in the second build, as on
     the GPU, and show here as a different ray.
 
@@ -52,7 +54,7 @@ static const char *cannot_run(void)
 /* Traces scene from tx over grid with both builds and compares all outputs. */
 static void compare(const char *name, const kern_scene_t *scene, kern_v3 tx,
                     const kern_grid_t *grid, const int32_t *zone_of_cell, uint32_t zone_cells,
-                    uint64_t rays)
+                    uint64_t rays, int diffuse)
 {
     char err[BF_ERRLEN] = "";
     const kern_backend_t *be[2] = {kern_backend_cpu(), kern_backend_cpu_contracted()};
@@ -73,6 +75,7 @@ static void compare(const char *name, const kern_scene_t *scene, kern_v3 tx,
     s.rays = rays;
     s.max_depth = 3;
     s.los = s.reflection = s.refraction = 1;
+    s.diffuse_reflection = diffuse;
     s.seed = 42;
     s.tx = tx;
     s.antenna = kern_antenna_make(KERN_PAT_TR38901, 2);
@@ -182,14 +185,31 @@ static uint32_t grid_and_zone(const kern_scene_t *scene, uint64_t rays, kern_gri
     return n;
 }
 
-static void run_scene(const char *name, const kern_scene_t *scene, kern_v3 tx, uint64_t rays)
+static void run_scene(const char *name, const kern_scene_t *scene, kern_v3 tx, uint64_t rays,
+                      int diffuse)
 {
     kern_grid_t grid;
     int32_t *zone = NULL;
     uint32_t zc = grid_and_zone(scene, rays, &grid, &zone);
     if (zone)
-        compare(name, scene, tx, &grid, zone, zc, rays);
+        compare(name, scene, tx, &grid, zone, zc, rays, diffuse);
     free(zone);
+}
+
+/* Makes every material rough (the diffuse reflection, docs/radio.md):
+   scattering coefficients 0.3 to 0.7, XPD 0.2, every other material
+   backscattering. */
+static void roughen(kern_scene_t *scene)
+{
+    for (size_t i = 0; i < scene->material_count; i++) {
+        kern_material_t *m = &scene->materials[i];
+        m->scattering_coefficient = 0.3 + 0.1 * (double)(i % 5);
+        m->xpd_coefficient = 0.2;
+        m->scattering_pattern = i % 2 ? KERN_SCATTER_BACKSCATTERING : KERN_SCATTER_LAMBERTIAN;
+        m->alpha_r = 3;
+        m->alpha_i = 2;
+        m->lambda = 0.6;
+    }
 }
 
 static void shared_scenes(void)
@@ -212,8 +232,12 @@ static void shared_scenes(void)
         CHECKF(e == BF_OK, "%s: %s", path, err);
         if (e != BF_OK)
             continue;
-        run_scene(cases[i].name, scene, v3(cases[i].tx[0], cases[i].tx[1], cases[i].tx[2]),
-                  cases[i].rays);
+        kern_v3 tx = v3(cases[i].tx[0], cases[i].tx[1], cases[i].tx[2]);
+        run_scene(cases[i].name, scene, tx, cases[i].rays, 0);
+        if (i == 0) { /* and rough, with the diffuse reflection */
+            roughen(scene);
+            run_scene("simple_street_canyon (rough, diffuse)", scene, tx, 300000, 1);
+        }
         kern_scene_destroy(&scene);
     }
 }
@@ -238,7 +262,12 @@ static void procedural_scenes(void)
         if (le != BF_OK)
             continue;
         const double *p = scene->tx.position;
-        run_scene(name, scene, v3((float)p[0], (float)p[1], (float)p[2]), 300000);
+        run_scene(name, scene, v3((float)p[0], (float)p[1], (float)p[2]), 300000, 0);
+        if (i == 0) {
+            roughen(scene);
+            run_scene("city_000 (rough, diffuse)", scene, v3((float)p[0], (float)p[1], (float)p[2]),
+                      300000, 1);
+        }
         kern_scene_destroy(&scene);
     }
     char cmd[256];

@@ -245,14 +245,26 @@ static void test_wall(void)
 }
 
 /* ---- determinism and edges -------------------------------------------------- */
-static void test_determinism(void)
+/* With diffuse: materials of scattering coefficient 0.5, XPD 0.2 (one of
+   them backscattering), and the diffuse reflection on. */
+static void test_determinism(int diffuse)
 {
     test_scene_t t;
     scene_init(&t);
-    add_rect(&t, v3(-500, -500, 0), v3(1000, 0, 0), v3(0, 1000, 0), CONCRETE);
-    add_rect(&t, v3(40, -100, 0), v3(0, 200, 0), v3(0, 0, 30), BRICK);
-    add_rect(&t, v3(-100, 35, 0), v3(200, 0, 0), v3(0, 0, 25), CONCRETE);
+    kern_material_t conc = CONCRETE, brick = BRICK;
+    if (diffuse) {
+        conc.scattering_coefficient = brick.scattering_coefficient = 0.5;
+        conc.xpd_coefficient = brick.xpd_coefficient = 0.2;
+        brick.scattering_pattern = KERN_SCATTER_BACKSCATTERING;
+        brick.alpha_r = 4;
+        brick.alpha_i = 2;
+        brick.lambda = 0.75;
+    }
+    add_rect(&t, v3(-500, -500, 0), v3(1000, 0, 0), v3(0, 1000, 0), conc);
+    add_rect(&t, v3(40, -100, 0), v3(0, 200, 0), v3(0, 0, 30), brick);
+    add_rect(&t, v3(-100, 35, 0), v3(200, 0, 0), v3(0, 0, 25), conc);
     kern_trace_setup_t s = setup_default(61111, v3(0, 0, 15), 100, 4);
+    s.diffuse_reflection = diffuse;
     s.antenna = kern_antenna_make(KERN_PAT_TR38901, 2);
     s.rot = kern_rotation(30, 5, 0);
     int32_t *zone = malloc((size_t)s.grid.nx * s.grid.ny * sizeof *zone);
@@ -464,15 +476,95 @@ static void test_double_wall(void)
     CHECKF(behind[1] == 0, "the tight offset stops on its second face: %g", behind[1]);
 }
 
+/* ---- diffuse reflection ------------------------------------------------------ */
+/* The diffuse map density of an isotropic source at height h above a
+   Lambertian plate (z = 0, |x|, |y| <= half) of scattering coefficient S
+   and |R| = 1, at P = (px, py, zm), diffuse reflection only:
+   g(P) = S^2 int dA_Q (h / r_TQ^3) (zm / (pi r_QP^3)) (incident density
+   cos theta_i / r^2, pattern cos theta_o / pi, spreading 1 / r^2). On the
+   axis of an infinite plate it is 2 S^2 / (h + zm)^2 in closed form, twice
+   the image source's |R|^2 / (h + zm)^2. Polar quadrature around P's foot,
+   rho = zm tan(t). */
+static double lambert_plate(double h, double px, double py, double zm, double half)
+{
+    const int nt = 600, np = 96;
+    double tmax = atan(4 * half / zm), acc = 0;
+    for (int i = 0; i < nt; i++) {
+        double t = (i + 0.5) * tmax / nt, rho = zm * tan(t), drho = zm / (cos(t) * cos(t));
+        double rqp = sqrt(rho * rho + zm * zm);
+        for (int j = 0; j < np; j++) {
+            double ph = 2 * KERN_PI * (j + 0.5) / np;
+            double qx = px + rho * cos(ph), qy = py + rho * sin(ph);
+            if (fabs(qx) > half || fabs(qy) > half)
+                continue;
+            double rtq = sqrt(qx * qx + qy * qy + h * h);
+            acc += rho * drho * (h / (rtq * rtq * rtq)) * (zm / (KERN_PI * rqp * rqp * rqp));
+        }
+    }
+    return acc * (tmax / nt) * (2 * KERN_PI / np);
+}
+
+static void test_lambertian_plate(void)
+{
+    const double h = 10, zm = 1.5, half = 400;
+    double axis = lambert_plate(h, 0, 0, zm, 1e5), want = 2 / ((h + zm) * (h + zm));
+    CHECKF(fabs(axis / want - 1) < 1e-3, "the quadrature on the axis: %g, closed form %g", axis,
+           want);
+    test_scene_t t;
+    scene_init(&t);
+    kern_material_t metal = METAL;
+    metal.scattering_coefficient = 1.0; /* all of the reflection is diffuse */
+    add_rect(&t, v3(-half, -half, 0), v3(2 * half, 0, 0), v3(0, 2 * half, 0), metal);
+    kern_trace_setup_t s = setup_default(4000000, v3(0, 0, (float)h), 13, 2);
+    s.los = 0;
+    s.reflection = 0;
+    s.max_depth = 1;
+    s.diffuse_reflection = 1;
+    double *map = trace(&t.sc, 2, &s, NULL, NULL);
+    CHECKF(map != NULL, "plate trace");
+    if (!map)
+        return;
+    /* cells at 0, 4 and 10 m from the axis: the cell average by 3x3 points */
+    const uint32_t cells[3][2] = {{6, 6}, {8, 6}, {11, 6}};
+    for (int k = 0; k < 3; k++) {
+        uint32_t ix = cells[k][0], iy = cells[k][1];
+        kern_v3 c = cell_centre(&s.grid, ix, iy);
+        double ref = 0;
+        for (int a = -1; a <= 1; a++)
+            for (int b = -1; b <= 1; b++)
+                ref += lambert_plate(h, c.x + a * s.grid.dx / 3, c.y + b * s.grid.dy / 3, zm, half);
+        ref *= s.grid.dx * s.grid.dy / 9;
+        double got = map[iy * s.grid.nx + ix];
+        printf(
+            "lambertian plate: cell at %.0f m from the axis: %.4g, closed form %.4g (%+.2f dB)\n",
+            (double)c.x, got, ref, 10 * log10(got / ref));
+        CHECKF(fabs(10 * log10(got / ref)) < 0.15, "lambertian plate at %.0f m: %g vs %g",
+               (double)c.x, got, ref);
+    }
+    /* diffuse off: the same plate gives nothing (no specular share left) */
+    s.diffuse_reflection = 0;
+    s.rays = 100000;
+    s.grid.omega = (float)(4 * KERN_PI / 100000.0);
+    double *none = trace(&t.sc, 2, &s, NULL, NULL);
+    double tot = 0;
+    for (uint32_t i = 0; none && i < s.grid.nx * s.grid.ny; i++)
+        tot += none[i];
+    CHECKF(none && tot == 0.0, "S = 1 without diffuse reflection: an empty map (%g)", tot);
+    free(none);
+    free(map);
+}
+
 int main(void)
 {
     test_free_space();
     test_ground();
     test_wall();
-    test_determinism();
+    test_determinism(0);
+    test_determinism(1);
     test_edges();
     test_shared_scenes();
     test_double_wall();
+    test_lambertian_plate();
     if (failures) {
         fprintf(stderr, "kern_cpu_test: %d failures\n", failures);
         return 1;

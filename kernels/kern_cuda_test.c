@@ -9,7 +9,8 @@
     Then orientation sums from the CPU's records and from the GPU's own
     records, each evaluated on the GPU, match the CPU's, and the search on
     the GPU's records finds the CPU's optimum. Runs on the analytic scenes of
-    ../shared/scenes and on munich, etoile and florence. Exits 77 (skipped)
+    ../shared/scenes (simple_street_canyon also rough, with the diffuse
+    reflection) and on munich, etoile and florence. Exits 77 (skipped)
     when there is no CUDA device or no CUDA backend in this build. */
 
 #include "kern.h"
@@ -73,20 +74,32 @@ typedef struct {
     const char *name;
     double tx[3];
     uint64_t rays;
+    int rough; /* materials made rough (S 0.5, XPD 0.2), the diffuse reflection on */
 } case_t;
 
 /* Compares one scene: returns 0 when it could not run at all. */
 static int compare_scene(const kern_backend_t *gpu, const char *shared, const case_t *tc)
 {
-    char path[1024], err[BF_ERRLEN] = "";
+    char path[1024], err[BF_ERRLEN] = "", label[96];
     snprintf(path, sizeof path, "%s/scenes/%s/%s.xml", shared, tc->name, tc->name);
+    snprintf(label, sizeof label, "%s%s", tc->name, tc->rough ? " (rough, diffuse)" : "");
     kern_scene_t *scene = NULL;
     if (kern_scene_load_xml(path, 3.5e9, &scene, err) != BF_OK) {
-        fprintf(stderr, "%s: %s\n", tc->name, err);
+        fprintf(stderr, "%s: %s\n", label, err);
         failures++;
         return 0;
     }
     memcpy(scene->tx.position, tc->tx, sizeof tc->tx);
+    for (size_t i = 0; tc->rough && i < scene->material_count; i++) {
+        scene->materials[i].scattering_coefficient = 0.5;
+        scene->materials[i].xpd_coefficient = 0.2;
+        if (i % 2) { /* and every other one backscattering */
+            scene->materials[i].scattering_pattern = KERN_SCATTER_BACKSCATTERING;
+            scene->materials[i].alpha_r = 3;
+            scene->materials[i].alpha_i = 2;
+            scene->materials[i].lambda = 0.6;
+        }
+    }
     kern_tracer_t *tracer = NULL;
     void *cpu_ctx = NULL, *gpu_ctx = NULL;
     const kern_backend_t *cpu = kern_backend_cpu();
@@ -95,7 +108,7 @@ static int compare_scene(const kern_backend_t *gpu, const char *shared, const ca
         e = cpu->ctx_new(kern_tracer_geom(tracer), 0, &cpu_ctx, err);
     if (e == BF_OK)
         e = gpu->ctx_new(kern_tracer_geom(tracer), 0, &gpu_ctx, err);
-    CHECKF(e == BF_OK, "%s: %s", tc->name, err);
+    CHECKF(e == BF_OK, "%s: %s", label, err);
     if (e != BF_OK)
         goto done;
 
@@ -103,7 +116,7 @@ static int compare_scene(const kern_backend_t *gpu, const char *shared, const ca
         .has_cell_size = true, .cell_size = {2, 2}, .has_height = true, .height = 1.5};
     kern_grid_t grid;
     e = kern_grid_make(scene, &meas, tc->rays, &grid, err);
-    CHECKF(e == BF_OK, "%s: %s", tc->name, err);
+    CHECKF(e == BF_OK, "%s: %s", label, err);
     if (e != BF_OK)
         goto done;
     size_t cells = (size_t)grid.nx * grid.ny;
@@ -122,6 +135,7 @@ static int compare_scene(const kern_backend_t *gpu, const char *shared, const ca
     ts.rays = tc->rays;
     ts.max_depth = 3;
     ts.los = ts.reflection = ts.refraction = 1;
+    ts.diffuse_reflection = tc->rough;
     ts.seed = 42;
     ts.tx = v3((float)tc->tx[0], (float)tc->tx[1], (float)tc->tx[2]);
     ts.antenna = kern_antenna_make(KERN_PAT_TR38901, 0);
@@ -145,7 +159,7 @@ static int compare_scene(const kern_backend_t *gpu, const char *shared, const ca
     double t_gpu = bf_mono_s() - t0;
     if (e == BF_OK) {
         /* the same rays: the same crossings, counted exactly */
-        CHECKF(og.crossings == oc.crossings, "%s: crossings cpu %llu gpu %llu", tc->name,
+        CHECKF(og.crossings == oc.crossings, "%s: crossings cpu %llu gpu %llu", label,
                (unsigned long long)oc.crossings, (unsigned long long)og.crossings);
         double num = 0, den = 0;
         size_t shown = 0;
@@ -154,19 +168,19 @@ static int compare_scene(const kern_backend_t *gpu, const char *shared, const ca
             num += d * d;
             den += map_c[c] * map_c[c];
             if (fabs(d) > 1e-9 * fabs(map_c[c]) + 1e-300 && shown < 5) {
-                fprintf(stderr, "  %s: cell %zu cpu %.17g gpu %.17g\n", tc->name, c, map_c[c],
+                fprintf(stderr, "  %s: cell %zu cpu %.17g gpu %.17g\n", label, c, map_c[c],
                         map_g[c]);
                 shown++;
             }
         }
         double nmse_db = num > 0 ? 10 * log10(num / den) : -400;
-        CHECKF(den > 0 && nmse_db <= -60, "%s: GPU vs CPU map NMSE %.1f dB", tc->name, nmse_db);
-        size_t zbad = compare_zone(tc->name, &zc, &zg);
-        CHECKF(zc.ray_count > 0 && zbad == 0, "%s: %zu zone records differ (of %zu rays)", tc->name,
+        CHECKF(den > 0 && nmse_db <= -60, "%s: GPU vs CPU map NMSE %.1f dB", label, nmse_db);
+        size_t zbad = compare_zone(label, &zc, &zg);
+        CHECKF(zc.ray_count > 0 && zbad == 0, "%s: %zu zone records differ (of %zu rays)", label,
                zbad, zc.ray_count);
         printf("%-32s rays %9llu  cpu %7.3f s  gpu %7.3f s  (x%.1f)  NMSE %.1f dB  zone rays %zu, "
                "crossings %zu, %zu differ\n",
-               tc->name, (unsigned long long)tc->rays, t_cpu, t_gpu, t_cpu / t_gpu, nmse_db,
+               label, (unsigned long long)tc->rays, t_cpu, t_gpu, t_cpu / t_gpu, nmse_db,
                zc.ray_count, zc.count, zbad);
 
         /* Orientation sums: the CPU from its records; the GPU from the
@@ -186,10 +200,8 @@ static int compare_scene(const kern_backend_t *gpu, const char *shared, const ca
         e = gpu->evaluate(gpu_ctx, &zg, &ts.antenna, rots, NO, so, NULL, err);
         CHECKF(e == BF_OK, "gpu evaluate (gpu records): %s", err);
         double w1 = worst_rel(sc, sg, ns), w2 = worst_rel(sc, so, ns);
-        CHECKF(w1 < 1e-9, "%s: GPU sums from the CPU's records differ by %.3g relative", tc->name,
-               w1);
-        CHECKF(w2 < 1e-9, "%s: GPU sums from its own records differ by %.3g relative", tc->name,
-               w2);
+        CHECKF(w1 < 1e-9, "%s: GPU sums from the CPU's records differ by %.3g relative", label, w1);
+        CHECKF(w2 < 1e-9, "%s: GPU sums from its own records differ by %.3g relative", label, w2);
 
         /* The search: on the CPU over the CPU's records, on the GPU over its own. */
         bf_optimizer_t opt = {
@@ -211,11 +223,11 @@ static int compare_scene(const kern_backend_t *gpu, const char *shared, const ca
         srch.zone = &zg;
         e = kern_search(&srch, &rg_, err);
         CHECKF(e == BF_OK, "gpu search: %s", err);
-        printf("%-32s optimum cpu (%.1f, %.1f) %.6f  gpu (%.1f, %.1f) %.6f\n", tc->name,
+        printf("%-32s optimum cpu (%.1f, %.1f) %.6f  gpu (%.1f, %.1f) %.6f\n", label,
                rc_.best.azimuth_deg, rc_.best.tilt_deg, rc_.objective, rg_.best.azimuth_deg,
                rg_.best.tilt_deg, rg_.objective);
         CHECKF(fabs(rc_.objective - rg_.objective) < 1e-6,
-               "%s: optimum cpu (%.1f, %.1f) %.9f gpu (%.1f, %.1f) %.9f", tc->name,
+               "%s: optimum cpu (%.1f, %.1f) %.9f gpu (%.1f, %.1f) %.9f", label,
                rc_.best.azimuth_deg, rc_.best.tilt_deg, rc_.objective, rg_.best.azimuth_deg,
                rg_.best.tilt_deg, rg_.objective);
         free(sc);
@@ -257,12 +269,13 @@ int main(void)
     if (!shared)
         shared = "../shared";
     const case_t cases[] = {
-        {"box", {0, 0, 2.5}, 200000},
-        {"simple_street_canyon", {-30, 0, 20}, 1000000},
-        {"double_reflector", {-10, 0, 3}, 200000},
-        {"munich", {0, 0, 40}, 2000000},
-        {"etoile", {0, 0, 30}, 2000000},
-        {"florence", {0, 0, 40}, 2000000},
+        {"box", {0, 0, 2.5}, 200000, 0},
+        {"simple_street_canyon", {-30, 0, 20}, 1000000, 0},
+        {"simple_street_canyon", {-30, 0, 20}, 1000000, 1},
+        {"double_reflector", {-10, 0, 3}, 200000, 0},
+        {"munich", {0, 0, 40}, 2000000, 0},
+        {"etoile", {0, 0, 30}, 2000000, 0},
+        {"florence", {0, 0, 40}, 2000000, 0},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         compare_scene(gpu, shared, &cases[i]);

@@ -3,7 +3,8 @@
     device: float complex numbers, the ITU slab coefficients, the antenna
     patterns with polarization and orientation, the Fibonacci launch lattice,
     a counter-based random generator, the ray state with its 2x2 Jones chain,
-    the event choice at an interaction and the plane-crossing contribution.
+    the event choice at an interaction (specular, diffuse with the scattering
+    patterns, refraction) and the plane-crossing contribution.
     kern_bounce.h walks a ray through them for both backends (kern_cpu.c,
     kern_cuda.cu), and the two compute the same bits: every product is
     mul_rn/dmul_rn (never fused into a multiply-add, kern_hd.h) and every
@@ -77,9 +78,17 @@ KERN_HD kern_cf cf_sqrt(kern_cf z)
 
 /* ---- materials (DESIGN 6.2) ------------------------------------------- */
 /* One material as the tracer needs it: eta = eta_re + j eta_im and
-   kd = 2 pi thickness / lambda (so that q = kd * s). */
+   kd = 2 pi thickness / lambda (so that q = kd * s); the diffuse reflection
+   (Sionna RT's model, docs/radio.md): scattering coefficient s (S, 0: a
+   smooth surface), cross-polarization discrimination kx (K_x) and the
+   scattering pattern (KERN_SCAT_*) with its lobe exponents alpha_r, alpha_i
+   and the share lam of the lobe around the specular direction. */
+enum { KERN_SCAT_LAMBERTIAN = 0, KERN_SCAT_BACKSCATTERING = 1 };
+
 typedef struct {
-    float eta_re, eta_im, kd, pad;
+    float eta_re, eta_im, kd, s;
+    float kx, lam;
+    int32_t pattern, alpha_r, alpha_i;
 } kern_mat_t;
 
 /* Slab coefficients at incidence cosine cos_t (0..1): out[0] = R_TE,
@@ -301,17 +310,29 @@ KERN_HD float kern_rand(uint64_t seed, uint64_t ray, uint32_t bounce)
     return mul_rn((float)(h >> 40), 1.0f / 16777216.0f);
 }
 
+/* The k-th uniform number in [0, 1) of (seed, ray, bounce); k = 0 is
+   kern_rand's. The diffuse reflection draws its direction from k = 1, 2. */
+KERN_HD float kern_rand_k(uint64_t seed, uint64_t ray, uint32_t bounce, uint32_t k)
+{
+    uint64_t h = kern_mix64(kern_mix64(seed) ^ kern_mix64(ray * 64u + bounce) ^
+                            ((uint64_t)k * 0xd1b54a32d192ed03ULL));
+    return mul_rn((float)(h >> 40), 1.0f / 16777216.0f);
+}
+
 /* ---- the ray and its Jones chain ---------------------------------------- */
 /* The field a ray carries for a unit input along the departure direction's
    world theta-hat (column 0) or phi-hat (column 1) is
    j[0][k] * u + j[1][k] * v, with (u, v) an orthonormal basis perpendicular
    to dir: the departure theta/phi basis, then the TE/TM basis of the last
    interaction. The field for an antenna field f is J f. The 1/sqrt(p) of the
-   event choices is folded into J. */
+   event choices is folded into J. omega is the solid angle of the ray's
+   tube: 0 for the launch lattice's (the grid's omega), 2 pi after a diffuse
+   reflection (the inverse of its direction's density, as Sionna RT). */
 typedef struct {
     kern_v3 org, dir, u, v;
     kern_cf j[2][2];
     uint32_t depth; /* interactions so far */
+    float omega;    /* 0: the lattice's, kern_grid_t.omega */
 } kern_ray_t;
 
 KERN_HD void kern_ray_launch(kern_ray_t *ray, kern_v3 tx, uint64_t n, uint64_t count)
@@ -324,6 +345,7 @@ KERN_HD void kern_ray_launch(kern_ray_t *ray, kern_v3 tx, uint64_t n, uint64_t c
     ray->j[1][0] = cf(0.0f, 0.0f);
     ray->j[1][1] = cf(1.0f, 0.0f);
     ray->depth = 0;
+    ray->omega = 0.0f;
 }
 
 /* Weight w times the real part of J^H J, as (m00, m01, m11). The power of
@@ -368,21 +390,98 @@ KERN_HD float kern_plane_crossing(const kern_ray_t *ray, float tmax, const kern_
     if (ix >= g->nx || iy >= g->ny)
         return 0.0f;
     *cell = iy * g->nx + ix;
-    return g->omega / fabsf(dz);
+    return (ray->omega > 0.0f ? ray->omega : g->omega) / fabsf(dz);
+}
+
+/* x^k for a small integer k >= 0, by repeated products. */
+KERN_HD float kern_ipowf(float x, int k)
+{
+    float r = 1.0f;
+    for (int i = 0; i < k; i++)
+        r = mul_rn(r, x);
+    return r;
+}
+
+/* The scattering pattern f_s of material mat (Sionna RT's, Degli-Esposti
+   2007) for the incident direction ki and the scattered direction ko (unit
+   vectors, world), with n the unit normal on the side of the reflection
+   (ki . n < 0). Its integral over the hemisphere of ko is 1. Lambertian:
+   |cos theta_o| / pi. Backscattering: lam ((1 + ks.ko)/2)^alpha_r +
+   (1 - lam) ((1 - ki.ko)/2)^alpha_i, ks the specular direction, divided by
+   its integral F (closed form: sums over j of the binomials of alpha with
+   I_j = 2 pi/(j+1) for even j, cos theta_i K_n 2 pi/(j+1) for odd j = 2n+1,
+   K_n = sum_{m<=n} C(2m,m) sin^2m theta_i / 4^m). Directive is
+   backscattering with lam = 1 (kern_scene.c sets it so). */
+KERN_HD float kern_scatter_pattern(const kern_mat_t *mat, kern_v3 ki, kern_v3 ko, kern_v3 n)
+{
+    float cos_o = v3_dot(ko, n);
+    if (mat->pattern != KERN_SCAT_BACKSCATTERING)
+        return mul_rn(fabsf(cos_o), (float)(1.0 / KERN_PI));
+    float cos_i = kern_minf(-v3_dot(ki, n), 1.0f);
+    kern_v3 ks = v3_sub(ki, v3_scale(n, mul_rn(2.0f, v3_dot(ki, n))));
+    float vr = kern_ipowf(mul_rn(0.5f, 1.0f + v3_dot(ks, ko)), mat->alpha_r);
+    float vi = kern_ipowf(mul_rn(0.5f, 1.0f - v3_dot(ki, ko)), mat->alpha_i);
+    float w = mul_rn(mat->lam, vr) + mul_rn(1.0f - mat->lam, vi);
+    float sin2 = kern_maxf(1.0f - mul_rn(cos_i, cos_i), 0.0f);
+    int amax = mat->alpha_r > mat->alpha_i ? mat->alpha_r : mat->alpha_i;
+    float fr = 0.0f, fi = 0.0f, kn = 0.0f, cn = 1.0f, s2n = 1.0f; /* cn = C(2n,n)/4^n */
+    float br = 1.0f, bi = 1.0f;                                   /* C(alpha, j) */
+    for (int j = 0; j <= amax; j++) {
+        float ij;
+        if (j % 2 == 0) {
+            ij = (float)(2.0 * KERN_PI) / (float)(j + 1);
+        } else {
+            int m = (j - 1) / 2;
+            if (m > 0) {
+                cn = mul_rn(cn, (float)(2 * m - 1) / (float)(2 * m));
+                s2n = mul_rn(s2n, sin2);
+            }
+            kn += mul_rn(cn, s2n);
+            ij = mul_rn(mul_rn(cos_i, kn), (float)(2.0 * KERN_PI) / (float)(j + 1));
+        }
+        if (j > 0) { /* times (alpha - j + 1) / j; never a division by a constant
+                        j, which a compiler turns into an unannotated product */
+            float rj = 1.0f / (float)j;
+            br = mul_rn(mul_rn(br, (float)(mat->alpha_r - j + 1)), rj);
+            bi = mul_rn(mul_rn(bi, (float)(mat->alpha_i - j + 1)), rj);
+        }
+        if (j <= mat->alpha_r)
+            fr += mul_rn(ij, br);
+        if (j <= mat->alpha_i)
+            fi += mul_rn(ij, bi);
+    }
+    fr = mul_rn(fr, kern_ipowf(0.5f, mat->alpha_r));
+    fi = mul_rn(fi, kern_ipowf(0.5f, mat->alpha_i));
+    float f = mul_rn(mat->lam, fr) + mul_rn(1.0f - mat->lam, fi);
+    return f > 0.0f ? w / f : 0.0f;
 }
 
 /* Interaction of the ray with a surface hit at distance t, geometric normal
    n (unit, either side), material mat; u01 is the ray's random number for
-   this bounce; allow_r / allow_t enable reflection / refraction. Chooses
-   one event with probability proportional to |R_TE|^2+|R_TM|^2 and
-   |T_TE|^2+|T_TM|^2, applies diag(R) or diag(T) (divided by sqrt(p)) to the
-   Jones chain in the TE/TM basis, moves the ray off the surface by the
-   offset rule `offset` (KERN_OFFSET_*). Returns 0 when the ray stops (no
-   event possible or allowed). */
+   this bounce; allow_r / allow_d / allow_t enable specular reflection,
+   diffuse reflection and refraction. Chooses one event with probability
+   proportional to its power, as Sionna RT: with r = |R_TE|^2+|R_TM|^2,
+   t = |T_TE|^2+|T_TM|^2 and the material's scattering coefficient S,
+   specular r (1 - S^2), diffuse r S^2, refraction t. Specular and
+   refraction apply diag(R) sqrt(1 - S^2) or diag(T) (divided by sqrt(p)) to
+   the Jones chain in the TE/TM basis. Diffuse (only when allow_d and S > 0)
+   draws ko uniformly on the hemisphere from u1 (its cosine) and u2 (its
+   azimuth, in turns), and gives the field S sqrt(f_s omega) / sqrt(p) times
+   the specularly reflected field diag(R) e, carried over from the incident
+   theta-hat/phi-hat basis to the scattered one through the XPD rotation
+   [sqrt(1-K_x) -sqrt(K_x); sqrt(K_x) sqrt(1-K_x)]; omega is the incident
+   tube's solid angle (the ray's, or omega_grid for a lattice ray), and the
+   scattered ray's becomes 2 pi. Its power is Sionna's, S^2 f_s omega
+   |R e|^2 / p, for every incident field e; it stays linear in e, so the
+   orientation search remains exact (docs/radio.md). The ray moves off the
+   surface by the offset rule `offset` (KERN_OFFSET_*). Returns 0 when the
+   ray stops (no event possible or allowed). With S = 0 every number is
+   what it was before the diffuse reflection existed. */
 enum { KERN_OFFSET_SIONNA = 0, KERN_OFFSET_TIGHT = 1 };
 
-KERN_HD int kern_ray_interact(kern_ray_t *ray, float t, kern_v3 n, kern_mat_t mat, float u01,
-                              int allow_r, int allow_t, int offset)
+KERN_HD int kern_ray_interact_ex(kern_ray_t *ray, float t, kern_v3 n, kern_mat_t mat, float u01,
+                                 float u1, float u2, int allow_r, int allow_d, int allow_t,
+                                 int offset, float omega_grid)
 {
     kern_v3 p = v3_add(ray->org, v3_scale(ray->dir, t));
     float dn = v3_dot(ray->dir, n);
@@ -395,36 +494,83 @@ KERN_HD int kern_ray_interact(kern_ray_t *ray, float t, kern_v3 n, kern_mat_t ma
     kern_slab_coeffs(mat, cos_t, c);
     float pr = allow_r ? cf_abs2(c[0]) + cf_abs2(c[1]) : 0.0f;
     float pt = allow_t ? cf_abs2(c[2]) + cf_abs2(c[3]) : 0.0f;
-    float tot = pr + pt;
+    float pd = 0.0f, s2 = 0.0f;
+    if (mat.s > 0.0f) {
+        s2 = mul_rn(mat.s, mat.s);
+        float r = cf_abs2(c[0]) + cf_abs2(c[1]);
+        pr = allow_r ? mul_rn(r, 1.0f - s2) : 0.0f;
+        pd = allow_d ? mul_rn(r, s2) : 0.0f;
+    }
+    float tot = pr + pd + pt;
     if (!(tot > 0.0f))
         return 0;
-    int refl = mul_rn(u01, tot) < pr;
-    float prob = (refl ? pr : pt) / tot;
+    float x = mul_rn(u01, tot);
+    int refl = x < pr;
+    int diff = !refl && x < pr + pd;
+    float prob = (refl ? pr : (diff ? pd : pt)) / tot;
     if (!(prob > 0.0f))
         return 0;
     float sc = 1.0f / sqrtf(prob);
-    kern_cf cte = cf_scale(refl ? c[0] : c[2], sc), ctm = cf_scale(refl ? c[1] : c[3], sc);
+    if (refl && mat.s > 0.0f)
+        sc = mul_rn(sc, sqrtf(1.0f - s2));
+    kern_cf cte = cf_scale(refl || diff ? c[0] : c[2], sc);
+    kern_cf ctm = cf_scale(refl || diff ? c[1] : c[3], sc);
 
     /* TE = normalize(d x n); at normal incidence any perpendicular does. */
     kern_v3 s = v3_cross(ray->dir, n);
     float sl = v3_len(s);
     s = sl > 1e-6f ? v3_scale(s, 1.0f / sl) : ray->u;
     kern_v3 pin = v3_cross(s, ray->dir);
-    kern_v3 dout = refl ? v3_sub(ray->dir, v3_scale(n, mul_rn(2.0f, dn))) : ray->dir;
-    dout = v3_norm(dout);
-    kern_v3 pout = refl ? v3_cross(s, dout) : pin;
     float q00 = v3_dot(ray->u, s), q01 = v3_dot(ray->v, s);
     float q10 = v3_dot(ray->u, pin), q11 = v3_dot(ray->v, pin);
-    for (int k = 0; k < 2; k++) {
-        kern_cf a = ray->j[0][k], b = ray->j[1][k];
-        kern_cf te = cf_add(cf_scale(a, q00), cf_scale(b, q01));
-        kern_cf tm = cf_add(cf_scale(a, q10), cf_scale(b, q11));
-        ray->j[0][k] = cf_mul(cte, te);
-        ray->j[1][k] = cf_mul(ctm, tm);
+    if (diff) {
+        /* ko = sqrt(1 - u1^2) (cos phi s + sin phi (n x s)) + u1 n, phi = 2 pi u2 */
+        double sp, cp;
+        kern_sincos_turn((double)u2, &sp, &cp);
+        float rr = sqrtf(kern_maxf(1.0f - mul_rn(u1, u1), 0.0f));
+        kern_v3 b2 = v3_cross(n, s);
+        kern_v3 ko = v3_norm(
+            v3_add(v3_add(v3_scale(s, mul_rn(rr, (float)cp)), v3_scale(b2, mul_rn(rr, (float)sp))),
+                   v3_scale(n, u1)));
+        float om = ray->omega > 0.0f ? ray->omega : omega_grid;
+        float a = mul_rn(mat.s, sqrtf(mul_rn(kern_scatter_pattern(&mat, ray->dir, ko, n), om)));
+        float xa = sqrtf(kern_maxf(1.0f - mat.kx, 0.0f)), xb = sqrtf(kern_maxf(mat.kx, 0.0f));
+        kern_v3 thi, phi, tho, pho;
+        kern_sph_basis(ray->dir, &thi, &phi);
+        kern_sph_basis(ko, &tho, &pho);
+        /* (s, pin) -> (theta_i, phi_i), then XPD, times a */
+        float w00 = v3_dot(thi, s), w01 = v3_dot(thi, pin);
+        float w10 = v3_dot(phi, s), w11 = v3_dot(phi, pin);
+        float m00 = mul_rn(a, mul_rn(xa, w00) - mul_rn(xb, w10));
+        float m01 = mul_rn(a, mul_rn(xa, w01) - mul_rn(xb, w11));
+        float m10 = mul_rn(a, mul_rn(xb, w00) + mul_rn(xa, w10));
+        float m11 = mul_rn(a, mul_rn(xb, w01) + mul_rn(xa, w11));
+        for (int k = 0; k < 2; k++) {
+            kern_cf aa = ray->j[0][k], bb = ray->j[1][k];
+            kern_cf te = cf_mul(cte, cf_add(cf_scale(aa, q00), cf_scale(bb, q01)));
+            kern_cf tm = cf_mul(ctm, cf_add(cf_scale(aa, q10), cf_scale(bb, q11)));
+            ray->j[0][k] = cf_add(cf_scale(te, m00), cf_scale(tm, m01));
+            ray->j[1][k] = cf_add(cf_scale(te, m10), cf_scale(tm, m11));
+        }
+        ray->u = tho;
+        ray->v = pho;
+        ray->dir = ko;
+        ray->omega = (float)(2.0 * KERN_PI);
+    } else {
+        kern_v3 dout = refl ? v3_sub(ray->dir, v3_scale(n, mul_rn(2.0f, dn))) : ray->dir;
+        dout = v3_norm(dout);
+        kern_v3 pout = refl ? v3_cross(s, dout) : pin;
+        for (int k = 0; k < 2; k++) {
+            kern_cf a = ray->j[0][k], b = ray->j[1][k];
+            kern_cf te = cf_add(cf_scale(a, q00), cf_scale(b, q01));
+            kern_cf tm = cf_add(cf_scale(a, q10), cf_scale(b, q11));
+            ray->j[0][k] = cf_mul(cte, te);
+            ray->j[1][k] = cf_mul(ctm, tm);
+        }
+        ray->u = s;
+        ray->v = pout;
+        ray->dir = dout;
     }
-    ray->u = s;
-    ray->v = pout;
-    ray->dir = dout;
     /* Leave the surface on the outgoing side. KERN_OFFSET_SIONNA: Mitsuba's
        Interaction::offset_p, (1 + max|p_i|) * RayEpsilon with RayEpsilon =
        1500 * 2^-24 = 8.94e-5 (about 1.8 cm at 200 m), which Sionna RT's
@@ -435,9 +581,16 @@ KERN_HD int kern_ray_interact(kern_ray_t *ray, float t, kern_v3 n, kern_mat_t ma
     float mag = kern_maxf(fabsf(p.x), kern_maxf(fabsf(p.y), fabsf(p.z)));
     float eps = offset == KERN_OFFSET_TIGHT ? 1e-4f + mul_rn(4e-7f, mag)
                                             : mul_rn(1.0f + mag, 1500.0f / 16777216.0f);
-    ray->org = v3_add(p, v3_scale(n, refl ? eps : -eps));
+    ray->org = v3_add(p, v3_scale(n, refl || diff ? eps : -eps));
     ray->depth++;
     return 1;
+}
+
+/* kern_ray_interact_ex without the diffuse reflection. */
+KERN_HD int kern_ray_interact(kern_ray_t *ray, float t, kern_v3 n, kern_mat_t mat, float u01,
+                              int allow_r, int allow_t, int offset)
+{
+    return kern_ray_interact_ex(ray, t, n, mat, u01, 0.0f, 0.0f, allow_r, 0, allow_t, offset, 0.0f);
 }
 
 /* Unit geometric normal of triangle (a, b, c); zero vector if degenerate. */

@@ -12,10 +12,18 @@
 #include <complex.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "../common/bf_check.h"
 
 /* Reference slab coefficients in double complex, straight from DESIGN 6.2. */
+/* A smooth slab (no diffuse reflection). */
+static kern_mat_t slab(float eta_re, float eta_im, float kd)
+{
+    kern_mat_t m = {.eta_re = eta_re, .eta_im = eta_im, .kd = kd, .alpha_r = 1, .alpha_i = 1};
+    return m;
+}
+
 static void ref_slab(double complex eta, double kd, double cos_t, double complex out[4])
 {
     double sin2 = 1 - cos_t * cos_t;
@@ -57,8 +65,8 @@ static void test_slab(void)
         double fg = f / 1e9, er = mats[i].a * pow(fg, mats[i].b),
                sig = mats[i].c * pow(fg, mats[i].d);
         double complex eta = er - I * sig / (eps0 * 2 * KERN_PI * f);
-        kern_mat_t m = {(float)creal(eta), (float)cimag(eta),
-                        (float)(2 * KERN_PI * mats[i].thick / lambda), 0};
+        kern_mat_t m = slab((float)creal(eta), (float)cimag(eta),
+                            (float)(2 * KERN_PI * mats[i].thick / lambda));
         for (double deg = 0; deg < 89.5; deg += 7.5) {
             double ct = cos(deg * KERN_PI / 180);
             double complex ref[4];
@@ -76,7 +84,7 @@ static void test_slab(void)
         }
     }
     /* lossless slab: |R|^2 + |T|^2 = 1 for each polarization */
-    kern_mat_t lossless = {4.0f, 0.0f, 5.3f, 0};
+    kern_mat_t lossless = slab(4.0f, 0.0f, 5.3f);
     for (double deg = 0; deg < 89; deg += 11) {
         kern_cf c[4];
         kern_slab_coeffs(lossless, (float)cos(deg * KERN_PI / 180), c);
@@ -85,13 +93,13 @@ static void test_slab(void)
                    deg, k);
     }
     /* metal mirrors everything and transmits nothing */
-    kern_mat_t metal = {1.0f, -5.1e16f, 25.6f, 0};
+    kern_mat_t metal = slab(1.0f, -5.1e16f, 25.6f);
     kern_cf c[4];
     kern_slab_coeffs(metal, 0.6f, c);
     CHECKF(fabsf(cf_abs2(c[0]) - 1) < 1e-5f && fabsf(cf_abs2(c[1]) - 1) < 1e-5f, "metal |R|");
     CHECKF(cf_abs2(c[2]) < 1e-12f && cf_abs2(c[3]) < 1e-12f, "metal T");
     /* zero thickness: transparent */
-    kern_mat_t thin = {5.0f, -0.5f, 0.0f, 0};
+    kern_mat_t thin = slab(5.0f, -0.5f, 0.0f);
     kern_slab_coeffs(thin, 0.8f, c);
     CHECKF(cf_abs2(c[0]) < 1e-12f && fabsf(cf_abs2(c[2]) - 1) < 1e-6f, "thin slab");
 }
@@ -240,7 +248,7 @@ static void test_jones(void)
     kern_sph_basis(ray.dir, &ray.u, &ray.v);
     kern_v3 din = ray.dir;
     float t = 10.0f / -din.z;
-    kern_mat_t metal = {1.0f, -5.1e16f, 25.6f, 0};
+    kern_mat_t metal = slab(1.0f, -5.1e16f, 25.6f);
     kern_ray_t tight = ray;
     int ok = kern_ray_interact(&ray, t, v3(0, 0, 1), metal, 0.99f, 1, 1, KERN_OFFSET_SIONNA);
     CHECKF(ok && ray.depth == 1, "interacts");
@@ -260,8 +268,8 @@ static void test_jones(void)
     kern_ray_launch(&thru, v3(200, 0, 10), 0, 1);
     thru.dir = v3(-1, 0, 0);
     kern_sph_basis(thru.dir, &thru.u, &thru.v);
-    CHECKF(kern_ray_interact(&thru, 10.0f, v3(1, 0, 0), (kern_mat_t){5.24f, -0.63f, 2.6f, 0}, 0.5f,
-                             0, 1, KERN_OFFSET_SIONNA),
+    CHECKF(kern_ray_interact(&thru, 10.0f, v3(1, 0, 0), slab(5.24f, -0.63f, 2.6f), 0.5f, 0, 1,
+                             KERN_OFFSET_SIONNA),
            "refracts");
     CHECKF(fabs(thru.org.x - (190.0 - 191.0 * 1500.0 / 16777216.0)) < 2e-5,
            "Sionna offset through the wall at 190 m: %.6f (1.7 cm)", thru.org.x);
@@ -276,7 +284,7 @@ static void test_jones(void)
     CHECKF(!kern_ray_interact(&ray, 5.0f, v3(0, 0, 1), metal, 0.5f, 0, 1, KERN_OFFSET_SIONNA),
            "metal stops refraction");
     /* a lossy slab with both events: expected power (p * |c|^2/p summed) is |R|^2 + |T|^2 */
-    kern_mat_t conc = {5.24f, -0.63f, 2.6f, 0};
+    kern_mat_t conc = slab(5.24f, -0.63f, 2.6f);
     kern_cf c[4];
     kern_slab_coeffs(conc, 1.0f, c);
     double acc = 0;
@@ -293,6 +301,183 @@ static void test_jones(void)
        u01 makes the estimate exact up to 1/n */
     double want = cf_abs2(c[0]) + cf_abs2(c[2]);
     CHECKF(fabs(acc / n - want) < 2e-3 * want, "unbiased event choice %g vs %g", acc / n, want);
+}
+
+/* ---- diffuse reflection ------------------------------------------------------ */
+/* Every scattering pattern integrates to 1 over the hemisphere, for several
+   incidence angles: midpoint rule in cos theta_o and phi_o. */
+static void test_scatter_patterns(void)
+{
+    struct {
+        int pattern, ar, ai;
+        float lam;
+    } pats[] = {{KERN_SCAT_LAMBERTIAN, 1, 1, 1.0f},     {KERN_SCAT_BACKSCATTERING, 1, 1, 1.0f},
+                {KERN_SCAT_BACKSCATTERING, 4, 1, 1.0f}, {KERN_SCAT_BACKSCATTERING, 20, 30, 0.7f},
+                {KERN_SCAT_BACKSCATTERING, 3, 6, 0.4f}, {KERN_SCAT_BACKSCATTERING, 7, 2, 0.0f}};
+    kern_v3 n = v3(0, 0, 1);
+    for (size_t k = 0; k < sizeof pats / sizeof pats[0]; k++) {
+        kern_mat_t m = slab(1, 0, 0);
+        m.s = 1.0f;
+        m.pattern = pats[k].pattern;
+        m.alpha_r = pats[k].ar;
+        m.alpha_i = pats[k].ai;
+        m.lam = pats[k].lam;
+        for (double deg = 0; deg < 89; deg += 22.0) {
+            double th = deg * KERN_PI / 180;
+            kern_v3 ki = v3((float)sin(th), 0, (float)-cos(th));
+            const int nz = 400, np = 400;
+            double acc = 0;
+            for (int i = 0; i < nz; i++)
+                for (int j = 0; j < np; j++) {
+                    double z = (i + 0.5) / nz, ph = 2 * KERN_PI * (j + 0.5) / np,
+                           r = sqrt(1 - z * z);
+                    kern_v3 ko = v3((float)(r * cos(ph)), (float)(r * sin(ph)), (float)z);
+                    acc += kern_scatter_pattern(&m, ki, ko, n);
+                }
+            acc *= 2 * KERN_PI / ((double)nz * np);
+            CHECKF(fabs(acc - 1) < 5e-3, "pattern %d (%d, %d, %.1f) at %g deg integrates to %g",
+                   pats[k].pattern, pats[k].ar, pats[k].ai, (double)pats[k].lam, deg, acc);
+        }
+    }
+}
+
+/* Values of Sionna RT 2.2's LambertianPattern, DirectivePattern(alpha_r)
+   and BackscatteringPattern(alpha_r, alpha_i, lambda_) for k_i = (sin
+   th_i, 0, -cos th_i), k_o at (theta_o, phi_o), normal +z. */
+static void test_scatter_vs_sionna(void)
+{
+    const struct {
+        int pattern, ar, ai;
+        float lam;
+        double thi, tho, pho, want;
+    } c[] = {{KERN_SCAT_LAMBERTIAN, 1, 1, 1.0f, 0.35, 0.6, 1.1, 0.262712479},
+             {KERN_SCAT_BACKSCATTERING, 4, 1, 1.0f, 0.7, 0.3, 0.2, 0.380410522},
+             {KERN_SCAT_BACKSCATTERING, 10, 1, 1.0f, 0.35, 0.35, 3.14159, 0.251359344},
+             {KERN_SCAT_BACKSCATTERING, 20, 30, 0.7f, 1.05, 0.9, 3.3, 0.431040943},
+             {KERN_SCAT_BACKSCATTERING, 3, 6, 0.4f, 0.7, 0.6, 0.0, 0.211151689},
+             {KERN_SCAT_BACKSCATTERING, 7, 2, 0.0f, 0.0, 0.5, 1.0, 0.240459219}};
+    for (size_t k = 0; k < sizeof c / sizeof c[0]; k++) {
+        kern_mat_t m = slab(1, 0, 0);
+        m.s = 1.0f;
+        m.pattern = c[k].pattern;
+        m.alpha_r = c[k].ar;
+        m.alpha_i = c[k].ai;
+        m.lam = c[k].lam;
+        kern_v3 ki = v3((float)sin(c[k].thi), 0, (float)-cos(c[k].thi));
+        kern_v3 ko = v3((float)(sin(c[k].tho) * cos(c[k].pho)),
+                        (float)(sin(c[k].tho) * sin(c[k].pho)), (float)cos(c[k].tho));
+        double got = kern_scatter_pattern(&m, ki, ko, v3(0, 0, 1));
+        CHECKF(fabs(got / c[k].want - 1) < 1e-4, "pattern %zu: %.9g, Sionna %.9g", k, got,
+               c[k].want);
+    }
+}
+
+/* Energy per interaction, per polarization: on a lossless slab (|R|^2 +
+   |T|^2 = 1 for TE and for TM), the expected outgoing power times the
+   outgoing tube's solid angle, over the event choice (u01 stratified) and
+   the diffuse direction (u1, u2 stratified), splits into specular (1 - S^2)
+   |R|^2, diffuse S^2 |R|^2 and transmitted |T|^2, and their sum is the
+   incident power: reflected + scattered + transmitted = incident. Also for
+   a lossy slab the three shares are Sionna's, and the diffuse share of a
+   theta-hat polarized wave on metal (R_TE = R_TM) crosses to phi-hat by
+   K_x. */
+static void energy_shares(kern_mat_t mat, double deg, double share[3][2])
+{
+    const float omega = 1e-3f; /* the incident tube's solid angle */
+    const int nu = 2000, nd = 24;
+    double th = deg * KERN_PI / 180;
+    kern_v3 din = v3((float)(0.8 * sin(th)), (float)(0.6 * sin(th)), (float)-cos(th));
+    memset(share, 0, 3 * 2 * sizeof share[0][0]);
+    for (int i = 0; i < nu; i++) {
+        float u01 = (i + 0.5f) / (float)nu;
+        int nn = 1;
+        for (int k = 0; k < nn * nn; k++) {
+            kern_ray_t ray;
+            kern_ray_launch(&ray, v3(0, 0, 10), 0, 1);
+            ray.dir = din;
+            kern_sph_basis(ray.dir, &ray.u, &ray.v);
+            if (deg > 0) { /* TE, TM: u = d x n normalized */
+                kern_v3 sv = v3_norm(v3_cross(din, v3(0, 0, 1)));
+                ray.u = sv;
+                ray.v = v3_cross(sv, din);
+            }
+            float u1 = ((k % nd) + 0.5f) / (float)nd, u2 = ((k / nd) + 0.5f) / (float)nd;
+            if (!kern_ray_interact_ex(&ray, 10.0f, v3(0, 0, 1), mat, u01, u1, u2, 1, 1, 1,
+                                      KERN_OFFSET_SIONNA, omega))
+                break;
+            int ev = ray.omega > 0.0f ? 1 : (ray.dir.z > 0.0f ? 0 : 2);
+            if (ev == 1 && nn == 1) { /* a diffuse stratum: average over the directions */
+                nn = nd;
+                k = -1;
+                continue;
+            }
+            double w = (ev == 1 ? ray.omega : omega) / omega / (double)nu / (double)(nn * nn);
+            for (int c = 0; c < 2; c++)
+                share[ev][c] += w * (cf_abs2(ray.j[0][c]) + cf_abs2(ray.j[1][c]));
+        }
+    }
+}
+
+static void test_diffuse_energy(void)
+{
+    for (int lossy = 0; lossy < 2; lossy++)
+        for (double deg = 0; deg < 85; deg += 20) {
+            kern_mat_t m = lossy ? slab(5.24f, -0.63f, 2.6f) : slab(4.0f, 0.0f, 5.3f);
+            m.s = 0.6f;
+            m.kx = 0.3f;
+            kern_cf c[4];
+            kern_slab_coeffs(m, (float)cos(deg * KERN_PI / 180), c);
+            double sh[3][2];
+            energy_shares(m, deg, sh);
+            for (int pol = 0; pol < 2; pol++) {
+                double r = cf_abs2(c[pol]), t = cf_abs2(c[2 + pol]), s2 = 0.36;
+                double want[3] = {(1 - s2) * r, s2 * r, t};
+                const char *name[3] = {"specular", "diffuse", "transmitted"};
+                for (int e = 0; e < 3; e++)
+                    CHECKF(fabs(sh[e][pol] - want[e]) < 3e-3,
+                           "%s %s at %g deg, %s: %.5f, want %.5f", lossy ? "lossy" : "lossless",
+                           pol ? "TM" : "TE", deg, name[e], sh[e][pol], want[e]);
+                double sum = sh[0][pol] + sh[1][pol] + sh[2][pol];
+                if (!lossy)
+                    CHECKF(fabs(sum - 1) < 3e-3 && fabs(r + t - 1) < 1e-5,
+                           "lossless %s at %g deg: reflected + scattered + transmitted = %.5f",
+                           pol ? "TM" : "TE", deg, sum);
+            }
+        }
+    /* XPD: a theta-hat wave at normal incidence on metal, diffuse only */
+    kern_mat_t metal = slab(1.0f, -5.1e16f, 25.6f);
+    metal.s = 1.0f;
+    metal.kx = 0.25f;
+    const int nd = 64;
+    double co = 0, cross = 0;
+    for (int k = 0; k < nd * nd; k++) {
+        kern_ray_t ray;
+        kern_ray_launch(&ray, v3(0, 0, 10), 0, 1);
+        ray.dir = v3_norm(v3(0.3f, 0.1f, -1.0f));
+        kern_sph_basis(ray.dir, &ray.u, &ray.v);
+        CHECK(kern_ray_interact_ex(&ray, 10.0f, v3(0, 0, 1), metal, 0.5f, ((k % nd) + 0.5f) / nd,
+                                   ((k / nd) + 0.5f) / nd, 1, 1, 1, KERN_OFFSET_SIONNA, 1.0f));
+        kern_v3 th, ph; /* the field of the theta-hat input, on the scattered theta/phi */
+        kern_sph_basis(ray.dir, &th, &ph);
+        CHECKF(fabsf(v3_dot(ray.u, th) - 1) < 1e-5f && fabsf(v3_dot(ray.v, ph) - 1) < 1e-5f,
+               "the scattered basis is theta-hat, phi-hat");
+        co += cf_abs2(ray.j[0][0]);
+        cross += cf_abs2(ray.j[1][0]);
+    }
+    CHECKF(fabs(cross / (co + cross) - 0.25) < 2e-3, "XPD share %g, want 0.25",
+           cross / (co + cross));
+    /* without S the event choice and the Jones chain are those of kern_ray_interact, bit for bit */
+    kern_mat_t conc = slab(5.24f, -0.63f, 2.6f);
+    for (int i = 0; i < 64; i++) {
+        kern_ray_t a, b;
+        kern_ray_launch(&a, v3(0, 0, 10), (uint64_t)i * 37, 5000);
+        b = a;
+        kern_ray_interact(&a, 5.0f, v3(0, 0.3f, 0.95393920f), conc, (i + 0.5f) / 64, 1, 1,
+                          KERN_OFFSET_SIONNA);
+        kern_ray_interact_ex(&b, 5.0f, v3(0, 0.3f, 0.95393920f), conc, (i + 0.5f) / 64, 0.3f, 0.7f,
+                             1, 1, 1, KERN_OFFSET_SIONNA, 1e-3f);
+        CHECKF(!memcmp(&a, &b, sizeof a), "S = 0: the diffuse switch changes nothing (%d)", i);
+    }
 }
 
 static void test_crossing(void)
@@ -407,6 +592,9 @@ int main(void)
     test_patterns();
     test_lattice_rng();
     test_jones();
+    test_scatter_patterns();
+    test_scatter_vs_sionna();
+    test_diffuse_energy();
     test_crossing();
     if (failures) {
         fprintf(stderr, "kern_radio_test: %d failures\n", failures);

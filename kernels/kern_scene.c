@@ -66,6 +66,8 @@ bf_err_t kern_material_eval(const char *itu, double frequency_hz, double thickne
             memset(out, 0, sizeof *out);
             bf_strlcpy(out->itu, itu, sizeof out->itu);
             out->thickness = thickness;
+            out->alpha_r = out->alpha_i = 1;
+            out->lambda = 1.0;
             out->eta_re = r->a * pow(f, r->b);
             out->eta_im = -(r->c * pow(f, r->d)) / (EPS0 * 2.0 * M_PI * frequency_hz);
             return BF_OK;
@@ -399,6 +401,8 @@ typedef struct {
     char id[128];
     char itu[32]; /* the ITU name, empty when the bsdf is not a radio material */
     double thickness;
+    double scattering, xpd, lambda; /* diffuse reflection, kern_material_t */
+    int pattern, alpha_r, alpha_i;
     int line;
     bool radio;   /* type="itu-radio-material" */
     int material; /* index into the scene's materials once a shape used it, else -1 */
@@ -491,6 +495,8 @@ static void start_top(xml_t *x, const char *el, const char **atts)
         bf_strlcpy(b->id, id, sizeof b->id);
         b->line = line;
         b->thickness = 0.1;
+        b->alpha_r = b->alpha_i = 1;
+        b->lambda = 1.0;
         b->material = -1;
         b->radio = type && !strcmp(type, "itu-radio-material");
         const char *itu = itu_of_id(id);
@@ -549,6 +555,35 @@ static void XMLCALL on_start(void *ud, const char *el, const char **atts)
             b->thickness = strtod(value, &end);
             if (end == value || *end || !(b->thickness >= 0) || !(b->thickness <= 1e3))
                 xml_fail(x, BF_EINVAL, "bsdf '%s': bad thickness '%s'", b->id, value);
+        } else if (!strcmp(el, "float") &&
+                   (!strcmp(name, "scattering_coefficient") || !strcmp(name, "xpd_coefficient") ||
+                    !strcmp(name, "lambda_"))) {
+            char *end;
+            double v = strtod(value, &end);
+            if (end == value || *end || !(v >= 0) || !(v <= 1))
+                xml_fail(x, BF_EINVAL, "bsdf '%s': bad %s '%s' (0 to 1)", b->id, name, value);
+            *(!strcmp(name, "lambda_")                  ? &b->lambda
+              : !strcmp(name, "scattering_coefficient") ? &b->scattering
+                                                        : &b->xpd) = v;
+        } else if (!strcmp(el, "integer") &&
+                   (!strcmp(name, "alpha_r") || !strcmp(name, "alpha_i"))) {
+            char *end;
+            long v = strtol(value, &end, 10);
+            if (end == value || *end || v < 1 || v > 64)
+                xml_fail(x, BF_EINVAL, "bsdf '%s': bad %s '%s' (1 to 64)", b->id, name, value);
+            *(!strcmp(name, "alpha_r") ? &b->alpha_r : &b->alpha_i) = (int)v;
+        } else if (!strcmp(el, "string") && !strcmp(name, "scattering_pattern")) {
+            if (!strcmp(value, "lambertian"))
+                b->pattern = KERN_SCATTER_LAMBERTIAN;
+            else if (!strcmp(value, "directive"))
+                b->pattern = KERN_SCATTER_DIRECTIVE;
+            else if (!strcmp(value, "backscattering"))
+                b->pattern = KERN_SCATTER_BACKSCATTERING;
+            else
+                xml_fail(x, BF_EINVAL,
+                         "bsdf '%s': scattering_pattern '%s' (lambertian, directive or "
+                         "backscattering)",
+                         b->id, value);
         }
     } else if (x->in_shape) {
         shape_t *s = &x->shapes[x->nshape - 1];
@@ -620,6 +655,12 @@ static bf_err_t bsdf_material(kern_scene_t *s, bsdf_t *b, const char *shown, dou
     bf_err_t rc = kern_material_eval(b->itu, frequency_hz, b->thickness, m, why);
     if (rc != BF_OK)
         return bf_fail(err, BF_EINVAL, "%s:%d: bsdf '%s': %s", shown, b->line, b->id, why);
+    m->scattering_coefficient = b->scattering;
+    m->xpd_coefficient = b->xpd;
+    m->scattering_pattern = (kern_scatter_pattern_t)b->pattern;
+    m->alpha_r = b->alpha_r;
+    m->alpha_i = b->pattern == KERN_SCATTER_DIRECTIVE ? 1 : b->alpha_i;
+    m->lambda = b->pattern == KERN_SCATTER_DIRECTIVE ? 1.0 : b->lambda;
     b->material = (int)s->material_count++;
     return BF_OK;
 }

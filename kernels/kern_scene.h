@@ -32,12 +32,27 @@ typedef enum {
     KERN_POL_CROSS_INDEPENDENT
 } kern_polarization_t;
 
+typedef enum {
+    KERN_SCATTER_LAMBERTIAN = 0,
+    KERN_SCATTER_DIRECTIVE,
+    KERN_SCATTER_BACKSCATTERING
+} kern_scatter_pattern_t;
+
 /* One radio material at the scene's frequency (DESIGN 6.2). */
 typedef struct {
     char itu[32];     /* ITU name: concrete, brick, metal, ... */
     double thickness; /* slab thickness [m] */
     double eta_re;    /* complex relative permittivity eta = eta_re + j*eta_im */
     double eta_im;    /*   (eta_im = -sigma / (eps0 * 2 pi f) <= 0) */
+    /* Diffuse reflection (Sionna RT's; docs/radio.md), read from the bsdf:
+       scattering_coefficient S and xpd_coefficient K_x in [0, 1] (0 by
+       default: a smooth surface), scattering_pattern lambertian (default),
+       directive (alpha_r; lambda = 1, alpha_i = 1) or backscattering
+       (alpha_r, alpha_i >= 1, lambda in [0, 1]). */
+    double scattering_coefficient, xpd_coefficient;
+    kern_scatter_pattern_t scattering_pattern;
+    int alpha_r, alpha_i;
+    double lambda;
 } kern_material_t;
 
 typedef struct {

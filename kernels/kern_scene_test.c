@@ -474,6 +474,56 @@ static void test_broken(void)
                           "<string name=\"type\" value=\"metal\"/>\n"
                           "<float name=\"thickness\" value=\"thick\"/>\n</bsdf>\n</scene>\n");
     expect_error(own, "scene.xml:4: bsdf 'm': bad thickness 'thick'");
+    /* the diffuse reflection's properties (docs/radio.md) */
+    own_file("scene.xml",
+             "<scene>\n<bsdf type=\"itu-radio-material\" id=\"m\">\n"
+             "<string name=\"type\" value=\"brick\"/>\n"
+             "<float name=\"scattering_coefficient\" value=\"0.4\"/>\n"
+             "<float name=\"xpd_coefficient\" value=\"0.2\"/>\n"
+             "<string name=\"scattering_pattern\" value=\"backscattering\"/>\n"
+             "<integer name=\"alpha_r\" value=\"5\"/>\n<integer name=\"alpha_i\" value=\"3\"/>\n"
+             "<float name=\"lambda_\" value=\"0.75\"/>\n</bsdf>\n"
+             "<bsdf type=\"itu-radio-material\" id=\"d\">\n"
+             "<string name=\"type\" value=\"metal\"/>\n"
+             "<float name=\"scattering_coefficient\" value=\"1\"/>\n"
+             "<string name=\"scattering_pattern\" value=\"directive\"/>\n"
+             "<integer name=\"alpha_r\" value=\"7\"/>\n<integer name=\"alpha_i\" value=\"3\"/>\n"
+             "<float name=\"lambda_\" value=\"0.5\"/>\n</bsdf>\n"
+             "<shape type=\"ply\" id=\"mesh-a\"><string name=\"filename\" value=\"meshes/x.ply\"/>"
+             "<ref id=\"m\"/></shape>\n"
+             "<shape type=\"ply\" id=\"mesh-b\"><string name=\"filename\" value=\"meshes/x.ply\"/>"
+             "<ref id=\"d\"/></shape>\n</scene>\n");
+    CHECK(kern_scene_load(own, &s, err) == BF_OK && s && s->material_count == 2);
+    if (s && s->material_count == 2) {
+        const kern_material_t *m = &s->materials[0], *d = &s->materials[1];
+        CHECK(m->scattering_coefficient == 0.4 && m->xpd_coefficient == 0.2 &&
+              m->scattering_pattern == KERN_SCATTER_BACKSCATTERING && m->alpha_r == 5 &&
+              m->alpha_i == 3 && m->lambda == 0.75);
+        /* directive: lambda 1 and alpha_i 1, whatever the bsdf says */
+        CHECK(d->scattering_coefficient == 1 && d->xpd_coefficient == 0 &&
+              d->scattering_pattern == KERN_SCATTER_DIRECTIVE && d->alpha_r == 7 &&
+              d->alpha_i == 1 && d->lambda == 1);
+    }
+    kern_scene_destroy(&s);
+    own_xml("concrete", "meshes/x.ply", "m");
+    CHECK(kern_scene_load(own, &s, err) == BF_OK && s && s->material_count == 1);
+    if (s)
+        CHECK(s->materials[0].scattering_coefficient == 0 &&
+              s->materials[0].scattering_pattern == KERN_SCATTER_LAMBERTIAN &&
+              s->materials[0].alpha_r == 1 && s->materials[0].lambda == 1);
+    kern_scene_destroy(&s);
+    own_file("scene.xml",
+             "<scene>\n<bsdf type=\"itu-radio-material\" id=\"m\">\n"
+             "<string name=\"type\" value=\"metal\"/>\n"
+             "<float name=\"scattering_coefficient\" value=\"1.5\"/>\n</bsdf>\n</scene>\n");
+    expect_error(own, "scene.xml:4: bsdf 'm': bad scattering_coefficient '1.5' (0 to 1)");
+    own_file("scene.xml",
+             "<scene>\n<bsdf type=\"itu-radio-material\" id=\"m\">\n"
+             "<string name=\"scattering_pattern\" value=\"glossy\"/>\n</bsdf>\n</scene>\n");
+    expect_error(own, "scene.xml:3: bsdf 'm': scattering_pattern 'glossy'");
+    own_file("scene.xml", "<scene>\n<bsdf type=\"itu-radio-material\" id=\"m\">\n"
+                          "<integer name=\"alpha_r\" value=\"0\"/>\n</bsdf>\n</scene>\n");
+    expect_error(own, "scene.xml:3: bsdf 'm': bad alpha_r '0' (1 to 64)");
     own_xml("metal", "meshes/nope.ply", "m");
     expect_error(own, "meshes/nope.ply: no such mesh file");
     own_xml("metal", "meshes/x.ply", "zz");

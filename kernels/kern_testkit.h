@@ -40,6 +40,8 @@ static inline kern_material_t test_material(double eta_re, double eta_im, double
     m.eta_re = eta_re;
     m.eta_im = eta_im;
     m.thickness = thickness;
+    m.alpha_r = m.alpha_i = 1;
+    m.lambda = 1.0;
     return m;
 }
 
