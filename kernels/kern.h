@@ -335,7 +335,8 @@ typedef struct {
     const bool *movable;            /* count */
     double floor_dbm, noise_w;
     const bf_optimizer_t *optimizer;
-    unsigned rounds;    /* coordinate rounds at most [6] when 0 */
+    unsigned rounds;                                     /* coordinate rounds at most [6] when 0 */
+    double coarse_az_step, coarse_tilt_step, final_step; /* kern_search_t's, 0: its defaults */
     bool one_at_a_time; /* the baseline: each movable one searched alone, as if
                            the others were off, then all evaluated together */
     volatile int *cancel;

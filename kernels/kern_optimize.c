@@ -356,6 +356,9 @@ static kern_search_t sector_search(const kern_joint_t *j, size_t i, const double
     s.power.scale = j->scale[i];
     s.power.floor_dbm = j->floor_dbm;
     s.optimizer = j->optimizer;
+    s.coarse_az_step = j->coarse_az_step;
+    s.coarse_tilt_step = j->coarse_tilt_step;
+    s.final_step = j->final_step;
     s.others_max_w = omax;
     s.others_rest_w = orest;
     s.noise_w = j->noise_w;
