@@ -358,7 +358,8 @@ static bf_err_t check_str(reader_t *r, const field_t *f, const bf_yaml_node_t *n
         bf_objective_t o;
         if (!bf_objective_parse(s, &o))
             return field_fail(r, node, path,
-                              "expected one of mean_dbm|p10_dbm|mean_linear|coverage, got '%.64s'",
+                              "expected one of mean_dbm|p10_dbm|mean_linear|coverage|mean_sinr_db|"
+                              "sinr_coverage, got '%.64s'",
                               s);
         *AT(r, f, bf_objective_t) = o;
     }
