@@ -735,6 +735,10 @@ static kern_scene_t *scene_new(const char *dir)
     s->tx.power_dbm = 44;
     s->tx.pattern = KERN_PATTERN_TR38901;
     s->tx.polarization = KERN_POL_V;
+    s->tx.movable = true;
+    bf_strlcpy(s->tx.name, "tx0", sizeof s->tx.name);
+    s->txs[0] = s->tx; /* one transmitter until scene.yaml says otherwise */
+    s->tx_count = 1;
     if (!s->dir || !s->name)
         kern_scene_destroy(&s);
     return s;
