@@ -169,7 +169,7 @@ static void test_three_sectors(void)
         "measurement: {center: [0, 0], size: [400, 400], height: 1.5, cell_size: [8, 8]}\n";
     const char *dir = scene_dir("three", yaml);
     bf_job_t job;
-    job_init(&job, 150000);
+    job_init(&job, 100000);
     job.optimizer.objective = BF_OBJ_MEAN_SINR_DB;
     kern_boresight_opts_t o = opts_of(&job);
     kern_boresight_result_t r;
