@@ -93,7 +93,7 @@ typedef struct kern_boresight_result {
     size_t tx_count;
     struct {
         char name[32];
-        bool movable;
+        bool movable, serves;
         kern_orient_t initial, optimized;
     } txs[KERN_MAX_TX];
     /* SINR [dB] per zone cell, serving / (the others + noise), filled
@@ -299,7 +299,8 @@ typedef struct {
        transmitter's sums to watts. Also used (with NULL others) for the
        SINR objectives of a transmitter alone. */
     const double *others_max_w, *others_rest_w;
-    double noise_w; /* k T B NF [W], for the SINR objectives */
+    bool interferes_only; /* this transmitter serves no cell (scene.yaml serves: false) */
+    double noise_w;       /* k T B NF [W], for the SINR objectives */
     volatile int *cancel;
     void (*progress)(void *ud, double fraction);
     void *progress_ud;
@@ -333,6 +334,7 @@ typedef struct {
     const double *roll_deg;         /* count */
     const double *scale;            /* count: sums -> watts (P_tx (lambda/4pi)^2 / area) */
     const bool *movable;            /* count */
+    const bool *serves;             /* count, or NULL: all may serve a cell */
     double floor_dbm, noise_w;
     const bf_optimizer_t *optimizer;
     unsigned rounds;                                     /* coordinate rounds at most [6] when 0 */

@@ -435,16 +435,18 @@ static double scale_of(const run_t *r, const kern_tx_t *tx)
    strongest serves, the first of equals). */
 static void combine_maps(const run_t *r, double *const *tmap, double *serving, double *interf)
 {
+    const kern_tx_t *tx = r->scene->txs;
     for (size_t c = 0; c < r->cells; c++) {
-        size_t best = 0;
-        for (size_t i = 1; i < r->ntx; i++)
-            if (tmap[i][c] * r->scale[i] > tmap[best][c] * r->scale[best])
+        size_t best = SIZE_MAX;
+        for (size_t i = 0; i < r->ntx; i++)
+            if (tx[i].serves &&
+                (best == SIZE_MAX || tmap[i][c] * r->scale[i] > tmap[best][c] * r->scale[best]))
                 best = i;
         double rest = 0.0;
         for (size_t i = 0; i < r->ntx; i++)
             if (i != best)
                 rest += tmap[i][c] * r->scale[i];
-        serving[c] = tmap[best][c] * r->scale[best];
+        serving[c] = best == SIZE_MAX ? 0.0 : tmap[best][c] * r->scale[best];
         interf[c] = rest;
     }
 }
@@ -498,6 +500,7 @@ static bf_err_t trace_initial(run_t *r, char *err)
         out->solver.zone_crossings += r->zone[i].count;
         r->scale[i] = scale_of(r, tx);
         out->txs[i].movable = tx->movable;
+        out->txs[i].serves = tx->serves;
         bf_strlcpy(out->txs[i].name, tx->name, sizeof out->txs[i].name);
         out->txs[i].initial = (kern_orient_t){tx->azimuth_deg, tx->tilt_deg};
     }
@@ -593,12 +596,13 @@ static bf_err_t optimize_joint(run_t *r, char *err)
     report(r, "optimize", 0.0);
     kern_antenna_t ant[KERN_MAX_TX];
     double roll[KERN_MAX_TX];
-    bool movable[KERN_MAX_TX];
+    bool movable[KERN_MAX_TX], serves[KERN_MAX_TX];
     kern_orient_t init[KERN_MAX_TX];
     for (size_t i = 0; i < r->ntx; i++) {
         ant[i] = r->ts[i].antenna;
         roll[i] = r->scene->txs[i].roll_deg;
         movable[i] = r->scene->txs[i].movable;
+        serves[i] = r->scene->txs[i].serves;
         init[i] = out->txs[i].initial;
     }
     kern_joint_t j;
@@ -611,6 +615,7 @@ static bf_err_t optimize_joint(run_t *r, char *err)
     j.roll_deg = roll;
     j.scale = r->scale;
     j.movable = movable;
+    j.serves = serves;
     j.floor_dbm = o->solver.floor_dbm;
     j.noise_w = r->noise_w;
     j.optimizer = &o->optimizer;

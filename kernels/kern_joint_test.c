@@ -73,18 +73,22 @@ static void job_init(bf_job_t *job, uint64_t rays)
 }
 
 /* ---- two isotropic transmitters against the closed form ------------------ */
-static void test_two_tx_closed_form(void)
+/* b_serves false: b is a neighbour's, interference only (serves: false). */
+static void test_two_tx_closed_form(bool b_serves)
 {
-    const char *dir = scene_dir(
-        "two", "frequency_hz: 3.5e9\n"
-               "transmitters:\n"
-               "  - {name: a, movable: false, position: [-60, 0, 10], power_dbm: 30,\n"
-               "     antenna: {pattern: iso}}\n"
-               "  - {name: b, movable: false, position: [60, 0, 10], power_dbm: 24,\n"
-               "     antenna: {pattern: iso}}\n"
-               "zone: {rect: [-150, -100, 150, 100]}\n"
-               "measurement: {center: [0, 0], size: [300, 200], height: 1.5, cell_size: [10, "
-               "10]}\n");
+    char yaml[1024];
+    snprintf(yaml, sizeof yaml,
+             "frequency_hz: 3.5e9\n"
+             "transmitters:\n"
+             "  - {name: a, movable: false, position: [-60, 0, 10], power_dbm: 30,\n"
+             "     antenna: {pattern: iso}}\n"
+             "  - {name: b, movable: false, serves: %s, position: [60, 0, 10], power_dbm: 24,\n"
+             "     antenna: {pattern: iso}}\n"
+             "zone: {rect: [-150, -100, 150, 100]}\n"
+             "measurement: {center: [0, 0], size: [300, 200], height: 1.5, cell_size: [10, "
+             "10]}\n",
+             b_serves ? "true" : "false");
+    const char *dir = scene_dir(b_serves ? "two" : "two-interferer", yaml);
     bf_job_t job;
     job_init(&job, 4000000);
     job.solver.noise_figure_db = 5;
@@ -101,7 +105,8 @@ static void test_two_tx_closed_form(void)
     double noise = BOLTZMANN * 290.0 * 2e10 * pow(10.0, 0.5);
     CHECKF(fabs(r.noise_dbm - (10 * log10(noise) + 30)) < 1e-9, "noise %g dBm", r.noise_dbm);
     CHECK(r.tx_count == 2 && r.has_sinr && r.zone_cells == 600);
-    CHECK(!strcmp(r.txs[0].name, "a") && !strcmp(r.txs[1].name, "b") && !r.txs[0].movable);
+    CHECK(!strcmp(r.txs[0].name, "a") && !strcmp(r.txs[1].name, "b") && !r.txs[0].movable &&
+          r.txs[0].serves && r.txs[1].serves == b_serves);
     /* immovable: the optimized setting is the initial one, the maps equal */
     CHECK(r.txs[1].optimized.azimuth_deg == r.txs[1].initial.azimuth_deg);
     double worst_p = 0, worst_s = 0, mean_p = 0, mean_s = 0;
@@ -121,7 +126,7 @@ static void test_two_tx_closed_form(void)
                     ra = fmin(ra, da);
                     rb = fmin(rb, db);
                 }
-            double serving = fmax(pa, pb), other = fmin(pa, pb);
+            double serving = b_serves ? fmax(pa, pb) : pa, other = b_serves ? fmin(pa, pb) : pb;
             double want_p = 10 * log10(serving) + 30,
                    want_s = 10 * log10(serving / (other + noise));
             CHECK(r.zone_sinr_initial[k] == r.zone_sinr_optimized[k]);
@@ -137,10 +142,11 @@ static void test_two_tx_closed_form(void)
             worst_p = fmax(worst_p, ep);
             worst_s = fmax(worst_s, es);
         }
-    printf("two transmitters: serving power and SINR off the closed form by %.3f and %.3f dB on "
+    printf("two transmitters%s: serving power and SINR off the closed form by %.3f and %.3f dB on "
            "average over 600 cells, %.3f and %.3f at worst in the %zu within 100 m of both; mean "
            "SINR %.2f dB\n",
-           mean_p, mean_s, worst_p, worst_s, compared, r.sinr_initial.mean);
+           b_serves ? "" : " (b interference only)", mean_p, mean_s, worst_p, worst_s, compared,
+           r.sinr_initial.mean);
     CHECKF(mean_p < 0.1 && mean_s < 0.1 && worst_p < 0.25 && worst_s < 0.25,
            "mean %g / %g, worst %g / %g dB", mean_p, mean_s, worst_p, worst_s);
     CHECK(fabs(r.objective - r.sinr_initial.mean) < 1e-9);
@@ -438,8 +444,10 @@ int main(void)
     const char *only = getenv("KERN_JOINT_TEST_ONLY"); /* a part, for timing */
     if (!only || !strcmp(only, "objective"))
         test_objective_w();
-    if (!only || !strcmp(only, "two"))
-        test_two_tx_closed_form();
+    if (!only || !strcmp(only, "two")) {
+        test_two_tx_closed_form(true);
+        test_two_tx_closed_form(false);
+    }
     if (!only || !strcmp(only, "street"))
         test_joint_beats_one_at_a_time();
     if (!only || !strcmp(only, "three"))

@@ -107,17 +107,18 @@ double kern_objective_w(const double *serving_w, const double *interference_w, s
 }
 
 /* Serving and interfering power of each zone cell when this transmitter
-   gives own (sums, times scale) and the fixed others their strongest m and
-   the rest; ties serve this one. */
+   gives own (sums, times scale) and the fixed others their strongest m
+   (of those that may serve) and the rest; ties serve this one. One that
+   only interferes never serves. */
 static void combine(const kern_search_t *s, const double *sums, size_t n, double *serving,
                     double *interf)
 {
     for (size_t c = 0; c < n; c++) {
         double own = sums[c] * s->power.scale;
         if (!s->others_max_w) {
-            serving[c] = own;
-            interf[c] = 0.0;
-        } else if (own >= s->others_max_w[c]) {
+            serving[c] = s->interferes_only ? 0.0 : own;
+            interf[c] = s->interferes_only ? own : 0.0;
+        } else if (!s->interferes_only && own >= s->others_max_w[c]) {
             serving[c] = own;
             interf[c] = s->others_max_w[c] + s->others_rest_w[c];
         } else {
@@ -361,6 +362,7 @@ static kern_search_t sector_search(const kern_joint_t *j, size_t i, const double
     s.final_step = j->final_step;
     s.others_max_w = omax;
     s.others_rest_w = orest;
+    s.interferes_only = j->serves && !j->serves[i];
     s.noise_w = j->noise_w;
     s.cancel = j->cancel;
     return s;
@@ -382,15 +384,17 @@ bf_err_t kern_joint_zone_w(const kern_joint_t *j, size_t i, kern_orient_t o, dou
 }
 
 /* Per zone cell, over the transmitters other than skip (SIZE_MAX: none
-   skipped): the strongest one's power (the first of equals) in max and
-   the sum of the rest, in transmitter order, in rest. */
-static void aggregate(const double *w, size_t count, size_t n, size_t skip, double *max,
-                      double *rest)
+   skipped): the strongest power of those that may serve (the first of
+   equals; all when serves is NULL) in max, and the sum of the rest, in
+   transmitter order, in rest. */
+static void aggregate(const double *w, const bool *serves, size_t count, size_t n, size_t skip,
+                      double *max, double *rest)
 {
     for (size_t c = 0; c < n; c++) {
         size_t best = SIZE_MAX;
         for (size_t i = 0; i < count; i++)
-            if (i != skip && (best == SIZE_MAX || w[i * n + c] > w[best * n + c]))
+            if (i != skip && (!serves || serves[i]) &&
+                (best == SIZE_MAX || w[i * n + c] > w[best * n + c]))
                 best = i;
         double r = 0.0;
         for (size_t i = 0; i < count; i++)
@@ -440,7 +444,7 @@ static bf_err_t joint_buf_new(const kern_joint_t *j, joint_buf_t *b, char *err)
 /* The joint objective of what b->w holds. */
 static double joint_value(const kern_joint_t *j, joint_buf_t *b)
 {
-    aggregate(b->w, j->count, b->n, SIZE_MAX, b->a, b->b);
+    aggregate(b->w, j->serves, j->count, b->n, SIZE_MAX, b->a, b->b);
     return kern_objective_w(b->a, b->b, b->n, j->floor_dbm, j->noise_w, j->optimizer, b->scratch);
 }
 
@@ -490,7 +494,7 @@ bf_err_t kern_joint_search(const kern_joint_t *j, const kern_orient_t *init,
             if (j->one_at_a_time) {
                 ss = sector_search(j, s, NULL, NULL);
             } else {
-                aggregate(b.w, j->count, b.n, s, b.a, b.b);
+                aggregate(b.w, j->serves, j->count, b.n, s, b.a, b.b);
                 ss = sector_search(j, s, b.a, b.b);
             }
             /* the current orientation's value, computed as the search

@@ -736,6 +736,7 @@ static kern_scene_t *scene_new(const char *dir)
     s->tx.pattern = KERN_PATTERN_TR38901;
     s->tx.polarization = KERN_POL_V;
     s->tx.movable = true;
+    s->tx.serves = true;
     bf_strlcpy(s->tx.name, "tx0", sizeof s->tx.name);
     s->txs[0] = s->tx; /* one transmitter until scene.yaml says otherwise */
     s->tx_count = 1;
@@ -785,12 +786,12 @@ static bool finite_all(const double *v, size_t n)
 
 /* One transmitter: the single `transmitter:` map (what "transmitter") or
    an item of the `transmitters:` list (what "transmitters[i]", which may
-   also give `name` and `movable`). */
+   also give `name`, `movable` and `serves`). */
 static bf_err_t parse_tx(const bf_yaml_node_t *tx, const char *what, kern_tx_t *out, char *err)
 {
     static const char *const tx_keys[] = {"position", "power_dbm", "antenna", "orientation", NULL};
-    static const char *const txl_keys[] = {"name",    "movable",     "position", "power_dbm",
-                                           "antenna", "orientation", NULL};
+    static const char *const txl_keys[] = {"name",      "movable", "serves",      "position",
+                                           "power_dbm", "antenna", "orientation", NULL};
     static const char *const ant_keys[] = {"pattern", "polarization", NULL};
     static const char *const or_keys[] = {"azimuth_deg", "tilt_deg", "roll_deg", NULL};
     bf_err_t rc;
@@ -800,6 +801,7 @@ static bf_err_t parse_tx(const bf_yaml_node_t *tx, const char *what, kern_tx_t *
     const bf_yaml_node_t *n;
     char f[64];
     out->movable = true;
+    out->serves = true;
     if (list) {
         if ((n = bf_yaml_get(tx, "name"))) {
             if (n->kind != BF_YAML_SCALAR || !n->value[0] || strlen(n->value) >= sizeof out->name ||
@@ -815,6 +817,10 @@ static bf_err_t parse_tx(const bf_yaml_node_t *tx, const char *what, kern_tx_t *
         snprintf(f, sizeof f, "%s.movable", what);
         if ((n = bf_yaml_get(tx, "movable")) &&
             (rc = bf_yaml_bool(n, f, &out->movable, err)) != BF_OK)
+            return rc;
+        snprintf(f, sizeof f, "%s.serves", what);
+        if ((n = bf_yaml_get(tx, "serves")) &&
+            (rc = bf_yaml_bool(n, f, &out->serves, err)) != BF_OK)
             return rc;
     }
     snprintf(f, sizeof f, "%s.position", what);
@@ -934,6 +940,12 @@ static bf_err_t parse_scene_yaml(kern_scene_t *s, const char *path, bf_yaml_node
                                         k);
         }
         s->tx_count = txl->count;
+        bool serves = false;
+        for (size_t i = 0; i < s->tx_count; i++)
+            serves |= s->txs[i].serves;
+        if (!serves)
+            return bf_yaml_fail(txl, err,
+                                "field 'transmitters': at least one must serve (serves: true)");
     }
     s->tx = s->txs[0];
     const bf_yaml_node_t *zone = bf_yaml_get(root, "zone");

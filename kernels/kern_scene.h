@@ -44,6 +44,7 @@ typedef struct {
 typedef struct {
     char name[32]; /* scene.yaml's, or "tx<i>" */
     bool movable;  /* the search may move it [true] */
+    bool serves;   /* it may serve a cell [true]; false: interference only */
     double position[3];
     double power_dbm;
     kern_pattern_t pattern;

@@ -701,7 +701,7 @@ static void test_transmitters(void)
                    "    power_dbm: 40\n"
                    "    antenna: {pattern: iso}\n"
                    "    orientation: {azimuth_deg: 120}\n"
-                   "  - {name: gamma-3, movable: false, position: [3, 4, 5]}\n"
+                   "  - {name: gamma-3, movable: false, serves: false, position: [3, 4, 5]}\n"
                    "zone: {rect: [-10, -20, 30, 40]}\n");
     kern_scene_t *s = NULL;
     char err[BF_ERRLEN] = "";
@@ -713,6 +713,7 @@ static void test_transmitters(void)
         CHECK(!strcmp(s->txs[1].name, "tx1") && s->txs[1].movable && s->txs[1].power_dbm == 40 &&
               s->txs[1].pattern == KERN_PATTERN_ISO && s->txs[1].azimuth_deg == 120 &&
               s->txs[1].position[2] == 26);
+        CHECK(s->txs[0].serves && s->txs[1].serves && !s->txs[2].serves);
         CHECK(!strcmp(s->txs[2].name, "gamma-3") && !s->txs[2].movable &&
               s->txs[2].position[0] == 3);
         CHECK(s->tx.position[2] == 25 && !strcmp(s->tx.name, "alpha")); /* tx is txs[0] */
@@ -749,6 +750,9 @@ static void test_transmitters(void)
         {"transmitter: {position: [0, 0, 1]}\ntransmitters:\n  - {position: [0, 0, 1]}\n",
          "scene.yaml:4:3: give one of 'transmitter' or 'transmitters', not both"},
         {"transmitters:\n  - 7\n", "scene.yaml:3:5: "},
+        {"transmitters:\n  - {position: [0, 0, 1], serves: false}\n",
+         "scene.yaml:3:3: field 'transmitters': at least one must serve"},
+        {"transmitters:\n  - {position: [0, 0, 1], serves: 2}\n", "field 'transmitters[0].serves'"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char yaml[512];

@@ -90,11 +90,11 @@ static json_t *transmitters_json(const kern_boresight_result_t *r)
     json_t *a = json_array();
     for (size_t i = 0; a && i < r->tx_count; i++) {
         const kern_orient_t *p = &r->txs[i].initial, *q = &r->txs[i].optimized;
-        json_t *t =
-            json_pack("{s:s, s:b, s:{s:f, s:f}, s:{s:f, s:f}}", "name", r->txs[i].name, "movable",
-                      r->txs[i].movable, "initial", "azimuth_deg", deg_out(p->azimuth_deg),
-                      "tilt_deg", deg_out(p->tilt_deg), "optimized", "azimuth_deg",
-                      deg_out(q->azimuth_deg), "tilt_deg", deg_out(q->tilt_deg));
+        json_t *t = json_pack("{s:s, s:b, s:b, s:{s:f, s:f}, s:{s:f, s:f}}", "name", r->txs[i].name,
+                              "movable", r->txs[i].movable, "serves", r->txs[i].serves, "initial",
+                              "azimuth_deg", deg_out(p->azimuth_deg), "tilt_deg",
+                              deg_out(p->tilt_deg), "optimized", "azimuth_deg",
+                              deg_out(q->azimuth_deg), "tilt_deg", deg_out(q->tilt_deg));
         if (json_array_append_new(a, t) != 0) {
             json_decref(a);
             return NULL;

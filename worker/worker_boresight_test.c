@@ -236,6 +236,7 @@ static void test_json_multi(void)
     snprintf(r.txs[0].name, sizeof r.txs[0].name, "alpha");
     snprintf(r.txs[1].name, sizeof r.txs[1].name, "beta");
     r.txs[0].movable = true;
+    r.txs[0].serves = true;
     r.txs[0].initial = r.boresight_initial;
     r.txs[0].optimized = r.boresight_optimized;
     r.txs[1].initial = (kern_orient_t){120, 3};
@@ -261,6 +262,8 @@ static void test_json_multi(void)
     const json_t *b = json_array_get(tx, 1);
     CHECK(!strcmp(json_string_value(json_object_get(b, "name")), "beta") &&
           json_is_false(json_object_get(b, "movable")) &&
+          json_is_false(json_object_get(b, "serves")) &&
+          json_is_true(json_object_get(json_array_get(tx, 0), "serves")) &&
           num(json_object_get(b, "optimized"), "azimuth_deg") == 120 &&
           num(json_object_get(b, "initial"), "tilt_deg") == 3);
     CHECK(num(json_object_get(json_array_get(tx, 0), "optimized"), "azimuth_deg") == 123.4);

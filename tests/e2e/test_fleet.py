@@ -405,7 +405,8 @@ def test_sectors_job(fleet: Fleet):
         for i, az in enumerate((0, 120, 240)):
             f.write(f"  - {{name: s{i + 1}, position: [0, 0, 40], "
                     f"orientation: {{azimuth_deg: {az}, tilt_deg: 5}}}}\n")
-        f.write("  - {name: neighbour, movable: false, position: [60, 60, 30], power_dbm: 40,\n"
+        f.write("  - {name: neighbour, movable: false, serves: false, position: [60, 60, 30],\n"
+                "     power_dbm: 40,\n"
                 "     orientation: {azimuth_deg: 225, tilt_deg: 5}}\n")
         f.write("\n".join(l for l in keep if not l.startswith("frequency_hz")) + "\n")
     out = os.path.join(fleet.tmp, "out")
@@ -427,6 +428,7 @@ def test_sectors_job(fleet: Fleet):
     txs = multi["transmitters"]
     assert [t["name"] for t in txs] == ["s1", "s2", "s3", "neighbour"], txs
     assert not txs[3]["movable"] and txs[3]["optimized"] == txs[3]["initial"], txs[3]
+    assert not txs[3]["serves"] and all(t["serves"] for t in txs[:3]), txs
     assert multi["boresight_optimized"] == txs[0]["optimized"], multi["boresight_optimized"]
     cells = multi["stats"]["zone_cells"]
     assert len(multi["sinr_initial"]) == len(multi["sinr_optimized"]) == cells > 10
