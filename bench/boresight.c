@@ -130,7 +130,7 @@ int main(int argc, char **argv)
     double lambda = 299792458.0 / 3.5e9;
     kern_power_t pw = {pow(10.0, (44.0 - 30.0) / 10.0) * pow(lambda / (4 * KERN_PI), 2) / 100.0,
                        -300.0};
-    bf_optimizer_t op = {BF_OBJ_MEAN_DBM, {0, 360}, {-10, 30}, -100};
+    bf_optimizer_t op = {BF_OBJ_MEAN_DBM, {0, 360}, {-10, 30}, -100, false, 0};
     recorder_t rec = {NULL, 0, 0};
     g_rec = &rec;
     kern_backend_t recording = *cpu;

@@ -611,12 +611,33 @@ static double vmean(const vec_t *a)
     return a->n ? s / (double)a->n : NAN;
 }
 
+/* What a CDF plot draws: zone power (dBm) or, for results with several
+   transmitters or a SINR objective, SINR (dB). */
+typedef struct {
+    const char *keys[2]; /* the result's initial and optimized arrays */
+    const char *id, *desc, *title, *axis, *unit;
+} cdf_kind_t;
+
+static const cdf_kind_t cdf_power = {{"zone_power_initial", "zone_power_optimized"},
+                                     "plot-cdf",
+                                     "CDF of zone power, initial vs optimized",
+                                     "Zone power CDF",
+                                     "zone power (dBm)",
+                                     "dBm"};
+static const cdf_kind_t cdf_sinr = {{"sinr_initial", "sinr_optimized"},
+                                    "plot-sinr-cdf",
+                                    "CDF of zone SINR, initial vs optimized",
+                                    "Zone SINR CDF",
+                                    "SINR (dB)",
+                                    "dB"};
+
 /* The CDF of every zone cell of the successes, initial vs optimized. */
-static void plot_cdf(bf_buf_t *b, const json_t *const *res, size_t n, bool *oom)
+static void plot_cdf(bf_buf_t *b, const json_t *const *res, size_t n, const cdf_kind_t *kind,
+                     bool *oom)
 {
     vec_t a[2] = {{0}, {0}};
     size_t nclipped = 0;
-    static const char *const keys[2] = {"zone_power_initial", "zone_power_optimized"};
+    const char *const *keys = kind->keys;
     for (size_t i = 0; i < n; i++) {
         if (!is_success(res[i]))
             continue;
@@ -633,16 +654,18 @@ static void plot_cdf(bf_buf_t *b, const json_t *const *res, size_t n, bool *oom)
         }
     }
     frame_t f = {0, 1, 0, 1, 400, 300, 46, 12, 30, 38};
-    svg_open(b, "plot-cdf", &f, "CDF of zone power, initial vs optimized");
+    svg_open(b, kind->id, &f, kind->desc);
     bf_buf_printf(b,
                   "<text class=\"title\" x=\"%.1f\" y=\"18\" text-anchor=\"middle\">"
-                  "Zone power CDF</text>\n",
-                  f.w / 2);
+                  "%s</text>\n",
+                  f.w / 2, kind->title);
     if (a[0].oom || a[1].oom) {
         *oom = true;
     } else if (a[0].n == 0 || a[1].n == 0) {
-        svg_axes(b, &f, "dBm", "CDF", "%.1f");
-        svg_nodata(b, &f, "no zone power of a successful scene");
+        svg_axes(b, &f, kind->unit, "CDF", "%.1f");
+        svg_nodata(b, &f,
+                   kind == &cdf_sinr ? "no SINR of a successful scene"
+                                     : "no zone power of a successful scene");
     } else {
         double mean[2];
         for (int m = 0; m < 2; m++) {
@@ -669,7 +692,7 @@ static void plot_cdf(bf_buf_t *b, const json_t *const *res, size_t n, bool *oom)
             f.x0 -= 1;
             f.x1 += 1;
         }
-        svg_axes(b, &f, "zone power (dBm)", "CDF", "%.1f");
+        svg_axes(b, &f, kind->axis, "CDF", "%.1f");
         cdf_curve(b, &f, &a[0], "cdf-initial", C_INITIAL);
         cdf_curve(b, &f, &a[1], "cdf-optimized", C_OPTIMIZED);
         const char *names[2] = {"initial", "optimized"}, *colours[2] = {C_INITIAL, C_OPTIMIZED};
@@ -679,21 +702,23 @@ static void plot_cdf(bf_buf_t *b, const json_t *const *res, size_t n, bool *oom)
                 b,
                 "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\" "
                 "stroke-width=\"3\"/><text class=\"legend\" x=\"%.1f\" y=\"%.1f\">%s (mean "
-                "%.1f dBm)</text>\n",
-                f.ml + 8, y, f.ml + 22, y, colours[m], f.ml + 26, y + 4, names[m], mean[m]);
+                "%.1f %s)</text>\n",
+                f.ml + 8, y, f.ml + 22, y, colours[m], f.ml + 26, y + 4, names[m], mean[m],
+                kind->unit);
         }
         bf_buf_printf(b, "<text class=\"note\" x=\"%.1f\" y=\"%.1f\">%zu cells", f.ml + 8,
                       f.mt + 48, a[0].n);
         if (has_floor)
-            bf_buf_printf(b, "; %.0f %% / %.0f %% at %.0f dBm (no ray) off the axis",
+            bf_buf_printf(b, "; %.0f %% / %.0f %% at %.0f %s (no ray) off the axis",
                           100.0 * (double)at_min[0] / (double)a[0].n,
-                          100.0 * (double)at_min[1] / (double)a[1].n, vmin);
+                          100.0 * (double)at_min[1] / (double)a[1].n, vmin, kind->unit);
         bf_buf_puts(b, "</text>\n");
         if (nclipped)
             bf_buf_printf(b,
                           "<text class=\"note clipped\" x=\"%.1f\" y=\"%.1f\">%zu value(s) "
-                          "outside %.0f..%.0f dBm drawn at the edge</text>\n",
-                          f.ml + 8, f.mt + 64, nclipped, COLLECTOR_DBM_MIN, COLLECTOR_DBM_MAX);
+                          "outside %.0f..%.0f %s drawn at the edge</text>\n",
+                          f.ml + 8, f.mt + 64, nclipped, COLLECTOR_DBM_MIN, COLLECTOR_DBM_MAX,
+                          kind->unit);
     }
     bf_buf_puts(b, "</svg>\n");
     free(a[0].v);
@@ -1091,7 +1116,13 @@ bf_err_t collector_html_write(const char *dir, const json_t *summary, const json
     bf_buf_puts(&b, "</style></head>\n<body><main>\n");
     header(&b, summary, n);
     bf_buf_puts(&b, "<section class=\"plots\">\n");
-    plot_cdf(&b, res, n, &oom);
+    plot_cdf(&b, res, n, &cdf_power, &oom);
+    /* SINR, where results carry it (several transmitters, a SINR objective) */
+    for (size_t i = 0; i < n; i++)
+        if (is_success(res[i]) && json_array_size(json_object_get(res[i], "sinr_optimized"))) {
+            plot_cdf(&b, res, n, &cdf_sinr, &oom);
+            break;
+        }
     plot_hist(&b, res, n, &oom);
     plot_gpu(&b, summary);
     bf_buf_puts(&b,

@@ -259,6 +259,31 @@ static void check_page(const char *html)
     CHECK(strstr(html, "default-src 'none'"));
 }
 
+/* Results with SINR (several transmitters) add its CDF after the power's. */
+static void test_sinr_report(const char *dir)
+{
+    json_t *results = json_array();
+    json_t *a = boresight_result("sectors", "success", "", "node1", 0, 2.0);
+    json_object_set_new(a, "sinr_initial", json_pack("[f, f, f]", -3.0, 1.0, 4.0));
+    json_object_set_new(a, "sinr_optimized", json_pack("[f, f, f]", 10.0, 12.0, 20.0));
+    json_array_append_new(results, a);
+    json_t *summary = summary_of("sinr", "1/1");
+    char err[BF_ERRLEN] = "";
+    CHECKF(collector_html_write(dir, summary, results, err) == BF_OK, "%s", err);
+    char *html = slurp(dir, "report.html");
+    CHECK(html);
+    if (html) {
+        check_page(html);
+        CHECK(strstr(html, "<svg id=\"plot-cdf\"") && strstr(html, "<svg id=\"plot-sinr-cdf\""));
+        CHECK(strstr(html, "Zone SINR CDF") && strstr(html, "optimized (mean 14.0 dB)") &&
+              strstr(html, "initial (mean 0.7 dB)"));
+        CHECK(count_of(html, "class=\"cdf-optimized\"") == 2);
+    }
+    free(html);
+    json_decref(summary);
+    json_decref(results);
+}
+
 static void test_boresight_report(const char *dir)
 {
     json_t *results = json_array();
@@ -297,6 +322,7 @@ static void test_boresight_report(const char *dir)
     CHECK(strstr(html, "mean 7.25 dB, 4 scenes"));
     /* the CDF: 4 successes x 50 cells */
     CHECK(strstr(html, ">200 cells; 5 % / 0 % at -300 dBm (no ray) off the axis<"));
+    CHECK(!strstr(html, "plot-sinr-cdf")); /* no result carries SINR */
     /* the table: six rows, sorted by scene ("<" sorts first) */
     CHECK(count_of(html, "<tr class=\"scene\">") == 6);
     char *a = strstr(html, "&lt;script&gt;alert(1)&lt;/script&gt;");
@@ -525,6 +551,7 @@ int main(void)
     test_escape();
     test_boresight_report(d1);
     test_exec_report(d2);
+    test_sinr_report(d2);
     test_write_errors(dir);
     test_hostile_numbers(dir);
     if (!failures) {

@@ -66,7 +66,11 @@ const char *const collector_report_csv_columns[] = {"scene",
                                                     "optimized_median_dbm",
                                                     "optimized_p10_dbm",
                                                     "optimized_p90_dbm",
-                                                    "improvement_mean"};
+                                                    "improvement_mean",
+                                                    "initial_sinr_mean_db",
+                                                    "optimized_sinr_mean_db",
+                                                    "transmitters_initial",
+                                                    "transmitters_optimized"};
 
 /* Where each column comes from in a result: a path of up to two keys. */
 static const char *const csv_paths[COLLECTOR_REPORT_CSV_NCOLUMNS][2] = {
@@ -91,7 +95,11 @@ static const char *const csv_paths[COLLECTOR_REPORT_CSV_NCOLUMNS][2] = {
     {"stats", "optimized_median"},
     {"stats", "optimized_p10"},
     {"stats", "optimized_p90"},
-    {"stats", "improvement_mean"}};
+    {"stats", "improvement_mean"},
+    {"stats", "initial_sinr_mean"},
+    {"stats", "optimized_sinr_mean"},
+    {"transmitters", "initial"},
+    {"transmitters", "optimized"}};
 
 /* ---- CSV ------------------------------------------------------------------------ */
 
@@ -136,11 +144,38 @@ static bool is_degrees(const char *column)
     return n > 4 && !strcmp(column + n - 4, "_deg");
 }
 
+/* A result's transmitters (several: docs/protocol.md section 13) at their
+   initial or optimized orientation (which) in one cell,
+   "name:azimuth/tilt" separated by spaces, to 0.01 deg; empty for a
+   result without the list. */
+static void csv_transmitters(bf_buf_t *b, const json_t *list, const char *which)
+{
+    bf_buf_t cell = {0};
+    for (size_t i = 0; i < json_array_size(list); i++) {
+        const json_t *t = json_array_get(list, i);
+        const char *name = json_string_value(json_object_get(t, "name"));
+        const json_t *o = json_object_get(t, which);
+        double az = json_number_value(json_object_get(o, "azimuth_deg"));
+        double tilt = json_number_value(json_object_get(o, "tilt_deg"));
+        bf_buf_printf(&cell, "%s%s:%.12g/%.12g", i ? " " : "", name ? name : "?",
+                      round(az * 100.0) / 100.0 + 0.0, round(tilt * 100.0) / 100.0 + 0.0);
+    }
+    if (cell.oom)
+        b->oom = true;
+    else if (cell.p)
+        csv_field(b, cell.p);
+    free(cell.p);
+}
+
 static void csv_row(bf_buf_t *b, const json_t *r)
 {
     for (size_t c = 0; c < COLLECTOR_REPORT_CSV_NCOLUMNS; c++) {
         if (c)
             bf_buf_put(b, ",", 1);
+        if (!strcmp(csv_paths[c][0], "transmitters")) {
+            csv_transmitters(b, json_object_get(r, "transmitters"), csv_paths[c][1]);
+            continue;
+        }
         const json_t *v = json_object_get(r, csv_paths[c][0]);
         if (csv_paths[c][1])
             v = json_object_get(v, csv_paths[c][1]);

@@ -164,7 +164,18 @@ static void test_append_and_files(const char *dir)
     CHECK(r && !strcmp(collector_report_dir(r), dir));
     json_t *batch = json_array();
     json_array_append_new(batch, result("jobA", 0, "success", 2.0));
-    json_array_append_new(batch, result("jobA", 1, "success", 4.0));
+    /* s01 has two transmitters and SINR (docs/protocol.md section 13) */
+    json_t *multi = result("jobA", 1, "success", 4.0);
+    json_object_set_new(multi, "transmitters",
+                        json_pack("[{s:s, s:b, s:{s:f, s:f}, s:{s:f, s:f}}, "
+                                  "{s:s, s:b, s:{s:f, s:f}, s:{s:f, s:f}}]",
+                                  "name", "a", "movable", 1, "initial", "azimuth_deg", 0.0,
+                                  "tilt_deg", 0.0, "optimized", "azimuth_deg", 12.5, "tilt_deg",
+                                  3.25, "name", "b-2", "movable", 0, "initial", "azimuth_deg",
+                                  240.123, "tilt_deg", -2.0, "optimized", "azimuth_deg", 240.123,
+                                  "tilt_deg", -2.0));
+    json_object_set_new(json_object_get(multi, "stats"), "optimized_sinr_mean", json_real(12.75));
+    json_array_append_new(batch, multi);
     json_array_append_new(batch, result("jobA", 2, "failed", 0.0));
     json_array_append_new(batch, result("jobA", 1, "success", 4.0)); /* repeated in the batch */
     CHECK(collector_report_append(r, batch, err) == BF_OK);
@@ -199,7 +210,8 @@ static void test_append_and_files(const char *dir)
         "scene,status,reason,host,gpu_id,device,attempt,elapsed_time,initial_azimuth_deg,"
         "initial_tilt_deg,optimized_azimuth_deg,optimized_tilt_deg,zone_cells,initial_mean_dbm,"
         "initial_median_dbm,initial_p10_dbm,initial_p90_dbm,optimized_mean_dbm,optimized_median_"
-        "dbm,optimized_p10_dbm,optimized_p90_dbm,improvement_mean\n";
+        "dbm,optimized_p10_dbm,optimized_p90_dbm,improvement_mean,initial_sinr_mean_db,"
+        "optimized_sinr_mean_db,transmitters_initial,transmitters_optimized\n";
     char *text = slurp(dir, "results.csv");
     CHECK(text && !strncmp(text, head, strlen(head)));
     free(text);
@@ -209,6 +221,11 @@ static void test_append_and_files(const char *dir)
         CHECK(!strcmp(cell(&t, 1, "scene"), "s00"));
         CHECK(!strcmp(cell(&t, 2, "optimized_azimuth_deg"), "12.5"));
         CHECK(!strcmp(cell(&t, 2, "optimized_tilt_deg"), "3.25"));
+        CHECK(!strcmp(cell(&t, 2, "transmitters_initial"), "a:0/0 b-2:240.12/-2"));
+        CHECK(!strcmp(cell(&t, 2, "transmitters_optimized"), "a:12.5/3.25 b-2:240.12/-2"));
+        CHECK(!strcmp(cell(&t, 2, "optimized_sinr_mean_db"), "12.75"));
+        CHECK(!strcmp(cell(&t, 2, "initial_sinr_mean_db"), "") &&
+              !strcmp(cell(&t, 1, "transmitters_optimized"), ""));
         CHECK(!strcmp(cell(&t, 2, "initial_mean_dbm"), "-85.5"));
         CHECK(!strcmp(cell(&t, 2, "elapsed_time"), "2"));
         CHECK(!strcmp(cell(&t, 2, "gpu_id"), "1"));

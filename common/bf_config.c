@@ -118,6 +118,11 @@ static const field_t job_fields[] = {
     INT("solver.seed", F_U64, IN_BOTH, 0, INT64_MAX, J(job.solver.seed), NO_AUX),
     REAL("solver.floor_dbm", F_DOUBLE, IN_BOTH, -1000, 100, J(job.solver.floor_dbm), NO_AUX),
     VAL("solver.surface_offset", F_OFFSET, IN_BOTH, J(job.solver.surface_offset)),
+    SEC("solver.noise", IN_BOTH),
+    REAL("solver.noise.figure_db", F_DOUBLE, IN_BOTH, 0, 100, J(job.solver.noise_figure_db),
+         J(job.solver.has_noise_figure)),
+    REAL("solver.noise.bandwidth_hz", F_DOUBLE, IN_BOTH | GT_MIN, 0, 1e12,
+         J(job.solver.bandwidth_hz), J(job.solver.has_bandwidth)),
     SEC("measurement", IN_BOTH),
     REAL("measurement.center", F_PAIR, IN_BOTH, -1e9, 1e9, JM(center), JM(has_center)),
     REAL("measurement.size", F_PAIR, IN_BOTH | GT_MIN, 0, 1e9, JM(size), JM(has_size)),
@@ -132,6 +137,8 @@ static const field_t job_fields[] = {
          NO_AUX),
     REAL("optimizer.coverage_dbm", F_DOUBLE, IN_BOTH, -500, 500, J(job.optimizer.coverage_dbm),
          NO_AUX),
+    REAL("optimizer.sinr_db", F_DOUBLE, IN_BOTH, -300, 300, J(job.optimizer.sinr_db),
+         J(job.optimizer.has_sinr_db)),
     SEC("exec", IN_BOTH),
     INT("exec.command", F_STRV, IN_BOTH, 1, ARGV_MAX, J(job.exec_command), J(job.exec_argc)),
     SEC("sionna_check", IN_BOTH),
@@ -290,7 +297,8 @@ static const char *task_name(bf_task_kind_t t)
     return t == BF_TASK_EXEC ? "exec" : "boresight";
 }
 
-static const char *const objective_names[] = {"mean_dbm", "p10_dbm", "mean_linear", "coverage"};
+static const char *const objective_names[] = {"mean_dbm", "p10_dbm",      "mean_linear",
+                                              "coverage", "mean_sinr_db", "sinr_coverage"};
 
 const char *bf_objective_name(bf_objective_t o)
 {
@@ -354,7 +362,8 @@ static bf_err_t check_str(reader_t *r, const field_t *f, const bf_yaml_node_t *n
         bf_objective_t o;
         if (!bf_objective_parse(s, &o))
             return field_fail(r, node, path,
-                              "expected one of mean_dbm|p10_dbm|mean_linear|coverage, got '%.64s'",
+                              "expected one of mean_dbm|p10_dbm|mean_linear|coverage|mean_sinr_db|"
+                              "sinr_coverage, got '%.64s'",
                               s);
         *AT(r, f, bf_objective_t) = o;
     }
@@ -797,7 +806,9 @@ void bf_job_defaults(bf_job_t *job)
                    .refraction = true,
                    .seed = 42,
                    .floor_dbm = -300,
-                   .surface_offset = BF_OFFSET_SIONNA},
+                   .surface_offset = BF_OFFSET_SIONNA,
+                   .noise_figure_db = 0,
+                   .bandwidth_hz = 1e6},
         .measurement = {.height = 1.5, .cell_size = {10, 10}},
         .optimizer = {.objective = BF_OBJ_MEAN_DBM,
                       .azimuth_deg = {0, 360},

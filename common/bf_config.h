@@ -17,7 +17,9 @@ typedef enum {
     BF_OBJ_MEAN_DBM = 0, /* mean of dBm over zone cells (default) */
     BF_OBJ_P10_DBM,      /* 10th percentile of dBm over zone cells */
     BF_OBJ_MEAN_LINEAR,  /* mean of mW over zone cells, in dBm */
-    BF_OBJ_COVERAGE      /* fraction of zone cells >= coverage_dbm */
+    BF_OBJ_COVERAGE,     /* fraction of zone cells >= coverage_dbm */
+    BF_OBJ_MEAN_SINR_DB, /* mean of SINR [dB] over zone cells (solver.noise) */
+    BF_OBJ_SINR_COVERAGE /* fraction of zone cells with SINR >= sinr_db */
 } bf_objective_t;
 
 typedef struct {
@@ -43,6 +45,10 @@ typedef struct {
     uint64_t seed;                      /* [42] */
     double floor_dbm;                   /* [-300] */
     bf_surface_offset_t surface_offset; /* [sionna] */
+    /* solver.noise: thermal noise N = k T B NF (T = 290 K) for SINR */
+    bool has_noise_figure, has_bandwidth;
+    double noise_figure_db; /* [0] */
+    double bandwidth_hz;    /* [1e6] */
 } bf_solver_t;
 
 typedef struct {
@@ -58,6 +64,8 @@ typedef struct {
     double azimuth_deg[2];    /* [0, 360] */
     double tilt_deg[2];       /* [-10, 30] */
     double coverage_dbm;      /* [-100], for objective coverage */
+    bool has_sinr_db;
+    double sinr_db; /* [0], for objective sinr_coverage */
 } bf_optimizer_t;
 
 typedef struct {

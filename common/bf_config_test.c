@@ -378,11 +378,12 @@ static const char *full_job = "name: downtown-sweep\n"
                               "  min_percentile_range_db: 12\n"
                               "solver: {samples_per_tx: 2e6, max_depth: 5, los: false, "
                               "specular_reflection: no, refraction: off, seed: 7, "
-                              "floor_dbm: -250, surface_offset: tight}\n"
+                              "floor_dbm: -250, surface_offset: tight, "
+                              "noise: {figure_db: 7, bandwidth_hz: 2e7}}\n"
                               "measurement: {center: [10, -20.5], size: [300, 200], height: 2, "
                               "cell_size: [5, 2.5]}\n"
                               "optimizer: {objective: coverage, azimuth_deg: [-180, 180], "
-                              "tilt_deg: [-5, 45.5], coverage_dbm: -95}\n";
+                              "tilt_deg: [-5, 45.5], coverage_dbm: -95, sinr_db: 3}\n";
 
 static void test_job_every_key(void)
 {
@@ -416,6 +417,9 @@ static void test_job_every_key(void)
     CHECK(job.optimizer.azimuth_deg[0] == -180 && job.optimizer.azimuth_deg[1] == 180);
     CHECK(job.optimizer.tilt_deg[0] == -5 && job.optimizer.tilt_deg[1] == 45.5);
     CHECK(job.optimizer.coverage_dbm == -95);
+    CHECK(job.solver.has_noise_figure && job.solver.noise_figure_db == 7);
+    CHECK(job.solver.has_bandwidth && job.solver.bandwidth_hz == 2e7);
+    CHECK(job.optimizer.has_sinr_db && job.optimizer.sinr_db == 3);
     CHECK(job.exec_command == NULL);
     bf_job_clear(&job);
 
@@ -432,7 +436,8 @@ static void test_job_every_key(void)
     }
     bf_job_clear(&job);
 
-    const char *objectives[] = {"mean_dbm", "p10_dbm", "mean_linear", "coverage"};
+    const char *objectives[] = {"mean_dbm", "p10_dbm",      "mean_linear",
+                                "coverage", "mean_sinr_db", "sinr_coverage"};
     for (size_t i = 0; i < BF_ARRAY_LEN(objectives); i++) {
         bf_objective_t o;
         CHECK(bf_objective_parse(objectives[i], &o) && o == (bf_objective_t)i);
@@ -541,10 +546,16 @@ static void test_job_errors(void)
     expect_job_error(dir, "scenes: ./scenes\nsolver: {surface_offset: loose}\n",
                      "field 'solver.surface_offset': expected one of sionna|tight, got 'loose'",
                      NULL);
-    expect_job_error(dir, "scenes: ./scenes\noptimizer: {objective: median}\n",
-                     "job.yaml:2:24: field 'optimizer.objective': expected one of "
-                     "mean_dbm|p10_dbm|mean_linear|coverage, got 'median'",
+    expect_job_error(
+        dir, "scenes: ./scenes\noptimizer: {objective: median}\n",
+        "job.yaml:2:24: field 'optimizer.objective': expected one of "
+        "mean_dbm|p10_dbm|mean_linear|coverage|mean_sinr_db|sinr_coverage, got 'median'",
+        NULL);
+    expect_job_error(dir, "scenes: ./scenes\nsolver: {noise: {bandwidth_hz: 0}}\n",
+                     "job.yaml:2:32: field 'solver.noise.bandwidth_hz': expected a number in (0,",
                      NULL);
+    expect_job_error(dir, "scenes: ./scenes\nsolver: {noise: {figure: 7}}\n",
+                     "unknown key 'figure' in solver.noise", NULL);
     expect_job_error(dir, "scenes: ./scenes\nvalidation: {p10_min_dbm: -1e4}\n",
                      "job.yaml:2:27: field 'validation.p10_min_dbm': expected a number in [-500, "
                      "500]",
@@ -662,7 +673,13 @@ static bool same_job(const bf_job_t *a, const bf_job_t *b, bool scenes)
          !memcmp(a->optimizer.azimuth_deg, b->optimizer.azimuth_deg,
                  sizeof a->optimizer.azimuth_deg) &&
          !memcmp(a->optimizer.tilt_deg, b->optimizer.tilt_deg, sizeof a->optimizer.tilt_deg) &&
-         a->optimizer.coverage_dbm == b->optimizer.coverage_dbm;
+         a->optimizer.coverage_dbm == b->optimizer.coverage_dbm &&
+         a->optimizer.has_sinr_db == b->optimizer.has_sinr_db &&
+         a->optimizer.sinr_db == b->optimizer.sinr_db &&
+         a->solver.has_noise_figure == b->solver.has_noise_figure &&
+         a->solver.noise_figure_db == b->solver.noise_figure_db &&
+         a->solver.has_bandwidth == b->solver.has_bandwidth &&
+         a->solver.bandwidth_hz == b->solver.bandwidth_hz;
     ok = ok && a->exec_argc == b->exec_argc && !a->exec_command == !b->exec_command;
     for (size_t i = 0; ok && i < a->exec_argc; i++)
         ok = same_str(a->exec_command[i], b->exec_command[i]);

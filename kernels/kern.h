@@ -86,6 +86,22 @@ typedef struct kern_boresight_result {
         const char *backend;     /* the backend that ran: "cpu", "cuda" (static) */
     } solver;
     kern_thumbnails_t thumbnails;
+    /* Every transmitter of the scene (one for the `transmitter:` form);
+       boresight_initial/optimized above are the first one's. With several,
+       zone_initial/optimized are each cell's serving power (the strongest
+       transmitter's) and objective is the joint one. */
+    size_t tx_count;
+    struct {
+        char name[32];
+        bool movable, serves;
+        kern_orient_t initial, optimized;
+    } txs[KERN_MAX_TX];
+    /* SINR [dB] per zone cell, serving / (the others + noise), filled
+       (has_sinr) with several transmitters or a SINR objective. */
+    bool has_sinr;
+    double noise_dbm; /* k T B NF */
+    double *zone_sinr_initial, *zone_sinr_optimized;
+    kern_zone_stats_t sinr_initial, sinr_optimized;
 } kern_boresight_result_t;
 
 /* Runs the boresight task on scene_dir with opts' settings: load, trace,
@@ -248,6 +264,23 @@ double kern_sum_to_dbm(const kern_power_t *pw, double sum);
 double kern_objective(const double *sums, size_t n, const kern_power_t *pw, bf_objective_t obj,
                       double coverage_dbm, double *scratch);
 
+/* Thermal noise power [W] of solver.noise: k T B NF, T = 290 K. */
+double kern_noise_w(const bf_solver_t *solver);
+
+/* SINR [dB] of a cell: serving / (interference + noise) [W], or
+   KERN_SINR_FLOOR_DB where no ray reached it (serving 0). */
+#define KERN_SINR_FLOOR_DB (-300.0)
+double kern_sinr_db(double serving_w, double interference_w, double noise_w);
+
+/* Objective value (larger is better) of zone cells given in watts: the
+   serving (strongest transmitter's) power of each cell and the sum of the
+   other transmitters' there. The power objectives read serving (dBm as
+   kern_sum_to_dbm with scale 1, floor_dbm where 0); mean_sinr_db and
+   sinr_coverage read kern_sinr_db. scratch holds n doubles. */
+double kern_objective_w(const double *serving_w, const double *interference_w, size_t n,
+                        double floor_dbm, double noise_w, const bf_optimizer_t *op,
+                        double *scratch);
+
 /* ---- orientation search (DESIGN 6.5) ------------------------------------- */
 typedef struct {
     const kern_backend_t *backend;
@@ -260,6 +293,15 @@ typedef struct {
     double coarse_az_step, coarse_tilt_step; /* [10, 5] when 0 */
     double final_step;                       /* [0.1] when 0 */
     unsigned starts;                         /* coarse points refined [3] when 0 */
+    /* Other transmitters, fixed while this one moves (the joint search):
+       per zone cell the strongest one's power and the sum of the rest [W],
+       or NULL for a transmitter alone. The objective is then
+       kern_objective_w of the cells, power.scale taking this
+       transmitter's sums to watts. Also used (with NULL others) for the
+       SINR objectives of a transmitter alone. */
+    const double *others_max_w, *others_rest_w;
+    bool interferes_only; /* this transmitter serves no cell (scene.yaml serves: false) */
+    double noise_w;       /* k T B NF [W], for the SINR objectives */
     volatile int *cancel;
     void (*progress)(void *ud, double fraction);
     void *progress_ud;
@@ -280,6 +322,57 @@ bf_err_t kern_evaluate_orients(const kern_search_t *s, const kern_orient_t *o, s
    pattern search halving its step down to final_step from the best `starts`
    coarse points. Ties keep the earlier candidate (deterministic). */
 bf_err_t kern_search(const kern_search_t *s, kern_search_result_t *out, char *err) BF_MUST_CHECK;
+
+/* ---- the joint search over several transmitters --------------------------- */
+/* Every transmitter of a scene, each with the zone crossings of its own
+   trace; the movable ones are searched, the others stay. */
+typedef struct {
+    const kern_backend_t *backend;
+    void *ctx;
+    size_t count;                   /* transmitters, 1 .. KERN_MAX_TX */
+    const kern_zone_data_t *zones;  /* count: each one's zone crossings */
+    const kern_antenna_t *antennas; /* count */
+    const double *roll_deg;         /* count */
+    const double *scale;            /* count: sums -> watts (P_tx (lambda/4pi)^2 / area) */
+    const bool *movable;            /* count */
+    const bool *serves;             /* count, or NULL: all may serve a cell */
+    double floor_dbm, noise_w;
+    const bf_optimizer_t *optimizer;
+    unsigned rounds;                                     /* coordinate rounds at most [6] when 0 */
+    double coarse_az_step, coarse_tilt_step, final_step; /* kern_search_t's, 0: its defaults */
+    bool one_at_a_time; /* the baseline: each movable one searched alone, as if
+                           the others were off, then all evaluated together */
+    volatile int *cancel;
+    void (*progress)(void *ud, double fraction);
+    void *progress_ud;
+} kern_joint_t;
+
+typedef struct {
+    kern_orient_t best[KERN_MAX_TX];
+    double objective; /* the joint objective at best */
+    uint64_t evaluations;
+    unsigned rounds; /* coordinate rounds run */
+} kern_joint_result_t;
+
+/* The zone powers [W] of transmitter i at orientation o into w (zone_cells
+   doubles). Adds 1 to *evaluations when non-NULL. */
+bf_err_t kern_joint_zone_w(const kern_joint_t *j, size_t i, kern_orient_t o, double *w,
+                           uint64_t *evaluations, char *err) BF_MUST_CHECK;
+
+/* The joint objective of the orientations o[0..count) (kern_objective_w
+   of the serving and interfering powers per zone cell). */
+bf_err_t kern_joint_objective(const kern_joint_t *j, const kern_orient_t *o, double *value,
+                              uint64_t *evaluations, char *err) BF_MUST_CHECK;
+
+/* Coordinate search across the movable transmitters, starting at init:
+   each round runs kern_search for each movable transmitter in turn with
+   the others fixed at their current orientations (exact: the powers of
+   every transmitter come from its own crossings), taking its optimum
+   when it raises the joint objective; it stops after a round that raised
+   nothing, or after `rounds`. The objective never falls below init's.
+   Deterministic. */
+bf_err_t kern_joint_search(const kern_joint_t *j, const kern_orient_t *init,
+                           kern_joint_result_t *out, char *err) BF_MUST_CHECK;
 
 /* ---- small helpers shared with tests and benches -------------------------- */
 /* Maps DESIGN's enums to kern_radio.h's. */

@@ -200,10 +200,19 @@ typedef struct {
     size_t cells;          /* grid.nx * grid.ny */
     int32_t *zone_of_cell; /* per grid cell: its zone cell, or -1 */
     uint32_t zone_cells;
-    double *map0, *map1;   /* crossing sums at the initial and optimized orientations */
-    double *scratch;       /* zone_cells doubles to sort */
-    kern_zone_data_t zone; /* the zone crossings of the initial trace */
-    kern_trace_setup_t ts; /* trace settings, at the initial orientation */
+    /* One transmitter: crossing sums at the initial and optimized
+       orientations, pw taking them to watts. Several: each cell's serving
+       power [W] (pw's scale 1), the others' in imap0/imap1, each
+       transmitter's sums in tmap0/tmap1 (its scale[i]). */
+    double *map0, *map1;
+    double *imap0, *imap1;
+    size_t ntx;
+    double *tmap0[KERN_MAX_TX], *tmap1[KERN_MAX_TX];
+    double scale[KERN_MAX_TX];
+    double noise_w;
+    double *scratch;                    /* zone_cells doubles to sort */
+    kern_zone_data_t zone[KERN_MAX_TX]; /* the zone crossings of each initial trace */
+    kern_trace_setup_t ts[KERN_MAX_TX]; /* trace settings, at the initial orientation */
     kern_power_t pw;
 } run_t;
 
@@ -213,10 +222,16 @@ static void run_clear(run_t *r)
         r->be->ctx_destroy(&r->ctx);
     kern_tracer_destroy(&r->tracer);
     kern_scene_destroy(&r->scene);
-    kern_zone_data_clear(&r->zone);
+    for (size_t i = 0; i < KERN_MAX_TX; i++) {
+        kern_zone_data_clear(&r->zone[i]);
+        free(r->tmap0[i]);
+        free(r->tmap1[i]);
+    }
     free(r->zone_of_cell);
     free(r->map0);
     free(r->map1);
+    free(r->imap0);
+    free(r->imap1);
     free(r->scratch);
     memset(r, 0, sizeof *r);
 }
@@ -341,6 +356,19 @@ static bf_err_t index_zone(run_t *r, const char *scene_dir, char *err)
     r->map1 = malloc(r->cells * sizeof *r->map1);
     if (!r->zone_of_cell || !r->map0 || !r->map1)
         return bf_fail(err, BF_ENOMEM, "boresight: out of memory for %zu cells", r->cells);
+    r->ntx = r->scene->tx_count;
+    if (r->ntx > 1) {
+        r->imap0 = malloc(r->cells * sizeof *r->imap0);
+        r->imap1 = malloc(r->cells * sizeof *r->imap1);
+        if (!r->imap0 || !r->imap1)
+            return bf_fail(err, BF_ENOMEM, "boresight: out of memory for %zu cells", r->cells);
+        for (size_t i = 0; i < r->ntx; i++) {
+            r->tmap0[i] = malloc(r->cells * sizeof *r->tmap0[i]);
+            r->tmap1[i] = malloc(r->cells * sizeof *r->tmap1[i]);
+            if (!r->tmap0[i] || !r->tmap1[i])
+                return bf_fail(err, BF_ENOMEM, "boresight: out of memory for %zu cells", r->cells);
+        }
+    }
     uint32_t zcells = 0;
     for (uint32_t iy = 0; iy < g->ny; iy++)
         for (uint32_t ix = 0; ix < g->nx; ix++) {
@@ -357,6 +385,14 @@ static bf_err_t index_zone(run_t *r, const char *scene_dir, char *err)
     r->out->zone_initial = malloc(zcells * sizeof *r->out->zone_initial);
     r->out->zone_optimized = malloc(zcells * sizeof *r->out->zone_optimized);
     r->scratch = malloc(zcells * sizeof *r->scratch);
+    r->out->has_sinr = r->ntx > 1 || r->opts->optimizer.objective == BF_OBJ_MEAN_SINR_DB ||
+                       r->opts->optimizer.objective == BF_OBJ_SINR_COVERAGE;
+    if (r->out->has_sinr) {
+        r->out->zone_sinr_initial = malloc(zcells * sizeof *r->out->zone_sinr_initial);
+        r->out->zone_sinr_optimized = malloc(zcells * sizeof *r->out->zone_sinr_optimized);
+        if (!r->out->zone_sinr_initial || !r->out->zone_sinr_optimized)
+            return bf_fail(err, BF_ENOMEM, "boresight: out of memory");
+    }
     if (!r->out->zone_initial || !r->out->zone_optimized || !r->scratch)
         return bf_fail(err, BF_ENOMEM, "boresight: out of memory");
     return BF_OK;
@@ -393,53 +429,107 @@ static bf_err_t load(run_t *r, const char *scene_dir, char *err)
     return check_cancel(r, err);
 }
 
-/* Stage "trace": one trace at the initial orientation, recording the zone
-   crossings, and the initial zone's dBm and statistics. */
+/* Watts per sum of transmitter tx: P_tx (lambda / 4 pi)^2 over the cell area. */
+static double scale_of(const run_t *r, const kern_tx_t *tx)
+{
+    double lambda = SPEED_OF_LIGHT / r->scene->frequency_hz;
+    return pow(10.0, (tx->power_dbm - 30.0) / 10.0) * (lambda / (4 * KERN_PI)) *
+           (lambda / (4 * KERN_PI)) / ((double)r->grid.dx * r->grid.dy);
+}
+
+/* Several transmitters: each cell's serving power and the sum of the
+   others' [W] from each one's sums (tmap) (kern_optimize.c's rule: the
+   strongest serves, the first of equals). */
+static void combine_maps(const run_t *r, double *const *tmap, double *serving, double *interf)
+{
+    const kern_tx_t *tx = r->scene->txs;
+    for (size_t c = 0; c < r->cells; c++) {
+        size_t best = SIZE_MAX;
+        for (size_t i = 0; i < r->ntx; i++)
+            if (tx[i].serves &&
+                (best == SIZE_MAX || tmap[i][c] * r->scale[i] > tmap[best][c] * r->scale[best]))
+                best = i;
+        double rest = 0.0;
+        for (size_t i = 0; i < r->ntx; i++)
+            if (i != best)
+                rest += tmap[i][c] * r->scale[i];
+        serving[c] = best == SIZE_MAX ? 0.0 : tmap[best][c] * r->scale[best];
+        interf[c] = rest;
+    }
+}
+
+/* SINR [dB] of each zone cell, in zone cell order. */
+static void zone_sinr(const run_t *r, const double *map, const double *imap, double *sinr)
+{
+    for (size_t c = 0; c < r->cells; c++)
+        if (r->zone_of_cell[c] >= 0)
+            sinr[r->zone_of_cell[c]] = imap ? kern_sinr_db(map[c], imap[c], r->noise_w)
+                                            : kern_sinr_db(map[c] * r->pw.scale, 0.0, r->noise_w);
+}
+
+/* Stage "trace": one trace per transmitter at its initial orientation,
+   recording the zone crossings, and the initial zone's dBm and
+   statistics. */
 static bf_err_t trace_initial(run_t *r, char *err)
 {
     const kern_boresight_opts_t *o = r->opts;
-    const kern_tx_t *tx = &r->scene->tx;
     kern_boresight_result_t *out = r->out;
     double t0 = bf_mono_s();
-    kern_trace_setup_t *ts = &r->ts;
-    memset(ts, 0, sizeof *ts);
-    ts->rays = o->solver.samples_per_tx;
-    ts->max_depth = o->solver.max_depth;
-    ts->los = o->solver.los;
-    ts->reflection = o->solver.specular_reflection;
-    ts->refraction = o->solver.refraction;
-    ts->diffuse_reflection = o->solver.diffuse_reflection;
-    ts->surface_offset =
-        o->solver.surface_offset == BF_OFFSET_TIGHT ? KERN_OFFSET_TIGHT : KERN_OFFSET_SIONNA;
-    ts->seed = o->solver.seed;
-    ts->tx = v3((float)tx->position[0], (float)tx->position[1], (float)tx->position[2]);
-    ts->antenna = kern_antenna_from_tx(tx);
-    ts->rot = kern_rotation(tx->azimuth_deg, tx->tilt_deg, tx->roll_deg);
-    ts->grid = r->grid;
-    ts->zone_of_cell = r->zone_of_cell;
-    ts->zone_cells = r->zone_cells;
-    ts->cancel = o->cancel;
-    ts->progress = stage_progress;
-    ts->progress_ud = &r->stage;
-    kern_trace_out_t to = {r->map0, 0, &r->zone};
     report(r, "trace", 0.0);
-    bf_err_t e = r->be->trace(r->ctx, ts, &to, err);
-    if (e != BF_OK)
-        return e;
+    out->solver.crossings = 0;
+    out->solver.zone_crossings = 0;
+    for (size_t i = 0; i < r->ntx; i++) {
+        const kern_tx_t *tx = &r->scene->txs[i];
+        kern_trace_setup_t *ts = &r->ts[i];
+        memset(ts, 0, sizeof *ts);
+        ts->rays = o->solver.samples_per_tx;
+        ts->max_depth = o->solver.max_depth;
+        ts->los = o->solver.los;
+        ts->reflection = o->solver.specular_reflection;
+        ts->refraction = o->solver.refraction;
+        ts->diffuse_reflection = o->solver.diffuse_reflection;
+        ts->surface_offset =
+            o->solver.surface_offset == BF_OFFSET_TIGHT ? KERN_OFFSET_TIGHT : KERN_OFFSET_SIONNA;
+        ts->seed = o->solver.seed;
+        ts->tx = v3((float)tx->position[0], (float)tx->position[1], (float)tx->position[2]);
+        ts->antenna = kern_antenna_from_tx(tx);
+        ts->rot = kern_rotation(tx->azimuth_deg, tx->tilt_deg, tx->roll_deg);
+        ts->grid = r->grid;
+        ts->zone_of_cell = r->zone_of_cell;
+        ts->zone_cells = r->zone_cells;
+        ts->cancel = o->cancel;
+        ts->progress = stage_progress;
+        ts->progress_ud = &r->stage;
+        kern_trace_out_t to = {r->ntx > 1 ? r->tmap0[i] : r->map0, 0, &r->zone[i]};
+        bf_err_t e = r->be->trace(r->ctx, ts, &to, err);
+        if (e != BF_OK)
+            return e;
+        out->solver.crossings += to.crossings;
+        out->solver.zone_crossings += r->zone[i].count;
+        r->scale[i] = scale_of(r, tx);
+        out->txs[i].movable = tx->movable;
+        out->txs[i].serves = tx->serves;
+        bf_strlcpy(out->txs[i].name, tx->name, sizeof out->txs[i].name);
+        out->txs[i].initial = (kern_orient_t){tx->azimuth_deg, tx->tilt_deg};
+    }
+    out->tx_count = r->ntx;
     out->timings.trace = bf_mono_s() - t0;
     out->solver.rays = o->solver.samples_per_tx;
     out->solver.max_depth = o->solver.max_depth;
     out->solver.seed = o->solver.seed;
-    out->solver.crossings = to.crossings;
-    out->solver.zone_crossings = r->zone.count;
 
-    /* sums to watts: P_tx (lambda / 4 pi)^2 over the cell area */
-    double lambda = SPEED_OF_LIGHT / r->scene->frequency_hz;
-    r->pw.scale = pow(10.0, (tx->power_dbm - 30.0) / 10.0) * (lambda / (4 * KERN_PI)) *
-                  (lambda / (4 * KERN_PI)) / ((double)r->grid.dx * r->grid.dy);
+    r->pw.scale = r->ntx > 1 ? 1.0 : r->scale[0];
     r->pw.floor_dbm = o->solver.floor_dbm;
+    r->noise_w = kern_noise_w(&o->solver);
+    out->noise_dbm = 10.0 * log10(r->noise_w) + 30.0;
+    if (r->ntx > 1)
+        combine_maps(r, r->tmap0, r->map0, r->imap0);
     zone_dbm(r, r->map0, out->zone_initial);
     out->initial = stats_of(out->zone_initial, r->zone_cells, r->scratch);
+    if (out->has_sinr) {
+        zone_sinr(r, r->map0, r->imap0, out->zone_sinr_initial);
+        out->sinr_initial = stats_of(out->zone_sinr_initial, r->zone_cells, r->scratch);
+    }
     return check_cancel(r, err);
 }
 
@@ -475,11 +565,12 @@ static bf_err_t optimize(run_t *r, char *err)
     memset(&search, 0, sizeof search);
     search.backend = r->be;
     search.ctx = r->ctx;
-    search.zone = &r->zone;
-    search.antenna = r->ts.antenna;
+    search.zone = &r->zone[0];
+    search.antenna = r->ts[0].antenna;
     search.roll_deg = r->scene->tx.roll_deg;
     search.power = r->pw;
     search.optimizer = &o->optimizer;
+    search.noise_w = r->noise_w;
     search.cancel = o->cancel;
     search.progress = stage_progress;
     search.progress_ud = &r->stage;
@@ -497,6 +588,63 @@ static bf_err_t optimize(run_t *r, char *err)
     out->boresight_optimized = better ? found.best : init;
     out->objective = better ? found.objective : obj0;
     out->evaluations = found.evaluations + evals0;
+    out->txs[0].optimized = out->boresight_optimized;
+    out->timings.optimize = bf_mono_s() - t0;
+    return check_cancel(r, err);
+}
+
+/* Stage "optimize" with several transmitters: the joint search over the
+   movable ones (kern_joint_search), each exact from its own crossings. The
+   initial setting stays unless the search beats it. */
+static bf_err_t optimize_joint(run_t *r, char *err)
+{
+    const kern_boresight_opts_t *o = r->opts;
+    kern_boresight_result_t *out = r->out;
+    double t0 = bf_mono_s();
+    report(r, "optimize", 0.0);
+    kern_antenna_t ant[KERN_MAX_TX];
+    double roll[KERN_MAX_TX];
+    bool movable[KERN_MAX_TX], serves[KERN_MAX_TX];
+    kern_orient_t init[KERN_MAX_TX];
+    for (size_t i = 0; i < r->ntx; i++) {
+        ant[i] = r->ts[i].antenna;
+        roll[i] = r->scene->txs[i].roll_deg;
+        movable[i] = r->scene->txs[i].movable;
+        serves[i] = r->scene->txs[i].serves;
+        init[i] = out->txs[i].initial;
+    }
+    kern_joint_t j;
+    memset(&j, 0, sizeof j);
+    j.backend = r->be;
+    j.ctx = r->ctx;
+    j.count = r->ntx;
+    j.zones = r->zone;
+    j.antennas = ant;
+    j.roll_deg = roll;
+    j.scale = r->scale;
+    j.movable = movable;
+    j.serves = serves;
+    j.floor_dbm = o->solver.floor_dbm;
+    j.noise_w = r->noise_w;
+    j.optimizer = &o->optimizer;
+    j.cancel = o->cancel;
+    j.progress = stage_progress;
+    j.progress_ud = &r->stage;
+    double obj0 = 0.0;
+    uint64_t evals0 = 0;
+    bf_err_t e = kern_joint_objective(&j, init, &obj0, &evals0, err);
+    kern_joint_result_t found;
+    if (e == BF_OK)
+        e = kern_joint_search(&j, init, &found, err);
+    if (e != BF_OK)
+        return e;
+    bool better = found.objective > obj0;
+    for (size_t i = 0; i < r->ntx; i++)
+        out->txs[i].optimized = better ? found.best[i] : init[i];
+    out->boresight_initial = init[0];
+    out->boresight_optimized = out->txs[0].optimized;
+    out->objective = better ? found.objective : obj0;
+    out->evaluations = found.evaluations + evals0;
     out->timings.optimize = bf_mono_s() - t0;
     return check_cancel(r, err);
 }
@@ -511,18 +659,30 @@ static bf_err_t final_maps(run_t *r, char *err)
     kern_orient_t best = out->boresight_optimized, init = out->boresight_initial;
     double t0 = bf_mono_s();
     report(r, "maps", 0.0);
-    if (best.azimuth_deg == init.azimuth_deg && best.tilt_deg == init.tilt_deg) {
-        memcpy(r->map1, r->map0, r->cells * sizeof *r->map1);
-    } else {
-        r->ts.rot = kern_rotation(best.azimuth_deg, best.tilt_deg, r->scene->tx.roll_deg);
-        r->ts.zone_of_cell = NULL;
-        kern_trace_out_t t1 = {r->map1, 0, NULL};
-        bf_err_t e = r->be->trace(r->ctx, &r->ts, &t1, err);
-        if (e != BF_OK)
-            return e;
+    for (size_t i = 0; i < r->ntx; i++) {
+        double *m0 = r->ntx > 1 ? r->tmap0[i] : r->map0, *m1 = r->ntx > 1 ? r->tmap1[i] : r->map1;
+        best = out->txs[i].optimized;
+        init = out->txs[i].initial;
+        if (best.azimuth_deg == init.azimuth_deg && best.tilt_deg == init.tilt_deg) {
+            memcpy(m1, m0, r->cells * sizeof *m1);
+        } else {
+            r->ts[i].rot =
+                kern_rotation(best.azimuth_deg, best.tilt_deg, r->scene->txs[i].roll_deg);
+            r->ts[i].zone_of_cell = NULL;
+            kern_trace_out_t t1 = {m1, 0, NULL};
+            bf_err_t e = r->be->trace(r->ctx, &r->ts[i], &t1, err);
+            if (e != BF_OK)
+                return e;
+        }
     }
+    if (r->ntx > 1)
+        combine_maps(r, r->tmap1, r->map1, r->imap1);
     zone_dbm(r, r->map1, out->zone_optimized);
     out->optimized = stats_of(out->zone_optimized, r->zone_cells, r->scratch);
+    if (out->has_sinr) {
+        zone_sinr(r, r->map1, r->imap1, out->zone_sinr_optimized);
+        out->sinr_optimized = stats_of(out->zone_sinr_optimized, r->zone_cells, r->scratch);
+    }
     if (o->maps_dir) {
         bf_err_t e = write_map(o->maps_dir, "initial.csv", &r->grid, r->map0, &r->pw, err);
         if (e == BF_OK)
@@ -578,7 +738,7 @@ bf_err_t kern_boresight(const char *scene_dir, const kern_boresight_opts_t *opts
     if (e == BF_OK)
         out->valid = validate(&opts->validation, &out->initial, out->reason, sizeof out->reason);
     if (e == BF_OK)
-        e = optimize(&r, err);
+        e = r.ntx > 1 ? optimize_joint(&r, err) : optimize(&r, err);
     if (e == BF_OK)
         e = final_maps(&r, err);
     if (e == BF_OK)
@@ -598,6 +758,8 @@ void kern_boresight_result_clear(kern_boresight_result_t *result)
         return;
     free(result->zone_initial);
     free(result->zone_optimized);
+    free(result->zone_sinr_initial);
+    free(result->zone_sinr_optimized);
     free(result->thumbnails.initial);
     free(result->thumbnails.optimized);
     memset(result, 0, sizeof *result);

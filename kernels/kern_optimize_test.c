@@ -169,7 +169,7 @@ static void test_search_vs_exhaustive(void)
 {
     fixture_t f;
     CHECKF(fixture_init(&f, 30000, 0), "fixture");
-    bf_optimizer_t op = {BF_OBJ_MEAN_DBM, {0, 120}, {-10, 30}, -100};
+    bf_optimizer_t op = {BF_OBJ_MEAN_DBM, {0, 120}, {-10, 30}, -100, false, 0};
     kern_search_t s = search_of(&f, &op);
     kern_search_result_t r;
     char err[BF_ERRLEN] = "";
@@ -206,7 +206,7 @@ static void test_search_vs_exhaustive(void)
                again == r.objective,
            "consistent");
     /* every objective runs; a full circle wraps */
-    bf_optimizer_t full = {BF_OBJ_P10_DBM, {0, 360}, {-10, 30}, -100};
+    bf_optimizer_t full = {BF_OBJ_P10_DBM, {0, 360}, {-10, 30}, -100, false, 0};
     for (int obj = 0; obj < 4; obj++) {
         full.objective = (bf_objective_t)obj;
         kern_search_t s2 = search_of(&f, &full);
@@ -214,7 +214,7 @@ static void test_search_vs_exhaustive(void)
         CHECKF(r.best.azimuth_deg >= 0 && r.best.azimuth_deg < 360, "wrapped azimuth %g",
                r.best.azimuth_deg);
     }
-    bf_optimizer_t bad = {BF_OBJ_MEAN_DBM, {10, 0}, {-10, 30}, -100};
+    bf_optimizer_t bad = {BF_OBJ_MEAN_DBM, {10, 0}, {-10, 30}, -100, false, 0};
     kern_search_t s3 = search_of(&f, &bad);
     CHECKF(kern_search(&s3, &r, err) == BF_EINVAL, "empty range refused");
     free(o);

@@ -776,6 +776,11 @@ static kern_scene_t *scene_new(const char *dir)
     s->tx.power_dbm = 44;
     s->tx.pattern = KERN_PATTERN_TR38901;
     s->tx.polarization = KERN_POL_V;
+    s->tx.movable = true;
+    s->tx.serves = true;
+    bf_strlcpy(s->tx.name, "tx0", sizeof s->tx.name);
+    s->txs[0] = s->tx; /* one transmitter until scene.yaml says otherwise */
+    s->tx_count = 1;
     if (!s->dir || !s->name)
         kern_scene_destroy(&s);
     return s;
@@ -820,6 +825,105 @@ static bool finite_all(const double *v, size_t n)
     return true;
 }
 
+/* One transmitter: the single `transmitter:` map (what "transmitter") or
+   an item of the `transmitters:` list (what "transmitters[i]", which may
+   also give `name`, `movable` and `serves`). */
+static bf_err_t parse_tx(const bf_yaml_node_t *tx, const char *what, kern_tx_t *out, char *err)
+{
+    static const char *const tx_keys[] = {"position", "power_dbm", "antenna", "orientation", NULL};
+    static const char *const txl_keys[] = {"name",      "movable", "serves",      "position",
+                                           "power_dbm", "antenna", "orientation", NULL};
+    static const char *const ant_keys[] = {"pattern", "polarization", NULL};
+    static const char *const or_keys[] = {"azimuth_deg", "tilt_deg", "roll_deg", NULL};
+    bf_err_t rc;
+    bool list = strcmp(what, "transmitter") != 0;
+    if ((rc = bf_yaml_check_map(tx, what, list ? txl_keys : tx_keys, err)) != BF_OK)
+        return rc;
+    const bf_yaml_node_t *n;
+    char f[64];
+    out->movable = true;
+    out->serves = true;
+    if (list) {
+        if ((n = bf_yaml_get(tx, "name"))) {
+            if (n->kind != BF_YAML_SCALAR || !n->value[0] || strlen(n->value) >= sizeof out->name ||
+                strspn(n->value,
+                       "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") !=
+                    strlen(n->value))
+                return bf_yaml_fail(n, err,
+                                    "field '%s.name': expected 1 to %zu letters, digits, '_' or "
+                                    "'-'",
+                                    what, sizeof out->name - 1);
+            bf_strlcpy(out->name, n->value, sizeof out->name);
+        }
+        snprintf(f, sizeof f, "%s.movable", what);
+        if ((n = bf_yaml_get(tx, "movable")) &&
+            (rc = bf_yaml_bool(n, f, &out->movable, err)) != BF_OK)
+            return rc;
+        snprintf(f, sizeof f, "%s.serves", what);
+        if ((n = bf_yaml_get(tx, "serves")) &&
+            (rc = bf_yaml_bool(n, f, &out->serves, err)) != BF_OK)
+            return rc;
+    }
+    snprintf(f, sizeof f, "%s.position", what);
+    if (!(n = bf_yaml_get(tx, "position")))
+        return bf_yaml_fail(tx, err, "missing key '%s'", f);
+    if ((rc = bf_yaml_doubles(n, f, 3, out->position, err)) != BF_OK)
+        return rc;
+    if (!finite_all(out->position, 3))
+        return bf_yaml_fail(n, err, "field '%s': coordinates must be finite", f);
+    out->power_dbm = 44;
+    snprintf(f, sizeof f, "%s.power_dbm", what);
+    if ((n = bf_yaml_get(tx, "power_dbm")) &&
+        (rc = bf_yaml_double(n, f, -100, 100, &out->power_dbm, err)) != BF_OK)
+        return rc;
+    out->pattern = KERN_PATTERN_TR38901;
+    out->polarization = KERN_POL_V;
+    const bf_yaml_node_t *ant = bf_yaml_get(tx, "antenna");
+    if (ant) {
+        snprintf(f, sizeof f, "%s.antenna", what);
+        if ((rc = bf_yaml_check_map(ant, f, ant_keys, err)) != BF_OK)
+            return rc;
+        if ((n = bf_yaml_get(ant, "pattern"))) {
+            static const char *const names[] = {"iso", "dipole", "hw_dipole", "tr38901"};
+            int found = -1;
+            for (int i = 0; i < 4; i++)
+                if (n->kind == BF_YAML_SCALAR && !strcmp(n->value, names[i]))
+                    found = i;
+            if (found < 0)
+                return bf_yaml_fail(n, err,
+                                    "field '%s.antenna.pattern': expected iso, "
+                                    "dipole, hw_dipole or tr38901, got '%s'",
+                                    what, bf_yaml_quote(n));
+            out->pattern = (kern_pattern_t)found;
+        }
+        if ((n = bf_yaml_get(ant, "polarization"))) {
+            static const char *const names[] = {"V", "H", "cross", "cross_independent"};
+            int found = -1;
+            for (int i = 0; i < 4; i++)
+                if (n->kind == BF_YAML_SCALAR && !strcmp(n->value, names[i]))
+                    found = i;
+            if (found < 0)
+                return bf_yaml_fail(n, err,
+                                    "field '%s.antenna.polarization': expected "
+                                    "V, H, cross or cross_independent, got '%s'",
+                                    what, bf_yaml_quote(n));
+            out->polarization = (kern_polarization_t)found;
+        }
+    }
+    const bf_yaml_node_t *orient = bf_yaml_get(tx, "orientation");
+    if (orient) {
+        snprintf(f, sizeof f, "%s.orientation", what);
+        if ((rc = bf_yaml_check_map(orient, f, or_keys, err)) != BF_OK)
+            return rc;
+        double *dst[3] = {&out->azimuth_deg, &out->tilt_deg, &out->roll_deg};
+        for (int i = 0; i < 3; i++)
+            if ((n = bf_yaml_get(orient, or_keys[i])) &&
+                (rc = bf_yaml_double(n, or_keys[i], -360, 720, dst[i], err)) != BF_OK)
+                return rc;
+    }
+    return BF_OK;
+}
+
 static bf_err_t parse_scene_yaml(kern_scene_t *s, const char *path, bf_yaml_node_t **root_out,
                                  char *err)
 {
@@ -836,11 +940,8 @@ static bf_err_t parse_scene_yaml(kern_scene_t *s, const char *path, bf_yaml_node
     if (rc != BF_OK)
         return rc == BF_ENOMEM ? rc : BF_EINVAL;
     *root_out = root;
-    static const char *const top_keys[] = {"frequency_hz", "transmitter", "zone", "measurement",
-                                           NULL};
-    static const char *const tx_keys[] = {"position", "power_dbm", "antenna", "orientation", NULL};
-    static const char *const ant_keys[] = {"pattern", "polarization", NULL};
-    static const char *const or_keys[] = {"azimuth_deg", "tilt_deg", "roll_deg", NULL};
+    static const char *const top_keys[] = {"frequency_hz", "transmitter", "transmitters",
+                                           "zone",         "measurement", NULL};
     static const char *const zone_keys[] = {"polygon", "rect", NULL};
     static const char *const meas_keys[] = {"center", "size", "height", "cell_size", NULL};
     if ((rc = bf_yaml_check_map(root, "scene.yaml", top_keys, err)) != BF_OK)
@@ -851,64 +952,43 @@ static bf_err_t parse_scene_yaml(kern_scene_t *s, const char *path, bf_yaml_node
     if ((rc = bf_yaml_double(n, "frequency_hz", 1e3, 1e13, &s->frequency_hz, err)) != BF_OK)
         return rc;
     const bf_yaml_node_t *tx = bf_yaml_get(root, "transmitter");
-    if (!tx)
+    const bf_yaml_node_t *txl = bf_yaml_get(root, "transmitters");
+    if (tx && txl)
+        return bf_yaml_fail(txl, err, "give one of 'transmitter' or 'transmitters', not both");
+    if (!tx && !txl)
         return bf_yaml_fail(root, err, "missing key 'transmitter'");
-    if ((rc = bf_yaml_check_map(tx, "transmitter", tx_keys, err)) != BF_OK)
-        return rc;
-    if (!(n = bf_yaml_get(tx, "position")))
-        return bf_yaml_fail(tx, err, "missing key 'transmitter.position'");
-    if ((rc = bf_yaml_doubles(n, "transmitter.position", 3, s->tx.position, err)) != BF_OK)
-        return rc;
-    if (!finite_all(s->tx.position, 3))
-        return bf_yaml_fail(n, err, "field 'transmitter.position': coordinates must be finite");
-    s->tx.power_dbm = 44;
-    if ((n = bf_yaml_get(tx, "power_dbm")) &&
-        (rc = bf_yaml_double(n, "transmitter.power_dbm", -100, 100, &s->tx.power_dbm, err)) !=
-            BF_OK)
-        return rc;
-    s->tx.pattern = KERN_PATTERN_TR38901;
-    s->tx.polarization = KERN_POL_V;
-    const bf_yaml_node_t *ant = bf_yaml_get(tx, "antenna");
-    if (ant) {
-        if ((rc = bf_yaml_check_map(ant, "transmitter.antenna", ant_keys, err)) != BF_OK)
+    if (tx) {
+        if ((rc = parse_tx(tx, "transmitter", &s->txs[0], err)) != BF_OK)
             return rc;
-        if ((n = bf_yaml_get(ant, "pattern"))) {
-            static const char *const names[] = {"iso", "dipole", "hw_dipole", "tr38901"};
-            int found = -1;
-            for (int i = 0; i < 4; i++)
-                if (n->kind == BF_YAML_SCALAR && !strcmp(n->value, names[i]))
-                    found = i;
-            if (found < 0)
-                return bf_yaml_fail(n, err,
-                                    "field 'transmitter.antenna.pattern': expected iso, "
-                                    "dipole, hw_dipole or tr38901, got '%s'",
-                                    bf_yaml_quote(n));
-            s->tx.pattern = (kern_pattern_t)found;
-        }
-        if ((n = bf_yaml_get(ant, "polarization"))) {
-            static const char *const names[] = {"V", "H", "cross", "cross_independent"};
-            int found = -1;
-            for (int i = 0; i < 4; i++)
-                if (n->kind == BF_YAML_SCALAR && !strcmp(n->value, names[i]))
-                    found = i;
-            if (found < 0)
-                return bf_yaml_fail(n, err,
-                                    "field 'transmitter.antenna.polarization': expected "
-                                    "V, H, cross or cross_independent, got '%s'",
-                                    bf_yaml_quote(n));
-            s->tx.polarization = (kern_polarization_t)found;
-        }
-    }
-    const bf_yaml_node_t *orient = bf_yaml_get(tx, "orientation");
-    if (orient) {
-        if ((rc = bf_yaml_check_map(orient, "transmitter.orientation", or_keys, err)) != BF_OK)
-            return rc;
-        double *dst[3] = {&s->tx.azimuth_deg, &s->tx.tilt_deg, &s->tx.roll_deg};
-        for (int i = 0; i < 3; i++)
-            if ((n = bf_yaml_get(orient, or_keys[i])) &&
-                (rc = bf_yaml_double(n, or_keys[i], -360, 720, dst[i], err)) != BF_OK)
+        bf_strlcpy(s->txs[0].name, "tx0", sizeof s->txs[0].name);
+        s->tx_count = 1;
+    } else {
+        if (txl->kind != BF_YAML_SEQ || txl->count == 0 || txl->count > KERN_MAX_TX)
+            return bf_yaml_fail(txl, err,
+                                "field 'transmitters': expected a list of 1 to %d transmitters",
+                                KERN_MAX_TX);
+        for (size_t i = 0; i < txl->count; i++) {
+            char what[48];
+            snprintf(what, sizeof what, "transmitters[%zu]", i);
+            kern_tx_t *t = &s->txs[i];
+            snprintf(t->name, sizeof t->name, "tx%zu", i);
+            if ((rc = parse_tx(txl->items[i], what, t, err)) != BF_OK)
                 return rc;
+            for (size_t k = 0; k < i; k++)
+                if (!strcmp(s->txs[k].name, t->name))
+                    return bf_yaml_fail(txl->items[i], err,
+                                        "field '%s.name': the same as transmitters[%zu]'s", what,
+                                        k);
+        }
+        s->tx_count = txl->count;
+        bool serves = false;
+        for (size_t i = 0; i < s->tx_count; i++)
+            serves |= s->txs[i].serves;
+        if (!serves)
+            return bf_yaml_fail(txl, err,
+                                "field 'transmitters': at least one must serve (serves: true)");
     }
+    s->tx = s->txs[0];
     const bf_yaml_node_t *zone = bf_yaml_get(root, "zone");
     if (!zone)
         return bf_yaml_fail(root, err, "missing key 'zone'");

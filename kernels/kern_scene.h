@@ -15,6 +15,7 @@
 
 #define KERN_MAX_TRIANGLES   (1u << 26) /* refuse larger meshes as input errors */
 #define KERN_MAX_ZONE_POINTS 4096
+#define KERN_MAX_TX          16 /* transmitters in one scene */
 
 typedef enum {
     KERN_PATTERN_ISO,
@@ -56,6 +57,9 @@ typedef struct {
 } kern_material_t;
 
 typedef struct {
+    char name[32]; /* scene.yaml's, or "tx<i>" */
+    bool movable;  /* the search may move it [true] */
+    bool serves;   /* it may serve a cell [true]; false: interference only */
     double position[3];
     double power_dbm;
     kern_pattern_t pattern;
@@ -77,7 +81,11 @@ typedef struct {
     size_t material_count;
     double bbox_min[3], bbox_max[3]; /* of all vertices; zero box when empty */
 
-    kern_tx_t tx;
+    kern_tx_t tx; /* the first transmitter, txs[0] */
+    /* Every transmitter, in scene.yaml order: one for the `transmitter:`
+       form, the items of `transmitters:` otherwise. */
+    kern_tx_t txs[KERN_MAX_TX];
+    size_t tx_count;
 
     /* Zone: a polygon (zone_points pairs x, y), or a rect stored as its four
        corners. A cell belongs to the zone when its centre is inside. */

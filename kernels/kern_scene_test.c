@@ -736,6 +736,90 @@ static void test_links(void)
            err);
 }
 
+/* ---- several transmitters ------------------------------------------------ */
+static void test_transmitters(void)
+{
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/sectors", tmp);
+    make_scene_dir(dir, "simple_street_canyon",
+                   "frequency_hz: 3.5e9\n"
+                   "transmitters:\n"
+                   "  - name: alpha\n"
+                   "    position: [0, 0, 25]\n"
+                   "    orientation: {azimuth_deg: 0, tilt_deg: 5}\n"
+                   "  - position: [1, 2, 26]\n"
+                   "    power_dbm: 40\n"
+                   "    antenna: {pattern: iso}\n"
+                   "    orientation: {azimuth_deg: 120}\n"
+                   "  - {name: gamma-3, movable: false, serves: false, position: [3, 4, 5]}\n"
+                   "zone: {rect: [-10, -20, 30, 40]}\n");
+    kern_scene_t *s = NULL;
+    char err[BF_ERRLEN] = "";
+    CHECKF(kern_scene_load(dir, &s, err) == BF_OK, "%s", err);
+    if (s) {
+        CHECK(s->tx_count == 3);
+        CHECK(!strcmp(s->txs[0].name, "alpha") && s->txs[0].movable && s->txs[0].tilt_deg == 5 &&
+              s->txs[0].power_dbm == 44 && s->txs[0].pattern == KERN_PATTERN_TR38901);
+        CHECK(!strcmp(s->txs[1].name, "tx1") && s->txs[1].movable && s->txs[1].power_dbm == 40 &&
+              s->txs[1].pattern == KERN_PATTERN_ISO && s->txs[1].azimuth_deg == 120 &&
+              s->txs[1].position[2] == 26);
+        CHECK(s->txs[0].serves && s->txs[1].serves && !s->txs[2].serves);
+        CHECK(!strcmp(s->txs[2].name, "gamma-3") && !s->txs[2].movable &&
+              s->txs[2].position[0] == 3);
+        CHECK(s->tx.position[2] == 25 && !strcmp(s->tx.name, "alpha")); /* tx is txs[0] */
+        kern_scene_destroy(&s);
+    }
+    /* the single form is one movable transmitter named tx0 */
+    make_scene_dir(dir, "simple_street_canyon", good_yaml);
+    CHECK(kern_scene_load(dir, &s, err) == BF_OK);
+    if (s) {
+        CHECK(s->tx_count == 1 && s->txs[0].movable && !strcmp(s->txs[0].name, "tx0") &&
+              s->txs[0].azimuth_deg == 90 && s->txs[0].power_dbm == 40);
+        kern_scene_destroy(&s);
+    }
+    static const struct {
+        const char *yaml, *want;
+    } bad[] = {
+        {"transmitters: {position: [0, 0, 1]}\n",
+         "scene.yaml:2:15: field 'transmitters': expected a list of 1 to 16"},
+        {"transmitters: []\n", "scene.yaml:2:15: field 'transmitters': expected a list"},
+        {"transmitters:\n  - position: [0, 0, 1]\n  - power_dbm: 30\n",
+         "scene.yaml:4:5: missing key 'transmitters[1].position'"},
+        {"transmitters:\n  - position: [0, 0]\n",
+         "scene.yaml:3:15: field 'transmitters[0].position'"},
+        {"transmitters:\n  - {position: [0, 0, 1], movable: maybe}\n",
+         "scene.yaml:3:36: field 'transmitters[0].movable'"},
+        {"transmitters:\n  - {position: [0, 0, 1], name: a}\n  - {position: [0, 0, 2], name: a}\n",
+         "scene.yaml:4:5: field 'transmitters[1].name': the same as transmitters[0]'s"},
+        {"transmitters:\n  - {position: [0, 0, 1], name: 'a b'}\n",
+         "scene.yaml:3:33: field 'transmitters[0].name': expected 1 to 31 letters"},
+        {"transmitters:\n  - {position: [0, 0, 1], height: 3}\n",
+         "scene.yaml:3:27: unknown key 'height' in transmitters[0]"},
+        {"transmitters:\n  - {position: [0, 0, 1], antenna: {pattern: horn}}\n",
+         "field 'transmitters[0].antenna.pattern': expected iso"},
+        {"transmitter: {position: [0, 0, 1]}\ntransmitters:\n  - {position: [0, 0, 1]}\n",
+         "scene.yaml:4:3: give one of 'transmitter' or 'transmitters', not both"},
+        {"transmitters:\n  - 7\n", "scene.yaml:3:5: "},
+        {"transmitters:\n  - {position: [0, 0, 1], serves: false}\n",
+         "scene.yaml:3:3: field 'transmitters': at least one must serve"},
+        {"transmitters:\n  - {position: [0, 0, 1], serves: 2}\n", "field 'transmitters[0].serves'"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char yaml[512];
+        snprintf(yaml, sizeof yaml, "frequency_hz: 3.5e9\n%szone: {rect: [0, 0, 1, 1]}\n",
+                 bad[i].yaml);
+        make_scene_dir(dir, "simple_street_canyon", yaml);
+        expect_error(dir, bad[i].want);
+    }
+    /* seventeen are too many */
+    char yaml[4096] = "frequency_hz: 3.5e9\ntransmitters:\n";
+    for (int i = 0; i < 17; i++)
+        strcat(yaml, "  - {position: [0, 0, 1]}\n");
+    strcat(yaml, "zone: {rect: [0, 0, 1, 1]}\n");
+    make_scene_dir(dir, "simple_street_canyon", yaml);
+    expect_error(dir, "expected a list of 1 to 16 transmitters");
+}
+
 int main(void)
 {
     shared = getenv("BF_SHARED_DIR");
@@ -749,6 +833,7 @@ int main(void)
     test_shared();
     test_zone();
     test_scene_dir();
+    test_transmitters();
     test_broken();
     test_ply_layout();
     test_links();

@@ -84,26 +84,82 @@ static double deg_out(double deg)
     return round(deg * 100.0) / 100.0 + 0.0;
 }
 
+/* Every transmitter's orientations, in scene.yaml order. NULL out of memory. */
+static json_t *transmitters_json(const kern_boresight_result_t *r)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; a && i < r->tx_count; i++) {
+        const kern_orient_t *p = &r->txs[i].initial, *q = &r->txs[i].optimized;
+        json_t *t = json_pack("{s:s, s:b, s:b, s:{s:f, s:f}, s:{s:f, s:f}}", "name", r->txs[i].name,
+                              "movable", r->txs[i].movable, "serves", r->txs[i].serves, "initial",
+                              "azimuth_deg", deg_out(p->azimuth_deg), "tilt_deg",
+                              deg_out(p->tilt_deg), "optimized", "azimuth_deg",
+                              deg_out(q->azimuth_deg), "tilt_deg", deg_out(q->tilt_deg));
+        if (json_array_append_new(a, t) != 0) {
+            json_decref(a);
+            return NULL;
+        }
+    }
+    return a;
+}
+
+/* What several transmitters or a SINR objective add (docs/protocol.md
+   section 13): the transmitters, SINR per zone cell, its statistics in
+   stats, the noise power. A single transmitter's result without SINR is
+   left as it was. */
+static json_t *add_multi(json_t *doc, const kern_boresight_result_t *r)
+{
+    if (!doc)
+        return NULL;
+    bool ok = true;
+    if (r->tx_count > 1)
+        ok = json_object_set_new(doc, "transmitters", transmitters_json(r)) == 0;
+    if (ok && r->has_sinr) {
+        const kern_zone_stats_t *a = &r->sinr_initial, *b = &r->sinr_optimized;
+        json_t *stats = json_object_get(doc, "stats");
+        ok = json_object_set_new(doc, "sinr_initial",
+                                 dbm_array(r->zone_sinr_initial, r->zone_cells)) == 0 &&
+             json_object_set_new(doc, "sinr_optimized",
+                                 dbm_array(r->zone_sinr_optimized, r->zone_cells)) == 0 &&
+             json_object_set_new(doc, "noise_dbm", json_real(r->noise_dbm)) == 0 &&
+             json_object_set_new(stats, "initial_sinr_mean", json_real(a->mean)) == 0 &&
+             json_object_set_new(stats, "initial_sinr_median", json_real(a->median)) == 0 &&
+             json_object_set_new(stats, "initial_sinr_p10", json_real(a->p10)) == 0 &&
+             json_object_set_new(stats, "initial_sinr_p90", json_real(a->p90)) == 0 &&
+             json_object_set_new(stats, "optimized_sinr_mean", json_real(b->mean)) == 0 &&
+             json_object_set_new(stats, "optimized_sinr_median", json_real(b->median)) == 0 &&
+             json_object_set_new(stats, "optimized_sinr_p10", json_real(b->p10)) == 0 &&
+             json_object_set_new(stats, "optimized_sinr_p90", json_real(b->p90)) == 0;
+    }
+    if (!ok) {
+        json_decref(doc);
+        return NULL;
+    }
+    return doc;
+}
+
 json_t *worker_boresight_json(const kern_boresight_result_t *r)
 {
     /* json_pack takes each "o" (NULL included: it then fails and frees the
        rest), so a sub-document that could not be built fails the whole */
-    return json_pack(
-        "{s:s, s:s, s:o, s:o, s:o, s:{s:f, s:f}, s:{s:f, s:f}, s:{s:f, s:f, s:f, s:f}, "
-        "s:{s:I, s:I, s:I, s:I, s:I, s:s}, s:I, s:f, s:o}",
-        "status", r->valid ? "success" : "failed", "reason", r->reason, "zone_power_initial",
-        dbm_array(r->zone_initial, r->zone_cells), "zone_power_optimized",
-        dbm_array(r->zone_optimized, r->zone_cells), "stats", stats_json(r), "boresight_initial",
-        "azimuth_deg", deg_out(r->boresight_initial.azimuth_deg), "tilt_deg",
-        deg_out(r->boresight_initial.tilt_deg), "boresight_optimized", "azimuth_deg",
-        deg_out(r->boresight_optimized.azimuth_deg), "tilt_deg",
-        deg_out(r->boresight_optimized.tilt_deg), "timings", "load", r->timings.load, "trace",
-        r->timings.trace, "optimize", r->timings.optimize, "maps", r->timings.maps, "solver",
-        "rays", (json_int_t)r->solver.rays, "crossings", (json_int_t)r->solver.crossings,
-        "zone_crossings", (json_int_t)r->solver.zone_crossings, "max_depth",
-        (json_int_t)r->solver.max_depth, "seed", (json_int_t)r->solver.seed, "backend",
-        r->solver.backend ? r->solver.backend : "", "evaluations", (json_int_t)r->evaluations,
-        "objective", r->objective, "thumbnails", thumbnails_json(&r->thumbnails));
+    return add_multi(
+        json_pack(
+            "{s:s, s:s, s:o, s:o, s:o, s:{s:f, s:f}, s:{s:f, s:f}, s:{s:f, s:f, s:f, s:f}, "
+            "s:{s:I, s:I, s:I, s:I, s:I, s:s}, s:I, s:f, s:o}",
+            "status", r->valid ? "success" : "failed", "reason", r->reason, "zone_power_initial",
+            dbm_array(r->zone_initial, r->zone_cells), "zone_power_optimized",
+            dbm_array(r->zone_optimized, r->zone_cells), "stats", stats_json(r),
+            "boresight_initial", "azimuth_deg", deg_out(r->boresight_initial.azimuth_deg),
+            "tilt_deg", deg_out(r->boresight_initial.tilt_deg), "boresight_optimized",
+            "azimuth_deg", deg_out(r->boresight_optimized.azimuth_deg), "tilt_deg",
+            deg_out(r->boresight_optimized.tilt_deg), "timings", "load", r->timings.load, "trace",
+            r->timings.trace, "optimize", r->timings.optimize, "maps", r->timings.maps, "solver",
+            "rays", (json_int_t)r->solver.rays, "crossings", (json_int_t)r->solver.crossings,
+            "zone_crossings", (json_int_t)r->solver.zone_crossings, "max_depth",
+            (json_int_t)r->solver.max_depth, "seed", (json_int_t)r->solver.seed, "backend",
+            r->solver.backend ? r->solver.backend : "", "evaluations", (json_int_t)r->evaluations,
+            "objective", r->objective, "thumbnails", thumbnails_json(&r->thumbnails)),
+        r);
 }
 
 bf_err_t worker_boresight(worker_task_ctx_t *ctx, json_t **result, char *err)

@@ -225,6 +225,56 @@ static void test_json(void)
 }
 
 /* ---- the handler on a generated scene ---------------------------------------- */
+/* Several transmitters: the list of their orientations, SINR per zone
+   cell and its statistics come on top of the single-transmitter fields. */
+static void test_json_multi(void)
+{
+    kern_boresight_result_t r;
+    double zi[3], zo[3], ti[2], to[2], si[3] = {1.5, -3, -300}, so[3] = {20.25, 10, 4};
+    fill_result(&r, zi, zo, ti, to);
+    r.tx_count = 2;
+    snprintf(r.txs[0].name, sizeof r.txs[0].name, "alpha");
+    snprintf(r.txs[1].name, sizeof r.txs[1].name, "beta");
+    r.txs[0].movable = true;
+    r.txs[0].serves = true;
+    r.txs[0].initial = r.boresight_initial;
+    r.txs[0].optimized = r.boresight_optimized;
+    r.txs[1].initial = (kern_orient_t){120, 3};
+    r.txs[1].optimized = (kern_orient_t){120, 3};
+    r.has_sinr = true;
+    r.noise_dbm = -113.5;
+    r.zone_sinr_initial = si;
+    r.zone_sinr_optimized = so;
+    r.sinr_initial = (kern_zone_stats_t){-100.5, 1.5, -240, 1};
+    r.sinr_optimized = (kern_zone_stats_t){11.4, 10, 5.2, 18};
+    json_t *doc = worker_boresight_json(&r);
+    CHECK(doc != NULL);
+    if (!doc)
+        return;
+    char keys[1024];
+    CHECKF(!strcmp(keys_of(doc, keys, sizeof keys),
+                   "boresight_initial,boresight_optimized,evaluations,noise_dbm,objective,reason,"
+                   "sinr_initial,sinr_optimized,solver,stats,status,thumbnails,timings,"
+                   "transmitters,zone_power_initial,zone_power_optimized"),
+           "%s", keys);
+    const json_t *tx = json_object_get(doc, "transmitters");
+    CHECK(json_array_size(tx) == 2);
+    const json_t *b = json_array_get(tx, 1);
+    CHECK(!strcmp(json_string_value(json_object_get(b, "name")), "beta") &&
+          json_is_false(json_object_get(b, "movable")) &&
+          json_is_false(json_object_get(b, "serves")) &&
+          json_is_true(json_object_get(json_array_get(tx, 0), "serves")) &&
+          num(json_object_get(b, "optimized"), "azimuth_deg") == 120 &&
+          num(json_object_get(b, "initial"), "tilt_deg") == 3);
+    CHECK(num(json_object_get(json_array_get(tx, 0), "optimized"), "azimuth_deg") == 123.4);
+    CHECK(json_array_size(json_object_get(doc, "sinr_optimized")) == 3 &&
+          json_number_value(json_array_get(json_object_get(doc, "sinr_optimized"), 0)) == 20.25);
+    const json_t *st = json_object_get(doc, "stats");
+    CHECK(num(st, "optimized_sinr_mean") == 11.4 && num(st, "initial_sinr_p10") == -240 &&
+          num(st, "optimized_mean") == -76.75 && num(doc, "noise_dbm") == -113.5);
+    json_decref(doc);
+}
+
 static void on_progress(void *ud, const char *stage, double f)
 {
     int *seen = ud;
@@ -323,6 +373,7 @@ int main(void)
 {
     test_opts();
     test_json();
+    test_json_multi();
     test_handler();
     if (failures) {
         fprintf(stderr, "worker_boresight_test: %d failures\n", failures);

@@ -47,6 +47,9 @@ _JOB = [
     ("solver.seed", "u64", "", 0, INT64_MAX),
     ("solver.floor_dbm", "double", "", -1000, 100),
     ("solver.surface_offset", "offset", "", 0, 0),
+    ("solver.noise", "section", "", 0, 0),
+    ("solver.noise.figure_db", "double", "H", 0, 100),
+    ("solver.noise.bandwidth_hz", "double", "HG", 0, 1e12),
     ("measurement", "section", "", 0, 0),
     ("measurement.center", "pair", "H", -1e9, 1e9),
     ("measurement.size", "pair", "HG", 0, 1e9),
@@ -57,6 +60,7 @@ _JOB = [
     ("optimizer.azimuth_deg", "pair", "O", -360, 720),
     ("optimizer.tilt_deg", "pair", "O", -90, 90),
     ("optimizer.coverage_dbm", "double", "", -500, 500),
+    ("optimizer.sinr_db", "double", "H", -300, 300),
     ("exec", "section", "", 0, 0),
     ("exec.command", "strv", "", 1, 256),
     ("sionna_check", "section", "", 0, 0),
@@ -101,7 +105,8 @@ _FLEET = [
 ]
 
 _CHOICES = {"task": ("boresight", "exec"),
-            "objective": ("mean_dbm", "p10_dbm", "mean_linear", "coverage"),
+            "objective": ("mean_dbm", "p10_dbm", "mean_linear", "coverage", "mean_sinr_db",
+                          "sinr_coverage"),
             "offset": ("sionna", "tight")}
 
 

@@ -4,6 +4,7 @@ processes over real ZeroMQ sockets on loopback, driven through the CLI.
 
 Run one: tests/e2e/test_fleet.py exec_job   (BEAMFLEET_BIN=build/beamfleet)
 """
+import csv
 import glob
 import json
 import os
@@ -385,6 +386,74 @@ def test_boresight_job(fleet: Fleet):
         assert r["gpu_id"] == -1 and r["timings"]["trace"] > 0
 
 
+def test_sectors_job(fleet: Fleet):
+    """Several transmitters on the fleet: a three-sector site over a
+    procedural city plus a neighbour that may not move, searched jointly
+    for mean SINR; a single-transmitter scene beside it keeps its form.
+    The result lists each transmitter, SINR per zone cell, and results.csv
+    and report.html carry them (docs/radio.md, "Several transmitters")."""
+    scenes = os.path.join(fleet.tmp, "cities")
+    fleet.cli("scenegen", "--out", scenes, "--count", "2", "--seed", "5")
+    site = os.path.join(scenes, "city_000")
+    with open(os.path.join(site, "scene.yaml")) as f:
+        single = f.read()
+    keep = [line for line in single.splitlines()
+            if line.startswith(("frequency_hz", "zone", "measurement"))]
+    with open(os.path.join(site, "scene.yaml"), "w") as f:
+        f.write("\n".join(l for l in keep if l.startswith("frequency_hz")) + "\n")
+        f.write("transmitters:\n")
+        for i, az in enumerate((0, 120, 240)):
+            f.write(f"  - {{name: s{i + 1}, position: [0, 0, 40], "
+                    f"orientation: {{azimuth_deg: {az}, tilt_deg: 5}}}}\n")
+        f.write("  - {name: neighbour, movable: false, serves: false, position: [60, 60, 30],\n"
+                "     power_dbm: 40,\n"
+                "     orientation: {azimuth_deg: 225, tilt_deg: 5}}\n")
+        f.write("\n".join(l for l in keep if not l.startswith("frequency_hz")) + "\n")
+    out = os.path.join(fleet.tmp, "out")
+    job = os.path.join(fleet.tmp, "job.yaml")
+    with open(job, "w") as f:
+        f.write(f"name: sectors\nscenes: {scenes}\noutput: {out}\ntask: boresight\n"
+                "solver: {samples_per_tx: 50000, max_depth: 1, "
+                "noise: {bandwidth_hz: 20e6, figure_db: 7}}\n"
+                "optimizer: {objective: mean_sinr_db}\n"
+                "validation: {p10_min_dbm: -400, p10_max_dbm: 0, p90_min_dbm: -400, "
+                "min_percentile_range_db: 0}\n")
+    fleet.broker()
+    fleet.collector()
+    fleet.worker()
+    job_id = fleet.submit(job)
+    fleet.wait_done(job_id, 600)
+    by_scene = check_reports(out, ["city_000", "city_001"])
+    multi, one = by_scene["city_000"], by_scene["city_001"]
+    txs = multi["transmitters"]
+    assert [t["name"] for t in txs] == ["s1", "s2", "s3", "neighbour"], txs
+    assert not txs[3]["movable"] and txs[3]["optimized"] == txs[3]["initial"], txs[3]
+    assert not txs[3]["serves"] and all(t["serves"] for t in txs[:3]), txs
+    assert multi["boresight_optimized"] == txs[0]["optimized"], multi["boresight_optimized"]
+    cells = multi["stats"]["zone_cells"]
+    assert len(multi["sinr_initial"]) == len(multi["sinr_optimized"]) == cells > 10
+    st = multi["stats"]
+    assert st["optimized_sinr_mean"] >= st["initial_sinr_mean"] - 1e-9, st
+    assert abs(multi["objective"] - st["optimized_sinr_mean"]) < 1e-6, (multi["objective"], st)
+    assert abs(multi["noise_dbm"] - (-174 + 7 + 73.01)) < 0.1, multi["noise_dbm"]
+    # one transmitter with a SINR objective: SINR, but no list
+    assert "transmitters" not in one and len(one["sinr_optimized"]) == one["stats"]["zone_cells"]
+    with open(os.path.join(out, "results.csv"), newline="") as f:
+        rows = {r["scene"]: r for r in csv.DictReader(f)}
+    cell = rows["city_000"]["transmitters_optimized"].split(" ")
+    assert len(cell) == 4 and cell[3].startswith("neighbour:225/5"), cell
+    assert float(rows["city_000"]["optimized_sinr_mean_db"]) == \
+        csv12(st["optimized_sinr_mean"]), rows["city_000"]
+    assert rows["city_001"]["transmitters_optimized"] == ""
+    html = open(os.path.join(out, "report.html")).read()
+    assert '<svg id="plot-sinr-cdf"' in html and '<svg id="plot-cdf"' in html
+
+
+def csv12(x):
+    """x as results.csv writes it (12 significant digits)."""
+    return float(f"{x:.12g}")
+
+
 def test_poison_scene(fleet: Fleet):
     """A scene that fails everywhere fails on three DIFFERENT workers (a
     retry goes to another GPU when there is one) and its reason names them."""
@@ -484,6 +553,7 @@ TESTS = {
     "run": test_run,
     "solve": test_solve,
     "boresight_job": test_boresight_job,
+    "sectors_job": test_sectors_job,
     "poison_scene": test_poison_scene,
     "quarantine": test_quarantine,
     "retention": test_retention,
