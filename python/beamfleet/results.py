@@ -35,6 +35,10 @@ CSV_COLUMNS = [
     ("optimized_p10_dbm", ("stats", "optimized_p10")),
     ("optimized_p90_dbm", ("stats", "optimized_p90")),
     ("improvement_mean", ("stats", "improvement_mean")),
+    ("initial_sinr_mean_db", ("stats", "initial_sinr_mean")),
+    ("optimized_sinr_mean_db", ("stats", "optimized_sinr_mean")),
+    ("transmitters_initial", ("transmitters", "initial")),
+    ("transmitters_optimized", ("transmitters", "optimized")),
 ]
 #: Columns after the CSV's: who ran it, and the zone powers the CDF needs.
 EXTRA_COLUMNS = ["job_id", "task_id", "worker", "backend", "fault",
@@ -76,9 +80,28 @@ def read_results(output_dir: str) -> List[Dict[str, Any]]:
     return list(by_scene.values())
 
 
+def _transmitters(doc: Dict[str, Any], which: str) -> Optional[str]:
+    """A site's orientations as results.csv writes them (collector_report.c
+    csv_transmitters): "name:azimuth/tilt" per transmitter, to 0.01 deg."""
+    txs = doc.get("transmitters")
+    if not isinstance(txs, list) or not txs:
+        return None
+    out = []
+    for t in txs:
+        o = t.get(which) if isinstance(t, dict) else None
+        o = o if isinstance(o, dict) else {}
+        az, tilt = (round(float(o.get(k, 0.0)) * 100.0) / 100.0 + 0.0
+                    for k in ("azimuth_deg", "tilt_deg"))
+        out.append(f"{t.get('name', '?')}:{az:.12g}/{tilt:.12g}")
+    return " ".join(out)
+
+
 def _row(doc: Dict[str, Any]) -> Dict[str, Any]:
     row: Dict[str, Any] = {}
     for column, path in CSV_COLUMNS:
+        if path[0] == "transmitters":
+            row[column] = _transmitters(doc, path[1])
+            continue
         v: Any = doc
         for key in path:
             v = v.get(key) if isinstance(v, dict) else None
@@ -90,7 +113,8 @@ def _row(doc: Dict[str, Any]) -> Dict[str, Any]:
 
 def results(output_dir: str, as_dataframe: Optional[bool] = None):
     """The job's results as a table, one row per scene: the columns of
-    results.csv (COLUMNS: scene, status, ..., improvement_mean) plus job_id,
+    results.csv (COLUMNS: scene, status, ..., improvement_mean, the SINR means and
+    the transmitters' orientations) plus job_id,
     task_id, worker, backend, fault and the zone power lists.
 
     A pandas DataFrame when pandas is importable (as_dataframe=None) or when
