@@ -312,7 +312,10 @@ def run_diffuse_case(tmp, report):
     case = next(c for c in CASES if c[0] == DIFFUSE_SCENE)
     name, tx, orient, zone, center, size, cell = case
     print(f"--- {name} rough, diffuse reflection on: {RAYS} rays, depth {DEPTH}", flush=True)
-    ours = Ours(tmp, name, tx, orient, zone, center, size, cell)
+    # a folder of its own: the smooth case of the same scene is in tmp/name
+    rough = os.path.join(tmp, "rough")
+    os.makedirs(rough, exist_ok=True)
+    ours = Ours(rough, name, tx, orient, zone, center, size, cell)
     xml = os.path.join(ours.dir, f"{name}.xml")
     rough_xml(xml)
     sio = Sionna(ours)  # the rough XML is in ours.dir now
