@@ -39,17 +39,23 @@ def run(fleet, job, *extra):
     return r
 
 
+def campaign(fleet, names):
+    """Scene folders for names and an exec job over them: (scenes, out, job)."""
+    scenes = os.path.join(fleet.tmp, "scenes")
+    out = os.path.join(fleet.tmp, "out")
+    job = os.path.join(fleet.tmp, "job.yaml")
+    make_scenes(scenes, names)
+    write_job(job, scenes, out, f'[{sys.executable}, {TASK}, "{{scene_dir}}"]')
+    return scenes, out, job
+
+
 def results(out):
     return {r["scene"]: r for r in read_jsonl(os.path.join(out, "results.jsonl"))}
 
 
 def test_resume_run(fleet: Fleet):
     names = [f"s{i:02d}" for i in range(50)]
-    scenes = os.path.join(fleet.tmp, "scenes")
-    out = os.path.join(fleet.tmp, "out")
-    job = os.path.join(fleet.tmp, "job.yaml")
-    make_scenes(scenes, names)
-    write_job(job, scenes, out, f'[{sys.executable}, {TASK}, "{{scene_dir}}"]')
+    scenes, out, job = campaign(fleet, names)
 
     first = run(fleet, job)
     assert "finished result" not in first.stderr, first.stderr[-2000:]
@@ -90,11 +96,7 @@ def test_resume_submit(fleet: Fleet):
     fleet.collector()
     fleet.worker(env={"TASK_SLEEP": "0.3"})
     names = [f"t{i:02d}" for i in range(12)]
-    scenes = os.path.join(fleet.tmp, "scenes")
-    out = os.path.join(fleet.tmp, "out")
-    job = os.path.join(fleet.tmp, "job.yaml")
-    make_scenes(scenes, names)
-    write_job(job, scenes, out, f'[{sys.executable}, {TASK}, "{{scene_dir}}"]')
+    scenes, out, job = campaign(fleet, names)
 
     # cancelled after a few results: the finished ones are reused, the
     # cancelled ones run
