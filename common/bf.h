@@ -21,7 +21,7 @@
    gain or an optimum (conventions, physics, search). Part of every boresight
    task's content key (bf_task_key), so a resumed campaign never takes a
    result of an older engine. */
-#define BF_ENGINE_VERSION "0.1.0-engine.2" /* .2: scattering coefficients read */
+#define BF_ENGINE_VERSION "0.1.0-engine.3" /* .3: closest-hit ties by triangle index */
 #define BF_ERRLEN         512
 #define BF_MUST_CHECK     __attribute__((warn_unused_result))
 #define BF_PRINTF(f, a)   __attribute__((format(printf, f, a)))

@@ -1,13 +1,13 @@
 /*  kernels/kern_bvh.c - builds the BVH of kern_bvh.h: top-down, each split
     chosen by the surface-area heuristic over KERN_BVH_BINS bins of triangle
     centroids on each of the three axes, children stored as consecutive pairs,
-    leaves of at most KERN_BVH_LEAF triangles (fewer when the heuristic says a
-    leaf is cheaper than a split). Each level of the tree costs O(n), so the
+    every range of at most KERN_BVH_LEAF triangles a leaf. Each level of the tree costs O(n), so the
     build is O(n log n). Depth is capped below the traversal stack of
     kern_traverse.h, so no walk can overflow it. The node array is placed so
     that every sibling pair shares one 64-byte cache line. The host's
     four-wide copy of the tree (kern_bvh_wide_node_t) is collapsed from the
-    finished binary one, two levels per wide node, with the same boxes. */
+    finished binary one, four binary nodes per wide node where there are,
+    with the same leaves and boxes. */
 
 #include "kern_bvh.h"
 
@@ -223,11 +223,23 @@ static void wide_lane(kern_bvh_t *b, kern_bvh_wide_node_t *w, int i, uint32_t n,
     }
 }
 
-/* Collapses the binary tree into b->wide: each wide node takes the two
-   levels below one inner binary node, in the order kern_traverse_wide.h
-   relies on (lanes 0-1 under the first child, 2-3 under the second). Wide
-   nodes are numbered in the order they are made, breadth first, which the
-   queue of binary nodes keeps: the node made k-th is queue[k]. */
+static float node_half_area(const kern_bvh_node_t *n)
+{
+    box_t bx;
+    memcpy(bx.lo, n->lo, sizeof bx.lo);
+    memcpy(bx.hi, n->hi, sizeof bx.hi);
+    return box_half_area(&bx);
+}
+
+/* Collapses the binary tree into b->wide. A wide node stands for an inner
+   binary node P; its lanes start as P's two children, and while fewer than
+   four, the inner one with the largest surface area (the one a ray most
+   likely enters) gives way to its two children; leaves stay. So every
+   binary leaf is the leaf of one lane, with its box, and a wide node has
+   four lanes unless the nodes below P run out of inner ones. Wide nodes
+   are numbered in the order they are made, breadth first (the children of
+   one node are consecutive), which the queue of binary nodes keeps: the
+   node made k-th is queue[k]. */
 static int wide_build(kern_bvh_t *b)
 {
     const kern_bvh_node_t *nodes = b->nodes;
@@ -247,17 +259,26 @@ static int wide_build(kern_bvh_t *b)
     queue[0] = 0;
     for (uint32_t k = 0; k < nqueued; k++) {
         const kern_bvh_node_t *p = &nodes[queue[k]];
-        kern_bvh_wide_node_t *w = &b->wide[k];
-        for (int c = 0; c < 2; c++) {
-            uint32_t n = p->first + (uint32_t)c;
-            if (nodes[n].count > 0) {
-                wide_lane(b, w, 2 * c, n, &next, queue, &nqueued);
-                wide_lane(b, w, 2 * c + 1, UINT32_MAX, &next, queue, &nqueued);
-            } else {
-                wide_lane(b, w, 2 * c, nodes[n].first, &next, queue, &nqueued);
-                wide_lane(b, w, 2 * c + 1, nodes[n].first + 1, &next, queue, &nqueued);
+        uint32_t lane[4] = {p->first, p->first + 1, UINT32_MAX, UINT32_MAX};
+        int n = 2;
+        while (n < 4) {
+            int pick = -1;
+            float best = -1.0f;
+            for (int i = 0; i < n; i++) {
+                float a = node_half_area(&nodes[lane[i]]);
+                if (nodes[lane[i]].count == 0 && a > best) {
+                    best = a;
+                    pick = i;
+                }
             }
+            if (pick < 0)
+                break;
+            uint32_t c = nodes[lane[pick]].first;
+            lane[pick] = c;
+            lane[n++] = c + 1;
         }
+        for (int i = 0; i < 4; i++)
+            wide_lane(b, &b->wide[k], i, lane[i], &next, queue, &nqueued);
     }
     b->wide_count = next;
     free(queue);
@@ -330,16 +351,17 @@ bf_err_t kern_bvh_new(const float *vertices, const uint32_t *indices, size_t tri
         memcpy(node->hi, bounds.hi, sizeof node->hi);
         node->first = w.first;
         node->count = w.count;
-        if (w.count <= 1 || w.depth >= MAX_DEPTH)
+        /* up to KERN_BVH_LEAF triangles always make a leaf: the host tests
+           four at once (kern_traverse_wide.h), so a split of them saves no
+           triangle tests there and adds nodes; measured faster than
+           letting the SAH split small ranges */
+        if (w.count <= KERN_BVH_LEAF || w.depth >= MAX_DEPTH)
             continue;
         int axis = 0, bin = 0;
         float scale = 0.0f;
         float split_cost = find_split(&bd, w.first, w.count, &bounds, &cb, &axis, &bin, &scale);
-        float leaf_cost = COST_TRI * (float)w.count;
         uint32_t mid = 0;
         if (split_cost < FLT_MAX) {
-            if (w.count <= KERN_BVH_LEAF && leaf_cost <= split_cost)
-                continue;
             uint32_t i = w.first, j = w.first + w.count;
             while (i < j) {
                 if (bin_of(cent[3 * (size_t)order[i] + axis], cb.lo[axis], scale) <= bin) {
@@ -352,12 +374,8 @@ bf_err_t kern_bvh_new(const float *vertices, const uint32_t *indices, size_t tri
             }
             mid = i - w.first;
         }
-        if (mid == 0 || mid == w.count) {
-            /* all centroids coincide: any split is as good, halve the range */
-            if (w.count <= KERN_BVH_LEAF)
-                continue;
+        if (mid == 0 || mid == w.count) /* all centroids coincide: halve the range */
             mid = w.count / 2;
-        }
         uint32_t left = b->node_count;
         b->node_count += 2;
         node->first = left;

@@ -21,14 +21,16 @@ typedef struct {
 
 /* 128 bytes, two cache lines: the same tree collapsed to four children per
    node for the host's SIMD walk (kern_traverse_wide.h). Wide node w stands
-   for one inner binary node P; its lanes are P's grandchildren, lanes 0-1
-   under P's first child and lanes 2-3 under its second. A child of P that
-   is a leaf fills its pair's first lane and leaves the second empty (box lo
-   +inf, hi -inf: no ray meets it). box[k][i] is lo (k = 0..2: x, y, z) or hi
-   (k = 3..5) of lane i, copied bit for bit from the binary node. count[i] >
-   0: lane i is a leaf, child[i] its kern_bvh_wide_leaf_t; count 0: child[i]
-   is a wide node (or the lane is empty). Wide node 0 stands for the binary
-   root, when that is not a leaf. */
+   for one inner binary node P; its lanes are binary nodes below P: P's two
+   children, of which the inner ones with the largest surface area are
+   replaced by their own two children while fewer than four lanes are
+   filled (an unused lane is empty: box lo +inf, hi -inf, no ray meets it).
+   Every binary leaf is one lane's leaf, so both trees have the same leaves.
+   box[k][i] is lo (k = 0..2: x, y, z) or hi (k = 3..5) of lane i, copied
+   bit for bit from the binary node. count[i] > 0: lane i is a leaf,
+   child[i] its kern_bvh_wide_leaf_t; count 0: child[i] is a wide node (or
+   the lane is empty). Wide node 0 stands for the binary root, when that is
+   not a leaf. */
 typedef struct {
     float box[6][4];
     uint32_t child[4];
@@ -64,10 +66,10 @@ typedef struct kern_bvh kern_bvh_t;
 
 /* Builds a BVH over tri_count triangles given as indices into vertices (3 floats per vertex; 3
    indices per triangle, which the caller has checked against its vertex count). Binned SAH over
-   KERN_BVH_BINS bins on all three axes, leaves of at most KERN_BVH_LEAF triangles (more only in a
-   leaf forced by the depth cap of 60, which keeps every walk within KERN_STACK). O(n log n),
-   single-threaded (threads is accepted for a parallel build later); in host memory each sibling
-   pair of nodes fills one 64-byte cache line. The four-wide form (kern_bvh_wide_node_t) is
+   KERN_BVH_BINS bins on all three axes; every range of at most KERN_BVH_LEAF triangles is a leaf
+   (more only in a leaf forced by the depth cap of 60, which keeps every walk within KERN_STACK).
+   O(n log n), single-threaded (threads is accepted for a parallel build later); in host memory each
+   sibling pair of nodes fills one 64-byte cache line. The four-wide form (kern_bvh_wide_node_t) is
    collapsed from the binary tree in the same call, O(n). Zero triangles give an empty BVH
    (node_count 0) that every trace misses; degenerate (zero-area) triangles are kept and never hit.
    On success *out owns the BVH; on error *out is NULL: BF_ENOMEM, or BF_EINVAL for more than 2^31

@@ -6,10 +6,26 @@
     or vertex of two triangles. Two-sided: either face is hit. No recursion,
     no allocation: the stack is a fixed array of KERN_STACK entries, and
     kern_bvh_new() caps the tree depth below it. The CUDA backend walks
-    this; the CPU backend walks the four-wide tree with kern_traverse_wide.h,
-    which returns the same hits bit for bit only as long as this walk keeps
-    its order (the smaller entry distance first, the first child on a tie),
-    its pop test and its box and triangle arithmetic: change them together.
+    this; the CPU backend walks a four-wide tree with kern_traverse_wide.h.
+    The closest hit is defined without reference to any walk order. A
+    candidate is a triangle the ray meets (kern_tri_hit) in a leaf whose
+    box the ray meets (kern_box_hit against tmax alone); its distance is
+    the computed t raised to the leaf's entry distance tn where rounding
+    put it in front of the box (grazing rays: the watertight test's t can
+    lie a few ulps before the slab test's tn). The hit is the candidate
+    with the smallest such t in (tmin, tmax), and among equal t the
+    smallest original triangle index. Why any walk order finds it: a box
+    above a leaf has, per axis, a near plane no nearer than the leaf's
+    (bounds are minima and maxima of the same floats, rounding is
+    monotone), so its tn is at most the leaf's; a walk skips a box only
+    when tn exceeds the best distance so far (times KERN_SLAB_WIDEN), and
+    the best so far is never below the answer's distance, which is at least
+    its leaf's tn. So the answer's leaf is always visited, and the answer is
+    taken there, whatever was visited before. Both walks (this one, and
+    kern_traverse_wide.h's over a tree with the same leaves) and both
+    backends thus agree bit for bit without keeping one order;
+    kern_bvh_test checks this walk against brute force over the
+    candidates, kern_traverse_wide_test the two walks against each other.
 
     Everything here is valid C11 and CUDA C++; min/max are kern_minf and
     kern_maxf (kern_hd.h), comparisons, because fminf/fmaxf are library
@@ -111,9 +127,19 @@ KERN_HD int kern_box_hit(const kern_bvh_ray_t *r, const kern_bvh_node_t *n, floa
     return tn <= tf;
 }
 
-/* Intersects the triangle tri (9 floats) in (tmin, hit->t); on a hit updates
-   hit->t, u, v and returns 1. */
-KERN_HD int kern_tri_hit(const kern_bvh_ray_t *r, const float *tri, float tmin, kern_hit_t *hit)
+/* Intersects the triangle tri (9 floats) whose original index is *id, in
+   the leaf the ray enters at tn (kern_box_hit's entry distance of that
+   leaf's box, which is at least tmin). The hit's distance is the computed
+   one raised to tn where rounding put it in front of the leaf's box: so it
+   is never below the entry distance of any box above the triangle, which
+   is what lets every walk order find the same closest hit (above). On a
+   hit with t > tmin that comes before the best so far, (hit->t, hit->tri),
+   in the order (t, index), stores t, u, v and *id in *hit and returns 1.
+   *id is read only on a hit. A caller whose range ends at tmax (exclusive)
+   starts from hit->t = tmax and hit->tri = 0, which no hit at tmax comes
+   before. */
+KERN_HD int kern_tri_hit(const kern_bvh_ray_t *r, const float *tri, const uint32_t *id, float tmin,
+                         float tn, kern_hit_t *hit)
 {
     const int kx = r->kx, ky = r->ky, kz = r->kz;
     const float px = r->px, py = r->py, pz = r->pz;
@@ -139,18 +165,26 @@ KERN_HD int kern_tri_hit(const kern_bvh_ray_t *r, const float *tri, float tmin, 
         return 0;
     float T = mul_rn(r->sz, mul_rn(U, Az) + mul_rn(V, Bz) + mul_rn(W, Cz));
     float t = T / det;
-    if (!(t > tmin) || !(t < hit->t))
+    if (!(t > tmin))
+        return 0;
+    t = t > tn ? t : tn;
+    if (!(t <= hit->t))
+        return 0;
+    uint32_t i = *id;
+    if (t == hit->t && !(i < hit->tri)) /* a tie: the lower index wins */
         return 0;
     float inv = 1.0f / det;
     hit->t = t;
     hit->u = mul_rn(U, inv);
     hit->v = mul_rn(V, inv);
+    hit->tri = i;
     return 1;
 }
 
-/* Closest hit of the ray org + t dir, t in (tmin, tmax); dir need not be
-   normalized (t is in units of |dir|). Returns 1 on a hit and fills *hit;
-   on a miss returns 0 with hit->tri = UINT32_MAX and hit->t = tmax. */
+/* Closest hit of the ray org + t dir, t in (tmin, tmax), the smallest
+   triangle index among equal t (above); dir need not be normalized (t is in
+   units of |dir|). Returns 1 on a hit and fills *hit; on a miss returns 0
+   with hit->tri = UINT32_MAX and hit->t = tmax. */
 KERN_HD int kern_trace_closest(const kern_bvh_view_t *bvh, kern_v3 org, kern_v3 dir, float tmin,
                                float tmax, kern_hit_t *hit)
 {
@@ -163,18 +197,18 @@ KERN_HD int kern_trace_closest(const kern_bvh_view_t *bvh, kern_v3 org, kern_v3 
     const kern_bvh_node_t *nodes = bvh->nodes;
     uint32_t stack_node[KERN_STACK + 1]; /* + 1: a slot to write a discarded push */
     float stack_t[KERN_STACK + 1];
-    int sp = 0;
-    uint32_t best = UINT32_MAX;
+    int sp = 0, found = 0;
     float t_root;
     if (!kern_box_hit(&r, &nodes[0], tmin, hit->t, &t_root))
         return 0;
+    hit->tri = 0; /* (tmax, 0): no hit at tmax comes before it */
     uint32_t first = nodes[0].first, count = nodes[0].count;
+    float tn = t_root; /* the entry distance of the node at hand */
     for (;;) {
         if (count > 0) {
             const float *tri = bvh->tris + 9 * (size_t)first;
             for (uint32_t i = 0; i < count; i++, tri += 9)
-                if (kern_tri_hit(&r, tri, tmin, hit))
-                    best = first + i;
+                found |= kern_tri_hit(&r, tri, &bvh->tri_ids[first + i], tmin, tn, hit);
         } else {
             /* the children's own first/count ride along, so the next step
                needs no reload. Branches on the two hit flags, not selects:
@@ -192,11 +226,13 @@ KERN_HD int kern_trace_closest(const kern_bvh_view_t *bvh, kern_v3 org, kern_v3 
                 sp += sp < KERN_STACK;
                 count = swap ? n1 : n0;
                 first = swap ? f1 : f0;
+                tn = swap ? tr : tl;
                 continue;
             }
             if (hl | hr) {
                 count = hr ? n1 : n0;
                 first = hr ? f1 : f0;
+                tn = hr ? tr : tl;
                 continue;
             }
         }
@@ -208,15 +244,15 @@ KERN_HD int kern_trace_closest(const kern_bvh_view_t *bvh, kern_v3 org, kern_v3 
             if (stack_t[sp] <= mul_rn(hit->t, KERN_SLAB_WIDEN)) {
                 first = nodes[stack_node[sp]].first;
                 count = nodes[stack_node[sp]].count;
+                tn = stack_t[sp];
                 break;
             }
         }
     }
 done:
-    if (best == UINT32_MAX)
-        return 0;
-    hit->tri = bvh->tri_ids[best];
-    return 1;
+    if (!found)
+        hit->tri = UINT32_MAX;
+    return found;
 }
 
 #endif

@@ -4,33 +4,27 @@
     the same t, u and v bits. The CPU backend walks every ray with it; the
     CUDA backend keeps the binary walk.
 
-    Why it is the same walk, not merely the same closest distance. The
-    binary walk (kern_traverse.h) tests a node's two children against the
-    best hit so far, descends into the one with the smaller entry distance
-    tn (the first on a tie), stacks the other, and on popping skips a node
-    with tn > best * KERN_SLAB_WIDEN. Its box test is monotone: tn does not
-    depend on the best hit, and "hit" is "slab test passes and tn <= best *
-    WIDEN" (rounding is monotone, so the widened minimum of the far planes
-    and the best hit is the minimum of the two widened). A parent's box is
-    the exact union of its children's (bounds are minima and maxima of the
-    same floats), so per axis its entry distance is the minimum of theirs,
-    and a child that passes implies its parent passes. It follows that the
-    binary walk visits the leaves in one fixed order, depth first with the
-    smaller-tn child first at every node, and visits a leaf exactly when
-    the leaf's own box passes against the best hit at that moment. This walk
-    keeps that order: a wide node tests its four grandchildren at once,
-    orders the two pairs by their parents' tn (the per-axis minimum over the
-    pair, the very bits kern_box_hit computes for the parent) and each pair
-    by its own tn, stacks them, and checks every one against the best hit
-    when it is popped. Leaves are tested triangle by triangle as before, so
-    ties between equal distances go to the same triangle.
+    Why it is the same hit although the walk visits the leaves in another
+    order: the closest hit is defined by the leaves and triangles alone
+    (kern_traverse.h: the smallest distance, each raised to its leaf's
+    entry distance, then the smallest original triangle index), and a box
+    is skipped only when its entry distance exceeds the best so far, which
+    never happens to a box above the answer. The four-wide tree has the
+    binary tree's leaves with the same boxes (kern_bvh.c fills each wide
+    node's four lanes from the binary nodes below it, by surface area), so
+    the lanes are visited nearest entry first for speed only.
+    kern_traverse_wide_test checks the two walks against each other, bit
+    for bit, on 1.9 million rays rich in ties.
 
-    The four boxes are tested with SSE2 (part of the x86-64 baseline, so no
-    target attributes or run-time dispatch are needed), whose subtract,
-    multiply, min, max and compare are the IEEE single-precision operations
-    of the scalar kern_box_hit, bit for bit, min and max with the same
-    operand order; elsewhere the same arithmetic runs one lane at a time.
-    Host only (plain C11). */
+    The four boxes and up to four triangles are tested with SSE2 (part of the
+    x86-64 baseline, so no target attributes or run-time dispatch are
+    needed), whose subtract, multiply, min, max and compare are the IEEE
+    single-precision operations of the scalar kern_box_hit and kern_tri_hit,
+    bit for bit, min and max with the same operand order; elsewhere the same
+    arithmetic runs one lane at a time. Written by hand because what it must
+    keep, the scalar test's exact operations and their order in every lane,
+    is not something a SIMD library or the auto-vectorizer promises (Embree
+    computes its own, different bits). Host only (plain C11). */
 
 #ifndef KERN_TRAVERSE_WIDE_H_INCLUDED
 #define KERN_TRAVERSE_WIDE_H_INCLUDED
@@ -48,11 +42,10 @@ typedef struct {
     float tn;
 } kern_wide_entry_t;
 
-/* Entry distances of the four lanes of w into tn, of the two pairs (their
-   binary parents) into pair[0] (lanes 0-1) and pair[1] (lanes 2-3); returns
-   the mask of lanes the ray meets within [tmin, tmax]. */
+/* Entry distances of the four lanes of w into tn_out; returns the mask of
+   lanes the ray meets within [tmin, tmax]. */
 static inline unsigned kern_wide_box4(const kern_bvh_ray_t *r, const kern_bvh_wide_node_t *w,
-                                      float tmin, float tmax, float tn_out[4], float pair[2])
+                                      float tmin, float tmax, float tn_out[4])
 {
     const int nx = r->nx ? 3 : 0, ny = r->ny ? 4 : 1, nz = r->nz ? 5 : 2;
 #if defined(KERN_WIDE_SSE)
@@ -64,46 +57,26 @@ static inline unsigned kern_wide_box4(const kern_bvh_ray_t *r, const kern_bvh_wi
     __m128 fy = _mm_mul_ps(_mm_sub_ps(_mm_load_ps(w->box[ny == 1 ? 4 : 1]), oy), iy);
     __m128 tnz = _mm_mul_ps(_mm_sub_ps(_mm_load_ps(w->box[nz]), oz), iz);
     __m128 fz = _mm_mul_ps(_mm_sub_ps(_mm_load_ps(w->box[nz == 2 ? 5 : 2]), oz), iz);
-    __m128 vmin = _mm_set1_ps(tmin);
-    __m128 tn = _mm_max_ps(_mm_max_ps(tnx, tny), _mm_max_ps(tnz, vmin));
+    __m128 tn = _mm_max_ps(_mm_max_ps(tnx, tny), _mm_max_ps(tnz, _mm_set1_ps(tmin)));
     __m128 tf = _mm_mul_ps(_mm_min_ps(_mm_min_ps(fx, fy), _mm_min_ps(fz, _mm_set1_ps(tmax))),
                            _mm_set1_ps(KERN_SLAB_WIDEN));
-    unsigned mask = (unsigned)_mm_movemask_ps(_mm_cmple_ps(tn, tf));
     _mm_storeu_ps(tn_out, tn);
-    if ((mask & 3u) && (mask & 12u)) {
-        /* the pairs' parents: per axis the smaller entry of the two lanes
-           (an empty lane enters at +inf) */
-        __m128 px = _mm_min_ps(tnx, _mm_shuffle_ps(tnx, tnx, _MM_SHUFFLE(2, 3, 0, 1)));
-        __m128 py = _mm_min_ps(tny, _mm_shuffle_ps(tny, tny, _MM_SHUFFLE(2, 3, 0, 1)));
-        __m128 pz = _mm_min_ps(tnz, _mm_shuffle_ps(tnz, tnz, _MM_SHUFFLE(2, 3, 0, 1)));
-        __m128 p = _mm_max_ps(_mm_max_ps(px, py), _mm_max_ps(pz, vmin));
-        pair[0] = _mm_cvtss_f32(p);
-        pair[1] = _mm_cvtss_f32(_mm_shuffle_ps(p, p, _MM_SHUFFLE(2, 2, 2, 2)));
-    }
-    return mask;
+    return (unsigned)_mm_movemask_ps(_mm_cmple_ps(tn, tf));
 #else
     const int fx = nx == 0 ? 3 : 0, fy = ny == 1 ? 4 : 1, fz = nz == 2 ? 5 : 2;
-    float ax[4], ay[4], az[4];
     unsigned mask = 0;
     for (int i = 0; i < 4; i++) {
-        ax[i] = mul_rn(w->box[nx][i] - r->ox, r->ix);
-        ay[i] = mul_rn(w->box[ny][i] - r->oy, r->iy);
-        az[i] = mul_rn(w->box[nz][i] - r->oz, r->iz);
+        float tnx = mul_rn(w->box[nx][i] - r->ox, r->ix);
+        float tny = mul_rn(w->box[ny][i] - r->oy, r->iy);
+        float tnz = mul_rn(w->box[nz][i] - r->oz, r->iz);
         float tfx = mul_rn(w->box[fx][i] - r->ox, r->ix);
         float tfy = mul_rn(w->box[fy][i] - r->oy, r->iy);
         float tfz = mul_rn(w->box[fz][i] - r->oz, r->iz);
-        float tn = kern_maxf(kern_maxf(ax[i], ay[i]), kern_maxf(az[i], tmin));
+        float tn = kern_maxf(kern_maxf(tnx, tny), kern_maxf(tnz, tmin));
         float tf = mul_rn(kern_minf(kern_minf(tfx, tfy), kern_minf(tfz, tmax)), KERN_SLAB_WIDEN);
         tn_out[i] = tn;
         mask |= (unsigned)(tn <= tf) << i;
     }
-    if ((mask & 3u) && (mask & 12u))
-        for (int p = 0; p < 2; p++) {
-            float px = kern_minf(ax[2 * p], ax[2 * p + 1]);
-            float py = kern_minf(ay[2 * p], ay[2 * p + 1]);
-            float pz = kern_minf(az[2 * p], az[2 * p + 1]);
-            pair[p] = kern_maxf(kern_maxf(px, py), kern_maxf(pz, tmin));
-        }
     return mask;
 #endif
 }
@@ -119,14 +92,14 @@ static inline __m128 kern_mul4(__m128 a, __m128 b)
 }
 #endif
 
-/* The triangles of wide leaf `leaf`, tested as kern_tri_hit tests them one
-   after the other (a hit must be strictly closer than the best so far, so
-   the first of equal distances wins): up to four at once in SSE2, with the
-   same operations in the same order on each lane; a leaf where some lane
-   lies on an edge in float (the double-precision decision of kern_tri_hit)
-   or with more than four triangles goes one triangle at a time. */
-static inline void kern_wide_leaf(const kern_bvh_ray_t *r, const kern_bvh_view_t *bvh,
-                                  uint32_t leaf, float tmin, kern_hit_t *hit, uint32_t *best)
+/* The triangles of wide leaf `leaf`, tested as kern_tri_hit tests them
+   (the order (t, index) against the best so far): up to four at once in
+   SSE2, with the same operations in the same order on each lane; a leaf
+   where some lane lies on an edge in float (the double-precision decision
+   of kern_tri_hit) or with more than four triangles goes one triangle at a
+   time. Returns 1 when the best hit changed. */
+static inline int kern_wide_leaf(const kern_bvh_ray_t *r, const kern_bvh_view_t *bvh, uint32_t leaf,
+                                 float tmin, float tn, kern_hit_t *hit)
 {
     const kern_bvh_wide_leaf_t *l = &bvh->wide_leaves[leaf];
 #if defined(KERN_WIDE_SSE)
@@ -158,34 +131,43 @@ static inline void kern_wide_leaf(const kern_bvh_ray_t *r, const kern_bvh_view_t
             __m128 T = kern_mul4(
                 _mm_set1_ps(r->sz),
                 _mm_add_ps(_mm_add_ps(kern_mul4(U, Az), kern_mul4(V, Bz)), kern_mul4(W, Cz)));
-            __m128 t = _mm_div_ps(T, det);
+            __m128 t0 = _mm_div_ps(T, det);
+            /* raised to the leaf's entry distance, as kern_tri_hit: t > tn ? t : tn */
+            __m128 t = _mm_max_ps(t0, _mm_set1_ps(tn));
             __m128 ok = _mm_andnot_ps(_mm_and_ps(neg, pos), _mm_cmpneq_ps(det, zero));
-            ok = _mm_and_ps(ok, _mm_and_ps(_mm_cmpgt_ps(t, _mm_set1_ps(tmin)),
-                                           _mm_cmplt_ps(t, _mm_set1_ps(hit->t))));
+            ok = _mm_and_ps(ok, _mm_and_ps(_mm_cmpgt_ps(t0, _mm_set1_ps(tmin)),
+                                           _mm_cmple_ps(t, _mm_set1_ps(hit->t))));
             unsigned m = (unsigned)_mm_movemask_ps(ok) & valid;
             if (!m)
-                return;
+                return 0;
             float tt[4], uu[4], vv[4], dd[4];
             _mm_storeu_ps(tt, t);
             _mm_storeu_ps(uu, U);
             _mm_storeu_ps(vv, V);
             _mm_storeu_ps(dd, det);
-            for (uint32_t i = 0; i < 4; i++)
-                if ((m >> i) & 1u && tt[i] < hit->t) {
-                    float inv = 1.0f / dd[i];
-                    hit->t = tt[i];
-                    hit->u = mul_rn(uu[i], inv);
-                    hit->v = mul_rn(vv[i], inv);
-                    *best = l->first + i;
-                }
-            return;
+            int found = 0;
+            for (uint32_t i = 0; i < 4; i++) {
+                if (!((m >> i) & 1u) || !(tt[i] <= hit->t))
+                    continue;
+                uint32_t id = bvh->tri_ids[l->first + i];
+                if (tt[i] == hit->t && !(id < hit->tri))
+                    continue;
+                float inv = 1.0f / dd[i];
+                hit->t = tt[i];
+                hit->u = mul_rn(uu[i], inv);
+                hit->v = mul_rn(vv[i], inv);
+                hit->tri = id;
+                found = 1;
+            }
+            return found;
         }
     }
 #endif
     const float *tri = bvh->tris + 9 * (size_t)l->first;
+    int found = 0;
     for (uint32_t i = 0; i < l->count; i++, tri += 9)
-        if (kern_tri_hit(r, tri, tmin, hit))
-            *best = l->first + i;
+        found |= kern_tri_hit(r, tri, &bvh->tri_ids[l->first + i], tmin, tn, hit);
+    return found;
 }
 
 /* kern_trace_closest's contract and result, bit for bit, walking bvh->wide
@@ -204,51 +186,44 @@ static inline int kern_trace_closest_wide(const kern_bvh_view_t *bvh, kern_v3 or
     float t_root;
     if (!kern_box_hit(&r, &bvh->nodes[0], tmin, hit->t, &t_root))
         return 0;
-    /* three lanes stacked per level, 30 levels at most (depth cap 60) */
-    kern_wide_entry_t stack[3 * (KERN_STACK / 2) + 4];
-    int sp = 0;
-    uint32_t best = UINT32_MAX;
+    hit->tri = 0; /* (tmax, 0): no hit at tmax comes before it */
+    /* at most three lanes stacked per wide level, one level per binary
+       level at most (depth cap 60) */
+    kern_wide_entry_t stack[3 * KERN_STACK + 4];
+    int sp = 0, found = 0;
     uint32_t node = 0;
     for (;;) {
         const kern_bvh_wide_node_t *w = &bvh->wide[node];
-        float tn[4], pair[2] = {0.0f, 0.0f};
-        unsigned m = kern_wide_box4(&r, w, tmin, hit->t, tn, pair);
+        float tn[4];
+        unsigned m = kern_wide_box4(&r, w, tmin, hit->t, tn);
         int lane = -1; /* the lane walked next, without a trip through the stack */
         if (m & (m - 1u)) {
-            /* the binary walk's order: pairs by their parents' tn, the
-               first on a tie; within a pair by the lanes' own tn */
-            int a0 = 0, a1 = 1, b0 = 2, b1 = 3;
-            if ((m & 3u) == 3u && tn[1] < tn[0])
-                a0 = 1, a1 = 0;
-            if ((m & 12u) == 12u && tn[3] < tn[2])
-                b0 = 3, b1 = 2;
-            int order[4] = {a0, a1, b0, b1};
-            if ((m & 3u) && (m & 12u) && pair[1] < pair[0]) {
-                order[0] = b0, order[1] = b1, order[2] = a0, order[3] = a1;
+            /* nearest entry first: the met lanes sorted by tn, the far ones
+               stacked so that the nearer pop first */
+            int ord[4], n = 0;
+            for (unsigned mm = m; mm; mm &= mm - 1u) {
+                int i = __builtin_ctz(mm), k = n++;
+                for (; k > 0 && tn[ord[k - 1]] < tn[i]; k--)
+                    ord[k] = ord[k - 1];
+                ord[k] = i;
             }
-            /* the rest stacked last to first, so that they pop in order */
-            for (int k = 3; k >= 0; k--) {
-                int i = order[k];
-                if (m & (1u << i)) {
-                    if (lane >= 0) {
-                        stack[sp].child = w->child[lane];
-                        stack[sp].count = w->count[lane];
-                        stack[sp].tn = tn[lane];
-                        sp++;
-                    }
-                    lane = i;
-                }
+            for (int k = 0; k < n - 1; k++) {
+                int i = ord[k];
+                stack[sp].child = w->child[i];
+                stack[sp].count = w->count[i];
+                stack[sp].tn = tn[i];
+                sp++;
             }
+            lane = ord[n - 1];
         } else if (m) {
-            lane = m & 1u ? 0 : (m & 2u ? 1 : (m & 4u ? 2 : 3));
+            lane = __builtin_ctz(m);
         }
         if (lane >= 0) {
-            /* it passed against the best hit of this very moment */
             if (w->count[lane] == 0) {
                 node = w->child[lane];
                 continue;
             }
-            kern_wide_leaf(&r, bvh, w->child[lane], tmin, hit, &best);
+            found |= kern_wide_leaf(&r, bvh, w->child[lane], tmin, tn[lane], hit);
         }
         /* pop, skipping lanes that start beyond the best hit so far, and
            testing leaves in place */
@@ -262,14 +237,13 @@ static inline int kern_trace_closest_wide(const kern_bvh_view_t *bvh, kern_v3 or
                 node = stack[sp].child;
                 break;
             }
-            kern_wide_leaf(&r, bvh, stack[sp].child, tmin, hit, &best);
+            found |= kern_wide_leaf(&r, bvh, stack[sp].child, tmin, stack[sp].tn, hit);
         }
     }
 done:
-    if (best == UINT32_MAX)
-        return 0;
-    hit->tri = bvh->tri_ids[best];
-    return 1;
+    if (!found)
+        hit->tri = UINT32_MAX;
+    return found;
 }
 
 #endif

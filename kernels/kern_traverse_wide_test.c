@@ -78,7 +78,7 @@ static tally_t run_mesh(const char *name, const float *vtx, size_t nv, const uin
     if (!b)
         return t;
     kern_bvh_view_t v = kern_bvh_view(b);
-    CHECK(nt < 2 || v.wide != NULL);
+    CHECK(v.node_count < 2 || v.wide != NULL);
     CHECK(v.wide_count <= v.node_count / 2 + 1);
     kern_v3 mid = v3(0.5f * (lo[0] + hi[0]), 0.5f * (lo[1] + hi[1]), 0.5f * (lo[2] + hi[2]));
     for (long r = 0; r < random_rays; r++) {
