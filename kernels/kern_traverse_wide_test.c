@@ -1,17 +1,22 @@
 /*  kernels/kern_traverse_wide_test.c - the four-wide walk of the CPU backend
     (kern_traverse_wide.h) returns exactly what the binary walk
     (kern_trace_closest, kern_traverse.h) returns: the same hit or miss, the
-    same triangle and the same bits of t, u and v, on every ray. Rays: at
-    random from random points and from every scene's own vertices; aimed at
-    triangle vertices and edge midpoints (shared by two or more triangles,
-    where the watertight test finds several hits at one distance); along the
-    axes; with tmin > 0 and finite tmax. Meshes: a floor with building
-    floors lying on it (coplanar surfaces, and the same triangle stored
-    twice, so that ties at equal t are everywhere and only the walk order
-    decides which triangle wins), random soups with degenerate triangles,
-    and the shared Sionna scenes (BF_SHARED_DIR, default /work/shared;
-    munich, etoile, florence, simple_street_canyon, ...). Exits 77 (skipped)
-    only when everything else passed and no shared scene was found.
+    same triangle and the same bits of t, u and v, on every ray, although
+    the two visit the leaves in different orders; and both return the
+    closest hit as kern_traverse.h defines it, checked on a share of the
+    rays against a brute force that applies the definition itself (every
+    candidate triangle tested on its own, the smallest (t, index) chosen
+    here), so that a walk that kept the first or the last of equal
+    distances fails. Rays: at random from random points and from every
+    scene's own vertices; aimed at triangle vertices and edge midpoints
+    (shared by two or more triangles, where the watertight test finds
+    several hits at one distance); along the axes; with tmin > 0 and finite
+    tmax. Meshes: a floor with building floors lying on it (coplanar
+    surfaces, and the same triangle stored twice, so that ties at equal t
+    are everywhere), random soups with degenerate triangles, and the shared
+    Sionna scenes (BF_SHARED_DIR, default /work/shared; munich, etoile,
+    florence, simple_street_canyon, ...). Exits 77 (skipped) only when
+    everything else passed and no shared scene was found.
 
     Built twice, like kern_bvh_test: also as
     kern_traverse_wide_contract_test, with multiply-adds contracted wherever
@@ -40,25 +45,76 @@ static kern_v3 rand_dir(void)
 }
 
 typedef struct {
-    long rays, hits, differ;
+    long rays, hits, differ, brute, brute_ties;
 } tally_t;
 
-/* One ray through both walks; counts a difference in any bit. */
+/* The mesh of the walks' view for the brute force: the triangles in
+   original order (9 floats each), the binary leaf of each, and one ray in
+   brute_every checked. */
+static struct {
+    const float *flat;
+    const uint32_t *leaf;
+    size_t n;
+    long brute_every;
+} mesh;
+
+/* The closest hit by its definition (kern_traverse.h), with no walk: every
+   triangle whose leaf box the ray meets within [tmin, tmax] is tested on
+   its own (a fresh best, so kern_tri_hit's own tie rule plays no part),
+   and the smallest distance wins, the smallest index among equal ones.
+   *ties counts rays where two triangles met the ray at the winning
+   distance. */
+static int brute(const kern_bvh_view_t *v, kern_v3 o, kern_v3 d, float tmin, float tmax,
+                 kern_hit_t *best, long *ties)
+{
+    kern_bvh_ray_t r = kern_bvh_ray_setup(o, d);
+    best->t = tmax;
+    best->u = best->v = 0.0f;
+    best->tri = UINT32_MAX;
+    int tied = 0;
+    for (size_t i = 0; i < mesh.n; i++) {
+        float tn;
+        if (!kern_box_hit(&r, &v->nodes[mesh.leaf[i]], tmin, tmax, &tn))
+            continue;
+        kern_hit_t h = {INFINITY, 0.0f, 0.0f, UINT32_MAX};
+        uint32_t id = (uint32_t)i;
+        if (!kern_tri_hit(&r, &mesh.flat[9 * i], &id, tmin, tn, &h) || !(h.t < tmax))
+            continue;
+        if (h.t < best->t || best->tri == UINT32_MAX) {
+            *best = h;
+            tied = 0;
+        } else if (h.t == best->t) {
+            tied = 1; /* index order: the first one stays */
+        }
+    }
+    *ties += tied;
+    return best->tri != UINT32_MAX;
+}
+
+/* One ray through both walks; counts a difference in any bit, and on one
+   ray in mesh.brute_every one from the brute force. */
 static void same(const kern_bvh_view_t *v, kern_v3 o, kern_v3 d, float tmin, float tmax, tally_t *t)
 {
-    kern_hit_t a, b;
+    kern_hit_t a, b, c;
     memset(&a, 0, sizeof a);
     memset(&b, 0, sizeof b);
     int ha = kern_trace_closest(v, o, d, tmin, tmax, &a);
     int hb = kern_trace_closest_wide(v, o, d, tmin, tmax, &b);
+    int hc = ha;
+    c = a;
+    if (mesh.brute_every && t->rays % mesh.brute_every == 0) {
+        t->brute++;
+        hc = brute(v, o, d, tmin, tmax, &c, &t->brute_ties);
+    }
     t->rays++;
     t->hits += ha;
-    if (ha != hb || memcmp(&a, &b, sizeof a) != 0) {
+    if (ha != hb || memcmp(&a, &b, sizeof a) != 0 || ha != hc || memcmp(&a, &c, sizeof a) != 0) {
         if (t->differ < 5)
             fprintf(stderr,
                     "differ: o (%a %a %a) d (%a %a %a) [%g, %g]: binary %d tri %u t %a, wide %d "
-                    "tri %u t %a\n",
-                    o.x, o.y, o.z, d.x, d.y, d.z, tmin, tmax, ha, a.tri, a.t, hb, b.tri, b.t);
+                    "tri %u t %a, definition %d tri %u t %a\n",
+                    o.x, o.y, o.z, d.x, d.y, d.z, tmin, tmax, ha, a.tri, a.t, hb, b.tri, b.t, hc,
+                    c.tri, c.t);
         t->differ++;
     }
 }
@@ -72,12 +128,29 @@ static kern_v3 vtx_of(const float *vtx, uint32_t i)
 static tally_t run_mesh(const char *name, const float *vtx, size_t nv, const uint32_t *idx,
                         size_t nt, const float lo[3], const float hi[3], long random_rays)
 {
-    tally_t t = {0, 0, 0};
+    tally_t t = {0, 0, 0, 0, 0};
     kern_bvh_t *b = NULL;
     CHECK(kern_bvh_new(vtx, idx, nt, 1, &b, NULL) == BF_OK);
     if (!b)
         return t;
     kern_bvh_view_t v = kern_bvh_view(b);
+    /* the brute force: about 3*10^8 triangle tests per mesh */
+    float *flat = malloc((nt ? nt : 1) * 9 * sizeof *flat);
+    uint32_t *leaf = malloc((nt ? nt : 1) * sizeof *leaf);
+    CHECK(flat && leaf);
+    if (!flat || !leaf)
+        abort();
+    for (size_t i = 0; i < nt; i++)
+        for (int k = 0; k < 3; k++)
+            memcpy(&flat[9 * i + 3 * (size_t)k], &vtx[3 * (size_t)idx[3 * i + (size_t)k]],
+                   3 * sizeof(float));
+    for (uint32_t i = 0; i < v.node_count; i++)
+        for (uint32_t k = 0; k < v.nodes[i].count; k++)
+            leaf[v.tri_ids[v.nodes[i].first + k]] = i;
+    mesh.flat = flat;
+    mesh.leaf = leaf;
+    mesh.n = nt;
+    mesh.brute_every = nt ? 1 + (long)(nt * (size_t)random_rays / 200000000u) : 0;
     CHECK(v.node_count < 2 || v.wide != NULL);
     CHECK(v.wide_count <= v.node_count / 2 + 1);
     kern_v3 mid = v3(0.5f * (lo[0] + hi[0]), 0.5f * (lo[1] + hi[1]), 0.5f * (lo[2] + hi[2]));
@@ -118,9 +191,13 @@ static tally_t run_mesh(const char *name, const float *vtx, size_t nv, const uin
         same(&v, v3(o[0], o[1], o[2]), v3(d[0], d[1], d[2]), 0.0f, INFINITY, &t);
     }
     printf("%s: %zu triangles, %u binary nodes, %u wide nodes (%zu bytes), %ld rays, %ld hits, "
-           "%ld differ\n",
-           name, nt, v.node_count, v.wide_count, kern_bvh_wide_bytes(b), t.rays, t.hits, t.differ);
+           "%ld differ; %ld rays by brute force, %ld of them with a tie\n",
+           name, nt, v.node_count, v.wide_count, kern_bvh_wide_bytes(b), t.rays, t.hits, t.differ,
+           t.brute, t.brute_ties);
     CHECK(t.differ == 0);
+    mesh.brute_every = 0;
+    free(flat);
+    free(leaf);
     kern_bvh_destroy(&b);
     return t;
 }
@@ -169,6 +246,7 @@ static void test_coplanar(void)
     float lo[3] = {-100, -100, -5}, hi[3] = {100, 100, 20};
     tally_t t = run_mesh("coplanar floors", vtx, nv, idx, ni / 3, lo, hi, 200000);
     CHECK(t.hits > t.rays / 4);
+    CHECK(t.brute_ties > t.brute / 20); /* the tie rule was put to the test */
     free(vtx);
     free(idx);
 }
