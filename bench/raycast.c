@@ -1,8 +1,10 @@
 /*  bench/raycast.c - closest-hit ray casting of our BVH (kern_bvh.h) against
     Embree 3 on a real Sionna scene (munich by default), single-threaded, on
     the same rays in the same run, with both of our walks: the binary one
-    (kern_traverse.h, what the CUDA backend runs) and the four-wide one
-    (kern_traverse_wide.h, what the CPU backend runs). Half of the rays
+    (kern_traverse.h, what the CUDA backend runs) and the wide one
+    (kern_trace_closest_wide, what the CPU backend runs: eight-wide with
+    AVX2 where the CPU has it, four-wide with SSE2 elsewhere or with
+    BF_KERN_SIMD=sse2; the line under the table says which). Half of the rays
     leave a fixed transmitter at (0, 0, 30), half start at random points inside
     the scene's bounding box; all directions are uniform on the sphere. Both
     acceleration structures are built on one thread (Embree: RTC_SCENE_FLAG_NONE,
@@ -245,11 +247,13 @@ int main(int argc, char **argv)
            scene->name ? scene->name : "scene", nt, n, 100.0 * (double)hits_ours / (double)n,
            build_ours, build_embree, mr_ours, mr_wide, mr_emb, mr_ours / mr_emb, mr_wide / mr_emb,
            100.0 * agree_frac);
-    printf("(single thread, best of %u; BVH %zu nodes, %.2f MiB, wide nodes %zu, +%.2f MiB; "
+    printf("(single thread, best of %u; BVH %zu nodes, %.2f MiB; wide: %s, %zu four-wide and %zu "
+           "eight-wide nodes, +%.2f MiB; "
            "wide vs binary: %zu rays differ; Embree hits %.1f%%; disagree: "
            "%zu hit only by ours, %zu only by Embree, %zu at another distance)\n",
            repeat, (size_t)view.node_count, (double)kern_bvh_bytes(bvh) / (1024.0 * 1024.0),
-           (size_t)view.wide_count, (double)kern_bvh_wide_bytes(bvh) / (1024.0 * 1024.0), differ,
+           view.wide8 ? "eight-wide AVX2" : "four-wide SSE2", (size_t)view.wide_count,
+           (size_t)view.wide8_count, (double)kern_bvh_wide_bytes(bvh) / (1024.0 * 1024.0), differ,
            100.0 * (double)hits_emb / (double)n, only_ours, only_emb,
            n - agree - only_ours - only_emb);
 

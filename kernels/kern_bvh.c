@@ -28,6 +28,8 @@ struct kern_bvh {
     kern_bvh_wide_node_t *wide; /* NULL when the root is a leaf */
     kern_bvh_wide_leaf_t *wide_leaves;
     uint32_t wide_count, wide_leaf_count;
+    kern_bvh_wide8_node_t *wide8; /* NULL unless kern_bvh_simd8() */
+    uint32_t wide8_count;
 };
 
 typedef struct {
@@ -156,6 +158,7 @@ void kern_bvh_destroy(kern_bvh_t **self)
     free((*self)->tri_ids);
     free((*self)->wide);
     free((*self)->wide_leaves);
+    free((*self)->wide8);
     free(*self);
     *self = NULL;
 }
@@ -172,6 +175,8 @@ kern_bvh_view_t kern_bvh_view(const kern_bvh_t *self)
     v.wide_count = self->wide_count;
     v.wide_leaves = self->wide_leaves;
     v.wide_leaf_count = self->wide_leaf_count;
+    v.wide8 = self->wide8;
+    v.wide8_count = self->wide8_count;
     return v;
 }
 
@@ -184,13 +189,27 @@ size_t kern_bvh_bytes(const kern_bvh_t *self)
 size_t kern_bvh_wide_bytes(const kern_bvh_t *self)
 {
     return (size_t)self->wide_count * sizeof(kern_bvh_wide_node_t) +
-           (size_t)self->wide_leaf_count * sizeof(kern_bvh_wide_leaf_t);
+           (size_t)self->wide_leaf_count * sizeof(kern_bvh_wide_leaf_t) +
+           (size_t)self->wide8_count * sizeof(kern_bvh_wide8_node_t);
+}
+
+int kern_bvh_simd8(void)
+{
+#if defined(KERN_WIDE8)
+    const char *e = getenv("BF_KERN_SIMD");
+    if (e && strcmp(e, "sse2") == 0)
+        return 0;
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") ? 1 : 0;
+#else
+    return 0;
+#endif
 }
 
 /* Lane i of wide node w: binary node n (a leaf, or an inner node that gets
    the wide node *next), or empty for n == UINT32_MAX. */
 static void wide_lane(kern_bvh_t *b, kern_bvh_wide_node_t *w, int i, uint32_t n, uint32_t *next,
-                      uint32_t *queue, uint32_t *nqueued)
+                      uint32_t *queue, uint32_t *nqueued, uint32_t *leaf_of)
 {
     const kern_bvh_node_t *nodes = b->nodes;
     if (n == UINT32_MAX) {
@@ -214,6 +233,7 @@ static void wide_lane(kern_bvh_t *b, kern_bvh_wide_node_t *w, int i, uint32_t n,
         for (uint32_t t = 0; t < l->count && t < 4; t++)
             for (int j = 0; j < 9; j++)
                 l->v[j][t] = b->tris[9 * ((size_t)l->first + t) + (size_t)j];
+        leaf_of[n] = b->wide_leaf_count;
         w->child[i] = b->wide_leaf_count++;
         w->count[i] = nodes[n].count;
     } else {
@@ -231,15 +251,91 @@ static float node_half_area(const kern_bvh_node_t *n)
     return box_half_area(&bx);
 }
 
-/* Collapses the binary tree into b->wide. A wide node stands for an inner
-   binary node P; its lanes start as P's two children, and while fewer than
-   four, the inner one with the largest surface area (the one a ray most
-   likely enters) gives way to its two children; leaves stay. So every
-   binary leaf is the leaf of one lane, with its box, and a wide node has
-   four lanes unless the nodes below P run out of inner ones. Wide nodes
-   are numbered in the order they are made, breadth first (the children of
-   one node are consecutive), which the queue of binary nodes keeps: the
-   node made k-th is queue[k]. */
+/* The lanes of the wide node that stands for inner binary node p: p's two
+   children, and while fewer than width, the inner one with the largest
+   surface area (the one a ray most likely enters) gives way to its two
+   children; leaves stay. Returns the number of lanes filled. */
+static int collapse(const kern_bvh_node_t *nodes, uint32_t p, uint32_t *lane, int width)
+{
+    lane[0] = nodes[p].first;
+    lane[1] = nodes[p].first + 1;
+    int n = 2;
+    while (n < width) {
+        int pick = -1;
+        float best = -1.0f;
+        for (int i = 0; i < n; i++) {
+            float a = node_half_area(&nodes[lane[i]]);
+            if (nodes[lane[i]].count == 0 && a > best) {
+                best = a;
+                pick = i;
+            }
+        }
+        if (pick < 0)
+            break;
+        uint32_t c = nodes[lane[pick]].first;
+        lane[pick] = c;
+        lane[n++] = c + 1;
+    }
+    return n;
+}
+
+/* Lane i of wide8 node w: binary node n (a leaf, whose four-wide leaf is
+   leaf_of[n], or an inner node that gets the wide8 node *next), or empty
+   for n == UINT32_MAX. */
+static void wide8_lane(const kern_bvh_t *b, kern_bvh_wide8_node_t *w, int i, uint32_t n,
+                       uint32_t *next, uint32_t *queue, uint32_t *nqueued, const uint32_t *leaf_of)
+{
+    const kern_bvh_node_t *nodes = b->nodes;
+    for (int k = 0; k < 3; k++) {
+        w->box[k][i] = n == UINT32_MAX ? INFINITY : nodes[n].lo[k];
+        w->box[3 + k][i] = n == UINT32_MAX ? -INFINITY : nodes[n].hi[k];
+    }
+    w->child[i] = 0;
+    w->count[i] = 0;
+    if (n == UINT32_MAX)
+        return;
+    if (nodes[n].count > 0) {
+        w->child[i] = leaf_of[n];
+        w->count[i] = nodes[n].count;
+    } else {
+        w->child[i] = (*next)++;
+        queue[(*nqueued)++] = n;
+    }
+}
+
+/* The eight-wide form, as the four-wide one below with eight lanes, over
+   its leaves (leaf_of: binary leaf -> wide leaf). queue has room for every
+   inner node. */
+static int wide8_build(kern_bvh_t *b, uint32_t inner, uint32_t *queue, const uint32_t *leaf_of)
+{
+    const kern_bvh_node_t *nodes = b->nodes;
+    kern_bvh_wide8_node_t *w8 = aligned_alloc(64, (size_t)inner * sizeof *w8);
+    if (!w8)
+        return 0;
+    uint32_t next = 1, nqueued = 1;
+    queue[0] = 0;
+    for (uint32_t k = 0; k < nqueued; k++) {
+        uint32_t lane[8];
+        int n = collapse(nodes, queue[k], lane, 8);
+        for (int i = 0; i < 8; i++)
+            wide8_lane(b, &w8[k], i, i < n ? lane[i] : UINT32_MAX, &next, queue, &nqueued, leaf_of);
+    }
+    /* fewer nodes than inner ones: keep what was made */
+    b->wide8 = aligned_alloc(64, (size_t)next * sizeof *b->wide8);
+    if (b->wide8)
+        memcpy(b->wide8, w8, (size_t)next * sizeof *b->wide8);
+    free(w8);
+    b->wide8_count = b->wide8 ? next : 0;
+    return b->wide8 != NULL;
+}
+
+/* Collapses the binary tree into b->wide: a wide node stands for an inner
+   binary node, its lanes as collapse() picks them, so every binary leaf is
+   the leaf of one lane, with its box, and a wide node has four lanes unless
+   the nodes below run out of inner ones. Wide nodes are numbered in the
+   order they are made, breadth first (the children of one node are
+   consecutive), which the queue of binary nodes keeps: the node made k-th
+   is queue[k]. Then, where kern_bvh_simd8(), the eight-wide form. */
 static int wide_build(kern_bvh_t *b)
 {
     const kern_bvh_node_t *nodes = b->nodes;
@@ -251,38 +347,26 @@ static int wide_build(kern_bvh_t *b)
     b->wide = aligned_alloc(64, (size_t)inner * sizeof *b->wide);
     b->wide_leaves = aligned_alloc(32, (size_t)(b->node_count - inner) * sizeof *b->wide_leaves);
     uint32_t *queue = malloc((size_t)inner * sizeof *queue);
-    if (!b->wide || !b->wide_leaves || !queue) {
+    uint32_t *leaf_of = malloc((size_t)b->node_count * sizeof *leaf_of);
+    if (!b->wide || !b->wide_leaves || !queue || !leaf_of) {
         free(queue);
+        free(leaf_of);
         return 0;
     }
     uint32_t next = 1, nqueued = 1;
     queue[0] = 0;
     for (uint32_t k = 0; k < nqueued; k++) {
-        const kern_bvh_node_t *p = &nodes[queue[k]];
-        uint32_t lane[4] = {p->first, p->first + 1, UINT32_MAX, UINT32_MAX};
-        int n = 2;
-        while (n < 4) {
-            int pick = -1;
-            float best = -1.0f;
-            for (int i = 0; i < n; i++) {
-                float a = node_half_area(&nodes[lane[i]]);
-                if (nodes[lane[i]].count == 0 && a > best) {
-                    best = a;
-                    pick = i;
-                }
-            }
-            if (pick < 0)
-                break;
-            uint32_t c = nodes[lane[pick]].first;
-            lane[pick] = c;
-            lane[n++] = c + 1;
-        }
+        uint32_t lane[4];
+        int n = collapse(nodes, queue[k], lane, 4);
         for (int i = 0; i < 4; i++)
-            wide_lane(b, &b->wide[k], i, lane[i], &next, queue, &nqueued);
+            wide_lane(b, &b->wide[k], i, i < n ? lane[i] : UINT32_MAX, &next, queue, &nqueued,
+                      leaf_of);
     }
     b->wide_count = next;
+    int ok = !kern_bvh_simd8() || wide8_build(b, inner, queue, leaf_of);
     free(queue);
-    return 1;
+    free(leaf_of);
+    return ok;
 }
 
 bf_err_t kern_bvh_new(const float *vertices, const uint32_t *indices, size_t tri_count,

@@ -46,12 +46,28 @@ typedef struct {
     uint32_t first, count, pad[2];
 } kern_bvh_wide_leaf_t;
 
+/* 256 bytes, four cache lines: the same tree collapsed to eight children
+   per node for the host's AVX2 walk (kern_traverse_wide8.h), built only
+   where that walk runs (kern_bvh_simd8). Filled as kern_bvh_wide_node_t,
+   with eight lanes: a wide8 node stands for an inner binary node P, its
+   lanes binary nodes below P (the inner ones with the largest surface area
+   opened while fewer than eight lanes are filled), box, child and count as
+   there; the leaves are the four-wide form's (kern_bvh_wide_leaf_t), so
+   again the binary tree's. */
+typedef struct {
+    float box[6][8];
+    uint32_t child[8];
+    uint32_t count[8];
+} kern_bvh_wide8_node_t;
+
 /* Plain pointers, so the same view works over device memory. tris holds 9
    floats per triangle (v0, v1, v2) in BVH order; tri_ids maps BVH order to
    the original triangle index. wide (host memory, wide_count nodes; NULL
    with 0 when the binary root is a leaf, and in a device backend's copy)
-   is the host-only four-wide form of nodes, wide_leaves its leaves; the
-   CUDA kernel walks nodes. */
+   is the host-only four-wide form of nodes, wide_leaves its leaves; wide8
+   (host memory, wide8_count nodes; NULL with 0 where the eight-wide walk
+   does not run, see kern_bvh_simd8) the eight-wide form over the same
+   leaves. The CUDA kernel walks nodes. */
 typedef struct {
     const kern_bvh_node_t *nodes;
     const float *tris;
@@ -60,6 +76,8 @@ typedef struct {
     const kern_bvh_wide_node_t *wide;
     const kern_bvh_wide_leaf_t *wide_leaves;
     uint32_t wide_count, wide_leaf_count;
+    const kern_bvh_wide8_node_t *wide8;
+    uint32_t wide8_count;
 } kern_bvh_view_t;
 
 typedef struct kern_bvh kern_bvh_t;
@@ -82,7 +100,18 @@ void kern_bvh_destroy(kern_bvh_t **self);
 kern_bvh_view_t kern_bvh_view(const kern_bvh_t *self);
 /* Bytes held by the binary tree (nodes + triangles + ids), what a device backend uploads. */
 size_t kern_bvh_bytes(const kern_bvh_t *self);
-/* Bytes of the host-only four-wide nodes and leaves, on top of kern_bvh_bytes. */
+/* Bytes of the host-only four-wide nodes and leaves, and eight-wide nodes where built, on top of
+   kern_bvh_bytes. */
 size_t kern_bvh_wide_bytes(const kern_bvh_t *self);
+
+/* Whether kern_bvh_new builds the eight-wide form, so that the host walks it with AVX2
+   (kern_traverse_wide8.h): 1 when this build can compile the AVX2 walk (gcc or clang on x86-64,
+   KERN_WIDE8), the CPU has AVX2 (asked at run time) and the environment variable BF_KERN_SIMD is
+   not "sse2"; 0 otherwise, and the host walks the four-wide form with SSE2. All walks return the
+   same hits bit for bit; BF_KERN_SIMD=sse2 is there to compare them. */
+int kern_bvh_simd8(void);
+#if !defined(__CUDACC__) && (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+#define KERN_WIDE8 1
+#endif
 
 #endif

@@ -95,11 +95,16 @@ static int brute(const kern_bvh_view_t *v, kern_v3 o, kern_v3 d, float tmin, flo
    ray in mesh.brute_every one from the brute force. */
 static void same(const kern_bvh_view_t *v, kern_v3 o, kern_v3 d, float tmin, float tmax, tally_t *t)
 {
-    kern_hit_t a, b, c;
+    kern_hit_t a, b, b4, c;
     memset(&a, 0, sizeof a);
     memset(&b, 0, sizeof b);
+    memset(&b4, 0, sizeof b4);
+    kern_bvh_view_t v4 = *v; /* the four-wide walk, where the eight-wide one runs */
+    v4.wide8 = NULL;
+    v4.wide8_count = 0;
     int ha = kern_trace_closest(v, o, d, tmin, tmax, &a);
     int hb = kern_trace_closest_wide(v, o, d, tmin, tmax, &b);
+    int hb4 = kern_trace_closest_wide(&v4, o, d, tmin, tmax, &b4);
     int hc = ha;
     c = a;
     if (mesh.brute_every && t->rays % mesh.brute_every == 0) {
@@ -108,13 +113,14 @@ static void same(const kern_bvh_view_t *v, kern_v3 o, kern_v3 d, float tmin, flo
     }
     t->rays++;
     t->hits += ha;
-    if (ha != hb || memcmp(&a, &b, sizeof a) != 0 || ha != hc || memcmp(&a, &c, sizeof a) != 0) {
+    if (ha != hb || memcmp(&a, &b, sizeof a) != 0 || ha != hb4 || memcmp(&a, &b4, sizeof a) != 0 ||
+        ha != hc || memcmp(&a, &c, sizeof a) != 0) {
         if (t->differ < 5)
             fprintf(stderr,
-                    "differ: o (%a %a %a) d (%a %a %a) [%g, %g]: binary %d tri %u t %a, wide %d "
-                    "tri %u t %a, definition %d tri %u t %a\n",
-                    o.x, o.y, o.z, d.x, d.y, d.z, tmin, tmax, ha, a.tri, a.t, hb, b.tri, b.t, hc,
-                    c.tri, c.t);
+                    "differ: o (%a %a %a) d (%a %a %a) [%g, %g]: binary %d tri %u t %a, wide%s %d "
+                    "tri %u t %a, four-wide %d tri %u t %a, definition %d tri %u t %a\n",
+                    o.x, o.y, o.z, d.x, d.y, d.z, tmin, tmax, ha, a.tri, a.t, v->wide8 ? "8" : "4",
+                    hb, b.tri, b.t, hb4, b4.tri, b4.t, hc, c.tri, c.t);
         t->differ++;
     }
 }
@@ -152,6 +158,9 @@ static tally_t run_mesh(const char *name, const float *vtx, size_t nv, const uin
     mesh.n = nt;
     mesh.brute_every = nt ? 1 + (long)(nt * (size_t)random_rays / 200000000u) : 0;
     CHECK(v.node_count < 2 || v.wide != NULL);
+    /* both wide walks on this CPU: the eight-wide form exactly where it runs */
+    CHECK((v.wide8 != NULL) == (v.wide != NULL && kern_bvh_simd8()));
+    CHECK(v.wide8_count <= v.wide_count);
     CHECK(v.wide_count <= v.node_count / 2 + 1);
     kern_v3 mid = v3(0.5f * (lo[0] + hi[0]), 0.5f * (lo[1] + hi[1]), 0.5f * (lo[2] + hi[2]));
     for (long r = 0; r < random_rays; r++) {
@@ -190,10 +199,10 @@ static tally_t run_mesh(const char *name, const float *vtx, size_t nv, const uin
         d[a] = r % 2 ? 1.0f : -1.0f;
         same(&v, v3(o[0], o[1], o[2]), v3(d[0], d[1], d[2]), 0.0f, INFINITY, &t);
     }
-    printf("%s: %zu triangles, %u binary nodes, %u wide nodes (%zu bytes), %ld rays, %ld hits, "
-           "%ld differ; %ld rays by brute force, %ld of them with a tie\n",
-           name, nt, v.node_count, v.wide_count, kern_bvh_wide_bytes(b), t.rays, t.hits, t.differ,
-           t.brute, t.brute_ties);
+    printf("%s: %zu triangles, %u binary nodes, %u wide nodes, %u wide8 nodes (%zu bytes), %ld "
+           "rays, %ld hits, %ld differ; %ld rays by brute force, %ld of them with a tie\n",
+           name, nt, v.node_count, v.wide_count, v.wide8_count, kern_bvh_wide_bytes(b), t.rays,
+           t.hits, t.differ, t.brute, t.brute_ties);
     CHECK(t.differ == 0);
     mesh.brute_every = 0;
     free(flat);
@@ -318,6 +327,25 @@ int main(void)
         return 77;
     }
 #endif
+    /* the dispatch: BF_KERN_SIMD=sse2 rules the AVX2 walk out; the rest of
+       the test runs with the environment as it came */
+    const char *simd = getenv("BF_KERN_SIMD");
+    char *saved = simd ? strdup(simd) : NULL;
+    setenv("BF_KERN_SIMD", "sse2", 1);
+    CHECK(kern_bvh_simd8() == 0);
+    if (saved)
+        setenv("BF_KERN_SIMD", saved, 1);
+    else
+        unsetenv("BF_KERN_SIMD");
+    free(saved);
+#if defined(KERN_WIDE8)
+    __builtin_cpu_init();
+    if (!simd || strcmp(simd, "sse2") != 0)
+        CHECK(kern_bvh_simd8() == (__builtin_cpu_supports("avx2") ? 1 : 0));
+#endif
+    printf("kern_traverse_wide_test: %s\n",
+           kern_bvh_simd8() ? "eight-wide (AVX2) and four-wide (SSE2) walks"
+                            : "four-wide (SSE2) walk only (no AVX2 here, or BF_KERN_SIMD=sse2)");
     test_soup(1);
     test_soup(7);
     test_soup(20000);

@@ -1,0 +1,128 @@
+/*  kernels/kern_traverse_wide8.h - the host's closest-hit walk through the
+    eight-wide form of the BVH (kern_bvh_wide8_node_t) with AVX2; the same
+    walk as kern_trace_closest_wide4 (kern_traverse_wide.h) with eight boxes
+    per step, and the same hits, bit for bit, for the same reason: the
+    closest hit is defined by the leaves and triangles (kern_traverse.h), the
+    eight-wide tree has the binary tree's leaves with their boxes, and a box
+    is skipped only when it enters beyond the best hit so far. Included by
+    kern_traverse_wide.h, whose kern_trace_closest_wide calls it when the
+    view has eight-wide nodes.
+
+    Run-time dispatch. The build stays at the x86-64 baseline (no -mavx2, no
+    -march): the walk is one function compiled for AVX2 with
+    __attribute__((target("avx2"))), and kern_bvh_new builds the eight-wide
+    nodes only where kern_bvh_simd8() says the CPU has AVX2 (and
+    BF_KERN_SIMD is not "sse2"). A view without them walks the four-wide
+    tree with SSE2, so a CPU without AVX2 never reaches an AVX2 instruction,
+    and a test can walk both on one CPU by clearing the view's wide8. AVX2
+    here is wider registers only: no FMA (target "avx2" does not enable it,
+    so no product can be contracted unless the whole build has -mfma, where
+    KERN_NOFUSE of kern_hd.h guards the leaf test as before), and the 256-bit
+    subtract, multiply, min, max and compare are the same IEEE
+    single-precision operations as the SSE2 ones, operand order included.
+    Written by hand for the reason kern_traverse_wide.h gives.
+
+    Why eight lanes pay now: a ray's walk is mostly one descent (on munich
+    two thirds of the four-wide steps meet at most one lane), so its cost is
+    the tree's depth in dependent node loads, which eight lanes filled by
+    surface area cut by about a third. */
+
+#ifndef KERN_TRAVERSE_WIDE8_H_INCLUDED
+#define KERN_TRAVERSE_WIDE8_H_INCLUDED
+
+#if defined(KERN_WIDE8)
+#include <immintrin.h>
+
+__attribute__((target("avx2"))) static int kern_trace_closest_wide8(const kern_bvh_view_t *bvh,
+                                                                    kern_v3 org, kern_v3 dir,
+                                                                    float tmin, float tmax,
+                                                                    kern_hit_t *hit)
+{
+    hit->t = tmax;
+    hit->tri = UINT32_MAX;
+    hit->u = hit->v = 0.0f;
+    if (bvh->node_count == 0 || bvh->tri_count == 0)
+        return 0;
+    kern_bvh_ray_t r = kern_bvh_ray_setup(org, dir);
+    float t_root;
+    if (!kern_box_hit(&r, &bvh->nodes[0], tmin, hit->t, &t_root))
+        return 0;
+    hit->tri = 0; /* (tmax, 0): no hit at tmax comes before it */
+    /* box rows of the near and far planes per axis (lo 0-2, hi 3-5) */
+    const int nx = r.nx ? 3 : 0, ny = r.ny ? 4 : 1, nz = r.nz ? 5 : 2;
+    const int fx = nx == 0 ? 3 : 0, fy = ny == 1 ? 4 : 1, fz = nz == 2 ? 5 : 2;
+    const __m256 ox = _mm256_set1_ps(r.ox), oy = _mm256_set1_ps(r.oy), oz = _mm256_set1_ps(r.oz);
+    const __m256 ix = _mm256_set1_ps(r.ix), iy = _mm256_set1_ps(r.iy), iz = _mm256_set1_ps(r.iz);
+    const __m256 vmin = _mm256_set1_ps(tmin), widen = _mm256_set1_ps(KERN_SLAB_WIDEN);
+    /* at most seven lanes stacked per level, one level per binary level at
+       most (depth cap 60) */
+    kern_wide_entry_t stack[7 * KERN_STACK + 8];
+    int sp = 0, found = 0;
+    uint32_t node = 0;
+    for (;;) {
+        const kern_bvh_wide8_node_t *w = &bvh->wide8[node];
+        __m256 tnx = _mm256_mul_ps(_mm256_sub_ps(_mm256_load_ps(w->box[nx]), ox), ix);
+        __m256 tny = _mm256_mul_ps(_mm256_sub_ps(_mm256_load_ps(w->box[ny]), oy), iy);
+        __m256 tnz = _mm256_mul_ps(_mm256_sub_ps(_mm256_load_ps(w->box[nz]), oz), iz);
+        __m256 tfx = _mm256_mul_ps(_mm256_sub_ps(_mm256_load_ps(w->box[fx]), ox), ix);
+        __m256 tfy = _mm256_mul_ps(_mm256_sub_ps(_mm256_load_ps(w->box[fy]), oy), iy);
+        __m256 tfz = _mm256_mul_ps(_mm256_sub_ps(_mm256_load_ps(w->box[fz]), oz), iz);
+        __m256 tn = _mm256_max_ps(_mm256_max_ps(tnx, tny), _mm256_max_ps(tnz, vmin));
+        __m256 tf = _mm256_mul_ps(
+            _mm256_min_ps(_mm256_min_ps(tfx, tfy), _mm256_min_ps(tfz, _mm256_set1_ps(hit->t))),
+            widen);
+        unsigned m = (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(tn, tf, _CMP_LE_OS));
+        float tv[8];
+        _mm256_storeu_ps(tv, tn);
+        int lane = -1; /* the lane walked next, without a trip through the stack */
+        if (m & (m - 1u)) {
+            /* nearest entry first: the met lanes sorted by tn, the far ones
+               stacked so that the nearer pop first */
+            int ord[8], n = 0;
+            for (unsigned mm = m; mm; mm &= mm - 1u) {
+                int i = __builtin_ctz(mm), k = n++;
+                for (; k > 0 && tv[ord[k - 1]] < tv[i]; k--)
+                    ord[k] = ord[k - 1];
+                ord[k] = i;
+            }
+            for (int k = 0; k < n - 1; k++) {
+                int i = ord[k];
+                stack[sp].child = w->child[i];
+                stack[sp].count = w->count[i];
+                stack[sp].tn = tv[i];
+                sp++;
+            }
+            lane = ord[n - 1];
+        } else if (m) {
+            lane = __builtin_ctz(m);
+        }
+        if (lane >= 0) {
+            if (w->count[lane] == 0) {
+                node = w->child[lane];
+                continue;
+            }
+            found |= kern_wide_leaf(&r, bvh, w->child[lane], tmin, tv[lane], hit);
+        }
+        /* pop, skipping lanes that start beyond the best hit so far, and
+           testing leaves in place */
+        for (;;) {
+            if (sp == 0)
+                goto done;
+            sp--;
+            if (!(stack[sp].tn <= mul_rn(hit->t, KERN_SLAB_WIDEN)))
+                continue;
+            if (stack[sp].count == 0) {
+                node = stack[sp].child;
+                break;
+            }
+            found |= kern_wide_leaf(&r, bvh, stack[sp].child, tmin, stack[sp].tn, hit);
+        }
+    }
+done:
+    if (!found)
+        hit->tri = UINT32_MAX;
+    return found;
+}
+
+#endif
+#endif
