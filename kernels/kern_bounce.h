@@ -10,7 +10,7 @@
     kern_radio.h's and kern_traverse.h's, whose arithmetic is the same bits
     on the host and the device (kern_hd.h), so both backends walk every ray
     along the same path and record the same numbers. (The host finds each
-    closest hit through the four-wide tree, kern_traverse_wide.h, which
+    closest hit through the eight- or four-wide tree, kern_traverse_wide.h, which
     returns the binary walk's hit bit for bit.)
 
     kern_walk_* are valid C11 and CUDA C++ (kern_hd.h); kern_bounce_init is
@@ -125,7 +125,7 @@ KERN_HD int kern_walk_next(kern_walk_t *w, const kern_bounce_t *b, kern_crossing
         }
 #if defined(__CUDACC__)
         kern_trace_closest(&b->geom.bvh, w->ray.org, w->ray.dir, 0.0f, INFINITY, &w->hit);
-#else /* the same hit, bit for bit, through the four-wide tree */
+#else /* the same hit, bit for bit, through the eight- or four-wide tree */
         kern_trace_closest_wide(&b->geom.bvh, w->ray.org, w->ray.dir, 0.0f, INFINITY, &w->hit);
 #endif
         int miss = w->hit.tri == UINT32_MAX || w->hit.tri >= b->geom.tri_count;

@@ -6,7 +6,8 @@
     or vertex of two triangles. Two-sided: either face is hit. No recursion,
     no allocation: the stack is a fixed array of KERN_STACK entries, and
     kern_bvh_new() caps the tree depth below it. The CUDA backend walks
-    this; the CPU backend walks a four-wide tree with kern_traverse_wide.h.
+    this; the CPU backend walks an eight- or four-wide tree with the same
+    leaves (kern_traverse_wide.h).
     The closest hit is defined without reference to any walk order. A
     candidate is a triangle the ray meets (kern_tri_hit) in a leaf whose
     box the ray meets (kern_box_hit against tmax alone); its distance is

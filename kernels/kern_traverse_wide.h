@@ -1,8 +1,11 @@
 /*  kernels/kern_traverse_wide.h - the host's closest-hit walk through the
     four-wide form of the BVH (kern_bvh_wide_node_t), which returns exactly
     what kern_trace_closest returns on the binary tree: the same triangle,
-    the same t, u and v bits. The CPU backend walks every ray with it; the
-    CUDA backend keeps the binary walk.
+    the same t, u and v bits, and the host's entry point to it and to the
+    eight-wide AVX2 walk of kern_traverse_wide8.h (kern_trace_closest_wide,
+    at the end): the CPU backend walks every ray with the eight-wide one
+    where the CPU has AVX2 and with this one elsewhere; the CUDA backend
+    keeps the binary walk.
 
     Why it is the same hit although the walk visits the leaves in another
     order: the closest hit is defined by the leaves and triangles alone
