@@ -115,6 +115,8 @@ static const field_t job_fields[] = {
     VAL("solver.specular_reflection", F_BOOL, IN_BOTH, J(job.solver.specular_reflection)),
     VAL("solver.refraction", F_BOOL, IN_BOTH, J(job.solver.refraction)),
     VAL("solver.diffuse_reflection", F_BOOL, IN_BOTH, J(job.solver.diffuse_reflection)),
+    VAL("solver.diffraction", F_BOOL, IN_BOTH, J(job.solver.diffraction)),
+    VAL("solver.edge_diffraction", F_BOOL, IN_BOTH, J(job.solver.edge_diffraction)),
     INT("solver.seed", F_U64, IN_BOTH, 0, INT64_MAX, J(job.solver.seed), NO_AUX),
     REAL("solver.floor_dbm", F_DOUBLE, IN_BOTH, -1000, 100, J(job.solver.floor_dbm), NO_AUX),
     VAL("solver.surface_offset", F_OFFSET, IN_BOTH, J(job.solver.surface_offset)),

@@ -42,6 +42,8 @@ typedef struct {
     bool specular_reflection;           /* [true] */
     bool refraction;                    /* [true] */
     bool diffuse_reflection;            /* [false], at materials with a scattering coefficient */
+    bool diffraction;                   /* [false], first order, at the meshes' wedges */
+    bool edge_diffraction;              /* [false], and at their free edges (screens) */
     uint64_t seed;                      /* [42] */
     double floor_dbm;                   /* [-300] */
     bf_surface_offset_t surface_offset; /* [sionna] */

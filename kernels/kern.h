@@ -10,6 +10,7 @@
 #define KERN_H_INCLUDED
 
 #include "kern_bvh.h"
+#include "kern_diffract.h"
 #include "kern_radio.h"
 #include "kern_scene.h"
 
@@ -134,6 +135,16 @@ typedef struct {
     const uint16_t *tri_material; /* per triangle, index into mats */
     const kern_mat_t *mats;
     uint32_t tri_count, mat_count;
+    /* Diffraction: the edges that can diffract (host memory: the plan
+       reads them between the trace's two phases); per triangle (original
+       order) its vertices, and across each of its edges k (vertex k to
+       k + 1) the face sharing it and that edge's index in edges
+       (UINT32_MAX: none); and the wavenumber 2 pi f / c [rad/m]. */
+    const kern_edge_t *edges;
+    uint32_t edge_count;
+    const float *tri_verts; /* 9 per triangle */
+    const uint32_t *tri_nbr, *tri_edge; /* 3 per triangle */
+    float wavenumber;
 } kern_geom_t;
 
 /* Builds the BVH, the normals and the materials (at the scene's frequency)
@@ -151,6 +162,9 @@ typedef struct {
     int los, reflection, refraction; /* DESIGN 6.4 switches */
     int surface_offset;              /* KERN_OFFSET_* (kern_radio.h): 0, Sionna's, by default */
     int diffuse_reflection; /* scatter at materials with S > 0 (kern_radio.h); 0 by default */
+    /* first-order diffraction (kern_diffract.h, docs/radio.md): 0 by
+       default; edge_diffraction adds the free edges of meshes (screens) */
+    int diffraction, edge_diffraction;
     uint64_t seed;
     kern_v3 tx; /* transmitter position */
     kern_antenna_t antenna;
@@ -163,6 +177,36 @@ typedef struct {
     void (*progress)(void *ud, double fraction);
     void *progress_ud;
 } kern_trace_setup_t;
+
+/* ---- diffraction (kern_diffract.c) ---------------------------------------- */
+/* The edges of scene's meshes that can diffract (kern_edge_t): every edge
+   two faces share by vertex index whose inside angle is below pi (flat
+   ones, within 0.01 rad, cannot), and every free edge. Fills *edges
+   (malloc'd, NULL when none) and *count, and for each triangle's edge k
+   the neighbour across it (tri_nbr) and the edge's index (tri_edge), both
+   3 * triangle_count, UINT32_MAX for none. BF_ENOMEM. */
+bf_err_t kern_edges_find(const kern_scene_t *scene, const float *normals, kern_edge_t **edges,
+                         uint32_t *count, uint32_t *tri_edge, uint32_t *tri_nbr,
+                         char *err) BF_MUST_CHECK;
+
+/* What the diffraction pass of one trace samples: the wedges lit by its
+   transmitter, each drawn with probability proportional to its length. */
+typedef struct {
+    kern_wedge_t *wedges;
+    float *cdf;      /* count: cumulative share of the total length, the last 1 */
+    uint64_t *drawn; /* count: how many of the samples fall on each wedge */
+    uint32_t count;
+    uint64_t samples;
+} kern_dplan_t;
+
+/* The wedges of geom's edges that the trace s diffracts at: an edge a
+   depth-0 ray found (found: a bit per edge, kern_wedge_discover), with the
+   transmitter outside the wedge, free edges only with s->edge_diffraction;
+   then which wedge each of the s->rays samples draws
+   (kern_diffract_pick). BF_ENOMEM, BF_ECANCELED. */
+bf_err_t kern_dplan_make(const kern_geom_t *geom, const uint32_t *found,
+                         const kern_trace_setup_t *s, kern_dplan_t *plan, char *err) BF_MUST_CHECK;
+void kern_dplan_clear(kern_dplan_t *plan);
 
 /* One ray that crossed the plane inside the zone: its departure direction and
    how many of the following crossing records belong to it. */

@@ -293,7 +293,7 @@ def test_tables(fleet: Fleet):
                for p, t, fl, lo, hi in mine]
         assert got == want, "\n".join(f"{a}\n{b}\n" for a, b in zip(got, want) if a != b) or \
             (len(got), len(want))
-    assert len(c_table(source, "job_fields")) == 42 and len(c_table(source, "fleet_fields")) == 21
+    assert len(c_table(source, "job_fields")) == 44 and len(c_table(source, "fleet_fields")) == 21
 
 
 class Listener:
