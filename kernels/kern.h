@@ -142,7 +142,7 @@ typedef struct {
        (UINT32_MAX: none); and the wavenumber 2 pi f / c [rad/m]. */
     const kern_edge_t *edges;
     uint32_t edge_count;
-    const float *tri_verts; /* 9 per triangle */
+    const float *tri_verts;             /* 9 per triangle */
     const uint32_t *tri_nbr, *tri_edge; /* 3 per triangle */
     float wavenumber;
 } kern_geom_t;

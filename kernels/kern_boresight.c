@@ -115,8 +115,8 @@ bf_err_t kern_tracer_new(const kern_scene_t *scene, unsigned threads, kern_trace
     }
     for (size_t i = 0; i < nt; i++)
         for (int k = 0; k < 3; k++)
-            memcpy(&t->tri_verts[9 * i + 3 * k], &scene->vertices[3 * (size_t)scene->indices[3 * i + k]],
-                   3 * sizeof(float));
+            memcpy(&t->tri_verts[9 * i + 3 * k],
+                   &scene->vertices[3 * (size_t)scene->indices[3 * i + k]], 3 * sizeof(float));
     bf_err_t e = kern_edges_find(scene, t->normals, &t->edges, &t->geom.edge_count, t->tri_edge,
                                  t->tri_nbr, err);
     if (e != BF_OK) {

@@ -202,19 +202,19 @@ KERN_HD int kern_occluded(const kern_bounce_t *b, kern_v3 p, kern_v3 q)
 KERN_HD int kern_diffract_next(kern_walk_t *w, const kern_bounce_t *b, kern_crossing_t *x)
 {
     uint64_t m = w->n - b->rays;
-    uint32_t iw = kern_diffract_pick(b->wcdf, b->wedge_count,
-                                     kern_rand_k(b->seed, m, KERN_DIFF_STREAM, 0));
+    uint32_t iw =
+        kern_diffract_pick(b->wcdf, b->wedge_count, kern_rand_k(b->seed, m, KERN_DIFF_STREAM, 0));
     const kern_wedge_t *wd = &b->wedges[iw];
     kern_v3 o = kern_v3_of(wd->o), e = kern_v3_of(wd->e);
-    kern_v3 p = v3_add(o, v3_scale(e, mul_rn(kern_rand_k(b->seed, m, KERN_DIFF_STREAM, 1),
-                                             wd->length)));
+    kern_v3 p =
+        v3_add(o, v3_scale(e, mul_rn(kern_rand_k(b->seed, m, KERN_DIFF_STREAM, 1), wd->length)));
     kern_v3 ki = v3_sub(p, b->tx);
     float sp = v3_len(ki);
     if (!(sp > KERN_DIFF_MIN_SEGMENT))
         return 0;
     ki = v3_scale(ki, 1.0f / sp);
-    kern_v3 ne = wd->screen ? v3(0.0f, 0.0f, 0.0f)
-                            : v3_norm(v3_add(kern_v3_of(wd->n0), kern_v3_of(wd->nn)));
+    kern_v3 ne =
+        wd->screen ? v3(0.0f, 0.0f, 0.0f) : v3_norm(v3_add(kern_v3_of(wd->n0), kern_v3_of(wd->nn)));
     kern_v3 po = v3_add(p, v3_scale(ne, KERN_DIFF_VIS_OFFSET));
     if (kern_occluded(b, b->tx, p) || kern_occluded(b, b->tx, po))
         return 0;

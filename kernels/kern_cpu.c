@@ -52,8 +52,8 @@ typedef struct {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     uint64_t nchunks, next_chunk, next_reduce, window;
-    uint64_t phase1;        /* chunks of rays; those after are diffraction samples' */
-    uint64_t total_chunks;  /* of both phases, for the progress fraction */
+    uint64_t phase1;       /* chunks of rays; those after are diffraction samples' */
+    uint64_t total_chunks; /* of both phases, for the progress fraction */
     bf_err_t err;
     double last_progress;
     pthread_t caller; /* progress is reported on the caller's thread only */

@@ -441,8 +441,8 @@ static bf_err_t cuda_trace(void *vctx, const kern_trace_setup_t *s, kern_trace_o
         uint32_t *found = (uint32_t *)calloc(found_words, sizeof *found);
         if (!found)
             return bf_fail(err, BF_ENOMEM, "cuda trace: out of host memory");
-        cudaError_t e = cudaMemcpy(found, c->found.ptr, found_words * sizeof *found,
-                                   cudaMemcpyDeviceToHost);
+        cudaError_t e =
+            cudaMemcpy(found, c->found.ptr, found_words * sizeof *found, cudaMemcpyDeviceToHost);
         if (e != cudaSuccess) {
             free(found);
             return cuda_fail(err, e, "cudaMemcpy(edges found)", __FILE__, __LINE__);

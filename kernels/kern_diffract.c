@@ -317,7 +317,8 @@ bf_err_t kern_dplan_make(const kern_geom_t *geom, const uint32_t *found,
             kern_dplan_clear(plan);
             return bf_fail(err, BF_ECANCELED, "trace cancelled");
         }
-        plan->drawn[kern_diffract_pick(plan->cdf, n, kern_rand_k(s->seed, m, KERN_DIFF_STREAM, 0))]++;
+        plan->drawn[kern_diffract_pick(plan->cdf, n,
+                                       kern_rand_k(s->seed, m, KERN_DIFF_STREAM, 0))]++;
     }
     return BF_OK;
 }

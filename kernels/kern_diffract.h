@@ -43,14 +43,13 @@ typedef struct {
    as Mitsuba links a mesh's directed edges (which Sionna RT's wedges
    follow), or one face alone (a free edge). */
 typedef struct {
-    float a[3], b[3];     /* end points */
-    float na[3], nb[3];   /* outward unit normals of faces a and b (nb = -na: free) */
-    float ta[3], tb[3];   /* unit, in each face's plane, across the edge into the face */
+    float a[3], b[3];      /* end points */
+    float na[3], nb[3];    /* outward unit normals of faces a and b (nb = -na: free) */
+    float ta[3], tb[3];    /* unit, in each face's plane, across the edge into the face */
     uint32_t tri_a, tri_b; /* tri_b == tri_a for a free edge */
-    float inside;         /* inside angle [rad], 0 for a free edge */
+    float inside;          /* inside angle [rad], 0 for a free edge */
     uint8_t free_edge, pad[3];
 } kern_edge_t;
-
 
 KERN_HD kern_v3 kern_v3_of(const float p[3])
 {
@@ -101,18 +100,18 @@ KERN_HD float kern_signf(float x)
 KERN_HD kern_cf kern_utd_g(float x)
 {
     /* Boersma's a, b (x < 4) and c, d (x >= 4) coefficients, n = 0..11 */
-    const float a[12] = {1.595769140f,  -0.000001702f, -6.808568854f, -0.000576361f,
-                         6.920691902f,  -0.016898657f, -3.050485660f, -0.075752419f,
-                         0.850663781f,  -0.025639041f, -0.150230960f, 0.034404779f};
-    const float b[12] = {-0.000000033f, 4.255387524f,  -0.000092810f, -7.780020400f,
-                         -0.009520895f, 5.075161298f,  -0.138341947f, -1.363729124f,
-                         -0.403349276f, 0.702222016f,  -0.216195929f, 0.019547031f};
-    const float c[12] = {0.000000000f,  -0.024933975f, 0.000003936f,  0.005770956f,
-                         0.000689892f,  -0.009497136f, 0.011948809f,  -0.006748873f,
-                         0.000246420f,  0.002102967f,  -0.001217930f, 0.000233939f};
-    const float d[12] = {0.199471140f,  0.000000023f,  -0.009351341f, 0.000023006f,
-                         0.004851466f,  0.001903218f,  -0.017122914f, 0.029064067f,
-                         -0.027928955f, 0.016497308f,  -0.005598515f, 0.000838386f};
+    const float a[12] = {1.595769140f, -0.000001702f, -6.808568854f, -0.000576361f,
+                         6.920691902f, -0.016898657f, -3.050485660f, -0.075752419f,
+                         0.850663781f, -0.025639041f, -0.150230960f, 0.034404779f};
+    const float b[12] = {-0.000000033f, 4.255387524f, -0.000092810f, -7.780020400f,
+                         -0.009520895f, 5.075161298f, -0.138341947f, -1.363729124f,
+                         -0.403349276f, 0.702222016f, -0.216195929f, 0.019547031f};
+    const float c[12] = {0.000000000f, -0.024933975f, 0.000003936f,  0.005770956f,
+                         0.000689892f, -0.009497136f, 0.011948809f,  -0.006748873f,
+                         0.000246420f, 0.002102967f,  -0.001217930f, 0.000233939f};
+    const float d[12] = {0.199471140f,  0.000000023f, -0.009351341f, 0.000023006f,
+                         0.004851466f,  0.001903218f, -0.017122914f, 0.029064067f,
+                         -0.027928955f, 0.016497308f, -0.005598515f, 0.000838386f};
     x = kern_maxf(x, 0.0f);
     int small = x < 4.0f;
     float arg = small ? mul_rn(x, 0.25f) : 4.0f / x;
@@ -212,8 +211,8 @@ KERN_HD void kern_r_mul_cm(const float b[2][2], const kern_cf a[2][2], kern_cf o
 /* The reflection factor of one face for the UTD: w_out diag(R_TE, R_TM)
    w_in, R the slab's coefficients at the incidence on the face (reduced by
    sqrt(1 - S^2) on a rough face, as the specular reflection). */
-KERN_HD void kern_utd_face(const kern_mat_t *mat, kern_v3 ki, kern_v3 n, kern_v3 e,
-                           kern_v3 phi_in, kern_cf out[2][2])
+KERN_HD void kern_utd_face(const kern_mat_t *mat, kern_v3 ki, kern_v3 n, kern_v3 e, kern_v3 phi_in,
+                           kern_cf out[2][2])
 {
     kern_v3 ksb = v3_norm(v3_sub(ki, v3_scale(n, mul_rn(2.0f, v3_dot(ki, n)))));
     kern_v3 phi_sb = v3_scale(v3_norm(v3_cross(ksb, e)), -1.0f);
@@ -255,10 +254,10 @@ KERN_HD int kern_utd_jones(const kern_wedge_t *w, const kern_mat_t *mat, kern_v3
     kern_v3 kop = v3_norm(v3_sub(ko, v3_scale(e, v3_dot(ko, e))));
     /* angles from face 0, through the outside: of the source (phi') and of
        the observer (phi) */
-    float php = mul_rn(KERN_PIF - kern_acosf(-v3_dot(kip, t0)), -kern_signf(-v3_dot(kip, n0))) +
-                KERN_PIF;
-    float ph = mul_rn(KERN_PIF - kern_acosf(v3_dot(kop, t0)), -kern_signf(v3_dot(kop, n0))) +
-               KERN_PIF;
+    float php =
+        mul_rn(KERN_PIF - kern_acosf(-v3_dot(kip, t0)), -kern_signf(-v3_dot(kip, n0))) + KERN_PIF;
+    float ph =
+        mul_rn(KERN_PIF - kern_acosf(v3_dot(kop, t0)), -kern_signf(v3_dot(kop, n0))) + KERN_PIF;
     float l = mul_rn(mul_rn(s, sp) / (s + sp), mul_rn(sb, sb));
     float kl = mul_rn(k, l);
     float dif = ph - php, sum = ph + php;

@@ -75,7 +75,7 @@ static void test_fresnel_reference(void)
 static void test_transition(void)
 {
     double worst = 0.0;
-    const double xs[] = {1e-4, 1e-3, 0.01, 0.05, 0.1, 0.3, 0.7, 1.0, 2.0, 3.0, 3.99,
+    const double xs[] = {1e-4, 1e-3, 0.01, 0.05, 0.1,  0.3,  0.7,  1.0,  2.0,   3.0, 3.99,
                          4.0,  4.01, 5.0,  7.0,  10.0, 14.0, 20.0, 50.0, 300.0, 1e4};
     for (size_t i = 0; i < sizeof xs / sizeof xs[0]; i++) {
         double x = xs[i];
@@ -101,7 +101,8 @@ static void kp_terms(double n, double k, double L, double phi, double php, doubl
     double complex pre = -cexp(-I * M_PI / 4) / (2 * n * sqrt(2 * M_PI * k));
     double b[2] = {phi - php, phi + php};
     for (int i = 0; i < 2; i++) {
-        double np = round((b[i] + M_PI) / (2 * n * M_PI)), nm = round((b[i] - M_PI) / (2 * n * M_PI));
+        double np = round((b[i] + M_PI) / (2 * n * M_PI)),
+               nm = round((b[i] - M_PI) / (2 * n * M_PI));
         double ap = 2 * pow(cos((2 * n * M_PI * np - b[i]) / 2), 2);
         double am = 2 * pow(cos((2 * n * M_PI * nm - b[i]) / 2), 2);
         d[2 * i] = pre / tan((M_PI + b[i]) / (2 * n)) * f_utd(k * L * ap);
@@ -115,7 +116,8 @@ static double complex kp_d(double n, double k, double L, double phi, double php,
     double b[2] = {phi - php, phi + php};
     double complex term[2];
     for (int i = 0; i < 2; i++) {
-        double np = round((b[i] + M_PI) / (2 * n * M_PI)), nm = round((b[i] - M_PI) / (2 * n * M_PI));
+        double np = round((b[i] + M_PI) / (2 * n * M_PI)),
+               nm = round((b[i] - M_PI) / (2 * n * M_PI));
         double ap = 2 * pow(cos((2 * n * M_PI * np - b[i]) / 2), 2);
         double am = 2 * pow(cos((2 * n * M_PI * nm - b[i]) / 2), 2);
         term[i] = 1.0 / tan((M_PI + b[i]) / (2 * n)) * f_utd(k * L * ap) +
@@ -170,8 +172,8 @@ static void test_right_angle_wedge(void)
     double L = s * sp / (s + sp);
     /* the source lights face 0 only (phi' < 90 deg), as a street corner
        seen from the street: the n-face is in its shadow */
-    const double cases[][2] = {{30, 60}, {30, 140}, {30, 200}, {30, 250}, {45, 100},
-                               {60, 230}, {20, 185}, {80, 120}};
+    const double cases[][2] = {{30, 60},  {30, 140}, {30, 200}, {30, 250},
+                               {45, 100}, {60, 230}, {20, 185}, {80, 120}};
     double worst = 0.0;
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         double php = cases[i][0] * M_PI / 180, phi = cases[i][1] * M_PI / 180;
@@ -241,8 +243,7 @@ static void test_knife_edge_coefficient(void)
         double mean = 0.5 * (ls + lh);
         worst = fmax(worst, fabs(mean - want));
         CHECKF(fabs(mean - want) < 0.5 && fabs(ls - want) < 1.5 && fabs(lh - want) < 1.5,
-               "knife edge nu %.1f: UTD soft %.2f hard %.2f dB, P.526 J %.2f dB", nu, ls, lh,
-               want);
+               "knife edge nu %.1f: UTD soft %.2f hard %.2f dB, P.526 J %.2f dB", nu, ls, lh, want);
     }
     printf("knife edge (UTD, conducting half plane) vs P.526 J(nu), nu 0.5..4: worst %.2f dB "
            "(mean of the two polarizations)\n",
@@ -297,8 +298,8 @@ static void test_knife_edge_map(void)
         worst = fmax(worst, fabs(got - want));
         ratio += pow(10, (want - got) / 10) / 8;
         /* about 100 samples per cell: each cell to 2 dB, their mean to 0.5 */
-        CHECKF(fabs(got - want) < 2.0, "screen map, x = %.0f m: nu %.2f, engine %.2f dB, P.526 %.2f dB",
-               x, nu, got, want);
+        CHECKF(fabs(got - want) < 2.0,
+               "screen map, x = %.0f m: nu %.2f, engine %.2f dB, P.526 %.2f dB", x, nu, got, want);
     }
     CHECKF(fabs(10 * log10(ratio)) < 0.5, "screen map: mean power %.2f dB off P.526",
            10 * log10(ratio));
@@ -315,7 +316,8 @@ static void test_knife_edge_map(void)
     /* and nothing without the option */
     s.diffraction = 0;
     REQUIRE(kern_backend_cpu()->trace(ctx1, &s, &out1, err) == BF_OK);
-    CHECKF(out1.crossings == 0, "diffraction off: %llu crossings", (unsigned long long)out1.crossings);
+    CHECKF(out1.crossings == 0, "diffraction off: %llu crossings",
+           (unsigned long long)out1.crossings);
     kern_backend_cpu()->ctx_destroy(&ctx1);
     kern_backend_cpu()->ctx_destroy(&ctx);
     kern_tracer_destroy(&tr);
