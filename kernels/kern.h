@@ -165,6 +165,7 @@ typedef struct {
     /* first-order diffraction (kern_diffract.h, docs/radio.md): 0 by
        default; edge_diffraction adds the free edges of meshes (screens) */
     int diffraction, edge_diffraction;
+    int diffraction_model; /* KERN_UTD_* (kern_diffract.h): 0, Sionna's, by default */
     uint64_t seed;
     kern_v3 tx; /* transmitter position */
     kern_antenna_t antenna;

@@ -519,6 +519,9 @@ static bf_err_t trace_initial(run_t *r, char *err)
         ts->diffuse_reflection = o->solver.diffuse_reflection;
         ts->diffraction = o->solver.diffraction;
         ts->edge_diffraction = o->solver.edge_diffraction;
+        ts->diffraction_model = o->solver.diffraction_model == BF_DIFFRACTION_LUEBBERS
+                                    ? KERN_UTD_LUEBBERS
+                                    : KERN_UTD_SIONNA;
         ts->surface_offset =
             o->solver.surface_offset == BF_OFFSET_TIGHT ? KERN_OFFSET_TIGHT : KERN_OFFSET_SIONNA;
         ts->seed = o->solver.seed;

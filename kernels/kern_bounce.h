@@ -46,6 +46,7 @@ typedef struct {
        second walks dsamples samples, as indices rays .. rays + dsamples -
        1, over the plan's wedges. */
     uint32_t *edge_found;
+    int diffraction_model; /* KERN_UTD_* */
     uint64_t dsamples;
     const kern_wedge_t *wedges;
     const float *wcdf;
@@ -70,6 +71,7 @@ static inline void kern_bounce_init(kern_bounce_t *b, const kern_geom_t *geom,
     b->refraction = s->refraction;
     b->surface_offset = s->surface_offset;
     b->diffuse = s->diffuse_reflection;
+    b->diffraction_model = s->diffraction_model;
     b->tx = s->tx;
     b->antenna = s->antenna;
     b->rot = s->rot;
@@ -239,7 +241,7 @@ KERN_HD int kern_diffract_next(kern_walk_t *w, const kern_bounce_t *b, kern_cros
         return 0;
     kern_ray_t r;
     const kern_mat_t *mat = &b->geom.mats[b->geom.tri_material[wd->tri0]];
-    if (!kern_utd_jones(wd, mat, ki, ko, s, sp, b->geom.wavenumber, r.j))
+    if (!kern_utd_jones(wd, mat, ki, ko, s, sp, b->geom.wavenumber, b->diffraction_model, r.j))
         return 0;
     float jac = kern_diffract_jacobian(wd, b->tx, p, ko, tau);
     float wt = mul_rn(mul_rn(jac, wd->length), wd->ext) / (float)b->wdrawn[iw];

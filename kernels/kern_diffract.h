@@ -233,15 +233,21 @@ KERN_HD void kern_utd_face(const kern_mat_t *mat, kern_v3 ki, kern_v3 n, kern_v3
     kern_r_mul_cm(wout, t, out);
 }
 
+/* The diffraction coefficients (docs/radio.md): Sionna RT's combination
+   (the default), or Kouyoumjian and Pathak's D_s and D_h with Luebbers'
+   reflection factors for faces of finite conductivity. */
+enum { KERN_UTD_SIONNA = 0, KERN_UTD_LUEBBERS = 1 };
+
 /* The field of the wedge w diffracted from the incident direction ki
    (unit, transmitter to edge point) into ko (unit, on the Keller cone) at
    distances s' (transmitter to edge) and s (edge to observer), for the
    wavenumber k: J maps the incident field's components along the world
    theta-hat/phi-hat of ki (kern_sph_basis) to the diffracted field's along
    those of ko, spreading 1/sqrt(s s' (s + s')) included. Returns 0 (J
-   unset) at grazing incidence along the edge. mat: the faces' material. */
+   unset) at grazing incidence along the edge. mat: the faces' material;
+   model: KERN_UTD_*. */
 KERN_HD int kern_utd_jones(const kern_wedge_t *w, const kern_mat_t *mat, kern_v3 ki, kern_v3 ko,
-                           float s, float sp, float k, kern_cf J[2][2])
+                           float s, float sp, float k, int model, kern_cf J[2][2])
 {
     kern_v3 e = kern_v3_of(w->e), n0 = kern_v3_of(w->n0), nn = kern_v3_of(w->nn);
     float ext = w->ext, n = w->ext / KERN_PIF;
@@ -273,25 +279,48 @@ KERN_HD int kern_utd_jones(const kern_wedge_t *w, const kern_mat_t *mat, kern_v3
     kern_cf d3 = cf_mul(factor, kern_utd_cotf((KERN_PIF + sum) / n2, mul_rn(kl, a3), n, kl));
     kern_cf d4 = cf_mul(factor, kern_utd_cotf((KERN_PIF - sum) / n2, mul_rn(kl, a4), n, kl));
 
-    /* The faces' reflection factors in the shadow-boundary bases
-       (Hashimoto's approach, as Sionna RT): R_0 and R_n; R_n = -I when the
-       n-face is not lit (n pi > pi + phi'). */
     kern_v3 phi_in = v3_norm(v3_cross(ki, e));
-    kern_cf r0[2][2], rn[2][2];
-    kern_utd_face(mat, ki, n0, e, phi_in, r0);
-    if (ext > KERN_PIF + php) {
-        rn[0][0] = cf(-1.0f, 0.0f);
-        rn[0][1] = cf(0.0f, 0.0f);
-        rn[1][0] = cf(0.0f, 0.0f);
-        rn[1][1] = cf(-1.0f, 0.0f);
-    } else {
-        kern_utd_face(mat, ki, nn, e, phi_in, rn);
-    }
-    kern_cf d14 = cf_sub(d1, d4), d23 = cf_sub(d2, d3);
     kern_cf de[2][2];
-    for (int i = 0; i < 2; i++)
-        for (int j = 0; j < 2; j++)
-            de[i][j] = cf_add(cf_mul(r0[i][j], d14), cf_mul(rn[i][j], d23));
+    if (model == KERN_UTD_LUEBBERS) {
+        /* In the edge-fixed bases (phi-hat, beta-hat): D_h = d1 + d2 +
+           R0_h d4 + Rn_h d3 across the edge and D_s = d1 + d2 + R0_s d4 +
+           Rn_s d3 along it, R_s the slab's R_TE and R_h its R_TM (-1 and +1
+           on a perfect conductor, Kouyoumjian and Pathak's), face 0's at
+           the incidence from the source, face n's at the reflection into
+           the observer (Luebbers 1984). A power needs no sign convention
+           between the two: the matrix is diagonal. */
+        kern_cf c0[4], cn[4];
+        kern_slab_coeffs(*mat, fabsf(v3_dot(ki, n0)), c0);
+        kern_slab_coeffs(*mat, fabsf(v3_dot(ko, nn)), cn);
+        float red = mat->s > 0.0f ? sqrtf(kern_maxf(1.0f - mul_rn(mat->s, mat->s), 0.0f)) : 1.0f;
+        kern_cf d12 = cf_add(d1, d2);
+        kern_cf dh =
+            cf_add(d12, cf_add(cf_mul(cf_scale(c0[1], red), d4), cf_mul(cf_scale(cn[1], red), d3)));
+        kern_cf ds =
+            cf_add(d12, cf_add(cf_mul(cf_scale(c0[0], red), d4), cf_mul(cf_scale(cn[0], red), d3)));
+        de[0][0] = dh;
+        de[0][1] = cf(0.0f, 0.0f);
+        de[1][0] = cf(0.0f, 0.0f);
+        de[1][1] = ds;
+    } else {
+        /* The faces' reflection factors in the shadow-boundary bases
+           (Hashimoto's approach, as Sionna RT): R_0 and R_n; R_n = -I when the
+           n-face is not lit (n pi > pi + phi'). */
+        kern_cf r0[2][2], rn[2][2];
+        kern_utd_face(mat, ki, n0, e, phi_in, r0);
+        if (ext > KERN_PIF + php) {
+            rn[0][0] = cf(-1.0f, 0.0f);
+            rn[0][1] = cf(0.0f, 0.0f);
+            rn[1][0] = cf(0.0f, 0.0f);
+            rn[1][1] = cf(-1.0f, 0.0f);
+        } else {
+            kern_utd_face(mat, ki, nn, e, phi_in, rn);
+        }
+        kern_cf d14 = cf_sub(d1, d4), d23 = cf_sub(d2, d3);
+        for (int i = 0; i < 2; i++)
+            for (int j = 0; j < 2; j++)
+                de[i][j] = cf_add(cf_mul(r0[i][j], d14), cf_mul(rn[i][j], d23));
+    }
 
     /* from the theta/phi basis of ki to the edge-fixed one, and from the
        edge-fixed one of ko to its theta/phi basis */

@@ -154,16 +154,16 @@ static kern_mat_t metal(void)
 /* Source at angle php and observer at phi, both from face 0 (the +x half
    of y = 0, outward normal +y) through the outside, in the plane z = 0. */
 static void utd_case(const kern_wedge_t *w, double php, double phi, double sp, double s,
-                     kern_cf J[2][2], double k)
+                     kern_cf J[2][2], double k, int model)
 {
     kern_v3 src = v3((float)(sp * cos(php)), (float)(sp * sin(php)), 0.0f);
     kern_v3 obs = v3((float)(s * cos(phi)), (float)(s * sin(phi)), 0.0f);
     kern_v3 ki = v3_norm(v3_scale(src, -1.0f)), ko = v3_norm(obs);
     kern_mat_t m = metal();
-    CHECK(kern_utd_jones(w, &m, ki, ko, (float)s, (float)sp, (float)k, J));
+    CHECK(kern_utd_jones(w, &m, ki, ko, (float)s, (float)sp, (float)k, model, J));
 }
 
-static void test_right_angle_wedge(void)
+static void test_right_angle_wedge(int model)
 {
     /* faces y = 0 (x > 0, normal +y) and x = 0 (y < 0, normal -x): inside
        pi/2, exterior 3 pi/2, n = 1.5 */
@@ -178,7 +178,7 @@ static void test_right_angle_wedge(void)
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         double php = cases[i][0] * M_PI / 180, phi = cases[i][1] * M_PI / 180;
         kern_cf J[2][2];
-        utd_case(&w, php, phi, sp, s, J, k);
+        utd_case(&w, php, phi, sp, s, J, k, model);
         double sf = 1.0 / sqrt(s * sp * (s + sp));
         double complex d[4];
         kp_terms(1.5, k, L, phi, php, d);
@@ -188,18 +188,23 @@ static void test_right_angle_wedge(void)
            there is d1 + d2 - d3 - d4. */
         double ds = cabs(kp_d(1.5, k, L, phi, php, 0)) * sf;
         double dth = cabs(d[0] - d[1] + d[2] - d[3]) * sf;
+        double dph = ds;
+        if (model == KERN_UTD_LUEBBERS) { /* the textbook: D_s along, D_h across */
+            dth = ds;
+            dph = cabs(kp_d(1.5, k, L, phi, php, 1)) * sf;
+        }
         double jt = sqrt(cf_abs2(J[0][0])), jp = sqrt(cf_abs2(J[1][1]));
         double cross = sqrt(cf_abs2(J[0][1]) + cf_abs2(J[1][0]));
-        double et = fabs(20 * log10(jt / dth)), ep = fabs(20 * log10(jp / ds));
+        double et = fabs(20 * log10(jt / dth)), ep = fabs(20 * log10(jp / dph));
         worst = fmax(worst, fmax(et, ep));
         CHECKF(et < 0.05 && ep < 0.05 && cross < 1e-3 * (jt + jp),
-               "wedge phi' %g phi %g: |J_phi| %.4g vs |D_s| %.4g, |J_theta| %.4g vs "
-               "|d1-d2+d3-d4| %.4g, cross %.2g",
-               cases[i][0], cases[i][1], jp, ds, jt, dth, cross);
+               "%s: wedge phi' %g phi %g: |J_phi| %.4g vs %.4g, |J_theta| %.4g vs %.4g, cross "
+               "%.2g",
+               model ? "luebbers" : "sionna", cases[i][0], cases[i][1], jp, dph, jt, dth, cross);
     }
-    printf("right-angle conducting wedge vs the Kouyoumjian-Pathak terms: worst %.3g dB over 8 "
-           "angle pairs\n",
-           worst);
+    printf("right-angle conducting wedge vs the Kouyoumjian-Pathak terms (%s): worst %.3g dB "
+           "over 8 angle pairs\n",
+           model ? "luebbers: D_s, D_h" : "sionna", worst);
 }
 
 /* ITU-R P.526 knife-edge loss J(nu) [dB], from the Fresnel integrals. */
@@ -210,7 +215,7 @@ static double p526_j(double nu)
     return -20 * log10(sqrt((1 - c - s) * (1 - c - s) + (c - s) * (c - s)) / 2);
 }
 
-static void test_knife_edge_coefficient(void)
+static void test_knife_edge_coefficient(int model)
 {
     /* a half plane: face 0 = the +x half of y = 0 seen from +y, the n-face
        its other side */
@@ -235,7 +240,7 @@ static void test_knife_edge_coefficient(void)
         wd.e[2] = -1.0f; /* n0 x e = (+1, 0, 0): into the screen */
         kern_mat_t m = metal();
         kern_cf J[2][2];
-        CHECK(kern_utd_jones(&wd, &m, ki, ko, (float)s, (float)sp, (float)k, J));
+        CHECK(kern_utd_jones(&wd, &m, ki, ko, (float)s, (float)sp, (float)k, model, J));
         double r = d1 + d2; /* free-space path */
         double ls = -20 * log10(sqrt(cf_abs2(J[0][0])) * r);
         double lh = -20 * log10(sqrt(cf_abs2(J[1][1])) * r);
@@ -245,9 +250,9 @@ static void test_knife_edge_coefficient(void)
         CHECKF(fabs(mean - want) < 0.5 && fabs(ls - want) < 1.5 && fabs(lh - want) < 1.5,
                "knife edge nu %.1f: UTD soft %.2f hard %.2f dB, P.526 J %.2f dB", nu, ls, lh, want);
     }
-    printf("knife edge (UTD, conducting half plane) vs P.526 J(nu), nu 0.5..4: worst %.2f dB "
+    printf("knife edge (UTD %s, conducting half plane) vs P.526 J(nu), nu 0.5..4: worst %.2f dB "
            "(mean of the two polarizations)\n",
-           worst);
+           model ? "luebbers" : "sionna", worst);
 }
 
 /* End to end: a conducting screen x = 0, y in [-150, 150], z -100 to 12 m,
@@ -327,8 +332,10 @@ int main(void)
 {
     test_fresnel_reference();
     test_transition();
-    test_right_angle_wedge();
-    test_knife_edge_coefficient();
+    test_right_angle_wedge(KERN_UTD_SIONNA);
+    test_right_angle_wedge(KERN_UTD_LUEBBERS);
+    test_knife_edge_coefficient(KERN_UTD_SIONNA);
+    test_knife_edge_coefficient(KERN_UTD_LUEBBERS);
     test_knife_edge_map();
     if (failures) {
         fprintf(stderr, "kern_diffract_test: %d failures\n", failures);
