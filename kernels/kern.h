@@ -75,6 +75,8 @@ typedef struct kern_boresight_result {
     kern_zone_stats_t initial, optimized;
     kern_orient_t boresight_initial, boresight_optimized;
     double objective;     /* the optimizer's objective at boresight_optimized */
+    unsigned on_bound;    /* KERN_BOUND_* of boresight_optimized: the optimum sits on
+                             a bound of the optimizer's ranges (kern_on_bound) */
     uint64_t evaluations; /* orientations evaluated, the initial one included */
     struct {
         double load, trace, optimize, maps; /* seconds per stage */
@@ -96,6 +98,7 @@ typedef struct kern_boresight_result {
         char name[32];
         bool movable, serves;
         kern_orient_t initial, optimized;
+        unsigned on_bound; /* KERN_BOUND_* of optimized, 0 for one that stays */
     } txs[KERN_MAX_TX];
     /* SINR [dB] per zone cell, serving / (the others + noise), filled
        (has_sinr) with several transmitters or a SINR objective. */
@@ -367,6 +370,19 @@ bf_err_t kern_evaluate_orients(const kern_search_t *s, const kern_orient_t *o, s
    pattern search halving its step down to final_step from the best `starts`
    coarse points. Ties keep the earlier candidate (deterministic). */
 bf_err_t kern_search(const kern_search_t *s, kern_search_result_t *out, char *err) BF_MUST_CHECK;
+
+/* Which bounds of the optimizer's ranges an orientation sits on: a
+   search that stops there has not found an optimum but a limit (the best
+   tilt may lie beyond it). Azimuth ranges of a full circle have none. */
+enum {
+    KERN_BOUND_AZIMUTH_MIN = 1u,
+    KERN_BOUND_AZIMUTH_MAX = 2u,
+    KERN_BOUND_TILT_MIN = 4u,
+    KERN_BOUND_TILT_MAX = 8u
+};
+unsigned kern_on_bound(const bf_optimizer_t *op, kern_orient_t o);
+/* The name of bound bit i (0..3): azimuth_min, azimuth_max, tilt_min, tilt_max. */
+const char *kern_bound_name(unsigned i);
 
 /* ---- the joint search over several transmitters --------------------------- */
 /* Every transmitter of a scene, each with the zone crossings of its own

@@ -623,6 +623,7 @@ static bf_err_t optimize(run_t *r, char *err)
     out->objective = better ? found.objective : obj0;
     out->evaluations = found.evaluations + evals0;
     out->txs[0].optimized = out->boresight_optimized;
+    out->on_bound = out->txs[0].on_bound = kern_on_bound(&o->optimizer, out->boresight_optimized);
     out->timings.optimize = bf_mono_s() - t0;
     return check_cancel(r, err);
 }
@@ -673,10 +674,14 @@ static bf_err_t optimize_joint(run_t *r, char *err)
     if (e != BF_OK)
         return e;
     bool better = found.objective > obj0;
-    for (size_t i = 0; i < r->ntx; i++)
+    for (size_t i = 0; i < r->ntx; i++) {
         out->txs[i].optimized = better ? found.best[i] : init[i];
+        out->txs[i].on_bound =
+            r->scene->txs[i].movable ? kern_on_bound(&o->optimizer, out->txs[i].optimized) : 0;
+    }
     out->boresight_initial = init[0];
     out->boresight_optimized = out->txs[0].optimized;
+    out->on_bound = out->txs[0].on_bound;
     out->objective = better ? found.objective : obj0;
     out->evaluations = found.evaluations + evals0;
     out->timings.optimize = bf_mono_s() - t0;

@@ -415,8 +415,44 @@ static void test_boresight(void)
         fprintf(stderr, "could not remove %s\n", root);
 }
 
+/* kern_on_bound: the bounds an orientation sits on; none for an azimuth
+   range of a full circle. */
+static void test_on_bound(void)
+{
+    bf_optimizer_t op;
+    memset(&op, 0, sizeof op);
+    op.azimuth_deg[0] = 0, op.azimuth_deg[1] = 360;
+    op.tilt_deg[0] = -10, op.tilt_deg[1] = 30;
+    CHECK(kern_on_bound(&op, (kern_orient_t){100, 30}) == KERN_BOUND_TILT_MAX);
+    CHECK(kern_on_bound(&op, (kern_orient_t){0, -10}) == KERN_BOUND_TILT_MIN);
+    CHECK(kern_on_bound(&op, (kern_orient_t){360, 29.9}) == 0);
+    op.azimuth_deg[0] = 90, op.azimuth_deg[1] = 180;
+    CHECK(kern_on_bound(&op, (kern_orient_t){90, 5}) == KERN_BOUND_AZIMUTH_MIN);
+    CHECK(kern_on_bound(&op, (kern_orient_t){180, 30}) ==
+          (KERN_BOUND_AZIMUTH_MAX | KERN_BOUND_TILT_MAX));
+    CHECK(kern_on_bound(&op, (kern_orient_t){120, 12.5}) == 0);
+    CHECK(!strcmp(kern_bound_name(0), "azimuth_min") && !strcmp(kern_bound_name(3), "tilt_max"));
+    /* the search itself: a tilt range that stops short of the best tilt
+       ends on its bound */
+    fixture_t f;
+    CHECKF(fixture_init(&f, 30000, 0, 0), "fixture");
+    bf_optimizer_t nar = {.objective = BF_OBJ_MEAN_DBM,
+                          .azimuth_deg = {0, 360},
+                          .tilt_deg = {-10, -8},
+                          .coverage_dbm = -100};
+    kern_search_t s = search_of(&f, &nar);
+    kern_search_result_t r;
+    char err[BF_ERRLEN];
+    CHECKF(kern_search(&s, &r, err) == BF_OK, "%s", err);
+    printf("tilt range [-10, -8]: optimum (%.1f, %.1f), bounds %u\n", r.best.azimuth_deg,
+           r.best.tilt_deg, kern_on_bound(&nar, r.best));
+    CHECK(kern_on_bound(&nar, r.best) == KERN_BOUND_TILT_MAX);
+    fixture_clear(&f);
+}
+
 int main(void)
 {
+    test_on_bound();
     test_objectives();
     test_exact_vs_retrace(0, 0);
     test_exact_vs_retrace(1, 0);
