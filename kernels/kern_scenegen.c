@@ -231,13 +231,14 @@ static bf_err_t write_scene(const char *dir, rng_t *r, char *err)
         goto done;
     /* The transmitter stands 3 m above the roof edge that faces a street
        running along x. The zone is a stretch of that street, 100 to 150 m
-       long, centred down the street at the distance D where the line from
-       the antenna to street level drops by alpha, 4 to 10 degrees (D =
-       (height - 1.5) / tan alpha, 60 m at least, the stretch inside the
-       city): every zone cell is outdoors, most in line of sight along the
-       street, some behind corners, and the best tilt is near alpha, not at
-       the optimizer's bound as for a zone under the mast. The antenna
-       starts turned along the street, away from most of it. */
+       long, with the first 10 m of the buildings on either side (their
+       indoor users), centred down the street at the distance D where the
+       line from the antenna to street level drops by alpha, 4 to 10
+       degrees (D = (height - 1.5) / tan alpha, 60 m at least, the stretch
+       inside the city): the street mostly in line of sight, the buildings
+       behind a wall, and the best tilt near alpha, not at the optimizer's
+       bound as for a zone under the mast. The antenna starts turned along
+       the street, away from most of it. */
     int side = (int)(next(r) % 2); /* 0: the street at +y, 1: at -y */
     if (side == 0 && tx_block + 1 >= ny)
         side = 1;
@@ -262,6 +263,8 @@ static bf_err_t write_scene(const char *dir, rng_t *r, char *err)
         dist = room;
     double zcx = txx + sgn * dist;
     double zx0 = fmax(-HALF, zcx - len / 2), zx1 = fmin(HALF, zcx + len / 2);
+    zy0 = fmax(-HALF, zy0 - 10);
+    zy1 = fmin(HALF, zy1 + 10);
     double toward = side == 0 ? 90.0 : -90.0;
     double az = fmod(toward + (next(r) % 2 ? 90 : -90) + uniform(r, -30, 30) + 720, 360);
     double tilt = uniform(r, 0, 10);
