@@ -1506,8 +1506,8 @@ json_t *broker_store_jobs_doc(broker_store_t *s)
 json_t *broker_store_events(broker_store_t *s, const char *job_id, uint64_t cursor, size_t max,
                             uint64_t *next)
 {
-    static const char *const keep[] = {"status", "reason", "attempt", "elapsed_time",
-                                       "gpu_id", "host",   "device",  "worker"};
+    static const char *const keep[] = {"status", "reason", "attempt", "elapsed_time",    "gpu_id",
+                                       "host",   "device", "worker",  "optimum_on_bound"};
     json_t *events = json_array();
     *next = cursor > s->final_seq ? s->final_seq : cursor;
     if (!events || cursor >= s->final_seq || max == 0)

@@ -556,8 +556,26 @@ static void draw_live(follow_t *f, long long running)
     fflush(stdout);
 }
 
+/* " - optimum on the search bound: tilt_max" for a result whose optimum
+   sits on a bound of the optimizer's ranges (docs/protocol.md section
+   13), "" otherwise. */
+static const char *bound_note(const json_t *ev, char *buf, size_t cap)
+{
+    const json_t *b = json_object_get(ev, "optimum_on_bound");
+    size_t n = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; i < json_array_size(b) && n < cap; i++) {
+        const char *s = json_string_value(json_array_get(b, i));
+        if (s)
+            n += (size_t)snprintf(buf + n, cap - n, "%s%.32s",
+                                  n ? ", " : " - optimum on the search bound: ", s);
+    }
+    return buf;
+}
+
 static void print_event(follow_t *f, const json_t *ev)
 {
+    char note[160];
     clear_live(f);
     f->done++;
     const char *status = jstr(ev, "status");
@@ -576,8 +594,8 @@ static void print_event(follow_t *f, const json_t *ev)
             if (bf_grow(&f->improvements, &f->cap_improvements, f->n_improvements + 1,
                         sizeof *f->improvements, 64))
                 f->improvements[f->n_improvements++] = v;
-            printf("✓ [%u/%u] %s: %+.2f dB in %.1f s (%s)\n", f->done, f->total, scene, v,
-                   jnum(ev, "elapsed_time"), where);
+            printf("✓ [%u/%u] %s: %+.2f dB in %.1f s (%s)%s\n", f->done, f->total, scene, v,
+                   jnum(ev, "elapsed_time"), where, bound_note(ev, note, sizeof note));
             snprintf(f->last, sizeof f->last, "%.40s %+.2f dB", scene, v);
         } else {
             printf("✓ [%u/%u] %s: success in %.1f s (%s)\n", f->done, f->total, scene,

@@ -893,7 +893,9 @@ static const char *const css =
     ".status-success{color:#1a7f37}.status-failed{color:#b35900}"
     ".status-error,.status-cancelled,.status-other{color:#c62828}\n"
     "td.map{text-align:center}td.map img{image-rendering:pixelated;display:block;margin:auto}\n"
-    ".range{font-size:11px;color:#666}\n"
+    ".range{font-size:11px;color:#666}"
+    ".bound{font-size:11px;color:#b35900;border:1px solid #b35900;border-radius:3px;"
+    "padding:0 3px}\n"
     ".cbar{display:inline-block;width:120px;height:10px;vertical-align:middle;"
     "background:linear-gradient(to right,#440154,#482475,#414487,#355f8d,#2a788e,#21918c,"
     "#22a884,#44bf70,#7ad151,#bddf26,#fde725)}\n"
@@ -1009,6 +1011,18 @@ static void row(bf_buf_t *b, const char *scene, const json_t *res, const thumbs_
         put_num(b, get2(res, key, "azimuth_deg"), "%.1f");
         bf_buf_puts(b, " / ");
         put_num(b, get2(res, key, "tilt_deg"), "%.1f");
+        const json_t *bound = json_object_get(res, "optimum_on_bound");
+        if (m == 1 && json_array_size(bound) > 0) {
+            /* not an optimum but a limit of the search (docs/protocol.md 13) */
+            bf_buf_puts(b, " <span class=\"bound\" title=\"the optimum sits on the search bound: ");
+            for (size_t i = 0; i < json_array_size(bound); i++) {
+                const char *n = json_string_value(json_array_get(bound, i));
+                if (i)
+                    bf_buf_puts(b, ", ");
+                put_esc(b, n ? n : "?");
+            }
+            bf_buf_puts(b, "\">on bound</span>");
+        }
     }
     static const char *const cols[] = {"initial_mean", "optimized_mean", "improvement_mean"};
     for (size_t k = 0; k < BF_ARRAY_LEN(cols); k++) {

@@ -291,7 +291,10 @@ static void test_boresight_report(const char *dir)
     for (size_t i = 0; i < 10; i++) /* cells no ray reached: at floor_dbm */
         json_array_set_new(json_object_get(alpha, "zone_power_initial"), i, json_real(-300));
     json_array_append_new(results, alpha);
-    json_array_append_new(results, boresight_result("bravo", "success", "", EVIL_HOST, 1, 2.0));
+    json_t *bravo = boresight_result("bravo", "success", "", EVIL_HOST, 1, 2.0);
+    /* an optimum on the search bound is marked in the table */
+    json_object_set_new(bravo, "optimum_on_bound", json_pack("[s]", "tilt_max"));
+    json_array_append_new(results, bravo);
     json_array_append_new(results, boresight_result(EVIL_SCENE, "success", "", "node1", 0, 4.0));
     json_array_append_new(results,
                           boresight_result("delta", "failed", EVIL_REASON, "node1", 0, 1.0));
@@ -325,6 +328,8 @@ static void test_boresight_report(const char *dir)
     CHECK(!strstr(html, "plot-sinr-cdf")); /* no result carries SINR */
     /* the table: six rows, sorted by scene ("<" sorts first) */
     CHECK(count_of(html, "<tr class=\"scene\">") == 6);
+    CHECK(count_of(html, "<span class=\"bound\" title=\"the optimum sits on the search bound: "
+                         "tilt_max\">on bound</span>") == 1);
     char *a = strstr(html, "&lt;script&gt;alert(1)&lt;/script&gt;");
     char *b = strstr(html, ">alpha<");
     CHECK(a && b && a < b);

@@ -70,7 +70,8 @@ const char *const collector_report_csv_columns[] = {"scene",
                                                     "initial_sinr_mean_db",
                                                     "optimized_sinr_mean_db",
                                                     "transmitters_initial",
-                                                    "transmitters_optimized"};
+                                                    "transmitters_optimized",
+                                                    "optimum_on_bound"};
 
 /* Where each column comes from in a result: a path of up to two keys. */
 static const char *const csv_paths[COLLECTOR_REPORT_CSV_NCOLUMNS][2] = {
@@ -99,7 +100,8 @@ static const char *const csv_paths[COLLECTOR_REPORT_CSV_NCOLUMNS][2] = {
     {"stats", "initial_sinr_mean"},
     {"stats", "optimized_sinr_mean"},
     {"transmitters", "initial"},
-    {"transmitters", "optimized"}};
+    {"transmitters", "optimized"},
+    {"optimum_on_bound", NULL}};
 
 /* ---- CSV ------------------------------------------------------------------------ */
 
@@ -193,6 +195,18 @@ static void csv_row(bf_buf_t *b, const json_t *r)
             csv_real(b, json_real_value(v));
         } else if (json_is_boolean(v)) {
             bf_buf_puts(b, json_is_true(v) ? "true" : "false");
+        } else if (json_is_array(v)) { /* a list of names: "tilt_max;azimuth_min" */
+            bf_buf_t cell = {0};
+            for (size_t i = 0; i < json_array_size(v); i++) {
+                const char *n = json_string_value(json_array_get(v, i));
+                if (n)
+                    bf_buf_printf(&cell, "%s%s", cell.p ? ";" : "", n);
+            }
+            if (cell.oom)
+                b->oom = true;
+            else if (cell.p)
+                csv_field(b, cell.p);
+            free(cell.p);
         }
     }
     bf_buf_put(b, "\n", 1);

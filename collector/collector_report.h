@@ -20,7 +20,7 @@ typedef struct collector_report collector_report_t;
 /* The CSV columns, in order (22 of them; a result without the field gets an
    empty cell). */
 extern const char *const collector_report_csv_columns[];
-#define COLLECTOR_REPORT_CSV_NCOLUMNS 26
+#define COLLECTOR_REPORT_CSV_NCOLUMNS 27
 
 /* Opens (mkdir -p) dir for job_id and recovers what is there: a torn last
    line of results.jsonl is cut off (truncated to its last newline), a line

@@ -175,6 +175,7 @@ static void test_append_and_files(const char *dir)
                                   240.123, "tilt_deg", -2.0, "optimized", "azimuth_deg", 240.123,
                                   "tilt_deg", -2.0));
     json_object_set_new(json_object_get(multi, "stats"), "optimized_sinr_mean", json_real(12.75));
+    json_object_set_new(multi, "optimum_on_bound", json_pack("[s, s]", "azimuth_max", "tilt_max"));
     json_array_append_new(batch, multi);
     json_array_append_new(batch, result("jobA", 2, "failed", 0.0));
     json_array_append_new(batch, result("jobA", 1, "success", 4.0)); /* repeated in the batch */
@@ -211,7 +212,7 @@ static void test_append_and_files(const char *dir)
         "initial_tilt_deg,optimized_azimuth_deg,optimized_tilt_deg,zone_cells,initial_mean_dbm,"
         "initial_median_dbm,initial_p10_dbm,initial_p90_dbm,optimized_mean_dbm,optimized_median_"
         "dbm,optimized_p10_dbm,optimized_p90_dbm,improvement_mean,initial_sinr_mean_db,"
-        "optimized_sinr_mean_db,transmitters_initial,transmitters_optimized\n";
+        "optimized_sinr_mean_db,transmitters_initial,transmitters_optimized,optimum_on_bound\n";
     char *text = slurp(dir, "results.csv");
     CHECK(text && !strncmp(text, head, strlen(head)));
     free(text);
@@ -224,6 +225,8 @@ static void test_append_and_files(const char *dir)
         CHECK(!strcmp(cell(&t, 2, "transmitters_initial"), "a:0/0 b-2:240.12/-2"));
         CHECK(!strcmp(cell(&t, 2, "transmitters_optimized"), "a:12.5/3.25 b-2:240.12/-2"));
         CHECK(!strcmp(cell(&t, 2, "optimized_sinr_mean_db"), "12.75"));
+        CHECK(!strcmp(cell(&t, 2, "optimum_on_bound"), "azimuth_max;tilt_max") &&
+              !strcmp(cell(&t, 1, "optimum_on_bound"), ""));
         CHECK(!strcmp(cell(&t, 2, "initial_sinr_mean_db"), "") &&
               !strcmp(cell(&t, 1, "transmitters_optimized"), ""));
         CHECK(!strcmp(cell(&t, 2, "initial_mean_dbm"), "-85.5"));

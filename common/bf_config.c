@@ -42,6 +42,7 @@ typedef enum {
     F_TASK,      /* bf_task_kind_t by name */
     F_OBJECTIVE, /* bf_objective_t by name */
     F_OFFSET,    /* bf_surface_offset_t by name */
+    F_DMODEL,    /* bf_diffraction_model_t by name */
     F_PAIR,      /* double[2], each in [min, max] (or (min, max]) */
     F_STRV,      /* char ** NULL-terminated, count at aux, [umin, umax] items */
     F_SCENES,    /* F_STRV of safe, distinct scene names */
@@ -115,6 +116,9 @@ static const field_t job_fields[] = {
     VAL("solver.specular_reflection", F_BOOL, IN_BOTH, J(job.solver.specular_reflection)),
     VAL("solver.refraction", F_BOOL, IN_BOTH, J(job.solver.refraction)),
     VAL("solver.diffuse_reflection", F_BOOL, IN_BOTH, J(job.solver.diffuse_reflection)),
+    VAL("solver.diffraction", F_BOOL, IN_BOTH, J(job.solver.diffraction)),
+    VAL("solver.edge_diffraction", F_BOOL, IN_BOTH, J(job.solver.edge_diffraction)),
+    VAL("solver.diffraction_model", F_DMODEL, IN_BOTH, J(job.solver.diffraction_model)),
     INT("solver.seed", F_U64, IN_BOTH, 0, INT64_MAX, J(job.solver.seed), NO_AUX),
     REAL("solver.floor_dbm", F_DOUBLE, IN_BOTH, -1000, 100, J(job.solver.floor_dbm), NO_AUX),
     VAL("solver.surface_offset", F_OFFSET, IN_BOTH, J(job.solver.surface_offset)),
@@ -334,6 +338,24 @@ bool bf_surface_offset_parse(const char *name, bf_surface_offset_t *out)
     return false;
 }
 
+static const char *const dmodel_names[] = {"sionna", "luebbers"};
+
+const char *bf_diffraction_model_name(bf_diffraction_model_t m)
+{
+    return (unsigned)m < BF_ARRAY_LEN(dmodel_names) ? dmodel_names[m] : "sionna";
+}
+
+bool bf_diffraction_model_parse(const char *name, bf_diffraction_model_t *out)
+{
+    for (size_t i = 0; name && i < BF_ARRAY_LEN(dmodel_names); i++) {
+        if (!strcmp(name, dmodel_names[i])) {
+            *out = (bf_diffraction_model_t)i;
+            return true;
+        }
+    }
+    return false;
+}
+
 /* Checks a string read from either source against the field's rules. */
 static bf_err_t check_str(reader_t *r, const field_t *f, const bf_yaml_node_t *node,
                           const char *path, const char *s)
@@ -372,6 +394,12 @@ static bf_err_t check_str(reader_t *r, const field_t *f, const bf_yaml_node_t *n
         if (!bf_surface_offset_parse(s, &o))
             return field_fail(r, node, path, "expected one of sionna|tight, got '%.64s'", s);
         *AT(r, f, bf_surface_offset_t) = o;
+    }
+    if (f->type == F_DMODEL) {
+        bf_diffraction_model_t m;
+        if (!bf_diffraction_model_parse(s, &m))
+            return field_fail(r, node, path, "expected one of sionna|luebbers, got '%.64s'", s);
+        *AT(r, f, bf_diffraction_model_t) = m;
     }
     return BF_OK;
 }
@@ -463,7 +491,8 @@ static bf_err_t yaml_value(reader_t *r, const field_t *f, const bf_yaml_node_t *
     case F_SCENEDIR:
     case F_TASK:
     case F_OBJECTIVE:
-    case F_OFFSET: {
+    case F_OFFSET:
+    case F_DMODEL: {
         char *s = NULL;
         if ((rc = bf_yaml_str(n, f->path, &s, r->err)) != BF_OK)
             return rc;
@@ -630,6 +659,7 @@ static bf_err_t json_value(reader_t *r, const field_t *f, const json_t *v)
     case F_TASK:
     case F_OBJECTIVE:
     case F_OFFSET:
+    case F_DMODEL:
         return json_string_of(r, f, v, f->path, NULL);
     case F_UINT:
     case F_U64: {
@@ -1130,6 +1160,9 @@ json_t *bf_job_to_json(const bf_job_t *job, bool with_scenes)
             break;
         case F_OFFSET:
             v = json_string(bf_surface_offset_name(*AT(&r, f, bf_surface_offset_t)));
+            break;
+        case F_DMODEL:
+            v = json_string(bf_diffraction_model_name(*AT(&r, f, bf_diffraction_model_t)));
             break;
         case F_UINT:
             v = json_integer((json_int_t)*AT(&r, f, unsigned));

@@ -35,16 +35,25 @@ typedef enum {
     BF_OFFSET_TIGHT = 1   /* 1e-4 + 4e-7 max|p_i| m: thin double walls count twice */
 } bf_surface_offset_t;
 
+/* The diffraction coefficients (docs/radio.md, "Diffraction"). */
+typedef enum {
+    BF_DIFFRACTION_SIONNA = 0,  /* Sionna RT 2.x's combination, with R_n = -I on an unlit n-face */
+    BF_DIFFRACTION_LUEBBERS = 1 /* Kouyoumjian-Pathak D_s, D_h with Luebbers' reflection factors */
+} bf_diffraction_model_t;
+
 typedef struct {
-    uint64_t samples_per_tx;            /* [1000000], 1 .. 1e10 */
-    unsigned max_depth;                 /* [3], 0 .. 32 */
-    bool los;                           /* [true] */
-    bool specular_reflection;           /* [true] */
-    bool refraction;                    /* [true] */
-    bool diffuse_reflection;            /* [false], at materials with a scattering coefficient */
-    uint64_t seed;                      /* [42] */
-    double floor_dbm;                   /* [-300] */
-    bf_surface_offset_t surface_offset; /* [sionna] */
+    uint64_t samples_per_tx;  /* [1000000], 1 .. 1e10 */
+    unsigned max_depth;       /* [3], 0 .. 32 */
+    bool los;                 /* [true] */
+    bool specular_reflection; /* [true] */
+    bool refraction;          /* [true] */
+    bool diffuse_reflection;  /* [false], at materials with a scattering coefficient */
+    bool diffraction;         /* [false], first order, at the meshes' wedges */
+    bool edge_diffraction;    /* [false], and at their free edges (screens) */
+    bf_diffraction_model_t diffraction_model; /* [sionna] */
+    uint64_t seed;                            /* [42] */
+    double floor_dbm;                         /* [-300] */
+    bf_surface_offset_t surface_offset;       /* [sionna] */
     /* solver.noise: thermal noise N = k T B NF (T = 290 K) for SINR */
     bool has_noise_figure, has_bandwidth;
     double noise_figure_db; /* [0] */
@@ -159,5 +168,7 @@ bool bf_objective_parse(const char *name, bf_objective_t *out);
 /* Name of a surface offset rule ("sionna", "tight") and back. */
 const char *bf_surface_offset_name(bf_surface_offset_t o);
 bool bf_surface_offset_parse(const char *name, bf_surface_offset_t *out);
+const char *bf_diffraction_model_name(bf_diffraction_model_t m);
+bool bf_diffraction_model_parse(const char *name, bf_diffraction_model_t *out);
 
 #endif

@@ -324,6 +324,8 @@ static void test_job_defaults(void)
     CHECK(job.solver.los && job.solver.specular_reflection && job.solver.refraction);
     CHECK(job.solver.seed == 42 && job.solver.floor_dbm == -300);
     CHECK(job.solver.surface_offset == BF_OFFSET_SIONNA);
+    CHECK(!job.solver.diffraction && !job.solver.edge_diffraction &&
+          job.solver.diffraction_model == BF_DIFFRACTION_SIONNA);
     CHECK(!job.measurement.has_center && !job.measurement.has_size);
     CHECK(!job.measurement.has_height && !job.measurement.has_cell_size);
     CHECK(job.measurement.height == 1.5 && job.measurement.cell_size[0] == 10 &&
@@ -378,7 +380,8 @@ static const char *full_job = "name: downtown-sweep\n"
                               "  min_percentile_range_db: 12\n"
                               "solver: {samples_per_tx: 2e6, max_depth: 5, los: false, "
                               "specular_reflection: no, refraction: off, seed: 7, "
-                              "floor_dbm: -250, surface_offset: tight, "
+                              "floor_dbm: -250, surface_offset: tight, diffraction: true, "
+                              "edge_diffraction: yes, diffraction_model: luebbers, "
                               "noise: {figure_db: 7, bandwidth_hz: 2e7}}\n"
                               "measurement: {center: [10, -20.5], size: [300, 200], height: 2, "
                               "cell_size: [5, 2.5]}\n"
@@ -406,6 +409,8 @@ static void test_job_every_key(void)
     CHECK(!job.solver.los && !job.solver.specular_reflection && !job.solver.refraction);
     CHECK(job.solver.seed == 7 && job.solver.floor_dbm == -250);
     CHECK(job.solver.surface_offset == BF_OFFSET_TIGHT);
+    CHECK(job.solver.diffraction && job.solver.edge_diffraction &&
+          job.solver.diffraction_model == BF_DIFFRACTION_LUEBBERS);
     CHECK(job.measurement.has_center && job.measurement.center[0] == 10 &&
           job.measurement.center[1] == -20.5);
     CHECK(job.measurement.has_size && job.measurement.size[0] == 300 &&
@@ -543,6 +548,10 @@ static void test_job_errors(void)
                      NULL);
     expect_job_error(dir, "scenes: ./scenes\noptimizer: {azimuth_deg: [10, 10]}\n",
                      "job.yaml:2:26: field 'optimizer.azimuth_deg'", "low < high");
+    expect_job_error(dir, "scenes: ./scenes\nsolver: {diffraction_model: keller}\n",
+                     "job.yaml:2:29: field 'solver.diffraction_model': expected one of "
+                     "sionna|luebbers, got 'keller'",
+                     NULL);
     expect_job_error(dir, "scenes: ./scenes\nsolver: {surface_offset: loose}\n",
                      "field 'solver.surface_offset': expected one of sionna|tight, got 'loose'",
                      NULL);
@@ -662,7 +671,10 @@ static bool same_job(const bf_job_t *a, const bf_job_t *b, bool scenes)
          a->solver.specular_reflection == b->solver.specular_reflection &&
          a->solver.refraction == b->solver.refraction && a->solver.seed == b->solver.seed &&
          a->solver.floor_dbm == b->solver.floor_dbm &&
-         a->solver.surface_offset == b->solver.surface_offset;
+         a->solver.surface_offset == b->solver.surface_offset &&
+         a->solver.diffraction == b->solver.diffraction &&
+         a->solver.edge_diffraction == b->solver.edge_diffraction &&
+         a->solver.diffraction_model == b->solver.diffraction_model;
     const bf_measurement_t *m = &a->measurement, *n = &b->measurement;
     ok = ok && m->has_center == n->has_center && m->has_size == n->has_size &&
          m->has_height == n->has_height && m->has_cell_size == n->has_cell_size &&

@@ -410,7 +410,7 @@ class SionnaScene:
         self.tx.orientation = self.mi.Point3f(az, tilt, roll)
 
     def radio_map(self, g, rays, depth=3, los=True, refl=True, refr=True, seed=42,
-                  diffuse=False):
+                  diffuse=False, diffraction=False, edge_diffraction=False):
         """RadioMapSolver on grid g (grid()'s tuple): the size is a whole
         number of cells, so Sionna's cells are ours."""
         mi = self.mi
@@ -419,4 +419,5 @@ class SionnaScene:
                            orientation=mi.Point3f(0, 0, 0), size=mi.Point2f(nx * dx, ny * dy),
                            cell_size=mi.Point2f(dx, dy), samples_per_tx=rays, max_depth=depth,
                            los=los, specular_reflection=refl, diffuse_reflection=diffuse,
-                           refraction=refr, seed=seed)
+                           refraction=refr, diffraction=diffraction,
+                           edge_diffraction=edge_diffraction, seed=seed)

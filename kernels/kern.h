@@ -10,6 +10,7 @@
 #define KERN_H_INCLUDED
 
 #include "kern_bvh.h"
+#include "kern_diffract.h"
 #include "kern_radio.h"
 #include "kern_scene.h"
 
@@ -74,6 +75,8 @@ typedef struct kern_boresight_result {
     kern_zone_stats_t initial, optimized;
     kern_orient_t boresight_initial, boresight_optimized;
     double objective;     /* the optimizer's objective at boresight_optimized */
+    unsigned on_bound;    /* KERN_BOUND_* of boresight_optimized: the optimum sits on
+                             a bound of the optimizer's ranges (kern_on_bound) */
     uint64_t evaluations; /* orientations evaluated, the initial one included */
     struct {
         double load, trace, optimize, maps; /* seconds per stage */
@@ -95,6 +98,7 @@ typedef struct kern_boresight_result {
         char name[32];
         bool movable, serves;
         kern_orient_t initial, optimized;
+        unsigned on_bound; /* KERN_BOUND_* of optimized, 0 for one that stays */
     } txs[KERN_MAX_TX];
     /* SINR [dB] per zone cell, serving / (the others + noise), filled
        (has_sinr) with several transmitters or a SINR objective. */
@@ -134,6 +138,16 @@ typedef struct {
     const uint16_t *tri_material; /* per triangle, index into mats */
     const kern_mat_t *mats;
     uint32_t tri_count, mat_count;
+    /* Diffraction: the edges that can diffract (host memory: the plan
+       reads them between the trace's two phases); per triangle (original
+       order) its vertices, and across each of its edges k (vertex k to
+       k + 1) the face sharing it and that edge's index in edges
+       (UINT32_MAX: none); and the wavenumber 2 pi f / c [rad/m]. */
+    const kern_edge_t *edges;
+    uint32_t edge_count;
+    const float *tri_verts;             /* 9 per triangle */
+    const uint32_t *tri_nbr, *tri_edge; /* 3 per triangle */
+    float wavenumber;
 } kern_geom_t;
 
 /* Builds the BVH, the normals and the materials (at the scene's frequency)
@@ -151,6 +165,10 @@ typedef struct {
     int los, reflection, refraction; /* DESIGN 6.4 switches */
     int surface_offset;              /* KERN_OFFSET_* (kern_radio.h): 0, Sionna's, by default */
     int diffuse_reflection; /* scatter at materials with S > 0 (kern_radio.h); 0 by default */
+    /* first-order diffraction (kern_diffract.h, docs/radio.md): 0 by
+       default; edge_diffraction adds the free edges of meshes (screens) */
+    int diffraction, edge_diffraction;
+    int diffraction_model; /* KERN_UTD_* (kern_diffract.h): 0, Sionna's, by default */
     uint64_t seed;
     kern_v3 tx; /* transmitter position */
     kern_antenna_t antenna;
@@ -163,6 +181,36 @@ typedef struct {
     void (*progress)(void *ud, double fraction);
     void *progress_ud;
 } kern_trace_setup_t;
+
+/* ---- diffraction (kern_diffract.c) ---------------------------------------- */
+/* The edges of scene's meshes that can diffract (kern_edge_t): every edge
+   two faces share by vertex index whose inside angle is below pi (flat
+   ones, within 0.01 rad, cannot), and every free edge. Fills *edges
+   (malloc'd, NULL when none) and *count, and for each triangle's edge k
+   the neighbour across it (tri_nbr) and the edge's index (tri_edge), both
+   3 * triangle_count, UINT32_MAX for none. BF_ENOMEM. */
+bf_err_t kern_edges_find(const kern_scene_t *scene, const float *normals, kern_edge_t **edges,
+                         uint32_t *count, uint32_t *tri_edge, uint32_t *tri_nbr,
+                         char *err) BF_MUST_CHECK;
+
+/* What the diffraction pass of one trace samples: the wedges lit by its
+   transmitter, each drawn with probability proportional to its length. */
+typedef struct {
+    kern_wedge_t *wedges;
+    float *cdf;      /* count: cumulative share of the total length, the last 1 */
+    uint64_t *drawn; /* count: how many of the samples fall on each wedge */
+    uint32_t count;
+    uint64_t samples;
+} kern_dplan_t;
+
+/* The wedges of geom's edges that the trace s diffracts at: an edge a
+   depth-0 ray found (found: a bit per edge, kern_wedge_discover), with the
+   transmitter outside the wedge, free edges only with s->edge_diffraction;
+   then which wedge each of the s->rays samples draws
+   (kern_diffract_pick). BF_ENOMEM, BF_ECANCELED. */
+bf_err_t kern_dplan_make(const kern_geom_t *geom, const uint32_t *found,
+                         const kern_trace_setup_t *s, kern_dplan_t *plan, char *err) BF_MUST_CHECK;
+void kern_dplan_clear(kern_dplan_t *plan);
 
 /* One ray that crossed the plane inside the zone: its departure direction and
    how many of the following crossing records belong to it. */
@@ -322,6 +370,19 @@ bf_err_t kern_evaluate_orients(const kern_search_t *s, const kern_orient_t *o, s
    pattern search halving its step down to final_step from the best `starts`
    coarse points. Ties keep the earlier candidate (deterministic). */
 bf_err_t kern_search(const kern_search_t *s, kern_search_result_t *out, char *err) BF_MUST_CHECK;
+
+/* Which bounds of the optimizer's ranges an orientation sits on: a
+   search that stops there has not found an optimum but a limit (the best
+   tilt may lie beyond it). Azimuth ranges of a full circle have none. */
+enum {
+    KERN_BOUND_AZIMUTH_MIN = 1u,
+    KERN_BOUND_AZIMUTH_MAX = 2u,
+    KERN_BOUND_TILT_MIN = 4u,
+    KERN_BOUND_TILT_MAX = 8u
+};
+unsigned kern_on_bound(const bf_optimizer_t *op, kern_orient_t o);
+/* The name of bound bit i (0..3): azimuth_min, azimuth_max, tilt_min, tilt_max. */
+const char *kern_bound_name(unsigned i);
 
 /* ---- the joint search over several transmitters --------------------------- */
 /* Every transmitter of a scene, each with the zone crossings of its own

@@ -18,6 +18,9 @@
 struct kern_tracer {
     kern_bvh_t *bvh;
     float *normals;
+    kern_edge_t *edges; /* that can diffract */
+    float *tri_verts;
+    uint32_t *tri_nbr, *tri_edge;
     kern_mat_t *mats;
     kern_geom_t geom;
 };
@@ -28,6 +31,10 @@ void kern_tracer_destroy(kern_tracer_t **self)
         return;
     kern_tracer_t *t = *self;
     kern_bvh_destroy(&t->bvh);
+    free(t->edges);
+    free(t->tri_verts);
+    free(t->tri_nbr);
+    free(t->tri_edge);
     free(t->normals);
     free(t->mats);
     free(t);
@@ -98,6 +105,28 @@ bf_err_t kern_tracer_new(const kern_scene_t *scene, unsigned threads, kern_trace
     t->geom.mats = t->mats;
     t->geom.tri_count = (uint32_t)nt;
     t->geom.mat_count = (uint32_t)scene->material_count;
+    t->geom.wavenumber = (float)(2.0 * KERN_PI / lambda);
+    t->tri_verts = malloc((nt ? nt : 1) * 9 * sizeof *t->tri_verts);
+    t->tri_nbr = malloc((nt ? nt : 1) * 3 * sizeof *t->tri_nbr);
+    t->tri_edge = malloc((nt ? nt : 1) * 3 * sizeof *t->tri_edge);
+    if (!t->tri_verts || !t->tri_nbr || !t->tri_edge) {
+        kern_tracer_destroy(&t);
+        return bf_fail(err, BF_ENOMEM, "tracer: out of memory");
+    }
+    for (size_t i = 0; i < nt; i++)
+        for (int k = 0; k < 3; k++)
+            memcpy(&t->tri_verts[9 * i + 3 * k],
+                   &scene->vertices[3 * (size_t)scene->indices[3 * i + k]], 3 * sizeof(float));
+    bf_err_t e = kern_edges_find(scene, t->normals, &t->edges, &t->geom.edge_count, t->tri_edge,
+                                 t->tri_nbr, err);
+    if (e != BF_OK) {
+        kern_tracer_destroy(&t);
+        return e;
+    }
+    t->geom.edges = t->edges;
+    t->geom.tri_verts = t->tri_verts;
+    t->geom.tri_nbr = t->tri_nbr;
+    t->geom.tri_edge = t->tri_edge;
     *out = t;
     return BF_OK;
 }
@@ -488,6 +517,11 @@ static bf_err_t trace_initial(run_t *r, char *err)
         ts->reflection = o->solver.specular_reflection;
         ts->refraction = o->solver.refraction;
         ts->diffuse_reflection = o->solver.diffuse_reflection;
+        ts->diffraction = o->solver.diffraction;
+        ts->edge_diffraction = o->solver.edge_diffraction;
+        ts->diffraction_model = o->solver.diffraction_model == BF_DIFFRACTION_LUEBBERS
+                                    ? KERN_UTD_LUEBBERS
+                                    : KERN_UTD_SIONNA;
         ts->surface_offset =
             o->solver.surface_offset == BF_OFFSET_TIGHT ? KERN_OFFSET_TIGHT : KERN_OFFSET_SIONNA;
         ts->seed = o->solver.seed;
@@ -589,6 +623,7 @@ static bf_err_t optimize(run_t *r, char *err)
     out->objective = better ? found.objective : obj0;
     out->evaluations = found.evaluations + evals0;
     out->txs[0].optimized = out->boresight_optimized;
+    out->on_bound = out->txs[0].on_bound = kern_on_bound(&o->optimizer, out->boresight_optimized);
     out->timings.optimize = bf_mono_s() - t0;
     return check_cancel(r, err);
 }
@@ -639,10 +674,14 @@ static bf_err_t optimize_joint(run_t *r, char *err)
     if (e != BF_OK)
         return e;
     bool better = found.objective > obj0;
-    for (size_t i = 0; i < r->ntx; i++)
+    for (size_t i = 0; i < r->ntx; i++) {
         out->txs[i].optimized = better ? found.best[i] : init[i];
+        out->txs[i].on_bound =
+            r->scene->txs[i].movable ? kern_on_bound(&o->optimizer, out->txs[i].optimized) : 0;
+    }
     out->boresight_initial = init[0];
     out->boresight_optimized = out->txs[0].optimized;
+    out->on_bound = out->txs[0].on_bound;
     out->objective = better ? found.objective : obj0;
     out->evaluations = found.evaluations + evals0;
     out->timings.optimize = bf_mono_s() - t0;

@@ -8,7 +8,7 @@
     bit for bit: on simple_street_canyon, box and double_reflector from
     BF_SHARED_DIR, and on procedural cities (kern_scenegen); on
     simple_street_canyon and one city also with rough materials and the
-    diffuse reflection on. A product left
+    diffuse reflection on, and with the diffraction pass. A product left
     unprotected in the shared math would be fused in the second build, as on
     the GPU, and show here as a different ray.
 
@@ -75,7 +75,8 @@ static void compare(const char *name, const kern_scene_t *scene, kern_v3 tx,
     s.rays = rays;
     s.max_depth = 3;
     s.los = s.reflection = s.refraction = 1;
-    s.diffuse_reflection = diffuse;
+    s.diffuse_reflection = diffuse & 1;
+    s.diffraction = s.edge_diffraction = (diffuse & 2) != 0; /* flag 2: the diffraction pass */
     s.seed = 42;
     s.tx = tx;
     s.antenna = kern_antenna_make(KERN_PAT_TR38901, 2);
@@ -234,6 +235,8 @@ static void shared_scenes(void)
             continue;
         kern_v3 tx = v3(cases[i].tx[0], cases[i].tx[1], cases[i].tx[2]);
         run_scene(cases[i].name, scene, tx, cases[i].rays, 0);
+        if (i == 0) /* with the diffraction pass (kern_diffract.h) */
+            run_scene("simple_street_canyon (diffraction)", scene, tx, 300000, 2);
         if (i == 0) { /* and rough, with the diffuse reflection */
             roughen(scene);
             run_scene("simple_street_canyon (rough, diffuse)", scene, tx, 300000, 1);
@@ -263,6 +266,9 @@ static void procedural_scenes(void)
             continue;
         const double *p = scene->tx.position;
         run_scene(name, scene, v3((float)p[0], (float)p[1], (float)p[2]), 300000, 0);
+        if (i == 1)
+            run_scene("city_001 (diffraction)", scene, v3((float)p[0], (float)p[1], (float)p[2]),
+                      300000, 2);
         if (i == 0) {
             roughen(scene);
             run_scene("city_000 (rough, diffuse)", scene, v3((float)p[0], (float)p[1], (float)p[2]),

@@ -52,6 +52,8 @@ typedef struct {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     uint64_t nchunks, next_chunk, next_reduce, window;
+    uint64_t phase1;       /* chunks of rays; those after are diffraction samples' */
+    uint64_t total_chunks; /* of both phases, for the progress fraction */
     bf_err_t err;
     double last_progress;
     pthread_t caller; /* progress is reported on the caller's thread only */
@@ -100,14 +102,21 @@ static void cpu_ctx_destroy(void **p)
     *p = NULL;
 }
 
-/* Traces rays [c * KERN_CHUNK, ...) into slot sl: every crossing for the
-   map, and those in the zone with their ray's departure direction. 0 on
-   allocation failure. */
-static int trace_chunk(const kern_bounce_t *b, uint64_t chunk, slot_t *sl)
+/* Traces chunk c into slot sl: rays [c * KERN_CHUNK, ...) for c below
+   phase1, else the diffraction samples [(c - phase1) * KERN_CHUNK, ...)
+   (walk indices from b->rays on); every crossing for the map, and those
+   in the zone with their ray's departure direction. 0 on allocation
+   failure. */
+static int trace_chunk(const kern_bounce_t *b, uint64_t chunk, uint64_t phase1, slot_t *sl)
 {
-    uint64_t lo = chunk * KERN_CHUNK, hi = lo + KERN_CHUNK;
-    if (hi > b->rays)
-        hi = b->rays;
+    uint64_t lo, hi;
+    if (chunk < phase1) {
+        lo = chunk * KERN_CHUNK;
+        hi = lo + KERN_CHUNK < b->rays ? lo + KERN_CHUNK : b->rays;
+    } else {
+        lo = b->rays + (chunk - phase1) * KERN_CHUNK;
+        hi = lo + KERN_CHUNK < b->rays + b->dsamples ? lo + KERN_CHUNK : b->rays + b->dsamples;
+    }
     sl->nc = sl->nzr = sl->nzx = 0;
     sl->crossings = 0;
     for (uint64_t n = lo; n < hi; n++) {
@@ -188,7 +197,7 @@ static void *trace_thread(void *arg)
         j->next_chunk++;
         slot_t *sl = &j->ctx->slots[c % j->window];
         pthread_mutex_unlock(&j->mu);
-        int ok = trace_chunk(&j->bounce, c, sl);
+        int ok = trace_chunk(&j->bounce, c, j->phase1, sl);
         pthread_mutex_lock(&j->mu);
         if (!ok) {
             j->err = BF_ENOMEM;
@@ -204,9 +213,9 @@ static void *trace_thread(void *arg)
             r->done = 0;
             j->next_reduce++;
         }
-        double frac = (double)j->next_reduce / (double)j->nchunks;
+        double frac = (double)j->next_reduce / (double)j->total_chunks;
         if (s->progress && pthread_equal(pthread_self(), j->caller) &&
-            (frac - j->last_progress >= 0.01 || j->next_reduce == j->nchunks)) {
+            (frac - j->last_progress >= 0.01 || j->next_reduce == j->total_chunks)) {
             j->last_progress = frac;
             s->progress(s->progress_ud, frac);
         }
@@ -215,6 +224,22 @@ static void *trace_thread(void *arg)
     pthread_cond_broadcast(&j->cv);
     pthread_mutex_unlock(&j->mu);
     return NULL;
+}
+
+/* Runs chunks j->next_chunk .. j->nchunks - 1 on `threads` threads, the
+   caller's included, and folds them in order. */
+static void run_phase(trace_job_t *j, unsigned threads)
+{
+    pthread_t tid[1024];
+    unsigned started = 0;
+    for (unsigned t = 1; t < threads; t++) {
+        if (pthread_create(&tid[started], NULL, trace_thread, j) != 0)
+            break; /* fewer threads: same result, only slower */
+        started++;
+    }
+    trace_thread(j);
+    for (unsigned t = 0; t < started; t++)
+        pthread_join(tid[t], NULL);
 }
 
 static bf_err_t cpu_trace(void *vctx, const kern_trace_setup_t *s, kern_trace_out_t *out, char *err)
@@ -250,22 +275,49 @@ static bf_err_t cpu_trace(void *vctx, const kern_trace_setup_t *s, kern_trace_ou
         ctx->slots[i].done = 0;
     pthread_mutex_init(&j.mu, NULL);
     pthread_cond_init(&j.cv, NULL);
-    pthread_t tid[1024];
-    unsigned started = 0;
-    for (unsigned t = 1; t < threads; t++) {
-        if (pthread_create(&tid[started], NULL, trace_thread, &j) != 0)
-            break; /* fewer threads: same result, only slower */
-        started++;
+    /* Diffraction: the first phase records which edges the transmitter's
+       rays find, the plan makes the wedges of them, the second phase walks
+       the samples after the rays, in the same chunk order. */
+    uint32_t *found = NULL;
+    kern_dplan_t plan;
+    memset(&plan, 0, sizeof plan);
+    int diffract = s->diffraction && s->max_depth > 0 && ctx->geom.edge_count > 0;
+    if (diffract) {
+        found = calloc(((size_t)ctx->geom.edge_count + 31) / 32, sizeof *found);
+        if (!found)
+            j.err = BF_ENOMEM;
+        j.bounce.edge_found = found;
     }
-    trace_thread(&j);
-    for (unsigned t = 0; t < started; t++)
-        pthread_join(tid[t], NULL);
+    j.phase1 = j.nchunks;
+    j.total_chunks = diffract ? 2 * j.nchunks : j.nchunks;
+    if (j.err == BF_OK)
+        run_phase(&j, threads);
+    if (diffract && j.err == BF_OK) {
+        j.bounce.edge_found = NULL;
+        bf_err_t e = kern_dplan_make(&ctx->geom, found, s, &plan, err);
+        if (e != BF_OK) {
+            j.err = e;
+        } else if (plan.count > 0) {
+            j.bounce.dsamples = plan.samples;
+            j.bounce.wedges = plan.wedges;
+            j.bounce.wcdf = plan.cdf;
+            j.bounce.wdrawn = plan.drawn;
+            j.bounce.wedge_count = plan.count;
+            j.nchunks = j.phase1 + (plan.samples + KERN_CHUNK - 1) / KERN_CHUNK;
+            j.total_chunks = j.nchunks;
+            run_phase(&j, threads);
+        }
+    }
+    free(found);
+    kern_dplan_clear(&plan);
     pthread_cond_destroy(&j.cv);
     pthread_mutex_destroy(&j.mu);
     if (j.err == BF_ECANCELED)
         return bf_fail(err, BF_ECANCELED, "trace cancelled");
-    if (j.err != BF_OK)
+    if (j.err == BF_ENOMEM)
         return bf_fail(err, j.err, "cpu trace: out of memory");
+    if (j.err != BF_OK)
+        return j.err; /* err already says why */
     return BF_OK;
 }
 

@@ -95,11 +95,13 @@ struct trace_params {
 struct cuda_ctx {
     kern_geom_t host;
     int device;
-    dbuf nodes, tris, tri_ids, normals, tri_material, mats;
+    dbuf nodes, tris, tri_ids, normals, tri_material, mats, tri_verts, tri_nbr, tri_edge;
     kern_geom_t dev; /* the same over device pointers */
     /* trace scratch */
     dbuf map, crossings, zone_of_cell, zcount, zslots, zdir, zoff, zroff, zflag, scan_tmp,
         zrays_out, zx_out;
+    /* diffraction: the edges found by the first phase, the plan's wedges */
+    dbuf found, wedges, wcdf, wdrawn;
     /* evaluation scratch: the zone data cached on the device */
     const kern_zone_data_t *zone_cached;
     size_t zone_cached_count, zone_cached_rays;
@@ -202,7 +204,8 @@ static void cuda_ctx_destroy(void **p)
                    &c->mats,     &c->map,       &c->crossings, &c->zone_of_cell, &c->zcount,
                    &c->zslots,   &c->zdir,      &c->zoff,      &c->zroff,        &c->zflag,
                    &c->scan_tmp, &c->zrays_out, &c->zx_out,    &c->ez_rays,      &c->ez_off,
-                   &c->ez_xings, &c->ez_rots,   &c->ez_sums};
+                   &c->ez_xings, &c->ez_rots,   &c->ez_sums,   &c->tri_verts,    &c->tri_nbr,
+                   &c->tri_edge, &c->found,     &c->wedges,    &c->wcdf,         &c->wdrawn};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         dbuf_free(all[i]);
     free(c);
@@ -234,6 +237,12 @@ static bf_err_t cuda_ctx_new(const kern_geom_t *geom, unsigned threads, void **o
         rc = upload(&c->tri_material, geom->tri_material, geom->tri_count, err);
     if (rc == BF_OK)
         rc = upload(&c->mats, geom->mats, geom->mat_count ? geom->mat_count : 0, err);
+    if (rc == BF_OK && geom->tri_verts)
+        rc = upload(&c->tri_verts, geom->tri_verts, (size_t)geom->tri_count * 9, err);
+    if (rc == BF_OK && geom->tri_nbr)
+        rc = upload(&c->tri_nbr, geom->tri_nbr, (size_t)geom->tri_count * 3, err);
+    if (rc == BF_OK && geom->tri_edge)
+        rc = upload(&c->tri_edge, geom->tri_edge, (size_t)geom->tri_count * 3, err);
     if (rc != BF_OK) {
         void *p = c;
         cuda_ctx_destroy(&p);
@@ -248,6 +257,10 @@ static bf_err_t cuda_ctx_new(const kern_geom_t *geom, unsigned threads, void **o
     c->dev.normals = (const float *)c->normals.ptr;
     c->dev.tri_material = (const uint16_t *)c->tri_material.ptr;
     c->dev.mats = (const kern_mat_t *)c->mats.ptr;
+    c->dev.tri_verts = (const float *)c->tri_verts.ptr;
+    c->dev.tri_nbr = (const uint32_t *)c->tri_nbr.ptr;
+    c->dev.tri_edge = (const uint32_t *)c->tri_edge.ptr;
+    c->dev.edges = NULL; /* host-only: the plan reads c->host's */
     *out = c;
     return BF_OK;
 }
@@ -270,6 +283,81 @@ static size_t bytes_per_ray(uint32_t max_depth, bool zone)
         return 0;
     return (size_t)(max_depth + 1) * sizeof(kern_zxing_t) * 2 /* slots + compacted */ +
            3 * sizeof(float) + 4 * sizeof(uint32_t) + sizeof(kern_zray_t);
+}
+
+/* Launches the walks first .. first + count - 1 of p in batches of at
+   most `batch`, and appends their zone crossings to out->zone in walk
+   order; progress counts walks out of total. */
+static bf_err_t run_batches(cuda_ctx *c, trace_params *p, const kern_trace_setup_t *s,
+                            kern_trace_out_t *out, bool zone, uint64_t first, uint64_t count,
+                            uint64_t batch, uint64_t total, char *err)
+{
+    bf_err_t rc;
+    kern_zray_t *hrays = NULL;
+    kern_zxing_t *hx = NULL;
+    for (uint64_t base = first; base < first + count; base += batch) {
+        if (bf_flag_up(s->cancel))
+            return bf_fail(err, BF_ECANCELED, "trace cancelled");
+        uint32_t n = (uint32_t)(first + count - base < batch ? first + count - base : batch);
+        p->base = base;
+        p->batch = n;
+        trace_kernel<<<(n + THREADS - 1) / THREADS, THREADS>>>(*p);
+        CK_LAUNCH("trace_kernel");
+        if (zone) {
+            size_t scan_bytes = c->scan_tmp.bytes;
+            CK(cub::DeviceScan::ExclusiveSum(c->scan_tmp.ptr, scan_bytes, p->zcount,
+                                             (uint32_t *)c->zoff.ptr, (int)n));
+            flag_kernel<<<(n + THREADS - 1) / THREADS, THREADS>>>(n, p->zcount,
+                                                                  (uint32_t *)c->zflag.ptr);
+            CK_LAUNCH("flag_kernel");
+            CK(cub::DeviceScan::ExclusiveSum(c->scan_tmp.ptr, scan_bytes, (uint32_t *)c->zflag.ptr,
+                                             (uint32_t *)c->zroff.ptr, (int)n));
+            uint32_t last_count, last_off, last_flag, last_roff;
+            CK(cudaMemcpy(&last_count, p->zcount + n - 1, 4, cudaMemcpyDeviceToHost));
+            CK(cudaMemcpy(&last_off, (uint32_t *)c->zoff.ptr + n - 1, 4, cudaMemcpyDeviceToHost));
+            CK(cudaMemcpy(&last_flag, (uint32_t *)c->zflag.ptr + n - 1, 4, cudaMemcpyDeviceToHost));
+            CK(cudaMemcpy(&last_roff, (uint32_t *)c->zroff.ptr + n - 1, 4, cudaMemcpyDeviceToHost));
+            size_t nx = (size_t)last_off + last_count, nr = (size_t)last_roff + last_flag;
+            compact_kernel<<<(n + THREADS - 1) / THREADS, THREADS>>>(
+                n, s->max_depth, p->zcount, (uint32_t *)c->zoff.ptr, (uint32_t *)c->zroff.ptr,
+                p->zdir, p->zslots, (kern_zray_t *)c->zrays_out.ptr, (kern_zxing_t *)c->zx_out.ptr);
+            CK_LAUNCH("compact_kernel");
+            if (nr) {
+                kern_zone_data_t *z = out->zone;
+                hrays = (kern_zray_t *)malloc(nr * sizeof *hrays);
+                hx = (kern_zxing_t *)malloc(nx * sizeof *hx);
+                if (!hrays || !hx) {
+                    free(hrays);
+                    free(hx);
+                    return bf_fail(err, BF_ENOMEM, "cuda trace: out of host memory");
+                }
+                cudaError_t e1 =
+                    cudaMemcpy(hrays, c->zrays_out.ptr, nr * sizeof *hrays, cudaMemcpyDeviceToHost);
+                cudaError_t e2 = e1 == cudaSuccess ? cudaMemcpy(hx, c->zx_out.ptr, nx * sizeof *hx,
+                                                                cudaMemcpyDeviceToHost)
+                                                   : e1;
+                if (e2 != cudaSuccess) {
+                    free(hrays);
+                    free(hx);
+                    return cuda_fail(err, e2, "cudaMemcpy(zone crossings)", __FILE__, __LINE__);
+                }
+                rc = host_append((void **)&z->rays, &z->ray_count, &z->ray_cap, hrays, nr,
+                                 sizeof *hrays, err);
+                if (rc == BF_OK)
+                    rc = host_append((void **)&z->xings, &z->count, &z->cap, hx, nx, sizeof *hx,
+                                     err);
+                free(hrays);
+                free(hx);
+                hrays = NULL;
+                hx = NULL;
+                if (rc != BF_OK)
+                    return rc;
+            }
+        }
+        if (s->progress)
+            s->progress(s->progress_ud, (double)(base + n) / (double)total);
+    }
+    return BF_OK;
 }
 
 static bf_err_t cuda_trace(void *vctx, const kern_trace_setup_t *s, kern_trace_out_t *out,
@@ -335,69 +423,54 @@ static bf_err_t cuda_trace(void *vctx, const kern_trace_setup_t *s, kern_trace_o
         p.zslots = (kern_zxing_t *)c->zslots.ptr;
         p.zdir = (float *)c->zdir.ptr;
     }
-    kern_zray_t *hrays = NULL;
-    kern_zxing_t *hx = NULL;
-    for (uint64_t base = 0; base < s->rays; base += batch) {
-        if (bf_flag_up(s->cancel))
-            return bf_fail(err, BF_ECANCELED, "trace cancelled");
-        uint32_t n = (uint32_t)(s->rays - base < batch ? s->rays - base : batch);
-        p.base = base;
-        p.batch = n;
-        trace_kernel<<<(n + THREADS - 1) / THREADS, THREADS>>>(p);
-        CK_LAUNCH("trace_kernel");
-        if (zone) {
-            size_t scan_bytes = c->scan_tmp.bytes;
-            CK(cub::DeviceScan::ExclusiveSum(c->scan_tmp.ptr, scan_bytes, p.zcount,
-                                             (uint32_t *)c->zoff.ptr, (int)n));
-            flag_kernel<<<(n + THREADS - 1) / THREADS, THREADS>>>(n, p.zcount,
-                                                                  (uint32_t *)c->zflag.ptr);
-            CK_LAUNCH("flag_kernel");
-            CK(cub::DeviceScan::ExclusiveSum(c->scan_tmp.ptr, scan_bytes, (uint32_t *)c->zflag.ptr,
-                                             (uint32_t *)c->zroff.ptr, (int)n));
-            uint32_t last_count, last_off, last_flag, last_roff;
-            CK(cudaMemcpy(&last_count, p.zcount + n - 1, 4, cudaMemcpyDeviceToHost));
-            CK(cudaMemcpy(&last_off, (uint32_t *)c->zoff.ptr + n - 1, 4, cudaMemcpyDeviceToHost));
-            CK(cudaMemcpy(&last_flag, (uint32_t *)c->zflag.ptr + n - 1, 4, cudaMemcpyDeviceToHost));
-            CK(cudaMemcpy(&last_roff, (uint32_t *)c->zroff.ptr + n - 1, 4, cudaMemcpyDeviceToHost));
-            size_t nx = (size_t)last_off + last_count, nr = (size_t)last_roff + last_flag;
-            compact_kernel<<<(n + THREADS - 1) / THREADS, THREADS>>>(
-                n, s->max_depth, p.zcount, (uint32_t *)c->zoff.ptr, (uint32_t *)c->zroff.ptr,
-                p.zdir, p.zslots, (kern_zray_t *)c->zrays_out.ptr, (kern_zxing_t *)c->zx_out.ptr);
-            CK_LAUNCH("compact_kernel");
-            if (nr) {
-                kern_zone_data_t *z = out->zone;
-                hrays = (kern_zray_t *)malloc(nr * sizeof *hrays);
-                hx = (kern_zxing_t *)malloc(nx * sizeof *hx);
-                if (!hrays || !hx) {
-                    free(hrays);
-                    free(hx);
-                    return bf_fail(err, BF_ENOMEM, "cuda trace: out of host memory");
-                }
-                cudaError_t e1 =
-                    cudaMemcpy(hrays, c->zrays_out.ptr, nr * sizeof *hrays, cudaMemcpyDeviceToHost);
-                cudaError_t e2 = e1 == cudaSuccess ? cudaMemcpy(hx, c->zx_out.ptr, nx * sizeof *hx,
-                                                                cudaMemcpyDeviceToHost)
-                                                   : e1;
-                if (e2 != cudaSuccess) {
-                    free(hrays);
-                    free(hx);
-                    return cuda_fail(err, e2, "cudaMemcpy(zone crossings)", __FILE__, __LINE__);
-                }
-                rc = host_append((void **)&z->rays, &z->ray_count, &z->ray_cap, hrays, nr,
-                                 sizeof *hrays, err);
-                if (rc == BF_OK)
-                    rc = host_append((void **)&z->xings, &z->count, &z->cap, hx, nx, sizeof *hx,
-                                     err);
-                free(hrays);
-                free(hx);
-                hrays = NULL;
-                hx = NULL;
-                if (rc != BF_OK)
-                    return rc;
-            }
+    /* Diffraction: the first phase finds the edges (a bit each), the plan
+       makes the wedges of them on the host, the second phase walks the
+       samples as indices rays .. rays + samples - 1 (kern_bounce.h). */
+    const bool diffract = s->diffraction && s->max_depth > 0 && c->host.edge_count > 0;
+    size_t found_words = ((size_t)c->host.edge_count + 31) / 32;
+    if (diffract) {
+        if ((rc = dbuf_reserve(&c->found, found_words * sizeof(uint32_t), err)) != BF_OK)
+            return rc;
+        CK(cudaMemset(c->found.ptr, 0, found_words * sizeof(uint32_t)));
+        p.b.edge_found = (uint32_t *)c->found.ptr;
+    }
+    uint64_t total = diffract ? 2 * s->rays : s->rays;
+    if ((rc = run_batches(c, &p, s, out, zone, 0, s->rays, batch, total, err)) != BF_OK)
+        return rc;
+    if (diffract) {
+        uint32_t *found = (uint32_t *)calloc(found_words, sizeof *found);
+        if (!found)
+            return bf_fail(err, BF_ENOMEM, "cuda trace: out of host memory");
+        cudaError_t e =
+            cudaMemcpy(found, c->found.ptr, found_words * sizeof *found, cudaMemcpyDeviceToHost);
+        if (e != cudaSuccess) {
+            free(found);
+            return cuda_fail(err, e, "cudaMemcpy(edges found)", __FILE__, __LINE__);
         }
-        if (s->progress)
-            s->progress(s->progress_ud, (double)(base + n) / (double)s->rays);
+        kern_dplan_t plan;
+        rc = kern_dplan_make(&c->host, found, s, &plan, err);
+        free(found);
+        if (rc != BF_OK)
+            return rc;
+        if (plan.count > 0) {
+            rc = upload(&c->wedges, plan.wedges, plan.count, err);
+            if (rc == BF_OK)
+                rc = upload(&c->wcdf, plan.cdf, plan.count, err);
+            if (rc == BF_OK)
+                rc = upload(&c->wdrawn, plan.drawn, plan.count, err);
+            p.b.edge_found = NULL;
+            p.b.dsamples = plan.samples;
+            p.b.wedges = (const kern_wedge_t *)c->wedges.ptr;
+            p.b.wcdf = (const float *)c->wcdf.ptr;
+            p.b.wdrawn = (const uint64_t *)c->wdrawn.ptr;
+            p.b.wedge_count = plan.count;
+            if (rc == BF_OK)
+                rc = run_batches(c, &p, s, out, zone, s->rays, plan.samples, batch,
+                                 s->rays + plan.samples, err);
+        }
+        kern_dplan_clear(&plan);
+        if (rc != BF_OK)
+            return rc;
     }
     CK(cudaDeviceSynchronize());
     unsigned long long crossings = 0;

@@ -23,6 +23,24 @@
 #define KERN_HD static inline
 #endif
 
+/* *p |= v, atomically among the threads of one trace (the order of the
+   ORs does not matter: the result is the union). */
+#if defined(__CUDACC__)
+static inline __host__ __device__ void kern_atomic_or32(uint32_t *p, uint32_t v)
+{
+#if defined(__CUDA_ARCH__)
+    atomicOr((unsigned int *)p, (unsigned int)v);
+#else
+    __atomic_fetch_or(p, v, __ATOMIC_RELAXED);
+#endif
+}
+#else
+static inline void kern_atomic_or32(uint32_t *p, uint32_t v)
+{
+    __atomic_fetch_or(p, v, __ATOMIC_RELAXED);
+}
+#endif
+
 /* ---- products that are never contracted ------------------------------------
    The CPU and the GPU must trace the same ray the same way: a watertight
    triangle test needs the edge functions of two triangles sharing an edge to

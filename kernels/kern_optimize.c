@@ -211,6 +211,32 @@ static double wrap_az(double a, double lo)
     return lo + r;
 }
 
+unsigned kern_on_bound(const bf_optimizer_t *op, kern_orient_t o)
+{
+    /* the search clamps its steps to the ranges, so an optimum held there
+       is the bound itself; 1e-9 deg forgives a range given in a decimal
+       the search reached by halving */
+    const double eps = 1e-9;
+    unsigned m = 0;
+    if (op->azimuth_deg[1] - op->azimuth_deg[0] < 360.0 - 1e-9) {
+        if (fabs(o.azimuth_deg - op->azimuth_deg[0]) <= eps)
+            m |= KERN_BOUND_AZIMUTH_MIN;
+        if (fabs(o.azimuth_deg - op->azimuth_deg[1]) <= eps)
+            m |= KERN_BOUND_AZIMUTH_MAX;
+    }
+    if (fabs(o.tilt_deg - op->tilt_deg[0]) <= eps)
+        m |= KERN_BOUND_TILT_MIN;
+    if (fabs(o.tilt_deg - op->tilt_deg[1]) <= eps)
+        m |= KERN_BOUND_TILT_MAX;
+    return m;
+}
+
+const char *kern_bound_name(unsigned i)
+{
+    static const char *const names[] = {"azimuth_min", "azimuth_max", "tilt_min", "tilt_max"};
+    return i < 4 ? names[i] : "?";
+}
+
 bf_err_t kern_search(const kern_search_t *s, kern_search_result_t *out, char *err)
 {
     const bf_optimizer_t *op = s->optimizer;

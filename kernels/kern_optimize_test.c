@@ -55,8 +55,9 @@ typedef struct {
     kern_power_t pw;
 } fixture_t;
 
-/* diffuse: the rough scene with the diffuse reflection on */
-static int fixture_init(fixture_t *f, uint64_t rays, int diffuse)
+/* diffuse: the rough scene with the diffuse reflection on; diffract: the
+   diffraction on, at the walls' free edges too */
+static int fixture_init(fixture_t *f, uint64_t rays, int diffuse, int diffract)
 {
     char err[BF_ERRLEN] = "";
     memset(f, 0, sizeof *f);
@@ -71,6 +72,7 @@ static int fixture_init(fixture_t *f, uint64_t rays, int diffuse)
     s->max_depth = 2;
     s->los = s->reflection = s->refraction = 1;
     s->diffuse_reflection = diffuse;
+    s->diffraction = s->edge_diffraction = diffract;
     s->seed = 7;
     s->tx = v3(0, 0, 15);
     s->antenna = kern_antenna_make(KERN_PAT_TR38901, 0);
@@ -128,12 +130,20 @@ static kern_search_t search_of(fixture_t *f, const bf_optimizer_t *op)
 /* The exact evaluation from the zone records against a re-trace at the same
    orientation; with the diffuse reflection too (its Jones matrices are
    linear in the antenna's field, so the records stay exact). */
-static void test_exact_vs_retrace(int diffuse)
+static void test_exact_vs_retrace(int diffuse, int diffract)
 {
     fixture_t f;
-    CHECKF(fixture_init(&f, 100000, diffuse), "fixture");
-    printf("fixture%s: %u zone cells, %zu zone rays, %zu zone crossings\n",
-           diffuse ? " (diffuse)" : "", f.zone_cells, f.zone.ray_count, f.zone.count);
+    CHECKF(fixture_init(&f, 100000, diffuse, diffract), "fixture");
+    printf("fixture%s%s: %u zone cells, %zu zone rays, %zu zone crossings\n",
+           diffuse ? " (diffuse)" : "", diffract ? " (diffraction)" : "", f.zone_cells,
+           f.zone.ray_count, f.zone.count);
+    if (diffract) { /* the diffraction pass adds crossings of its own */
+        fixture_t g;
+        CHECKF(fixture_init(&g, 100000, diffuse, 0), "fixture");
+        CHECKF(f.zone.count > g.zone.count + 1000, "diffraction added %zu zone crossings",
+               f.zone.count - g.zone.count);
+        fixture_clear(&g);
+    }
     CHECKF(f.zone.count > 1000, "enough zone crossings");
     const double orients[4][3] = {{0, 0, 0}, {37.3, 7.1, 0}, {190, -4, 5}, {300.2, 22.5, -12}};
     double *sums = malloc(f.zone_cells * sizeof *sums);
@@ -168,7 +178,7 @@ static void test_exact_vs_retrace(int diffuse)
 static void test_search_vs_exhaustive(void)
 {
     fixture_t f;
-    CHECKF(fixture_init(&f, 30000, 0), "fixture");
+    CHECKF(fixture_init(&f, 30000, 0, 0), "fixture");
     bf_optimizer_t op = {BF_OBJ_MEAN_DBM, {0, 120}, {-10, 30}, -100, false, 0};
     kern_search_t s = search_of(&f, &op);
     kern_search_result_t r;
@@ -405,11 +415,48 @@ static void test_boresight(void)
         fprintf(stderr, "could not remove %s\n", root);
 }
 
+/* kern_on_bound: the bounds an orientation sits on; none for an azimuth
+   range of a full circle. */
+static void test_on_bound(void)
+{
+    bf_optimizer_t op;
+    memset(&op, 0, sizeof op);
+    op.azimuth_deg[0] = 0, op.azimuth_deg[1] = 360;
+    op.tilt_deg[0] = -10, op.tilt_deg[1] = 30;
+    CHECK(kern_on_bound(&op, (kern_orient_t){100, 30}) == KERN_BOUND_TILT_MAX);
+    CHECK(kern_on_bound(&op, (kern_orient_t){0, -10}) == KERN_BOUND_TILT_MIN);
+    CHECK(kern_on_bound(&op, (kern_orient_t){360, 29.9}) == 0);
+    op.azimuth_deg[0] = 90, op.azimuth_deg[1] = 180;
+    CHECK(kern_on_bound(&op, (kern_orient_t){90, 5}) == KERN_BOUND_AZIMUTH_MIN);
+    CHECK(kern_on_bound(&op, (kern_orient_t){180, 30}) ==
+          (KERN_BOUND_AZIMUTH_MAX | KERN_BOUND_TILT_MAX));
+    CHECK(kern_on_bound(&op, (kern_orient_t){120, 12.5}) == 0);
+    CHECK(!strcmp(kern_bound_name(0), "azimuth_min") && !strcmp(kern_bound_name(3), "tilt_max"));
+    /* the search itself: a tilt range that stops short of the best tilt
+       ends on its bound */
+    fixture_t f;
+    CHECKF(fixture_init(&f, 30000, 0, 0), "fixture");
+    bf_optimizer_t nar = {.objective = BF_OBJ_MEAN_DBM,
+                          .azimuth_deg = {0, 360},
+                          .tilt_deg = {-10, -8},
+                          .coverage_dbm = -100};
+    kern_search_t s = search_of(&f, &nar);
+    kern_search_result_t r;
+    char err[BF_ERRLEN];
+    CHECKF(kern_search(&s, &r, err) == BF_OK, "%s", err);
+    printf("tilt range [-10, -8]: optimum (%.1f, %.1f), bounds %u\n", r.best.azimuth_deg,
+           r.best.tilt_deg, kern_on_bound(&nar, r.best));
+    CHECK(kern_on_bound(&nar, r.best) == KERN_BOUND_TILT_MAX);
+    fixture_clear(&f);
+}
+
 int main(void)
 {
+    test_on_bound();
     test_objectives();
-    test_exact_vs_retrace(0);
-    test_exact_vs_retrace(1);
+    test_exact_vs_retrace(0, 0);
+    test_exact_vs_retrace(1, 0);
+    test_exact_vs_retrace(0, 1);
     test_search_vs_exhaustive();
     test_boresight();
     if (failures) {

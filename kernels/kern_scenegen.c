@@ -1,10 +1,12 @@
 /*  kernels/kern_scenegen.c - procedural city scenes in the Sionna RT format
     (`beamfleet scenegen`), so Beamfleet runs anywhere without downloaded
-    data: a street grid of a 300 m square city, buildings as boxes of random
+    data: a street grid of a 500 m square city, buildings as boxes of random
     footprint and height with ITU materials, a ground slab, one binary PLY
     mesh per material, the Mitsuba XML that names them, and scene.yaml with a
     rooftop transmitter pointed away from a street-level zone (so the
-    optimizer has something to find). Deterministic for a seed: the
+    optimizer has something to find) placed the way a planner would: along
+    a street, far enough from the site that the best tilt is a few degrees
+    to about 15, inside the optimizer's default range. Deterministic for a seed: the
     generator is SplitMix64, never rand(). */
 
 #include "kern_scene.h"
@@ -15,8 +17,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#define HALF   150.0 /* the city spans [-HALF, HALF]^2 */
-#define GROUND 160.0
+#define HALF   250.0 /* the city spans [-HALF, HALF]^2 */
+#define GROUND 260.0
 
 typedef struct {
     uint64_t s;
@@ -148,7 +150,8 @@ static bf_err_t write_scene(const char *dir, rng_t *r, char *err)
         yb[ny][0] = y, yb[ny][1] = y + w, ny++;
         y += w + uniform(r, 15, 25);
     }
-    /* buildings; remember the tallest near the centre for the transmitter */
+    /* buildings; remember the tallest near the centre of at most 30 m for
+       the transmitter (a rooftop site of a macro cell, not a tower) */
     double tx_box[5] = {0, 0, 0, 0, -1};
     int tx_block = 0;
     for (int i = 0; i < nx && ok; i++)
@@ -163,7 +166,7 @@ static bf_err_t write_scene(const char *dir, rng_t *r, char *err)
                 int mat = M_CONCRETE + (int)(next(r) % 4);
                 ok = mesh_box(&meshes[mat], x0, y0, x1, y1, h);
                 double cx = 0.5 * (x0 + x1), cy = 0.5 * (y0 + y1);
-                if (fabs(cx) < 70 && fabs(cy) < 70 && h > tx_box[4]) {
+                if (fabs(cx) < 70 && fabs(cy) < 70 && h <= 30 && h > tx_box[4]) {
                     tx_box[0] = x0, tx_box[1] = y0, tx_box[2] = x1, tx_box[3] = y1;
                     tx_box[4] = h;
                     tx_block = j;
@@ -227,9 +230,15 @@ static bf_err_t write_scene(const char *dir, rng_t *r, char *err)
     if (rc != BF_OK)
         goto done;
     /* The transmitter stands 3 m above the roof edge that faces a street
-       running along x; the zone is a stretch of that street, so every zone
-       cell is outdoors: partly in line of sight, partly behind corners. The
-       antenna starts turned along the street, away from most of it. */
+       running along x. The zone is a stretch of that street, 100 to 150 m
+       long, with the first 10 m of the buildings on either side (their
+       indoor users), centred down the street at the distance D where the
+       line from the antenna to street level drops by alpha, 4 to 10
+       degrees (D = (height - 1.5) / tan alpha, 60 m at least, the stretch
+       inside the city): the street mostly in line of sight, the buildings
+       behind a wall, and the best tilt near alpha, not at the optimizer's
+       bound as for a zone under the mast. The antenna starts turned along
+       the street, away from most of it. */
     int side = (int)(next(r) % 2); /* 0: the street at +y, 1: at -y */
     if (side == 0 && tx_block + 1 >= ny)
         side = 1;
@@ -246,8 +255,16 @@ static bf_err_t write_scene(const char *dir, rng_t *r, char *err)
         zy0 = tx_block > 0 ? yb[tx_block - 1][1] + 1 : -HALF;
         zy1 = yb[tx_block][0] - 1;
     }
-    double len = uniform(r, 220, 300), zcx = txx + uniform(r, -60, 60);
+    double len = uniform(r, 100, 150), alpha = uniform(r, 4, 10) * M_PI / 180.0;
+    double dist = fmax(60.0, (txz - 1.5) / tan(alpha));
+    double sgn = txx < 0 ? 1.0 : -1.0; /* towards the farther end of the street */
+    double room = HALF - sgn * txx - len / 2 - 2;
+    if (dist > room)
+        dist = room;
+    double zcx = txx + sgn * dist;
     double zx0 = fmax(-HALF, zcx - len / 2), zx1 = fmin(HALF, zcx + len / 2);
+    zy0 = fmax(-HALF, zy0 - 10);
+    zy1 = fmin(HALF, zy1 + 10);
     double toward = side == 0 ? 90.0 : -90.0;
     double az = fmod(toward + (next(r) % 2 ? 90 : -90) + uniform(r, -30, 30) + 720, 360);
     double tilt = uniform(r, 0, 10);

@@ -2,8 +2,9 @@
     `beamfleet scenegen` uses it: the same seed writes the same bytes, another
     seed another city; every city loads with kern_scene_load, has a ground
     slab and boxes of 10 triangles with ITU materials, a transmitter 3 m
-    above a roof edge, and a rect zone inside the city that lies in the
-    streets (no zone sample point under a roof). */
+    above a roof edge, and a rect zone inside the city along a street (no
+    roof over its middle line, some over its edges), 4 to 10 degrees down
+    from the antenna. */
 
 #include "kern_scene.h"
 
@@ -114,7 +115,7 @@ static void check_city(const char *dir)
     CHECK(s->triangle_count >= 2 + 10 * 8 && s->triangle_count <= 5000);
     CHECK((s->triangle_count - 2) % 10 == 0);
     CHECK(s->bbox_min[2] == 0 && s->bbox_max[2] >= 8 && s->bbox_max[2] <= 60);
-    CHECK(s->bbox_min[0] <= -150 && s->bbox_max[0] >= 150);
+    CHECK(s->bbox_min[0] <= -250 && s->bbox_max[0] >= 250);
     bool ground = false;
     for (size_t m = 0; m < s->material_count; m++) {
         const kern_material_t *mt = &s->materials[m];
@@ -134,7 +135,7 @@ static void check_city(const char *dir)
     const bf_measurement_t *m = &s->measurement;
     CHECK(m->has_height && m->height == 1.5);
     CHECK(m->has_cell_size && m->cell_size[0] == 5 && m->cell_size[1] == 5);
-    CHECK(m->has_size && m->size[0] >= 300 && m->size[1] >= 300);
+    CHECK(m->has_size && m->size[0] >= 500 && m->size[1] >= 500);
     CHECK(m->has_center && fabs(m->center[0]) < 1 && fabs(m->center[1]) < 1);
     /* the transmitter stands 3 m above a roof, on its edge */
     bool on_roof = false;
@@ -145,7 +146,7 @@ static void check_city(const char *dir)
             on_roof = true;
     }
     CHECK(on_roof);
-    /* the zone: a rect inside the city, in the streets */
+    /* the zone: a rect inside the city */
     CHECK(s->zone_points == 4);
     double zlo[2] = {INFINITY, INFINITY}, zhi[2] = {-INFINITY, -INFINITY};
     for (size_t p = 0; p < s->zone_points; p++)
@@ -155,24 +156,40 @@ static void check_city(const char *dir)
             zlo[a] = fmin(zlo[a], c), zhi[a] = fmax(zhi[a], c);
         }
     CHECK(zhi[0] - zlo[0] >= 10 && zhi[1] - zlo[1] >= 10);
-    size_t samples = 0, covered = 0;
+    /* along a street: no roof over the zone's middle line, and roofs over
+       its edges (the first 10 m of the buildings on either side) */
+    size_t samples = 0, covered = 0, mid = 0;
+    double ymid = 0.5 * (zlo[1] + zhi[1]);
     for (double x = zlo[0] + 1; x < zhi[0]; x += 2)
         for (double y = zlo[1] + 1; y < zhi[1]; y += 2) {
             CHECK(kern_scene_in_zone(s, x, y));
             samples++;
-            for (size_t t = 0; t < s->triangle_count; t++) {
+            bool roof = false;
+            for (size_t t = 0; t < s->triangle_count && !roof; t++) {
                 double z;
-                if (is_roof(s, t, &z) && over_triangle(s, t, x, y)) {
-                    covered++;
-                    break;
-                }
+                roof = is_roof(s, t, &z) && over_triangle(s, t, x, y);
             }
+            covered += roof;
+            if (fabs(y - ymid) < 1.01)
+                mid += roof;
         }
-    CHECK(samples > 50 && covered == 0);
+    CHECK(samples > 50 && mid == 0 && covered > 0 && covered < samples / 2);
+    /* where a planner puts it: along a street, its centre 4 to 10 degrees
+       down from the antenna (60 m off at least; less where the city ends),
+       its near end clear of the mast */
+    double cx = 0.5 * (zlo[0] + zhi[0]) - s->tx.position[0];
+    double cy = 0.5 * (zlo[1] + zhi[1]) - s->tx.position[1];
+    double dc = hypot(cx, cy), drop = s->tx.position[2] - 1.5;
+    double alpha = atan2(drop, dc) * 180 / M_PI;
+    double near = fmin(fabs(zlo[0] - s->tx.position[0]), fabs(zhi[0] - s->tx.position[0]));
+    CHECKF(alpha >= 3.5 && alpha <= 16.0, "%s: zone centre %.0f m off, %.1f deg down", s->name, dc,
+           alpha);
+    CHECKF(near >= 5.0, "%s: the zone's near end %.0f m from the mast", s->name, near);
     printf("%s: %zu triangles, %zu materials, tx (%.0f, %.0f, %.0f) az %.0f tilt %.1f, zone "
-           "%.0f x %.0f m\n",
+           "%.0f x %.0f m, %.0f m off, %.1f deg down\n",
            s->name, s->triangle_count, s->material_count, s->tx.position[0], s->tx.position[1],
-           s->tx.position[2], s->tx.azimuth_deg, s->tx.tilt_deg, zhi[0] - zlo[0], zhi[1] - zlo[1]);
+           s->tx.position[2], s->tx.azimuth_deg, s->tx.tilt_deg, zhi[0] - zlo[0], zhi[1] - zlo[1],
+           dc, alpha);
     kern_scene_destroy(&s);
 }
 

@@ -84,17 +84,31 @@ static double deg_out(double deg)
     return round(deg * 100.0) / 100.0 + 0.0;
 }
 
+/* The names of the bounds in mask (KERN_BOUND_*) as a JSON list, [] for
+   none (docs/protocol.md section 13). NULL out of memory. */
+static json_t *bounds_json(unsigned mask)
+{
+    json_t *a = json_array();
+    for (unsigned i = 0; a && i < 4; i++)
+        if ((mask & (1u << i)) && json_array_append_new(a, json_string(kern_bound_name(i))) != 0) {
+            json_decref(a);
+            return NULL;
+        }
+    return a;
+}
+
 /* Every transmitter's orientations, in scene.yaml order. NULL out of memory. */
 static json_t *transmitters_json(const kern_boresight_result_t *r)
 {
     json_t *a = json_array();
     for (size_t i = 0; a && i < r->tx_count; i++) {
         const kern_orient_t *p = &r->txs[i].initial, *q = &r->txs[i].optimized;
-        json_t *t = json_pack("{s:s, s:b, s:b, s:{s:f, s:f}, s:{s:f, s:f}}", "name", r->txs[i].name,
-                              "movable", r->txs[i].movable, "serves", r->txs[i].serves, "initial",
-                              "azimuth_deg", deg_out(p->azimuth_deg), "tilt_deg",
-                              deg_out(p->tilt_deg), "optimized", "azimuth_deg",
-                              deg_out(q->azimuth_deg), "tilt_deg", deg_out(q->tilt_deg));
+        json_t *t =
+            json_pack("{s:s, s:b, s:b, s:{s:f, s:f}, s:{s:f, s:f}, s:o}", "name", r->txs[i].name,
+                      "movable", r->txs[i].movable, "serves", r->txs[i].serves, "initial",
+                      "azimuth_deg", deg_out(p->azimuth_deg), "tilt_deg", deg_out(p->tilt_deg),
+                      "optimized", "azimuth_deg", deg_out(q->azimuth_deg), "tilt_deg",
+                      deg_out(q->tilt_deg), "optimum_on_bound", bounds_json(r->txs[i].on_bound));
         if (json_array_append_new(a, t) != 0) {
             json_decref(a);
             return NULL;
@@ -145,7 +159,7 @@ json_t *worker_boresight_json(const kern_boresight_result_t *r)
     return add_multi(
         json_pack(
             "{s:s, s:s, s:o, s:o, s:o, s:{s:f, s:f}, s:{s:f, s:f}, s:{s:f, s:f, s:f, s:f}, "
-            "s:{s:I, s:I, s:I, s:I, s:I, s:s}, s:I, s:f, s:o}",
+            "s:{s:I, s:I, s:I, s:I, s:I, s:s}, s:I, s:f, s:o, s:o}",
             "status", r->valid ? "success" : "failed", "reason", r->reason, "zone_power_initial",
             dbm_array(r->zone_initial, r->zone_cells), "zone_power_optimized",
             dbm_array(r->zone_optimized, r->zone_cells), "stats", stats_json(r),
@@ -158,7 +172,8 @@ json_t *worker_boresight_json(const kern_boresight_result_t *r)
             "zone_crossings", (json_int_t)r->solver.zone_crossings, "max_depth",
             (json_int_t)r->solver.max_depth, "seed", (json_int_t)r->solver.seed, "backend",
             r->solver.backend ? r->solver.backend : "", "evaluations", (json_int_t)r->evaluations,
-            "objective", r->objective, "thumbnails", thumbnails_json(&r->thumbnails)),
+            "objective", r->objective, "thumbnails", thumbnails_json(&r->thumbnails),
+            "optimum_on_bound", bounds_json(r->on_bound)),
         r);
 }
 

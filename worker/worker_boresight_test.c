@@ -133,10 +133,14 @@ static void test_json(void)
     char keys[1024];
     /* docs/protocol.md section 13, boresight tasks: these and nothing else */
     CHECKF(!strcmp(keys_of(doc, keys, sizeof keys),
-                   "boresight_initial,boresight_optimized,evaluations,objective,reason,solver,"
-                   "stats,status,thumbnails,timings,zone_power_initial,zone_power_optimized"),
+                   "boresight_initial,boresight_optimized,evaluations,objective,optimum_on_bound,"
+                   "reason,solver,stats,status,thumbnails,timings,zone_power_initial,"
+                   "zone_power_optimized"),
            "%s", keys);
     CHECK(!strcmp(json_string_value(json_object_get(doc, "status")), "success"));
+    /* an optimum inside the ranges: an empty list */
+    CHECK(json_is_array(json_object_get(doc, "optimum_on_bound")) &&
+          json_array_size(json_object_get(doc, "optimum_on_bound")) == 0);
     CHECK(!strcmp(json_string_value(json_object_get(doc, "reason")), ""));
     json_t *zi_j = json_object_get(doc, "zone_power_initial");
     json_t *zo_j = json_object_get(doc, "zone_power_optimized");
@@ -176,6 +180,18 @@ static void test_json(void)
     CHECK(doc != NULL);
     if (!doc)
         return;
+    json_decref(doc);
+    /* an optimum on two bounds: their names, in bit order */
+    r.on_bound = KERN_BOUND_TILT_MAX | KERN_BOUND_AZIMUTH_MIN;
+    doc = worker_boresight_json(&r);
+    CHECK(doc != NULL);
+    if (!doc)
+        return;
+    const json_t *ob = json_object_get(doc, "optimum_on_bound");
+    CHECK(json_array_size(ob) == 2 &&
+          !strcmp(json_string_value(json_array_get(ob, 0)), "azimuth_min") &&
+          !strcmp(json_string_value(json_array_get(ob, 1)), "tilt_max"));
+    r.on_bound = 0;
     double t0 = num(json_object_get(doc, "boresight_initial"), "tilt_deg");
     CHECKF(t0 == 0 && !signbit(t0), "tilt %g", t0);
     CHECK(num(json_object_get(doc, "boresight_initial"), "azimuth_deg") == 79.1);
@@ -241,6 +257,7 @@ static void test_json_multi(void)
     r.txs[0].optimized = r.boresight_optimized;
     r.txs[1].initial = (kern_orient_t){120, 3};
     r.txs[1].optimized = (kern_orient_t){120, 3};
+    r.txs[0].on_bound = KERN_BOUND_TILT_MIN;
     r.has_sinr = true;
     r.noise_dbm = -113.5;
     r.zone_sinr_initial = si;
@@ -253,9 +270,9 @@ static void test_json_multi(void)
         return;
     char keys[1024];
     CHECKF(!strcmp(keys_of(doc, keys, sizeof keys),
-                   "boresight_initial,boresight_optimized,evaluations,noise_dbm,objective,reason,"
-                   "sinr_initial,sinr_optimized,solver,stats,status,thumbnails,timings,"
-                   "transmitters,zone_power_initial,zone_power_optimized"),
+                   "boresight_initial,boresight_optimized,evaluations,noise_dbm,objective,"
+                   "optimum_on_bound,reason,sinr_initial,sinr_optimized,solver,stats,status,"
+                   "thumbnails,timings,transmitters,zone_power_initial,zone_power_optimized"),
            "%s", keys);
     const json_t *tx = json_object_get(doc, "transmitters");
     CHECK(json_array_size(tx) == 2);
@@ -267,6 +284,10 @@ static void test_json_multi(void)
           num(json_object_get(b, "optimized"), "azimuth_deg") == 120 &&
           num(json_object_get(b, "initial"), "tilt_deg") == 3);
     CHECK(num(json_object_get(json_array_get(tx, 0), "optimized"), "azimuth_deg") == 123.4);
+    const json_t *b0 = json_object_get(json_array_get(tx, 0), "optimum_on_bound");
+    CHECK(json_array_size(b0) == 1 &&
+          !strcmp(json_string_value(json_array_get(b0, 0)), "tilt_min") &&
+          json_array_size(json_object_get(b, "optimum_on_bound")) == 0);
     CHECK(json_array_size(json_object_get(doc, "sinr_optimized")) == 3 &&
           json_number_value(json_array_get(json_object_get(doc, "sinr_optimized"), 0)) == 20.25);
     const json_t *st = json_object_get(doc, "stats");

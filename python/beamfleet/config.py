@@ -44,6 +44,9 @@ _JOB = [
     ("solver.specular_reflection", "bool", "", 0, 0),
     ("solver.refraction", "bool", "", 0, 0),
     ("solver.diffuse_reflection", "bool", "", 0, 0),
+    ("solver.diffraction", "bool", "", 0, 0),
+    ("solver.edge_diffraction", "bool", "", 0, 0),
+    ("solver.diffraction_model", "dmodel", "", 0, 0),
     ("solver.seed", "u64", "", 0, INT64_MAX),
     ("solver.floor_dbm", "double", "", -1000, 100),
     ("solver.surface_offset", "offset", "", 0, 0),
@@ -73,7 +76,9 @@ _JOB_DEFAULTS: Dict[str, Any] = {
     "validation.p90_min_dbm": -130.0, "validation.min_percentile_range_db": 15.0,
     "solver.samples_per_tx": 1000000, "solver.max_depth": 3, "solver.los": True,
     "solver.specular_reflection": True, "solver.refraction": True,
-    "solver.diffuse_reflection": False, "solver.seed": 42,
+    "solver.diffuse_reflection": False, "solver.diffraction": False,
+    "solver.edge_diffraction": False, "solver.diffraction_model": "sionna",
+    "solver.seed": 42,
     "solver.floor_dbm": -300.0, "solver.surface_offset": "sionna",
     "measurement.height": 1.5, "measurement.cell_size": [10.0, 10.0],
     "optimizer.objective": "mean_dbm", "optimizer.azimuth_deg": [0.0, 360.0],
@@ -107,7 +112,7 @@ _FLEET = [
 _CHOICES = {"task": ("boresight", "exec"),
             "objective": ("mean_dbm", "p10_dbm", "mean_linear", "coverage", "mean_sinr_db",
                           "sinr_coverage"),
-            "offset": ("sionna", "tight")}
+            "offset": ("sionna", "tight"), "dmodel": ("sionna", "luebbers")}
 
 
 def safe_name(name: str) -> bool:
@@ -218,7 +223,7 @@ class _Reader:
 
     def value(self, f, node) -> Any:
         path, typ, flags, lo, hi = f
-        if typ in ("str", "name", "path", "scenedir", "task", "objective", "offset"):
+        if typ in ("str", "name", "path", "scenedir", "task", "objective", "offset", "dmodel"):
             s = self.string(node, path)
             return self.check_str(typ, node, path, s)
         if typ in ("uint", "u64"):

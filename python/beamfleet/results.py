@@ -39,6 +39,7 @@ CSV_COLUMNS = [
     ("optimized_sinr_mean_db", ("stats", "optimized_sinr_mean")),
     ("transmitters_initial", ("transmitters", "initial")),
     ("transmitters_optimized", ("transmitters", "optimized")),
+    ("optimum_on_bound", ("optimum_on_bound",)),
 ]
 #: Columns after the CSV's: who ran it, and the zone powers the CDF needs.
 EXTRA_COLUMNS = ["job_id", "task_id", "worker", "backend", "fault",
@@ -105,6 +106,8 @@ def _row(doc: Dict[str, Any]) -> Dict[str, Any]:
         v: Any = doc
         for key in path:
             v = v.get(key) if isinstance(v, dict) else None
+        if isinstance(v, list):  # optimum_on_bound, as results.csv: "tilt_max;azimuth_min"
+            v = ";".join(x for x in v if isinstance(x, str)) or None
         row[column] = v
     for column in EXTRA_COLUMNS:
         row[column] = doc.get(column)

@@ -386,6 +386,48 @@ def test_boresight_job(fleet: Fleet):
         assert r["gpu_id"] == -1 and r["timings"]["trace"] > 0
 
 
+def test_bound_run(fleet: Fleet):
+    """An optimum on the search bound is said, not passed off as an
+    optimum: with a tilt range that stops short of the best tilt (scenegen
+    puts each zone 4-10 degrees down from its site) every optimum sits on
+    tilt_max, and the result, `run`'s progress line, results.csv and
+    report.html say so; with the default range none does."""
+    scenes_dir = os.path.join(fleet.tmp, "cities")
+    fleet.cli("scenegen", "--out", scenes_dir, "--count", "2", "--seed", "5")
+    names = sorted(os.listdir(scenes_dir))
+    for tilt, want in (("[-10, 0]", ["tilt_max"]), (None, [])):
+        out = os.path.join(fleet.tmp, f"out-{len(want)}")
+        job = os.path.join(fleet.tmp, f"job-{len(want)}.yaml")
+        with open(job, "w") as f:
+            f.write(f"name: bounds\nscenes: {scenes_dir}\noutput: {out}\ntask: boresight\n"
+                    "solver: {samples_per_tx: 100000}\n"
+                    "validation: {p10_min_dbm: -400, p10_max_dbm: 0, p90_min_dbm: -400, "
+                    "min_percentile_range_db: 0}\n" +
+                    (f"optimizer: {{tilt_deg: {tilt}}}\n" if tilt else ""))
+        r = fleet.cli("run", job, "--workers", "1", timeout=300)
+        lines = [ln for ln in r.stdout.splitlines() if ln.startswith("✓ [")]
+        assert len(lines) == 2, r.stdout
+        by_scene = check_reports(out, names)
+        with open(os.path.join(out, "results.csv")) as f:
+            rows = {row["scene"]: row for row in csv.DictReader(f)}
+        html = open(os.path.join(out, "report.html")).read()
+        for name, res in by_scene.items():
+            assert res["optimum_on_bound"] == want, (name, res["optimum_on_bound"],
+                                                     res["boresight_optimized"])
+            assert rows[name]["optimum_on_bound"] == ";".join(want), rows[name]
+            tilt_opt = res["boresight_optimized"]["tilt_deg"]
+            if want:
+                assert tilt_opt == 0, res["boresight_optimized"]
+            else:
+                assert -10 < tilt_opt < 30, res["boresight_optimized"]
+        if want:
+            assert all("optimum on the search bound: tilt_max" in ln for ln in lines), lines
+            assert html.count('">on bound</span>') == 2, "report.html does not mark the bound"
+        else:
+            assert not any("search bound" in ln for ln in lines), lines
+            assert '">on bound</span>' not in html
+
+
 def test_sectors_job(fleet: Fleet):
     """Several transmitters on the fleet: a three-sector site over a
     procedural city plus a neighbour that may not move, searched jointly
@@ -554,6 +596,7 @@ TESTS = {
     "solve": test_solve,
     "boresight_job": test_boresight_job,
     "sectors_job": test_sectors_job,
+    "bound_run": test_bound_run,
     "poison_scene": test_poison_scene,
     "quarantine": test_quarantine,
     "retention": test_retention,

@@ -280,7 +280,7 @@ def test_tables(fleet: Fleet):
     types = {"F_SECTION": "section", "F_STR": "str", "F_NAME": "name", "F_PATH": "path",
              "F_SCENEDIR": "scenedir", "F_UINT": "uint", "F_U64": "u64", "F_DOUBLE": "double",
              "F_BOOL": "bool", "F_TASK": "task", "F_OBJECTIVE": "objective",
-             "F_OFFSET": "offset", "F_PAIR": "pair", "F_STRV": "strv"}
+             "F_OFFSET": "offset", "F_DMODEL": "dmodel", "F_PAIR": "pair", "F_STRV": "strv"}
     for cname, mine in (("job_fields", config._JOB), ("fleet_fields", config._FLEET)):
         want = []
         for path, typ, flags, lo, hi in c_table(source, cname):
@@ -293,7 +293,7 @@ def test_tables(fleet: Fleet):
                for p, t, fl, lo, hi in mine]
         assert got == want, "\n".join(f"{a}\n{b}\n" for a, b in zip(got, want) if a != b) or \
             (len(got), len(want))
-    assert len(c_table(source, "job_fields")) == 42 and len(c_table(source, "fleet_fields")) == 21
+    assert len(c_table(source, "job_fields")) == 45 and len(c_table(source, "fleet_fields")) == 21
 
 
 class Listener:

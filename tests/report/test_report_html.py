@@ -306,7 +306,9 @@ def test_thumbnails(fleet: Fleet):
         f.write(f"scenes: {scenes}\ntask: boresight\nsolver: {{samples_per_tx: 20000}}\n" + PERMISSIVE)
     with open(os.path.join(scene, "scene.yaml")) as f:
         yaml = f.read()
-    for cell, n, factor in ((5, 60, 1), (2, 150, 3)):
+    # scenegen's measurement grid: its 500 m city, cells of `cell` m; blocks
+    # of ceil(n / 64) cells a side
+    for cell, n, factor in ((5, 100, 2), (2, 250, 4)):
         with open(os.path.join(scene, "scene.yaml"), "w") as f:
             f.write(yaml.replace("cell_size: [5, 5]", f"cell_size: [{cell}, {cell}]"))
         res_path = os.path.join(fleet.tmp, f"r{cell}.json")
@@ -314,7 +316,7 @@ def test_thumbnails(fleet: Fleet):
         fleet.cli("solve", scene, "-j", job, "--out", res_path, "--maps", maps, timeout=240)
         th = json.load(open(res_path))["thumbnails"]
         assert (th["dx"], th["dy"]) == (cell * factor, cell * factor), th["dx"]
-        assert (th["x0"], th["y0"]) == (-150, -150), (th["x0"], th["y0"])
+        assert (th["x0"], th["y0"]) == (-250, -250), (th["x0"], th["y0"])
         for m in ("initial", "optimized"):
             with open(os.path.join(maps, f"{m}.csv")) as f:
                 lines = f.read().splitlines()[1:]
