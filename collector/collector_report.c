@@ -34,16 +34,19 @@ struct collector_report {
     char *final_name; /* results_final_<stamp>.json once written or found */
     bool broken;      /* a write failed half-way: close and open again */
     /* results_progress.json is rewritten whole: the next rewrite waits
-       PROGRESS_SPACING times as long as the last one took, so the rewrites
-       stay a bounded share of the collector's time instead of growing with
-       the square of the job (a 2,000-result file takes about 2 ms; at
-       thousands of results a second a rewrite after every batch was the
-       collector's largest cost). A job's end forces the last one. */
+       PROGRESS_SPACING times as long as the last one took, and at least
+       PROGRESS_MIN_S, so the rewrites stay a bounded share of the
+       collector's time instead of growing with the square of the job (a
+       2,000-result file takes about 2 ms; at thousands of results a second
+       a rewrite after every batch was the collector's largest cost, and
+       spacing by the cost alone still gave it a fifth of a core). A job's
+       end forces the last one. */
     bool progress_dirty;
     double progress_next_s;
 };
 
-#define PROGRESS_SPACING 4 /* wait 4x the last rewrite: rewrites take <= 20 % */
+#define PROGRESS_SPACING 4   /* wait 4x the last rewrite: rewrites take <= 20 % */
+#define PROGRESS_MIN_S   1.0 /* and at most one rewrite a second while results stream */
 
 const char *const collector_report_csv_columns[] = {"scene",
                                                     "status",
@@ -546,7 +549,8 @@ bf_err_t collector_report_flush(collector_report_t *r, bool force, char *err)
     }
     double t1 = bf_mono_s();
     r->progress_dirty = false;
-    r->progress_next_s = t1 + PROGRESS_SPACING * (t1 - t0);
+    double wait = PROGRESS_SPACING * (t1 - t0);
+    r->progress_next_s = t1 + (wait > PROGRESS_MIN_S ? wait : PROGRESS_MIN_S);
     return BF_OK;
 }
 
@@ -597,7 +601,10 @@ bf_err_t collector_report_append(collector_report_t *r, json_t *results, char *e
             goto done;
         }
     }
-    if ((rc = bf_append_sync(r->csv_fd, rows.p, rows.len, err)) != BF_OK)
+    /* The CSV is derived: an open rebuilds it from the log, so a crash
+       cannot leave it behind what was acknowledged. It is made durable
+       once, when the job ends (collector_report_finish), not per batch. */
+    if ((rc = bf_append(r->csv_fd, rows.p, rows.len, err)) != BF_OK)
         goto done;
     r->broken = false;
     r->progress_dirty = true;
@@ -774,6 +781,12 @@ bf_err_t collector_report_finish(collector_report_t *r, const json_t *job, char 
     bf_err_t frc = collector_report_flush(r, true, err);
     if (frc != BF_OK)
         return frc;
+    /* the rows appended since the open, durable before JOB_DONE is acked */
+    if (fdatasync(r->csv_fd) != 0) {
+        r->broken = true;
+        return bf_fail(err, errno == ENOSPC ? BF_ENOSPC : BF_EIO, "%s/results.csv: fdatasync: %s",
+                       r->dir, strerror(errno));
+    }
     if (!r->final_name) {
         char stamp[16];
         bf_timestamp(stamp);
