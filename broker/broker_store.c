@@ -57,7 +57,7 @@ typedef struct {
 struct broker_store {
     sqlite3 *db;
     sqlite3_stmt *st_task_state, *st_task_final, *st_outbox, *st_ack, *st_job_state,
-        *st_outbox_after, *st_events;
+        *st_outbox_after, *st_events, *st_begin, *st_commit;
     task_t *tasks;
     size_t ntasks, captasks;
     job_t *jobs;
@@ -567,6 +567,8 @@ bf_err_t broker_store_open(const char *state_dir, int64_t now, int64_t grace_ms,
                       "o.job_done = 0 AND t.id = o.task_id WHERE o.seq > ? ORDER BY o.seq "
                       "LIMIT ?",
                       err)) != BF_OK ||
+        (rc = prepare(s, &s->st_begin, "BEGIN", err)) != BF_OK ||
+        (rc = prepare(s, &s->st_commit, "COMMIT", err)) != BF_OK ||
         (rc = prepare(s, &s->st_events,
                       "SELECT final_seq, job_id, id, scene, result FROM tasks WHERE final_seq > ?1 "
                       "AND (?2 = '' OR job_id = ?2) ORDER BY final_seq LIMIT ?3",
@@ -603,6 +605,8 @@ void broker_store_close(broker_store_t **self)
     sqlite3_finalize(s->st_job_state);
     sqlite3_finalize(s->st_outbox_after);
     sqlite3_finalize(s->st_events);
+    sqlite3_finalize(s->st_begin);
+    sqlite3_finalize(s->st_commit);
     if (s->db)
         sqlite3_close(s->db); /* an open transaction is rolled back */
     for (size_t i = 0; i < s->ntasks; i++)
@@ -618,14 +622,27 @@ void broker_store_close(broker_store_t **self)
     *self = NULL;
 }
 
+/* BEGIN and COMMIT run once per reactor turn: prepared once, not parsed
+   again each time as sqlite3_exec would. */
+static bf_err_t step_once(broker_store_t *s, sqlite3_stmt *st, const char *what)
+{
+    int r = sqlite3_step(st);
+    sqlite3_reset(st);
+    if (r != SQLITE_DONE) {
+        bf_error("store: %s: %s", what, sqlite3_errmsg(s->db));
+        return BF_EDB;
+    }
+    return BF_OK;
+}
+
 bf_err_t broker_store_begin(broker_store_t *s)
 {
-    return exec(s, "BEGIN");
+    return step_once(s, s->st_begin, "BEGIN");
 }
 
 bf_err_t broker_store_commit(broker_store_t *s)
 {
-    return exec(s, "COMMIT");
+    return step_once(s, s->st_commit, "COMMIT");
 }
 
 /* ---- jobs ----------------------------------------------------------------- */
