@@ -45,7 +45,7 @@ struct collector_report {
     double progress_next_s;
 };
 
-#define PROGRESS_SPACING 4   /* wait 4x the last rewrite: rewrites take <= 20 % */
+#define PROGRESS_SPACING 19  /* wait 19x the last rewrite: rewrites take <= 5 % */
 #define PROGRESS_MIN_S   1.0 /* and at most one rewrite a second while results stream */
 
 const char *const collector_report_csv_columns[] = {"scene",
