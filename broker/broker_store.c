@@ -1421,34 +1421,65 @@ bf_err_t broker_store_outbox_after(broker_store_t *s, uint64_t after, size_t max
     sqlite3_bind_int64(st, 2, (sqlite3_int64)max);
     size_t k = 0;
     bf_err_t rc = BF_OK;
-    json_t *info = NULL; /* JOBINFO as of now, shared by a run of one job's rows */
+    json_t *info = NULL;     /* JOBINFO as of now, shared by a run of one job's rows */
+    uint8_t *info_mp = NULL; /* the same, packed */
+    size_t info_len = 0;
     const char *info_job = "";
     while (k < max && sqlite3_step(st) == SQLITE_ROW) {
         d[k].seq = (uint64_t)sqlite3_column_int64(st, 0);
         d[k].job_done = sqlite3_column_int(st, 1) != 0;
         d[k].job_id = bf_strdup(col_text(st, 2));
         d[k].task_id = bf_strdup(col_text(st, 3));
-        json_t *doc = column_doc(st, 4);
+        json_t *doc = NULL;
         if (!d[k].job_done && d[k].job_id) {
             /* {"job": JOBINFO as of now, "result": the final result} */
             if (!info || strcmp(info_job, d[k].job_id) != 0) {
                 json_decref(info);
+                free(info_mp);
+                info_mp = NULL;
                 job_t *j = job_by_id(s, d[k].job_id);
                 info = j ? job_info(j) : json_pack("{s:s}", "id", d[k].job_id);
                 info_job = d[k].job_id;
+                if (info && proto_json_to_msgpack(info, &info_mp, &info_len) != BF_OK)
+                    info_mp = NULL;
             }
-            doc = json_pack("{s:o, s:o}", "job", info ? json_incref(info) : json_object(), "result",
-                            doc ? doc : json_object());
+            /* A result stored as MessagePack goes out as the bytes it is,
+               behind the packed JOBINFO: the same frame as packing the tree
+               would make, without unpacking and packing it again. */
+            if (info_mp && sqlite3_column_type(st, 4) == SQLITE_BLOB) {
+                static const uint8_t head[] = {0x82, 0xa3, 'j', 'o', 'b'};
+                static const uint8_t mid[] = {0xa6, 'r', 'e', 's', 'u', 'l', 't'};
+                const void *blob = sqlite3_column_blob(st, 4);
+                size_t n = (size_t)sqlite3_column_bytes(st, 4);
+                uint8_t *raw = blob && n ? malloc(sizeof head + info_len + sizeof mid + n) : NULL;
+                if (raw) {
+                    uint8_t *p = raw;
+                    memcpy(p, head, sizeof head);
+                    memcpy(p += sizeof head, info_mp, info_len);
+                    memcpy(p += info_len, mid, sizeof mid);
+                    memcpy(p += sizeof mid, blob, n);
+                    d[k].raw = raw;
+                    d[k].raw_len = sizeof head + info_len + sizeof mid + n;
+                }
+            }
+            if (!d[k].raw) {
+                doc = column_doc(st, 4);
+                doc = json_pack("{s:o, s:o}", "job", info ? json_incref(info) : json_object(),
+                                "result", doc ? doc : json_object());
+            }
+        } else {
+            doc = column_doc(st, 4);
         }
-        d[k].payload = doc ? doc : json_object();
+        d[k].payload = d[k].raw ? NULL : doc ? doc : json_object();
         k++;
-        if (!d[k - 1].job_id || !d[k - 1].task_id || !d[k - 1].payload) {
+        if (!d[k - 1].job_id || !d[k - 1].task_id || (!d[k - 1].payload && !d[k - 1].raw)) {
             rc = BF_ENOMEM;
             break;
         }
     }
     sqlite3_reset(st);
     json_decref(info);
+    free(info_mp);
     if (rc != BF_OK) {
         broker_store_deliveries_free(d, k);
         return rc;
@@ -1464,6 +1495,7 @@ void broker_store_deliveries_free(broker_delivery_t *d, size_t n)
         free(d[i].job_id);
         free(d[i].task_id);
         json_decref(d[i].payload);
+        free(d[i].raw);
     }
     free(d);
 }
