@@ -32,6 +32,7 @@ typedef struct {
     uint16_t attempt;  /* dispatches so far */
     uint8_t unstarted; /* returned unstarted by a dying worker (memory only) */
     int64_t lease_until;
+    int64_t rowid;    /* its row in tasks: updates find it without the id index */
     json_t *failures; /* NULL until the first failure */
 } task_t;
 
@@ -443,8 +444,8 @@ static bf_err_t reload_tasks(broker_store_t *s, char *err)
 {
     sqlite3_stmt *st = NULL;
     bf_err_t rc = prepare(s, &st,
-                          "SELECT id, scene, state, attempt, failures, status, final_seq FROM "
-                          "tasks WHERE job_id = ? ORDER BY idx",
+                          "SELECT id, scene, state, attempt, failures, status, final_seq, rowid "
+                          "FROM tasks WHERE job_id = ? ORDER BY idx",
                           err);
     for (size_t jn = 0; rc == BF_OK && jn < s->njobs; jn++) {
         job_t *j = &s->jobs[jn];
@@ -459,6 +460,7 @@ static bf_err_t reload_tasks(broker_store_t *s, char *err)
             bf_strlcpy(t->id, col_text(st, 0), sizeof t->id);
             t->state = (uint8_t)sqlite3_column_int(st, 2);
             t->attempt = (uint16_t)sqlite3_column_int(st, 3);
+            t->rowid = sqlite3_column_int64(st, 7);
             t->job = (uint32_t)(s->jbase + jn);
             if (sqlite3_column_type(st, 4) == SQLITE_TEXT)
                 t->failures = json_loads(col_text(st, 4), 0, NULL);
@@ -548,11 +550,11 @@ bf_err_t broker_store_open(const char *state_dir, int64_t now, int64_t grace_ms,
         goto fail;
     if ((rc = prepare(s, &s->st_task_state,
                       "UPDATE tasks SET state = ?2, attempt = ?3, worker = ?4, failures = ?5 "
-                      "WHERE id = ?1",
+                      "WHERE rowid = ?1",
                       err)) != BF_OK ||
         (rc = prepare(s, &s->st_task_final,
                       "UPDATE tasks SET state = 2, attempt = ?2, status = ?3, result = ?4, "
-                      "final_seq = ?5, failures = ?6 WHERE id = ?1",
+                      "final_seq = ?5, failures = ?6 WHERE rowid = ?1",
                       err)) != BF_OK ||
         (rc = prepare(s, &s->st_outbox,
                       "INSERT INTO outbox(job_done, job_id, task_id, payload) VALUES (?, ?, ?, ?)",
@@ -789,6 +791,7 @@ bf_err_t broker_store_add_job(broker_store_t *s, const bf_job_t *job, json_t *ke
         sqlite3_bind_text(st, 4, job->scenes[i], -1, SQLITE_STATIC);
         if (sqlite3_step(st) != SQLITE_DONE)
             rc = BF_EDB;
+        t->rowid = sqlite3_last_insert_rowid(s->db);
         sqlite3_reset(st);
         uint32_t idx = next_task(s);
         s->ntasks++;
@@ -811,7 +814,7 @@ static bf_err_t write_state(broker_store_t *s, const task_t *t, const char *work
     char *failures = t->failures ? json_dumps(t->failures, JSON_COMPACT) : NULL;
     if (t->failures && !failures)
         return BF_ENOMEM;
-    sqlite3_bind_text(st, 1, t->id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 1, t->rowid);
     sqlite3_bind_int(st, 2, t->state);
     sqlite3_bind_int(st, 3, t->attempt);
     sqlite3_bind_text(st, 4, worker ? worker : "", -1, SQLITE_STATIC);
@@ -1120,7 +1123,7 @@ static bf_err_t finalize(broker_store_t *s, uint32_t t, json_t *result, int stat
         free(failures);
         return BF_ENOMEM;
     }
-    sqlite3_bind_text(st, 1, tk->id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 1, tk->rowid);
     sqlite3_bind_int(st, 2, tk->attempt);
     sqlite3_bind_text(st, 3, status_names[status], -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 5, (sqlite3_int64)++s->final_seq);
