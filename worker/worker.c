@@ -464,6 +464,13 @@ static void start_task(worker_t *w)
         .progress = on_progress,
         .ud = r,
     };
+    /* An exec task's one stage, "exec", is reported by its handler as soon
+       as the program runs: it is the stage announced with the start below,
+       so that report is no news to this thread and does not wake it for
+       every task (a short task would end before the throttle let it out). */
+    const char *first = r->job->task == BF_TASK_EXEC ? "exec" : "start";
+    bf_strlcpy(r->last_stage, first, sizeof r->last_stage);
+    r->last_sent = bf_mono_ms();
     pair_msg_t m = {.kind = PAIR_RUN, .run = r};
     hand_over(r, OWNER_TASK);
     if (zmq_send(w->pair, &m, sizeof m, 0) != (int)sizeof m) {
@@ -474,7 +481,7 @@ static void start_task(worker_t *w)
     /* The broker counts an attempt against a task only once it has
        started, which it learns from a PROGRESS: say so now, past the
        throttle, not when the task's own first stage comes. */
-    bf_strlcpy(w->prog_stage, "start", sizeof w->prog_stage);
+    bf_strlcpy(w->prog_stage, first, sizeof w->prog_stage);
     w->prog_fraction = 0;
     w->prog_pending = true;
     w->last_progress = 0;
