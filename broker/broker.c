@@ -1554,6 +1554,9 @@ static bf_err_t deliver(broker_t *b)
         d[i].task_id = NULL;
         m->obj = d[i].payload;
         d[i].payload = NULL;
+        m->obj_raw = d[i].raw;
+        m->obj_raw_len = d[i].raw_len;
+        d[i].raw = NULL;
         c->inflight[c->ninflight++] = d[i].seq;
         c->sent_upto = d[i].seq;
     }

@@ -32,6 +32,7 @@ typedef struct {
     uint16_t attempt;  /* dispatches so far */
     uint8_t unstarted; /* returned unstarted by a dying worker (memory only) */
     int64_t lease_until;
+    int64_t rowid;    /* its row in tasks: updates find it without the id index */
     json_t *failures; /* NULL until the first failure */
 } task_t;
 
@@ -57,7 +58,7 @@ typedef struct {
 struct broker_store {
     sqlite3 *db;
     sqlite3_stmt *st_task_state, *st_task_final, *st_outbox, *st_ack, *st_job_state,
-        *st_outbox_after, *st_events;
+        *st_outbox_after, *st_events, *st_begin, *st_commit;
     task_t *tasks;
     size_t ntasks, captasks;
     job_t *jobs;
@@ -443,8 +444,8 @@ static bf_err_t reload_tasks(broker_store_t *s, char *err)
 {
     sqlite3_stmt *st = NULL;
     bf_err_t rc = prepare(s, &st,
-                          "SELECT id, scene, state, attempt, failures, status, final_seq FROM "
-                          "tasks WHERE job_id = ? ORDER BY idx",
+                          "SELECT id, scene, state, attempt, failures, status, final_seq, rowid "
+                          "FROM tasks WHERE job_id = ? ORDER BY idx",
                           err);
     for (size_t jn = 0; rc == BF_OK && jn < s->njobs; jn++) {
         job_t *j = &s->jobs[jn];
@@ -459,6 +460,7 @@ static bf_err_t reload_tasks(broker_store_t *s, char *err)
             bf_strlcpy(t->id, col_text(st, 0), sizeof t->id);
             t->state = (uint8_t)sqlite3_column_int(st, 2);
             t->attempt = (uint16_t)sqlite3_column_int(st, 3);
+            t->rowid = sqlite3_column_int64(st, 7);
             t->job = (uint32_t)(s->jbase + jn);
             if (sqlite3_column_type(st, 4) == SQLITE_TEXT)
                 t->failures = json_loads(col_text(st, 4), 0, NULL);
@@ -548,11 +550,11 @@ bf_err_t broker_store_open(const char *state_dir, int64_t now, int64_t grace_ms,
         goto fail;
     if ((rc = prepare(s, &s->st_task_state,
                       "UPDATE tasks SET state = ?2, attempt = ?3, worker = ?4, failures = ?5 "
-                      "WHERE id = ?1",
+                      "WHERE rowid = ?1",
                       err)) != BF_OK ||
         (rc = prepare(s, &s->st_task_final,
                       "UPDATE tasks SET state = 2, attempt = ?2, status = ?3, result = ?4, "
-                      "final_seq = ?5, failures = ?6 WHERE id = ?1",
+                      "final_seq = ?5, failures = ?6 WHERE rowid = ?1",
                       err)) != BF_OK ||
         (rc = prepare(s, &s->st_outbox,
                       "INSERT INTO outbox(job_done, job_id, task_id, payload) VALUES (?, ?, ?, ?)",
@@ -567,6 +569,8 @@ bf_err_t broker_store_open(const char *state_dir, int64_t now, int64_t grace_ms,
                       "o.job_done = 0 AND t.id = o.task_id WHERE o.seq > ? ORDER BY o.seq "
                       "LIMIT ?",
                       err)) != BF_OK ||
+        (rc = prepare(s, &s->st_begin, "BEGIN", err)) != BF_OK ||
+        (rc = prepare(s, &s->st_commit, "COMMIT", err)) != BF_OK ||
         (rc = prepare(s, &s->st_events,
                       "SELECT final_seq, job_id, id, scene, result FROM tasks WHERE final_seq > ?1 "
                       "AND (?2 = '' OR job_id = ?2) ORDER BY final_seq LIMIT ?3",
@@ -603,6 +607,8 @@ void broker_store_close(broker_store_t **self)
     sqlite3_finalize(s->st_job_state);
     sqlite3_finalize(s->st_outbox_after);
     sqlite3_finalize(s->st_events);
+    sqlite3_finalize(s->st_begin);
+    sqlite3_finalize(s->st_commit);
     if (s->db)
         sqlite3_close(s->db); /* an open transaction is rolled back */
     for (size_t i = 0; i < s->ntasks; i++)
@@ -618,14 +624,27 @@ void broker_store_close(broker_store_t **self)
     *self = NULL;
 }
 
+/* BEGIN and COMMIT run once per reactor turn: prepared once, not parsed
+   again each time as sqlite3_exec would. */
+static bf_err_t step_once(broker_store_t *s, sqlite3_stmt *st, const char *what)
+{
+    int r = sqlite3_step(st);
+    sqlite3_reset(st);
+    if (r != SQLITE_DONE) {
+        bf_error("store: %s: %s", what, sqlite3_errmsg(s->db));
+        return BF_EDB;
+    }
+    return BF_OK;
+}
+
 bf_err_t broker_store_begin(broker_store_t *s)
 {
-    return exec(s, "BEGIN");
+    return step_once(s, s->st_begin, "BEGIN");
 }
 
 bf_err_t broker_store_commit(broker_store_t *s)
 {
-    return exec(s, "COMMIT");
+    return step_once(s, s->st_commit, "COMMIT");
 }
 
 /* ---- jobs ----------------------------------------------------------------- */
@@ -772,6 +791,7 @@ bf_err_t broker_store_add_job(broker_store_t *s, const bf_job_t *job, json_t *ke
         sqlite3_bind_text(st, 4, job->scenes[i], -1, SQLITE_STATIC);
         if (sqlite3_step(st) != SQLITE_DONE)
             rc = BF_EDB;
+        t->rowid = sqlite3_last_insert_rowid(s->db);
         sqlite3_reset(st);
         uint32_t idx = next_task(s);
         s->ntasks++;
@@ -794,7 +814,7 @@ static bf_err_t write_state(broker_store_t *s, const task_t *t, const char *work
     char *failures = t->failures ? json_dumps(t->failures, JSON_COMPACT) : NULL;
     if (t->failures && !failures)
         return BF_ENOMEM;
-    sqlite3_bind_text(st, 1, t->id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 1, t->rowid);
     sqlite3_bind_int(st, 2, t->state);
     sqlite3_bind_int(st, 3, t->attempt);
     sqlite3_bind_text(st, 4, worker ? worker : "", -1, SQLITE_STATIC);
@@ -1103,7 +1123,7 @@ static bf_err_t finalize(broker_store_t *s, uint32_t t, json_t *result, int stat
         free(failures);
         return BF_ENOMEM;
     }
-    sqlite3_bind_text(st, 1, tk->id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 1, tk->rowid);
     sqlite3_bind_int(st, 2, tk->attempt);
     sqlite3_bind_text(st, 3, status_names[status], -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 5, (sqlite3_int64)++s->final_seq);
@@ -1404,34 +1424,65 @@ bf_err_t broker_store_outbox_after(broker_store_t *s, uint64_t after, size_t max
     sqlite3_bind_int64(st, 2, (sqlite3_int64)max);
     size_t k = 0;
     bf_err_t rc = BF_OK;
-    json_t *info = NULL; /* JOBINFO as of now, shared by a run of one job's rows */
+    json_t *info = NULL;     /* JOBINFO as of now, shared by a run of one job's rows */
+    uint8_t *info_mp = NULL; /* the same, packed */
+    size_t info_len = 0;
     const char *info_job = "";
     while (k < max && sqlite3_step(st) == SQLITE_ROW) {
         d[k].seq = (uint64_t)sqlite3_column_int64(st, 0);
         d[k].job_done = sqlite3_column_int(st, 1) != 0;
         d[k].job_id = bf_strdup(col_text(st, 2));
         d[k].task_id = bf_strdup(col_text(st, 3));
-        json_t *doc = column_doc(st, 4);
+        json_t *doc = NULL;
         if (!d[k].job_done && d[k].job_id) {
             /* {"job": JOBINFO as of now, "result": the final result} */
             if (!info || strcmp(info_job, d[k].job_id) != 0) {
                 json_decref(info);
+                free(info_mp);
+                info_mp = NULL;
                 job_t *j = job_by_id(s, d[k].job_id);
                 info = j ? job_info(j) : json_pack("{s:s}", "id", d[k].job_id);
                 info_job = d[k].job_id;
+                if (info && proto_json_to_msgpack(info, &info_mp, &info_len) != BF_OK)
+                    info_mp = NULL;
             }
-            doc = json_pack("{s:o, s:o}", "job", info ? json_incref(info) : json_object(), "result",
-                            doc ? doc : json_object());
+            /* A result stored as MessagePack goes out as the bytes it is,
+               behind the packed JOBINFO: the same frame as packing the tree
+               would make, without unpacking and packing it again. */
+            if (info_mp && sqlite3_column_type(st, 4) == SQLITE_BLOB) {
+                static const uint8_t head[] = {0x82, 0xa3, 'j', 'o', 'b'};
+                static const uint8_t mid[] = {0xa6, 'r', 'e', 's', 'u', 'l', 't'};
+                const void *blob = sqlite3_column_blob(st, 4);
+                size_t n = (size_t)sqlite3_column_bytes(st, 4);
+                uint8_t *raw = blob && n ? malloc(sizeof head + info_len + sizeof mid + n) : NULL;
+                if (raw) {
+                    uint8_t *p = raw;
+                    memcpy(p, head, sizeof head);
+                    memcpy(p += sizeof head, info_mp, info_len);
+                    memcpy(p += info_len, mid, sizeof mid);
+                    memcpy(p += sizeof mid, blob, n);
+                    d[k].raw = raw;
+                    d[k].raw_len = sizeof head + info_len + sizeof mid + n;
+                }
+            }
+            if (!d[k].raw) {
+                doc = column_doc(st, 4);
+                doc = json_pack("{s:o, s:o}", "job", info ? json_incref(info) : json_object(),
+                                "result", doc ? doc : json_object());
+            }
+        } else {
+            doc = column_doc(st, 4);
         }
-        d[k].payload = doc ? doc : json_object();
+        d[k].payload = d[k].raw ? NULL : doc ? doc : json_object();
         k++;
-        if (!d[k - 1].job_id || !d[k - 1].task_id || !d[k - 1].payload) {
+        if (!d[k - 1].job_id || !d[k - 1].task_id || (!d[k - 1].payload && !d[k - 1].raw)) {
             rc = BF_ENOMEM;
             break;
         }
     }
     sqlite3_reset(st);
     json_decref(info);
+    free(info_mp);
     if (rc != BF_OK) {
         broker_store_deliveries_free(d, k);
         return rc;
@@ -1447,6 +1498,7 @@ void broker_store_deliveries_free(broker_delivery_t *d, size_t n)
         free(d[i].job_id);
         free(d[i].task_id);
         json_decref(d[i].payload);
+        free(d[i].raw);
     }
     free(d);
 }

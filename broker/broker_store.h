@@ -19,7 +19,9 @@ typedef struct {
     uint64_t seq;
     bool job_done;
     char *job_id, *task_id;
-    json_t *payload;
+    json_t *payload; /* the document, or NULL when raw is set */
+    uint8_t *raw;    /* a DELIVER's {"job", "result"} already packed (MessagePack) */
+    size_t raw_len;
 } broker_delivery_t;
 
 /* Opens state_dir/broker.db. Tasks that were running when the broker

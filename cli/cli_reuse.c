@@ -77,11 +77,13 @@ bf_err_t cli_reuse_plan(const bf_job_t *job, bool recompute, json_t **keys_out, 
     *keys_out = *reuse_out = NULL;
     json_t *keys = json_array(), *reuse = json_array();
     json_t *earlier = recompute ? json_object() : earlier_results(job->output);
-    bf_err_t rc = keys && reuse && earlier ? BF_OK : bf_fail(err, BF_ENOMEM, "out of memory");
+    char *spec = bf_task_key_spec(job); /* the same for every task */
+    bf_err_t rc =
+        keys && reuse && earlier && spec ? BF_OK : bf_fail(err, BF_ENOMEM, "out of memory");
     for (size_t i = 0; rc == BF_OK && i < job->scene_count; i++) {
         char key[BF_KEY_LEN + 1];
         char why[BF_ERRLEN];
-        if ((rc = bf_task_key(job, i, key, why)) != BF_OK) {
+        if ((rc = bf_task_key_from(job, spec, i, key, why)) != BF_OK) {
             bf_fail(err, rc, "scene %s: %s", job->scenes[i], why);
             break;
         }
@@ -97,6 +99,7 @@ bf_err_t cli_reuse_plan(const bf_job_t *job, bool recompute, json_t **keys_out, 
             rc = bf_fail(err, BF_ENOMEM, "out of memory");
     }
     json_decref(earlier);
+    free(spec);
     if (rc != BF_OK) {
         json_decref(keys);
         json_decref(reuse);

@@ -20,7 +20,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <dirent.h>
+#include <ftw.h>
+#include <poll.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -212,37 +215,54 @@ static bool wait_bound(const char *path, pid_t child, int ms)
 
 static void stop_children(child_t *children, size_t n)
 {
-    /* Workers first (they drain), then the collector, then the broker. */
+    /* Workers first (they drain), then the collector, then the broker.
+       Each exit is awaited on a pidfd (readable once the child exits), so
+       the next one is told at once, not at the next tick of a sleep. */
     for (size_t i = n; i-- > 0;) {
         if (children[i].pid <= 0)
             continue;
         kill(children[i].pid, SIGTERM);
+        int pidfd = -1;
+#ifdef SYS_pidfd_open
+        pidfd = (int)syscall(SYS_pidfd_open, children[i].pid, 0);
+#endif
         int64_t deadline = bf_mono_ms() + 15000;
         for (;;) {
             int status;
             pid_t r = waitpid(children[i].pid, &status, WNOHANG);
             if (r == children[i].pid || (r < 0 && errno != EINTR))
                 break;
-            if (bf_mono_ms() > deadline) {
+            int64_t left = deadline - bf_mono_ms();
+            if (left < 0) {
                 kill(children[i].pid, SIGKILL);
                 waitpid(children[i].pid, &status, 0);
                 break;
             }
-            usleep(20 * 1000);
+            struct pollfd exited = {pidfd, POLLIN, 0};
+            if (pidfd < 0 || poll(&exited, 1, left < 20 ? (int)left : 20) < 0)
+                usleep(20 * 1000); /* no pidfd (kernel < 5.3): look every 20 ms */
         }
+        if (pidfd >= 0)
+            close(pidfd);
         children[i].pid = 0;
     }
 }
 
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)ftw;
+    if ((flag == FTW_DP ? rmdir(path) : unlink(path)) != 0 && errno != ENOENT)
+        bf_debug("run: cannot remove %s: %s", path, strerror(errno));
+    return 0; /* the rest goes on */
+}
+
+/* rm -rf of dir, in this process (the fork and exec of rm took longer than
+   the few files of the fleet's temporary directory). Links are removed,
+   never followed. */
 static void remove_tree(const char *dir)
 {
-    pid_t pid = fork();
-    if (pid == 0) {
-        execlp("rm", "rm", "-rf", "--", dir, (char *)NULL);
-        _exit(127);
-    }
-    if (pid > 0)
-        waitpid(pid, NULL, 0);
+    nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
 static void on_signal(int sig)

@@ -34,16 +34,19 @@ struct collector_report {
     char *final_name; /* results_final_<stamp>.json once written or found */
     bool broken;      /* a write failed half-way: close and open again */
     /* results_progress.json is rewritten whole: the next rewrite waits
-       PROGRESS_SPACING times as long as the last one took, so the rewrites
-       stay a bounded share of the collector's time instead of growing with
-       the square of the job (a 2,000-result file takes about 2 ms; at
-       thousands of results a second a rewrite after every batch was the
-       collector's largest cost). A job's end forces the last one. */
+       PROGRESS_SPACING times as long as the last one took, and at least
+       PROGRESS_MIN_S, so the rewrites stay a bounded share of the
+       collector's time instead of growing with the square of the job (a
+       2,000-result file takes about 2 ms; at thousands of results a second
+       a rewrite after every batch was the collector's largest cost, and
+       spacing by the cost alone still gave it a fifth of a core). A job's
+       end forces the last one. */
     bool progress_dirty;
     double progress_next_s;
 };
 
-#define PROGRESS_SPACING 4 /* wait 4x the last rewrite: rewrites take <= 20 % */
+#define PROGRESS_SPACING 19  /* wait 19x the last rewrite: rewrites take <= 5 % */
+#define PROGRESS_MIN_S   1.0 /* and at most one rewrite a second while results stream */
 
 const char *const collector_report_csv_columns[] = {"scene",
                                                     "status",
@@ -229,14 +232,21 @@ static char *path_in(const collector_report_t *r, const char *name)
     return bf_asprintf("%s/%s", r->dir, name);
 }
 
+static bf_err_t write_text(const collector_report_t *r, const char *name, const char *text,
+                           char *err)
+{
+    char *path = path_in(r, name);
+    bf_err_t rc = path ? bf_write_atomic(path, text, strlen(text), err) : BF_ENOMEM;
+    free(path);
+    return rc;
+}
+
 static bf_err_t write_json(const collector_report_t *r, const char *name, const json_t *doc,
                            char *err)
 {
     char *text = json_dumps(doc, JSON_INDENT(2) | JSON_FLAGS);
-    char *path = path_in(r, name);
-    bf_err_t rc = text && path ? bf_write_atomic(path, text, strlen(text), err) : BF_ENOMEM;
+    bf_err_t rc = text ? write_text(r, name, text, err) : BF_ENOMEM;
     free(text);
-    free(path);
     return rc;
 }
 
@@ -255,10 +265,10 @@ static bf_err_t remember(collector_report_t *r, json_t *result)
     /* The {scene: result} of results_progress.json and results_final leaves
        out the radio-map thumbnails (up to 2 x 64 x 64 numbers each: they are
        in results.jsonl and report.html); a shallow copy shares the rest. */
-    json_t *lite = json_copy(result);
+    json_t *lite = json_object_get(result, "thumbnails") ? json_copy(result) : json_incref(result);
     if (!lite)
         return BF_ENOMEM;
-    json_object_del(lite, "thumbnails");
+    json_object_del(lite, "thumbnails"); /* a result without them is shared as it is */
     if (json_object_set_new(r->lite, scene, lite) != 0 || /* takes lite, even on failure */
         (id && json_object_set(r->ids, id, json_true()) != 0) ||
         json_object_set(r->progress, scene, result) != 0 || json_array_append(r->all, result) != 0)
@@ -560,7 +570,8 @@ bf_err_t collector_report_flush(collector_report_t *r, bool force, char *err)
     }
     double t1 = bf_mono_s();
     r->progress_dirty = false;
-    r->progress_next_s = t1 + PROGRESS_SPACING * (t1 - t0);
+    double wait = PROGRESS_SPACING * (t1 - t0);
+    r->progress_next_s = t1 + (wait > PROGRESS_MIN_S ? wait : PROGRESS_MIN_S);
     return BF_OK;
 }
 
@@ -611,7 +622,10 @@ bf_err_t collector_report_append(collector_report_t *r, json_t *results, char *e
             goto done;
         }
     }
-    if ((rc = bf_append_sync(r->csv_fd, rows.p, rows.len, err)) != BF_OK)
+    /* The CSV is derived: an open rebuilds it from the log, so a crash
+       cannot leave it behind what was acknowledged. It is made durable
+       once, when the job ends (collector_report_finish), not per batch. */
+    if ((rc = bf_append(r->csv_fd, rows.p, rows.len, err)) != BF_OK)
         goto done;
     r->broken = false;
     r->progress_dirty = true;
@@ -785,19 +799,44 @@ json_t *collector_report_summary(const collector_report_t *r, const json_t *job)
 
 bf_err_t collector_report_finish(collector_report_t *r, const json_t *job, char *err)
 {
-    bf_err_t frc = collector_report_flush(r, true, err);
-    if (frc != BF_OK)
-        return frc;
+    if (r->broken)
+        return bf_fail(err, BF_ESTATE, "%s: an earlier write failed; open the report again",
+                       r->dir);
+    /* results_progress.json and results_final hold the same {scene:
+       result}: dumped once for both (for a big job a dump takes a good
+       part of a second) */
+    char *by_scene = json_dumps(r->lite, JSON_INDENT(2) | JSON_FLAGS);
+    if (!by_scene)
+        return bf_fail(err, BF_ENOMEM, "out of memory");
+    if (r->progress_dirty) {
+        bf_err_t prc = write_text(r, "results_progress.json", by_scene, err);
+        if (prc != BF_OK) {
+            free(by_scene);
+            r->broken = true; /* an open rebuilds it from the log */
+            return prc;
+        }
+        r->progress_dirty = false;
+    }
+    /* the rows appended since the open, durable before JOB_DONE is acked */
+    if (fdatasync(r->csv_fd) != 0) {
+        free(by_scene);
+        r->broken = true;
+        return bf_fail(err, errno == ENOSPC ? BF_ENOSPC : BF_EIO, "%s/results.csv: fdatasync: %s",
+                       r->dir, strerror(errno));
+    }
     if (!r->final_name) {
         char stamp[16];
         bf_timestamp(stamp);
         r->final_name = bf_asprintf("results_final_%s.json", stamp);
-        if (!r->final_name)
+        if (!r->final_name) {
+            free(by_scene);
             return bf_fail(err, BF_ENOMEM, "out of memory");
+        }
     }
     json_t *summary = collector_report_summary(r, job);
-    bf_err_t rc =
-        summary ? write_by_scene(r, r->final_name, err) : bf_fail(err, BF_ENOMEM, "out of memory");
+    bf_err_t rc = summary ? write_text(r, r->final_name, by_scene, err)
+                          : bf_fail(err, BF_ENOMEM, "out of memory");
+    free(by_scene);
     if (rc == BF_OK)
         rc = write_json(r, "summary.json", summary, err);
     if (rc == BF_OK) {

@@ -282,7 +282,7 @@ cleanup:
     return rc;
 }
 
-bf_err_t bf_append_sync(int fd, const void *data, size_t len, char *err)
+bf_err_t bf_append(int fd, const void *data, size_t len, char *err)
 {
     const char *p = data;
     size_t left = len;
@@ -295,6 +295,14 @@ bf_err_t bf_append_sync(int fd, const void *data, size_t len, char *err)
         p += n;
         left -= (size_t)n;
     }
+    return BF_OK;
+}
+
+bf_err_t bf_append_sync(int fd, const void *data, size_t len, char *err)
+{
+    bf_err_t rc = bf_append(fd, data, len, err);
+    if (rc != BF_OK)
+        return rc;
     if (fdatasync(fd) != 0)
         return bf_fail(err, errno_code(errno), "fdatasync: %s", strerror(errno));
     return BF_OK;

@@ -103,6 +103,8 @@ bf_err_t bf_write_atomic(const char *path, const void *data, size_t len, char *e
 /* The same with the new file's mode (before umask), e.g. 0600 for a secret. */
 bf_err_t bf_write_atomic_mode(const char *path, const void *data, size_t len, unsigned mode,
                               char *err) BF_MUST_CHECK;
+/* Appends data (every byte, or an error). fd must be open with O_APPEND. */
+bf_err_t bf_append(int fd, const void *data, size_t len, char *err) BF_MUST_CHECK;
 /* Appends data and fdatasyncs. fd must be open with O_APPEND. */
 bf_err_t bf_append_sync(int fd, const void *data, size_t len, char *err) BF_MUST_CHECK;
 /* mkdir -p with mode 0755. */

@@ -126,13 +126,28 @@ static char *spec_text(const bf_job_t *job)
     return text;
 }
 
+char *bf_task_key_spec(const bf_job_t *job)
+{
+    return spec_text(job);
+}
+
 bf_err_t bf_task_key(const bf_job_t *job, size_t i, char key[BF_KEY_LEN + 1], char *err)
+{
+    key[0] = '\0';
+    char *spec = spec_text(job);
+    bf_err_t rc =
+        spec ? bf_task_key_from(job, spec, i, key, err) : bf_fail(err, BF_ENOMEM, "out of memory");
+    free(spec);
+    return rc;
+}
+
+bf_err_t bf_task_key_from(const bf_job_t *job, const char *spec, size_t i, char key[BF_KEY_LEN + 1],
+                          char *err)
 {
     key[0] = '\0';
     if (!job->scenes_root || i >= job->scene_count)
         return bf_fail(err, BF_EINVAL, "task key: no scene %zu in the job", i);
     keyer_t k = {.state = XXH3_createState(), .chunk = malloc(KEY_CHUNK), .err = err};
-    char *spec = spec_text(job);
     char *dir = bf_asprintf("%s/%s", job->scenes_root, job->scenes[i]);
     bf_err_t rc =
         k.state && k.chunk && spec && dir ? BF_OK : bf_fail(err, BF_ENOMEM, "out of memory");
@@ -154,7 +169,6 @@ bf_err_t bf_task_key(const bf_job_t *job, size_t i, char key[BF_KEY_LEN + 1], ch
     }
     XXH3_freeState(k.state);
     free(k.chunk);
-    free(spec);
     free(dir);
     return rc;
 }

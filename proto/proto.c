@@ -109,6 +109,7 @@ void proto_msg_clear(proto_msg_t *msg)
         else if (fields[f].kind == KIND_OBJ)
             json_decref(*(json_t **)slot);
     }
+    free(msg->obj_raw);
     memset(msg, 0, sizeof *msg);
 }
 
@@ -623,7 +624,13 @@ bf_err_t proto_encode(const proto_msg_t *msg, uint8_t **data, size_t *size)
         }
         case KIND_OBJ: {
             const json_t *obj = *(json_t *const *)slot;
-            if (!obj)
+            if (msg->obj_raw) { /* packed by the sender: a map, copied as it is */
+                uint8_t b0 = msg->obj_raw_len ? msg->obj_raw[0] : 0;
+                bool map = (b0 & 0xf0) == 0x80 || b0 == 0xde || b0 == 0xdf;
+                bad = !map ||
+                      msgpack_sbuffer_write(&sb, (const char *)msg->obj_raw, msg->obj_raw_len);
+                values++;
+            } else if (!obj)
                 bad = msgpack_pack_map(&pk, 0), values++;
             else
                 bad = !json_is_object(obj) || pack_json(&pk, obj, 1, &values);

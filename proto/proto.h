@@ -129,6 +129,13 @@ typedef struct {
     uint64_t credit, attempt, seq, total, code, timeout_ms;
     double fraction;
     json_t *obj;
+    /* When set, sent in place of obj: the document already encoded (one
+       MessagePack map of obj_raw_len bytes, owned by the message), copied
+       into the frame as it is. For a sender passing on what it packed
+       itself (the broker's stored results in DELIVER), so that it is not
+       unpacked into a tree and packed again. The decoder never sets it. */
+    uint8_t *obj_raw;
+    size_t obj_raw_len;
 } proto_msg_t;
 
 /* Name of a message type ("ready"), or "?" for an unknown one. */

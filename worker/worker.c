@@ -123,7 +123,7 @@ typedef struct {
     atomic_int owner; /* who may touch the rest: see hand_over */
     worker_task_ctx_t ctx;
     worker_handler_fn fn;
-    bf_job_t job;
+    const bf_job_t *job; /* the worker's parsed spec of the task's job */
     char *scene_dir;
     volatile int cancel;
     json_t *result;
@@ -142,6 +142,11 @@ typedef struct {
     worker_nvml_t *nvml; /* NULL: no GPU figures (a CPU worker, no NVML) */
     int64_t next_stats;
     json_t *caps;
+    /* The job spec of the last task, parsed: the TASKs of one job carry the
+       same spec, and parsing it again for each short task was a sizeable
+       part of the worker's time. Replaced only while no task runs. */
+    bf_job_t job;
+    json_t *job_spec; /* the document job was parsed from */
     void *zctx, *pair, *pair_task;
     proto_link_t *link; /* the DEALER to the broker, heartbeats, reconnection */
     bool refused;       /* the broker refused our key's role: stop */
@@ -235,7 +240,6 @@ static void run_free(run_t *r)
 {
     if (!r)
         return;
-    bf_job_clear(&r->job);
     free(r->scene_dir);
     json_decref(r->result);
     free(r);
@@ -398,12 +402,23 @@ static void start_task(worker_t *w)
         rc = bf_fail(err, BF_ENOMEM, "out of memory");
         goto refuse;
     }
-    /* the job spec and the scene name come from the network: checked */
-    if (!t->obj || bf_job_from_json(t->obj, &r->job, why) != BF_OK) {
-        rc = bf_fail(err, BF_EPROTO, "bad job spec: %s", why[0] ? why : "missing");
-        goto refuse;
+    /* the job spec and the scene name come from the network: checked (a
+       spec equal to the last one was checked then) */
+    if (w->job_spec && (!t->obj || !json_equal(t->obj, w->job_spec))) {
+        json_decref(w->job_spec);
+        w->job_spec = NULL;
+        bf_job_clear(&w->job);
     }
-    if (!r->job.scenes_root || r->job.scenes_root[0] != '/') {
+    if (!w->job_spec) {
+        if (!t->obj || bf_job_from_json(t->obj, &w->job, why) != BF_OK) {
+            bf_job_clear(&w->job);
+            rc = bf_fail(err, BF_EPROTO, "bad job spec: %s", why[0] ? why : "missing");
+            goto refuse;
+        }
+        w->job_spec = json_incref(t->obj);
+    }
+    r->job = &w->job;
+    if (!r->job->scenes_root || r->job->scenes_root[0] != '/') {
         rc = bf_fail(err, BF_EPROTO, "bad job spec: no absolute scenes_root");
         goto refuse;
     }
@@ -411,20 +426,20 @@ static void start_task(worker_t *w)
         rc = bf_fail(err, BF_EPERM, "bad scene name '%.64s'", t->scene ? t->scene : "");
         goto refuse;
     }
-    r->fn = worker_handler(r->job.task == BF_TASK_EXEC ? "exec" : "boresight");
-    if (!(r->scene_dir = bf_asprintf("%s/%s", r->job.scenes_root, t->scene))) {
+    r->fn = worker_handler(r->job->task == BF_TASK_EXEC ? "exec" : "boresight");
+    if (!(r->scene_dir = bf_asprintf("%s/%s", r->job->scenes_root, t->scene))) {
         rc = bf_fail(err, BF_ENOMEM, "out of memory");
         goto refuse;
     }
     /* A scene that is a link to a folder outside the job's scenes folder
        is refused (DESIGN section 5); one that does not exist is left to the
        handler, which says so. */
-    if (!bf_resolves_beneath(r->job.scenes_root, r->scene_dir, NULL) && errno == EXDEV) {
+    if (!bf_resolves_beneath(r->job->scenes_root, r->scene_dir, NULL) && errno == EXDEV) {
         rc = bf_fail(err, BF_EPERM, "scene '%s' leads out of the scenes folder %s", t->scene,
-                     r->job.scenes_root);
+                     r->job->scenes_root);
         goto refuse;
     }
-    double timeout_ms = t->timeout_ms ? (double)t->timeout_ms : r->job.timeout_s * 1000.0;
+    double timeout_ms = t->timeout_ms ? (double)t->timeout_ms : r->job->timeout_s * 1000.0;
     if (!(timeout_ms > 0) || timeout_ms > 1e12)
         timeout_ms = 1e12;
     w->started_s = bf_mono_s();
@@ -437,7 +452,7 @@ static void start_task(worker_t *w)
     r->ctx = (worker_task_ctx_t){
         .scene_dir = r->scene_dir,
         .scene = t->scene,
-        .job = &r->job,
+        .job = r->job,
         .deadline_ms = w->deadline,
         .cancel = &r->cancel,
         .dev = &w->dev,
@@ -449,6 +464,13 @@ static void start_task(worker_t *w)
         .progress = on_progress,
         .ud = r,
     };
+    /* An exec task's one stage, "exec", is reported by its handler as soon
+       as the program runs: it is the stage announced with the start below,
+       so that report is no news to this thread and does not wake it for
+       every task (a short task would end before the throttle let it out). */
+    const char *first = r->job->task == BF_TASK_EXEC ? "exec" : "start";
+    bf_strlcpy(r->last_stage, first, sizeof r->last_stage);
+    r->last_sent = bf_mono_ms();
     pair_msg_t m = {.kind = PAIR_RUN, .run = r};
     hand_over(r, OWNER_TASK);
     if (zmq_send(w->pair, &m, sizeof m, 0) != (int)sizeof m) {
@@ -459,7 +481,7 @@ static void start_task(worker_t *w)
     /* The broker counts an attempt against a task only once it has
        started, which it learns from a PROGRESS: say so now, past the
        throttle, not when the task's own first stage comes. */
-    bf_strlcpy(w->prog_stage, "start", sizeof w->prog_stage);
+    bf_strlcpy(w->prog_stage, first, sizeof w->prog_stage);
     w->prog_fraction = 0;
     w->prog_pending = true;
     w->last_progress = 0;
@@ -495,7 +517,7 @@ static void finish_task(worker_t *w, run_t *r)
                 json_object_del(res, "fault");
         } else if (r->rc == BF_ECANCELED && w->timed_out) {
             char why[64];
-            snprintf(why, sizeof why, "timeout after %g s", r->job.timeout_s);
+            snprintf(why, sizeof why, "timeout after %g s", r->job->timeout_s);
             res = error_doc(why, NULL);
         } else if (r->rc == BF_OK) {
             res = error_doc("the task produced no result", NULL);
@@ -520,7 +542,7 @@ static void abandon_task(worker_t *w)
     if (!w->aborted) {
         char why[128];
         snprintf(why, sizeof why, "timeout after %g s (the task would not stop)",
-                 w->run->job.timeout_s);
+                 w->run->job->timeout_s);
         deliver(w, &w->held[0], error_doc(why, NULL), bf_mono_s() - w->started_s);
     }
     pop_held(w, 0);
@@ -927,6 +949,8 @@ done:
     for (size_t i = 0; i < w->nunacked; i++)
         proto_msg_clear(&w->unacked[i]);
     free(w->unacked);
+    bf_job_clear(&w->job);
+    json_decref(w->job_spec);
     json_decref(w->caps);
     teardown_at("NVML's shutdown");
     worker_nvml_destroy(&w->nvml);

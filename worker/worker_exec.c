@@ -135,16 +135,15 @@ static bool is_interpreter(const worker_task_ctx_t *ctx, const char *real)
    argument) as the interpreter opens it, relative to the working directory. */
 static bool in_list(const worker_task_ctx_t *ctx, const char *arg, bool script)
 {
+    for (size_t i = 0; i < ctx->allow_exec_count; i++)
+        if (ctx->allow_exec[i] && !strcmp(ctx->allow_exec[i], arg))
+            return true; /* the same string: no path to resolve */
     char *real = script ? realpath(arg, NULL) : resolve(arg);
     bool match = false;
     for (size_t i = 0; i < ctx->allow_exec_count && !match; i++) {
         const char *ok = ctx->allow_exec[i];
         if (!ok)
             continue;
-        if (!strcmp(ok, arg)) {
-            match = true;
-            break;
-        }
         char *ok_real = resolve(ok);
         match = real && ok_real && !strcmp(real, ok_real);
         free(ok_real);
@@ -154,12 +153,15 @@ static bool in_list(const worker_task_ctx_t *ctx, const char *arg, bool script)
 }
 
 /* The program itself is allowed, or it is one of the host's interpreters
-   (real0: its resolved path) and its script is. */
-static bool allowed(const worker_task_ctx_t *ctx, char *const argv[], const char *real0)
+   (prog: the path execvp finds, or NULL) and its script is. */
+static bool allowed(const worker_task_ctx_t *ctx, char *const argv[], const char *prog)
 {
     if (in_list(ctx, argv[0], false))
         return true;
-    return argv[1] && is_interpreter(ctx, real0) && in_list(ctx, argv[1], true);
+    char *real0 = prog ? realpath(prog, NULL) : NULL;
+    bool ok = argv[1] && is_interpreter(ctx, real0) && in_list(ctx, argv[1], true);
+    free(real0);
+    return ok;
 }
 
 /* Replaces {scene_dir}, {scene} and {output} in s; NULL on ENOMEM. */
@@ -596,8 +598,8 @@ bf_err_t worker_exec(worker_task_ctx_t *ctx, json_t **result, char *err)
             goto done;
         }
     prog = find_program(argv[0]);
-    real0 = prog ? realpath(prog, NULL) : NULL;
-    if (!allowed(ctx, argv, real0)) {
+    if (!allowed(ctx, argv, prog)) {
+        real0 = prog ? realpath(prog, NULL) : NULL;
         bool interp = argv[1] && is_interpreter(ctx, real0);
         rc = bf_fail(err, BF_EPERM, "exec not allowed: %.300s", interp ? argv[1] : argv[0]);
         goto done;
