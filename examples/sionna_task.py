@@ -15,6 +15,7 @@ stays unless a step beats it).
 The last line on stdout is the result: the fields of the native boresight
 task (docs/protocol.md, "Result document": zone_power_initial/optimized,
 stats, boresight_initial/optimized, timings, solver, evaluations, objective,
+optimum_on_bound,
 thumbnails) plus elapsed_time and `optimizer` (the steps taken). Status is
 `failed` when the initial zone fails the validation thresholds, as in the
 native task. Bad scene input gives one line on stderr and a result with
@@ -235,6 +236,16 @@ def main(argv):
     th1 = thumbnails(g, evals[best][3], tx["power_dbm"], np)
     thumbs = {k: th0[k] for k in ("nx", "ny", "x0", "y0", "dx", "dy")}
     thumbs.update(initial=th0["blocks"], optimized=th1["blocks"])
+    # the native result's optimum_on_bound (docs/protocol.md section 13):
+    # the bounds of the ranges the best step sits on (the steps are clamped
+    # to them, so an optimum held there is the bound itself, to the float32
+    # of Dr.Jit's angles: 1e-4 deg)
+    b_az, b_tilt = evals[best][1], evals[best][2]
+    on_bound = [name for name, hit in (
+        ("azimuth_min", not full_turn and abs(b_az - az_lo) <= 1e-4),
+        ("azimuth_max", not full_turn and abs(b_az - az_hi) <= 1e-4),
+        ("tilt_min", abs(b_tilt - tilt_lo) <= 1e-4),
+        ("tilt_max", abs(b_tilt - tilt_hi) <= 1e-4)) if hit and not a.at]
     result = {
         "status": "failed" if reason else "success",
         "reason": reason,
@@ -250,6 +261,7 @@ def main(argv):
                    "backend": f"sionna-rt {sionna.rt.__version__} {a.variant}"},
         "evaluations": len(evals),
         "objective": evals[best][0],
+        "optimum_on_bound": on_bound,
         "thumbnails": thumbs,
         "optimizer": {"method": "at" if a.at else "adam", "lr_deg": a.lr_deg, "iterations": a.iterations,
                       "best_step": best,
