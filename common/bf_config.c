@@ -301,6 +301,15 @@ static const char *task_name(bf_task_kind_t t)
     return t == BF_TASK_EXEC ? "exec" : "boresight";
 }
 
+/* The index of name in names[0 .. n), or -1: the enums read by name. */
+static int name_index(const char *const *names, size_t n, const char *name)
+{
+    for (size_t i = 0; name && i < n; i++)
+        if (!strcmp(name, names[i]))
+            return (int)i;
+    return -1;
+}
+
 static const char *const objective_names[] = {"mean_dbm", "p10_dbm",      "mean_linear",
                                               "coverage", "mean_sinr_db", "sinr_coverage"};
 
@@ -311,13 +320,10 @@ const char *bf_objective_name(bf_objective_t o)
 
 bool bf_objective_parse(const char *name, bf_objective_t *out)
 {
-    for (size_t i = 0; name && i < BF_ARRAY_LEN(objective_names); i++) {
-        if (!strcmp(name, objective_names[i])) {
-            *out = (bf_objective_t)i;
-            return true;
-        }
-    }
-    return false;
+    int i = name_index(objective_names, BF_ARRAY_LEN(objective_names), name);
+    if (i >= 0)
+        *out = (bf_objective_t)i;
+    return i >= 0;
 }
 
 static const char *const offset_names[] = {"sionna", "tight"};
@@ -329,13 +335,10 @@ const char *bf_surface_offset_name(bf_surface_offset_t o)
 
 bool bf_surface_offset_parse(const char *name, bf_surface_offset_t *out)
 {
-    for (size_t i = 0; name && i < BF_ARRAY_LEN(offset_names); i++) {
-        if (!strcmp(name, offset_names[i])) {
-            *out = (bf_surface_offset_t)i;
-            return true;
-        }
-    }
-    return false;
+    int i = name_index(offset_names, BF_ARRAY_LEN(offset_names), name);
+    if (i >= 0)
+        *out = (bf_surface_offset_t)i;
+    return i >= 0;
 }
 
 static const char *const dmodel_names[] = {"sionna", "luebbers"};
@@ -347,13 +350,10 @@ const char *bf_diffraction_model_name(bf_diffraction_model_t m)
 
 bool bf_diffraction_model_parse(const char *name, bf_diffraction_model_t *out)
 {
-    for (size_t i = 0; name && i < BF_ARRAY_LEN(dmodel_names); i++) {
-        if (!strcmp(name, dmodel_names[i])) {
-            *out = (bf_diffraction_model_t)i;
-            return true;
-        }
-    }
-    return false;
+    int i = name_index(dmodel_names, BF_ARRAY_LEN(dmodel_names), name);
+    if (i >= 0)
+        *out = (bf_diffraction_model_t)i;
+    return i >= 0;
 }
 
 /* Checks a string read from either source against the field's rules. */

@@ -77,6 +77,14 @@ static int edge_make(const kern_scene_t *sc, const float *normals, const double 
     if (!(len > 0.0) || dot3(na, na) < 0.5 || dot3(nb, nb) < 0.5)
         return 0; /* a point, or a degenerate face (zero normal) */
     memset(e, 0, sizeof *e);
+    /* each face's centroid from the edge's start */
+    double ua[3], ub[3];
+    centroid(sc, a, ca);
+    centroid(sc, b, cb);
+    for (int i = 0; i < 3; i++) {
+        ua[i] = ca[i] - p[i];
+        ub[i] = cb[i] - p[i];
+    }
     double nao[3], nbo[3];
     if (a == b) { /* a free edge: both sides are outside */
         for (int i = 0; i < 3; i++) {
@@ -88,13 +96,6 @@ static int edge_make(const kern_scene_t *sc, const float *normals, const double 
     } else {
         /* outward: each normal points away from the other face (the side
            whose angle is at most pi is the inside), Sionna RT's rule */
-        centroid(sc, a, ca);
-        centroid(sc, b, cb);
-        double ub[3], ua[3];
-        for (int i = 0; i < 3; i++) {
-            ub[i] = cb[i] - p[i];
-            ua[i] = ca[i] - p[i];
-        }
         double sa = dot3(na, ub) > KERN_DIFF_EPS ? -1.0 : 1.0;
         double sb = dot3(nb, ua) > KERN_DIFF_EPS ? -1.0 : 1.0;
         for (int i = 0; i < 3; i++) {
@@ -110,13 +111,10 @@ static int edge_make(const kern_scene_t *sc, const float *normals, const double 
     /* into each face across the edge: its centroid's offset from the
        edge line */
     double u[3], l = sqrt(len), ta[3], tb[3];
-    for (int i = 0; i < 3; i++)
-        u[i] = d[i] / l;
-    centroid(sc, a, ca);
-    centroid(sc, b, cb);
     for (int i = 0; i < 3; i++) {
-        ta[i] = ca[i] - p[i];
-        tb[i] = cb[i] - p[i];
+        u[i] = d[i] / l;
+        ta[i] = ua[i];
+        tb[i] = ub[i];
     }
     double pa = dot3(ta, u), pb = dot3(tb, u), la = 0.0, lb = 0.0;
     for (int i = 0; i < 3; i++) {

@@ -208,6 +208,13 @@ KERN_HD void kern_r_mul_cm(const float b[2][2], const kern_cf a[2][2], kern_cf o
             out[i][j] = cf_add(cf_scale(a[0][j], b[i][0]), cf_scale(a[1][j], b[i][1]));
 }
 
+/* sqrt(1 - S^2): the specular share of a rough face's reflection (1 on a
+   smooth one), which the UTD's reflection factors take too. */
+KERN_HD float kern_specular_share(const kern_mat_t *mat)
+{
+    return mat->s > 0.0f ? sqrtf(kern_maxf(1.0f - mul_rn(mat->s, mat->s), 0.0f)) : 1.0f;
+}
+
 /* The reflection factor of one face for the UTD: w_out diag(R_TE, R_TM)
    w_in, R the slab's coefficients at the incidence on the face (reduced by
    sqrt(1 - S^2) on a rough face, as the specular reflection). */
@@ -222,7 +229,7 @@ KERN_HD void kern_utd_face(const kern_mat_t *mat, kern_v3 ki, kern_v3 n, kern_v3
     kern_rotator(ksb, te, phi_sb, wout);
     kern_cf c[4];
     kern_slab_coeffs(*mat, fabsf(v3_dot(ki, n)), c);
-    float red = mat->s > 0.0f ? sqrtf(kern_maxf(1.0f - mul_rn(mat->s, mat->s), 0.0f)) : 1.0f;
+    float red = kern_specular_share(mat);
     kern_cf d[2][2];
     d[0][0] = cf_scale(c[0], red);
     d[0][1] = cf(0.0f, 0.0f);
@@ -292,7 +299,7 @@ KERN_HD int kern_utd_jones(const kern_wedge_t *w, const kern_mat_t *mat, kern_v3
         kern_cf c0[4], cn[4];
         kern_slab_coeffs(*mat, fabsf(v3_dot(ki, n0)), c0);
         kern_slab_coeffs(*mat, fabsf(v3_dot(ko, nn)), cn);
-        float red = mat->s > 0.0f ? sqrtf(kern_maxf(1.0f - mul_rn(mat->s, mat->s), 0.0f)) : 1.0f;
+        float red = kern_specular_share(mat);
         kern_cf d12 = cf_add(d1, d2);
         kern_cf dh =
             cf_add(d12, cf_add(cf_mul(cf_scale(c0[1], red), d4), cf_mul(cf_scale(cn[1], red), d3)));

@@ -278,6 +278,38 @@ def run_case(tmp, case, report):
     report.append(fig)
 
 
+def seed_means(ours, sio, orient, label, tag, our_seeds, sionna_seeds, fig, **opts):
+    """Our maps over our_seeds against Sionna's over sionna_seeds (opts: the
+    solve and map options both take, diffuse= or diffraction= with the
+    flags): the mean linear NMSE of every (ours, Sionna) pair against
+    Sionna's own mean over its pairs, and the ratio of the mean total
+    powers; checks the first within 1 dB of the second and records all in
+    fig under tag."""
+    lin = lambda a, b: 10 ** (nmse_db(a, b) / 10)  # noqa: E731
+    kind = "diffuse" if opts.get("diffuse") else "diffraction"
+    t_ours = 0.0
+    g_o = []
+    for seed in our_seeds:
+        _, m, t = ours.solve(f"{kind}-{tag}-{seed}", seed=seed, **opts)
+        g_o.append(m)
+        t_ours += t
+    rows = [sio.map(*orient, seed=seed, **opts) for seed in sionna_seeds]
+    g_s = [align(g_o[0], r)[1] for r in rows]
+    g_o = [align(m, rows[0])[0] for m in g_o]
+    pairs = [(i, j) for i in range(len(g_s)) for j in range(i + 1, len(g_s))]
+    n_ss = 10 * math.log10(sum(lin(g_s[j], g_s[i]) for i, j in pairs) / len(pairs))
+    n_os = 10 * math.log10(sum(lin(o, g) for o in g_o for g in g_s) / (len(g_o) * len(g_s)))
+    p_os = 10 * math.log10(sum(float(o.sum()) for o in g_o) / len(g_o) /
+                           (sum(float(g.sum()) for g in g_s) / len(g_s)))
+    fig[f"nmse_{tag}_seed_to_seed_db"] = n_ss
+    fig[f"nmse_{tag}_ours_db"] = n_os
+    fig[f"power_{tag}_ours_vs_sionna_db"] = p_os
+    fig[f"ours_{tag}_solve_s"] = t_ours / len(g_o)
+    check(n_os <= n_ss + 1.0, f"{label}, {tag} map with {kind}: NMSE {n_os:.2f} dB vs Sionna "
+          f"seed-to-seed {n_ss:.2f} dB (+1 dB; means over {len(g_o)} and {len(g_s)} seeds); "
+          f"total power {p_os:+.2f} dB")
+
+
 # Diffuse reflection (docs/radio.md): a copy of a small shared scene whose
 # materials are rough (scattering coefficient S and XPD K_x per ITU name, in
 # the XML as itu-radio-material properties, which both engines read), the
@@ -331,29 +363,9 @@ def run_diffuse_case(tmp, report):
     # pair's NMSE moves by 2 dB with the seeds. Both sides are means over 8
     # seeds each: Sionna's over its pairs, ours over every (our seed, Sionna
     # seed).
-    lin = lambda a, b: 10 ** (nmse_db(a, b) / 10)  # noqa: E731
     for tag, flags in (("full", dict()), ("diffuse", dict(los=False, refl=False, refr=False))):
-        t_ours = 0.0
-        g_o = []
-        for seed in DIFFUSE_OUR_SEEDS:
-            _, m, t = ours.solve(f"diffuse-{tag}-{seed}", diffuse=True, seed=seed, **flags)
-            g_o.append(m)
-            t_ours += t
-        g_s = []
-        for seed in DIFFUSE_SEEDS:
-            s = sio.map(*orient, seed=seed, diffuse=True, **flags)
-            g_s.append(align(g_o[0], s)[1])
-        g_o = [align(m, s)[0] for m in g_o]
-        pairs = [(i, j) for i in range(len(g_s)) for j in range(i + 1, len(g_s))]
-        n_ss = 10 * math.log10(sum(lin(g_s[j], g_s[i]) for i, j in pairs) / len(pairs))
-        n_os = 10 * math.log10(sum(lin(o, g) for o in g_o for g in g_s) / (len(g_o) * len(g_s)))
-        t_ours /= len(g_o)
-        fig[f"nmse_{tag}_seed_to_seed_db"] = n_ss
-        fig[f"nmse_{tag}_ours_db"] = n_os
-        fig[f"ours_{tag}_solve_s"] = t_ours
-        check(n_os <= n_ss + 1.0, f"{name} rough, {tag} map with diffuse reflection: NMSE "
-              f"{n_os:.2f} dB vs Sionna seed-to-seed {n_ss:.2f} dB (+1 dB; means over "
-              f"{len(g_o)} and {len(g_s)} seeds)")
+        seed_means(ours, sio, orient, f"{name} rough", tag, DIFFUSE_OUR_SEEDS, DIFFUSE_SEEDS, fig,
+                   diffuse=True, **flags)
     # diffuse off on the rough materials: the specular reflection is reduced
     # by sqrt(1 - S^2), without randomness
     _, m, _ = ours.solve("rough-reflection", los=False, refr=False)
@@ -388,32 +400,10 @@ def run_diffraction_case(tmp, report):
     ours = Ours(d, name, tx, orient, zone, center, size, cell)
     sio = Sionna(ours)
     fig = {"scene": name + " (diffraction)", "rays": RAYS, "depth": DEPTH}
-    lin = lambda a, b: 10 ** (nmse_db(a, b) / 10)  # noqa: E731
     for tag, flags in (("full", dict()), ("diffraction", dict(los=False, refl=False,
                                                                refr=False))):
-        t_ours = 0.0
-        g_o = []
-        for seed in DIFFRACTION_OUR_SEEDS:
-            _, m, t = ours.solve(f"diffraction-{tag}-{seed}", diffraction=True, seed=seed,
-                                 **flags)
-            g_o.append(m)
-            t_ours += t
-        rows = [sio.map(*orient, seed=seed, diffraction=True, **flags)
-                for seed in DIFFRACTION_SEEDS]
-        g_s = [align(g_o[0], r)[1] for r in rows]
-        g_o = [align(m, rows[0])[0] for m in g_o]
-        pairs = [(i, j) for i in range(len(g_s)) for j in range(i + 1, len(g_s))]
-        n_ss = 10 * math.log10(sum(lin(g_s[j], g_s[i]) for i, j in pairs) / len(pairs))
-        n_os = 10 * math.log10(sum(lin(o, g) for o in g_o for g in g_s) / (len(g_o) * len(g_s)))
-        p_os = 10 * math.log10(sum(float(o.sum()) for o in g_o) / len(g_o) /
-                               (sum(float(g.sum()) for g in g_s) / len(g_s)))
-        fig[f"nmse_{tag}_seed_to_seed_db"] = n_ss
-        fig[f"nmse_{tag}_ours_db"] = n_os
-        fig[f"power_{tag}_ours_vs_sionna_db"] = p_os
-        fig[f"ours_{tag}_solve_s"] = t_ours / len(g_o)
-        check(n_os <= n_ss + 1.0, f"{name}, {tag} map with diffraction: NMSE {n_os:.2f} dB vs "
-              f"Sionna seed-to-seed {n_ss:.2f} dB (+1 dB; means over {len(g_o)} and "
-              f"{len(g_s)} seeds); total power {p_os:+.2f} dB")
+        seed_means(ours, sio, orient, name, tag, DIFFRACTION_OUR_SEEDS, DIFFRACTION_SEEDS, fig,
+                   diffraction=True, **flags)
     fig["sionna_maps"] = len(sio.seconds)
     fig["sionna_total_s"] = sum(sio.seconds)
     report.append(fig)
