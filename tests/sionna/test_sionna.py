@@ -114,7 +114,12 @@ def check(ok, what):
 
 
 def nmse_db(a, ref):
-    return 10 * math.log10(float(np.sum((a - ref) ** 2)) / float(np.sum(ref ** 2)))
+    """-inf when both maps are empty (a metal room has no refraction-only
+    map), +inf when only ref is."""
+    err, norm = float(np.sum((a - ref) ** 2)), float(np.sum(ref ** 2))
+    if norm == 0.0:
+        return -math.inf if err == 0.0 else math.inf
+    return 10 * math.log10(err / norm) if err > 0.0 else -math.inf
 
 
 class Ours:
