@@ -351,9 +351,14 @@ def seed_means(ours, sio, orient, label, tag, our_seeds, sionna_seeds, fig, **op
     fig[f"power_{tag}_ours_vs_sionna_db"] = p_os
     fig[f"ours_{tag}_solve_s"] = t_ours / len(g_o)
     what = f"{tag} map with {kind}" if kind else f"{tag} map"
-    check(n_os <= n_ss + 1.0, f"{label}, {what}: NMSE {n_os:.2f} dB vs Sionna "
-          f"seed-to-seed {n_ss:.2f} dB (+1 dB; means over {len(g_o)} and {len(g_s)} seeds); "
-          f"total power {p_os:+.2f} dB")
+    # Where no choice is random (an all-metal scene: nothing refracts),
+    # Sionna's seeds give the same map and its seed-to-seed NMSE is the
+    # float noise (-116 dB in the metal box); there -50 dB is the bound (ours
+    # are -55 to -59 dB on the box and triple_reflector, docs/benchmarks.md).
+    bound = max(n_ss + 1.0, -50.0)
+    check(n_os <= bound, f"{label}, {what}: NMSE {n_os:.2f} dB vs Sionna "
+          f"seed-to-seed {n_ss:.2f} dB (bound {bound:.2f} dB; means over {len(g_o)} and "
+          f"{len(g_s)} seeds); total power {p_os:+.2f} dB")
     out.update(ours=g_o, sionna=g_s, sionna_rows=rows, xy=xy)
     return out
 
