@@ -90,14 +90,19 @@ enum { KERN_WALK_SEGMENT, KERN_WALK_BOUNCE, KERN_WALK_DONE, KERN_WALK_DIFFRACT }
 
 /* A ray on its way: its state, the end of its current segment, and its
    departure direction d0 (which a zone record keeps) with the antenna's
-   field along it. */
+   field along it. The field is computed at the ray's first plane crossing
+   (have_f), not at its launch: most of the rays that leave the scene
+   upwards never cross the plane, and the pattern (two arc tangents and an
+   exponential for TR 38.901) was an eighth of a radio map's time. The
+   field is a function of d0 alone, so when it is computed changes no bit. */
 typedef struct {
     kern_ray_t ray;
     kern_hit_t hit;
     kern_v3 d0;
     float f[2][2];
     uint64_t n;
-    int next; /* KERN_WALK_* */
+    int next;   /* KERN_WALK_* */
+    int have_f; /* f holds the antenna's field along d0 */
 } kern_walk_t;
 
 /* Launches ray n of the trace b (a diffraction sample from n = b->rays on). */
@@ -110,7 +115,7 @@ KERN_HD void kern_walk_start(kern_walk_t *w, const kern_bounce_t *b, uint64_t n)
     }
     kern_ray_launch(&w->ray, b->tx, n, b->rays);
     w->d0 = w->ray.dir;
-    kern_antenna_field(&b->antenna, &b->rot, w->d0, w->f);
+    w->have_f = 0;
     w->n = n;
     w->next = KERN_WALK_SEGMENT;
 }
@@ -251,6 +256,7 @@ KERN_HD int kern_diffract_next(kern_walk_t *w, const kern_bounce_t *b, kern_cros
     kern_ray_form(&r, wt, x->m);
     w->d0 = ki;
     kern_antenna_field(&b->antenna, &b->rot, ki, w->f);
+    w->have_f = 1;
     x->power = kern_form_power(w->f, x->m);
     x->zone = b->zone_of_cell ? b->zone_of_cell[x->cell] : -1;
     return 1;
@@ -295,6 +301,10 @@ KERN_HD int kern_walk_next(kern_walk_t *w, const kern_bounce_t *b, kern_crossing
             (wt = kern_plane_crossing(&w->ray, miss ? INFINITY : w->hit.t, &b->grid, &x->cell)) >
                 0.0f) {
             kern_ray_form(&w->ray, wt, x->m);
+            if (!w->have_f) {
+                kern_antenna_field(&b->antenna, &b->rot, w->d0, w->f);
+                w->have_f = 1;
+            }
             x->power = kern_form_power(w->f, x->m);
             x->zone = b->zone_of_cell ? b->zone_of_cell[x->cell] : -1;
             return 1;
