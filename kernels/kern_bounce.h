@@ -262,6 +262,34 @@ KERN_HD int kern_diffract_next(kern_walk_t *w, const kern_bounce_t *b, kern_cros
     return 1;
 }
 
+/* The next float above t, for a finite t > 0. */
+KERN_HD float kern_next_upf(float t)
+{
+#if defined(__CUDA_ARCH__)
+    return __uint_as_float(__float_as_uint(t) + 1u);
+#else
+    uint32_t u;
+    memcpy(&u, &t, sizeof u);
+    u++;
+    memcpy(&t, &u, sizeof t);
+    return t;
+#endif
+}
+
+/* Fills the crossing *x of weight wt in cell x->cell: the ray's form, and
+   its power for the antenna's field along d0 (computed at the first
+   crossing). */
+KERN_HD void kern_walk_cross(kern_walk_t *w, const kern_bounce_t *b, float wt, kern_crossing_t *x)
+{
+    kern_ray_form(&w->ray, wt, x->m);
+    if (!w->have_f) {
+        kern_antenna_field(&b->antenna, &b->rot, w->d0, w->f);
+        w->have_f = 1;
+    }
+    x->power = kern_form_power(w->f, x->m);
+    x->zone = b->zone_of_cell ? b->zone_of_cell[x->cell] : -1;
+}
+
 /* Follows the ray to its next plane crossing, in segment order: fills *x
    and returns 1, or returns 0 once the ray is done (and on every call
    after). A segment counts from the transmitter when b->los, and after
@@ -291,6 +319,27 @@ KERN_HD int kern_walk_next(kern_walk_t *w, const kern_bounce_t *b, kern_crossing
                 return 0;
             }
         }
+        if (w->ray.depth >= b->max_depth && !(b->edge_found && w->ray.depth == 0)) {
+            /* The ray's last segment: it ends here whatever it hits, so the
+               hit matters only if it comes before the plane. No crossing,
+               no walk; else a walk that stops just past the crossing
+               (kern_next_upf(t): a hit at t blocks it, as below). The
+               closest hit is the smallest candidate in (0, tmax), and a
+               candidate's leaf meets the shorter range too (kern_traverse.h),
+               so this walk finds a hit exactly when the unbounded one finds
+               its hit at or before t, and the same hit: the same crossings,
+               bit for bit. */
+            w->next = KERN_WALK_DONE;
+            float tc = 0.0f, wt;
+            if (!(b->los || w->ray.depth > 0) ||
+                !((wt = kern_plane_crossing_at(&w->ray, INFINITY, &b->grid, &x->cell, &tc)) > 0.0f))
+                return 0;
+            kern_walk_closest(b, w->ray.org, w->ray.dir, kern_next_upf(tc), &w->hit);
+            if (w->hit.tri != UINT32_MAX && w->hit.tri < b->geom.tri_count)
+                return 0;
+            kern_walk_cross(w, b, wt, x);
+            return 1;
+        }
         kern_walk_closest(b, w->ray.org, w->ray.dir, INFINITY, &w->hit);
         int miss = w->hit.tri == UINT32_MAX || w->hit.tri >= b->geom.tri_count;
         if (b->edge_found && !miss && w->ray.depth == 0)
@@ -300,13 +349,7 @@ KERN_HD int kern_walk_next(kern_walk_t *w, const kern_bounce_t *b, kern_crossing
         if ((b->los || w->ray.depth > 0) &&
             (wt = kern_plane_crossing(&w->ray, miss ? INFINITY : w->hit.t, &b->grid, &x->cell)) >
                 0.0f) {
-            kern_ray_form(&w->ray, wt, x->m);
-            if (!w->have_f) {
-                kern_antenna_field(&b->antenna, &b->rot, w->d0, w->f);
-                w->have_f = 1;
-            }
-            x->power = kern_form_power(w->f, x->m);
-            x->zone = b->zone_of_cell ? b->zone_of_cell[x->cell] : -1;
+            kern_walk_cross(w, b, wt, x);
             return 1;
         }
     }

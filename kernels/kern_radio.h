@@ -370,11 +370,12 @@ typedef struct {
 } kern_grid_t;
 
 /* Does the ray's current segment, which ends at tmax (INFINITY for the last,
-   unbounded one), cross the plane? Then *cell is the cell it crosses and
-   the return value is its weight Omega / |cos theta| (theta to the plane
-   normal); 0 when it does not cross inside the grid. */
-KERN_HD float kern_plane_crossing(const kern_ray_t *ray, float tmax, const kern_grid_t *g,
-                                  uint32_t *cell)
+   unbounded one), cross the plane? Then *cell is the cell it crosses, *t
+   the distance to it, and the return value is its weight Omega / |cos
+   theta| (theta to the plane normal); 0 (*cell and *t untouched) when it
+   does not cross inside the grid. */
+KERN_HD float kern_plane_crossing_at(const kern_ray_t *ray, float tmax, const kern_grid_t *g,
+                                     uint32_t *cell, float *t_out)
 {
     float dz = ray->dir.z;
     if (dz == 0.0f)
@@ -390,7 +391,14 @@ KERN_HD float kern_plane_crossing(const kern_ray_t *ray, float tmax, const kern_
     if (ix >= g->nx || iy >= g->ny)
         return 0.0f;
     *cell = iy * g->nx + ix;
+    *t_out = t;
     return (ray->omega > 0.0f ? ray->omega : g->omega) / fabsf(dz);
+}
+KERN_HD float kern_plane_crossing(const kern_ray_t *ray, float tmax, const kern_grid_t *g,
+                                  uint32_t *cell)
+{
+    float t;
+    return kern_plane_crossing_at(ray, tmax, g, cell, &t);
 }
 
 /* x^k for a small integer k >= 0, by repeated products. */
