@@ -113,7 +113,7 @@ KERN_HD void kern_walk_start(kern_walk_t *w, const kern_bounce_t *b, uint64_t n)
         w->next = KERN_WALK_DIFFRACT;
         return;
     }
-    kern_ray_launch(&w->ray, b->tx, n, b->rays);
+    kern_ray_start(&w->ray, b->tx, kern_fibonacci_dir(n, b->rays)); /* basis at the first bounce */
     w->d0 = w->ray.dir;
     w->have_f = 0;
     w->n = n;
@@ -308,6 +308,8 @@ KERN_HD int kern_walk_next(kern_walk_t *w, const kern_bounce_t *b, kern_crossing
             const float *nn = &b->geom.normals[3 * (size_t)tri];
             kern_mat_t mat = b->geom.mats[b->geom.tri_material[tri]];
             uint32_t depth = w->ray.depth;
+            if (depth == 0) /* kern_ray_launch's basis, which the launch left out */
+                kern_sph_basis(w->ray.dir, &w->ray.u, &w->ray.v);
             /* the diffuse direction's two numbers, only where one can be drawn */
             int diffuse = b->diffuse && mat.s > 0.0f;
             float u1 = diffuse ? kern_rand_k(b->seed, w->n, depth, 1) : 0.0f;

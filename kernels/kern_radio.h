@@ -105,8 +105,9 @@ KERN_HD void kern_slab_coeffs(kern_mat_t mat, float cos_t, kern_cf out[4])
     /* e1 = exp(-j q), e2 = exp(-2 j q); Im(s) <= 0 makes them decay. For
        metal the magnitude underflows to 0: R = r, T = 0, as it should. */
     float qr = mul_rn(mat.kd, s.re), qi = mul_rn(mat.kd, s.im);
-    float mag = kern_expf(qi), sq, cq;
-    kern_sincosf(qr, &sq, &cq);
+    float mag = kern_expf(qi), sq = 0.0f, cq = 0.0f;
+    if (mag > 0.0f) /* the phase only where the slab lets anything through */
+        kern_sincosf(qr, &sq, &cq);
     kern_cf e1 = mag > 0.0f ? cf(mul_rn(mag, cq), -mul_rn(mag, sq)) : cf(0.0f, 0.0f);
     kern_cf e2 = cf_mul(e1, e1);
     kern_cf one = cf(1.0f, 0.0f);
@@ -335,17 +336,27 @@ typedef struct {
     float omega;    /* 0: the lattice's, kern_grid_t.omega */
 } kern_ray_t;
 
-KERN_HD void kern_ray_launch(kern_ray_t *ray, kern_v3 tx, uint64_t n, uint64_t count)
+/* The ray from tx along the unit direction dir with the identity Jones
+   chain, but without its basis: u, v are kern_sph_basis(dir), which its
+   first interaction needs and a ray that never meets anything does not
+   (kern_bounce.h sets them there). */
+KERN_HD void kern_ray_start(kern_ray_t *ray, kern_v3 tx, kern_v3 dir)
 {
     ray->org = tx;
-    ray->dir = kern_fibonacci_dir(n, count);
-    kern_sph_basis(ray->dir, &ray->u, &ray->v);
+    ray->dir = dir;
     ray->j[0][0] = cf(1.0f, 0.0f);
     ray->j[0][1] = cf(0.0f, 0.0f);
     ray->j[1][0] = cf(0.0f, 0.0f);
     ray->j[1][1] = cf(1.0f, 0.0f);
     ray->depth = 0;
     ray->omega = 0.0f;
+}
+
+/* Ray n of the count-ray launch lattice from tx, basis included. */
+KERN_HD void kern_ray_launch(kern_ray_t *ray, kern_v3 tx, uint64_t n, uint64_t count)
+{
+    kern_ray_start(ray, tx, kern_fibonacci_dir(n, count));
+    kern_sph_basis(ray->dir, &ray->u, &ray->v);
 }
 
 /* Weight w times the real part of J^H J, as (m00, m01, m11). The power of
