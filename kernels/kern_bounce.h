@@ -308,15 +308,25 @@ KERN_HD int kern_walk_next(kern_walk_t *w, const kern_bounce_t *b, kern_crossing
             const float *nn = &b->geom.normals[3 * (size_t)tri];
             kern_mat_t mat = b->geom.mats[b->geom.tri_material[tri]];
             uint32_t depth = w->ray.depth;
-            if (depth == 0) /* kern_ray_launch's basis, which the launch left out */
-                kern_sph_basis(w->ray.dir, &w->ray.u, &w->ray.v);
+            kern_v3 nv = v3(nn[0], nn[1], nn[2]);
             /* the diffuse direction's two numbers, only where one can be drawn */
             int diffuse = b->diffuse && mat.s > 0.0f;
+            if (depth + 1 >= b->max_depth && !diffuse &&
+                !kern_ray_exit_may_cross(&w->ray, w->hit.t, nv, b->reflection, b->refraction,
+                                         b->surface_offset, &b->grid)) {
+                /* the segment after this interaction is the ray's last, and
+                   neither way out of the surface crosses the plane: no event
+                   can add anything (a ray off the ground, or up a wall) */
+                w->next = KERN_WALK_DONE;
+                return 0;
+            }
+            if (depth == 0) /* kern_ray_launch's basis, which the launch left out */
+                kern_sph_basis(w->ray.dir, &w->ray.u, &w->ray.v);
             float u1 = diffuse ? kern_rand_k(b->seed, w->n, depth, 1) : 0.0f;
             float u2 = diffuse ? kern_rand_k(b->seed, w->n, depth, 2) : 0.0f;
-            if (!kern_ray_interact_ex(&w->ray, w->hit.t, v3(nn[0], nn[1], nn[2]), mat,
-                                      kern_rand(b->seed, w->n, depth), u1, u2, b->reflection,
-                                      diffuse, b->refraction, b->surface_offset, b->grid.omega)) {
+            if (!kern_ray_interact_ex(&w->ray, w->hit.t, nv, mat, kern_rand(b->seed, w->n, depth),
+                                      u1, u2, b->reflection, diffuse, b->refraction,
+                                      b->surface_offset, b->grid.omega)) {
                 w->next = KERN_WALK_DONE;
                 return 0;
             }
