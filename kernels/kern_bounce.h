@@ -13,6 +13,14 @@
     closest hit through the eight- or four-wide tree, kern_traverse_wide.h, which
     returns the binary walk's hit bit for bit.)
 
+    The walk leaves out work whose result no crossing would use, and so
+    records what a plain walk records, bit for bit (kern_cpu_test's "plain
+    walk"): the antenna field waits for the ray's first crossing and the
+    launch basis for its first bounce; the last segment is walked only up
+    to its plane crossing, and not at all when it has none; and the last
+    interaction is skipped when neither way out of the surface heads for
+    the plane (kern_ray_exit_may_cross).
+
     kern_walk_* are valid C11 and CUDA C++ (kern_hd.h); kern_bounce_init is
     host code. */
 
