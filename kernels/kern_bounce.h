@@ -13,6 +13,14 @@
     closest hit through the eight- or four-wide tree, kern_traverse_wide.h, which
     returns the binary walk's hit bit for bit.)
 
+    The walk leaves out work whose result no crossing would use, and so
+    records what a plain walk records, bit for bit (kern_cpu_test's "plain
+    walk"): the antenna field waits for the ray's first crossing and the
+    launch basis for its first bounce; the last segment is walked only up
+    to its plane crossing, and not at all when it has none; and the last
+    interaction is skipped when neither way out of the surface heads for
+    the plane (kern_ray_exit_may_cross).
+
     kern_walk_* are valid C11 and CUDA C++ (kern_hd.h); kern_bounce_init is
     host code. */
 
@@ -90,14 +98,19 @@ enum { KERN_WALK_SEGMENT, KERN_WALK_BOUNCE, KERN_WALK_DONE, KERN_WALK_DIFFRACT }
 
 /* A ray on its way: its state, the end of its current segment, and its
    departure direction d0 (which a zone record keeps) with the antenna's
-   field along it. */
+   field along it. The field is computed at the ray's first plane crossing
+   (have_f), not at its launch: most of the rays that leave the scene
+   upwards never cross the plane, and the pattern (two arc tangents and an
+   exponential for TR 38.901) was an eighth of a radio map's time. The
+   field is a function of d0 alone, so when it is computed changes no bit. */
 typedef struct {
     kern_ray_t ray;
     kern_hit_t hit;
     kern_v3 d0;
     float f[2][2];
     uint64_t n;
-    int next; /* KERN_WALK_* */
+    int next;   /* KERN_WALK_* */
+    int have_f; /* f holds the antenna's field along d0 */
 } kern_walk_t;
 
 /* Launches ray n of the trace b (a diffraction sample from n = b->rays on). */
@@ -108,9 +121,9 @@ KERN_HD void kern_walk_start(kern_walk_t *w, const kern_bounce_t *b, uint64_t n)
         w->next = KERN_WALK_DIFFRACT;
         return;
     }
-    kern_ray_launch(&w->ray, b->tx, n, b->rays);
+    kern_ray_start(&w->ray, b->tx, kern_fibonacci_dir(n, b->rays)); /* basis at the first bounce */
     w->d0 = w->ray.dir;
-    kern_antenna_field(&b->antenna, &b->rot, w->d0, w->f);
+    w->have_f = 0;
     w->n = n;
     w->next = KERN_WALK_SEGMENT;
 }
@@ -251,9 +264,38 @@ KERN_HD int kern_diffract_next(kern_walk_t *w, const kern_bounce_t *b, kern_cros
     kern_ray_form(&r, wt, x->m);
     w->d0 = ki;
     kern_antenna_field(&b->antenna, &b->rot, ki, w->f);
+    w->have_f = 1;
     x->power = kern_form_power(w->f, x->m);
     x->zone = b->zone_of_cell ? b->zone_of_cell[x->cell] : -1;
     return 1;
+}
+
+/* The next float above t, for a finite t > 0. */
+KERN_HD float kern_next_upf(float t)
+{
+#if defined(__CUDA_ARCH__)
+    return __uint_as_float(__float_as_uint(t) + 1u);
+#else
+    uint32_t u;
+    memcpy(&u, &t, sizeof u);
+    u++;
+    memcpy(&t, &u, sizeof t);
+    return t;
+#endif
+}
+
+/* Fills the crossing *x of weight wt in cell x->cell: the ray's form, and
+   its power for the antenna's field along d0 (computed at the first
+   crossing). */
+KERN_HD void kern_walk_cross(kern_walk_t *w, const kern_bounce_t *b, float wt, kern_crossing_t *x)
+{
+    kern_ray_form(&w->ray, wt, x->m);
+    if (!w->have_f) {
+        kern_antenna_field(&b->antenna, &b->rot, w->d0, w->f);
+        w->have_f = 1;
+    }
+    x->power = kern_form_power(w->f, x->m);
+    x->zone = b->zone_of_cell ? b->zone_of_cell[x->cell] : -1;
 }
 
 /* Follows the ray to its next plane crossing, in segment order: fills *x
@@ -274,16 +316,49 @@ KERN_HD int kern_walk_next(kern_walk_t *w, const kern_bounce_t *b, kern_crossing
             const float *nn = &b->geom.normals[3 * (size_t)tri];
             kern_mat_t mat = b->geom.mats[b->geom.tri_material[tri]];
             uint32_t depth = w->ray.depth;
+            kern_v3 nv = v3(nn[0], nn[1], nn[2]);
             /* the diffuse direction's two numbers, only where one can be drawn */
             int diffuse = b->diffuse && mat.s > 0.0f;
-            float u1 = diffuse ? kern_rand_k(b->seed, w->n, depth, 1) : 0.0f;
-            float u2 = diffuse ? kern_rand_k(b->seed, w->n, depth, 2) : 0.0f;
-            if (!kern_ray_interact_ex(&w->ray, w->hit.t, v3(nn[0], nn[1], nn[2]), mat,
-                                      kern_rand(b->seed, w->n, depth), u1, u2, b->reflection,
-                                      diffuse, b->refraction, b->surface_offset, b->grid.omega)) {
+            if (depth + 1 >= b->max_depth && !diffuse &&
+                !kern_ray_exit_may_cross(&w->ray, w->hit.t, nv, b->reflection, b->refraction,
+                                         b->surface_offset, &b->grid)) {
+                /* the segment after this interaction is the ray's last, and
+                   neither way out of the surface crosses the plane: no event
+                   can add anything (a ray off the ground, or up a wall) */
                 w->next = KERN_WALK_DONE;
                 return 0;
             }
+            if (depth == 0) /* kern_ray_launch's basis, which the launch left out */
+                kern_sph_basis(w->ray.dir, &w->ray.u, &w->ray.v);
+            float u1 = diffuse ? kern_rand_k(b->seed, w->n, depth, 1) : 0.0f;
+            float u2 = diffuse ? kern_rand_k(b->seed, w->n, depth, 2) : 0.0f;
+            if (!kern_ray_interact_ex(&w->ray, w->hit.t, nv, mat, kern_rand(b->seed, w->n, depth),
+                                      u1, u2, b->reflection, diffuse, b->refraction,
+                                      b->surface_offset, b->grid.omega)) {
+                w->next = KERN_WALK_DONE;
+                return 0;
+            }
+        }
+        if (w->ray.depth >= b->max_depth && !(b->edge_found && w->ray.depth == 0)) {
+            /* The ray's last segment: it ends here whatever it hits, so the
+               hit matters only if it comes before the plane. No crossing,
+               no walk; else a walk that stops just past the crossing
+               (kern_next_upf(t): a hit at t blocks it, as below). The
+               closest hit is the smallest candidate in (0, tmax), and a
+               candidate's leaf meets the shorter range too (kern_traverse.h),
+               so this walk finds a hit exactly when the unbounded one finds
+               its hit at or before t, and the same hit: the same crossings,
+               bit for bit. */
+            w->next = KERN_WALK_DONE;
+            float tc = 0.0f, wt;
+            if (!(b->los || w->ray.depth > 0) ||
+                !((wt = kern_plane_crossing_at(&w->ray, INFINITY, &b->grid, &x->cell, &tc)) > 0.0f))
+                return 0;
+            kern_walk_closest(b, w->ray.org, w->ray.dir, kern_next_upf(tc), &w->hit);
+            if (w->hit.tri != UINT32_MAX && w->hit.tri < b->geom.tri_count)
+                return 0;
+            kern_walk_cross(w, b, wt, x);
+            return 1;
         }
         kern_walk_closest(b, w->ray.org, w->ray.dir, INFINITY, &w->hit);
         int miss = w->hit.tri == UINT32_MAX || w->hit.tri >= b->geom.tri_count;
@@ -294,9 +369,7 @@ KERN_HD int kern_walk_next(kern_walk_t *w, const kern_bounce_t *b, kern_crossing
         if ((b->los || w->ray.depth > 0) &&
             (wt = kern_plane_crossing(&w->ray, miss ? INFINITY : w->hit.t, &b->grid, &x->cell)) >
                 0.0f) {
-            kern_ray_form(&w->ray, wt, x->m);
-            x->power = kern_form_power(w->f, x->m);
-            x->zone = b->zone_of_cell ? b->zone_of_cell[x->cell] : -1;
+            kern_walk_cross(w, b, wt, x);
             return 1;
         }
     }

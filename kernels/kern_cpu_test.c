@@ -9,6 +9,7 @@
 
 #include "kern.h"
 #include "kern_testkit.h"
+#include "kern_traverse.h"
 
 #include <complex.h>
 #include <stdio.h>
@@ -312,6 +313,96 @@ static void test_determinism(int diffuse)
     free(zone);
 }
 
+/* ---- the walk's shortcuts (kern_bounce.h) ---------------------------------- */
+/* The map of a plain walk, which takes none of kern_walk_next's shortcuts
+   (antenna field at the first crossing, basis at the first bounce, the
+   last segment walked only up to the plane, the last interaction skipped
+   when no way out heads for the plane): every ray launched with its basis
+   and field, every segment walked unbounded through the binary tree, every
+   interaction computed, the crossings added in ray order as the backend
+   folds them. */
+static double *plain_walk_map(const kern_geom_t *geom, const kern_trace_setup_t *s)
+{
+    size_t cells = (size_t)s->grid.nx * s->grid.ny;
+    double *map = calloc(cells, sizeof *map);
+    if (!map)
+        return NULL;
+    for (uint64_t n = 0; n < s->rays; n++) {
+        kern_ray_t ray;
+        float f[2][2], m[3];
+        kern_ray_launch(&ray, s->tx, n, s->rays);
+        kern_antenna_field(&s->antenna, &s->rot, ray.dir, f);
+        for (;;) {
+            kern_hit_t hit;
+            kern_trace_closest(&geom->bvh, ray.org, ray.dir, 0.0f, INFINITY, &hit);
+            int miss = hit.tri == UINT32_MAX || hit.tri >= geom->tri_count;
+            uint32_t cell;
+            float wt;
+            if ((s->los || ray.depth > 0) &&
+                (wt = kern_plane_crossing(&ray, miss ? INFINITY : hit.t, &s->grid, &cell)) > 0.0f) {
+                kern_ray_form(&ray, wt, m);
+                map[cell] += (double)kern_form_power(f, m);
+            }
+            if (miss || ray.depth >= s->max_depth)
+                break;
+            const float *nn = &geom->normals[3 * (size_t)hit.tri];
+            kern_mat_t mat = geom->mats[geom->tri_material[hit.tri]];
+            int diffuse = s->diffuse_reflection && mat.s > 0.0f;
+            float u1 = diffuse ? kern_rand_k(s->seed, n, ray.depth, 1) : 0.0f;
+            float u2 = diffuse ? kern_rand_k(s->seed, n, ray.depth, 2) : 0.0f;
+            if (!kern_ray_interact_ex(&ray, hit.t, v3(nn[0], nn[1], nn[2]), mat,
+                                      kern_rand(s->seed, n, ray.depth), u1, u2, s->reflection,
+                                      diffuse, s->refraction, s->surface_offset, s->grid.omega))
+                break;
+        }
+    }
+    return map;
+}
+
+/* The backend's map is the plain walk's, bit for bit, over depths 1 to 3,
+   with and without the line of sight, the diffuse reflection, refraction
+   or reflection alone. */
+static void test_plain_walk(void)
+{
+    test_scene_t t;
+    scene_init(&t);
+    kern_material_t conc = CONCRETE, brick = BRICK, metal = METAL;
+    brick.scattering_coefficient = 0.4;
+    brick.xpd_coefficient = 0.2;
+    add_rect(&t, v3(-500, -500, 0), v3(1000, 0, 0), v3(0, 1000, 0), conc);
+    add_rect(&t, v3(40, -100, 0), v3(0, 200, 0), v3(0, 0, 30), brick);
+    add_rect(&t, v3(-100, 35, 0), v3(200, 0, 0), v3(0, 0, 25), conc);
+    add_rect(&t, v3(-60, -100, 0), v3(0, 120, 0), v3(0, 0, 12), metal);
+    char err[BF_ERRLEN] = "";
+    kern_tracer_t *tr = NULL;
+    CHECK(kern_tracer_new(&t.sc, 1, &tr, err) == BF_OK);
+    if (!tr)
+        return;
+    for (int v = 0; v < 6; v++) {
+        kern_trace_setup_t s = setup_default(40000, v3(3, -2, 15), 100, 4);
+        s.max_depth = (uint32_t)(1 + v % 3);
+        s.los = v != 1;
+        s.diffuse_reflection = v == 2 || v == 5;
+        s.reflection = v != 3;
+        s.refraction = v != 4;
+        s.antenna = kern_antenna_make(KERN_PAT_TR38901, 0);
+        s.rot = kern_rotation(30, 5, 0);
+        double *want = plain_walk_map(kern_tracer_geom(tr), &s);
+        double *got = trace(&t.sc, 2, &s, NULL, NULL);
+        size_t cells = (size_t)s.grid.nx * s.grid.ny, lit = 0, differ = 0;
+        for (size_t k = 0; want && got && k < cells; k++) {
+            lit += want[k] > 0;
+            differ += memcmp(&want[k], &got[k], sizeof want[k]) != 0;
+        }
+        CHECKF(want && got && differ == 0 && lit > cells / 4,
+               "variant %d: %zu of %zu cells differ from the plain walk (%zu lit)", v, differ,
+               cells, lit);
+        free(want);
+        free(got);
+    }
+    kern_tracer_destroy(&tr);
+}
+
 static void test_edges(void)
 {
     test_scene_t empty, ground;
@@ -561,6 +652,7 @@ int main(void)
     test_wall();
     test_determinism(0);
     test_determinism(1);
+    test_plain_walk();
     test_edges();
     test_shared_scenes();
     test_double_wall();

@@ -105,8 +105,9 @@ KERN_HD void kern_slab_coeffs(kern_mat_t mat, float cos_t, kern_cf out[4])
     /* e1 = exp(-j q), e2 = exp(-2 j q); Im(s) <= 0 makes them decay. For
        metal the magnitude underflows to 0: R = r, T = 0, as it should. */
     float qr = mul_rn(mat.kd, s.re), qi = mul_rn(mat.kd, s.im);
-    float mag = kern_expf(qi), sq, cq;
-    kern_sincosf(qr, &sq, &cq);
+    float mag = kern_expf(qi), sq = 0.0f, cq = 0.0f;
+    if (mag > 0.0f) /* the phase only where the slab lets anything through */
+        kern_sincosf(qr, &sq, &cq);
     kern_cf e1 = mag > 0.0f ? cf(mul_rn(mag, cq), -mul_rn(mag, sq)) : cf(0.0f, 0.0f);
     kern_cf e2 = cf_mul(e1, e1);
     kern_cf one = cf(1.0f, 0.0f);
@@ -335,17 +336,27 @@ typedef struct {
     float omega;    /* 0: the lattice's, kern_grid_t.omega */
 } kern_ray_t;
 
-KERN_HD void kern_ray_launch(kern_ray_t *ray, kern_v3 tx, uint64_t n, uint64_t count)
+/* The ray from tx along the unit direction dir with the identity Jones
+   chain, but without its basis: u, v are kern_sph_basis(dir), which its
+   first interaction needs and a ray that never meets anything does not
+   (kern_bounce.h sets them there). */
+KERN_HD void kern_ray_start(kern_ray_t *ray, kern_v3 tx, kern_v3 dir)
 {
     ray->org = tx;
-    ray->dir = kern_fibonacci_dir(n, count);
-    kern_sph_basis(ray->dir, &ray->u, &ray->v);
+    ray->dir = dir;
     ray->j[0][0] = cf(1.0f, 0.0f);
     ray->j[0][1] = cf(0.0f, 0.0f);
     ray->j[1][0] = cf(0.0f, 0.0f);
     ray->j[1][1] = cf(1.0f, 0.0f);
     ray->depth = 0;
     ray->omega = 0.0f;
+}
+
+/* Ray n of the count-ray launch lattice from tx, basis included. */
+KERN_HD void kern_ray_launch(kern_ray_t *ray, kern_v3 tx, uint64_t n, uint64_t count)
+{
+    kern_ray_start(ray, tx, kern_fibonacci_dir(n, count));
+    kern_sph_basis(ray->dir, &ray->u, &ray->v);
 }
 
 /* Weight w times the real part of J^H J, as (m00, m01, m11). The power of
@@ -370,11 +381,12 @@ typedef struct {
 } kern_grid_t;
 
 /* Does the ray's current segment, which ends at tmax (INFINITY for the last,
-   unbounded one), cross the plane? Then *cell is the cell it crosses and
-   the return value is its weight Omega / |cos theta| (theta to the plane
-   normal); 0 when it does not cross inside the grid. */
-KERN_HD float kern_plane_crossing(const kern_ray_t *ray, float tmax, const kern_grid_t *g,
-                                  uint32_t *cell)
+   unbounded one), cross the plane? Then *cell is the cell it crosses, *t
+   the distance to it, and the return value is its weight Omega / |cos
+   theta| (theta to the plane normal); 0 (*cell and *t untouched) when it
+   does not cross inside the grid. */
+KERN_HD float kern_plane_crossing_at(const kern_ray_t *ray, float tmax, const kern_grid_t *g,
+                                     uint32_t *cell, float *t_out)
 {
     float dz = ray->dir.z;
     if (dz == 0.0f)
@@ -390,7 +402,14 @@ KERN_HD float kern_plane_crossing(const kern_ray_t *ray, float tmax, const kern_
     if (ix >= g->nx || iy >= g->ny)
         return 0.0f;
     *cell = iy * g->nx + ix;
+    *t_out = t;
     return (ray->omega > 0.0f ? ray->omega : g->omega) / fabsf(dz);
+}
+KERN_HD float kern_plane_crossing(const kern_ray_t *ray, float tmax, const kern_grid_t *g,
+                                  uint32_t *cell)
+{
+    float t;
+    return kern_plane_crossing_at(ray, tmax, g, cell, &t);
 }
 
 /* x^k for a small integer k >= 0, by repeated products. */
@@ -478,6 +497,21 @@ KERN_HD float kern_scatter_pattern(const kern_mat_t *mat, kern_v3 ki, kern_v3 ko
    ray stops (no event possible or allowed). With S = 0 every number is
    what it was before the diffuse reflection existed. */
 enum { KERN_OFFSET_SIONNA = 0, KERN_OFFSET_TIGHT = 1 };
+
+/* How far a ray leaving the surface at p restarts from it, along the normal
+   to the outgoing side. KERN_OFFSET_SIONNA: Mitsuba's
+   Interaction::offset_p, (1 + max|p_i|) * RayEpsilon with RayEpsilon =
+   1500 * 2^-24 = 8.94e-5 (about 1.8 cm at 200 m), which Sionna RT's
+   solvers use; it steps over the second face of walls modelled as two
+   faces closer than that. KERN_OFFSET_TIGHT: 1e-4 + 4e-7 |p|, just above
+   float rounding at city coordinates (0.2 mm at 200 m), which counts
+   that second face as an interaction of its own. docs/radio.md. */
+KERN_HD float kern_offset_eps(kern_v3 p, int offset)
+{
+    float mag = kern_maxf(fabsf(p.x), kern_maxf(fabsf(p.y), fabsf(p.z)));
+    return offset == KERN_OFFSET_TIGHT ? 1e-4f + mul_rn(4e-7f, mag)
+                                       : mul_rn(1.0f + mag, 1500.0f / 16777216.0f);
+}
 
 KERN_HD int kern_ray_interact_ex(kern_ray_t *ray, float t, kern_v3 n, kern_mat_t mat, float u01,
                                  float u1, float u2, int allow_r, int allow_d, int allow_t,
@@ -571,19 +605,48 @@ KERN_HD int kern_ray_interact_ex(kern_ray_t *ray, float t, kern_v3 n, kern_mat_t
         ray->v = pout;
         ray->dir = dout;
     }
-    /* Leave the surface on the outgoing side. KERN_OFFSET_SIONNA: Mitsuba's
-       Interaction::offset_p, (1 + max|p_i|) * RayEpsilon with RayEpsilon =
-       1500 * 2^-24 = 8.94e-5 (about 1.8 cm at 200 m), which Sionna RT's
-       solvers use; it steps over the second face of walls modelled as two
-       faces closer than that. KERN_OFFSET_TIGHT: 1e-4 + 4e-7 |p|, just above
-       float rounding at city coordinates (0.2 mm at 200 m), which counts
-       that second face as an interaction of its own. docs/radio.md. */
-    float mag = kern_maxf(fabsf(p.x), kern_maxf(fabsf(p.y), fabsf(p.z)));
-    float eps = offset == KERN_OFFSET_TIGHT ? 1e-4f + mul_rn(4e-7f, mag)
-                                            : mul_rn(1.0f + mag, 1500.0f / 16777216.0f);
+    float eps = kern_offset_eps(p, offset);
     ray->org = v3_add(p, v3_scale(n, refl || diff ? eps : -eps));
     ray->depth++;
     return 1;
+}
+
+/* Could the ray, after a specular reflection (allow_r) or a refraction
+   (allow_t) at distance t on the surface of normal n, meet the plane of
+   the grid g on its next segment? 0 when neither outgoing segment,
+   unbounded, heads towards the plane: then kern_ray_interact_ex would give
+   the ray no crossing on that segment whichever event it chose, and a ray
+   whose last segment that is can skip the interaction (kern_bounce.h).
+   The outgoing origins are kern_ray_interact_ex's, computed the same way,
+   and the outgoing directions have its signs before their normalization,
+   which cannot change a sign (it may round a tiny component to 0, which
+   crosses nothing either): so a 0 here is exact, where kern_plane_crossing
+   would see t <= 0 or dz = 0. (A 1 may still miss the grid: the test is
+   kept to the signs, a fraction of the interaction's cost.) The diffuse
+   reflection, whose direction is random, is not covered. */
+KERN_HD int kern_ray_exit_may_cross(const kern_ray_t *ray, float t, kern_v3 n, int allow_r,
+                                    int allow_t, int offset, const kern_grid_t *g)
+{
+    kern_v3 p = v3_add(ray->org, v3_scale(ray->dir, t));
+    float dn = v3_dot(ray->dir, n);
+    if (dn > 0.0f) {
+        n = v3_scale(n, -1.0f);
+        dn = -dn;
+    }
+    float eps = kern_offset_eps(p, offset);
+    if (allow_r) {
+        float dz = ray->dir.z - mul_rn(n.z, mul_rn(2.0f, dn));
+        float h = g->z - (p.z + mul_rn(n.z, eps));
+        if ((h > 0.0f && dz > 0.0f) || (h < 0.0f && dz < 0.0f))
+            return 1;
+    }
+    if (allow_t) {
+        float dz = ray->dir.z;
+        float h = g->z - (p.z + mul_rn(n.z, -eps));
+        if ((h > 0.0f && dz > 0.0f) || (h < 0.0f && dz < 0.0f))
+            return 1;
+    }
+    return 0;
 }
 
 /* kern_ray_interact_ex without the diffuse reflection. */

@@ -497,6 +497,50 @@ static void test_crossing(void)
     CHECKF(kern_plane_crossing(&ray, INFINITY, &g, &cell) == 0.0f, "outside the grid");
 }
 
+/* kern_ray_exit_may_cross, which lets a ray skip its last interaction,
+   against the interaction itself: where it says no, neither the reflected
+   nor the refracted ray (forced by u01, on both offset rules) crosses the
+   plane anywhere; and it does say no often (rays off the ground, up walls),
+   and yes where a ray does cross. */
+static void test_exit_may_cross(void)
+{
+    kern_grid_t g = {-1e4f, -1e4f, 10, 10, 1.5f, 0.01f, 2000, 2000};
+    kern_mat_t mats[2] = {slab(5.24f, -0.63f, 2.6f), slab(1.0f, -1e7f, 100.0f)};
+    int no = 0, yes = 0, bad = 0;
+    for (uint64_t i = 0; i < 200000; i++) {
+        /* a hit on the ground (z = 0) or on a wall, from a random origin */
+        kern_v3 org = v3(40 * kern_rand_k(7, i, 0, 0) - 20, 40 * kern_rand_k(7, i, 0, 1) - 20,
+                         20 * kern_rand_k(7, i, 0, 2) - 2);
+        kern_v3 n =
+            i % 3 == 0
+                ? v3(0, 0, i % 2 ? 1.0f : -1.0f)
+                : v3_norm(v3(kern_rand_k(7, i, 0, 3) - 0.5f, kern_rand_k(7, i, 0, 4) - 0.5f, 0.0f));
+        kern_v3 dir = kern_fibonacci_dir(i % 4999, 5000);
+        if (fabsf(v3_dot(dir, n)) < 1e-3f)
+            continue;
+        float t = 1.0f + 30 * kern_rand_k(7, i, 0, 5);
+        int offset = (int)(i % 2);
+        kern_ray_t ray;
+        kern_ray_launch(&ray, org, 0, 1);
+        ray.dir = dir;
+        int may = kern_ray_exit_may_cross(&ray, t, n, 1, 1, offset, &g);
+        int crosses = 0;
+        for (int ev = 0; ev < 2; ev++) {
+            kern_ray_t r = ray;
+            float u01 = ev == 0 ? 0.0f : 0.99999994f; /* reflection, else refraction */
+            if (kern_ray_interact(&r, t, n, mats[i % 2], u01, ev == 0, ev == 1, offset)) {
+                uint32_t cell;
+                crosses |= kern_plane_crossing(&r, INFINITY, &g, &cell) > 0.0f;
+            }
+        }
+        bad += !may && crosses;
+        no += !may;
+        yes += may && crosses;
+    }
+    CHECKF(bad == 0, "%d rays cross the plane after exit_may_cross said no", bad);
+    CHECKF(no > 20000 && yes > 20000, "no %d, yes and crosses %d", no, yes);
+}
+
 /* |got - ref| in units in the last place of ref rounded to float. */
 static double ulps(float got, double ref)
 {
@@ -596,6 +640,7 @@ int main(void)
     test_scatter_vs_sionna();
     test_diffuse_energy();
     test_crossing();
+    test_exit_may_cross();
     if (failures) {
         fprintf(stderr, "kern_radio_test: %d failures\n", failures);
         return 1;
