@@ -231,9 +231,17 @@ static int pidfd_of(pid_t pid)
 #endif
 }
 
+/* poll(2), or the worker's own wait when it gives one (ctx->wait). */
+static int wait_fds(const worker_task_ctx_t *ctx, struct pollfd *fds, int nfds, int timeout_ms)
+{
+    if (ctx->wait)
+        return ctx->wait(ctx->wait_ud, fds, nfds, timeout_ms);
+    return poll(fds, (nfds_t)nfds, timeout_ms);
+}
+
 /* Kills the process group of pid (SIGTERM, SIGKILL after 2 s) and reaps
    pid; pidfd is pid's (or -1). */
-static void kill_group(pid_t pid, int pidfd)
+static void kill_group(const worker_task_ctx_t *ctx, pid_t pid, int pidfd)
 {
     kill(-pid, SIGTERM);
     int64_t until = bf_mono_ms() + KILL_WAIT_MS;
@@ -242,7 +250,7 @@ static void kill_group(pid_t pid, int pidfd)
         if (r == pid || (r < 0 && errno == ECHILD))
             break;
         struct pollfd exited = {pidfd, POLLIN, 0};
-        if (pidfd < 0 || poll(&exited, 1, (int)left) < 0)
+        if (pidfd < 0 || wait_fds(ctx, &exited, 1, (int)left) < 0)
             usleep(10000);
     }
     kill(-pid, SIGKILL); /* the leader's stragglers too */
@@ -500,7 +508,8 @@ typedef struct {
 
 /* The child, on its own small stack in the worker's memory (CLONE_VM):
    system calls only, nothing written but its own stack, until exec. It
-   dies with the thread that started it (the worker's task thread). */
+   dies with the thread that started it (the worker's socket thread, or
+   the task thread for an exec run by another handler). */
 static int child_main(void *arg)
 {
     const spawn_t *sp = arg;
@@ -676,7 +685,7 @@ bf_err_t worker_exec(worker_task_ctx_t *ctx, json_t **result, char *err)
            pipes are closed and only the exit is awaited) */
         bool open_any = fds[0].fd >= 0 || fds[1].fd >= 0;
         int wait_ms = open_any || pidfd >= 0 ? 50 : 10;
-        int n = poll(fds, 3, (int)(left < wait_ms ? left : wait_ms));
+        int n = wait_fds(ctx, fds, 3, (int)(left < wait_ms ? left : wait_ms));
         if (n < 0 && errno != EINTR) {
             rc = bf_fail(err, BF_EIO, "poll: %s", strerror(errno));
             goto done;
@@ -691,7 +700,7 @@ bf_err_t worker_exec(worker_task_ctx_t *ctx, json_t **result, char *err)
         }
     }
     if (timed_out || cancelled) {
-        kill_group(pid, pidfd);
+        kill_group(ctx, pid, pidfd);
         pid = -1;
         if (timed_out)
             rc = bf_fail(err, BF_ETIMEDOUT, "timeout after %g s", job->timeout_s);
@@ -742,7 +751,7 @@ bf_err_t worker_exec(worker_task_ctx_t *ctx, json_t **result, char *err)
     *result = doc;
 done:
     if (pid > 0)
-        kill_group(pid, pidfd);
+        kill_group(ctx, pid, pidfd);
     if (pidfd >= 0)
         close(pidfd);
     for (int i = 0; i < 2; i++) {
