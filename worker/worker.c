@@ -26,6 +26,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <zmq.h>
 
@@ -532,8 +533,12 @@ static void start_task(worker_t *w)
     }
     /* A scene that is a link to a folder outside the job's scenes folder
        is refused (DESIGN section 5); one that does not exist is left to the
-       handler, which says so. */
-    if (!bf_resolves_beneath(r->job->scenes_root, r->scene_dir, NULL) && errno == EXDEV) {
+       handler, which says so. The scene is one safe name: only a link can
+       lead out, so only a link has its path resolved (two realpaths, a
+       readlink per component, for every task otherwise). */
+    struct stat sst;
+    if ((lstat(r->scene_dir, &sst) != 0 || S_ISLNK(sst.st_mode)) &&
+        !bf_resolves_beneath(r->job->scenes_root, r->scene_dir, NULL) && errno == EXDEV) {
         rc = bf_fail(err, BF_EPERM, "scene '%s' leads out of the scenes folder %s", t->scene,
                      r->job->scenes_root);
         goto refuse;

@@ -654,8 +654,9 @@ bf_err_t worker_exec(worker_task_ctx_t *ctx, json_t **result, char *err)
         rc = exec_failed(e, argv[0], err);
         goto done;
     }
-    fcntl(out_pipe[0], F_SETFL, fcntl(out_pipe[0], F_GETFL) | O_NONBLOCK);
-    fcntl(err_pipe[0], F_SETFL, fcntl(err_pipe[0], F_GETFL) | O_NONBLOCK);
+    /* fresh read ends: no status flag of theirs to keep */
+    fcntl(out_pipe[0], F_SETFL, O_NONBLOCK);
+    fcntl(err_pipe[0], F_SETFL, O_NONBLOCK);
     if (ctx->progress)
         ctx->progress(ctx->ud, "exec", 0.0);
     pidfd = pidfd_of(pid);
