@@ -127,6 +127,11 @@ struct broker {
     size_t nout, capout;
     int64_t started_ms;
     bool in_tx;
+    /* BEAMFLEET_FAULT_ACK_HOLD (fault injection, tests/e2e): acknowledged
+       outbox rows are deleted only by a transaction made for something
+       else, never by the timer, so that a test can kill the broker while
+       some wait */
+    bool ack_hold;
     /* metrics (broker_metrics.h): NULL when off; the counters are kept anyway */
     broker_metrics_t *metrics;
     uint64_t received, commits;
@@ -1110,6 +1115,13 @@ static bf_err_t ack_seq(broker_t *b, peer_t *p, uint64_t seq)
     for (size_t i = 0; p && i < p->ninflight; i++)
         if (p->inflight[i] == seq) {
             p->inflight[i] = p->inflight[--p->ninflight];
+            /* A row of the window exists and is not acknowledged yet: its
+               DELETE goes with the next transaction the broker makes anyway
+               (at the latest on the next timer tick), not in one of its
+               own. A crash before then delivers it again; the collector
+               has it and acknowledges it without writing it twice. */
+            if (broker_store_outbox_ack_later(b->store, seq))
+                return BF_OK;
             break;
         }
     bf_err_t rc = tx(b);
@@ -1540,7 +1552,13 @@ static bf_err_t deliver(broker_t *b)
     size_t want = (size_t)c->credit - c->ninflight;
     broker_delivery_t *d = NULL;
     size_t n = 0;
-    bf_err_t rc = broker_store_outbox_after(b->store, c->sent_upto, want, &d, &n);
+    bf_err_t rc = BF_OK;
+    /* delivering from the start again (a collector that registered): the
+       rows acknowledged in memory go first, or they would go again */
+    if (c->sent_upto < broker_store_outbox_flush_above(b->store) &&
+        ((rc = tx(b)) != BF_OK || (rc = broker_store_outbox_flush(b->store)) != BF_OK))
+        return rc;
+    rc = broker_store_outbox_after(b->store, c->sent_upto, want, &d, &n);
     for (size_t i = 0; rc == BF_OK && i < n; i++) {
         proto_msg_t *m = queue_peer(b, c, d[i].job_done ? PROTO_JOB_DONE : PROTO_DELIVER);
         if (!m) {
@@ -1733,6 +1751,7 @@ broker_t *broker_new(const broker_config_t *cfg, char *err)
     b->cfg.bind = b->bind;
     b->cfg.state_dir = b->state_dir;
     b->started_ms = bf_mono_ms();
+    b->ack_hold = getenv("BEAMFLEET_FAULT_ACK_HOLD") != NULL;
     if (!b->bind || !b->state_dir) {
         bf_fail(err, BF_ENOMEM, "out of memory");
         goto fail;
@@ -1945,6 +1964,9 @@ bf_err_t broker_run(broker_t *b)
             rc = expire(b, now);
             if (rc == BF_OK)
                 rc = retire(b);
+            /* acknowledgements no other transaction took: this tick's */
+            if (rc == BF_OK && !b->ack_hold && broker_store_outbox_unflushed(b->store))
+                rc = tx(b);
             heartbeats(b, now);
             metrics_publish(b, now);
             next_timer = now + tick;
@@ -1954,6 +1976,8 @@ bf_err_t broker_run(broker_t *b)
             rc = dispatch(b);
         if (rc == BF_OK)
             rc = deliver(b);
+        if (rc == BF_OK && b->in_tx && broker_store_outbox_unflushed(b->store))
+            rc = broker_store_outbox_flush(b->store); /* the acks wait for no more */
         if (rc == BF_OK && b->in_tx && (rc = broker_store_commit(b->store)) == BF_OK)
             b->commits++;
         b->in_tx = false;

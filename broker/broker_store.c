@@ -82,6 +82,11 @@ struct broker_store {
     int64_t orphan_deadline;
     int64_t opened_wall_ms;
     uint64_t outbox_rows, outbox_last;
+    /* rows acknowledged in memory, deleted at the next transaction
+       (broker_store_outbox_ack_later) */
+    uint64_t *acked;
+    size_t nacked, capacked;
+    uint64_t acked_max;
 };
 
 #define TASK(s, t) (&(s)->tasks[(t) - (s)->tbase])
@@ -363,9 +368,17 @@ static const char schema[] =
     "CREATE TABLE IF NOT EXISTS tasks(id TEXT PRIMARY KEY, job_id TEXT, idx INTEGER, "
     " scene TEXT, state INTEGER, attempt INTEGER, worker TEXT, failures TEXT, status TEXT, "
     " result TEXT, final_seq INTEGER);"
-    "CREATE INDEX IF NOT EXISTS tasks_by_final ON tasks(final_seq);"
     "CREATE INDEX IF NOT EXISTS tasks_by_job ON tasks(job_id, idx);"
-    "CREATE INDEX IF NOT EXISTS tasks_by_job_final ON tasks(job_id, final_seq);"
+    /* The events query (final_seq > cursor, of one job or all) walks the
+       finals in final_seq order, whichever job it asks for: one index of
+       the final tasks only, so that a task becoming final adds one entry
+       at its end and touches no other. A state written before (both
+       indexes over every task, the job one never used) loses them here;
+       an older broker that opens it makes them again, and reads it as
+       before. */
+    "DROP INDEX IF EXISTS tasks_by_final;"
+    "DROP INDEX IF EXISTS tasks_by_job_final;"
+    "CREATE INDEX IF NOT EXISTS tasks_finals ON tasks(final_seq) WHERE final_seq IS NOT NULL;"
     "CREATE TABLE IF NOT EXISTS outbox(seq INTEGER PRIMARY KEY AUTOINCREMENT, job_done INTEGER, "
     " job_id TEXT, task_id TEXT, payload TEXT);";
 
@@ -603,12 +616,19 @@ void broker_store_close(broker_store_t **self)
     sqlite3_finalize(s->st_task_state);
     sqlite3_finalize(s->st_task_final);
     sqlite3_finalize(s->st_outbox);
-    sqlite3_finalize(s->st_ack);
     sqlite3_finalize(s->st_job_state);
     sqlite3_finalize(s->st_outbox_after);
     sqlite3_finalize(s->st_events);
     sqlite3_finalize(s->st_begin);
     sqlite3_finalize(s->st_commit);
+    /* rows acknowledged in memory: deleted now rather than delivered again
+       (best effort: a failure only means a delivery the collector skips) */
+    if (s->nacked && s->st_ack && s->db &&
+        sqlite3_exec(s->db, "BEGIN", NULL, NULL, NULL) == SQLITE_OK) {
+        if (broker_store_outbox_flush(s) == BF_OK)
+            sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL);
+    }
+    sqlite3_finalize(s->st_ack);
     if (s->db)
         sqlite3_close(s->db); /* an open transaction is rolled back */
     for (size_t i = 0; i < s->ntasks; i++)
@@ -620,6 +640,7 @@ void broker_store_close(broker_store_t **self)
     free(s->q);
     free(s->hash);
     free(s->run);
+    free(s->acked);
     free(s);
     *self = NULL;
 }
@@ -1290,11 +1311,18 @@ static bool job_undelivered(broker_store_t *s, const job_t *j)
     if (s->outbox_rows == 0)
         return false;
     sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(s->db, "SELECT 1 FROM outbox WHERE job_id = ? LIMIT 1", -1, &st, NULL) !=
+    if (sqlite3_prepare_v2(s->db, "SELECT seq FROM outbox WHERE job_id = ?", -1, &st, NULL) !=
         SQLITE_OK)
         return true; /* cannot tell: assume it is */
     sqlite3_bind_text(st, 1, j->id, -1, SQLITE_STATIC);
-    bool any = sqlite3_step(st) == SQLITE_ROW;
+    bool any = false;
+    while (!any && sqlite3_step(st) == SQLITE_ROW) {
+        /* a row acknowledged in memory is delivered, whatever the table says */
+        uint64_t seq = (uint64_t)sqlite3_column_int64(st, 0);
+        any = true;
+        for (size_t i = 0; any && i < s->nacked; i++)
+            any = s->acked[i] != seq;
+    }
     sqlite3_finalize(st);
     return any;
 }
@@ -1503,17 +1531,69 @@ void broker_store_deliveries_free(broker_delivery_t *d, size_t n)
     free(d);
 }
 
-bf_err_t broker_store_outbox_ack(broker_store_t *s, uint64_t seq)
+bool broker_store_outbox_ack_later(broker_store_t *s, uint64_t seq)
+{
+    if (!bf_grow(&s->acked, &s->capacked, s->nacked + 1, sizeof *s->acked, 64))
+        return false;
+    s->acked[s->nacked++] = seq;
+    if (seq > s->acked_max)
+        s->acked_max = seq;
+    if (s->outbox_rows)
+        s->outbox_rows--;
+    return true;
+}
+
+size_t broker_store_outbox_unflushed(const broker_store_t *s)
+{
+    return s->nacked;
+}
+
+uint64_t broker_store_outbox_flush_above(const broker_store_t *s)
+{
+    return s->nacked ? s->acked_max : 0;
+}
+
+/* One DELETE; *gone is whether the row was there. */
+static bf_err_t outbox_delete(broker_store_t *s, uint64_t seq, bool *gone)
 {
     sqlite3_bind_int64(s->st_ack, 1, (sqlite3_int64)seq);
     int r = sqlite3_step(s->st_ack);
-    if (r == SQLITE_DONE && sqlite3_changes(s->db) > 0 && s->outbox_rows)
-        s->outbox_rows--;
+    *gone = r == SQLITE_DONE && sqlite3_changes(s->db) > 0;
     sqlite3_reset(s->st_ack);
     if (r != SQLITE_DONE) {
         bf_error("store: ack %llu: %s", (unsigned long long)seq, sqlite3_errmsg(s->db));
         return BF_EDB;
     }
+    return BF_OK;
+}
+
+bf_err_t broker_store_outbox_flush(broker_store_t *s)
+{
+    for (size_t i = 0; i < s->nacked; i++) {
+        bool gone;
+        if (outbox_delete(s, s->acked[i], &gone) != BF_OK) {
+            /* the broker stops on it; what is left stays to be delivered */
+            memmove(s->acked, s->acked + i, (s->nacked - i) * sizeof *s->acked);
+            s->nacked -= i;
+            return BF_EDB;
+        }
+    }
+    s->nacked = 0;
+    s->acked_max = 0;
+    return BF_OK;
+}
+
+bf_err_t broker_store_outbox_ack(broker_store_t *s, uint64_t seq)
+{
+    /* first the rows acknowledged in memory, so that a row among them is
+       not counted twice */
+    if (s->nacked && broker_store_outbox_flush(s) != BF_OK)
+        return BF_EDB;
+    bool gone = false;
+    if (outbox_delete(s, seq, &gone) != BF_OK)
+        return BF_EDB;
+    if (gone && s->outbox_rows)
+        s->outbox_rows--;
     return BF_OK;
 }
 

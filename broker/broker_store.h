@@ -117,13 +117,32 @@ bf_err_t broker_store_expired(broker_store_t *s, int64_t now, int64_t backstop_m
                               size_t *nlate) BF_MUST_CHECK;
 
 uint64_t broker_store_queued(const broker_store_t *s);
+/* Outbox rows not acknowledged (rows acknowledged later count as gone). */
 uint64_t broker_store_outbox_count(broker_store_t *s);
-/* Outbox rows with seq > after, at most max, oldest first. */
+/* Outbox rows with seq > after, at most max, oldest first. Rows
+   acknowledged later and not yet deleted may be among them: the caller
+   flushes those first (broker_store_outbox_flush) when after is below
+   broker_store_outbox_flush_above. */
 bf_err_t broker_store_outbox_after(broker_store_t *s, uint64_t after, size_t max,
                                    broker_delivery_t **out, size_t *n) BF_MUST_CHECK;
 void broker_store_deliveries_free(broker_delivery_t *d, size_t n);
-/* Removes the row (an unknown seq is fine). */
+/* Removes the row (an unknown seq is fine), inside the caller's
+   transaction; the rows acknowledged later go first. */
 bf_err_t broker_store_outbox_ack(broker_store_t *s, uint64_t seq) BF_MUST_CHECK;
+/* Acknowledges row seq, which the caller knows exists and is not
+   acknowledged yet (it was delivered and is in the collector's window), in
+   memory only: it no longer counts, and its DELETE waits for the next
+   transaction (broker_store_outbox_flush). A crash before then delivers the
+   row again, which the collector acknowledges without writing it twice.
+   This spares a transaction per turn that only acknowledges. false when
+   out of memory (then ack it now). */
+bool broker_store_outbox_ack_later(broker_store_t *s, uint64_t seq);
+/* The rows acknowledged later, deleted now, inside the caller's
+   transaction. BF_EDB. */
+bf_err_t broker_store_outbox_flush(broker_store_t *s) BF_MUST_CHECK;
+/* How many rows wait for flush, and the highest of their seqs (0: none). */
+size_t broker_store_outbox_unflushed(const broker_store_t *s);
+uint64_t broker_store_outbox_flush_above(const broker_store_t *s);
 
 /* Retention: the jobs at the head of the store (oldest first) that may be
    retired: finished (done or cancelled) at least retain_ms ago, with every

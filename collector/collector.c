@@ -34,6 +34,13 @@
 #define RETRY_MS      1000 /* a failed write is tried again after this */
 #define DRAIN_MAX     4096 /* messages taken from the socket per loop turn */
 #define CREDIT_MAX    4096 /* deliveries in flight, at most (as the broker) */
+/* Results that trickle in one at a time are written together: a delivery
+   waits at most GATHER_MS for others (or until GATHER_MAX wait, or a
+   JOB_DONE comes), so one append, one fdatasync and one ACKS serve them
+   all instead of one each. It only delays the acknowledgement, never the
+   broker (whose window is credit deliveries) nor the workers. */
+#define GATHER_MS  4
+#define GATHER_MAX 64
 /* A spooled job is retried after 1 s, the wait doubling to this. */
 #define SPOOL_RETRY_MAX_MS 30000
 #define SPOOL_MAX          (1u << 30) /* bytes of a spool file read back */
@@ -70,8 +77,10 @@ struct collector {
     size_t npending, cappending;
     uint64_t *acks; /* written (durable), to acknowledge at the end of the turn */
     size_t nacks, capacks;
-    bool resend;  /* something was dropped: register again once drained */
-    bool trouble; /* the last write failed */
+    int64_t gather_until; /* write what is pending by then (GATHER_MS) */
+    bool gather_now;      /* a JOB_DONE is pending: write at once */
+    bool resend;          /* something was dropped: register again once drained */
+    bool trouble;         /* the last write failed */
     char trouble_text[BF_ERRLEN];
 };
 
@@ -1009,6 +1018,8 @@ static void on_message(collector_t *c, proto_msg_t *m)
             return;
         }
         c->pending[c->npending++] = (pending_t){*m, false};
+        if (m->type == PROTO_JOB_DONE)
+            c->gather_now = true;
         memset(m, 0, sizeof *m);
         return;
     case PROTO_ERROR:
@@ -1053,7 +1064,12 @@ bf_err_t collector_run(collector_t *c)
         int pub_item = c->pub ? nitems : -1;
         if (c->pub)
             items[nitems++] = (zmq_pollitem_t){c->pub, 0, ZMQ_POLLIN, 0};
-        if (zmq_poll(items, nitems, tick) < 0 && zmq_errno() != EINTR) {
+        long wait = tick;
+        if (c->gather_until) { /* deliveries gathering: wake to write them */
+            int64_t left = c->gather_until - bf_mono_ms();
+            wait = left <= 0 ? 0 : (left < tick ? (long)left : tick);
+        }
+        if (zmq_poll(items, nitems, wait) < 0 && zmq_errno() != EINTR) {
             bf_error("zmq_poll: %s", zmq_strerror(zmq_errno()));
             return BF_EIO;
         }
@@ -1073,9 +1089,21 @@ bf_err_t collector_run(collector_t *c)
             on_message(c, &m);
             proto_msg_clear(&m);
         }
-        if (c->npending && (c->trouble ? now >= c->retry_at : c->npending > before))
+        if (c->npending > before && !c->trouble && !c->gather_until)
+            c->gather_until = now + GATHER_MS; /* the first of a batch */
+        if (c->npending &&
+            (c->trouble ? now >= c->retry_at
+                        : c->gather_until && (now >= c->gather_until || c->gather_now ||
+                                              c->npending >= GATHER_MAX))) {
+            c->gather_until = 0;
+            c->gather_now = false;
             write_pending(c);
-        if (c->npending == before && !c->trouble) /* quiet: catch results_progress.json up */
+        }
+        if (!c->npending || c->trouble) { /* nothing gathering (dropped, or retried later) */
+            c->gather_until = 0;
+            c->gather_now = false;
+        }
+        if (c->npending == before && !c->trouble && !c->gather_until) /* quiet: catch up */
             flush_reports(c);
         if (json_object_size(c->held))
             drain_spool(c, now);

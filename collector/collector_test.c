@@ -524,6 +524,34 @@ int main(void)
     CHECK(access(path, F_OK) != 0);
     CHECK(jsonl_lines(dirL) == 12 && csv_rows(dirL) == 12 &&
           count_files(dirL, "summary.json") == 1);
+
+    /* 4. Deliveries that trickle in, 1 ms apart, are gathered (GATHER_MS)
+       into one write: one ACKS lists all three, each written before it.
+       Three tries, so that one stalled sender does not fail it; without
+       the gathering each would be written and acknowledged alone. */
+    bool gathered = false;
+    for (int k = 0; k < 3 && !gathered; k++) {
+        uint64_t seq0 = 40 + 3 * (uint64_t)k;
+        int task0 = 7 + 3 * k;
+        for (int i = 0; i < 3; i++) {
+            if (i)
+                usleep(1000);
+            deliver(&b, "jobJ", dirJ, seq0 + (uint64_t)i, task0 + i);
+        }
+        proto_msg_t am;
+        size_t acked = 0;
+        for (int got = 0; got < 3 && fake_recv(&b, &am, 3000, true) == BF_OK;) {
+            size_t n = am.type == PROTO_ACKS ? json_array_size(json_object_get(am.obj, "seq")) : 1;
+            if (!acked)
+                gathered = am.type == PROTO_ACKS && n == 3;
+            acked++;
+            got += (int)n;
+            proto_msg_clear(&am);
+        }
+        for (int i = 0; i < 3; i++)
+            CHECK(log_has(dirJ, "jobJ", task0 + i));
+    }
+    CHECK(gathered);
     stop(&r3);
 
     zmq_close(b.router);

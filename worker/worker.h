@@ -3,7 +3,8 @@
     a socket thread that owns the DEALER (registration, heartbeats, credit,
     progress, results kept until the broker's ACK, reconnection with backoff
     and jitter, drain on SIGTERM) and is never blocked by a task, and a task
-    thread that runs handlers one at a time. A supervisor runs one worker
+    thread that runs handlers one at a time (an exec task's program is
+    waited for on the socket thread, in the same poll as the DEALER). A supervisor runs one worker
     process per device and restarts a crashed one. This is the folder's one
     public header: configuration, devices, the handler table's types, the
     two handlers, worker_main and worker_supervise. */
@@ -96,10 +97,12 @@ json_t *worker_gpu_stats_json(const worker_gpu_stats_t *stats);
 void worker_nvml_destroy(worker_nvml_t **self_p);
 
 /* ---- task handlers ------------------------------------------------------------ */
-/* What a handler is given. It runs on the worker's task thread, reports
-   progress through progress(ud, stage, fraction) and must return promptly
-   once *cancel is non-zero (the worker sets it on ABORT and at the
-   deadline). */
+struct pollfd;
+
+/* What a handler is given. It runs on the worker's task thread (an exec
+   task on the socket thread, see wait), reports progress through
+   progress(ud, stage, fraction) and must return promptly once *cancel is
+   non-zero (the worker sets it on ABORT and at the deadline). */
 typedef struct {
     const char *scene_dir; /* scenes_root/scene, the scene name already checked */
     const char *scene;
@@ -114,6 +117,15 @@ typedef struct {
     size_t interpreter_count;
     void (*progress)(void *ud, const char *stage, double fraction);
     void *ud;
+    /* NULL: the exec handler waits for its program with poll(2). Else it
+       waits with wait(wait_ud, fds, nfds, timeout_ms), which is poll(2) on
+       fds (same return, revents filled) and may meanwhile serve other
+       work: the worker runs exec tasks on its socket thread and serves
+       the broker's connection there while the program runs. It may return
+       0 before timeout_ms with nothing ready; it must not block past
+       timeout_ms. */
+    int (*wait)(void *wait_ud, struct pollfd *fds, int nfds, int timeout_ms);
+    void *wait_ud;
 } worker_task_ctx_t;
 
 /* A handler produces the task's result document (at least "status"; the
@@ -160,7 +172,9 @@ const char *worker_fault(bf_err_t rc);
    KiB) as reason. At the deadline it kills the group (SIGTERM, SIGKILL
    after 2 s) and returns BF_ETIMEDOUT "timeout after N s"; *cancel the
    same way, BF_ECANCELED. The forking thread must live as long as the task
-   may run: the program gets SIGKILL when it exits (PR_SET_PDEATHSIG). */
+   may run: the program gets SIGKILL when it exits (PR_SET_PDEATHSIG). Every
+   wait (for output, for the exit, for the kill) goes through ctx->wait
+   when it is set. */
 bf_err_t worker_exec(worker_task_ctx_t *ctx, json_t **result, char *err) BF_MUST_CHECK;
 
 /* The boresight task: kern_boresight() (kernels/kern.h) on the worker's

@@ -85,9 +85,9 @@ class Fleet:
         self.procs.append(p)
         return p
 
-    def broker(self, extra=()):
+    def broker(self, extra=(), env=None):
         return self._start("broker", ["broker", "--bind", self.endpoint, "--state", self.state]
-                           + self.hb + list(extra))
+                           + self.hb + list(extra), env=env)
 
     def collector(self, extra=()):
         return self._start("collector", ["collector", "--broker", self.endpoint,

@@ -171,6 +171,43 @@ def test_collector_restart(fleet: Fleet):
     check_reports(out, names)
 
 
+def outbox_rows(state):
+    """Rows in the broker's outbox table, read from its database (WAL)."""
+    import sqlite3
+    db = sqlite3.connect(os.path.join(state, "broker.db"), timeout=10)
+    try:
+        return db.execute("SELECT count(*) FROM outbox").fetchone()[0]
+    finally:
+        db.close()
+
+
+def test_ack_redelivery(fleet: Fleet):
+    """The broker deletes the outbox rows the collector acknowledged with the
+    next transaction it makes anyway, not in one of their own. SIGKILLed
+    while some wait (BEAMFLEET_FAULT_ACK_HOLD: only another transaction
+    takes them), its restart delivers them again, and the collector
+    acknowledges them without writing anything twice."""
+    names = scenes(12)
+    job, out = fleet.make_job(names)
+    broker = fleet.broker(env={"BEAMFLEET_FAULT_ACK_HOLD": "1"})
+    fleet.collector()
+    fleet.worker()
+    job_id = fleet.submit(job)
+    fleet.wait_done(job_id, 60)  # done, and the outbox empty as the broker counts it
+    check_reports(out, names)
+    log = open(os.path.join(out, "results.jsonl"), "rb").read()
+    fleet.kill(broker)
+    left = outbox_rows(fleet.state)
+    assert left > 0, "no acknowledged row was waiting for its DELETE: nothing tested"
+    fleet.broker()
+    fleet.wait(lambda: outbox_rows(fleet.state) == 0, 30,
+               f"the {left} rows delivered again to be acknowledged")
+    assert open(os.path.join(out, "results.jsonl"), "rb").read() == log, \
+        "results.jsonl changed: a row delivered again was written again"
+    check_reports(out, names)
+    assert fleet.job(job_id)["state"] == "done"
+
+
 def test_sigterm_drain(fleet: Fleet):
     """SIGTERM: the worker finishes its task, says goodbye and exits 0."""
     names = ["slow_a", "slow_b", "slow_c"]
@@ -592,6 +629,7 @@ TESTS = {
     "fail_every_attempt": test_fail_every_attempt,
     "broker_restart": test_broker_restart,
     "collector_restart": test_collector_restart,
+    "ack_redelivery": test_ack_redelivery,
     "sigterm_drain": test_sigterm_drain,
     "cancel": test_cancel,
     "garbage": test_garbage,
