@@ -21,11 +21,13 @@ typedef struct {
 
 /* 128 bytes, two cache lines: the same tree collapsed to four children per
    node for the host's SIMD walk (kern_traverse_wide.h). Wide node w stands
-   for one inner binary node P; its lanes are binary nodes below P: P's two
-   children, of which the inner ones with the largest surface area are
-   replaced by their own two children while fewer than four lanes are
-   filled (an unused lane is empty: box lo +inf, hi -inf, no ray meets it).
-   Every binary leaf is one lane's leaf, so both trees have the same leaves.
+   for one inner binary node P; its lanes are up to four binary nodes below
+   P, chosen by the SAH-optimal collapse (Ylitie, Karras and Laine 2017;
+   kern_bvh.c): every inner binary node is a wide node or opened into the
+   lanes of the one above, so that the wide nodes' surface areas sum to the
+   least possible (an unused lane is empty: box lo +inf, hi -inf, no ray
+   meets it). Every binary leaf is one lane's leaf, so both trees have the
+   same leaves.
    box[k][i] is lo (k = 0..2: x, y, z) or hi (k = 3..5) of lane i, copied
    bit for bit from the binary node. count[i] > 0: lane i is a leaf,
    child[i] its kern_bvh_wide_leaf_t of count[i] triangles; count 0:
@@ -54,10 +56,8 @@ typedef struct {
    per node for the host's AVX2 walk (kern_traverse_wide8.h), built only
    where that walk runs (kern_bvh_simd8). A wide8 node stands for an inner
    binary node P, its lanes up to eight binary nodes below P, chosen by the
-   SAH-optimal collapse (Ylitie, Karras and Laine 2017; kern_bvh.c): every
-   inner binary node is a wide8 node or opened into the lanes of the one
-   above, so that the wide8 nodes' surface areas sum to the least possible;
-   box, child and count as in kern_bvh_wide_node_t, unused lanes empty. The
+   same collapse with eight lanes; box, child and count as in
+   kern_bvh_wide_node_t, unused lanes empty. The
    leaves are the four-wide form's (kern_bvh_wide_leaf_t), so again the
    binary tree's. */
 typedef struct {

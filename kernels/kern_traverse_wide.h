@@ -14,9 +14,9 @@
     is skipped only when its entry distance exceeds the best so far, which
     never happens to a box above the answer. The four-wide tree has the
     binary tree's leaves with the same boxes (kern_bvh.c fills each wide
-    node's four lanes from the binary nodes below it, by surface area; the
-    eight-wide one by the SAH-optimal collapse), so the lanes are visited
-    nearest entry first for speed only.
+    node's lanes from the binary nodes below it, by the SAH-optimal
+    collapse), so the lanes are visited nearest entry first for speed
+    only.
     kern_traverse_wide_test checks the two walks against each other, bit
     for bit, on 1.9 million rays rich in ties.
 
