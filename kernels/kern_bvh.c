@@ -282,22 +282,20 @@ static void wide8_lane(const kern_bvh_t *b, kern_bvh_wide8_node_t *w, int i, uin
 
 /* The SAH-optimal collapse of Ylitie, Karras and Laine (2017), with the
    binary tree's leaves kept as they are: every inner binary node is either
-   a wide node, whose lanes are up to width (4 or 8) binary nodes below
-   it, or opened,
-   its two children lanes of the wide node above; the choice minimizes the
-   sum of the wide nodes' surface areas (the expected number of wide nodes
-   a ray meets; the leaves, and so their tests, are the same in every
-   choice). cost[8 * n + i - 1] is the least such sum over the subtree of
-   binary node n given as at most i <= width lanes, split[8 * n + i - 1]
-   how: 0, n
-   is one lane (a leaf, or a wide node); k > 0, k lanes from n's first
-   child and i - k from its second. Children are numbered after their
-   parent, so one pass from the last node up fills both. Measured on
-   munich against the greedy fill it replaces (the inner lane of largest
-   area opened while fewer than width lanes): 2,544 eight-wide nodes with
-   5.96 lanes on average instead of 3,773 with 4.35, 4.12 of them met per
-   ray instead of 4.32, the eight-wide walk about 5 % faster, the
-   four-wide one about 1.5 %. */
+   a wide node, whose lanes are up to width (4 or 8) binary nodes below it,
+   or opened, its two children lanes of the wide node above; the choice
+   minimizes the sum of the wide nodes' surface areas (the expected number
+   of wide nodes a ray meets; the leaves, and so their tests, are the same
+   in every choice). cost[8 * n + i - 1] is the least such sum over the
+   subtree of binary node n given as at most i <= width lanes,
+   split[8 * n + i - 1] how: 0, n is one lane (a leaf, or a wide node);
+   k > 0, k lanes from n's first child and i - k from its second. Children
+   are numbered after their parent, so one pass from the last node up
+   fills both. Measured on munich against the greedy fill it replaces (the
+   inner lane of largest area opened while fewer than width lanes): 2,544
+   eight-wide nodes with 5.96 lanes on average instead of 3,773 with 4.35,
+   4.12 of them met per ray instead of 4.32, the eight-wide walk about 5 %
+   faster, the four-wide one about 1.5 %. */
 typedef struct {
     double *cost;
     uint8_t *split;
