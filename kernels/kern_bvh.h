@@ -21,39 +21,45 @@ typedef struct {
 
 /* 128 bytes, two cache lines: the same tree collapsed to four children per
    node for the host's SIMD walk (kern_traverse_wide.h). Wide node w stands
-   for one inner binary node P; its lanes are binary nodes below P: P's two
-   children, of which the inner ones with the largest surface area are
-   replaced by their own two children while fewer than four lanes are
-   filled (an unused lane is empty: box lo +inf, hi -inf, no ray meets it).
-   Every binary leaf is one lane's leaf, so both trees have the same leaves.
+   for one inner binary node P; its lanes are up to four binary nodes below
+   P, chosen by the SAH-optimal collapse (Ylitie, Karras and Laine 2017;
+   kern_bvh.c): every inner binary node is a wide node or opened into the
+   lanes of the one above, so that the wide nodes' surface areas sum to the
+   least possible (an unused lane is empty: box lo +inf, hi -inf, no ray
+   meets it). Every binary leaf is one lane's leaf, so both trees have the
+   same leaves.
    box[k][i] is lo (k = 0..2: x, y, z) or hi (k = 3..5) of lane i, copied
    bit for bit from the binary node. count[i] > 0: lane i is a leaf,
-   child[i] its kern_bvh_wide_leaf_t; count 0: child[i] is a wide node (or
-   the lane is empty). Wide node 0 stands for the binary root, when that is
-   not a leaf. */
+   child[i] its kern_bvh_wide_leaf_t of count[i] triangles; count 0:
+   child[i] is a wide node (or the lane is empty). Wide node 0 stands for
+   the binary root, when that is not a leaf. */
 typedef struct {
     float box[6][4];
     uint32_t child[4];
     uint32_t count[4];
 } kern_bvh_wide_node_t;
 
-/* 160 bytes: one leaf, triangles [first, first + count) of the BVH order,
-   with (count <= 4) their 9 coordinates across four lanes for a SIMD
-   triangle test: v[j][i] is tris[9 * (first + i) + j]; lanes from count on
-   are zero and unused. */
+/* 160 bytes: one leaf, triangles [first, first + count) of the BVH order
+   (count is the lane's, in the wide node that points here), with (count <=
+   4) their 9 coordinates across four lanes for a SIMD triangle test:
+   v[j][i] is tris[9 * (first + i) + j], and id[i] the original index of
+   triangle i (tri_ids[first + i]), so that a hit needs no other memory;
+   lanes from count on are zero and unused. A leaf of more than 4 triangles
+   (only where the depth cap forces one) keeps first in id[0], and its
+   triangles are read from tris. */
 typedef struct {
     float v[9][4];
-    uint32_t first, count, pad[2];
+    uint32_t id[4];
 } kern_bvh_wide_leaf_t;
 
 /* 256 bytes, four cache lines: the same tree collapsed to eight children
    per node for the host's AVX2 walk (kern_traverse_wide8.h), built only
-   where that walk runs (kern_bvh_simd8). Filled as kern_bvh_wide_node_t,
-   with eight lanes: a wide8 node stands for an inner binary node P, its
-   lanes binary nodes below P (the inner ones with the largest surface area
-   opened while fewer than eight lanes are filled), box, child and count as
-   there; the leaves are the four-wide form's (kern_bvh_wide_leaf_t), so
-   again the binary tree's. */
+   where that walk runs (kern_bvh_simd8). A wide8 node stands for an inner
+   binary node P, its lanes up to eight binary nodes below P, chosen by the
+   same collapse with eight lanes; box, child and count as in
+   kern_bvh_wide_node_t, unused lanes empty. The
+   leaves are the four-wide form's (kern_bvh_wide_leaf_t), so again the
+   binary tree's. */
 typedef struct {
     float box[6][8];
     uint32_t child[8];
@@ -87,11 +93,11 @@ typedef struct kern_bvh kern_bvh_t;
    KERN_BVH_BINS bins on all three axes; every range of at most KERN_BVH_LEAF triangles is a leaf
    (more only in a leaf forced by the depth cap of 60, which keeps every walk within KERN_STACK).
    O(n log n), single-threaded (threads is accepted for a parallel build later); in host memory each
-   sibling pair of nodes fills one 64-byte cache line. The four-wide form (kern_bvh_wide_node_t) is
-   collapsed from the binary tree in the same call, O(n). Zero triangles give an empty BVH
-   (node_count 0) that every trace misses; degenerate (zero-area) triangles are kept and never hit.
-   On success *out owns the BVH; on error *out is NULL: BF_ENOMEM, or BF_EINVAL for more than 2^31
-   triangles or NULL arrays with triangles. */
+   sibling pair of nodes fills one 64-byte cache line. The four-wide form (kern_bvh_wide_node_t),
+   and where kern_bvh_simd8() the eight-wide one, are collapsed from the binary tree in the same
+   call, O(n). Zero triangles give an empty BVH (node_count 0) that every trace misses; degenerate
+   (zero-area) triangles are kept and never hit. On success *out owns the BVH; on error *out is
+   NULL: BF_ENOMEM, or BF_EINVAL for more than 2^31 triangles or NULL arrays with triangles. */
 #define KERN_BVH_LEAF 4
 #define KERN_BVH_BINS 32
 bf_err_t kern_bvh_new(const float *vertices, const uint32_t *indices, size_t tri_count,

@@ -14,8 +14,9 @@
     is skipped only when its entry distance exceeds the best so far, which
     never happens to a box above the answer. The four-wide tree has the
     binary tree's leaves with the same boxes (kern_bvh.c fills each wide
-    node's four lanes from the binary nodes below it, by surface area), so
-    the lanes are visited nearest entry first for speed only.
+    node's lanes from the binary nodes below it, by the SAH-optimal
+    collapse), so the lanes are visited nearest entry first for speed
+    only.
     kern_traverse_wide_test checks the two walks against each other, bit
     for bit, on 1.9 million rays rich in ties.
 
@@ -95,26 +96,36 @@ static inline __m128 kern_mul4(__m128 a, __m128 b)
 }
 #endif
 
-/* The triangles of wide leaf `leaf`, tested as kern_tri_hit tests them
-   (the order (t, index) against the best so far): up to four at once in
-   SSE2, with the same operations in the same order on each lane; a leaf
-   where some lane lies on an edge in float (the double-precision decision
-   of kern_tri_hit) or with more than four triangles goes one triangle at a
-   time. Returns 1 when the best hit changed. Always inlined, so that the
-   eight-wide walk compiles it with the AVX encoding of the same SSE
-   operations: called there as a function compiled for SSE2 (legacy
-   encoding, upper register halves dirty) it made the whole walk 1.6 times
-   slower on an AMD EPYC. */
+/* The count triangles of wide leaf `leaf` (count from the lane that
+   points to it, so the leaf's own lines are all triangle data), tested as
+   kern_tri_hit tests them (the order (t, index) against the best so far):
+   up to four at once in SSE2, with the same operations in the same order
+   on each lane; a leaf where some lane lies on an edge in float (the
+   double-precision decision of kern_tri_hit) goes one triangle at a time
+   through kern_tri_hit, on the same coordinates, and one of more than four
+   triangles through kern_tri_hit from tris. Returns 1 when the best hit
+   changed. Always inlined, so that the eight-wide walk compiles it with the
+   AVX encoding of the same SSE operations: called there as a function
+   compiled for SSE2 (legacy encoding, upper register halves dirty) it made
+   the whole walk 1.6 times slower on an AMD EPYC. */
 #if defined(__GNUC__) || defined(__clang__)
 __attribute__((always_inline))
 #endif
 static inline int
-kern_wide_leaf(const kern_bvh_ray_t *r, const kern_bvh_view_t *bvh, uint32_t leaf, float tmin,
-               float tn, kern_hit_t *hit)
+kern_wide_leaf(const kern_bvh_ray_t *r, const kern_bvh_view_t *bvh, uint32_t leaf, uint32_t count,
+               float tmin, float tn, kern_hit_t *hit)
 {
     const kern_bvh_wide_leaf_t *l = &bvh->wide_leaves[leaf];
+    if (count > 4) {
+        const uint32_t first = l->id[0];
+        const float *tri = bvh->tris + 9 * (size_t)first;
+        int found = 0;
+        for (uint32_t i = 0; i < count; i++, tri += 9)
+            found |= kern_tri_hit(r, tri, &bvh->tri_ids[first + i], tmin, tn, hit);
+        return found;
+    }
 #if defined(KERN_WIDE_SSE)
-    if (l->count <= 4) {
+    {
         const __m128 px = _mm_set1_ps(r->px), py = _mm_set1_ps(r->py), pz = _mm_set1_ps(r->pz);
         const __m128 sx = _mm_set1_ps(r->sx), sy = _mm_set1_ps(r->sy);
         __m128 Az = _mm_sub_ps(_mm_load_ps(l->v[r->kz]), pz);
@@ -130,7 +141,7 @@ kern_wide_leaf(const kern_bvh_ray_t *r, const kern_bvh_view_t *bvh, uint32_t lea
         __m128 V = _mm_sub_ps(kern_mul4(Ax, Cy), kern_mul4(Ay, Cx));
         __m128 W = _mm_sub_ps(kern_mul4(Bx, Ay), kern_mul4(By, Ax));
         const __m128 zero = _mm_setzero_ps();
-        unsigned valid = (1u << l->count) - 1u;
+        unsigned valid = (1u << count) - 1u;
         unsigned on_edge = (unsigned)_mm_movemask_ps(_mm_or_ps(
             _mm_or_ps(_mm_cmpeq_ps(U, zero), _mm_cmpeq_ps(V, zero)), _mm_cmpeq_ps(W, zero)));
         if (!(on_edge & valid)) {
@@ -160,7 +171,7 @@ kern_wide_leaf(const kern_bvh_ray_t *r, const kern_bvh_view_t *bvh, uint32_t lea
             for (uint32_t i = 0; i < 4; i++) {
                 if (!((m >> i) & 1u) || !(tt[i] <= hit->t))
                     continue;
-                uint32_t id = bvh->tri_ids[l->first + i];
+                uint32_t id = l->id[i];
                 if (tt[i] == hit->t && !(id < hit->tri))
                     continue;
                 float inv = 1.0f / dd[i];
@@ -174,10 +185,13 @@ kern_wide_leaf(const kern_bvh_ray_t *r, const kern_bvh_view_t *bvh, uint32_t lea
         }
     }
 #endif
-    const float *tri = bvh->tris + 9 * (size_t)l->first;
     int found = 0;
-    for (uint32_t i = 0; i < l->count; i++, tri += 9)
-        found |= kern_tri_hit(r, tri, &bvh->tri_ids[l->first + i], tmin, tn, hit);
+    for (uint32_t i = 0; i < count; i++) {
+        float tri[9];
+        for (int j = 0; j < 9; j++)
+            tri[j] = l->v[j][i];
+        found |= kern_tri_hit(r, tri, &l->id[i], tmin, tn, hit);
+    }
     return found;
 }
 
@@ -234,7 +248,7 @@ static inline int kern_trace_closest_wide4(const kern_bvh_view_t *bvh, kern_v3 o
                 node = w->child[lane];
                 continue;
             }
-            found |= kern_wide_leaf(&r, bvh, w->child[lane], tmin, tn[lane], hit);
+            found |= kern_wide_leaf(&r, bvh, w->child[lane], w->count[lane], tmin, tn[lane], hit);
         }
         /* pop, skipping lanes that start beyond the best hit so far, and
            testing leaves in place */
@@ -248,7 +262,8 @@ static inline int kern_trace_closest_wide4(const kern_bvh_view_t *bvh, kern_v3 o
                 node = stack[sp].child;
                 break;
             }
-            found |= kern_wide_leaf(&r, bvh, stack[sp].child, tmin, stack[sp].tn, hit);
+            found |=
+                kern_wide_leaf(&r, bvh, stack[sp].child, stack[sp].count, tmin, stack[sp].tn, hit);
         }
     }
 done:
