@@ -185,19 +185,28 @@ static bool stop_requested(const worker_t *w)
 
 /* ---- the task thread ---------------------------------------------------------- */
 
+/* Whether a handler's progress report goes out: a new stage, the end, or
+   TASK_PROGRESS_MS since the last one; if so, remembers it as the last. */
+static bool progress_due(run_t *r, const char *stage, double fraction)
+{
+    int64_t now = bf_mono_ms();
+    bool changed = strncmp(stage, r->last_stage, sizeof r->last_stage - 1) != 0;
+    if (!changed && now - r->last_sent < TASK_PROGRESS_MS && fraction < 1.0)
+        return false;
+    bf_strlcpy(r->last_stage, stage, sizeof r->last_stage);
+    r->last_sent = now;
+    return true;
+}
+
 static void on_progress(void *ud, const char *stage, double fraction)
 {
     run_t *r = ud;
     if (!stage)
         stage = "";
-    int64_t now = bf_mono_ms();
-    bool changed = strncmp(stage, r->last_stage, sizeof r->last_stage - 1) != 0;
-    if (!changed && now - r->last_sent < TASK_PROGRESS_MS && fraction < 1.0)
+    if (!progress_due(r, stage, fraction))
         return;
     pair_msg_t m = {.kind = PAIR_PROGRESS, .fraction = fraction};
     bf_strlcpy(m.stage, stage, sizeof m.stage);
-    bf_strlcpy(r->last_stage, stage, sizeof r->last_stage);
-    r->last_sent = now;
     /* a full pipe drops an update, never blocks the handler */
     zmq_send(r->pair, &m, sizeof m, ZMQ_DONTWAIT);
 }
@@ -421,12 +430,8 @@ static void inline_progress(void *ud, const char *stage, double fraction)
         return;
     if (!stage)
         stage = "";
-    int64_t now = bf_mono_ms();
-    bool changed = strncmp(stage, r->last_stage, sizeof r->last_stage - 1) != 0;
-    if (!changed && now - r->last_sent < TASK_PROGRESS_MS && fraction < 1.0)
+    if (!progress_due(r, stage, fraction))
         return;
-    bf_strlcpy(r->last_stage, stage, sizeof r->last_stage);
-    r->last_sent = now;
     bf_strlcpy(w->prog_stage, stage, sizeof w->prog_stage);
     w->prog_fraction = fraction < 0 ? 0 : (fraction > 1 ? 1 : fraction);
     w->prog_pending = true;
