@@ -270,20 +270,6 @@ KERN_HD int kern_diffract_next(kern_walk_t *w, const kern_bounce_t *b, kern_cros
     return 1;
 }
 
-/* The next float above t, for a finite t > 0. */
-KERN_HD float kern_next_upf(float t)
-{
-#if defined(__CUDA_ARCH__)
-    return __uint_as_float(__float_as_uint(t) + 1u);
-#else
-    uint32_t u;
-    memcpy(&u, &t, sizeof u);
-    u++;
-    memcpy(&t, &u, sizeof t);
-    return t;
-#endif
-}
-
 /* Fills the crossing *x of weight wt in cell x->cell: the ray's form, and
    its power for the antenna's field along d0 (computed at the first
    crossing). */
@@ -343,7 +329,8 @@ KERN_HD int kern_walk_next(kern_walk_t *w, const kern_bounce_t *b, kern_crossing
             /* The ray's last segment: it ends here whatever it hits, so the
                hit matters only if it comes before the plane. No crossing,
                no walk; else a walk that stops just past the crossing
-               (kern_next_upf(t): a hit at t blocks it, as below). The
+               (nextafterf(t, INFINITY), exact in C and CUDA alike: a hit at t blocks
+               it, as below). The
                closest hit is the smallest candidate in (0, tmax), and a
                candidate's leaf meets the shorter range too (kern_traverse.h),
                so this walk finds a hit exactly when the unbounded one finds
@@ -354,7 +341,7 @@ KERN_HD int kern_walk_next(kern_walk_t *w, const kern_bounce_t *b, kern_crossing
             if (!(b->los || w->ray.depth > 0) ||
                 !((wt = kern_plane_crossing_at(&w->ray, INFINITY, &b->grid, &x->cell, &tc)) > 0.0f))
                 return 0;
-            kern_walk_closest(b, w->ray.org, w->ray.dir, kern_next_upf(tc), &w->hit);
+            kern_walk_closest(b, w->ray.org, w->ray.dir, nextafterf(tc, INFINITY), &w->hit);
             if (w->hit.tri != UINT32_MAX && w->hit.tri < b->geom.tri_count)
                 return 0;
             kern_walk_cross(w, b, wt, x);
