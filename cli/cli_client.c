@@ -666,12 +666,15 @@ static void print_summary(follow_t *f, const char *output)
    something was written, taking every message queued; without wake, sleeps.
    The broker's status is asked again soon after something was written, so
    a result shows when it is durable, not at the next tick; but not sooner
-   than FOLLOW_GAP_MS after the last request (since), so that a job writing
-   thousands of results a second costs the broker tens of status requests a
-   second, not one per batch the collector writes. */
-#define FOLLOW_GAP_MS 20
+   than gap_ms after the last request (since): FOLLOW_GAP_MS while tasks
+   run, so that a job writing thousands of results a second costs the
+   broker tens of status requests a second, not one per batch the collector
+   writes; FOLLOW_END_GAP_MS once every task is final, when only the
+   collector's last writes are awaited and the wait is the user's. */
+#define FOLLOW_GAP_MS     20
+#define FOLLOW_END_GAP_MS 2
 
-static void wait_for_news(void *wake, int ms, int64_t since)
+static void wait_for_news(void *wake, int ms, int64_t since, int gap_ms)
 {
     if (!wake) {
         usleep((useconds_t)ms * 1000);
@@ -680,7 +683,7 @@ static void wait_for_news(void *wake, int ms, int64_t since)
     zmq_pollitem_t item = {wake, 0, ZMQ_POLLIN, 0};
     if (zmq_poll(&item, 1, ms) <= 0)
         return;
-    int64_t gap = since + FOLLOW_GAP_MS - bf_mono_ms();
+    int64_t gap = since + gap_ms - bf_mono_ms();
     if (gap > 0)
         usleep((useconds_t)gap * 1000);
     zmq_msg_t msg;
@@ -757,8 +760,11 @@ int cli_follow(const char *endpoint, void *wake, const char *job_id, unsigned to
         json_decref(doc);
         if (job_over && written && !more_events)
             break;
-        if (!more_events)
-            wait_for_news(wake, job_over ? 10 : 250, asked);
+        if (!more_events) {
+            bool ending = job_over || f.done >= f.total;
+            wait_for_news(wake, job_over ? 10 : 250, asked,
+                          ending ? FOLLOW_END_GAP_MS : FOLLOW_GAP_MS);
+        }
     }
     cli_session_destroy(&session);
     clear_live(&f);
