@@ -11,6 +11,7 @@
 #include "broker_store.h"
 
 #include <limits.h>
+#include <msgpack.h>
 #include <sqlite3.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,6 +41,14 @@ typedef struct {
     char id[16];
     char *name, *output, *task;
     json_t *spec; /* what a worker needs: bf_job_to_json(job, false) */
+    /* spec packed (MessagePack) once, on the job's first TASK: NULL until
+       then, or while it cannot be packed */
+    uint8_t *spec_mp;
+    size_t spec_mp_len;
+    /* the members of its JOBINFO that never change, packed once (see
+       job_info_mp): NULL until then */
+    uint8_t *info_fixed;
+    size_t info_fixed_len;
     json_t *keys; /* the tasks' content keys (array of strings), or NULL */
     char *scenes; /* every scene name, NUL-terminated, back to back */
     size_t scenes_len, scenes_cap;
@@ -317,6 +326,8 @@ static void job_free(job_t *j)
     free(j->task);
     free(j->scenes);
     json_decref(j->spec);
+    free(j->spec_mp);
+    free(j->info_fixed);
     json_decref(j->keys);
 }
 
@@ -681,6 +692,62 @@ static json_t *job_info(const job_t *j)
                      "cancelled", (json_int_t)j->counts[S_CANCELLED]);
 }
 
+/* JOBINFO packed (MessagePack), the same bytes as packing job_info(j), for
+   the DELIVERs of a turn, without building the tree each time: the members
+   that never change (id, name, output, task, total, submitted_ms) are packed
+   once per job through proto_json_to_msgpack (which checks the strings as
+   it checks every document), finished_ms, state and counts are appended as
+   they are now. *out is the caller's to free. BF_ENOMEM, or BF_EINVAL when
+   the job's strings cannot go out packed (the caller sends the tree). */
+static bf_err_t job_info_mp(job_t *j, uint8_t **out, size_t *len)
+{
+    *out = NULL;
+    *len = 0;
+    if (!j->info_fixed) {
+        json_t *fixed =
+            json_pack("{s:s, s:s, s:s, s:s, s:I, s:I}", "id", j->id, "name", j->name, "output",
+                      j->output, "task", j->task, "total", (json_int_t)j->total, "submitted_ms",
+                      (json_int_t)j->submitted_ms);
+        uint8_t *mp = NULL;
+        size_t n = 0;
+        bf_err_t rc = fixed ? proto_json_to_msgpack(fixed, &mp, &n) : BF_ENOMEM;
+        json_decref(fixed);
+        if (rc == BF_OK && (n < 1 || mp[0] != 0x86)) /* a fixmap of 6, always */
+            rc = BF_EINVAL;
+        if (rc != BF_OK) {
+            free(mp);
+            return rc == BF_ENOMEM ? rc : BF_EINVAL;
+        }
+        memmove(mp, mp + 1, n - 1); /* without its map header: 9 members in all */
+        j->info_fixed = mp;
+        j->info_fixed_len = n - 1;
+    }
+    static const char *const names[S_COUNT] = {"success", "failed", "error", "cancelled"};
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    /* integers as proto packs them: unsigned when not negative */
+#define PACK_KEY(k) (msgpack_pack_str(&pk, strlen(k)) || msgpack_pack_str_body(&pk, k, strlen(k)))
+    int bad = msgpack_pack_map(&pk, 9) ||
+              msgpack_sbuffer_write(&sb, (const char *)j->info_fixed, j->info_fixed_len) ||
+              PACK_KEY("finished_ms") ||
+              (j->finished_ms >= 0 ? msgpack_pack_uint64(&pk, (uint64_t)j->finished_ms)
+                                   : msgpack_pack_int64(&pk, j->finished_ms)) ||
+              PACK_KEY("state") || PACK_KEY(j->state) || PACK_KEY("counts") ||
+              msgpack_pack_map(&pk, S_COUNT);
+    for (int i = 0; i < S_COUNT && !bad; i++)
+        bad = PACK_KEY(names[i]) || msgpack_pack_uint64(&pk, j->counts[i]);
+#undef PACK_KEY
+    if (bad) {
+        msgpack_sbuffer_destroy(&sb);
+        return BF_ENOMEM;
+    }
+    *out = (uint8_t *)sb.data;
+    *len = sb.size;
+    return BF_OK;
+}
+
 static bf_err_t outbox_add(broker_store_t *s, bool job_done, const char *job_id,
                            const char *task_id, json_t *payload)
 {
@@ -949,7 +1016,28 @@ bf_err_t broker_store_task_msg(broker_store_t *s, uint32_t t, proto_msg_t *m)
         return BF_ENOMEM;
     m->attempt = tk->attempt;
     m->timeout_ms = j->timeout_ms;
-    m->obj = json_incref(j->spec);
+    /* Every TASK of a job carries the same spec: it is packed once and each
+       TASK gets a copy of the bytes, instead of the encoder walking the
+       tree again per dispatch. A spec that cannot be packed goes as the
+       tree, for the encoder to refuse as before. */
+    if (!j->spec_mp) {
+        uint8_t *mp = NULL;
+        size_t n = 0;
+        if (proto_json_to_msgpack(j->spec, &mp, &n) == BF_OK) {
+            j->spec_mp = mp;
+            j->spec_mp_len = n;
+        } else {
+            free(mp);
+        }
+    }
+    if (!j->spec_mp) {
+        m->obj = json_incref(j->spec);
+        return BF_OK;
+    }
+    if (!(m->obj_raw = malloc(j->spec_mp_len)))
+        return BF_ENOMEM;
+    memcpy(m->obj_raw, j->spec_mp, j->spec_mp_len);
+    m->obj_raw_len = j->spec_mp_len;
     return BF_OK;
 }
 
@@ -1444,6 +1532,10 @@ bf_err_t broker_store_outbox_after(broker_store_t *s, uint64_t after, size_t max
     *n = 0;
     if (max == 0 || s->outbox_rows == 0 || after >= s->outbox_last)
         return BF_OK;
+    /* no more than the rows there are (acknowledged in memory included):
+       the collector's window is far larger than a turn's deliveries */
+    if (max > s->outbox_rows + s->nacked)
+        max = (size_t)(s->outbox_rows + s->nacked);
     broker_delivery_t *d = calloc(max, sizeof *d);
     if (!d)
         return BF_ENOMEM;
@@ -1452,10 +1544,13 @@ bf_err_t broker_store_outbox_after(broker_store_t *s, uint64_t after, size_t max
     sqlite3_bind_int64(st, 2, (sqlite3_int64)max);
     size_t k = 0;
     bf_err_t rc = BF_OK;
-    json_t *info = NULL;     /* JOBINFO as of now, shared by a run of one job's rows */
-    uint8_t *info_mp = NULL; /* the same, packed */
+    /* JOBINFO as of now, shared by a run of one job's rows: packed, and as
+       a tree only for a row that needs one (a result stored as JSON text) */
+    uint8_t *info_mp = NULL;
     size_t info_len = 0;
-    const char *info_job = "";
+    json_t *info = NULL;
+    job_t *info_j = NULL;
+    const char *info_job = NULL;
     while (k < max && sqlite3_step(st) == SQLITE_ROW) {
         d[k].seq = (uint64_t)sqlite3_column_int64(st, 0);
         d[k].job_done = sqlite3_column_int(st, 1) != 0;
@@ -1464,15 +1559,24 @@ bf_err_t broker_store_outbox_after(broker_store_t *s, uint64_t after, size_t max
         json_t *doc = NULL;
         if (!d[k].job_done && d[k].job_id) {
             /* {"job": JOBINFO as of now, "result": the final result} */
-            if (!info || strcmp(info_job, d[k].job_id) != 0) {
+            if (!info_job || strcmp(info_job, d[k].job_id) != 0) {
                 json_decref(info);
+                info = NULL;
                 free(info_mp);
                 info_mp = NULL;
-                job_t *j = job_by_id(s, d[k].job_id);
-                info = j ? job_info(j) : json_pack("{s:s}", "id", d[k].job_id);
+                info_j = job_by_id(s, d[k].job_id);
                 info_job = d[k].job_id;
-                if (info && proto_json_to_msgpack(info, &info_mp, &info_len) != BF_OK)
-                    info_mp = NULL;
+                bf_err_t r = info_j ? job_info_mp(info_j, &info_mp, &info_len) : BF_EINVAL;
+                if (r == BF_ENOMEM) {
+                    rc = r;
+                    k++; /* freed with the others */
+                    break;
+                }
+                if (r != BF_OK) { /* a retired job, or strings that cannot go packed */
+                    info = info_j ? job_info(info_j) : json_pack("{s:s}", "id", d[k].job_id);
+                    if (info && proto_json_to_msgpack(info, &info_mp, &info_len) != BF_OK)
+                        info_mp = NULL;
+                }
             }
             /* A result stored as MessagePack goes out as the bytes it is,
                behind the packed JOBINFO: the same frame as packing the tree
@@ -1494,6 +1598,8 @@ bf_err_t broker_store_outbox_after(broker_store_t *s, uint64_t after, size_t max
                 }
             }
             if (!d[k].raw) {
+                if (!info)
+                    info = info_j ? job_info(info_j) : json_pack("{s:s}", "id", d[k].job_id);
                 doc = column_doc(st, 4);
                 doc = json_pack("{s:o, s:o}", "job", info ? json_incref(info) : json_object(),
                                 "result", doc ? doc : json_object());
@@ -1635,11 +1741,225 @@ json_t *broker_store_jobs_doc(broker_store_t *s)
     return jobs;
 }
 
+/* The members of a result an event shows. */
+static const char *const event_keep[] = {"status", "reason", "attempt", "elapsed_time",    "gpu_id",
+                                         "host",   "device", "worker",  "optimum_on_bound"};
+enum { EVENT_KEEP = BF_ARRAY_LEN(event_keep), EVENT_IMPROVEMENT = EVENT_KEEP };
+
+/* Reads a big-endian unsigned of w bytes. */
+static uint32_t mp_be(const uint8_t *p, size_t w)
+{
+    uint32_t v = 0;
+    for (size_t i = 0; i < w; i++)
+        v = v << 8 | p[i];
+    return v;
+}
+
+/* The length in bytes of the MessagePack value at p (at most n bytes), the
+   containers it opens included; 0 when it is malformed or runs past n.
+   Iterative (a count of values still to pass), so any nesting is fine. */
+size_t broker_store_mp_skip(const uint8_t *p, size_t n)
+{
+    size_t off = 0;
+    uint64_t pending = 1;
+    while (pending > 0) {
+        if (off >= n || pending > n - off) /* every value takes a byte at least */
+            return 0;
+        uint8_t b = p[off];
+        size_t head = 1, body = 0;
+        uint64_t inner = 0;
+        if (b <= 0x7f || b >= 0xe0 || b == 0xc0 || b == 0xc2 || b == 0xc3) {
+            /* fixint, nil, booleans */
+        } else if (b >= 0x80 && b <= 0x8f) {
+            inner = 2u * (b & 0x0fu);
+        } else if (b >= 0x90 && b <= 0x9f) {
+            inner = b & 0x0fu;
+        } else if (b >= 0xa0 && b <= 0xbf) {
+            body = b & 0x1fu;
+        } else {
+            /* the rest: the width of a length (or a fixed size) from a table */
+            static const struct {
+                uint8_t lenw;  /* bytes of the length that follows, 0: none */
+                uint8_t fixed; /* bytes after the head when lenw is 0 (or ext's type) */
+                uint8_t what;  /* 0 bytes, 1 array, 2 map */
+            } t[0xe0 - 0xc4] = {
+                [0xc4 - 0xc4] = {1, 0, 0}, [0xc5 - 0xc4] = {2, 0, 0}, [0xc6 - 0xc4] = {4, 0, 0},
+                [0xc7 - 0xc4] = {1, 1, 0}, [0xc8 - 0xc4] = {2, 1, 0}, [0xc9 - 0xc4] = {4, 1, 0},
+                [0xca - 0xc4] = {0, 4, 0}, [0xcb - 0xc4] = {0, 8, 0}, [0xcc - 0xc4] = {0, 1, 0},
+                [0xcd - 0xc4] = {0, 2, 0}, [0xce - 0xc4] = {0, 4, 0}, [0xcf - 0xc4] = {0, 8, 0},
+                [0xd0 - 0xc4] = {0, 1, 0}, [0xd1 - 0xc4] = {0, 2, 0}, [0xd2 - 0xc4] = {0, 4, 0},
+                [0xd3 - 0xc4] = {0, 8, 0}, [0xd4 - 0xc4] = {0, 2, 0}, [0xd5 - 0xc4] = {0, 3, 0},
+                [0xd6 - 0xc4] = {0, 5, 0}, [0xd7 - 0xc4] = {0, 9, 0}, [0xd8 - 0xc4] = {0, 17, 0},
+                [0xd9 - 0xc4] = {1, 0, 0}, [0xda - 0xc4] = {2, 0, 0}, [0xdb - 0xc4] = {4, 0, 0},
+                [0xdc - 0xc4] = {2, 0, 1}, [0xdd - 0xc4] = {4, 0, 1}, [0xde - 0xc4] = {2, 0, 2},
+                [0xdf - 0xc4] = {4, 0, 2},
+            };
+            if (b < 0xc4) /* 0xc1 is never used */
+                return 0;
+            unsigned lenw = t[b - 0xc4].lenw;
+            if (!lenw) {
+                body = t[b - 0xc4].fixed;
+            } else {
+                if (n - off < 1 + (size_t)lenw)
+                    return 0;
+                uint32_t len = mp_be(p + off + 1, lenw);
+                head = 1 + lenw;
+                if (t[b - 0xc4].what == 1)
+                    inner = len;
+                else if (t[b - 0xc4].what == 2)
+                    inner = 2 * (uint64_t)len;
+                else
+                    body = (size_t)len + t[b - 0xc4].fixed; /* ext: its type byte too */
+            }
+        }
+        if (n - off < head || n - off - head < body)
+            return 0;
+        off += head + body;
+        pending += inner;
+        pending--;
+    }
+    return off;
+}
+
+/* The entries of the MessagePack map at p (n bytes): *count and the offset
+   of its first key; false when p is no map. */
+static bool mp_map(const uint8_t *p, size_t n, uint32_t *count, size_t *off)
+{
+    if (n >= 1 && p[0] >= 0x80 && p[0] <= 0x8f) {
+        *count = p[0] & 0x0fu;
+        *off = 1;
+    } else if (n >= 3 && p[0] == 0xde) {
+        *count = mp_be(p + 1, 2);
+        *off = 3;
+    } else if (n >= 5 && p[0] == 0xdf) {
+        *count = mp_be(p + 1, 4);
+        *off = 5;
+    } else {
+        return false;
+    }
+    return true;
+}
+
+/* The string at p (n bytes): its bytes and length; false when p is no
+   string. */
+static bool mp_str(const uint8_t *p, size_t n, const uint8_t **s, size_t *len)
+{
+    size_t head;
+    if (n >= 1 && p[0] >= 0xa0 && p[0] <= 0xbf) {
+        *len = p[0] & 0x1fu;
+        head = 1;
+    } else if (n >= 2 && p[0] == 0xd9) {
+        *len = p[1];
+        head = 2;
+    } else if (n >= 3 && p[0] == 0xda) {
+        *len = mp_be(p + 1, 2);
+        head = 3;
+    } else if (n >= 5 && p[0] == 0xdb) {
+        *len = mp_be(p + 1, 4);
+        head = 5;
+    } else {
+        return false;
+    }
+    if (n - head < *len)
+        return false;
+    *s = p + head;
+    return true;
+}
+
+static bool mp_key_is(const uint8_t *s, size_t len, const char *key)
+{
+    return strlen(key) == len && memcmp(s, key, len) == 0;
+}
+
+/* The value of key in the MessagePack map at p (n bytes), as a slice;
+   false when p is no map, is malformed, or lacks key (the last of
+   duplicates wins, as in the tree). */
+static bool mp_find(const uint8_t *p, size_t n, const char *key, const uint8_t **v, size_t *vlen)
+{
+    uint32_t count;
+    size_t off;
+    bool found = false;
+    if (!mp_map(p, n, &count, &off))
+        return false;
+    for (uint32_t i = 0; i < count; i++) {
+        const uint8_t *k;
+        size_t klen, kn = broker_store_mp_skip(p + off, n - off);
+        if (!kn || !mp_str(p + off, kn, &k, &klen))
+            return false;
+        off += kn;
+        size_t vn = broker_store_mp_skip(p + off, n - off);
+        if (!vn)
+            return false;
+        if (mp_key_is(k, klen, key)) {
+            *v = p + off;
+            *vlen = vn;
+            found = true;
+        }
+        off += vn;
+    }
+    return found;
+}
+
+/* Copies the members an event shows from a result stored as MessagePack
+   into ev, unpacking only those: the rest (a boresight result's zone power
+   arrays, thousands of reals) is passed over, never made into a tree.
+   false when the blob is malformed (the caller then reads it whole). */
+static bool event_fields_mp(json_t *ev, const uint8_t *p, size_t n)
+{
+    const uint8_t *at[EVENT_KEEP + 1] = {0};
+    size_t len[EVENT_KEEP + 1] = {0};
+    uint32_t count;
+    size_t off;
+    if (!mp_map(p, n, &count, &off))
+        return false;
+    for (uint32_t i = 0; i < count; i++) {
+        const uint8_t *k;
+        size_t klen, kn = broker_store_mp_skip(p + off, n - off);
+        if (!kn || !mp_str(p + off, kn, &k, &klen))
+            return false;
+        off += kn;
+        size_t vn = broker_store_mp_skip(p + off, n - off);
+        if (!vn)
+            return false;
+        for (size_t j = 0; j < EVENT_KEEP; j++)
+            if (mp_key_is(k, klen, event_keep[j])) {
+                at[j] = p + off;
+                len[j] = vn;
+            }
+        if (mp_key_is(k, klen, "stats") &&
+            !mp_find(p + off, vn, "improvement_mean", &at[EVENT_IMPROVEMENT],
+                     &len[EVENT_IMPROVEMENT]))
+            at[EVENT_IMPROVEMENT] = NULL; /* a later "stats" replaces an earlier one */
+        off += vn;
+    }
+    /* in the order of event_keep, as the tree's lookups made it */
+    for (size_t j = 0; j <= EVENT_KEEP; j++) {
+        json_t *v = NULL;
+        if (!at[j] || proto_msgpack_to_json(at[j], len[j], &v, NULL) != BF_OK)
+            continue;
+        if (j < EVENT_KEEP || json_is_number(v))
+            json_object_set(ev, j < EVENT_KEEP ? event_keep[j] : "improvement_mean", v);
+        json_decref(v);
+    }
+    return true;
+}
+
+/* The same from a result read whole (JSON text of a schema-1 state). */
+static void event_fields_tree(json_t *ev, const json_t *r)
+{
+    for (size_t k = 0; r && k < EVENT_KEEP; k++) {
+        json_t *v = json_object_get(r, event_keep[k]);
+        if (v)
+            json_object_set(ev, event_keep[k], v);
+    }
+    json_t *imp = json_object_get(json_object_get(r, "stats"), "improvement_mean");
+    if (json_is_number(imp))
+        json_object_set(ev, "improvement_mean", imp);
+}
+
 json_t *broker_store_events(broker_store_t *s, const char *job_id, uint64_t cursor, size_t max,
                             uint64_t *next)
 {
-    static const char *const keep[] = {"status", "reason", "attempt", "elapsed_time",    "gpu_id",
-                                       "host",   "device", "worker",  "optimum_on_bound"};
     json_t *events = json_array();
     *next = cursor > s->final_seq ? s->final_seq : cursor;
     if (!events || cursor >= s->final_seq || max == 0)
@@ -1650,21 +1970,18 @@ json_t *broker_store_events(broker_store_t *s, const char *job_id, uint64_t curs
     sqlite3_bind_int64(st, 3, (sqlite3_int64)max);
     while (sqlite3_step(st) == SQLITE_ROW) {
         uint64_t seq = (uint64_t)sqlite3_column_int64(st, 0);
-        json_t *r = column_doc(st, 4);
         json_t *ev =
             json_pack("{s:I, s:s, s:s, s:s}", "seq", (json_int_t)seq, "job_id", col_text(st, 1),
                       "task_id", col_text(st, 2), "scene", col_text(st, 3));
-        for (size_t k = 0; r && ev && k < BF_ARRAY_LEN(keep); k++) {
-            json_t *v = json_object_get(r, keep[k]);
-            if (v)
-                json_object_set(ev, keep[k], v);
+        const void *blob =
+            sqlite3_column_type(st, 4) == SQLITE_BLOB ? sqlite3_column_blob(st, 4) : NULL;
+        if (ev && !(blob && event_fields_mp(ev, blob, (size_t)sqlite3_column_bytes(st, 4)))) {
+            json_t *r = column_doc(st, 4);
+            event_fields_tree(ev, r);
+            json_decref(r);
         }
-        json_t *imp = json_object_get(json_object_get(r, "stats"), "improvement_mean");
-        if (ev && json_is_number(imp))
-            json_object_set(ev, "improvement_mean", imp);
         if (ev)
             json_array_append_new(events, ev);
-        json_decref(r);
         *next = seq;
     }
     sqlite3_reset(st);

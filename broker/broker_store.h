@@ -52,7 +52,9 @@ bf_err_t broker_store_add_job(broker_store_t *s, const bf_job_t *job, json_t *ke
 #define LEASE_LOOKAHEAD 64
 bf_err_t broker_store_lease(broker_store_t *s, const char *worker, const char *avoid_key,
                             size_t live_keys, int64_t now, uint32_t *task) BF_MUST_CHECK;
-/* Fills a TASK message for task t (strings copied, obj referenced). */
+/* Fills a TASK message for task t (strings copied; the job's spec as
+   obj_raw, a copy of the bytes packed once per job, or as obj, referenced,
+   when it cannot be packed). */
 bf_err_t broker_store_task_msg(broker_store_t *s, uint32_t t, proto_msg_t *m) BF_MUST_CHECK;
 
 bool broker_store_find_task(broker_store_t *s, const char *task_id, uint32_t *t);
@@ -159,5 +161,11 @@ bf_err_t broker_store_retire(broker_store_t *s, size_t k) BF_MUST_CHECK;
 json_t *broker_store_jobs_doc(broker_store_t *s);
 json_t *broker_store_events(broker_store_t *s, const char *job_id, uint64_t cursor, size_t max,
                             uint64_t *next);
+
+/* The length in bytes of the one MessagePack value at p (n bytes at most),
+   nested values included; 0 when it is malformed or longer than n. Pure
+   and bounded (it walks stored results key by key, see
+   broker_store_events). */
+size_t broker_store_mp_skip(const uint8_t *p, size_t n);
 
 #endif
