@@ -1741,206 +1741,30 @@ json_t *broker_store_jobs_doc(broker_store_t *s)
     return jobs;
 }
 
-/* The members of a result an event shows. */
-static const char *const event_keep[] = {"status", "reason", "attempt", "elapsed_time",    "gpu_id",
-                                         "host",   "device", "worker",  "optimum_on_bound"};
-enum { EVENT_KEEP = BF_ARRAY_LEN(event_keep), EVENT_IMPROVEMENT = EVENT_KEEP };
-
-/* Reads a big-endian unsigned of w bytes. */
-static uint32_t mp_be(const uint8_t *p, size_t w)
-{
-    uint32_t v = 0;
-    for (size_t i = 0; i < w; i++)
-        v = v << 8 | p[i];
-    return v;
-}
-
-/* The length in bytes of the MessagePack value at p (at most n bytes), the
-   containers it opens included; 0 when it is malformed or runs past n.
-   Iterative (a count of values still to pass), so any nesting is fine. */
-size_t broker_store_mp_skip(const uint8_t *p, size_t n)
-{
-    size_t off = 0;
-    uint64_t pending = 1;
-    while (pending > 0) {
-        if (off >= n || pending > n - off) /* every value takes a byte at least */
-            return 0;
-        uint8_t b = p[off];
-        size_t head = 1, body = 0;
-        uint64_t inner = 0;
-        if (b <= 0x7f || b >= 0xe0 || b == 0xc0 || b == 0xc2 || b == 0xc3) {
-            /* fixint, nil, booleans */
-        } else if (b >= 0x80 && b <= 0x8f) {
-            inner = 2u * (b & 0x0fu);
-        } else if (b >= 0x90 && b <= 0x9f) {
-            inner = b & 0x0fu;
-        } else if (b >= 0xa0 && b <= 0xbf) {
-            body = b & 0x1fu;
-        } else {
-            /* the rest: the width of a length (or a fixed size) from a table */
-            static const struct {
-                uint8_t lenw;  /* bytes of the length that follows, 0: none */
-                uint8_t fixed; /* bytes after the head when lenw is 0 (or ext's type) */
-                uint8_t what;  /* 0 bytes, 1 array, 2 map */
-            } t[0xe0 - 0xc4] = {
-                [0xc4 - 0xc4] = {1, 0, 0}, [0xc5 - 0xc4] = {2, 0, 0}, [0xc6 - 0xc4] = {4, 0, 0},
-                [0xc7 - 0xc4] = {1, 1, 0}, [0xc8 - 0xc4] = {2, 1, 0}, [0xc9 - 0xc4] = {4, 1, 0},
-                [0xca - 0xc4] = {0, 4, 0}, [0xcb - 0xc4] = {0, 8, 0}, [0xcc - 0xc4] = {0, 1, 0},
-                [0xcd - 0xc4] = {0, 2, 0}, [0xce - 0xc4] = {0, 4, 0}, [0xcf - 0xc4] = {0, 8, 0},
-                [0xd0 - 0xc4] = {0, 1, 0}, [0xd1 - 0xc4] = {0, 2, 0}, [0xd2 - 0xc4] = {0, 4, 0},
-                [0xd3 - 0xc4] = {0, 8, 0}, [0xd4 - 0xc4] = {0, 2, 0}, [0xd5 - 0xc4] = {0, 3, 0},
-                [0xd6 - 0xc4] = {0, 5, 0}, [0xd7 - 0xc4] = {0, 9, 0}, [0xd8 - 0xc4] = {0, 17, 0},
-                [0xd9 - 0xc4] = {1, 0, 0}, [0xda - 0xc4] = {2, 0, 0}, [0xdb - 0xc4] = {4, 0, 0},
-                [0xdc - 0xc4] = {2, 0, 1}, [0xdd - 0xc4] = {4, 0, 1}, [0xde - 0xc4] = {2, 0, 2},
-                [0xdf - 0xc4] = {4, 0, 2},
-            };
-            if (b < 0xc4) /* 0xc1 is never used */
-                return 0;
-            unsigned lenw = t[b - 0xc4].lenw;
-            if (!lenw) {
-                body = t[b - 0xc4].fixed;
-            } else {
-                if (n - off < 1 + (size_t)lenw)
-                    return 0;
-                uint32_t len = mp_be(p + off + 1, lenw);
-                head = 1 + lenw;
-                if (t[b - 0xc4].what == 1)
-                    inner = len;
-                else if (t[b - 0xc4].what == 2)
-                    inner = 2 * (uint64_t)len;
-                else
-                    body = (size_t)len + t[b - 0xc4].fixed; /* ext: its type byte too */
-            }
-        }
-        if (n - off < head || n - off - head < body)
-            return 0;
-        off += head + body;
-        pending += inner;
-        pending--;
-    }
-    return off;
-}
-
-/* The entries of the MessagePack map at p (n bytes): *count and the offset
-   of its first key; false when p is no map. */
-static bool mp_map(const uint8_t *p, size_t n, uint32_t *count, size_t *off)
-{
-    if (n >= 1 && p[0] >= 0x80 && p[0] <= 0x8f) {
-        *count = p[0] & 0x0fu;
-        *off = 1;
-    } else if (n >= 3 && p[0] == 0xde) {
-        *count = mp_be(p + 1, 2);
-        *off = 3;
-    } else if (n >= 5 && p[0] == 0xdf) {
-        *count = mp_be(p + 1, 4);
-        *off = 5;
-    } else {
-        return false;
-    }
-    return true;
-}
-
-/* The string at p (n bytes): its bytes and length; false when p is no
-   string. */
-static bool mp_str(const uint8_t *p, size_t n, const uint8_t **s, size_t *len)
-{
-    size_t head;
-    if (n >= 1 && p[0] >= 0xa0 && p[0] <= 0xbf) {
-        *len = p[0] & 0x1fu;
-        head = 1;
-    } else if (n >= 2 && p[0] == 0xd9) {
-        *len = p[1];
-        head = 2;
-    } else if (n >= 3 && p[0] == 0xda) {
-        *len = mp_be(p + 1, 2);
-        head = 3;
-    } else if (n >= 5 && p[0] == 0xdb) {
-        *len = mp_be(p + 1, 4);
-        head = 5;
-    } else {
-        return false;
-    }
-    if (n - head < *len)
-        return false;
-    *s = p + head;
-    return true;
-}
-
-static bool mp_key_is(const uint8_t *s, size_t len, const char *key)
-{
-    return strlen(key) == len && memcmp(s, key, len) == 0;
-}
-
-/* The value of key in the MessagePack map at p (n bytes), as a slice;
-   false when p is no map, is malformed, or lacks key (the last of
-   duplicates wins, as in the tree). */
-static bool mp_find(const uint8_t *p, size_t n, const char *key, const uint8_t **v, size_t *vlen)
-{
-    uint32_t count;
-    size_t off;
-    bool found = false;
-    if (!mp_map(p, n, &count, &off))
-        return false;
-    for (uint32_t i = 0; i < count; i++) {
-        const uint8_t *k;
-        size_t klen, kn = broker_store_mp_skip(p + off, n - off);
-        if (!kn || !mp_str(p + off, kn, &k, &klen))
-            return false;
-        off += kn;
-        size_t vn = broker_store_mp_skip(p + off, n - off);
-        if (!vn)
-            return false;
-        if (mp_key_is(k, klen, key)) {
-            *v = p + off;
-            *vlen = vn;
-            found = true;
-        }
-        off += vn;
-    }
-    return found;
-}
+/* The members of a result an event shows, then "stats" (only for its
+   improvement_mean). */
+static const char *const event_keep[] = {"status",           "reason", "attempt", "elapsed_time",
+                                         "gpu_id",           "host",   "device",  "worker",
+                                         "optimum_on_bound", "stats"};
+enum { EVENT_KEEP = BF_ARRAY_LEN(event_keep) - 1 };
 
 /* Copies the members an event shows from a result stored as MessagePack
-   into ev, unpacking only those: the rest (a boresight result's zone power
-   arrays, thousands of reals) is passed over, never made into a tree.
-   false when the blob is malformed (the caller then reads it whole). */
+   into ev, converting only those (proto_msgpack_pick): the rest (a
+   boresight result's zone power arrays, thousands of reals) is never made
+   into a tree. false when the blob is malformed (the caller then reads it
+   whole, as it reads JSON text). */
 static bool event_fields_mp(json_t *ev, const uint8_t *p, size_t n)
 {
-    const uint8_t *at[EVENT_KEEP + 1] = {0};
-    size_t len[EVENT_KEEP + 1] = {0};
-    uint32_t count;
-    size_t off;
-    if (!mp_map(p, n, &count, &off))
+    json_t *v[EVENT_KEEP + 1];
+    if (proto_msgpack_pick(p, n, event_keep, EVENT_KEEP + 1, v, NULL) != BF_OK)
         return false;
-    for (uint32_t i = 0; i < count; i++) {
-        const uint8_t *k;
-        size_t klen, kn = broker_store_mp_skip(p + off, n - off);
-        if (!kn || !mp_str(p + off, kn, &k, &klen))
-            return false;
-        off += kn;
-        size_t vn = broker_store_mp_skip(p + off, n - off);
-        if (!vn)
-            return false;
-        for (size_t j = 0; j < EVENT_KEEP; j++)
-            if (mp_key_is(k, klen, event_keep[j])) {
-                at[j] = p + off;
-                len[j] = vn;
-            }
-        if (mp_key_is(k, klen, "stats") &&
-            !mp_find(p + off, vn, "improvement_mean", &at[EVENT_IMPROVEMENT],
-                     &len[EVENT_IMPROVEMENT]))
-            at[EVENT_IMPROVEMENT] = NULL; /* a later "stats" replaces an earlier one */
-        off += vn;
-    }
-    /* in the order of event_keep, as the tree's lookups made it */
-    for (size_t j = 0; j <= EVENT_KEEP; j++) {
-        json_t *v = NULL;
-        if (!at[j] || proto_msgpack_to_json(at[j], len[j], &v, NULL) != BF_OK)
-            continue;
-        if (j < EVENT_KEEP || json_is_number(v))
-            json_object_set(ev, j < EVENT_KEEP ? event_keep[j] : "improvement_mean", v);
-        json_decref(v);
-    }
+    for (size_t j = 0; j < EVENT_KEEP; j++)
+        if (v[j])
+            json_object_set_new(ev, event_keep[j], v[j]);
+    json_t *imp = json_object_get(v[EVENT_KEEP], "improvement_mean");
+    if (json_is_number(imp))
+        json_object_set(ev, "improvement_mean", imp);
+    json_decref(v[EVENT_KEEP]);
     return true;
 }
 

@@ -162,10 +162,4 @@ json_t *broker_store_jobs_doc(broker_store_t *s);
 json_t *broker_store_events(broker_store_t *s, const char *job_id, uint64_t cursor, size_t max,
                             uint64_t *next);
 
-/* The length in bytes of the one MessagePack value at p (n bytes at most),
-   nested values included; 0 when it is malformed or longer than n. Pure
-   and bounded (it walks stored results key by key, see
-   broker_store_events). */
-size_t broker_store_mp_skip(const uint8_t *p, size_t n);
-
 #endif

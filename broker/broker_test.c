@@ -13,7 +13,6 @@
     3. */
 
 #include "broker.h"
-#include "broker_store.h" /* broker_store_mp_skip, a pure function */
 
 #include "../common/bf_config.h"
 #include "../proto/proto_link.h"
@@ -1392,58 +1391,6 @@ out:
     free(path);
 }
 
-/* broker_store_mp_skip: the exact length of one packed value, whatever it
-   holds; 0 for anything cut short, unused (0xc1) or claiming more than
-   there is. */
-static void test_mp_skip(const char *unused)
-{
-    (void)unused;
-    json_t *doc = json_pack(
-        "{s:s, s:i, s:I, s:I, s:f, s:b, s:n, s:[i, f, s, [], {}], s:{s:{s:[i]}}, s:s%}", "status",
-        "success", "small", 5, "big", (json_int_t)1 << 40, "neg", (json_int_t)-70000, "real", 2.5,
-        "flag", 1, "none", "list", -1, 0.25, "x", "nested", "a", "b", 7, "long",
-        "0123456789012345678901234567890123456789", (size_t)40);
-    json_t *arr = json_array(); /* array16 and str8 */
-    for (int i = 0; i < 300; i++)
-        json_array_append_new(arr, json_real(i * 0.5));
-    json_object_set_new(doc, "zone_power", arr);
-    uint8_t *mp = NULL;
-    size_t n = 0;
-    REQUIRE_OUT(doc && proto_json_to_msgpack(doc, &mp, &n) == BF_OK);
-    CHECK(broker_store_mp_skip(mp, n) == n);
-    uint8_t *two = malloc(2 * n); /* the first of two values back to back */
-    REQUIRE_OUT(two);
-    memcpy(two, mp, n);
-    memcpy(two + n, mp, n);
-    CHECK(broker_store_mp_skip(two, 2 * n) == n);
-    free(two);
-    for (size_t cut = 0; cut < n; cut++) /* every prefix is short */
-        if (broker_store_mp_skip(mp, cut) != 0) {
-            fprintf(stderr, "mp_skip: a prefix of %zu of %zu bytes passed\n", cut, n);
-            CHECK(!"a cut value refused");
-            break;
-        }
-    static const uint8_t bad[][6] = {
-        {0xc1},                               /* never used */
-        {0xdd, 0xff, 0xff, 0xff, 0xff, 0x00}, /* an array of 2^32 - 1 in 6 bytes */
-        {0xdf, 0x7f, 0xff, 0xff, 0xff, 0x00}, /* a map of 2^31 - 1 */
-        {0xdb, 0x00, 0x00, 0x10, 0x00, 'x'},  /* a string of 4096 */
-        {0xc9, 0x00, 0x00, 0x00, 0x02, 0x01}, /* ext32: type and 2 bytes, 1 there */
-    };
-    for (size_t i = 0; i < BF_ARRAY_LEN(bad); i++)
-        CHECK(broker_store_mp_skip(bad[i], sizeof bad[i]) == 0);
-    static const uint8_t ok[] = {0x92, 0xc0, 0xd4, 0x01, 0x02, 0xff}; /* [nil, fixext1], -1 */
-    CHECK(broker_store_mp_skip(ok, sizeof ok) == 5);
-    CHECK(broker_store_mp_skip(ok + 5, 1) == 1);
-    uint8_t deep[200]; /* nesting deeper than any document: still one value */
-    memset(deep, 0x91, sizeof deep - 1);
-    deep[sizeof deep - 1] = 0x00;
-    CHECK(broker_store_mp_skip(deep, sizeof deep) == sizeof deep);
-out:
-    free(mp);
-    json_decref(doc);
-}
-
 int main(void)
 {
     HB_MS = bf_test_ms(100);
@@ -1465,7 +1412,7 @@ int main(void)
                  {"cancel", test_cancel, d3},     {"restart", test_restart, d4},
                  {"garbage", test_garbage, d5},   {"faults", test_faults, d6},
                  {"lost", test_lost, d7},         {"crasher", test_crasher, d8},
-                 {"schema_1", test_schema_1, d9}, {"mp_skip", test_mp_skip, NULL}};
+                 {"schema_1", test_schema_1, d9}};
     for (size_t i = 0; i < BF_ARRAY_LEN(cases); i++) {
         int before = failures;
         double t = bf_mono_s();

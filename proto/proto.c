@@ -582,6 +582,49 @@ bf_err_t proto_msgpack_to_json(const uint8_t *data, size_t size, json_t **value,
     return *value ? BF_OK : c.rc;
 }
 
+/* The members keys[0..n) of the MessagePack map at data, each converted as
+   proto_msgpack_to_json converts a document (values[k] NULL where absent;
+   of duplicate keys the last wins, as in a tree). The rest of the map is
+   unpacked into msgpack-c's zone but never made into JSON: the broker shows
+   a few members of results whose zone arrays hold thousands of reals. */
+bf_err_t proto_msgpack_pick(const uint8_t *data, size_t size, const char *const *keys, size_t n,
+                            json_t **values, char *err)
+{
+    for (size_t k = 0; k < n; k++)
+        values[k] = NULL;
+    if (size > PROTO_MAX_FRAME)
+        return bf_fail(err, BF_EPROTO, "document of %zu bytes exceeds %u", size, PROTO_MAX_FRAME);
+    msgpack_unpacked up;
+    bf_err_t rc = unpack_one(data, size, PROTO_MAX_DEPTH, &up, err);
+    if (rc != BF_OK)
+        return rc;
+    conv_t c = {BF_OK, err};
+    const msgpack_object *top = &up.data;
+    if (top->type != MSGPACK_OBJECT_MAP) {
+        bad(&c, "expected map, got %s", object_kind(top));
+    } else {
+        const msgpack_object_kv *kv = top->via.map.ptr;
+        for (uint32_t i = top->via.map.size; i-- > 0 && c.rc == BF_OK;) { /* the last wins */
+            if (kv[i].key.type != MSGPACK_OBJECT_STR)
+                continue;
+            for (size_t k = 0; k < n; k++) {
+                if (values[k] || strlen(keys[k]) != kv[i].key.via.str.size ||
+                    memcmp(str_bytes(&kv[i].key), keys[k], kv[i].key.via.str.size) != 0)
+                    continue;
+                values[k] = to_json(&kv[i].val, 1, &c);
+                break;
+            }
+        }
+    }
+    msgpack_unpacked_destroy(&up);
+    if (c.rc != BF_OK)
+        for (size_t k = 0; k < n; k++) {
+            json_decref(values[k]);
+            values[k] = NULL;
+        }
+    return c.rc;
+}
+
 /* ---- messages ------------------------------------------------------------ */
 
 bf_err_t proto_encode(const proto_msg_t *msg, uint8_t **data, size_t *size)

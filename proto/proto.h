@@ -168,5 +168,11 @@ bf_err_t proto_decode(const uint8_t *data, size_t size, proto_msg_t *msg, char *
 bf_err_t proto_json_to_msgpack(const json_t *value, uint8_t **data, size_t *size) BF_MUST_CHECK;
 bf_err_t proto_msgpack_to_json(const uint8_t *data, size_t size, json_t **value,
                                char *err) BF_MUST_CHECK;
+/* Only the members keys[0..n) of a MessagePack map, as JSON (values[k]
+   NULL where absent; the last of duplicate keys wins); the rest is checked
+   and passed over, never made into JSON. BF_EPROTO when data is no map or
+   a member picked cannot be converted (values then all NULL). */
+bf_err_t proto_msgpack_pick(const uint8_t *data, size_t size, const char *const *keys, size_t n,
+                            json_t **values, char *err) BF_MUST_CHECK;
 
 #endif

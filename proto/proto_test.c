@@ -857,6 +857,51 @@ static void test_json(void)
           strstr(err, "finite"));
 }
 
+/* proto_msgpack_pick: the members asked for, the last of duplicates, NULL
+   for the absent; a document that is no map, or a picked member that cannot
+   be converted, is refused and leaves nothing behind; a member not picked is
+   passed over even when JSON could not hold it. */
+static void test_pick(void)
+{
+    static const char *const keys[] = {"status", "stats", "absent"};
+    json_t *v[3];
+    /* {"zone": [300 reals], "status": "x", "stats": {"m": 1}, "status": "success"} */
+    json_t *zone = json_array();
+    for (int i = 0; i < 300; i++)
+        json_array_append_new(zone, json_real(i * 0.5));
+    json_t *doc = json_pack("{s:o, s:s, s:{s:i}}", "zone", zone, "status", "x", "stats", "m", 1);
+    uint8_t *data;
+    size_t size;
+    CHECK(doc && proto_json_to_msgpack(doc, &data, &size) == BF_OK);
+    json_decref(doc);
+    CHECK(data[0] == 0x83); /* a fixmap of 3: append a fourth member, a duplicate */
+    uint8_t *dup = malloc(size + 15);
+    CHECK(dup != NULL);
+    memcpy(dup, data, size);
+    memcpy(dup + size, "\xa6status\xa7success", 15);
+    dup[0] = 0x84;
+    CHECK(proto_msgpack_pick(dup, size + 15, keys, 3, v, NULL) == BF_OK);
+    CHECK(json_is_string(v[0]) && !strcmp(json_string_value(v[0]), "success"));
+    CHECK(json_integer_value(json_object_get(v[1], "m")) == 1 && v[2] == NULL);
+    for (int k = 0; k < 3; k++)
+        json_decref(v[k]);
+    free(dup);
+    char err[BF_ERRLEN] = "";
+    CHECK(proto_msgpack_pick(data, size - 1, keys, 3, v, err) == BF_EPROTO && !v[0] && !v[1]);
+    free(data);
+    CHECK(proto_msgpack_pick((const uint8_t *)"\x91\x01", 2, keys, 3, v, err) == BF_EPROTO &&
+          strstr(err, "expected map, got array"));
+    /* {"status": "ok", "stats": inf}: the picked inf is refused, status not kept */
+    static const uint8_t inf[] = "\x82\xa6status\xa2ok\xa5stats\xcb\x7f\xf0\0\0\0\0\0\0";
+    CHECK(proto_msgpack_pick(inf, sizeof inf - 1, keys, 3, v, err) == BF_EPROTO && !v[0] &&
+          strstr(err, "finite"));
+    /* {"zone": inf, "status": "ok"}: inf not picked, so no matter */
+    static const uint8_t skip[] = "\x82\xa4zone\xcb\x7f\xf0\0\0\0\0\0\0\xa6status\xa2ok";
+    CHECK(proto_msgpack_pick(skip, sizeof skip - 1, keys, 3, v, NULL) == BF_OK &&
+          !strcmp(json_string_value(v[0]), "ok") && !v[1]);
+    json_decref(v[0]);
+}
+
 /* Seeded random mutations of valid encodings: anything may be refused, nothing
    may crash, and whatever is accepted must encode again and decode the same. */
 static uint64_t rng = 0x9e3779b97f4a7c15ull;
@@ -1004,6 +1049,7 @@ int main(void)
     test_number_forms();
     test_malformed();
     test_json();
+    test_pick();
     test_obj_raw();
     test_mutations();
     if (failures) {
