@@ -17,6 +17,7 @@
 
 #define BACKOFF_MIN_MS 250  /* the first wait after the broker fell silent */
 #define BACKOFF_MAX_MS 5000 /* the wait doubles up to this */
+#define MONITOR_MS     100  /* the handshake monitor is read at most this often */
 
 /* ---- one message on a socket ----------------------------------------------- */
 
@@ -67,8 +68,11 @@ bf_err_t proto_recv_from(void *socket, uint8_t *routing_id, size_t *routing_id_l
                          proto_msg_t *msg, int flags, bf_role_t *role, char *key_name,
                          size_t key_name_len, char *err)
 {
-    proto_origin_t o;
-    bf_err_t rc = proto_recv_origin(socket, routing_id, routing_id_len, msg, flags, &o, err);
+    /* The origin is two metadata look-ups per message: only when asked. */
+    bool want = role || (key_name && key_name_len);
+    proto_origin_t o = {BF_ROLE_NONE, "", ""};
+    bf_err_t rc =
+        proto_recv_origin(socket, routing_id, routing_id_len, msg, flags, want ? &o : NULL, err);
     if (role)
         *role = o.role;
     if (key_name && key_name_len)
@@ -145,7 +149,8 @@ struct proto_link {
     void *monitor; /* handshake failures of dealer, for the log */
     uint64_t handshake_failures;
     int64_t last_recv, last_send, reconnect_at;
-    unsigned backoff_ms; /* 0 once the broker was heard */
+    int64_t next_monitor; /* bf_mono_ms() of the next look at monitor */
+    unsigned backoff_ms;  /* 0 once the broker was heard */
 };
 
 /* Opens a DEALER as proto_link_dealer_new describes, with the error code. */
@@ -304,9 +309,14 @@ proto_link_event_t proto_link_tick(proto_link_t *self, int64_t now)
     /* A refused key or a CURVE mismatch would otherwise look like a broker
        that is down: say so (the first few, then one in a hundred). */
     char why[BF_ERRLEN];
-    if (self->monitor && bf_handshake_failed(self->monitor, why, sizeof why) &&
-        (++self->handshake_failures <= 3 || self->handshake_failures % 100 == 0))
-        bf_error("broker %s: %s", self->broker, why);
+    /* At most every MONITOR_MS: a look costs two system calls, and a
+       worker waiting for a short exec task ticks several times per task. */
+    if (self->monitor && now >= self->next_monitor) {
+        self->next_monitor = now + MONITOR_MS;
+        if (bf_handshake_failed(self->monitor, why, sizeof why) &&
+            (++self->handshake_failures <= 3 || self->handshake_failures % 100 == 0))
+            bf_error("broker %s: %s", self->broker, why);
+    }
     if (self->dealer && now - self->last_send >= (int64_t)self->heartbeat_ms) {
         proto_msg_t beat;
         proto_msg_init(&beat, PROTO_HEARTBEAT);

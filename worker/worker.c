@@ -441,40 +441,56 @@ static void inline_progress(void *ud, const char *stage, double fraction)
    together with the DEALER, the broker's messages handled and the timers
    run (heartbeats, the deadline, PROGRESS) while the program runs, as the
    loop does; at most one tick long, so the exec handler sees a cancel or
-   the deadline as soon as the loop would. */
+   the deadline as soon as the loop would.
+   One poll(2) on the program's fds and the DEALER's ZMQ_FD, not zmq_poll:
+   zmq_poll polls everything once without waiting, then again, and asks
+   the socket for ZMQ_EVENTS after each (two system calls apiece), some
+   eight system calls per wake-up, and a short task wakes this thread
+   three times. ZMQ_FD only signals what arrives after the socket last
+   processed its commands, so ZMQ_EVENTS is asked once before waiting (a
+   send meanwhile may have taken the signal of a message that waits), and
+   the socket is read until it is empty once its fd fires. */
 static int inline_wait(void *ud, struct pollfd *fds, int nfds, int timeout_ms)
 {
     worker_t *w = ud;
     enum { MAX_FDS = 7 };
-    zmq_pollitem_t items[MAX_FDS + 1];
+    struct pollfd set[MAX_FDS + 1];
     int map[MAX_FDS], n = 0;
     for (int i = 0; i < nfds; i++) {
         fds[i].revents = 0;
         if (fds[i].fd >= 0 && n < MAX_FDS) {
-            items[n] = (zmq_pollitem_t){NULL, fds[i].fd, (short)(fds[i].events & ZMQ_POLLIN), 0};
+            set[n] = (struct pollfd){fds[i].fd, fds[i].events, 0};
             map[n++] = i;
         }
     }
     int nfd = n;
-    void *dealer = proto_link_socket(w->link);
-    if (dealer)
-        items[n++] = (zmq_pollitem_t){dealer, 0, ZMQ_POLLIN, 0};
     long t = tick_ms(w);
     if (timeout_ms >= 0 && timeout_ms < t)
         t = timeout_ms;
-    int rc = zmq_poll(items, n, t);
+    void *dealer = proto_link_socket(w->link);
+    int zfd = -1;
+    size_t zfd_len = sizeof zfd;
+    bool waiting = false; /* a message is there already */
+    if (dealer && zmq_getsockopt(dealer, ZMQ_FD, &zfd, &zfd_len) == 0 && zfd >= 0) {
+        int events = 0;
+        size_t events_len = sizeof events;
+        waiting =
+            zmq_getsockopt(dealer, ZMQ_EVENTS, &events, &events_len) == 0 && (events & ZMQ_POLLIN);
+        if (waiting)
+            t = 0; /* look at the fds, then take it */
+        set[n++] = (struct pollfd){zfd, POLLIN, 0};
+    }
+    int rc = poll(set, (nfds_t)n, (int)t);
     if (rc < 0)
         return -1; /* errno: EINTR for a signal */
     int ready = 0;
     for (int k = 0; k < nfd; k++) {
-        short ev = items[k].revents;
-        fds[map[k]].revents =
-            (short)((ev & ZMQ_POLLIN ? POLLIN : 0) | (ev & ZMQ_POLLERR ? POLLERR : 0));
-        ready += ev != 0;
+        fds[map[k]].revents = set[k].revents;
+        ready += set[k].revents != 0;
     }
     int64_t now = bf_mono_ms();
-    if (dealer && (items[nfd].revents & ZMQ_POLLIN))
-        receive(w, now);
+    if (zfd >= 0 && (waiting || set[nfd].revents))
+        receive(w, now); /* until it is empty: ZMQ_FD then fires for the next */
     tick(w, now);
     return ready;
 }

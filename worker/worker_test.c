@@ -629,6 +629,43 @@ static void test_exec_interpreters(worker_task_ctx_t *ctx, bf_job_t *job, const 
         CHECK(rc == BF_ENOENT && !res && !strcmp(worker_fault(rc), "task"));
         CHECK(strstr(err, "cannot run ") == err);
     }
+    /* an executable file the kernel cannot run (no "#!", not ELF): execve
+       itself fails in the child, and its errno reaches the worker (through
+       the worker's memory under CLONE_VM, no pipe): the task's fault, not a
+       program that ran and exited 127 */
+    static char junk[300]; /* static: ctx keeps pointing at the lists */
+    static const char *allow_junk[1], *allow_ok[1] = {"/bin/sh"};
+    snprintf(junk, sizeof junk, "%s/junk-program", tmpdir);
+    allow_junk[0] = junk;
+    FILE *jf = fopen(junk, "w");
+    REQUIRE(jf != NULL);
+    fputs("\x01\x02 not a program\n", jf);
+    fclose(jf);
+    REQUIRE(chmod(junk, 0755) == 0);
+    char *jargv[] = {junk, NULL};
+    job->exec_command = jargv;
+    job->exec_argc = 1;
+    ctx->allow_exec = allow_junk;
+    for (int i = 0; i < 3; i++) { /* the errno of one task is not the next one's */
+        bf_err_t rc = worker_exec(ctx, &res, err);
+        CHECKF(rc == BF_EINVAL && !res && strstr(err, "cannot run ") == err &&
+                   strstr(err, strerror(ENOEXEC)),
+               "got %s: %s", bf_strerror(rc), err);
+        json_decref(res);
+        res = NULL;
+        if (i == 1) { /* a program that runs, between two that do not */
+            char *ok[] = {"/bin/sh", "-c", "echo '{\"status\":\"success\"}'", NULL};
+            job->exec_command = ok;
+            job->exec_argc = 3;
+            ctx->allow_exec = allow_ok;
+            CHECK(worker_exec(ctx, &res, err) == BF_OK && res);
+            json_decref(res);
+            res = NULL;
+            job->exec_command = jargv;
+            job->exec_argc = 1;
+            ctx->allow_exec = allow_junk;
+        }
+    }
     job->exec_command = NULL;
     job->exec_argc = 0;
 }
