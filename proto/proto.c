@@ -705,7 +705,36 @@ static bool read_field(const msgpack_object *o, field_kind_t kind, void *slot, c
     return false;
 }
 
+_Static_assert(PROTO_FBIT_obj == PROTO_FIELD_COUNT - 1,
+               "proto_decode_raw finds obj as the last field of a message");
+
+/* Where the last element of the frame's top-level array (n elements)
+   starts: obj, the last field of every message that has one. The frame
+   was checked by unpack_one, so the walk cannot fail. */
+static const uint8_t *last_element(const uint8_t *data, size_t size, uint32_t n)
+{
+    walk_t w = {data, data + size, 0, PROTO_MAX_DEPTH, NULL};
+    uint8_t b = *w.p++;
+    w.p += b == 0xdc ? 2 : b == 0xdd ? 4 : 0; /* array16, array32; else a fixarray */
+    for (uint32_t i = 0; i + 1 < n; i++)
+        if (!walk(&w, 1))
+            return NULL;
+    return w.p;
+}
+
+static bf_err_t decode(const uint8_t *data, size_t size, proto_msg_t *msg, bool raw_obj, char *err);
+
 bf_err_t proto_decode(const uint8_t *data, size_t size, proto_msg_t *msg, char *err)
+{
+    return decode(data, size, msg, false, err);
+}
+
+bf_err_t proto_decode_raw(const uint8_t *data, size_t size, proto_msg_t *msg, char *err)
+{
+    return decode(data, size, msg, true, err);
+}
+
+static bf_err_t decode(const uint8_t *data, size_t size, proto_msg_t *msg, bool raw_obj, char *err)
 {
     proto_msg_init(msg, PROTO_NONE);
     if (size > PROTO_MAX_FRAME)
@@ -755,6 +784,20 @@ bf_err_t proto_decode(const uint8_t *data, size_t size, proto_msg_t *msg, char *
             continue;
         char where[96];
         snprintf(where, sizeof where, "%s: field %s", tname, fields[f].name);
+        if (raw_obj && fields[f].kind == KIND_OBJ && items[at].type == MSGPACK_OBJECT_MAP) {
+            /* obj is the last field: its bytes run to the end of the frame */
+            const uint8_t *p = last_element(data, size, n);
+            size_t len = p ? (size_t)(data + size - p) : 0;
+            if (!p || !(msg->obj_raw = malloc(len ? len : 1))) {
+                rc = bf_fail(err, p ? BF_ENOMEM : BF_EPROTO, "%s: %s", where,
+                             p ? "out of memory" : "malformed");
+                goto done;
+            }
+            memcpy(msg->obj_raw, p, len);
+            msg->obj_raw_len = len;
+            at++;
+            continue;
+        }
         if (!read_field(&items[at++], fields[f].kind, (char *)msg + fields[f].offset, where, err,
                         &rc))
             goto done;

@@ -93,8 +93,20 @@ static bool recv_part(zmq_msg_t *part, void *socket, int flags)
     return false;
 }
 
+static bf_err_t recv_msg(void *socket, uint8_t *routing_id, size_t *routing_id_len,
+                         proto_msg_t *msg, int flags, proto_origin_t *origin, bool raw_obj,
+                         char *err);
+
 bf_err_t proto_recv_origin(void *socket, uint8_t *routing_id, size_t *routing_id_len,
                            proto_msg_t *msg, int flags, proto_origin_t *origin, char *err)
+{
+    return recv_msg(socket, routing_id, routing_id_len, msg, flags, origin, false, err);
+}
+
+/* proto_recv_origin, decoding with proto_decode_raw when raw_obj. */
+static bf_err_t recv_msg(void *socket, uint8_t *routing_id, size_t *routing_id_len,
+                         proto_msg_t *msg, int flags, proto_origin_t *origin, bool raw_obj,
+                         char *err)
 {
     proto_msg_init(msg, PROTO_NONE);
     if (origin) {
@@ -133,7 +145,8 @@ bf_err_t proto_recv_origin(void *socket, uint8_t *routing_id, size_t *routing_id
         const char *addr = zmq_msg_gets(&part, "Peer-Address");
         bf_strlcpy(origin->addr, addr ? addr : "", sizeof origin->addr);
     }
-    bf_err_t rc = proto_decode(zmq_msg_data(&part), zmq_msg_size(&part), msg, err);
+    bf_err_t rc = raw_obj ? proto_decode_raw(zmq_msg_data(&part), zmq_msg_size(&part), msg, err)
+                          : proto_decode(zmq_msg_data(&part), zmq_msg_size(&part), msg, err);
     zmq_msg_close(&part);
     return rc;
 }
@@ -269,14 +282,22 @@ bf_err_t proto_link_send(proto_link_t *self, const proto_msg_t *msg)
     return rc;
 }
 
-bf_err_t proto_link_recv(proto_link_t *self, proto_msg_t *msg, int64_t now)
+bf_err_t proto_link_send_frame(proto_link_t *self, const uint8_t *frame, size_t size)
+{
+    if (!self->dealer || zmq_send(self->dealer, frame, size, ZMQ_DONTWAIT) < 0)
+        return BF_EIO;
+    self->last_send = bf_mono_ms();
+    return BF_OK;
+}
+
+static bf_err_t link_recv(proto_link_t *self, proto_msg_t *msg, int64_t now, bool raw_obj)
 {
     if (!self->dealer) {
         proto_msg_init(msg, PROTO_NONE);
         return BF_EIO;
     }
     char why[BF_ERRLEN];
-    bf_err_t rc = proto_recv(self->dealer, NULL, NULL, msg, ZMQ_DONTWAIT, why);
+    bf_err_t rc = recv_msg(self->dealer, NULL, NULL, msg, ZMQ_DONTWAIT, NULL, raw_obj, why);
     if (rc == BF_EIO)
         return rc;
     self->last_recv = now;
@@ -284,6 +305,16 @@ bf_err_t proto_link_recv(proto_link_t *self, proto_msg_t *msg, int64_t now)
     if (rc != BF_OK)
         bf_warn("dropping a malformed message: %s", why);
     return rc;
+}
+
+bf_err_t proto_link_recv(proto_link_t *self, proto_msg_t *msg, int64_t now)
+{
+    return link_recv(self, msg, now, false);
+}
+
+bf_err_t proto_link_recv_raw(proto_link_t *self, proto_msg_t *msg, int64_t now)
+{
+    return link_recv(self, msg, now, true);
 }
 
 /* A random number in [0, span]. getrandom without blocking: a peer that

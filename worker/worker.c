@@ -139,6 +139,22 @@ typedef struct {
     int64_t last_sent;
 } run_t;
 
+/* A RESULT kept until the broker's ACK: its frame as proto_encode made it
+   (sent again as it is after a re-registration or a duplicate TASK, never
+   encoded again) and its task id. Both owned. */
+typedef struct {
+    char *task_id;
+    uint8_t *frame;
+    size_t size;
+} sent_t;
+
+static void sent_clear(sent_t *s)
+{
+    free(s->task_id);
+    free(s->frame);
+    memset(s, 0, sizeof *s);
+}
+
 typedef struct {
     worker_config_t cfg;
     unsigned hb, live, prefetch;
@@ -148,10 +164,14 @@ typedef struct {
     int64_t next_stats;
     json_t *caps;
     /* The job spec of the last task, parsed: the TASKs of one job carry the
-       same spec, and parsing it again for each short task was a sizeable
-       part of the worker's time. Replaced only while no task runs. */
+       same spec, and converting and parsing it again for each short task
+       was a sizeable part of the worker's time. TASKs are received with
+       their spec left encoded (proto_link_recv_raw); the same bytes as
+       last time are the same spec, checked then. Replaced only while no
+       task runs. */
     bf_job_t job;
-    json_t *job_spec; /* the document job was parsed from */
+    uint8_t *job_spec; /* the MessagePack bytes job was parsed from, NULL: none */
+    size_t job_spec_len;
     void *zctx, *pair, *pair_task;
     proto_link_t *link; /* the DEALER to the broker, heartbeats, reconnection */
     bool refused;       /* the broker refused our key's role: stop */
@@ -165,8 +185,8 @@ typedef struct {
     bool aborted, timed_out;
     double started_s;
     int64_t deadline, cancel_at;
-    /* RESULTs sent and not yet acknowledged */
-    proto_msg_t *unacked;
+    /* RESULTs sent and not yet acknowledged, as encoded once */
+    sent_t *unacked;
     size_t nunacked, capunacked;
     /* progress waiting for its turn */
     bool prog_pending;
@@ -282,7 +302,7 @@ static void send_ready(worker_t *w)
     proto_msg_clear(&m);
     /* what the broker has not acknowledged goes again */
     for (size_t i = 0; i < w->nunacked; i++)
-        if (proto_link_send(w->link, &w->unacked[i]) != BF_OK)
+        if (proto_link_send_frame(w->link, w->unacked[i].frame, w->unacked[i].size) != BF_OK)
             bf_warn("result %s not re-sent: %s", w->unacked[i].task_id, zmq_strerror(zmq_errno()));
 }
 
@@ -360,12 +380,11 @@ static void deliver(worker_t *w, const proto_msg_t *task, json_t *res, double el
         bf_error("task %s: out of memory: no result", task->task_id);
         return;
     }
-    /* A result the wire cannot carry (too big) would be kept and re-sent
-       forever: replace it by an error that says so. */
-    uint8_t *bytes = NULL;
-    size_t size = 0;
-    bf_err_t enc = proto_encode(&m, &bytes, &size);
-    free(bytes);
+    /* Encoded once, here: a result the wire cannot carry (too big) would
+       be kept and re-sent forever, so it is replaced by an error that says
+       so; what is kept for re-sending is the frame itself. */
+    sent_t sent = {NULL, NULL, 0};
+    bf_err_t enc = proto_encode(&m, &sent.frame, &sent.size);
     if (enc != BF_OK) {
         char why[192];
         snprintf(why, sizeof why,
@@ -377,28 +396,37 @@ static void deliver(worker_t *w, const proto_msg_t *task, json_t *res, double el
         m.obj = error_doc(why, enc == BF_ENOMEM ? NULL : "task");
         if (m.obj)
             fleet_fields(w, task, m.obj, elapsed);
+        enc = m.obj ? proto_encode(&m, &sent.frame, &sent.size) : BF_ENOMEM;
     }
     const char *st = json_string_value(json_object_get(m.obj, "status"));
     const char *reason = json_string_value(json_object_get(m.obj, "reason"));
     bf_info("task %s: %s %s in %.1f s%s%.200s", task->task_id, task->scene ? task->scene : "",
             st ? st : "?", elapsed, reason && *reason ? ": " : "", reason ? reason : "");
+    sent.task_id = m.task_id; /* the message's, taken over */
+    m.task_id = NULL;
+    proto_msg_clear(&m); /* the document is in the frame now */
+    if (enc != BF_OK) {
+        bf_error("task %s: out of memory: no result", task->task_id);
+        sent_clear(&sent);
+        return;
+    }
     if (w->nunacked == MAX_UNACKED) {
         bf_error("%d results without ACK: forgetting the oldest (%s)", MAX_UNACKED,
                  w->unacked[0].task_id);
-        proto_msg_clear(&w->unacked[0]);
+        sent_clear(&w->unacked[0]);
         memmove(&w->unacked[0], &w->unacked[1], (w->nunacked - 1) * sizeof *w->unacked);
         w->nunacked--;
     }
     if (!bf_grow(&w->unacked, &w->capunacked, w->nunacked + 1, sizeof *w->unacked, 8)) {
         /* sent once anyway; a lost ACK then costs an attempt */
-        if (proto_link_send(w->link, &m) != BF_OK)
-            bf_warn("result %s not sent", m.task_id);
-        proto_msg_clear(&m);
+        if (proto_link_send_frame(w->link, sent.frame, sent.size) != BF_OK)
+            bf_warn("result %s not sent", sent.task_id);
+        sent_clear(&sent);
         return;
     }
-    w->unacked[w->nunacked++] = m;
-    if (proto_link_send(w->link, &w->unacked[w->nunacked - 1]) != BF_OK)
-        bf_warn("result %s not sent now (%s): it goes again after registering", m.task_id,
+    w->unacked[w->nunacked++] = sent;
+    if (proto_link_send_frame(w->link, sent.frame, sent.size) != BF_OK)
+        bf_warn("result %s not sent now (%s): it goes again after registering", sent.task_id,
                 proto_link_socket(w->link) ? zmq_strerror(zmq_errno()) : "not connected");
 }
 
@@ -524,19 +552,28 @@ static void start_task(worker_t *w)
         goto refuse;
     }
     /* the job spec and the scene name come from the network: checked (a
-       spec equal to the last one was checked then) */
-    if (w->job_spec && (!t->obj || !json_equal(t->obj, w->job_spec))) {
-        json_decref(w->job_spec);
+       spec of the same bytes as the last one was checked then) */
+    if (w->job_spec && (!t->obj_raw || t->obj_raw_len != w->job_spec_len ||
+                        memcmp(t->obj_raw, w->job_spec, w->job_spec_len) != 0)) {
+        free(w->job_spec);
         w->job_spec = NULL;
+        w->job_spec_len = 0;
         bf_job_clear(&w->job);
     }
     if (!w->job_spec) {
-        if (!t->obj || bf_job_from_json(t->obj, &w->job, why) != BF_OK) {
+        json_t *spec = NULL;
+        if (!t->obj_raw || proto_msgpack_to_json(t->obj_raw, t->obj_raw_len, &spec, why) != BF_OK ||
+            bf_job_from_json(spec, &w->job, why) != BF_OK) {
+            json_decref(spec);
             bf_job_clear(&w->job);
             rc = bf_fail(err, BF_EPROTO, "bad job spec: %s", why[0] ? why : "missing");
             goto refuse;
         }
-        w->job_spec = json_incref(t->obj);
+        json_decref(spec);
+        w->job_spec = t->obj_raw; /* taken from the TASK, which needs it no more */
+        w->job_spec_len = t->obj_raw_len;
+        t->obj_raw = NULL;
+        t->obj_raw_len = 0;
     }
     r->job = &w->job;
     if (!r->job->scenes_root || r->job->scenes_root[0] != '/') {
@@ -750,7 +787,7 @@ static void on_task(worker_t *w, proto_msg_t *m)
     }
     size_t u = find_unacked(w, m->task_id);
     if (u != (size_t)-1) { /* finished already: the result settles it */
-        if (proto_link_send(w->link, &w->unacked[u]) != BF_OK)
+        if (proto_link_send_frame(w->link, w->unacked[u].frame, w->unacked[u].size) != BF_OK)
             bf_warn("result %s not re-sent", m->task_id);
         return;
     }
@@ -769,7 +806,7 @@ static void on_ack(worker_t *w, const proto_msg_t *m)
     size_t i = find_unacked(w, m->task_id);
     if (i == (size_t)-1)
         return;
-    proto_msg_clear(&w->unacked[i]);
+    sent_clear(&w->unacked[i]);
     memmove(&w->unacked[i], &w->unacked[i + 1], (w->nunacked - i - 1) * sizeof *w->unacked);
     w->nunacked--;
 }
@@ -830,7 +867,7 @@ static void receive(worker_t *w, int64_t now)
 {
     for (int n = 0; n < 256; n++) {
         proto_msg_t m;
-        bf_err_t r = proto_link_recv(w->link, &m, now);
+        bf_err_t r = proto_link_recv_raw(w->link, &m, now); /* a TASK's spec: see start_task */
         if (r == BF_EIO)
             return;
         if (r == BF_OK) /* a malformed one was dropped and logged */
@@ -1073,10 +1110,10 @@ done:
     for (size_t i = 0; i < w->nheld; i++)
         proto_msg_clear(&w->held[i]);
     for (size_t i = 0; i < w->nunacked; i++)
-        proto_msg_clear(&w->unacked[i]);
+        sent_clear(&w->unacked[i]);
     free(w->unacked);
     bf_job_clear(&w->job);
-    json_decref(w->job_spec);
+    free(w->job_spec);
     json_decref(w->caps);
     teardown_at("NVML's shutdown");
     worker_nvml_destroy(&w->nvml);

@@ -728,6 +728,42 @@ static void test_fleet(void)
     proto_msg_clear(&m);
     fb_ack(&b, "t-ok");
 
+    /* The worker keeps the last job spec by its bytes: a spec of the same
+       length that differs in one byte is another job (never the one
+       cached), the same bytes again are served from the cache, and a spec
+       that is not a job is refused as one even after a good one. */
+    static const char *const specs[][2] = {
+        {"t-spec-1", "echo '{\"status\":\"success\",\"n\":1}'"},
+        {"t-spec-2", "echo '{\"status\":\"success\",\"n\":2}'"},
+        {"t-spec-2b", "echo '{\"status\":\"success\",\"n\":2}'"},
+        {"t-spec-1b", "echo '{\"status\":\"success\",\"n\":1}'"},
+    };
+    for (size_t i = 0; i < BF_ARRAY_LEN(specs); i++) {
+        fb_sh(&b, specs[i][0], specs[i][1], 10);
+        REQUIRE(expect_result(&b, specs[i][0], 5000, &m));
+        json_int_t want = strstr(specs[i][1], "\"n\":1") ? 1 : 2;
+        CHECKF(json_integer_value(json_object_get(m.obj, "n")) == want, "%s: n %lld, want %lld",
+               specs[i][0], (long long)json_integer_value(json_object_get(m.obj, "n")),
+               (long long)want);
+        proto_msg_clear(&m);
+        fb_ack(&b, specs[i][0]);
+    }
+    {
+        proto_msg_t t;
+        proto_msg_init(&t, PROTO_TASK);
+        REQUIRE(proto_msg_set(&t.task_id, "t-not-a-job") == BF_OK);
+        REQUIRE(proto_msg_set(&t.scene, "scene-a") == BF_OK);
+        t.obj = json_pack("{s:s}", "task", "no such task");
+        REQUIRE(t.obj);
+        fb_send(&b, &t);
+        REQUIRE(expect_result(&b, "t-not-a-job", 5000, &m));
+        CHECK(!strcmp(res_str(&m, "status"), "error"));
+        CHECKF(strstr(res_str(&m, "reason"), "bad job spec") != NULL, "reason: %s",
+               res_str(&m, "reason"));
+        proto_msg_clear(&m);
+        fb_ack(&b, "t-not-a-job");
+    }
+
     /* a program that is not allowed */
     char *echo[] = {"/bin/echo", "{\"status\":\"success\"}", NULL};
     fb_task(&b, "t-deny", echo, 10);
