@@ -38,6 +38,7 @@
 #define TASK_PROGRESS_MS 50    /* task thread -> socket thread, same stage */
 #define STATS_MS         5000  /* STATS (NVML figures) interval */
 #define TEARDOWN_S       5     /* after GOODBYE, the process exits within this */
+#define START_LOG_MS     1000  /* an exec task still running by then has its start logged */
 
 /* The flag the signal handlers set: the one process-wide mutable state,
    used only when the caller gives no stop flag of its own. */
@@ -183,6 +184,12 @@ typedef struct {
     run_t *run;
     bool inline_run; /* run is an exec task running on this thread (run_inline) */
     bool aborted, timed_out;
+    /* An exec task's start is logged only once it has run START_LOG_MS
+       (tick): a short one gets its one line from deliver, which names the
+       attempt too; a log line is a write(2) and a tenth of such a task's
+       time in the worker. */
+    bool start_logged;
+    int64_t start_log_at;
     double started_s;
     int64_t deadline, cancel_at;
     /* RESULTs sent and not yet acknowledged, as encoded once */
@@ -400,8 +407,9 @@ static void deliver(worker_t *w, const proto_msg_t *task, json_t *res, double el
     }
     const char *st = json_string_value(json_object_get(m.obj, "status"));
     const char *reason = json_string_value(json_object_get(m.obj, "reason"));
-    bf_info("task %s: %s %s in %.1f s%s%.200s", task->task_id, task->scene ? task->scene : "",
-            st ? st : "?", elapsed, reason && *reason ? ": " : "", reason ? reason : "");
+    bf_info("task %s: %s %s in %.1f s (attempt %llu)%s%.200s", task->task_id,
+            task->scene ? task->scene : "", st ? st : "?", elapsed,
+            (unsigned long long)task->attempt, reason && *reason ? ": " : "", reason ? reason : "");
     sent.task_id = m.task_id; /* the message's, taken over */
     m.task_id = NULL;
     proto_msg_clear(&m); /* the document is in the frame now */
@@ -651,7 +659,10 @@ static void start_task(worker_t *w)
     w->prog_pending = true;
     w->last_progress = 0;
     flush_progress(w, bf_mono_ms());
-    bf_info("task %s: %s attempt %llu", t->task_id, t->scene, (unsigned long long)t->attempt);
+    w->start_logged = !inline_exec;
+    w->start_log_at = bf_mono_ms() + START_LOG_MS;
+    if (w->start_logged)
+        bf_info("task %s: %s attempt %llu", t->task_id, t->scene, (unsigned long long)t->attempt);
     if (inline_exec)
         run_inline(w, r);
     return;
@@ -959,6 +970,11 @@ static void tick(worker_t *w, int64_t now)
     /* an exec task on this thread stops itself (its group is killed) */
     if (w->run && !w->inline_run && w->cancel_at && now - w->cancel_at > STUCK_GRACE_MS)
         abandon_task(w);
+    if (w->run && !w->start_logged && now >= w->start_log_at) {
+        w->start_logged = true;
+        bf_info("task %s: %s attempt %llu", w->held[0].task_id, w->held[0].scene,
+                (unsigned long long)w->held[0].attempt);
+    }
     flush_progress(w, now);
     if (w->nvml && proto_link_socket(w->link) && now >= w->next_stats)
         send_stats(w, now);

@@ -16,6 +16,7 @@
 #include "../proto/proto_link.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
 #include <signal.h>
@@ -254,6 +255,58 @@ static void fb_sleeper(fb_t *b, const char *task_id, int beats)
     snprintf(script, sizeof script, "sleep %.3f; echo '{\"status\":\"success\"}'",
              beats * HB_MS / 1000.0);
     fb_sh(b, task_id, script, 10 + beats * HB_MS / 1000.0);
+}
+
+/* ---- the log ------------------------------------------------------------------------ */
+
+/* The worker runs on a thread of this process: its log is this stderr.
+   log_capture sends stderr to a file until log_release, which returns what
+   was written (free it) and echoes it to the real stderr. */
+static int saved_stderr = -1;
+static char log_path[300];
+
+static void log_capture(void)
+{
+    snprintf(log_path, sizeof log_path, "%s/captured.log", tmpdir);
+    fflush(stderr);
+    saved_stderr = dup(STDERR_FILENO);
+    int fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    REQUIRE(saved_stderr >= 0 && fd >= 0 && dup2(fd, STDERR_FILENO) >= 0);
+    close(fd);
+}
+
+/* Not inlined: GCC's dangling-pointer check would take the text for the
+   local whose address bf_read_file was given. */
+__attribute__((noinline)) static char *log_release(void)
+{
+    fflush(stderr);
+    REQUIRE(dup2(saved_stderr, STDERR_FILENO) >= 0);
+    close(saved_stderr);
+    char *text = NULL;
+    size_t len = 0;
+    REQUIRE(bf_read_file(log_path, 1 << 20, &text, &len, NULL) == BF_OK);
+    fputs(text, stderr);
+    return text;
+}
+
+static int count_lines(const char *text, const char *needle)
+{
+    int n = 0;
+    for (const char *p = text; (p = strstr(p, needle)); p += strlen(needle))
+        n++;
+    return n;
+}
+
+/* Whether a line of text starts with head (after its time stamp and
+   level) and goes on to hold tail. */
+static bool line_has(const char *text, const char *head, const char *tail)
+{
+    const char *at = strstr(text, head);
+    if (!at)
+        return false;
+    const char *end = strchr(at, '\n');
+    const char *t = strstr(at, tail);
+    return t && (!end || t < end);
 }
 
 /* ---- process groups ---------------------------------------------------------------- */
@@ -831,6 +884,25 @@ static void test_fleet(void)
         proto_msg_clear(&m);
         fb_ack(&b, faults[i].id);
     }
+
+    /* An exec task's log: a short one is one line, with its attempt; one
+       still running after a second has its start logged then too. */
+    log_capture();
+    fb_sh(&b, "t-log-short", "echo '{\"status\":\"success\"}'", 10);
+    REQUIRE(expect_result(&b, "t-log-short", 5000, &m));
+    proto_msg_clear(&m);
+    fb_ack(&b, "t-log-short");
+    fb_sh(&b, "t-log-long", "sleep 1.6; echo '{\"status\":\"success\"}'", 10);
+    REQUIRE(expect_result(&b, "t-log-long", 5000, &m));
+    proto_msg_clear(&m);
+    fb_ack(&b, "t-log-long");
+    char *log = log_release();
+    CHECK(count_lines(log, "task t-log-short:") == 1);
+    CHECK(line_has(log, "task t-log-short: scene-a success in ", " s (attempt 2)"));
+    CHECK(count_lines(log, "task t-log-long:") == 2);
+    CHECK(strstr(log, "task t-log-long: scene-a attempt 2\n") != NULL);
+    CHECK(strstr(log, "task t-log-long: scene-a success in 1.") != NULL);
+    free(log);
 
     /* a timeout kills the whole process group */
     char pidfile[300], cmd[600];
