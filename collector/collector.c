@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include <zmq.h>
 
@@ -35,10 +36,15 @@
 #define DRAIN_MAX     4096 /* messages taken from the socket per loop turn */
 #define CREDIT_MAX    4096 /* deliveries in flight, at most (as the broker) */
 /* Results that trickle in one at a time are written together: a delivery
-   waits at most GATHER_MS for others (or until GATHER_MAX wait, or a
-   JOB_DONE comes), so one append, one fdatasync and one ACKS serve them
-   all instead of one each. It only delays the acknowledgement, never the
-   broker (whose window is credit deliveries) nor the workers. */
+   waits GATHER_MS for others, so one append, one fdatasync and one ACKS
+   serve them all instead of one each. Meanwhile the loop sleeps: what
+   comes waits in the socket and is drained when the window closes, so
+   the loop wakes twice per batch, not once per delivery (a wake-up,
+   zmq_poll and the turn's housekeeping were most of the collector's time
+   per result). A batch is written at once when GATHER_MAX wait or a
+   JOB_DONE came by the time the window opened. It only delays the
+   acknowledgement, never the broker (whose window is credit deliveries)
+   nor the workers. */
 #define GATHER_MS  4
 #define GATHER_MAX 64
 /* A spooled job is retried after 1 s, the wait doubling to this. */
@@ -1068,6 +1074,13 @@ bf_err_t collector_run(collector_t *c)
         if (c->gather_until) { /* deliveries gathering: wake to write them */
             int64_t left = c->gather_until - bf_mono_ms();
             wait = left <= 0 ? 0 : (left < tick ? (long)left : tick);
+            if (wait > 0 && !c->gather_now && c->npending < GATHER_MAX) {
+                /* asleep until the window closes (GATHER_MS): the ZAP
+                   socket and the subscriptions wait as long */
+                struct timespec ts = {0, wait * 1000000L};
+                nanosleep(&ts, NULL);
+                wait = 0;
+            }
         }
         if (zmq_poll(items, nitems, wait) < 0 && zmq_errno() != EINTR) {
             bf_error("zmq_poll: %s", zmq_strerror(zmq_errno()));

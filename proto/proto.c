@@ -691,20 +691,21 @@ bf_err_t proto_encode(const proto_msg_t *msg, uint8_t **data, size_t *size)
 }
 
 /* Reads one field of kind from o into slot; false with err set otherwise. */
-static bool read_field(const msgpack_object *o, field_kind_t kind, void *slot, const char *where,
-                       char *err, bf_err_t *rc)
+static bool read_field(const msgpack_object *o, field_kind_t kind, void *slot, const char *tname,
+                       const char *fname, char *err, bf_err_t *rc)
 {
-    char why[BF_ERRLEN] = "";
+    char why[BF_ERRLEN];
+    why[0] = '\0'; /* not the whole buffer: this runs for every field */
     switch (kind) {
     case KIND_STR:
         if (o->type != MSGPACK_OBJECT_STR)
             break;
         if (!string_ok(o->via.str.ptr, o->via.str.size, PROTO_MAX_STR, why)) {
-            *rc = bf_fail(err, BF_EPROTO, "%s: %s", where, why);
+            *rc = bf_fail(err, BF_EPROTO, "%s: field %s: %s", tname, fname, why);
             return false;
         }
         if (!(*(char **)slot = strndup(str_bytes(o), o->via.str.size))) {
-            *rc = bf_fail(err, BF_ENOMEM, "%s: out of memory", where);
+            *rc = bf_fail(err, BF_ENOMEM, "%s: field %s: out of memory", tname, fname);
             return false;
         }
         return true;
@@ -724,7 +725,8 @@ static bool read_field(const msgpack_object *o, field_kind_t kind, void *slot, c
         else
             break;
         if (!isfinite(d)) {
-            *rc = bf_fail(err, BF_EPROTO, "%s: real is not a finite number", where);
+            *rc =
+                bf_fail(err, BF_EPROTO, "%s: field %s: real is not a finite number", tname, fname);
             return false;
         }
         *(double *)slot = d;
@@ -736,19 +738,48 @@ static bool read_field(const msgpack_object *o, field_kind_t kind, void *slot, c
         conv_t c = {BF_OK, why};
         json_t *doc = to_json(o, 1, &c); /* inside the message array */
         if (!doc) {
-            *rc = bf_fail(err, c.rc, "%s: %s", where, why);
+            *rc = bf_fail(err, c.rc, "%s: field %s: %s", tname, fname, why);
             return false;
         }
         *(json_t **)slot = doc;
         return true;
     }
     }
-    *rc =
-        bf_fail(err, BF_EPROTO, "%s: expected %s, got %s", where, kind_names[kind], object_kind(o));
+    *rc = bf_fail(err, BF_EPROTO, "%s: field %s: expected %s, got %s", tname, fname,
+                  kind_names[kind], object_kind(o));
     return false;
 }
 
+_Static_assert(PROTO_FBIT_obj == PROTO_FIELD_COUNT - 1,
+               "proto_decode_raw finds obj as the last field of a message");
+
+/* Where the last element of the frame's top-level array (n elements)
+   starts: obj, the last field of every message that has one. The frame
+   was checked by unpack_one, so the walk cannot fail. */
+static const uint8_t *last_element(const uint8_t *data, size_t size, uint32_t n)
+{
+    walk_t w = {data, data + size, 0, PROTO_MAX_DEPTH, NULL};
+    uint8_t b = *w.p++;
+    w.p += b == 0xdc ? 2 : b == 0xdd ? 4 : 0; /* array16, array32; else a fixarray */
+    for (uint32_t i = 0; i + 1 < n; i++)
+        if (!walk(&w, 1))
+            return NULL;
+    return w.p;
+}
+
+static bf_err_t decode(const uint8_t *data, size_t size, proto_msg_t *msg, bool raw_obj, char *err);
+
 bf_err_t proto_decode(const uint8_t *data, size_t size, proto_msg_t *msg, char *err)
+{
+    return decode(data, size, msg, false, err);
+}
+
+bf_err_t proto_decode_raw(const uint8_t *data, size_t size, proto_msg_t *msg, char *err)
+{
+    return decode(data, size, msg, true, err);
+}
+
+static bf_err_t decode(const uint8_t *data, size_t size, proto_msg_t *msg, bool raw_obj, char *err)
 {
     proto_msg_init(msg, PROTO_NONE);
     if (size > PROTO_MAX_FRAME)
@@ -796,10 +827,24 @@ bf_err_t proto_decode(const uint8_t *data, size_t size, proto_msg_t *msg, char *
     for (int f = 0; f < PROTO_FIELD_COUNT; f++) {
         if (!(mask & (1u << f)))
             continue;
-        char where[96];
-        snprintf(where, sizeof where, "%s: field %s", tname, fields[f].name);
-        if (!read_field(&items[at++], fields[f].kind, (char *)msg + fields[f].offset, where, err,
-                        &rc))
+        /* the message and field are named only in an error (no snprintf
+           per field of every message) */
+        if (raw_obj && fields[f].kind == KIND_OBJ && items[at].type == MSGPACK_OBJECT_MAP) {
+            /* obj is the last field: its bytes run to the end of the frame */
+            const uint8_t *p = last_element(data, size, n);
+            size_t len = p ? (size_t)(data + size - p) : 0;
+            if (!p || !(msg->obj_raw = malloc(len ? len : 1))) {
+                rc = bf_fail(err, p ? BF_ENOMEM : BF_EPROTO, "%s: field %s: %s", tname,
+                             fields[f].name, p ? "out of memory" : "malformed");
+                goto done;
+            }
+            memcpy(msg->obj_raw, p, len);
+            msg->obj_raw_len = len;
+            at++;
+            continue;
+        }
+        if (!read_field(&items[at++], fields[f].kind, (char *)msg + fields[f].offset, tname,
+                        fields[f].name, err, &rc))
             goto done;
     }
 done:

@@ -133,7 +133,8 @@ typedef struct {
        MessagePack map of obj_raw_len bytes, owned by the message), copied
        into the frame as it is. For a sender passing on what it packed
        itself (the broker's stored results in DELIVER), so that it is not
-       unpacked into a tree and packed again. The decoder never sets it. */
+       unpacked into a tree and packed again. proto_decode never sets it;
+       proto_decode_raw sets it instead of obj. */
     uint8_t *obj_raw;
     size_t obj_raw_len;
 } proto_msg_t;
@@ -160,6 +161,16 @@ bf_err_t proto_encode(const proto_msg_t *msg, uint8_t **data, size_t *size) BF_M
    cleared, BF_EPROTO is returned and err (BF_ERRLEN, may be NULL) says why,
    e.g. "task: field task_id: expected str, got uint". */
 bf_err_t proto_decode(const uint8_t *data, size_t size, proto_msg_t *msg, char *err) BF_MUST_CHECK;
+
+/* As proto_decode, but obj is left encoded: msg->obj stays NULL and
+   msg->obj_raw (obj_raw_len bytes, owned by msg) holds a copy of the
+   document's MessagePack map, bounded as proto_decode bounds it (size,
+   depth, values, string lengths) but not yet converted: its keys and
+   strings are checked when proto_msgpack_to_json converts it. For a
+   receiver that sees the same document again and again (the job spec in
+   every TASK of a job) and compares bytes before it converts. */
+bf_err_t proto_decode_raw(const uint8_t *data, size_t size, proto_msg_t *msg,
+                          char *err) BF_MUST_CHECK;
 
 /* Converts between a MessagePack document and JSON (maps, arrays, strings,
    integers, reals, booleans, nil). Map keys must be strings. Bounded by

@@ -17,6 +17,7 @@
 
 #define BACKOFF_MIN_MS 250  /* the first wait after the broker fell silent */
 #define BACKOFF_MAX_MS 5000 /* the wait doubles up to this */
+#define MONITOR_MS     100  /* the handshake monitor is read at most this often */
 
 /* ---- one message on a socket ----------------------------------------------- */
 
@@ -67,8 +68,11 @@ bf_err_t proto_recv_from(void *socket, uint8_t *routing_id, size_t *routing_id_l
                          proto_msg_t *msg, int flags, bf_role_t *role, char *key_name,
                          size_t key_name_len, char *err)
 {
-    proto_origin_t o;
-    bf_err_t rc = proto_recv_origin(socket, routing_id, routing_id_len, msg, flags, &o, err);
+    /* The origin is two metadata look-ups per message: only when asked. */
+    bool want = role || (key_name && key_name_len);
+    proto_origin_t o = {BF_ROLE_NONE, "", ""};
+    bf_err_t rc =
+        proto_recv_origin(socket, routing_id, routing_id_len, msg, flags, want ? &o : NULL, err);
     if (role)
         *role = o.role;
     if (key_name && key_name_len)
@@ -89,8 +93,20 @@ static bool recv_part(zmq_msg_t *part, void *socket, int flags)
     return false;
 }
 
+static bf_err_t recv_msg(void *socket, uint8_t *routing_id, size_t *routing_id_len,
+                         proto_msg_t *msg, int flags, proto_origin_t *origin, bool raw_obj,
+                         char *err);
+
 bf_err_t proto_recv_origin(void *socket, uint8_t *routing_id, size_t *routing_id_len,
                            proto_msg_t *msg, int flags, proto_origin_t *origin, char *err)
+{
+    return recv_msg(socket, routing_id, routing_id_len, msg, flags, origin, false, err);
+}
+
+/* proto_recv_origin, decoding with proto_decode_raw when raw_obj. */
+static bf_err_t recv_msg(void *socket, uint8_t *routing_id, size_t *routing_id_len,
+                         proto_msg_t *msg, int flags, proto_origin_t *origin, bool raw_obj,
+                         char *err)
 {
     proto_msg_init(msg, PROTO_NONE);
     if (origin) {
@@ -129,7 +145,8 @@ bf_err_t proto_recv_origin(void *socket, uint8_t *routing_id, size_t *routing_id
         const char *addr = zmq_msg_gets(&part, "Peer-Address");
         bf_strlcpy(origin->addr, addr ? addr : "", sizeof origin->addr);
     }
-    bf_err_t rc = proto_decode(zmq_msg_data(&part), zmq_msg_size(&part), msg, err);
+    bf_err_t rc = raw_obj ? proto_decode_raw(zmq_msg_data(&part), zmq_msg_size(&part), msg, err)
+                          : proto_decode(zmq_msg_data(&part), zmq_msg_size(&part), msg, err);
     zmq_msg_close(&part);
     return rc;
 }
@@ -145,7 +162,8 @@ struct proto_link {
     void *monitor; /* handshake failures of dealer, for the log */
     uint64_t handshake_failures;
     int64_t last_recv, last_send, reconnect_at;
-    unsigned backoff_ms; /* 0 once the broker was heard */
+    int64_t next_monitor; /* bf_mono_ms() of the next look at monitor */
+    unsigned backoff_ms;  /* 0 once the broker was heard */
 };
 
 /* Opens a DEALER as proto_link_dealer_new describes, with the error code. */
@@ -264,14 +282,22 @@ bf_err_t proto_link_send(proto_link_t *self, const proto_msg_t *msg)
     return rc;
 }
 
-bf_err_t proto_link_recv(proto_link_t *self, proto_msg_t *msg, int64_t now)
+bf_err_t proto_link_send_frame(proto_link_t *self, const uint8_t *frame, size_t size)
+{
+    if (!self->dealer || zmq_send(self->dealer, frame, size, ZMQ_DONTWAIT) < 0)
+        return BF_EIO;
+    self->last_send = bf_mono_ms();
+    return BF_OK;
+}
+
+static bf_err_t link_recv(proto_link_t *self, proto_msg_t *msg, int64_t now, bool raw_obj)
 {
     if (!self->dealer) {
         proto_msg_init(msg, PROTO_NONE);
         return BF_EIO;
     }
     char why[BF_ERRLEN];
-    bf_err_t rc = proto_recv(self->dealer, NULL, NULL, msg, ZMQ_DONTWAIT, why);
+    bf_err_t rc = recv_msg(self->dealer, NULL, NULL, msg, ZMQ_DONTWAIT, NULL, raw_obj, why);
     if (rc == BF_EIO)
         return rc;
     self->last_recv = now;
@@ -279,6 +305,16 @@ bf_err_t proto_link_recv(proto_link_t *self, proto_msg_t *msg, int64_t now)
     if (rc != BF_OK)
         bf_warn("dropping a malformed message: %s", why);
     return rc;
+}
+
+bf_err_t proto_link_recv(proto_link_t *self, proto_msg_t *msg, int64_t now)
+{
+    return link_recv(self, msg, now, false);
+}
+
+bf_err_t proto_link_recv_raw(proto_link_t *self, proto_msg_t *msg, int64_t now)
+{
+    return link_recv(self, msg, now, true);
 }
 
 /* A random number in [0, span]. getrandom without blocking: a peer that
@@ -304,9 +340,14 @@ proto_link_event_t proto_link_tick(proto_link_t *self, int64_t now)
     /* A refused key or a CURVE mismatch would otherwise look like a broker
        that is down: say so (the first few, then one in a hundred). */
     char why[BF_ERRLEN];
-    if (self->monitor && bf_handshake_failed(self->monitor, why, sizeof why) &&
-        (++self->handshake_failures <= 3 || self->handshake_failures % 100 == 0))
-        bf_error("broker %s: %s", self->broker, why);
+    /* At most every MONITOR_MS: a look costs two system calls, and a
+       worker waiting for a short exec task ticks several times per task. */
+    if (self->monitor && now >= self->next_monitor) {
+        self->next_monitor = now + MONITOR_MS;
+        if (bf_handshake_failed(self->monitor, why, sizeof why) &&
+            (++self->handshake_failures <= 3 || self->handshake_failures % 100 == 0))
+            bf_error("broker %s: %s", self->broker, why);
+    }
     if (self->dealer && now - self->last_send >= (int64_t)self->heartbeat_ms) {
         proto_msg_t beat;
         proto_msg_init(&beat, PROTO_HEARTBEAT);

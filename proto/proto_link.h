@@ -114,6 +114,12 @@ void *proto_link_socket(const proto_link_t *self);
    errors as proto_encode. Every message sent postpones the heartbeat. */
 bf_err_t proto_link_send(proto_link_t *self, const proto_msg_t *msg) BF_MUST_CHECK;
 
+/* Sends one message already encoded by proto_encode (frame, size bytes,
+   borrowed), as proto_link_send does: for a sender that keeps what it
+   sent to send it again (the worker's results until the broker's ACK),
+   so that it is encoded once. BF_EIO as proto_link_send. */
+bf_err_t proto_link_send_frame(proto_link_t *self, const uint8_t *frame, size_t size) BF_MUST_CHECK;
+
 /* Takes one message from the broker without waiting; now is bf_mono_ms()
    of this turn. BF_OK: msg holds it (the caller clears it). BF_EPROTO: a
    malformed message was dropped (logged); more may wait. BF_EIO: nothing
@@ -121,6 +127,10 @@ bf_err_t proto_link_send(proto_link_t *self, const proto_msg_t *msg) BF_MUST_CHE
    the broker is there: the silence clock starts again and the next backoff
    from its minimum. */
 bf_err_t proto_link_recv(proto_link_t *self, proto_msg_t *msg, int64_t now) BF_MUST_CHECK;
+
+/* proto_link_recv, with a document left encoded (proto_decode_raw): obj
+   NULL, obj_raw its bytes. */
+bf_err_t proto_link_recv_raw(proto_link_t *self, proto_msg_t *msg, int64_t now) BF_MUST_CHECK;
 
 /* The link's housekeeping, once per turn of the owner's loop (at least
    every heartbeat_ms / 4): logs a failed CURVE handshake (the first three,

@@ -991,6 +991,22 @@ static void test_mutations(void)
             } else {
                 CHECK(d.type == PROTO_NONE && d.obj == NULL);
             }
+            /* raw: never a crash; what proto_decode takes it takes, and its
+               obj's bytes convert to the same document */
+            proto_msg_t r;
+            bf_err_t rr = proto_decode_raw(exact, size, &r, NULL);
+            if (d.type != PROTO_NONE) {
+                CHECK(rr == BF_OK && r.type == d.type && !r.obj);
+                if (d.obj && rr == BF_OK) {
+                    json_t *back = NULL;
+                    CHECK(proto_msgpack_to_json(r.obj_raw, r.obj_raw_len, &back, NULL) == BF_OK &&
+                          json_equal(back, d.obj));
+                    json_decref(back);
+                }
+            } else if (rr != BF_OK) {
+                CHECK(r.type == PROTO_NONE && !r.obj_raw);
+            }
+            proto_msg_clear(&r);
             proto_msg_clear(&d);
         }
         free(exact);
@@ -1039,6 +1055,82 @@ static void test_obj_raw(void)
     json_decref(doc);
 }
 
+/* proto_decode_raw: the same message as proto_decode, with obj's bytes in
+   place of its tree (exactly what proto_json_to_msgpack makes of it, for
+   fixarray, array16 and every message with an obj), and the same refusals
+   of what is malformed. */
+static void test_decode_raw(void)
+{
+    json_t *spec = sample_doc();
+    proto_msg_t t;
+    proto_msg_init(&t, PROTO_TASK);
+    CHECK(proto_msg_set(&t.job_id, "0123456789ab") == BF_OK &&
+          proto_msg_set(&t.task_id, "fedcba9876543210") == BF_OK &&
+          proto_msg_set(&t.scene, "s0001") == BF_OK);
+    t.attempt = 3;
+    t.timeout_ms = 1500;
+    t.obj = json_incref(spec);
+    uint8_t *frame = NULL, *want = NULL;
+    size_t size = 0, want_len = 0;
+    CHECK(proto_encode(&t, &frame, &size) == BF_OK);
+    CHECK(proto_json_to_msgpack(spec, &want, &want_len) == BF_OK);
+    proto_msg_t d, r;
+    CHECK(proto_decode(frame, size, &d, NULL) == BF_OK && json_equal(d.obj, spec) && !d.obj_raw);
+    CHECK(proto_decode_raw(frame, size, &r, NULL) == BF_OK && r.type == PROTO_TASK && !r.obj);
+    CHECK(r.obj_raw && r.obj_raw_len == want_len && !memcmp(r.obj_raw, want, want_len));
+    CHECK(r.attempt == 3 && r.timeout_ms == 1500 && !strcmp(r.task_id, "fedcba9876543210") &&
+          !strcmp(r.scene, "s0001") && !strcmp(r.job_id, "0123456789ab"));
+    json_t *back = NULL;
+    CHECK(proto_msgpack_to_json(r.obj_raw, r.obj_raw_len, &back, NULL) == BF_OK &&
+          json_equal(back, spec));
+    json_decref(back);
+    proto_msg_clear(&d);
+    proto_msg_clear(&r);
+    /* the same frame with its array header as array16: the same obj */
+    uint8_t *wide = malloc(size + 2);
+    REQUIRE(wide && (frame[0] & 0xf0) == 0x90);
+    wide[0] = 0xdc;
+    wide[1] = 0;
+    wide[2] = frame[0] & 0x0f;
+    memcpy(wide + 3, frame + 1, size - 1);
+    CHECK(proto_decode_raw(wide, size + 2, &r, NULL) == BF_OK && r.obj_raw_len == want_len &&
+          !memcmp(r.obj_raw, want, want_len));
+    proto_msg_clear(&r);
+    free(wide);
+    /* a message without obj: nothing raw */
+    proto_msg_t ack;
+    proto_msg_init(&ack, PROTO_ACK);
+    CHECK(proto_msg_set(&ack.task_id, "x") == BF_OK);
+    uint8_t *af = NULL;
+    size_t an = 0;
+    CHECK(proto_encode(&ack, &af, &an) == BF_OK);
+    CHECK(proto_decode_raw(af, an, &r, NULL) == BF_OK && r.type == PROTO_ACK && !r.obj_raw &&
+          !r.obj);
+    proto_msg_clear(&r);
+    proto_msg_clear(&ack);
+    free(af);
+    /* truncated or with a byte too many: refused as proto_decode refuses it */
+    char err[BF_ERRLEN];
+    for (size_t cut = 1; cut < size; cut += 7) {
+        CHECK(proto_decode_raw(frame, size - cut, &r, err) == BF_EPROTO && !r.obj_raw);
+        proto_msg_clear(&r);
+    }
+    uint8_t *more = malloc(size + 1);
+    REQUIRE(more);
+    memcpy(more, frame, size);
+    more[size] = 0xc0;
+    CHECK(proto_decode_raw(more, size + 1, &r, err) == BF_EPROTO && !r.obj_raw);
+    free(more);
+    /* obj that is not a map: the same type error as proto_decode */
+    frame[size - want_len] = 0x90; /* an empty array where the map began: now too short */
+    CHECK(proto_decode_raw(frame, size - want_len + 1, &r, err) == BF_EPROTO &&
+          strstr(err, "field obj: expected map"));
+    free(frame);
+    free(want);
+    proto_msg_clear(&t);
+    json_decref(spec);
+}
+
 int main(void)
 {
     test_table();
@@ -1051,6 +1143,7 @@ int main(void)
     test_json();
     test_pick();
     test_obj_raw();
+    test_decode_raw();
     test_mutations();
     if (failures) {
         fprintf(stderr, "proto_test: %d checks failed\n", failures);

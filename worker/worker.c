@@ -38,6 +38,7 @@
 #define TASK_PROGRESS_MS 50    /* task thread -> socket thread, same stage */
 #define STATS_MS         5000  /* STATS (NVML figures) interval */
 #define TEARDOWN_S       5     /* after GOODBYE, the process exits within this */
+#define START_LOG_MS     1000  /* an exec task still running by then has its start logged */
 
 /* The flag the signal handlers set: the one process-wide mutable state,
    used only when the caller gives no stop flag of its own. */
@@ -139,6 +140,22 @@ typedef struct {
     int64_t last_sent;
 } run_t;
 
+/* A RESULT kept until the broker's ACK: its frame as proto_encode made it
+   (sent again as it is after a re-registration or a duplicate TASK, never
+   encoded again) and its task id. Both owned. */
+typedef struct {
+    char *task_id;
+    uint8_t *frame;
+    size_t size;
+} sent_t;
+
+static void sent_clear(sent_t *s)
+{
+    free(s->task_id);
+    free(s->frame);
+    memset(s, 0, sizeof *s);
+}
+
 typedef struct {
     worker_config_t cfg;
     unsigned hb, live, prefetch;
@@ -148,10 +165,14 @@ typedef struct {
     int64_t next_stats;
     json_t *caps;
     /* The job spec of the last task, parsed: the TASKs of one job carry the
-       same spec, and parsing it again for each short task was a sizeable
-       part of the worker's time. Replaced only while no task runs. */
+       same spec, and converting and parsing it again for each short task
+       was a sizeable part of the worker's time. TASKs are received with
+       their spec left encoded (proto_link_recv_raw); the same bytes as
+       last time are the same spec, checked then. Replaced only while no
+       task runs. */
     bf_job_t job;
-    json_t *job_spec; /* the document job was parsed from */
+    uint8_t *job_spec; /* the MessagePack bytes job was parsed from, NULL: none */
+    size_t job_spec_len;
     void *zctx, *pair, *pair_task;
     proto_link_t *link; /* the DEALER to the broker, heartbeats, reconnection */
     bool refused;       /* the broker refused our key's role: stop */
@@ -163,10 +184,16 @@ typedef struct {
     run_t *run;
     bool inline_run; /* run is an exec task running on this thread (run_inline) */
     bool aborted, timed_out;
+    /* An exec task's start is logged only once it has run START_LOG_MS
+       (tick): a short one gets its one line from deliver, which names the
+       attempt too; a log line is a write(2) and a tenth of such a task's
+       time in the worker. */
+    bool start_logged;
+    int64_t start_log_at;
     double started_s;
     int64_t deadline, cancel_at;
-    /* RESULTs sent and not yet acknowledged */
-    proto_msg_t *unacked;
+    /* RESULTs sent and not yet acknowledged, as encoded once */
+    sent_t *unacked;
     size_t nunacked, capunacked;
     /* progress waiting for its turn */
     bool prog_pending;
@@ -282,7 +309,7 @@ static void send_ready(worker_t *w)
     proto_msg_clear(&m);
     /* what the broker has not acknowledged goes again */
     for (size_t i = 0; i < w->nunacked; i++)
-        if (proto_link_send(w->link, &w->unacked[i]) != BF_OK)
+        if (proto_link_send_frame(w->link, w->unacked[i].frame, w->unacked[i].size) != BF_OK)
             bf_warn("result %s not re-sent: %s", w->unacked[i].task_id, zmq_strerror(zmq_errno()));
 }
 
@@ -360,12 +387,11 @@ static void deliver(worker_t *w, const proto_msg_t *task, json_t *res, double el
         bf_error("task %s: out of memory: no result", task->task_id);
         return;
     }
-    /* A result the wire cannot carry (too big) would be kept and re-sent
-       forever: replace it by an error that says so. */
-    uint8_t *bytes = NULL;
-    size_t size = 0;
-    bf_err_t enc = proto_encode(&m, &bytes, &size);
-    free(bytes);
+    /* Encoded once, here: a result the wire cannot carry (too big) would
+       be kept and re-sent forever, so it is replaced by an error that says
+       so; what is kept for re-sending is the frame itself. */
+    sent_t sent = {NULL, NULL, 0};
+    bf_err_t enc = proto_encode(&m, &sent.frame, &sent.size);
     if (enc != BF_OK) {
         char why[192];
         snprintf(why, sizeof why,
@@ -377,28 +403,38 @@ static void deliver(worker_t *w, const proto_msg_t *task, json_t *res, double el
         m.obj = error_doc(why, enc == BF_ENOMEM ? NULL : "task");
         if (m.obj)
             fleet_fields(w, task, m.obj, elapsed);
+        enc = m.obj ? proto_encode(&m, &sent.frame, &sent.size) : BF_ENOMEM;
     }
     const char *st = json_string_value(json_object_get(m.obj, "status"));
     const char *reason = json_string_value(json_object_get(m.obj, "reason"));
-    bf_info("task %s: %s %s in %.1f s%s%.200s", task->task_id, task->scene ? task->scene : "",
-            st ? st : "?", elapsed, reason && *reason ? ": " : "", reason ? reason : "");
+    bf_info("task %s: %s %s in %.1f s (attempt %llu)%s%.200s", task->task_id,
+            task->scene ? task->scene : "", st ? st : "?", elapsed,
+            (unsigned long long)task->attempt, reason && *reason ? ": " : "", reason ? reason : "");
+    sent.task_id = m.task_id; /* the message's, taken over */
+    m.task_id = NULL;
+    proto_msg_clear(&m); /* the document is in the frame now */
+    if (enc != BF_OK) {
+        bf_error("task %s: out of memory: no result", task->task_id);
+        sent_clear(&sent);
+        return;
+    }
     if (w->nunacked == MAX_UNACKED) {
         bf_error("%d results without ACK: forgetting the oldest (%s)", MAX_UNACKED,
                  w->unacked[0].task_id);
-        proto_msg_clear(&w->unacked[0]);
+        sent_clear(&w->unacked[0]);
         memmove(&w->unacked[0], &w->unacked[1], (w->nunacked - 1) * sizeof *w->unacked);
         w->nunacked--;
     }
     if (!bf_grow(&w->unacked, &w->capunacked, w->nunacked + 1, sizeof *w->unacked, 8)) {
         /* sent once anyway; a lost ACK then costs an attempt */
-        if (proto_link_send(w->link, &m) != BF_OK)
-            bf_warn("result %s not sent", m.task_id);
-        proto_msg_clear(&m);
+        if (proto_link_send_frame(w->link, sent.frame, sent.size) != BF_OK)
+            bf_warn("result %s not sent", sent.task_id);
+        sent_clear(&sent);
         return;
     }
-    w->unacked[w->nunacked++] = m;
-    if (proto_link_send(w->link, &w->unacked[w->nunacked - 1]) != BF_OK)
-        bf_warn("result %s not sent now (%s): it goes again after registering", m.task_id,
+    w->unacked[w->nunacked++] = sent;
+    if (proto_link_send_frame(w->link, sent.frame, sent.size) != BF_OK)
+        bf_warn("result %s not sent now (%s): it goes again after registering", sent.task_id,
                 proto_link_socket(w->link) ? zmq_strerror(zmq_errno()) : "not connected");
 }
 
@@ -441,40 +477,56 @@ static void inline_progress(void *ud, const char *stage, double fraction)
    together with the DEALER, the broker's messages handled and the timers
    run (heartbeats, the deadline, PROGRESS) while the program runs, as the
    loop does; at most one tick long, so the exec handler sees a cancel or
-   the deadline as soon as the loop would. */
+   the deadline as soon as the loop would.
+   One poll(2) on the program's fds and the DEALER's ZMQ_FD, not zmq_poll:
+   zmq_poll polls everything once without waiting, then again, and asks
+   the socket for ZMQ_EVENTS after each (two system calls apiece), some
+   eight system calls per wake-up, and a short task wakes this thread
+   three times. ZMQ_FD only signals what arrives after the socket last
+   processed its commands, so ZMQ_EVENTS is asked once before waiting (a
+   send meanwhile may have taken the signal of a message that waits), and
+   the socket is read until it is empty once its fd fires. */
 static int inline_wait(void *ud, struct pollfd *fds, int nfds, int timeout_ms)
 {
     worker_t *w = ud;
     enum { MAX_FDS = 7 };
-    zmq_pollitem_t items[MAX_FDS + 1];
+    struct pollfd set[MAX_FDS + 1];
     int map[MAX_FDS], n = 0;
     for (int i = 0; i < nfds; i++) {
         fds[i].revents = 0;
         if (fds[i].fd >= 0 && n < MAX_FDS) {
-            items[n] = (zmq_pollitem_t){NULL, fds[i].fd, (short)(fds[i].events & ZMQ_POLLIN), 0};
+            set[n] = (struct pollfd){fds[i].fd, fds[i].events, 0};
             map[n++] = i;
         }
     }
     int nfd = n;
-    void *dealer = proto_link_socket(w->link);
-    if (dealer)
-        items[n++] = (zmq_pollitem_t){dealer, 0, ZMQ_POLLIN, 0};
     long t = tick_ms(w);
     if (timeout_ms >= 0 && timeout_ms < t)
         t = timeout_ms;
-    int rc = zmq_poll(items, n, t);
+    void *dealer = proto_link_socket(w->link);
+    int zfd = -1;
+    size_t zfd_len = sizeof zfd;
+    bool waiting = false; /* a message is there already */
+    if (dealer && zmq_getsockopt(dealer, ZMQ_FD, &zfd, &zfd_len) == 0 && zfd >= 0) {
+        int events = 0;
+        size_t events_len = sizeof events;
+        waiting =
+            zmq_getsockopt(dealer, ZMQ_EVENTS, &events, &events_len) == 0 && (events & ZMQ_POLLIN);
+        if (waiting)
+            t = 0; /* look at the fds, then take it */
+        set[n++] = (struct pollfd){zfd, POLLIN, 0};
+    }
+    int rc = poll(set, (nfds_t)n, (int)t);
     if (rc < 0)
         return -1; /* errno: EINTR for a signal */
     int ready = 0;
     for (int k = 0; k < nfd; k++) {
-        short ev = items[k].revents;
-        fds[map[k]].revents =
-            (short)((ev & ZMQ_POLLIN ? POLLIN : 0) | (ev & ZMQ_POLLERR ? POLLERR : 0));
-        ready += ev != 0;
+        fds[map[k]].revents = set[k].revents;
+        ready += set[k].revents != 0;
     }
     int64_t now = bf_mono_ms();
-    if (dealer && (items[nfd].revents & ZMQ_POLLIN))
-        receive(w, now);
+    if (zfd >= 0 && (waiting || set[nfd].revents))
+        receive(w, now); /* until it is empty: ZMQ_FD then fires for the next */
     tick(w, now);
     return ready;
 }
@@ -508,19 +560,28 @@ static void start_task(worker_t *w)
         goto refuse;
     }
     /* the job spec and the scene name come from the network: checked (a
-       spec equal to the last one was checked then) */
-    if (w->job_spec && (!t->obj || !json_equal(t->obj, w->job_spec))) {
-        json_decref(w->job_spec);
+       spec of the same bytes as the last one was checked then) */
+    if (w->job_spec && (!t->obj_raw || t->obj_raw_len != w->job_spec_len ||
+                        memcmp(t->obj_raw, w->job_spec, w->job_spec_len) != 0)) {
+        free(w->job_spec);
         w->job_spec = NULL;
+        w->job_spec_len = 0;
         bf_job_clear(&w->job);
     }
     if (!w->job_spec) {
-        if (!t->obj || bf_job_from_json(t->obj, &w->job, why) != BF_OK) {
+        json_t *spec = NULL;
+        if (!t->obj_raw || proto_msgpack_to_json(t->obj_raw, t->obj_raw_len, &spec, why) != BF_OK ||
+            bf_job_from_json(spec, &w->job, why) != BF_OK) {
+            json_decref(spec);
             bf_job_clear(&w->job);
             rc = bf_fail(err, BF_EPROTO, "bad job spec: %s", why[0] ? why : "missing");
             goto refuse;
         }
-        w->job_spec = json_incref(t->obj);
+        json_decref(spec);
+        w->job_spec = t->obj_raw; /* taken from the TASK, which needs it no more */
+        w->job_spec_len = t->obj_raw_len;
+        t->obj_raw = NULL;
+        t->obj_raw_len = 0;
     }
     r->job = &w->job;
     if (!r->job->scenes_root || r->job->scenes_root[0] != '/') {
@@ -598,7 +659,10 @@ static void start_task(worker_t *w)
     w->prog_pending = true;
     w->last_progress = 0;
     flush_progress(w, bf_mono_ms());
-    bf_info("task %s: %s attempt %llu", t->task_id, t->scene, (unsigned long long)t->attempt);
+    w->start_logged = !inline_exec;
+    w->start_log_at = bf_mono_ms() + START_LOG_MS;
+    if (w->start_logged)
+        bf_info("task %s: %s attempt %llu", t->task_id, t->scene, (unsigned long long)t->attempt);
     if (inline_exec)
         run_inline(w, r);
     return;
@@ -734,7 +798,7 @@ static void on_task(worker_t *w, proto_msg_t *m)
     }
     size_t u = find_unacked(w, m->task_id);
     if (u != (size_t)-1) { /* finished already: the result settles it */
-        if (proto_link_send(w->link, &w->unacked[u]) != BF_OK)
+        if (proto_link_send_frame(w->link, w->unacked[u].frame, w->unacked[u].size) != BF_OK)
             bf_warn("result %s not re-sent", m->task_id);
         return;
     }
@@ -753,7 +817,7 @@ static void on_ack(worker_t *w, const proto_msg_t *m)
     size_t i = find_unacked(w, m->task_id);
     if (i == (size_t)-1)
         return;
-    proto_msg_clear(&w->unacked[i]);
+    sent_clear(&w->unacked[i]);
     memmove(&w->unacked[i], &w->unacked[i + 1], (w->nunacked - i - 1) * sizeof *w->unacked);
     w->nunacked--;
 }
@@ -814,7 +878,7 @@ static void receive(worker_t *w, int64_t now)
 {
     for (int n = 0; n < 256; n++) {
         proto_msg_t m;
-        bf_err_t r = proto_link_recv(w->link, &m, now);
+        bf_err_t r = proto_link_recv_raw(w->link, &m, now); /* a TASK's spec: see start_task */
         if (r == BF_EIO)
             return;
         if (r == BF_OK) /* a malformed one was dropped and logged */
@@ -906,6 +970,11 @@ static void tick(worker_t *w, int64_t now)
     /* an exec task on this thread stops itself (its group is killed) */
     if (w->run && !w->inline_run && w->cancel_at && now - w->cancel_at > STUCK_GRACE_MS)
         abandon_task(w);
+    if (w->run && !w->start_logged && now >= w->start_log_at) {
+        w->start_logged = true;
+        bf_info("task %s: %s attempt %llu", w->held[0].task_id, w->held[0].scene,
+                (unsigned long long)w->held[0].attempt);
+    }
     flush_progress(w, now);
     if (w->nvml && proto_link_socket(w->link) && now >= w->next_stats)
         send_stats(w, now);
@@ -1057,10 +1126,10 @@ done:
     for (size_t i = 0; i < w->nheld; i++)
         proto_msg_clear(&w->held[i]);
     for (size_t i = 0; i < w->nunacked; i++)
-        proto_msg_clear(&w->unacked[i]);
+        sent_clear(&w->unacked[i]);
     free(w->unacked);
     bf_job_clear(&w->job);
-    json_decref(w->job_spec);
+    free(w->job_spec);
     json_decref(w->caps);
     teardown_at("NVML's shutdown");
     worker_nvml_destroy(&w->nvml);

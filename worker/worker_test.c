@@ -16,6 +16,7 @@
 #include "../proto/proto_link.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
 #include <signal.h>
@@ -254,6 +255,58 @@ static void fb_sleeper(fb_t *b, const char *task_id, int beats)
     snprintf(script, sizeof script, "sleep %.3f; echo '{\"status\":\"success\"}'",
              beats * HB_MS / 1000.0);
     fb_sh(b, task_id, script, 10 + beats * HB_MS / 1000.0);
+}
+
+/* ---- the log ------------------------------------------------------------------------ */
+
+/* The worker runs on a thread of this process: its log is this stderr.
+   log_capture sends stderr to a file until log_release, which returns what
+   was written (free it) and echoes it to the real stderr. */
+static int saved_stderr = -1;
+static char log_path[300];
+
+static void log_capture(void)
+{
+    snprintf(log_path, sizeof log_path, "%s/captured.log", tmpdir);
+    fflush(stderr);
+    saved_stderr = dup(STDERR_FILENO);
+    int fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    REQUIRE(saved_stderr >= 0 && fd >= 0 && dup2(fd, STDERR_FILENO) >= 0);
+    close(fd);
+}
+
+/* Not inlined: GCC's dangling-pointer check would take the text for the
+   local whose address bf_read_file was given. */
+__attribute__((noinline)) static char *log_release(void)
+{
+    fflush(stderr);
+    REQUIRE(dup2(saved_stderr, STDERR_FILENO) >= 0);
+    close(saved_stderr);
+    char *text = NULL;
+    size_t len = 0;
+    REQUIRE(bf_read_file(log_path, 1 << 20, &text, &len, NULL) == BF_OK);
+    fputs(text, stderr);
+    return text;
+}
+
+static int count_lines(const char *text, const char *needle)
+{
+    int n = 0;
+    for (const char *p = text; (p = strstr(p, needle)); p += strlen(needle))
+        n++;
+    return n;
+}
+
+/* Whether a line of text starts with head (after its time stamp and
+   level) and goes on to hold tail. */
+static bool line_has(const char *text, const char *head, const char *tail)
+{
+    const char *at = strstr(text, head);
+    if (!at)
+        return false;
+    const char *end = strchr(at, '\n');
+    const char *t = strstr(at, tail);
+    return t && (!end || t < end);
 }
 
 /* ---- process groups ---------------------------------------------------------------- */
@@ -629,6 +682,43 @@ static void test_exec_interpreters(worker_task_ctx_t *ctx, bf_job_t *job, const 
         CHECK(rc == BF_ENOENT && !res && !strcmp(worker_fault(rc), "task"));
         CHECK(strstr(err, "cannot run ") == err);
     }
+    /* an executable file the kernel cannot run (no "#!", not ELF): execve
+       itself fails in the child, and its errno reaches the worker (through
+       the worker's memory under CLONE_VM, no pipe): the task's fault, not a
+       program that ran and exited 127 */
+    static char junk[300]; /* static: ctx keeps pointing at the lists */
+    static const char *allow_junk[1], *allow_ok[1] = {"/bin/sh"};
+    snprintf(junk, sizeof junk, "%s/junk-program", tmpdir);
+    allow_junk[0] = junk;
+    FILE *jf = fopen(junk, "w");
+    REQUIRE(jf != NULL);
+    fputs("\x01\x02 not a program\n", jf);
+    fclose(jf);
+    REQUIRE(chmod(junk, 0755) == 0);
+    char *jargv[] = {junk, NULL};
+    job->exec_command = jargv;
+    job->exec_argc = 1;
+    ctx->allow_exec = allow_junk;
+    for (int i = 0; i < 3; i++) { /* the errno of one task is not the next one's */
+        bf_err_t rc = worker_exec(ctx, &res, err);
+        CHECKF(rc == BF_EINVAL && !res && strstr(err, "cannot run ") == err &&
+                   strstr(err, strerror(ENOEXEC)),
+               "got %s: %s", bf_strerror(rc), err);
+        json_decref(res);
+        res = NULL;
+        if (i == 1) { /* a program that runs, between two that do not */
+            char *ok[] = {"/bin/sh", "-c", "echo '{\"status\":\"success\"}'", NULL};
+            job->exec_command = ok;
+            job->exec_argc = 3;
+            ctx->allow_exec = allow_ok;
+            CHECK(worker_exec(ctx, &res, err) == BF_OK && res);
+            json_decref(res);
+            res = NULL;
+            job->exec_command = jargv;
+            job->exec_argc = 1;
+            ctx->allow_exec = allow_junk;
+        }
+    }
     job->exec_command = NULL;
     job->exec_argc = 0;
 }
@@ -690,6 +780,42 @@ static void test_fleet(void)
     CHECK(json_is_number(json_object_get(m.obj, "elapsed_time")));
     proto_msg_clear(&m);
     fb_ack(&b, "t-ok");
+
+    /* The worker keeps the last job spec by its bytes: a spec of the same
+       length that differs in one byte is another job (never the one
+       cached), the same bytes again are served from the cache, and a spec
+       that is not a job is refused as one even after a good one. */
+    static const char *const specs[][2] = {
+        {"t-spec-1", "echo '{\"status\":\"success\",\"n\":1}'"},
+        {"t-spec-2", "echo '{\"status\":\"success\",\"n\":2}'"},
+        {"t-spec-2b", "echo '{\"status\":\"success\",\"n\":2}'"},
+        {"t-spec-1b", "echo '{\"status\":\"success\",\"n\":1}'"},
+    };
+    for (size_t i = 0; i < BF_ARRAY_LEN(specs); i++) {
+        fb_sh(&b, specs[i][0], specs[i][1], 10);
+        REQUIRE(expect_result(&b, specs[i][0], 5000, &m));
+        json_int_t want = strstr(specs[i][1], "\"n\":1") ? 1 : 2;
+        CHECKF(json_integer_value(json_object_get(m.obj, "n")) == want, "%s: n %lld, want %lld",
+               specs[i][0], (long long)json_integer_value(json_object_get(m.obj, "n")),
+               (long long)want);
+        proto_msg_clear(&m);
+        fb_ack(&b, specs[i][0]);
+    }
+    {
+        proto_msg_t t;
+        proto_msg_init(&t, PROTO_TASK);
+        REQUIRE(proto_msg_set(&t.task_id, "t-not-a-job") == BF_OK);
+        REQUIRE(proto_msg_set(&t.scene, "scene-a") == BF_OK);
+        t.obj = json_pack("{s:s}", "task", "no such task");
+        REQUIRE(t.obj);
+        fb_send(&b, &t);
+        REQUIRE(expect_result(&b, "t-not-a-job", 5000, &m));
+        CHECK(!strcmp(res_str(&m, "status"), "error"));
+        CHECKF(strstr(res_str(&m, "reason"), "bad job spec") != NULL, "reason: %s",
+               res_str(&m, "reason"));
+        proto_msg_clear(&m);
+        fb_ack(&b, "t-not-a-job");
+    }
 
     /* a program that is not allowed */
     char *echo[] = {"/bin/echo", "{\"status\":\"success\"}", NULL};
@@ -758,6 +884,25 @@ static void test_fleet(void)
         proto_msg_clear(&m);
         fb_ack(&b, faults[i].id);
     }
+
+    /* An exec task's log: a short one is one line, with its attempt; one
+       still running after a second has its start logged then too. */
+    log_capture();
+    fb_sh(&b, "t-log-short", "echo '{\"status\":\"success\"}'", 10);
+    REQUIRE(expect_result(&b, "t-log-short", 5000, &m));
+    proto_msg_clear(&m);
+    fb_ack(&b, "t-log-short");
+    fb_sh(&b, "t-log-long", "sleep 1.6; echo '{\"status\":\"success\"}'", 10);
+    REQUIRE(expect_result(&b, "t-log-long", 5000, &m));
+    proto_msg_clear(&m);
+    fb_ack(&b, "t-log-long");
+    char *log = log_release();
+    CHECK(count_lines(log, "task t-log-short:") == 1);
+    CHECK(line_has(log, "task t-log-short: scene-a success in ", " s (attempt 2)"));
+    CHECK(count_lines(log, "task t-log-long:") == 2);
+    CHECK(strstr(log, "task t-log-long: scene-a attempt 2\n") != NULL);
+    CHECK(strstr(log, "task t-log-long: scene-a success in 1.") != NULL);
+    free(log);
 
     /* a timeout kills the whole process group */
     char pidfile[300], cmd[600];

@@ -5,6 +5,8 @@
     and the encoding decodes to the same message (type, every field of its
     mask, obj by json_equal), and fields outside the mask stay zero. Failures
     must come with a reason. The same bytes also go through
+    proto_decode_raw (the worker's decoder: what proto_decode accepts it
+    accepts, with obj's bytes converting to the same document) and
     proto_msgpack_to_json, the decoder of bare documents. */
 
 #include "../../common/bf_config.h"
@@ -100,8 +102,28 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             check_job_doc(msg.obj);
         proto_msg_clear(&back);
         free(again);
-        proto_msg_clear(&msg);
     }
+    proto_msg_t raw;
+    err[0] = '\0';
+    bf_err_t rrc = proto_decode_raw(data, size, &raw, err);
+    if (rrc != BF_OK) {
+        FUZZ_ASSERT(rc != BF_OK, "proto_decode_raw refuses what proto_decode takes: %s", err);
+        FUZZ_ASSERT(raw.type == PROTO_NONE && !raw.obj_raw, "a refused raw msg not cleared");
+        fuzz_check_reason(rrc, err);
+    } else {
+        FUZZ_ASSERT(!raw.obj, "proto_decode_raw built a tree");
+        if (rc == BF_OK && msg.obj) {
+            json_t *conv = NULL;
+            FUZZ_ASSERT(raw.obj_raw &&
+                            proto_msgpack_to_json(raw.obj_raw, raw.obj_raw_len, &conv, err) ==
+                                BF_OK &&
+                            json_equal(conv, msg.obj),
+                        "obj's raw bytes differ from the decoded obj");
+            json_decref(conv);
+        }
+    }
+    proto_msg_clear(&raw);
+    proto_msg_clear(&msg);
 
     json_t *doc = NULL;
     err[0] = '\0';
