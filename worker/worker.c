@@ -21,6 +21,7 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <math.h>
 #include <stdatomic.h>
 #include <pthread.h>
 #include <signal.h>
@@ -39,6 +40,13 @@
 #define STATS_MS         5000  /* STATS (NVML figures) interval */
 #define TEARDOWN_S       5     /* after GOODBYE, the process exits within this */
 #define START_LOG_MS     1000  /* an exec task still running by then has its start logged */
+/* Adaptive credit: while tasks are short the worker asks for enough of them
+   to cover this much work (unless its configuration says otherwise), so
+   that its queue outlasts the broker's refill round trip (a few ms on a
+   loaded host); what it holds when a job ends is then a few times this
+   much work at most, however short or long the tasks. */
+#define HOLD_MS    5.0
+#define CREDIT_CAP 16 /* the broker's cap on credit (docs/protocol.md section 9) */
 
 /* The flag the signal handlers set: the one process-wide mutable state,
    used only when the caller gives no stop flag of its own. */
@@ -159,6 +167,11 @@ static void sent_clear(sent_t *s)
 typedef struct {
     worker_config_t cfg;
     unsigned hb, live, prefetch;
+    /* The credit the broker was last told (READY): prefetch, or more while
+       tasks are short (credit_for); task_ms is the running mean of their
+       durations, 0 before the first. */
+    unsigned credit;
+    double task_ms, hold_ms; /* hold_ms < 0: credit stays at prefetch */
     char name[256];
     worker_device_t dev;
     worker_nvml_t *nvml; /* NULL: no GPU figures (a CPU worker, no NVML) */
@@ -289,7 +302,29 @@ static void run_free(run_t *r)
 
 /* ---- sending ------------------------------------------------------------------ */
 
+/* The credit that holds about hold_ms of tasks of mean duration task_ms
+   (the running one and as many whole tasks as fit in hold_ms queued): a
+   power of two, at least prefetch, at most CREDIT_CAP. */
+static unsigned credit_for(unsigned prefetch, double hold_ms, double task_ms)
+{
+    double want = task_ms > 0 ? 1.0 + floor(hold_ms / task_ms) : CREDIT_CAP;
+    unsigned c = 1;
+    while (c < want && c < CREDIT_CAP)
+        c *= 2;
+    return c > prefetch ? c : prefetch;
+}
+
+static void send_ready_credit(worker_t *w, bool resend);
+
 static void send_ready(worker_t *w)
+{
+    send_ready_credit(w, true);
+}
+
+/* READY with the capabilities and the current credit; resend: also what the
+   broker has not acknowledged (after a (re-)connection, not for a credit
+   change on a live link). */
+static void send_ready_credit(worker_t *w, bool resend)
 {
     json_t *running = json_array();
     for (size_t i = 0; running && i < w->nheld; i++)
@@ -300,7 +335,7 @@ static void send_ready(worker_t *w)
     }
     proto_msg_t m;
     proto_msg_init(&m, PROTO_READY);
-    m.credit = w->prefetch;
+    m.credit = w->credit;
     if (proto_msg_set(&m.worker, w->name) == BF_OK) {
         m.obj = json_incref(w->caps);
         if (proto_link_send(w->link, &m) != BF_OK)
@@ -308,7 +343,7 @@ static void send_ready(worker_t *w)
     }
     proto_msg_clear(&m);
     /* what the broker has not acknowledged goes again */
-    for (size_t i = 0; i < w->nunacked; i++)
+    for (size_t i = 0; resend && i < w->nunacked; i++)
         if (proto_link_send_frame(w->link, w->unacked[i].frame, w->unacked[i].size) != BF_OK)
             bf_warn("result %s not re-sent: %s", w->unacked[i].task_id, zmq_strerror(zmq_errno()));
 }
@@ -672,6 +707,29 @@ refuse:
     pop_held(w, 0);
 }
 
+/* Folds a task's duration into the mean and tells the broker a new credit
+   when the work it holds (credit x mean) has left [hold_ms / 2, 4 hold_ms]:
+   a READY per change, a handful per job, not one for every task whose
+   duration wobbles; at most about 4 hold_ms of work waits in a worker
+   when a job ends. */
+static void adapt_credit(worker_t *w, double ms)
+{
+    if (w->hold_ms < 0)
+        return;
+    w->task_ms = w->task_ms > 0 ? (15 * w->task_ms + ms) / 16 : ms;
+    double held = w->credit * w->task_ms;
+    bool more = held < w->hold_ms / 2 && w->credit < CREDIT_CAP;
+    bool less = held > 4 * w->hold_ms && w->credit > w->prefetch;
+    if (!(more || less) || w->draining || !proto_link_socket(w->link))
+        return;
+    unsigned to = credit_for(w->prefetch, w->hold_ms, w->task_ms);
+    if (to == w->credit)
+        return;
+    bf_debug("credit %u -> %u (tasks of %.2f ms)", w->credit, to, w->task_ms);
+    w->credit = to;
+    send_ready_credit(w, false);
+}
+
 /* The task thread answered PAIR_DONE for the running task. */
 static void finish_task(worker_t *w, run_t *r)
 {
@@ -679,6 +737,7 @@ static void finish_task(worker_t *w, run_t *r)
         return;
     w->run = NULL;
     double elapsed = bf_mono_s() - w->started_s;
+    adapt_credit(w, elapsed * 1000.0);
     proto_msg_t task = w->held[0];
     memmove(&w->held[0], &w->held[1], (w->nheld - 1) * sizeof w->held[0]);
     w->nheld--;
@@ -1056,6 +1115,8 @@ int worker_main(const worker_config_t *cfg)
     w->hb = cfg->heartbeat_ms ? cfg->heartbeat_ms : 1000;
     w->live = cfg->liveness ? cfg->liveness : 3;
     w->prefetch = cfg->prefetch ? cfg->prefetch : 1;
+    w->credit = w->prefetch;
+    w->hold_ms = cfg->hold_ms == 0 ? HOLD_MS : cfg->hold_ms;
     if (!cfg->stop) {
         struct sigaction sa = {.sa_handler = on_signal};
         sigemptyset(&sa.sa_mask);

@@ -21,10 +21,14 @@
 
 /* ---- configuration --------------------------------------------------------- */
 typedef struct {
-    const char *broker;      /* endpoint, e.g. tcp://127.0.0.1:5555 */
-    unsigned heartbeat_ms;   /* [1000] */
-    unsigned liveness;       /* [3] */
-    unsigned prefetch;       /* tasks held at once (READY credit) [1] */
+    const char *broker;    /* endpoint, e.g. tcp://127.0.0.1:5555 */
+    unsigned heartbeat_ms; /* [1000] */
+    unsigned liveness;     /* [3] */
+    unsigned prefetch;     /* tasks held at once (READY credit) [1] */
+    /* While tasks are short the credit rises above prefetch to hold about
+       this much work (worker.c, adapt_credit) [0: 5 ms]; < 0: it stays at
+       prefetch (tests that count READYs). */
+    double hold_ms;
     const char **allow_exec; /* programs (or interpreter scripts) exec tasks may run */
     size_t allow_exec_count;
     const char **interpreters; /* interpreters besides those on PATH (worker_exec.c) */

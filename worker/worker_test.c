@@ -44,6 +44,7 @@ typedef struct {
     size_t npeers;
     int64_t last_beat;
     int beats_in, progress_in, readys_in;
+    uint64_t last_credit; /* of the last READY */
     char last_stage[32];
     char acked[64][64]; /* task ids acked: a repeated RESULT is acked again */
     size_t nacked;
@@ -132,6 +133,7 @@ static bool fb_expect(fb_t *b, proto_type_t type, int ms, proto_msg_t *out)
         if (m.type == PROTO_READY) {
             fb_add_peer(b, id, idlen);
             b->readys_in++;
+            b->last_credit = m.credit;
         }
         if (m.type == type) {
             *out = m;
@@ -359,7 +361,10 @@ static void *wthread(void *arg)
     return NULL;
 }
 
-static void worker_start(wrun_t *r, const char *ep)
+/* A worker on its own thread against ep; hold_ms as worker_config_t's
+   (< 0 in every test but the credit one, so that READYs come only when a
+   test expects them). */
+static void worker_start_hold(wrun_t *r, const char *ep, double hold_ms)
 {
     memset(r, 0, sizeof *r);
     r->allow[0] = "/bin/sh";
@@ -367,6 +372,7 @@ static void worker_start(wrun_t *r, const char *ep)
                                .heartbeat_ms = HB_MS,
                                .liveness = 3,
                                .prefetch = 1,
+                               .hold_ms = hold_ms,
                                .allow_exec = r->allow,
                                .allow_exec_count = 1,
                                .device_index = -1,
@@ -376,6 +382,11 @@ static void worker_start(wrun_t *r, const char *ep)
                                .stop = &r->stop};
     r->rc = -1;
     REQUIRE(pthread_create(&r->th, NULL, wthread, r) == 0);
+}
+
+static void worker_start(wrun_t *r, const char *ep)
+{
+    worker_start_hold(r, ep, -1);
 }
 
 /* ---- the tests -------------------------------------------------------------------------- */
@@ -1004,6 +1015,52 @@ static void test_fleet(void)
     zmq_ctx_term(b.ctx);
 }
 
+/* Adaptive credit: tasks far shorter than the work a worker is to hold
+   raise its credit (one READY, to the broker's cap of 16) and no READY
+   per task follows; tasks longer than it leave the credit at prefetch. */
+static void credit_run(double hold_ms, const char *script, int tasks, int *readys, uint64_t *credit)
+{
+    fb_t b = {0};
+    fb_bind(&b, "tcp://127.0.0.1:0");
+    wrun_t w;
+    worker_start_hold(&w, b.ep, hold_ms);
+    proto_msg_t m;
+    REQUIRE(fb_expect(&b, PROTO_READY, 5000, &m));
+    CHECK(m.credit == 1);
+    proto_msg_clear(&m);
+    b.readys_in = 0;
+    for (int i = 0; i < tasks; i++) {
+        char id[32];
+        snprintf(id, sizeof id, "t-credit-%d", i);
+        fb_sh(&b, id, script, 10);
+        REQUIRE(expect_result(&b, id, 5000, &m));
+        CHECK(!strcmp(res_str(&m, "status"), "success"));
+        proto_msg_clear(&m);
+        fb_ack(&b, id);
+    }
+    fb_idle(&b, 100);
+    *readys = b.readys_in;
+    *credit = b.last_credit;
+    bf_flag_raise(&w.stop);
+    REQUIRE(fb_expect(&b, PROTO_GOODBYE, 3000, &m));
+    proto_msg_clear(&m);
+    pthread_join(w.th, NULL);
+    CHECK(w.rc == 0);
+    fb_close(&b);
+    zmq_ctx_term(b.ctx);
+}
+
+static void test_credit(void)
+{
+    int readys;
+    uint64_t credit;
+    credit_run(60000, "echo '{\"status\":\"success\"}'", 6, &readys, &credit);
+    CHECKF(readys == 1 && credit == 16, "short tasks: %d READYs, credit %llu", readys,
+           (unsigned long long)credit);
+    credit_run(1, "sleep 0.02; echo '{\"status\":\"success\"}'", 4, &readys, &credit);
+    CHECKF(readys == 0, "long tasks: %d READYs (credit %llu)", readys, (unsigned long long)credit);
+}
+
 /* The supervisor: two CPU workers by exec of this program, a killed one
    comes back, SIGTERM drains them all. */
 /* A supervisor of two CPU workers (this binary's `child` mode) against the
@@ -1136,6 +1193,7 @@ int main(int argc, char **argv)
     test_faults();
     test_exec_handler();
     test_fleet();
+    test_credit();
     /* ThreadSanitizer cannot follow a fork of a threaded process into code
        that starts threads again (the supervisor's children): make test-tsan
        sets BF_TEST_NO_FORK and leaves that part to the other builds. */
