@@ -45,9 +45,11 @@ __attribute__((target("avx2"))) static int kern_trace_closest_wide8(const kern_b
     if (bvh->node_count == 0 || bvh->tri_count == 0)
         return 0;
     kern_bvh_ray_t r = kern_bvh_ray_setup(org, dir);
-    float t_root;
-    if (!kern_box_hit(&r, &bvh->nodes[0], tmin, hit->t, &t_root))
-        return 0;
+    /* No test of the binary root's box first (the four-wide walk and the
+       binary one make it): a ray that misses it misses every lane of wide
+       node 0 (their boxes lie inside it, rounding is monotone), and the
+       test cost more on munich's rays, nearly all of which meet the
+       scene's box, than it saved. */
     hit->tri = 0; /* (tmax, 0): no hit at tmax comes before it */
     /* box rows of the near and far planes per axis (lo 0-2, hi 3-5) */
     const int nx = r.nx ? 3 : 0, ny = r.ny ? 4 : 1, nz = r.nz ? 5 : 2;
@@ -65,7 +67,7 @@ __attribute__((target("avx2"))) static int kern_trace_closest_wide8(const kern_b
        once (inlined twice, the loop kept its stack pointer and the ray's
        constants in memory). */
     uint32_t child = 0, count = 0;
-    float ctn = t_root;
+    float ctn = tmin;
     for (;;) {
         if (count == 0) {
             const kern_bvh_wide8_node_t *w = &bvh->wide8[child];
@@ -83,6 +85,23 @@ __attribute__((target("avx2"))) static int kern_trace_closest_wide8(const kern_b
             if (m) {
                 float tv[8];
                 _mm256_storeu_ps(tv, tn);
+                /* Where two or more lanes are met, some wait on the stack:
+                   start their lines now (all met lanes but the lowest, a
+                   node's four lines or a leaf's three), so that a pop finds
+                   them in L1. The walk stalls mostly on such loads, one
+                   dependent node after another; measured on munich, this
+                   and the root test's removal: wide/Embree 0.83 against
+                   0.80. */
+                for (unsigned mm = m & (m - 1u); mm; mm &= mm - 1u) {
+                    int i = __builtin_ctz(mm);
+                    const char *p = w->count[i] ? (const char *)&bvh->wide_leaves[w->child[i]]
+                                                : (const char *)&bvh->wide8[w->child[i]];
+                    _mm_prefetch(p, _MM_HINT_T0);
+                    _mm_prefetch(p + 64, _MM_HINT_T0);
+                    _mm_prefetch(p + 128, _MM_HINT_T0);
+                    if (!w->count[i])
+                        _mm_prefetch(p + 192, _MM_HINT_T0);
+                }
                 int lane; /* the lane walked next, without a trip through the stack */
                 const unsigned m2 = m & (m - 1u); /* m without its lowest lane */
                 if (!m2) {
