@@ -1,10 +1,12 @@
 /*  kernels/kern_traverse_wide8.h - the host's closest-hit walk through the
-    eight-wide form of the BVH (kern_bvh_wide8_node_t) with AVX2; the same
-    walk as kern_trace_closest_wide4 (kern_traverse_wide.h) with eight boxes
-    per step, and the same hits, bit for bit, for the same reason: the
-    closest hit is defined by the leaves and triangles (kern_traverse.h), the
-    eight-wide tree has the binary tree's leaves with their boxes, and a box
-    is skipped only when it enters beyond the best hit so far. Included by
+    eight-wide form of the BVH (kern_bvh_wide8_node_t) with AVX2; the walk
+    of kern_trace_closest_wide4 (kern_traverse_wide.h) with eight boxes per
+    step (and tuned for them: no test of the root's box first, the lines of
+    met lanes prefetched, one leaf-test site), and the same hits, bit for
+    bit, for the same reason: the closest hit is defined by the leaves and
+    triangles (kern_traverse.h), the eight-wide tree has the binary tree's
+    leaves with their boxes, and a box is skipped only when it enters
+    beyond the best hit so far. Included by
     kern_traverse_wide.h, whose kern_trace_closest_wide calls it when the
     view has eight-wide nodes.
 
