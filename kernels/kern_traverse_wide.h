@@ -168,8 +168,11 @@ kern_wide_leaf(const kern_bvh_ray_t *r, const kern_bvh_view_t *bvh, uint32_t lea
             _mm_storeu_ps(vv, V);
             _mm_storeu_ps(dd, det);
             int found = 0;
-            for (uint32_t i = 0; i < 4; i++) {
-                if (!((m >> i) & 1u) || !(tt[i] <= hit->t))
+            /* the met lanes only, in lane order: mostly one, and a loop
+               over all four lanes with a branch on each mispredicted */
+            for (unsigned mm = m; mm; mm &= mm - 1u) {
+                uint32_t i = (uint32_t)__builtin_ctz(mm);
+                if (!(tt[i] <= hit->t))
                     continue;
                 uint32_t id = l->id[i];
                 if (tt[i] == hit->t && !(id < hit->tri))
