@@ -46,6 +46,30 @@ typedef struct {
     float tn;
 } kern_wide_entry_t;
 
+/* Of the lanes in mask m (two or more) of a wide node with the given
+   child and count arrays and entry distances tn: all but the nearest go on
+   the stack, the farthest first so that the nearer pop first; returns the
+   nearest, walked next. Shared by the four- and eight-wide walks. */
+static inline int kern_wide_push_sorted(unsigned m, const uint32_t *child, const uint32_t *count,
+                                        const float *tn, kern_wide_entry_t *stack, int *sp)
+{
+    int ord[8], n = 0;
+    for (unsigned mm = m; mm; mm &= mm - 1u) {
+        int i = __builtin_ctz(mm), k = n++;
+        for (; k > 0 && tn[ord[k - 1]] < tn[i]; k--)
+            ord[k] = ord[k - 1];
+        ord[k] = i;
+    }
+    for (int k = 0; k < n - 1; k++) {
+        int i = ord[k];
+        stack[*sp].child = child[i];
+        stack[*sp].count = count[i];
+        stack[*sp].tn = tn[i];
+        (*sp)++;
+    }
+    return ord[n - 1];
+}
+
 /* Entry distances of the four lanes of w into tn_out; returns the mask of
    lanes the ray meets within [tmin, tmax]. */
 static inline unsigned kern_wide_box4(const kern_bvh_ray_t *r, const kern_bvh_wide_node_t *w,
@@ -226,23 +250,8 @@ static inline int kern_trace_closest_wide4(const kern_bvh_view_t *bvh, kern_v3 o
         unsigned m = kern_wide_box4(&r, w, tmin, hit->t, tn);
         int lane = -1; /* the lane walked next, without a trip through the stack */
         if (m & (m - 1u)) {
-            /* nearest entry first: the met lanes sorted by tn, the far ones
-               stacked so that the nearer pop first */
-            int ord[4], n = 0;
-            for (unsigned mm = m; mm; mm &= mm - 1u) {
-                int i = __builtin_ctz(mm), k = n++;
-                for (; k > 0 && tn[ord[k - 1]] < tn[i]; k--)
-                    ord[k] = ord[k - 1];
-                ord[k] = i;
-            }
-            for (int k = 0; k < n - 1; k++) {
-                int i = ord[k];
-                stack[sp].child = w->child[i];
-                stack[sp].count = w->count[i];
-                stack[sp].tn = tn[i];
-                sp++;
-            }
-            lane = ord[n - 1];
+            /* nearest entry first */
+            lane = kern_wide_push_sorted(m, w->child, w->count, tn, stack, &sp);
         } else if (m) {
             lane = __builtin_ctz(m);
         }

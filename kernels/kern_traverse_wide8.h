@@ -121,23 +121,8 @@ __attribute__((target("avx2"))) static int kern_trace_closest_wide8(const kern_b
                     sp++;
                     lane = near;
                 } else {
-                    /* nearest entry first: the met lanes sorted by tn, the
-                       far ones stacked so that the nearer pop first */
-                    int ord[8], n = 0;
-                    for (unsigned mm = m; mm; mm &= mm - 1u) {
-                        int i = __builtin_ctz(mm), k = n++;
-                        for (; k > 0 && tv[ord[k - 1]] < tv[i]; k--)
-                            ord[k] = ord[k - 1];
-                        ord[k] = i;
-                    }
-                    for (int k = 0; k < n - 1; k++) {
-                        int i = ord[k];
-                        stack[sp].child = w->child[i];
-                        stack[sp].count = w->count[i];
-                        stack[sp].tn = tv[i];
-                        sp++;
-                    }
-                    lane = ord[n - 1];
+                    /* nearest entry first */
+                    lane = kern_wide_push_sorted(m, w->child, w->count, tv, stack, &sp);
                 }
                 child = w->child[lane];
                 count = w->count[lane];
