@@ -567,13 +567,19 @@ static bf_err_t unpack_one(const uint8_t *data, size_t size, int max_depth, msgp
     return BF_OK;
 }
 
+/* A document (at most PROTO_MAX_FRAME bytes, PROTO_MAX_DEPTH deep) into up. */
+static bf_err_t unpack_doc(const uint8_t *data, size_t size, msgpack_unpacked *up, char *err)
+{
+    if (size > PROTO_MAX_FRAME)
+        return bf_fail(err, BF_EPROTO, "document of %zu bytes exceeds %u", size, PROTO_MAX_FRAME);
+    return unpack_one(data, size, PROTO_MAX_DEPTH, up, err);
+}
+
 bf_err_t proto_msgpack_to_json(const uint8_t *data, size_t size, json_t **value, char *err)
 {
     *value = NULL;
-    if (size > PROTO_MAX_FRAME)
-        return bf_fail(err, BF_EPROTO, "document of %zu bytes exceeds %u", size, PROTO_MAX_FRAME);
     msgpack_unpacked up;
-    bf_err_t rc = unpack_one(data, size, PROTO_MAX_DEPTH, &up, err);
+    bf_err_t rc = unpack_doc(data, size, &up, err);
     if (rc != BF_OK)
         return rc;
     conv_t c = {BF_OK, err};
@@ -592,10 +598,8 @@ bf_err_t proto_msgpack_pick(const uint8_t *data, size_t size, const char *const 
 {
     for (size_t k = 0; k < n; k++)
         values[k] = NULL;
-    if (size > PROTO_MAX_FRAME)
-        return bf_fail(err, BF_EPROTO, "document of %zu bytes exceeds %u", size, PROTO_MAX_FRAME);
     msgpack_unpacked up;
-    bf_err_t rc = unpack_one(data, size, PROTO_MAX_DEPTH, &up, err);
+    bf_err_t rc = unpack_doc(data, size, &up, err);
     if (rc != BF_OK)
         return rc;
     conv_t c = {BF_OK, err};

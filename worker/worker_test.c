@@ -389,6 +389,19 @@ static void worker_start(wrun_t *r, const char *ep)
     worker_start_hold(r, ep, -1);
 }
 
+/* A draining worker's GOODBYE, then its thread's end (exit code 0) and the
+   fake broker's. */
+static void fb_goodbye(fb_t *b, wrun_t *w)
+{
+    proto_msg_t m;
+    REQUIRE(fb_expect(b, PROTO_GOODBYE, 3000, &m));
+    proto_msg_clear(&m);
+    pthread_join(w->th, NULL);
+    CHECK(w->rc == 0);
+    fb_close(b);
+    zmq_ctx_term(b->ctx);
+}
+
 /* ---- the tests -------------------------------------------------------------------------- */
 
 static void test_devices(void)
@@ -1007,12 +1020,7 @@ static void test_fleet(void)
     REQUIRE(expect_result(&b, "t-drain", 5000, &m));
     proto_msg_clear(&m);
     fb_ack(&b, "t-drain");
-    REQUIRE(fb_expect(&b, PROTO_GOODBYE, 3000, &m));
-    proto_msg_clear(&m);
-    pthread_join(w.th, NULL);
-    CHECK(w.rc == 0);
-    fb_close(&b);
-    zmq_ctx_term(b.ctx);
+    fb_goodbye(&b, &w);
 }
 
 /* Adaptive credit: tasks far shorter than the work a worker is to hold
@@ -1042,12 +1050,7 @@ static void credit_run(double hold_ms, const char *script, int tasks, int *ready
     *readys = b.readys_in;
     *credit = b.last_credit;
     bf_flag_raise(&w.stop);
-    REQUIRE(fb_expect(&b, PROTO_GOODBYE, 3000, &m));
-    proto_msg_clear(&m);
-    pthread_join(w.th, NULL);
-    CHECK(w.rc == 0);
-    fb_close(&b);
-    zmq_ctx_term(b.ctx);
+    fb_goodbye(&b, &w);
 }
 
 static void test_credit(void)
