@@ -1762,6 +1762,8 @@ broker_t *broker_new(const broker_config_t *cfg, char *err)
                           2 * (int64_t)b->cfg.heartbeat_ms * b->cfg.liveness, &b->store,
                           err) != BF_OK)
         goto fail;
+    if (cfg->throwaway_state)
+        broker_store_keep_wal(b->store);
     b->ctx = zmq_ctx_new();
     b->router = b->ctx ? zmq_socket(b->ctx, ZMQ_ROUTER) : NULL;
     if (!b->router) {

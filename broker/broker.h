@@ -26,6 +26,11 @@ typedef struct {
     const char *security_keys, *security_identity;
     /* Prometheus endpoint "HOST:PORT" (broker_metrics.h), NULL for none. */
     const char *metrics_listen;
+    /* Whoever started the broker removes state_dir once it exits (`beamfleet
+       run`): a clean stop then leaves the last transactions in the WAL
+       instead of copying them into the database and syncing it first (a
+       restart on the directory still reads them). */
+    bool throwaway_state;
 } broker_config_t;
 
 typedef struct broker broker_t;

@@ -656,6 +656,13 @@ void broker_store_close(broker_store_t **self)
     *self = NULL;
 }
 
+void broker_store_keep_wal(broker_store_t *s)
+{
+    if (s && s->db &&
+        sqlite3_db_config(s->db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, NULL) != SQLITE_OK)
+        bf_debug("the store will checkpoint on close: %s", sqlite3_errmsg(s->db));
+}
+
 /* BEGIN and COMMIT run once per reactor turn: prepared once, not parsed
    again each time as sqlite3_exec would. */
 static bf_err_t step_once(broker_store_t *s, sqlite3_stmt *st, const char *what)

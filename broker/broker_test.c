@@ -21,6 +21,7 @@
 #include <sqlite3.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <zmq.h>
 
@@ -54,13 +55,14 @@ static void *run_thread(void *arg)
     return NULL;
 }
 
-static bool start_broker(running_t *r, const char *state_dir)
+static bool start_broker_ex(running_t *r, const char *state_dir, bool throwaway)
 {
     char err[BF_ERRLEN] = "";
     broker_config_t cfg = {.bind = "tcp://127.0.0.1:0",
                            .state_dir = state_dir,
                            .heartbeat_ms = HB_MS,
-                           .liveness = LIVENESS};
+                           .liveness = LIVENESS,
+                           .throwaway_state = throwaway};
     memset(r, 0, sizeof *r);
     r->broker = broker_new(&cfg, err);
     if (!r->broker) {
@@ -73,6 +75,11 @@ static bool start_broker(running_t *r, const char *state_dir)
         return false;
     }
     return true;
+}
+
+static bool start_broker(running_t *r, const char *state_dir)
+{
+    return start_broker_ex(r, state_dir, false);
 }
 
 static void stop_broker(running_t *r)
@@ -1391,6 +1398,42 @@ out:
     free(path);
 }
 
+/* Size of dir/name, -1 when it does not exist. */
+static long long file_size(const char *dir, const char *name)
+{
+    char *path = bf_asprintf("%s/%s", dir, name);
+    struct stat st;
+    long long n = path && stat(path, &st) == 0 ? (long long)st.st_size : -1;
+    free(path);
+    return n;
+}
+
+/* A throwaway state (`beamfleet run`'s) is closed without the checkpoint:
+   the last transactions stay in the WAL, where a broker restarted on the
+   directory still finds them; a normal close checkpoints and removes the
+   WAL. */
+static void test_throwaway(const char *dir)
+{
+    running_t r;
+    char job_id[16] = "";
+    json_t *doc = NULL;
+    REQUIRE_OUT(start_broker_ex(&r, dir, true));
+    REQUIRE_OUT(submit(r.endpoint, "throwaway", 50, 3, job_id));
+    stop_broker(&r);
+    CHECK(file_size(dir, "broker.db-wal") > 0);
+
+    REQUIRE_OUT(start_broker(&r, dir));
+    doc = status_doc(r.endpoint, job_id, 0);
+    REQUIRE_OUT(doc);
+    json_t *j = job_in(doc, job_id);
+    CHECK(j && jint(j, "total") == 50 && jint(j, "queued") == 50);
+    stop_broker(&r);
+    CHECK(file_size(dir, "broker.db-wal") <= 0);
+out:
+    json_decref(doc);
+    stop_broker(&r);
+}
+
 int main(void)
 {
     HB_MS = bf_test_ms(100);
@@ -1400,7 +1443,8 @@ int main(void)
     ctx = zmq_ctx_new();
     char *d1 = temp_dir(), *d2 = temp_dir(), *d3 = temp_dir(), *d4 = temp_dir(), *d5 = temp_dir();
     char *d6 = temp_dir(), *d7 = temp_dir(), *d8 = temp_dir(), *d9 = temp_dir();
-    if (!ctx || !d1 || !d2 || !d3 || !d4 || !d5 || !d6 || !d7 || !d8 || !d9) {
+    char *d10 = temp_dir();
+    if (!ctx || !d1 || !d2 || !d3 || !d4 || !d5 || !d6 || !d7 || !d8 || !d9 || !d10) {
         fprintf(stderr, "setup failed\n");
         return 1;
     }
@@ -1412,7 +1456,7 @@ int main(void)
                  {"cancel", test_cancel, d3},     {"restart", test_restart, d4},
                  {"garbage", test_garbage, d5},   {"faults", test_faults, d6},
                  {"lost", test_lost, d7},         {"crasher", test_crasher, d8},
-                 {"schema_1", test_schema_1, d9}};
+                 {"schema_1", test_schema_1, d9}, {"throwaway", test_throwaway, d10}};
     for (size_t i = 0; i < BF_ARRAY_LEN(cases); i++) {
         int before = failures;
         double t = bf_mono_s();
@@ -1421,7 +1465,7 @@ int main(void)
                bf_mono_s() - t);
     }
     zmq_ctx_term(ctx);
-    const char *dirs[] = {d1, d2, d3, d4, d5, d6, d7, d8, d9};
+    const char *dirs[] = {d1, d2, d3, d4, d5, d6, d7, d8, d9, d10};
     for (size_t i = 0; i < BF_ARRAY_LEN(dirs); i++) {
         rm_dir(dirs[i]);
         free((char *)dirs[i]);

@@ -93,9 +93,12 @@ void cli_explain_endpoint(const char *endpoint, char *why, size_t why_len);
    the broker went away for longer than give_up_ms. wake (lent, may be
    NULL) is a SUB socket on the collector's stream: whatever arrives on it
    (a result or a job written) makes the follower ask the broker at once
-   instead of at its next 250 ms tick. */
+   instead of at its next 250 ms tick. job_over (may be NULL) is called
+   once, with ud, as soon as every task is final, while the collector may
+   still be writing the last results and the job's final reports: `run`
+   stops its workers then, not after the reports. */
 int cli_follow(const char *endpoint, void *wake, const char *job_id, unsigned total,
-               const char *output, int give_up_ms);
+               const char *output, int give_up_ms, void (*job_over)(void *ud), void *ud);
 
 /* Submits job and returns its id in job_id (13 bytes). Every task goes
    with its content key; unless recompute, the tasks whose key matches a

@@ -510,7 +510,7 @@ int cli_submit(int argc, char **argv)
     fflush(stdout);
     rc = CLI_EXIT_OK;
     if (wait)
-        rc = cli_follow(fleet.broker_endpoint, NULL, job_id, total, job.output, 60000);
+        rc = cli_follow(fleet.broker_endpoint, NULL, job_id, total, job.output, 60000, NULL, NULL);
     bf_job_clear(&job);
     bf_fleet_clear(&fleet);
     return rc;
@@ -694,12 +694,12 @@ static void wait_for_news(void *wake, int ms, int64_t since, int gap_ms)
 }
 
 int cli_follow(const char *endpoint, void *wake, const char *job_id, unsigned total,
-               const char *output, int give_up_ms)
+               const char *output, int give_up_ms, void (*job_over)(void *ud), void *ud)
 {
     follow_t f = {.total = total, .started = bf_mono_s(), .tty = isatty(STDOUT_FILENO) == 1};
     uint64_t cursor = 0;
     int64_t last_answer = bf_mono_ms();
-    bool job_over = false;
+    bool over = false;
     int rc = CLI_EXIT_OK;
     cli_session_t *session = cli_session_new(endpoint);
     if (!session) {
@@ -751,19 +751,21 @@ int cli_follow(const char *endpoint, void *wake, const char *job_id, unsigned to
         }
         bool more_events = json_array_size(json_object_get(doc, "events")) >= 1000;
         draw_live(&f, json_integer_value(json_object_get(job, "running")));
-        if (strcmp(jstr(job, "state"), "running") != 0)
-            job_over = true;
+        if (strcmp(jstr(job, "state"), "running") != 0 && !over) {
+            over = true;
+            if (job_over)
+                job_over(ud);
+        }
         /* The job is over for the user once the collector has written every
            result (the broker's outbox is empty). */
         const json_t *col = json_object_get(doc, "collector");
         bool written = json_integer_value(json_object_get(col, "outbox")) == 0;
         json_decref(doc);
-        if (job_over && written && !more_events)
+        if (over && written && !more_events)
             break;
         if (!more_events) {
-            bool ending = job_over || f.done >= f.total;
-            wait_for_news(wake, job_over ? 10 : 250, asked,
-                          ending ? FOLLOW_END_GAP_MS : FOLLOW_GAP_MS);
+            bool ending = over || f.done >= f.total;
+            wait_for_news(wake, over ? 10 : 250, asked, ending ? FOLLOW_END_GAP_MS : FOLLOW_GAP_MS);
         }
     }
     cli_session_destroy(&session);

@@ -38,6 +38,7 @@ enum {
     OPT_SPOOL,       /* collector */
     OPT_CREDIT,      /* collector */
     OPT_INTERP,      /* worker */
+    OPT_THROWAWAY,   /* broker */
 };
 
 #define ACCEPT(opt) (1u << ((opt)-256))
@@ -66,6 +67,7 @@ static const struct option daemon_options[] = {
     {"spool", required_argument, NULL, OPT_SPOOL},
     {"credit", required_argument, NULL, OPT_CREDIT},
     {"interpreter", required_argument, NULL, OPT_INTERP},
+    {"throwaway-state", no_argument, NULL, OPT_THROWAWAY},
     {NULL, 0, NULL, 0}};
 
 typedef struct {
@@ -79,6 +81,7 @@ typedef struct {
     unsigned cpu_workers, threads;
     int device;          /* --device N: this process is the worker for device N */
     bool device_cpu;     /* --device cpu: this process is one CPU worker */
+    bool throwaway;      /* broker --throwaway-state */
     const char **allow;  /* flags, then the fleet file's */
     const char **interp; /* --interpreter flags, then worker.interpreters */
     size_t interp_count;
@@ -192,6 +195,9 @@ static int parse_daemon(int argc, char **argv, daemon_args_t *a, const char *hel
             break;
         case OPT_OUT:
             a->out = optarg;
+            break;
+        case OPT_THROWAWAY:
+            a->throwaway = true;
             break;
         case OPT_OUTPUT_ROOT:
             a->output_root = optarg;
@@ -326,7 +332,7 @@ int cli_broker(int argc, char **argv)
     static const char help[] =
         "usage: beamfleet broker [-c FLEET.yaml] [--bind EP] [--state DIR] [--insecure]\n"
         "                        [--heartbeat-ms MS] [--liveness N] [--metrics HOST:PORT]\n"
-        "                        [--retain-s S]\n\n"
+        "                        [--retain-s S] [--throwaway-state]\n\n"
         "The broker: one ROUTER endpoint every worker, collector and client connects to. Jobs,\n"
         "tasks and undelivered results are kept in DIR (SQLite); a restart on the same DIR\n"
         "continues where it stopped. A bind that is not loopback needs CURVE keys (security: in\n"
@@ -338,11 +344,14 @@ int cli_broker(int argc, char **argv)
         "  --metrics HOST:PORT  serve Prometheus metrics at http://HOST:PORT/metrics\n"
         "                     [metrics.listen; none]\n"
         "  --heartbeat-ms MS  heartbeat interval [1000]; --liveness N  intervals before a peer "
-        "is dead [3]\n";
+        "is dead [3]\n"
+        "  --throwaway-state  DIR is removed after the broker exits (`beamfleet run`): a clean\n"
+        "                     stop leaves its last transactions in the WAL, unsynced\n";
     daemon_args_t a = {.cmd = "broker"};
     /* option codes accepted, as OPT_x - 256 + 'A' */
     a.accepts = ACCEPT(OPT_HEARTBEAT) | ACCEPT(OPT_LIVENESS) | ACCEPT(OPT_STATE) |
-                ACCEPT(OPT_BIND) | ACCEPT(OPT_INSECURE) | ACCEPT(OPT_METRICS) | ACCEPT(OPT_RETAIN);
+                ACCEPT(OPT_BIND) | ACCEPT(OPT_INSECURE) | ACCEPT(OPT_METRICS) | ACCEPT(OPT_RETAIN) |
+                ACCEPT(OPT_THROWAWAY);
     int rc = parse_daemon(argc, argv, &a, help);
     if (rc >= 0) {
         daemon_args_clear(&a);
@@ -370,6 +379,7 @@ int cli_broker(int argc, char **argv)
         .security_keys = a.fleet.security_keys,
         .security_identity = a.fleet.security_identity,
         .metrics_listen = a.fleet.metrics_listen,
+        .throwaway_state = a.throwaway,
     };
     broker_t *broker = broker_new(&cfg, err);
     if (!broker) {

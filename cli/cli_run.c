@@ -35,6 +35,7 @@
 typedef struct {
     pid_t pid;
     const char *what;
+    bool told; /* SIGTERM sent: a second one would mean "no draining" */
 } child_t;
 
 static void remove_tree(const char *dir);
@@ -213,39 +214,65 @@ static bool wait_bound(const char *path, pid_t child, int ms)
     return false;
 }
 
-static void stop_children(child_t *children, size_t n)
+/* Awaits the exit of a child told to stop: on a pidfd (readable once the
+   child exits), so the next one is told at once, not at the next tick of a
+   sleep; SIGKILL after 15 s. */
+static void await_child(child_t *c)
 {
-    /* Workers first (they drain), then the collector, then the broker.
-       Each exit is awaited on a pidfd (readable once the child exits), so
-       the next one is told at once, not at the next tick of a sleep. */
+    if (c->pid <= 0)
+        return;
+    int pidfd = -1;
+#ifdef SYS_pidfd_open
+    pidfd = (int)syscall(SYS_pidfd_open, c->pid, 0);
+#endif
+    int64_t deadline = bf_mono_ms() + 15000;
+    for (;;) {
+        int status;
+        pid_t r = waitpid(c->pid, &status, WNOHANG);
+        if (r == c->pid || (r < 0 && errno != EINTR))
+            break;
+        int64_t left = deadline - bf_mono_ms();
+        if (left < 0) {
+            kill(c->pid, SIGKILL);
+            waitpid(c->pid, &status, 0);
+            break;
+        }
+        struct pollfd exited = {pidfd, POLLIN, 0};
+        if (pidfd < 0 || poll(&exited, 1, left < 20 ? (int)left : 20) < 0)
+            usleep(20 * 1000); /* no pidfd (kernel < 5.3): look every 20 ms */
+    }
+    if (pidfd >= 0)
+        close(pidfd);
+    c->pid = 0;
+}
+
+/* Stops the children. While the job may have work in flight, one after
+   the other, workers first: they drain into the broker, which delivers to
+   the collector. Once every task is final and the collector has written
+   the reports (together), nothing is left to drain: all are told at once
+   and their exits overlap (the broker's closing, the workers' goodbyes). */
+static void stop_children(child_t *children, size_t n, bool together)
+{
     for (size_t i = n; i-- > 0;) {
         if (children[i].pid <= 0)
             continue;
-        kill(children[i].pid, SIGTERM);
-        int pidfd = -1;
-#ifdef SYS_pidfd_open
-        pidfd = (int)syscall(SYS_pidfd_open, children[i].pid, 0);
-#endif
-        int64_t deadline = bf_mono_ms() + 15000;
-        for (;;) {
-            int status;
-            pid_t r = waitpid(children[i].pid, &status, WNOHANG);
-            if (r == children[i].pid || (r < 0 && errno != EINTR))
-                break;
-            int64_t left = deadline - bf_mono_ms();
-            if (left < 0) {
-                kill(children[i].pid, SIGKILL);
-                waitpid(children[i].pid, &status, 0);
-                break;
-            }
-            struct pollfd exited = {pidfd, POLLIN, 0};
-            if (pidfd < 0 || poll(&exited, 1, left < 20 ? (int)left : 20) < 0)
-                usleep(20 * 1000); /* no pidfd (kernel < 5.3): look every 20 ms */
-        }
-        if (pidfd >= 0)
-            close(pidfd);
-        children[i].pid = 0;
+        if (!children[i].told)
+            kill(children[i].pid, SIGTERM);
+        children[i].told = true;
+        if (!together)
+            await_child(&children[i]);
     }
+    for (size_t i = n; i-- > 0;)
+        await_child(&children[i]);
+}
+
+/* cli_follow's job_over: every task is final, so the workers have nothing
+   left to run; they stop while the collector writes the job's reports. */
+static void stop_workers_early(void *ud)
+{
+    child_t *workers = ud;
+    if (workers->pid > 0 && !workers->told && kill(workers->pid, SIGTERM) == 0)
+        workers->told = true;
 }
 
 static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
@@ -399,9 +426,10 @@ int cli_run(int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
 
     log_path = bf_asprintf("%s/broker.log", logs);
-    char *broker_args[] = {"beamfleet",      "broker", "--bind",     broker_ep, "--state", state,
-                           "--heartbeat-ms", hb,       "--liveness", live,      NULL};
-    children[nchildren++] = (child_t){spawn_self(broker_args, log_path), "broker"};
+    char *broker_args[] = {
+        "beamfleet",      "broker", "--bind",     broker_ep, "--state",           state,
+        "--heartbeat-ms", hb,       "--liveness", live,      "--throwaway-state", NULL};
+    children[nchildren++] = (child_t){spawn_self(broker_args, log_path), "broker", false};
     janitor_tell(janitor_fd, children[nchildren - 1].pid);
     free(log_path);
     log_path = bf_asprintf("%s/broker", tmp);
@@ -413,7 +441,7 @@ int cli_run(int argc, char **argv)
     char *collector_args[] = {"beamfleet", "collector",      "--broker", broker_ep,    "--publish",
                               publish_ep,  "--heartbeat-ms", hb,         "--liveness", live,
                               NULL};
-    children[nchildren++] = (child_t){spawn_self(collector_args, log_path), "collector"};
+    children[nchildren++] = (child_t){spawn_self(collector_args, log_path), "collector", false};
     janitor_tell(janitor_fd, children[nchildren - 1].pid);
     free(log_path);
 
@@ -456,7 +484,7 @@ int cli_run(int argc, char **argv)
     }
     worker_args[wa] = NULL;
     log_path = bf_asprintf("%s/worker.log", logs);
-    children[nchildren++] = (child_t){spawn_self(worker_args, log_path), "worker"};
+    children[nchildren++] = (child_t){spawn_self(worker_args, log_path), "worker", false};
     janitor_tell(janitor_fd, children[nchildren - 1].pid);
     free(log_path);
     log_path = NULL;
@@ -484,7 +512,8 @@ int cli_run(int argc, char **argv)
         fprintf(stderr, "beamfleet run: %s (logs in %s)\n", err, logs);
         goto cleanup;
     }
-    rc = cli_follow(broker_ep, stream, job_id, total, job.output, 30000);
+    rc = cli_follow(broker_ep, stream, job_id, total, job.output, 30000, stop_workers_early,
+                    &children[nchildren - 1]);
     if (cli_interrupted)
         fprintf(stderr, "beamfleet run: interrupted\n");
     printf("Logs: %s\n", logs);
@@ -493,7 +522,7 @@ cleanup:
         zmq_close(stream);
     if (stream_ctx)
         zmq_ctx_term(stream_ctx);
-    stop_children(children, nchildren);
+    stop_children(children, nchildren, rc == CLI_EXIT_OK && !cli_interrupted);
     if (have_tmp)
         remove_tree(tmp);
     if (janitor_fd >= 0) {
