@@ -1763,7 +1763,7 @@ broker_t *broker_new(const broker_config_t *cfg, char *err)
                           err) != BF_OK)
         goto fail;
     if (cfg->throwaway_state)
-        broker_store_keep_wal(b->store);
+        broker_store_throwaway(b->store);
     b->ctx = zmq_ctx_new();
     b->router = b->ctx ? zmq_socket(b->ctx, ZMQ_ROUTER) : NULL;
     if (!b->router) {

@@ -29,7 +29,10 @@ typedef struct {
     /* Whoever started the broker removes state_dir once it exits (`beamfleet
        run`): a clean stop then leaves the last transactions in the WAL
        instead of copying them into the database and syncing it first (a
-       restart on the directory still reads them). */
+       restart on the directory still reads them); nothing is synced to
+       disk (a commit survives the broker being killed, not the host
+       crashing); and no other process may read the database meanwhile
+       (broker_store_throwaway). */
     bool throwaway_state;
 } broker_config_t;
 

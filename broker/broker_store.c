@@ -656,11 +656,14 @@ void broker_store_close(broker_store_t **self)
     *self = NULL;
 }
 
-void broker_store_keep_wal(broker_store_t *s)
+void broker_store_throwaway(broker_store_t *s)
 {
-    if (s && s->db &&
-        sqlite3_db_config(s->db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, NULL) != SQLITE_OK)
-        bf_debug("the store will checkpoint on close: %s", sqlite3_errmsg(s->db));
+    if (!s || !s->db)
+        return;
+    if (sqlite3_db_config(s->db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, NULL) != SQLITE_OK ||
+        sqlite3_exec(s->db, "PRAGMA synchronous=OFF; PRAGMA locking_mode=EXCLUSIVE;", NULL, NULL,
+                     NULL) != SQLITE_OK)
+        bf_debug("the store stays as durable as ever: %s", sqlite3_errmsg(s->db));
 }
 
 /* BEGIN and COMMIT run once per reactor turn: prepared once, not parsed

@@ -30,9 +30,13 @@ bf_err_t broker_store_open(const char *state_dir, int64_t now, int64_t grace_ms,
                            broker_store_t **out, char *err) BF_MUST_CHECK;
 void broker_store_close(broker_store_t **self);
 
-/* A later close leaves the WAL as it is: no checkpoint into the database,
-   no sync of it (for a state that is thrown away after the close). */
-void broker_store_keep_wal(broker_store_t *s);
+/* For a state that is thrown away after the close (`beamfleet run`'s):
+   the close leaves the WAL as it is (no checkpoint into the database, no
+   sync of it); commits survive the process being killed, as before, but
+   not a crash of the host (synchronous=OFF: no fsync at checkpoints); and
+   the database is locked once for the broker's life, not per transaction
+   (locking_mode=EXCLUSIVE: no other process reads it meanwhile). */
+void broker_store_throwaway(broker_store_t *s);
 
 bf_err_t broker_store_begin(broker_store_t *s) BF_MUST_CHECK;
 bf_err_t broker_store_commit(broker_store_t *s) BF_MUST_CHECK;

@@ -1411,7 +1411,7 @@ static long long file_size(const char *dir, const char *name)
 /* A throwaway state (`beamfleet run`'s) is closed without the checkpoint:
    the last transactions stay in the WAL, where a broker restarted on the
    directory still finds them; a normal close checkpoints and removes the
-   WAL. */
+   WAL. Meanwhile the database is the broker's alone (locked once). */
 static void test_throwaway(const char *dir)
 {
     running_t r;
@@ -1419,6 +1419,13 @@ static void test_throwaway(const char *dir)
     json_t *doc = NULL;
     REQUIRE_OUT(start_broker_ex(&r, dir, true));
     REQUIRE_OUT(submit(r.endpoint, "throwaway", 50, 3, job_id));
+    /* locked for the broker's life: nobody else reads it meanwhile */
+    char *path = bf_asprintf("%s/broker.db", dir);
+    sqlite3 *db = NULL;
+    REQUIRE_OUT(path && sqlite3_open(path, &db) == SQLITE_OK);
+    free(path);
+    CHECK(sqlite3_exec(db, "SELECT count(*) FROM tasks", NULL, NULL, NULL) == SQLITE_BUSY);
+    sqlite3_close(db);
     stop_broker(&r);
     CHECK(file_size(dir, "broker.db-wal") > 0);
 

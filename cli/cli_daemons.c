@@ -345,8 +345,8 @@ int cli_broker(int argc, char **argv)
         "                     [metrics.listen; none]\n"
         "  --heartbeat-ms MS  heartbeat interval [1000]; --liveness N  intervals before a peer "
         "is dead [3]\n"
-        "  --throwaway-state  DIR is removed after the broker exits (`beamfleet run`): a clean\n"
-        "                     stop leaves its last transactions in the WAL, unsynced\n";
+        "  --throwaway-state  DIR is removed after the broker exits (`beamfleet run`): nothing\n"
+        "                     is synced to disk, no other process may read the database\n";
     daemon_args_t a = {.cmd = "broker"};
     /* option codes accepted, as OPT_x - 256 + 'A' */
     a.accepts = ACCEPT(OPT_HEARTBEAT) | ACCEPT(OPT_LIVENESS) | ACCEPT(OPT_STATE) |
