@@ -127,6 +127,8 @@ struct broker {
     size_t nout, capout;
     int64_t started_ms;
     bool in_tx;
+    int64_t commit_due;  /* when the open transaction commits (0: not set yet) */
+    int64_t last_commit; /* bf_mono_ms of the last commit */
     /* BEAMFLEET_FAULT_ACK_HOLD (fault injection, tests/e2e): acknowledged
        outbox rows are deleted only by a transaction made for something
        else, never by the timer, so that a test can kill the broker while
@@ -1899,6 +1901,10 @@ static bf_err_t retire(broker_t *b)
     return rc == BF_OK ? broker_store_retire(b->store, k) : rc;
 }
 
+/* While messages stream in, a transaction stays open this long at most
+   for the next ones to join it (broker_run). */
+#define COMMIT_GAP_MS 2
+
 /* Reads up to BATCH messages and applies them; BF_OK or a store failure. */
 static bf_err_t read_batch(broker_t *b)
 {
@@ -1931,17 +1937,37 @@ static bf_err_t read_batch(broker_t *b)
     return rc;
 }
 
+/* Commits the open transaction, with the acknowledgements applied in
+   memory since the last one; BF_OK when none is open. */
+static bf_err_t commit(broker_t *b, int64_t now)
+{
+    if (!b->in_tx)
+        return BF_OK;
+    bf_err_t rc = BF_OK;
+    if (broker_store_outbox_unflushed(b->store))
+        rc = broker_store_outbox_flush(b->store); /* the acks wait for no more */
+    if (rc == BF_OK && (rc = broker_store_commit(b->store)) == BF_OK)
+        b->commits++;
+    b->in_tx = false;
+    b->commit_due = 0;
+    b->last_commit = now;
+    return rc;
+}
+
 bf_err_t broker_run(broker_t *b)
 {
     /* Housekeeping (heartbeats, expiry, leases) runs every I/4, and also
        at the moment a peer's silence runs out: the poll timeout is the time
-       left to the earlier of the two. */
+       left to the earlier of the two, or to the open transaction's commit. */
     int64_t tick = b->cfg.heartbeat_ms / 4 > 0 ? b->cfg.heartbeat_ms / 4 : 1;
     int64_t next_timer = bf_mono_ms();
+    bf_err_t rc = BF_OK;
     while (!bf_flag_up(&b->stop)) {
         int64_t now = bf_mono_ms(), wake = next_timer, expiry = next_expiry(b);
         if (expiry < wake)
             wake = expiry;
+        if (b->in_tx && b->commit_due < wake)
+            wake = b->commit_due;
         long timeout = wake > now ? (long)(wake - now) : 0;
         zmq_pollitem_t items[2] = {{b->router, 0, ZMQ_POLLIN, 0},
                                    {b->zap ? bf_zap_socket(b->zap) : NULL, 0, ZMQ_POLLIN, 0}};
@@ -1953,7 +1979,6 @@ bf_err_t broker_run(broker_t *b)
         }
         if (b->zap && (items[1].revents & ZMQ_POLLIN))
             bf_zap_handle(b->zap);
-        bf_err_t rc = BF_OK;
         if (items[0].revents & ZMQ_POLLIN) {
             int64_t t0 = bf_mono_ms();
             rc = read_batch(b);
@@ -1978,20 +2003,34 @@ bf_err_t broker_run(broker_t *b)
             rc = dispatch(b);
         if (rc == BF_OK)
             rc = deliver(b);
-        if (rc == BF_OK && b->in_tx && broker_store_outbox_unflushed(b->store))
-            rc = broker_store_outbox_flush(b->store); /* the acks wait for no more */
-        if (rc == BF_OK && b->in_tx && (rc = broker_store_commit(b->store)) == BF_OK)
-            b->commits++;
-        b->in_tx = false;
-        if (rc != BF_OK) {
-            bf_error("stopping: the store failed (%s); nothing after the last commit was "
-                     "promised",
-                     bf_strerror(rc));
-            return BF_EDB;
+        /* Group commit across turns: while messages stream in (results
+           from many workers, a collector's acknowledgements), at most one
+           commit per COMMIT_GAP_MS takes all they changed; a message after
+           a quiet spell commits at once. What was queued to send (ACKs,
+           TASKs, DELIVERs, replies) goes only after the commit. */
+        if (rc == BF_OK && b->in_tx) {
+            now = bf_mono_ms();
+            if (!b->commit_due)
+                b->commit_due =
+                    b->last_commit + COMMIT_GAP_MS > now ? b->last_commit + COMMIT_GAP_MS : now;
+            if (now >= b->commit_due)
+                rc = commit(b, now);
         }
+        if (rc != BF_OK)
+            break;
+        if (!b->in_tx) {
+            flush_out(b);
+            forgive_deafness(b, t1, bf_mono_ms()); /* a huge COMMIT */
+            reap(b);                               /* nothing queued refers to a peer now */
+        }
+    }
+    if (rc == BF_OK && (rc = commit(b, bf_mono_ms())) == BF_OK) /* stopped while one waited */
         flush_out(b);
-        forgive_deafness(b, t1, bf_mono_ms()); /* a huge COMMIT */
-        reap(b);
+    if (rc != BF_OK) {
+        bf_error("stopping: the store failed (%s); nothing after the last commit was "
+                 "promised",
+                 bf_strerror(rc));
+        return BF_EDB;
     }
     return BF_OK;
 }

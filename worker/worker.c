@@ -40,7 +40,6 @@
 #define STATS_MS         5000  /* STATS (NVML figures) interval */
 #define TEARDOWN_S       5     /* after GOODBYE, the process exits within this */
 #define START_LOG_MS     1000  /* an exec task still running by then has its start logged */
-#define EXEC_START_MS    20    /* an exec task still running by then says it started */
 /* Adaptive credit: while tasks are short the worker asks for enough of them
    to cover this much work (unless its configuration says otherwise), so
    that its queue outlasts the broker's refill round trip (a few ms on a
@@ -689,17 +688,12 @@ static void start_task(worker_t *w)
     w->run = r;
     /* The broker counts an attempt against a task only once it has
        started, which it learns from a PROGRESS: say so now, past the
-       throttle, not when the task's own first stage comes. An exec task
-       says so once it has run EXEC_START_MS: a shorter one's RESULT tells
-       the same, and short tasks go without one message each. (A worker
-       lost before either returns its task as unstarted, which the broker
-       allows a task UNSTARTED_MAX times.) */
+       throttle, not when the task's own first stage comes. */
     bf_strlcpy(w->prog_stage, first, sizeof w->prog_stage);
     w->prog_fraction = 0;
     w->prog_pending = true;
-    int64_t now = bf_mono_ms();
-    w->last_progress = inline_exec ? now - PROGRESS_MIN_MS + EXEC_START_MS : 0;
-    flush_progress(w, now);
+    w->last_progress = 0;
+    flush_progress(w, bf_mono_ms());
     w->start_logged = !inline_exec;
     w->start_log_at = bf_mono_ms() + START_LOG_MS;
     if (w->start_logged)

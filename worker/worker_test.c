@@ -1026,8 +1026,7 @@ static void test_fleet(void)
 /* Adaptive credit: tasks far shorter than the work a worker is to hold
    raise its credit (one READY, to the broker's cap of 16) and no READY
    per task follows; tasks longer than it leave the credit at prefetch. */
-static void credit_run(double hold_ms, const char *script, int tasks, int *readys, uint64_t *credit,
-                       int *progress)
+static void credit_run(double hold_ms, const char *script, int tasks, int *readys, uint64_t *credit)
 {
     fb_t b = {0};
     fb_bind(&b, "tcp://127.0.0.1:0");
@@ -1038,7 +1037,6 @@ static void credit_run(double hold_ms, const char *script, int tasks, int *ready
     CHECK(m.credit == 1);
     proto_msg_clear(&m);
     b.readys_in = 0;
-    b.progress_in = 0;
     for (int i = 0; i < tasks; i++) {
         char id[32];
         snprintf(id, sizeof id, "t-credit-%d", i);
@@ -1051,26 +1049,19 @@ static void credit_run(double hold_ms, const char *script, int tasks, int *ready
     fb_idle(&b, 100);
     *readys = b.readys_in;
     *credit = b.last_credit;
-    *progress = b.progress_in;
     bf_flag_raise(&w.stop);
     fb_goodbye(&b, &w);
 }
 
-/* The adaptive credit, and the start PROGRESS an exec task sends only once
-   it has run EXEC_START_MS (20 ms): short tasks go without (all but a
-   rare one slowed down by a loaded host), long ones each send one. */
 static void test_credit(void)
 {
-    int readys, progress;
+    int readys;
     uint64_t credit;
-    credit_run(60000, "echo '{\"status\":\"success\"}'", 6, &readys, &credit, &progress);
+    credit_run(60000, "echo '{\"status\":\"success\"}'", 6, &readys, &credit);
     CHECKF(readys == 1 && credit == 16, "short tasks: %d READYs, credit %llu", readys,
            (unsigned long long)credit);
-    CHECKF(progress < 3, "short tasks: %d PROGRESS for 6 tasks", progress);
-    credit_run(1, "sleep 0.02; echo '{\"status\":\"success\"}'", 4, &readys, &credit, &progress);
+    credit_run(1, "sleep 0.02; echo '{\"status\":\"success\"}'", 4, &readys, &credit);
     CHECKF(readys == 0, "long tasks: %d READYs (credit %llu)", readys, (unsigned long long)credit);
-    credit_run(-1, "sleep 0.3; echo '{\"status\":\"success\"}'", 2, &readys, &credit, &progress);
-    CHECKF(progress == 2, "tasks of 0.3 s: %d PROGRESS for 2 tasks", progress);
 }
 
 /* The supervisor: two CPU workers by exec of this program, a killed one
