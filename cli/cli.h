@@ -107,6 +107,15 @@ int cli_follow(const char *endpoint, void *wake, const char *job_id, unsigned to
 bf_err_t cli_submit_job(const char *endpoint, const bf_job_t *job, bool recompute, char job_id[64],
                         unsigned *total, char *err) BF_MUST_CHECK;
 
+/* cli_submit_job in two steps, so that `run` hashes the scenes while its
+   broker starts: the SUBMIT for job (req, to clear with proto_msg_clear),
+   with its keys and reuse plan, checked to fit in one message; then its
+   sending. */
+bf_err_t cli_submit_prepare(const bf_job_t *job, bool recompute, proto_msg_t *req,
+                            char *err) BF_MUST_CHECK;
+bf_err_t cli_submit_send(const char *endpoint, proto_msg_t *req, char job_id[64], unsigned *total,
+                         char *err) BF_MUST_CHECK;
+
 /* The content keys of job's tasks (an array, one per scene) and, unless
    recompute, the earlier results that stand for some of them (an array of
    {index, result}) found in the job's output directory (cli_reuse.c). */

@@ -175,19 +175,17 @@ bf_err_t cli_request(const char *endpoint, const proto_msg_t *request, proto_msg
     return rc;
 }
 
-bf_err_t cli_submit_job(const char *endpoint, const bf_job_t *job, bool recompute, char job_id[64],
-                        unsigned *total, char *err)
+bf_err_t cli_submit_prepare(const bf_job_t *job, bool recompute, proto_msg_t *req, char *err)
 {
-    proto_msg_t req, rep;
     json_t *keys = NULL, *reuse = NULL;
+    proto_msg_init(req, PROTO_SUBMIT);
     bf_err_t rc = cli_reuse_plan(job, recompute, &keys, &reuse, err);
     if (rc != BF_OK)
         return rc;
-    proto_msg_init(&req, PROTO_SUBMIT);
-    req.obj = bf_job_to_json(job, true);
-    if (!req.obj || json_object_set_new(req.obj, "keys", keys) != 0 ||
-        json_object_set_new(req.obj, "reuse", reuse) != 0) {
-        proto_msg_clear(&req);
+    req->obj = bf_job_to_json(job, true);
+    if (!req->obj || json_object_set_new(req->obj, "keys", keys) != 0 ||
+        json_object_set_new(req->obj, "reuse", reuse) != 0) {
+        proto_msg_clear(req);
         return bf_fail(err, BF_ENOMEM, "out of memory");
     }
     size_t reused = json_array_size(reuse);
@@ -200,21 +198,27 @@ bf_err_t cli_submit_job(const char *endpoint, const bf_job_t *job, bool recomput
        scenes, or of very long paths, does not fit in one message. */
     uint8_t *data = NULL;
     size_t size = 0;
-    rc = proto_encode(&req, &data, &size);
+    rc = proto_encode(req, &data, &size);
     free(data);
     if (rc == BF_EPROTO) {
-        char *text = json_dumps(req.obj, JSON_COMPACT);
+        char *text = json_dumps(req->obj, JSON_COMPACT);
         size_t json_len = text ? strlen(text) : 0;
         free(text);
-        proto_msg_clear(&req);
+        proto_msg_clear(req);
         return bf_fail(err, BF_EINVAL,
                        "the job document (%zu scenes, %.1f MiB as JSON) does not fit in one "
                        "message (%u MiB at most): split the job (max_scenes, or several scene "
                        "folders)",
                        job->scene_count, (double)json_len / (1 << 20), PROTO_MAX_FRAME >> 20);
     }
-    rc = cli_request(endpoint, &req, &rep, 30000, err);
-    proto_msg_clear(&req);
+    return BF_OK;
+}
+
+bf_err_t cli_submit_send(const char *endpoint, proto_msg_t *req, char job_id[64], unsigned *total,
+                         char *err)
+{
+    proto_msg_t rep;
+    bf_err_t rc = cli_request(endpoint, req, &rep, 30000, err);
     if (rc != BF_OK)
         return rc;
     if (rep.type != PROTO_SUBMITTED || !rep.job_id) {
@@ -225,6 +229,17 @@ bf_err_t cli_submit_job(const char *endpoint, const bf_job_t *job, bool recomput
     *total = (unsigned)rep.total;
     proto_msg_clear(&rep);
     return BF_OK;
+}
+
+bf_err_t cli_submit_job(const char *endpoint, const bf_job_t *job, bool recompute, char job_id[64],
+                        unsigned *total, char *err)
+{
+    proto_msg_t req;
+    bf_err_t rc = cli_submit_prepare(job, recompute, &req, err);
+    if (rc == BF_OK)
+        rc = cli_submit_send(endpoint, &req, job_id, total, err);
+    proto_msg_clear(&req);
+    return rc;
 }
 
 /* ---- status ------------------------------------------------------------- */

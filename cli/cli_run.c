@@ -375,6 +375,8 @@ int cli_run(int argc, char **argv)
     int rc = CLI_EXIT_FAILURE;
     child_t children[MAX_CHILDREN] = {{0}};
     size_t nchildren = 0;
+    proto_msg_t submit; /* the job's SUBMIT, made while the broker starts */
+    proto_msg_init(&submit, PROTO_SUBMIT);
     /* $TMPDIR as usual, unless its ipc:// paths would pass the 107 bytes a
        socket address holds: then /tmp */
     char tmp[96];
@@ -432,6 +434,14 @@ int cli_run(int argc, char **argv)
     children[nchildren++] = (child_t){spawn_self(broker_args, log_path), "broker", false};
     janitor_tell(janitor_fd, children[nchildren - 1].pid);
     free(log_path);
+    log_path = NULL;
+    /* The scenes are hashed (their content keys) while the broker loads
+       and opens its state, not while the workers start, which need the
+       cores as much. */
+    if (cli_submit_prepare(&job, recompute, &submit, err) != BF_OK) {
+        fprintf(stderr, "beamfleet run: %s\n", err);
+        goto cleanup;
+    }
     log_path = bf_asprintf("%s/broker", tmp);
     if (log_path && !wait_bound(log_path, children[0].pid, 10000))
         bf_warn("run: the broker has not bound %s yet (see %s/broker.log)", broker_ep, logs);
@@ -507,7 +517,7 @@ int cli_run(int argc, char **argv)
         zmq_close(stream);
         stream = NULL;
     }
-    e = cli_submit_job(broker_ep, &job, recompute, job_id, &total, err);
+    e = cli_submit_send(broker_ep, &submit, job_id, &total, err);
     if (e != BF_OK) {
         fprintf(stderr, "beamfleet run: %s (logs in %s)\n", err, logs);
         goto cleanup;
@@ -518,6 +528,7 @@ int cli_run(int argc, char **argv)
         fprintf(stderr, "beamfleet run: interrupted\n");
     printf("Logs: %s\n", logs);
 cleanup:
+    proto_msg_clear(&submit);
     if (stream)
         zmq_close(stream);
     if (stream_ctx)
