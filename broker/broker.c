@@ -64,6 +64,7 @@ struct peer {
     uint32_t *held;   /* task indices leased to this worker */
     uint8_t *started; /* beside held: a PROGRESS came for it (it ran) */
     size_t nheld, capheld;
+    size_t unsent;  /* of held, the TASKs queued to it and not sent yet (awaiting a commit) */
     char *key_name; /* the CURVE key it registered with ("" without CURVE) */
     char addr[64];  /* its connection's Peer-Address at READY */
     uint64_t done;
@@ -173,6 +174,8 @@ static void flush_out(broker_t *b)
     int64_t now = bf_mono_ms();
     for (size_t i = 0; i < b->nout; i++) {
         outmsg_t *o = &b->out[i];
+        if (o->peer)
+            o->peer->unsent = 0;
         if (proto_send(b->router, o->id, o->id_len, &o->msg, ZMQ_DONTWAIT) != BF_OK)
             /* A gone peer (EHOSTUNREACH): a worker's tasks come back when it
                is declared dead, a collector's deliveries when it registers
@@ -1537,6 +1540,7 @@ static bf_err_t dispatch(broker_t *b)
         proto_msg_t *m = queue_peer(b, w, PROTO_TASK);
         if (!m)
             return BF_ENOMEM;
+        w->unsent++;
         if ((rc = broker_store_task_msg(b->store, t, m)) != BF_OK)
             return rc;
         char dev[32];
@@ -1937,6 +1941,21 @@ static bf_err_t read_batch(broker_t *b)
     return rc;
 }
 
+/* Is a worker running short of tasks while new ones for it wait for the
+   commit? It holds fewer than half of what it asked for (held + credit)
+   once the unsent ones are left out: then the commit goes now, not when
+   the transaction is COMMIT_GAP_MS old. */
+static bool worker_waits(const broker_t *b)
+{
+    for (size_t i = 0; i < b->npeers; i++) {
+        const peer_t *p = b->peers[i];
+        size_t sent = p->nheld > p->unsent ? p->nheld - p->unsent : 0;
+        if (p->unsent > 0 && !p->dead && 2 * sent < p->nheld + p->credit)
+            return true;
+    }
+    return false;
+}
+
 /* Commits the open transaction, with the acknowledgements applied in
    memory since the last one; BF_OK when none is open. */
 static bf_err_t commit(broker_t *b, int64_t now)
@@ -2005,15 +2024,16 @@ bf_err_t broker_run(broker_t *b)
             rc = deliver(b);
         /* Group commit across turns: while messages stream in (results
            from many workers, a collector's acknowledgements), at most one
-           commit per COMMIT_GAP_MS takes all they changed; a message after
-           a quiet spell commits at once. What was queued to send (ACKs,
-           TASKs, DELIVERs, replies) goes only after the commit. */
+           commit per COMMIT_GAP_MS takes all they changed, unless a worker
+           is about to run dry; a message after a quiet spell commits at
+           once. What was queued to send (ACKs, TASKs, DELIVERs, replies)
+           goes only after the commit. */
         if (rc == BF_OK && b->in_tx) {
             now = bf_mono_ms();
             if (!b->commit_due)
                 b->commit_due =
                     b->last_commit + COMMIT_GAP_MS > now ? b->last_commit + COMMIT_GAP_MS : now;
-            if (now >= b->commit_due)
+            if (now >= b->commit_due || worker_waits(b))
                 rc = commit(b, now);
         }
         if (rc != BF_OK)
