@@ -43,6 +43,15 @@ struct collector_report {
        end forces the last one. */
     bool progress_dirty;
     double progress_next_s;
+    /* lite as the JSON reports print it, grown as results arrive: "{\n" +
+       lite_text + "\n}" is json_dumps(lite, JSON_INDENT(2) | JSON_FLAGS)
+       while lite_entries is lite's size, so a rewrite and the end of a job
+       write the reports without dumping every result again (the dump of a
+       2,000-result job was most of the collector's work at its end). A
+       result that replaces a scene's earlier one makes the text stale
+       (lite_entries no longer matches) until the next whole dump. */
+    bf_buf_t lite_text;
+    size_t lite_entries;
 };
 
 #define PROGRESS_SPACING 19  /* wait 19x the last rewrite: rewrites take <= 5 % */
@@ -256,6 +265,28 @@ static const char *task_of(const json_t *result)
     return id && *id ? id : NULL;
 }
 
+/* Appends scene's entry to lite_text, as the whole dump would print it:
+   the dump of {scene: lite} less its "{\n" and "\n}". */
+static void lite_text_add(collector_report_t *r, const char *scene, json_t *lite)
+{
+    json_t *one = json_object();
+    char *text = one && json_object_set(one, scene, lite) == 0
+                     ? json_dumps(one, JSON_INDENT(2) | JSON_FLAGS)
+                     : NULL;
+    json_decref(one);
+    size_t n = text ? strlen(text) : 0;
+    if (n < 4 || memcmp(text, "{\n", 2) != 0 || memcmp(text + n - 2, "\n}", 2) != 0) {
+        r->lite_entries = SIZE_MAX; /* stale: the next write dumps lite whole */
+        free(text);
+        return;
+    }
+    if (r->lite_entries > 0)
+        bf_buf_put(&r->lite_text, ",\n", 2);
+    bf_buf_put(&r->lite_text, text + 2, n - 4);
+    free(text);
+    r->lite_entries = r->lite_text.oom ? SIZE_MAX : r->lite_entries + 1;
+}
+
 static bf_err_t remember(collector_report_t *r, json_t *result)
 {
     const char *id = task_of(result);
@@ -269,6 +300,11 @@ static bf_err_t remember(collector_report_t *r, json_t *result)
     if (!lite)
         return BF_ENOMEM;
     json_object_del(lite, "thumbnails"); /* a result without them is shared as it is */
+    bool current = r->lite_entries == json_object_size(r->lite) && !json_object_get(r->lite, scene);
+    if (current)
+        lite_text_add(r, scene, lite);
+    else
+        r->lite_entries = SIZE_MAX; /* a scene's entry replaced: stale until a whole dump */
     if (json_object_set_new(r->lite, scene, lite) != 0 || /* takes lite, even on failure */
         (id && json_object_set(r->ids, id, json_true()) != 0) ||
         json_object_set(r->progress, scene, result) != 0 || json_array_append(r->all, result) != 0)
@@ -276,9 +312,42 @@ static bf_err_t remember(collector_report_t *r, json_t *result)
     return BF_OK;
 }
 
-static bf_err_t write_by_scene(const collector_report_t *r, const char *name, char *err)
+/* The {scene: result} of results_progress.json and results_final (free
+   it): from lite_text while it is current, else dumped whole, which makes
+   lite_text current again. NULL out of memory. */
+static char *by_scene_text(collector_report_t *r)
 {
-    return write_json(r, name, r->lite, err);
+    size_t n = json_object_size(r->lite);
+    if (r->lite_entries == n) {
+        if (n == 0)
+            return bf_strdup("{}");
+        char *text = malloc(r->lite_text.len + 5);
+        if (text) {
+            memcpy(text, "{\n", 2);
+            memcpy(text + 2, r->lite_text.p, r->lite_text.len);
+            memcpy(text + 2 + r->lite_text.len, "\n}", 3);
+        }
+        return text;
+    }
+    char *text = json_dumps(r->lite, JSON_INDENT(2) | JSON_FLAGS);
+    size_t len = text ? strlen(text) : 0;
+    free(r->lite_text.p);
+    r->lite_text = (bf_buf_t){0};
+    r->lite_entries = text && n == 0 ? 0 : SIZE_MAX;
+    if (n > 0 && len >= 4) {
+        bf_buf_put(&r->lite_text, text + 2, len - 4);
+        if (!r->lite_text.oom)
+            r->lite_entries = n;
+    }
+    return text;
+}
+
+static bf_err_t write_by_scene(collector_report_t *r, const char *name, char *err)
+{
+    char *text = by_scene_text(r);
+    bf_err_t rc = text ? write_text(r, name, text, err) : bf_fail(err, BF_ENOMEM, "out of memory");
+    free(text);
+    return rc;
 }
 
 static bool is_report_file(const char *n)
@@ -504,6 +573,7 @@ void collector_report_close(collector_report_t **self)
         close(r->csv_fd);
     json_decref(r->progress);
     json_decref(r->lite);
+    free(r->lite_text.p);
     json_decref(r->ids);
     json_decref(r->all);
     free(r->dir);
@@ -803,9 +873,9 @@ bf_err_t collector_report_finish(collector_report_t *r, const json_t *job, char 
         return bf_fail(err, BF_ESTATE, "%s: an earlier write failed; open the report again",
                        r->dir);
     /* results_progress.json and results_final hold the same {scene:
-       result}: dumped once for both (for a big job a dump takes a good
-       part of a second) */
-    char *by_scene = json_dumps(r->lite, JSON_INDENT(2) | JSON_FLAGS);
+       result}: made once for both (for a big job a whole dump takes a good
+       part of a second; by_scene_text mostly has it already) */
+    char *by_scene = by_scene_text(r);
     if (!by_scene)
         return bf_fail(err, BF_ENOMEM, "out of memory");
     if (r->progress_dirty) {

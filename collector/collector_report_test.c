@@ -146,6 +146,24 @@ static json_t *load(const char *dir, const char *name)
     return json_load_file(path, 0, NULL);
 }
 
+/* Is dir/name byte for byte what jansson prints for what it holds (the
+   collector's {scene: result} text, grown result by result, against a
+   whole dump)? */
+static bool as_dumped(const char *dir, const char *name)
+{
+    char *text = slurp(dir, name);
+    json_t *doc = text ? json_loads(text, 0, NULL) : NULL;
+    char *again = doc ? json_dumps(doc, JSON_INDENT(2) | JSON_REAL_PRECISION(15)) : NULL;
+    bool same = again && !strcmp(text, again);
+    if (!same)
+        fprintf(stderr, "%s/%s differs from its dump:\n%s\n---\n%s\n", dir, name,
+                text ? text : "(none)", again ? again : "(none)");
+    free(text);
+    free(again);
+    json_decref(doc);
+    return same;
+}
+
 static bool read_csv(const char *dir, csv_t *t)
 {
     char *text = slurp(dir, "results.csv");
@@ -629,6 +647,53 @@ static void test_csv_rounding(const char *root)
     csv_free(&t);
 }
 
+/* results_progress.json and results_final are the {scene: result} text
+   the collector grows result by result: byte for byte a whole dump,
+   also after a scene's result is replaced (the text is made whole again
+   and grows from there). */
+static void test_by_scene_text(const char *root)
+{
+    char err[BF_ERRLEN], dir[512];
+    snprintf(dir, sizeof dir, "%s/by-scene", root);
+    collector_report_t *r = NULL;
+    CHECK(collector_report_open(dir, "jobB", &r, err) == BF_OK);
+    if (!r)
+        return;
+    json_t *batch = json_array();
+    for (int i = 0; i < 4; i++)
+        json_array_append_new(batch, result("jobB", i, "success", 2.0 + i));
+    json_array_append_new(batch, exec_result("jobB", 0, "error"));
+    CHECK(collector_report_append(r, batch, err) == BF_OK);
+    json_decref(batch);
+    CHECK(collector_report_flush(r, true, err) == BF_OK);
+    CHECK(as_dumped(dir, "results_progress.json"));
+    batch = json_array();
+    json_t *again = result("jobB", 2, "success", 1.5);
+    json_object_set_new(again, "task_id", json_string("task02-b"));
+    json_array_append_new(batch, again);
+    json_array_append_new(batch, exec_result("jobB", 1, "success"));
+    CHECK(collector_report_append(r, batch, err) == BF_OK);
+    json_decref(batch);
+    CHECK(collector_report_flush(r, true, err) == BF_OK);
+    CHECK(as_dumped(dir, "results_progress.json"));
+    batch = json_array();
+    json_array_append_new(batch, exec_result("jobB", 2, "failed"));
+    CHECK(collector_report_append(r, batch, err) == BF_OK);
+    json_decref(batch);
+    CHECK(collector_report_finish(r, NULL, err) == BF_OK);
+    CHECK(as_dumped(dir, "results_progress.json"));
+    json_t *progress = load(dir, "results_progress.json");
+    CHECK(
+        json_object_size(progress) == 7 &&
+        json_real_value(json_object_get(json_object_get(json_object_get(progress, "s02"), "stats"),
+                                        "improvement_mean")) == 1.5);
+    json_decref(progress);
+    char *a = slurp(dir, "results_progress.json");
+    CHECK(a && count_files(dir, "results_final_") == 1);
+    collector_report_close(&r);
+    free(a);
+}
+
 int main(void)
 {
     bf_log_set_level(BF_LOG_ERROR);
@@ -642,6 +707,7 @@ int main(void)
     test_hostile_numbers(dir);
     test_csv_formulas(dir);
     test_csv_rounding(dir);
+    test_by_scene_text(dir);
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     if (system(cmd) != 0)
