@@ -684,8 +684,9 @@ static void print_summary(follow_t *f, const char *output)
    than gap_ms after the last request (since): FOLLOW_GAP_MS while tasks
    run, so that a job writing thousands of results a second costs the
    broker tens of status requests a second, not one per batch the collector
-   writes; FOLLOW_END_GAP_MS once every task is final, when only the
-   collector's last writes are awaited and the wait is the user's. */
+   writes; FOLLOW_END_GAP_MS once no task is queued any more, when only the
+   tasks the workers hold and the collector's last writes are awaited and
+   the wait is the user's. */
 #define FOLLOW_GAP_MS     20
 #define FOLLOW_END_GAP_MS 2
 
@@ -765,6 +766,9 @@ int cli_follow(const char *endpoint, void *wake, const char *job_id, unsigned to
             break;
         }
         bool more_events = json_array_size(json_object_get(doc, "events")) >= 1000;
+        /* every task dispatched: the last results come within the tasks
+           the workers hold, and the job's end is the user's wait */
+        bool tail = json_integer_value(json_object_get(job, "queued")) == 0;
         draw_live(&f, json_integer_value(json_object_get(job, "running")));
         if (strcmp(jstr(job, "state"), "running") != 0 && !over) {
             over = true;
@@ -779,7 +783,7 @@ int cli_follow(const char *endpoint, void *wake, const char *job_id, unsigned to
         if (over && written && !more_events)
             break;
         if (!more_events) {
-            bool ending = over || f.done >= f.total;
+            bool ending = over || tail || f.done >= f.total;
             wait_for_news(wake, over ? 10 : 250, asked, ending ? FOLLOW_END_GAP_MS : FOLLOW_GAP_MS);
         }
     }
