@@ -83,6 +83,7 @@ struct collector {
     size_t npending, cappending;
     uint64_t *acks; /* written (durable), to acknowledge at the end of the turn */
     size_t nacks, capacks;
+    json_t *jobs_done;    /* the jobs finished this turn: published once acknowledged */
     int64_t gather_until; /* write what is pending by then (GATHER_MS) */
     bool gather_now;      /* a JOB_DONE is pending: write at once */
     bool resend;          /* something was dropped: register again once drained */
@@ -91,6 +92,8 @@ struct collector {
 };
 
 /* ---- socket ----------------------------------------------------------------- */
+
+static void publish(collector_t *c, const char *topic, const json_t *doc);
 
 static void send_simple(collector_t *c, proto_type_t type, uint64_t seq)
 {
@@ -150,6 +153,13 @@ static void flush_acks(collector_t *c)
         i += n;
     }
     c->nacks = 0;
+    size_t k;
+    json_t *job;
+    json_array_foreach(c->jobs_done, k, job)
+    {
+        publish(c, "job-done", job);
+    }
+    json_array_clear(c->jobs_done);
 }
 
 static void drop_pending(collector_t *c)
@@ -377,6 +387,7 @@ void collector_destroy(collector_t **self_p)
     free(c->output_root);
     free(c->spool_dir);
     json_decref(c->held);
+    json_decref(c->jobs_done);
     if (c->spool_lock >= 0)
         close(c->spool_lock);
     free(c->publish_ep);
@@ -651,7 +662,12 @@ static bf_err_t finish_job(collector_t *c, const char *job_id, collector_report_
     char why[BF_ERRLEN];
     if (write_claim(collector_report_dir(r), job_id, true, why) != BF_OK)
         bf_warn("job %s: %s", job_id, why);
-    publish(c, "job-done", job);
+    /* "job-done" goes out after the JOB_DONE's acknowledgement (flush_acks):
+       a client it wakes finds the broker's outbox empty */
+    if (!c->jobs_done)
+        c->jobs_done = json_array();
+    if (!c->jobs_done || json_array_append(c->jobs_done, (json_t *)job) != 0)
+        publish(c, "job-done", job);
     bf_info("job %s %s: final report in %s", job_id, job_state(job), collector_report_dir(r));
     forget_job(c, job_id); /* a later message reopens it */
     return BF_OK;
