@@ -591,6 +591,21 @@ static void test_exec_results(worker_task_ctx_t *ctx, bf_job_t *job)
         }
         json_decref(res);
     }
+    /* the task gets stdin from /dev/null, stdout and stderr, and no other
+       descriptor of the worker's, not even one the worker inherited without
+       close-on-exec (ls sees its own directory as the fourth; dash keeps a
+       copy of stdin as 10) */
+    int stray = open("/dev/null", O_RDONLY);
+    snprintf(script, sizeof script,
+             "echo '{\"status\":\"success\",\"fds\":'$(ls /proc/self/fd | grep -vx 10 | wc -l)',"
+             "\"stdin\":\"'$(readlink /proc/self/fd/0)'\"}'");
+    CHECK(exec_sh(ctx, job, script, &res, err) == BF_OK);
+    CHECKF(json_integer_value(json_object_get(res, "fds")) == 4, "the task has %lld fds",
+           (long long)json_integer_value(json_object_get(res, "fds")));
+    CHECK(!strcmp(json_string_value(json_object_get(res, "stdin")) ?: "", "/dev/null"));
+    json_decref(res);
+    if (stray >= 0)
+        close(stray);
     /* why a line is not a result: exactly, and never more than an excerpt */
     static const struct {
         const char *script, *want;
