@@ -633,7 +633,6 @@ static void print_event(follow_t *f, const json_t *ev)
     double eta = rate > 0 ? (f->total - f->done) / rate : 0;
     printf("   Progress: %.0f%% | Rate: %.1f scenes/min | ETA: %.1f min\n",
            f->total ? 100.0 * f->done / f->total : 100.0, rate * 60, eta / 60);
-    fflush(stdout);
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -750,6 +749,7 @@ int cli_follow(const char *endpoint, void *wake, const char *job_id, unsigned to
             if (!strcmp(jstr(ev, "job_id"), job_id))
                 print_event(&f, ev);
         }
+        fflush(stdout); /* the lines of one answer together: one write, not two per result */
         json_int_t next = json_integer_value(json_object_get(doc, "next_seq"));
         if (next > 0)
             cursor = (uint64_t)next;
