@@ -42,6 +42,7 @@ typedef struct {
     kern_geom_t geom;
     const int32_t *zone_of_cell; /* grid cell -> zone cell or -1; NULL: nothing recorded */
     uint64_t rays, seed;
+    uint64_t seed_mix; /* kern_mix64(seed), for kern_rand_mixed */
     uint32_t max_depth;
     int los, reflection, refraction, surface_offset;
     int diffuse; /* diffuse reflection (off by default, as in Sionna RT) */
@@ -73,6 +74,7 @@ static inline void kern_bounce_init(kern_bounce_t *b, const kern_geom_t *geom,
     b->zone_of_cell = zone_of_cell;
     b->rays = s->rays;
     b->seed = s->seed;
+    b->seed_mix = kern_mix64(s->seed);
     b->max_depth = s->max_depth;
     b->los = s->los;
     b->reflection = s->reflection;
@@ -300,11 +302,11 @@ KERN_HD int kern_walk_next(kern_walk_t *w, const kern_bounce_t *b, kern_crossing
         if (w->next == KERN_WALK_BOUNCE) {
             uint32_t tri = w->hit.tri;
             const float *nn = &b->geom.normals[3 * (size_t)tri];
-            kern_mat_t mat = b->geom.mats[b->geom.tri_material[tri]];
+            const kern_mat_t *mat = &b->geom.mats[b->geom.tri_material[tri]];
             uint32_t depth = w->ray.depth;
             kern_v3 nv = v3(nn[0], nn[1], nn[2]);
             /* the diffuse direction's two numbers, only where one can be drawn */
-            int diffuse = b->diffuse && mat.s > 0.0f;
+            int diffuse = b->diffuse && mat->s > 0.0f;
             if (depth + 1 >= b->max_depth && !diffuse &&
                 !kern_ray_exit_may_cross(&w->ray, w->hit.t, nv, b->reflection, b->refraction,
                                          b->surface_offset, &b->grid)) {
@@ -318,9 +320,9 @@ KERN_HD int kern_walk_next(kern_walk_t *w, const kern_bounce_t *b, kern_crossing
                 kern_sph_basis(w->ray.dir, &w->ray.u, &w->ray.v);
             float u1 = diffuse ? kern_rand_k(b->seed, w->n, depth, 1) : 0.0f;
             float u2 = diffuse ? kern_rand_k(b->seed, w->n, depth, 2) : 0.0f;
-            if (!kern_ray_interact_ex(&w->ray, w->hit.t, nv, mat, kern_rand(b->seed, w->n, depth),
-                                      u1, u2, b->reflection, diffuse, b->refraction,
-                                      b->surface_offset, b->grid.omega)) {
+            if (!kern_ray_interact_ex(
+                    &w->ray, w->hit.t, nv, *mat, kern_rand_mixed(b->seed_mix, w->n, depth), u1, u2,
+                    b->reflection, diffuse, b->refraction, b->surface_offset, b->grid.omega)) {
                 w->next = KERN_WALK_DONE;
                 return 0;
             }

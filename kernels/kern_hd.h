@@ -86,6 +86,17 @@ static inline void kern_atomic_or32(uint32_t *p, uint32_t v)
 #define KERN_NOFUSE(v) ((void)0)
 #endif
 
+/* On a host build with GCC or Clang, inline every call in the function's
+   body, the helpers' calls too: kern_slab_coeffs keeps its sincos out of
+   line otherwise, and a call in the middle of its chain of dependent
+   operations cost 1 % of a radio map on simple_street_canyon. Inlining
+   changes no bit. (nvcc inlines device functions on its own.) */
+#if (defined(__GNUC__) || defined(__clang__)) && !defined(__CUDACC__)
+#define KERN_FLATTEN __attribute__((flatten))
+#else
+#define KERN_FLATTEN
+#endif
+
 /* a * b rounded to float, never fused with an addition */
 KERN_HD float mul_rn(float a, float b)
 {

@@ -234,6 +234,13 @@ static void test_lattice_rng(void)
                kern_rand(42, 7, 1) != kern_rand(43, 7, 1) &&
                kern_rand(42, 7, 1) != kern_rand(42, 7, 2),
            "counter-based");
+    /* the walk's form, with the seed's mix computed once per trace */
+    for (uint64_t seed = 0; seed < 4; seed++)
+        for (uint64_t i = 0; i < 1000; i++)
+            CHECKF(
+                kern_rand_mixed(kern_mix64(seed * 0x9e3779b97f4a7c15ULL), i, (uint32_t)(i % 5)) ==
+                    kern_rand(seed * 0x9e3779b97f4a7c15ULL, i, (uint32_t)(i % 5)),
+                "kern_rand_mixed seed %d ray %d", (int)seed, (int)i);
 }
 
 static void test_jones(void)

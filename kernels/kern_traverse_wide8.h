@@ -36,6 +36,10 @@
 #if defined(KERN_WIDE8)
 #include <immintrin.h>
 
+/* Trees smaller than this (bytes of wide8 nodes and leaves) are walked
+   without prefetching: they fit in half of a 32 KB L1 data cache. */
+#define KERN_PREFETCH_MIN_BYTES 16384u
+
 __attribute__((target("avx2"))) static int kern_trace_closest_wide8(const kern_bvh_view_t *bvh,
                                                                     kern_v3 org, kern_v3 dir,
                                                                     float tmin, float tmax,
@@ -63,6 +67,13 @@ __attribute__((target("avx2"))) static int kern_trace_closest_wide8(const kern_b
        most (depth cap 60) */
     kern_wide_entry_t stack[7 * KERN_STACK + 8];
     int sp = 0, found = 0;
+    /* The prefetch below only pays where the tree does not already sit in
+       L1: a tree of a few kilobytes (simple_street_canyon's 74 triangles,
+       5.7 KB) stays there after the first rays, and its loop and loads
+       were about 1 % of that scene's instructions. */
+    const int prefetch = (uint64_t)bvh->wide8_count * sizeof(kern_bvh_wide8_node_t) +
+                             (uint64_t)bvh->wide_leaf_count * sizeof(kern_bvh_wide_leaf_t) >
+                         KERN_PREFETCH_MIN_BYTES;
     /* The entry at hand, a wide node (count 0) or a leaf with its entry
        distance: a leaf met in a node and one popped from the stack go
        through the one leaf test below, so that the leaf test is inlined
@@ -95,7 +106,7 @@ __attribute__((target("avx2"))) static int kern_trace_closest_wide8(const kern_b
                    another. On munich (wide/Embree, medians of five
                    alternating runs) the prefetch took the walk from 0.81
                    to 0.82-0.83, the nearest lane's lines included. */
-                for (unsigned mm = (m & (m - 1u)) ? m : 0u; mm; mm &= mm - 1u) {
+                for (unsigned mm = prefetch && (m & (m - 1u)) ? m : 0u; mm; mm &= mm - 1u) {
                     int i = __builtin_ctz(mm);
                     const char *p = w->count[i] ? (const char *)&bvh->wide_leaves[w->child[i]]
                                                 : (const char *)&bvh->wide8[w->child[i]];
