@@ -107,7 +107,11 @@ static void cpu_ctx_destroy(void **p)
    (walk indices from b->rays on); every crossing for the map, and those
    in the zone with their ray's departure direction. 0 on allocation
    failure. */
-static int trace_chunk(const kern_bounce_t *b, uint64_t chunk, uint64_t phase1, slot_t *sl)
+#if defined(__GNUC__) || defined(__clang__)
+__attribute__((always_inline))
+#endif
+static inline int
+trace_chunk_body(const kern_bounce_t *b, uint64_t chunk, uint64_t phase1, slot_t *sl)
 {
     uint64_t lo, hi;
     if (chunk < phase1) {
@@ -153,6 +157,35 @@ static int trace_chunk(const kern_bounce_t *b, uint64_t chunk, uint64_t phase1, 
         }
     }
     return 1;
+}
+
+/* trace_chunk_body for any x86-64 CPU, and, where the tree has eight-wide
+   nodes (built only where the CPU has AVX2, kern_bvh_simd8), compiled for
+   AVX2 with the ray's walk flattened into it: its scalar float and double
+   arithmetic then takes the three-operand VEX encoding, without the
+   register copies of the two-operand one, and the walk's calls into the
+   AVX2 closest-hit walk (kern_traverse_wide8.h) no longer come from code
+   in the legacy SSE encoding. The same IEEE operations in the same order
+   (target "avx2" brings no fused multiply-add), so the same bits:
+   kern_cpu_test's plain walk checks both builds. */
+static int trace_chunk_base(const kern_bounce_t *b, uint64_t chunk, uint64_t phase1, slot_t *sl)
+{
+    return trace_chunk_body(b, chunk, phase1, sl);
+}
+#if defined(KERN_WIDE8)
+__attribute__((target("avx2"), flatten)) static int
+trace_chunk_avx2(const kern_bounce_t *b, uint64_t chunk, uint64_t phase1, slot_t *sl)
+{
+    return trace_chunk_body(b, chunk, phase1, sl);
+}
+#endif
+static int trace_chunk(const kern_bounce_t *b, uint64_t chunk, uint64_t phase1, slot_t *sl)
+{
+#if defined(KERN_WIDE8)
+    if (b->geom.bvh.wide8)
+        return trace_chunk_avx2(b, chunk, phase1, sl);
+#endif
+    return trace_chunk_base(b, chunk, phase1, sl);
 }
 
 /* Folds slot sl into the outputs; called under the job lock, in chunk order. */

@@ -361,8 +361,11 @@ static double *plain_walk_map(const kern_geom_t *geom, const kern_trace_setup_t 
 
 /* The backend's map is the plain walk's, bit for bit, over depths 1 to 3,
    with and without the line of sight, the diffuse reflection, refraction
-   or reflection alone. */
-static void test_plain_walk(void)
+   or reflection alone. simd names the backend's build of the walk: where
+   the tree has eight-wide nodes (a CPU with AVX2) the backend walks rays
+   in its AVX2 build, and with BF_KERN_SIMD=sse2 in its baseline one
+   (kern_cpu.c), while the plain walk here is always the baseline's. */
+static void test_plain_walk_with(const char *simd)
 {
     test_scene_t t;
     scene_init(&t);
@@ -395,12 +398,26 @@ static void test_plain_walk(void)
             differ += memcmp(&want[k], &got[k], sizeof want[k]) != 0;
         }
         CHECKF(want && got && differ == 0 && lit > cells / 4,
-               "variant %d: %zu of %zu cells differ from the plain walk (%zu lit)", v, differ,
-               cells, lit);
+               "%s, variant %d: %zu of %zu cells differ from the plain walk (%zu lit)", simd, v,
+               differ, cells, lit);
         free(want);
         free(got);
     }
     kern_tracer_destroy(&tr);
+}
+
+static void test_plain_walk(void)
+{
+    const char *env = getenv("BF_KERN_SIMD");
+    char *saved = env ? strdup(env) : NULL;
+    test_plain_walk_with(env ? env : "default build");
+    setenv("BF_KERN_SIMD", "sse2", 1);
+    test_plain_walk_with("BF_KERN_SIMD=sse2");
+    if (saved)
+        setenv("BF_KERN_SIMD", saved, 1);
+    else
+        unsetenv("BF_KERN_SIMD");
+    free(saved);
 }
 
 static void test_edges(void)
