@@ -1942,7 +1942,7 @@ static bf_err_t read_batch(broker_t *b)
 }
 
 /* Is a worker running short of tasks while new ones for it wait for the
-   commit? It holds fewer than half of what it asked for (held + credit)
+   commit? It holds fewer than three quarters of what it asked for (held + credit)
    once the unsent ones are left out: then the commit goes now, not when
    the transaction is COMMIT_GAP_MS old. */
 static bool worker_waits(const broker_t *b)
@@ -1950,7 +1950,7 @@ static bool worker_waits(const broker_t *b)
     for (size_t i = 0; i < b->npeers; i++) {
         const peer_t *p = b->peers[i];
         size_t sent = p->nheld > p->unsent ? p->nheld - p->unsent : 0;
-        if (p->unsent > 0 && !p->dead && 2 * sent < p->nheld + p->credit)
+        if (p->unsent > 0 && !p->dead && 4 * sent < 3 * (p->nheld + p->credit))
             return true;
     }
     return false;
