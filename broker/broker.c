@@ -128,8 +128,7 @@ struct broker {
     size_t nout, capout;
     int64_t started_ms;
     bool in_tx;
-    int64_t commit_due;  /* when the open transaction commits (0: not set yet) */
-    int64_t last_commit; /* bf_mono_ms of the last commit */
+    int64_t last_commit; /* bf_mono_ms of the last commit: the next is due COMMIT_GAP_MS later */
     /* BEAMFLEET_FAULT_ACK_HOLD (fault injection, tests/e2e): acknowledged
        outbox rows are deleted only by a transaction made for something
        else, never by the timer, so that a test can kill the broker while
@@ -1968,7 +1967,6 @@ static bf_err_t commit(broker_t *b, int64_t now)
     if (rc == BF_OK && (rc = broker_store_commit(b->store)) == BF_OK)
         b->commits++;
     b->in_tx = false;
-    b->commit_due = 0;
     b->last_commit = now;
     return rc;
 }
@@ -1985,8 +1983,8 @@ bf_err_t broker_run(broker_t *b)
         int64_t now = bf_mono_ms(), wake = next_timer, expiry = next_expiry(b);
         if (expiry < wake)
             wake = expiry;
-        if (b->in_tx && b->commit_due < wake)
-            wake = b->commit_due;
+        if (b->in_tx && b->last_commit + COMMIT_GAP_MS < wake)
+            wake = b->last_commit + COMMIT_GAP_MS;
         long timeout = wake > now ? (long)(wake - now) : 0;
         zmq_pollitem_t items[2] = {{b->router, 0, ZMQ_POLLIN, 0},
                                    {b->zap ? bf_zap_socket(b->zap) : NULL, 0, ZMQ_POLLIN, 0}};
@@ -2030,10 +2028,7 @@ bf_err_t broker_run(broker_t *b)
            goes only after the commit. */
         if (rc == BF_OK && b->in_tx) {
             now = bf_mono_ms();
-            if (!b->commit_due)
-                b->commit_due =
-                    b->last_commit + COMMIT_GAP_MS > now ? b->last_commit + COMMIT_GAP_MS : now;
-            if (now >= b->commit_due || worker_waits(b))
+            if (now >= b->last_commit + COMMIT_GAP_MS || worker_waits(b))
                 rc = commit(b, now);
         }
         if (rc != BF_OK)

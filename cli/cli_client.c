@@ -783,7 +783,7 @@ int cli_follow(const char *endpoint, void *wake, const char *job_id, unsigned to
         if (over && written && !more_events)
             break;
         if (!more_events) {
-            bool ending = over || tail || f.done >= f.total;
+            bool ending = over || tail; /* every task final: none queued either */
             wait_for_news(wake, over ? 10 : 250, asked, ending ? FOLLOW_END_GAP_MS : FOLLOW_GAP_MS);
         }
     }

@@ -318,17 +318,8 @@ static bf_err_t remember(collector_report_t *r, json_t *result)
 static char *by_scene_text(collector_report_t *r)
 {
     size_t n = json_object_size(r->lite);
-    if (r->lite_entries == n) {
-        if (n == 0)
-            return bf_strdup("{}");
-        char *text = malloc(r->lite_text.len + 5);
-        if (text) {
-            memcpy(text, "{\n", 2);
-            memcpy(text + 2, r->lite_text.p, r->lite_text.len);
-            memcpy(text + 2 + r->lite_text.len, "\n}", 3);
-        }
-        return text;
-    }
+    if (r->lite_entries == n)
+        return n == 0 ? bf_strdup("{}") : bf_asprintf("{\n%s\n}", r->lite_text.p);
     char *text = json_dumps(r->lite, JSON_INDENT(2) | JSON_FLAGS);
     size_t len = text ? strlen(text) : 0;
     free(r->lite_text.p);
