@@ -682,9 +682,29 @@ static void test_by_scene_text(const char *root)
     CHECK(as_dumped(dir, "results_progress.json"));
     append_and_write(r, json_pack("[o]", exec_result("jobB", 2, "failed")), true);
     CHECK(as_dumped(dir, "results_progress.json"));
+    /* what a worker may put in a result: brackets, commas, colons, quotes
+       and escapes inside strings (the grown text re-lays the log's compact
+       line), empty and nested containers, extreme reals, a scene name that
+       needs escaping, and thumbnails (left out, so dumped) */
+    json_t *odd = json_pack(
+        "{s:s, s:s, s:s, s:s, s:s, s:{}, s:[], s:[{s:[[], {}, [i, i, f]]}, {}], s:n, s:b, "
+        "s:f, s:f, s:I, s:{s:{s:{s:s}}}}",
+        "job_id", "jobB", "task_id", "odd-1", "scene", "q\"{[,:]}\\ \u00e9\u2603\t\x01", "status",
+        "success", "reason", "\"}],\\\"{:", "empty_obj", "empty_arr", "nested", "k", 1, -2,
+        3.5e-300, "nothing", "flag", 1, "tiny", -1.25e-300, "huge", 1.5e300, "big",
+        (json_int_t)-9007199254740993LL, "deep", "a", "b", "c", "d\n\"e\"");
+    json_t *thumbed = exec_result("jobB", 3, "success");
+    json_object_set_new(thumbed, "thumbnails", json_pack("{s:[i, i]}", "initial", 1, 2));
+    append_and_write(r, json_pack("[o, o]", odd, thumbed), false);
+    CHECK(as_dumped(dir, "results_progress.json"));
+    append_and_write(r, json_pack("[o]", exec_result("jobB", 4, "success")), true);
+    CHECK(as_dumped(dir, "results_progress.json"));
     json_t *progress = load(dir, "results_progress.json");
+    CHECK(json_object_size(progress) == 10 &&
+          json_is_object(json_object_get(progress, "q\"{[,:]}\\ \u00e9\u2603\t\x01")) &&
+          !json_object_get(json_object_get(progress, "x03"), "thumbnails"));
     CHECK(
-        json_object_size(progress) == 7 &&
+        json_object_size(progress) == 10 &&
         json_real_value(json_object_get(json_object_get(json_object_get(progress, "s02"), "stats"),
                                         "improvement_mean")) == 1.5);
     json_decref(progress);
