@@ -35,9 +35,17 @@
 #define COLLECT_MAX 4096 /* deliveries in flight to the collector */
 /* Tasks one worker may hold (READY credit is capped here): a worker runs
    one task at a time, so a deep prefetch only takes work away from the
-   others; a READY with credit 2^63 gets this many. */
-#define CREDIT_MAX 16
-#define ADOPT_MAX  256 /* tasks a re-registering worker may claim (caps.running) */
+   others; a READY with credit 2^63 gets CREDIT_BASE. A worker whose results
+   come in less than HOLD_MS / CREDIT_BASE apart may hold as many as it
+   finishes in HOLD_MS, up to CREDIT_MAX: with tasks of tens of
+   microseconds, 16 ran out before the broker's refill came (the worker
+   idled a third of the time), and 64 of them are still under 5 ms of work
+   at a job's end. The same rule as the worker's own (worker.c,
+   adapt_credit). */
+#define CREDIT_BASE 16
+#define CREDIT_MAX  64
+#define HOLD_MS     5.0
+#define ADOPT_MAX   256 /* tasks a re-registering worker may claim (caps.running) */
 /* A held task a dying worker had not reported started goes back without an
    attempt this many times; after that its loss counts (a task that crashes
    its worker before the first PROGRESS gets out). */
@@ -60,6 +68,11 @@ struct peer {
     uint64_t passed;     /* the dispatch round that found nothing it may take */
     int64_t gpu_id;
     uint64_t credit; /* tasks (or deliveries) it may still take */
+    /* a worker: the credit it asked for (at most CREDIT_MAX), and the mean
+       time between its results while it had more in hand (ms, 0: not yet
+       known) since last_result_s (0: idle since), for its cap (refill) */
+    uint64_t asked;
+    double result_gap_ms, last_result_s;
     int64_t last_recv, last_send;
     uint32_t *held;   /* task indices leased to this worker */
     uint8_t *started; /* beside held: a PROGRESS came for it (it ran) */
@@ -299,6 +312,33 @@ static bool peer_hold(peer_t *p, uint32_t task, bool started)
     p->started[p->nheld] = started;
     p->held[p->nheld++] = task;
     return true;
+}
+
+/* The tasks worker p may hold now: CREDIT_BASE, or what it finishes in
+   HOLD_MS when its results come faster, up to CREDIT_MAX. */
+static uint64_t credit_cap(const peer_t *p)
+{
+    double n = p->result_gap_ms > 0 ? HOLD_MS / p->result_gap_ms : 0;
+    return n <= CREDIT_BASE ? CREDIT_BASE : n >= CREDIT_MAX ? CREDIT_MAX : (uint64_t)n;
+}
+
+/* Sets p's credit to what it asked for, within its cap, less what it holds. */
+static void refill(peer_t *p)
+{
+    uint64_t cap = credit_cap(p), want = p->asked < cap ? p->asked : cap;
+    p->credit = want > p->nheld ? want - p->nheld : 0;
+}
+
+/* A result of worker p came in (p no longer holds its task): the gap since
+   its last one, while it had more in hand, goes into its mean. */
+static void note_result(peer_t *p)
+{
+    double now = bf_mono_s();
+    if (p->last_result_s > 0) {
+        double gap = (now - p->last_result_s) * 1000.0;
+        p->result_gap_ms = p->result_gap_ms > 0 ? (15 * p->result_gap_ms + gap) / 16 : gap;
+    }
+    p->last_result_s = p->nheld > 0 ? now : 0; /* idle from here: no gap to count */
 }
 
 static bool peer_holds(const peer_t *p, uint32_t task)
@@ -670,11 +710,11 @@ static void on_ready(broker_t *b, const uint8_t *id, size_t id_len, peer_t *p,
         bf_info("worker %s keeps task %s (%s)", p->name, json_string_value(tid),
                 broker_store_task_scene(b->store, t));
     }
-    uint64_t credit = m->credit > CREDIT_MAX ? CREDIT_MAX : m->credit;
-    if (m->credit > CREDIT_MAX)
-        bf_info("worker %s asked for credit %llu: capped at %d", p->name,
-                (unsigned long long)m->credit, CREDIT_MAX);
-    p->credit = credit > p->nheld ? credit - p->nheld : 0;
+    p->asked = m->credit > CREDIT_MAX ? CREDIT_MAX : m->credit;
+    if (m->credit > credit_cap(p))
+        bf_info("worker %s asked for credit %llu: capped at %llu", p->name,
+                (unsigned long long)m->credit, (unsigned long long)credit_cap(p));
+    refill(p);
     bf_info("worker %s ready (%s, %s, credit %llu, holding %zu)", p->name, p->host, p->device,
             (unsigned long long)p->credit, p->nheld);
 }
@@ -798,7 +838,8 @@ static bf_err_t on_result(broker_t *b, const uint8_t *id, size_t id_len, peer_t 
         peer_t *holder = holder_of(b, t, p);
         if (holder) {
             peer_release(holder, t);
-            holder->credit++;
+            note_result(holder);
+            refill(holder);
             holder->stage[0] = '\0';
             holder->fraction = 0;
         }
@@ -1011,7 +1052,7 @@ static bf_err_t on_cancel(broker_t *b, const uint8_t *id, size_t id_len, proto_m
         if (!h)
             continue;
         peer_release(h, running[i]);
-        h->credit++;
+        refill(h);
         send_abort(b, h, running[i], "cancelled by user");
     }
     free(running);
@@ -1444,7 +1485,7 @@ static bf_err_t expire(broker_t *b, int64_t now)
         peer_t *h = holder_of(b, late[i], NULL);
         if (h) {
             peer_release(h, late[i]);
-            h->credit++;
+            refill(h);
             send_abort(b, h, late[i], "task lease expired");
         }
         bf_warn("task %s (%s): %s", broker_store_task_id(b->store, late[i]),

@@ -728,7 +728,7 @@ static void test_lost(const char *dir)
     CHECK(seen);
     json_decref(doc);
     doc = NULL;
-    /* A READY with credit 2^63 gets CREDIT_MAX (16) tasks, not the queue. */
+    /* A READY with credit 2^63 gets CREDIT_BASE (16) tasks, not the queue. */
     tpeer_open(&x, r.endpoint);
     proto_msg_init(&m, PROTO_READY);
     CHECK(proto_msg_set(&m.worker, "greedy:1:cpu") == BF_OK);
@@ -1441,6 +1441,62 @@ out:
     stop_broker(&r);
 }
 
+/* Holds the TASKs that come to w until none has come for 300 ms; answers
+   every one of the first `answer` at once (after sleep_us), then no more.
+   Returns the number w received and did not answer. */
+static int credit_hold(tpeer_t *w, int answer, unsigned sleep_us)
+{
+    int got = 0, answered = 0;
+    proto_msg_t m;
+    for (int64_t until = bf_mono_ms() + bf_test_ms(300); bf_mono_ms() < until;) {
+        beat_all();
+        zmq_pollitem_t it = {w->sock, 0, ZMQ_POLLIN, 0};
+        if (zmq_poll(&it, 1, 20) <= 0 || proto_recv(w->sock, NULL, NULL, &m, 0, NULL) != BF_OK)
+            continue;
+        if (m.type == PROTO_TASK) {
+            got++;
+            until = bf_mono_ms() + bf_test_ms(300);
+            if (answered < answer) {
+                if (sleep_us)
+                    usleep(sleep_us);
+                worker_result(w, m.task_id, (unsigned)m.attempt, "success", "", 0.0);
+                answered++;
+            }
+        }
+        proto_msg_clear(&m);
+    }
+    return got - answered;
+}
+
+/* The credit cap follows the tasks' length: a worker asking for 64 holds
+   16 while its results come milliseconds apart, and more (up to 64, what
+   it finishes in 5 ms) while they come faster. */
+static void test_credit_cap(const char *dir)
+{
+    running_t r;
+    tpeer_t fast = {0}, slow = {0};
+    char job_id[16] = "";
+    REQUIRE_OUT(start_broker(&r, dir));
+    REQUIRE_OUT(submit(r.endpoint, "credit", 1000, 3, job_id));
+    tpeer_open(&slow, r.endpoint);
+    worker_ready(&slow, "slow:1:cpu", 64, NULL);
+    int held = credit_hold(&slow, 40, 3000);
+    CHECKF(held == 16, "results 3 ms apart: %d tasks held", held);
+    tpeer_close(&slow);
+    tpeer_open(&fast, r.endpoint);
+    worker_ready(&fast, "fast:1:cpu", 64, NULL);
+    held = credit_hold(&fast, 600, 0);
+    /* instrumented builds take longer than 5 ms / 16 per result themselves */
+    if (bf_test_ms(100) == 100)
+        CHECKF(held > 16 && held <= 64, "results at once: %d tasks held", held);
+    else
+        CHECKF(held >= 16 && held <= 64, "results at once: %d tasks held", held);
+out:
+    tpeer_close(&fast);
+    tpeer_close(&slow);
+    stop_broker(&r);
+}
+
 int main(void)
 {
     HB_MS = bf_test_ms(100);
@@ -1450,8 +1506,8 @@ int main(void)
     ctx = zmq_ctx_new();
     char *d1 = temp_dir(), *d2 = temp_dir(), *d3 = temp_dir(), *d4 = temp_dir(), *d5 = temp_dir();
     char *d6 = temp_dir(), *d7 = temp_dir(), *d8 = temp_dir(), *d9 = temp_dir();
-    char *d10 = temp_dir();
-    if (!ctx || !d1 || !d2 || !d3 || !d4 || !d5 || !d6 || !d7 || !d8 || !d9 || !d10) {
+    char *d10 = temp_dir(), *d11 = temp_dir();
+    if (!ctx || !d1 || !d2 || !d3 || !d4 || !d5 || !d6 || !d7 || !d8 || !d9 || !d10 || !d11) {
         fprintf(stderr, "setup failed\n");
         return 1;
     }
@@ -1459,11 +1515,17 @@ int main(void)
         const char *name;
         void (*fn)(const char *);
         const char *dir;
-    } cases[] = {{"security", test_security, d1}, {"flow", test_flow, d2},
-                 {"cancel", test_cancel, d3},     {"restart", test_restart, d4},
-                 {"garbage", test_garbage, d5},   {"faults", test_faults, d6},
-                 {"lost", test_lost, d7},         {"crasher", test_crasher, d8},
-                 {"schema_1", test_schema_1, d9}, {"throwaway", test_throwaway, d10}};
+    } cases[] = {{"security", test_security, d1},
+                 {"flow", test_flow, d2},
+                 {"cancel", test_cancel, d3},
+                 {"restart", test_restart, d4},
+                 {"garbage", test_garbage, d5},
+                 {"faults", test_faults, d6},
+                 {"lost", test_lost, d7},
+                 {"crasher", test_crasher, d8},
+                 {"schema_1", test_schema_1, d9},
+                 {"throwaway", test_throwaway, d10},
+                 {"credit_cap", test_credit_cap, d11}};
     for (size_t i = 0; i < BF_ARRAY_LEN(cases); i++) {
         int before = failures;
         double t = bf_mono_s();
@@ -1472,7 +1534,7 @@ int main(void)
                bf_mono_s() - t);
     }
     zmq_ctx_term(ctx);
-    const char *dirs[] = {d1, d2, d3, d4, d5, d6, d7, d8, d9, d10};
+    const char *dirs[] = {d1, d2, d3, d4, d5, d6, d7, d8, d9, d10, d11};
     for (size_t i = 0; i < BF_ARRAY_LEN(dirs); i++) {
         rm_dir(dirs[i]);
         free((char *)dirs[i]);

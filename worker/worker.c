@@ -46,7 +46,7 @@
    loaded host); what it holds when a job ends is then a few times this
    much work at most, however short or long the tasks. */
 #define HOLD_MS    5.0
-#define CREDIT_CAP 16 /* the broker's cap on credit (docs/protocol.md section 9) */
+#define CREDIT_CAP 64 /* the broker's cap on credit (docs/protocol.md section 9) */
 
 /* The flag the signal handlers set: the one process-wide mutable state,
    used only when the caller gives no stop flag of its own. */

@@ -1039,7 +1039,7 @@ static void test_fleet(void)
 }
 
 /* Adaptive credit: tasks far shorter than the work a worker is to hold
-   raise its credit (one READY, to the broker's cap of 16) and no READY
+   raise its credit (one READY, to the broker's cap of 64) and no READY
    per task follows; tasks longer than it leave the credit at prefetch. */
 static void credit_run(double hold_ms, const char *script, int tasks, int *readys, uint64_t *credit)
 {
@@ -1073,7 +1073,7 @@ static void test_credit(void)
     int readys;
     uint64_t credit;
     credit_run(60000, "echo '{\"status\":\"success\"}'", 6, &readys, &credit);
-    CHECKF(readys == 1 && credit == 16, "short tasks: %d READYs, credit %llu", readys,
+    CHECKF(readys == 1 && credit == 64, "short tasks: %d READYs, credit %llu", readys,
            (unsigned long long)credit);
     credit_run(1, "sleep 0.02; echo '{\"status\":\"success\"}'", 4, &readys, &credit);
     CHECKF(readys == 0, "long tasks: %d READYs (credit %llu)", readys, (unsigned long long)credit);
