@@ -621,12 +621,17 @@ long collector_stream_subscriptions(const collector_t *self)
     return self ? atomic_load(&((collector_t *)self)->subscriptions) : 0;
 }
 
-/* Nothing is packed while no one subscribes (the XPUB would drop it): the
-   count is what read_subscriptions has seen, and a subscriber is promised
-   only what is published after its subscription shows in the log. */
+/* Nothing is packed while no one subscribes (the XPUB would drop it). The
+   subscriptions libzmq has registered by now are read first: a zmq_send
+   would have delivered to them (`run` subscribes as its job starts, and a
+   one-task job's result came before the next turn read the subscription). */
 static void publish(collector_t *c, const char *topic, const json_t *doc)
 {
-    if (!c->pub || atomic_load(&c->subscriptions) <= 0)
+    if (!c->pub)
+        return;
+    if (atomic_load(&c->subscriptions) <= 0)
+        read_subscriptions(c);
+    if (atomic_load(&c->subscriptions) <= 0)
         return;
     uint8_t *data = NULL;
     size_t size = 0;
