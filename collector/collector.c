@@ -47,6 +47,11 @@
    nor the workers. */
 #define GATHER_MS  4
 #define GATHER_MAX 64
+/* A batch this large says results stream in faster than they are written:
+   the next is written as soon as it is there, without the window (whose
+   sleep then left the collector idle half the time while the broker's
+   outbox grew); the write itself gathers the next batch meanwhile. */
+#define GATHER_STREAM 32
 /* A spooled job is retried after 1 s, the wait doubling to this. */
 #define SPOOL_RETRY_MAX_MS 30000
 #define SPOOL_MAX          (1u << 30) /* bytes of a spool file read back */
@@ -91,6 +96,7 @@ struct collector {
     size_t nfinished, capfinished;
     int64_t gather_until; /* write what is pending by then (GATHER_MS) */
     bool gather_now;      /* a JOB_DONE is pending: write at once */
+    bool streaming;       /* the last batch was large: results stream, no window */
     bool resend;          /* something was dropped: register again once drained */
     bool trouble;         /* the last write failed */
     char trouble_text[BF_ERRLEN];
@@ -1159,13 +1165,14 @@ bf_err_t collector_run(collector_t *c)
             proto_msg_clear(&m);
         }
         if (c->npending > before && !c->trouble && !c->gather_until)
-            c->gather_until = now + GATHER_MS; /* the first of a batch */
+            c->gather_until = now + (c->streaming ? 0 : GATHER_MS); /* the first of a batch */
         if (c->npending &&
             (c->trouble ? now >= c->retry_at
                         : c->gather_until && (now >= c->gather_until || c->gather_now ||
                                               c->npending >= GATHER_MAX))) {
             c->gather_until = 0;
             c->gather_now = false;
+            c->streaming = c->npending >= GATHER_STREAM;
             write_pending(c);
         }
         if (!c->npending || c->trouble) { /* nothing gathering (dropped, or retried later) */
