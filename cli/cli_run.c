@@ -505,10 +505,15 @@ int cli_run(int argc, char **argv)
     /* The broker needs a moment to bind its ipc endpoint; a request sent
        before that simply waits in the DEALER until it connects. */
     /* The collector's stream wakes the follower when a result is written
-       (subscribed before the job exists, so the first one is not missed). */
+       (subscribed before the job exists, so the first one is not missed).
+       The collector binds its stream a few ms after it starts: retried
+       every 2 ms, the subscription is in place within 2 ms of that, well
+       before the collector has registered with the broker and a worker has
+       started (at 10 ms, a one-task job's result could be published before
+       it, and the follower saw it only at its 250 ms poll). */
     stream_ctx = zmq_ctx_new();
     stream = stream_ctx ? zmq_socket(stream_ctx, ZMQ_SUB) : NULL;
-    int linger = 0, ivl = 10;
+    int linger = 0, ivl = 2;
     if (stream &&
         (zmq_setsockopt(stream, ZMQ_LINGER, &linger, sizeof linger) ||
          zmq_setsockopt(stream, ZMQ_RECONNECT_IVL, &ivl, sizeof ivl) ||
