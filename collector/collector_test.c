@@ -424,6 +424,41 @@ int main(void)
     CHECK(expect_collect(&b, 2000, true));
     CHECK(b.idlen == old_len && !memcmp(b.id, old_id, old_len));
 
+    /* 3b. a DELIVER whose result cannot be converted (not UTF-8) is dropped
+       unacknowledged, though its JOBINFO is the same bytes as the last one's
+       (whose tree the collector keeps); the next one of that job is written */
+    char dirM[128];
+    snprintf(dirM, sizeof dirM, "%s/jobM", root);
+    deliver(&b, "jobM", dirM, 6, 1);
+    CHECK(expect_acks(&b, (const uint64_t[]){6, 0}, "jobM", dirM,
+                      (const int[]){0, 0, 0, 0, 0, 0, 1}, 3000));
+    json_t *info = jobinfo("jobM", dirM, "running");
+    uint8_t *info_mp = NULL;
+    size_t info_len = 0;
+    CHECK(info && proto_json_to_msgpack(info, &info_mp, &info_len) == BF_OK);
+    json_decref(info);
+    static const uint8_t bad_result[] = "\xa6result\x82\xa5scene\xa6scene2\xa6status\xa2\xff\xfe";
+    proto_msg_t bad_msg;
+    proto_msg_init(&bad_msg, PROTO_DELIVER);
+    bad_msg.seq = 7;
+    CHECK(proto_msg_set(&bad_msg.job_id, "jobM") == BF_OK);
+    CHECK(proto_msg_set(&bad_msg.task_id, "jobM-task2") == BF_OK);
+    bad_msg.obj_raw = malloc(5 + info_len + sizeof bad_result - 1);
+    if (bad_msg.obj_raw && info_mp) {
+        memcpy(bad_msg.obj_raw, "\x82\xa3job", 5);
+        memcpy(bad_msg.obj_raw + 5, info_mp, info_len);
+        memcpy(bad_msg.obj_raw + 5 + info_len, bad_result, sizeof bad_result - 1);
+        bad_msg.obj_raw_len = 5 + info_len + sizeof bad_result - 1;
+        fake_send(&b, &bad_msg);
+    }
+    proto_msg_clear(&bad_msg);
+    free(info_mp);
+    CHECK(!expect_acks(&b, (const uint64_t[]){7, 0}, NULL, NULL, NULL, 300));
+    deliver(&b, "jobM", dirM, 8, 3);
+    CHECK(expect_acks(&b, (const uint64_t[]){8, 0}, "jobM", dirM,
+                      (const int[]){0, 0, 0, 0, 0, 0, 0, 0, 3}, 3000));
+    CHECK(log_has(dirM, "jobM", 1) && !log_has(dirM, "jobM", 2) && log_has(dirM, "jobM", 3));
+
     /* 4. garbage from the "broker" is dropped, the collector carries on */
     zmq_send(b.router, b.id, b.idlen, ZMQ_SNDMORE);
     zmq_send(b.router, "\xc1garbage", 8, 0);

@@ -629,6 +629,53 @@ bf_err_t proto_msgpack_pick(const uint8_t *data, size_t size, const char *const 
     return c.rc;
 }
 
+bool proto_msgpack_member(const uint8_t *data, size_t size, const char *key, const uint8_t **at,
+                          size_t *len)
+{
+    *at = NULL;
+    *len = 0;
+    if (!data || size == 0 || size > PROTO_MAX_FRAME)
+        return false;
+    walk_t w = {data, data + size, 0, PROTO_MAX_DEPTH, NULL};
+    uint8_t b = *w.p++;
+    uint64_t count;
+    if ((b & 0xf0) == 0x80) {
+        count = b & 0x0f;
+    } else if ((b == 0xde || b == 0xdf) && need(&w, b == 0xde ? 2 : 4)) {
+        count = be(w.p, b == 0xde ? 2 : 4);
+        w.p += b == 0xde ? 2 : 4;
+    } else {
+        return false;
+    }
+    size_t klen = strlen(key);
+    const uint8_t *found = NULL;
+    size_t found_len = 0;
+    for (uint64_t i = 0; i < count; i++) {
+        const uint8_t *k = w.p;
+        if (!walk(&w, 1))
+            return false;
+        /* a str key: its header (fixstr, str8, str16, str32), then its bytes */
+        size_t head = (*k & 0xe0) == 0xa0 ? 1
+                      : *k == 0xd9        ? 2
+                      : *k == 0xda        ? 3
+                      : *k == 0xdb        ? 5
+                                          : 0;
+        bool match = head && (size_t)(w.p - k) == head + klen && !memcmp(k + head, key, klen);
+        const uint8_t *v = w.p;
+        if (!walk(&w, 1))
+            return false;
+        if (match) { /* the last of duplicate keys wins, as in a tree */
+            found = v;
+            found_len = (size_t)(w.p - v);
+        }
+    }
+    if (w.p != w.end || !found)
+        return false;
+    *at = found;
+    *len = found_len;
+    return true;
+}
+
 /* ---- messages ------------------------------------------------------------ */
 
 bf_err_t proto_encode(const proto_msg_t *msg, uint8_t **data, size_t *size)

@@ -902,6 +902,42 @@ static void test_pick(void)
     json_decref(v[0]);
 }
 
+/* proto_msgpack_member: the span of one member's value, the last of
+   duplicates, found by walking; anything but a whole well-formed map is
+   refused. */
+static void test_member(void)
+{
+    const uint8_t *at;
+    size_t len;
+    /* {"job": {"id": "j"}, 7: "x", "result": [1, 2], "job": "second"} (a map16, a key
+       that is no string) */
+    static const uint8_t doc[] = "\xde\x00\x04\xa3job\x81\xa2id\xa1j\x07\xa1x"
+                                 "\xa6result\x92\x01\x02\xa3job\xa6second";
+    size_t n = sizeof doc - 1;
+    CHECK(proto_msgpack_member(doc, n, "result", &at, &len) && len == 3 &&
+          !memcmp(at, "\x92\x01\x02", 3));
+    CHECK(proto_msgpack_member(doc, n, "job", &at, &len) && len == 7 &&
+          !memcmp(at, "\xa6second", 7));
+    CHECK(!proto_msgpack_member(doc, n, "absent", &at, &len) && !at && len == 0);
+    CHECK(!proto_msgpack_member(doc, n, "jo", &at, &len));
+    /* the same converted whole: the member's bytes read as the tree has it */
+    json_t *one = NULL;
+    CHECK(proto_msgpack_member(doc, n, "result", &at, &len) &&
+          proto_msgpack_to_json(at, len, &one, NULL) == BF_OK);
+    CHECK(one && json_array_size(one) == 2 && json_integer_value(json_array_get(one, 1)) == 2);
+    json_decref(one);
+    for (size_t cut = 0; cut < n; cut++) /* every truncation is refused */
+        CHECK(!proto_msgpack_member(doc, cut, "result", &at, &len) && !at);
+    uint8_t more[sizeof doc];
+    memcpy(more, doc, n);
+    more[n] = 0xc0; /* a trailing nil */
+    CHECK(!proto_msgpack_member(more, n + 1, "result", &at, &len) && !at);
+    CHECK(!proto_msgpack_member((const uint8_t *)"\x91\x01", 2, "result", &at, &len));
+    CHECK(!proto_msgpack_member((const uint8_t *)"\x81\xa3job\xc1", 5, "job", &at, &len));
+    CHECK(proto_msgpack_member((const uint8_t *)"\x81\xd9\x03job\xc0", 7, "job", &at, &len) &&
+          len == 1 && at[0] == 0xc0); /* a str8 key */
+}
+
 /* Seeded random mutations of valid encodings: anything may be refused, nothing
    may crash, and whatever is accepted must encode again and decode the same. */
 static uint64_t rng = 0x9e3779b97f4a7c15ull;
@@ -1142,6 +1178,7 @@ int main(void)
     test_malformed();
     test_json();
     test_pick();
+    test_member();
     test_obj_raw();
     test_decode_raw();
     test_mutations();

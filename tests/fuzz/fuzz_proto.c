@@ -6,8 +6,9 @@
     mask, obj by json_equal), and fields outside the mask stay zero. Failures
     must come with a reason. The same bytes also go through
     proto_decode_raw (the worker's decoder: what proto_decode accepts it
-    accepts, with obj's bytes converting to the same document) and
-    proto_msgpack_to_json, the decoder of bare documents. */
+    accepts, with obj's bytes converting to the same document),
+    proto_msgpack_to_json, the decoder of bare documents, and
+    proto_msgpack_member (a member's bytes convert to that member). */
 
 #include "../../common/bf_config.h"
 #include "../../proto/proto.h"
@@ -141,10 +142,31 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         FUZZ_ASSERT(json_equal(doc, back), "the document differs after a round trip");
         json_decref(back);
         free(packed);
-        json_decref(doc);
     } else {
         FUZZ_ASSERT(!doc, "refused but returned a value");
         fuzz_check_reason(rc, err);
     }
+    /* proto_msgpack_member (the collector's JOBINFO and result): a span
+       inside the bytes, and on a map that converts, the member the tree has,
+       its bytes converting to the same value */
+    static const char *const members[] = {"job", "result"};
+    for (int k = 0; k < 2; k++) {
+        const uint8_t *at = NULL;
+        size_t len = 0;
+        bool found = proto_msgpack_member(data, size, members[k], &at, &len);
+        FUZZ_ASSERT(!found || (at > data && len > 0 && at + len <= data + size),
+                    "member %s outside the document", members[k]);
+        if (!json_is_object(doc))
+            continue;
+        json_t *want = json_object_get(doc, members[k]), *got = NULL;
+        FUZZ_ASSERT(found == (want != NULL), "member %s: found %d, in the tree %d", members[k],
+                    (int)found, want != NULL);
+        if (found)
+            FUZZ_ASSERT(proto_msgpack_to_json(at, len, &got, NULL) == BF_OK &&
+                            json_equal(got, want),
+                        "member %s converts to another value", members[k]);
+        json_decref(got);
+    }
+    json_decref(doc);
     return 0;
 }
