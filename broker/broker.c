@@ -711,9 +711,10 @@ static void on_ready(broker_t *b, const uint8_t *id, size_t id_len, peer_t *p,
                 broker_store_task_scene(b->store, t));
     }
     p->asked = m->credit > CREDIT_MAX ? CREDIT_MAX : m->credit;
-    if (m->credit > credit_cap(p))
+    uint64_t cap = credit_cap(p);
+    if (m->credit > cap)
         bf_info("worker %s asked for credit %llu: capped at %llu", p->name,
-                (unsigned long long)m->credit, (unsigned long long)credit_cap(p));
+                (unsigned long long)m->credit, (unsigned long long)cap);
     refill(p);
     bf_info("worker %s ready (%s, %s, credit %llu, holding %zu)", p->name, p->host, p->device,
             (unsigned long long)p->credit, p->nheld);

@@ -70,6 +70,13 @@ typedef struct {
     bool done;
 } pending_t;
 
+/* A job finished this turn: its JOBINFO, and its report, out of jobs[] (a
+   later message opens the job again). */
+typedef struct {
+    json_t *job;
+    collector_report_t *report;
+} finished_t;
+
 struct collector {
     collector_config_t cfg;
     char *broker, *name, *out_root, *output_root, *spool_dir, *publish_ep;
@@ -88,11 +95,7 @@ struct collector {
     size_t npending, cappending;
     uint64_t *acks; /* written (durable), to acknowledge at the end of the turn */
     size_t nacks, capacks;
-    json_t *jobs_done; /* the jobs finished this turn: published once acknowledged */
-    /* their reports, out of jobs[] (a later message opens the job again),
-       closed once the JOB_DONEs are acknowledged: freeing a large job's
-       results (110 ms at 20,000) must not hold its acknowledgement back */
-    collector_report_t **finished;
+    finished_t *finished; /* the jobs finished this turn (end_finished) */
     size_t nfinished, capfinished;
     int64_t gather_until; /* write what is pending by then (GATHER_MS) */
     bool gather_now;      /* a JOB_DONE is pending: write at once */
@@ -109,6 +112,7 @@ struct collector {
 /* ---- socket ----------------------------------------------------------------- */
 
 static void publish(collector_t *c, const char *topic, const json_t *doc);
+static void end_finished(collector_t *c, bool announce);
 
 static void send_simple(collector_t *c, proto_type_t type, uint64_t seq)
 {
@@ -168,13 +172,7 @@ static void flush_acks(collector_t *c)
         i += n;
     }
     c->nacks = 0;
-    size_t k;
-    json_t *job;
-    json_array_foreach(c->jobs_done, k, job)
-    {
-        publish(c, "job-done", job);
-    }
-    json_array_clear(c->jobs_done);
+    end_finished(c, true);
 }
 
 static void drop_pending(collector_t *c)
@@ -379,10 +377,18 @@ static void close_job(collector_t *c, size_t i)
     c->njobs--;
 }
 
-static void close_finished(collector_t *c)
+/* The jobs finished this turn, once their JOB_DONEs are acknowledged:
+   "job-done" published when announce (a client it wakes finds the broker's
+   outbox empty), and the report closed (freeing a large job's results, 110
+   ms at 20,000, must not hold the acknowledgement back). */
+static void end_finished(collector_t *c, bool announce)
 {
-    for (size_t i = 0; i < c->nfinished; i++)
-        collector_report_close(&c->finished[i]);
+    for (size_t i = 0; i < c->nfinished; i++) {
+        if (announce)
+            publish(c, "job-done", c->finished[i].job);
+        json_decref(c->finished[i].job);
+        collector_report_close(&c->finished[i].report);
+    }
     c->nfinished = 0;
 }
 
@@ -393,7 +399,7 @@ void collector_destroy(collector_t **self_p)
     collector_t *c = *self_p;
     while (c->njobs)
         close_job(c, c->njobs - 1);
-    close_finished(c);
+    end_finished(c, false);
     free(c->finished);
     json_decref(c->job_tree);
     free(c->job_raw);
@@ -413,7 +419,6 @@ void collector_destroy(collector_t **self_p)
     free(c->output_root);
     free(c->spool_dir);
     json_decref(c->held);
-    json_decref(c->jobs_done);
     if (c->spool_lock >= 0)
         close(c->spool_lock);
     free(c->publish_ep);
@@ -580,21 +585,24 @@ static void forget_job(collector_t *c, const char *job_id)
         }
 }
 
-/* As forget_job, but the report is closed by close_finished, after this
-   turn's acknowledgements (at once when there is no room to keep it). */
-static void retire_job(collector_t *c, const char *job_id)
+/* As forget_job for a job that finished (job: its JOBINFO), whose end
+   waits for this turn's acknowledgements (end_finished); at once when
+   there is no room to keep it. */
+static void retire_job(collector_t *c, const char *job_id, const json_t *job)
 {
-    for (size_t i = 0; i < c->njobs; i++) {
-        if (strcmp(c->jobs[i].job_id, job_id) != 0)
-            continue;
-        if (!bf_grow(&c->finished, &c->capfinished, c->nfinished + 1, sizeof *c->finished, 4)) {
-            close_job(c, i);
-            return;
-        }
-        c->finished[c->nfinished++] = c->jobs[i].report;
+    size_t i = 0;
+    while (i < c->njobs && strcmp(c->jobs[i].job_id, job_id) != 0)
+        i++;
+    if (!bf_grow(&c->finished, &c->capfinished, c->nfinished + 1, sizeof *c->finished, 4)) {
+        publish(c, "job-done", job);
+        forget_job(c, job_id);
+        return;
+    }
+    c->finished[c->nfinished++] = (finished_t){json_incref((json_t *)job), NULL};
+    if (i < c->njobs) {
+        c->finished[c->nfinished - 1].report = c->jobs[i].report;
         c->jobs[i].report = NULL;
         close_job(c, i); /* the report is no longer in it: only the entry goes */
-        return;
     }
 }
 
@@ -633,17 +641,11 @@ long collector_stream_subscriptions(const collector_t *self)
     return self ? atomic_load(&((collector_t *)self)->subscriptions) : 0;
 }
 
-/* Nothing is packed while no one subscribes (the XPUB would drop it). The
-   subscriptions libzmq has registered by now are read first: a zmq_send
-   would have delivered to them (`run` subscribes as its job starts, and a
-   one-task job's result came before the next turn read the subscription). */
+/* Nothing is packed while no one subscribes (the XPUB would drop it); the
+   loop reads the subscriptions libzmq has registered before each write. */
 static void publish(collector_t *c, const char *topic, const json_t *doc)
 {
-    if (!c->pub)
-        return;
-    if (atomic_load(&c->subscriptions) <= 0)
-        read_subscriptions(c);
-    if (atomic_load(&c->subscriptions) <= 0)
+    if (!c->pub || atomic_load(&c->subscriptions) <= 0)
         return;
     uint8_t *data = NULL;
     size_t size = 0;
@@ -714,14 +716,9 @@ static bf_err_t finish_job(collector_t *c, const char *job_id, collector_report_
     char why[BF_ERRLEN];
     if (write_claim(collector_report_dir(r), job_id, true, why) != BF_OK)
         bf_warn("job %s: %s", job_id, why);
-    /* "job-done" goes out after the JOB_DONE's acknowledgement (flush_acks):
-       a client it wakes finds the broker's outbox empty */
-    if (!c->jobs_done)
-        c->jobs_done = json_array();
-    if (!c->jobs_done || json_array_append(c->jobs_done, (json_t *)job) != 0)
-        publish(c, "job-done", job);
     bf_info("job %s %s: final report in %s", job_id, job_state(job), collector_report_dir(r));
-    retire_job(c, job_id); /* a later message reopens it */
+    retire_job(c, job_id,
+               job); /* "job-done" after the acknowledgement; a later message reopens it */
     return BF_OK;
 }
 
@@ -1085,28 +1082,29 @@ static bool valid_delivery(proto_msg_t *m)
    message is dropped as a malformed one is. */
 static bool delivery_doc(collector_t *c, proto_msg_t *m, char *why)
 {
-    const uint8_t *at = NULL;
-    size_t len = 0;
+    static const char *const keys[] = {"job", "result"};
+    const uint8_t *at[2];
+    size_t len[2];
     json_t *job = NULL, *res = NULL, *doc = json_object();
+    if (!doc || !proto_msgpack_members(m->obj_raw, m->obj_raw_len, keys, 2, at, len))
+        at[0] = at[1] = NULL; /* no map, no members: valid_delivery drops it */
     bool ok = doc != NULL;
-    if (ok && proto_msgpack_member(m->obj_raw, m->obj_raw_len, "job", &at, &len)) {
-        if (c->job_tree && len == c->job_raw_len && !memcmp(at, c->job_raw, len)) {
-            job = json_incref(c->job_tree);
-        } else if ((ok = proto_msgpack_to_json(at, len, &job, why) == BF_OK)) {
-            uint8_t *copy = malloc(len);
-            json_decref(c->job_tree);
-            free(c->job_raw);
-            c->job_tree = copy ? json_incref(job) : NULL;
-            c->job_raw = copy ? memcpy(copy, at, len) : NULL;
-            c->job_raw_len = copy ? len : 0;
-        }
-        ok = ok && json_object_set_new(doc, "job", job) == 0;
+    if (ok && at[0] && c->job_tree && len[0] == c->job_raw_len &&
+        !memcmp(at[0], c->job_raw, len[0])) {
+        job = json_incref(c->job_tree);
+    } else if (ok && at[0] && (ok = proto_msgpack_to_json(at[0], len[0], &job, why) == BF_OK)) {
+        uint8_t *copy = malloc(len[0]);
+        json_decref(c->job_tree);
+        free(c->job_raw);
+        c->job_tree = copy ? json_incref(job) : NULL;
+        c->job_raw = copy ? memcpy(copy, at[0], len[0]) : NULL;
+        c->job_raw_len = copy ? len[0] : 0;
     }
-    if (ok && m->type == PROTO_DELIVER &&
-        proto_msgpack_member(m->obj_raw, m->obj_raw_len, "result", &at, &len)) {
-        ok = proto_msgpack_to_json(at, len, &res, why) == BF_OK &&
+    if (ok && job)
+        ok = json_object_set_new(doc, "job", job) == 0;
+    if (ok && at[1] && m->type == PROTO_DELIVER)
+        ok = proto_msgpack_to_json(at[1], len[1], &res, why) == BF_OK &&
              json_object_set_new(doc, "result", res) == 0;
-    }
     if (!ok && !*why)
         bf_strlcpy(why, "out of memory", BF_ERRLEN);
     free(m->obj_raw);
@@ -1229,6 +1227,8 @@ bf_err_t collector_run(collector_t *c)
             c->gather_until = 0;
             c->gather_now = false;
             c->streaming = c->npending >= GATHER_STREAM;
+            if (c->pub) /* a subscription registered since the poll gets this batch */
+                read_subscriptions(c);
             write_pending(c);
         }
         if (!c->npending || c->trouble) { /* nothing gathering (dropped, or retried later) */
@@ -1240,7 +1240,6 @@ bf_err_t collector_run(collector_t *c)
         if (json_object_size(c->held))
             drain_spool(c, now);
         flush_acks(c);
-        close_finished(c);
         /* heartbeats, and a fresh connection after backoff + jitter when
            the broker is silent: register on it again */
         proto_link_event_t ev = proto_link_tick(c->link, now);
@@ -1250,10 +1249,12 @@ bf_err_t collector_run(collector_t *c)
             send_simple(c, PROTO_COLLECT, 0);
     }
     /* Write what we hold; what is not acked in time comes again next run. */
-    if (c->npending && !c->trouble)
+    if (c->npending && !c->trouble) {
+        if (c->pub)
+            read_subscriptions(c);
         write_pending(c);
+    }
     flush_acks(c);
-    close_finished(c);
     disconnect(c);
     return BF_OK;
 }

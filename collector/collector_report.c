@@ -316,42 +316,32 @@ static void indent_compact(bf_buf_t *b, const char *s, size_t n, int depth)
 }
 
 /* Appends scene's entry to lite_text, as the whole dump of {scene: lite}
-   would print it less its "{\n" and "\n}": from compact (n bytes, lite as
-   JSON_COMPACT | JSON_FLAGS prints it) when given, else dumped. */
+   prints it less its "{\n" and "\n}": the key, then lite's compact text
+   (compact, n bytes: the log's line where lite is the result; NULL: dumped
+   here) laid out by indent_compact. */
 static void lite_text_add(collector_report_t *r, const char *scene, json_t *lite,
                           const char *compact, size_t n)
 {
     json_t *key = json_string(scene);
-    char *text = NULL;
-    if (compact) {
-        text = key ? json_dumps(key, JSON_ENCODE_ANY | JSON_FLAGS) : NULL;
-    } else {
-        json_t *one = json_object();
-        if (one && json_object_set(one, scene, lite) == 0)
-            text = json_dumps(one, JSON_INDENT(2) | JSON_FLAGS);
-        json_decref(one);
-    }
+    char *key_text = key ? json_dumps(key, JSON_ENCODE_ANY | JSON_FLAGS) : NULL;
+    char *own = compact ? NULL : json_dumps(lite, JSON_COMPACT | JSON_FLAGS);
     json_decref(key);
-    size_t len = text ? strlen(text) : 0;
-    bool ok = compact ? len >= 2
-                      : len >= 4 && !memcmp(text, "{\n", 2) && !memcmp(text + len - 2, "\n}", 2);
-    if (!ok) {
-        r->lite_entries = SIZE_MAX; /* stale: the next write dumps lite whole */
-        free(text);
-        return;
+    if (!compact) {
+        compact = own;
+        n = own ? strlen(own) : 0;
     }
-    if (r->lite_entries > 0)
-        bf_buf_put(&r->lite_text, ",\n", 2);
-    if (compact) {
+    if (key_text && compact) {
+        if (r->lite_entries > 0)
+            bf_buf_put(&r->lite_text, ",\n", 2);
         bf_buf_put(&r->lite_text, "  ", 2);
-        bf_buf_put(&r->lite_text, text, len);
+        bf_buf_puts(&r->lite_text, key_text);
         bf_buf_put(&r->lite_text, ": ", 2);
         indent_compact(&r->lite_text, compact, n, 1);
-    } else {
-        bf_buf_put(&r->lite_text, text + 2, len - 4);
     }
-    free(text);
-    r->lite_entries = r->lite_text.oom ? SIZE_MAX : r->lite_entries + 1;
+    /* stale on failure: the next write dumps lite whole */
+    r->lite_entries = key_text && compact && !r->lite_text.oom ? r->lite_entries + 1 : SIZE_MAX;
+    free(key_text);
+    free(own);
 }
 
 /* Keeps result (line: its compact text in the log, n bytes, or NULL). */

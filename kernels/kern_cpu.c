@@ -168,10 +168,6 @@ trace_chunk_body(const kern_bounce_t *b, uint64_t chunk, uint64_t phase1, slot_t
    in the legacy SSE encoding. The same IEEE operations in the same order
    (target "avx2" brings no fused multiply-add), so the same bits:
    kern_cpu_test's plain walk checks both builds. */
-static int trace_chunk_base(const kern_bounce_t *b, uint64_t chunk, uint64_t phase1, slot_t *sl)
-{
-    return trace_chunk_body(b, chunk, phase1, sl);
-}
 #if defined(KERN_WIDE8)
 __attribute__((target("avx2"), flatten)) static int
 trace_chunk_avx2(const kern_bounce_t *b, uint64_t chunk, uint64_t phase1, slot_t *sl)
@@ -185,7 +181,7 @@ static int trace_chunk(const kern_bounce_t *b, uint64_t chunk, uint64_t phase1, 
     if (b->geom.bvh.wide8)
         return trace_chunk_avx2(b, chunk, phase1, sl);
 #endif
-    return trace_chunk_base(b, chunk, phase1, sl);
+    return trace_chunk_body(b, chunk, phase1, sl);
 }
 
 /* Folds slot sl into the outputs; called under the job lock, in chunk order. */

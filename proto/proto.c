@@ -629,11 +629,13 @@ bf_err_t proto_msgpack_pick(const uint8_t *data, size_t size, const char *const 
     return c.rc;
 }
 
-bool proto_msgpack_member(const uint8_t *data, size_t size, const char *key, const uint8_t **at,
-                          size_t *len)
+bool proto_msgpack_members(const uint8_t *data, size_t size, const char *const *keys, size_t n,
+                           const uint8_t **at, size_t *len)
 {
-    *at = NULL;
-    *len = 0;
+    for (size_t k = 0; k < n; k++) {
+        at[k] = NULL;
+        len[k] = 0;
+    }
     if (!data || size == 0 || size > PROTO_MAX_FRAME)
         return false;
     walk_t w = {data, data + size, 0, PROTO_MAX_DEPTH, NULL};
@@ -647,33 +649,34 @@ bool proto_msgpack_member(const uint8_t *data, size_t size, const char *key, con
     } else {
         return false;
     }
-    size_t klen = strlen(key);
-    const uint8_t *found = NULL;
-    size_t found_len = 0;
-    for (uint64_t i = 0; i < count; i++) {
-        const uint8_t *k = w.p;
-        if (!walk(&w, 1))
-            return false;
+    bool ok = true;
+    for (uint64_t i = 0; ok && i < count; i++) {
+        const uint8_t *key = w.p;
+        if (!(ok = walk(&w, 1)))
+            break;
         /* a str key: its header (fixstr, str8, str16, str32), then its bytes */
-        size_t head = (*k & 0xe0) == 0xa0 ? 1
-                      : *k == 0xd9        ? 2
-                      : *k == 0xda        ? 3
-                      : *k == 0xdb        ? 5
-                                          : 0;
-        bool match = head && (size_t)(w.p - k) == head + klen && !memcmp(k + head, key, klen);
+        size_t head = (*key & 0xe0) == 0xa0 ? 1
+                      : *key == 0xd9        ? 2
+                      : *key == 0xda        ? 3
+                      : *key == 0xdb        ? 5
+                                            : 0;
+        size_t klen = (size_t)(w.p - key) - head;
         const uint8_t *v = w.p;
-        if (!walk(&w, 1))
-            return false;
-        if (match) { /* the last of duplicate keys wins, as in a tree */
-            found = v;
-            found_len = (size_t)(w.p - v);
-        }
+        if (!(ok = walk(&w, 1)))
+            break;
+        for (size_t k = 0; head && k < n; k++)
+            if (strlen(keys[k]) == klen && !memcmp(key + head, keys[k], klen)) {
+                at[k] = v; /* the last of duplicate keys wins, as in a tree */
+                len[k] = (size_t)(w.p - v);
+            }
     }
-    if (w.p != w.end || !found)
-        return false;
-    *at = found;
-    *len = found_len;
-    return true;
+    if (ok && w.p == w.end)
+        return true;
+    for (size_t k = 0; k < n; k++) {
+        at[k] = NULL;
+        len[k] = 0;
+    }
+    return false;
 }
 
 /* ---- messages ------------------------------------------------------------ */

@@ -185,13 +185,14 @@ bf_err_t proto_msgpack_to_json(const uint8_t *data, size_t size, json_t **value,
    a member picked cannot be converted (values then all NULL). */
 bf_err_t proto_msgpack_pick(const uint8_t *data, size_t size, const char *const *keys, size_t n,
                             json_t **values, char *err) BF_MUST_CHECK;
-/* Where the value of member key of the MessagePack map at data (size
-   bytes, the whole of it) starts (*at) and how long it is (*len), the last
-   of duplicate keys; the map is walked and bounded as proto_decode bounds
-   a frame, nothing is converted. False when data is no well-formed map or
-   has no such member. For a receiver that compares a member's bytes with
-   what it converted last time (the collector's JOBINFO). */
-bool proto_msgpack_member(const uint8_t *data, size_t size, const char *key, const uint8_t **at,
-                          size_t *len) BF_MUST_CHECK;
+/* Where the values of the members keys[0..n) of the MessagePack map at
+   data (size bytes, the whole of it) start (at[k]) and how long they are
+   (len[k]; NULL and 0 where absent; of duplicate keys the last), found in
+   one walk that bounds the map as proto_decode bounds a frame; nothing is
+   converted. False, with every at[k] NULL, when data is no well-formed
+   map. For a receiver that compares a member's bytes with what it
+   converted last time (the collector's JOBINFO). */
+bool proto_msgpack_members(const uint8_t *data, size_t size, const char *const *keys, size_t n,
+                           const uint8_t **at, size_t *len) BF_MUST_CHECK;
 
 #endif

@@ -902,9 +902,16 @@ static void test_pick(void)
     json_decref(v[0]);
 }
 
-/* proto_msgpack_member: the span of one member's value, the last of
-   duplicates, found by walking; anything but a whole well-formed map is
-   refused. */
+/* proto_msgpack_members, one key at a time (proto_msgpack_member here):
+   the span of one member's value, the last of duplicates, found by
+   walking; anything but a whole well-formed map is refused. Then two keys
+   in one walk. */
+static bool proto_msgpack_member(const uint8_t *data, size_t size, const char *key,
+                                 const uint8_t **at, size_t *len)
+{
+    return proto_msgpack_members(data, size, &key, 1, at, len) && *at;
+}
+
 static void test_member(void)
 {
     const uint8_t *at;
@@ -936,6 +943,13 @@ static void test_member(void)
     CHECK(!proto_msgpack_member((const uint8_t *)"\x81\xa3job\xc1", 5, "job", &at, &len));
     CHECK(proto_msgpack_member((const uint8_t *)"\x81\xd9\x03job\xc0", 7, "job", &at, &len) &&
           len == 1 && at[0] == 0xc0); /* a str8 key */
+    static const char *const both[] = {"job", "absent", "result"};
+    const uint8_t *ats[3];
+    size_t lens[3];
+    CHECK(proto_msgpack_members(doc, n, both, 3, ats, lens) && lens[0] == 7 &&
+          !memcmp(ats[0], "\xa6second", 7) && !ats[1] && lens[1] == 0 && lens[2] == 3 &&
+          !memcmp(ats[2], "\x92\x01\x02", 3));
+    CHECK(!proto_msgpack_members(doc, n - 1, both, 3, ats, lens) && !ats[0] && !ats[2]);
 }
 
 /* Seeded random mutations of valid encodings: anything may be refused, nothing

@@ -528,8 +528,6 @@ typedef struct {
        does the same). */
     volatile int failed_errno;
     int pidfd;
-    const sigset_t *handled; /* the signals with a handler of this process's */
-    int devnull;             /* /dev/null, read-only, for the child's stdin (or -1) */
 } spawn_t;
 
 /* What every child needs from this process, found once (spawn_setup): the
@@ -565,7 +563,7 @@ static int child_main(void *arg)
     /* Handlers were copied from the worker: one that ran here would run
        in the worker's memory. Back to the defaults before unblocking. */
     for (int sig = 1; sig < NSIG; sig++) {
-        if (sigismember(sp->handled, sig) == 1) {
+        if (sigismember(&spawn_handled, sig) == 1) {
             struct sigaction sa;
             memset(&sa, 0, sizeof sa);
             sa.sa_handler = SIG_DFL;
@@ -579,8 +577,8 @@ static int child_main(void *arg)
         _exit(127); /* the worker is gone already */
     dup2(sp->out, STDOUT_FILENO);
     dup2(sp->err, STDERR_FILENO);
-    if (sp->devnull >= 0)
-        dup2(sp->devnull, STDIN_FILENO); /* the copy is not close-on-exec */
+    if (spawn_devnull >= 0)
+        dup2(spawn_devnull, STDIN_FILENO); /* the copy is not close-on-exec */
 #ifdef SYS_close_range
     /* Nothing of the worker's but stdin, stdout and stderr reaches the
        task: every other descriptor (a library's, one the worker inherited)
@@ -620,8 +618,6 @@ static int child_main(void *arg)
 static pid_t spawn_child(spawn_t *sp)
 {
     pthread_once(&spawn_once, spawn_setup);
-    sp->handled = &spawn_handled;
-    sp->devnull = spawn_devnull;
     sp->failed_errno = 0;
     sp->pidfd = -1;
 #ifdef SPAWN_BY_FORK

@@ -8,7 +8,7 @@
     proto_decode_raw (the worker's decoder: what proto_decode accepts it
     accepts, with obj's bytes converting to the same document),
     proto_msgpack_to_json, the decoder of bare documents, and
-    proto_msgpack_member (a member's bytes convert to that member). */
+    proto_msgpack_members (a member's bytes convert to that member). */
 
 #include "../../common/bf_config.h"
 #include "../../proto/proto.h"
@@ -146,15 +146,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         FUZZ_ASSERT(!doc, "refused but returned a value");
         fuzz_check_reason(rc, err);
     }
-    /* proto_msgpack_member (the collector's JOBINFO and result): a span
-       inside the bytes, and on a map that converts, the member the tree has,
-       its bytes converting to the same value */
+    /* proto_msgpack_members (the collector's JOBINFO and result): spans
+       inside the bytes, and on a map that converts, the members the tree
+       has, their bytes converting to the same values */
     static const char *const members[] = {"job", "result"};
+    const uint8_t *at[2];
+    size_t len[2];
+    bool map = proto_msgpack_members(data, size, members, 2, at, len);
     for (int k = 0; k < 2; k++) {
-        const uint8_t *at = NULL;
-        size_t len = 0;
-        bool found = proto_msgpack_member(data, size, members[k], &at, &len);
-        FUZZ_ASSERT(!found || (at > data && len > 0 && at + len <= data + size),
+        bool found = map && at[k];
+        FUZZ_ASSERT(!found || (at[k] > data && len[k] > 0 && at[k] + len[k] <= data + size),
                     "member %s outside the document", members[k]);
         if (!json_is_object(doc))
             continue;
@@ -162,7 +163,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         FUZZ_ASSERT(found == (want != NULL), "member %s: found %d, in the tree %d", members[k],
                     (int)found, want != NULL);
         if (found)
-            FUZZ_ASSERT(proto_msgpack_to_json(at, len, &got, NULL) == BF_OK &&
+            FUZZ_ASSERT(proto_msgpack_to_json(at[k], len[k], &got, NULL) == BF_OK &&
                             json_equal(got, want),
                         "member %s converts to another value", members[k]);
         json_decref(got);
