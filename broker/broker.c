@@ -131,7 +131,7 @@ struct broker {
     char *bind, *endpoint, *state_dir;
     void *ctx, *router;
     broker_store_t *store;
-    volatile int stop; /* bf_flag_raise by broker_stop, from a signal handler or a thread */
+    bf_wake_t stop; /* raised by broker_stop, from a signal handler or a thread */
     peer_t **peers;
     size_t npeers, cappeers;
     peer_t **ptab; /* routing id -> peer, open addressing, rebuilt on reap */
@@ -1786,6 +1786,7 @@ broker_t *broker_new(const broker_config_t *cfg, char *err)
         return NULL;
     }
     b->lock_fd = -1;
+    bf_wake_init(&b->stop);
     b->cfg = *cfg;
     if (!b->cfg.heartbeat_ms)
         b->cfg.heartbeat_ms = 1000;
@@ -1887,7 +1888,7 @@ const char *broker_endpoint(const broker_t *self)
 void broker_stop(broker_t *self)
 {
     if (self)
-        bf_flag_raise(&self->stop);
+        bf_wake_raise(&self->stop);
 }
 
 void broker_destroy(broker_t **self_p)
@@ -1918,6 +1919,7 @@ void broker_destroy(broker_t **self_p)
     free(b->bind);
     free(b->endpoint);
     free(b->state_dir);
+    bf_wake_close(&b->stop);
     free(b);
     *self_p = NULL;
 }
@@ -2021,22 +2023,29 @@ bf_err_t broker_run(broker_t *b)
     int64_t tick = b->cfg.heartbeat_ms / 4 > 0 ? b->cfg.heartbeat_ms / 4 : 1;
     int64_t next_timer = bf_mono_ms();
     bf_err_t rc = BF_OK;
-    while (!bf_flag_up(&b->stop)) {
+    while (!bf_wake_up(&b->stop)) {
         int64_t now = bf_mono_ms(), wake = next_timer, expiry = next_expiry(b);
         if (expiry < wake)
             wake = expiry;
         if (b->in_tx && b->last_commit + COMMIT_GAP_MS < wake)
             wake = b->last_commit + COMMIT_GAP_MS;
         long timeout = wake > now ? (long)(wake - now) : 0;
-        zmq_pollitem_t items[2] = {{b->router, 0, ZMQ_POLLIN, 0},
+        /* the router, the stop's eventfd, and the ZAP socket if any */
+        zmq_pollitem_t items[3] = {{b->router, 0, ZMQ_POLLIN, 0},
+                                   {NULL, b->stop.fd, ZMQ_POLLIN, 0},
                                    {b->zap ? bf_zap_socket(b->zap) : NULL, 0, ZMQ_POLLIN, 0}};
-        if (zmq_poll(items, b->zap ? 2 : 1, timeout) < 0) {
+        int nitems = b->zap ? 3 : 2;
+        if (b->stop.fd < 0) { /* no eventfd: the ZAP socket in its place */
+            items[1] = items[2];
+            nitems--;
+        }
+        if (zmq_poll(items, nitems, timeout) < 0) {
             if (zmq_errno() == EINTR)
                 continue;
             bf_error("zmq_poll: %s", zmq_strerror(zmq_errno()));
             return BF_EIO;
         }
-        if (b->zap && (items[1].revents & ZMQ_POLLIN))
+        if (b->zap && (items[nitems - 1].revents & ZMQ_POLLIN))
             bf_zap_handle(b->zap);
         if (items[0].revents & ZMQ_POLLIN) {
             int64_t t0 = bf_mono_ms();

@@ -46,13 +46,14 @@ typedef struct broker broker_t;
    an unusable state directory or store, a bind error. */
 broker_t *broker_new(const broker_config_t *cfg, char *err);
 
-/* Runs the reactor on the calling thread until broker_stop() (a signal
-   handler may call it; zmq_poll returns on EINTR). BF_OK after a stop,
+/* Runs the reactor on the calling thread until broker_stop() (from a
+   signal handler or another thread: it returns within the turn it is in).
+   BF_OK after a stop,
    BF_EDB when the store fails (the broker stops rather than promise what it
    cannot keep), BF_EIO when the socket fails. */
 bf_err_t broker_run(broker_t *self) BF_MUST_CHECK;
 
-/* Asks broker_run to return; async-signal-safe (sets a flag). */
+/* Asks broker_run to return, waking it (bf_wake_t); async-signal-safe. */
 void broker_stop(broker_t *self);
 
 /* The endpoint actually bound (tcp://127.0.0.1:0 resolved to the port the

@@ -1497,6 +1497,28 @@ out:
     stop_broker(&r);
 }
 
+/* broker_stop from another thread (as from a signal handler that lands
+   while zmq_poll is between its checks) wakes the reactor in its sleep: an
+   idle broker whose heartbeat interval is a minute, which sleeps 15 s at a
+   time, returns at once. */
+static void test_stop(const char *dir)
+{
+    int hb = HB_MS;
+    HB_MS = 60000;
+    running_t r;
+    bool started = start_broker(&r, dir);
+    HB_MS = hb;
+    REQUIRE(started);
+    usleep(300 * 1000); /* asleep in its poll by now */
+    int64_t t0 = bf_mono_ms();
+    broker_stop(r.broker);
+    pthread_join(r.thread, NULL);
+    int64_t took = bf_mono_ms() - t0;
+    CHECKF(took < 2000, "broker_run returned %lld ms after broker_stop", (long long)took);
+    CHECK(r.rc == BF_OK);
+    broker_destroy(&r.broker);
+}
+
 int main(void)
 {
     HB_MS = bf_test_ms(100);
@@ -1506,8 +1528,9 @@ int main(void)
     ctx = zmq_ctx_new();
     char *d1 = temp_dir(), *d2 = temp_dir(), *d3 = temp_dir(), *d4 = temp_dir(), *d5 = temp_dir();
     char *d6 = temp_dir(), *d7 = temp_dir(), *d8 = temp_dir(), *d9 = temp_dir();
-    char *d10 = temp_dir(), *d11 = temp_dir();
-    if (!ctx || !d1 || !d2 || !d3 || !d4 || !d5 || !d6 || !d7 || !d8 || !d9 || !d10 || !d11) {
+    char *d10 = temp_dir(), *d11 = temp_dir(), *d12 = temp_dir();
+    if (!ctx || !d1 || !d2 || !d3 || !d4 || !d5 || !d6 || !d7 || !d8 || !d9 || !d10 || !d11 ||
+        !d12) {
         fprintf(stderr, "setup failed\n");
         return 1;
     }
@@ -1525,7 +1548,8 @@ int main(void)
                  {"crasher", test_crasher, d8},
                  {"schema_1", test_schema_1, d9},
                  {"throwaway", test_throwaway, d10},
-                 {"credit_cap", test_credit_cap, d11}};
+                 {"credit_cap", test_credit_cap, d11},
+                 {"stop", test_stop, d12}};
     for (size_t i = 0; i < BF_ARRAY_LEN(cases); i++) {
         int before = failures;
         double t = bf_mono_s();
@@ -1534,7 +1558,7 @@ int main(void)
                bf_mono_s() - t);
     }
     zmq_ctx_term(ctx);
-    const char *dirs[] = {d1, d2, d3, d4, d5, d6, d7, d8, d9, d10, d11};
+    const char *dirs[] = {d1, d2, d3, d4, d5, d6, d7, d8, d9, d10, d11, d12};
     for (size_t i = 0; i < BF_ARRAY_LEN(dirs); i++) {
         rm_dir(dirs[i]);
         free((char *)dirs[i]);

@@ -83,9 +83,9 @@ struct collector {
     json_t *held;   /* {job id: {"next": mono ms, "backoff": ms, "error"}}: jobs in the spool */
     int spool_lock; /* flock'ed SPOOL/.lock: one collector per spool, or -1 */
     void *ctx, *pub;
-    proto_link_t *link; /* the DEALER to the broker, heartbeats, reconnection */
-    bf_zap_t *zap;      /* admits subscribers to a CURVE PUB stream */
-    atomic_int stop;
+    proto_link_t *link;        /* the DEALER to the broker, heartbeats, reconnection */
+    bf_zap_t *zap;             /* admits subscribers to a CURVE PUB stream */
+    bf_wake_t stop;            /* raised by collector_stop, from a signal handler or a thread */
     atomic_long subscriptions; /* registered on pub: subscribes less unsubscribes */
     uint64_t sub_logged;       /* (un)subscriptions seen, for the log's rate */
     int64_t retry_at;
@@ -280,7 +280,7 @@ collector_t *collector_new(const collector_config_t *cfg, char *err)
         c->cfg.credit = 256;
     if (c->cfg.credit > CREDIT_MAX)
         c->cfg.credit = CREDIT_MAX;
-    atomic_init(&c->stop, 0);
+    bf_wake_init(&c->stop);
     atomic_init(&c->subscriptions, 0);
     c->spool_lock = -1;
     c->broker = bf_strdup(cfg->broker);
@@ -366,7 +366,7 @@ const char *collector_publish_endpoint(const collector_t *self)
 void collector_stop(collector_t *self)
 {
     if (self)
-        atomic_store(&self->stop, 1);
+        bf_wake_raise(&self->stop);
 }
 
 static void close_job(collector_t *c, size_t i)
@@ -422,6 +422,7 @@ void collector_destroy(collector_t **self_p)
     if (c->spool_lock >= 0)
         close(c->spool_lock);
     free(c->publish_ep);
+    bf_wake_close(&c->stop);
     free(c);
     *self_p = NULL;
 }
@@ -1168,12 +1169,14 @@ bf_err_t collector_run(collector_t *c)
             c->publish_ep ? ", publishing on " : "", c->publish_ep ? c->publish_ep : "");
     spool_adopt(c);
     long tick = (long)(c->cfg.heartbeat_ms / 4 ? c->cfg.heartbeat_ms / 4 : 1);
-    while (!atomic_load(&c->stop)) {
+    while (!bf_wake_up(&c->stop)) {
         /* The ZAP socket first, so that polling it never depends on
            whether a dealer exists right now. */
         void *dealer = proto_link_socket(c->link);
-        zmq_pollitem_t items[3] = {{c->zap ? bf_zap_socket(c->zap) : NULL, 0, ZMQ_POLLIN, 0}};
+        zmq_pollitem_t items[4] = {{c->zap ? bf_zap_socket(c->zap) : NULL, 0, ZMQ_POLLIN, 0}};
         int nitems = c->zap ? 1 : 0;
+        if (c->stop.fd >= 0) /* readable once collector_stop is called */
+            items[nitems++] = (zmq_pollitem_t){NULL, c->stop.fd, ZMQ_POLLIN, 0};
         if (dealer)
             items[nitems++] = (zmq_pollitem_t){dealer, 0, ZMQ_POLLIN, 0};
         int pub_item = c->pub ? nitems : -1;

@@ -69,8 +69,8 @@ collector_t *collector_new(const collector_config_t *cfg, char *err);
    thread at a time. */
 bf_err_t collector_run(collector_t *self) BF_MUST_CHECK;
 
-/* Asks collector_run to return within a poll interval (heartbeat/4); safe
-   from a signal handler and from another thread. */
+/* Asks collector_run to return, waking it (bf_wake_t): within the turn it
+   is in; safe from a signal handler and from another thread. */
 void collector_stop(collector_t *self);
 
 /* The PUB endpoint actually bound (port 0 resolved), or NULL without one. */

@@ -317,6 +317,41 @@ static bool subscribed(running_t *r, fake_t *b, int ms)
     return true;
 }
 
+/* collector_stop from another thread (as from a signal handler that lands
+   while zmq_poll is between its checks) wakes collector_run in its sleep:
+   with a heartbeat interval of a minute (15 s polls) it returns at once.
+   Its broker is a ROUTER nobody reads. */
+static void test_stop(void *ctx)
+{
+    void *router = zmq_socket(ctx, ZMQ_ROUTER);
+    int zero = 0;
+    char ep[128];
+    size_t len = sizeof ep;
+    zmq_setsockopt(router, ZMQ_LINGER, &zero, sizeof zero);
+    REQUIRE(zmq_bind(router, "tcp://127.0.0.1:0") == 0 &&
+            zmq_getsockopt(router, ZMQ_LAST_ENDPOINT, ep, &len) == 0);
+    collector_config_t cfg = {.broker = ep,
+                              .publish = "tcp://127.0.0.1:0",
+                              .heartbeat_ms = 60000,
+                              .liveness = 3,
+                              .credit = 8,
+                              .name = "stop-test"};
+    char err[BF_ERRLEN];
+    running_t r = {0};
+    r.c = collector_new(&cfg, err);
+    REQUIRE(r.c);
+    REQUIRE(pthread_create(&r.thread, NULL, run_thread, &r) == 0);
+    usleep(300 * 1000); /* asleep in its poll by now */
+    int64_t t0 = bf_mono_ms();
+    collector_stop(r.c);
+    pthread_join(r.thread, NULL);
+    int64_t took = bf_mono_ms() - t0;
+    CHECKF(took < 2000, "collector_run returned %lld ms after collector_stop", (long long)took);
+    CHECK(r.rc == BF_OK);
+    collector_destroy(&r.c);
+    zmq_close(router);
+}
+
 int main(void)
 {
     HEARTBEAT_MS = bf_test_ms(100);
@@ -339,6 +374,8 @@ int main(void)
         return 1;
     size_t len = sizeof b.endpoint;
     zmq_getsockopt(b.router, ZMQ_LAST_ENDPOINT, b.endpoint, &len);
+
+    test_stop(b.ctx);
 
     /* bad configuration */
     char err[BF_ERRLEN];

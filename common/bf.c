@@ -9,6 +9,7 @@
 #include <libgen.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/file.h>
 #include <sys/random.h>
 #include <sys/syscall.h>
@@ -153,6 +154,33 @@ int64_t bf_mono_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void bf_wake_init(bf_wake_t *s)
+{
+    s->up = 0;
+    s->fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (s->fd < 0)
+        bf_warn("no eventfd (%s): a stop is seen at the next wake-up", strerror(errno));
+}
+
+void bf_wake_raise(bf_wake_t *s)
+{
+    bf_flag_raise(&s->up);
+    if (s->fd >= 0) {
+        int saved = errno; /* a signal handler's write must not change it */
+        uint64_t one = 1;
+        ssize_t n = write(s->fd, &one, sizeof one); /* EAGAIN: readable already */
+        (void)n;
+        errno = saved;
+    }
+}
+
+void bf_wake_close(bf_wake_t *s)
+{
+    if (s->fd >= 0)
+        close(s->fd);
+    s->fd = -1;
 }
 
 double bf_mono_s(void)

@@ -85,6 +85,29 @@ static inline bool bf_flag_up(const volatile int *flag)
     return flag && __atomic_load_n(flag, __ATOMIC_RELAXED) != 0;
 }
 
+/* A flag that wakes a loop asleep in poll(2): raising it also makes an
+   eventfd readable, which the loop polls with its sockets (a stop asked
+   of the broker or the collector, a signal to the worker supervisor). A
+   flag alone is seen only when the poll returns: one raised from another
+   thread, or by a signal that lands while zmq_poll is between its own
+   checks of the sockets (it then sleeps on, the signal spent), leaves the
+   loop asleep until its timeout (up to a quarter of a heartbeat interval:
+   `beamfleet run` waited 220 ms for its broker in one exit of five).
+   bf_wake_raise is async-signal-safe. */
+typedef struct {
+    volatile int up;
+    int fd; /* the eventfd; -1 when none could be made (the flag still works) */
+} bf_wake_t;
+/* fd -1 and a warning when the kernel gives no eventfd (a stop is then
+   seen at the loop's next wake-up, as with a flag alone). */
+void bf_wake_init(bf_wake_t *s);
+void bf_wake_raise(bf_wake_t *s);
+static inline bool bf_wake_up(const bf_wake_t *s)
+{
+    return s && bf_flag_up(&s->up);
+}
+void bf_wake_close(bf_wake_t *s);
+
 /* numpy.percentile(v, pct) with linear interpolation of n values sorted
    ascending: NAN for n == 0; pct outside [0, 100] (or NAN) gives the ends.
    The one copy the engine's objectives and the collector's reports share. */

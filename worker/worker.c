@@ -48,14 +48,16 @@
 #define HOLD_MS    5.0
 #define CREDIT_CAP 64 /* the broker's cap on credit (docs/protocol.md section 9) */
 
-/* The flag the signal handlers set: the one process-wide mutable state,
-   used only when the caller gives no stop flag of its own. */
-static volatile sig_atomic_t signalled;
+/* What the signal handlers raise: the one process-wide mutable state,
+   used only when the caller gives no stop flag of its own. Its eventfd is
+   polled with the sockets, so that a signal that lands while zmq_poll is
+   between its checks does not leave the worker asleep for a tick. */
+static bf_wake_t signalled = {0, -1};
 
 static void on_signal(int sig)
 {
     (void)sig;
-    signalled = 1;
+    bf_wake_raise(&signalled);
 }
 
 /* Teardown is bounded. Once GOODBYE is sent every result is acknowledged
@@ -224,7 +226,7 @@ typedef struct {
 
 static bool stop_requested(const worker_t *w)
 {
-    return w->cfg.stop ? bf_flag_up(w->cfg.stop) : signalled != 0;
+    return w->cfg.stop ? bf_flag_up(w->cfg.stop) : bf_wake_up(&signalled);
 }
 
 /* ---- the task thread ---------------------------------------------------------- */
@@ -1079,8 +1081,15 @@ static int loop(worker_t *w)
             continue; /* it may have been answered at once */
         }
         void *dealer = proto_link_socket(w->link);
-        zmq_pollitem_t items[2] = {{w->pair, 0, ZMQ_POLLIN, 0}, {dealer, 0, ZMQ_POLLIN, 0}};
-        if (zmq_poll(items, dealer ? 2 : 1, tick_ms(w)) < 0 && zmq_errno() != EINTR) {
+        zmq_pollitem_t items[3] = {{w->pair, 0, ZMQ_POLLIN, 0}};
+        int nitems = 1;
+        /* readable once a signal asks to stop (and then for good: not
+           polled once draining, which the next turn starts) */
+        if (!w->cfg.stop && !w->draining && signalled.fd >= 0)
+            items[nitems++] = (zmq_pollitem_t){NULL, signalled.fd, ZMQ_POLLIN, 0};
+        if (dealer)
+            items[nitems++] = (zmq_pollitem_t){dealer, 0, ZMQ_POLLIN, 0};
+        if (zmq_poll(items, nitems, tick_ms(w)) < 0 && zmq_errno() != EINTR) {
             bf_error("zmq_poll: %s", zmq_strerror(zmq_errno()));
             return 1;
         }
@@ -1122,6 +1131,8 @@ int worker_main(const worker_config_t *cfg)
     w->credit = w->prefetch;
     w->hold_ms = cfg->hold_ms == 0 ? HOLD_MS : cfg->hold_ms;
     if (!cfg->stop) {
+        if (signalled.fd < 0)
+            bf_wake_init(&signalled); /* once a process: a restarted loop keeps it */
         struct sigaction sa = {.sa_handler = on_signal};
         sigemptyset(&sa.sa_mask);
         sigaction(SIGTERM, &sa, NULL);

@@ -18,6 +18,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,18 +40,40 @@
 
 /* Signals seen; the handler only counts (the supervisor is a process of its own). */
 static volatile sig_atomic_t signals_seen;
+/* Written by both handlers and polled by the loop in place of a sleep: a
+   signal that came while the loop was busy (reaping, hunting orphans in
+   /proc) still wakes the next wait at once. A sleep of its own would
+   have slept on the full 50 ms after such a signal. */
+static bf_wake_t wake = {0, -1};
 
 static void on_signal(int sig)
 {
     (void)sig;
     if (signals_seen < 100)
         signals_seen++;
+    bf_wake_raise(&wake);
 }
 
-/* SIGCHLD only interrupts the sleep of the loop, so a death is seen at once. */
+/* SIGCHLD only wakes the loop, so a death is seen at once. */
 static void on_child(int sig)
 {
     (void)sig;
+    bf_wake_raise(&wake);
+}
+
+/* Sleeps up to ms, or until a signal came since the last call. */
+static void wait_signal(int ms)
+{
+    if (wake.fd < 0) {
+        usleep((useconds_t)ms * 1000); /* a signal cuts it short, unless it came before */
+        return;
+    }
+    struct pollfd pfd = {wake.fd, POLLIN, 0};
+    if (poll(&pfd, 1, ms) > 0) {
+        uint64_t n;
+        ssize_t r = read(wake.fd, &n, sizeof n); /* back to unreadable */
+        (void)r;
+    }
 }
 
 typedef struct {
@@ -517,6 +540,8 @@ int worker_supervise(const worker_config_t *base, const char *gpus, unsigned cpu
             bf_warn("%s: a worker's death is noticed by heartbeats only", why);
     }
     signals_seen = 0;
+    if (wake.fd < 0)
+        bf_wake_init(&wake);
     struct sigaction sa = {.sa_handler = on_signal};
     sigemptyset(&sa.sa_mask);
     sigaction(SIGTERM, &sa, NULL);
@@ -565,7 +590,7 @@ int worker_supervise(const worker_config_t *base, const char *gpus, unsigned cpu
         }
         if (!any)
             break;
-        usleep(now < hunt_until ? 20000 : 50000); /* SIGCHLD cuts it short */
+        wait_signal(now < hunt_until ? 20 : 50); /* a signal cuts it short */
     }
     kill_orphans(kids, 0); /* nothing of ours stays behind */
     struct sigaction dfl = {.sa_handler = SIG_DFL};
