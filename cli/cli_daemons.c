@@ -39,6 +39,7 @@ enum {
     OPT_CREDIT,      /* collector */
     OPT_INTERP,      /* worker */
     OPT_THROWAWAY,   /* broker */
+    OPT_SCHED,       /* worker */
 };
 
 #define ACCEPT(opt) (1u << ((opt)-256))
@@ -68,6 +69,7 @@ static const struct option daemon_options[] = {
     {"credit", required_argument, NULL, OPT_CREDIT},
     {"interpreter", required_argument, NULL, OPT_INTERP},
     {"throwaway-state", no_argument, NULL, OPT_THROWAWAY},
+    {"sched", required_argument, NULL, OPT_SCHED},
     {NULL, 0, NULL, 0}};
 
 typedef struct {
@@ -82,6 +84,7 @@ typedef struct {
     int device;          /* --device N: this process is the worker for device N */
     bool device_cpu;     /* --device cpu: this process is one CPU worker */
     bool throwaway;      /* broker --throwaway-state */
+    bool sched_inherit;  /* worker --sched inherit */
     const char **allow;  /* flags, then the fleet file's */
     const char **interp; /* --interpreter flags, then worker.interpreters */
     size_t interp_count;
@@ -249,6 +252,14 @@ static int parse_daemon(int argc, char **argv, daemon_args_t *a, const char *hel
             a->device = (int)d;
             break;
         }
+        case OPT_SCHED:
+            if (strcmp(optarg, "batch") != 0 && strcmp(optarg, "inherit") != 0) {
+                fprintf(stderr, "beamfleet %s: --sched: expected batch or inherit, got '%s'\n",
+                        a->cmd, optarg);
+                return CLI_EXIT_USAGE;
+            }
+            a->sched_inherit = !strcmp(optarg, "inherit");
+            break;
         case ':':
             fprintf(stderr, "beamfleet %s: option %s needs a value\n", a->cmd, argv[optind - 1]);
             return CLI_EXIT_USAGE;
@@ -516,7 +527,7 @@ int cli_worker(int argc, char **argv)
     static const char help[] =
         "usage: beamfleet worker [-c FLEET.yaml] [--broker EP] [--gpus all|0,2|none] [--cpu N]\n"
         "                        [--allow-exec PROGRAM]... [--interpreter PATH]...\n"
-        "                        [--prefetch N] [--threads N]\n"
+        "                        [--prefetch N] [--threads N] [--sched batch|inherit]\n"
         "                        [--name NAME] [--heartbeat-ms MS] [--liveness N]\n\n"
         "Runs tasks from the broker: one worker process per listed GPU (a supervisor starts\n"
         "them with CUDA_VISIBLE_DEVICES set and restarts a crashed one), or N CPU workers.\n"
@@ -526,11 +537,14 @@ int cli_worker(int argc, char **argv)
         "(worker.interpreters) runs only an allowed script.\n"
         "SIGTERM drains: the running task finishes, then each worker says goodbye.\n\n"
         "  --prefetch N   tasks a worker may hold at once [worker.prefetch, 1]\n"
-        "  --threads N    CPU engine threads per worker [cores / workers]\n";
+        "  --threads N    CPU engine threads per worker [cores / workers]\n"
+        "  --sched batch|inherit  the workers and their tasks run as SCHED_BATCH (no\n"
+        "                 preemption on wake-up, the same share of the CPU), or keep the\n"
+        "                 policy this command was started with [batch]\n";
     daemon_args_t a = {.cmd = "worker"};
     a.accepts = ACCEPT(OPT_HEARTBEAT) | ACCEPT(OPT_LIVENESS) | ACCEPT(OPT_GPUS) | ACCEPT(OPT_CPU) |
                 ACCEPT(OPT_ALLOW) | ACCEPT(OPT_PREFETCH) | ACCEPT(OPT_THREADS) | ACCEPT(OPT_NAME) |
-                ACCEPT(OPT_DEVICE) | ACCEPT(OPT_INTERP);
+                ACCEPT(OPT_DEVICE) | ACCEPT(OPT_INTERP) | ACCEPT(OPT_SCHED);
     int rc = parse_daemon(argc, argv, &a, help);
     if (rc >= 0) {
         daemon_args_clear(&a);
@@ -550,6 +564,7 @@ int cli_worker(int argc, char **argv)
         .cpu = a.device_cpu,
         .threads = a.threads,
         .name = a.name,
+        .sched_inherit = a.sched_inherit,
         .security = cli_security(),
     };
     if (a.device >= 0 || a.device_cpu) {
@@ -563,7 +578,7 @@ int cli_worker(int argc, char **argv)
         snprintf(hb, sizeof hb, "%u", cfg.heartbeat_ms);
         snprintf(live, sizeof live, "%u", cfg.liveness);
         snprintf(prefetch, sizeof prefetch, "%u", cfg.prefetch ? cfg.prefetch : 1);
-        size_t n = 0, cap = 16 + 2 * a.allow_count + 2 * a.interp_count;
+        size_t n = 0, cap = 18 + 2 * a.allow_count + 2 * a.interp_count;
         char **child = calloc(cap, sizeof *child);
         if (!child) {
             daemon_args_clear(&a);
@@ -594,6 +609,10 @@ int cli_worker(int argc, char **argv)
         if (a.name) {
             child[n++] = "--name";
             child[n++] = (char *)a.name;
+        }
+        if (a.sched_inherit) {
+            child[n++] = "--sched";
+            child[n++] = "inherit";
         }
         child[n] = NULL;
         rc = worker_supervise(&cfg, a.gpus ? a.gpus : "all", a.cpu_workers, child);

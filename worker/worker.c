@@ -24,6 +24,7 @@
 #include <math.h>
 #include <stdatomic.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1115,6 +1116,25 @@ static int loop(worker_t *w)
     return w->restart ? WORKER_EXIT_RESTART : 0;
 }
 
+/* A worker runs batch work: it and its tasks (which inherit the policy)
+   run as SCHED_BATCH, so that a thread of the fleet woken by a message, or
+   a task's process woken by its pipe, waits for the next tick instead of
+   preempting the task running on that core. With short tasks on a busy
+   host (2,000 exec tasks on 2 cores, docs/benchmarks.md) that is 7 % less
+   time end to end. Called first, on the thread every other one of the
+   worker's (libzmq's, the task thread) is started from: a policy is a
+   thread's, and is inherited by the threads and processes it starts. */
+static void set_sched(const worker_config_t *cfg)
+{
+    if (cfg->sched_inherit)
+        return;
+    struct sched_param param = {.sched_priority = 0};
+    if (sched_setscheduler(0, SCHED_BATCH, &param) != 0)
+        bf_warn("worker: tasks keep the scheduling policy the worker started with "
+                "(SCHED_BATCH refused: %s)",
+                strerror(errno));
+}
+
 int worker_main(const worker_config_t *cfg)
 {
     if (!cfg || !cfg->broker || !*cfg->broker) {
@@ -1130,6 +1150,7 @@ int worker_main(const worker_config_t *cfg)
     w->prefetch = cfg->prefetch ? cfg->prefetch : 1;
     w->credit = w->prefetch;
     w->hold_ms = cfg->hold_ms == 0 ? HOLD_MS : cfg->hold_ms;
+    set_sched(cfg);
     if (!cfg->stop) {
         if (signalled.fd < 0)
             bf_wake_init(&signalled); /* once a process: a restarted loop keeps it */

@@ -37,6 +37,10 @@ typedef struct {
     bool cpu;         /* a CPU worker (device_index is then ignored) */
     unsigned threads; /* CPU engine threads, 0 = all cores */
     const char *name; /* name prefix [host]; the worker is "name:pid:gpuN" or "name:pid:cpu" */
+    /* The worker and the tasks it starts run as SCHED_BATCH (sched(7): no
+       preemption on wake-up, the same share of the CPU), unless this is
+       set: they keep the policy they were started with. */
+    bool sched_inherit;
     /* NULL: worker_main installs SIGTERM/SIGINT handlers that set a flag of
        its own. Otherwise the caller (a test, an embedding program) sets
        *stop non-zero to drain; no handler is installed. */

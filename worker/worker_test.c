@@ -19,6 +19,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -364,7 +365,7 @@ static void *wthread(void *arg)
 /* A worker on its own thread against ep; hold_ms as worker_config_t's
    (< 0 in every test but the credit one, so that READYs come only when a
    test expects them). */
-static void worker_start_hold(wrun_t *r, const char *ep, double hold_ms)
+static void worker_start_sched(wrun_t *r, const char *ep, double hold_ms, bool sched_inherit)
 {
     memset(r, 0, sizeof *r);
     r->allow[0] = "/bin/sh";
@@ -379,9 +380,15 @@ static void worker_start_hold(wrun_t *r, const char *ep, double hold_ms)
                                .cpu = true,
                                .threads = 1,
                                .name = "testhost",
+                               .sched_inherit = sched_inherit,
                                .stop = &r->stop};
     r->rc = -1;
     REQUIRE(pthread_create(&r->th, NULL, wthread, r) == 0);
+}
+
+static void worker_start_hold(wrun_t *r, const char *ep, double hold_ms)
+{
+    worker_start_sched(r, ep, hold_ms, false);
 }
 
 static void worker_start(wrun_t *r, const char *ep)
@@ -1079,6 +1086,46 @@ static void test_credit(void)
     CHECKF(readys == 0, "long tasks: %d READYs (credit %llu)", readys, (unsigned long long)credit);
 }
 
+/* The scheduling policy a task of a worker runs under (sched(7): 0
+   SCHED_OTHER, 3 SCHED_BATCH), as the task's own process reads it from
+   /proc (field 41 of stat); -1 when there is no result. */
+static int task_policy(bool inherit)
+{
+    fb_t b = {0};
+    fb_bind(&b, "tcp://127.0.0.1:0");
+    wrun_t w;
+    worker_start_sched(&w, b.ep, -1, inherit);
+    proto_msg_t m;
+    REQUIRE(fb_expect(&b, PROTO_READY, 5000, &m));
+    proto_msg_clear(&m);
+    fb_sh(&b, "t-policy",
+          "echo \"{\\\"status\\\":\\\"success\\\",\\\"policy\\\":$(cut -d' ' -f41 "
+          "/proc/self/stat)}\"",
+          10);
+    int policy = -1;
+    if (expect_result(&b, "t-policy", 5000, &m)) {
+        if (json_is_integer(json_object_get(m.obj, "policy")))
+            policy = (int)json_integer_value(json_object_get(m.obj, "policy"));
+        proto_msg_clear(&m);
+    }
+    fb_ack(&b, "t-policy");
+    bf_flag_raise(&w.stop);
+    fb_goodbye(&b, &w);
+    return policy;
+}
+
+/* A worker's tasks run as SCHED_BATCH; with sched_inherit, under the
+   policy the worker was started with (this test's). */
+static void test_sched(void)
+{
+    int mine = sched_getscheduler(0);
+    int batch = task_policy(false), inherited = task_policy(true);
+    CHECKF(batch == SCHED_BATCH, "a task's policy %d, expected SCHED_BATCH (%d)", batch,
+           SCHED_BATCH);
+    CHECKF(inherited == mine, "with sched_inherit a task's policy %d, expected this test's %d",
+           inherited, mine);
+}
+
 /* The supervisor: two CPU workers by exec of this program, a killed one
    comes back, SIGTERM drains them all. */
 /* A supervisor of two CPU workers (this binary's `child` mode) against the
@@ -1212,6 +1259,7 @@ int main(int argc, char **argv)
     test_exec_handler();
     test_fleet();
     test_credit();
+    test_sched();
     /* ThreadSanitizer cannot follow a fork of a threaded process into code
        that starts threads again (the supervisor's children): make test-tsan
        sets BF_TEST_NO_FORK and leaves that part to the other builds. */

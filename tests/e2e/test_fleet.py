@@ -357,6 +357,30 @@ def test_run(fleet: Fleet):
     check_reports(out, names)
 
 
+POLICY_TASK = ["/bin/sh", "-c",
+               "echo \"{\\\"status\\\":\\\"success\\\",\\\"policy\\\":$(cut -d' ' -f41 /proc/self/stat)}\""]
+
+
+def test_sched(fleet: Fleet):
+    """Tasks run as SCHED_BATCH (3) under `run` and a supervisor's workers;
+    with `worker --sched inherit`, under the policy the worker was started
+    with (this test's); a bad --sched value is one line naming the flag."""
+    job, out = fleet.make_job(scenes(2), name="batch", command=POLICY_TASK)
+    fleet.cli("run", job, "--workers", "1", timeout=120)
+    policies = {r["policy"] for r in read_jsonl(os.path.join(out, "results.jsonl"))}
+    assert policies == {3}, policies
+    r = fleet.cli("worker", "--broker", fleet.endpoint, "--sched", "fast", check=False)
+    assert r.returncode == 2 and r.stderr.strip() == \
+        "beamfleet worker: --sched: expected batch or inherit, got 'fast'", r.stderr
+    fleet.broker()
+    fleet.collector()
+    fleet.worker(["--sched", "inherit", "--allow-exec", "/bin/sh", "--allow-exec", "-c"])
+    job, out = fleet.make_job(scenes(2), name="inherit", command=POLICY_TASK)
+    fleet.wait_done(fleet.submit(job), 60)
+    policies = {r["policy"] for r in read_jsonl(os.path.join(out, "results.jsonl"))}
+    assert policies == {os.sched_getscheduler(0)}, policies
+
+
 def shared_dir():
     d = os.environ.get("BF_SHARED_DIR") or os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared")
     return os.path.abspath(d)
@@ -634,6 +658,7 @@ TESTS = {
     "cancel": test_cancel,
     "garbage": test_garbage,
     "run": test_run,
+    "sched": test_sched,
     "solve": test_solve,
     "boresight_job": test_boresight_job,
     "sectors_job": test_sectors_job,
