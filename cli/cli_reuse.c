@@ -77,21 +77,17 @@ bf_err_t cli_reuse_plan(const bf_job_t *job, bool recompute, json_t **keys_out, 
     *keys_out = *reuse_out = NULL;
     json_t *keys = json_array(), *reuse = json_array();
     json_t *earlier = recompute ? json_object() : earlier_results(job->output);
-    char *spec = bf_task_key_spec(job); /* the same for every task */
+    char(*key)[BF_KEY_LEN + 1] = calloc(job->scene_count ? job->scene_count : 1, sizeof *key);
     bf_err_t rc =
-        keys && reuse && earlier && spec ? BF_OK : bf_fail(err, BF_ENOMEM, "out of memory");
+        keys && reuse && earlier && key ? BF_OK : bf_fail(err, BF_ENOMEM, "out of memory");
+    if (rc == BF_OK)
+        rc = bf_task_keys(job, key, err);
     for (size_t i = 0; rc == BF_OK && i < job->scene_count; i++) {
-        char key[BF_KEY_LEN + 1];
-        char why[BF_ERRLEN];
-        if ((rc = bf_task_key_from(job, spec, i, key, why)) != BF_OK) {
-            bf_fail(err, rc, "scene %s: %s", job->scenes[i], why);
-            break;
-        }
-        if (json_array_append_new(keys, json_string(key)) != 0) {
+        if (json_array_append_new(keys, json_string(key[i])) != 0) {
             rc = bf_fail(err, BF_ENOMEM, "out of memory");
             break;
         }
-        json_t *res = json_object_get(earlier, key);
+        json_t *res = json_object_get(earlier, key[i]);
         const char *scene = json_string_value(json_object_get(res, "scene"));
         if (res && scene && !strcmp(scene, job->scenes[i]) &&
             json_array_append_new(
@@ -99,7 +95,7 @@ bf_err_t cli_reuse_plan(const bf_job_t *job, bool recompute, json_t **keys_out, 
             rc = bf_fail(err, BF_ENOMEM, "out of memory");
     }
     json_decref(earlier);
-    free(spec);
+    free(key);
     if (rc != BF_OK) {
         json_decref(keys);
         json_decref(reuse);

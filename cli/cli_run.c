@@ -22,6 +22,7 @@
 #include <dirent.h>
 #include <ftw.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/stat.h>
@@ -292,6 +293,23 @@ static void remove_tree(const char *dir)
     nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
+/* The job's SUBMIT, made on a thread of its own (the scenes hashed for
+   their content keys) while the fleet starts. */
+typedef struct {
+    const bf_job_t *job;
+    bool recompute;
+    proto_msg_t *submit;
+    bf_err_t rc;
+    char err[BF_ERRLEN];
+} prepare_t;
+
+static void *prepare_main(void *arg)
+{
+    prepare_t *p = arg;
+    p->rc = cli_submit_prepare(p->job, p->recompute, p->submit, p->err);
+    return NULL;
+}
+
 static void on_signal(int sig)
 {
     (void)sig;
@@ -375,8 +393,11 @@ int cli_run(int argc, char **argv)
     int rc = CLI_EXIT_FAILURE;
     child_t children[MAX_CHILDREN] = {{0}};
     size_t nchildren = 0;
-    proto_msg_t submit; /* the job's SUBMIT, made while the broker starts */
+    proto_msg_t submit; /* the job's SUBMIT, made while the fleet starts */
     proto_msg_init(&submit, PROTO_SUBMIT);
+    prepare_t prepare = {.rc = BF_OK};
+    pthread_t preparer;
+    bool preparing = false;
     /* $TMPDIR as usual, unless its ipc:// paths would pass the 107 bytes a
        socket address holds: then /tmp */
     char tmp[96];
@@ -435,13 +456,14 @@ int cli_run(int argc, char **argv)
     janitor_tell(janitor_fd, children[nchildren - 1].pid);
     free(log_path);
     log_path = NULL;
-    /* The scenes are hashed (their content keys) while the broker loads
-       and opens its state, not while the workers start, which need the
-       cores as much. */
-    if (cli_submit_prepare(&job, recompute, &submit, err) != BF_OK) {
-        fprintf(stderr, "beamfleet run: %s\n", err);
-        goto cleanup;
-    }
+    /* The scenes are hashed (their content keys, bf_task_keys) on a thread
+       of their own while the broker loads its state and the collector and
+       the workers start: the collector and the workers start as soon as
+       the broker has bound, not once every scene is hashed. */
+    prepare = (prepare_t){.job = &job, .recompute = recompute, .submit = &submit};
+    preparing = pthread_create(&preparer, NULL, prepare_main, &prepare) == 0;
+    if (!preparing)
+        prepare_main(&prepare);
     log_path = bf_asprintf("%s/broker", tmp);
     if (log_path && !wait_bound(log_path, children[0].pid, 10000))
         bf_warn("run: the broker has not bound %s yet (see %s/broker.log)", broker_ep, logs);
@@ -499,6 +521,15 @@ int cli_run(int argc, char **argv)
     free(log_path);
     log_path = NULL;
 
+    if (preparing) {
+        pthread_join(preparer, NULL);
+        preparing = false;
+    }
+    if (prepare.rc != BF_OK) {
+        fprintf(stderr, "beamfleet run: %s\n", prepare.err);
+        goto cleanup;
+    }
+
     char job_id[64];
     unsigned total = 0;
     bf_err_t e;
@@ -533,6 +564,8 @@ int cli_run(int argc, char **argv)
         fprintf(stderr, "beamfleet run: interrupted\n");
     printf("Logs: %s\n", logs);
 cleanup:
+    if (preparing)
+        pthread_join(preparer, NULL);
     proto_msg_clear(&submit);
     if (stream)
         zmq_close(stream);

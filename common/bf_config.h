@@ -149,6 +149,12 @@ bf_err_t bf_task_key(const bf_job_t *job, size_t i, char key[BF_KEY_LEN + 1],
 char *bf_task_key_spec(const bf_job_t *job);
 bf_err_t bf_task_key_from(const bf_job_t *job, const char *spec, size_t i, char key[BF_KEY_LEN + 1],
                           char *err) BF_MUST_CHECK;
+/* The keys of every task of job, keys[i] for task i (keys holds
+   job->scene_count), hashed by a few threads at once: a job's scenes are
+   many small folders, and hashing them one after the other waits on the
+   disk for each. On an error, the message names the first scene (in job
+   order) that failed. */
+bf_err_t bf_task_keys(const bf_job_t *job, char (*keys)[BF_KEY_LEN + 1], char *err) BF_MUST_CHECK;
 /* Whether key is BF_KEY_LEN lowercase hex digits. */
 bool bf_task_key_valid(const char *key);
 

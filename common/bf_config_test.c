@@ -1178,6 +1178,49 @@ static void test_task_key(void)
     free(dir);
 }
 
+/* bf_task_keys: every key as bf_task_key gives it, over enough scenes for
+   its threads; an error names the first scene that fails in job order
+   (two link loops: the later one may fail first on another thread). */
+static void test_task_keys(void)
+{
+    char *dir = make_dir(root, "keys-many");
+    enum { N = 300 };
+    for (int i = 0; i < N; i++) {
+        char rel[64], body[32];
+        snprintf(rel, sizeof rel, "scenes/s%03d", i);
+        free(make_dir(dir, rel));
+        snprintf(rel, sizeof rel, "scenes/s%03d/scene.xml", i);
+        snprintf(body, sizeof body, "<scene n='%d'/>", i % 7); /* some contents repeat */
+        write_text(dir, rel, body);
+    }
+    const char *exec = "scenes: scenes\ntask: exec\nexec: {command: [prog, '{scene_dir}']}\n";
+    bf_job_t job;
+    char err[BF_ERRLEN];
+    CHECK(load_job(dir, exec, &job, err) == BF_OK);
+    CHECK(job.scene_count == N);
+    char(*keys)[BF_KEY_LEN + 1] = calloc(N, sizeof *keys);
+    REQUIRE(keys);
+    CHECK(bf_task_keys(&job, keys, err) == BF_OK);
+    int same = 0;
+    for (size_t i = 0; i < job.scene_count; i++) {
+        char k[BF_KEY_LEN + 1];
+        CHECK(bf_task_key(&job, i, k, err) == BF_OK);
+        same += !strcmp(k, keys[i]);
+    }
+    CHECKF(same == N, "%d of %d keys as bf_task_key gives them", same, N);
+    CHECK(!strcmp(keys[0], keys[7]) && strcmp(keys[0], keys[1]) != 0); /* by content, not name */
+    for (int i = 0; i < 2; i++) {
+        char *link = bf_asprintf("%s/scenes/s%03d/loop", dir, i ? 150 : 250);
+        CHECK(link && symlink(".", link) == 0);
+        free(link);
+    }
+    CHECK(bf_task_keys(&job, keys, err) == BF_EINVAL);
+    CHECKF(!strncmp(err, "scene s150: ", 12) && strstr(err, "a link loop"), "error: %s", err);
+    free(keys);
+    bf_job_clear(&job);
+    free(dir);
+}
+
 /* sionna_check: a boresight job's comparison program, through the JSON
    round trip; refused on an exec job and without a command. */
 static void test_sionna_check(void)
@@ -1220,6 +1263,7 @@ int main(void)
     test_json_hostile();
     test_fleet();
     test_task_key();
+    test_task_keys();
     test_sionna_check();
     remove_tree(root);
     if (failures) {

@@ -22,6 +22,8 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -31,6 +33,11 @@
 #define KEY_TAG       "beamfleet-task-key-1"
 #define KEY_MAX_DEPTH 32
 #define KEY_CHUNK     (1u << 16)
+/* bf_task_keys: up to KEY_THREADS threads, one per KEY_PER_THREAD scenes;
+   four keep a disk busy while the cores hash (most of a small scene's
+   time is waiting for its directory and files to be read). */
+#define KEY_THREADS    4
+#define KEY_PER_THREAD 64
 
 typedef struct {
     XXH3_state_t *state;
@@ -171,6 +178,64 @@ bf_err_t bf_task_key_from(const bf_job_t *job, const char *spec, size_t i, char 
     free(k.chunk);
     free(dir);
     return rc;
+}
+
+/* One bf_task_keys: the next task to key, and the first failure. */
+typedef struct {
+    const bf_job_t *job;
+    char *spec; /* bf_task_key_spec's, the same for every task */
+    char (*keys)[BF_KEY_LEN + 1];
+    atomic_size_t next;
+    pthread_mutex_t lock;
+    size_t failed; /* the first task that failed, scene_count while none */
+    bf_err_t rc;
+    char err[BF_ERRLEN];
+} keying_t;
+
+static void *key_some(void *arg)
+{
+    keying_t *kg = arg;
+    for (;;) {
+        size_t i = atomic_fetch_add(&kg->next, 1);
+        pthread_mutex_lock(&kg->lock);
+        bool done = i >= kg->failed; /* past the end, or past a failure */
+        pthread_mutex_unlock(&kg->lock);
+        if (done)
+            return NULL;
+        char why[BF_ERRLEN];
+        bf_err_t rc = bf_task_key_from(kg->job, kg->spec, i, kg->keys[i], why);
+        if (rc == BF_OK)
+            continue;
+        pthread_mutex_lock(&kg->lock);
+        if (i < kg->failed) {
+            kg->failed = i;
+            kg->rc = rc;
+            snprintf(kg->err, sizeof kg->err, "scene %.200s: %.280s", kg->job->scenes[i], why);
+        }
+        pthread_mutex_unlock(&kg->lock);
+    }
+}
+
+bf_err_t bf_task_keys(const bf_job_t *job, char (*keys)[BF_KEY_LEN + 1], char *err)
+{
+    keying_t kg = {.job = job, .keys = keys, .failed = job->scene_count, .rc = BF_OK};
+    atomic_init(&kg.next, 0);
+    if (!(kg.spec = bf_task_key_spec(job)))
+        return bf_fail(err, BF_ENOMEM, "out of memory");
+    pthread_mutex_init(&kg.lock, NULL);
+    pthread_t threads[KEY_THREADS - 1];
+    size_t want = job->scene_count / KEY_PER_THREAD, started = 0;
+    while (started + 1 < want && started < KEY_THREADS - 1 &&
+           pthread_create(&threads[started], NULL, key_some, &kg) == 0)
+        started++;
+    key_some(&kg); /* this thread is one of them (the only one for a small job) */
+    for (size_t t = 0; t < started; t++)
+        pthread_join(threads[t], NULL);
+    pthread_mutex_destroy(&kg.lock);
+    free(kg.spec);
+    if (kg.rc != BF_OK)
+        return bf_fail(err, kg.rc, "%s", kg.err);
+    return BF_OK;
 }
 
 bool bf_task_key_valid(const char *key)
