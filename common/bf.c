@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <math.h>
 #include <libgen.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -154,6 +155,14 @@ int64_t bf_mono_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void bf_sched_batch(const char *who)
+{
+    struct sched_param param = {.sched_priority = 0};
+    if (sched_setscheduler(0, SCHED_BATCH, &param) != 0)
+        bf_warn("%s: SCHED_BATCH refused (%s); the scheduling policy stays as started", who,
+                strerror(errno));
 }
 
 void bf_wake_init(bf_wake_t *s)

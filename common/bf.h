@@ -108,6 +108,12 @@ static inline bool bf_wake_up(const bf_wake_t *s)
 }
 void bf_wake_close(bf_wake_t *s);
 
+/* Sets the calling thread to SCHED_BATCH (sched(7): no preemption on
+   wake-up, the same share of the CPU, the nice value unchanged); the
+   threads and processes it starts afterwards inherit it. A refusal is a
+   warning that names whose policy stays as it was (who). */
+void bf_sched_batch(const char *who);
+
 /* numpy.percentile(v, pct) with linear interpolation of n values sorted
    ascending: NAN for n == 0; pct outside [0, 100] (or NAN) gives the ends.
    The one copy the engine's objectives and the collector's reports share. */

@@ -24,7 +24,6 @@
 #include <math.h>
 #include <stdatomic.h>
 #include <pthread.h>
-#include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1126,13 +1125,8 @@ static int loop(worker_t *w)
    thread's, and is inherited by the threads and processes it starts. */
 static void set_sched(const worker_config_t *cfg)
 {
-    if (cfg->sched_inherit)
-        return;
-    struct sched_param param = {.sched_priority = 0};
-    if (sched_setscheduler(0, SCHED_BATCH, &param) != 0)
-        bf_warn("worker: tasks keep the scheduling policy the worker started with "
-                "(SCHED_BATCH refused: %s)",
-                strerror(errno));
+    if (!cfg->sched_inherit)
+        bf_sched_batch("the worker and its tasks");
 }
 
 int worker_main(const worker_config_t *cfg)

@@ -357,28 +357,42 @@ def test_run(fleet: Fleet):
     check_reports(out, names)
 
 
+# A task that reports its scheduling policy (sched(7): 0 SCHED_OTHER, 3
+# SCHED_BATCH) and that of its worker's grandparent (under `run`: run itself).
 POLICY_TASK = ["/bin/sh", "-c",
-               "echo \"{\\\"status\\\":\\\"success\\\",\\\"policy\\\":$(cut -d' ' -f41 /proc/self/stat)}\""]
+               "s=$(cut -d' ' -f4 /proc/$PPID/stat); r=$(cut -d' ' -f4 /proc/$s/stat); "
+               "echo \"{\\\"status\\\":\\\"success\\\",\\\"policy\\\":$(cut -d' ' -f41 /proc/self/stat),"
+               "\\\"run_policy\\\":$(cut -d' ' -f41 /proc/$r/stat)}\""]
+
+
+def policies(out, key="policy"):
+    return {r[key] for r in read_jsonl(os.path.join(out, "results.jsonl"))}
 
 
 def test_sched(fleet: Fleet):
-    """Tasks run as SCHED_BATCH (3) under `run` and a supervisor's workers;
-    with `worker --sched inherit`, under the policy the worker was started
-    with (this test's); a bad --sched value is one line naming the flag."""
+    """Tasks run as SCHED_BATCH (3) under `run` and a supervisor's workers,
+    and so does `run` itself; with --sched inherit (`run`'s, or a
+    worker's), under the policy they were started with (this test's); a
+    bad --sched value is one line naming the flag."""
+    mine = os.sched_getscheduler(0)
     job, out = fleet.make_job(scenes(2), name="batch", command=POLICY_TASK)
     fleet.cli("run", job, "--workers", "1", timeout=120)
-    policies = {r["policy"] for r in read_jsonl(os.path.join(out, "results.jsonl"))}
-    assert policies == {3}, policies
-    r = fleet.cli("worker", "--broker", fleet.endpoint, "--sched", "fast", check=False)
-    assert r.returncode == 2 and r.stderr.strip() == \
-        "beamfleet worker: --sched: expected batch or inherit, got 'fast'", r.stderr
+    assert policies(out) == {3} and policies(out, "run_policy") == {3}, \
+        (policies(out), policies(out, "run_policy"))
+    job, out = fleet.make_job(scenes(2), name="run-inherit", command=POLICY_TASK)
+    fleet.cli("run", job, "--workers", "1", "--sched", "inherit", timeout=120)
+    assert policies(out) == {mine} and policies(out, "run_policy") == {mine}, \
+        (policies(out), policies(out, "run_policy"))
+    for cmd in (["worker", "--broker", fleet.endpoint], ["run", job]):
+        r = fleet.cli(*cmd, "--sched", "fast", check=False)
+        assert r.returncode == 2 and r.stderr.strip() == \
+            f"beamfleet {cmd[0]}: --sched: expected batch or inherit, got 'fast'", r.stderr
     fleet.broker()
     fleet.collector()
     fleet.worker(["--sched", "inherit", "--allow-exec", "/bin/sh", "--allow-exec", "-c"])
     job, out = fleet.make_job(scenes(2), name="inherit", command=POLICY_TASK)
     fleet.wait_done(fleet.submit(job), 60)
-    policies = {r["policy"] for r in read_jsonl(os.path.join(out, "results.jsonl"))}
-    assert policies == {os.sched_getscheduler(0)}, policies
+    assert policies(out) == {mine}, policies(out)
 
 
 def shared_dir():
