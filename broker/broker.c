@@ -2034,22 +2034,22 @@ bf_err_t broker_run(broker_t *b)
         if (b->in_tx && b->last_commit + COMMIT_GAP_MS < wake)
             wake = b->last_commit + COMMIT_GAP_MS;
         long timeout = wake > now ? (long)(wake - now) : 0;
-        /* the router, the stop's eventfd, and the ZAP socket if any */
-        zmq_pollitem_t items[3] = {{b->router, 0, ZMQ_POLLIN, 0},
-                                   {NULL, b->stop.fd, ZMQ_POLLIN, 0},
-                                   {b->zap ? bf_zap_socket(b->zap) : NULL, 0, ZMQ_POLLIN, 0}};
-        int nitems = b->zap ? 3 : 2;
-        if (b->stop.fd < 0) { /* no eventfd: the ZAP socket in its place */
-            items[1] = items[2];
-            nitems--;
+        /* the router, the ZAP socket if any, the stop's eventfd if any */
+        zmq_pollitem_t items[3] = {{b->router, 0, ZMQ_POLLIN, 0}};
+        int nitems = 1, zap_item = -1;
+        if (b->zap) {
+            zap_item = nitems;
+            items[nitems++] = (zmq_pollitem_t){bf_zap_socket(b->zap), 0, ZMQ_POLLIN, 0};
         }
+        if (b->stop.fd >= 0)
+            items[nitems++] = (zmq_pollitem_t){NULL, b->stop.fd, ZMQ_POLLIN, 0};
         if (zmq_poll(items, nitems, timeout) < 0) {
             if (zmq_errno() == EINTR)
                 continue;
             bf_error("zmq_poll: %s", zmq_strerror(zmq_errno()));
             return BF_EIO;
         }
-        if (b->zap && (items[nitems - 1].revents & ZMQ_POLLIN))
+        if (zap_item >= 0 && (items[zap_item].revents & ZMQ_POLLIN))
             bf_zap_handle(b->zap);
         if (items[0].revents & ZMQ_POLLIN) {
             int64_t t0 = bf_mono_ms();

@@ -1115,20 +1115,6 @@ static int loop(worker_t *w)
     return w->restart ? WORKER_EXIT_RESTART : 0;
 }
 
-/* A worker runs batch work: it and its tasks (which inherit the policy)
-   run as SCHED_BATCH, so that a thread of the fleet woken by a message, or
-   a task's process woken by its pipe, waits for the next tick instead of
-   preempting the task running on that core. With short tasks on a busy
-   host (2,000 exec tasks on 2 cores, docs/benchmarks.md) that is 7 % less
-   time end to end. Called first, on the thread every other one of the
-   worker's (libzmq's, the task thread) is started from: a policy is a
-   thread's, and is inherited by the threads and processes it starts. */
-static void set_sched(const worker_config_t *cfg)
-{
-    if (!cfg->sched_inherit)
-        bf_sched_batch("the worker and its tasks");
-}
-
 int worker_main(const worker_config_t *cfg)
 {
     if (!cfg || !cfg->broker || !*cfg->broker) {
@@ -1144,7 +1130,16 @@ int worker_main(const worker_config_t *cfg)
     w->prefetch = cfg->prefetch ? cfg->prefetch : 1;
     w->credit = w->prefetch;
     w->hold_ms = cfg->hold_ms == 0 ? HOLD_MS : cfg->hold_ms;
-    set_sched(cfg);
+    /* A worker runs batch work: it and its tasks (which inherit the policy)
+       run as SCHED_BATCH, so that a thread of the fleet woken by a message,
+       or a task's process woken by its pipe, waits for the next tick instead
+       of preempting the task running on that core (7 % less time end to
+       end with 2,000 short exec tasks on 2 cores, docs/benchmarks.md). Set
+       first, on the thread every other one of the worker's (libzmq's, the
+       task thread) is started from: a policy is a thread's, and is
+       inherited by the threads and processes it starts. */
+    if (!cfg->sched_inherit)
+        bf_sched_batch("the worker and its tasks");
     if (!cfg->stop) {
         if (signalled.fd < 0)
             bf_wake_init(&signalled); /* once a process: a restarted loop keeps it */
