@@ -577,7 +577,7 @@ static void resolve_success(broker_t *b, uint32_t t, const char *key)
    (nothing came back). */
 static bf_err_t task_failed(broker_t *b, uint32_t t, const char *host, const char *device,
                             const char *worker, const char *key, fault_t fault, const char *reason,
-                            json_t *result)
+                            const uint8_t *result, size_t len)
 {
     bf_err_t rc = tx(b);
     if (rc != BF_OK)
@@ -606,7 +606,7 @@ static bf_err_t task_failed(broker_t *b, uint32_t t, const char *host, const cha
         return BF_ENOMEM;
     broker_metrics_observe_queued(b->metrics, t, false, bf_mono_ms()); /* final: swept */
     rc = broker_store_task_failed(b->store, t, host, device, worker, key, fault_name(fault), why,
-                                  result);
+                                  result, len);
     free(why);
     return rc;
 }
@@ -793,8 +793,11 @@ static void on_progress(broker_t *b, peer_t *p, proto_msg_t *m)
     p->fraction = m->fraction >= 0 && m->fraction <= 1 ? m->fraction : 0;
 }
 
-/* Applies a result to task t (not final): final, or a failed attempt. */
-static bf_err_t apply_result(broker_t *b, uint32_t t, peer_t *who, json_t *res)
+/* Applies a result to task t (not final): final, or a failed attempt. res
+   holds the members the broker reads (result_keys), doc (len bytes) the
+   result as it came, which is what is stored. */
+static bf_err_t apply_result(broker_t *b, uint32_t t, peer_t *who, const json_t *res,
+                             const uint8_t *doc, size_t len)
 {
     const char *status = json_string_value(json_object_get(res, "status"));
     bf_err_t rc = tx(b);
@@ -815,7 +818,7 @@ static bf_err_t apply_result(broker_t *b, uint32_t t, peer_t *who, json_t *res)
         note_success(b, key); /* a zone that fails validation is not the GPU's fault */
         resolve_success(b, t, key);
         free(key);
-        return broker_store_task_done(b->store, t, res);
+        return broker_store_task_done(b->store, t, doc, len, !strcmp(status, "failed"));
     }
     const char *reason = json_string_value(json_object_get(res, "reason"));
     const char *dev = json_string_value(json_object_get(res, "device"));
@@ -826,9 +829,35 @@ static bf_err_t apply_result(broker_t *b, uint32_t t, peer_t *who, json_t *res)
     }
     rc = task_failed(b, t, host ? host : (who ? who->host : "?"),
                      dev ? dev : (who ? who->device : "?"), wname ? wname : (who ? who->name : "?"),
-                     key, fault, reason && *reason ? reason : "error", res);
+                     key, fault, reason && *reason ? reason : "error", doc, len);
     free(key);
     return rc;
+}
+
+/* The members of a result the broker reads; the rest it stores and passes
+   on as the bytes they came in (proto_msgpack_pick converts only these). */
+static const char *const result_keys[] = {"status", "host",   "worker", "gpu_id",
+                                          "reason", "device", "fault",  "elapsed_time"};
+
+/* res: the members of m's result that apply_result reads, as a tree. */
+static bf_err_t result_members(const proto_msg_t *m, json_t **res)
+{
+    json_t *v[BF_ARRAY_LEN(result_keys)];
+    *res = NULL;
+    bf_err_t rc = proto_msgpack_pick(m->obj_raw, m->obj_raw_len, result_keys,
+                                     BF_ARRAY_LEN(result_keys), v, NULL);
+    if (rc != BF_OK)
+        return rc; /* checked when it came: only out of memory */
+    json_t *o = json_object();
+    for (size_t k = 0; k < BF_ARRAY_LEN(result_keys); k++)
+        if (v[k] && (!o || json_object_set_new(o, result_keys[k], v[k]) != 0))
+            rc = BF_ENOMEM;
+    if (!o || rc != BF_OK) {
+        json_decref(o);
+        return BF_ENOMEM;
+    }
+    *res = o;
+    return BF_OK;
 }
 
 static bf_err_t on_result(broker_t *b, const uint8_t *id, size_t id_len, peer_t *p, proto_msg_t *m)
@@ -852,12 +881,16 @@ static bf_err_t on_result(broker_t *b, const uint8_t *id, size_t id_len, peer_t 
             if (holder && p && holder != p && strcmp(holder->name, p->name) != 0)
                 send_abort(b, holder, t, "another attempt finished first");
             peer_t *who = p ? p : holder;
-            double elapsed = json_number_value(json_object_get(m->obj, "elapsed_time"));
+            json_t *res;
+            if ((rc = result_members(m, &res)) != BF_OK)
+                return rc;
+            double elapsed = json_number_value(json_object_get(res, "elapsed_time"));
             if (who) {
                 who->done++;
                 who->busy_s += elapsed > 0 && elapsed < 1e9 ? elapsed : 0;
             }
-            rc = apply_result(b, t, who, m->obj);
+            rc = apply_result(b, t, who, res, m->obj_raw, m->obj_raw_len);
+            json_decref(res);
         }
     }
     /* Acked once durable (the queue is flushed after commit); an unknown or
@@ -959,7 +992,7 @@ static bf_err_t apply_reuse(broker_t *b, const json_t *reuse, uint32_t first)
         }
         json_object_del(res, "failures"); /* the earlier job's attempts */
         uint32_t t = first + (uint32_t)json_integer_value(json_object_get(r, "index"));
-        bf_err_t rc = broker_store_task_done(b->store, t, res);
+        bf_err_t rc = broker_store_task_done_tree(b->store, t, res);
         json_decref(res);
         if (rc != BF_OK)
             return rc;
@@ -1214,7 +1247,7 @@ static bf_err_t peer_lost(broker_t *b, peer_t *p, const char *why)
         if (p->started[k]) {
             started++;
             rc = task_failed(b, p->held[k], p->host, p->device, p->name, p->fault_key, FAULT_NONE,
-                             why, NULL);
+                             why, NULL, 0);
         } else if (broker_store_task_note_unstarted(b->store, p->held[k]) > UNSTARTED_MAX) {
             /* Its PROGRESS may never have got out: a task that kills its
                worker at once must not go round the fleet for ever. */
@@ -1225,7 +1258,7 @@ static bf_err_t peer_lost(broker_t *b, peer_t *p, const char *why)
                      "times before)",
                      why, UNSTARTED_MAX);
             rc = task_failed(b, p->held[k], p->host, p->device, p->name, p->fault_key, FAULT_NONE,
-                             again, NULL);
+                             again, NULL, 0);
         } else if ((rc = tx(b)) == BF_OK) {
             rc = broker_store_task_returned(b->store, p->held[k]);
             broker_metrics_observe_queued(b->metrics, p->held[k], false, bf_mono_ms());
@@ -1493,9 +1526,10 @@ static bf_err_t expire(broker_t *b, int64_t now)
                 broker_store_task_scene(b->store, late[i]),
                 orphan ? "its worker did not come back after the broker restarted"
                        : "lease expired");
-        rc = task_failed(b, late[i], h ? h->host : "?", h ? h->device : "?", h ? h->name : "?",
-                         h ? h->fault_key : NULL, FAULT_NONE,
-                         orphan ? "worker lost" : "task lease expired (no result in time)", NULL);
+        rc =
+            task_failed(b, late[i], h ? h->host : "?", h ? h->device : "?", h ? h->name : "?",
+                        h ? h->fault_key : NULL, FAULT_NONE,
+                        orphan ? "worker lost" : "task lease expired (no result in time)", NULL, 0);
     }
     free(late);
     return rc;
@@ -1956,6 +1990,31 @@ static bf_err_t retire(broker_t *b)
    a message after a quiet spell. */
 #define COMMIT_GAP_MS 4
 
+/* A message's document, received as bytes: a RESULT's stays so (checked
+   as a tree would be: what reaches the collector must convert), to be
+   stored and delivered as it came; every other one becomes a tree. The
+   reason of a refusal reads as proto_decode's. */
+static bf_err_t settle_obj(proto_msg_t *m, char *why)
+{
+    if (!m->obj_raw)
+        return BF_OK;
+    char detail[BF_ERRLEN] = "";
+    bf_err_t rc = m->type == PROTO_RESULT
+                      ? proto_msgpack_check(m->obj_raw, m->obj_raw_len, detail)
+                      : proto_msgpack_to_json(m->obj_raw, m->obj_raw_len, &m->obj, detail);
+    if (rc != BF_OK) {
+        bf_fail(why, rc, "%s: field obj: %s", proto_type_name(m->type), detail);
+        proto_msg_clear(m);
+        return rc;
+    }
+    if (m->type != PROTO_RESULT) {
+        free(m->obj_raw);
+        m->obj_raw = NULL;
+        m->obj_raw_len = 0;
+    }
+    return BF_OK;
+}
+
 /* Reads up to BATCH messages and applies them; BF_OK or a store failure. */
 static bf_err_t read_batch(broker_t *b)
 {
@@ -1966,9 +2025,11 @@ static bf_err_t read_batch(broker_t *b)
         proto_msg_t m;
         char why[BF_ERRLEN] = "";
         proto_origin_t origin;
-        bf_err_t r = proto_recv_origin(b->router, id, &id_len, &m, ZMQ_DONTWAIT, &origin, why);
+        bf_err_t r = proto_recv_origin_raw(b->router, id, &id_len, &m, ZMQ_DONTWAIT, &origin, why);
         if (r == BF_EIO)
             break; /* nothing more (EAGAIN) */
+        if (r == BF_OK)
+            r = settle_obj(&m, why);
         if (r != BF_OK) {
             /* The first few, then one in a thousand: a flood of garbage
                must not become a flood of log lines. */

@@ -1205,7 +1205,42 @@ static void job_note_final(job_t *j, int64_t wall)
 
 /* Makes t final with result (which gets the fleet's bookkeeping fields),
    records it, appends it to the outbox and maybe ends the job. */
-static bf_err_t finalize(broker_store_t *s, uint32_t t, json_t *result, int status)
+/* The stored form of a final result: the bytes of mp (a checked map; an
+   empty one when NULL) or of tree packed, with set's members put in
+   (proto_msgpack_patch), into *blob. Only when a member of set cannot go
+   packed (a reason longer than a document's string may be) is the whole
+   made a tree and stored as JSON text (*text), as column_doc reads it. */
+static bf_err_t final_doc(const uint8_t *mp, size_t len, const json_t *tree, const json_t *set,
+                          uint8_t **blob, size_t *blob_len, char **text)
+{
+    static const uint8_t empty[] = {0x80};
+    uint8_t *packed = NULL;
+    size_t packed_len = 0;
+    bf_err_t rc = BF_EPROTO;
+    if (!mp && tree && proto_json_to_msgpack(tree, &packed, &packed_len) == BF_OK)
+        mp = packed, len = packed_len;
+    if (mp || !tree)
+        rc = proto_msgpack_patch(mp ? mp : empty, mp ? len : sizeof empty, set, blob, blob_len);
+    if (rc == BF_EPROTO) {
+        json_t *doc = NULL;
+        if (mp)
+            rc = proto_msgpack_to_json(mp, len, &doc, NULL);
+        else
+            doc = json_deep_copy(tree);
+        if (doc && json_object_update(doc, (json_t *)set) == 0)
+            *text = json_dumps(doc, JSON_COMPACT);
+        json_decref(doc);
+        rc = *text ? BF_OK : rc == BF_EPROTO ? BF_ENOMEM : rc;
+    }
+    free(packed);
+    return rc;
+}
+
+/* Task t becomes final with status and its result (mp, len bytes, or tree;
+   neither: none), set's members (the reason of an error or a
+   cancellation; may be NULL) and the bookkeeping ones put in. */
+static bf_err_t finalize(broker_store_t *s, uint32_t t, const uint8_t *mp, size_t len,
+                         const json_t *tree, const json_t *set, int status)
 {
     task_t *tk = TASK(s, t);
     job_t *j = JOB(s, tk->job);
@@ -1224,24 +1259,36 @@ static bf_err_t finalize(broker_store_t *s, uint32_t t, json_t *result, int stat
     j->counts[status]++;
     if (status != S_CANCELLED)
         job_note_final(j, bf_wall_ms());
-    json_object_set_new(result, "scene", json_string(scene_of(s, tk)));
-    json_object_set_new(result, "task_id", json_string(tk->id));
-    json_object_set_new(result, "job_id", json_string(j->id));
-    json_object_set_new(result, "attempt", json_integer(tk->attempt));
-    json_object_set_new(result, "status", json_string(status_names[status]));
-    if (j->keys) /* what the result was computed from: a later job may take it */
-        json_object_set(result, "key", json_array_get(j->keys, t - j->first));
-    if (tk->failures)
-        json_object_set(result, "failures", tk->failures);
-    sqlite3_stmt *st = s->st_task_final;
-    void *text = NULL;
-    char *failures = tk->failures ? json_dumps(tk->failures, JSON_COMPACT) : NULL;
-    if (bind_doc(st, 4, result, &text) != BF_OK || (tk->failures && !failures)) {
-        sqlite3_clear_bindings(st);
-        free(text);
-        free(failures);
+    /* what the result was computed from: a later job may take it */
+    json_t *key = j->keys ? json_array_get(j->keys, t - j->first) : NULL;
+    json_t *fields = set ? json_copy((json_t *)set) : json_object();
+    if (!fields || json_object_set_new(fields, "scene", json_string(scene_of(s, tk))) ||
+        json_object_set_new(fields, "task_id", json_string(tk->id)) ||
+        json_object_set_new(fields, "job_id", json_string(j->id)) ||
+        json_object_set_new(fields, "attempt", json_integer(tk->attempt)) ||
+        json_object_set_new(fields, "status", json_string(status_names[status])) ||
+        (key && json_object_set(fields, "key", key)) ||
+        (tk->failures && json_object_set(fields, "failures", tk->failures))) {
+        json_decref(fields);
         return BF_ENOMEM;
     }
+    uint8_t *blob = NULL;
+    size_t blob_len = 0;
+    char *text = NULL;
+    char *failures = tk->failures ? json_dumps(tk->failures, JSON_COMPACT) : NULL;
+    bf_err_t rc = final_doc(mp, len, tree, fields, &blob, &blob_len, &text);
+    json_decref(fields);
+    if (rc != BF_OK || (tk->failures && !failures) || blob_len > INT_MAX) {
+        free(blob);
+        free(text);
+        free(failures);
+        return rc != BF_OK ? rc : BF_ENOMEM;
+    }
+    sqlite3_stmt *st = s->st_task_final;
+    if (blob)
+        sqlite3_bind_blob(st, 4, blob, (int)blob_len, SQLITE_STATIC);
+    else
+        sqlite3_bind_text(st, 4, text, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 1, tk->rowid);
     sqlite3_bind_int(st, 2, tk->attempt);
     sqlite3_bind_text(st, 3, status_names[status], -1, SQLITE_STATIC);
@@ -1252,6 +1299,8 @@ static bf_err_t finalize(broker_store_t *s, uint32_t t, json_t *result, int stat
         sqlite3_bind_null(st, 6);
     int r = sqlite3_step(st);
     sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    free(blob);
     free(text);
     free(failures);
     if (r != SQLITE_DONE) {
@@ -1260,22 +1309,24 @@ static bf_err_t finalize(broker_store_t *s, uint32_t t, json_t *result, int stat
     }
     /* The outbox row points at the task; DELIVER is built from its result
        when it is sent, so the result is written once. */
-    bf_err_t rc = outbox_add(s, false, j->id, tk->id, NULL);
+    rc = outbox_add(s, false, j->id, tk->id, NULL);
     if (rc == BF_OK)
         rc = job_maybe_done(s, j);
     return rc;
 }
 
-bf_err_t broker_store_task_done(broker_store_t *s, uint32_t t, json_t *result)
+bf_err_t broker_store_task_done(broker_store_t *s, uint32_t t, const uint8_t *result, size_t len,
+                                bool failed)
 {
-    /* in place: results can be large (zone power arrays), a copy is waste */
-    json_t *copy = json_is_object(result) ? json_incref(result) : json_object();
-    if (!copy)
-        return BF_ENOMEM;
-    const char *status = json_string_value(json_object_get(copy, "status"));
-    bf_err_t rc = finalize(s, t, copy, status && !strcmp(status, "failed") ? S_FAILED : S_SUCCESS);
-    json_decref(copy);
-    return rc;
+    return finalize(s, t, result, len, NULL, NULL, failed ? S_FAILED : S_SUCCESS);
+}
+
+bf_err_t broker_store_task_done_tree(broker_store_t *s, uint32_t t, const json_t *result)
+{
+    const char *status = json_string_value(json_object_get(result, "status"));
+    bool obj = json_is_object(result);
+    return finalize(s, t, NULL, 0, obj ? result : NULL, NULL,
+                    status && !strcmp(status, "failed") ? S_FAILED : S_SUCCESS);
 }
 
 /* Whether a failure record names whose fault it was (records written
@@ -1316,7 +1367,8 @@ const json_t *broker_store_task_failures(broker_store_t *s, uint32_t t)
 
 bf_err_t broker_store_task_failed(broker_store_t *s, uint32_t t, const char *host,
                                   const char *device, const char *worker, const char *key,
-                                  const char *fault, const char *reason, json_t *result)
+                                  const char *fault, const char *reason, const uint8_t *result,
+                                  size_t len)
 {
     task_t *tk = TASK(s, t);
     if (tk->state == T_FINAL)
@@ -1358,12 +1410,11 @@ bf_err_t broker_store_task_failed(broker_store_t *s, uint32_t t, const char *hos
     if (n > room - 1)
         n = room - 1;
     memcpy(buf + n, verdict, strlen(verdict) + 1);
-    json_t *doc = json_is_object(result) ? json_incref(result) : json_object();
-    if (!doc)
+    json_t *set = json_pack("{s:s}", "reason", buf);
+    if (!set)
         return BF_ENOMEM;
-    json_object_set_new(doc, "reason", json_string(buf));
-    bf_err_t rc = finalize(s, t, doc, S_ERROR);
-    json_decref(doc);
+    bf_err_t rc = finalize(s, t, result, len, NULL, set, S_ERROR);
+    json_decref(set);
     return rc;
 }
 
@@ -1476,13 +1527,13 @@ bf_err_t broker_store_cancel_job(broker_store_t *s, const char *job_id, uint64_t
             continue;
         if (tk->state == T_RUNNING)
             run[nr++] = t;
-        json_t *doc = json_pack("{s:s}", "reason", "cancelled by user");
-        if (!doc) {
+        json_t *set = json_pack("{s:s}", "reason", "cancelled by user");
+        if (!set) {
             rc = BF_ENOMEM;
             break;
         }
-        rc = finalize(s, t, doc, S_CANCELLED);
-        json_decref(doc);
+        rc = finalize(s, t, NULL, 0, NULL, set, S_CANCELLED);
+        json_decref(set);
         (*count)++;
     }
     q_compact(s);

@@ -93,14 +93,13 @@ unsigned broker_store_task_note_unstarted(broker_store_t *s, uint32_t t);
    kept in the failure record. The final reason reads "failed N times:
    host/device [worker] (reason); ..." and, when unattributed failures
    happened in two or more domains, ends "; failed the same way on N
-   devices: task fault". result may be NULL; when the task becomes final
-   it is the stored document and gets the bookkeeping fields set in place
-   (the caller keeps its reference; host, device, worker and reason may
-   point into it). No-op for a final task. */
+   devices: task fault". result (len bytes) may be NULL; when the task
+   becomes final it is the stored document, as broker_store_task_done
+   stores it, with this reason. No-op for a final task. */
 bf_err_t broker_store_task_failed(broker_store_t *s, uint32_t t, const char *host,
                                   const char *device, const char *worker, const char *key,
-                                  const char *fault, const char *reason,
-                                  json_t *result) BF_MUST_CHECK;
+                                  const char *fault, const char *reason, const uint8_t *result,
+                                  size_t len) BF_MUST_CHECK;
 /* The failures of task t so far, [{host, device, worker, key, attempt,
    fault, reason}], borrowed; NULL when none. */
 const json_t *broker_store_task_failures(broker_store_t *s, uint32_t t);
@@ -110,12 +109,19 @@ const json_t *broker_store_task_failures(broker_store_t *s, uint32_t t);
    its id and name (truncated to name_len) are copied out. */
 bool broker_store_output_busy(broker_store_t *s, const char *output, char job_id[16], char *name,
                               size_t name_len);
-/* Final with this result (status success or failed; the bookkeeping fields
-   scene, task_id, job_id, attempt, status, failures are set on it in place,
-   the caller keeps its reference), appended to
+/* Final with this result: the bytes (len) of a MessagePack map that
+   proto_msgpack_check took, stored as they came with the bookkeeping
+   members scene, task_id, job_id, attempt, status (failed when failed,
+   else success), key (when the job has keys) and failures (when there were
+   some) put in by proto_msgpack_patch, never made into a tree; appended to
    the outbox, and JOB_DONE after it when it was the job's last task. A
    final task stays as it is (exactly once). */
-bf_err_t broker_store_task_done(broker_store_t *s, uint32_t t, json_t *result) BF_MUST_CHECK;
+bf_err_t broker_store_task_done(broker_store_t *s, uint32_t t, const uint8_t *result, size_t len,
+                                bool failed) BF_MUST_CHECK;
+/* The same for a result held as a tree (one a job reuses), its status
+   (failed or else success) read from it. */
+bf_err_t broker_store_task_done_tree(broker_store_t *s, uint32_t t,
+                                     const json_t *result) BF_MUST_CHECK;
 /* Every non-final task of the job becomes final, status cancelled; the
    indices of those that were running are returned (free them). BF_ENOENT
    for an unknown job. */

@@ -1501,6 +1501,114 @@ out:
    while zmq_poll is between its checks) wakes the reactor in its sleep: an
    idle broker whose heartbeat interval is a minute, which sleeps 15 s at a
    time, returns at once. */
+/* A result goes through the broker as the bytes it came in: its members
+   are stored and delivered byte for byte (a float32 stays a float32, a
+   uint16 stays a uint16, the order stays), only the broker's own members
+   put in. A document a tree could not hold is refused as before (a
+   duplicate key deep inside): never stored, never delivered. */
+static void test_passthrough(const char *dir)
+{
+    running_t r;
+    tpeer_t a = {0}, col = {0};
+    proto_msg_t m;
+    char job_id[16] = "", t0[33] = "", t1[33] = "";
+    json_t *doc = NULL;
+    REQUIRE_OUT(start_broker(&r, dir));
+    REQUIRE_OUT(submit(r.endpoint, "pass", 2, 3, job_id));
+    tpeer_open(&a, r.endpoint);
+    worker_ready(&a, "hostA:1:cpu", 2, NULL);
+    REQUIRE_OUT(trecv(&a, PROTO_TASK, 2000, &m));
+    bf_strlcpy(t0, m.task_id, sizeof t0);
+    proto_msg_clear(&m);
+    REQUIRE_OUT(trecv(&a, PROTO_TASK, 2000, &m));
+    bf_strlcpy(t1, m.task_id, sizeof t1);
+    proto_msg_clear(&m);
+
+    /* {"zone": [0.5f, 1.5f], "n": uint16 5, "status": "success", "attempt": 9} */
+    static const uint8_t zone[] = "\x92\xca\x3f\x00\x00\x00\xca\x3f\xc0\x00\x00";
+    static const uint8_t n5[] = "\xcd\x00\x05";
+    static const uint8_t sent[] = "\x84\xa4zone\x92\xca\x3f\x00\x00\x00\xca\x3f\xc0\x00\x00"
+                                  "\xa1n\xcd\x00\x05\xa6status\xa7success\xa7"
+                                  "attempt\x09";
+    proto_msg_init(&m, PROTO_RESULT);
+    CHECK(proto_msg_set(&m.task_id, t0) == BF_OK);
+    m.attempt = 1;
+    m.obj_raw = malloc(sizeof sent - 1);
+    REQUIRE_OUT(m.obj_raw);
+    memcpy(m.obj_raw, sent, sizeof sent - 1);
+    m.obj_raw_len = sizeof sent - 1;
+    tsend(&a, &m);
+    REQUIRE_OUT(trecv(&a, PROTO_ACK, 2000, &m));
+    proto_msg_clear(&m);
+
+    /* the same frame with "stats": {"a": 1, "a": 2} added: refused whole */
+    json_t *bad = json_pack("{s:s}", "status", "success");
+    uint8_t *packed;
+    size_t plen;
+    REQUIRE_OUT(proto_json_to_msgpack(bad, &packed, &plen) == BF_OK && packed[0] == 0x81);
+    json_decref(bad);
+    static const uint8_t dup[] = "\xa5stats\x82\xa1"
+                                 "a\x01\xa1"
+                                 "a\x02";
+    proto_msg_init(&m, PROTO_RESULT);
+    CHECK(proto_msg_set(&m.task_id, t1) == BF_OK);
+    m.attempt = 1;
+    m.obj_raw = malloc(plen + sizeof dup - 1);
+    REQUIRE_OUT(m.obj_raw);
+    memcpy(m.obj_raw, packed, plen);
+    memcpy(m.obj_raw + plen, dup, sizeof dup - 1);
+    m.obj_raw[0] = 0x82;
+    m.obj_raw_len = plen + sizeof dup - 1;
+    free(packed);
+    tsend(&a, &m);
+    CHECK(tquiet(&a, 200)); /* no ACK: dropped as malformed */
+    doc = status_until(r.endpoint, "", bad_messages_at_least, &(int64_t){1}, 2000);
+    CHECK(doc && jint(json_object_get(doc, "broker"), "bad_messages") == 1);
+
+    /* The collector's DELIVER, read as bytes. */
+    tpeer_open(&col, r.endpoint);
+    proto_msg_init(&m, PROTO_COLLECT);
+    CHECK(proto_msg_set(&m.worker, "collector") == BF_OK);
+    m.credit = 16;
+    tsend(&col, &m);
+    zmq_pollitem_t it = {col.sock, 0, ZMQ_POLLIN, 0};
+    bool got = false;
+    for (int64_t end = bf_mono_ms() + bf_test_ms(2000); !got && bf_mono_ms() < end;) {
+        if (zmq_poll(&it, 1, 20) <= 0)
+            continue;
+        REQUIRE_OUT(proto_recv_origin_raw(col.sock, NULL, NULL, &m, ZMQ_DONTWAIT, NULL, NULL) ==
+                    BF_OK);
+        got = m.type == PROTO_DELIVER;
+        if (!got)
+            proto_msg_clear(&m);
+    }
+    REQUIRE_OUT(got);
+    CHECK(!strcmp(m.task_id, t0));
+    static const char *const outer[] = {"result"};
+    const uint8_t *res;
+    size_t res_len;
+    REQUIRE_OUT(proto_msgpack_members(m.obj_raw, m.obj_raw_len, outer, 1, &res, &res_len) && res);
+    static const char *const inner[] = {"zone", "n", "status", "attempt", "task_id"};
+    const uint8_t *at[5];
+    size_t len[5];
+    REQUIRE_OUT(proto_msgpack_members(res, res_len, inner, 5, at, len));
+    CHECK(len[0] == sizeof zone - 1 && !memcmp(at[0], zone, len[0]));
+    CHECK(len[1] == sizeof n5 - 1 && !memcmp(at[1], n5, len[1]));
+    CHECK(at[0] < at[1] && res[0] == 0x87); /* kept first, in order; 3 + 4 put in */
+    CHECK(len[2] == 8 && !memcmp(at[2], "\xa7success", 8));
+    CHECK(len[3] == 1 && at[3][0] == 0x01); /* the broker's attempt, not the worker's 9 */
+    json_t *tid = NULL;
+    CHECK(at[4] && proto_msgpack_to_json(at[4], len[4], &tid, NULL) == BF_OK &&
+          !strcmp(json_string_value(tid), t0));
+    json_decref(tid);
+    proto_msg_clear(&m);
+out:
+    json_decref(doc);
+    tpeer_close(&a);
+    tpeer_close(&col);
+    stop_broker(&r);
+}
+
 static void test_stop(const char *dir)
 {
     int hb = HB_MS;
@@ -1528,9 +1636,9 @@ int main(void)
     ctx = zmq_ctx_new();
     char *d1 = temp_dir(), *d2 = temp_dir(), *d3 = temp_dir(), *d4 = temp_dir(), *d5 = temp_dir();
     char *d6 = temp_dir(), *d7 = temp_dir(), *d8 = temp_dir(), *d9 = temp_dir();
-    char *d10 = temp_dir(), *d11 = temp_dir(), *d12 = temp_dir();
+    char *d10 = temp_dir(), *d11 = temp_dir(), *d12 = temp_dir(), *d13 = temp_dir();
     if (!ctx || !d1 || !d2 || !d3 || !d4 || !d5 || !d6 || !d7 || !d8 || !d9 || !d10 || !d11 ||
-        !d12) {
+        !d12 || !d13) {
         fprintf(stderr, "setup failed\n");
         return 1;
     }
@@ -1549,7 +1657,8 @@ int main(void)
                  {"schema_1", test_schema_1, d9},
                  {"throwaway", test_throwaway, d10},
                  {"credit_cap", test_credit_cap, d11},
-                 {"stop", test_stop, d12}};
+                 {"stop", test_stop, d12},
+                 {"passthrough", test_passthrough, d13}};
     for (size_t i = 0; i < BF_ARRAY_LEN(cases); i++) {
         int before = failures;
         double t = bf_mono_s();
@@ -1558,7 +1667,7 @@ int main(void)
                bf_mono_s() - t);
     }
     zmq_ctx_term(ctx);
-    const char *dirs[] = {d1, d2, d3, d4, d5, d6, d7, d8, d9, d10, d11, d12};
+    const char *dirs[] = {d1, d2, d3, d4, d5, d6, d7, d8, d9, d10, d11, d12, d13};
     for (size_t i = 0; i < BF_ARRAY_LEN(dirs); i++) {
         rm_dir(dirs[i]);
         free((char *)dirs[i]);

@@ -10,10 +10,13 @@
     nothing may follow the top-level value. msgpack-c's unpacker allocates a
     declared array before it reads its elements, so a 5-byte frame could
     otherwise ask it for gigabytes; that is why this check is written by hand.
-    Only then does msgpack_unpack_next build the object tree (in a zone owned
-    by a msgpack_unpacked), which the table-driven reader converts field by
-    field with exact type checks. The encoder refuses everything the decoder
-    would refuse, so a peer never sends what the broker must drop. */
+    Then the envelope's fields are read in place with exact type checks, and
+    only a document (obj) is unpacked by msgpack_unpack_next and converted
+    to jansson, and only when it is wanted as a tree: proto_decode_raw leaves
+    it as bytes, which proto_msgpack_check holds to the same rules and
+    proto_msgpack_patch amends without a tree (the broker's results). The
+    encoder refuses everything the decoder would refuse, so a peer never
+    sends what the broker must drop. */
 
 #include "proto.h"
 
@@ -544,89 +547,146 @@ static json_t *to_json(const msgpack_object *o, int depth, conv_t *c)
     }
 }
 
-/* Validates and unpacks exactly one value filling data[0, size), enclosed by
-   at most max_depth containers. On success up holds the tree (destroy it). */
-static bf_err_t unpack_one(const uint8_t *data, size_t size, int max_depth, msgpack_unpacked *up,
-                           char *err)
+/* The value at p, walked already, as msgpack-c would unpack it but without
+   its elements: a scalar with its value, a str or bin with its bytes (in
+   the frame), a container with its type and count only. The envelope's
+   fields are read from this, so that a frame is never unpacked whole: its
+   obj, a result of thousands of reals, stays bytes unless it is converted. */
+static void peek(const uint8_t *p, msgpack_object *o)
 {
-    walk_t w = {data, data + size, 0, max_depth, err};
+    memset(o, 0, sizeof *o);
+    uint8_t b = *p++;
+    if (b <= 0x7f) {
+        o->type = MSGPACK_OBJECT_POSITIVE_INTEGER, o->via.u64 = b;
+    } else if (b >= 0xe0) {
+        o->type = MSGPACK_OBJECT_NEGATIVE_INTEGER, o->via.i64 = (int8_t)b;
+    } else if ((b & 0xe0) == 0xa0 || b == 0xd9 || b == 0xda || b == 0xdb || b == 0xc4 ||
+               b == 0xc5 || b == 0xc6) {
+        bool fix = (b & 0xe0) == 0xa0;
+        int n = fix ? 0 : b == 0xd9 || b == 0xc4 ? 1 : b == 0xda || b == 0xc5 ? 2 : 4;
+        o->type = fix || b >= 0xd9 ? MSGPACK_OBJECT_STR : MSGPACK_OBJECT_BIN;
+        o->via.str.size = fix ? b & 0x1f : (uint32_t)be(p, n);
+        o->via.str.ptr = (const char *)p + n;
+    } else if ((b & 0xf0) == 0x90 || b == 0xdc || b == 0xdd) {
+        o->type = MSGPACK_OBJECT_ARRAY;
+        o->via.array.size = b == 0xdc   ? (uint32_t)be(p, 2)
+                            : b == 0xdd ? (uint32_t)be(p, 4)
+                                        : b & 0x0f;
+    } else if ((b & 0xf0) == 0x80 || b == 0xde || b == 0xdf) {
+        o->type = MSGPACK_OBJECT_MAP;
+        o->via.map.size = b == 0xde   ? (uint32_t)be(p, 2)
+                          : b == 0xdf ? (uint32_t)be(p, 4)
+                                      : b & 0x0f;
+    } else if (b == 0xc0) {
+        o->type = MSGPACK_OBJECT_NIL;
+    } else if (b == 0xc2 || b == 0xc3) {
+        o->type = MSGPACK_OBJECT_BOOLEAN, o->via.boolean = b == 0xc3;
+    } else if (b >= 0xcc && b <= 0xcf) {
+        o->type = MSGPACK_OBJECT_POSITIVE_INTEGER, o->via.u64 = be(p, 1 << (b - 0xcc));
+    } else if (b >= 0xd0 && b <= 0xd3) { /* as msgpack-c: a signed int >= 0 is a uint */
+        int n = 1 << (b - 0xd0);
+        uint64_t u = be(p, n);
+        int64_t v = n == 1 ? (int8_t)u : n == 2 ? (int16_t)u : n == 4 ? (int32_t)u : (int64_t)u;
+        if (v < 0)
+            o->type = MSGPACK_OBJECT_NEGATIVE_INTEGER, o->via.i64 = v;
+        else
+            o->type = MSGPACK_OBJECT_POSITIVE_INTEGER, o->via.u64 = (uint64_t)v;
+    } else if (b == 0xca) {
+        uint32_t u = (uint32_t)be(p, 4);
+        float f;
+        memcpy(&f, &u, sizeof f);
+        o->type = MSGPACK_OBJECT_FLOAT32, o->via.f64 = f;
+    } else if (b == 0xcb) {
+        uint64_t u = be(p, 8);
+        double d;
+        memcpy(&d, &u, sizeof d);
+        o->type = MSGPACK_OBJECT_FLOAT64, o->via.f64 = d;
+    } else {
+        o->type = MSGPACK_OBJECT_EXT; /* ext types, 0xc1: refused by the walk anyway */
+    }
+}
+
+/* Converts the value at data[0, size), walked already and enclosed by depth
+   containers, into JSON: msgpack-c unpacks it (the walk bounded what it may
+   allocate), to_json converts it. */
+static bf_err_t convert(const uint8_t *data, size_t size, int depth, json_t **value, char *err)
+{
+    *value = NULL;
+    size_t off = 0;
+    msgpack_unpacked up;
+    msgpack_unpacked_init(&up);
+    msgpack_unpack_return r = msgpack_unpack_next(&up, (const char *)data, size, &off);
+    if (r != MSGPACK_UNPACK_SUCCESS || off != size) {
+        msgpack_unpacked_destroy(&up);
+        return r == MSGPACK_UNPACK_NOMEM_ERROR ? bf_fail(err, BF_ENOMEM, "out of memory")
+                                               : bf_fail(err, BF_EPROTO, "malformed MessagePack");
+    }
+    conv_t c = {BF_OK, err};
+    *value = to_json(&up.data, depth, &c);
+    msgpack_unpacked_destroy(&up);
+    return *value ? BF_OK : c.rc;
+}
+
+/* Whether data[0, size) is one document: at most PROTO_MAX_FRAME bytes,
+   one value bounded as walk bounds a frame, nothing after it. */
+static bf_err_t doc_bounds(const uint8_t *data, size_t size, char *err)
+{
+    if (size > PROTO_MAX_FRAME)
+        return bf_fail(err, BF_EPROTO, "document of %zu bytes exceeds %u", size, PROTO_MAX_FRAME);
     if (size == 0)
         return bf_fail(err, BF_EPROTO, "empty frame");
+    walk_t w = {data, data + size, 0, PROTO_MAX_DEPTH, err};
     if (!walk(&w, 0))
         return BF_EPROTO;
     if (w.p != w.end)
         return bf_fail(err, BF_EPROTO, "%zu trailing bytes", (size_t)(w.end - w.p));
-    size_t off = 0;
-    msgpack_unpacked_init(up);
-    msgpack_unpack_return r = msgpack_unpack_next(up, (const char *)data, size, &off);
-    if (r != MSGPACK_UNPACK_SUCCESS || off != size) {
-        msgpack_unpacked_destroy(up);
-        return r == MSGPACK_UNPACK_NOMEM_ERROR ? bf_fail(err, BF_ENOMEM, "out of memory")
-                                               : bf_fail(err, BF_EPROTO, "malformed MessagePack");
-    }
     return BF_OK;
-}
-
-/* A document (at most PROTO_MAX_FRAME bytes, PROTO_MAX_DEPTH deep) into up. */
-static bf_err_t unpack_doc(const uint8_t *data, size_t size, msgpack_unpacked *up, char *err)
-{
-    if (size > PROTO_MAX_FRAME)
-        return bf_fail(err, BF_EPROTO, "document of %zu bytes exceeds %u", size, PROTO_MAX_FRAME);
-    return unpack_one(data, size, PROTO_MAX_DEPTH, up, err);
 }
 
 bf_err_t proto_msgpack_to_json(const uint8_t *data, size_t size, json_t **value, char *err)
 {
     *value = NULL;
-    msgpack_unpacked up;
-    bf_err_t rc = unpack_doc(data, size, &up, err);
+    bf_err_t rc = doc_bounds(data, size, err);
+    return rc != BF_OK ? rc : convert(data, size, 0, value, err);
+}
+
+/* Why data, a document that proto_msgpack_members refused, is no map. */
+static bf_err_t no_map(const uint8_t *data, size_t size, char *err)
+{
+    bf_err_t rc = doc_bounds(data, size, err);
     if (rc != BF_OK)
         return rc;
-    conv_t c = {BF_OK, err};
-    *value = to_json(&up.data, 0, &c);
-    msgpack_unpacked_destroy(&up);
-    return *value ? BF_OK : c.rc;
+    msgpack_object top;
+    peek(data, &top);
+    return bf_fail(err, BF_EPROTO, "expected map, got %s", object_kind(&top));
 }
 
 /* The members keys[0..n) of the MessagePack map at data, each converted as
    proto_msgpack_to_json converts a document (values[k] NULL where absent;
    of duplicate keys the last wins, as in a tree). The rest of the map is
-   unpacked into msgpack-c's zone but never made into JSON: the broker shows
-   a few members of results whose zone arrays hold thousands of reals. */
+   walked but never unpacked: the broker shows a few members of results
+   whose zone arrays hold thousands of reals. */
 bf_err_t proto_msgpack_pick(const uint8_t *data, size_t size, const char *const *keys, size_t n,
                             json_t **values, char *err)
 {
+    const uint8_t *at[PROTO_PICK_MAX];
+    size_t len[PROTO_PICK_MAX];
     for (size_t k = 0; k < n; k++)
         values[k] = NULL;
-    msgpack_unpacked up;
-    bf_err_t rc = unpack_doc(data, size, &up, err);
+    if (n > PROTO_PICK_MAX)
+        return bf_fail(err, BF_EINVAL, "%zu members picked, at most %d", n, PROTO_PICK_MAX);
+    if (!proto_msgpack_members(data, size, keys, n, at, len))
+        return no_map(data, size, err);
+    bf_err_t rc = BF_OK;
+    for (size_t k = 0; k < n && rc == BF_OK; k++)
+        if (at[k])
+            rc = convert(at[k], len[k], 1, &values[k], err);
     if (rc != BF_OK)
-        return rc;
-    conv_t c = {BF_OK, err};
-    const msgpack_object *top = &up.data;
-    if (top->type != MSGPACK_OBJECT_MAP) {
-        bad(&c, "expected map, got %s", object_kind(top));
-    } else {
-        const msgpack_object_kv *kv = top->via.map.ptr;
-        for (uint32_t i = top->via.map.size; i-- > 0 && c.rc == BF_OK;) { /* the last wins */
-            if (kv[i].key.type != MSGPACK_OBJECT_STR)
-                continue;
-            for (size_t k = 0; k < n; k++) {
-                if (values[k] || strlen(keys[k]) != kv[i].key.via.str.size ||
-                    memcmp(str_bytes(&kv[i].key), keys[k], kv[i].key.via.str.size) != 0)
-                    continue;
-                values[k] = to_json(&kv[i].val, 1, &c);
-                break;
-            }
-        }
-    }
-    msgpack_unpacked_destroy(&up);
-    if (c.rc != BF_OK)
         for (size_t k = 0; k < n; k++) {
             json_decref(values[k]);
             values[k] = NULL;
         }
-    return c.rc;
+    return rc;
 }
 
 bool proto_msgpack_members(const uint8_t *data, size_t size, const char *const *keys, size_t n,
@@ -677,6 +737,192 @@ bool proto_msgpack_members(const uint8_t *data, size_t size, const char *const *
         len[k] = 0;
     }
     return false;
+}
+
+/* ---- documents kept as bytes ------------------------------------------------ */
+
+/* The bytes of a container's header at p (its type byte and count). */
+static size_t head_len(const uint8_t *p)
+{
+    return *p == 0xdc || *p == 0xde ? 3 : *p == 0xdd || *p == 0xdf ? 5 : 1;
+}
+
+/* A map key seen: its bytes in the document. */
+typedef struct {
+    const char *s;
+    uint32_t len;
+} mapkey_t;
+
+static uint64_t key_hash(const char *s, uint32_t len)
+{
+    uint64_t h = 0xcbf29ce484222325ull; /* FNV-1a */
+    for (uint32_t i = 0; i < len; i++)
+        h = (h ^ (uint8_t)s[i]) * 0x100000001b3ull;
+    return h;
+}
+
+/* Whether a map already had the key k: a list scanned for the few keys of
+   most maps, an open-addressed table of 2 * count slots past SMALL_MAP
+   (a map of a million keys must not cost a million squared compares). */
+#define SMALL_MAP 16
+typedef struct {
+    mapkey_t few[SMALL_MAP], *table;
+    size_t n, slots;
+} keyset_t;
+
+static bool keyset_init(keyset_t *ks, uint32_t count)
+{
+    ks->n = 0;
+    ks->table = NULL;
+    ks->slots = count > SMALL_MAP ? 2 * (size_t)count : 0;
+    return !ks->slots || (ks->table = calloc(ks->slots, sizeof *ks->table));
+}
+
+static bool keyset_add(keyset_t *ks, mapkey_t k) /* false: k was there */
+{
+    if (!ks->table) {
+        for (size_t i = 0; i < ks->n; i++)
+            if (ks->few[i].len == k.len && !memcmp(ks->few[i].s, k.s, k.len))
+                return false;
+        ks->few[ks->n++] = k;
+        return true;
+    }
+    size_t i = (size_t)(key_hash(k.s, k.len) % ks->slots);
+    for (; ks->table[i].s; i = (i + 1) % ks->slots)
+        if (ks->table[i].len == k.len && !memcmp(ks->table[i].s, k.s, k.len))
+            return false;
+    ks->table[i] = k;
+    return true;
+}
+
+/* What to_json would refuse in the value at w->p (walked already), in the
+   order it would find it and with its words; moves w->p past the value. */
+static bf_err_t strict(walk_t *w)
+{
+    const uint8_t *at = w->p;
+    msgpack_object o;
+    peek(at, &o);
+    switch (o.type) {
+    case MSGPACK_OBJECT_POSITIVE_INTEGER:
+        if (o.via.u64 > (uint64_t)INT64_MAX)
+            return bf_fail(w->err, BF_EPROTO, "integer %llu out of range",
+                           (unsigned long long)o.via.u64);
+        break;
+    case MSGPACK_OBJECT_FLOAT32:
+    case MSGPACK_OBJECT_FLOAT64:
+        if (!isfinite(o.via.f64))
+            return bf_fail(w->err, BF_EPROTO, "real is not a finite number");
+        break;
+    case MSGPACK_OBJECT_STR:
+        if (!string_ok(o.via.str.ptr, o.via.str.size, DOC_MAX_STR, w->err))
+            return BF_EPROTO;
+        break;
+    case MSGPACK_OBJECT_ARRAY: {
+        w->p += head_len(at);
+        bf_err_t rc = BF_OK;
+        for (uint32_t i = 0; i < o.via.array.size && rc == BF_OK; i++)
+            rc = strict(w);
+        return rc;
+    }
+    case MSGPACK_OBJECT_MAP: {
+        keyset_t ks;
+        if (!keyset_init(&ks, o.via.map.size))
+            return bf_fail(w->err, BF_ENOMEM, "out of memory");
+        w->p += head_len(at);
+        bf_err_t rc = BF_OK;
+        for (uint32_t i = 0; i < o.via.map.size && rc == BF_OK; i++) {
+            msgpack_object k;
+            peek(w->p, &k);
+            char why[BF_ERRLEN];
+            if (k.type != MSGPACK_OBJECT_STR)
+                rc = bf_fail(w->err, BF_EPROTO, "map key must be a str, got %s", object_kind(&k));
+            else if (!string_ok(k.via.str.ptr, k.via.str.size, PROTO_MAX_STR, why))
+                rc = bf_fail(w->err, BF_EPROTO, "map key: %s", why);
+            else if (!keyset_add(&ks, (mapkey_t){k.via.str.ptr, k.via.str.size}))
+                rc = bf_fail(w->err, BF_EPROTO, "duplicate map key \"%.*s\"",
+                             (int)(k.via.str.size > 64 ? 64 : k.via.str.size), str_bytes(&k));
+            else {
+                (void)walk(w, 0); /* past the key */
+                rc = strict(w);
+            }
+        }
+        free(ks.table);
+        return rc;
+    }
+    case MSGPACK_OBJECT_NIL:
+    case MSGPACK_OBJECT_BOOLEAN:
+    case MSGPACK_OBJECT_NEGATIVE_INTEGER:
+        break;
+    default: /* bin, ext */
+        return bf_fail(w->err, BF_EPROTO, "unsupported MessagePack type %s", object_kind(&o));
+    }
+    (void)walk(w, 0); /* past a scalar or string */
+    return BF_OK;
+}
+
+bf_err_t proto_msgpack_check(const uint8_t *data, size_t size, char *err)
+{
+    bf_err_t rc = doc_bounds(data, size, err);
+    if (rc != BF_OK)
+        return rc;
+    walk_t w = {data, data + size, 0, PROTO_MAX_DEPTH, err};
+    return strict(&w);
+}
+
+bf_err_t proto_msgpack_patch(const uint8_t *data, size_t size, const json_t *set, uint8_t **out,
+                             size_t *out_len)
+{
+    *out = NULL;
+    *out_len = 0;
+    msgpack_object top;
+    if (!data || size == 0 || !json_is_object(set) ||
+        (peek(data, &top), top.type) != MSGPACK_OBJECT_MAP)
+        return BF_EINVAL;
+    /* Two walks over the members: how many stay, then copy them. */
+    walk_t w = {data + head_len(data), data + size, 0, PROTO_MAX_DEPTH, NULL};
+    uint32_t keep = 0;
+    for (uint32_t i = 0; i < top.via.map.size; i++) {
+        msgpack_object k;
+        peek(w.p, &k);
+        keep +=
+            k.type != MSGPACK_OBJECT_STR || !json_object_getn(set, str_bytes(&k), k.via.str.size);
+        if (!walk(&w, 1) || !walk(&w, 1))
+            return BF_EINVAL; /* not what proto_msgpack_check accepted */
+    }
+    size_t values = w.values;
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    int bad = msgpack_pack_map(&pk, keep + (uint32_t)json_object_size(set));
+    w.p = data + head_len(data);
+    for (uint32_t i = 0; i < top.via.map.size && !bad; i++) {
+        const uint8_t *member = w.p;
+        msgpack_object k;
+        peek(w.p, &k);
+        (void)walk(&w, 1);
+        (void)walk(&w, 1);
+        if (k.type != MSGPACK_OBJECT_STR || !json_object_getn(set, str_bytes(&k), k.via.str.size))
+            bad = msgpack_sbuffer_write(&sb, (const char *)member, (size_t)(w.p - member));
+    }
+    const char *key;
+    json_t *value;
+    json_object_foreach((json_t *)set, key, value)
+    {
+        size_t len = strlen(key);
+        if (bad)
+            break;
+        bad = ++values > MAX_VALUES || !string_ok(key, len, PROTO_MAX_STR, NULL) ||
+              msgpack_pack_str(&pk, len) || msgpack_pack_str_body(&pk, key, len) ||
+              pack_json(&pk, value, 1, &values);
+    }
+    if (bad || values > MAX_VALUES || sb.size > PROTO_MAX_FRAME) {
+        msgpack_sbuffer_destroy(&sb);
+        return BF_EPROTO; /* msgpack-c's sbuffer aborts on no memory rather than failing */
+    }
+    *out = (uint8_t *)sb.data;
+    *out_len = sb.size;
+    return BF_OK;
 }
 
 /* ---- messages ------------------------------------------------------------ */
@@ -786,39 +1032,12 @@ static bool read_field(const msgpack_object *o, field_kind_t kind, void *slot, c
         *(double *)slot = d;
         return true;
     }
-    case KIND_OBJ: {
-        if (o->type != MSGPACK_OBJECT_MAP)
-            break;
-        conv_t c = {BF_OK, why};
-        json_t *doc = to_json(o, 1, &c); /* inside the message array */
-        if (!doc) {
-            *rc = bf_fail(err, c.rc, "%s: field %s: %s", tname, fname, why);
-            return false;
-        }
-        *(json_t **)slot = doc;
-        return true;
-    }
+    case KIND_OBJ: /* a map is taken by decode itself; anything else is refused here */
+        break;
     }
     *rc = bf_fail(err, BF_EPROTO, "%s: field %s: expected %s, got %s", tname, fname,
                   kind_names[kind], object_kind(o));
     return false;
-}
-
-_Static_assert(PROTO_FBIT_obj == PROTO_FIELD_COUNT - 1,
-               "proto_decode_raw finds obj as the last field of a message");
-
-/* Where the last element of the frame's top-level array (n elements)
-   starts: obj, the last field of every message that has one. The frame
-   was checked by unpack_one, so the walk cannot fail. */
-static const uint8_t *last_element(const uint8_t *data, size_t size, uint32_t n)
-{
-    walk_t w = {data, data + size, 0, PROTO_MAX_DEPTH, NULL};
-    uint8_t b = *w.p++;
-    w.p += b == 0xdc ? 2 : b == 0xdd ? 4 : 0; /* array16, array32; else a fixarray */
-    for (uint32_t i = 0; i + 1 < n; i++)
-        if (!walk(&w, 1))
-            return NULL;
-    return w.p;
 }
 
 static bf_err_t decode(const uint8_t *data, size_t size, proto_msg_t *msg, bool raw_obj, char *err);
@@ -833,76 +1052,84 @@ bf_err_t proto_decode_raw(const uint8_t *data, size_t size, proto_msg_t *msg, ch
     return decode(data, size, msg, true, err);
 }
 
+/* The frame is walked once (its bounds), then read element by element in
+   place; only obj is converted, and only by proto_decode. */
 static bf_err_t decode(const uint8_t *data, size_t size, proto_msg_t *msg, bool raw_obj, char *err)
 {
     proto_msg_init(msg, PROTO_NONE);
     if (size > PROTO_MAX_FRAME)
         return bf_fail(err, BF_EPROTO, "message of %zu bytes exceeds %u", size, PROTO_MAX_FRAME);
-    msgpack_unpacked up;
-    bf_err_t rc = unpack_one(data, size, PROTO_MAX_DEPTH, &up, err);
-    if (rc != BF_OK)
-        return rc;
-    const msgpack_object *top = &up.data;
-    if (top->type != MSGPACK_OBJECT_ARRAY || top->via.array.size < 2) {
-        rc = bf_fail(err, BF_EPROTO, "expected an array [version, type, ...], got %s of %u",
-                     object_kind(top), top->type == MSGPACK_OBJECT_ARRAY ? top->via.array.size : 1);
-        goto done;
-    }
-    const msgpack_object *items = top->via.array.ptr;
-    uint32_t n = top->via.array.size;
-    if (items[0].type != MSGPACK_OBJECT_POSITIVE_INTEGER) {
-        rc = bf_fail(err, BF_EPROTO, "version: expected uint, got %s", object_kind(&items[0]));
-        goto done;
-    }
-    if (items[0].via.u64 != PROTO_VERSION) {
-        rc = bf_fail(err, BF_EPROTO, "version %llu, expected %d",
-                     (unsigned long long)items[0].via.u64, PROTO_VERSION);
-        goto done;
-    }
-    if (items[1].type != MSGPACK_OBJECT_POSITIVE_INTEGER) {
-        rc = bf_fail(err, BF_EPROTO, "type: expected uint, got %s", object_kind(&items[1]));
-        goto done;
-    }
-    if (!known(items[1].via.u64)) {
-        rc = bf_fail(err, BF_EPROTO, "unknown message type %llu",
-                     (unsigned long long)items[1].via.u64);
-        goto done;
-    }
-    proto_type_t type = (proto_type_t)items[1].via.u64;
+    if (size == 0)
+        return bf_fail(err, BF_EPROTO, "empty frame");
+    walk_t w = {data, data + size, 0, PROTO_MAX_DEPTH, err};
+    if (!walk(&w, 0))
+        return BF_EPROTO;
+    if (w.p != w.end)
+        return bf_fail(err, BF_EPROTO, "%zu trailing bytes", (size_t)(w.end - w.p));
+    msgpack_object top;
+    peek(data, &top);
+    if (top.type != MSGPACK_OBJECT_ARRAY || top.via.array.size < 2)
+        return bf_fail(err, BF_EPROTO, "expected an array [version, type, ...], got %s of %u",
+                       object_kind(&top),
+                       top.type == MSGPACK_OBJECT_ARRAY ? top.via.array.size : 1);
+    uint32_t n = top.via.array.size;
+    /* the elements, after the array's header (fixarray, array16, array32) */
+    walk_t e = {data + (data[0] == 0xdc   ? 3
+                        : data[0] == 0xdd ? 5
+                                          : 1),
+                data + size, 0, PROTO_MAX_DEPTH, NULL};
+    msgpack_object item;
+    peek(e.p, &item);
+    if (item.type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+        return bf_fail(err, BF_EPROTO, "version: expected uint, got %s", object_kind(&item));
+    if (item.via.u64 != PROTO_VERSION)
+        return bf_fail(err, BF_EPROTO, "version %llu, expected %d",
+                       (unsigned long long)item.via.u64, PROTO_VERSION);
+    (void)walk(&e, 1);
+    peek(e.p, &item);
+    if (item.type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+        return bf_fail(err, BF_EPROTO, "type: expected uint, got %s", object_kind(&item));
+    if (!known(item.via.u64))
+        return bf_fail(err, BF_EPROTO, "unknown message type %llu",
+                       (unsigned long long)item.via.u64);
+    (void)walk(&e, 1);
+    proto_type_t type = (proto_type_t)item.via.u64;
     const char *tname = messages[type].name;
     uint32_t mask = messages[type].mask;
     unsigned want = count_bits(mask);
-    if (n - 2 != want) {
-        rc = bf_fail(err, BF_EPROTO, "%s: %u fields, expected %u", tname, n - 2, want);
-        goto done;
-    }
+    if (n - 2 != want)
+        return bf_fail(err, BF_EPROTO, "%s: %u fields, expected %u", tname, n - 2, want);
     msg->type = type;
-    uint32_t at = 2;
+    bf_err_t rc = BF_OK;
     for (int f = 0; f < PROTO_FIELD_COUNT; f++) {
         if (!(mask & (1u << f)))
             continue;
+        const uint8_t *at = e.p;
+        (void)walk(&e, 1); /* walked with the frame: cannot fail */
+        peek(at, &item);
         /* the message and field are named only in an error (no snprintf
            per field of every message) */
-        if (raw_obj && fields[f].kind == KIND_OBJ && items[at].type == MSGPACK_OBJECT_MAP) {
-            /* obj is the last field: its bytes run to the end of the frame */
-            const uint8_t *p = last_element(data, size, n);
-            size_t len = p ? (size_t)(data + size - p) : 0;
-            if (!p || !(msg->obj_raw = malloc(len ? len : 1))) {
-                rc = bf_fail(err, p ? BF_ENOMEM : BF_EPROTO, "%s: field %s: %s", tname,
-                             fields[f].name, p ? "out of memory" : "malformed");
-                goto done;
+        if (fields[f].kind == KIND_OBJ && item.type == MSGPACK_OBJECT_MAP) {
+            size_t len = (size_t)(e.p - at);
+            char why[BF_ERRLEN] = "";
+            if (raw_obj) {
+                if (!(msg->obj_raw = malloc(len))) {
+                    rc = bf_fail(err, BF_ENOMEM, "%s: field %s: out of memory", tname,
+                                 fields[f].name);
+                    break;
+                }
+                memcpy(msg->obj_raw, at, len);
+                msg->obj_raw_len = len;
+            } else if ((rc = convert(at, len, 1, &msg->obj, why)) != BF_OK) {
+                bf_fail(err, rc, "%s: field %s: %s", tname, fields[f].name, why);
+                break;
             }
-            memcpy(msg->obj_raw, p, len);
-            msg->obj_raw_len = len;
-            at++;
             continue;
         }
-        if (!read_field(&items[at++], fields[f].kind, (char *)msg + fields[f].offset, tname,
+        if (!read_field(&item, fields[f].kind, (char *)msg + fields[f].offset, tname,
                         fields[f].name, err, &rc))
-            goto done;
+            break;
     }
-done:
-    msgpack_unpacked_destroy(&up);
     if (rc != BF_OK)
         proto_msg_clear(msg);
     return rc;

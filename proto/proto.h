@@ -181,8 +181,10 @@ bf_err_t proto_msgpack_to_json(const uint8_t *data, size_t size, json_t **value,
                                char *err) BF_MUST_CHECK;
 /* Only the members keys[0..n) of a MessagePack map, as JSON (values[k]
    NULL where absent; the last of duplicate keys wins); the rest is checked
-   and passed over, never made into JSON. BF_EPROTO when data is no map or
-   a member picked cannot be converted (values then all NULL). */
+   and passed over, never unpacked. BF_EPROTO when data is no map or a
+   member picked cannot be converted (values then all NULL); BF_EINVAL for
+   more than PROTO_PICK_MAX keys. */
+#define PROTO_PICK_MAX 16
 bf_err_t proto_msgpack_pick(const uint8_t *data, size_t size, const char *const *keys, size_t n,
                             json_t **values, char *err) BF_MUST_CHECK;
 /* Where the values of the members keys[0..n) of the MessagePack map at
@@ -194,5 +196,23 @@ bf_err_t proto_msgpack_pick(const uint8_t *data, size_t size, const char *const 
    converted last time (the collector's JOBINFO). */
 bool proto_msgpack_members(const uint8_t *data, size_t size, const char *const *keys, size_t n,
                            const uint8_t **at, size_t *len) BF_MUST_CHECK;
+
+/* Whether proto_msgpack_to_json would accept the document data[0, size),
+   found without converting it: BF_OK, or BF_EPROTO with the reason it
+   would give (a string that is not UTF-8, a map key that is no string or
+   comes twice, an integer past INT64_MAX, a real that is not finite, a
+   bin or ext value), or BF_ENOMEM. For a receiver that keeps a document as
+   the bytes it came in (the broker's results) yet must refuse what a tree
+   could not hold, so that nobody downstream is handed it. */
+bf_err_t proto_msgpack_check(const uint8_t *data, size_t size, char *err) BF_MUST_CHECK;
+/* A copy of the map data[0, size) (one that proto_msgpack_check accepted)
+   with the members of set put in: its members whose keys set has not, in
+   their order and byte for byte, then set's members, packed. The map
+   json_object_update(tree, set) would make, without the tree. *out is
+   malloc'd (the caller frees it). BF_EINVAL when data is no map,
+   BF_EPROTO when a value of set cannot go packed or the whole exceeds
+   PROTO_MAX_FRAME, BF_ENOMEM. */
+bf_err_t proto_msgpack_patch(const uint8_t *data, size_t size, const json_t *set, uint8_t **out,
+                             size_t *out_len) BF_MUST_CHECK;
 
 #endif

@@ -103,6 +103,12 @@ bf_err_t proto_recv_origin(void *socket, uint8_t *routing_id, size_t *routing_id
     return recv_msg(socket, routing_id, routing_id_len, msg, flags, origin, false, err);
 }
 
+bf_err_t proto_recv_origin_raw(void *socket, uint8_t *routing_id, size_t *routing_id_len,
+                               proto_msg_t *msg, int flags, proto_origin_t *origin, char *err)
+{
+    return recv_msg(socket, routing_id, routing_id_len, msg, flags, origin, true, err);
+}
+
 /* proto_recv_origin, decoding with proto_decode_raw when raw_obj. */
 static bf_err_t recv_msg(void *socket, uint8_t *routing_id, size_t *routing_id_len,
                          proto_msg_t *msg, int flags, proto_origin_t *origin, bool raw_obj,

@@ -60,6 +60,12 @@ typedef struct {
 bf_err_t proto_recv_origin(void *socket, uint8_t *routing_id, size_t *routing_id_len,
                            proto_msg_t *msg, int flags, proto_origin_t *origin,
                            char *err) BF_MUST_CHECK;
+/* The same decoding with proto_decode_raw: obj stays the bytes it came in
+   (msg->obj_raw). For the broker, which keeps a RESULT's document as bytes
+   and converts every other one. */
+bf_err_t proto_recv_origin_raw(void *socket, uint8_t *routing_id, size_t *routing_id_len,
+                               proto_msg_t *msg, int flags, proto_origin_t *origin,
+                               char *err) BF_MUST_CHECK;
 
 /* ---- a connection to the broker --------------------------------------------- */
 

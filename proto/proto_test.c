@@ -952,6 +952,127 @@ static void test_member(void)
     CHECK(!proto_msgpack_members(doc, n - 1, both, 3, ats, lens) && !ats[0] && !ats[2]);
 }
 
+/* proto_msgpack_check: what proto_msgpack_to_json refuses, refused with
+   the same reason, without a tree; what it takes, taken. */
+static void check_like_tree(const uint8_t *doc, size_t n, const char *want)
+{
+    char e1[BF_ERRLEN] = "", e2[BF_ERRLEN] = "";
+    json_t *v = NULL;
+    bf_err_t r1 = proto_msgpack_to_json(doc, n, &v, e1);
+    bf_err_t r2 = proto_msgpack_check(doc, n, e2);
+    json_decref(v);
+    CHECK(r1 == r2 && !strcmp(e1, e2));
+    CHECK(want ? r2 == BF_EPROTO && strstr(e2, want) : r2 == BF_OK);
+    if (r1 != r2 || strcmp(e1, e2) != 0)
+        fprintf(stderr, "  tree: %d %s / check: %d %s\n", (int)r1, e1, (int)r2, e2);
+}
+
+static void test_check(void)
+{
+#define DOC_(lit, want) check_like_tree((const uint8_t *)(lit), sizeof(lit) - 1, want)
+    DOC_("\x82\xa6status\xa7success\xa4zone\x93\x01\xcb\x3f\xf0\0\0\0\0\0\0\xc0", NULL);
+    DOC_("\x81\xa1s\xa2\xc3\x28", "UTF-8");                             /* a value not UTF-8 */
+    DOC_("\x81\xa2\xc3\x28\x01", "map key: string is not valid UTF-8"); /* a key */
+    DOC_("\x81\x07\x01", "map key must be a str, got uint");
+    DOC_("\x82\xa1"
+         "a\x01\xa1"
+         "a\x02",
+         "duplicate map key \"a\"");
+    DOC_("\x81\xa1"
+         "a\xcf\x80\0\0\0\0\0\0\0",
+         "out of range");
+    DOC_("\x81\xa1"
+         "a\xcb\x7f\xf8\0\0\0\0\0\0",
+         "finite"); /* NaN */
+    DOC_("\x81\xa1"
+         "a\xca\x7f\x80\0\0",
+         "finite"); /* float32 inf */
+    DOC_("\x81\xa1"
+         "a\xc4\x01x",
+         "unsupported MessagePack type bin");
+    DOC_("\x81\xa1"
+         "a\xd4\x01\x02",
+         "unsupported MessagePack type 0xd4");
+    DOC_("\x81\xa1"
+         "a\xa2\0x",
+         "NUL");
+    DOC_("\x91\x81\xa1"
+         "a\x92\x01\xa1\xff",
+         "UTF-8"); /* nested, the order of to_json */
+    DOC_("\x82\xa1"
+         "a\xc1\xa1"
+         "a\x01",
+         "unsupported MessagePack type 0xc1"); /* structure first */
+    DOC_("\x81\xa1"
+         "a",
+         "truncated");
+    DOC_("\x80\xc0", "trailing");
+#undef DOC_
+    /* a map of 40 keys (the hashed key set), the last one a duplicate */
+    json_t *big = json_object();
+    char k[8];
+    for (int i = 0; i < 40; i++) {
+        snprintf(k, sizeof k, "k%d", i);
+        json_object_set_new(big, k, json_integer(i));
+    }
+    uint8_t *data;
+    size_t size;
+    CHECK(proto_json_to_msgpack(big, &data, &size) == BF_OK && data[0] == 0xde);
+    check_like_tree(data, size, NULL);
+    uint8_t *dup = malloc(size + 4);
+    CHECK(dup != NULL);
+    memcpy(dup, data, size);
+    memcpy(dup + size, "\xa2k7\x01", 4);
+    dup[2] = 41; /* map16 count 40 -> 41 */
+    check_like_tree(dup, size + 4, "duplicate map key \"k7\"");
+    free(dup);
+    free(data);
+    json_decref(big);
+}
+
+/* proto_msgpack_patch: the members set has replace the map's, the others
+   stay byte for byte, in their order; the whole converts to what
+   json_object_update makes of the tree. */
+static void test_patch(void)
+{
+    json_t *doc = json_pack("{s:s, s:[f,f,f], s:s, s:i}", "status", "success", "zone", 0.5, 1.5,
+                            2.5, "reason", "", "attempt", 7);
+    uint8_t *data, *out;
+    size_t size, n;
+    CHECK(doc && proto_json_to_msgpack(doc, &data, &size) == BF_OK);
+    json_t *set = json_pack("{s:s, s:i, s:s, s:[{s:s}]}", "status", "failed", "attempt", 2,
+                            "task_id", "t1", "failures", "host", "h");
+    CHECK(proto_msgpack_patch(data, size, set, &out, &n) == BF_OK);
+    json_t *got = NULL, *want = json_deep_copy(doc);
+    json_object_update(want, set);
+    CHECK(proto_msgpack_check(out, n, NULL) == BF_OK &&
+          proto_msgpack_to_json(out, n, &got, NULL) == BF_OK && json_equal(got, want));
+    CHECK(out[0] == 0x86); /* 4 - 2 replaced + 4 */
+    /* the members kept come first, as they were: "zone" then "reason" */
+    const char *first[] = {"zone"};
+    const uint8_t *at;
+    size_t len;
+    CHECK(proto_msgpack_members(out, n, first, 1, &at, &len) && at == out + 6 && len == 1 + 3 * 9);
+    json_decref(got);
+    free(out);
+    /* an empty set copies the map; a set value that cannot go packed, or
+       something that is no map, is refused */
+    json_t *none = json_object();
+    CHECK(proto_msgpack_patch(data, size, none, &out, &n) == BF_OK && n == size &&
+          !memcmp(out, data, size));
+    free(out);
+    json_t *nul = json_pack("{s:s%}", "reason", "a\0b", (size_t)3);
+    CHECK(proto_msgpack_patch(data, size, nul, &out, &n) == BF_EPROTO && !out && n == 0);
+    CHECK(proto_msgpack_patch((const uint8_t *)"\x91\x01", 2, set, &out, &n) == BF_EINVAL && !out);
+    CHECK(proto_msgpack_patch(data, size, NULL, &out, &n) == BF_EINVAL);
+    json_decref(nul);
+    json_decref(none);
+    json_decref(want);
+    json_decref(set);
+    json_decref(doc);
+    free(data);
+}
+
 /* Seeded random mutations of valid encodings: anything may be refused, nothing
    may crash, and whatever is accepted must encode again and decode the same. */
 static uint64_t rng = 0x9e3779b97f4a7c15ull;
@@ -1193,6 +1314,8 @@ int main(void)
     test_json();
     test_pick();
     test_member();
+    test_check();
+    test_patch();
     test_obj_raw();
     test_decode_raw();
     test_mutations();

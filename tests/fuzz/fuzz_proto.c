@@ -8,7 +8,11 @@
     proto_decode_raw (the worker's decoder: what proto_decode accepts it
     accepts, with obj's bytes converting to the same document),
     proto_msgpack_to_json, the decoder of bare documents, and
-    proto_msgpack_members (a member's bytes convert to that member). */
+    proto_msgpack_members (a member's bytes convert to that member),
+    proto_msgpack_check (it takes what proto_msgpack_to_json takes, and
+    refuses the rest with the same reason) and proto_msgpack_patch (on a
+    map, the bytes it makes convert to what json_object_update makes of the
+    tree, and check again). */
 
 #include "../../common/bf_config.h"
 #include "../../proto/proto.h"
@@ -145,6 +149,29 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     } else {
         FUZZ_ASSERT(!doc, "refused but returned a value");
         fuzz_check_reason(rc, err);
+    }
+    /* the broker's results: checked and amended as bytes, as a tree would be */
+    char cerr[BF_ERRLEN] = "";
+    bf_err_t crc = proto_msgpack_check(data, size, cerr);
+    FUZZ_ASSERT(crc == rc && (rc == BF_ENOMEM || !strcmp(cerr, err)),
+                "proto_msgpack_check says %d (%s), the tree %d (%s)", (int)crc, cerr, (int)rc, err);
+    if (json_is_object(doc)) {
+        json_t *set = json_pack("{s:s, s:I, s:[{s:s}]}", "status", "error", "attempt",
+                                (json_int_t)3, "failures", "reason", "r");
+        uint8_t *patched = NULL;
+        size_t plen = 0;
+        FUZZ_ASSERT(set && proto_msgpack_patch(data, size, set, &patched, &plen) == BF_OK,
+                    "an accepted map does not take three members");
+        json_t *want = json_deep_copy(doc), *got = NULL;
+        json_object_update(want, set);
+        FUZZ_ASSERT(proto_msgpack_check(patched, plen, NULL) == BF_OK &&
+                        proto_msgpack_to_json(patched, plen, &got, NULL) == BF_OK &&
+                        json_equal(got, want),
+                    "the patched map differs from the updated tree");
+        json_decref(got);
+        json_decref(want);
+        json_decref(set);
+        free(patched);
     }
     /* proto_msgpack_members (the collector's JOBINFO and result): spans
        inside the bytes, and on a map that converts, the members the tree
