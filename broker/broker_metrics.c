@@ -2,10 +2,13 @@
     histograms and per-task timestamps kept by the reactor, a text snapshot
     rendered by the reactor and swapped in under a mutex, and a
     libmicrohttpd server whose thread serves only that snapshot (see
-    broker_metrics.h for the contract, docs/architecture.md for the metrics). */
+    broker_metrics.h for the contract, docs/architecture.md for the metrics).
+    libmicrohttpd is loaded with dlopen when the endpoint starts, never
+    linked: see mhd_load. */
 
 #include "broker_metrics.h"
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <math.h>
 #include <microhttpd.h>
@@ -594,22 +597,93 @@ bf_err_t broker_metrics_publish(broker_metrics_t *m, const broker_metrics_state_
     return BF_OK;
 }
 
+/* ---- libmicrohttpd, loaded on first use ----------------------------------------------- */
+
+/* Why dlopen: linking libmicrohttpd pulls GnuTLS and nine more libraries
+   (p11-kit, idn2, unistring, tasn1, nettle, hogweed, gmp, ffi, ...) into
+   every beamfleet process, and their loading and constructors cost each
+   start ~1.45 ms of CPU (perf stat on an empty main: 1.82 ms with -lzmq
+   alone, 3.27 ms with -lmicrohttpd too; `beamfleet nosuch` took 5.6 ms
+   linked, 3.7 ms without it), yet only this endpoint uses it, and only when
+   a metrics port is set.
+   <microhttpd.h> stays the header: its types, constants and prototypes
+   (the pointers below have the functions' own types); only the link goes.
+   BF_MHD_SONAME is the SONAME of the library the build found (CMake reads
+   it). The library stays loaded for the life of the process. */
+#ifndef BF_MHD_SONAME
+#error "BF_MHD_SONAME (libmicrohttpd's SONAME) comes from CMake (CMakeLists.txt)"
+#endif
+
+static struct {
+    __typeof__(MHD_start_daemon) *start_daemon;
+    __typeof__(MHD_stop_daemon) *stop_daemon;
+    __typeof__(MHD_get_daemon_info) *get_daemon_info;
+    __typeof__(MHD_create_response_from_buffer) *create_response_from_buffer;
+    __typeof__(MHD_add_response_header) *add_response_header;
+    __typeof__(MHD_queue_response) *queue_response;
+    __typeof__(MHD_destroy_response) *destroy_response;
+} mhd;
+static pthread_once_t mhd_once = PTHREAD_ONCE_INIT;
+static char mhd_why[BF_ERRLEN]; /* "" when mhd is filled in */
+
+static void mhd_open(void)
+{
+    void *lib = dlopen(BF_MHD_SONAME, RTLD_NOW | RTLD_LOCAL);
+    if (!lib) {
+        const char *why = dlerror();
+        snprintf(mhd_why, sizeof mhd_why, "%s", why ? why : "not found");
+        return;
+    }
+    static const struct {
+        const char *name;
+        size_t off;
+    } syms[] = {
+        {"MHD_start_daemon", offsetof(__typeof__(mhd), start_daemon)},
+        {"MHD_stop_daemon", offsetof(__typeof__(mhd), stop_daemon)},
+        {"MHD_get_daemon_info", offsetof(__typeof__(mhd), get_daemon_info)},
+        {"MHD_create_response_from_buffer", offsetof(__typeof__(mhd), create_response_from_buffer)},
+        {"MHD_add_response_header", offsetof(__typeof__(mhd), add_response_header)},
+        {"MHD_queue_response", offsetof(__typeof__(mhd), queue_response)},
+        {"MHD_destroy_response", offsetof(__typeof__(mhd), destroy_response)},
+    };
+    for (size_t i = 0; i < BF_ARRAY_LEN(syms); i++) {
+        void *f = dlsym(lib, syms[i].name);
+        if (!f) {
+            snprintf(mhd_why, sizeof mhd_why, "%s missing from the library", syms[i].name);
+            memset(&mhd, 0, sizeof mhd);
+            dlclose(lib);
+            return;
+        }
+        /* POSIX guarantees a function pointer round-trips through void * */
+        memcpy((char *)&mhd + syms[i].off, &f, sizeof f);
+    }
+}
+
+/* Loads the library once per process (thread-safe); BF_OK, or BF_EUNSUPP
+   with why pointing at dlerror()'s text or the missing symbol. */
+static bf_err_t mhd_load(const char **why)
+{
+    pthread_once(&mhd_once, mhd_open);
+    *why = mhd_why;
+    return mhd_why[0] ? BF_EUNSUPP : BF_OK;
+}
+
 /* ---- the HTTP thread ------------------------------------------------------------------ */
 
 static enum MHD_Result reply(struct MHD_Connection *c, unsigned code, char *body, size_t len,
                              const char *type, bool allow)
 {
-    struct MHD_Response *r = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
+    struct MHD_Response *r = mhd.create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
     if (!r) {
         free(body);
         return MHD_NO;
     }
-    enum MHD_Result ok = MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
+    enum MHD_Result ok = mhd.add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
     if (ok == MHD_YES && allow)
-        ok = MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, "GET, HEAD");
+        ok = mhd.add_response_header(r, MHD_HTTP_HEADER_ALLOW, "GET, HEAD");
     if (ok == MHD_YES)
-        ok = MHD_queue_response(c, code, r);
-    MHD_destroy_response(r);
+        ok = mhd.queue_response(c, code, r);
+    mhd.destroy_response(r);
     return ok;
 }
 
@@ -713,10 +787,18 @@ broker_metrics_t *broker_metrics_new(const char *listen, char *err)
     m->lock_ok = true;
     strcpy(m->devs[BROKER_METRICS_MAX_DEVICES].host, "other");
     strcpy(m->devs[BROKER_METRICS_MAX_DEVICES].device, "other");
+    const char *why;
+    if (mhd_load(&why) != BF_OK) {
+        bf_fail(err, BF_EUNSUPP,
+                "--metrics (metrics.listen) '%.200s': cannot load " BF_MHD_SONAME
+                " for the HTTP endpoint (%.300s)",
+                listen, why);
+        goto fail;
+    }
     unsigned flags = MHD_USE_AUTO | MHD_USE_INTERNAL_POLLING_THREAD;
     if (sa.ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;
-    m->httpd = MHD_start_daemon(
+    m->httpd = mhd.start_daemon(
         flags, 0, NULL, NULL, answer, m, MHD_OPTION_SOCK_ADDR, (const struct sockaddr *)&sa,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)HTTP_CONNS, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
         (unsigned)HTTP_PER_IP, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTP_TIMEOUT_S,
@@ -726,7 +808,7 @@ broker_metrics_t *broker_metrics_new(const char *listen, char *err)
                 listen, strerror(errno));
         goto fail;
     }
-    const union MHD_DaemonInfo *info = MHD_get_daemon_info(m->httpd, MHD_DAEMON_INFO_BIND_PORT);
+    const union MHD_DaemonInfo *info = mhd.get_daemon_info(m->httpd, MHD_DAEMON_INFO_BIND_PORT);
     m->port = info ? info->port : 0;
     return m;
 fail:
@@ -745,7 +827,7 @@ void broker_metrics_destroy(broker_metrics_t **self_p)
         return;
     broker_metrics_t *m = *self_p;
     if (m->httpd)
-        MHD_stop_daemon(m->httpd); /* joins the HTTP thread */
+        mhd.stop_daemon(m->httpd); /* joins the HTTP thread */
     if (m->lock_ok)
         pthread_mutex_destroy(&m->lock);
     free(m->text);

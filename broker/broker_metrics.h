@@ -64,7 +64,9 @@ typedef struct broker_metrics broker_metrics_t;
 /* Starts the HTTP server on listen ("HOST:PORT", "[V6]:PORT"; port 0 lets
    the system choose, see broker_metrics_port). NULL on failure with err
    (BF_ERRLEN, may be NULL) naming what (a malformed address, a bind error,
-   out of memory). Until the first publish /metrics answers 503. */
+   libmicrohttpd that cannot be loaded: the first call loads it with dlopen,
+   once per process, out of memory). Until the first publish /metrics
+   answers 503. */
 broker_metrics_t *broker_metrics_new(const char *listen, char *err);
 
 /* Checks listen as broker_metrics_new would parse it, without serving:

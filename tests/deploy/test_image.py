@@ -14,7 +14,9 @@
      (`beamfleet scenegen`, run from the image too) submitted from a fourth
      container; every scene exactly once, with status success, in the reports
      the collector wrote (tests/e2e/fleet.py check_reports), each result
-     solved by the CPU engine, the files written by the image's user;
+     solved by the CPU engine, the files written by the image's user; the
+     broker's /metrics (libmicrohttpd, which the binary loads with dlopen, so
+     ldd does not vouch for it) answers with the job's final tasks;
   5. SIGTERM (podman stop) ends each container cleanly through tini (exit 0).
 Base, build and job times and the image's size are printed.
 
@@ -34,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
@@ -216,7 +219,9 @@ def run_fleet(podman, ctr_opts):
                     "min_percentile_range_db: 0}\n")
         os.chmod(job, 0o644)
 
-        broker = pod.start("broker", ["broker", "--bind", ep, "--state", os.path.join(work, "state")] + hb)
+        metrics = f"127.0.0.1:{fleet.free_port()}"
+        broker = pod.start("broker", ["broker", "--bind", ep, "--state", os.path.join(work, "state"),
+                                      "--metrics", metrics] + hb)
         pod.start("collector", ["collector", "--broker", ep, "--publish", pub] + hb)
         pod.start("worker", ["worker", "--broker", ep, "--gpus", "none", "--cpu", "1"] + hb)
 
@@ -261,6 +266,17 @@ def run_fleet(podman, ctr_opts):
             fail(f"results.csv is owned by uid {owner}, not the image's {IMAGE_UID}")
         print(f"job: {len(names)} scenes, each once in results.csv and results.jsonl, "
               f"solved on the CPU in the worker container")
+        want = f'beamfleet_tasks_final_total{{status="success"}} {SCENES}'
+        deadline = time.time() + 10
+        while True:  # the endpoint publishes at most every 250 ms
+            with urllib.request.urlopen(f"http://{metrics}/metrics", timeout=5) as r:
+                text = r.read().decode()
+            if want in text.splitlines():
+                break
+            if time.time() > deadline:
+                fail(f"the broker's /metrics lacks `{want}`:\n{text}")
+            time.sleep(0.3)
+        print("metrics: the image's broker serves /metrics (libmicrohttpd loaded with dlopen)")
 
         # SIGTERM through tini: the worker drains, each process exits 0
         for n in reversed(pod.names):

@@ -16,7 +16,7 @@ SHARED=${BF_SHARED_DIR:-$ROOT/../shared}
 }
 rm -rf "$PACK"
 mkdir -p "$PACK/build/kernels" "$PACK/build/bench" "$PACK/shared" "$PACK/tests/gpu" "$PACK/examples"
-cp "$BUILD/beamfleet" "$PACK/build/"
+cp "$BUILD/beamfleet" "$BUILD/dlopen-libs.txt" "$PACK/build/"
 cp "$BUILD/kernels/kern_cuda_test" "$BUILD/kernels/kern_fatbin_test" "$PACK/build/kernels/"
 cp "$BUILD"/bench/bench_radiomap "$BUILD"/bench/bench_boresight "$PACK/build/bench/"
 "$HERE/carry-libs.sh" "$PACK/build" >/dev/null

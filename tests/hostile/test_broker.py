@@ -446,6 +446,41 @@ def test_metrics_bind(fleet: Fleet):
     assert "--metrics" in r.stderr and "loopback" in r.stderr and "--insecure" in r.stderr, r.stderr
 
 
+def test_metrics_no_library(fleet: Fleet):
+    """libmicrohttpd is loaded with dlopen, and only when the metrics endpoint
+    starts (broker/broker_metrics.c): where the loader finds an unusable file
+    of that name first (on LD_LIBRARY_PATH: an empty one, then another
+    library under its name), `version` runs, and a broker with --metrics
+    refuses to start (exit 2) with one line naming the library and why."""
+    listed = os.path.join(os.path.dirname(fleet.bin), "dlopen-libs.txt")
+    if not os.path.exists(listed):
+        raise Skip(f"no {listed} beside the binary (CMake writes it)")
+    with open(listed) as f:
+        soname = os.path.basename(f.read().split()[0])
+    ldd = subprocess.run(["ldd", fleet.bin], capture_output=True, text=True, timeout=20).stdout
+    other = re.search(r"=> (/\S*libjansson\.so\S*)", ldd).group(1)
+    libdir = os.path.join(fleet.tmp, "libs")
+    os.makedirs(libdir)
+    env = dict(os.environ, LD_LIBRARY_PATH=libdir, BEAMFLEET_LOG="warn")  # no info lines
+    with open(other, "rb") as f:
+        jansson = f.read()
+    for content, why in ((b"", "file too short"), (jansson, "MHD_start_daemon missing")):
+        with open(os.path.join(libdir, soname), "wb") as f:
+            f.write(content)
+        v = subprocess.run([fleet.bin, "version"], env=env, capture_output=True, text=True,
+                           timeout=20)
+        assert v.returncode == 0, (v.returncode, v.stderr)
+        r = subprocess.run([fleet.bin, "broker", "--bind", fleet.endpoint, "--state", fleet.state,
+                            "--metrics", f"127.0.0.1:{free_port()}"], env=env, capture_output=True,
+                           text=True, timeout=20)
+        assert r.returncode == 2, (r.returncode, r.stderr)
+        err = r.stderr.strip()
+        assert len(err.splitlines()) == 1, err
+        assert err.startswith("beamfleet broker: --metrics (metrics.listen) '127.0.0.1:"), err
+        assert f"cannot load {soname} for the HTTP endpoint" in err and why in err, err
+        print(f"  {err}")
+
+
 # ---- jobs ------------------------------------------------------------------------------
 
 def test_output_in_use(fleet: Fleet):
@@ -534,6 +569,7 @@ TESTS = {
     "metrics_slow_clients": test_metrics_slow_clients,
     "metrics_flood": test_metrics_flood,
     "metrics_bind": test_metrics_bind,
+    "metrics_no_library": test_metrics_no_library,
     "output_in_use": test_output_in_use,
     "big_submit": test_big_submit,
     "protocol_doc": test_protocol_doc,
