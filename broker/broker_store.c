@@ -875,13 +875,16 @@ bf_err_t broker_store_add_job(broker_store_t *s, const bf_job_t *job, json_t *ke
                                           "attempt) VALUES (?, ?, ?, ?, 0, 0)",
                                           -1, &st, NULL) != SQLITE_OK)
         rc = BF_EDB;
+    char ids[64][33]; /* drawn 64 at a time: one getrandom each, not one per task */
     for (size_t i = 0; rc == BF_OK && i < job->scene_count; i++) {
         task_t *t = task_new(s);
         if (!t || !scene_add(j, job->scenes[i], &t->scene)) {
             rc = BF_ENOMEM;
             break;
         }
-        bf_uuid(t->id);
+        if (i % 64 == 0)
+            bf_uuids(ids[0], sizeof ids[0], job->scene_count - i < 64 ? job->scene_count - i : 64);
+        memcpy(t->id, ids[i % 64], sizeof ids[0]);
         t->job = (uint32_t)(s->jbase + s->njobs - 1);
         sqlite3_bind_text(st, 1, t->id, -1, SQLITE_STATIC);
         sqlite3_bind_text(st, 2, j->id, -1, SQLITE_STATIC);

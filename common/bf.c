@@ -601,30 +601,46 @@ bf_err_t bf_self_exe(char *buf, size_t n)
     return BF_OK;
 }
 
-void bf_uuid(char out[33])
+/* n random bytes from getrandom(2). */
+static void random_bytes(unsigned char *raw, size_t n)
 {
-    unsigned char raw[16];
     size_t got = 0;
-    while (got < sizeof raw) {
-        ssize_t n = getrandom(raw + got, sizeof raw - got, 0);
-        if (n < 0 && errno == EINTR)
+    while (got < n) {
+        ssize_t r = getrandom(raw + got, n - got, 0);
+        if (r < 0 && errno == EINTR)
             continue;
-        if (n < 0) {
+        if (r < 0) {
             /* getrandom cannot fail on Linux >= 3.17 after boot; keep going
                with a weaker, still unique-enough source rather than abort. */
             uint64_t x = (uint64_t)bf_wall_ms() ^ ((uint64_t)getpid() << 32) ^ (uint64_t)clock();
-            for (; got < sizeof raw; got++, x = x * 6364136223846793005ull + 1)
+            for (; got < n; got++, x = x * 6364136223846793005ull + 1)
                 raw[got] = (unsigned char)(x >> 56);
             break;
         }
-        got += (size_t)n;
+        got += (size_t)r;
     }
+}
+
+void bf_uuids(char *out, size_t stride, size_t n)
+{
     static const char hex[] = "0123456789abcdef";
-    for (size_t i = 0; i < sizeof raw; i++) {
-        out[2 * i] = hex[raw[i] >> 4];
-        out[2 * i + 1] = hex[raw[i] & 15];
+    unsigned char raw[64 * 16];
+    for (size_t i = 0; i < n; i++) {
+        if (i % 64 == 0)
+            random_bytes(raw, (n - i < 64 ? n - i : 64) * 16);
+        const unsigned char *r = raw + (i % 64) * 16;
+        char *o = out + i * stride;
+        for (size_t k = 0; k < 16; k++) {
+            o[2 * k] = hex[r[k] >> 4];
+            o[2 * k + 1] = hex[r[k] & 15];
+        }
+        o[32] = '\0';
     }
-    out[32] = '\0';
+}
+
+void bf_uuid(char out[33])
+{
+    bf_uuids(out, 33, 1);
 }
 
 /* ---- growable arrays ------------------------------------------------------ */

@@ -232,5 +232,9 @@ bf_err_t bf_self_exe(char *buf, size_t n) BF_MUST_CHECK;
 /* A random 128-bit identifier as 32 lower-case hex characters + NUL, from
    getrandom(2). */
 void bf_uuid(char out[33]);
+/* n such identifiers, out[i * stride] each (stride >= 33), from one
+   getrandom(2) call per 64 of them rather than one each (the broker names
+   every task of a job of a million scenes). */
+void bf_uuids(char *out, size_t stride, size_t n);
 
 #endif

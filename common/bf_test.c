@@ -304,6 +304,19 @@ static void test_uuid(void)
     CHECK(strspn(a, "0123456789abcdef") == 32);
     CHECK(strspn(b, "0123456789abcdef") == 32);
     CHECK(strcmp(a, b) != 0);
+    /* a batch: 130 (three draws of up to 64), every one well-formed and
+       distinct, nothing written between the strides */
+    enum { N = 130, STRIDE = 40 };
+    static char many[N * STRIDE];
+    memset(many, '#', sizeof many);
+    bf_uuids(many, STRIDE, N);
+    for (int i = 0; i < N; i++) {
+        const char *u = many + i * STRIDE;
+        CHECK(strlen(u) == 32 && strspn(u, "0123456789abcdef") == 32);
+        CHECK(u[33] == '#' && u[STRIDE - 1] == '#');
+        for (int k = 0; k < i; k++)
+            CHECK(strcmp(u, many + k * STRIDE) != 0);
+    }
 }
 
 static void test_strings_and_clocks(void)
