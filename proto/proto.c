@@ -1052,6 +1052,9 @@ bf_err_t proto_decode_raw(const uint8_t *data, size_t size, proto_msg_t *msg, ch
     return decode(data, size, msg, true, err);
 }
 
+_Static_assert(PROTO_FBIT_obj == PROTO_FIELD_COUNT - 1,
+               "decode takes obj as the last field of a message, running to the frame's end");
+
 /* The frame is walked once (its bounds), then read element by element in
    place; only obj is converted, and only by proto_decode. */
 static bf_err_t decode(const uint8_t *data, size_t size, proto_msg_t *msg, bool raw_obj, char *err)
@@ -1105,7 +1108,10 @@ static bf_err_t decode(const uint8_t *data, size_t size, proto_msg_t *msg, bool 
         if (!(mask & (1u << f)))
             continue;
         const uint8_t *at = e.p;
-        (void)walk(&e, 1); /* walked with the frame: cannot fail */
+        if (fields[f].kind == KIND_OBJ)
+            e.p = data + size; /* the last field: to the end of the frame, not walked again */
+        else
+            (void)walk(&e, 1); /* walked with the frame: cannot fail */
         peek(at, &item);
         /* the message and field are named only in an error (no snprintf
            per field of every message) */
