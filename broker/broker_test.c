@@ -183,6 +183,17 @@ static bool trecv(tpeer_t *p, proto_type_t type, int timeout_ms, proto_msg_t *ou
     return false;
 }
 
+/* The next TASK on w, its task id copied into id. */
+static bool take_task(tpeer_t *w, char id[33])
+{
+    proto_msg_t m;
+    if (!trecv(w, PROTO_TASK, 2000, &m))
+        return false;
+    bf_strlcpy(id, m.task_id, 33);
+    proto_msg_clear(&m);
+    return true;
+}
+
 /* True when nothing but heartbeats arrives on p for ms. */
 static bool tquiet(tpeer_t *p, int ms)
 {
@@ -641,12 +652,8 @@ static void test_lost(const char *dir)
     REQUIRE_OUT(submit(r.endpoint, "lost", 30, 2, job_id));
     tpeer_open(&w, r.endpoint);
     worker_ready(&w, "hostL:1:cpu0", 2, NULL);
-    REQUIRE_OUT(trecv(&w, PROTO_TASK, 2000, &m));
-    bf_strlcpy(t1, m.task_id, sizeof t1);
-    proto_msg_clear(&m);
-    REQUIRE_OUT(trecv(&w, PROTO_TASK, 2000, &m));
-    bf_strlcpy(t2, m.task_id, sizeof t2);
-    proto_msg_clear(&m);
+    REQUIRE_OUT(take_task(&w, t1));
+    REQUIRE_OUT(take_task(&w, t2));
     proto_msg_init(&m, PROTO_PROGRESS); /* t1 runs, t2 waits in its queue */
     CHECK(proto_msg_set(&m.task_id, t1) == BF_OK && proto_msg_set(&m.stage, "exec") == BF_OK);
     m.attempt = 1;
@@ -1087,14 +1094,10 @@ static void test_restart(const char *dir)
     REQUIRE_OUT(submit(r.endpoint, "restart", 4, 3, job_id));
     tpeer_open(&w1, r.endpoint);
     worker_ready(&w1, "hostR1:1:cpu", 1, NULL);
-    REQUIRE_OUT(trecv(&w1, PROTO_TASK, 2000, &m));
-    bf_strlcpy(ta, m.task_id, sizeof ta);
-    proto_msg_clear(&m);
+    REQUIRE_OUT(take_task(&w1, ta));
     tpeer_open(&w2, r.endpoint);
     worker_ready(&w2, "hostR2:1:cpu", 1, NULL);
-    REQUIRE_OUT(trecv(&w2, PROTO_TASK, 2000, &m));
-    bf_strlcpy(tb, m.task_id, sizeof tb);
-    proto_msg_clear(&m);
+    REQUIRE_OUT(take_task(&w2, tb));
     worker_result(&w1, ta, 1, "success", "", 1.0);
     REQUIRE_OUT(trecv(&w1, PROTO_ACK, 2000, &m));
     proto_msg_clear(&m);
@@ -1517,12 +1520,8 @@ static void test_passthrough(const char *dir)
     REQUIRE_OUT(submit(r.endpoint, "pass", 2, 3, job_id));
     tpeer_open(&a, r.endpoint);
     worker_ready(&a, "hostA:1:cpu", 2, NULL);
-    REQUIRE_OUT(trecv(&a, PROTO_TASK, 2000, &m));
-    bf_strlcpy(t0, m.task_id, sizeof t0);
-    proto_msg_clear(&m);
-    REQUIRE_OUT(trecv(&a, PROTO_TASK, 2000, &m));
-    bf_strlcpy(t1, m.task_id, sizeof t1);
-    proto_msg_clear(&m);
+    REQUIRE_OUT(take_task(&a, t0));
+    REQUIRE_OUT(take_task(&a, t1));
 
     /* {"zone": [0.5f, 1.5f], "n": uint16 5, "status": "success", "attempt": 9} */
     static const uint8_t zone[] = "\x92\xca\x3f\x00\x00\x00\xca\x3f\xc0\x00\x00";

@@ -627,12 +627,12 @@ static bf_err_t convert(const uint8_t *data, size_t size, int depth, json_t **va
     return *value ? BF_OK : c.rc;
 }
 
-/* Whether data[0, size) is one document: at most PROTO_MAX_FRAME bytes,
-   one value bounded as walk bounds a frame, nothing after it. */
-static bf_err_t doc_bounds(const uint8_t *data, size_t size, char *err)
+/* Whether data[0, size) is one value (what: "message", "document"): at most
+   PROTO_MAX_FRAME bytes, bounded as walk bounds a frame, nothing after it. */
+static bf_err_t one_value(const uint8_t *data, size_t size, const char *what, char *err)
 {
     if (size > PROTO_MAX_FRAME)
-        return bf_fail(err, BF_EPROTO, "document of %zu bytes exceeds %u", size, PROTO_MAX_FRAME);
+        return bf_fail(err, BF_EPROTO, "%s of %zu bytes exceeds %u", what, size, PROTO_MAX_FRAME);
     if (size == 0)
         return bf_fail(err, BF_EPROTO, "empty frame");
     walk_t w = {data, data + size, 0, PROTO_MAX_DEPTH, err};
@@ -646,14 +646,14 @@ static bf_err_t doc_bounds(const uint8_t *data, size_t size, char *err)
 bf_err_t proto_msgpack_to_json(const uint8_t *data, size_t size, json_t **value, char *err)
 {
     *value = NULL;
-    bf_err_t rc = doc_bounds(data, size, err);
+    bf_err_t rc = one_value(data, size, "document", err);
     return rc != BF_OK ? rc : convert(data, size, 0, value, err);
 }
 
 /* Why data, a document that proto_msgpack_members refused, is no map. */
 static bf_err_t no_map(const uint8_t *data, size_t size, char *err)
 {
-    bf_err_t rc = doc_bounds(data, size, err);
+    bf_err_t rc = one_value(data, size, "document", err);
     if (rc != BF_OK)
         return rc;
     msgpack_object top;
@@ -862,7 +862,7 @@ static bf_err_t strict(walk_t *w)
 
 bf_err_t proto_msgpack_check(const uint8_t *data, size_t size, char *err)
 {
-    bf_err_t rc = doc_bounds(data, size, err);
+    bf_err_t rc = one_value(data, size, "document", err);
     if (rc != BF_OK)
         return rc;
     walk_t w = {data, data + size, 0, PROTO_MAX_DEPTH, err};
@@ -1060,15 +1060,8 @@ _Static_assert(PROTO_FBIT_obj == PROTO_FIELD_COUNT - 1,
 static bf_err_t decode(const uint8_t *data, size_t size, proto_msg_t *msg, bool raw_obj, char *err)
 {
     proto_msg_init(msg, PROTO_NONE);
-    if (size > PROTO_MAX_FRAME)
-        return bf_fail(err, BF_EPROTO, "message of %zu bytes exceeds %u", size, PROTO_MAX_FRAME);
-    if (size == 0)
-        return bf_fail(err, BF_EPROTO, "empty frame");
-    walk_t w = {data, data + size, 0, PROTO_MAX_DEPTH, err};
-    if (!walk(&w, 0))
+    if (one_value(data, size, "message", err) != BF_OK)
         return BF_EPROTO;
-    if (w.p != w.end)
-        return bf_fail(err, BF_EPROTO, "%zu trailing bytes", (size_t)(w.end - w.p));
     msgpack_object top;
     peek(data, &top);
     if (top.type != MSGPACK_OBJECT_ARRAY || top.via.array.size < 2)
