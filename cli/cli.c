@@ -79,6 +79,16 @@ int cli_option_other(const char *cmd, int c, const char *help, char *const argv[
     return CLI_EXIT_USAGE;
 }
 
+int cli_option_sched(const char *cmd, const char *value, bool *inherit)
+{
+    if (strcmp(value, "batch") != 0 && strcmp(value, "inherit") != 0) {
+        fprintf(stderr, "beamfleet %s: --sched: expected batch or inherit, got '%s'\n", cmd, value);
+        return CLI_EXIT_USAGE;
+    }
+    *inherit = !strcmp(value, "inherit");
+    return -1;
+}
+
 int cli_version(int argc, char **argv)
 {
     if (argc > 1 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {

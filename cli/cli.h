@@ -47,6 +47,9 @@ int cli_version(int argc, char **argv);
    unknown option print one line naming the flag and return CLI_EXIT_USAGE.
    The option string must start with ':' and map --help to 'h'. */
 int cli_option_other(const char *cmd, int c, const char *help, char *const argv[]);
+/* --sched VALUE of cmd: *inherit set for "inherit", cleared for "batch";
+   anything else is a one-line error and CLI_EXIT_USAGE (else -1). */
+int cli_option_sched(const char *cmd, const char *value, bool *inherit);
 
 /* Loads the fleet file named by -c (path may be NULL for defaults) and applies
    the documented precedence for the broker endpoint. Prints the error and

@@ -252,14 +252,12 @@ static int parse_daemon(int argc, char **argv, daemon_args_t *a, const char *hel
             a->device = (int)d;
             break;
         }
-        case OPT_SCHED:
-            if (strcmp(optarg, "batch") != 0 && strcmp(optarg, "inherit") != 0) {
-                fprintf(stderr, "beamfleet %s: --sched: expected batch or inherit, got '%s'\n",
-                        a->cmd, optarg);
-                return CLI_EXIT_USAGE;
-            }
-            a->sched_inherit = !strcmp(optarg, "inherit");
+        case OPT_SCHED: {
+            int rc = cli_option_sched(a->cmd, optarg, &a->sched_inherit);
+            if (rc >= 0)
+                return rc;
             break;
+        }
         case ':':
             fprintf(stderr, "beamfleet %s: option %s needs a value\n", a->cmd, argv[optind - 1]);
             return CLI_EXIT_USAGE;

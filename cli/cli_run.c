@@ -368,14 +368,12 @@ int cli_run(int argc, char **argv)
         case 'R':
             recompute = true;
             break;
-        case 'S':
-            if (strcmp(optarg, "batch") != 0 && strcmp(optarg, "inherit") != 0) {
-                fprintf(stderr, "beamfleet run: --sched: expected batch or inherit, got '%s'\n",
-                        optarg);
-                return CLI_EXIT_USAGE;
-            }
-            sched_inherit = !strcmp(optarg, "inherit");
+        case 'S': {
+            int r = cli_option_sched("run", optarg, &sched_inherit);
+            if (r >= 0)
+                return r;
             break;
+        }
         default: /* --help, a missing value, an unknown option */
             return cli_option_other("run", c, help, argv);
         }
