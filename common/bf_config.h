@@ -142,13 +142,6 @@ bf_err_t bf_job_from_json(const json_t *doc, bf_job_t *job, char *err) BF_MUST_C
 #define BF_KEY_LEN 32
 bf_err_t bf_task_key(const bf_job_t *job, size_t i, char key[BF_KEY_LEN + 1],
                      char *err) BF_MUST_CHECK;
-/* The part of every task key that comes from the job's spec, as text
-   (malloc'ed; NULL when out of memory), and the key of task i from it:
-   bf_task_key(job, i) is bf_task_key_from(job, bf_task_key_spec(job), i),
-   for a caller that keys many tasks of one job. */
-char *bf_task_key_spec(const bf_job_t *job);
-bf_err_t bf_task_key_from(const bf_job_t *job, const char *spec, size_t i, char key[BF_KEY_LEN + 1],
-                          char *err) BF_MUST_CHECK;
 /* The keys of every task of job, keys[i] for task i (keys holds
    job->scene_count), hashed by a few threads at once: a job's scenes are
    many small folders, and hashing them one after the other waits on the

@@ -133,23 +133,9 @@ static char *spec_text(const bf_job_t *job)
     return text;
 }
 
-char *bf_task_key_spec(const bf_job_t *job)
-{
-    return spec_text(job);
-}
-
-bf_err_t bf_task_key(const bf_job_t *job, size_t i, char key[BF_KEY_LEN + 1], char *err)
-{
-    key[0] = '\0';
-    char *spec = spec_text(job);
-    bf_err_t rc =
-        spec ? bf_task_key_from(job, spec, i, key, err) : bf_fail(err, BF_ENOMEM, "out of memory");
-    free(spec);
-    return rc;
-}
-
-bf_err_t bf_task_key_from(const bf_job_t *job, const char *spec, size_t i, char key[BF_KEY_LEN + 1],
-                          char *err)
+/* The key of task i from spec (spec_text's, the same for every task). */
+static bf_err_t key_from(const bf_job_t *job, const char *spec, size_t i, char key[BF_KEY_LEN + 1],
+                         char *err)
 {
     key[0] = '\0';
     if (!job->scenes_root || i >= job->scene_count)
@@ -180,10 +166,20 @@ bf_err_t bf_task_key_from(const bf_job_t *job, const char *spec, size_t i, char 
     return rc;
 }
 
+bf_err_t bf_task_key(const bf_job_t *job, size_t i, char key[BF_KEY_LEN + 1], char *err)
+{
+    key[0] = '\0';
+    char *spec = spec_text(job);
+    bf_err_t rc =
+        spec ? key_from(job, spec, i, key, err) : bf_fail(err, BF_ENOMEM, "out of memory");
+    free(spec);
+    return rc;
+}
+
 /* One bf_task_keys: the next task to key, and the first failure. */
 typedef struct {
     const bf_job_t *job;
-    char *spec; /* bf_task_key_spec's, the same for every task */
+    char *spec; /* spec_text's, the same for every task */
     char (*keys)[BF_KEY_LEN + 1];
     atomic_size_t next;
     pthread_mutex_t lock;
@@ -203,7 +199,7 @@ static void *key_some(void *arg)
         if (done)
             return NULL;
         char why[BF_ERRLEN];
-        bf_err_t rc = bf_task_key_from(kg->job, kg->spec, i, kg->keys[i], why);
+        bf_err_t rc = key_from(kg->job, kg->spec, i, kg->keys[i], why);
         if (rc == BF_OK)
             continue;
         pthread_mutex_lock(&kg->lock);
@@ -220,7 +216,7 @@ bf_err_t bf_task_keys(const bf_job_t *job, char (*keys)[BF_KEY_LEN + 1], char *e
 {
     keying_t kg = {.job = job, .keys = keys, .failed = job->scene_count, .rc = BF_OK};
     atomic_init(&kg.next, 0);
-    if (!(kg.spec = bf_task_key_spec(job)))
+    if (!(kg.spec = spec_text(job)))
         return bf_fail(err, BF_ENOMEM, "out of memory");
     pthread_mutex_init(&kg.lock, NULL);
     pthread_t threads[KEY_THREADS - 1];
