@@ -1990,29 +1990,21 @@ static bf_err_t retire(broker_t *b)
    a message after a quiet spell. */
 #define COMMIT_GAP_MS 4
 
-/* A message's document, received as bytes: a RESULT's stays so (checked
-   as a tree would be: what reaches the collector must convert), to be
-   stored and delivered as it came; every other one becomes a tree. The
-   reason of a refusal reads as proto_decode's. */
-static bf_err_t settle_obj(proto_msg_t *m, char *why)
+/* A RESULT's document, kept as the bytes it came in to be stored and
+   delivered as it came, is checked as a tree would be (what reaches the
+   collector must convert); the reason of a refusal reads as
+   proto_decode's. */
+static bf_err_t check_result(proto_msg_t *m, char *why)
 {
-    if (!m->obj_raw)
-        return BF_OK;
     char detail[BF_ERRLEN] = "";
-    bf_err_t rc = m->type == PROTO_RESULT
+    bf_err_t rc = m->type == PROTO_RESULT && m->obj_raw
                       ? proto_msgpack_check(m->obj_raw, m->obj_raw_len, detail)
-                      : proto_msgpack_to_json(m->obj_raw, m->obj_raw_len, &m->obj, detail);
+                      : BF_OK;
     if (rc != BF_OK) {
         bf_fail(why, rc, "%s: field obj: %s", proto_type_name(m->type), detail);
         proto_msg_clear(m);
-        return rc;
     }
-    if (m->type != PROTO_RESULT) {
-        free(m->obj_raw);
-        m->obj_raw = NULL;
-        m->obj_raw_len = 0;
-    }
-    return BF_OK;
+    return rc;
 }
 
 /* Reads up to BATCH messages and applies them; BF_OK or a store failure. */
@@ -2025,11 +2017,12 @@ static bf_err_t read_batch(broker_t *b)
         proto_msg_t m;
         char why[BF_ERRLEN] = "";
         proto_origin_t origin;
-        bf_err_t r = proto_recv_origin_raw(b->router, id, &id_len, &m, ZMQ_DONTWAIT, &origin, why);
+        bf_err_t r = proto_recv_origin_keep(b->router, id, &id_len, &m, ZMQ_DONTWAIT, &origin,
+                                            PROTO_BIT(PROTO_RESULT), why);
         if (r == BF_EIO)
             break; /* nothing more (EAGAIN) */
         if (r == BF_OK)
-            r = settle_obj(&m, why);
+            r = check_result(&m, why);
         if (r != BF_OK) {
             /* The first few, then one in a thousand: a flood of garbage
                must not become a flood of log lines. */

@@ -1575,8 +1575,8 @@ static void test_passthrough(const char *dir)
     for (int64_t end = bf_mono_ms() + bf_test_ms(2000); !got && bf_mono_ms() < end;) {
         if (zmq_poll(&it, 1, 20) <= 0)
             continue;
-        REQUIRE_OUT(proto_recv_origin_raw(col.sock, NULL, NULL, &m, ZMQ_DONTWAIT, NULL, NULL) ==
-                    BF_OK);
+        REQUIRE_OUT(proto_recv_origin_keep(col.sock, NULL, NULL, &m, ZMQ_DONTWAIT, NULL,
+                                           PROTO_ALL_TYPES, NULL) == BF_OK);
         got = m.type == PROTO_DELIVER;
         if (!got)
             proto_msg_clear(&m);

@@ -1040,24 +1040,25 @@ static bool read_field(const msgpack_object *o, field_kind_t kind, void *slot, c
     return false;
 }
 
-static bf_err_t decode(const uint8_t *data, size_t size, proto_msg_t *msg, bool raw_obj, char *err);
-
 bf_err_t proto_decode(const uint8_t *data, size_t size, proto_msg_t *msg, char *err)
 {
-    return decode(data, size, msg, false, err);
+    return proto_decode_keep(data, size, msg, 0, err);
 }
 
 bf_err_t proto_decode_raw(const uint8_t *data, size_t size, proto_msg_t *msg, char *err)
 {
-    return decode(data, size, msg, true, err);
+    return proto_decode_keep(data, size, msg, PROTO_ALL_TYPES, err);
 }
+
+_Static_assert(PROTO_TYPE_MAX <= 32, "a message type is a bit of proto_decode_keep's mask");
 
 _Static_assert(PROTO_FBIT_obj == PROTO_FIELD_COUNT - 1,
                "decode takes obj as the last field of a message, running to the frame's end");
 
 /* The frame is walked once (its bounds), then read element by element in
-   place; only obj is converted, and only by proto_decode. */
-static bf_err_t decode(const uint8_t *data, size_t size, proto_msg_t *msg, bool raw_obj, char *err)
+   place; only obj is converted, and only when its type is not kept raw. */
+bf_err_t proto_decode_keep(const uint8_t *data, size_t size, proto_msg_t *msg, uint32_t raw_types,
+                           char *err)
 {
     proto_msg_init(msg, PROTO_NONE);
     if (one_value(data, size, "message", err) != BF_OK)
@@ -1111,7 +1112,7 @@ static bf_err_t decode(const uint8_t *data, size_t size, proto_msg_t *msg, bool 
         if (fields[f].kind == KIND_OBJ && item.type == MSGPACK_OBJECT_MAP) {
             size_t len = (size_t)(e.p - at);
             char why[BF_ERRLEN] = "";
-            if (raw_obj) {
+            if (raw_types & PROTO_BIT(type)) {
                 if (!(msg->obj_raw = malloc(len))) {
                     rc = bf_fail(err, BF_ENOMEM, "%s: field %s: out of memory", tname,
                                  fields[f].name);

@@ -171,6 +171,15 @@ bf_err_t proto_decode(const uint8_t *data, size_t size, proto_msg_t *msg, char *
    every TASK of a job) and compares bytes before it converts. */
 bf_err_t proto_decode_raw(const uint8_t *data, size_t size, proto_msg_t *msg,
                           char *err) BF_MUST_CHECK;
+/* As proto_decode for the messages whose type is not in raw_types (a mask
+   of PROTO_BIT(type)), as proto_decode_raw for those that are: proto_decode
+   is raw_types 0, proto_decode_raw PROTO_ALL_TYPES. For a receiver that
+   keeps one kind of document as bytes and wants every other one as a tree
+   (the broker: a RESULT's), decoded once either way. */
+#define PROTO_BIT(type) (1u << (type))
+#define PROTO_ALL_TYPES 0xffffffffu
+bf_err_t proto_decode_keep(const uint8_t *data, size_t size, proto_msg_t *msg, uint32_t raw_types,
+                           char *err) BF_MUST_CHECK;
 
 /* Converts between a MessagePack document and JSON (maps, arrays, strings,
    integers, reals, booleans, nil). Map keys must be strings. Bounded by

@@ -94,24 +94,25 @@ static bool recv_part(zmq_msg_t *part, void *socket, int flags)
 }
 
 static bf_err_t recv_msg(void *socket, uint8_t *routing_id, size_t *routing_id_len,
-                         proto_msg_t *msg, int flags, proto_origin_t *origin, bool raw_obj,
+                         proto_msg_t *msg, int flags, proto_origin_t *origin, uint32_t raw_types,
                          char *err);
 
 bf_err_t proto_recv_origin(void *socket, uint8_t *routing_id, size_t *routing_id_len,
                            proto_msg_t *msg, int flags, proto_origin_t *origin, char *err)
 {
-    return recv_msg(socket, routing_id, routing_id_len, msg, flags, origin, false, err);
+    return recv_msg(socket, routing_id, routing_id_len, msg, flags, origin, 0, err);
 }
 
-bf_err_t proto_recv_origin_raw(void *socket, uint8_t *routing_id, size_t *routing_id_len,
-                               proto_msg_t *msg, int flags, proto_origin_t *origin, char *err)
+bf_err_t proto_recv_origin_keep(void *socket, uint8_t *routing_id, size_t *routing_id_len,
+                                proto_msg_t *msg, int flags, proto_origin_t *origin,
+                                uint32_t raw_types, char *err)
 {
-    return recv_msg(socket, routing_id, routing_id_len, msg, flags, origin, true, err);
+    return recv_msg(socket, routing_id, routing_id_len, msg, flags, origin, raw_types, err);
 }
 
-/* proto_recv_origin, decoding with proto_decode_raw when raw_obj. */
+/* proto_recv_origin, the obj of the types in raw_types left encoded. */
 static bf_err_t recv_msg(void *socket, uint8_t *routing_id, size_t *routing_id_len,
-                         proto_msg_t *msg, int flags, proto_origin_t *origin, bool raw_obj,
+                         proto_msg_t *msg, int flags, proto_origin_t *origin, uint32_t raw_types,
                          char *err)
 {
     proto_msg_init(msg, PROTO_NONE);
@@ -151,8 +152,7 @@ static bf_err_t recv_msg(void *socket, uint8_t *routing_id, size_t *routing_id_l
         const char *addr = zmq_msg_gets(&part, "Peer-Address");
         bf_strlcpy(origin->addr, addr ? addr : "", sizeof origin->addr);
     }
-    bf_err_t rc = raw_obj ? proto_decode_raw(zmq_msg_data(&part), zmq_msg_size(&part), msg, err)
-                          : proto_decode(zmq_msg_data(&part), zmq_msg_size(&part), msg, err);
+    bf_err_t rc = proto_decode_keep(zmq_msg_data(&part), zmq_msg_size(&part), msg, raw_types, err);
     zmq_msg_close(&part);
     return rc;
 }
@@ -303,7 +303,8 @@ static bf_err_t link_recv(proto_link_t *self, proto_msg_t *msg, int64_t now, boo
         return BF_EIO;
     }
     char why[BF_ERRLEN];
-    bf_err_t rc = recv_msg(self->dealer, NULL, NULL, msg, ZMQ_DONTWAIT, NULL, raw_obj, why);
+    bf_err_t rc = recv_msg(self->dealer, NULL, NULL, msg, ZMQ_DONTWAIT, NULL,
+                           raw_obj ? PROTO_ALL_TYPES : 0, why);
     if (rc == BF_EIO)
         return rc;
     self->last_recv = now;

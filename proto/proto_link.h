@@ -60,12 +60,13 @@ typedef struct {
 bf_err_t proto_recv_origin(void *socket, uint8_t *routing_id, size_t *routing_id_len,
                            proto_msg_t *msg, int flags, proto_origin_t *origin,
                            char *err) BF_MUST_CHECK;
-/* The same decoding with proto_decode_raw: obj stays the bytes it came in
-   (msg->obj_raw). For the broker, which keeps a RESULT's document as bytes
-   and converts every other one. */
-bf_err_t proto_recv_origin_raw(void *socket, uint8_t *routing_id, size_t *routing_id_len,
-                               proto_msg_t *msg, int flags, proto_origin_t *origin,
-                               char *err) BF_MUST_CHECK;
+/* The same, decoded with proto_decode_keep: the obj of the types in
+   raw_types stays the bytes it came in (msg->obj_raw). For the broker,
+   which keeps a RESULT's document as bytes and wants every other one as a
+   tree. */
+bf_err_t proto_recv_origin_keep(void *socket, uint8_t *routing_id, size_t *routing_id_len,
+                                proto_msg_t *msg, int flags, proto_origin_t *origin,
+                                uint32_t raw_types, char *err) BF_MUST_CHECK;
 
 /* ---- a connection to the broker --------------------------------------------- */
 

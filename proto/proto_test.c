@@ -1257,6 +1257,13 @@ static void test_decode_raw(void)
     json_decref(back);
     proto_msg_clear(&d);
     proto_msg_clear(&r);
+    /* proto_decode_keep: raw only for the types asked for */
+    CHECK(proto_decode_keep(frame, size, &r, PROTO_BIT(PROTO_TASK), NULL) == BF_OK && !r.obj &&
+          r.obj_raw_len == want_len && !memcmp(r.obj_raw, want, want_len));
+    proto_msg_clear(&r);
+    CHECK(proto_decode_keep(frame, size, &r, PROTO_BIT(PROTO_RESULT), NULL) == BF_OK &&
+          !r.obj_raw && json_equal(r.obj, spec));
+    proto_msg_clear(&r);
     /* the same frame with its array header as array16: the same obj */
     uint8_t *wide = malloc(size + 2);
     REQUIRE(wide && (frame[0] & 0xf0) == 0x90);
