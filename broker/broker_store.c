@@ -1206,44 +1206,34 @@ static void job_note_final(job_t *j, int64_t wall)
         j->recent_head = (j->recent_head + 1) % RECENT;
 }
 
-/* Makes t final with result (which gets the fleet's bookkeeping fields),
-   records it, appends it to the outbox and maybe ends the job. */
 /* The stored form of a final result: the bytes of mp (a checked map; an
-   empty one when NULL) or of tree packed, with set's members put in
-   (proto_msgpack_patch), into *blob. Only when a member of set cannot go
-   packed (a reason longer than a document's string may be) is the whole
-   made a tree and stored as JSON text (*text), as column_doc reads it. */
-static bf_err_t final_doc(const uint8_t *mp, size_t len, const json_t *tree, const json_t *set,
-                          uint8_t **blob, size_t *blob_len, char **text)
+   empty one when NULL) with set's members put in (proto_msgpack_patch),
+   into *blob. Only when a member of set cannot go packed (a reason longer
+   than a document's string may be) is the whole made a tree and stored as
+   JSON text (*text), as column_doc reads it. */
+static bf_err_t final_doc(const uint8_t *mp, size_t len, const json_t *set, uint8_t **blob,
+                          size_t *blob_len, char **text)
 {
     static const uint8_t empty[] = {0x80};
-    uint8_t *packed = NULL;
-    size_t packed_len = 0;
-    bf_err_t rc = BF_EPROTO;
-    if (!mp && tree && proto_json_to_msgpack(tree, &packed, &packed_len) == BF_OK)
-        mp = packed, len = packed_len;
-    if (mp || !tree)
-        rc = proto_msgpack_patch(mp ? mp : empty, mp ? len : sizeof empty, set, blob, blob_len);
-    if (rc == BF_EPROTO) {
-        json_t *doc = NULL;
-        if (mp)
-            rc = proto_msgpack_to_json(mp, len, &doc, NULL);
-        else
-            doc = json_deep_copy(tree);
-        if (doc && json_object_update(doc, (json_t *)set) == 0)
-            *text = json_dumps(doc, JSON_COMPACT);
-        json_decref(doc);
-        rc = *text ? BF_OK : rc == BF_EPROTO ? BF_ENOMEM : rc;
-    }
-    free(packed);
-    return rc;
+    if (!mp)
+        mp = empty, len = sizeof empty;
+    bf_err_t rc = proto_msgpack_patch(mp, len, set, blob, blob_len);
+    if (rc != BF_EPROTO)
+        return rc;
+    json_t *doc = NULL;
+    if ((rc = proto_msgpack_to_json(mp, len, &doc, NULL)) == BF_OK &&
+        json_object_update(doc, (json_t *)set) == 0)
+        *text = json_dumps(doc, JSON_COMPACT);
+    json_decref(doc);
+    return *text ? BF_OK : BF_ENOMEM;
 }
 
-/* Task t becomes final with status and its result (mp, len bytes, or tree;
-   neither: none), set's members (the reason of an error or a
-   cancellation; may be NULL) and the bookkeeping ones put in. */
+/* Makes t final with status and its result (mp, len bytes; NULL for none)
+   with set's members (the reason of an error or a cancellation; may be
+   NULL) and the fleet's bookkeeping ones put in, records it, appends it
+   to the outbox and maybe ends the job. */
 static bf_err_t finalize(broker_store_t *s, uint32_t t, const uint8_t *mp, size_t len,
-                         const json_t *tree, const json_t *set, int status)
+                         const json_t *set, int status)
 {
     task_t *tk = TASK(s, t);
     job_t *j = JOB(s, tk->job);
@@ -1279,7 +1269,7 @@ static bf_err_t finalize(broker_store_t *s, uint32_t t, const uint8_t *mp, size_
     size_t blob_len = 0;
     char *text = NULL;
     char *failures = tk->failures ? json_dumps(tk->failures, JSON_COMPACT) : NULL;
-    bf_err_t rc = final_doc(mp, len, tree, fields, &blob, &blob_len, &text);
+    bf_err_t rc = final_doc(mp, len, fields, &blob, &blob_len, &text);
     json_decref(fields);
     if (rc != BF_OK || (tk->failures && !failures) || blob_len > INT_MAX) {
         free(blob);
@@ -1321,15 +1311,22 @@ static bf_err_t finalize(broker_store_t *s, uint32_t t, const uint8_t *mp, size_
 bf_err_t broker_store_task_done(broker_store_t *s, uint32_t t, const uint8_t *result, size_t len,
                                 bool failed)
 {
-    return finalize(s, t, result, len, NULL, NULL, failed ? S_FAILED : S_SUCCESS);
+    return finalize(s, t, result, len, NULL, failed ? S_FAILED : S_SUCCESS);
 }
 
 bf_err_t broker_store_task_done_tree(broker_store_t *s, uint32_t t, const json_t *result)
 {
     const char *status = json_string_value(json_object_get(result, "status"));
-    bool obj = json_is_object(result);
-    return finalize(s, t, NULL, 0, obj ? result : NULL, NULL,
-                    status && !strcmp(status, "failed") ? S_FAILED : S_SUCCESS);
+    uint8_t *mp = NULL;
+    size_t len = 0;
+    /* a reused result is a piece of a SUBMIT that came packed: it packs
+       again, only memory can fail */
+    if (json_is_object(result) && proto_json_to_msgpack(result, &mp, &len) != BF_OK)
+        return BF_ENOMEM;
+    bf_err_t rc =
+        finalize(s, t, mp, len, NULL, status && !strcmp(status, "failed") ? S_FAILED : S_SUCCESS);
+    free(mp);
+    return rc;
 }
 
 /* Whether a failure record names whose fault it was (records written
@@ -1416,7 +1413,7 @@ bf_err_t broker_store_task_failed(broker_store_t *s, uint32_t t, const char *hos
     json_t *set = json_pack("{s:s}", "reason", buf);
     if (!set)
         return BF_ENOMEM;
-    bf_err_t rc = finalize(s, t, result, len, NULL, set, S_ERROR);
+    bf_err_t rc = finalize(s, t, result, len, set, S_ERROR);
     json_decref(set);
     return rc;
 }
@@ -1535,7 +1532,7 @@ bf_err_t broker_store_cancel_job(broker_store_t *s, const char *job_id, uint64_t
             rc = BF_ENOMEM;
             break;
         }
-        rc = finalize(s, t, NULL, 0, NULL, set, S_CANCELLED);
+        rc = finalize(s, t, NULL, 0, set, S_CANCELLED);
         json_decref(set);
         (*count)++;
     }
